@@ -1,0 +1,1 @@
+"""Experiment: many random Flax networks at once, measured layer by layer."""

@@ -1,0 +1,10 @@
+"""Theory: mean-field signal propagation in deep networks at initialization.
+
+Enable 64-bit precision (needed for ~1e-10 accuracy) with
+``jax.config.update("jax_enable_x64", True)``, the environment variable
+``JAX_ENABLE_X64=1``, or the context manager ``with jax.enable_x64(True):``.
+This package never changes JAX flags itself.
+"""
+
+from meanfield.activations import ACTIVATIONS, Activation, activation, activation_names
+from meanfield.gaussian import bivariate_expectation, gaussian_expectation

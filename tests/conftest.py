@@ -1,0 +1,30 @@
+"""Strict test harness shared by every test.
+
+- Two emulated CPU devices, so sharding code paths run in CI.
+- Implicit rank promotion raises (broadcasting must be explicit).
+- Warnings are errors (see pyproject.toml).
+- 64-bit is *not* switched on globally: tests that need it use the ``x64``
+  fixture, which wraps ``jax.enable_x64(True)``; float32 stays the default so
+  dtype preservation is tested as a user meets it.
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
+settings.load_profile("ci")
+
+
+@pytest.fixture
+def x64():
+  """Run the test body with 64-bit JAX types enabled."""
+  with jax.enable_x64(True):
+    yield
