@@ -1,0 +1,165 @@
+"""``python -m figures``: make every figure (or ``--only`` some) into one folder.
+
+Each ``figures/fig_<name>.py`` module is one figure called ``<name>``; see
+:mod:`figures` for the contract a module follows. A figure that raises is
+reported (with its traceback) and the others still run; finished figures are
+on disk as soon as they are done. The exit status is 1 if any figure failed,
+and the failures are listed at the end.
+
+Examples::
+
+  python -m figures                          # all figures -> figures/output/
+  python -m figures --only phase_diagram     # one figure (repeat or comma-separate for more)
+  python -m figures --paper --out /tmp/figs  # paper-scale settings, elsewhere
+  python -m figures --list                   # names and titles
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pathlib
+import pkgutil
+import sys
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+
+from tqdm import tqdm
+
+from figures import _common
+
+__all__ = ["DEFAULT_OUTDIR", "PREFIX", "discover", "title", "run", "main"]
+
+#: Where ``python -m figures`` writes by default: the README gallery (committed).
+DEFAULT_OUTDIR = pathlib.Path(__file__).resolve().parent / "output"
+#: Module-name prefix that marks a figure module.
+PREFIX = "fig_"
+
+
+def discover(package: str = "figures") -> dict[str, ModuleType]:
+  """Import every ``fig_*`` module of ``package``; returns ``{name: module}``, sorted.
+
+  ``name`` is the module name without the ``fig_`` prefix. A module that
+  fails to import is kept as the exception, so the runner can report it as a
+  failed figure without losing the others.
+  """
+  pkg = importlib.import_module(package)
+  found: dict[str, ModuleType] = {}
+  for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+    if info.name.startswith(PREFIX) and not info.ispkg:
+      name = info.name[len(PREFIX):]
+      try:
+        found[name] = importlib.import_module(f"{package}.{info.name}")
+      except Exception as e:  # reported by `run`, like a figure that fails
+        found[name] = e  # type: ignore[assignment]
+  return found
+
+
+def title(module: ModuleType | Exception) -> str:
+  """The first line of a figure module's docstring (its one-line title)."""
+  doc = getattr(module, "__doc__", None) if isinstance(module, ModuleType) else None
+  return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""
+
+
+def _select(modules: Mapping[str, ModuleType], only: Sequence[str] | None) -> dict[str, ModuleType]:
+  if not only:
+    return dict(modules)
+  wanted = []
+  for item in only:
+    for name in item.split(","):
+      name = name.strip().removeprefix(PREFIX).removesuffix(".py")
+      if name:
+        wanted.append(name)
+  unknown = [n for n in wanted if n not in modules]
+  if unknown:
+    raise ValueError(
+        f"`only` must name figures among {sorted(modules)}, got unknown {unknown}")
+  return {n: modules[n] for n in dict.fromkeys(wanted)}
+
+
+def run(modules: Mapping[str, ModuleType], *, outdir: str | pathlib.Path = DEFAULT_OUTDIR,
+        only: Sequence[str] | None = None, paper: bool = False,
+        progress: bool = True) -> dict[str, str]:
+  """Make each figure in ``modules`` into ``outdir``; returns ``{name: error}`` for failures.
+
+  Args:
+    modules: ``{name: module}`` as from :func:`discover` (a value may be an
+      exception raised while importing the module: it counts as a failure).
+    outdir: folder for the PNGs and their data (created if missing).
+    only: names (or comma-separated lists of names) to run; all if empty.
+      Unknown names raise ``ValueError`` before anything runs.
+    paper: passed to each ``make`` (paper-scale settings).
+    progress: show a progress bar and one line per figure.
+
+  Returns:
+    An empty dict when every figure succeeded, else failed name -> one-line
+    reason (the full traceback is printed to stderr as it happens).
+  """
+  selected = _select(modules, only)
+  outdir = pathlib.Path(outdir)
+  outdir.mkdir(parents=True, exist_ok=True)
+  failures: dict[str, str] = {}
+  bar = tqdm(selected.items(), desc="figures", unit="fig", disable=not progress, file=sys.stderr)
+  for name, module in bar:
+    bar.set_postfix_str(name)
+    start = time.perf_counter()
+    try:
+      if isinstance(module, Exception):
+        raise module
+      make = getattr(module, "make", None)
+      if not callable(make):
+        raise TypeError(f"figure module {module.__name__} has no `make(outdir, *, paper)` function")
+      with _common.style():
+        written = make(outdir, paper=paper)
+      missing = [str(p) for p in written or [] if not pathlib.Path(p).exists()]
+      if missing:
+        raise RuntimeError(f"`make` returned paths that do not exist: {missing}")
+    except Exception as e:
+      failures[name] = f"{type(e).__name__}: {e}"
+      if progress:
+        tqdm.write(f"FAILED {name} after {time.perf_counter() - start:.1f} s", file=sys.stderr)
+      traceback.print_exception(e, file=sys.stderr)
+      continue
+    if progress:
+      files = ", ".join(pathlib.Path(p).name for p in written or [])
+      tqdm.write(f"done   {name} in {time.perf_counter() - start:.1f} s: {files}", file=sys.stderr)
+  return failures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Command-line entry point; returns the exit status (0 if all figures were made)."""
+  parser = argparse.ArgumentParser(prog="python -m figures", description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--only", action="append", metavar="NAME",
+                      help="make only this figure (repeat, or comma-separate, for more)")
+  parser.add_argument("--paper", action="store_true", help="paper-scale settings (slower)")
+  parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUTDIR, metavar="DIR",
+                      help=f"output folder (default: {DEFAULT_OUTDIR})")
+  parser.add_argument("--list", action="store_true", help="list the figures and exit")
+  parser.add_argument("--quiet", action="store_true", help="no progress output")
+  args = parser.parse_args(argv)
+
+  modules = discover()
+  if args.list:
+    for name, module in modules.items():
+      print(f"{name:24s} {title(module) or '(failed to import: ' + repr(module) + ')'}")
+    return 0
+  try:
+    failures = run(modules, outdir=args.out, only=args.only, paper=args.paper,
+                   progress=not args.quiet)
+  except ValueError as e:
+    parser.error(str(e))
+  if failures:
+    print(f"\n{len(failures)} figure(s) failed:", file=sys.stderr)
+    for name, reason in failures.items():
+      print(f"  {name}: {reason}", file=sys.stderr)
+    return 1
+  if not args.quiet:
+    print(f"all figures written to {args.out}", file=sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,81 @@
+"""The figure runner: discovery, --only, failures reported without losing finished figures."""
+
+from __future__ import annotations
+
+import pathlib
+import types
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from figures import _common
+from figures.__main__ import discover, main, run
+
+
+def _module(name: str, make) -> types.ModuleType:
+  module = types.ModuleType(f"figures.fig_{name}", f"A {name} figure.\n\nMore text.")
+  module.make = make
+  return module
+
+
+def _make_line(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+  x = np.linspace(0.0, 1.0, 5 if not paper else 9)
+  fig, ax = _common.subplots()
+  ax.plot(x, x**2)
+  ax.set_xlabel(_common.LABELS["sigma_w2"])
+  data = xr.Dataset({"y": ("sigma_w2", x**2)}, coords={"sigma_w2": x})
+  return _common.save(fig, data, outdir / "line")
+
+
+def _make_broken(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+  raise RuntimeError("this figure is broken")
+
+
+def test_run_writes_png_and_data_and_continues_past_a_failure(tmp_path, capsys):
+  # The broken figure sorts first, so the good one must still run after it.
+  modules = {"a_broken": _module("a_broken", _make_broken), "line": _module("line", _make_line)}
+  failures = run(modules, outdir=tmp_path)
+  assert list(failures) == ["a_broken"]
+  assert "this figure is broken" in failures["a_broken"]
+  png, nc = tmp_path / "line.png", tmp_path / "line.nc"
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  with xr.open_dataset(nc, engine="scipy") as ds:
+    np.testing.assert_array_equal(ds["y"].values, np.linspace(0.0, 1.0, 5) ** 2)
+  assert not list(tmp_path.glob(".*.tmp"))  # no leftovers from the atomic writes
+  assert "this figure is broken" in capsys.readouterr().err  # the traceback is shown
+
+
+def test_run_only_selects_and_paper_is_passed(tmp_path):
+  modules = {"a_broken": _module("a_broken", _make_broken), "line": _module("line", _make_line)}
+  assert run(modules, outdir=tmp_path, only=["fig_line"], paper=True, progress=False) == {}
+  with xr.open_dataset(tmp_path / "line.nc", engine="scipy") as ds:
+    assert ds.sizes["sigma_w2"] == 9
+  with pytest.raises(ValueError, match=r"`only` must name figures among \['a_broken', 'line'\]"):
+    run(modules, outdir=tmp_path, only=["nope"])
+
+
+def test_save_npz(tmp_path):
+  fig, ax = _common.subplots()
+  ax.plot([0, 1], [1, 0])
+  paths = _common.save(fig, {"x": np.arange(3)}, tmp_path / "sub" / "thing.png")
+  assert paths == [tmp_path / "sub" / "thing.png", tmp_path / "sub" / "thing.npz"]
+  np.testing.assert_array_equal(np.load(paths[1])["x"], np.arange(3))
+  with pytest.raises(ValueError, match="`data` must be"):
+    _common.save(fig, [1, 2], tmp_path / "bad")
+
+
+def test_every_figure_module_follows_the_contract():
+  modules = discover()
+  for name, module in modules.items():
+    assert not isinstance(module, Exception), f"{name} failed to import: {module!r}"
+    assert callable(module.make), name
+    assert module.__doc__ and module.__doc__.strip(), f"{name} has no title docstring"
+
+
+def test_main_exit_status_and_unknown_name(tmp_path, capsys):
+  assert main(["--list"]) == 0
+  with pytest.raises(SystemExit) as e:
+    main(["--only", "no_such_figure", "--out", str(tmp_path)])
+  assert e.value.code == 2
+  assert "no_such_figure" in capsys.readouterr().err
