@@ -1,0 +1,370 @@
+"""Weight initialization schemes: one table entry per scheme.
+
+Every scheme is an :class:`Init`: a *standard* draw, made once per network,
+and a *scale*, a number that depends on the hyperparameters. The weights are
+
+.. math::
+
+  W = \\mathrm{scale}(\\sigma_w^2, n_\\mathrm{in}, n_\\mathrm{out})
+      \\cdot \\mathrm{standard}(\\mathrm{key}, (n_\\mathrm{in}, n_\\mathrm{out})).
+
+Splitting the two is what lets a sweep draw a network's random numbers once
+and reuse them for every ``sigma_w2`` (common random numbers): only the scale
+changes across a hyperparameter grid.
+
+Weights have Flax's kernel layout ``(fan_in, fan_out)``: ``h = x @ W``.
+(PyTorch stores ``(fan_out, fan_in)``; the fans below are the same.)
+
+Three kinds of schemes:
+
+- **by variance, in the theory's parametrisation** (Poole et al. 2016):
+  ``E[W_ij^2] = sigma_w2 / fan_in``. ``gaussian`` (exact normal, what
+  mean-field theory assumes), ``uniform``, ``truncated_normal`` (normal cut
+  at two standard deviations and rescaled to the same variance; this is
+  Flax's default kernel init) and ``orthogonal`` (``W^T W = sigma_w2 I`` for
+  square ``W``). These take ``sigma_w2``.
+- **by absolute standard deviation**, as in everyday scripts:
+  :func:`normal` ``(std)``, :func:`constant` ``(value)`` and ``zeros``.
+- **named presets**: ``xavier_normal``, ``xavier_uniform``, ``he_normal``,
+  ``he_uniform``, ``lecun_normal``.
+
+The last two kinds fix the variance themselves and *ignore* ``sigma_w2``:
+passing both raises ``ValueError``, and a sweep over such schemes has no
+``sigma_w2`` axis. Their variance in the theory's terms is
+:meth:`Init.sigma_w2_effective` (``fan_in * E[W_ij^2]``), which a sweep
+records per layer so that theory can be put beside it.
+
+Biases are ``N(0, sigma_b2)``; ``sigma_b2 = 0`` gives zeros (see
+:func:`bias_initializer`).
+
+A new scheme is one entry in :data:`INITS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.nn import initializers as jinit
+
+__all__ = [
+    "Init", "INITS", "init", "init_names", "normal", "constant",
+    "bias_initializer",
+]
+
+Array = jax.Array
+Standard = Callable[[Array, tuple[int, ...], Any], Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Init:
+  """An initialization scheme: a standard draw times a scale.
+
+  Attributes:
+    name: registry name; for parametrised schemes the call that builds it,
+      e.g. ``"normal(0.01)"`` (:func:`init` parses it back).
+    standard: ``(key, shape, dtype) -> Array`` for ``shape = (fan_in,
+      fan_out)``; the unit draw, independent of any hyperparameter.
+    scale_fn: ``(sigma_w2, fan_in, fan_out) -> scalar`` multiplying the
+      standard draw; traceable in ``sigma_w2`` (so a sweep vmaps over it).
+    unit_second_moment: ``(fan_in, fan_out) -> float``, ``E[standard_ij^2]``.
+    uses_sigma_w2: whether the scale depends on ``sigma_w2`` (schemes by
+      variance) or the scheme fixes it (presets, absolute std).
+    torch, keras: the equivalent call in ``torch.nn.init`` and Keras.
+
+  Two schemes compare equal when their names (and flags) are equal.
+  """
+
+  name: str
+  standard: Standard = dataclasses.field(repr=False, compare=False)
+  scale_fn: Callable[..., Any] = dataclasses.field(repr=False, compare=False)
+  unit_second_moment: Callable[[int, int], float] = dataclasses.field(
+      repr=False, compare=False)
+  uses_sigma_w2: bool = True
+  torch: str = ""
+  keras: str = ""
+
+  def scale(self, sigma_w2, fan_in: int, fan_out: int):
+    """The multiplier of the standard draw; ``sigma_w2`` is ignored by presets."""
+    return self.scale_fn(sigma_w2, fan_in, fan_out)
+
+  def sigma_w2_effective(self, sigma_w2, fan_in: int, fan_out: int):
+    """``fan_in * E[W_ij^2]``: the scheme's ``sigma_w2`` in the theory's terms."""
+    return self.scale(sigma_w2, fan_in, fan_out) ** 2 * (
+        self.unit_second_moment(fan_in, fan_out) * fan_in)
+
+  def check_sigma_w2(self, sigma_w2) -> None:
+    """Raise ``ValueError`` unless ``sigma_w2`` suits this scheme.
+
+    Schemes by variance need a finite ``sigma_w2 >= 0``; presets and schemes
+    by absolute std need ``None``.
+    """
+    if self.uses_sigma_w2:
+      if sigma_w2 is None:
+        raise ValueError(
+            f"`sigma_w2` must be given (a finite number >= 0) for init "
+            f"{self.name!r}, got None")
+      _check_variance("sigma_w2", sigma_w2)
+    elif sigma_w2 is not None:
+      raise ValueError(
+          f"`sigma_w2` must be None for init {self.name!r}, which fixes the "
+          f"weight variance itself, got {sigma_w2!r}; use init='gaussian' "
+          f"(or 'uniform', 'truncated_normal', 'orthogonal') to set sigma_w2")
+
+  def initializer(self, sigma_w2=None) -> Callable[..., Array]:
+    """A ``jax.nn.initializers``-style ``(key, shape, dtype) -> Array``.
+
+    ``shape`` is ``(fan_in, fan_out)``; the result has ``dtype`` (default
+    float32 or float64 under x64).
+    """
+    self.check_sigma_w2(sigma_w2)
+
+    def init_fn(key, shape, dtype=None):
+      if len(shape) != 2:
+        raise ValueError(
+            f"`shape` must be (fan_in, fan_out), got {tuple(shape)}")
+      dtype = _float_dtype(dtype)
+      w = self.standard(key, tuple(shape), dtype)
+      return (w * jnp.asarray(self.scale(sigma_w2, *shape), dtype)).astype(dtype)
+
+    return init_fn
+
+
+def _float_dtype(dtype):
+  return jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
+
+
+def _check_variance(name: str, value) -> None:
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}") from None
+  if not (math.isfinite(v) and v >= 0):
+    raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
+
+
+# --- standard draws -------------------------------------------------------
+
+def _fan_in_standard(distribution: str) -> Standard:
+  # Variance 1/fan_in, exactly (jax corrects the truncated normal's std).
+  return jinit.variance_scaling(1.0, "fan_in", distribution)
+
+
+_ORTHOGONAL = jinit.orthogonal(1.0)
+
+
+def _orthogonal_standard(key, shape, dtype):
+  # Orthonormal columns if fan_in >= fan_out (W^T W = I), rows otherwise.
+  return _ORTHOGONAL(key, shape, dtype)
+
+
+def _unit_normal(key, shape, dtype):
+  return jax.random.normal(key, shape, dtype)
+
+
+def _ones(key, shape, dtype):
+  del key
+  return jnp.ones(shape, dtype)
+
+
+def _zeros(key, shape, dtype):
+  del key
+  return jnp.zeros(shape, dtype)
+
+
+def _per_fan_in(fan_in, fan_out):
+  del fan_out
+  return 1.0 / fan_in
+
+
+def _unit(fan_in, fan_out):
+  del fan_in, fan_out
+  return 1.0
+
+
+def _by_variance(sigma_w2, fan_in, fan_out):
+  del fan_in, fan_out
+  return jnp.sqrt(sigma_w2)
+
+
+def _orthogonal_scale(sigma_w2, fan_in, fan_out):
+  # An orthogonal draw has E[W_ij^2] = 1/max(fan_in, fan_out); rescale so
+  # that E[W_ij^2] = sigma_w2/fan_in in every case (for fan_in < fan_out the
+  # rows are orthonormal and W W^T = sigma_w2 (fan_out/fan_in) I).
+  return jnp.sqrt(sigma_w2 * max(1.0, fan_out / fan_in))
+
+
+def _preset(gain2: Callable[[int, int], float]):
+  def scale_fn(sigma_w2, fan_in, fan_out):
+    del sigma_w2
+    return math.sqrt(gain2(fan_in, fan_out))
+  return scale_fn
+
+
+def _xavier(fan_in, fan_out):
+  return 2.0 * fan_in / (fan_in + fan_out)   # variance 2 / (fan_in + fan_out)
+
+
+def _he(fan_in, fan_out):
+  del fan_in, fan_out
+  return 2.0                                 # variance 2 / fan_in
+
+
+def _lecun(fan_in, fan_out):
+  del fan_in, fan_out
+  return 1.0                                 # variance 1 / fan_in
+
+
+def _absolute(value: float):
+  def scale_fn(sigma_w2, fan_in, fan_out):
+    del sigma_w2, fan_in, fan_out
+    return value
+  return scale_fn
+
+
+def normal(std: float) -> Init:
+  """``W_ij ~ N(0, std^2)``, whatever the fan-in (``sigma_w2 = fan_in std^2``).
+
+  torch: ``torch.nn.init.normal_(w, 0.0, std)``;
+  Keras: ``keras.initializers.RandomNormal(0.0, std)``.
+  """
+  _check_variance("std", std)
+  std = float(std)
+  return Init(f"normal({std:g})", _unit_normal, _absolute(std), _unit,
+              uses_sigma_w2=False,
+              torch=f"torch.nn.init.normal_(w, 0.0, {std:g})",
+              keras=f"keras.initializers.RandomNormal(0.0, {std:g})")
+
+
+def constant(value: float) -> Init:
+  """``W_ij = value`` for every entry (not random; ``zeros`` is ``constant(0)``).
+
+  torch: ``torch.nn.init.constant_(w, value)``;
+  Keras: ``keras.initializers.Constant(value)``.
+  """
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"`value` must be a finite number, got {value!r}") from None
+  if not math.isfinite(value):
+    raise ValueError(f"`value` must be a finite number, got {value!r}")
+  return Init(f"constant({value:g})", _ones, _absolute(value), _unit,
+              uses_sigma_w2=False,
+              torch=f"torch.nn.init.constant_(w, {value:g})",
+              keras=f"keras.initializers.Constant({value:g})")
+
+
+# name -> Init. Schemes by variance take sigma_w2; the rest fix the variance.
+INITS: dict[str, Init] = {
+    "gaussian": Init(
+        "gaussian", _fan_in_standard("normal"), _by_variance, _per_fan_in,
+        torch="torch.nn.init.normal_(w, 0.0, (sigma_w2 / fan_in) ** 0.5)",
+        keras="keras.initializers.VarianceScaling(sigma_w2, 'fan_in', 'untruncated_normal')"),
+    "uniform": Init(
+        "uniform", _fan_in_standard("uniform"), _by_variance, _per_fan_in,
+        torch="torch.nn.init.uniform_(w, -a, a), a = (3 sigma_w2 / fan_in) ** 0.5",
+        keras="keras.initializers.VarianceScaling(sigma_w2, 'fan_in', 'uniform')"),
+    "truncated_normal": Init(
+        "truncated_normal", _fan_in_standard("truncated_normal"), _by_variance,
+        _per_fan_in,
+        torch="torch.nn.init.trunc_normal_(w, 0.0, s / 0.8796, -2 s / 0.8796, 2 s / 0.8796), s = (sigma_w2 / fan_in) ** 0.5",
+        keras="keras.initializers.VarianceScaling(sigma_w2, 'fan_in', 'truncated_normal')"),
+    "orthogonal": Init(
+        "orthogonal", _orthogonal_standard, _orthogonal_scale,
+        lambda fan_in, fan_out: 1.0 / max(fan_in, fan_out),
+        torch="torch.nn.init.orthogonal_(w, gain=sigma_w2 ** 0.5)  (square w)",
+        keras="keras.initializers.Orthogonal(gain=sigma_w2 ** 0.5)  (square w)"),
+    "xavier_normal": Init(
+        "xavier_normal", _fan_in_standard("normal"), _preset(_xavier), _per_fan_in,
+        uses_sigma_w2=False,
+        torch="torch.nn.init.xavier_normal_(w)",
+        keras="keras.initializers.VarianceScaling(1.0, 'fan_avg', 'untruncated_normal') "
+              "(keras.initializers.GlorotNormal truncates, same variance)"),
+    "xavier_uniform": Init(
+        "xavier_uniform", _fan_in_standard("uniform"), _preset(_xavier), _per_fan_in,
+        uses_sigma_w2=False,
+        torch="torch.nn.init.xavier_uniform_(w)",
+        keras="keras.initializers.GlorotUniform()"),
+    "he_normal": Init(
+        "he_normal", _fan_in_standard("normal"), _preset(_he), _per_fan_in,
+        uses_sigma_w2=False,
+        torch="torch.nn.init.kaiming_normal_(w, nonlinearity='relu')",
+        keras="keras.initializers.VarianceScaling(2.0, 'fan_in', 'untruncated_normal') "
+              "(keras.initializers.HeNormal truncates, same variance)"),
+    "he_uniform": Init(
+        "he_uniform", _fan_in_standard("uniform"), _preset(_he), _per_fan_in,
+        uses_sigma_w2=False,
+        torch="torch.nn.init.kaiming_uniform_(w, nonlinearity='relu')",
+        keras="keras.initializers.HeUniform()"),
+    "lecun_normal": Init(
+        "lecun_normal", _fan_in_standard("normal"), _preset(_lecun), _per_fan_in,
+        uses_sigma_w2=False,
+        torch="torch.nn.init.kaiming_normal_(w, nonlinearity='linear')",
+        keras="keras.initializers.VarianceScaling(1.0, 'fan_in', 'untruncated_normal') "
+              "(keras.initializers.LecunNormal truncates, same variance)"),
+    "zeros": Init(
+        "zeros", _zeros, _absolute(0.0), _unit, uses_sigma_w2=False,
+        torch="torch.nn.init.zeros_(w)", keras="keras.initializers.Zeros()"),
+}
+
+_PARAMETRISED = {"normal": normal, "constant": constant}
+_CALL = re.compile(r"^\s*(\w+)\s*\(\s*([^()]*?)\s*\)\s*$")
+
+
+def init_names() -> tuple[str, ...]:
+  """The registered scheme names, sorted (plus ``normal(std)``, ``constant(value)``)."""
+  return tuple(sorted(INITS))
+
+
+def _valid() -> str:
+  return ", ".join(init_names()) + ", normal(std), constant(value)"
+
+
+def init(spec: str | Init) -> Init:
+  """The :class:`Init` for a name, a call string, or an ``Init``.
+
+  Args:
+    spec: a name from :data:`INITS` (``"gaussian"``, ``"he_normal"``, ...),
+      a call string ``"normal(0.01)"`` / ``"constant(0.5)"`` (the ``name`` of
+      what :func:`normal` and :func:`constant` return), or an :class:`Init`
+      (returned unchanged).
+
+  Raises:
+    ValueError: for an unknown name, listing the valid ones.
+  """
+  if isinstance(spec, Init):
+    return spec
+  if isinstance(spec, str):
+    if spec in INITS:
+      return INITS[spec]
+    m = _CALL.match(spec)
+    if m and m.group(1) in _PARAMETRISED:
+      try:
+        arg = float(m.group(2))
+      except ValueError:
+        raise ValueError(
+            f"`init` {spec!r} needs one number, e.g. 'normal(0.01)'") from None
+      return _PARAMETRISED[m.group(1)](arg)
+  raise ValueError(f"`init` must be one of {_valid()} or an Init, got {spec!r}")
+
+
+def bias_initializer(sigma_b2) -> Callable[..., Array]:
+  """``(key, shape, dtype) -> Array`` drawing ``b_i ~ N(0, sigma_b2)``.
+
+  ``sigma_b2 = 0`` gives zeros (the everyday default). torch:
+  ``torch.nn.init.normal_(b, 0.0, sigma_b2 ** 0.5)``; Keras:
+  ``keras.initializers.RandomNormal(0.0, sigma_b2 ** 0.5)``.
+  """
+  _check_variance("sigma_b2", sigma_b2)
+
+  def init_fn(key, shape, dtype=None):
+    dtype = _float_dtype(dtype)
+    return (jax.random.normal(key, shape, dtype)
+            * jnp.asarray(math.sqrt(float(sigma_b2)), dtype))
+
+  return init_fn
