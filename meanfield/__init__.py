@@ -8,3 +8,4 @@ This package never changes JAX flags itself.
 
 from meanfield.activations import ACTIVATIONS, Activation, activation, activation_names
 from meanfield.gaussian import bivariate_expectation, gaussian_expectation
+from meanfield.maps import Propagation, c_map, chi_1, propagate, q_map, q_map_slope

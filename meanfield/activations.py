@@ -19,6 +19,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["Activation", "ACTIVATIONS", "activation", "activation_names"]
 
@@ -50,17 +51,28 @@ class Activation:
   kinks: tuple[float, ...] = ()
   closed_forms: dict[str, Callable[..., Array]] = dataclasses.field(
       default_factory=dict, compare=False, hash=False)
+  dfn: Callable[[Array], Array] | None = dataclasses.field(
+      default=None, compare=False, hash=False)
+  d2fn: Callable[[Array], Array] | None = dataclasses.field(
+      default=None, compare=False, hash=False)
 
   def __call__(self, x: Any) -> Array:
     return self.fn(x)
 
   def derivative(self, x: Any) -> Array:
-    """``phi'(x)``, elementwise, by automatic differentiation."""
+    """``phi'(x)``, elementwise: the explicit ``dfn`` if given, else autodiff."""
+    if self.dfn is not None:
+      return self.dfn(jnp.asarray(x))
     return jnp.vectorize(jax.grad(self.fn))(x)
 
   def second_derivative(self, x: Any) -> Array:
     """``phi''(x)``, elementwise (zero almost everywhere for piecewise-linear phi)."""
+    if self.d2fn is not None:
+      return self.d2fn(jnp.asarray(x))
     return jnp.vectorize(jax.grad(jax.grad(self.fn)))(x)
+
+
+# --- the pointwise functions and their derivatives ---------------------------
 
 
 def _linear(x):
@@ -92,21 +104,194 @@ def _relu(x):
   return jnp.maximum(x, 0.0)
 
 
-# name -> Activation. Closed forms are attached in meanfield.gaussian's table
-# of closed forms (see `_CLOSED_FORMS` there) so this table stays one line each.
+def _step(x, left, right):
+  return jnp.where(x > 0, right, left).astype(x.dtype)
+
+
+def _normal_pdf(x):
+  return jnp.exp(-0.5 * x * x) / np.sqrt(2 * np.pi).astype(x.dtype)
+
+
+_DERIVATIVES: dict[str, tuple[Callable[[Array], Array], Callable[[Array], Array]]] = {
+    "linear": (jnp.ones_like, jnp.zeros_like),
+    "relu": (lambda x: _step(x, 0.0, 1.0), jnp.zeros_like),
+    "leaky_relu": (lambda x: _step(x, LEAKY_RELU_SLOPE, 1.0), jnp.zeros_like),
+    "tanh": (lambda x: 1 - jnp.tanh(x) ** 2,
+             lambda x: -2 * jnp.tanh(x) * (1 - jnp.tanh(x) ** 2)),
+    "hard_tanh": (lambda x: (jnp.abs(x) < 1).astype(x.dtype), jnp.zeros_like),
+    "erf": (lambda x: 2 / np.sqrt(np.pi) * jnp.exp(-x * x),
+            lambda x: -4 / np.sqrt(np.pi) * x * jnp.exp(-x * x)),
+    "sigmoid": (lambda x: jax.nn.sigmoid(x) * jax.nn.sigmoid(-x),
+                lambda x: jax.nn.sigmoid(x) * jax.nn.sigmoid(-x) * jnp.tanh(-x / 2)),
+    "softplus": (jax.nn.sigmoid, lambda x: jax.nn.sigmoid(x) * jax.nn.sigmoid(-x)),
+    "gelu": (lambda x: jax.scipy.special.ndtr(x) + x * _normal_pdf(x),
+             lambda x: (2 - x * x) * _normal_pdf(x)),
+    "silu": (lambda x: jax.nn.sigmoid(x) * (1 + x * jax.nn.sigmoid(-x)),
+             lambda x: jax.nn.sigmoid(x) * jax.nn.sigmoid(-x)
+             * (2 + x * jnp.tanh(-x / 2))),
+    "selu": (lambda x: _SELU_SCALE * jnp.where(x > 0, 1.0, _SELU_ALPHA * jnp.exp(jnp.minimum(x, 0.0))),
+             lambda x: _SELU_SCALE * jnp.where(x > 0, 0.0, _SELU_ALPHA * jnp.exp(jnp.minimum(x, 0.0)))),
+    "elu": (lambda x: jnp.where(x > 0, 1.0, jnp.exp(jnp.minimum(x, 0.0))),
+            lambda x: jnp.where(x > 0, 0.0, jnp.exp(jnp.minimum(x, 0.0)))),
+}
+
+
+# --- closed-form Gaussian integrals ---------------------------------------------
+#
+# Keys of ``Activation.closed_forms`` (all for centred Gaussians; ``u = sqrt(q) z``,
+# ``(u1, u2)`` with variances ``q11, q22`` and covariance ``q12``):
+#   "second_moment"(q)                    E[phi(u)^2]
+#   "derivative_second_moment"(q)         E[phi'(u)^2]
+#   "cross_moment"(q11, q22, q12)          E[phi(u1) phi(u2)]
+#   "derivative_cross_moment"(q11, q22, q12)  E[phi'(u1) phi'(u2)]
+#   "squared_difference"(q, c)            E[(phi(u1) - phi(u2))^2] for equal
+#                                          variances q and correlation c, written
+#                                          without cancellation as c -> 1.
+
+
+def _correlation(q11, q22, q12):
+  norm = jnp.sqrt(q11 * q22)
+  return jnp.clip(q12 / jnp.where(norm > 0, norm, 1), -1, 1), norm
+
+
+def _angle(c):
+  """``arccos(c)`` accurate near ``c = 1`` (``2 arcsin(sqrt((1 - c)/2))``)."""
+  return 2 * jnp.arcsin(jnp.sqrt(jnp.clip((1 - c) / 2, 0, 1)))
+
+
+def _theta_minus_sin(theta):
+  """``theta - sin(theta)`` without cancellation for small theta (Taylor series)."""
+  t2 = theta * theta
+  series = theta * t2 / 6 * (1 - t2 / 20 * (1 - t2 / 42 * (1 - t2 / 72 * (1 - t2 / 110))))
+  return jnp.where(theta < 0.25, series, theta - jnp.sin(theta))
+
+
+def _arccos_kernel(c):
+  """``E[relu(z1) relu(z2)]`` for unit variances and correlation c (Cho & Saul 2009)."""
+  theta = _angle(c)
+  return (jnp.sqrt(jnp.clip((1 - c) * (1 + c), 0, None)) + (np.pi - theta) * c) / (2 * np.pi)
+
+
+def _leaky_forms(slope: float) -> dict[str, Callable[..., Array]]:
+  """Closed forms for ``phi(h) = relu(h) - slope * relu(-h)`` (slope 0: ReLU)."""
+  a2 = 1 + slope * slope
+
+  def second_moment(q):
+    return a2 * q / 2
+
+  def derivative_second_moment(q):
+    return jnp.full_like(q, a2 / 2)
+
+  def cross_moment(q11, q22, q12):
+    c, norm = _correlation(q11, q22, q12)
+    return norm * (a2 * _arccos_kernel(c) - 2 * slope * _arccos_kernel(-c))
+
+  def derivative_cross_moment(q11, q22, q12):
+    c, _ = _correlation(q11, q22, q12)
+    theta = _angle(c)
+    return (a2 * (np.pi - theta) + 2 * slope * theta) / (2 * np.pi)
+
+  def squared_difference(q, c):
+    # q - 2 q k(c) = q [(pi - theta)(1 - c) + theta - sin theta] / pi for ReLU;
+    # the leak adds 4 slope q k(-c) = 2 slope q (sin theta - theta c) / pi.
+    theta = _angle(c)
+    relu_part = ((np.pi - theta) * (1 - c) + _theta_minus_sin(theta)) / np.pi
+    leak_part = 2 * ((1 - c) * theta - _theta_minus_sin(theta)) / np.pi
+    return q * (a2 * relu_part + slope * leak_part)
+
+  return dict(second_moment=second_moment,
+              derivative_second_moment=derivative_second_moment,
+              cross_moment=cross_moment,
+              derivative_cross_moment=derivative_cross_moment,
+              squared_difference=squared_difference)
+
+
+def _linear_forms() -> dict[str, Callable[..., Array]]:
+  return dict(
+      second_moment=lambda q: q,
+      derivative_second_moment=jnp.ones_like,
+      cross_moment=lambda q11, q22, q12: q12 + 0 * (q11 + q22),
+      derivative_cross_moment=lambda q11, q22, q12: jnp.ones_like(q12 + q11 + q22),
+      squared_difference=lambda q, c: 2 * q * (1 - c))
+
+
+def _erf_forms() -> dict[str, Callable[..., Array]]:
+  """Williams 1997: ``E[erf(u1) erf(u2)] = (2/pi) arcsin(2 q12 / sqrt((1+2q11)(1+2q22)))``."""
+
+  def second_moment(q):
+    return 2 / np.pi * jnp.arcsin(2 * q / (1 + 2 * q))
+
+  def derivative_second_moment(q):
+    return 4 / (np.pi * jnp.sqrt(1 + 4 * q))
+
+  def cross_moment(q11, q22, q12):
+    return 2 / np.pi * jnp.arcsin(2 * q12 / jnp.sqrt((1 + 2 * q11) * (1 + 2 * q22)))
+
+  def derivative_cross_moment(q11, q22, q12):
+    # (4/pi) E[exp(-u1^2 - u2^2)] = (4/pi) det(I + 2 Sigma)^(-1/2).
+    return 4 / (np.pi * jnp.sqrt((1 + 2 * q11) * (1 + 2 * q22) - 4 * q12 * q12))
+
+  def squared_difference(q, c):
+    # (4/pi) (arcsin r - arcsin rc), r = 2q/(1+2q), as one atan2 without cancellation.
+    r = 2 * q / (1 + 2 * q)
+    a = jnp.sqrt((1 - r) * (1 + r))
+    b = jnp.sqrt((1 - r * c) * (1 + r * c))
+    sin = r * (1 - c) * (1 + c) / (b + c * a)
+    cos = a * b + r * r * c
+    return 4 / np.pi * jnp.arctan2(sin, cos)
+
+  return dict(second_moment=second_moment,
+              derivative_second_moment=derivative_second_moment,
+              cross_moment=cross_moment,
+              derivative_cross_moment=derivative_cross_moment,
+              squared_difference=squared_difference)
+
+
+def _hard_tanh_forms() -> dict[str, Callable[..., Array]]:
+  """1-D forms for ``clip(h, -1, 1)``; its 2-D integrals use split quadrature."""
+
+  def second_moment(q):
+    safe = jnp.where(q > 0, q, 1)
+    t = jnp.where(q > 0, 1 / jnp.sqrt(2 * safe), jnp.inf)   # 1 / sqrt(2 q)
+    inner = q * jax.scipy.special.erf(t) - 2 * jnp.sqrt(q) * _normal_pdf(np.sqrt(2) * t)
+    return inner + jax.scipy.special.erfc(t)
+
+  def derivative_second_moment(q):
+    safe = jnp.where(q > 0, q, 1)
+    return jnp.where(q > 0, jax.scipy.special.erf(1 / jnp.sqrt(2 * safe)), 1).astype(q.dtype)
+
+  return dict(second_moment=second_moment,
+              derivative_second_moment=derivative_second_moment)
+
+
+_CLOSED_FORMS: dict[str, dict[str, Callable[..., Array]]] = {
+    "linear": _linear_forms(),
+    "relu": _leaky_forms(0.0),
+    "leaky_relu": _leaky_forms(LEAKY_RELU_SLOPE),
+    "erf": _erf_forms(),
+    "hard_tanh": _hard_tanh_forms(),
+}
+
+
+def _entry(name: str, fn: Callable[[Array], Array], kinks: tuple[float, ...] = ()) -> Activation:
+  dfn, d2fn = _DERIVATIVES[name]
+  return Activation(name, fn, kinks, dict(_CLOSED_FORMS.get(name, {})), dfn, d2fn)
+
+
+# name -> Activation: one line each (derivatives and closed forms are looked up by name).
 ACTIVATIONS: dict[str, Activation] = {
-    "linear": Activation("linear", _linear),
-    "relu": Activation("relu", _relu, kinks=(0.0,)),
-    "leaky_relu": Activation("leaky_relu", _leaky_relu, kinks=(0.0,)),
-    "tanh": Activation("tanh", jnp.tanh),
-    "hard_tanh": Activation("hard_tanh", _hard_tanh, kinks=(-1.0, 1.0)),
-    "erf": Activation("erf", jax.scipy.special.erf),
-    "sigmoid": Activation("sigmoid", jax.nn.sigmoid),
-    "softplus": Activation("softplus", jax.nn.softplus),
-    "gelu": Activation("gelu", _gelu),
-    "silu": Activation("silu", jax.nn.silu),
-    "selu": Activation("selu", _selu, kinks=(0.0,)),
-    "elu": Activation("elu", _elu, kinks=(0.0,)),
+    "linear": _entry("linear", _linear),
+    "relu": _entry("relu", _relu, kinks=(0.0,)),
+    "leaky_relu": _entry("leaky_relu", _leaky_relu, kinks=(0.0,)),
+    "tanh": _entry("tanh", jnp.tanh),
+    "hard_tanh": _entry("hard_tanh", _hard_tanh, kinks=(-1.0, 1.0)),
+    "erf": _entry("erf", jax.scipy.special.erf),
+    "sigmoid": _entry("sigmoid", jax.nn.sigmoid),
+    "softplus": _entry("softplus", jax.nn.softplus),
+    "gelu": _entry("gelu", _gelu),
+    "silu": _entry("silu", jax.nn.silu),
+    "selu": _entry("selu", _selu, kinks=(0.0,)),
+    "elu": _entry("elu", _elu, kinks=(0.0,)),
 }
 
 

@@ -1,65 +1,165 @@
-"""Gaussian expectations on fixed quadrature grids.
+"""Gaussian expectations by composite Gauss-Legendre quadrature.
 
-Baseline implementation (probabilists' Gauss-Hermite); the public signatures
-below are what the rest of the package calls.
+``E[g(m + s z)]``, ``z ~ N(0, 1)``, is computed as an integral over
+``z in [-Z, Z]`` (``Z = 10``: the Gaussian mass outside is ``1.5e-23``) cut
+into panels, with ``degree`` Gauss-Legendre nodes on each panel. The cuts are
+
+- fixed points in ``z`` (``0, +-2.5, +-5, +-7.5``), so the Gaussian weight is
+  smooth on every panel;
+- a geometric ladder in the pre-activation ``h = m + s z``
+  (``h = 0, +-1, +-2, +-4, ..., +-32``), so an activation that bends near
+  ``h = 0`` (tanh at large ``q`` is a near-step in ``z``) is resolved at its
+  own scale: each panel stays clear of the activation's complex singularities
+  (tanh: ``h = i pi/2``) relative to its width, and the rule converges
+  geometrically with ``degree`` for every ``q``;
+- the activation's kinks (``h`` where ``phi``, ``phi'`` or ``phi''`` jumps),
+  so piecewise-smooth integrands are integrated piece by piece.
+
+Cuts move with ``m`` and ``s`` (traced values), sorted into a fixed-size
+array: one compiled program serves every ``q``. Panels that fall outside
+``[-Z, Z]`` collapse to width 0 and add nothing. With ``degree = 12`` the
+relative error against adaptive quadrature is below ``1e-13`` for the table's
+activations and ``q`` from ``1e-6`` to ``1e4`` (see the tests), in float64.
+
+The 2-D expectation over a correlated pair integrates ``z1`` by this rule and,
+for each ``z1`` node, the conditional law of ``u2`` by the same rule shifted to
+the conditional mean, so kinks and the bend of ``phi`` are split in both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["gaussian_expectation", "bivariate_expectation"]
+__all__ = ["gaussian_expectation", "bivariate_expectation", "DEFAULT_DEGREE"]
 
 Array = jax.Array
-DEFAULT_DEGREE = 101
+
+#: Gauss-Legendre nodes per panel.
+DEFAULT_DEGREE = 12
+_Z_MAX = 10.0
+_Z_CUTS = (-7.5, -5.0, -2.5, 0.0, 2.5, 5.0, 7.5)
+_H_CUTS = (0.0,) + tuple(s * 2.0 ** k for k in range(6) for s in (-1.0, 1.0))
+# Elements of the 2-D node array evaluated at once; larger batches are mapped.
+_BIVARIATE_CHUNK = 1 << 22
 
 
-def _hermite_e(degree: int, dtype) -> tuple[Array, Array]:
-  """Nodes and weights of the standard normal measure (weights sum to 1)."""
-  z, w = np.polynomial.hermite_e.hermegauss(degree)
-  return jnp.asarray(z, dtype), jnp.asarray(w / np.sqrt(2 * np.pi), dtype)
+def _legendre(degree: int) -> tuple[np.ndarray, np.ndarray]:
+  if not isinstance(degree, (int, np.integer)) or degree < 1:
+    raise ValueError(f"`degree` must be an integer >= 1, got {degree!r}")
+  return np.polynomial.legendre.leggauss(int(degree))
 
 
-def gaussian_expectation(g: Callable[[Array], Array], q, *, kinks=(),
-                         degree: int = DEFAULT_DEGREE) -> Array:
-  """``E_z[g(sqrt(q) z)]`` for ``z ~ N(0, 1)``.
+def _dtype(*xs: Any):
+  return jnp.result_type(*xs, float)
+
+
+def _rule(mean: Array, std: Array, kinks: tuple[float, ...], degree: int):
+  """Nodes ``z`` and weights ``w`` with ``sum(w g(mean + std z)) ~ E[g(mean + std Z)]``.
 
   Args:
-    g: elementwise ``jax.numpy`` function of the pre-activation ``h``.
-    q: variance of ``h``; any shape, ``q >= 0``.
-    kinks: points in ``h`` where ``g`` is not smooth (used by refined rules).
-    degree: number of quadrature nodes.
+    mean, std: arrays of one shape ``S`` (``std >= 0``).
+    kinks: static points in ``h = mean + std z`` to cut at.
+    degree: Gauss-Legendre nodes per panel.
 
   Returns:
-    An array of ``jnp.shape(q)``, in the floating dtype of ``q``.
+    ``(z, w)``, each of shape ``S + (panels * degree,)``, dtype of ``mean``.
   """
-  del kinks
-  q = jnp.asarray(q)
-  dtype = jnp.result_type(q.dtype, jnp.float32)
-  z, w = _hermite_e(degree, dtype)
-  h = jnp.sqrt(q)[..., None] * z
-  return jnp.sum(w * g(h), axis=-1)
+  dtype = mean.dtype
+  x, wx = _legendre(degree)
+  h_cuts = jnp.asarray(sorted(set(_H_CUTS) | set(map(float, kinks))), dtype)
+  positive = std > 0
+  safe_std = jnp.where(positive, std, 1)
+  z_h = (h_cuts - mean[..., None]) / safe_std[..., None]
+  z_h = jnp.where(positive[..., None], jnp.clip(z_h, -_Z_MAX, _Z_MAX), _Z_MAX)
+  fixed = jnp.broadcast_to(jnp.asarray((-_Z_MAX,) + _Z_CUTS + (_Z_MAX,), dtype),
+                           mean.shape + (len(_Z_CUTS) + 2,))
+  cuts = jnp.sort(jnp.concatenate([fixed, z_h], axis=-1), axis=-1)
+  lo, hi = cuts[..., :-1, None], cuts[..., 1:, None]
+  half = (hi - lo) / 2
+  z = lo + half * jnp.asarray(x + 1, dtype)
+  w = half * jnp.asarray(wx, dtype) * jnp.exp(-z * z / 2) / np.sqrt(2 * np.pi).astype(dtype)
+  shape = mean.shape + (-1,)
+  return z.reshape(shape), w.reshape(shape)
 
 
-def bivariate_expectation(g: Callable[[Array, Array], Array], q11, q22, q12, *,
-                          kinks=(), degree: int = DEFAULT_DEGREE) -> Array:
+def _sum(w: Array, values: Any, axes: tuple[int, ...]) -> Any:
+  return jax.tree.map(lambda v: jnp.sum(w * v, axis=axes), values)
+
+
+def gaussian_expectation(g: Callable[[Array], Any], q: Any, *, kinks=(),
+                         degree: int = DEFAULT_DEGREE, mean: Any = 0.0) -> Any:
+  """``E_z[g(mean + sqrt(q) z)]`` for ``z ~ N(0, 1)``, by split Gauss-Legendre quadrature.
+
+  Args:
+    g: elementwise ``jax.numpy`` function of the pre-activation ``h``; it may
+      return a pytree of arrays (each integrated on the same nodes).
+    q: variance of ``h``; any shape, ``q >= 0`` (``q = 0`` gives ``g(mean)``).
+    kinks: points in ``h`` where ``g`` is not smooth; the integral is split there.
+    degree: Gauss-Legendre nodes per panel (see the module docstring).
+    mean: mean of ``h``; broadcast against ``q``.
+
+  Returns:
+    Arrays of the broadcast shape of ``q`` and ``mean``, in their floating
+    dtype (float32 unless 64-bit is enabled and an input is float64).
+  """
+  dtype = _dtype(q, mean)
+  q, mean = jnp.broadcast_arrays(jnp.asarray(q, dtype), jnp.asarray(mean, dtype))
+  std = jnp.sqrt(q)
+  z, w = _rule(mean, std, tuple(kinks), degree)
+  h = mean[..., None] + std[..., None] * z
+  return _sum(w, g(h), (-1,))
+
+
+def _bivariate(g, q11, q22, q12, kinks, degree):
+  """Unbatched body of :func:`bivariate_expectation` on 1-D arrays of points."""
+  norm = jnp.sqrt(q11 * q22)
+  c = jnp.clip(q12 / jnp.where(norm > 0, norm, 1), -1, 1)
+  s = jnp.sqrt(jnp.clip((1 - c) * (1 + c), 0, None))
+  sd1, sd2 = jnp.sqrt(q11), jnp.sqrt(q22)
+  z1, w1 = _rule(jnp.zeros_like(q11), sd1, kinks, degree)            # (B, N1)
+  mean2 = (sd2 * c)[:, None] * z1                                       # (B, N1)
+  z2, w2 = _rule(mean2, jnp.broadcast_to((sd2 * s)[:, None], mean2.shape), kinks, degree)
+  u1 = (sd1[:, None] * z1)[..., None]                                   # (B, N1, 1)
+  u2 = mean2[..., None] + (sd2 * s)[:, None, None] * z2                # (B, N1, N2)
+  return _sum(w1[..., None] * w2, g(u1, u2), (-2, -1))
+
+
+def bivariate_expectation(g: Callable[[Array, Array], Any], q11: Any, q22: Any, q12: Any, *,
+                          kinks=(), degree: int = DEFAULT_DEGREE) -> Any:
   """``E[g(u1, u2)]`` for ``(u1, u2)`` centred Gaussian with covariance ``[[q11, q12], [q12, q22]]``.
 
-  ``u1 = sqrt(q11) z1``, ``u2 = sqrt(q22) (c z1 + sqrt(1 - c^2) z2)``,
-  ``c = q12 / sqrt(q11 q22)``. Result has the broadcast shape of the inputs.
+  ``u1 = sqrt(q11) z1``, ``u2 = sqrt(q22) (c z1 + sqrt(1 - c^2) z2)`` with
+  ``c = q12 / sqrt(q11 q22)`` (clipped to ``[-1, 1]``). The ``z1`` integral
+  and, for each ``z1`` node, the conditional ``z2`` integral are split at
+  ``kinks`` (points in ``u`` where ``g`` is not smooth in either argument)
+  and at the ladder of the module docstring.
+
+  Args:
+    g: elementwise function of ``(u1, u2)``, broadcasting; may return a pytree.
+    q11, q22, q12: broadcastable arrays, ``q11, q22 >= 0``.
+    kinks: points in ``u`` where ``g`` is not smooth in ``u1`` or ``u2``.
+    degree: Gauss-Legendre nodes per panel in each dimension.
+
+  Returns:
+    Arrays of the broadcast shape of the inputs, in their floating dtype.
+    Large batches are evaluated in chunks (``jax.lax.map``) to bound memory.
   """
-  del kinks
-  q11, q22, q12 = jnp.broadcast_arrays(*map(jnp.asarray, (q11, q22, q12)))
-  dtype = jnp.result_type(q11.dtype, jnp.float32)
-  z, w = _hermite_e(degree, dtype)
-  c = q12 / jnp.sqrt(q11 * q22)
-  s = jnp.sqrt(jnp.clip(1 - c * c, 0.0, None))
-  z1 = z[:, None]
-  z2 = z[None, :]
-  u1 = jnp.sqrt(q11)[..., None, None] * z1
-  u2 = jnp.sqrt(q22)[..., None, None] * (c[..., None, None] * z1 + s[..., None, None] * z2)
-  return jnp.sum(w[:, None] * w[None, :] * g(u1, u2), axis=(-2, -1))
+  dtype = _dtype(q11, q22, q12)
+  q11, q22, q12 = jnp.broadcast_arrays(*(jnp.asarray(a, dtype) for a in (q11, q22, q12)))
+  shape = q11.shape
+  flat = tuple(a.reshape(-1) for a in (q11, q22, q12))
+  kinks = tuple(kinks)
+  n_nodes = (len(set(_H_CUTS) | set(map(float, kinks))) + len(_Z_CUTS) + 1) * degree
+  batch = max(1, _BIVARIATE_CHUNK // (n_nodes * n_nodes))
+  size = flat[0].shape[0]
+  if size <= batch:
+    out = _bivariate(g, *flat, kinks, degree)
+  else:
+    out = jax.lax.map(lambda a: jax.tree.map(lambda v: v[0], _bivariate(
+        g, a[0][None], a[1][None], a[2][None], kinks, degree)), flat, batch_size=batch)
+  return jax.tree.map(lambda v: v.reshape(shape), out)
