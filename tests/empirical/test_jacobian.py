@@ -39,7 +39,7 @@ def _small(dtype, kind="gaussian"):
 def _network_fn(w, b):
   def f(x):
     for l in range(w.shape[0]):
-      x = jnp.tanh(w[l] @ x + b[l])
+      x = jnp.tanh(x @ w[l] + b[l])
     return x
   return f
 
@@ -121,7 +121,7 @@ def test_input_is_at_the_fixed_point_length():
   width = 4096
   x = jac.jacobian_input(key=jax.random.key(0), activation="tanh", q=Q_STAR, width=width)
   w, b = _params(jax.random.key(1), 1, width, "gaussian", jnp.float32)
-  q1 = float(jnp.mean((w[0] @ x + b[0]) ** 2))
+  q1 = float(jnp.mean((x @ w[0] + b[0]) ** 2))
   assert abs(q1 / Q_STAR - 1) < 5 * math.sqrt(2 / width)
 
 
