@@ -45,6 +45,15 @@ class Timing:
   compile_s: float | None = None
   note: str = ""
 
+  def scaled(self, factor: float, *, name: str, note: str) -> Timing:
+    """The same measurement scaled by ``factor`` (e.g. per point x number of points).
+
+    For extrapolating a loop timed on a subset to the full problem; ``note``
+    must say so. ``compile_s`` is kept unscaled.
+    """
+    return dataclasses.replace(self, name=name, median_s=self.median_s * factor,
+                               min_s=self.min_s * factor, max_s=self.max_s * factor, note=note)
+
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
