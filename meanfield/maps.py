@@ -65,8 +65,8 @@ def second_moments(act: Activation, q: Array) -> tuple[Array, Array]:
                               kinks=act.kinks, degree=DEFAULT_DEGREE)
 
 
-def pair_moments(act: Activation, q: Array, c: Array, *,
-                 derivative: bool = False) -> tuple[Array, ...]:
+def pair_moments(act: Activation, q: Array, c: Array, *, derivative: bool = False,
+                 degree: int = BIVARIATE_DEGREE) -> tuple[Array, ...]:
   """For equal variances ``q`` and correlation ``c``:
 
   ``(E[phi(u1) phi(u2)], E[(phi(u1) - phi(u2))^2])`` and, with
@@ -89,7 +89,7 @@ def pair_moments(act: Activation, q: Array, c: Array, *,
       out += (act.derivative(u1) * act.derivative(u2),)
     return out
 
-  return bivariate_expectation(g, q, q, q * c, kinks=act.kinks, degree=BIVARIATE_DEGREE)
+  return bivariate_expectation(g, q, q, q * c, kinks=act.kinks, degree=degree)
 
 
 def next_correlation(sigma_w2: Array, sigma_b2: Array, q_out: Array, cross: Array,
