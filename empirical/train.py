@@ -1,0 +1,691 @@
+"""Training many networks at once, with the per-layer probes recorded over time.
+
+:func:`train` trains a grid of networks (``activation`` x ``init`` x
+``width`` x ``depth`` x ``sigma_w2`` x ``sigma_b2`` x ``learning_rate``)
+times ``n_seeds`` seeds on one data set. The optimizer step is written for
+one network and ``jax.vmap``-ed over the networks of a chunk (no Python loop
+over networks: one jitted program per activation, init, width and depth),
+and the steps between two recordings run in one ``lax.fori_loop``. The networks are :mod:`empirical.models`' MLP with a
+linear readout to the classes,
+
+.. math::
+
+  h^1 = x W^1 + b^1, \\quad h^l = \\phi(h^{l-1}) W^l + b^l \\ (l = 2..L), \\quad
+  \\mathrm{logits} = \\phi(h^L) W^\\mathrm{out} + b^\\mathrm{out},
+
+(with optional skip connections and Layer/BatchNorm, as in
+:func:`empirical.models.forward`), initialised as in :mod:`empirical.inits`:
+``W^l_ij`` with variance ``sigma_w2 / fan_in`` (the readout too),
+``b^l_i ~ N(0, sigma_b2)``, readout bias 0. The loss is the mean softmax
+cross-entropy over a minibatch. Schoenholz et al. 2017 (Sec. 6, Fig. 5/6)
+predict that such networks train only up to a depth of about ``6 xi_c``.
+
+Random numbers follow the package's seed-key convention: network ``seed``
+has key ``k = fold_in(key, seed)`` (:func:`empirical.models.network_key`),
+the same for every grid point, so networks of one seed at different
+``sigma_w2`` share their standard draw (common random numbers) *and* their
+minibatches. Weights come from ``fold_in(k, 0)``, biases from
+``fold_in(k, 1)``; the minibatch of step ``t`` is drawn from
+``fold_in(fold_in(k, BATCH_STREAM), t)``: ``batch_size`` training examples,
+uniformly with replacement (:func:`empirical.data.sample_batch`), so a
+network's run depends only on its own key and hyperparameters, never on the
+chunk it was trained in.
+
+Optimizers (``optimizer``): ``"sgd"`` (``optax.sgd``), ``"momentum"``
+(``optax.sgd`` with heavy-ball ``momentum``) and ``"adam"`` (``optax.adam``);
+with ``clip_norm`` the gradient is first clipped to that global norm
+(``optax.clip_by_global_norm``, per network). ``learning_rate`` may be a
+grid axis: the optimizer runs at unit rate and its update is multiplied by
+each network's own rate (exact for these three optimizers, whose updates are
+linear in the rate).
+
+At each step of ``record_steps`` (step ``t`` is after ``t`` updates; step 0
+is the initialization) it records, per network:
+
+- ``train_loss``, ``train_accuracy`` on the whole training split,
+  ``test_loss``, ``test_accuracy`` on the whole test split;
+- per layer ``l = 1..L``, on a fixed probe batch (the first ``probe_size``
+  training examples), the same statistics as a sweep at initialization
+  (:func:`empirical.probes.measure`, its loss projection ``r`` drawn from
+  ``fold_in(k, PROBE_STREAM)`` as in :func:`empirical.sweep.sweep`): ``q``,
+  ``c``, pre- and post-activation means and variances, ``zero``, ``dead``,
+  ``saturated``, ``grad_h``, ``grad_w`` and ``first_nonfinite``; and
+  ``loss_grad_w``, the Frobenius norm of the *training* loss's gradient
+  ``dLoss/dW^l`` on the probe batch;
+- per layer, summaries of the weights: ``weight_quantiles`` (quantiles
+  ``weight_quantile`` of the entries of ``W^l``), ``layer_sigma_w2``
+  (``fan_in * mean(W_ij^2)``, the weight variance in the theory's terms),
+  and of the singular values of ``W^l`` (``sv_max``, ``sv_min``,
+  ``sv_quantiles`` at ``sv_quantile``);
+- ``diverged_step``: the first step whose minibatch loss was not finite
+  (``-1`` if none). A diverged network keeps running on nan weights (its
+  loss is nan, its accuracy that of a constant prediction); nothing raises.
+
+With BatchNorm (``norm="batch"``) every forward pass normalises with the
+statistics of the batch at hand (no running averages): a training step with
+its minibatch, an evaluation with the whole split, a probe with the probe
+batch.
+
+Results are an ``xarray.Dataset`` (layout in :func:`train`). Work is cut
+into chunks of networks of one configuration by
+:func:`empirical.sweep.run_chunked`; with ``store`` each finished chunk is
+written atomically to that directory and a rerun with the same arguments
+loads it instead of training again, so an interrupted run resumes at the
+first unfinished chunk with identical results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import itertools
+import math
+import os
+import pathlib
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import xarray as xr
+from tqdm import tqdm
+
+from empirical import data as _data
+from empirical import inits as _inits
+from empirical import models as _models
+from empirical import probes as _probes
+from empirical.sweep import _is_list, _key_data, _values, run_chunked
+from meanfield.activations import Activation, activation as _activation
+
+__all__ = [
+    "OPTIMIZERS", "SWEPT", "BATCH_STREAM", "PROBE_STREAM", "WEIGHT_QUANTILES",
+    "SV_QUANTILES", "RECORD_DOCS", "optimizer", "train",
+]
+
+Array = jax.Array
+
+#: Optimizer names accepted by :func:`train`.
+OPTIMIZERS = ("sgd", "momentum", "adam")
+#: The arguments :func:`train` takes a list of, in the order of the Dataset's dims.
+SWEPT = ("activation", "init", "width", "depth", "sigma_w2", "sigma_b2", "learning_rate")
+#: ``fold_in(network_key, PROBE_STREAM)`` draws the probes' loss projection (as in a sweep).
+PROBE_STREAM = 2
+#: ``fold_in(network_key, BATCH_STREAM)`` is the root of a network's minibatch keys.
+BATCH_STREAM = 3
+#: Default quantiles of each layer's weight entries.
+WEIGHT_QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
+#: Default quantiles of each layer's singular values (besides min and max).
+SV_QUANTILES = (0.1, 0.5, 0.9)
+DEFAULT_MEMORY_BUDGET = 1 << 30
+
+#: Description of each recorded variable besides the probes' (``probes.STAT_DOCS``).
+RECORD_DOCS = {
+    "train_loss": "mean softmax cross-entropy on the whole training split",
+    "train_accuracy": "fraction of the training split classified correctly",
+    "test_loss": "mean softmax cross-entropy on the whole test split",
+    "test_accuracy": "fraction of the test split classified correctly",
+    "loss_grad_w": "Frobenius norm of dLoss/dW^l, training loss on the probe batch",
+    "layer_sigma_w2": "each layer's weight variance in the theory's terms, fan_in mean(W_ij^2)",
+    "weight_quantiles": "quantiles of the entries of W^l",
+    "sv_max": "largest singular value of W^l",
+    "sv_min": "smallest singular value of W^l",
+    "sv_quantiles": "quantiles of the singular values of W^l",
+    "diverged_step": "first step whose minibatch loss was not finite (-1: none)",
+    "diverged": "the minibatch loss was not finite at some step",
+}
+_FORMAT = 1
+
+
+# ---------------------------------------------------------------------------
+# Configuration (static: one compiled program per configuration).
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+  activation: Activation
+  init: _inits.Init
+  width: int
+  depth: int
+  in_features: int
+  n_classes: int
+  residual: bool
+  norm: str | None
+  optimizer: str
+  momentum: float
+  clip_norm: float | None
+  batch_size: int
+  weight_quantiles: tuple[float, ...]
+  sv_quantiles: tuple[float, ...]
+  dtype: Any
+
+
+class _State(NamedTuple):
+  """One network's training state (a pytree; vmapped over a chunk)."""
+  params: _models.Params
+  opt_state: Any
+  learning_rate: Array   # () float
+  batch_key: Array       # root of the minibatch keys
+  r: Array               # (N,) the probes' loss projection
+  diverged_step: Array   # () int32, -1 until the minibatch loss is not finite
+
+
+def optimizer(name: str = "sgd", *, momentum: float = 0.9,
+              clip_norm: float | None = None) -> optax.GradientTransformation:
+  """The optax transformation of ``name`` at unit learning rate.
+
+  ``"sgd"``: ``optax.sgd(1.0)``; ``"momentum"``: ``optax.sgd(1.0,
+  momentum=momentum)``; ``"adam"``: ``optax.adam(1.0)``; each preceded by
+  ``optax.clip_by_global_norm(clip_norm)`` if ``clip_norm`` is given.
+  Multiply its updates by the learning rate (all three are linear in it).
+  """
+  name = _check_optimizer(name)
+  momentum = _check_number("momentum", momentum, minimum=0.0, below=1.0)
+  clip_norm = _check_clip_norm(clip_norm)
+  if name == "sgd":
+    base = optax.sgd(1.0)
+  elif name == "momentum":
+    base = optax.sgd(1.0, momentum=momentum)
+  else:
+    base = optax.adam(1.0)
+  if clip_norm is None:
+    return base
+  return optax.chain(optax.clip_by_global_norm(clip_norm), base)
+
+
+# ---------------------------------------------------------------------------
+# Validation.
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+  if not _is_int(value) or value < minimum:
+    raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
+  return int(value)
+
+
+def _check_number(name: str, value, *, minimum: float, below: float | None = None,
+                  strict: bool = False) -> float:
+  try:
+    v = math.nan if isinstance(value, (bool, np.bool_)) else float(value)
+  except (TypeError, ValueError):
+    v = math.nan
+  ok = math.isfinite(v) and (v > minimum if strict else v >= minimum)
+  if below is not None:
+    ok = ok and v < below
+  if not ok:
+    allowed = f"{'>' if strict else '>='} {minimum:g}" + (
+        f" and < {below:g}" if below is not None else "")
+    raise ValueError(f"`{name}` must be a finite number {allowed}, got {value!r}")
+  return v
+
+
+def _check_optimizer(name) -> str:
+  if not isinstance(name, str) or name not in OPTIMIZERS:
+    raise ValueError(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+  return name
+
+
+def _check_clip_norm(clip_norm) -> float | None:
+  if clip_norm is None:
+    return None
+  return _check_number("clip_norm", clip_norm, minimum=0.0, strict=True)
+
+
+def _check_quantiles(name: str, values) -> tuple[float, ...]:
+  arr = np.atleast_1d(np.asarray(values, dtype=float))
+  if arr.ndim != 1 or arr.size == 0 or not np.all((arr >= 0) & (arr <= 1)):
+    raise ValueError(f"`{name}` must be a non-empty 1-D sequence of numbers in [0, 1], got "
+                     f"{values!r}")
+  return tuple(arr.tolist())
+
+
+def _check_record_steps(record_steps, record_every, n_steps: int) -> tuple[int, ...]:
+  if record_steps is not None and record_every is not None:
+    raise ValueError(f"`record_steps` and `record_every` must not both be given, got "
+                     f"{record_steps!r} and {record_every!r}")
+  if record_steps is None:
+    every = (max(n_steps // 10, 1) if record_every is None
+             else _check_int("record_every", record_every, 1))
+    return tuple(sorted(set(range(0, n_steps + 1, every)) | {n_steps}))
+  steps = np.atleast_1d(np.asarray(record_steps)).tolist()
+  if (not steps or not all(_is_int(s) and 0 <= s <= n_steps for s in steps)
+      or any(b <= a for a, b in zip(steps, steps[1:]))):
+    raise ValueError(
+        f"`record_steps` must be a non-empty increasing sequence of integers in "
+        f"[0, n_steps] = [0, {n_steps}], got {record_steps!r}")
+  return tuple(int(s) for s in steps)
+
+
+_DATA_ALLOWED = ("a DataSplit (empirical.data), 'digits', or a directory holding the "
+                 "MNIST-style IDX files")
+
+
+def _resolve_data(data, dtype) -> _data.DataSplit:
+  if isinstance(data, _data.DataSplit):
+    split = data
+  elif isinstance(data, str) and data == "digits":
+    split = _data.load_digits(key=jax.random.key(0), dtype=dtype)
+  elif isinstance(data, (str, os.PathLike)):
+    path = pathlib.Path(data).expanduser()
+    if not path.is_dir():
+      reason = "a file, not a directory" if path.exists() else "no such directory"
+      raise ValueError(f"`data` must be {_DATA_ALLOWED}, got {str(data)!r} ({reason})")
+    split = _data.load_mnist(path, dtype=dtype)
+  else:
+    raise ValueError(f"`data` must be {_DATA_ALLOWED}, got {type(data).__name__}")
+  return split.replace(x_train=jnp.asarray(split.x_train, dtype).reshape(split.n_train, -1),
+                       x_test=jnp.asarray(split.x_test, dtype).reshape(split.n_test, -1))
+
+
+# ---------------------------------------------------------------------------
+# One network: initialise, step, measure.
+
+
+def _loss_and_accuracy(logits: Array, labels: Array) -> tuple[Array, Array]:
+  loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+  accuracy = jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(logits.dtype))
+  return loss, accuracy
+
+
+def _logits(params: _models.Params, x: Array, cfg: _Config) -> Array:
+  return _models.forward(params, x, activation=cfg.activation, residual=cfg.residual,
+                         norm=cfg.norm)[0]
+
+
+def _init_state(key: Array, sigma_w2: Array, sigma_b2: Array, learning_rate: Array,
+                cfg: _Config) -> _State:
+  """One network at initialization; ``key`` is its network key."""
+  scheme = cfg.init
+  s_w2 = sigma_w2 if scheme.uses_sigma_w2 else None
+  std = _models.standard_params(key, in_features=cfg.in_features, width=cfg.width,
+                                depth=cfg.depth, init=scheme, norm=cfg.norm,
+                                out_features=cfg.n_classes, dtype=cfg.dtype)
+  w_scale, b_scale = _models.layer_scales(scheme, s_w2, sigma_b2, in_features=cfg.in_features,
+                                          width=cfg.width, depth=cfg.depth, dtype=cfg.dtype)
+  params = _models.scale_params(std, w_scale, b_scale)
+  out_scale = jnp.asarray(scheme.scale(s_w2, cfg.width, cfg.n_classes), cfg.dtype)
+  params = params._replace(w_out=params.w_out * out_scale)
+  tx = optimizer(cfg.optimizer, momentum=cfg.momentum, clip_norm=cfg.clip_norm)
+  return _State(params=params, opt_state=tx.init(params),
+                learning_rate=jnp.asarray(learning_rate, cfg.dtype),
+                batch_key=jax.random.fold_in(key, BATCH_STREAM),
+                r=_probes.readout(jax.random.fold_in(key, PROBE_STREAM), cfg.width, cfg.dtype),
+                diverged_step=jnp.asarray(-1, jnp.int32))
+
+
+def _step(state: _State, t: Array, x_train: Array, y_train: Array, cfg: _Config) -> _State:
+  """One optimizer step of one network, on its minibatch of step ``t``."""
+  xb, yb = _data.sample_batch(x_train, y_train, key=jax.random.fold_in(state.batch_key, t),
+                              batch_size=cfg.batch_size, replace=True)
+
+  def loss_fn(params):
+    return _loss_and_accuracy(_logits(params, xb, cfg), yb)[0]
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  tx = optimizer(cfg.optimizer, momentum=cfg.momentum, clip_norm=cfg.clip_norm)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  updates = jax.tree.map(lambda u: u * state.learning_rate.astype(u.dtype), updates)
+  params = optax.apply_updates(state.params, updates)
+  first_bad = (state.diverged_step < 0) & ~jnp.isfinite(loss)
+  diverged_step = jnp.where(first_bad, jnp.asarray(t, jnp.int32), state.diverged_step)
+  return state._replace(params=params, opt_state=opt_state, diverged_step=diverged_step)
+
+
+def _svd_summary(w: Array, qs: tuple[float, ...]) -> tuple[Array, Array, Array]:
+  """``(max, min, quantiles)`` of the singular values of ``w``; nan if ``w`` is not finite."""
+  finite = jnp.all(jnp.isfinite(w))
+  s = jnp.linalg.svd(jnp.where(finite, w, jnp.zeros_like(w)), compute_uv=False)
+  s = jnp.where(finite, s, jnp.asarray(jnp.nan, w.dtype))
+  return s[0], s[-1], jnp.quantile(s, jnp.asarray(qs, w.dtype))
+
+
+def _per_layer(f, w_in: Array, w: Array):
+  """``f`` on ``W^1`` and on each of the stacked ``W^2..W^L``, stacked to leading axis ``L``."""
+  first, rest = f(w_in), jax.vmap(f)(w)
+  return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
+
+
+def _measure(state: _State, x_train, y_train, x_test, y_test, x_probe, y_probe,
+             cfg: _Config) -> dict[str, Array]:
+  """Everything recorded for one network at one step."""
+  params = state.params
+  train_loss, train_acc = _loss_and_accuracy(_logits(params, x_train, cfg), y_train)
+  test_loss, test_acc = _loss_and_accuracy(_logits(params, x_test, cfg), y_test)
+  stats = _probes.measure(params, x_probe, state.r, activation=cfg.activation,
+                          residual=cfg.residual, norm=cfg.norm)
+  grads = jax.grad(lambda p: _loss_and_accuracy(_logits(p, x_probe, cfg), y_probe)[0])(params)
+  loss_grad_w = _per_layer(lambda g: jnp.sqrt(jnp.sum(jnp.square(g))), grads.w_in, grads.w)
+  wq, sq = jnp.asarray(cfg.weight_quantiles, cfg.dtype), cfg.sv_quantiles
+  weight_quantiles = _per_layer(lambda m: jnp.quantile(m.reshape(-1), wq), params.w_in, params.w)
+  layer_sigma_w2 = _per_layer(lambda m: m.shape[0] * jnp.mean(jnp.square(m)),
+                              params.w_in, params.w)
+  sv_max, sv_min, sv_quantiles = _per_layer(lambda m: _svd_summary(m, sq), params.w_in,
+                                            params.w)
+  out = {name: value[:, 0] for name, value in stats._asdict().items()
+         if name != "first_nonfinite"}
+  out.update(first_nonfinite=stats.first_nonfinite[0], train_loss=train_loss,
+             train_accuracy=train_acc, test_loss=test_loss, test_accuracy=test_acc,
+             loss_grad_w=loss_grad_w, layer_sigma_w2=layer_sigma_w2,
+             weight_quantiles=weight_quantiles, sv_max=sv_max, sv_min=sv_min,
+             sv_quantiles=sv_quantiles)
+  return out
+
+
+# ---------------------------------------------------------------------------
+# A chunk of networks: vmapped, jitted programs.
+
+
+# Initialization runs once per chunk, but its random draws (threefry, unrolled)
+# took 20-30 s to compile with XLA's default optimisation on a 2-core CPU, and
+# 3-5 s without (jax 0.10.2); training and measuring stay optimised.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",), compiler_options=_FAST_COMPILE)
+def _init_chunk(keys, sigma_w2, sigma_b2, learning_rate, *, cfg: _Config) -> _State:
+  return jax.vmap(lambda k, w, b, r: _init_state(k, w, b, r, cfg))(
+      keys, sigma_w2, sigma_b2, learning_rate)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _advance(state: _State, start, stop, x_train, y_train, *, cfg: _Config) -> _State:
+  """Steps ``start .. stop - 1`` of every network of the chunk."""
+  step = jax.vmap(_step, in_axes=(0, None, None, None, None))
+  return jax.lax.fori_loop(start, stop, lambda t, s: step(s, t, x_train, y_train, cfg), state)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _measure_chunk(state: _State, x_train, y_train, x_test, y_test, x_probe, y_probe, *,
+                   cfg: _Config) -> dict[str, Array]:
+  return jax.vmap(_measure, in_axes=(0,) + (None,) * 7)(
+      state, x_train, y_train, x_test, y_test, x_probe, y_probe, cfg)
+
+
+def _chunk_program(key: Array, cfg: _Config, settings: np.ndarray, n_seeds: int,
+                   split: _data.DataSplit, probe_size: int, steps: tuple[int, ...],
+                   bar: tqdm) -> Callable[[Array], dict[str, np.ndarray]]:
+  """``compute(indices)`` for :func:`empirical.sweep.run_chunked`: network ``i`` is
+  setting ``i // n_seeds`` (a row of ``settings``: sigma_w2, sigma_b2, learning_rate)
+  with seed ``i % n_seeds``; returns arrays ``(chunk, n_records, ...)``."""
+  settings = jnp.asarray(settings, cfg.dtype)
+  x_probe, y_probe = split.x_train[:probe_size], split.y_train[:probe_size]
+
+  def compute(idx):
+    keys = jax.vmap(lambda s: _models.network_key(key, s))(idx % n_seeds)
+    row = settings[idx // n_seeds]
+    state = _init_chunk(keys, row[:, 0], row[:, 1], row[:, 2], cfg=cfg)
+    records, done = [], 0
+    for t in steps:
+      if t > done:
+        bar.set_postfix_str(f"depth {cfg.depth}, step {t}", refresh=False)
+        state = _advance(state, done, t, split.x_train, split.y_train, cfg=cfg)
+        done = t
+      records.append(jax.device_get(_measure_chunk(
+          state, split.x_train, split.y_train, split.x_test, split.y_test, x_probe, y_probe,
+          cfg=cfg)))
+    out = {k: np.stack([r[k] for r in records], axis=1) for k in records[0]}
+    out["diverged_step"] = np.asarray(jax.device_get(state.diverged_step))
+    return out
+
+  return compute
+
+
+def _plan_chunk(cfg: _Config, n_eval: int, probe_size: int, memory_budget: int) -> int:
+  """Networks per chunk: a rough count of the bytes one network holds, against the budget."""
+  n, depth = cfg.width, cfg.depth
+  n_params = cfg.in_features * n + (depth - 1) * n * n + n * cfg.n_classes + 3 * depth * n
+  slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer]
+  words = (n_params * (3 + slots)                               # params, grads, updates, slots
+           + 10 * depth * n * max(cfg.batch_size, probe_size)   # saved activations (probes)
+           + 4 * n_eval * max(n, cfg.in_features)               # evaluation on a split
+           + 4 * n * n)                                         # an SVD's workspace
+  return max(1, memory_budget // (words * np.dtype(cfg.dtype).itemsize))
+
+
+# ---------------------------------------------------------------------------
+# The public entry point.
+
+
+def _data_fingerprint(split: _data.DataSplit) -> str:
+  h = hashlib.sha256()
+  for a in (split.x_train, split.y_train, split.x_test, split.y_test):
+    h.update(np.ascontiguousarray(np.asarray(a)).tobytes())
+  return h.hexdigest()
+
+
+def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
+          activation="tanh", width=64, depth=10, sigma_w2=None, sigma_b2=0.0,
+          init="gaussian", n_seeds: int = 1, residual: bool = False,
+          norm: _models.Norm = None, optimizer: str = "sgd", learning_rate=None,
+          momentum: float = 0.9, clip_norm: float | None = None, n_steps: int = 1000,
+          batch_size: int = 64, record_every: int | None = None,
+          record_steps: Sequence[int] | None = None, probe_size: int = 256,
+          weight_quantile: Sequence[float] = WEIGHT_QUANTILES,
+          sv_quantile: Sequence[float] = SV_QUANTILES, chunk_size: int | None = None,
+          memory_budget: int = DEFAULT_MEMORY_BUDGET, store: str | os.PathLike | None = None,
+          progress: bool = True, dtype=None) -> xr.Dataset:
+  """Trains a grid of networks x seeds with optax, recording per-layer probes over time.
+
+  Any of ``activation``, ``init``, ``width``, ``depth``, ``sigma_w2``,
+  ``sigma_b2`` and ``learning_rate`` may be a list (or 1-D array): the grid
+  is their Cartesian product, and every grid point is trained with each of
+  ``n_seeds`` seeds. As in :func:`empirical.sweep.sweep`, a list makes a
+  dimension of the result (even of length one), a single value a scalar
+  coordinate; each combination of the discrete ones (``activation``,
+  ``init``, ``width``, ``depth``) is one compiled program, and the networks
+  of the continuous ones and the seeds are trained together in vmapped
+  chunks. See the module docstring for the network, the loss, the
+  random-number convention and what is recorded.
+
+  Args:
+    key: PRNG key; network ``seed`` uses ``fold_in(key, seed)`` whatever the grid.
+    data: a :class:`empirical.data.DataSplit` (e.g. from
+      :func:`empirical.data.split_data` for your own arrays), ``"digits"``
+      (scikit-learn's digits with the split ``load_digits(key=jax.random.key(0))``),
+      or a directory of MNIST-style IDX files (:func:`empirical.data.load_mnist`).
+      Inputs are flattened to ``(n, n_features)``.
+    activation: names from ``meanfield.activation``'s table, or Activations.
+    width: hidden width ``N``. depth: hidden layers ``L >= 1``.
+    sigma_w2: weight variance for the schemes by variance (``gaussian``,
+      ``uniform``, ``truncated_normal``, ``orthogonal``); ``None`` when every
+      ``init`` fixes the variance itself (``"he_normal"``, ``"normal(0.01)"``, ...).
+    sigma_b2: bias variance.
+    init: scheme names or :class:`empirical.inits.Init`.
+    n_seeds: networks per grid point.
+    residual, norm: architecture variants of :func:`empirical.models.forward`
+      (``norm`` in ``None``, ``"layer"``, ``"batch"``).
+    optimizer: ``"sgd"``, ``"momentum"`` or ``"adam"``.
+    learning_rate: finite and ``>= 0``; required.
+    momentum: heavy-ball coefficient of ``"momentum"``, in ``[0, 1)``.
+    clip_norm: ``None``, or the global gradient norm to clip to (``> 0``).
+    n_steps: optimizer steps, ``>= 0``.
+    batch_size: minibatch size, ``>= 1``.
+    record_every: record every this many steps, and at 0 and ``n_steps``
+      (default ``max(n_steps // 10, 1)``); or give ``record_steps``, an
+      increasing sequence of steps in ``[0, n_steps]``.
+    probe_size: size of the probe batch, ``1 .. n_train``.
+    weight_quantile, sv_quantile: the quantiles recorded of each layer's
+      weight entries and singular values.
+    chunk_size: networks trained together; default from ``memory_budget``
+      (rough bytes per chunk, default 1 GiB).
+    store: a directory; each finished chunk is written there atomically and a
+      rerun with the same arguments loads it instead of training it again
+      (:func:`empirical.sweep.run_chunked`).
+    progress: show a tqdm bar (networks done; the step in the postfix).
+    dtype: float dtype of data and parameters (default float32, float64 under x64).
+
+  Returns:
+    An ``xarray.Dataset`` with dims, in order, the swept ones of
+    :data:`SWEPT`, then ``seed``, ``step`` (the recorded steps) and, for
+    per-layer variables, ``layer`` (``1..max depth``; nan beyond a network's
+    depth), then ``weight_quantile`` or ``sv_quantile``. Data variables:
+
+    - ``(..., seed, step)``: ``train_loss``, ``train_accuracy``,
+      ``test_loss``, ``test_accuracy``, ``first_nonfinite``;
+    - ``(..., seed, step, layer)``: the probes' statistics on the probe batch
+      (:class:`empirical.probes.Stats`: ``q``, ``c``, ``pre_mean``,
+      ``pre_var``, ``post_mean``, ``post_var``, ``zero``, ``dead``,
+      ``saturated``, ``grad_h``, ``grad_w``), ``loss_grad_w``,
+      ``layer_sigma_w2``, ``sv_max``, ``sv_min``;
+    - ``weight_quantiles`` ``(..., layer, weight_quantile)``,
+      ``sv_quantiles`` ``(..., layer, sv_quantile)``;
+    - ``(..., seed)``: ``diverged_step`` (int, ``-1``: finite throughout) and
+      ``diverged``.
+
+    Each variable has a ``description`` attribute; the Dataset's attributes
+    record the data set, optimizer and architecture. Save with ``ds.to_netcdf``.
+
+  Raises:
+    ValueError: before any work, for a bad argument (unknown optimizer,
+      activation or init, a negative learning rate or variance, a missing
+      data directory, ...), naming it, its value and what is allowed.
+  """
+  # -- validate everything before any work
+  key_data = _key_data(key)
+  acts = [_activation(a) for a in _values("activation", activation)]
+  schemes = [_inits.init(s) for s in _values("init", init)]
+  widths = [_check_int("width", w, 1) for w in _values("width", width)]
+  depths = [_check_int("depth", d, 1) for d in _values("depth", depth)]
+  n_seeds = _check_int("n_seeds", n_seeds, 1)
+  _models.check_architecture(norm=norm)
+  if not isinstance(residual, bool):
+    raise ValueError(f"`residual` must be True or False, got {residual!r}")
+  uses = {s.uses_sigma_w2 for s in schemes}
+  if len(uses) > 1:
+    raise ValueError(
+        f"`init` must not mix schemes by variance and schemes that fix it, got "
+        f"{[s.name for s in schemes]}; train them separately")
+  if uses == {True}:
+    if sigma_w2 is None:
+      raise ValueError(
+          f"`sigma_w2` must be given for init {[s.name for s in schemes]}, got None")
+    sw2s = [_check_number("sigma_w2", v, minimum=0.0)
+            for v in _values("sigma_w2", sigma_w2)]
+  else:
+    if sigma_w2 is not None:
+      schemes[0].check_sigma_w2(sigma_w2)   # raises, naming the scheme
+    sw2s = [None]
+  sb2s = [_check_number("sigma_b2", v, minimum=0.0) for v in _values("sigma_b2", sigma_b2)]
+  if learning_rate is None:
+    raise ValueError("`learning_rate` must be given (a finite number >= 0, or a list), got None")
+  rates = [_check_number("learning_rate", v, minimum=0.0)
+           for v in _values("learning_rate", learning_rate)]
+  optimizer_name = _check_optimizer(optimizer)
+  momentum = _check_number("momentum", momentum, minimum=0.0, below=1.0)
+  clip_norm = _check_clip_norm(clip_norm)
+  n_steps = _check_int("n_steps", n_steps, 0)
+  batch_size = _check_int("batch_size", batch_size, 1)
+  steps = _check_record_steps(record_steps, record_every, n_steps)
+  probe_size = _check_int("probe_size", probe_size, 1)
+  wq = _check_quantiles("weight_quantile", weight_quantile)
+  sq = _check_quantiles("sv_quantile", sv_quantile)
+  memory_budget = _check_int("memory_budget", memory_budget, 1)
+  if chunk_size is not None:
+    chunk_size = _check_int("chunk_size", chunk_size, 1)
+  if store is not None and os.path.exists(store) and not os.path.isdir(store):
+    raise ValueError(f"`store` must be a directory (created if missing), got {str(store)!r}, "
+                     f"a file")
+  dtype = _inits._float_dtype(dtype)
+  split = _resolve_data(data, dtype)
+  if probe_size > split.n_train:
+    raise ValueError(f"`probe_size` must be <= n_train = {split.n_train}, got {probe_size}")
+
+  # -- the grid: settings (sigma_w2, sigma_b2, learning_rate) x seeds in each config
+  settings = np.asarray([(np.nan if w is None else w, b, r)
+                         for w, b, r in itertools.product(sw2s, sb2s, rates)])
+  settings[:, 0] = np.nan_to_num(settings[:, 0])   # presets ignore sigma_w2
+  n_items = len(settings) * n_seeds
+  configs = list(itertools.product(acts, schemes, widths, depths))
+  max_depth = max(depths)
+  spec = {
+      "format": _FORMAT, "key": key_data, "sigma_w2": sw2s, "sigma_b2": sb2s,
+      "learning_rate": rates, "n_seeds": n_seeds, "residual": residual, "norm": norm,
+      "optimizer": optimizer_name, "momentum": momentum, "clip_norm": clip_norm,
+      "steps": list(steps), "batch_size": batch_size, "probe_size": probe_size,
+      "weight_quantile": list(wq), "sv_quantile": list(sq), "dtype": np.dtype(dtype).name,
+      "data": [split.name, _data_fingerprint(split)]}
+  bar = tqdm(total=len(configs) * n_items, unit="net", desc="train", disable=not progress)
+  results = []
+  try:
+    for k, (act, scheme, w, d) in enumerate(configs):
+      cfg = _Config(activation=act, init=scheme, width=w, depth=d,
+                    in_features=split.n_features, n_classes=split.n_classes,
+                    residual=residual, norm=norm, optimizer=optimizer_name, momentum=momentum,
+                    clip_norm=clip_norm, batch_size=batch_size, weight_quantiles=wq,
+                    sv_quantiles=sq, dtype=dtype)
+      size = chunk_size or _plan_chunk(cfg, max(split.n_train, split.n_test), probe_size,
+                                       memory_budget)
+      out = run_chunked(
+          _chunk_program(key, cfg, settings, n_seeds, split, probe_size, steps, bar),
+          n_items, chunk_size=min(size, n_items),
+          store=None if store is None else os.path.join(os.fspath(store), f"config-{k:04d}"),
+          spec={**spec, "activation": act.name, "init": scheme.name, "width": w, "depth": d},
+          progress=bar)
+      results.append(_pad_layers(out, d, max_depth))
+  finally:
+    bar.close()
+  grid = {"activation": [a.name for a in acts], "init": [s.name for s in schemes],
+          "width": widths, "depth": depths, "sigma_w2": sw2s, "sigma_b2": sb2s,
+          "learning_rate": rates}
+  swept = {n: _is_list(v) for n, v in zip(
+      SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2, learning_rate))}
+  attrs = {
+      "data": split.name, "n_train": split.n_train, "n_test": split.n_test,
+      "n_features": split.n_features, "n_classes": split.n_classes,
+      "optimizer": optimizer_name, "momentum": momentum,
+      "clip_norm": "none" if clip_norm is None else clip_norm, "n_steps": n_steps,
+      "batch_size": batch_size, "probe_size": probe_size, "residual": int(residual),
+      "norm": "none" if norm is None else norm, "dtype": np.dtype(dtype).name,
+      "key": " ".join(map(str, key_data)),
+      "seed_key": "network i uses jax.random.fold_in(key, i); minibatch of step t from "
+                  f"fold_in(fold_in(fold_in(key, i), {BATCH_STREAM}), t)",
+      "loss": "mean softmax cross-entropy of a linear readout of a^L; probes' grad_h and "
+              "grad_w use L_a = r . a^L (empirical.probes)",
+  }
+  return _dataset(results, grid, swept, n_seeds, steps, wq, sq, max_depth, attrs)
+
+
+_LAYER_AXIS = 2   # of a per-network array (network, step, layer, ...)
+
+
+def _pad_layers(out: dict[str, np.ndarray], depth: int, max_depth: int) -> dict[str, np.ndarray]:
+  padded = {}
+  for name, a in out.items():
+    if a.ndim > _LAYER_AXIS and depth < max_depth:
+      pad = [(0, 0)] * a.ndim
+      pad[_LAYER_AXIS] = (0, max_depth - depth)
+      a = np.pad(a.astype(np.result_type(a.dtype, np.float32)), pad, constant_values=np.nan)
+    padded[name] = a
+  return padded
+
+
+def _dataset(results, grid, swept, n_seeds, steps, wq, sq, max_depth, attrs) -> xr.Dataset:
+  dims = [n for n in SWEPT if swept[n]]
+  shape = [len(grid[n]) for n in dims]
+  docs = {**_probes.STAT_DOCS, **RECORD_DOCS}
+  data_vars = {}
+  for name in results[0]:
+    stacked = np.stack([r[name] for r in results])    # (configs, settings * seed, ...)
+    stacked = stacked.reshape(*shape, n_seeds, *stacked.shape[2:])
+    trailing = ["step", "layer", "weight_quantile" if name == "weight_quantiles"
+                else "sv_quantile"][:stacked.ndim - len(dims) - 1]
+    data_vars[name] = xr.Variable(dims + ["seed"] + trailing, stacked,
+                                  {"description": docs[name]})
+  data_vars["diverged"] = xr.Variable(data_vars["diverged_step"].dims,
+                                      data_vars["diverged_step"].values >= 0,
+                                      {"description": docs["diverged"]})
+  coords = {"seed": np.arange(n_seeds), "step": np.asarray(steps),
+            "layer": np.arange(1, max_depth + 1), "weight_quantile": np.asarray(wq),
+            "sv_quantile": np.asarray(sq)}
+  for n in SWEPT:
+    values = grid[n]
+    if n == "sigma_w2" and values == [None]:
+      continue                                        # fixed by the init: no coordinate
+    coords[n] = values if swept[n] else values[0]
+  return xr.Dataset(data_vars, coords=coords, attrs=attrs)
