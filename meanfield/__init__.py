@@ -12,3 +12,5 @@ from meanfield.maps import Propagation, c_map, chi_1, propagate, q_map, q_map_sl
 from meanfield.fixed_points import FixedPoint, c_star, c_star_solve, chi_c, q_star, q_star_solve
 from meanfield.spectrum import (JacobianMoments, JacobianSpectrum, jacobian_moments,
                                  jacobian_spectrum, jacobian_spectrum_edge)
+from meanfield.depth import DepthScales, depth_scale, depth_scales, gradient_depth_scale
+from meanfield.phase import CriticalLine, critical_line, critical_sigma_w2, phase_diagram

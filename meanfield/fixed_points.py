@@ -24,8 +24,8 @@ crosses the diagonal once below 1, so ``c*`` is the root in ``[0, 1)`` of
 
 which equals ``chi_1 - 1`` at ``delta -> 0`` and stays well conditioned as
 ``c* -> 1`` near criticality (no cancellation, a simple root). It is solved by
-safeguarded Newton on ``delta in (0, 1]``. Where ``q*`` is infinite or zero
-``c*`` and ``chi_c`` are nan.
+safeguarded Newton on ``delta in (0, 1]``. Where ``q*`` is infinite ``c*``
+and ``chi_c`` are nan; where ``q* = 0`` (ordered) ``c* = 1`` as a limit.
 
 Solvers return a :class:`FixedPoint` (value, ``converged`` flag, iteration
 count); gradients use the implicit function theorem (one Newton step on the
@@ -228,8 +228,8 @@ def _c_star_solve(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array
   q_out = sigma_w2 * m2 + sigma_b2
   chi1 = sigma_w2 * dm2
   k_zero = chi1 * q / q_out - 1           # K(delta -> 0) = slope at c = 1, minus 1
-  valid = jnp.isfinite(q) & (q > 0) & jnp.isfinite(q_out)
-  chaotic = valid & (k_zero > 0)
+  valid = jnp.isfinite(q) & (q >= 0) & jnp.isfinite(q_out)
+  chaotic = valid & (q > 0) & (k_zero > 0)
   safe_q = jnp.where(valid, q, 1)
   safe_out = jnp.where(valid, q_out, 1)
 
@@ -255,7 +255,8 @@ def _c_star_solve(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array
   delta = jax.lax.stop_gradient(delta)
   c = 1 - delta
   cross, sqdiff, dcross = pair_moments(act, safe_q, c, derivative=True)
-  chi_c = jnp.where(chaotic, sigma_w2 * dcross * safe_q / safe_out, chi1 * q / q_out)
+  chi_c = jnp.where(chaotic, sigma_w2 * dcross * safe_q / safe_out,
+                    jnp.where(q > 0, chi1 * q / safe_out, chi1))
   residual = next_correlation(sigma_w2, sigma_b2, safe_out, cross, sqdiff) - c
   slope = jax.lax.stop_gradient(chi_c) - 1
   c = jnp.where(chaotic & (slope < 0), c - residual / jnp.where(slope < 0, slope, -1), c)
@@ -278,7 +279,7 @@ def c_star_solve(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
 
   ``c* = 1`` where ``chi_1 <= 1`` (ordered, critical); ``c* < 1`` where
   ``chi_1 > 1`` (chaotic), Poole et al. 2016, Fig. 3. nan where ``q*`` is
-  infinite or zero. Arguments and result as :func:`q_star_solve`.
+  infinite. Arguments and result as :func:`q_star_solve`.
   """
   act = _activation(activation)
   _checks.check_hyperparameters(sigma_w2, sigma_b2)
@@ -298,7 +299,7 @@ def chi_c(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -> Array
 
   Equals :func:`meanfield.chi_1` in the ordered phase (``c* = 1``); below 1
   in the chaotic phase; 1 at criticality (Schoenholz et al. 2017, Eq. 9).
-  nan where ``q*`` is infinite or zero. Broadcast shape and dtype of the arguments.
+  nan where ``q*`` is infinite. Broadcast shape and dtype of the arguments.
   """
   act = _activation(activation)
   _checks.check_hyperparameters(sigma_w2, sigma_b2)

@@ -1,0 +1,95 @@
+"""Depth scales of signal propagation (Schoenholz et al. 2017, Sec. 3-5).
+
+Near the fixed points, ``|q^l - q*| ~ exp(-l / xi_q)`` and
+``|c^l - c*| ~ exp(-l / xi_c)`` with
+
+.. math::
+
+  \\xi_q^{-1} = -\\log\\bigl(\\chi_1 + \\sigma_w^2 E[\\phi''(u)\\phi(u)]\\bigr), \\qquad
+  \\xi_c^{-1} = -\\log \\chi_c,
+
+at ``u = sqrt(q*) z`` (Eqs. 5 and 9). The argument of the first logarithm is
+the slope of the q-map at ``q*`` (:func:`meanfield.q_map_slope`, which counts
+the delta functions of ``phi''`` at kinks). ``xi_c`` diverges at
+criticality (``chi_c = 1``); networks train up to a depth of about
+``6 xi_c`` (their Fig. 5). Gradients scale as ``chi_1^(L - l)``, which gives
+the gradient depth scale ``1 / |log chi_1|`` (Sec. 5).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from meanfield import _checks
+from meanfield.activations import activation as _activation
+from meanfield.fixed_points import _c_star_solve, _q_star_solve
+from meanfield.maps import _arrays, second_moments
+
+__all__ = ["DepthScales", "depth_scales", "depth_scale", "gradient_depth_scale"]
+
+Array = jax.Array
+ArrayLike = Any
+
+
+class DepthScales(NamedTuple):
+  """``xi_q`` and ``xi_c`` (layers), arrays of one shape; inf at criticality, nan where q* is infinite."""
+
+  xi_q: Array
+  xi_c: Array
+
+
+def depth_scale(slope: ArrayLike) -> Array:
+  """``-1 / log(slope)`` for a map's slope at a stable fixed point: inf where ``slope >= 1``, nan for nan."""
+  slope = jnp.asarray(slope)
+  safe = jnp.where((slope > 0) & (slope < 1), slope, 0.5)
+  scale = -1 / jnp.log(safe)
+  scale = jnp.where(slope >= 1, jnp.inf, jnp.where(slope <= 0, 0, scale))
+  return jnp.where(jnp.isnan(slope), jnp.nan, scale).astype(safe.dtype)
+
+
+def _q_slope(act, sigma_w2, q):
+  """``d q_map / d q`` at ``q``; at ``q = 0`` its limit ``sigma_w2 (phi'(0)^2 + phi(0) phi''(0))``."""
+  positive = jnp.isfinite(q) & (q > 0)
+  safe = jnp.where(positive, q, 1)
+  slope = sigma_w2 * jax.jvp(lambda x: second_moments(act, x)[0], (safe,),
+                             (jnp.ones_like(safe),))[1]
+  zero = jnp.zeros((), q.dtype)
+  at_zero = sigma_w2 * (act.derivative(zero) ** 2 + act.fn(zero) * act.second_derivative(zero))
+  return jnp.where(positive, slope, jnp.where(q == 0, at_zero, jnp.nan))
+
+
+def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -> DepthScales:
+  """The depth scales ``xi_q`` and ``xi_c`` at the fixed points ``(q*, c*)`` (Schoenholz et al. 2017).
+
+  Args:
+    sigma_w2, sigma_b2: weight and bias variances (``>= 0``), broadcast.
+    activation: a name, an Activation or a callable.
+
+  Returns:
+    :class:`DepthScales` of the broadcast shape and floating dtype of the
+    arguments. ``xi_c = -1/log(chi_c)`` (``chi_c = chi_1`` in the ordered
+    phase), inf at criticality; nan where ``q*`` is infinite.
+  """
+  act = _activation(activation)
+  _checks.check_hyperparameters(sigma_w2, sigma_b2)
+  sigma_w2, sigma_b2 = _arrays(sigma_w2, sigma_b2)
+  q = _q_star_solve(act, sigma_w2, sigma_b2).value
+  _, chi_c = _c_star_solve(act, sigma_w2, sigma_b2, q)
+  return DepthScales(xi_q=depth_scale(_q_slope(act, sigma_w2, q)),
+                     xi_c=depth_scale(chi_c))
+
+
+def gradient_depth_scale(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -> Array:
+  """``1 / |log chi_1|``: gradients grow or shrink by ``e`` over this many layers (Schoenholz et al. 2017, Sec. 5).
+
+  inf at criticality. Broadcast shape and dtype of the arguments.
+  """
+  act = _activation(activation)
+  _checks.check_hyperparameters(sigma_w2, sigma_b2)
+  sigma_w2, sigma_b2 = _arrays(sigma_w2, sigma_b2)
+  q = _q_star_solve(act, sigma_w2, sigma_b2).value
+  chi = sigma_w2 * second_moments(act, q)[1]
+  return depth_scale(jnp.exp(-jnp.abs(jnp.log(chi))))

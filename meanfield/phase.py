@@ -1,0 +1,220 @@
+"""The order-to-chaos phase diagram over ``(sigma_w2, sigma_b2)``.
+
+The critical line ``chi_1 = 1`` separates the ordered phase (``chi_1 < 1``,
+``c* = 1``: inputs collapse) from the chaotic phase (``chi_1 > 1``,
+``c* < 1``) (Poole et al. 2016; Schoenholz et al. 2017). Parametrised by the
+fixed-point length ``q`` it is explicit:
+
+.. math::
+
+  \\sigma_w^2(q) = 1 / E[\\phi'(\\sqrt{q} z)^2], \\qquad
+  \\sigma_b^2(q) = q - \\sigma_w^2(q) E[\\phi(\\sqrt{q} z)^2],
+
+kept where ``sigma_b2 >= 0``. :func:`critical_sigma_w2` inverts the second
+equation for ``q`` (ladder bracketing and safeguarded Newton, as for ``q*``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from meanfield import _checks
+from meanfield.activations import Activation, activation as _activation
+from meanfield.depth import _q_slope, depth_scale
+from meanfield.fixed_points import (_LADDER, _c_star_solve, _q_star_solve, _rtol,
+                                    _safeguarded_newton)
+from meanfield.maps import _arrays, second_moments
+
+__all__ = ["CriticalLine", "critical_line", "critical_sigma_w2", "phase_diagram",
+           "ORDERED", "CRITICAL", "CHAOTIC", "UNDEFINED"]
+
+Array = jax.Array
+ArrayLike = Any
+
+#: Integer phase codes of :func:`phase_diagram`.
+UNDEFINED, ORDERED, CRITICAL, CHAOTIC = -1, 0, 1, 2
+
+
+class CriticalLine(NamedTuple):
+  """Points ``(sigma_w2, sigma_b2)`` of the critical line; arrays of one shape."""
+
+  sigma_w2: Array
+  sigma_b2: Array
+
+
+def critical_line(q: ArrayLike, *, activation: Any) -> CriticalLine:
+  """The critical line at fixed-point length ``q`` (``chi_1 = 1`` with ``q* = q``).
+
+  ``sigma_w2 = 1 / E[phi'(sqrt(q) z)^2]``, ``sigma_b2 = q - sigma_w2 E[phi(sqrt(q) z)^2]``
+  (Schoenholz et al. 2017, Sec. 3). Where ``sigma_b2 < 0`` the point is not
+  realisable (no non-negative bias variance); it is returned as computed.
+
+  Args:
+    q: lengths ``>= 0``, any shape.
+    activation: a name, an Activation or a callable.
+  """
+  act = _activation(activation)
+  _checks.check_nonnegative("q", q, "a length")
+  (q,) = _arrays(q)
+  m2, dm2 = second_moments(act, q)
+  sigma_w2 = 1 / dm2
+  return CriticalLine(sigma_w2=sigma_w2, sigma_b2=q - sigma_w2 * m2)
+
+
+def _critical_sigma_w2(act: Activation, sigma_b2: Array) -> Array:
+  dtype = sigma_b2.dtype
+
+  def bias(q):                                # sigma_b2 along the line
+    m2, dm2 = second_moments(act, q)
+    return q - m2 / dm2
+
+  def f_and_df(q):                            # positive below the target, negative above
+    value, slope = jax.jvp(bias, (q,), (jnp.ones_like(q),))
+    return jax.lax.stop_gradient(sigma_b2) - value, -slope
+
+  zero = jnp.zeros_like(sigma_b2)
+  f_zero, _ = f_and_df(zero)
+
+  def scan(carry, q_k):
+    found, lo, f_lo, hi, f_hi = carry
+    q_k = jnp.full_like(zero, q_k)
+    f_k, _ = f_and_df(q_k)
+    hit = ~found & (f_k <= 0)
+    lo, f_lo = jnp.where(found | hit, lo, q_k), jnp.where(found | hit, f_lo, f_k)
+    hi, f_hi = jnp.where(hit, q_k, hi), jnp.where(hit, f_k, f_hi)
+    return (found | hit, lo, f_lo, hi, f_hi), None
+
+  at_zero = f_zero <= 0
+  init = (at_zero, zero, f_zero, zero, f_zero)
+  (found, lo, f_lo, hi, f_hi), _ = jax.lax.scan(scan, init, jnp.asarray(_LADDER, dtype))
+  active = found & ~at_zero
+  x0 = jnp.where(active, lo + f_lo * (hi - lo) / jnp.where(active, f_lo - f_hi, 1), 0)
+  q, _, _ = _safeguarded_newton(f_and_df, lo, jnp.where(active, hi, 1), f_lo, f_hi, x0,
+                                active & (f_hi < 0), _rtol(dtype))
+  q = jax.lax.stop_gradient(jnp.where(at_zero, 0, q))
+  # implicit gradient in sigma_b2: one Newton step on the stopped solution.
+  value, slope = jax.jvp(bias, (q,), (jnp.ones_like(q),))
+  q = q + jnp.where(slope > 0, (sigma_b2 - jax.lax.stop_gradient(value))
+                    / jnp.where(slope > 0, jax.lax.stop_gradient(slope), 1), 0)
+  sigma_w2 = 1 / second_moments(act, q)[1]
+  return jnp.where(found & ~jnp.isnan(sigma_b2), sigma_w2, jnp.nan)
+
+
+def critical_sigma_w2(*, sigma_b2: ArrayLike, activation: Any) -> Array:
+  """The weight variance on the order-to-chaos line, ``chi_1(q*) = 1``, at bias variance ``sigma_b2``.
+
+  Solves ``sigma_b2 = q - E[phi^2] / E[phi'^2]`` (at ``sqrt(q) z``) for the
+  smallest ``q >= 0`` and returns ``1 / E[phi'(sqrt(q) z)^2]`` (Schoenholz
+  et al. 2017: tanh, ``sigma_b2 = 0.05`` gives 1.761). nan where the line
+  does not reach ``sigma_b2`` (ReLU and linear: only ``sigma_b2 = 0``, where
+  the value is 2 and 1).
+
+  Args:
+    sigma_b2: bias variances ``>= 0``, any shape.
+    activation: a name, an Activation or a callable.
+
+  Returns:
+    Shape and floating dtype of ``sigma_b2``.
+  """
+  act = _activation(activation)
+  _checks.check_nonnegative("sigma_b2", sigma_b2)
+  (sigma_b2,) = _arrays(sigma_b2)
+  return _critical_sigma_w2(act, sigma_b2)
+
+
+@functools.partial(jax.jit, static_argnames=("act",))
+def _length_quantities(act, sigma_w2, sigma_b2):
+  fp = _q_star_solve(act, sigma_w2, sigma_b2)
+  chi = sigma_w2 * second_moments(act, jnp.where(jnp.isfinite(fp.value), fp.value, 1))[1]
+  chi = jnp.where(jnp.isnan(fp.value), jnp.nan, chi)
+  # an infinite q* keeps chi_1 only where a closed form defines it
+  chi = jnp.where(jnp.isinf(fp.value), sigma_w2 * second_moments(act, fp.value)[1], chi)
+  return fp, chi, depth_scale(_q_slope(act, sigma_w2, fp.value))
+
+
+@functools.partial(jax.jit, static_argnames=("act",))
+def _correlation_quantities(act, sigma_w2, sigma_b2, q):
+  fp, chi_c = _c_star_solve(act, sigma_w2, sigma_b2, q)
+  return fp.value, fp.converged, chi_c
+
+
+def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
+                  critical_tol: float = 1e-3) -> xr.Dataset:
+  """Fixed points, slopes, depth scales and phase on the grid ``sigma_w2 x sigma_b2``.
+
+  Args:
+    sigma_w2: 1-D array of weight variances (``>= 0``).
+    sigma_b2: 1-D array of bias variances (``>= 0``).
+    activation: a name, an Activation or a callable.
+    critical_tol: a point is critical where ``|chi_1 - 1| <= critical_tol``.
+
+  Returns:
+    An ``xarray.Dataset`` over dims ``("sigma_w2", "sigma_b2")`` with
+    ``q_star, c_star, chi_1, chi_c, xi_q, xi_c`` (as the functions of the
+    same names), ``converged`` (both solvers converged), ``phase`` (int8:
+    -1 undefined where chi_1 is nan, 0 ordered ``chi_1 < 1 - tol``,
+    1 critical, 2 chaotic ``chi_1 > 1 + tol``; see its ``flag_values`` and
+    ``flag_meanings`` attributes) and ``critical_sigma_w2`` over
+    ``sigma_b2``. Values are float64 when 64-bit is enabled. The 2-D
+    ``c*`` solve runs only at chaotic points (elsewhere ``c* = 1``).
+  """
+  act = _activation(activation)
+  for name, value in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
+    if np.ndim(value) != 1:
+      raise ValueError(f"`{name}` must be a 1-D array of grid values, got shape {np.shape(value)}")
+  if not critical_tol >= 0:
+    raise ValueError(f"`critical_tol` must be >= 0, got {critical_tol!r}")
+  _checks.check_hyperparameters(sigma_w2, sigma_b2)
+  w_axis, b_axis = _arrays(sigma_w2, sigma_b2) if np.shape(sigma_w2) == np.shape(sigma_b2) else (
+      _arrays(sigma_w2)[0], _arrays(sigma_b2)[0])
+  dtype = jnp.result_type(w_axis, b_axis)
+  sw2, sb2 = jnp.meshgrid(w_axis.astype(dtype), b_axis.astype(dtype), indexing="ij")
+
+  fp_q, chi1, xi_q = _length_quantities(act, sw2, sb2)
+  q = np.asarray(fp_q.value)
+  chi1_np = np.asarray(chi1)
+  valid = np.isfinite(q)
+  c_star = np.where(valid, 1.0, np.nan).astype(q.dtype)
+  chi_c = np.where(valid, chi1_np, np.nan).astype(q.dtype)
+  c_conv = np.ones(q.shape, bool)
+  chaotic = valid & (q > 0) & (chi1_np > 1)
+  index = np.nonzero(chaotic.ravel())[0]
+  if index.size:
+    size = 1 << int(np.ceil(np.log2(index.size)))          # few distinct compiled shapes
+    take = np.concatenate([index, np.full(size - index.size, index[0])])
+    flat = lambda a: jnp.asarray(np.asarray(a).ravel()[take])
+    c_val, c_ok, chi_val = _correlation_quantities(act, flat(sw2), flat(sb2), flat(q))
+    for out, new in ((c_star, c_val), (chi_c, chi_val), (c_conv, c_ok)):
+      out.reshape(-1)[index] = np.asarray(new)[: index.size]
+  phase = np.select([np.isnan(chi1_np), chi1_np < 1 - critical_tol, chi1_np > 1 + critical_tol],
+                    [UNDEFINED, ORDERED, CHAOTIC], CRITICAL).astype(np.int8)
+  dims = ("sigma_w2", "sigma_b2")
+  name = act.name
+  return xr.Dataset(
+      {
+          "q_star": (dims, q, {"long_name": "q*", "description": "stable fixed point of the q-map"}),
+          "c_star": (dims, c_star, {"long_name": "c*", "description": "stable fixed point of the c-map at q*"}),
+          "chi_1": (dims, chi1_np, {"long_name": "chi_1", "description": "sigma_w2 E[phi'(sqrt(q*) z)^2]"}),
+          "chi_c": (dims, chi_c, {"long_name": "chi_c", "description": "slope of the c-map at c*"}),
+          "xi_q": (dims, np.asarray(xi_q), {"long_name": "xi_q", "units": "layers"}),
+          "xi_c": (dims, np.asarray(depth_scale(chi_c)), {"long_name": "xi_c", "units": "layers"}),
+          "converged": (dims, np.asarray(fp_q.converged) & c_conv),
+          "phase": (dims, phase, {
+              "flag_values": np.array([UNDEFINED, ORDERED, CRITICAL, CHAOTIC], np.int8),
+              "flag_meanings": "undefined ordered critical chaotic",
+              "critical_tol": critical_tol,
+              "description": "ordered: chi_1 < 1 - critical_tol; critical: |chi_1 - 1| <= "
+                             "critical_tol; chaotic: chi_1 > 1 + critical_tol"}),
+          "critical_sigma_w2": (("sigma_b2",), np.asarray(_critical_sigma_w2(act, b_axis.astype(dtype))),
+                                {"description": "sigma_w2 with chi_1(q*) = 1 at this sigma_b2"}),
+      },
+      coords={"sigma_w2": np.asarray(w_axis.astype(dtype)), "sigma_b2": np.asarray(b_axis.astype(dtype))},
+      attrs={"activation": name,
+             "reference": "Poole et al. 2016; Schoenholz et al. 2017"},
+  )
