@@ -47,6 +47,8 @@ _Z_CUTS = (-7.5, -5.0, -2.5, 0.0, 2.5, 5.0, 7.5)
 _H_CUTS = (0.0,) + tuple(s * 3.0 ** k for k in range(4) for s in (-1.0, 1.0))
 # Elements of the 2-D node array evaluated at once; larger batches are mapped.
 _BIVARIATE_CHUNK = 1 << 20
+# Grading, in conditional standard deviations, of the z1 cuts around a smoothed kink.
+_KINK_LADDER = (0.0, 1.0, 3.0, 9.0)
 
 
 def _legendre(degree: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,16 +61,19 @@ def _dtype(*xs: Any):
   return jnp.result_type(*xs, float)
 
 
-def _merge(fixed: np.ndarray, moving: Array) -> Array:
-  """Merge sorted constants ``fixed`` into each sorted row of ``moving`` (last axis).
+def _merge(a: Any, b: Array) -> Array:
+  """Merge sorted rows (last axis) of ``a`` and ``b``; ``a`` may be a constant vector.
 
   The k-th smallest of the union of sorted ``a`` and ``b`` is
   ``min over i + j = k - 1 of max(a_i, b_j)`` (with ``a_{-1} = b_{-1} = -inf``):
   a few elementwise min/max, much cheaper than ``jnp.sort`` on CPU, and
-  differentiable in ``moving``.
+  differentiable.
   """
-  a = [float(v) for v in fixed]
-  b = [moving[..., j] for j in range(moving.shape[-1])]
+  if isinstance(a, np.ndarray):
+    a = [float(v) for v in a]
+  else:
+    a = [a[..., i] for i in range(a.shape[-1])]
+  b = [b[..., j] for j in range(b.shape[-1])]
   out = []
   for k in range(len(a) + len(b)):
     terms = []
@@ -79,20 +84,23 @@ def _merge(fixed: np.ndarray, moving: Array) -> Array:
       if i == -1:
         terms.append(b[j])
       elif j == -1:
-        terms.append(jnp.full_like(b[0], a[i]))
+        terms.append(jnp.broadcast_to(jnp.asarray(a[i], b[0].dtype), b[0].shape))
       else:
         terms.append(jnp.maximum(b[j], a[i]))
     out.append(functools.reduce(jnp.minimum, terms))
   return jnp.stack(out, axis=-1)
 
 
-def _rule(mean: Array, std: Array, kinks: tuple[float, ...], degree: int):
+def _rule(mean: Array, std: Array, kinks: tuple[float, ...], degree: int,
+          extra: Array | None = None):
   """Nodes ``z`` and weights ``w`` with ``sum(w g(mean + std z)) ~ E[g(mean + std Z)]``.
 
   Args:
     mean, std: arrays of one shape ``S`` (``std >= 0``).
     kinks: static points in ``h = mean + std z`` to cut at.
     degree: Gauss-Legendre nodes per panel.
+    extra: optional further cuts in ``z``, shape ``S + (E,)``, sorted along
+      the last axis and inside ``[-Z, Z]``.
 
   Returns:
     ``(z, w)``, each of shape ``S + (panels * degree,)``, dtype of ``mean``.
@@ -105,6 +113,8 @@ def _rule(mean: Array, std: Array, kinks: tuple[float, ...], degree: int):
   lead = (1,) * mean.ndim
   z_h = (h_cuts.reshape(lead + h_cuts.shape) - mean[..., None]) / safe_std[..., None]
   z_h = jnp.where(positive[..., None], jnp.clip(z_h, -_Z_MAX, _Z_MAX), _Z_MAX)
+  if extra is not None:
+    z_h = _merge(extra, z_h)
   cuts = _merge(np.asarray((-_Z_MAX,) + _Z_CUTS + (_Z_MAX,)), z_h)
   lo, hi = cuts[..., :-1, None], cuts[..., 1:, None]
   half = (hi - lo) / 2
@@ -144,13 +154,50 @@ def gaussian_expectation(g: Callable[[Array], Any], q: Any, *, kinks=(),
   return _sum(w, g(h), (-1,))
 
 
+def _conditional_kink_cuts(kinks, slope, width):
+  """Cuts in ``z1`` around ``slope * z1 = k`` for each kink ``k``, graded by ``width``.
+
+  Given ``z1``, ``u2`` has mean ``slope * z1`` and standard deviation
+  ``width``: the ``z2`` integral smooths each kink of ``phi`` into a feature
+  of width ``width / slope`` in ``z1`` centred at ``k / slope``. Near
+  ``c = 1`` it is narrow and needs its own cuts. Shape ``slope.shape + (E,)``.
+  """
+  pairs = np.asarray(sorted({(k, s * t) for k in kinks for t in _KINK_LADDER for s in (-1.0, 1.0)}))
+  lead = (1,) * slope.ndim
+  k = jnp.asarray(pairs[:, 0], slope.dtype).reshape(lead + pairs[:, 0].shape)
+  t = jnp.asarray(pairs[:, 1], slope.dtype).reshape(lead + pairs[:, 1].shape)
+  positive = slope > 0
+  safe = jnp.where(positive, slope, 1)
+  cuts = (k + t * width[..., None]) / safe[..., None]
+  cuts = jnp.where(positive[..., None], jnp.clip(cuts, -_Z_MAX, _Z_MAX), _Z_MAX)
+  return _sort_small(cuts)
+
+
+def _sort_small(x: Array) -> Array:
+  """Sort a short last axis by rank counting (a few comparisons; jnp.sort is slow on CPU)."""
+  n = x.shape[-1]
+  i = np.arange(n)
+  lead = (1,) * (x.ndim - 1)
+  tie = (i[None, :] < i[:, None]).reshape(lead + (n, n))
+  before = (x[..., None, :] < x[..., :, None]) | ((x[..., None, :] == x[..., :, None]) & tie)
+  rank = jnp.sum(before, axis=-1)                                    # (..., n)
+  slots = i.reshape(lead + (1, n))
+  return jnp.sum(jnp.where(rank[..., :, None] == slots, x[..., :, None], 0), axis=-2)
+
+
 def _bivariate(g, q11, q22, q12, kinks, degree):
   """Unbatched body of :func:`bivariate_expectation` on 1-D arrays of points."""
   norm = jnp.sqrt(q11 * q22)
   c = jnp.clip(q12 / jnp.where(norm > 0, norm, 1), -1, 1)
   s = jnp.sqrt(jnp.clip((1 - c) * (1 + c), 0, None))
   sd1, sd2 = jnp.sqrt(q11), jnp.sqrt(q22)
-  z1, w1 = _rule(jnp.zeros_like(q11), sd1, kinks, degree)            # (B, N1)
+  extra = None
+  if kinks:
+    # u2 | z1 has mean sd2 c z1 and sd sd2 s; the mirrored set serves c < 0
+    extra = _conditional_kink_cuts(kinks, sd2 * c, sd2 * s)
+    extra_neg = _conditional_kink_cuts(tuple(-k for k in kinks), -sd2 * c, sd2 * s)
+    extra = _merge(extra, extra_neg)
+  z1, w1 = _rule(jnp.zeros_like(q11), sd1, kinks, degree, extra)     # (B, N1)
   mean2 = (sd2 * c)[:, None] * z1                                       # (B, N1)
   z2, w2 = _rule(mean2, jnp.broadcast_to((sd2 * s)[:, None], mean2.shape), kinks, degree)
   u1 = (sd1[:, None] * z1)[..., None]                                   # (B, N1, 1)
@@ -183,7 +230,8 @@ def bivariate_expectation(g: Callable[[Array, Array], Any], q11: Any, q22: Any, 
   shape = q11.shape
   flat = tuple(a.reshape(-1) for a in (q11, q22, q12))
   kinks = tuple(kinks)
-  n_nodes = (len(set(_H_CUTS) | set(map(float, kinks))) + len(_Z_CUTS) + 1) * degree
+  n_nodes = (len(set(_H_CUTS) | set(map(float, kinks))) + len(_Z_CUTS) + 1
+             + 2 * len(kinks) * (2 * len(_KINK_LADDER) - 1)) * degree
   batch = max(1, _BIVARIATE_CHUNK // (n_nodes * n_nodes))
   size = flat[0].shape[0]
   if size <= batch:
