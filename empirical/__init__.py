@@ -3,3 +3,8 @@
 from empirical.data import (DataSplit, batch_indices, batches, gaussian_blobs, load_digits,
                             load_idx, load_mnist, sample_batch, split_data)
 from empirical.train import train
+from empirical.inits import INITS, Init, init, init_names
+from empirical.models import MLP, Params, forward, layer_scales, network_key, scale_params, standard_params
+from empirical.overlay import theory
+from empirical.probes import Stats, measure
+from empirical.sweep import input_statistics, make_inputs, run_chunked, sweep

@@ -1,0 +1,144 @@
+"""Theory beside a sweep: mean-field predictions on a sweep's own coordinates.
+
+:func:`theory` takes the ``xarray.Dataset`` of :func:`empirical.sweep` and
+returns what ``meanfield`` predicts for the same networks and inputs, with
+the same dims (less ``seed``), so the two overlay directly::
+
+  ds = empirical.sweep(key, activation="tanh", sigma_w2=[1.0, 1.76, 4.0], ...)
+  th = empirical.theory(ds)
+  ds.q.mean("seed").plot.line(x="layer"); th.q.plot.line(x="layer", linestyle="--")
+
+Forward (Poole et al. 2016): ``q`` and ``c`` are
+``meanfield.propagate(q_input, c_input, depth, sigma_w2, sigma_b2,
+activation)`` with the sweep's *measured* ``q_input`` and ``c_input`` (mean
+over inputs and pairs; set them exactly with the sweep's ``q_input``/
+``c_input`` options, since averaging a nonlinear map over inputs of unequal
+lengths is not the map of the average). Each layer's weight variance comes
+from the sweep's ``layer_sigma_w2`` (``fan_in E[W_ij^2]``): presets such as
+Xavier give the first layer ``sigma_w2^1 = 2 N_0 / (N_0 + N)`` and the hidden
+ones ``sigma_w2 = 1``; the first layer enters through
+``q^1 = sigma_w2^1 q_input + sigma_b2`` (propagate is called with
+``q_input * sigma_w2^1 / sigma_w2``, which gives the same ``q^1`` and ``c^1``).
+
+Backward (Schoenholz et al. 2017, Sec. 5), for the per-input loss of
+:mod:`empirical.probes`, ``L_a = r . a^L`` with ``|r| = 1``. Write
+``delta^l = dL_a/dh^l``. At the top, ``delta^L = r * phi'(h^L)``, so
+``E|delta^L|^2 = sum_i r_i^2 E[phi'(h_i^L)^2] = E[phi'(sqrt(q^L) z)^2]``.
+Below, ``delta^l = phi'(h^l) * (W^{l+1} delta^{l+1})``; over the weights
+of layer ``l+1`` (variance ``sigma_w2 / N``, independent of ``delta^{l+1}``
+at infinite width) ``E|W delta|^2 = sigma_w2 |delta^{l+1}|^2``, and
+``phi'(h^l)^2`` averages to ``E[phi'(sqrt(q^l) z)^2]``, so
+
+.. math::
+
+  E|\\delta^l|^2 = \\chi^l \\, E|\\delta^{l+1}|^2, \\qquad
+  \\chi^l = \\sigma_w^2 E[\\phi'(\\sqrt{q^l} z)^2],
+
+(``chi_1`` of propagate, per layer): ``grad_h^2 = E[phi'^2](q^L)
+prod_{k=l}^{L-1} chi^k``, which at the fixed point is ``chi_1^(L-l)``. The
+weight gradient of one input is the outer product ``a^{l-1} (x) delta^l``,
+with squared norm ``|a^{l-1}|^2 |delta^l|^2``; to leading order in ``1/N``
+the two factors are independent, ``|a^{l-1}|^2 = N E[phi(sqrt(q^{l-1})
+z)^2]`` for ``l >= 2`` and ``|x|^2 = N_0 q_input`` for ``l = 1``, so
+
+.. math::
+
+  \\mathrm{grad\\_w}^2 = N_{l-1} \\, E[\\phi(\\sqrt{q^{l-1}} z)^2] \\;
+  \\mathrm{grad\\_h}^2.
+
+Both are returned as norms (square roots), like the sweep's. Finite-width
+networks fluctuate about these by a relative ``O(sqrt(l / N))``.
+
+Only plain MLPs have a theory here: a sweep with ``residual`` or ``norm``
+raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+import meanfield
+from meanfield.activations import Activation
+from meanfield.maps import second_moments
+
+__all__ = ["theory"]
+
+
+def _moments(act: Activation, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """``(E[phi^2], E[phi'^2])`` at variance ``q`` (nan where q is nan)."""
+  safe = np.where(np.isfinite(q), q, 1.0)
+  m2, d2 = (np.asarray(v, np.float64) for v in second_moments(act, safe))
+  bad = ~np.isfinite(q)
+  return np.where(bad, np.nan, m2), np.where(bad, np.nan, d2)
+
+
+def theory(ds: xr.Dataset, *, activation: Activation | None = None) -> xr.Dataset:
+  """Mean-field predictions on the coordinates of a sweep's Dataset.
+
+  Args:
+    ds: the result of :func:`empirical.sweep` (plain MLP).
+    activation: the :class:`meanfield.Activation` to use when the sweep ran a
+      custom callable (its coordinate is then only a name); registry names
+      are looked up.
+
+  Returns:
+    An ``xarray.Dataset`` with the dims of ``ds`` less ``seed``, and
+    variables ``q``, ``c``, ``chi_1`` (per layer, ``sigma_w2
+    E[phi'(sqrt(q^l) z)^2]``), ``grad_h`` and ``grad_w`` (the predicted
+    norms, see the module docstring); layers beyond a network's depth are
+    nan. ``q_input`` and ``c_input`` are those measured in ``ds``.
+  """
+  if ds.attrs.get("residual", 0) or ds.attrs.get("norm", "none") != "none":
+    raise ValueError(
+        f"`ds` must be a sweep of a plain MLP (residual=0, norm='none') for theory, got "
+        f"residual={ds.attrs.get('residual')}, norm={ds.attrs.get('norm')!r}")
+  q_in, c_in = float(ds.q_input), float(ds.c_input)
+  layers = ds.layer.values
+  n_layers = len(layers)
+  lsw = ds.layer_sigma_w2
+  s1 = lsw.isel(layer=0, drop=True)
+  s = lsw.isel(layer=min(1, n_layers - 1), drop=True).fillna(s1) if n_layers > 1 else s1
+  s1, s, sb2, depth, width = xr.broadcast(s1, s, ds.sigma_b2.astype(float), ds.depth, ds.width)
+  q_eff = xr.where(s > 0, q_in * s1 / s.where(s > 0, 1.0), q_in)
+  dims = list(s.dims)
+  c_input = 0.0 if np.isnan(c_in) else min(1.0, max(-1.0, c_in))
+
+  acts = np.atleast_1d(ds.activation.values)
+  out = {name: [] for name in ("q", "c", "chi_1", "grad_h", "grad_w")}
+  for act_name in acts:
+    act = activation if activation is not None else meanfield.activation(str(act_name))
+    prop = meanfield.propagate(q_input=q_eff.values, c_input=c_input, depth=n_layers,
+                               sigma_w2=s.values, sigma_b2=sb2.values, activation=act)
+    q, c, chi = (np.asarray(v, np.float64) for v in prop)
+    if np.isnan(c_in):
+      c = np.full_like(c, np.nan)
+    m2, d2 = _moments(act, q)
+    d = depth.values[..., None]                               # each network's depth
+    inside = layers <= d
+    ell = np.broadcast_to(layers, q.shape)
+    top = np.take_along_axis(d2, np.broadcast_to(d - 1, q.shape[:-1] + (1,)), axis=-1)
+    factors = np.where(ell < d, chi, 1.0)                     # chi^k for k = l..d-1
+    tail = np.flip(np.cumprod(np.flip(factors, -1), -1), -1)  # prod_{k >= l} factors
+    grad_h2 = top * tail
+    n_units = width.values[..., None].astype(np.float64)
+    prev_sq = np.concatenate([np.full(q.shape[:-1] + (1,), ds.attrs["in_features"] * q_in),
+                              (n_units * m2)[..., :-1]], -1)
+    grad_w2 = prev_sq * grad_h2
+    for name, v in (("q", q), ("c", c), ("chi_1", chi), ("grad_h", np.sqrt(grad_h2)),
+                    ("grad_w", np.sqrt(grad_w2))):
+      out[name].append(np.where(inside, v, np.nan))
+
+  act_dim = ["activation"] if "activation" in ds.dims else []
+  data = {}
+  for name, arrays in out.items():
+    v = np.stack(arrays) if act_dim else arrays[0]
+    data[name] = xr.DataArray(v, dims=act_dim + dims + ["layer"])
+  coords = {k: c for k, c in ds.coords.items() if k != "seed"}
+  th = xr.Dataset(data).assign_coords(coords)
+  order = [d for d in ds.q.dims if d != "seed"]
+  th = th.transpose(*order)
+  th["q_input"], th["c_input"] = ds.q_input, ds.c_input
+  th.attrs = {"source": "meanfield.propagate (forward); chi_1 products (backward), "
+                        "see empirical.overlay", **ds.attrs}
+  return th

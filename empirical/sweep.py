@@ -1,0 +1,539 @@
+"""Sweeps: a grid of hyperparameters x many seeds of random networks, measured.
+
+:func:`sweep` runs every network of a Cartesian grid through
+:func:`empirical.probes.measure` and returns an ``xarray.Dataset``. How the
+work is laid out:
+
+- The *discrete* hyperparameters (``activation``, ``init``, ``width``,
+  ``depth``) change shapes or functions: each combination is one compiled
+  program, run in an outer loop.
+- The *continuous* ones (``sigma_w2``, ``sigma_b2``) and the seeds never
+  loop in Python. Network ``i`` draws its standard weights once, from
+  ``jax.random.fold_in(key, i)`` (:func:`empirical.models.network_key`),
+  and every ``(sigma_w2, sigma_b2)`` setting rescales them (common random
+  numbers): the settings of one seed share one matrix product per layer,
+  the scale applied after it, and seeds go through ``vmap``.
+- Work is cut into chunks of a fixed number of seeds (and, for very large
+  grids, of settings) sized to ``memory_budget``; the last chunk is padded
+  to the same shape, so each program compiles once. Within a chunk, groups
+  of 8 networks are vmapped together and a loop runs over the groups, so
+  every network is computed by the same code whatever the chunk size:
+  results are bitwise identical across ``chunk_size`` and
+  ``memory_budget``, as long as the settings of one seed are not split
+  (they are split only when ``chunk_size`` is below the number of
+  ``(sigma_w2, sigma_b2)`` settings or one seed's settings exceed an eighth
+  of the budget; then results agree to float rounding).
+- With ``store=PATH`` each finished chunk is written atomically (temporary
+  file, then ``os.replace``); a rerun with the same arguments loads the
+  chunks that exist and computes only the missing ones, so a sweep killed at
+  any moment ends, when rerun, with exactly the result of an uninterrupted
+  one. :func:`run_chunked` is this machinery for any per-item computation.
+
+The inputs are shared by every network: given as ``inputs`` ``(B,
+in_features)``, or drawn from ``jax.random.split(key)[1]`` as ``n_inputs``
+standard Gaussian vectors, or as pairs ``(2k, 2k+1)`` with exactly
+``|x|^2 / in_features = q_input`` and cosine ``c_input`` (so that
+``meanfield.propagate(q_input=..., c_input=...)`` predicts them exactly).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import math
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from tqdm import tqdm
+
+from empirical import inits as _inits
+from empirical import models as _models
+from empirical import probes as _probes
+from meanfield.activations import Activation, activation as _activation
+
+__all__ = ["sweep", "run_chunked", "make_inputs", "input_statistics", "SWEPT"]
+
+Array = jax.Array
+
+#: The hyperparameters a sweep may take a list of, in the order of the Dataset's dims.
+SWEPT = ("activation", "init", "width", "depth", "sigma_w2", "sigma_b2")
+DEFAULT_MEMORY_BUDGET = 1 << 30
+# Bytes held per (network, setting) per layer per input and unit while measuring
+# (pre- and post-activations, their saved copies, the backward signal, temporaries),
+# in units of the dtype's size; measured on the CPU with jax 0.10 and rounded up.
+_ACTIVATION_COPIES = 10
+_FORMAT = 1
+# Networks vmapped together inside a chunk (chunks loop over such groups).
+_GROUP = 8
+
+
+# --- chunking, storing, resuming ------------------------------------------------
+
+def _tree_dict(out) -> dict[str, Any]:
+  if isinstance(out, dict):
+    return dict(out)
+  if hasattr(out, "_asdict"):
+    return dict(out._asdict())
+  raise TypeError(f"`compute` must return a dict or a NamedTuple of arrays, got {type(out)}")
+
+
+def _atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
+  directory = os.path.dirname(path) or "."
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, mode) as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _load_chunk(path: str, n: int) -> dict[str, np.ndarray] | None:
+  """The arrays of a finished chunk, or None if missing or unreadable."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+      arrays = {k: f[k] for k in f.files}
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+    return None                            # damaged outside this code: redo
+  if not arrays or any(a.shape[:1] != (n,) for a in arrays.values()):
+    return None
+  return arrays
+
+
+def _open_store(store: str, spec: dict, chunk_size: int, n_items: int) -> int:
+  """Create or check ``store/meta.json``; return the chunk size to use there."""
+  os.makedirs(store, exist_ok=True)
+  meta_path = os.path.join(store, "meta.json")
+  meta = {"format": _FORMAT, "spec": spec, "chunk_size": chunk_size, "n_items": n_items}
+  if os.path.exists(meta_path):
+    with open(meta_path) as f:
+      old = json.load(f)
+    same = (old.get("format") == _FORMAT and old.get("n_items") == n_items
+            and json.dumps(old.get("spec"), sort_keys=True) == json.dumps(spec, sort_keys=True))
+    if not same:
+      raise ValueError(
+          f"`store` {store!r} holds results of a different computation; give a new path "
+          f"(or delete it) to start this one")
+    return int(old["chunk_size"])      # resume with the stored chunk geometry
+  text = json.dumps(meta, sort_keys=True, indent=1)
+  _atomic_write(meta_path, lambda f: f.write(text), mode="w")
+  return chunk_size
+
+
+def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: int,
+                store: str | os.PathLike | None = None, spec: dict | None = None,
+                progress: bool | tqdm = True, units_per_item: int = 1,
+                desc: str | None = None, multiple: int = 1) -> dict[str, np.ndarray]:
+  """Map ``compute`` over ``n_items`` in fixed-size chunks, storing and resuming.
+
+  Args:
+    compute: ``compute(indices) -> dict | NamedTuple`` of arrays with leading
+      axis ``len(indices)``; called with int32 ``indices`` of shape
+      ``(chunk_size,)`` rounded up to a multiple of ``multiple`` (the last
+      chunk padded by repeating its last index; the padding is dropped), so
+      it compiles once. Item ``i``'s result must
+      depend on ``i`` only (e.g. its key ``fold_in(key, i)``), which makes
+      results independent of ``chunk_size``. Jit it (this function doesn't).
+    n_items: number of items, ``>= 1``.
+    chunk_size: items per call.
+    store: a directory; each finished chunk is written there atomically
+      (``chunk-<start>-<stop>.npz``) and reused by a later call with the same
+      ``spec``, which computes only missing (or unreadable) chunks with the
+      chunk size stored at the first call. Stray temporary files of a
+      killed run are ignored.
+    spec: JSON-serialisable description of everything the results depend
+      on; a store made with a different spec raises ``ValueError``.
+    progress: show a tqdm bar, or an existing bar to update.
+    units_per_item: bar units per item (e.g. networks per item).
+    desc: the bar's label.
+    multiple: calls get a multiple of this many indices. (XLA may compile a
+      vmap over a different number of items differently, changing the last
+      bits of results; :func:`sweep` loops over fixed-size vmapped groups
+      inside ``compute`` and passes the group size here.)
+
+  Returns:
+    ``{name: np.ndarray}`` with leading axis ``n_items``.
+  """
+  n_items = _models._check_int("n_items", n_items, 1)
+  chunk_size = min(_models._check_int("chunk_size", chunk_size, 1), n_items)
+  if store is not None:
+    store = os.fspath(store)
+    chunk_size = _open_store(store, spec if spec is not None else {}, chunk_size, n_items)
+  bar = progress if isinstance(progress, tqdm) else tqdm(
+      total=n_items * units_per_item, unit="net", desc=desc, disable=not progress)
+  parts: list[dict[str, np.ndarray]] = []
+  try:
+    for start in range(0, n_items, chunk_size):
+      stop = min(start + chunk_size, n_items)
+      path = None if store is None else os.path.join(store, f"chunk-{start:09d}-{stop:09d}.npz")
+      arrays = None if path is None else _load_chunk(path, stop - start)
+      if arrays is None:
+        idx = np.arange(start, start + -(-chunk_size // multiple) * multiple)
+        idx = np.minimum(idx, n_items - 1).astype(np.int32)
+        out = jax.device_get(_tree_dict(compute(jnp.asarray(idx))))
+        arrays = {k: np.asarray(v)[: stop - start] for k, v in out.items()}
+        if path is not None:
+          _atomic_write(path, lambda f: np.savez(f, **arrays))
+      parts.append(arrays)
+      bar.update((stop - start) * units_per_item)
+  finally:
+    if bar is not progress:
+      bar.close()
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+# --- inputs ------------------------------------------------------------------------
+
+def make_inputs(key: Array, *, n_inputs: int, in_features: int, q_input: float | None = None,
+                c_input: float | None = None, dtype=None) -> Array:
+  """``(n_inputs, in_features)`` inputs for a sweep.
+
+  Without ``q_input`` and ``c_input``: iid ``N(0, 1)`` entries (``q`` about 1,
+  cosines about 0). With them: inputs ``2k`` and ``2k+1`` are built from two
+  Gaussian vectors by Gram-Schmidt, so that exactly
+  ``|x|^2 / in_features = q_input`` (default 1) and their cosine is
+  ``c_input`` (default: no constraint); an odd last input only gets the length.
+  """
+  n_inputs = _models._check_int("n_inputs", n_inputs, 1)
+  in_features = _models._check_int("in_features", in_features, 1)
+  dtype = _inits._float_dtype(dtype)
+  z = jax.random.normal(key, (n_inputs, in_features), dtype)
+  if q_input is None and c_input is None:
+    return z
+  q = 1.0 if q_input is None else float(q_input)
+  length = jnp.asarray(math.sqrt(q * in_features), dtype)
+  u = z / jnp.linalg.norm(z, axis=1, keepdims=True)
+  if c_input is None or n_inputs < 2:
+    return u * length
+  if in_features < 2:
+    raise ValueError(f"`in_features` must be >= 2 for c_input, got {in_features}")
+  pairs = n_inputs // 2
+  u1, z2 = u[0:2 * pairs:2], z[1:2 * pairs:2]
+  v = z2 - jnp.sum(z2 * u1, axis=1, keepdims=True) * u1
+  u2 = v / jnp.linalg.norm(v, axis=1, keepdims=True)
+  c = jnp.asarray(c_input, dtype)
+  second = c * u1 + jnp.sqrt(1 - c * c) * u2
+  x = jnp.stack([u1, second], axis=1).reshape(2 * pairs, in_features)
+  if n_inputs % 2:
+    x = jnp.concatenate([x, u[-1:]])
+  return x * length
+
+
+def input_statistics(x) -> tuple[float, float]:
+  """``(q_input, c_input)`` of inputs ``(B, N0)``: mean ``|x_a|^2 / N0``, and the
+  mean cosine of pairs ``(2k, 2k+1)`` (nan for ``B < 2``), in float64."""
+  x = np.asarray(x, np.float64)
+  q = float(np.mean(np.sum(x * x, axis=1)) / x.shape[1])
+  pairs = x.shape[0] // 2
+  if pairs == 0:
+    return q, float("nan")
+  a, b = x[0:2 * pairs:2], x[1:2 * pairs:2]
+  cos = np.sum(a * b, 1) / np.sqrt(np.sum(a * a, 1) * np.sum(b * b, 1))
+  return q, float(np.mean(cos))
+
+
+# --- validation ----------------------------------------------------------------
+
+def _is_list(value) -> bool:
+  return isinstance(value, list | tuple | range) or (
+      isinstance(value, np.ndarray | jax.Array) and np.ndim(value) == 1)
+
+
+def _values(name: str, value) -> list:
+  if _is_list(value):
+    values = list(value.tolist() if isinstance(value, np.ndarray | jax.Array) else value)
+    if not values:
+      raise ValueError(f"`{name}` must be a value or a non-empty list, got {value!r}")
+    return values
+  if isinstance(value, np.ndarray | jax.Array):
+    if np.ndim(value) != 0:
+      raise ValueError(f"`{name}` must be a value or a 1-D list, got shape {np.shape(value)}")
+    value = value.item()
+  return [value]
+
+
+def _check_variances(name: str, values: list) -> list[float]:
+  for v in values:
+    _inits._check_variance(name, v)
+  return [float(v) for v in values]
+
+
+def _key_data(key: Array) -> list[int]:
+  if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
+    key = jnp.asarray(key)
+    if key.dtype != jnp.uint32:
+      raise ValueError(f"`key` must be a PRNG key (jax.random.key(0)), got {key!r}")
+    return np.asarray(key).ravel().tolist()
+  return np.asarray(jax.random.key_data(key)).ravel().tolist()
+
+
+# --- the sweep -----------------------------------------------------------------
+
+def _plan(n_settings: int, *, width: int, depth: int, batch: int, in_features: int,
+          itemsize: int, chunk_size: int | None, memory_budget: int) -> tuple[int, int]:
+  """``(settings per block, items per chunk)``."""
+  if chunk_size is not None:
+    if chunk_size >= n_settings:
+      return n_settings, chunk_size // n_settings
+    return chunk_size, 1
+  weights = itemsize * (depth * width * width + in_features * width) * 2
+  per_setting = itemsize * _ACTIVATION_COPIES * depth * batch * (width + in_features)
+  if weights + n_settings * per_setting <= memory_budget // _GROUP:
+    return n_settings, max(1, memory_budget // (weights + n_settings * per_setting))
+  return max(1, (memory_budget // _GROUP - weights) // per_setting), 1
+
+
+def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
+          sigma_b2=0.0, init="gaussian", n_seeds: int = 1, inputs=None,
+          n_inputs: int | None = None, in_features: int | None = None,
+          q_input: float | None = None, c_input: float | None = None,
+          residual: bool = False, norm: _models.Norm = None, chunk_size: int | None = None,
+          memory_budget: int = DEFAULT_MEMORY_BUDGET, store: str | os.PathLike | None = None,
+          progress: bool = True, dtype=None) -> xr.Dataset:
+  """Measure random networks over a grid of hyperparameters x ``n_seeds`` seeds.
+
+  Any of ``activation``, ``init``, ``width``, ``depth``, ``sigma_w2`` and
+  ``sigma_b2`` may be a list (or 1-D array): the grid is their Cartesian
+  product. A list makes a dimension of the result (even of length one); a
+  single value makes a scalar coordinate.
+
+  Args:
+    key: PRNG key; network ``i`` uses ``fold_in(key, i)`` whatever the grid.
+    activation: names from ``meanfield.activation``'s table (or Activations).
+    width: units per layer ``N``. depth: layers ``L >= 1``.
+    sigma_w2: weight variance (``W_ij`` variance ``sigma_w2 / fan_in``) for
+      the schemes by variance (``gaussian``, ``uniform``,
+      ``truncated_normal``, ``orthogonal``); must be ``None`` (no
+      ``sigma_w2`` axis) when every ``init`` fixes the variance itself
+      (presets, ``normal(std)``, ``zeros``); mixing the two kinds raises.
+    sigma_b2: bias variance (``b_i ~ N(0, sigma_b2)``).
+    init: scheme names or :class:`empirical.inits.Init` (``"normal(0.01)"``).
+    n_seeds: networks per grid point.
+    inputs: ``(B, in_features)`` inputs shared by all networks; or give
+      ``n_inputs`` and ``in_features`` to draw them (see
+      :func:`make_inputs`, also for ``q_input`` and ``c_input``).
+    residual, norm: architecture variants (:mod:`empirical.models`).
+    chunk_size: networks (seed x setting) per compiled call; default from
+      ``memory_budget`` (bytes, default 1 GiB).
+    store: directory to write finished chunks to and resume from.
+    progress: show a tqdm bar.
+    dtype: float dtype (default float32, float64 under x64).
+
+  Returns:
+    An ``xarray.Dataset`` with dims, in order, the swept ones of
+    ``activation, init, width, depth, sigma_w2, sigma_b2``, then ``seed``
+    (0..n_seeds-1) and ``layer`` (1..max depth; layers beyond a network's
+    depth are nan). Data variables: the :class:`empirical.probes.Stats`
+    (``q``, ``c``, ``pre_mean``, ``pre_var``, ``post_mean``, ``post_var``,
+    ``zero``, ``dead``, ``saturated``, ``grad_h``, ``grad_w`` over all dims;
+    ``first_nonfinite`` without ``layer``); ``layer_sigma_w2``, each layer's
+    variance in the theory's terms (``fan_in E[W_ij^2]``, over the swept
+    ``init, width, depth, sigma_w2`` and ``layer``); ``q_input`` and
+    ``c_input`` measured from the inputs (0-d). Attributes describe the
+    inputs, architecture and loss. Save with ``ds.to_netcdf``.
+
+  Raises:
+    ValueError: before any work, for a bad argument (naming it, its value
+      and what is allowed).
+  """
+  # -- validate everything before any work
+  key_data = _key_data(key)
+  acts = [_activation(a) for a in _values("activation", activation)]
+  schemes = [_inits.init(s) for s in _values("init", init)]
+  widths = [_models._check_int("width", w, 1) for w in _values("width", width)]
+  depths = [_models._check_int("depth", d, 1) for d in _values("depth", depth)]
+  n_seeds = _models._check_int("n_seeds", n_seeds, 1)
+  _models.check_architecture(norm=norm)
+  if not isinstance(residual, bool):
+    raise ValueError(f"`residual` must be True or False, got {residual!r}")
+  uses = {s.uses_sigma_w2 for s in schemes}
+  if len(uses) > 1:
+    raise ValueError(
+        f"`init` must not mix schemes by variance and schemes that fix it, got "
+        f"{[s.name for s in schemes]}; sweep them separately")
+  if uses == {True}:
+    if sigma_w2 is None:
+      raise ValueError(f"`sigma_w2` must be given for init {[s.name for s in schemes]}, got None")
+    sw2s = _check_variances("sigma_w2", _values("sigma_w2", sigma_w2))
+  else:
+    if sigma_w2 is not None:
+      schemes[0].check_sigma_w2(sigma_w2)   # raises, naming the scheme
+    sw2s = [None]
+  sb2s = _check_variances("sigma_b2", _values("sigma_b2", sigma_b2))
+  if memory_budget is None or not (isinstance(memory_budget, int | float) and memory_budget > 0):
+    raise ValueError(f"`memory_budget` must be a number of bytes > 0, got {memory_budget!r}")
+  if chunk_size is not None:
+    chunk_size = _models._check_int("chunk_size", chunk_size, 1)
+  dtype = _inits._float_dtype(dtype)
+  if inputs is not None:
+    if n_inputs is not None or q_input is not None or c_input is not None:
+      raise ValueError("`inputs` must not be given with `n_inputs`, `q_input` or `c_input`")
+    x = np.asarray(inputs)
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+      raise ValueError(f"`inputs` must have shape (batch, in_features), got {x.shape}")
+    if in_features is not None and in_features != x.shape[1]:
+      raise ValueError(f"`in_features` must equal inputs.shape[1] = {x.shape[1]}, got {in_features}")
+    if not np.all(np.isfinite(x)):
+      raise ValueError("`inputs` must be finite")
+    x = jnp.asarray(x, dtype)
+  else:
+    if n_inputs is None or in_features is None:
+      raise ValueError("give `inputs`, or `n_inputs` and `in_features` to draw them")
+    _models._check_int("n_inputs", n_inputs, 1)
+    _models._check_int("in_features", in_features, 1)
+    if q_input is not None:
+      _inits._check_variance("q_input", q_input)
+    if c_input is not None and not (isinstance(c_input, int | float) and -1 <= c_input <= 1):
+      raise ValueError(f"`c_input` must be a number in [-1, 1], got {c_input!r}")
+    x = make_inputs(jax.random.split(key)[1], n_inputs=n_inputs, in_features=in_features,
+                    q_input=q_input, c_input=c_input, dtype=dtype)
+  batch, in_features = x.shape
+  q_in, c_in = input_statistics(x)
+
+  # -- the grid
+  settings = list(itertools.product(sw2s, sb2s))
+  n_settings = len(settings)
+  configs = list(itertools.product(acts, schemes, widths, depths))
+  max_depth = max(depths)
+  spec = {
+      "key": key_data, "activation": [a.name for a in acts], "init": [s.name for s in schemes],
+      "width": widths, "depth": depths, "sigma_w2": sw2s, "sigma_b2": sb2s, "n_seeds": n_seeds,
+      "inputs": hashlib.sha256(np.ascontiguousarray(np.asarray(x))).hexdigest(),
+      "residual": residual, "norm": norm, "dtype": np.dtype(dtype).name}
+  bar = tqdm(total=len(configs) * n_seeds * n_settings, unit="net", desc="sweep",
+             disable=not progress)
+  results = []
+  try:
+    for k, (act, scheme, w, d) in enumerate(configs):
+      p, items = _plan(n_settings, width=w, depth=d, batch=batch, in_features=in_features,
+                       itemsize=np.dtype(dtype).itemsize, chunk_size=chunk_size,
+                       memory_budget=int(memory_budget))
+      n_blocks = -(-n_settings // p)
+      padded = [settings[min(i, n_settings - 1)] for i in range(n_blocks * p)]
+      sw = None if sw2s == [None] else jnp.asarray([s[0] for s in padded], dtype)
+      ws, bs = _models.layer_scales(scheme, sw, jnp.asarray([s[1] for s in padded], dtype),
+                                    in_features=in_features, width=w, depth=d, dtype=dtype)
+      ws = ws.reshape(d, n_blocks, p).transpose(1, 0, 2)   # (blocks, L, P)
+      bs = bs.reshape(d, n_blocks, p).transpose(1, 0, 2)
+      n_items = n_seeds * n_blocks
+      group = min(_GROUP, n_items)
+      items = -(-items // group) * group
+      program = _network_program(act, scheme, w, d, residual, norm, n_blocks, group,
+                                 in_features, np.dtype(dtype))
+      compute = functools.partial(program, key, x, ws, bs)
+      out = run_chunked(
+          compute, n_items, chunk_size=items, multiple=group,
+          store=None if store is None else os.path.join(os.fspath(store), f"config-{k:04d}"),
+          spec={**spec, "config": k, "settings_per_block": p}, progress=bar, units_per_item=p)
+      results.append(_unblock(out, n_seeds, n_blocks, p, n_settings, d, max_depth))
+  finally:
+    bar.close()
+  return _dataset(results, acts, schemes, widths, depths, sw2s, sb2s, n_seeds, max_depth,
+                  in_features=in_features, batch=batch, q_in=q_in, c_in=c_in,
+                  residual=residual, norm=norm, dtype=dtype, key_data=key_data,
+                  swept={n: _is_list(v) for n, v in zip(
+                      SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2))})
+
+
+@functools.lru_cache(maxsize=64)
+def _network_program(act, scheme, width, depth, residual, norm, n_blocks, group, in_features,
+                     dtype):
+  """The jitted per-chunk computation ``(key, x, ws, bs, idx) -> Stats``.
+
+  Item ``i`` is seed ``i // n_blocks`` with settings block ``i % n_blocks``;
+  ``len(idx)`` must be a multiple of ``group``. Cached per static
+  configuration, so repeated sweeps compile once.
+  """
+
+  def item(key, x, ws, bs, seed, block):
+    k = _models.network_key(key, seed)
+    std = _models.standard_params(k, in_features=in_features, width=width, depth=depth,
+                                  init=scheme, norm=norm, dtype=dtype)
+    r = _probes.readout(jax.random.fold_in(k, 2), width, dtype)
+    return _probes.measure(std, x, r, activation=act, residual=residual, norm=norm,
+                           w_scale=ws[block], b_scale=bs[block])
+
+  @jax.jit
+  def compute(key, x, ws, bs, idx):
+    # Fixed-size groups of items in a loop, vmapped within a group: every
+    # item is computed by the same code whatever the chunk size, so results
+    # are bitwise independent of it (XLA's kernels depend on batch sizes).
+    groups = idx.reshape(-1, group)
+    out = jax.lax.map(lambda g: jax.vmap(item, in_axes=(None, None, None, None, 0, 0))(
+        key, x, ws, bs, g // n_blocks, g % n_blocks), groups)
+    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), out)
+
+  return compute
+
+
+def _unblock(out, n_seeds, n_blocks, p, n_settings, depth, max_depth):
+  """Items ``(seed, block)`` with ``(L, P)`` -> ``(settings, seed, layer)``."""
+  arrays = {}
+  for name, a in out.items():
+    layered = a.ndim == 3
+    a = a.reshape(n_seeds, n_blocks, *a.shape[1:])
+    if layered:                                         # (seed, block, L, P)
+      a = np.moveaxis(a, 2, -1)                         # (seed, block, P, L)
+      if depth < max_depth:
+        a = np.concatenate([a, np.full((*a.shape[:-1], max_depth - depth), np.nan, a.dtype)], -1)
+    a = a.reshape(n_seeds, n_blocks * p, *a.shape[3:])[:, :n_settings]
+    arrays[name] = np.moveaxis(a, 0, 1)                 # (settings, seed[, layer])
+  return arrays
+
+
+def _dataset(results, acts, schemes, widths, depths, sw2s, sb2s, n_seeds, max_depth, *,
+             in_features, batch, q_in, c_in, residual, norm, dtype, key_data, swept):
+  grid = {"activation": [a.name for a in acts], "init": [s.name for s in schemes],
+          "width": widths, "depth": depths, "sigma_w2": sw2s, "sigma_b2": sb2s}
+  dims = [n for n in SWEPT if swept[n]]
+  shape = [len(grid[n]) for n in dims]
+  grid_shape = [len(grid[n]) for n in SWEPT]
+  data_vars = {}
+  for name in results[0]:
+    stacked = np.stack([r[name] for r in results])     # (configs, settings, seed[, layer])
+    stacked = stacked.reshape(*grid_shape, *stacked.shape[2:])
+    stacked = stacked.reshape(*shape, *stacked.shape[len(grid_shape):])
+    vdims = dims + ["seed"] + (["layer"] if stacked.ndim > len(dims) + 1 else [])
+    data_vars[name] = xr.Variable(vdims, stacked, {"description": _probes.STAT_DOCS[name]})
+  # Each layer's sigma_w2 in the theory's terms.
+  lw = np.full((len(schemes), len(widths), len(depths), len(sw2s), max_depth), np.nan)
+  for (i, s), (j, w), (k, d), (m, v) in itertools.product(
+      enumerate(schemes), enumerate(widths), enumerate(depths), enumerate(sw2s)):
+    lw[i, j, k, m, 0] = s.sigma_w2_effective(v, in_features, w)
+    lw[i, j, k, m, 1:d] = s.sigma_w2_effective(v, w, w)
+  lw_dims = [n for n in ("init", "width", "depth", "sigma_w2") if swept[n]]
+  lw = lw.reshape(*[len(grid[n]) for n in lw_dims], max_depth)
+  data_vars["layer_sigma_w2"] = xr.Variable(
+      lw_dims + ["layer"], lw,
+      {"description": "each layer's weight variance in the theory's terms, fan_in E[W_ij^2]"})
+  data_vars["q_input"] = xr.Variable((), q_in, {"description": "mean |x|^2 / in_features of the inputs"})
+  data_vars["c_input"] = xr.Variable((), c_in, {"description": "mean cosine of input pairs (2k, 2k+1)"})
+  coords = {"seed": np.arange(n_seeds), "layer": np.arange(1, max_depth + 1)}
+  for n in SWEPT:
+    values = grid[n]
+    if n == "sigma_w2" and values == [None]:
+      continue                                          # fixed by the init: no coordinate
+    coords[n] = values if swept[n] else values[0]
+  attrs = {
+      "in_features": in_features, "n_inputs": batch, "residual": int(residual),
+      "norm": "none" if norm is None else norm, "dtype": np.dtype(dtype).name,
+      "key": " ".join(map(str, key_data)),
+      "seed_key": "network i uses jax.random.fold_in(key, i)",
+      "loss": "L_a = r . a^L, r a random unit vector per network (empirical.probes)",
+  }
+  return xr.Dataset(data_vars, coords=coords, attrs=attrs)

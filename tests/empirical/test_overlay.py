@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from empirical import overlay, sweep
+
+N, DEPTH, SEEDS, PAIRS = 1024, 10, 16, 4
+# tanh with sigma_b2 = 0.05: ordered (chi_1 < 1), critical (sigma_w2 = 1.7610,
+# THEORY.md), chaotic; ReLU at its critical point sigma_w2 = 2.
+TANH_SIGMA_W2 = [1.0, 1.761, 4.0]
+# Var(phi(h)^2) / E[phi(h)^2]^2 for h Gaussian: 2 for a linear phi, less for
+# tanh (it compresses the tails), 5 for ReLU (E relu^4 / (E relu^2)^2 = 6).
+KAPPA = {"tanh": 2.0, "relu": 5.0}
+
+
+@pytest.fixture(scope="module")
+def sweeps():
+  common = dict(width=N, depth=DEPTH, n_seeds=SEEDS, n_inputs=2 * PAIRS, in_features=256,
+                q_input=1.0, c_input=0.5, progress=False)
+  tanh = sweep.sweep(jax.random.key(1), activation="tanh", sigma_w2=TANH_SIGMA_W2,
+                     sigma_b2=0.05, **common)
+  relu = sweep.sweep(jax.random.key(2), activation="relu", sigma_w2=[2.0], sigma_b2=0.0,
+                     **common)
+  return {"tanh": (tanh, overlay.theory(tanh)), "relu": (relu, overlay.theory(relu))}
+
+
+def _relative_standard_error(kappa, layers):
+  """Standard error of log of the seed mean of q^l (or |delta^l|^2) at width N.
+
+  Given layer l-1, the N units of h^l are iid Gaussian: their mean square has
+  relative variance 2/N. The variance of that Gaussian, sigma_w2 |a^{l-1}|^2/N
+  + sigma_b2, has relative variance at most kappa/N from the N units of
+  a^{l-1}. The q-map's elasticity d log q^l / d log q^{l-1} is at most 1
+  (tanh's q-map is concave through sigma_b2 >= 0; ReLU's is linear), so the
+  contributions of the layers at most add up: (2 + kappa) l / N per network,
+  counting the inputs of a batch as one sample (they share the weights).
+  Seeds are independent networks.
+  """
+  return np.sqrt((2 + kappa) * layers / (N * SEEDS))
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_q_follows_theory(sweeps, act):
+  ds, th = sweeps[act]
+  layers = ds.layer.values
+  emp = np.log(ds.q.mean("seed"))
+  pred = np.log(th.q)
+  se = _relative_standard_error(KAPPA[act], layers)
+  assert np.all(np.abs(emp - pred) < 5 * se), (emp - pred).values
+  # The spread across seeds is as small as derived (a bug adding noise fails here).
+  spread = (ds.q / th.q).std("seed")
+  assert np.all(spread < 2 * se * np.sqrt(SEEDS))
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_c_follows_theory(sweeps, act):
+  # A width-N sample correlation has standard deviation (1 - c^2)/sqrt(N) <=
+  # 1/sqrt(N) (Fisher); through l layers of c-map (slope <= 1 near the
+  # visited c, plus the q noise above) the variance at most adds up over
+  # layers; pairs use independent input directions and seeds independent
+  # weights.
+  ds, th = sweeps[act]
+  layers = ds.layer.values
+  se = np.sqrt((1 + KAPPA[act]) * layers / (N * SEEDS * PAIRS))
+  err = ds.c.mean("seed") - th.c
+  assert np.all(np.abs(err) < 5 * se), err.values
+  np.testing.assert_allclose(float(ds.c_input), 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_gradient_profile_follows_chi(sweeps, act):
+  # Ratios |delta^l|^2 / |delta^L|^2 against prod_{k=l}^{L-1} chi^k: each
+  # backward layer adds relative variance (2 + kappa')/N with kappa' <= 2
+  # for phi'^2 (tanh: sech^4 averages; ReLU: Bernoulli(1/2), 1), and the
+  # chi^k themselves carry the forward q error above; bound both by
+  # (2 + 2 + 2 + kappa) (L - l) / N per network.
+  ds, th = sweeps[act]
+  top = ds.layer.values[-1]
+  emp = (ds.grad_h**2 / (ds.grad_h**2).sel(layer=top)).mean("seed")
+  pred = (th.grad_h / th.grad_h.sel(layer=top)) ** 2
+  se = np.sqrt((6 + KAPPA[act]) * (top - ds.layer.values) / (N * SEEDS))
+  assert np.all(np.abs(np.log(emp) - np.log(pred)) <= 5 * se + 1e-6), (emp / pred).values
+  if act == "tanh":      # ordered: vanishing; chaotic: exploding
+    ratio = pred.sel(layer=1)
+    assert ratio.sel(sigma_w2=1.0) < 0.5 and ratio.sel(sigma_w2=4.0) > 2.0
+  # Weight gradients: |a^{l-1}|^2 |delta^l|^2, each factor as above.
+  w_err = np.log((ds.grad_w**2).mean("seed")) - np.log(th.grad_w**2)
+  se_w = np.sqrt((6 + KAPPA[act]) * DEPTH / (N * SEEDS))
+  assert np.all(np.abs(w_err) < 5 * se_w), w_err.values
+
+
+def test_theory_layout(sweeps):
+  ds, th = sweeps["tanh"]
+  assert th.q.dims == ("sigma_w2", "layer")
+  assert set(th.data_vars) >= {"q", "c", "chi_1", "grad_h", "grad_w"}
+  np.testing.assert_array_equal(th.sigma_w2, ds.sigma_w2)
+  # Critical tanh: chi_1 -> 1 at the fixed point.
+  np.testing.assert_allclose(th.chi_1.sel(sigma_w2=1.761).isel(layer=-1), 1.0, atol=0.02)
+
+
+def test_presets_and_depth_grid_layout():
+  ds = sweep.sweep(jax.random.key(3), activation="tanh", init=["xavier_normal", "he_normal"],
+                   width=32, depth=[1, 3], n_seeds=2, n_inputs=4, in_features=16,
+                   q_input=1.0, c_input=0.2, progress=False)
+  th = overlay.theory(ds)
+  assert th.q.dims == ("init", "depth", "layer")
+  assert np.all(np.isnan(th.q.sel(depth=1, layer=[2, 3])))
+  assert not np.any(np.isnan(th.grad_w.sel(depth=3)))
+  # He: hidden sigma_w2 = 2, first layer 2 as well: q^1 = 2 q_input.
+  np.testing.assert_allclose(th.q.sel(init="he_normal", layer=1), 2.0, rtol=1e-5)
+  # Xavier's first layer: 2 N0/(N0 + N) = 2/3.
+  np.testing.assert_allclose(th.q.sel(init="xavier_normal", layer=1), 2 / 3, rtol=1e-5)
+
+
+def test_variants_without_theory_raise():
+  ds = sweep.sweep(jax.random.key(3), activation="tanh", sigma_w2=1.0, width=8, depth=2,
+                   n_seeds=1, n_inputs=2, in_features=4, residual=True, progress=False)
+  with pytest.raises(ValueError, match=r"`ds` must be a sweep of a plain MLP"):
+    overlay.theory(ds)
