@@ -42,13 +42,21 @@ returns their spectra as an ``xarray.Dataset``.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
+from tqdm import tqdm
 
+from empirical import inits as _inits
+from empirical import models as _models
+from empirical.sweep import run_chunked
 from meanfield.activations import Activation, activation as _get_activation
 
 __all__ = [
@@ -58,6 +66,9 @@ __all__ = [
     "moment_estimates",
     "extreme_singular_values",
     "jacobian_input",
+    "jacobian_spectra",
+    "density_l1",
+    "SWEPT",
 ]
 
 Array = jax.Array
@@ -351,8 +362,379 @@ def jacobian_input(*, key: Array, activation: str | Activation | Callable, q, wi
   """
   width = _check_int("width", width, 1)
   q_arr = np.asarray(q)
-  if q_arr.ndim != 0 or not np.isfinite(q_arr) or q_arr <= 0:
-    raise ValueError(f"`q` must be a finite scalar > 0, got {q!r}")
+  if q_arr.ndim != 0 or not np.isfinite(q_arr) or q_arr < 0:
+    raise ValueError(f"`q` must be a finite scalar >= 0, got {q!r}")
   phi = _get_activation(activation)
   z = jax.random.normal(key, (width,), dtype or jnp.result_type(float))
   return phi(jnp.sqrt(jnp.asarray(q, z.dtype)) * z)
+
+
+# ---------------------------------------------------------------------------
+# Many networks: a labelled Dataset.
+
+#: The hyperparameters :func:`jacobian_spectra` may take a list of, in the order of its dims.
+SWEPT = ("activation", "init", "width", "depth", "sigma_w2", "sigma_b2")
+METHODS = ("svd", "projection")
+DEFAULT_MEMORY_BUDGET = 1 << 30
+
+
+def _values(name: str, value) -> list:
+  if isinstance(value, (list, tuple, range)) or (
+      isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 1):
+    values = list(np.asarray(value).tolist() if not isinstance(value, (list, tuple, range))
+                  else value)
+    if not values:
+      raise ValueError(f"`{name}` must be a value or a non-empty list, got {value!r}")
+    return values
+  if isinstance(value, (np.ndarray, jax.Array)):
+    if np.ndim(value) != 0:
+      raise ValueError(f"`{name}` must be a value or a 1-D list, got shape {np.shape(value)}")
+    value = value.item()
+  return [value]
+
+
+def _is_list(value) -> bool:
+  return isinstance(value, (list, tuple, range)) or (
+      isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 1)
+
+
+def _check_variance(name: str, value, *, positive: bool = False) -> float:
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    v = float("nan")
+  if not (math.isfinite(v) and (v > 0 if positive else v >= 0)):
+    raise ValueError(
+        f"`{name}` must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+  return v
+
+
+def _fixed_point_q(act: Activation, settings: list[tuple[float, float]]) -> np.ndarray:
+  """``q*`` of each ``(sigma_w2, sigma_b2)`` from :func:`meanfield.q_star` (float64), >= 0."""
+  from meanfield.fixed_points import q_star  # pylint: disable=import-outside-toplevel
+  sw2, sb2 = np.array(settings, np.float64).T
+  with jax.enable_x64(True):
+    values = np.asarray(q_star(sigma_w2=sw2, sigma_b2=sb2, activation=act), np.float64)
+  bad = ~np.isfinite(values)
+  if np.any(bad):
+    i = int(np.argmax(bad))
+    raise ValueError(
+        f"`q` must be given for activation {act.name!r} at sigma_w2={sw2[i]}, "
+        f"sigma_b2={sb2[i]}: the length map has no finite fixed point there "
+        f"(meanfield.q_star = {values[i]})")
+  return np.maximum(values, 0.0)
+
+
+def _stacked(params: _models.Params) -> tuple[Array, Array]:
+  """``(weights (L, N, N), biases (L, N))`` of a square MLP's :class:`Params`."""
+  return (jnp.concatenate([params.w_in[None], params.w]),
+          jnp.concatenate([params.b_in[None], params.b]))
+
+
+@functools.partial(jax.jit, static_argnames=(
+    "act", "scheme", "width", "depths", "method", "max_order", "num_probes",
+    "num_iterations", "batch_size"))
+def _compute(idx, key, ws, bs, qs, *, act, scheme, width, depths, method, max_order,
+             num_probes, num_iterations, batch_size):
+  """Networks ``idx`` of one (activation, init, width): all settings, all depths.
+
+  Item ``i`` is network ``i`` (key ``fold_in(key, i)``); its standard draw is
+  shared by every ``(sigma_w2, sigma_b2)`` setting (common random numbers).
+  ``ws``, ``bs``: ``(settings, L)`` layer scales; ``qs``: ``(settings,)``.
+  Module-level and jitted on static arguments, so repeated calls reuse the
+  compiled program.
+  """
+  depth = depths[-1]
+  dtype = ws.dtype
+
+  def one_setting(std, z, k, w_scale, b_scale, q):
+    weights, biases = _stacked(_models.scale_params(std, w_scale, b_scale))
+    x = act(jnp.sqrt(q) * z)
+    if method == "svd":
+      sv = _svd_at_depths(act, weights, biases, x, depths)
+      lam = sv * sv
+      powers = jnp.stack([jnp.mean(lam ** k_, axis=-1) for k_ in range(1, max_order + 1)], -1)
+      return {"singular_values": sv, "moment": powers, "sigma_max": sv[:, 0]}
+    out = {"moment": [], "moment_error": [], "sigma_max": [], "sigma_max_error": [],
+           "sigma_min": [], "sigma_min_error": []}
+    for d in depths:
+      m, e = moment_estimates(weights[:d], biases[:d], x, activation=act,
+                              key=jax.random.fold_in(k, 4), num_probes=num_probes,
+                              max_order=max_order)
+      s, se = extreme_singular_values(weights[:d], biases[:d], x, activation=act,
+                                      key=jax.random.fold_in(k, 5),
+                                      num_iterations=num_iterations)
+      for name, v in (("moment", m), ("moment_error", e), ("sigma_max", s[0]),
+                      ("sigma_max_error", se[0]), ("sigma_min", s[1]),
+                      ("sigma_min_error", se[1])):
+        out[name].append(v)
+    return {name: jnp.stack(v) for name, v in out.items()}
+
+  def item(seed):
+    k = _models.network_key(key, seed)
+    std = _models.standard_params(k, in_features=width, width=width, depth=depth,
+                                  init=scheme, dtype=dtype)
+    z = jax.random.normal(jax.random.fold_in(k, 3), (width,), dtype)
+    return jax.lax.map(lambda a: one_setting(std, z, k, *a), (ws, bs, qs))
+
+  return jax.lax.map(item, idx, batch_size=batch_size)
+
+
+def _svd_at_depths(act, weights, biases, x, depths):
+  jacs = _jacobian_segments(act, weights, biases, x, depths)
+  return jnp.stack([jnp.linalg.svd(j, compute_uv=False) for j in jacs])
+
+
+def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
+                     sigma_b2=0.0, init="gaussian", n_seeds: int = 1, q=None,
+                     method: str = "svd", max_order: int = 2, num_probes: int = 32,
+                     num_iterations: int = 48, chunk_size: int | None = None,
+                     batch_size: int | None = None,
+                     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                     store: str | os.PathLike | None = None, progress: bool = True,
+                     dtype=None) -> xr.Dataset:
+  """Input-output Jacobian spectra of many random networks, as a labelled Dataset.
+
+  Networks are square MLPs (:mod:`empirical.models`, ``in_features = width``,
+  no readout) with input ``x^0 = phi(sqrt(q) z)``: with ``q = q*`` every
+  layer is at the fixed point, as in the theory
+  (:func:`meanfield.jacobian_spectrum`).
+
+  Any of ``activation``, ``init``, ``width``, ``depth``, ``sigma_w2`` and
+  ``sigma_b2`` may be a list; the grid is their Cartesian product, a list
+  makes a dimension (as in :func:`empirical.sweep`). Seeds, settings and
+  depths never loop in Python:
+
+  - network ``i`` has key ``fold_in(key, i)`` and the parameters of
+    :func:`empirical.models.standard_params` (layer ``l``'s weights depend on
+    ``(i, l)`` only); its input noise ``z`` comes from ``fold_in(k_i, 3)``,
+    its probes from ``fold_in(k_i, 4)`` and ``fold_in(k_i, 5)``;
+  - every ``(sigma_w2, sigma_b2)`` rescales the same standard draw (common
+    random numbers);
+  - the network of depth ``L`` is the first ``L`` layers of the deepest one,
+    so all depths come from one pass (``J`` is taken after each).
+
+  Results do not depend on ``chunk_size`` or ``batch_size``. With ``store``,
+  each finished chunk is written atomically and a rerun resumes
+  (:func:`empirical.sweep.run_chunked`).
+
+  Args:
+    key: PRNG key.
+    activation: names from ``meanfield.activation``'s table (or Activations).
+    width: ``N``. depth: ``L >= 1``.
+    sigma_w2, sigma_b2: weight variance (``fan_in E[W_ij^2]``, for the
+      schemes by variance) and bias variance.
+    init: weight schemes of :mod:`empirical.inits` (``"gaussian"``,
+      ``"orthogonal"``, ...); the theory's ``weights``.
+    n_seeds: networks per grid point.
+    q: input length; ``None`` uses ``meanfield.q_star`` of each setting
+      (ReLU and linear networks at criticality have none: give ``q``).
+    method: ``"svd"``: exact singular values (``O(L N^3)`` per network);
+      ``"projection"``: :func:`moment_estimates` with ``num_probes`` probes
+      and :func:`extreme_singular_values` with ``num_iterations`` Lanczos
+      steps (``O(L N^2)`` per probe or step), for widths where the SVD is
+      too dear.
+    max_order: moments ``m_k = tr (J J^T)^k / N`` for ``k = 1..max_order``.
+    chunk_size: networks per compiled call and per stored chunk; default
+      from ``memory_budget`` (bytes).
+    batch_size: networks vmapped together inside a chunk (``lax.map``'s
+      ``batch_size``); default 1 on the CPU, where it measured fastest, else
+      the whole chunk.
+    store: directory for finished chunks (resume).
+    progress: tqdm progress bar.
+    dtype: float dtype (default float32, float64 under x64); use float64
+      for the small end of deep spectra.
+
+  Returns:
+    ``xarray.Dataset`` with the swept dims of ``activation, init, width,
+    depth, sigma_w2, sigma_b2`` (in that order), then ``seed``, then
+    ``index`` (singular values, descending) or ``order`` (``k``). Variables:
+    ``moment`` (``..., seed, order``); ``sigma_max`` (``..., seed``);
+    for ``svd`` ``singular_values`` (``..., seed, index``; nan beyond a
+    network's width); for ``projection`` ``moment_error``, the standard
+    errors, and ``sigma_max_error``, ``sigma_min``, ``sigma_min_error``
+    (Lanczos bounds). ``q`` holds the input length used per setting.
+
+  Raises:
+    ValueError: before any work, for a bad argument.
+  """
+  acts = [_get_activation(a) for a in _values("activation", activation)]
+  schemes = [_inits.init(s) for s in _values("init", init)]
+  widths = [_check_int("width", w, 1) for w in _values("width", width)]
+  depths = [_check_int("depth", d, 1) for d in _values("depth", depth)]
+  if any(b <= a for a, b in zip(depths, depths[1:])):
+    raise ValueError(f"`depth` must be one integer or an increasing list, got {depth!r}")
+  n_seeds = _check_int("n_seeds", n_seeds, 1)
+  if method not in METHODS:
+    raise ValueError(f"`method` must be one of {', '.join(METHODS)}, got {method!r}")
+  max_order = _check_int("max_order", max_order, 1)
+  num_probes = _check_int("num_probes", num_probes, 2)
+  num_iterations = _check_int("num_iterations", num_iterations, 1)
+  if method == "projection" and num_iterations > min(widths):
+    raise ValueError(
+        f"`num_iterations` must be at most the width {min(widths)}, got {num_iterations}")
+  if any(not s.uses_sigma_w2 for s in schemes):
+    raise ValueError(
+        f"`init` must be schemes by variance (gaussian, uniform, truncated_normal, "
+        f"orthogonal), got {[s.name for s in schemes]}")
+  if sigma_w2 is None:
+    raise ValueError("`sigma_w2` must be given (a finite number > 0 or a list), got None")
+  sw2s = [_check_variance("sigma_w2", v, positive=True) for v in _values("sigma_w2", sigma_w2)]
+  sb2s = [_check_variance("sigma_b2", v) for v in _values("sigma_b2", sigma_b2)]
+  if q is not None:
+    q = _check_variance("q", q)
+  if chunk_size is not None:
+    chunk_size = _check_int("chunk_size", chunk_size, 1)
+  if batch_size is not None:
+    batch_size = _check_int("batch_size", batch_size, 1)
+  if not (isinstance(memory_budget, (int, float)) and memory_budget > 0):
+    raise ValueError(f"`memory_budget` must be a number of bytes > 0, got {memory_budget!r}")
+  dtype = _inits._float_dtype(dtype)
+  settings = list(itertools.product(sw2s, sb2s))
+  qs = np.array([np.full(len(settings), q) if q is not None else _fixed_point_q(a, settings)
+                 for a in acts])                                     # (acts, settings)
+  try:
+    key_data = np.asarray(jax.random.key_data(key)).ravel().tolist()
+  except (TypeError, ValueError):
+    raise ValueError(f"`key` must be a PRNG key (jax.random.key(0)), got {key!r}") from None
+  if batch_size is None:
+    batch_size = 1 if jax.default_backend() == "cpu" else None
+
+  configs = list(itertools.product(range(len(acts)), schemes, widths))
+  itemsize = np.dtype(dtype).itemsize
+  spec = {"key": key_data, "activation": [a.name for a in acts],
+          "init": [s.name for s in schemes], "width": widths, "depth": depths,
+          "sigma_w2": sw2s, "sigma_b2": sb2s, "n_seeds": n_seeds, "q": qs.tolist(),
+          "method": method, "max_order": max_order, "num_probes": num_probes,
+          "num_iterations": num_iterations, "dtype": np.dtype(dtype).name}
+  n_settings = len(settings)
+  bar = tqdm(total=len(configs) * n_seeds * n_settings, unit="net", desc="jacobian",
+             disable=not progress)
+  results = []
+  try:
+    for c, (a, scheme, w) in enumerate(configs):
+      ws, bs = _models.layer_scales(scheme, jnp.asarray([st[0] for st in settings], dtype),
+                                    jnp.asarray([st[1] for st in settings], dtype),
+                                    in_features=w, width=w, depth=depths[-1], dtype=dtype)
+      ws, bs = ws.T, bs.T                                              # (settings, L)
+      per_network = itemsize * w * w * (depths[-1] + 6) * (batch_size or n_seeds)
+      items = chunk_size or max(1, min(n_seeds, int(memory_budget) // per_network))
+      compute = functools.partial(
+          _compute, key=key, ws=ws, bs=bs, qs=jnp.asarray(qs[a], dtype), act=acts[a],
+          scheme=scheme, width=w, depths=tuple(depths), method=method, max_order=max_order,
+          num_probes=num_probes, num_iterations=num_iterations, batch_size=batch_size)
+      out = run_chunked(
+          compute, n_seeds, chunk_size=items,
+          store=None if store is None else os.path.join(os.fspath(store), f"config-{c:04d}"),
+          spec={**spec, "config": c}, progress=bar, units_per_item=n_settings)
+      results.append(out)
+  finally:
+    bar.close()
+  return _dataset(results, acts, schemes, widths, depths, sw2s, sb2s, n_seeds, qs,
+                  method=method, max_order=max_order, key_data=key_data, dtype=dtype,
+                  swept={n: _is_list(v) for n, v in zip(
+                      SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2))})
+
+
+def _dataset(results, acts, schemes, widths, depths, sw2s, sb2s, n_seeds, qs, *, method,
+             max_order, key_data, dtype, swept) -> xr.Dataset:
+  grid = {"activation": [a.name for a in acts], "init": [s.name for s in schemes],
+          "width": widths, "depth": depths, "sigma_w2": sw2s, "sigma_b2": sb2s}
+  dims = [n for n in SWEPT if swept[n]]
+  max_width = max(widths)
+  data_vars = {}
+  for name in results[0]:
+    parts = []
+    for r in results:                    # (seed, settings, depths[, index|order])
+      a = r[name]
+      if name == "singular_values" and a.shape[-1] < max_width:
+        pad = np.full((*a.shape[:-1], max_width - a.shape[-1]), np.nan, a.dtype)
+        a = np.concatenate([a, pad], -1)
+      parts.append(a)
+    a = np.stack(parts)                  # (configs, seed, settings, depths, ...)
+    tail = a.shape[4:]
+    a = a.reshape(len(acts), len(schemes), len(widths), n_seeds, len(sw2s), len(sb2s),
+                  len(depths), *tail)
+    # -> (activation, init, width, depth, sigma_w2, sigma_b2, seed, ...)
+    a = np.swapaxes(a, 3, 6)
+    keep = tuple(slice(None) if swept[n] else 0 for n in SWEPT)
+    a = a[keep]
+    extra = {"singular_values": ["index"], "moment": ["order"],
+             "moment_error": ["order"]}.get(name, [])
+    data_vars[name] = xr.Variable(dims + ["seed"] + extra, a, {"description": _DOCS[name]})
+  q_dims = [n for n in ("activation", "sigma_w2", "sigma_b2") if swept[n]]
+  q = qs.reshape(len(acts), len(sw2s), len(sb2s))[
+      tuple(slice(None) if swept[n] else 0 for n in ("activation", "sigma_w2", "sigma_b2"))]
+  data_vars["q"] = xr.Variable(q_dims, q, {"description": "input length q (q* unless given)"})
+  coords = {"seed": np.arange(n_seeds), "order": np.arange(1, max_order + 1)}
+  if method == "svd":
+    coords["index"] = np.arange(max_width)
+  for n in SWEPT:
+    coords[n] = grid[n] if swept[n] else grid[n][0]
+  attrs = {"method": method, "dtype": np.dtype(dtype).name,
+           "key": " ".join(map(str, key_data)),
+           "seed_key": "network i uses jax.random.fold_in(key, i)",
+           "input": "x^0 = phi(sqrt(q) z), z ~ N(0, I_N)",
+           "depths": "the network of depth L is the first L layers of the deepest one"}
+  return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+_DOCS = {
+    "singular_values": "singular values of J = dx^L/dx^0, descending",
+    "moment": "m_k = tr (J J^T)^k / N (exact for svd, Hutchinson estimate for projection)",
+    "moment_error": "standard error of the Hutchinson estimate of m_k",
+    "sigma_max": "largest singular value of J (Lanczos lower bound for projection)",
+    "sigma_max_error": "Lanczos residual bound on sigma_max",
+    "sigma_min": "Lanczos estimate of the smallest singular value (an upper bound)",
+    "sigma_min_error": "Lanczos residual bound on sigma_min",
+}
+
+
+def density_l1(samples, *, sigma, density, bins: int = 20, floor: float = 0.0) -> float:
+  """L1 distance between the empirical law of ``samples`` and a density on a grid.
+
+  The axis is cut into ``bins`` intervals of equal mass ``1/bins`` under the
+  density (its quantiles), so the distance weighs the bulk and the tails
+  alike and does not depend on the parametrisation (singular value or its
+  log): ``sum_b |n_b / n - 1/bins|``, in ``[0, 2]``, where ``n_b`` counts
+  the samples in interval ``b``. The density is integrated by the
+  trapezoidal rule on ``sigma`` and normalised; check separately that it
+  carries the mass you expect (e.g. ``JacobianSpectrum.converged``).
+
+  Values below ``floor`` are compared as one lump (their total mass), not
+  bin by bin: an SVD resolves singular values only down to about ``eps
+  sigma_max`` (``1e-16`` of the largest in float64), and the smaller ones of a
+  deep Gaussian network (1e-19 and below) come out as rounding noise there.
+
+  Args:
+    samples: any shape (flattened; nan ignored).
+    sigma: increasing grid ``(n,)`` covering the samples.
+    density: ``(n,)``, the density per unit ``sigma`` (nan counts as 0).
+    bins: number of equal-mass intervals (above ``floor``), ``>= 2``.
+    floor: resolution floor on ``sigma`` (``>= 0``).
+
+  Returns:
+    The distance as a Python float.
+  """
+  bins = _check_int("bins", bins, 2)
+  sigma = np.asarray(sigma, np.float64)
+  density = np.nan_to_num(np.asarray(density, np.float64))
+  if sigma.ndim != 1 or sigma.shape != density.shape or sigma.size < 2 or np.any(
+      np.diff(sigma) <= 0):
+    raise ValueError(
+        f"`sigma` must be an increasing 1-D grid and `density` of the same shape, got "
+        f"{sigma.shape} and {density.shape}")
+  cdf = np.concatenate([[0.0], np.cumsum(0.5 * (density[1:] + density[:-1]) * np.diff(sigma))])
+  if not cdf[-1] > 0:
+    raise ValueError("`density` must have positive mass on `sigma`")
+  samples = np.asarray(samples, np.float64).ravel()
+  samples = samples[~np.isnan(samples)]
+  if not (math.isfinite(floor) and floor >= 0):
+    raise ValueError(f"`floor` must be a finite number >= 0, got {floor!r}")
+  cdf = cdf / cdf[-1]
+  u = np.interp(samples, sigma, cdf)                # probability integral transform
+  lump = float(np.interp(floor, sigma, cdf)) if floor > 0 else 0.0
+  below = np.mean(samples < floor) if floor > 0 else 0.0
+  counts = np.histogram(u[samples >= floor], bins=bins, range=(lump, 1.0))[0]
+  return float(abs(below - lump)
+               + np.sum(np.abs(counts / samples.size - (1.0 - lump) / bins)))
