@@ -279,9 +279,14 @@ def jacobian_moments(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
   depth = jnp.asarray(depth, dtype)
   q = _resolve_q(q, sigma_w2=sigma_w2, sigma_b2=sigma_b2, act=act, dtype=dtype)
   sigma_w2, sigma_b2, depth, q = jnp.broadcast_arrays(sigma_w2, sigma_b2, depth, q)
+  return _moments(sigma_w2, depth, q, act=act, s1=_S1[weights])
+
+
+@functools.partial(jax.jit, static_argnames=("act", "s1"))
+def _moments(sigma_w2, depth, q, *, act: Activation, s1: float) -> JacobianMoments:
   mu1, mu2 = _x_moments(act, q)
   mean = (sigma_w2 * mu1) ** depth
-  relative_variance = depth * (mu2 / mu1**2 - 1.0 - _S1[weights])
+  relative_variance = depth * (mu2 / mu1**2 - 1.0 - s1)
   variance = mean**2 * relative_variance
   return JacobianMoments(mean=mean, second_moment=mean**2 + variance,
                          variance=variance)
@@ -552,18 +557,19 @@ def _solve(lam, law: _Law, depth, log_sigma_w2, orthogonal, mu1, log_mean, scale
   return w, m, r, converged
 
 
-def _spectrum_one(law: _Law, sigma_w2, depth, orthogonal, q, sigma, eps, *,
-                  n_points: int):
-  """The spectrum for one configuration (vmapped by the public function)."""
-  dtype = q.dtype
+def _support_one(law: _Law, sigma_w2, depth, orthogonal):
+  """``(lambda_max, zero_mass, atom_lambda, atom_mass)`` for one configuration."""
+  lambda_max = _edge(law, depth, jnp.log(sigma_w2), orthogonal)
+  return (lambda_max,) + _atoms(law, depth, sigma_w2, orthogonal)
+
+
+def _density_one(law: _Law, sigma_w2, depth, orthogonal, sigma, lambda_max, atom_lambda,
+                 atom_mass, eps):
+  """``(rho, converged)`` on the grid ``sigma`` for one configuration."""
+  dtype = sigma.dtype
   log_sigma_w2 = jnp.log(sigma_w2)
   mu1 = jnp.sum(law.mass * law.mid)
   log_mean = depth * (log_sigma_w2 + jnp.log(mu1))
-  lambda_max = _edge(law, depth, log_sigma_w2, orthogonal)
-  zero_mass, atom_lambda, atom_mass = _atoms(law, depth, sigma_w2, orthogonal)
-  if sigma is None:
-    top = jnp.sqrt(jnp.fmax(lambda_max, jnp.where(atom_mass > 0, atom_lambda, 0.0)))
-    sigma = 1.1 * top * (jnp.arange(n_points, dtype=dtype) + 0.5) / n_points
   lam = sigma * sigma
   scale = jnp.maximum(lambda_max, jnp.max(lam))
   tol = 1e-9 if dtype == jnp.float64 else 1e-4
@@ -572,31 +578,29 @@ def _spectrum_one(law: _Law, sigma_w2, depth, orthogonal, q, sigma, eps, *,
       mu1=mu1, log_mean=log_mean, scale=scale, eps=eps, tol=tol)
   _, m, residual, converged = jax.vmap(solve)(lam)
   z = lam + 1j * eps * lam
-  m_atom = jnp.where(atom_mass > 0, atom_mass * atom_lambda / (z - atom_lambda), 0.0)
+  has_atom = atom_mass > 0
+  m_atom = jnp.where(has_atom, atom_mass * atom_lambda / (z - atom_lambda), 0.0)
   rho = -(m - m_atom).imag / (np.pi * lam)
   # Near the atom, subtracting it cancels digits: flag where the error of m
   # (rounding, and the Newton residual on log z amplified by the pole) exceeds
   # the noise allowed (_ATOM_NOISE).
-  pole = jnp.abs(z) / jnp.abs(z - jnp.where(atom_mass > 0, atom_lambda, 0.0))
+  pole = jnp.abs(z) / jnp.abs(z - jnp.where(has_atom, atom_lambda, 0.0))
   noise = ((8 * jnp.finfo(dtype).eps + residual * pole) * jnp.abs(m_atom)
            / (np.pi * lam))
   converged = converged & (noise < _ATOM_NOISE[dtype == jnp.float64])
-  rho = jnp.where(converged, rho, jnp.nan)
-  return JacobianSpectrum(
-      sigma=sigma, lam=lam, singular_value_density=2 * sigma * rho,
-      eigenvalue_density=rho, converged=converged, zero_mass=zero_mass,
-      atom_lambda=atom_lambda, atom_mass=atom_mass, lambda_max=lambda_max, q=q)
-
-
-@functools.partial(jax.jit, static_argnames=("n_points",))
-def _spectrum_batch(law, sigma_w2, depth, orthogonal, q, sigma, eps, *, n_points):
-  one = functools.partial(_spectrum_one, sigma=sigma, eps=eps, n_points=n_points)
-  return jax.vmap(one, in_axes=(0, 0, 0, None, 0))(law, sigma_w2, depth, orthogonal, q)
+  return jnp.where(converged, rho, jnp.nan), converged
 
 
 @jax.jit
-def _edge_batch(law, sigma_w2, depth, orthogonal):
-  return jax.vmap(lambda lw, s, d: _edge(lw, d, jnp.log(s), orthogonal))(law, sigma_w2, depth)
+def _support_batch(law, sigma_w2, depth, orthogonal):
+  return jax.vmap(_support_one, in_axes=(0, 0, 0, None))(law, sigma_w2, depth, orthogonal)
+
+
+@jax.jit
+def _density_batch(law, sigma_w2, depth, orthogonal, sigma, lambda_max, atom_lambda,
+                   atom_mass, eps):
+  return jax.vmap(_density_one, in_axes=(0, 0, 0, None, 0, 0, 0, 0, None))(
+      law, sigma_w2, depth, orthogonal, sigma, lambda_max, atom_lambda, atom_mass, eps)
 
 
 def _prepare(activation, sigma_w2, sigma_b2, depth, weights, q):
@@ -655,14 +659,26 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
   density is 0 on the grid). So ``integral p(sigma) dsigma + zero_mass +
   atom_mass = 1``.
 
-  Accuracy: the densities are those of the spectrum smoothed over a relative
-  width ``eps`` (a Lorentzian of half-width ``eps lambda``), i.e. exact up to
-  ``O(eps)`` except within about ``eps lambda`` of a square-root edge, where the
-  error is ``O(sqrt(eps))``; plus the ``O(n_nodes^-2)`` error of the law of
-  ``x`` for smooth activations. Points where the Newton iteration did not reach
-  its tolerance (``1e-9`` in 64-bit, ``1e-4`` in 32-bit, on ``log z``) or left
-  the physical branch have ``converged = False`` and ``nan`` densities.
-  Use 64-bit for deep networks and for the tails.
+  Accuracy (64-bit): the densities are those of the spectrum smoothed over a
+  relative width ``eps`` (a Lorentzian of half-width ``eps lambda``), exact
+  up to ``O(eps)`` except within about ``eps lambda`` of a square-root edge,
+  where the error is ``O(sqrt(eps))`` (Marchenko-Pastur: 1e-7 away from the
+  edges). For smooth activations add the error of the law of ``x``: about
+  ``n_nodes^-2`` (1e-5 relative) in the bulk when ``depth >= 2``; first order
+  in ``1/n_nodes`` at depth 1 with orthogonal weights (the law of
+  ``sigma_w2 x`` itself, an equal-mass histogram, ~1%); and a few percent at
+  the smallest singular values (``sigma`` below ~1% of ``sigma_max``), which
+  come from the Gaussian tails of ``h`` that few segments resolve -- raise
+  ``n_nodes`` there. Points where the Newton iteration did not reach its
+  tolerance (``1e-9`` in 64-bit, ``1e-4`` in 32-bit, on ``log z``), left the
+  physical branch, or lie so close to an atom that subtracting it leaves
+  noise above ``1e-8`` (``1e-3`` in 32-bit), have ``converged = False`` and
+  ``nan`` densities. In 32-bit, deep networks (``depth`` of order 100)
+  mostly fail to converge: use 64-bit for them and for the tails.
+
+  Cost: about ``150 n_points n_nodes`` complex evaluations per configuration
+  (about 1 s on one CPU core for the defaults in 64-bit); one compiled
+  program serves every activation with the same ``n_points`` and ``n_nodes``.
 
   Args:
     activation: a name from ``meanfield.activation_names()``, an
@@ -703,10 +719,20 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
       raise ValueError(f"`sigma` must be a 1-D array, got shape {np.shape(sigma)}")
     _check("sigma", sigma, lambda s: s > 0, "> 0 everywhere")
     sigma = jnp.asarray(sigma, dtype)
-  law = _x_law_batch(qq, act=act, n_nodes=int(n_nodes))
+  law = _x_law_batch(qq, act=act, n_nodes=n_nodes)
   orthogonal = jnp.asarray(weights == "orthogonal", dtype)
-  result = _spectrum_batch(law, sw2, depth, orthogonal, qq, sigma, jnp.asarray(eps, dtype),
-                           n_points=int(n_points))
+  lambda_max, zero_mass, atom_lambda, atom_mass = _support_batch(law, sw2, depth, orthogonal)
+  if sigma is None:
+    top = jnp.sqrt(jnp.fmax(lambda_max, jnp.where(atom_mass > 0, atom_lambda, 0.0)))
+    sigma = 1.1 * top[:, None] * ((jnp.arange(n_points, dtype=dtype) + 0.5) / n_points)[None, :]
+  else:
+    sigma = jnp.broadcast_to(sigma[None, :], (sw2.size,) + sigma.shape)
+  rho, converged = _density_batch(law, sw2, depth, orthogonal, sigma, lambda_max,
+                                  atom_lambda, atom_mass, jnp.asarray(eps, dtype))
+  result = JacobianSpectrum(
+      sigma=sigma, lam=sigma * sigma, singular_value_density=2 * sigma * rho,
+      eigenvalue_density=rho, converged=converged, zero_mass=zero_mass,
+      atom_lambda=atom_lambda, atom_mass=atom_mass, lambda_max=lambda_max, q=qq)
   return jax.tree.map(lambda a: a.reshape(shape + a.shape[1:]), result)
 
 
@@ -733,6 +759,6 @@ def jacobian_spectrum_edge(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLi
   act, shape, (sw2, depth, qq) = _prepare(activation, sigma_w2, sigma_b2, depth,
                                           weights, q)
   n_nodes = _checks.check_positive_int("n_nodes", n_nodes)
-  law = _x_law_batch(qq, act=act, n_nodes=int(n_nodes))
+  law = _x_law_batch(qq, act=act, n_nodes=n_nodes)
   orthogonal = jnp.asarray(weights == "orthogonal", sw2.dtype)
-  return _edge_batch(law, sw2, depth, orthogonal).reshape(shape)
+  return _support_batch(law, sw2, depth, orthogonal)[0].reshape(shape)

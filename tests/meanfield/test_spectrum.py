@@ -1,0 +1,357 @@
+"""Tests of meanfield.spectrum: Jacobian spectrum moments and densities.
+
+Most density tests share one compiled solver (64-bit, one configuration,
+the default grid of 400 points and 512 segments) to keep compile time down.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, special, stats
+
+import meanfield as mf
+
+# tanh at criticality with sigma_b2 = 0.05 (THEORY.md; Pennington et al. 2017).
+TANH = dict(activation="tanh", sigma_w2=1.7610, sigma_b2=0.05, q=0.5700)
+
+
+def _grid_moments(r: mf.JacobianSpectrum, ks=(0, 1, 2)) -> list[float]:
+  """``E[lambda^k]`` from the density by the midpoint rule on the uniform sigma grid, plus atoms."""
+  sigma = np.asarray(r.sigma)
+  p = np.asarray(r.singular_value_density)
+  ds = sigma[1] - sigma[0]
+  out = []
+  for k in ks:
+    m = np.sum(p * sigma ** (2 * k)) * ds
+    if float(r.atom_mass) > 0:
+      m += float(r.atom_mass) * float(r.atom_lambda) ** k
+    if k == 0:
+      m += float(r.zero_mass)
+    out.append(m)
+  return out
+
+
+# --- closed-form moments -------------------------------------------------------
+
+
+@pytest.mark.parametrize("weights,s1", [("orthogonal", 0.0), ("gaussian", -1.0)])
+def test_relu_at_criticality_variance_is_l_or_2l(x64, weights, s1):
+  depth = jnp.arange(1, 7)
+  m = mf.jacobian_moments(activation="relu", sigma_w2=2.0, sigma_b2=0.0, depth=depth,
+                          weights=weights, q=1.0)
+  # mu_1 = mu_2 = 1/2: variance L (1/mu_1 - 1 - s_1) = L (orthogonal), 2L (Gaussian).
+  # Quadrature split at the kink is exact to ~1e-13.
+  np.testing.assert_allclose(m.mean, 1.0, rtol=1e-12)
+  np.testing.assert_allclose(m.variance, np.arange(1, 7) * (1 - s1), rtol=1e-12)
+  np.testing.assert_allclose(m.second_moment, m.variance + 1.0, rtol=1e-12)
+
+
+def test_linear_moments(x64):
+  depth = jnp.arange(1, 5)
+  gauss = mf.jacobian_moments(activation="linear", sigma_w2=1.5, sigma_b2=0.0, depth=depth,
+                              weights="gaussian", q=2.0)
+  orth = mf.jacobian_moments(activation="linear", sigma_w2=1.5, sigma_b2=0.0, depth=depth,
+                             weights="orthogonal", q=2.0)
+  np.testing.assert_allclose(gauss.mean, 1.5 ** np.arange(1, 5), rtol=1e-13)
+  # Fuss-Catalan: m_2 = (L + 1) sigma_w2^(2L).
+  np.testing.assert_allclose(gauss.second_moment, np.arange(2, 6) * 1.5 ** (2 * np.arange(1, 5)),
+                             rtol=1e-13)
+  np.testing.assert_allclose(orth.variance, 0.0, atol=1e-12)
+
+
+def test_tanh_moments_against_scipy_and_chi_1(x64):
+  depth = 4
+  m = mf.jacobian_moments(weights="gaussian", depth=depth, **TANH)
+  q = TANH["q"]
+
+  def x_moment(k):
+    f = lambda z: (1 - np.tanh(np.sqrt(q) * z) ** 2) ** (2 * k) * stats.norm.pdf(z)
+    return integrate.quad(f, -np.inf, np.inf, epsabs=0, epsrel=1e-13)[0]
+
+  mu1, mu2 = x_moment(1), x_moment(2)
+  chi = TANH["sigma_w2"] * mu1
+  np.testing.assert_allclose(m.mean, chi**depth, rtol=1e-11)
+  np.testing.assert_allclose(m.variance, chi ** (2 * depth) * depth * (mu2 / mu1**2), rtol=1e-11)
+  chi_1 = mf.chi_1(sigma_w2=TANH["sigma_w2"], sigma_b2=TANH["sigma_b2"], activation="tanh", q=q)
+  np.testing.assert_allclose(m.mean, chi_1**depth, rtol=1e-11)
+  # Criticality: the published (sigma_w2, q*) have 4-5 digits, so chi_1 = 1
+  # to about 1e-4 and the mean of lambda = chi_1^L to about L * 1e-4.
+  assert abs(float(m.mean) - 1.0) < 5e-4 * depth
+
+
+def test_q_none_uses_the_fixed_point(x64):
+  kw = dict(activation="tanh", sigma_w2=1.7610, sigma_b2=0.05, depth=4, weights="orthogonal")
+  q_star = mf.q_star(sigma_w2=1.7610, sigma_b2=0.05, activation="tanh")
+  assert abs(float(q_star) - 0.5700) < 1e-3  # THEORY.md: q* = 0.5700
+  m = mf.jacobian_moments(**kw)
+  m_q = mf.jacobian_moments(**kw, q=q_star)
+  np.testing.assert_allclose(m.mean, m_q.mean, rtol=1e-14)
+  np.testing.assert_allclose(m.variance, m_q.variance, rtol=1e-14)
+
+
+def test_moments_broadcast_and_keep_dtype():
+  m = mf.jacobian_moments(activation="erf", sigma_w2=jnp.array([[1.0], [1.5], [2.0]]),
+                          sigma_b2=0.1, depth=jnp.arange(1, 5), weights="orthogonal",
+                          q=jnp.float32(0.5))
+  assert m.mean.shape == m.variance.shape == m.second_moment.shape == (3, 4)
+  assert m.mean.dtype == jnp.float32
+
+
+def test_moments_jit_matches_eager(x64):
+  def f(sigma_w2, q):
+    return mf.jacobian_moments(activation="tanh", sigma_w2=sigma_w2, sigma_b2=0.05,
+                               depth=8, weights="gaussian", q=q)
+
+  args = (jnp.array([1.2, 1.7610, 2.5]), jnp.array([0.3, 0.57, 1.1]))
+  eager, jitted = f(*args), jax.jit(f)(*args)
+  np.testing.assert_allclose(jitted.mean, eager.mean, rtol=1e-13)
+  np.testing.assert_allclose(jitted.variance, eager.variance, rtol=1e-13)
+
+
+@pytest.mark.parametrize("weights", [
+    "gaussian",
+    # QR of 400 x 400 matrices takes seconds each on a shared CPU.
+    pytest.param("orthogonal", marks=pytest.mark.slow),
+])
+def test_monte_carlo_moments_of_random_products(x64, weights):
+  """``tr(JJ^T)/N`` and ``tr((JJ^T)^2)/N`` of sampled ``prod D W`` against theory."""
+  width, depth, samples = 400, 4, 8
+  q, sigma_w2 = TANH["q"], TANH["sigma_w2"]
+
+  def trace_moments(key, orthogonal):
+    j = jnp.eye(width)
+    for k in jax.random.split(key, depth):
+      kw, kd = jax.random.split(k)
+      g = jax.random.normal(kw, (width, width), jnp.float64)
+      w = jnp.linalg.qr(g)[0] if orthogonal else g / np.sqrt(width)
+      d = 1 - jnp.tanh(np.sqrt(q) * jax.random.normal(kd, (width,), jnp.float64)) ** 2
+      j = d[:, None] * (np.sqrt(sigma_w2) * w) @ j
+    jjt = j @ j.T
+    return jnp.trace(jjt) / width, jnp.sum(jjt * jjt) / width
+
+  keys = jax.random.split(jax.random.key(0), samples)
+  m1s, m2s = jax.jit(jax.vmap(trace_moments, in_axes=(0, None)), static_argnums=1)(
+      keys, weights == "orthogonal")
+  theory = mf.jacobian_moments(activation="tanh", sigma_w2=sigma_w2, sigma_b2=0.05,
+                               depth=depth, weights=weights, q=q)
+  for sample, value in ((m1s, theory.mean), (m2s, theory.second_moment)):
+    # 5 standard errors of the mean over samples, plus the O(L/N) finite-width
+    # correction of normalised traces (e.g. Wishart: m_2 = 2 + 1/N), bounded by 2L/N.
+    sample = np.asarray(sample)
+    se = np.std(sample, ddof=1) / np.sqrt(samples)
+    tol = 5 * se + 2 * depth / width * float(value)
+    assert abs(np.mean(sample) - float(value)) < tol, (np.mean(sample), value, tol)
+
+
+# --- densities -------------------------------------------------------------------
+
+
+def test_marchenko_pastur(x64):
+  r = mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=1,
+                           weights="gaussian", q=1.0)
+  eps = 1e-7  # the default relative imaginary part in 64-bit
+  lam = np.asarray(r.lam)
+  rho = np.asarray(r.eigenvalue_density)
+  exact = np.sqrt(np.clip(4 / lam - 1, 0, None)) / (2 * np.pi)
+  assert np.all(r.converged)
+  # Lorentzian smoothing of half-width eps*lam: O(sqrt(eps)) next to the
+  # square-root edge, O(eps lam / distance to the edge) relative inside.
+  np.testing.assert_allclose(rho, exact, atol=np.sqrt(eps), rtol=0)
+  inside = (lam > 0.01) & (lam < 3.9)
+  np.testing.assert_allclose(rho[inside], exact[inside], rtol=100 * eps * 4 / 0.1)
+  np.testing.assert_allclose(r.singular_value_density, 2 * r.sigma * r.eigenvalue_density)
+  np.testing.assert_allclose(r.lambda_max, 4.0, rtol=1e-8)
+  assert float(r.zero_mass) == 0 and float(r.atom_mass) == 0
+  # p(sigma) = sqrt(4 - sigma^2)/pi is bounded: the midpoint rule converges as
+  # h^(3/2) at the edge, h = 2.2/400: 4e-4 is an upper bound.
+  m0, m1, m2 = _grid_moments(r)
+  np.testing.assert_allclose([m0, m1, m2 - m1**2], [1.0, 1.0, 1.0], rtol=4e-4)
+  ds = r.to_dataset()
+  assert ds.sizes["sigma"] == 400 and float(ds.lambda_max) == float(r.lambda_max)
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_fuss_catalan(x64, depth):
+  r = mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=depth,
+                           weights="gaussian", q=1.0)
+  assert np.all(r.converged)
+  # Edge of the Fuss-Catalan law: (L + 1)^(L + 1) / L^L.
+  np.testing.assert_allclose(r.lambda_max, (depth + 1.0) ** (depth + 1) / depth**depth,
+                             rtol=1e-8)
+  moments = _grid_moments(r, ks=(1, 2, 3))
+  fuss_catalan = [special.binom((depth + 1) * k, k) / (depth * k + 1) for k in (1, 2, 3)]
+  # Midpoint rule, h = 1.1 sigma_max / 400: at the square-root edge the
+  # error is about h^(3/2) lambda_max^k p, below 1e-3 relative for k <= 3.
+  np.testing.assert_allclose(moments, fuss_catalan, rtol=1e-3)
+
+
+def test_edge_broadcasts_over_depth(x64):
+  depth = np.array([[1], [2], [5]])
+  edge = mf.jacobian_spectrum_edge(activation="linear", sigma_w2=np.array([1.0, 2.0]),
+                                   sigma_b2=0.0, depth=depth, weights="gaussian", q=1.0)
+  assert edge.shape == (3, 2)
+  expected = (depth + 1.0) ** (depth + 1) / depth**depth * np.array([1.0, 2.0]) ** depth
+  np.testing.assert_allclose(edge, expected, rtol=1e-8)
+
+
+def test_linear_orthogonal_is_a_point_mass(x64):
+  r = mf.jacobian_spectrum(activation="linear", sigma_w2=1.3, sigma_b2=0.0, depth=3,
+                           weights="orthogonal", q=1.0)
+  np.testing.assert_allclose(r.atom_lambda, 1.3**3, rtol=1e-13)
+  np.testing.assert_allclose(r.atom_mass, 1.0, rtol=1e-13)
+  # Singular values all equal sigma_w2^(L/2).
+  np.testing.assert_allclose(np.sqrt(r.atom_lambda), 1.3**1.5, rtol=1e-13)
+  conv = np.asarray(r.converged)
+  # Only points right next to the atom are flagged (the subtraction cancels).
+  assert conv.mean() > 0.95
+  p = np.asarray(r.singular_value_density)
+  assert np.all(np.isnan(p[~conv]))
+  np.testing.assert_allclose(p[conv], 0.0, atol=1e-8)
+
+
+@pytest.mark.parametrize("activation,sigma_w2,q,depth,weights,normalised", [
+    ("relu", 2.0, 1.0, 1, "gaussian", True),
+    ("relu", 2.0, 1.0, 4, "orthogonal", False),
+    ("tanh", TANH["sigma_w2"], TANH["q"], 4, "orthogonal", True),
+    ("tanh", TANH["sigma_w2"], TANH["q"], 4, "gaussian", False),
+    ("hard_tanh", 1.05, 0.1, 2, "orthogonal", True),
+])
+def test_density_reproduces_closed_form_moments(x64, activation, sigma_w2, q, depth,
+                                                weights, normalised):
+  kw = dict(activation=activation, sigma_w2=sigma_w2, sigma_b2=0.0, depth=depth,
+            weights=weights, q=q)
+  r = mf.jacobian_spectrum(**kw)
+  assert np.all(r.converged)
+  assert np.nanmin(r.singular_value_density) > -1e-8
+  m = mf.jacobian_moments(**kw)
+  m0, m1, m2 = _grid_moments(r)
+  # Midpoint rule on 400 points (error ~ h^(3/2) at square-root edges, and
+  # where p(sigma) grows as sigma -> 0) plus the O(n_nodes^-2) error of the
+  # law of phi'^2 for tanh: 1e-3 relative bounds both.
+  np.testing.assert_allclose(m1, m.mean, rtol=1e-3)
+  np.testing.assert_allclose(m2 - m1**2, m.variance, rtol=2e-3)
+  if normalised:  # p(sigma) bounded near 0, so the grid holds all the mass
+    np.testing.assert_allclose(m0, 1.0, atol=1e-3)
+
+
+def test_atoms_of_relu_and_hard_tanh(x64):
+  relu = mf.jacobian_spectrum(activation="relu", sigma_w2=2.0, sigma_b2=0.0, depth=1,
+                              weights="orthogonal", q=1.0)
+  # Depth 1, orthogonal: J J^T = sigma_w2 D^2, atoms 1/2 at 0 and at sigma_w2.
+  np.testing.assert_allclose([relu.zero_mass, relu.atom_mass, relu.atom_lambda],
+                             [0.5, 0.5, 2.0], rtol=1e-12)
+  q = 0.1
+  hard = mf.jacobian_spectrum(activation="hard_tanh", sigma_w2=1.05, sigma_b2=0.0, depth=8,
+                              weights="orthogonal", q=q)
+  p_linear = special.erf(1 / np.sqrt(2 * q))
+  np.testing.assert_allclose(hard.zero_mass, 1 - p_linear, rtol=1e-10)
+  np.testing.assert_allclose(hard.atom_mass, 8 * p_linear - 7, rtol=1e-10)
+  np.testing.assert_allclose(hard.atom_lambda, 1.05**8, rtol=1e-12)
+
+
+def test_tanh_depth_one_orthogonal_is_the_law_of_phi_prime_squared(x64):
+  """Depth 1, orthogonal: ``lambda = sigma_w2 x`` with ``x = sech^4(sqrt(q) z)``, in closed form."""
+  sigma_w2, q = TANH["sigma_w2"], TANH["q"]
+  r = mf.jacobian_spectrum(activation="tanh", sigma_w2=sigma_w2, sigma_b2=0.05, depth=1,
+                           weights="orthogonal", q=q)
+
+  def exact(x):  # x = sech^4 h, h = sqrt(q)|z|
+    h = np.arccosh(x ** -0.25)
+    return 2 * stats.norm.pdf(h / np.sqrt(q)) / np.sqrt(q) / (4 * x * np.tanh(h))
+
+  x = np.asarray(r.lam) / sigma_w2
+  ok = (x > 0.02) & (x < 0.95)
+  x = x[ok]
+  rho = np.asarray(r.eigenvalue_density)[ok] * sigma_w2
+  # The law of x is an equal-mass histogram (512 segments over 2 intervals,
+  # mass 1/512 each): pointwise error about the relative change of the density
+  # across one bin, |d log rho / dx| * dx with dx = (1/512) / rho.
+  dx = 1 / 512 / exact(x)
+  change = np.abs(np.log(exact(x + dx)) - np.log(exact(x)))
+  assert np.all(np.abs(rho / exact(x) - 1) < change + 1e-4)
+
+
+def test_float32_marchenko_pastur():
+  r = mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=1,
+                           weights="gaussian", q=1.0)
+  assert r.singular_value_density.dtype == jnp.float32
+  assert np.all(r.converged)
+  lam = np.asarray(r.lam, np.float64)
+  exact = np.sqrt(np.clip(4 / lam - 1, 0, None)) / (2 * np.pi)
+  # eps = 1e-4 in float32: sqrt(eps) next to the edge.
+  np.testing.assert_allclose(r.eigenvalue_density, exact, atol=1e-2, rtol=0)
+  inside = (lam > 0.01) & (lam < 3.9)
+  np.testing.assert_allclose(np.asarray(r.eigenvalue_density)[inside], exact[inside],
+                             rtol=1e-3)
+
+
+def test_spectrum_shared_grid_and_validation_of_sigma(x64):
+  sigma = np.linspace(0.05, 1.95, 400)  # as many points as the default grid: one compile
+  r = mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=1,
+                           weights="gaussian", q=1.0, sigma=sigma)
+  np.testing.assert_allclose(r.sigma, sigma)
+  np.testing.assert_allclose(r.singular_value_density, np.sqrt(4 - sigma**2) / np.pi,
+                             atol=1e-6)
+  with pytest.raises(ValueError, match="`sigma` must be > 0"):
+    mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=1,
+                         weights="gaussian", q=1.0, sigma=np.array([0.0, 1.0]))
+  with pytest.raises(ValueError, match="`sigma` must be a 1-D array"):
+    mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=1,
+                         weights="gaussian", q=1.0, sigma=np.ones((2, 2)))
+
+
+# --- validation --------------------------------------------------------------------
+
+BASE = dict(activation="tanh", sigma_w2=1.0, sigma_b2=0.0, depth=2, weights="gaussian", q=0.5)
+
+
+@pytest.mark.parametrize("fn", [mf.jacobian_moments, mf.jacobian_spectrum,
+                                mf.jacobian_spectrum_edge])
+@pytest.mark.parametrize("change,message", [
+    (dict(weights="haar"), "`weights` must be one of 'gaussian', 'orthogonal', got 'haar'"),
+    (dict(depth=0), "`depth` must be an integer >= 1, got 0"),
+    (dict(depth=2.5), "`depth` must be an integer >= 1, got 2.5"),
+    (dict(sigma_w2=0.0), "`sigma_w2` must be > 0"),
+    (dict(sigma_b2=-0.1), "`sigma_b2` must be >= 0"),
+    (dict(q=-1.0), "`q` must be >= 0"),
+    (dict(activation="tanhh"), "`activation` must be one of"),
+])
+def test_bad_input_raises(fn, change, message):
+  with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    fn(**{**BASE, **change})
+
+
+def test_bad_grid_arguments_raise():
+  for change, message in ((dict(n_points=0), "`n_points` must be an integer >= 1, got 0"),
+                          (dict(n_nodes=2.5), "`n_nodes` must be an integer >= 1"),
+                          (dict(eps=0.0), "`eps` must be in")):
+    with pytest.raises(ValueError, match=message):
+      mf.jacobian_spectrum(**BASE, **change)
+
+
+@pytest.mark.slow
+def test_spectrum_jit_matches_eager(x64):
+  def f(sigma_w2):
+    return mf.jacobian_spectrum(activation="tanh", sigma_w2=sigma_w2, sigma_b2=0.05,
+                                depth=jnp.array([2, 4]), weights="orthogonal", q=0.57)
+
+  eager, jitted = f(1.761), jax.jit(f)(1.761)
+  assert eager.singular_value_density.shape == (2, 400)
+  np.testing.assert_allclose(jitted.singular_value_density, eager.singular_value_density,
+                             rtol=1e-10)
+  np.testing.assert_array_equal(jitted.converged, eager.converged)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", mf.activation_names())
+def test_every_activation_converges_and_keeps_its_moments(x64, activation):
+  kw = dict(activation=activation, sigma_w2=1.5, sigma_b2=0.0, depth=6, weights="orthogonal",
+            q=0.7)
+  r = mf.jacobian_spectrum(**kw)
+  assert np.mean(r.converged) > 0.99
+  m = mf.jacobian_moments(**kw)
+  _, m1, _ = _grid_moments(jax.tree.map(lambda a: jnp.nan_to_num(a), r))
+  np.testing.assert_allclose(m1, m.mean, rtol=1e-2)
