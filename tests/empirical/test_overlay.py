@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import importlib
+
 import jax
 import numpy as np
 import pytest
 
-from empirical import overlay, sweep
+from empirical import overlay
+
+# The module, not the function `empirical.sweep` that the package exports.
+sweep = importlib.import_module("empirical.sweep")
 
 N, DEPTH, SEEDS, PAIRS = 1024, 10, 16, 4
 # tanh with sigma_b2 = 0.05: ordered (chi_1 < 1), critical (sigma_w2 = 1.7610,
@@ -100,22 +105,40 @@ def test_theory_layout(sweeps):
   np.testing.assert_allclose(th.chi_1.sel(sigma_w2=1.761).isel(layer=-1), 1.0, atol=0.02)
 
 
-def test_presets_and_depth_grid_layout():
-  ds = sweep.sweep(jax.random.key(3), activation="tanh", init=["xavier_normal", "he_normal"],
-                   width=32, depth=[1, 3], n_seeds=2, n_inputs=4, in_features=16,
-                   q_input=1.0, c_input=0.2, progress=False)
+def test_presets_layout_and_theory():
+  ds = sweep.sweep(jax.random.key(3), activation="relu", init=["xavier_normal", "normal(0.1)"],
+                   width=16, depth=3, n_seeds=2, inputs=np.eye(2, 5), progress=False)
+  assert ds.q.dims == ("init", "seed", "layer")
+  assert "sigma_w2" not in ds.coords                  # fixed by the inits
+  # Xavier's first layer: 2 fan_in / (fan_in + fan_out); normal(0.1): fan_in 0.01.
+  np.testing.assert_allclose(ds.layer_sigma_w2.sel(init="xavier_normal"), [2 * 5 / 21, 1.0, 1.0])
+  np.testing.assert_allclose(ds.layer_sigma_w2.sel(init="normal(0.1)"), [0.05, 0.16, 0.16])
+  np.testing.assert_allclose([float(ds.q_input), float(ds.c_input)], [0.2, 0.0])
   th = overlay.theory(ds)
-  assert th.q.dims == ("init", "depth", "layer")
-  assert np.all(np.isnan(th.q.sel(depth=1, layer=[2, 3])))
+  assert th.q.dims == ("init", "layer")
+  # q^1 = sigma_w2^1 q_input (no biases); ReLU halves the length per hidden layer
+  # before sigma_w2 = 1 (Xavier, square) or 0.16 (normal(0.1), N = 16) scales it.
+  np.testing.assert_allclose(th.q.sel(init="xavier_normal"),
+                             [0.2 * 10 / 21, 0.2 * 10 / 21 / 2, 0.2 * 10 / 21 / 4], rtol=1e-5)
+  np.testing.assert_allclose(th.q.sel(init="normal(0.1)"),
+                             [0.01, 0.01 * 0.08, 0.01 * 0.08**2], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_depth_grid_layout():
+  ds = sweep.sweep(jax.random.key(3), activation="tanh", sigma_w2=1.5, width=16, depth=[2, 3],
+                   n_seeds=2, n_inputs=4, in_features=5, progress=False)
+  assert ds.q.dims == ("depth", "seed", "layer")
+  assert np.all(np.isnan(ds.q.sel(depth=2, layer=3)))  # beyond the network's depth
+  assert not np.any(np.isnan(ds.q.sel(depth=3)))
+  th = overlay.theory(ds)
+  assert th.q.dims == ("depth", "layer")
+  assert np.all(np.isnan(th.q.sel(depth=2, layer=3)))
   assert not np.any(np.isnan(th.grad_w.sel(depth=3)))
-  # He: hidden sigma_w2 = 2, first layer 2 as well: q^1 = 2 q_input.
-  np.testing.assert_allclose(th.q.sel(init="he_normal", layer=1), 2.0, rtol=1e-5)
-  # Xavier's first layer: 2 N0/(N0 + N) = 2/3.
-  np.testing.assert_allclose(th.q.sel(init="xavier_normal", layer=1), 2 / 3, rtol=1e-5)
+  np.testing.assert_allclose(th.q.sel(depth=2, layer=[1, 2]), th.q.sel(depth=3, layer=[1, 2]))
 
 
-def test_variants_without_theory_raise():
-  ds = sweep.sweep(jax.random.key(3), activation="tanh", sigma_w2=1.0, width=8, depth=2,
-                   n_seeds=1, n_inputs=2, in_features=4, residual=True, progress=False)
+def test_variants_without_theory_raise(sweeps):
+  ds = sweeps["tanh"][0].assign_attrs(residual=1)
   with pytest.raises(ValueError, match=r"`ds` must be a sweep of a plain MLP"):
     overlay.theory(ds)

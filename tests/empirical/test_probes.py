@@ -40,7 +40,7 @@ def _reference(p, x, r, act):
   def loss(prm, xa):
     return models.forward(prm, xa[None], activation=act)[0][0] @ r
 
-  per_example = jax.vmap(jax.grad(loss), in_axes=(None, 0))(p, x)  # Params with leading B
+  per_example = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(p, x)  # Params with leading B
   gw = [np.sum(np.asarray(per_example.w_in) ** 2, axis=(1, 2))] + [
       np.sum(np.asarray(per_example.w)[:, l] ** 2, axis=(1, 2)) for l in range(DEPTH - 1)]
   gb = [np.sum(np.asarray(per_example.b_in) ** 2, axis=1)] + [

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import glob
+import importlib
 import os
 
 import jax
 import numpy as np
 import pytest
 
-from empirical import models, probes, sweep
+from empirical import models, probes
+
+# The module, not the function `empirical.sweep` that the package exports.
+sweep = importlib.import_module("empirical.sweep")
 
 KEY = jax.random.key(42)
 # One small configuration shared by the tests below (one compiled program).
@@ -102,22 +106,6 @@ def test_inputs_with_given_length_and_cosine():
   np.testing.assert_allclose(np.sum(np.asarray(x, np.float64) ** 2, 1) / 50, 2.0, rtol=1e-5)
   np.testing.assert_allclose(c, -0.3, atol=1e-5)
   np.testing.assert_allclose(q, 2.0, rtol=1e-5)
-
-
-def test_grid_of_discrete_hyperparameters():
-  ds = sweep.sweep(KEY, activation="relu", init=["xavier_normal", "normal(0.1)"],
-                   width=16, depth=[2, 3], n_seeds=2, inputs=np.eye(2, 5), progress=False)
-  assert ds.q.dims == ("init", "depth", "seed", "layer")
-  assert "sigma_w2" not in ds.coords                  # fixed by the inits
-  assert np.all(np.isnan(ds.q.sel(depth=2, layer=3)))  # beyond the network's depth
-  assert not np.any(np.isnan(ds.q.sel(depth=3)))
-  # Xavier's first layer: 2 fan_in / (fan_in + fan_out); normal(0.1): fan_in 0.01.
-  np.testing.assert_allclose(ds.layer_sigma_w2.sel(init="xavier_normal", depth=3),
-                             [2 * 5 / 21, 1.0, 1.0])
-  np.testing.assert_allclose(ds.layer_sigma_w2.sel(init="normal(0.1)", depth=3),
-                             [0.05, 0.16, 0.16])
-  np.testing.assert_allclose(float(ds.q_input), 0.2)
-  np.testing.assert_allclose(float(ds.c_input), 0.0)
 
 
 @pytest.mark.parametrize("override,message", [
