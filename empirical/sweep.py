@@ -55,6 +55,7 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
+from empirical import devices as _devices
 from empirical import inits as _inits
 from empirical import models as _models
 from empirical import probes as _probes
@@ -138,7 +139,8 @@ def _open_store(store: str, spec: dict, chunk_size: int, n_items: int) -> int:
 def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: int,
                 store: str | os.PathLike | None = None, spec: dict | None = None,
                 progress: bool | tqdm = True, units_per_item: int = 1,
-                desc: str | None = None, multiple: int = 1) -> dict[str, np.ndarray]:
+                desc: str | None = None, multiple: int = 1, shared: tuple = (),
+                devices: _devices.Devices = 1) -> dict[str, np.ndarray]:
   """Map ``compute`` over ``n_items`` in fixed-size chunks, storing and resuming.
 
   Args:
@@ -165,12 +167,26 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
       vmap over a different number of items differently, changing the last
       bits of results; :func:`sweep` loops over fixed-size vmapped groups
       inside ``compute`` and passes the group size here.)
+    shared: arrays passed to every call before the indices,
+      ``compute(*shared, indices)`` (replicated on every device).
+    devices: ``1`` (default): one device, the default one; ``None``: all
+      devices (``jax.devices()``, every host's under ``jax.distributed``);
+      an integer ``n``: the first ``n``; or a sequence of ``jax.Device``.
+      With several, each chunk (rounded up to a multiple of ``multiple``
+      times the number of devices) is split evenly over them
+      (:mod:`empirical.devices`), and ``compute`` must then be traceable
+      (``jax.jit``-able; a stable function compiles once). Results are those
+      of a one-device run. Under ``jax.distributed`` only process 0 writes
+      to ``store``, which must be shared by all processes.
 
   Returns:
     ``{name: np.ndarray}`` with leading axis ``n_items``.
   """
   n_items = _models._check_int("n_items", n_items, 1)
   chunk_size = min(_models._check_int("chunk_size", chunk_size, 1), n_items)
+  devs = _devices.resolve(devices)
+  sharded = _devices.shard_items(compute, devs) if len(devs) > 1 else None
+  step = multiple * len(devs)
   if store is not None:
     store = os.fspath(store)
     chunk_size = _open_store(store, spec if spec is not None else {}, chunk_size, n_items)
@@ -183,11 +199,14 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
       path = None if store is None else os.path.join(store, f"chunk-{start:09d}-{stop:09d}.npz")
       arrays = None if path is None else _load_chunk(path, stop - start)
       if arrays is None:
-        idx = np.arange(start, start + -(-chunk_size // multiple) * multiple)
+        idx = np.arange(start, start + -(-chunk_size // step) * step)
         idx = np.minimum(idx, n_items - 1).astype(np.int32)
-        out = jax.device_get(_tree_dict(compute(jnp.asarray(idx))))
+        if sharded is None:
+          out = jax.device_get(_tree_dict(compute(*shared, jnp.asarray(idx))))
+        else:
+          out = _devices.fetch(_tree_dict(sharded(*_devices.place(shared, idx, devs))))
         arrays = {k: np.asarray(v)[: stop - start] for k, v in out.items()}
-        if path is not None:
+        if path is not None and jax.process_index() == 0:
           _atomic_write(path, lambda f: np.savez(f, **arrays))
       parts.append(arrays)
       bar.update((stop - start) * units_per_item)
@@ -304,7 +323,7 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
           q_input: float | None = None, c_input: float | None = None,
           residual: bool = False, norm: _models.Norm = None, chunk_size: int | None = None,
           memory_budget: int = DEFAULT_MEMORY_BUDGET, store: str | os.PathLike | None = None,
-          progress: bool = True, dtype=None) -> xr.Dataset:
+          progress: bool = True, dtype=None, devices: _devices.Devices = None) -> xr.Dataset:
   """Measure random networks over a grid of hyperparameters x ``n_seeds`` seeds.
 
   Any of ``activation``, ``init``, ``width``, ``depth``, ``sigma_w2`` and
@@ -329,10 +348,17 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
       :func:`make_inputs`, also for ``q_input`` and ``c_input``).
     residual, norm: architecture variants (:mod:`empirical.models`).
     chunk_size: networks (seed x setting) per compiled call; default from
-      ``memory_budget`` (bytes, default 1 GiB).
+      ``memory_budget`` (bytes per device, default 1 GiB).
     store: directory to write finished chunks to and resume from.
     progress: show a tqdm bar.
     dtype: float dtype (default float32, float64 under x64).
+    devices: where to run: ``None`` (default) every device JAX sees
+      (``jax.devices()``: all local GPUs, or every host's devices after
+      ``jax.distributed.initialize()``), an integer ``n`` for the first
+      ``n``, or a sequence of ``jax.Device``. Each chunk is split evenly
+      over them along a mesh axis over networks (:mod:`empirical.devices`);
+      results are bitwise those of a one-device run (``devices=1``).
+
 
   Returns:
     An ``xarray.Dataset`` with dims, in order, the swept ones of
@@ -380,6 +406,7 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
   if chunk_size is not None:
     chunk_size = _models._check_int("chunk_size", chunk_size, 1)
   dtype = _inits._float_dtype(dtype)
+  devs = _devices.resolve(devices)
   if inputs is not None:
     if n_inputs is not None or q_input is not None or c_input is not None:
       raise ValueError("`inputs` must not be given with `n_inputs`, `q_input` or `c_input`")
@@ -432,12 +459,12 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
       bs = bs.reshape(d, n_blocks, p).transpose(1, 0, 2)
       n_items = n_seeds * n_blocks
       group = min(_GROUP, n_items)
-      items = -(-items // group) * group
+      items = -(-items // group) * group * (len(devs) if chunk_size is None else 1)
       program = _network_program(act, scheme, w, d, residual, norm, n_blocks, group,
                                  in_features, np.dtype(dtype))
-      compute = functools.partial(program, key, x, ws, bs)
       out = run_chunked(
-          compute, n_items, chunk_size=items, multiple=group,
+          program, n_items, chunk_size=items, multiple=group, shared=(key, x, ws, bs),
+          devices=devs,
           store=None if store is None else os.path.join(os.fspath(store), f"config-{k:04d}"),
           spec={**spec, "config": k, "settings_per_block": p}, progress=bar, units_per_item=p)
       results.append(_unblock(out, n_seeds, n_blocks, p, n_settings, d, max_depth))

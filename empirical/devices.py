@@ -1,0 +1,137 @@
+"""Spreading the networks of a sweep over devices and hosts, with ``jax.sharding``.
+
+A sweep's work is a list of items (networks, or a seed with a block of
+settings), each computed from its own index only (its key is
+``fold_in(key, i)``). :func:`empirical.sweep.run_chunked` cuts the list into
+chunks; with more than one device, each chunk is cut again into equal shards
+along a one-dimensional :class:`jax.sharding.Mesh` whose only axis,
+:data:`AXIS`, runs over the items, and :func:`jax.shard_map` runs the same
+per-item program on every shard at once. Arguments shared by all items (the
+base key, the inputs, the layer scales) are replicated. Per-item results are
+small (per-layer statistics), so they are gathered onto every device and read
+back on the host.
+
+Every device runs exactly the program a single device runs on its part of
+the chunk (the same shapes, the same vmapped groups), so results are
+bitwise identical to a one-device run.
+
+Devices are chosen with the ``devices`` option of :func:`empirical.sweep`
+(and :func:`empirical.sweep.run_chunked`):
+
+- ``None``: every device JAX sees, ``jax.devices()``;
+- an integer ``n``: the first ``n`` of them (``1``: no sharding);
+- a sequence of ``jax.Device``.
+
+Several GPUs on one machine need nothing more: ``empirical.sweep(key, ...)``
+uses them all. On the CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
+(set before JAX is imported) splits the host into 4 devices; this helps only
+where one program does not already use every core.
+
+Several hosts (multi-controller JAX): start the same script on every host,
+and have each process call :func:`jax.distributed.initialize` first (with
+``coordinator_address``, ``num_processes`` and ``process_id``, or with no
+arguments on clusters JAX detects itself: Slurm, Open MPI, TPU pods). Then
+``jax.devices()`` lists the devices of all hosts, and the sweep shards each
+chunk across all of them; every process gets the whole result. Every process
+must make the same call with the same arguments. With ``store``, the
+directory must be shared by all processes (a network file system): process 0
+writes the finished chunks, and all processes read them when resuming.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["AXIS", "resolve", "item_mesh", "shard_items", "place", "fetch"]
+
+#: Name of the mesh axis that runs over a sweep's items.
+AXIS = "net"
+
+Devices = int | Sequence[jax.Device] | None
+
+
+def resolve(devices: Devices) -> tuple[jax.Device, ...]:
+  """The devices meant by a ``devices`` option (see the module docstring).
+
+  Raises:
+    ValueError: for an integer outside ``1..len(jax.devices())``, an empty
+      sequence, repeated devices or anything that is not a ``jax.Device``.
+  """
+  available = jax.devices()
+  if devices is None:
+    return tuple(available)
+  if isinstance(devices, int | np.integer) and not isinstance(devices, bool):
+    if not 1 <= devices <= len(available):
+      raise ValueError(
+          f"`devices` must be None, a sequence of jax.Device or an integer in "
+          f"1..{len(available)} (the devices JAX sees), got {devices}")
+    return tuple(available[:int(devices)])
+  if isinstance(devices, jax.Device):
+    devices = [devices]
+  if not isinstance(devices, Sequence) or isinstance(devices, str):
+    raise ValueError(
+        f"`devices` must be None, an integer or a sequence of jax.Device, got {devices!r}")
+  devices = tuple(devices)
+  if not devices or not all(isinstance(d, jax.Device) for d in devices):
+    raise ValueError(f"`devices` must be a non-empty sequence of jax.Device, got {devices!r}")
+  if len(set(devices)) != len(devices):
+    raise ValueError(f"`devices` must not repeat a device, got {devices!r}")
+  return devices
+
+
+@functools.lru_cache(maxsize=16)
+def item_mesh(devices: tuple[jax.Device, ...]) -> Mesh:
+  """A one-dimensional mesh over ``devices`` with axis :data:`AXIS`."""
+  return Mesh(np.array(devices, dtype=object), (AXIS,))
+
+
+@functools.lru_cache(maxsize=64)
+def shard_items(compute: Callable[..., Any], devices: tuple[jax.Device, ...]
+                ) -> Callable[[tuple, jax.Array], Any]:
+  """``compute(*shared, indices)`` run on shards of ``indices`` over ``devices``.
+
+  Returns a jitted ``sharded(shared, indices)``: ``shared`` (a tuple of
+  arrays) is replicated on every device, ``indices`` ``(n,)`` (``n`` a
+  multiple of ``len(devices)``) is split into ``len(devices)`` equal
+  contiguous shards, and each device computes ``compute(*shared, shard)``.
+  The results (arrays with leading axis ``len(shard)``) are gathered along
+  that axis, in device order, so the output is what ``compute(*shared,
+  indices)`` returns on one device, replicated on every device (read it
+  with :func:`fetch`). ``compute`` must be traceable (``jax.jit``-able) and
+  is usually jitted itself. Cached per ``(compute, devices)``: a stable
+  ``compute`` compiles once.
+  """
+  mesh = item_mesh(devices)
+
+  def local(shared, indices):
+    out = compute(*shared, indices)
+    return jax.tree.map(lambda a: jax.lax.all_gather(a, AXIS, axis=0, tiled=True), out)
+
+  # all_gather's result is the same on every device; check_vma=False lets
+  # out_specs say so (shard_map cannot infer it for all_gather).
+  return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
+                               out_specs=PartitionSpec(), check_vma=False))
+
+
+def place(shared: tuple, indices: np.ndarray, devices: tuple[jax.Device, ...]
+          ) -> tuple[tuple, jax.Array]:
+  """``shared`` replicated and ``indices`` split along :data:`AXIS` over ``devices``.
+
+  Works across hosts: every process passes the same values (arrays not
+  committed to a device: NumPy arrays or ordinary ``jax.numpy`` results).
+  """
+  mesh = item_mesh(devices)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  split = NamedSharding(mesh, PartitionSpec(AXIS))
+  return jax.device_put(shared, replicated), jax.device_put(np.asarray(indices), split)
+
+
+def fetch(tree: Any) -> Any:
+  """NumPy copies of the arrays of ``tree``, each replicated on (at least) this process's devices."""
+  return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), tree)
