@@ -4,6 +4,8 @@ from empirical.data import (DataSplit, batch_indices, batches, gaussian_blobs, l
                             load_idx, load_mnist, sample_batch, split_data)
 from empirical.train import train
 from empirical.inits import INITS, Init, init, init_names
+from empirical.jacobian import (density_l1, extreme_singular_values, jacobian_input,
+                                jacobian_spectra, moment_estimates, singular_values)
 from empirical.models import MLP, Params, forward, layer_scales, network_key, scale_params, standard_params
 from empirical.overlay import theory
 from empirical.probes import Stats, measure

@@ -144,7 +144,7 @@ def test_input_is_at_the_fixed_point_length():
                                                  key=jax.random.key(0), num_iterations=0),
      "`num_iterations` must be an integer in"),
     (lambda w, b, x: jac.jacobian_input(key=jax.random.key(0), activation="tanh", q=-1.0,
-                                        width=4), "`q` must be a finite scalar > 0"),
+                                        width=4), "`q` must be a finite scalar >= 0"),
     (lambda w, b, x: jac.jacobian_input(key=jax.random.key(0), activation="tanh", q=1.0,
                                         width=0), "`width` must be an integer >= 1"),
 ])
@@ -152,3 +152,220 @@ def test_bad_input_raises(call, match):
   w, b, x = _small(jnp.float32)
   with pytest.raises(ValueError, match=match):
     call(w, b, x)
+
+
+# ---------------------------------------------------------------------------
+# Many networks: the Dataset.
+
+
+def _spectra(**kw):
+  args = dict(activation="tanh", width=32, depth=[2, 5], sigma_w2=[1.5, 1.7610],
+              sigma_b2=0.05, init=["gaussian", "orthogonal"], n_seeds=3, progress=False)
+  args.update(kw)
+  return jac.jacobian_spectra(jax.random.key(0), **args)
+
+
+def test_spectra_dataset_layout_and_values(x64, tmp_path):
+  ds = _spectra(chunk_size=2, init=["orthogonal"])
+  assert ds.singular_values.dims == ("init", "depth", "sigma_w2", "seed", "index")
+  assert ds.moment.dims == ("init", "depth", "sigma_w2", "seed", "order")
+  assert ds.sigma_max.dims == ("init", "depth", "sigma_w2", "seed")
+  assert ds.singular_values.shape == (1, 2, 2, 3, 32)
+  assert ds.q.dims == ("sigma_w2",)
+  assert ds.singular_values.dtype == np.float64
+  # Network 1, orthogonal, depth 5, sigma_w2 = 1.761, rebuilt by hand from
+  # the key convention of empirical.models.
+  from empirical import models
+  k = models.network_key(jax.random.key(0), 1)
+  std = models.standard_params(k, in_features=32, width=32, depth=5, init="orthogonal")
+  ws, bs = models.layer_scales("orthogonal", 1.7610, 0.05, in_features=32, width=32, depth=5)
+  p = models.scale_params(std, ws, bs)
+  w = jnp.concatenate([p.w_in[None], p.w])
+  b = jnp.concatenate([p.b_in[None], p.b])
+  q = float(ds.q.sel(sigma_w2=1.7610))
+  assert abs(q - Q_STAR) < 1e-3
+  x = jnp.tanh(jnp.sqrt(q) * jax.random.normal(jax.random.fold_in(k, 3), (32,), jnp.float64))
+  expected = jac.singular_values(w, b, x, activation="tanh")
+  got = ds.singular_values.sel(init="orthogonal", depth=5, sigma_w2=1.7610, seed=1)
+  np.testing.assert_allclose(got, expected, rtol=1e-10)
+  np.testing.assert_allclose(ds.moment.sel(order=2), (ds.singular_values ** 4).mean("index"),
+                             rtol=1e-12)
+  # Chunking, storing and resuming do not change a network's numbers.
+  one = dict(sigma_w2=1.7610, q=q, init=["orthogonal"], chunk_size=3, store=tmp_path / "run")
+  again = _spectra(**one)
+  # One setting instead of two compiles differently: float64 rounding only.
+  np.testing.assert_allclose(again.singular_values, ds.singular_values.sel(sigma_w2=1.7610),
+                             rtol=1e-12)
+  chunks = sorted((tmp_path / "run").rglob("chunk-*.npz"))
+  assert len(chunks) == 1
+  chunks[0].unlink()                          # as if killed before the last chunk
+  resumed = _spectra(**one)
+  np.testing.assert_array_equal(resumed.singular_values, again.singular_values)
+
+
+def test_projection_dataset_agrees_with_svd(x64):
+  ds = _spectra(init="gaussian", sigma_w2=[1.7610], q=Q_STAR)
+  est = _spectra(init="gaussian", sigma_w2=[1.7610], q=Q_STAR, method="projection",
+                 num_probes=64, num_iterations=24)
+  assert est.moment_error.dims == ("depth", "sigma_w2", "seed", "order")
+  # Hutchinson: unbiased with the stated standard error; 5 of them.
+  z = np.abs(est.moment - ds.moment) / est.moment_error
+  assert float(z.max()) < 5, z
+  # Lanczos: the top end within its residual bound.
+  assert np.all(np.abs(est.sigma_max - ds.sigma_max) <= est.sigma_max_error + 1e-9)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(method="qr"), "`method` must be one of svd, projection"),
+    (dict(depth=[5, 2]), "`depth` must be one integer or an increasing list"),
+    (dict(sigma_w2=None), "`sigma_w2` must be given"),
+    (dict(sigma_w2=-1.0), "`sigma_w2` must be a finite number > 0"),
+    (dict(sigma_b2=[0.1, -0.1]), "`sigma_b2` must be a finite number >= 0"),
+    (dict(init="he_normal"), "`init` must be schemes by variance"),
+    (dict(init="bogus"), "`init` must be one of"),
+    (dict(n_seeds=0), "`n_seeds` must be an integer >= 1"),
+    (dict(method="projection", num_iterations=64), "`num_iterations` must be at most"),
+    (dict(activation="relu", sigma_w2=2.0, sigma_b2=0.0), "`q` must be given"),
+])
+def test_spectra_bad_input_raises(kw, match):
+  with pytest.raises(ValueError, match=match):
+    _spectra(**kw)
+
+
+def test_density_l1():
+  sigma = np.linspace(0.0, 1.0, 1001)
+  uniform = np.ones_like(sigma)
+  grid = (np.arange(1000) + 0.5) / 1000
+  assert jac.density_l1(grid, sigma=sigma, density=uniform) < 1e-12
+  # All samples in the lower half: half the bins empty, half double: L1 = 1.
+  assert abs(jac.density_l1(grid / 2, sigma=sigma, density=uniform) - 1.0) < 1e-12
+  # Below the floor only the lump's mass counts.
+  assert jac.density_l1(grid * (grid > 0.1) * 1.0, sigma=sigma, density=uniform,
+                        floor=0.1001) < 0.01
+  with pytest.raises(ValueError, match="`sigma` must be an increasing"):
+    jac.density_l1(grid, sigma=sigma[::-1], density=uniform)
+  with pytest.raises(ValueError, match="`bins` must be an integer >= 2"):
+    jac.density_l1(grid, sigma=sigma, density=uniform, bins=1)
+
+
+# ---------------------------------------------------------------------------
+# Against the theory (Pennington, Schoenholz & Ganguli 2017).
+
+# Log-spaced grid for the theory density: deep Gaussian spectra span decades.
+THEORY_SIGMA = np.logspace(-30, 2, 3000)
+# Float64 resolves singular values down to about 1e-16 of the largest; below
+# this floor they are compared as one lump (see density_l1).
+FLOOR = 1e-13
+
+
+def _theory_spectra(width, n_seeds):
+  with jax.enable_x64(True):
+    return jac.jacobian_spectra(jax.random.key(2024), activation="tanh", width=width,
+                                depth=[4, 32], init=["orthogonal", "gaussian"],
+                                n_seeds=n_seeds, progress=False, **TANH_CRIT)
+
+
+# Default run: width 160, 6 networks (orthogonal draws at depth 32 dominate).
+DEFAULT_WIDTH, DEFAULT_SEEDS = 160, 6
+
+
+@pytest.fixture(scope="module")
+def spectra_default():
+  return _theory_spectra(DEFAULT_WIDTH, DEFAULT_SEEDS)
+
+
+@pytest.fixture(scope="module")
+def spectra_1000():
+  return _theory_spectra(1000, 4)
+
+
+CASES = [("orthogonal", 4), ("orthogonal", 32), ("gaussian", 4), ("gaussian", 32)]
+# meanfield.jacobian_spectrum does not yet converge on the small end of these
+# spectra (below sigma ~ 1e-3 .. 1e-2), so its density misses mass there.
+_THEORY_MASS_MISSING = pytest.mark.xfail(
+    strict=False, reason="theory density unconverged at small sigma (mass < 1)")
+DENSITY_CASES = [pytest.param(*c, marks=() if c == ("orthogonal", 4) else _THEORY_MASS_MISSING)
+                 for c in CASES]
+# Default run: depth 4 only (each theory density costs seconds); depth 32 is slow.
+DEFAULT_DENSITY_CASES = [
+    pytest.param(*p.values, marks=p.marks + ((pytest.mark.slow,) if p.values[1] == 32 else ()))
+    for p in DENSITY_CASES]
+
+
+def _check_density(ds, weights, depth, l1_tol):
+  import meanfield
+  with jax.enable_x64(True):
+    theory = meanfield.jacobian_spectrum(activation="tanh", depth=depth, weights=weights,
+                                         sigma=THEORY_SIGMA, **TANH_CRIT)
+  dens = np.nan_to_num(np.asarray(theory.singular_value_density))
+  # The theory must carry the whole mass before a distance means anything.
+  mass = np.sum(0.5 * (dens[1:] + dens[:-1]) * np.diff(THEORY_SIGMA))
+  assert abs(mass - 1) < 0.01, f"theory density has mass {mass:.3f}"
+  l1 = jac.density_l1(ds.singular_values.sel(init=weights, depth=depth), sigma=THEORY_SIGMA,
+                      density=dens, floor=FLOOR)
+  assert l1 < l1_tol, (l1, l1_tol)
+
+
+def _check_moments(ds, weights, depth):
+  import meanfield
+  assert abs(float(ds.q) - Q_STAR) < 1e-3
+  # Mean and variance of the eigenvalues of J J^T. Each network's spectrum
+  # fluctuates mostly by an overall scale (a product of L layer-wise factors
+  # tr(D^2)/N, each with relative spread O(1/sqrt(N)), plus the fluctuation of
+  # q^l); the standard error of the seed mean is estimated from the seeds, and
+  # 5 of them (t with n_seeds - 1 dof) bound a false alarm at about 1e-3.
+  # Finite-width bias is O(1/N), far below that.
+  m = ds.moment.sel(init=weights, depth=depth)
+  mean, var = m.sel(order=1), m.sel(order=2) - m.sel(order=1) ** 2
+  with jax.enable_x64(True):
+    expected = meanfield.jacobian_moments(activation="tanh", depth=depth, weights=weights,
+                                          **TANH_CRIT)
+  for name, values, target in (("mean", mean, expected.mean),
+                               ("variance", var, expected.variance)):
+    values = np.asarray(values)
+    se = values.std(ddof=1) / math.sqrt(values.size)
+    assert abs(values.mean() - float(target)) < 5 * se, (name, values, float(target))
+
+
+@pytest.mark.parametrize("weights, depth", CASES)
+def test_moments_match_theory(spectra_default, weights, depth):
+  _check_moments(spectra_default, weights, depth)
+
+
+@pytest.mark.parametrize("weights, depth", DEFAULT_DENSITY_CASES)
+def test_density_matches_theory(spectra_default, weights, depth):
+  # The criterion is 5% in L1 at width 1000 (the slow test below).
+  # The finite-width deviation is dominated by the network-to-network
+  # fluctuation of the spectrum's overall scale, whose relative size goes as
+  # 1/sqrt(N): at N = 160 the tolerance is 5% * sqrt(1000 / 160) = 12.5%.
+  _check_density(spectra_default, weights, depth, 0.05 * math.sqrt(1000 / DEFAULT_WIDTH))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights, depth", CASES)
+def test_moments_match_theory_at_width_1000(spectra_1000, weights, depth):
+  _check_moments(spectra_1000, weights, depth)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights, depth", DENSITY_CASES)
+def test_density_matches_theory_at_width_1000(spectra_1000, weights, depth):
+  _check_density(spectra_1000, weights, depth, 0.05)
+
+
+@pytest.mark.slow
+def test_monte_carlo_anchor_at_width_1000(x64):
+  # THEORY.md: width 1000, depth 4, tanh at criticality: the largest
+  # eigenvalue of J J^T about 4.5 (orthogonal) and 15 (Gaussian), mean about 1.
+  import meanfield
+  ds = jac.jacobian_spectra(jax.random.key(7), activation="tanh", width=1000, depth=4,
+                            init=["orthogonal", "gaussian"], n_seeds=2, progress=False,
+                            **TANH_CRIT)
+  lam_max = (ds.sigma_max ** 2).mean("seed")
+  edges = [float(meanfield.jacobian_spectrum_edge(activation="tanh", depth=4, weights=w,
+                                                  **TANH_CRIT))
+           for w in ("orthogonal", "gaussian")]
+  np.testing.assert_allclose(lam_max, edges, rtol=0.1)
+  # The top eigenvalue sits within O(N^(-2/3)) of the edge: 10% covers it.
+  np.testing.assert_allclose(lam_max, [4.5, 15.0], rtol=0.1)
+  np.testing.assert_allclose(ds.moment.sel(order=1).mean("seed"), [1.0, 1.0], rtol=0.05)
