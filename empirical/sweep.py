@@ -16,13 +16,14 @@ work is laid out:
 - Work is cut into chunks of a fixed number of seeds (and, for very large
   grids, of settings) sized to ``memory_budget``; the last chunk is padded
   to the same shape, so each program compiles once. Within a chunk, groups
-  of 8 networks are vmapped together and a loop runs over the groups, so
+  of networks (1 on the CPU, 8 on accelerators) are vmapped together and a
+  loop runs over the groups, so
   every network is computed by the same code whatever the chunk size:
   results are bitwise identical across ``chunk_size`` and
   ``memory_budget``, as long as the settings of one seed are not split
   (they are split only when ``chunk_size`` is below the number of
-  ``(sigma_w2, sigma_b2)`` settings or one seed's settings exceed an eighth
-  of the budget; then results agree to float rounding).
+  ``(sigma_w2, sigma_b2)`` settings or one group's settings exceed the
+  budget; then results agree to float rounding).
 - With ``store=PATH`` each finished chunk is written atomically (temporary
   file, then ``os.replace``); a rerun with the same arguments loads the
   chunks that exist and computes only the missing ones, so a sweep killed at
@@ -68,13 +69,21 @@ Array = jax.Array
 #: The hyperparameters a sweep may take a list of, in the order of the Dataset's dims.
 SWEPT = ("activation", "init", "width", "depth", "sigma_w2", "sigma_b2")
 DEFAULT_MEMORY_BUDGET = 1 << 30
-# Bytes held per (network, setting) per layer per input and unit while measuring
-# (pre- and post-activations, their saved copies, the backward signal, temporaries),
-# in units of the dtype's size; measured on the CPU with jax 0.10 and rounded up.
+# Arrays held per (network, setting) per layer per input and unit while measuring
+# (pre- and post-activations, the copies saved for the backward pass, the
+# backward signal and temporaries): an estimate, on the generous side.
 _ACTIVATION_COPIES = 10
 _FORMAT = 1
-# Networks vmapped together inside a chunk (chunks loop over such groups).
-_GROUP = 8
+# Networks vmapped together inside a chunk (chunks loop over such groups); None:
+# 1 on the CPU, where XLA runs batched matmuls on one core (a loop of plain
+# matmuls was 2.4x faster on the 512-network benchmark), else 8.
+_GROUP: int | None = None
+
+
+def _group_size() -> int:
+  if _GROUP is not None:
+    return _GROUP
+  return 1 if jax.default_backend() == "cpu" else 8
 
 
 # --- chunking, storing, resuming ------------------------------------------------
@@ -312,9 +321,10 @@ def _plan(n_settings: int, *, width: int, depth: int, batch: int, in_features: i
     return chunk_size, 1
   weights = itemsize * (depth * width * width + in_features * width) * 2
   per_setting = itemsize * _ACTIVATION_COPIES * depth * batch * (width + in_features)
-  if weights + n_settings * per_setting <= memory_budget // _GROUP:
+  group_budget = memory_budget // _group_size()
+  if weights + n_settings * per_setting <= group_budget:
     return n_settings, max(1, memory_budget // (weights + n_settings * per_setting))
-  return max(1, (memory_budget // _GROUP - weights) // per_setting), 1
+  return max(1, (group_budget - weights) // per_setting), 1
 
 
 def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
@@ -358,7 +368,6 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
       ``n``, or a sequence of ``jax.Device``. Each chunk is split evenly
       over them along a mesh axis over networks (:mod:`empirical.devices`);
       results are bitwise those of a one-device run (``devices=1``).
-
 
   Returns:
     An ``xarray.Dataset`` with dims, in order, the swept ones of
@@ -425,7 +434,8 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
     _models._check_int("in_features", in_features, 1)
     if q_input is not None:
       _inits._check_variance("q_input", q_input)
-    if c_input is not None and not (isinstance(c_input, int | float) and -1 <= c_input <= 1):
+    if c_input is not None and not (isinstance(c_input, int | float | np.floating)
+                                    and -1 <= c_input <= 1):
       raise ValueError(f"`c_input` must be a number in [-1, 1], got {c_input!r}")
     x = make_inputs(jax.random.split(key)[1], n_inputs=n_inputs, in_features=in_features,
                     q_input=q_input, c_input=c_input, dtype=dtype)
@@ -458,7 +468,7 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
       ws = ws.reshape(d, n_blocks, p).transpose(1, 0, 2)   # (blocks, L, P)
       bs = bs.reshape(d, n_blocks, p).transpose(1, 0, 2)
       n_items = n_seeds * n_blocks
-      group = min(_GROUP, n_items)
+      group = min(_group_size(), n_items)
       items = -(-items // group) * group * (len(devs) if chunk_size is None else 1)
       program = _network_program(act, scheme, w, d, residual, norm, n_blocks, group,
                                  in_features, np.dtype(dtype))
