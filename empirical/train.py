@@ -361,20 +361,24 @@ def _measure(state: _State, x_train, y_train, x_test, y_test, x_probe, y_probe,
                           residual=cfg.residual, norm=cfg.norm)
   grads = jax.grad(lambda p: _loss_and_accuracy(_logits(p, x_probe, cfg), y_probe)[0])(params)
   loss_grad_w = _per_layer(lambda g: jnp.sqrt(jnp.sum(jnp.square(g))), grads.w_in, grads.w)
-  wq, sq = jnp.asarray(cfg.weight_quantiles, cfg.dtype), cfg.sv_quantiles
+  wq = jnp.asarray(cfg.weight_quantiles, cfg.dtype)
   weight_quantiles = _per_layer(lambda m: jnp.quantile(m.reshape(-1), wq), params.w_in, params.w)
   layer_sigma_w2 = _per_layer(lambda m: m.shape[0] * jnp.mean(jnp.square(m)),
                               params.w_in, params.w)
-  sv_max, sv_min, sv_quantiles = _per_layer(lambda m: _svd_summary(m, sq), params.w_in,
-                                            params.w)
   out = {name: value[:, 0] for name, value in stats._asdict().items()
          if name != "first_nonfinite"}
   out.update(first_nonfinite=stats.first_nonfinite[0], train_loss=train_loss,
              train_accuracy=train_acc, test_loss=test_loss, test_accuracy=test_acc,
              loss_grad_w=loss_grad_w, layer_sigma_w2=layer_sigma_w2,
-             weight_quantiles=weight_quantiles, sv_max=sv_max, sv_min=sv_min,
-             sv_quantiles=sv_quantiles)
+             weight_quantiles=weight_quantiles)
   return out
+
+
+def _singular_values(state: _State, cfg: _Config) -> dict[str, Array]:
+  """``sv_max``, ``sv_min``, ``sv_quantiles`` of each layer of one network."""
+  sv_max, sv_min, sv_quantiles = _per_layer(lambda m: _svd_summary(m, cfg.sv_quantiles),
+                                            state.params.w_in, state.params.w)
+  return {"sv_max": sv_max, "sv_min": sv_min, "sv_quantiles": sv_quantiles}
 
 
 # ---------------------------------------------------------------------------
@@ -407,6 +411,14 @@ def _measure_chunk(state: _State, x_train, y_train, x_test, y_test, x_probe, y_p
       state, x_train, y_train, x_test, y_test, x_probe, y_probe, cfg)
 
 
+# The SVDs run in a program of their own: inside the measuring program above,
+# LAPACK's SVD of trained weights deadlocked the XLA CPU runtime (jax 0.10.2,
+# all threads idle on a futex), while the same SVDs alone run in a second.
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _singular_values_chunk(state: _State, *, cfg: _Config) -> dict[str, Array]:
+  return jax.vmap(lambda s: _singular_values(s, cfg))(state)
+
+
 def _chunk_program(key: Array, cfg: _Config, settings: np.ndarray, n_seeds: int,
                    split: _data.DataSplit, probe_size: int, steps: tuple[int, ...],
                    bar: tqdm) -> Callable[[Array], dict[str, np.ndarray]]:
@@ -426,9 +438,11 @@ def _chunk_program(key: Array, cfg: _Config, settings: np.ndarray, n_seeds: int,
         bar.set_postfix_str(f"depth {cfg.depth}, step {t}", refresh=False)
         state = _advance(state, done, t, split.x_train, split.y_train, cfg=cfg)
         done = t
-      records.append(jax.device_get(_measure_chunk(
+      record = jax.device_get(_measure_chunk(
           state, split.x_train, split.y_train, split.x_test, split.y_test, x_probe, y_probe,
-          cfg=cfg)))
+          cfg=cfg))
+      record.update(jax.device_get(_singular_values_chunk(state, cfg=cfg)))
+      records.append(record)
     out = {k: np.stack([r[k] for r in records], axis=1) for k in records[0]}
     out["diverged_step"] = np.asarray(jax.device_get(state.diverged_step))
     return out
