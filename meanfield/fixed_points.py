@@ -76,10 +76,11 @@ def _rtol(dtype) -> float:
   return 16 * float(jnp.finfo(dtype).eps)
 
 
-def _safeguarded_newton(f_and_df, lo, hi, f_lo, f_hi, x0, active, rtol):
+def _safeguarded_newton(f_and_df, lo, hi, f_lo, f_hi, x0, active, rtol, ftol=0.0):
   """Root of a function positive at ``lo`` and negative at ``hi``, elementwise.
 
-  ``f_and_df(x) -> (f, f')``. A Newton step that leaves ``(lo, hi)`` is
+  ``f_and_df(x) -> (f, f')``; converged when a step or the bracket is below
+  ``rtol`` relative, or ``|f| <= ftol`` (the noise level of ``f``). A Newton step that leaves ``(lo, hi)`` is
   replaced by the regula-falsi point of the bracket, or by bisection when
   that stalls at an end. Elements with ``active = False`` are left alone.
   Returns ``(x, converged, iterations)``.
@@ -101,7 +102,7 @@ def _safeguarded_newton(f_and_df, lo, hi, f_lo, f_hi, x0, active, rtol):
     up = f_new >= 0
     lo_new, f_lo_new = jnp.where(up, x_new, lo), jnp.where(up, f_new, f_lo)
     hi_new, f_hi_new = jnp.where(up, hi, x_new), jnp.where(up, f_hi, f_new)
-    finished = ((jnp.abs(x_new - x) <= rtol * jnp.abs(x_new)) | (f_new == 0)
+    finished = ((jnp.abs(x_new - x) <= rtol * jnp.abs(x_new)) | (jnp.abs(f_new) <= ftol)
                 | (hi_new - lo_new <= rtol * hi_new))
     keep = lambda old, new: jnp.where(done, old, new)
     return (keep(lo, lo_new), keep(hi, hi_new), keep(f_lo, f_lo_new), keep(f_hi, f_hi_new),
@@ -245,21 +246,27 @@ def _c_star_solve(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array
     ones = jnp.ones_like(q)
     k_one, _ = k_and_dk(ones)                # K(1) = -C(0) <= 0
     x0 = jnp.where(chaotic, k_zero / jnp.where(chaotic, k_zero - k_one, 1), 1)
+    # K is known to the search rule's accuracy (~1e-10): closer to the root than that it is
+    # noise; the polishing step below then removes the remaining error.
+    ftol = max(1e-9, 100 * float(jnp.finfo(dtype).eps))
     return _safeguarded_newton(k_and_dk, jnp.zeros_like(q), ones, k_zero, k_one, x0,
-                               chaotic & (k_one < 0), _rtol(dtype))
+                               chaotic & (k_one < 0), _rtol(dtype), ftol)
 
   stop = jax.lax.stop_gradient
   delta, done, its = _batched(search, stop(sigma_w2), stop(safe_q), stop(safe_out), stop(k_zero), chaotic)
   delta = jnp.where(chaotic, delta, 0)
-  # chi_c and the implicit gradient at the solution c = 1 - delta.
+  # polish with the full rule: one Newton step on C(c) - c, whose gradient is also the
+  # implicit-function gradient; then chi_c at the polished c*.
   delta = jax.lax.stop_gradient(delta)
   c = 1 - delta
   cross, sqdiff, dcross = pair_moments(act, safe_q, c, derivative=True)
+  residual = next_correlation(sigma_w2, sigma_b2, safe_out, cross, sqdiff) - c
+  slope = jax.lax.stop_gradient(sigma_w2 * dcross * safe_q / safe_out) - 1
+  newton = chaotic & (slope < 0)
+  c = jnp.where(newton, c - residual / jnp.where(newton, slope, -1), c)
+  dcross = pair_moments(act, safe_q, jnp.where(chaotic, c, 1), derivative=True)[2]
   chi_c = jnp.where(chaotic, sigma_w2 * dcross * safe_q / safe_out,
                     jnp.where(q > 0, chi1 * q / safe_out, chi1))
-  residual = next_correlation(sigma_w2, sigma_b2, safe_out, cross, sqdiff) - c
-  slope = jax.lax.stop_gradient(chi_c) - 1
-  c = jnp.where(chaotic & (slope < 0), c - residual / jnp.where(slope < 0, slope, -1), c)
   nan = jnp.full_like(c, jnp.nan)
   c = jnp.where(valid, c, nan)
   chi_c = jnp.where(valid, chi_c, nan)

@@ -25,6 +25,7 @@ static: it is resolved before tracing.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -56,6 +57,7 @@ def _arrays(*xs: Any) -> tuple[Array, ...]:
 # --- Gaussian integrals of one activation -----------------------------------
 
 
+@functools.partial(jax.jit, static_argnames=("act",))
 def second_moments(act: Activation, q: Array) -> tuple[Array, Array]:
   """``(E[phi(u)^2], E[phi'(u)^2])`` for ``u = sqrt(q) z``: closed forms or one quadrature."""
   forms = act.closed_forms
@@ -65,13 +67,15 @@ def second_moments(act: Activation, q: Array) -> tuple[Array, Array]:
                               kinks=act.kinks, degree=DEFAULT_DEGREE)
 
 
+@functools.partial(jax.jit, static_argnames=("act", "derivative", "degree"))
 def pair_moments(act: Activation, q: Array, c: Array, *, derivative: bool = False,
                  degree: int = BIVARIATE_DEGREE) -> tuple[Array, ...]:
   """For equal variances ``q`` and correlation ``c``:
 
   ``(E[phi(u1) phi(u2)], E[(phi(u1) - phi(u2))^2])`` and, with
   ``derivative=True``, also ``E[phi'(u1) phi'(u2)]``; closed forms where the
-  activation has them, else one 2-D quadrature on shared nodes.
+  activation has them, else one 2-D quadrature on shared nodes. Jitted (the
+  activation is static), so eager calls compile once per shape.
   """
   forms = act.closed_forms
   keys = ("cross_moment", "squared_difference") + (

@@ -1,0 +1,174 @@
+"""q*, c*, chi_c: published values, closed forms, fixedness, convergence flags, gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import meanfield as mf
+
+
+def test_tanh_critical_point_published(tanh_c, x64):
+  # Schoenholz et al. 2017: tanh, sigma_b2 = 0.05 is critical at sigma_w2 = 1.7610 (test_phase)
+  # with q* = 0.5700; our critical value 1.76095464 (to 1e-8) gives chi_1 = 1 to ~1e-8
+  sw2, fp, chi_c, chi_1, q, mapped = tanh_c
+  np.testing.assert_allclose(q[1], 0.5700, atol=5e-5)
+  np.testing.assert_allclose(chi_1[1], 1.0, atol=1e-7)
+
+
+def test_relu_closed_form_and_special_values(x64):
+  sw2 = jnp.array([0.5, 1.0, 1.9, 1.5, 2.0, 2.5, 3.0])
+  sb2 = jnp.array([0.1, 0.3, 0.1, 0.0, 0.1, 0.1, 0.0])
+  fp = mf.q_star_solve(sigma_w2=sw2, sigma_b2=sb2, activation="relu")
+  want = np.array([0.1 / 0.75, 0.3 / 0.5, 0.1 / 0.05, 0.0, np.inf, np.inf, np.inf])
+  np.testing.assert_allclose(fp.value, want, rtol=1e-13)
+  assert np.all(fp.converged)
+  # chi_1 = sigma_w2 / 2 for ReLU, also where q* is infinite
+  np.testing.assert_allclose(mf.chi_1(sigma_w2=sw2, sigma_b2=sb2, activation="relu"), sw2 / 2)
+
+
+GRID = dict(sigma_w2=np.array([0.6, 1.2, 1.75, 2.5, 4.0])[:, None],
+            sigma_b2=np.array([0.0, 0.05, 0.3])[None, :])
+
+
+@pytest.mark.parametrize("name", ["tanh", pytest.param("erf", marks=pytest.mark.slow),
+                                  pytest.param("hard_tanh", marks=pytest.mark.slow),
+                                  pytest.param("softplus", marks=pytest.mark.slow),
+                                  pytest.param("elu", marks=pytest.mark.slow),
+                                  pytest.param("gelu", marks=pytest.mark.slow)])
+def test_q_star_is_fixed_and_stable(name, x64):
+  fp = mf.q_star_solve(**GRID, activation=name)
+  assert fp.value.shape == (5, 3) and np.all(fp.converged)
+  q = fp.value
+  finite = np.isfinite(q)
+  qm = mf.q_map(jnp.where(finite, q, 1), **GRID, activation=name)
+  np.testing.assert_allclose(np.where(finite, qm, q), q, rtol=1e-13, atol=1e-300)
+  # stable: the q-map's slope is below 1 there (q* = 0 is a limit point: skipped)
+  positive = finite & (q > 0)
+  slope = mf.q_map_slope(jnp.where(positive, q, 1), **GRID, activation=name)
+  assert np.all(np.asarray(slope)[positive] < 1)
+
+
+@pytest.fixture(scope="module")
+def tanh_c():
+  with jax.enable_x64(True):
+    sw2 = jnp.array([1.2, 1.76095464, 1.76095464 + 1e-4, 2.5, 4.0])
+    fp, chi_c = mf.fixed_points._c_star_and_chi_c(mf.activation("tanh"), sw2, 0.05)
+    chi_1 = mf.chi_1(sigma_w2=sw2, sigma_b2=0.05, activation="tanh")
+    q = mf.q_star(sigma_w2=sw2, sigma_b2=0.05, activation="tanh")
+    mapped = mf.c_map(fp.value, sigma_w2=sw2, sigma_b2=0.05, activation="tanh", q=q)
+    return sw2, fp, chi_c, chi_1, q, mapped
+
+
+def test_c_star_is_fixed(tanh_c, x64):
+  sw2, fp, chi_c, chi_1, q, mapped = tanh_c
+  assert np.all(fp.converged)
+  assert fp.value[0] == 1.0                          # ordered
+  assert 1 - fp.value[1] < 1e-6                      # critical (to 1e-8 in sigma_w2)
+  assert np.all(fp.value[2:] < 1)                    # chaotic
+  np.testing.assert_allclose(mapped, fp.value, rtol=1e-13)
+  # just above criticality c* is close to 1 and 1 - c* is resolved: fixed to 1e-9 relative
+  np.testing.assert_allclose(1 - mapped[2], 1 - fp.value[2], rtol=1e-9)
+  assert 1 - fp.value[2] < 1e-3
+
+
+def test_chi_c(tanh_c, x64):
+  sw2, fp, chi_c, chi_1, q, _ = tanh_c
+  np.testing.assert_allclose(chi_c[0], chi_1[0], rtol=1e-14)       # ordered: chi_c = chi_1
+  assert np.all(chi_c[2:] < 1) and np.all(chi_1[2:] > 1)
+
+
+@pytest.mark.slow
+def test_chi_c_is_the_slope_at_c_star(tanh_c, x64):
+  sw2, fp, chi_c, chi_1, q, _ = tanh_c
+  f = lambda c: mf.c_map(c, sigma_w2=sw2[3], sigma_b2=0.05, activation="tanh", q=q[3])
+  np.testing.assert_allclose(chi_c[3], jax.jvp(f, (fp.value[3],), (1.0,))[1], rtol=1e-10)
+
+
+def test_c_star_closed_form_erf_against_bisection(x64):
+  sw2 = 3.0
+  c = mf.c_star(sigma_w2=sw2, sigma_b2=0.02, activation="erf")
+  q = float(mf.q_star(sigma_w2=sw2, sigma_b2=0.02, activation="erf"))
+  cmap = lambda x: (sw2 * 2 / np.pi * np.arcsin(2 * q * x / (1 + 2 * q)) + 0.02) / q - x
+  lo, hi = 0.0, 0.999
+  for _ in range(200):
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if cmap(mid) > 0 else (lo, mid)
+  np.testing.assert_allclose(c, lo, rtol=1e-13)
+
+
+def test_odd_activation_without_bias_has_c_star_zero(x64):
+  c = mf.c_star(sigma_w2=jnp.array([2.0, 3.0]), sigma_b2=0.0, activation="erf")
+  np.testing.assert_allclose(c, 0.0, atol=1e-12)
+
+
+def test_gradient_by_implicit_differentiation(x64):
+  g = lambda sb2: mf.q_star(sigma_w2=1.0, sigma_b2=sb2, activation="relu")
+  np.testing.assert_allclose(jax.grad(g)(0.3), 2.0, rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_gradients_of_solutions(x64):
+  h = 1e-5
+  f = lambda sw2: mf.q_star(sigma_w2=sw2, sigma_b2=0.05, activation="tanh")
+  # central differences: O(h^2) ~ 1e-10 truncation, 1e-16 / 1e-5 roundoff
+  np.testing.assert_allclose(jax.grad(f)(1.5), (f(1.5 + h) - f(1.5 - h)) / (2 * h), rtol=1e-7)
+  c = lambda sw2: mf.c_star(sigma_w2=sw2, sigma_b2=0.05, activation="erf")
+  np.testing.assert_allclose(jax.grad(c)(2.5), (c(2.5 + h) - c(2.5 - h)) / (2 * h), rtol=1e-6)
+
+
+@pytest.mark.slow
+@settings(max_examples=10)
+@given(st.lists(st.floats(0.05, 5.0), min_size=4, max_size=4),
+       st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4))
+def test_property_q_star_fixed_float32(sw2, sb2):
+  q = _tanh_q_star(jnp.asarray(sw2, jnp.float32), jnp.asarray(sb2, jnp.float32))
+  assert q.dtype == jnp.float32 and np.all(np.isfinite(q))
+  qm = mf.q_map(q, sigma_w2=jnp.asarray(sw2, jnp.float32), sigma_b2=jnp.asarray(sb2, jnp.float32),
+                activation="tanh")
+  np.testing.assert_allclose(qm, q, rtol=1e-5, atol=1e-7)
+
+
+@jax.jit
+def _tanh_q_star(sw2, sb2):
+  return mf.q_star(sigma_w2=sw2, sigma_b2=sb2, activation="tanh")
+
+
+@pytest.mark.slow
+def test_float32_against_float64():
+  got = mf.c_star(sigma_w2=jnp.float32(2.5), sigma_b2=jnp.float32(0.05), activation="tanh")
+  assert got.dtype == jnp.float32
+  with jax.enable_x64(True):
+    want = mf.c_star(sigma_w2=2.5, sigma_b2=0.05, activation="tanh")
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_throw_is_silent_when_converged(x64):
+  fp = mf.q_star_solve(sigma_w2=1.5, sigma_b2=0.1, activation="erf", throw=True)
+  assert bool(fp.converged)
+
+
+def test_bad_input():
+  with pytest.raises(ValueError, match="`sigma_w2` must be >= 0"):
+    mf.q_star(sigma_w2=-1.0, sigma_b2=0.1, activation="tanh")
+  with pytest.raises(ValueError, match="`sigma_b2` must be >= 0"):
+    mf.c_star(sigma_w2=1.0, sigma_b2=-0.1, activation="tanh")
+
+
+@settings(max_examples=10)
+@given(st.lists(st.floats(0.05, 5.0), min_size=4, max_size=4),
+       st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4))
+def test_property_fixed_points_are_fixed(sw2, sb2):
+  with jax.enable_x64(True):
+    sw2, sb2 = np.asarray(sw2), np.asarray(sb2)
+    q = mf.q_star(sigma_w2=sw2, sigma_b2=sb2, activation="erf")
+    c = mf.c_star(sigma_w2=sw2, sigma_b2=sb2, activation="erf")
+    positive = np.asarray(q) > 0
+    assert np.all(np.isfinite(q)) and np.all((c >= 0) & (c <= 1) | ~positive)
+    np.testing.assert_allclose(mf.q_map(q, sigma_w2=sw2, sigma_b2=sb2, activation="erf"), q,
+                               rtol=1e-13, atol=1e-300)
+    safe_q, safe_c = np.where(positive, q, 1), np.where(positive, c, 0.5)
+    mapped = mf.c_map(safe_c, sigma_w2=sw2, sigma_b2=sb2, activation="erf", q=safe_q)
+    np.testing.assert_allclose(np.asarray(mapped)[positive], np.asarray(c)[positive],
+                               rtol=1e-12, atol=1e-14)

@@ -1,0 +1,164 @@
+"""q-map, c-map, chi_1 and propagate: published values, scipy, invariants, transforms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import meanfield as mf
+from tests.meanfield import quadrature_reference as ref
+
+ERF = dict(sigma_w2=2.25, sigma_b2=0.0025, activation="erf")
+
+
+def test_erf_nngp_kernel_published_value(x64):
+  # infinite-width NNGP kernel of a depth-11 erf network (issue 2), q^1 = sigma_w2 q_input + sigma_b2
+  p = mf.propagate(q_input=1.0, c_input=0.5, depth=11, **ERF)
+  np.testing.assert_allclose(p.q[-1], 1.0809269941896273, rtol=1e-14)
+  np.testing.assert_allclose(p.q[-1] * p.c[-1], 0.22222791899346617, rtol=1e-14)
+
+
+def test_propagate_quadrature_path_matches_closed_form(x64):
+  # erf wrapped as a plain callable is integrated by quadrature, not the arcsine kernel
+  p = mf.propagate(q_input=1.0, c_input=0.5, depth=11, sigma_w2=2.25, sigma_b2=0.0025,
+                   activation=jax.scipy.special.erf)
+  np.testing.assert_allclose(p.q[-1], 1.0809269941896273, rtol=1e-12)
+  np.testing.assert_allclose(p.q[-1] * p.c[-1], 0.22222791899346617, rtol=1e-11)
+
+
+def test_propagate_layer_convention_and_chi(x64):
+  sw2, sb2 = jnp.array([1.2, 2.5]), 0.1
+  p = mf.propagate(q_input=0.7, c_input=0.3, depth=4, sigma_w2=sw2[:, None],
+                   sigma_b2=jnp.array([[sb2]]), activation="tanh")
+  assert p.q.shape == p.c.shape == p.chi_1.shape == (2, 1, 4)
+  q1 = sw2 * 0.7 + sb2
+  np.testing.assert_allclose(p.q[:, 0, 0], q1, rtol=1e-15)
+  np.testing.assert_allclose(p.c[:, 0, 0], (sw2 * 0.7 * 0.3 + sb2) / q1, rtol=1e-15)
+  q2 = mf.q_map(p.q[:, 0, 0], sigma_w2=sw2, sigma_b2=sb2, activation="tanh")
+  np.testing.assert_allclose(p.q[:, 0, 1], q2, rtol=1e-15)
+  c2 = mf.c_map(p.c[:, 0, 0], sigma_w2=sw2, sigma_b2=sb2, activation="tanh", q=p.q[:, 0, 0])
+  np.testing.assert_allclose(p.c[:, 0, 1], c2, rtol=1e-14)
+  chi = mf.chi_1(sigma_w2=sw2[None, :], sigma_b2=sb2, activation="tanh", q=p.q[:, 0, :].T).T
+  np.testing.assert_allclose(p.chi_1[:, 0, :], chi, rtol=1e-14)
+
+
+@pytest.mark.parametrize("q", [0.3, 100.0])
+def test_q_map_and_chi_1_against_scipy(q, x64):
+  sw2, sb2 = 1.7, 0.05
+  want = sw2 * ref.expectation(lambda h: np.tanh(h) ** 2, q) + sb2
+  np.testing.assert_allclose(mf.q_map(q, sigma_w2=sw2, sigma_b2=sb2, activation="tanh"), want,
+                             rtol=1e-12)
+  want = sw2 * ref.expectation(lambda h: (1 - np.tanh(h) ** 2) ** 2, q)
+  np.testing.assert_allclose(mf.chi_1(sigma_w2=sw2, sigma_b2=sb2, activation="tanh", q=q), want,
+                             rtol=1e-12)
+
+
+def test_c_map_against_scipy_and_near_one(x64):
+  sw2, sb2, q = 1.9, 0.05, 0.8
+  q_out = sw2 * ref.expectation(lambda h: np.tanh(h) ** 2, q) + sb2
+  for c in (0.2, 0.99999):
+    cross = ref.bivariate(lambda a, b: np.tanh(a) * np.tanh(b), q, c)
+    diff = ref.bivariate(lambda a, b: (np.tanh(a) - np.tanh(b)) ** 2, q, c)
+    got = mf.c_map(c, sigma_w2=sw2, sigma_b2=sb2, activation="tanh", q=q)
+    np.testing.assert_allclose(got, (sw2 * cross + sb2) / q_out, rtol=1e-11)
+    # 1 - C(c) = sigma_w2 E[(phi(u1) - phi(u2))^2] / (2 q_out): relative accuracy of 1 - c
+    np.testing.assert_allclose(1 - got, sw2 * diff / (2 * q_out), rtol=1e-9)
+
+
+def test_relu_closed_form_c_map_and_chi(x64):
+  c = jnp.linspace(-1, 1, 9)
+  got = mf.c_map(c, sigma_w2=2.0, sigma_b2=0.0, activation="relu", q=1.0)
+  theta = np.arccos(np.asarray(c))
+  np.testing.assert_allclose(got, (np.sin(theta) + (np.pi - theta) * c) / np.pi, atol=1e-15)
+  np.testing.assert_allclose(mf.chi_1(sigma_w2=1.3, sigma_b2=0.2, activation="relu", q=5.0), 0.65)
+
+
+@settings(max_examples=10)
+@given(st.lists(st.floats(-1, 1), min_size=8, max_size=8),
+       st.sampled_from(["relu", "erf"]))
+def test_c_map_maps_the_interval_into_itself(cs, name):
+  _check_c_map_interval(cs, name)
+
+
+@pytest.mark.slow
+@settings(max_examples=10)
+@given(st.lists(st.floats(-1, 1), min_size=8, max_size=8), st.sampled_from(["tanh", "hard_tanh"]))
+def test_c_map_maps_the_interval_into_itself_quadrature(cs, name):
+  _check_c_map_interval(cs, name)
+
+
+def _check_c_map_interval(cs, name):
+  c = jnp.asarray(cs + [1.0], jnp.float32)
+  out = _c_map_jit(c, name)
+  assert np.all(np.abs(out) <= 1 + 1e-6)
+  np.testing.assert_allclose(out[-1], 1.0, rtol=1e-6)
+  # increasing on [0, 1] (non-negative Mehler coefficients)
+  pos = np.sort(np.abs(np.asarray(c)))
+  outs = np.asarray(_c_map_jit(jnp.asarray(pos), name))
+  assert np.all(np.diff(outs) >= -1e-6)
+
+
+@jax.jit
+def _c_map_tanh(c):
+  return mf.c_map(c, sigma_w2=2.5, sigma_b2=0.1, activation="tanh", q=1.3)
+
+
+def _c_map_jit(c, name):
+  if name == "tanh":
+    return _c_map_tanh(c)
+  return mf.c_map(c, sigma_w2=2.5, sigma_b2=0.1, activation=name, q=1.3)
+
+
+def test_jit_matches_eager_and_grad_matches_finite_differences(x64):
+  h = 1e-5
+  qmap = lambda sw2, q: mf.q_map(q, sigma_w2=sw2, sigma_b2=0.05, activation="tanh")
+  np.testing.assert_allclose(jax.jit(qmap)(2.0, 0.9), qmap(2.0, 0.9), rtol=1e-14)
+  g = jax.grad(qmap, argnums=(0, 1))(2.0, 0.9)
+  # central differences: error O(h^2) ~ 1e-10, so 1e-8 relative is a real check
+  fd = [(qmap(2.0 + h, 0.9) - qmap(2.0 - h, 0.9)) / (2 * h),
+        (qmap(2.0, 0.9 + h) - qmap(2.0, 0.9 - h)) / (2 * h)]
+  np.testing.assert_allclose(g, fd, rtol=1e-8)
+  np.testing.assert_allclose(g[1], mf.q_map_slope(0.9, sigma_w2=2.0, sigma_b2=0.05,
+                                                  activation="tanh"), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_c_map_jit_and_derivative(x64):
+  f = lambda c: mf.c_map(c, sigma_w2=2.0, sigma_b2=0.05, activation="tanh", q=0.9)
+  np.testing.assert_allclose(jax.jit(f)(0.4), f(0.4), rtol=1e-14)
+  h = 1e-5
+  _, slope = jax.jvp(f, (0.4,), (1.0,))
+  np.testing.assert_allclose(slope, (f(0.4 + h) - f(0.4 - h)) / (2 * h), rtol=1e-8)
+
+
+def test_dtype_is_preserved():
+  q = jnp.asarray([0.5, 2.0], jnp.float32)
+  assert mf.q_map(q, sigma_w2=1.5, sigma_b2=0.1, activation="tanh").dtype == jnp.float32
+  p = mf.propagate(q_input=q, c_input=0.5, depth=2, sigma_w2=1.5, sigma_b2=0.1, activation="relu")
+  assert p.q.dtype == p.c.dtype == p.chi_1.dtype == jnp.float32
+
+
+def test_dtype_float64_under_x64(x64):
+  assert mf.q_map(1.0, sigma_w2=1.5, sigma_b2=0.1, activation="tanh").dtype == jnp.float64
+
+
+def test_float32_accuracy():
+  got = mf.propagate(q_input=1.0, c_input=0.5, depth=11, **ERF)
+  np.testing.assert_allclose(got.q[-1], 1.0809269941896273, rtol=1e-5)
+  np.testing.assert_allclose(got.q[-1] * got.c[-1], 0.22222791899346617, rtol=1e-5)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: mf.q_map(-1.0, sigma_w2=1, sigma_b2=0, activation="tanh"), "`q` must be >= 0"),
+    (lambda: mf.q_map(1.0, sigma_w2=-1, sigma_b2=0, activation="tanh"), "`sigma_w2` must be >= 0.*-1"),
+    (lambda: mf.c_map(1.5, sigma_w2=1, sigma_b2=0, activation="tanh", q=1.0), r"`c` must lie in \[-1, 1\].*1.5"),
+    (lambda: mf.propagate(q_input=1, c_input=0.5, depth=0, sigma_w2=1, sigma_b2=0,
+                          activation="tanh"), "`depth` must be an integer >= 1, got 0"),
+    (lambda: mf.propagate(q_input=1, c_input=0.5, depth=2, sigma_w2=1, sigma_b2=-0.1,
+                          activation="tanh"), "`sigma_b2` must be >= 0"),
+    (lambda: mf.q_map(1.0, sigma_w2=1, sigma_b2=0, activation="tanhh"), "must be one of"),
+])
+def test_bad_input_raises(call, match):
+  with pytest.raises(ValueError, match=match):
+    call()
