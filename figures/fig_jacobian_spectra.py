@@ -16,7 +16,9 @@ orthogonal tanh spreads with depth (dynamical isometry needs small q*,
 Pennington et al. 2017), and a linear orthogonal network is exactly
 isometric. Atoms are written in the panel (ReLU: mass
 1/2 at ``sigma = 0``; linear orthogonal: all mass at ``sigma = 1``), and so
-is the mass below the left edge of the axis.
+is the mass below the left edge of the axis; where the theory's solver
+reports non-convergence (``JacobianSpectrum.converged``) its line is left
+out and the panel says so.
 
 One PNG per activation: ``jacobian_spectra_<activation>.png``.
 """
@@ -73,13 +75,16 @@ def _panel(ax, sv, th, i, *, depth, weights, color):
   sv = np.asarray(sv).ravel()
   sv = sv[np.isfinite(sv)]
   n = sv.size
-  top = max(np.log10(sv.max()) + 0.3, 0.5)
+  top = max(np.log10(sv.max()) + 0.3, 0.5,
+            0.5 * np.log10(max(float(th.lambda_max[i]), 1e-300)) + 0.2)
   edges = np.linspace(LOG10_MIN, top, 51)
   counts, _ = np.histogram(np.log10(np.maximum(sv, 1e-300)), bins=edges)
   ax.stairs(counts / (n * np.diff(edges)), edges, fill=True, color=color, alpha=0.35,
             label="networks")
   dens = np.nan_to_num(np.asarray(th.singular_value_density[i]))
-  per_log = dens * THEORY_SIGMA * np.log(10)
+  converged = np.asarray(th.converged[i])
+  # Where the theory's solver did not converge the line is left out (a gap, not 0).
+  per_log = np.where(converged, dens * THEORY_SIGMA * np.log(10), np.nan)
   keep = (np.log10(THEORY_SIGMA) >= LOG10_MIN) & (np.log10(THEORY_SIGMA) <= top)
   ax.plot(np.log10(THEORY_SIGMA[keep]), per_log[keep], color="k", lw=1.3, label="theory")
   lines = []
@@ -95,7 +100,10 @@ def _panel(ax, sv, th, i, *, depth, weights, color):
   cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(THEORY_SIGMA))])
   below_theory = float(np.interp(10 ** LOG10_MIN, THEORY_SIGMA, cdf)) + zero
   below_emp = float(np.mean(sv < 10 ** LOG10_MIN))
-  if max(below_theory, below_emp) > 0.005:
+  unconverged = THEORY_SIGMA[~converged & (THEORY_SIGMA < 10 ** top)]
+  if unconverged.size:
+    lines.append(f"theory unconverged for $\\sigma < 10^{{{np.log10(unconverged.max()):.1f}}}$")
+  elif max(below_theory, below_emp) > 0.005:
     lines.append(f"$\\sigma<10^{{{LOG10_MIN:.0f}}}$: {below_emp:.2f} (theory {below_theory:.2f})")
   if lines:
     ax.text(0.03, 0.97, "\n".join(lines), transform=ax.transAxes, va="top", fontsize=8)
