@@ -115,7 +115,7 @@ def _select(modules: Mapping[str, Any], only: Sequence[str] | None) -> dict[str,
 
 
 def _write_atomic(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(path.name + ".tmp")
+  tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
   tmp.write_text(text)
   os.replace(tmp, path)
 
@@ -174,8 +174,6 @@ def run(modules: Mapping[str, Any], *, outdir: str | pathlib.Path = DEFAULT_OUTD
   env = environment()
   stem = f"{env['device']}-results" + ("-quick" if quick else "")
   json_path, md_path = outdir / f"{stem}.json", outdir / f"{stem}.md"
-  results = json.loads(json_path.read_text()) if json_path.exists() else {"benchmarks": {}}
-  results["device"] = env["device"]
   failures: dict[str, str] = {}
   for i, (name, module) in enumerate(selected.items(), 1):
     print(f"[{i}/{len(selected)}] {name}", flush=True)
@@ -193,6 +191,10 @@ def run(modules: Mapping[str, Any], *, outdir: str | pathlib.Path = DEFAULT_OUTD
     entry["wall_s"] = time.perf_counter() - start
     print(f"[{i}/{len(selected)}] {name} {'FAILED' if name in failures else 'done'} "
           f"in {entry['wall_s']:.1f} s", flush=True)
+    # Merge into what is on disk now (not when this run started), so runs of other
+    # benchmarks that finished meanwhile keep their entries.
+    results = json.loads(json_path.read_text()) if json_path.exists() else {"benchmarks": {}}
+    results["device"] = env["device"]
     results["benchmarks"][name] = entry
     _write_atomic(json_path, json.dumps(results, indent=1, allow_nan=True) + "\n")
     _write_atomic(md_path, render_markdown(results) + "\n")
