@@ -51,9 +51,12 @@ def draw(ds: xr.Dataset):
   b = ds["sigma_b2"].values
   for name in ACTIVATIONS:
     color = _common.ACTIVATION_COLORS[name]
-    ax.plot(ds["critical_sigma_w2"].sel(activation=name), b, color=color, lw=2,
-            label=name + (r" (only at $\sigma_b^2 = 0$)" if name == "relu" else ""))
-    ax.plot(KNOWN_AT_ZERO_BIAS[name], 0.0, "o", mfc="w", mec=color, ms=7, clip_on=False, zorder=5)
+    if name == "relu":  # a single point: the line exists only at sigma_b2 = 0
+      ax.plot(ds["critical_sigma_w2"].sel(activation=name), b, "o", color=color, ms=9,
+              clip_on=False, zorder=4, label=r"relu (critical only at $\sigma_b^2 = 0$)")
+    else:
+      ax.plot(ds["critical_sigma_w2"].sel(activation=name), b, color=color, lw=2, label=name)
+    ax.plot(KNOWN_AT_ZERO_BIAS[name], 0.0, "o", mfc="w", mec=color, ms=6, clip_on=False, zorder=5)
   ax.axvline(KNOWN_AT_ZERO_BIAS["relu"], color=_common.ACTIVATION_COLORS["relu"], ls="--", lw=1.2,
              label=r"relu $\chi_1 = \sigma_w^2/2 = 1$, $q^* = \infty$")
   ax.plot([], [], "o", mfc="w", mec="0.3", label=r"known at $\sigma_b^2 = 0$")
