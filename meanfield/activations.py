@@ -42,8 +42,12 @@ class Activation:
       smooth (ReLU: ``(0.0,)``; hard-tanh: ``(-1.0, 1.0)``). Quadrature splits
       Gaussian integrals there; a smooth activation has ``()``.
     closed_forms: optional closed-form Gaussian integrals keyed by the name of
-      the quantity they compute (see :mod:`meanfield.gaussian`); empty for
-      activations that are integrated by quadrature.
+      the quantity they compute (keys listed above ``_CLOSED_FORMS`` below:
+      ``second_moment``, ``derivative_second_moment``, ``cross_moment``,
+      ``derivative_cross_moment``, ``squared_difference``); a quantity without
+      a closed form is integrated by quadrature (:mod:`meanfield.gaussian`).
+    dfn, d2fn: optional explicit ``phi'`` and ``phi''`` (elementwise); when
+      absent, :meth:`derivative` and :meth:`second_derivative` use autodiff.
   """
 
   name: str

@@ -36,12 +36,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["gaussian_expectation", "bivariate_expectation", "DEFAULT_DEGREE"]
+__all__ = ["gaussian_expectation", "bivariate_expectation", "DEFAULT_DEGREE",
+           "DEFAULT_BIVARIATE_DEGREE"]
 
 Array = jax.Array
 
-#: Gauss-Legendre nodes per panel.
+#: Gauss-Legendre nodes per panel (1-D).
 DEFAULT_DEGREE = 16
+#: Gauss-Legendre nodes per panel in each dimension of 2-D integrals
+#: (1e-12 relative error for tanh at q <= 100, c <= 0.999, in float64).
+DEFAULT_BIVARIATE_DEGREE = 10
 _Z_MAX = 10.0
 _Z_CUTS = (-7.5, -5.0, -2.5, 0.0, 2.5, 5.0, 7.5)
 _H_CUTS = (0.0,) + tuple(s * 3.0 ** k for k in range(4) for s in (-1.0, 1.0))
@@ -206,7 +210,7 @@ def _bivariate(g, q11, q22, q12, kinks, degree):
 
 
 def bivariate_expectation(g: Callable[[Array, Array], Any], q11: Any, q22: Any, q12: Any, *,
-                          kinks=(), degree: int = DEFAULT_DEGREE) -> Any:
+                          kinks=(), degree: int = DEFAULT_BIVARIATE_DEGREE) -> Any:
   """``E[g(u1, u2)]`` for ``(u1, u2)`` centred Gaussian with covariance ``[[q11, q12], [q12, q22]]``.
 
   ``u1 = sqrt(q11) z1``, ``u2 = sqrt(q22) (c z1 + sqrt(1 - c^2) z2)`` with

@@ -33,16 +33,15 @@ import jax.numpy as jnp
 
 from meanfield import _checks
 from meanfield.activations import Activation, activation as _activation
-from meanfield.gaussian import DEFAULT_DEGREE, bivariate_expectation, gaussian_expectation
+from meanfield.gaussian import (DEFAULT_BIVARIATE_DEGREE, DEFAULT_DEGREE, bivariate_expectation,
+                                gaussian_expectation)
 
 __all__ = ["q_map", "c_map", "chi_1", "q_map_slope", "propagate", "Propagation"]
 
 Array = jax.Array
 ArrayLike = Any
 
-#: Gauss-Legendre nodes per panel in each dimension of 2-D integrals
-#: (1e-14 relative error for tanh at q <= 100 in float64; see the tests).
-BIVARIATE_DEGREE = 10
+BIVARIATE_DEGREE = DEFAULT_BIVARIATE_DEGREE
 
 
 def _dtype(*xs: Any):
