@@ -67,11 +67,14 @@ DEFAULT_N_POINTS = 400
 DEFAULT_N_NODES = 512
 _Z_MAX = 9.0          # |z| beyond which the Gaussian mass (1e-19) is dropped
 _NUDGE = 1e-3         # interval ends are evaluated this fraction of a segment inside
-_N_LEVELS = 32        # levels of the continuation in Im z
+_N_LEVELS = 40        # levels (accepted or not) of the continuation in Im z
 _N_START = 12         # Newton steps at the first (far) level
 _N_STEP = 3           # Newton steps per level
 _N_POLISH = 10        # Newton steps at the final level
 _TRACK = 1e-2         # largest residual allowed at the end of a level
+_FIRST_STEP = 0.5     # first step of the continuation in log(Im z)
+_MAX_STEP = 8.0       # longest step in log(Im z)
+_MIN_STEP = 1e-3      # a level failing at a shorter step flags the point
 _ATOM_NOISE = (1e-3, 1e-8)  # density noise allowed next to an atom (float32, float64)
 
 
@@ -392,20 +395,27 @@ def _arg(x: Array, y: Array) -> Array:
   return 2.0 * _atan(jnp.where(x >= 0, y / (r + x), (r - x) / y))
 
 
-def _atanh(y: Array) -> Array:
-  """Principal ``atanh`` of a complex array (``y != +-1``), accurate near 0.
+def _atanh(y: Array, one_plus_y: Array, one_minus_y: Array) -> Array:
+  """Principal ``atanh`` of a complex array (``y != +-1``), accurate near 0 and near ``+-1``.
 
-  ``Re = log1p(4a / ((1 - a)^2 + b^2)) / 4``, ``Im = arg(1 - a^2 - b^2 + 2 i b) / 2``
-  for ``y = a + i b``.
+  ``Re = log1p(4a / ((1 - a)^2 + b^2)) / 4`` (``|a| < 1/2``), else
+  ``log(|1 + y|^2 / |1 - y|^2) / 4``; ``Im = arg((1 + y) conj(1 - y)) / 2``
+  for ``y = a + i b``. ``1 +- y`` are passed in, computed without
+  cancellation by the caller (next to an end of a segment ``1 +- y`` is
+  small and ``1 + (+-y)`` would lose its digits).
   """
   a, b = jnp.real(y), jnp.imag(y)
-  re = 0.25 * jnp.log1p(4.0 * a / ((1.0 - a) ** 2 + b * b))
-  im = 0.5 * _arg((1.0 - a) * (1.0 + a) - b * b, 2.0 * b)
+  pr, pi = jnp.real(one_plus_y), jnp.imag(one_plus_y)
+  qr, qi = jnp.real(one_minus_y), jnp.imag(one_minus_y)
+  q2 = qr * qr + qi * qi
+  re = 0.25 * jnp.where(jnp.abs(a) < 0.5, jnp.log1p(4.0 * a / q2),
+                        jnp.log((pr * pr + pi * pi) / q2))
+  im = 0.5 * _arg(pr * qr + pi * qi, 2.0 * b)
   return jax.lax.complex(re, im)
 
 
-def _stieltjes(w: Array, law: _Law) -> tuple[Array, Array]:
-  """``m(w) = E[x/(w - x)]`` and ``dm/dw`` for complex ``w`` (``Im w >= 0``).
+def _stieltjes(w: Array, law: _Law) -> tuple[Array, Array, Array]:
+  """``m(w) = E[x/(w - x)]``, ``dm/dw`` and ``g(w) = E[1/(w - x)]`` (``Im w >= 0``).
 
   Per segment with centre ``c``, half-width ``h``: ``d = w - c``,
   ``y = h/d``, ``E[1/(w - x)] = atanh(y)/(y d) = A/d``; then
@@ -414,16 +424,21 @@ def _stieltjes(w: Array, law: _Law) -> tuple[Array, Array]:
   (``h = 0``) has ``A = 1``. The principal ``atanh(y) = (log(1 + y) -
   log(1 - y))/2`` is the right branch for ``Im w > 0`` and for real ``w`` off
   the segment (``1 +- y = (d +- h)/d`` with ``d +- h`` and ``d`` in the same
-  half-plane).
+  half-plane). ``1 + m = w g`` is accurate where ``m -> -1`` (``w -> 0``, small
+  ``lambda``), where ``1 + m`` itself would cancel.
   """
   inv_d = 1.0 / (w - law.mid)
   y = law.half * inv_d
+  one_plus_y = (w - (law.mid - law.half)) * inv_d
+  one_minus_y = (w - (law.mid + law.half)) * inv_d
   point = law.half == 0
-  a = jnp.where(point, 1.0, _atanh(y) / (jnp.where(point, 1.0, law.half) * inv_d))
+  a = jnp.where(point, 1.0, _atanh(y, one_plus_y, one_minus_y)
+                / (jnp.where(point, 1.0, law.half) * inv_d))
   inv_1my2 = 1.0 / (1.0 - y * y)
   m = law.mid * a * inv_d + (a - 1.0)
   dm = -law.mid * inv_d * inv_d * inv_1my2 - (inv_1my2 - a) * inv_d
-  return jnp.sum(law.mass * m, axis=-1), jnp.sum(law.mass * dm, axis=-1)
+  return (jnp.sum(law.mass * m, axis=-1), jnp.sum(law.mass * dm, axis=-1),
+          jnp.sum(law.mass * a * inv_d, axis=-1))
 
 
 def _log_z(w: Array, law: _Law, depth, log_sigma_w2, orthogonal: float):
@@ -438,11 +453,12 @@ def _log_z(w: Array, law: _Law, depth, log_sigma_w2, orthogonal: float):
   with ``o = 1`` (orthogonal), ``0`` (Gaussian). Logarithms keep deep
   networks in range; they are principal, so ``log z`` is known mod ``2 pi i``.
   """
-  m, dm = _stieltjes(w[..., None], law)
+  m, dm, g = _stieltjes(w[..., None], law)
+  one_plus_m = w * g   # = 1 + m without cancellation as m -> -1
   c1 = 1.0 - depth * orthogonal
-  f = (c1 * jnp.log1p(m) + (depth - 1.0) * jnp.log(m) + depth * jnp.log(w)
+  f = (c1 * jnp.log(one_plus_m) + (depth - 1.0) * jnp.log(m) + depth * jnp.log(w)
        + depth * log_sigma_w2)
-  df = c1 * dm / (1.0 + m) + (depth - 1.0) * dm / m + depth / w
+  df = c1 * dm / one_plus_m + (depth - 1.0) * dm / m + depth / w
   return f, df, m
 
 
@@ -506,53 +522,70 @@ def _solve(lam, law: _Law, depth, log_sigma_w2, orthogonal, mu1, log_mean, scale
 
   Continuation in ``Im z``: start far from the spectrum, ``z = lam + i 10 scale``,
   where ``M_{JJ^T}(z) ~ m_1/z`` and ``m(w) ~ mu_1/w`` give
-  ``w ~ mu_1 z/m_1``; then lower ``Im z`` geometrically to ``eps lam`` over
-  ``_N_LEVELS`` levels, a few Newton steps each. Along this path ``z`` stays
-  in the upper half-plane where the physical ``w(z)`` is analytic (and
-  ``Im w > 0``), so the iteration cannot swap to another root where two meet
-  at an edge of the support. Newton runs on ``u = log w`` (``log z`` is
-  nearly linear in ``u`` far out, so the first levels take single steps);
-  steps are shortened to keep ``0 < Im u < pi``. Each level must end close
-  to its solution (``|log z - target| < _TRACK``), else the point is flagged:
-  a large residual there is how a jump to another root shows.
+  ``w ~ mu_1 z/m_1``; then lower ``eta = Im z`` to ``eps lam`` in levels,
+  ``_N_STEP`` Newton steps each. Along this path ``z`` stays in the upper
+  half-plane where the physical ``w(z)`` is analytic (and ``Im w > 0``), so
+  the iteration cannot swap to another root where two meet at an edge of the
+  support. Newton runs on ``u = log w`` (``log z`` is nearly linear in ``u``
+  both far out and, at small ``lambda``, near ``w = 0``); steps are shortened
+  to keep ``0 < Im u < pi``.
+
+  The levels adapt (predictor-corrector with step control): a level is
+  accepted when it ends close to its solution (``|log z - target| <
+  _TRACK``), and the next step in ``log eta`` is then doubled (at most
+  ``_MAX_STEP``); otherwise ``w`` returns to the last accepted level and the
+  step is halved. A large residual is how a jump to another root, or a step
+  too long for Newton, shows. The number of levels therefore follows the
+  length of the path, ``log(10 scale/(eps lam))``, which grows without bound
+  as ``lam -> 0`` (a fixed number of levels failed below
+  ``sigma ~ 1e-4 sigma_max``); points that do not reach the final level
+  within the iteration budget, or do not meet ``tol`` there, are flagged.
 
   Returns ``(w, m, |residual|, converged)``.
   """
   dtype = lam.dtype
   eta0 = 10.0 * scale
-  eta1 = eps * lam
-  log_ratio = jnp.log(eta1 / eta0)
-  n_iter = _N_START + _N_LEVELS * _N_STEP + _N_POLISH
+  total = jnp.log(eta0 / (eps * lam))   # length of the path in log eta
 
-  def target(level):
-    eta = eta0 * jnp.exp(log_ratio * level / _N_LEVELS)
-    return jnp.log(jax.lax.complex(lam, eta))
-
-  def step(it, carry):
-    u, _, _, worst = carry
-    level = jnp.clip((it - _N_START) // _N_STEP + 1, 0, _N_LEVELS)
+  def residual(u, s):
     w = jnp.exp(u)
     f, df, m = _log_z(w, law, depth, log_sigma_w2, orthogonal)
-    r = f - target(level.astype(dtype))
+    r = f - jnp.log(jax.lax.complex(lam, eta0 * jnp.exp(-s)))
     # log z is known mod 2 pi i: wrap the phase of the residual.
     r = jax.lax.complex(r.real, r.imag - 2 * np.pi * jnp.round(r.imag / (2 * np.pi)))
-    delta = r / (w * df)
+    return r, w * df, m
+
+  def newton(u, s):
+    r, du, _ = residual(u, s)
+    delta = r / du
     # Keep Im u = arg w inside (0, pi), moving at most 90% of the way to a bound.
     room = jnp.where(delta.imag > 0, u.imag, np.pi - u.imag)
     shrink = jnp.minimum(1.0, 0.9 * room / jnp.maximum(jnp.abs(delta.imag), 1e-300))
     u_new = u - shrink * delta
-    # The last step is not taken: (w, m, |r|) are reported for the same w.
-    u_new = jnp.where(jnp.isfinite(u_new) & (it < n_iter - 1), u_new, u)
-    last_of_level = ((it - _N_START) % _N_STEP == _N_STEP - 1) | (it == _N_START - 1)
-    worst = jnp.where(last_of_level, jnp.maximum(worst, jnp.abs(r)), worst)
-    return u_new, m, jnp.abs(r), worst
+    return jnp.where(jnp.isfinite(u_new), u_new, u), jnp.abs(r)
 
-  z0 = jax.lax.complex(lam, eta0)
-  u = jnp.log(mu1 * z0) - log_mean
-  init = (u, jnp.zeros((), u.dtype), jnp.asarray(jnp.inf, dtype), jnp.zeros((), dtype))
-  u, m, r, worst = jax.lax.fori_loop(0, n_iter, step, init)
+  zero = jnp.zeros((), dtype)
+  u = jnp.log(mu1 * jax.lax.complex(lam, eta0)) - log_mean
+  u = jax.lax.fori_loop(0, _N_START, lambda _, v: newton(v, zero)[0], u)
+  start_ok = jnp.abs(residual(u, zero)[0]) < _TRACK
+
+  def level(_, carry):
+    u, s, step, failed = carry
+    s_try = jnp.minimum(s + step, total)
+    v = jax.lax.fori_loop(0, _N_STEP - 1, lambda _, x: newton(x, s_try)[0], u)
+    v, r = newton(v, s_try)   # r: residual after _N_STEP - 1 steps
+    ok = r < _TRACK
+    failed = failed | ((~ok) & (step < _MIN_STEP))
+    return (jnp.where(ok, v, u), jnp.where(ok, s_try, s),
+            jnp.where(ok, jnp.minimum(2.0 * step, _MAX_STEP), 0.5 * step), failed)
+
+  init = (u, zero, jnp.asarray(_FIRST_STEP, dtype), ~start_ok)
+  u, s, _, failed = jax.lax.fori_loop(0, _N_LEVELS, level, init)
+  u = jax.lax.fori_loop(0, _N_POLISH, lambda _, v: newton(v, s)[0], u)
+  r, _, m = residual(u, s)
+  r = jnp.abs(r)
   w = jnp.exp(u)
-  converged = ((r < tol) & (worst < _TRACK) & (w.imag > 0) & (u.imag < np.pi)
+  converged = ((s >= total) & ~failed & (r < tol) & (w.imag > 0) & (u.imag < np.pi)
                & jnp.isfinite(m))
   return w, m, r, converged
 
