@@ -38,7 +38,9 @@ Every layer has fan-in 256, so each scheme is a Gaussian of variance
 ``init="gaussian"`` over ``sigma_w2`` per activation (the same distribution
 as the named schemes, one compiled program, and common random numbers
 across the schemes). Shaded areas are beyond float32's range: a statistic
-that leaves it overflows (inf) or underflows to 0, and its line stops. The
+that leaves it overflows (inf) or underflows to 0, and its line stops
+(means over inputs and units are sums first, so they overflow at
+``3.4e38 / (n_inputs * width)``). The
 gradient norms are square roots of sums of squares, so they stop when their
 *square* leaves the range (norms outside about ``[1e-19, 1.8e19]``), and a
 network whose forward pass overflowed still has finite gradients up to there
@@ -166,7 +168,9 @@ def _legend(fig, axes, shade_label):
 def draw_activations(ds: xr.Dataset):
   fig, axes = _common.subplots(3, 2, figsize=(9.0, 10.4), sharex=True,
                                height_ratios=(1.0, 1.0, 0.6))
-  full = (_seeds.FLOAT32_TINY, _seeds.FLOAT32_MAX)
+  # Means over inputs and units are summed in float32 first: they overflow
+  # when mean * n_inputs * width passes the largest float32.
+  full = (_seeds.FLOAT32_TINY, _seeds.FLOAT32_MAX / (ds.attrs["n_inputs"] * ds.width.item()))
   for j, act in enumerate(ds.activation.values):
     _panel(axes[0, j], ds, act, "post_var", r"$\mathrm{Var}[a^l]$, $a^l = \phi(h^l)$",
            representable=full)
@@ -174,7 +178,7 @@ def draw_activations(ds: xr.Dataset):
     _ratio_panel(axes[2, j], ds, act, "q", r"$q^l$ measured / theory", representable=full)
   fig.suptitle(f"Variance across depth: MLP width {ds.width.item()}, {ds.depth.item()} layers, "
                f"{ds.sizes['seed']} seeds (median, 10-90% band)")
-  _legend(fig, axes, "not representable in float32 (the line stops)")
+  _legend(fig, axes, "overflows or underflows in float32 (the line stops)")
   return fig
 
 
