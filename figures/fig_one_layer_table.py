@@ -50,6 +50,8 @@ ACTIVATIONS = ("tanh", "relu")
 #: label -> scheme; the last is the extra symmetry demonstration.
 SCHEMES = {"zero": "zeros", "small (std 1e-4)": "normal(0.0001)", "large (std 1.0)": "normal(1)",
            "Xavier": "xavier_normal", "He": "he_normal", "constant 0.01": "constant(0.01)"}
+#: Size of the corner of dL/dW that is drawn.
+CORNER = 32
 #: Columns closer than this (relative to the largest gradient) count as the same.
 SAME = 1e-5
 STATS = {
@@ -86,30 +88,31 @@ def _one(key, x, y, activation: str, scheme: str, *, width: int):
   stats = dict(pre_mean=h.mean(), pre_std=h.std(), post_mean=a.mean(), post_std=a.std(),
                grad_mean=g.mean(), grad_std=g.std(), distinct_neuron_grads=_distinct_columns(g),
                neuron_grad_spread=spread)
-  return stats, g[:32, :32]
+  return stats, g[:CORNER, :CORNER]
 
 
 def compute(*, n_inputs: int = N_INPUTS, in_features: int = IN_FEATURES,
             width: int = WIDTH) -> xr.Dataset:
-  """The table (dims ``activation, init``) and a 32 x 32 corner of each ``dL/dW``."""
+  """The table (dims ``activation, init``) and a corner (32 x 32) of each ``dL/dW``."""
   kx, ky, kw = jax.random.split(jax.random.key(5), 3)
   x = jax.random.normal(kx, (n_inputs, in_features))
   y = jax.random.normal(ky, (n_inputs,))
   table = {name: np.zeros((len(ACTIVATIONS), len(SCHEMES))) for name in STATS}
-  corners = np.zeros((len(ACTIVATIONS), len(SCHEMES), 32, 32))
+  k = min(CORNER, in_features, width)
+  corners = np.zeros((len(ACTIVATIONS), len(SCHEMES), k, k))
   for i, act in enumerate(ACTIVATIONS):
     for j, scheme in enumerate(SCHEMES.values()):
       stats, corner = _one(kw, x, y, act, scheme, width=width)
       for name, value in stats.items():
         table[name][i, j] = value
-      corners[i, j] = corner
+      corners[i, j] = corner[:k, :k]
   dims = ("activation", "init")
   ds = xr.Dataset({name: (dims, v, {"description": STATS[name]}) for name, v in table.items()},
                   coords={"activation": list(ACTIVATIONS), "init": list(SCHEMES),
                           "scheme": ("init", list(SCHEMES.values()))})
   ds["distinct_neuron_grads"] = ds.distinct_neuron_grads.astype(np.int32)
   ds["grad_corner"] = (dims + ("input", "neuron"), corners,
-                       {"description": "dL/dW[:32, :32] of the hidden layer"})
+                       {"description": "a corner dL/dW[:32, :32] of the hidden layer's gradient"})
   ds.attrs = {"n_inputs": n_inputs, "in_features": in_features, "width": width,
               "loss": "mean (f(x) - y)^2 / 2, y ~ N(0, 1), readout from the same scheme",
               "same_tolerance": SAME}
@@ -190,13 +193,13 @@ def draw(ds: xr.Dataset):
       ax.set_title(f"{act}, {init}\n{int(r.distinct_neuron_grads)} distinct neuron gradients "
                    f"of {n}", fontsize=9)
       if vmax == 0.0:
-        ax.text(15.5, 15.5, "all exactly 0", ha="center", va="center", fontsize=11)
+        ax.text((g.shape[1] - 1) / 2, (g.shape[0] - 1) / 2, "all exactly 0", ha="center", va="center", fontsize=11)
       ax.set_xlabel(r"neuron $j$")
       ax.set_ylabel(r"input feature $i$")
       if vmax > 0.0:
         fig.colorbar(im, ax=ax, shrink=0.8, label=r"$\partial L / \partial W_{ij}$")
   fig.suptitle("The symmetry problem: with equal initial weights every neuron gets the same "
-               r"gradient ($\partial L/\partial W$, a 32 x 32 corner: identical columns)")
+               rf"gradient ($\partial L/\partial W$, a {CORNER} x {CORNER} corner: identical columns)")
   return fig
 
 
