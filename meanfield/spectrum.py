@@ -67,13 +67,15 @@ DEFAULT_N_POINTS = 400
 DEFAULT_N_NODES = 512
 _Z_MAX = 9.0          # |z| beyond which the Gaussian mass (1e-19) is dropped
 _NUDGE = 1e-3         # interval ends are evaluated this fraction of a segment inside
-_N_LEVELS = 40        # levels (accepted or not) of the continuation in Im z
+_N_LEVELS = 64        # most levels (accepted or not) of the continuation in Im z
 _N_START = 12         # Newton steps at the first (far) level
 _N_STEP = 3           # Newton steps per level
 _N_POLISH = 10        # Newton steps at the final level
 _TRACK = 1e-2         # largest residual allowed at the end of a level
-_FIRST_STEP = 0.5     # first step of the continuation in log(Im z)
-_MAX_STEP = 8.0       # longest step in log(Im z)
+_FIRST_STEP = 2.0     # first step of the continuation in log(Im z)
+_MAX_STEP = 8.0       # longest step in log(Im z) while Im z > _FAR Re z
+_NEAR_STEP = 1.0      # longest step in log(Im z) closer to the real axis
+_FAR = 100.0
 _MIN_STEP = 1e-3      # a level failing at a shorter step flags the point
 _ATOM_NOISE = (1e-3, 1e-8)  # density noise allowed next to an atom (float32, float64)
 
@@ -569,18 +571,30 @@ def _solve(lam, law: _Law, depth, log_sigma_w2, orthogonal, mu1, log_mean, scale
   u = jax.lax.fori_loop(0, _N_START, lambda _, v: newton(v, zero)[0], u)
   start_ok = jnp.abs(residual(u, zero)[0]) < _TRACK
 
-  def level(_, carry):
-    u, s, step, failed = carry
+  def max_step(s):
+    # Long steps only while Im z >> Re z, where the path is far from the
+    # real axis; near it, long steps can land on another root (a wrong
+    # density that converges).
+    return jnp.where(eta0 * jnp.exp(-s) > _FAR * lam, _MAX_STEP, _NEAR_STEP)
+
+  def level(carry):
+    i, u, s, step, failed = carry
     s_try = jnp.minimum(s + step, total)
     v = jax.lax.fori_loop(0, _N_STEP - 1, lambda _, x: newton(x, s_try)[0], u)
     v, r = newton(v, s_try)   # r: residual after _N_STEP - 1 steps
     ok = r < _TRACK
     failed = failed | ((~ok) & (step < _MIN_STEP))
-    return (jnp.where(ok, v, u), jnp.where(ok, s_try, s),
-            jnp.where(ok, jnp.minimum(2.0 * step, _MAX_STEP), 0.5 * step), failed)
+    return (i + 1, jnp.where(ok, v, u), jnp.where(ok, s_try, s),
+            jnp.where(ok, jnp.minimum(2.0 * step, max_step(jnp.where(ok, s_try, s))),
+                      0.5 * step), failed)
 
-  init = (u, zero, jnp.asarray(_FIRST_STEP, dtype), ~start_ok)
-  u, s, _, failed = jax.lax.fori_loop(0, _N_LEVELS, level, init)
+  def more(carry):
+    i, _, s, _, failed = carry
+    return (i < _N_LEVELS) & (s < total) & ~failed
+
+  # A while loop: under vmap it stops when the longest path of the grid is done.
+  init = (0, u, zero, jnp.asarray(_FIRST_STEP, dtype), ~start_ok)
+  _, u, s, _, failed = jax.lax.while_loop(more, level, init)
   u = jax.lax.fori_loop(0, _N_POLISH, lambda _, v: newton(v, s)[0], u)
   r, _, m = residual(u, s)
   r = jnp.abs(r)
