@@ -236,6 +236,47 @@ def test_density_reproduces_closed_form_moments(x64, activation, sigma_w2, q, de
     np.testing.assert_allclose(m0, 1.0, atol=1e-3)
 
 
+def _log_grid_mass(r: mf.JacobianSpectrum, sigma) -> float:
+  """Trapezoid rule for ``integral p(sigma) sigma dlog(sigma)``, plus the atoms.
+
+  In ``log sigma`` the power law ``p ~ sigma^-a`` at small sigma is smooth.
+  """
+  f = np.asarray(r.singular_value_density) * sigma
+  return (float(np.sum(0.5 * (f[1:] + f[:-1]) * np.diff(np.log(sigma))))
+          + float(r.zero_mass)
+          + float(r.atom_mass))
+
+
+def _log_then_linear_grid(sigma_max: float) -> np.ndarray:
+  """200 log-spaced points on [1e-16, 0.05), 200 uniform ones on [0.05, 1.05 sigma_max].
+
+  400 points in all, the shape of the default grid (one compiled solver).
+  """
+  return np.concatenate([np.geomspace(1e-16, 0.05, 200, endpoint=False),
+                         np.linspace(0.05, 1.05 * sigma_max, 200)])
+
+
+@pytest.mark.parametrize("activation,sigma_w2,q,depth,weights,tol", [
+    # Below sigma = 1e-16 tanh Gaussian depth 4 holds ~3e-6 of the mass
+    # (p ~ sigma^(-3/5)); the trapezoid rule in log sigma (ratio 1.18 where
+    # p is a power law; step sigma_max/190 at the square-root edge, error
+    # ~ (1/190)^(3/2) ~ 4e-4) and the O(n_nodes^-2) law of phi'^2: 1e-3.
+    ("tanh", TANH["sigma_w2"], TANH["q"], 4, "gaussian", 1e-3),
+    ("tanh", TANH["sigma_w2"], TANH["q"], 4, "orthogonal", 1e-3),
+    ("relu", 2.0, 1.0, 4, "gaussian", 1e-3),
+])
+def test_density_converges_at_small_sigma_and_holds_the_mass(x64, activation, sigma_w2, q,
+                                                               depth, weights, tol):
+  kw = dict(activation=activation, sigma_w2=sigma_w2, sigma_b2=0.0, depth=depth,
+            weights=weights, q=q)
+  sigma = _log_then_linear_grid(float(np.sqrt(mf.jacobian_spectrum_edge(**kw))))
+  r = mf.jacobian_spectrum(**kw, sigma=sigma)
+  # Down to sigma = 1e-16 of sigma_max: the continuation in Im z
+  # follows the path however long it gets as lambda -> 0.
+  assert np.all(r.converged)
+  np.testing.assert_allclose(_log_grid_mass(r, sigma), 1.0, atol=tol)
+
+
 def test_atoms_of_relu_and_hard_tanh(x64):
   relu = mf.jacobian_spectrum(activation="relu", sigma_w2=2.0, sigma_b2=0.0, depth=1,
                               weights="orthogonal", q=1.0)
