@@ -716,15 +716,26 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
   ``sigma_w2 x`` itself, an equal-mass histogram, ~1%); and a few percent at
   the smallest singular values (``sigma`` below ~1% of ``sigma_max``), which
   come from the Gaussian tails of ``h`` that few segments resolve -- raise
-  ``n_nodes`` there. Points where the Newton iteration did not reach its
+  ``n_nodes`` there. Small singular values: the continuation adapts its
+  steps to the length of its path, so densities converge (64-bit) down to
+  ``sigma ~ 1e-30`` for tanh at criticality (orthogonal and Gaussian, depths
+  4 and 32; orthogonal depth 32 to ``1e-26``, below which ``w`` meets the
+  cut-off ``|z| < 9`` of the law of ``x``). For Gaussian weights at
+  ``depth >= 2`` ``p(sigma)`` diverges as ``sigma^(-(L-1)/(L+1))`` at 0, so a
+  uniform grid misses mass: pass a log grid, e.g.
+  ``sigma=np.geomspace(1e-16 * sigma_max, 1.1 * sigma_max, n)``, and
+  integrate ``p(sigma) sigma`` in ``log sigma``; at depth 32 a few percent of
+  the mass lies below ``1e-30``. Points where the Newton iteration did not reach its
   tolerance (``1e-9`` in 64-bit, ``1e-4`` in 32-bit, on ``log z``), left the
   physical branch, or lie so close to an atom that subtracting it leaves
   noise above ``1e-8`` (``1e-3`` in 32-bit), have ``converged = False`` and
   ``nan`` densities. In 32-bit, deep networks (``depth`` of order 100)
   mostly fail to converge: use 64-bit for them and for the tails.
 
-  Cost: about ``150 n_points n_nodes`` complex evaluations per configuration
-  (about 1 s on one CPU core for the defaults in 64-bit); one compiled
+  Cost: about ``(20 + 3 n_levels) n_points n_nodes`` complex evaluations per
+  configuration, ``n_levels`` the longest continuation on the grid (about 25
+  for the default grid, up to 64 for ``sigma`` down to ``1e-30``; about 1-2 s
+  on one CPU core for the defaults in 64-bit); one compiled
   program serves every activation with the same ``n_points`` and ``n_nodes``.
 
   Args:
