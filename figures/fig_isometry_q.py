@@ -107,7 +107,7 @@ def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
               label=f"$q^* = {q:.2g}$ ($\\sigma_b^2 = {SIGMA_B2[i]:.0e}$)")
     ax_v.plot(THEORY_DEPTHS, variance[i], color=colors[i], lw=1.4, label=f"$q^* = {q:.2g}$")
   # Inset: the smallest q* on a linear axis around sigma = 1 (per unit sigma).
-  inset = ax_d.inset_axes([0.64, 0.52, 0.34, 0.44])
+  inset = ax_d.inset_axes([0.64, 0.46, 0.34, 0.42])
   i0 = MEASURED[0]
   in_window = (sigma >= INSET_SIGMA[0]) & (sigma <= INSET_SIGMA[-1])
   inset.plot(sigma[in_window], np.where(converged[i0], density[i0], np.nan)[in_window],
@@ -141,8 +141,8 @@ def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
   mean = np.trapezoid(p * lam, sigma[in_window]) / mass
   ratio = (np.trapezoid(p * lam ** 2, sigma[in_window]) / mass - mean ** 2) / variance[
       i0, list(THEORY_DEPTHS).index(DEPTH)]
-  inset.set_title(f"$q^* = {q_star[i0]:.2g}$, linear axes;\n"
-                  f"theory density: Var$[\\lambda]$ = {ratio:.1f} x closed form", fontsize=7)
+  inset.set_title(f"$q^* = {q_star[i0]:.2g}$ (linear axes): theory density's "
+                  f"Var$[\\lambda]$ = {ratio:.1f} x closed form", fontsize=6.5)
   if not converged.all():
     ax_d.text(0.02, 0.97, "theory line left out where its solver did not converge",
               transform=ax_d.transAxes, va="top", fontsize=7.5)
