@@ -42,7 +42,7 @@ SIGMA_B2_RANGE = (0.0, 0.3)
 GRID = 256
 #: Indices along each axis of the 256-grid where the scipy loop and the reference run (4 x 4 points).
 SUBSET = (32, 96, 160, 224)
-REPEATS = 3  # one warm call of the full grid takes minutes on a 2-core CPU
+REPEATS = 2  # one warm call of the full grid takes minutes on a 2-core CPU
 QUICK_GRID = 16
 QUICK_SUBSET = ((12,), (8,))  # one chaotic point of the 16-grid
 QUANTITIES = ("q_star", "c_star", "chi_1", "xi_c")
