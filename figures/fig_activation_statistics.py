@@ -132,18 +132,20 @@ def _panel(ax, ds, act, var, ylabel, *, representable):
 def _ratio_panel(ax, ds, act, var, ylabel, *, representable):
   """Measured / theory per seed: median and band, linear axis.
 
-  Values within a factor 1000 of the edges of ``representable`` are left
-  out: there part of a sum of squares has already under- or overflowed.
+  Layers where theory comes within a factor 1e6 of the edges of
+  ``representable`` are left out for every seed: there part of a sum of
+  squares may have under- or overflowed already (masking seed by seed would
+  bias the median by dropping the low or high ones).
   """
-  low, high = representable[0] * 1e3, representable[1] / 1e3
+  low, high = representable[0] * 1e6, representable[1] / 1e6
   layer = ds.layer.values
   for label in SCHEMES:
     sel = _scheme(ds, act, label)
     with np.errstate(divide="ignore", invalid="ignore"):
       ratio = (sel[var].transpose("seed", "layer").values.astype(np.float64)
                / sel[f"theory_{var}"].values)
-    measured = sel[var].transpose("seed", "layer").values
-    ratio = np.where(np.isfinite(ratio) & (measured > low) & (measured < high), ratio, np.nan)
+    th = sel[f"theory_{var}"].values
+    ratio = np.where(np.isfinite(ratio) & (th > low) & (th < high), ratio, np.nan)
     _seeds.band(ax, layer, ratio, color=COLORS[label])
   ax.axhline(1.0, color="0.3", ls="--", lw=1.1)
   ax.set_ylim(0.0, 2.0)
