@@ -40,6 +40,7 @@ writes the finished chunks, and all processes read them when resuming.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -48,7 +49,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["AXIS", "resolve", "item_mesh", "shard_items", "place", "fetch"]
+__all__ = ["AXIS", "resolve", "item_mesh", "shard_items", "place", "fetch", "check_local", "split_over"]
 
 #: Name of the mesh axis that runs over a sweep's items.
 AXIS = "net"
@@ -135,3 +136,55 @@ def place(shared: tuple, indices: np.ndarray, devices: tuple[jax.Device, ...]
 def fetch(tree: Any) -> Any:
   """NumPy copies of the arrays of ``tree``, each replicated on (at least) this process's devices."""
   return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), tree)
+
+
+def check_local(devices: tuple[jax.Device, ...]) -> tuple[jax.Device, ...]:
+  """``devices`` if all belong to this process, else ``ValueError``."""
+  local = jax.local_devices()
+  if any(d not in local for d in devices):
+    raise ValueError(
+        f"`devices` must be this process's own devices (jax.local_devices(): {local}) for "
+        f"a computation split by threads, got {list(devices)}")
+  return devices
+
+
+def split_over(compute: Callable[[np.ndarray], dict[str, np.ndarray]],
+               devices: tuple[jax.Device, ...]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+  """``compute(indices)`` run on equal parts of ``indices``, one per device, at once.
+
+  For a ``compute`` that is not traceable as a whole (a training loop of
+  several jitted programs with reads back to the host between them, as in
+  :func:`empirical.train`): ``indices`` ``(n,)``, ``n`` a multiple of
+  ``len(devices)``, is cut into ``len(devices)`` contiguous parts, and each
+  part is computed in its own thread under ``jax.default_device`` of its
+  device (JAX releases the interpreter lock while a program runs, so the
+  devices work in parallel; the caller's ``jax.enable_x64`` setting, which
+  is per thread, is carried into them). ``compute`` must return ``{name: np.ndarray}``
+  with leading axis ``len(part)``; the parts are concatenated in order.
+  Each part is exactly a one-device call on ``n / len(devices)`` indices, so
+  results are bitwise those of a one-device run whose chunks are that size.
+  Local devices only (``jax.local_devices()``): across hosts use
+  :func:`shard_items`, which needs a traceable ``compute``.
+  """
+  check_local(devices)
+  if len(devices) == 1:
+    return compute
+
+  def split(indices):
+    indices = np.asarray(indices)
+    if indices.shape[0] % len(devices):
+      raise ValueError(f"`indices` must split evenly over {len(devices)} devices, "
+                       f"got {indices.shape[0]}")
+    # JAX's context settings are per thread: carry the caller's 64-bit mode.
+    x64 = bool(jax.config.jax_enable_x64)
+
+    def one(device, part):
+      with jax.enable_x64(x64), jax.default_device(device):
+        return compute(part)
+
+    parts = np.split(indices, len(devices))
+    with concurrent.futures.ThreadPoolExecutor(len(devices)) as pool:
+      outs = list(pool.map(one, devices, parts))
+    return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+
+  return split

@@ -54,6 +54,7 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
+from empirical import devices as _devices
 from empirical import inits as _inits
 from empirical import models as _models
 from empirical.sweep import run_chunked
@@ -492,7 +493,7 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
                      batch_size: int | None = None,
                      memory_budget: int = DEFAULT_MEMORY_BUDGET,
                      store: str | os.PathLike | None = None, progress: bool = True,
-                     dtype=None) -> xr.Dataset:
+                     dtype=None, devices: _devices.Devices = None) -> xr.Dataset:
   """Input-output Jacobian spectra of many random networks, as a labelled Dataset.
 
   Networks are square MLPs (:mod:`empirical.models`, ``in_features = width``,
@@ -544,6 +545,11 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
     progress: tqdm progress bar.
     dtype: float dtype (default float32, float64 under x64); use float64
       for the small end of deep spectra.
+    devices: where to run, as in :func:`empirical.sweep`: ``None`` (default)
+      every device JAX sees, ``1`` the default device, an integer ``n`` the
+      first ``n``, or a sequence of devices; each chunk of networks is split
+      evenly over them (:mod:`empirical.devices`), with results those of a
+      one-device run.
 
   Returns:
     ``xarray.Dataset`` with the swept dims of ``activation, init, width,
@@ -590,6 +596,7 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
   if not (isinstance(memory_budget, (int, float)) and memory_budget > 0):
     raise ValueError(f"`memory_budget` must be a number of bytes > 0, got {memory_budget!r}")
   dtype = _inits._float_dtype(dtype)
+  devs = _devices.resolve(devices)
   settings = list(itertools.product(sw2s, sb2s))
   qs = np.array([np.full(len(settings), q) if q is not None else _fixed_point_q(a, settings)
                  for a in acts])                                     # (acts, settings)
@@ -618,7 +625,8 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
                                     in_features=w, width=w, depth=depths[-1], dtype=dtype)
       ws, bs = ws.T, bs.T                                              # (settings, L)
       per_network = itemsize * w * w * (depths[-1] + 6) * (batch_size or n_seeds)
-      items = chunk_size or max(1, min(n_seeds, int(memory_budget) // per_network))
+      # The budget is per device: a chunk holds that many networks on each.
+      items = chunk_size or max(1, min(n_seeds, len(devs) * int(memory_budget) // per_network))
       compute = functools.partial(
           _compute, key=key, ws=ws, bs=bs, qs=jnp.asarray(qs[a], dtype), act=acts[a],
           scheme=scheme, width=w, depths=tuple(depths), method=method, max_order=max_order,
@@ -626,7 +634,8 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
       out = run_chunked(
           compute, n_seeds, chunk_size=items,
           store=None if store is None else os.path.join(os.fspath(store), f"config-{c:04d}"),
-          spec={**spec, "config": c}, progress=bar, units_per_item=n_settings)
+          spec={**spec, "config": c}, progress=bar, units_per_item=n_settings,
+          devices=devs)
       results.append(out)
   finally:
     bar.close()
@@ -690,7 +699,8 @@ _DOCS = {
 }
 
 
-def density_l1(samples, *, sigma, density, bins: int = 20, floor: float = 0.0) -> float:
+def density_l1(samples, *, sigma, density, bins: int = 20, floor: float = 0.0,
+               mass_below: float = 0.0) -> float:
   """L1 distance between the empirical law of ``samples`` and a density on a grid.
 
   The axis is cut into ``bins`` intervals of equal mass ``1/bins`` under the
@@ -706,12 +716,19 @@ def density_l1(samples, *, sigma, density, bins: int = 20, floor: float = 0.0) -
   sigma_max`` (``1e-16`` of the largest in float64), and the smaller ones of a
   deep Gaussian network (1e-19 and below) come out as rounding noise there.
 
+  Mass of the density below the grid (``sigma < sigma[0]``, e.g. the power-law
+  tail ``p ~ sigma^(-(L-1)/(L+1))`` of a deep Gaussian network, whose mass
+  below ``sigma_0`` is ``p(sigma_0) sigma_0 (L + 1)/2``) is passed as
+  ``mass_below``: it joins the lump below ``floor``, and the density on the
+  grid is normalised to ``1 - mass_below``.
+
   Args:
     samples: any shape (flattened; nan ignored).
     sigma: increasing grid ``(n,)`` covering the samples.
     density: ``(n,)``, the density per unit ``sigma`` (nan counts as 0).
     bins: number of equal-mass intervals (above ``floor``), ``>= 2``.
     floor: resolution floor on ``sigma`` (``>= 0``).
+    mass_below: probability below ``sigma[0]`` under the density, in ``[0, 1)``.
 
   Returns:
     The distance as a Python float.
@@ -731,10 +748,13 @@ def density_l1(samples, *, sigma, density, bins: int = 20, floor: float = 0.0) -
   samples = samples[~np.isnan(samples)]
   if not (math.isfinite(floor) and floor >= 0):
     raise ValueError(f"`floor` must be a finite number >= 0, got {floor!r}")
-  cdf = cdf / cdf[-1]
+  if not (math.isfinite(mass_below) and 0 <= mass_below < 1):
+    raise ValueError(f"`mass_below` must be a number in [0, 1), got {mass_below!r}")
+  cdf = mass_below + (1.0 - mass_below) * cdf / cdf[-1]
   u = np.interp(samples, sigma, cdf)                # probability integral transform
-  lump = float(np.interp(floor, sigma, cdf)) if floor > 0 else 0.0
-  below = np.mean(samples < floor) if floor > 0 else 0.0
-  counts = np.histogram(u[samples >= floor], bins=bins, range=(lump, 1.0))[0]
+  cut = max(floor, sigma[0]) if mass_below > 0 else floor
+  lump = float(np.interp(cut, sigma, cdf))
+  below = np.mean(samples < cut)
+  counts = np.histogram(u[samples >= cut], bins=bins, range=(lump, 1.0))[0]
   return float(abs(below - lump)
                + np.sum(np.abs(counts / samples.size - (1.0 - lump) / bins)))

@@ -94,6 +94,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from empirical import data as _data
+from empirical import devices as _devices
 from empirical import inits as _inits
 from empirical import models as _models
 from empirical import probes as _probes
@@ -483,7 +484,7 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
           weight_quantile: Sequence[float] = WEIGHT_QUANTILES,
           sv_quantile: Sequence[float] = SV_QUANTILES, chunk_size: int | None = None,
           memory_budget: int = DEFAULT_MEMORY_BUDGET, store: str | os.PathLike | None = None,
-          progress: bool = True, dtype=None) -> xr.Dataset:
+          progress: bool = True, dtype=None, devices: _devices.Devices = None) -> xr.Dataset:
   """Trains a grid of networks x seeds with optax, recording per-layer probes over time.
 
   Any of ``activation``, ``init``, ``width``, ``depth``, ``sigma_w2``,
@@ -526,13 +527,22 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
     probe_size: size of the probe batch, ``1 .. n_train``.
     weight_quantile, sv_quantile: the quantiles recorded of each layer's
       weight entries and singular values.
-    chunk_size: networks trained together; default from ``memory_budget``
-      (rough bytes per chunk, default 1 GiB).
+    chunk_size: networks trained together (and stored together); default
+      from ``memory_budget`` (rough bytes per device, default 1 GiB) times
+      the number of devices.
     store: a directory; each finished chunk is written there atomically and a
       rerun with the same arguments loads it instead of training it again
       (:func:`empirical.sweep.run_chunked`).
     progress: show a tqdm bar (networks done; the step in the postfix).
     dtype: float dtype of data and parameters (default float32, float64 under x64).
+    devices: where to train: ``None`` (default) every local device,
+      ``1`` the default device, an integer ``n`` the first ``n`` local
+      devices, or a sequence of them. With ``n`` devices each chunk (padded
+      to a multiple of ``n``) is cut into ``n`` equal parts trained at the
+      same time, one per device (:func:`empirical.devices.split_over`); when
+      ``chunk_size`` is a multiple of ``n`` (the default is) the results are
+      bitwise those of a one-device run with ``chunk_size / n``. One host
+      only: the training loop reads back to the host between its programs.
 
   Returns:
     An ``xarray.Dataset`` with dims, in order, the swept ones of
@@ -606,6 +616,8 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
     raise ValueError(f"`store` must be a directory (created if missing), got {str(store)!r}, "
                      f"a file")
   dtype = _inits._float_dtype(dtype)
+  devs = _devices.check_local(_devices.resolve(jax.local_devices() if devices is None
+                                                else devices))
   split = _resolve_data(data, dtype)
   if probe_size > split.n_train:
     raise ValueError(f"`probe_size` must be <= n_train = {split.n_train}, got {probe_size}")
@@ -633,11 +645,12 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
                     residual=residual, norm=norm, optimizer=optimizer_name, momentum=momentum,
                     clip_norm=clip_norm, batch_size=batch_size, weight_quantiles=wq,
                     sv_quantiles=sq, dtype=dtype)
-      size = chunk_size or _plan_chunk(cfg, max(split.n_train, split.n_test), probe_size,
-                                       memory_budget)
+      size = chunk_size or len(devs) * _plan_chunk(cfg, max(split.n_train, split.n_test),
+                                                   probe_size, memory_budget)
+      compute = _devices.split_over(
+          _chunk_program(key, cfg, settings, n_seeds, split, probe_size, steps, bar), devs)
       out = run_chunked(
-          _chunk_program(key, cfg, settings, n_seeds, split, probe_size, steps, bar),
-          n_items, chunk_size=min(size, n_items),
+          compute, n_items, chunk_size=min(size, n_items), multiple=len(devs),
           store=None if store is None else os.path.join(os.fspath(store), f"config-{k:04d}"),
           spec={**spec, "activation": act.name, "init": scheme.name, "width": w, "depth": d},
           progress=bar)

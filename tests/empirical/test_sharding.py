@@ -50,6 +50,38 @@ def test_sweep_on_all_devices_is_bitwise_the_one_device_sweep(tmp_path):
                                     **SWEEP))
 
 
+def test_jacobian_spectra_on_all_devices_are_bitwise_the_one_device_spectra():
+  kw = dict(activation="tanh", width=12, depth=[2, 3], sigma_w2=[1.2, 1.8], sigma_b2=0.05,
+            init="orthogonal", n_seeds=5, q=0.5, progress=False)
+  one = empirical.jacobian_spectra(jax.random.key(5), devices=1, **kw)
+  assert np.all(np.isfinite(one["singular_values"].values))
+  _assert_same(one, empirical.jacobian_spectra(jax.random.key(5), **kw))
+  _assert_same(one, empirical.jacobian_spectra(jax.random.key(5), devices=2, chunk_size=3,
+                                               **kw))
+
+
+def test_training_split_over_devices_is_bitwise_one_device_chunks():
+  # Two devices, chunks of 4: each device trains 2 networks at once, exactly
+  # as one device does with chunks of 2 (here 3 settings x 2 seeds).
+  blobs = empirical.gaussian_blobs(key=jax.random.key(1), n_samples=120, n_features=6,
+                                  n_classes=3)
+  kw = dict(data=blobs, activation="tanh", width=8, depth=3, sigma_w2=[1.0, 1.8, 3.0],
+            sigma_b2=0.05, n_seeds=2, learning_rate=0.05, batch_size=8, probe_size=16,
+            n_steps=6, record_every=3, progress=False)
+  one = empirical.train(jax.random.key(9), devices=1, chunk_size=2, **kw)
+  assert np.all(np.isfinite(one["train_loss"].values))
+  _assert_same(one, empirical.train(jax.random.key(9), devices=2, chunk_size=4, **kw))
+
+
+def test_training_refuses_bad_devices_before_any_work():
+  with pytest.raises(ValueError, match="`devices` must"):
+    empirical.train(jax.random.key(0), devices=3, sigma_w2=1.0, learning_rate=0.1,
+                    n_steps=1, progress=False)
+  # A device of another host (here a stand-in: not in jax.local_devices()).
+  with pytest.raises(ValueError, match="this process's own devices"):
+    _devices.check_local((jax.devices()[0], object()))
+
+
 def _compute(scale, idx):
   """A per-item computation with a shared argument: item i depends on i only."""
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(7), i))(idx)
