@@ -54,6 +54,7 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
+from empirical import _grid
 from empirical import devices as _devices
 from empirical import inits as _inits
 from empirical import models as _models
@@ -379,26 +380,6 @@ METHODS = ("svd", "projection")
 DEFAULT_MEMORY_BUDGET = 1 << 30
 
 
-def _values(name: str, value) -> list:
-  if isinstance(value, (list, tuple, range)) or (
-      isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 1):
-    values = list(np.asarray(value).tolist() if not isinstance(value, (list, tuple, range))
-                  else value)
-    if not values:
-      raise ValueError(f"`{name}` must be a value or a non-empty list, got {value!r}")
-    return values
-  if isinstance(value, (np.ndarray, jax.Array)):
-    if np.ndim(value) != 0:
-      raise ValueError(f"`{name}` must be a value or a 1-D list, got shape {np.shape(value)}")
-    value = value.item()
-  return [value]
-
-
-def _is_list(value) -> bool:
-  return isinstance(value, (list, tuple, range)) or (
-      isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 1)
-
-
 def _check_variance(name: str, value, *, positive: bool = False) -> float:
   try:
     v = float(value)
@@ -564,10 +545,10 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
   Raises:
     ValueError: before any work, for a bad argument.
   """
-  acts = [_get_activation(a) for a in _values("activation", activation)]
-  schemes = [_inits.init(s) for s in _values("init", init)]
-  widths = [_check_int("width", w, 1) for w in _values("width", width)]
-  depths = [_check_int("depth", d, 1) for d in _values("depth", depth)]
+  acts = [_get_activation(a) for a in _grid.values("activation", activation)]
+  schemes = [_inits.init(s) for s in _grid.values("init", init)]
+  widths = [_check_int("width", w, 1) for w in _grid.values("width", width)]
+  depths = [_check_int("depth", d, 1) for d in _grid.values("depth", depth)]
   if any(b <= a for a, b in zip(depths, depths[1:])):
     raise ValueError(f"`depth` must be one integer or an increasing list, got {depth!r}")
   n_seeds = _check_int("n_seeds", n_seeds, 1)
@@ -585,8 +566,8 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
         f"orthogonal), got {[s.name for s in schemes]}")
   if sigma_w2 is None:
     raise ValueError("`sigma_w2` must be given (a finite number > 0 or a list), got None")
-  sw2s = [_check_variance("sigma_w2", v, positive=True) for v in _values("sigma_w2", sigma_w2)]
-  sb2s = [_check_variance("sigma_b2", v) for v in _values("sigma_b2", sigma_b2)]
+  sw2s = [_check_variance("sigma_w2", v, positive=True) for v in _grid.values("sigma_w2", sigma_w2)]
+  sb2s = [_check_variance("sigma_b2", v) for v in _grid.values("sigma_b2", sigma_b2)]
   if q is not None:
     q = _check_variance("q", q)
   if chunk_size is not None:
@@ -641,7 +622,7 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
     bar.close()
   return _dataset(results, acts, schemes, widths, depths, sw2s, sb2s, n_seeds, qs,
                   method=method, max_order=max_order, key_data=key_data, dtype=dtype,
-                  swept={n: _is_list(v) for n, v in zip(
+                  swept={n: _grid.is_list(v) for n, v in zip(
                       SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2))})
 
 

@@ -47,7 +47,7 @@ import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -56,11 +56,11 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
+from empirical import _grid
 from empirical import devices as _devices
 from empirical import inits as _inits
 from empirical import models as _models
 from empirical import probes as _probes
-from meanfield.activations import Activation, activation as _activation
 
 __all__ = ["sweep", "run_chunked", "make_inputs", "input_statistics", "SWEPT"]
 
@@ -275,41 +275,6 @@ def input_statistics(x) -> tuple[float, float]:
   return q, float(np.mean(cos))
 
 
-# --- validation ----------------------------------------------------------------
-
-def _is_list(value) -> bool:
-  return isinstance(value, list | tuple | range) or (
-      isinstance(value, np.ndarray | jax.Array) and np.ndim(value) == 1)
-
-
-def _values(name: str, value) -> list:
-  if _is_list(value):
-    values = list(value.tolist() if isinstance(value, np.ndarray | jax.Array) else value)
-    if not values:
-      raise ValueError(f"`{name}` must be a value or a non-empty list, got {value!r}")
-    return values
-  if isinstance(value, np.ndarray | jax.Array):
-    if np.ndim(value) != 0:
-      raise ValueError(f"`{name}` must be a value or a 1-D list, got shape {np.shape(value)}")
-    value = value.item()
-  return [value]
-
-
-def _check_variances(name: str, values: list) -> list[float]:
-  for v in values:
-    _inits._check_variance(name, v)
-  return [float(v) for v in values]
-
-
-def _key_data(key: Array) -> list[int]:
-  if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
-    key = jnp.asarray(key)
-    if key.dtype != jnp.uint32:
-      raise ValueError(f"`key` must be a PRNG key (jax.random.key(0)), got {key!r}")
-    return np.asarray(key).ravel().tolist()
-  return np.asarray(jax.random.key_data(key)).ravel().tolist()
-
-
 # --- the sweep -----------------------------------------------------------------
 
 def _plan(n_settings: int, *, width: int, depth: int, batch: int, in_features: int,
@@ -387,29 +352,12 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
       and what is allowed).
   """
   # -- validate everything before any work
-  key_data = _key_data(key)
-  acts = [_activation(a) for a in _values("activation", activation)]
-  schemes = [_inits.init(s) for s in _values("init", init)]
-  widths = [_models._check_int("width", w, 1) for w in _values("width", width)]
-  depths = [_models._check_int("depth", d, 1) for d in _values("depth", depth)]
-  n_seeds = _models._check_int("n_seeds", n_seeds, 1)
-  _models.check_architecture(norm=norm)
-  if not isinstance(residual, bool):
-    raise ValueError(f"`residual` must be True or False, got {residual!r}")
-  uses = {s.uses_sigma_w2 for s in schemes}
-  if len(uses) > 1:
-    raise ValueError(
-        f"`init` must not mix schemes by variance and schemes that fix it, got "
-        f"{[s.name for s in schemes]}; sweep them separately")
-  if uses == {True}:
-    if sigma_w2 is None:
-      raise ValueError(f"`sigma_w2` must be given for init {[s.name for s in schemes]}, got None")
-    sw2s = _check_variances("sigma_w2", _values("sigma_w2", sigma_w2))
-  else:
-    if sigma_w2 is not None:
-      schemes[0].check_sigma_w2(sigma_w2)   # raises, naming the scheme
-    sw2s = [None]
-  sb2s = _check_variances("sigma_b2", _values("sigma_b2", sigma_b2))
+  grid = _grid.network_grid(key=key, activation=activation, init=init, width=width,
+                            depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
+                            sigma_b2=sigma_b2, residual=residual, norm=norm, verb="sweep")
+  key_data, acts, schemes = grid.key_data, grid.activations, grid.inits
+  widths, depths, n_seeds = grid.widths, grid.depths, grid.n_seeds
+  sw2s, sb2s = grid.sigma_w2, grid.sigma_b2
   if memory_budget is None or not (isinstance(memory_budget, int | float) and memory_budget > 0):
     raise ValueError(f"`memory_budget` must be a number of bytes > 0, got {memory_budget!r}")
   if chunk_size is not None:
@@ -483,7 +431,7 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
   return _dataset(results, acts, schemes, widths, depths, sw2s, sb2s, n_seeds, max_depth,
                   in_features=in_features, batch=batch, q_in=q_in, c_in=c_in,
                   residual=residual, norm=norm, dtype=dtype, key_data=key_data,
-                  swept={n: _is_list(v) for n, v in zip(
+                  swept={n: _grid.is_list(v) for n, v in zip(
                       SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2))})
 
 

@@ -93,13 +93,14 @@ import optax
 import xarray as xr
 from tqdm import tqdm
 
+from empirical import _grid
 from empirical import data as _data
 from empirical import devices as _devices
 from empirical import inits as _inits
 from empirical import models as _models
 from empirical import probes as _probes
-from empirical.sweep import _is_list, _key_data, _values, run_chunked
-from meanfield.activations import Activation, activation as _activation
+from empirical.sweep import run_chunked
+from meanfield.activations import Activation
 
 __all__ = [
     "OPTIMIZERS", "SWEPT", "BATCH_STREAM", "PROBE_STREAM", "WEIGHT_QUANTILES",
@@ -571,35 +572,16 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
       data directory, ...), naming it, its value and what is allowed.
   """
   # -- validate everything before any work
-  key_data = _key_data(key)
-  acts = [_activation(a) for a in _values("activation", activation)]
-  schemes = [_inits.init(s) for s in _values("init", init)]
-  widths = [_check_int("width", w, 1) for w in _values("width", width)]
-  depths = [_check_int("depth", d, 1) for d in _values("depth", depth)]
-  n_seeds = _check_int("n_seeds", n_seeds, 1)
-  _models.check_architecture(norm=norm)
-  if not isinstance(residual, bool):
-    raise ValueError(f"`residual` must be True or False, got {residual!r}")
-  uses = {s.uses_sigma_w2 for s in schemes}
-  if len(uses) > 1:
-    raise ValueError(
-        f"`init` must not mix schemes by variance and schemes that fix it, got "
-        f"{[s.name for s in schemes]}; train them separately")
-  if uses == {True}:
-    if sigma_w2 is None:
-      raise ValueError(
-          f"`sigma_w2` must be given for init {[s.name for s in schemes]}, got None")
-    sw2s = [_check_number("sigma_w2", v, minimum=0.0)
-            for v in _values("sigma_w2", sigma_w2)]
-  else:
-    if sigma_w2 is not None:
-      schemes[0].check_sigma_w2(sigma_w2)   # raises, naming the scheme
-    sw2s = [None]
-  sb2s = [_check_number("sigma_b2", v, minimum=0.0) for v in _values("sigma_b2", sigma_b2)]
+  grid = _grid.network_grid(key=key, activation=activation, init=init, width=width,
+                            depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
+                            sigma_b2=sigma_b2, residual=residual, norm=norm, verb="train")
+  key_data, acts, schemes = grid.key_data, grid.activations, grid.inits
+  widths, depths, n_seeds = grid.widths, grid.depths, grid.n_seeds
+  sw2s, sb2s = grid.sigma_w2, grid.sigma_b2
   if learning_rate is None:
     raise ValueError("`learning_rate` must be given (a finite number >= 0, or a list), got None")
   rates = [_check_number("learning_rate", v, minimum=0.0)
-           for v in _values("learning_rate", learning_rate)]
+           for v in _grid.values("learning_rate", learning_rate)]
   optimizer_name = _check_optimizer(optimizer)
   momentum = _check_number("momentum", momentum, minimum=0.0, below=1.0)
   clip_norm = _check_clip_norm(clip_norm)
@@ -660,7 +642,7 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
   grid = {"activation": [a.name for a in acts], "init": [s.name for s in schemes],
           "width": widths, "depth": depths, "sigma_w2": sw2s, "sigma_b2": sb2s,
           "learning_rate": rates}
-  swept = {n: _is_list(v) for n, v in zip(
+  swept = {n: _grid.is_list(v) for n, v in zip(
       SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2, learning_rate))}
   attrs = {
       "data": split.name, "n_train": split.n_train, "n_test": split.n_test,
