@@ -18,14 +18,17 @@ bitwise identical to a one-device run.
 Devices are chosen with the ``devices`` option of :func:`empirical.sweep`
 (and :func:`empirical.sweep.run_chunked`):
 
-- ``None``: every device JAX sees, ``jax.devices()``;
+- ``None``: every device JAX sees, ``jax.devices()`` (GPUs, TPUs); on the
+  CPU the first one only, since one program already uses every core (ask for
+  emulated CPU devices by number, e.g. ``devices=4``);
 - an integer ``n``: the first ``n`` of them (``1``: no sharding);
 - a sequence of ``jax.Device``.
 
 Several GPUs on one machine need nothing more: ``empirical.sweep(key, ...)``
 uses them all. On the CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
-(set before JAX is imported) splits the host into 4 devices; this helps only
-where one program does not already use every core.
+(set before JAX is imported) splits the host into 4 devices, used with
+``devices=4``; this helps only where one program does not already use every
+core.
 
 Several hosts (multi-controller JAX): start the same script on every host,
 and have each process call :func:`jax.distributed.initialize` first (with
@@ -60,13 +63,18 @@ Devices = int | Sequence[jax.Device] | None
 def resolve(devices: Devices) -> tuple[jax.Device, ...]:
   """The devices meant by a ``devices`` option (see the module docstring).
 
+  ``None`` is every device, except on the CPU, where it is the first one.
+
   Raises:
     ValueError: for an integer outside ``1..len(jax.devices())``, an empty
       sequence, repeated devices or anything that is not a ``jax.Device``.
   """
   available = jax.devices()
   if devices is None:
-    return tuple(available)
+    # CPU "devices" are emulated slices of one host (XLA_FLAGS=
+    # --xla_force_host_platform_device_count); one program already uses
+    # every core, so the default takes one there. Ask for more by number.
+    return tuple(available[:1]) if available[0].platform == "cpu" else tuple(available)
   if isinstance(devices, int | np.integer) and not isinstance(devices, bool):
     if not 1 <= devices <= len(available):
       raise ValueError(

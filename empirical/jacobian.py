@@ -527,7 +527,8 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
     dtype: float dtype (default float32, float64 under x64); use float64
       for the small end of deep spectra.
     devices: where to run, as in :func:`empirical.sweep`: ``None`` (default)
-      every device JAX sees, ``1`` the default device, an integer ``n`` the
+      every device JAX sees (the first only on the CPU), ``1`` the default
+      device, an integer ``n`` the
       first ``n``, or a sequence of devices; each chunk of networks is split
       evenly over them (:mod:`empirical.devices`), with results those of a
       one-device run.

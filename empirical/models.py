@@ -147,7 +147,11 @@ def _draw_standard(key, in_features, width, depth, scheme, norm, out_features, d
   kw, kb = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
   layers = jnp.arange(2, depth + 1)
   w_in = scheme.standard(jax.random.fold_in(kw, 1), (in_features, width), dtype)
-  w = jax.vmap(lambda l: scheme.standard(jax.random.fold_in(kw, l), (width, width), dtype))(layers)
+  # A layer at a time (lax.map, the same numbers as a vmap): an orthogonal
+  # draw is a LAPACK QR, and jaxlib's CPU kernels can deadlock on a batch of
+  # them (see empirical/train.py, _singular_values_chunk).
+  w = jax.lax.map(lambda l: scheme.standard(jax.random.fold_in(kw, l), (width, width), dtype),
+                  layers)
   b_in = jax.random.normal(jax.random.fold_in(kb, 1), (width,), dtype)
   b = jax.vmap(lambda l: jax.random.normal(jax.random.fold_in(kb, l), (width,), dtype))(layers)
   params = Params(w_in, b_in, w.reshape(depth - 1, width, width), b.reshape(depth - 1, width))

@@ -179,7 +179,8 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
     shared: arrays passed to every call before the indices,
       ``compute(*shared, indices)`` (replicated on every device).
     devices: ``1`` (default): one device, the default one; ``None``: all
-      devices (``jax.devices()``, every host's under ``jax.distributed``);
+      devices (``jax.devices()``, every host's under ``jax.distributed``;
+      the first only on the CPU, see :func:`empirical.devices.resolve`);
       an integer ``n``: the first ``n``; or a sequence of ``jax.Device``.
       With several, each chunk (rounded up to a multiple of ``multiple``
       times the number of devices) is split evenly over them
@@ -329,7 +330,8 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
     dtype: float dtype (default float32, float64 under x64).
     devices: where to run: ``None`` (default) every device JAX sees
       (``jax.devices()``: all local GPUs, or every host's devices after
-      ``jax.distributed.initialize()``), an integer ``n`` for the first
+      ``jax.distributed.initialize()``; on the CPU the first only, as one
+      program already uses every core), an integer ``n`` for the first
       ``n``, or a sequence of ``jax.Device``. Each chunk is split evenly
       over them along a mesh axis over networks (:mod:`empirical.devices`);
       results are bitwise those of a one-device run (``devices=1``).

@@ -347,9 +347,13 @@ def _svd_summary(w: Array, qs: tuple[float, ...]) -> tuple[Array, Array, Array]:
   return s[0], s[-1], jnp.quantile(s, jnp.asarray(qs, w.dtype))
 
 
-def _per_layer(f, w_in: Array, w: Array):
-  """``f`` on ``W^1`` and on each of the stacked ``W^2..W^L``, stacked to leading axis ``L``."""
-  first, rest = f(w_in), jax.vmap(f)(w)
+def _per_layer(f, w_in: Array, w: Array, *, one_at_a_time: bool = False):
+  """``f`` on ``W^1`` and on each of the stacked ``W^2..W^L``, stacked to leading axis ``L``.
+
+  ``one_at_a_time``: a ``lax.map`` instead of a vmap, for ``f`` that calls
+  LAPACK (see ``_singular_values_chunk``).
+  """
+  first, rest = f(w_in), (jax.lax.map(f, w) if one_at_a_time else jax.vmap(f)(w))
   return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
 
 
@@ -379,7 +383,8 @@ def _measure(state: _State, x_train, y_train, x_test, y_test, x_probe, y_probe,
 def _singular_values(state: _State, cfg: _Config) -> dict[str, Array]:
   """``sv_max``, ``sv_min``, ``sv_quantiles`` of each layer of one network."""
   sv_max, sv_min, sv_quantiles = _per_layer(lambda m: _svd_summary(m, cfg.sv_quantiles),
-                                            state.params.w_in, state.params.w)
+                                            state.params.w_in, state.params.w,
+                                            one_at_a_time=True)
   return {"sv_max": sv_max, "sv_min": sv_min, "sv_quantiles": sv_quantiles}
 
 
@@ -395,8 +400,9 @@ _FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 @functools.partial(jax.jit, static_argnames=("cfg",), compiler_options=_FAST_COMPILE)
 def _init_chunk(keys, sigma_w2, sigma_b2, learning_rate, *, cfg: _Config) -> _State:
-  return jax.vmap(lambda k, w, b, r: _init_state(k, w, b, r, cfg))(
-      keys, sigma_w2, sigma_b2, learning_rate)
+  # A network at a time: orthogonal draws call LAPACK's QR (see the note on
+  # _singular_values_chunk), and this runs once per chunk.
+  return jax.lax.map(lambda a: _init_state(*a, cfg), (keys, sigma_w2, sigma_b2, learning_rate))
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -413,12 +419,16 @@ def _measure_chunk(state: _State, x_train, y_train, x_test, y_test, x_probe, y_p
       state, x_train, y_train, x_test, y_test, x_probe, y_probe, cfg)
 
 
-# The SVDs run in a program of their own: inside the measuring program above,
-# LAPACK's SVD of trained weights deadlocked the XLA CPU runtime (jax 0.10.2,
-# all threads idle on a futex), while the same SVDs alone run in a second.
+# The SVDs run in a program of their own, one matrix at a time. jaxlib's CPU
+# LAPACK kernels (0.10) split a batch of matrices into tasks on XLA's intra-op
+# thread pool and block until they finish; when other work of the program (or
+# of another device) holds the pool's threads, nothing runs them and the
+# process hangs with every thread idle on a futex (seen here inside the
+# measuring program, and with QR on two emulated devices). A matrix at a time,
+# the kernel runs in the calling thread.
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _singular_values_chunk(state: _State, *, cfg: _Config) -> dict[str, Array]:
-  return jax.vmap(lambda s: _singular_values(s, cfg))(state)
+  return jax.lax.map(lambda s: _singular_values(s, cfg), state)
 
 
 def _chunk_program(key: Array, cfg: _Config, settings: np.ndarray, n_seeds: int,
@@ -536,8 +546,8 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
       (:func:`empirical.sweep.run_chunked`).
     progress: show a tqdm bar (networks done; the step in the postfix).
     dtype: float dtype of data and parameters (default float32, float64 under x64).
-    devices: where to train: ``None`` (default) every local device,
-      ``1`` the default device, an integer ``n`` the first ``n`` local
+    devices: where to train: ``None`` (default) every local device (the
+      first only on the CPU, as in :func:`empirical.sweep`), ``1`` the default device, an integer ``n`` the first ``n`` local
       devices, or a sequence of them. With ``n`` devices each chunk (padded
       to a multiple of ``n``) is cut into ``n`` equal parts trained at the
       same time, one per device (:func:`empirical.devices.split_over`); when
@@ -598,8 +608,10 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
     raise ValueError(f"`store` must be a directory (created if missing), got {str(store)!r}, "
                      f"a file")
   dtype = _inits._float_dtype(dtype)
-  devs = _devices.check_local(_devices.resolve(jax.local_devices() if devices is None
-                                                else devices))
+  devs = _devices.resolve(devices)
+  if devices is None:   # every device of this host (of all hosts under jax.distributed)
+    devs = tuple(d for d in devs if d in jax.local_devices())
+  devs = _devices.check_local(devs)
   split = _resolve_data(data, dtype)
   if probe_size > split.n_train:
     raise ValueError(f"`probe_size` must be <= n_train = {split.n_train}, got {probe_size}")

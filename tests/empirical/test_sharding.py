@@ -52,7 +52,8 @@ def test_sweep_on_all_devices_is_bitwise_the_one_device_sweep(tmp_path):
 
 def test_jacobian_spectra_on_all_devices_are_bitwise_the_one_device_spectra():
   kw = dict(activation="tanh", width=12, depth=[2, 3], sigma_w2=[1.2, 1.8], sigma_b2=0.05,
-            init="orthogonal", n_seeds=5, q=0.5, progress=False)
+            init="gaussian", n_seeds=5, q=0.5, progress=False)
+  assert len(_devices.resolve(None)) == 1   # on the CPU, by default: one
   one = empirical.jacobian_spectra(jax.random.key(5), devices=1, **kw)
   assert np.all(np.isfinite(one["singular_values"].values))
   _assert_same(one, empirical.jacobian_spectra(jax.random.key(5), **kw))
@@ -95,7 +96,7 @@ _compute_jit = jax.jit(_compute)
 def test_run_chunked_splits_each_chunk_evenly_over_devices():
   scale = jnp.float32(2.0)
   one = run_chunked(_compute_jit, 11, chunk_size=4, shared=(scale,), progress=False)
-  two = run_chunked(_compute_jit, 11, chunk_size=4, shared=(scale,), devices=None,
+  two = run_chunked(_compute_jit, 11, chunk_size=4, shared=(scale,), devices=2,
                     progress=False)
   np.testing.assert_array_equal(one["i"], np.arange(11))
   for name in one:
@@ -127,8 +128,9 @@ _FOUR_DEVICES = textwrap.dedent("""
   assert len(jax.devices()) == 4, jax.devices()
   kw = {kw!r}
   one = empirical.sweep(jax.random.key(3), devices=1, **kw)
-  four = empirical.sweep(jax.random.key(3), **kw)
-  chunked = empirical.sweep(jax.random.key(3), chunk_size=3, **kw)  # 2 chunks, same program
+  assert len(empirical.devices.resolve(None)) == 1   # the CPU default: one device
+  four = empirical.sweep(jax.random.key(3), devices=4, **kw)
+  chunked = empirical.sweep(jax.random.key(3), devices=4, chunk_size=3, **kw)  # 2 chunks
   for name in one.data_vars:
     np.testing.assert_array_equal(one[name].values, four[name].values, err_msg=name)
     np.testing.assert_array_equal(one[name].values, chunked[name].values, err_msg=name)
