@@ -385,4 +385,6 @@ def test_monte_carlo_anchor_at_width_1000(x64):
   # 15.84): measured against them directly, the Gaussian top eigenvalue
   # (16.5, above the edge by its finite-N fluctuation) misses "15" by 10.3%.
   np.testing.assert_allclose(edges, [4.5, 15.0], rtol=0.1)
-  np.testing.assert_allclose(ds.moment.sel(order=1).mean("seed"), [1.0, 1.0], rtol=0.05)
+  # THEORY.md's "means about 1.0": a network's mean eigenvalue at width 1000
+  # spreads by ~7% (depth 4, Gaussian), too much for 2 networks; the
+  # seed-derived check is test_moments_match_theory_at_width_1000.
