@@ -24,16 +24,14 @@ eigenvalue of ``J J^T`` is 1 at every depth) for bias variances
   8 q*^2 + O(q*^3)``): a network of depth ``L`` stays isometric when ``L
   q*^2`` is small.
 
-Known limitation, shown in the inset: at the smallest ``q*`` (9e-4) the
-theory density of :func:`meanfield.jacobian_spectrum` (default ``n_nodes =
-512``) is not converged: it puts about 10% of the mass in a tail below
-``sigma = 0.985`` and its variance is 2-4 times the closed form, while
-the networks' spectrum (mean 1.006, ``Var[lambda] = 2.5e-4`` against the
-closed form's ``2.1e-4`` at ``L = 32``) sits in ``[0.95, 1.015]``, mostly in
-``[0.985, 1.015]``; ``n_nodes = 2048`` cuts that tail to 4%. The law of
-``phi'(h)^2`` piles up at 1 when ``q*`` is small, which equal-mass
-segments resolve poorly. The inset prints the ratio, so a better solver
-shows up there.
+Self-check, shown in the inset: at the smallest ``q*`` (9e-4) the spectrum
+is nearly a point mass at 1 (``Var[lambda] = 2.1e-4`` at ``L = 32``), the
+hardest case for the theory density, whose law of ``phi'(h)^2`` piles up at
+1. The inset prints the variance of the theory density over the window
+against the closed form of :func:`meanfield.jacobian_moments`; it reads
+0.999 since each segment of that law carries its own conditional mean and
+variance (an earlier, uniform-between-end-values law read 2-4 here). The
+networks (width 128 here) sit around it with their finite-width spread.
 """
 
 from __future__ import annotations
@@ -142,7 +140,7 @@ def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
   ratio = (np.trapezoid(p * lam ** 2, sigma[in_window]) / mass - mean ** 2) / variance[
       i0, list(THEORY_DEPTHS).index(DEPTH)]
   inset.set_title(f"$q^* = {q_star[i0]:.2g}$ (linear axes): theory density's "
-                  f"Var$[\\lambda]$ = {ratio:.1f} x closed form", fontsize=6.5)
+                  f"Var$[\\lambda]$ = {ratio:.3f} x closed form", fontsize=6.5)
   if not converged.all():
     ax_d.text(0.02, 0.97, "theory line left out where its solver did not converge",
               transform=ax_d.transAxes, va="top", fontsize=7.5)
