@@ -141,6 +141,24 @@ def _import_torch():
 # --- the benchmark --------------------------------------------------------------------------
 
 
+def _target_note(target: float, loop, sweep, roofline_s: float) -> str:
+  """Whether the loop / sweep ratio meets ``target``, and if not, why (from this run's numbers)."""
+  ratio = loop.median_s / sweep.median_s
+  head = f"target >= {target:g}x (loop extrapolated from its subset): "
+  if ratio >= target:
+    return head + "met"
+  ceiling = loop.median_s / roofline_s
+  if ceiling < target:
+    why = (f"even at its roofline the sweep would be {ceiling:.3g}x faster: the loop already "
+           f"runs near this CPU's limits (its 256-wide layers keep the matmuls busy, so "
+           f"per-call overhead is small); an accelerator, where such a loop is bound by "
+           f"dispatch, or more settings per weight draw would close it")
+  else:
+    why = (f"the ceiling (the sweep at its roofline) is {ceiling:.3g}x; the sweep's distance "
+           f"from its roofline is what is left")
+  return head + "missed: " + why
+
+
 def run(*, quick: bool = False) -> _common.Report:
   width, depth, batch = (QUICK["width"], QUICK["depth"], QUICK["batch"]) if quick else (
       WIDTH, DEPTH, BATCH)
@@ -177,18 +195,22 @@ def run(*, quick: bool = False) -> _common.Report:
                            name=f"empirical.sweep, {seeds} independent networks",
                            repeats=max(1, repeats - 1), note="one setting: one draw per network")
 
+  bounds = {}
   for label, timing, n_nets, n_draws in (("grid", grid, n_grid, seeds),
                                          ("independent", indep, seeds, seeds)):
     t_mm, t_rng = n_nets * flops / (peak * 1e9), n_draws * samples / rate
-    bound = max(t_mm, t_rng)
+    bound = bounds[label] = max(t_mm, t_rng)
     report.metric(f"sweep ({label}): networks/s", n_nets / timing.median_s, unit="1/s")
     report.metric(f"sweep ({label}): achieved GFLOP/s", n_nets * flops / timing.median_s / 1e9,
                   unit="GFLOP/s", note=f"{flops / 1e9:.3g} GFLOP per network")
     report.metric(f"sweep ({label}): roofline time", bound, unit="s",
                   note=f"max(matmul {t_mm:.3g} s, RNG {t_rng:.3g} s); bound by "
                        f"{'matmul' if t_mm >= t_rng else 'random numbers'}")
-    report.metric(f"sweep ({label}): fraction of roofline", bound / timing.median_s,
-                  note="target >= 0.5")
+    fraction = bound / timing.median_s
+    report.metric(f"sweep ({label}): fraction of roofline", fraction,
+                  note="target >= 0.5: " + ("met" if fraction >= 0.5 else
+                                            "missed: per-layer products of 64 x 256 rows "
+                                            "run below the large-matmul rate"))
 
   x = empirical.make_inputs(jax.random.split(key)[1], n_inputs=batch, in_features=width)
   networks = [(sigma_w2[i % len(sigma_w2)], i) for i in range(loop_n)]
@@ -201,7 +223,7 @@ def run(*, quick: bool = False) -> _common.Report:
       note=f"time per network over {loop_n} networks x {n_grid}"))
   report.metric("Flax loop: networks/s", loop_n / flax_t.median_s, unit="1/s")
   report.compare(f"Flax loop / empirical.sweep ({n_grid} networks, grid)", flax_full, grid,
-                 note="target >= 30x; loop extrapolated from its subset")
+                 note=_target_note(30, flax_full, grid, bounds["grid"]))
   report.compare("Flax loop / empirical.sweep (independent weights)",
                  report.add_timing(flax_t.scaled(
                      seeds / loop_n, name=f"Flax loop, extrapolated to {seeds}",
@@ -220,7 +242,7 @@ def run(*, quick: bool = False) -> _common.Report:
         note=f"time per network over {loop_n} networks x {n_grid}"))
     report.metric("PyTorch loop: networks/s", loop_n / torch_t.median_s, unit="1/s")
     report.compare(f"PyTorch loop / empirical.sweep ({n_grid} networks, grid)", torch_full, grid,
-                   note="target >= 10x; loop extrapolated from its subset")
+                   note=_target_note(10, torch_full, grid, bounds["grid"]))
     report.compare("PyTorch loop / empirical.sweep (independent weights)",
                    report.add_timing(torch_t.scaled(
                      seeds / loop_n, name=f"PyTorch loop, extrapolated to {seeds}",
