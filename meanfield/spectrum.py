@@ -570,7 +570,8 @@ def _solve(lam, law: _Law, depth, log_sigma_w2, orthogonal, mu1, log_mean, scale
            eps, tol):
   """Complex Newton for ``z(w) = lam + i eps lam`` on the physical branch.
 
-  Continuation in ``Im z``: start far from the spectrum, ``z = lam + i 10 scale``,
+  Continuation in ``Im z``: start far from the spectrum, ``z = lam + i 10 scale``
+  (``scale = max(lambda_max, lam)``),
   where ``M_{JJ^T}(z) ~ m_1/z`` and ``m(w) ~ mu_1/w`` give
   ``w ~ mu_1 z/m_1``; then lower ``eta = Im z`` to ``eps lam`` in levels,
   ``_N_STEP`` Newton steps each. Along this path ``z`` stays in the upper
@@ -666,12 +667,17 @@ def _density_one(law: _Law, sigma_w2, depth, orthogonal, sigma, lambda_max, atom
   mu1 = jnp.sum(law.mass * law.mid)
   log_mean = depth * (log_sigma_w2 + jnp.log(mu1))
   lam = sigma * sigma
-  scale = jnp.maximum(lambda_max, jnp.max(lam))
+  # Each point starts its continuation at its own distance from the spectrum:
+  # a grid reaching far above the support (sigma to 1e3) once started every
+  # point there, and the long first steps of a point inside the support
+  # could land on another root that converged (ReLU, orthogonal, L = 128).
+  top = jnp.fmax(lambda_max, jnp.where(atom_mass > 0, atom_lambda, 0.0))
+  scale = jnp.maximum(top, lam)
   tol = 1e-9 if dtype == jnp.float64 else 1e-4
   solve = functools.partial(
       _solve, law=law, depth=depth, log_sigma_w2=log_sigma_w2, orthogonal=orthogonal,
-      mu1=mu1, log_mean=log_mean, scale=scale, eps=eps, tol=tol)
-  _, m, residual, converged = jax.vmap(solve)(lam)
+      mu1=mu1, log_mean=log_mean, eps=eps, tol=tol)
+  _, m, residual, converged = jax.vmap(lambda l, sc: solve(l, scale=sc))(lam, scale)
   z = lam + 1j * eps * lam
   has_atom = atom_mass > 0
   m_atom = jnp.where(has_atom, atom_mass * atom_lambda / (z - atom_lambda), 0.0)

@@ -479,3 +479,25 @@ def test_every_activation_converges_and_keeps_its_moments(x64, activation):
   m = mf.jacobian_moments(**kw)
   _, m1, _ = _grid_moments(jax.tree.map(lambda a: jnp.nan_to_num(a), r))
   np.testing.assert_allclose(m1, m.mean, rtol=1e-2)
+
+
+def test_density_at_a_point_does_not_depend_on_the_rest_of_the_grid(x64):
+  """A point's continuation starts at its own distance from the spectrum.
+
+  ReLU, orthogonal, depth 128 (sigma_max ~ 25): on a grid reaching sigma =
+  1e3 every point once started 1e6 above the real axis, and the point
+  sigma = 1.883 landed on another root, converged, at 10 times its
+  neighbours' density. Here the same points inside the support, computed on
+  that wide grid and on a grid confined to the support, must agree to the
+  solver's tolerance.
+  """
+  kw = dict(activation="relu", sigma_w2=2.0, sigma_b2=0.0, q=1.0, depth=128,
+            weights="orthogonal")
+  wide = np.sort(np.r_[np.geomspace(1e-3, 1e3, 399), 1.882998178616926])
+  inside = (wide > 0.5) & (wide < 5.0)
+  narrow = np.sort(np.r_[wide[inside], np.linspace(0.51, 4.99, 400 - inside.sum())])
+  p_wide = np.asarray(mf.jacobian_spectrum(**kw, sigma=wide).singular_value_density)[inside]
+  r = mf.jacobian_spectrum(**kw, sigma=narrow)
+  assert np.all(r.converged)
+  p_narrow = np.asarray(r.singular_value_density)[np.isin(narrow, wide[inside])]
+  np.testing.assert_allclose(p_wide, p_narrow, rtol=1e-6)
