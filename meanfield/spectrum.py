@@ -780,7 +780,7 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
   ``n_nodes`` there. Small singular values: the continuation adapts its
   steps to the length of its path, so densities converge (64-bit) down to
   ``sigma ~ 1e-30`` for tanh at criticality (orthogonal and Gaussian, depths
-  4 and 32; orthogonal depth 32 only to ``1e-17``-``1e-22``, below which ``w`` meets the
+  4 and 32; orthogonal depth 32 to about ``1e-20``, below which ``w`` meets the
   cut-off ``|z| < 9`` of the law of ``x``). For Gaussian weights at
   ``depth >= 2`` ``p(sigma)`` diverges as ``sigma^(-(L-1)/(L+1))`` at 0, so a
   uniform grid misses mass: pass a log grid, e.g.
