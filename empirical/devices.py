@@ -52,7 +52,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["AXIS", "resolve", "item_mesh", "shard_items", "place", "fetch", "check_local", "split_over"]
+__all__ = ["AXIS", "resolve", "item_mesh", "shard_items", "place", "fetch", "check_local",
+           "split_over"]
 
 #: Name of the mesh axis that runs over a sweep's items.
 AXIS = "net"
@@ -167,8 +168,9 @@ def split_over(compute: Callable[[np.ndarray], dict[str, np.ndarray]],
   part is computed in its own thread under ``jax.default_device`` of its
   device (JAX releases the interpreter lock while a program runs, so the
   devices work in parallel; the caller's ``jax.enable_x64`` setting, which
-  is per thread, is carried into them). ``compute`` must return ``{name: np.ndarray}``
-  with leading axis ``len(part)``; the parts are concatenated in order.
+  is per thread, is carried into them). ``compute`` must return
+  ``{name: np.ndarray}`` with leading axis ``len(part)``; the parts are
+  concatenated in order.
   Each part is exactly a one-device call on ``n / len(devices)`` indices, so
   results are bitwise those of a one-device run whose chunks are that size.
   Local devices only (``jax.local_devices()``): across hosts use

@@ -547,8 +547,9 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
     progress: show a tqdm bar (networks done; the step in the postfix).
     dtype: float dtype of data and parameters (default float32, float64 under x64).
     devices: where to train: ``None`` (default) every local device (the
-      first only on the CPU, as in :func:`empirical.sweep`), ``1`` the default device, an integer ``n`` the first ``n`` local
-      devices, or a sequence of them. With ``n`` devices each chunk (padded
+      first only on the CPU, as in :func:`empirical.sweep`), ``1`` the
+      default device, an integer ``n`` the first ``n`` local devices, or a
+      sequence of them. With ``n`` devices each chunk (padded
       to a multiple of ``n``) is cut into ``n`` equal parts trained at the
       same time, one per device (:func:`empirical.devices.split_over`); when
       ``chunk_size`` is a multiple of ``n`` (the default is) the results are

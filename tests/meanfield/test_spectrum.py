@@ -268,8 +268,10 @@ def test_law_of_phi_prime_squared_keeps_its_moments(x64, activation, q):
   mu1 = float(np.sum(mass * mid))
   var = float(np.sum(mass * ((mid - mu1) ** 2 + half ** 2 / 3)))
 
+  derivative = jax.jit(act.derivative)
+
   def x(z):
-    return float(act.derivative(jnp.asarray(np.sqrt(q) * z, jnp.float64))) ** 2
+    return float(derivative(jnp.asarray(np.sqrt(q) * z, jnp.float64))) ** 2
 
   cuts = sorted({0.0, *(k / np.sqrt(q) for k in act.kinks if abs(k / np.sqrt(q)) < 40)})
   ends = [-40.0, *cuts, 40.0]
@@ -286,7 +288,7 @@ def test_law_of_phi_prime_squared_keeps_its_moments(x64, activation, q):
 
 
 def test_density_at_small_q_star_keeps_the_closed_form_variance(x64):
-  """Orthogonal tanh at criticality with ``q* ~ 9e-4``: ``J J^T`` at depth 32 is nearly a point mass.
+  """Orthogonal tanh at criticality, ``q* ~ 9e-4``: ``J J^T`` at depth 32 is nearly a point mass.
 
   ``Var[lambda] = 2.1e-4`` (``mu_2/mu_1^2 - 1 ~ 8 q*^2``); a law of
   ``phi'^2`` that was uniform between its values at segment ends gave this
