@@ -3,7 +3,8 @@
 Each check runs on concrete values only: inside ``jit`` (tracers) it is a
 no-op, so the public functions stay traceable; called eagerly, bad input
 raises ``ValueError`` before any work, naming the argument, the value and
-what is allowed.
+what is allowed. The checks that return their argument give concrete input
+back as a NumPy array (lists become arrays) and traced input unchanged.
 """
 
 from __future__ import annotations
@@ -25,11 +26,27 @@ def _show(a: np.ndarray, bad: np.ndarray) -> str:
   return repr(a.item()) if a.ndim == 0 else f"an array containing {a[bad].flat[0]!r}"
 
 
+def concrete(x: Any) -> np.ndarray | None:
+  """``x`` as a NumPy array, or None when it is traced."""
+  return _concrete(x)
+
+
+def show(a: np.ndarray, bad: np.ndarray) -> str:
+  """The offending value for an error message: the scalar, or the first bad element."""
+  return _show(a, bad)
+
+
 def check_nonnegative(name: str, x: Any, what: str = "a variance") -> None:
   """``x >= 0`` everywhere (nan passes: it propagates as data)."""
   a = _concrete(x)
   if a is not None and np.any(a < 0):
     raise ValueError(f"`{name}` must be >= 0 ({what}), got {_show(a, a < 0)}")
+
+
+def nonnegative(name: str, x: Any, what: str = "a variance") -> Any:
+  """:func:`check_nonnegative`, returning ``x`` (a NumPy array where concrete and not a JAX array)."""
+  check_nonnegative(name, x, what)
+  return x if isinstance(x, jax.Array) else np.asarray(x)
 
 
 def check_correlation(name: str, x: Any) -> None:
@@ -38,6 +55,12 @@ def check_correlation(name: str, x: Any) -> None:
   if a is not None and np.any(np.abs(a) > 1):
     raise ValueError(f"`{name}` must lie in [-1, 1] (a correlation), got "
                      f"{_show(a, np.abs(a) > 1)}")
+
+
+def correlation(name: str, x: Any) -> Any:
+  """:func:`check_correlation`, returning ``x`` (a NumPy array where concrete and not a JAX array)."""
+  check_correlation(name, x)
+  return x if isinstance(x, jax.Array) else np.asarray(x)
 
 
 def check_positive_int(name: str, x: Any) -> int:
@@ -50,3 +73,8 @@ def check_positive_int(name: str, x: Any) -> int:
 def check_hyperparameters(sigma_w2: Any, sigma_b2: Any) -> None:
   check_nonnegative("sigma_w2", sigma_w2)
   check_nonnegative("sigma_b2", sigma_b2)
+
+
+def hyperparameters(sigma_w2: Any, sigma_b2: Any) -> tuple[Any, Any]:
+  """Checked ``(sigma_w2, sigma_b2)``, lists turned into arrays."""
+  return nonnegative("sigma_w2", sigma_w2), nonnegative("sigma_b2", sigma_b2)

@@ -18,15 +18,16 @@ the gradient depth scale ``1 / |log chi_1|`` (Sec. 5).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from meanfield import _checks
+from meanfield._integrals import as_arrays, length_map_slope, second_moments
 from meanfield.activations import activation as _activation
-from meanfield.fixed_points import _c_star_solve, _q_star_solve
-from meanfield.maps import _arrays, second_moments
+from meanfield.fixed_points import correlation_fixed_point, q_star
 
 __all__ = ["DepthScales", "depth_scales", "depth_scale", "gradient_depth_scale"]
 
@@ -50,15 +51,13 @@ def depth_scale(slope: ArrayLike) -> Array:
   return jnp.where(jnp.isnan(slope), jnp.nan, scale).astype(safe.dtype)
 
 
-def _q_slope(act, sigma_w2, q):
-  """``d q_map / d q`` at ``q``; at ``q = 0`` its limit ``sigma_w2 (phi'(0)^2 + phi(0) phi''(0))``."""
-  positive = jnp.isfinite(q) & (q > 0)
-  safe = jnp.where(positive, q, 1)
-  slope = sigma_w2 * jax.jvp(lambda x: second_moments(act, x)[0], (safe,),
-                             (jnp.ones_like(safe),))[1]
-  zero = jnp.zeros((), q.dtype)
-  at_zero = sigma_w2 * (act.derivative(zero) ** 2 + act.fn(zero) * act.second_derivative(zero))
-  return jnp.where(positive, slope, jnp.where(q == 0, at_zero, jnp.nan))
+@functools.partial(jax.jit, static_argnames=("act",))
+def _depth_scales(act, sigma_w2, sigma_b2):
+  sigma_w2, sigma_b2 = as_arrays(sigma_w2, sigma_b2)
+  q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+  _, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)
+  return DepthScales(xi_q=depth_scale(length_map_slope(act, sigma_w2, q)),
+                     xi_c=depth_scale(chi_c))
 
 
 def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -> DepthScales:
@@ -74,12 +73,16 @@ def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -
     phase), inf at criticality; nan where ``q*`` is infinite.
   """
   act = _activation(activation)
-  _checks.check_hyperparameters(sigma_w2, sigma_b2)
-  sigma_w2, sigma_b2 = _arrays(sigma_w2, sigma_b2)
-  q = _q_star_solve(act, sigma_w2, sigma_b2).value
-  _, chi_c = _c_star_solve(act, sigma_w2, sigma_b2, q)
-  return DepthScales(xi_q=depth_scale(_q_slope(act, sigma_w2, q)),
-                     xi_c=depth_scale(chi_c))
+  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+  return _depth_scales(act, sigma_w2, sigma_b2)
+
+
+@functools.partial(jax.jit, static_argnames=("act",))
+def _gradient_depth_scale(act, sigma_w2, sigma_b2):
+  sigma_w2, sigma_b2 = as_arrays(sigma_w2, sigma_b2)
+  q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+  chi = sigma_w2 * second_moments(act, q)[1]
+  return depth_scale(jnp.exp(-jnp.abs(jnp.log(chi))))
 
 
 def gradient_depth_scale(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -> Array:
@@ -88,8 +91,5 @@ def gradient_depth_scale(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation
   inf at criticality. Broadcast shape and dtype of the arguments.
   """
   act = _activation(activation)
-  _checks.check_hyperparameters(sigma_w2, sigma_b2)
-  sigma_w2, sigma_b2 = _arrays(sigma_w2, sigma_b2)
-  q = _q_star_solve(act, sigma_w2, sigma_b2).value
-  chi = sigma_w2 * second_moments(act, q)[1]
-  return depth_scale(jnp.exp(-jnp.abs(jnp.log(chi))))
+  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+  return _gradient_depth_scale(act, sigma_w2, sigma_b2)

@@ -32,86 +32,33 @@ import jax
 import jax.numpy as jnp
 
 from meanfield import _checks
+from meanfield._integrals import (as_arrays, length_map, length_map_slope, next_correlation,
+                                  pair_moments, second_moments)
 from meanfield.activations import Activation, activation as _activation
-from meanfield.gaussian import (DEFAULT_BIVARIATE_DEGREE, DEFAULT_DEGREE, bivariate_expectation,
-                                gaussian_expectation)
+from meanfield.fixed_points import q_star
 
 __all__ = ["q_map", "c_map", "chi_1", "q_map_slope", "propagate", "Propagation"]
 
 Array = jax.Array
 ArrayLike = Any
 
-BIVARIATE_DEGREE = DEFAULT_BIVARIATE_DEGREE
+_jit = functools.partial(jax.jit, static_argnames=("act",))
 
 
-def _dtype(*xs: Any):
-  return jnp.result_type(*xs, float)
-
-
-def _arrays(*xs: Any) -> tuple[Array, ...]:
-  dtype = _dtype(*xs)
-  return jnp.broadcast_arrays(*(jnp.asarray(x, dtype) for x in xs))
-
-
-# --- Gaussian integrals of one activation -----------------------------------
-
-
-@functools.partial(jax.jit, static_argnames=("act",))
-def second_moments(act: Activation, q: Array) -> tuple[Array, Array]:
-  """``(E[phi(u)^2], E[phi'(u)^2])`` for ``u = sqrt(q) z``: closed forms or one quadrature."""
-  forms = act.closed_forms
-  if "second_moment" in forms and "derivative_second_moment" in forms:
-    return forms["second_moment"](q), forms["derivative_second_moment"](q)
-  return gaussian_expectation(lambda h: (act.fn(h) ** 2, act.derivative(h) ** 2), q,
-                              kinks=act.kinks, degree=DEFAULT_DEGREE)
-
-
-@functools.partial(jax.jit, static_argnames=("act", "derivative", "degree"))
-def pair_moments(act: Activation, q: Array, c: Array, *, derivative: bool = False,
-                 degree: int = BIVARIATE_DEGREE) -> tuple[Array, ...]:
-  """For equal variances ``q`` and correlation ``c``:
-
-  ``(E[phi(u1) phi(u2)], E[(phi(u1) - phi(u2))^2])`` and, with
-  ``derivative=True``, also ``E[phi'(u1) phi'(u2)]``; closed forms where the
-  activation has them, else one 2-D quadrature on shared nodes. Jitted (the
-  activation is static), so eager calls compile once per shape.
-  """
-  forms = act.closed_forms
-  keys = ("cross_moment", "squared_difference") + (
-      ("derivative_cross_moment",) if derivative else ())
-  if all(k in forms for k in keys):
-    out = (forms["cross_moment"](q, q, q * c), forms["squared_difference"](q, c))
-    if derivative:
-      out += (forms["derivative_cross_moment"](q, q, q * c),)
-    return out
-
-  def g(u1, u2):
-    p1, p2 = act.fn(u1), act.fn(u2)
-    out = (p1 * p2, (p1 - p2) ** 2)
-    if derivative:
-      out += (act.derivative(u1) * act.derivative(u2),)
-    return out
-
-  return bivariate_expectation(g, q, q, q * c, kinks=act.kinks, degree=degree)
-
-
-def next_correlation(sigma_w2: Array, sigma_b2: Array, q_out: Array, cross: Array,
-                     squared_difference: Array) -> Array:
-  """``c_out = (sigma_w2 E[phi phi] + sigma_b2) / q_out``, from ``1 - c_out`` where ``c_out > 1/2``."""
-  c_direct = (sigma_w2 * cross + sigma_b2) / q_out
-  c_near_one = 1 - sigma_w2 * squared_difference / (2 * q_out)
-  return jnp.where(c_direct > 0.5, c_near_one, c_direct)
-
-
-def _q_or_fixed_point(q, sigma_w2, sigma_b2, activation):
+def _length(q, sigma_w2, sigma_b2, act):
+  """``q`` checked, or the fixed point ``q*`` where it is None."""
   if q is None:
-    from meanfield.fixed_points import q_star  # the fixed points are built on these maps
-    return q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation)
-  _checks.check_nonnegative("q", q, "a length")
-  return q
+    return q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+  return _checks.nonnegative("q", q, "a length")
 
 
 # --- public maps ----------------------------------------------------------------
+
+
+@_jit
+def _q_map(act, q, sigma_w2, sigma_b2):
+  q, sigma_w2, sigma_b2 = as_arrays(q, sigma_w2, sigma_b2)
+  return length_map(act, sigma_w2, sigma_b2, q)
 
 
 def q_map(q: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
@@ -131,10 +78,15 @@ def q_map(q: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
     ValueError: negative ``q`` or variance, unknown activation.
   """
   act = _activation(activation)
-  _checks.check_nonnegative("q", q, "a length")
-  _checks.check_hyperparameters(sigma_w2, sigma_b2)
-  q, sigma_w2, sigma_b2 = _arrays(q, sigma_w2, sigma_b2)
-  return sigma_w2 * second_moments(act, q)[0] + sigma_b2
+  q = _checks.nonnegative("q", q, "a length")
+  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+  return _q_map(act, q, sigma_w2, sigma_b2)
+
+
+@_jit
+def _q_map_slope(act, q, sigma_w2):
+  q, sigma_w2 = as_arrays(q, sigma_w2)
+  return length_map_slope(act, sigma_w2, q)
 
 
 def q_map_slope(q: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
@@ -142,15 +94,20 @@ def q_map_slope(q: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
   """``d q_map / d q = chi_1(q) + sigma_w2 E[phi''(u) phi(u)]`` (Schoenholz et al. 2017, Eq. 5).
 
   Computed as the derivative of the (closed-form or quadrature) length map, so
-  kinks contribute their delta functions correctly. Same arguments and shape
-  as :func:`q_map`.
+  kinks contribute their delta functions correctly; at ``q = 0`` the limit
+  from above (ReLU: ``sigma_w2 / 2``). Same arguments and shape as
+  :func:`q_map` (``sigma_b2`` does not enter, but is checked and broadcast).
   """
   act = _activation(activation)
-  _checks.check_nonnegative("q", q, "a length")
-  _checks.check_hyperparameters(sigma_w2, sigma_b2)
-  q, sigma_w2, sigma_b2 = _arrays(q, sigma_w2, sigma_b2)
-  moment = lambda x: second_moments(act, x)[0]
-  return sigma_w2 * jax.jvp(moment, (q,), (jnp.ones_like(q),))[1]
+  q = _checks.nonnegative("q", q, "a length")
+  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+  return _q_map_slope(act, q, sigma_w2) + 0 * jnp.asarray(sigma_b2)
+
+
+@_jit
+def _chi_1(act, q, sigma_w2, sigma_b2):
+  q, sigma_w2, sigma_b2 = as_arrays(q, sigma_w2, sigma_b2)
+  return sigma_w2 * second_moments(act, q)[1]
 
 
 def chi_1(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
@@ -167,10 +124,17 @@ def chi_1(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
     the activation's closed form if it has one (ReLU: ``sigma_w2 / 2``), else nan.
   """
   act = _activation(activation)
-  _checks.check_hyperparameters(sigma_w2, sigma_b2)
-  q = _q_or_fixed_point(q, sigma_w2, sigma_b2, act)
-  q, sigma_w2, sigma_b2 = _arrays(q, sigma_w2, sigma_b2)
-  return sigma_w2 * second_moments(act, q)[1]
+  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+  q = _length(q, sigma_w2, sigma_b2, act)
+  return _chi_1(act, q, sigma_w2, sigma_b2)
+
+
+@_jit
+def _c_map(act, c, q, sigma_w2, sigma_b2):
+  c, q, sigma_w2, sigma_b2 = as_arrays(c, q, sigma_w2, sigma_b2)
+  q_out = length_map(act, sigma_w2, sigma_b2, q)
+  cross, sqdiff = pair_moments(act, q, c)
+  return next_correlation(sigma_w2, sigma_b2, q_out, cross, sqdiff)
 
 
 def c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
@@ -194,13 +158,10 @@ def c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation:
     ValueError: ``|c| > 1``, negative ``q`` or variance, unknown activation.
   """
   act = _activation(activation)
-  _checks.check_correlation("c", c)
-  _checks.check_hyperparameters(sigma_w2, sigma_b2)
-  q = _q_or_fixed_point(q, sigma_w2, sigma_b2, act)
-  c, q, sigma_w2, sigma_b2 = _arrays(c, q, sigma_w2, sigma_b2)
-  q_out = sigma_w2 * second_moments(act, q)[0] + sigma_b2
-  cross, sqdiff = pair_moments(act, q, c)
-  return next_correlation(sigma_w2, sigma_b2, q_out, cross, sqdiff)
+  c = _checks.correlation("c", c)
+  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+  q = _length(q, sigma_w2, sigma_b2, act)
+  return _c_map(act, c, q, sigma_w2, sigma_b2)
 
 
 # --- propagation through depth ------------------------------------------------
@@ -239,7 +200,8 @@ def propagate(*, q_input: ArrayLike, c_input: ArrayLike, depth: int, sigma_w2: A
   ``c^l = c_map(c^{l-1}, q=q^{l-1})``. So ``q^l, c^l`` predict a network's
   l-th pre-activations ``h^l`` (``l = 1`` is the first hidden layer's
   pre-activation ``W^1 x + b^1``); ``q^l c^l`` is the infinite-width NNGP
-  kernel of ``h^l``. Uses ``lax.scan`` over depth (one compile for any depth).
+  kernel of ``h^l``. Uses ``lax.scan`` over depth (one compile per depth,
+  served from the cache afterwards).
 
   Args:
     q_input: the inputs' squared length per coordinate, ``>= 0``.
@@ -258,17 +220,22 @@ def propagate(*, q_input: ArrayLike, c_input: ArrayLike, depth: int, sigma_w2: A
   """
   act = _activation(activation)
   depth = _checks.check_positive_int("depth", depth)
-  _checks.check_nonnegative("q_input", q_input, "a length")
-  _checks.check_correlation("c_input", c_input)
-  _checks.check_hyperparameters(sigma_w2, sigma_b2)
-  q_input, c_input, sigma_w2, sigma_b2 = _arrays(q_input, c_input, sigma_w2, sigma_b2)
+  q_input = _checks.nonnegative("q_input", q_input, "a length")
+  c_input = _checks.correlation("c_input", c_input)
+  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+  return _propagate(act, depth, q_input, c_input, sigma_w2, sigma_b2)
+
+
+@functools.partial(jax.jit, static_argnames=("act", "depth"))
+def _propagate(act, depth, q_input, c_input, sigma_w2, sigma_b2):
+  q_input, c_input, sigma_w2, sigma_b2 = as_arrays(q_input, c_input, sigma_w2, sigma_b2)
   q1 = sigma_w2 * q_input + sigma_b2
   c1 = jnp.where(c_input > 0.5, 1 - sigma_w2 * q_input * (1 - c_input) / q1,
                  (sigma_w2 * q_input * c_input + sigma_b2) / q1)
 
   def layer(carry, _):
     q, c = carry
-    q_next = sigma_w2 * second_moments(act, q)[0] + sigma_b2
+    q_next = length_map(act, sigma_w2, sigma_b2, q)
     cross, sqdiff = pair_moments(act, q, c)
     c_next = next_correlation(sigma_w2, sigma_b2, q_next, cross, sqdiff)
     return (q_next, c_next), (q_next, c_next)

@@ -24,12 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from meanfield import _checks
+from meanfield import _checks, _solve
+from meanfield._integrals import as_arrays, float_dtype, length_map_slope, second_moments
 from meanfield.activations import Activation, activation as _activation
-from meanfield.depth import _q_slope, depth_scale
-from meanfield.fixed_points import (_LADDER, _c_star_solve, _q_star_solve, _rtol,
-                                    _safeguarded_newton)
-from meanfield.maps import _arrays, second_moments
+from meanfield.depth import depth_scale
+from meanfield.fixed_points import correlation_fixed_point, q_star_solve
 
 __all__ = ["CriticalLine", "critical_line", "critical_sigma_w2", "phase_diagram",
            "ORDERED", "CRITICAL", "CHAOTIC", "UNDEFINED"]
@@ -40,12 +39,22 @@ ArrayLike = Any
 #: Integer phase codes of :func:`phase_diagram`.
 UNDEFINED, ORDERED, CRITICAL, CHAOTIC = -1, 0, 1, 2
 
+_jit = functools.partial(jax.jit, static_argnames=("act",))
+
 
 class CriticalLine(NamedTuple):
   """Points ``(sigma_w2, sigma_b2)`` of the critical line; arrays of one shape."""
 
   sigma_w2: Array
   sigma_b2: Array
+
+
+@_jit
+def _critical_line(act, q):
+  (q,) = as_arrays(q)
+  m2, dm2 = second_moments(act, q)
+  sigma_w2 = 1 / dm2
+  return CriticalLine(sigma_w2=sigma_w2, sigma_b2=q - sigma_w2 * m2)
 
 
 def critical_line(q: ArrayLike, *, activation: Any) -> CriticalLine:
@@ -60,48 +69,38 @@ def critical_line(q: ArrayLike, *, activation: Any) -> CriticalLine:
     activation: a name, an Activation or a callable.
   """
   act = _activation(activation)
-  _checks.check_nonnegative("q", q, "a length")
-  (q,) = _arrays(q)
+  q = _checks.nonnegative("q", q, "a length")
+  return _critical_line(act, q)
+
+
+def _line_bias(act: Activation, q: Array) -> Array:
+  """``sigma_b2`` along the critical line at length ``q``: ``q - E[phi^2] / E[phi'^2]``."""
   m2, dm2 = second_moments(act, q)
-  sigma_w2 = 1 / dm2
-  return CriticalLine(sigma_w2=sigma_w2, sigma_b2=q - sigma_w2 * m2)
+  return q - m2 / dm2
 
 
-def _critical_sigma_w2(act: Activation, sigma_b2: Array) -> Array:
+@_jit
+def _critical_sigma_w2(act: Activation, sigma_b2: ArrayLike) -> Array:
+  (sigma_b2,) = as_arrays(sigma_b2)
   dtype = sigma_b2.dtype
-
-  def bias(q):                                # sigma_b2 along the line
-    m2, dm2 = second_moments(act, q)
-    return q - m2 / dm2
+  target = jax.lax.stop_gradient(sigma_b2)
 
   def f_and_df(q):                            # positive below the target, negative above
-    value, slope = jax.jvp(bias, (q,), (jnp.ones_like(q),))
-    return jax.lax.stop_gradient(sigma_b2) - value, -slope
+    value, slope = jax.jvp(functools.partial(_line_bias, act), (q,), (jnp.ones_like(q),))
+    return target - value, -slope
 
-  zero = jnp.zeros_like(sigma_b2)
-  f_zero, _ = f_and_df(zero)
-
-  def scan(carry, q_k):
-    found, lo, f_lo, hi, f_hi = carry
-    q_k = jnp.full_like(zero, q_k)
-    f_k, _ = f_and_df(q_k)
-    hit = ~found & (f_k <= 0)
-    lo, f_lo = jnp.where(found | hit, lo, q_k), jnp.where(found | hit, f_lo, f_k)
-    hi, f_hi = jnp.where(hit, q_k, hi), jnp.where(hit, f_k, f_hi)
-    return (found | hit, lo, f_lo, hi, f_hi), None
-
-  at_zero = f_zero <= 0
-  init = (at_zero, zero, f_zero, zero, f_zero)
-  (found, lo, f_lo, hi, f_hi), _ = jax.lax.scan(scan, init, jnp.asarray(_LADDER, dtype))
+  ladder = jnp.asarray(np.concatenate([[0.0], _solve.LADDER]), dtype)
+  bias_ladder = _line_bias(act, ladder)                    # shared by every point
+  values = target[..., None] - bias_ladder.reshape((1,) * target.ndim + ladder.shape)
+  found, lo, f_lo, hi, f_hi = _solve.first_sign_change(values, ladder, strict=False)
+  at_zero = values[..., 0] <= 0
   active = found & ~at_zero
   x0 = jnp.where(active, lo + f_lo * (hi - lo) / jnp.where(active, f_lo - f_hi, 1), 0)
-  q, _, _ = _safeguarded_newton(f_and_df, lo, jnp.where(active, hi, 1), f_lo, f_hi, x0,
-                                active & (f_hi < 0), _rtol(dtype))
-  q = jax.lax.stop_gradient(jnp.where(at_zero, 0, q))
+  q, _, _ = _solve.safeguarded_newton(f_and_df, lo, jnp.where(active, hi, 1), f_lo, f_hi, x0,
+                                      active & (f_hi < 0), _solve.rtol(dtype))
+  q = jnp.where(at_zero, 0, q)
   # implicit gradient in sigma_b2: one Newton step on the stopped solution.
-  value, slope = jax.jvp(bias, (q,), (jnp.ones_like(q),))
-  q = q + jnp.where(slope > 0, (sigma_b2 - jax.lax.stop_gradient(value))
-                    / jnp.where(slope > 0, jax.lax.stop_gradient(slope), 1), 0)
+  q = _solve.implicit_step(lambda x: _line_bias(act, x) - sigma_b2, q, q > 0)
   sigma_w2 = 1 / second_moments(act, q)[1]
   return jnp.where(found & ~jnp.isnan(sigma_b2), sigma_w2, jnp.nan)
 
@@ -123,24 +122,23 @@ def critical_sigma_w2(*, sigma_b2: ArrayLike, activation: Any) -> Array:
     Shape and floating dtype of ``sigma_b2``.
   """
   act = _activation(activation)
-  _checks.check_nonnegative("sigma_b2", sigma_b2)
-  (sigma_b2,) = _arrays(sigma_b2)
+  sigma_b2 = _checks.nonnegative("sigma_b2", sigma_b2)
   return _critical_sigma_w2(act, sigma_b2)
 
 
-@functools.partial(jax.jit, static_argnames=("act",))
+@_jit
 def _length_quantities(act, sigma_w2, sigma_b2):
-  fp = _q_star_solve(act, sigma_w2, sigma_b2)
+  fp = q_star_solve(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
   chi = sigma_w2 * second_moments(act, jnp.where(jnp.isfinite(fp.value), fp.value, 1))[1]
   chi = jnp.where(jnp.isnan(fp.value), jnp.nan, chi)
   # an infinite q* keeps chi_1 only where a closed form defines it
   chi = jnp.where(jnp.isinf(fp.value), sigma_w2 * second_moments(act, fp.value)[1], chi)
-  return fp, chi, depth_scale(_q_slope(act, sigma_w2, fp.value))
+  return fp, chi, depth_scale(length_map_slope(act, sigma_w2, fp.value))
 
 
-@functools.partial(jax.jit, static_argnames=("act",))
+@_jit
 def _correlation_quantities(act, sigma_w2, sigma_b2, q):
-  fp, chi_c = _c_star_solve(act, sigma_w2, sigma_b2, q)
+  fp, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)
   return fp.value, fp.converged, chi_c
 
 
@@ -161,8 +159,10 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
     -1 undefined where chi_1 is nan, 0 ordered ``chi_1 < 1 - tol``,
     1 critical, 2 chaotic ``chi_1 > 1 + tol``; see its ``flag_values`` and
     ``flag_meanings`` attributes) and ``critical_sigma_w2`` over
-    ``sigma_b2``. Values are float64 when 64-bit is enabled. The 2-D
-    ``c*`` solve runs only at chaotic points (elsewhere ``c* = 1``).
+    ``sigma_b2``. Values are float64 when 64-bit is enabled. The ``c*``
+    solve runs only at chaotic points (elsewhere ``c* = 1``). Compiled once
+    per activation and grid size (the chaotic points are padded to a power
+    of two), so a second grid of the same size is served from the cache.
   """
   act = _activation(activation)
   for name, value in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
@@ -171,10 +171,10 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
   if not critical_tol >= 0:
     raise ValueError(f"`critical_tol` must be >= 0, got {critical_tol!r}")
   _checks.check_hyperparameters(sigma_w2, sigma_b2)
-  w_axis, b_axis = _arrays(sigma_w2, sigma_b2) if np.shape(sigma_w2) == np.shape(sigma_b2) else (
-      _arrays(sigma_w2)[0], _arrays(sigma_b2)[0])
-  dtype = jnp.result_type(w_axis, b_axis)
-  sw2, sb2 = jnp.meshgrid(w_axis.astype(dtype), b_axis.astype(dtype), indexing="ij")
+  dtype = float_dtype(np.asarray(sigma_w2), np.asarray(sigma_b2))
+  w_axis = np.asarray(jnp.asarray(sigma_w2, dtype))
+  b_axis = np.asarray(jnp.asarray(sigma_b2, dtype))
+  sw2, sb2 = np.meshgrid(w_axis, b_axis, indexing="ij")
 
   fp_q, chi1, xi_q = _length_quantities(act, sw2, sb2)
   q = np.asarray(fp_q.value)
@@ -188,7 +188,7 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
   if index.size:
     size = 1 << int(np.ceil(np.log2(index.size)))          # few distinct compiled shapes
     take = np.concatenate([index, np.full(size - index.size, index[0])])
-    flat = lambda a: jnp.asarray(np.asarray(a).ravel()[take])
+    flat = lambda a: np.asarray(a).ravel()[take]
     c_val, c_ok, chi_val = _correlation_quantities(act, flat(sw2), flat(sb2), flat(q))
     for out, new in ((c_star, c_val), (chi_c, chi_val), (c_conv, c_ok)):
       out.reshape(-1)[index] = np.asarray(new)[: index.size]
@@ -211,10 +211,10 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
               "critical_tol": critical_tol,
               "description": "ordered: chi_1 < 1 - critical_tol; critical: |chi_1 - 1| <= "
                              "critical_tol; chaotic: chi_1 > 1 + critical_tol"}),
-          "critical_sigma_w2": (("sigma_b2",), np.asarray(_critical_sigma_w2(act, b_axis.astype(dtype))),
+          "critical_sigma_w2": (("sigma_b2",), np.asarray(_critical_sigma_w2(act, b_axis)),
                                 {"description": "sigma_w2 with chi_1(q*) = 1 at this sigma_b2"}),
       },
-      coords={"sigma_w2": np.asarray(w_axis.astype(dtype)), "sigma_b2": np.asarray(b_axis.astype(dtype))},
+      coords={"sigma_w2": w_axis, "sigma_b2": b_axis},
       attrs={"activation": name,
              "reference": "Poole et al. 2016; Schoenholz et al. 2017"},
   )

@@ -54,7 +54,7 @@ def test_q_star_is_fixed_and_stable(name, x64):
 def tanh_c():
   with jax.enable_x64(True):
     sw2 = jnp.array([1.2, 1.76095464, 1.76095464 + 1e-4, 2.5, 4.0])
-    fp, chi_c = mf.fixed_points._c_star_and_chi_c(mf.activation("tanh"), sw2, 0.05)
+    fp, chi_c = mf.correlation_fixed_point(sigma_w2=sw2, sigma_b2=0.05, activation="tanh")
     chi_1 = mf.chi_1(sigma_w2=sw2, sigma_b2=0.05, activation="tanh")
     q = mf.q_star(sigma_w2=sw2, sigma_b2=0.05, activation="tanh")
     mapped = mf.c_map(fp.value, sigma_w2=sw2, sigma_b2=0.05, activation="tanh", q=q)

@@ -1,0 +1,151 @@
+"""Gaussian integrals of one activation, shared by the theory modules.
+
+The building blocks of the q- and c-maps, their slopes and their fixed
+points: ``E[phi(u)^2]`` and ``E[phi'(u)^2]`` for ``u = sqrt(q) z``, and the
+moments of a correlated pair ``(u1, u2)`` of equal variance ``q``. Closed
+forms where the activation has them, else quadrature
+(:mod:`meanfield.gaussian`). Every function here is traceable and takes an
+:class:`~meanfield.Activation` (static) and arrays of one shape; the public
+modules validate and broadcast before calling them. A private module: its
+names are meant for the other modules of the package, not for users.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from meanfield.activations import Activation
+from meanfield.gaussian import (DEFAULT_BIVARIATE_DEGREE, DEFAULT_DEGREE, bivariate_expectation,
+                                gaussian_expectation)
+
+Array = jax.Array
+
+#: Gauss-Legendre nodes per panel of the 2-D integrals of the correlation map.
+BIVARIATE_DEGREE = DEFAULT_BIVARIATE_DEGREE
+
+
+def float_dtype(*xs: Any):
+  """The floating dtype of the arguments (float32 unless 64-bit is on and one is float64)."""
+  return jnp.result_type(*[x for x in xs if x is not None], float)
+
+
+def as_arrays(*xs: Any) -> tuple[Array, ...]:
+  """The arguments as arrays of their common floating dtype, broadcast to one shape."""
+  dtype = float_dtype(*xs)
+  return tuple(jnp.broadcast_arrays(*(jnp.asarray(x, dtype) for x in xs)))
+
+
+def second_moments(act: Activation, q: Array) -> tuple[Array, Array]:
+  """``(E[phi(u)^2], E[phi'(u)^2])`` for ``u = sqrt(q) z``: closed forms or one quadrature.
+
+  Shape and dtype of ``q``. Where ``q`` is infinite only closed forms give a
+  value (ReLU: ``E[phi'^2] = 1/2``); quadrature gives nan.
+  """
+  forms = act.closed_forms
+  if "second_moment" in forms and "derivative_second_moment" in forms:
+    return forms["second_moment"](q), forms["derivative_second_moment"](q)
+  return gaussian_expectation(lambda h: (act.fn(h) ** 2, act.derivative(h) ** 2), q,
+                              kinks=act.kinks, degree=DEFAULT_DEGREE)
+
+
+def length_map(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array) -> Array:
+  """``sigma_w2 E[phi(sqrt(q) z)^2] + sigma_b2``."""
+  return sigma_w2 * second_moments(act, q)[0] + sigma_b2
+
+
+def length_map_with_slope(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array
+                          ) -> tuple[Array, Array]:
+  """``(q_map(q), d q_map / d q)`` in one pass, for Newton's method (``q > 0``).
+
+  The slope is ``sigma_w2 E[phi'(u)^2 + phi(u) phi''(u)]`` (Gaussian
+  integration by parts), integrated on the same nodes as the map; a closed
+  form is differentiated instead. The delta functions of ``phi''`` at kinks
+  are left out (exact for a kink where ``phi = 0``, as in ReLU), so for
+  other kinks the slope is approximate: good enough to steer a safeguarded
+  Newton iteration, not for reporting (:func:`length_map_slope` is exact).
+  """
+  forms = act.closed_forms
+  if "second_moment" in forms:
+    m2, dm2 = jax.jvp(forms["second_moment"], (q,), (jnp.ones_like(q),))
+  else:
+    m2, dm2 = gaussian_expectation(
+        lambda h: (act.fn(h) ** 2, act.derivative(h) ** 2 + act.fn(h) * act.second_derivative(h)),
+        q, kinks=act.kinks, degree=DEFAULT_DEGREE)
+  return sigma_w2 * m2 + sigma_b2, sigma_w2 * dm2
+
+
+def length_map_slope(act: Activation, sigma_w2: Array, q: Array) -> Array:
+  """``d q_map / d q`` at ``q``, counting the delta functions of ``phi''`` at kinks.
+
+  The derivative of the (closed-form or quadrature) length map; at ``q = 0``
+  its limit ``sigma_w2 (phi'(0)^2 + phi(0) phi''(0))`` (right-derivatives
+  for a kink at 0, where the rule would evaluate the kink itself); nan where
+  ``q`` is infinite or nan.
+  """
+  positive = jnp.isfinite(q) & (q > 0)
+  safe = jnp.where(positive, q, 1)
+  slope = sigma_w2 * jax.jvp(lambda x: second_moments(act, x)[0], (safe,),
+                             (jnp.ones_like(safe),))[1]
+  at_zero = sigma_w2 * _slope_at_zero(act, q.dtype)
+  return jnp.where(positive, slope, jnp.where(q == 0, at_zero, jnp.nan))
+
+
+def _slope_at_zero(act: Activation, dtype) -> Array:
+  """``lim_{q -> 0+} d E[phi(sqrt(q) z)^2] / dq``.
+
+  For smooth ``phi`` it is ``phi'(0)^2 + phi(0) phi''(0)``. With a kink at 0
+  the small-``q`` expansion ``E[phi(sqrt q z)^2] = phi(0)^2 + q (phi'(0+)^2 +
+  phi'(0-)^2) / 2 + ...`` (the two half-lines each carry half the Gaussian
+  mass) gives the mean of the one-sided squares; ``phi(0) phi''`` adds its
+  one-sided mean the same way. Where ``phi(0) != 0`` and ``phi'`` jumps at 0
+  a term in ``sqrt(q)`` makes the slope infinite.
+  """
+  tiny = jnp.asarray(np.finfo(np.dtype(dtype)).tiny ** 0.25, dtype)
+  zero = jnp.zeros((), dtype)
+  if 0.0 in act.kinks:
+    sides = jnp.stack([tiny, -tiny])
+    d1 = act.derivative(sides)
+    d2 = act.second_derivative(sides)
+    phi0 = act.fn(zero)
+    slope = jnp.mean(d1 * d1) + phi0 * jnp.mean(d2)
+    return jnp.where(phi0 * (d1[0] - d1[1]) != 0, jnp.inf, slope)
+  return act.derivative(zero) ** 2 + act.fn(zero) * act.second_derivative(zero)
+
+
+def pair_moments(act: Activation, q: Array, c: Array, *, derivative: bool = False,
+                 degree: int = BIVARIATE_DEGREE) -> tuple[Array, ...]:
+  """For equal variances ``q`` and correlation ``c``:
+
+  ``(E[phi(u1) phi(u2)], E[(phi(u1) - phi(u2))^2])`` and, with
+  ``derivative=True``, also ``E[phi'(u1) phi'(u2)]``; closed forms where the
+  activation has them, else one 2-D quadrature on shared nodes.
+  """
+  forms = act.closed_forms
+  keys = ("cross_moment", "squared_difference") + (
+      ("derivative_cross_moment",) if derivative else ())
+  if all(k in forms for k in keys):
+    out = (forms["cross_moment"](q, q, q * c), forms["squared_difference"](q, c))
+    if derivative:
+      out += (forms["derivative_cross_moment"](q, q, q * c),)
+    return out
+
+  def g(u1, u2):
+    p1, p2 = act.fn(u1), act.fn(u2)
+    out = (p1 * p2, (p1 - p2) ** 2)
+    if derivative:
+      out += (act.derivative(u1) * act.derivative(u2),)
+    return out
+
+  return bivariate_expectation(g, q, q, q * c, kinks=act.kinks, degree=degree)
+
+
+def next_correlation(sigma_w2: Array, sigma_b2: Array, q_out: Array, cross: Array,
+                     squared_difference: Array) -> Array:
+  """``c_out = (sigma_w2 E[phi phi] + sigma_b2) / q_out``, from ``1 - c_out`` where ``c_out > 1/2``."""
+  c_direct = (sigma_w2 * cross + sigma_b2) / q_out
+  c_near_one = 1 - sigma_w2 * squared_difference / (2 * q_out)
+  return jnp.where(c_direct > 0.5, c_near_one, c_direct)
