@@ -393,7 +393,7 @@ def _check_variance(name: str, value, *, positive: bool = False) -> float:
 
 def _fixed_point_q(act: Activation, settings: list[tuple[float, float]]) -> np.ndarray:
   """``q*`` of each ``(sigma_w2, sigma_b2)`` from :func:`meanfield.q_star` (float64), >= 0."""
-  from meanfield.fixed_points import q_star  # pylint: disable=import-outside-toplevel
+  from meanfield import q_star  # pylint: disable=import-outside-toplevel
   sw2, sb2 = np.array(settings, np.float64).T
   with jax.enable_x64(True):
     values = np.asarray(q_star(sigma_w2=sw2, sigma_b2=sb2, activation=act), np.float64)

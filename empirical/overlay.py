@@ -60,7 +60,6 @@ import xarray as xr
 
 import meanfield
 from meanfield.activations import Activation
-from meanfield.maps import second_moments
 
 __all__ = ["theory"]
 
@@ -68,7 +67,9 @@ __all__ = ["theory"]
 def _moments(act: Activation, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """``(E[phi^2], E[phi'^2])`` at variance ``q`` (nan where q is nan)."""
   safe = np.where(np.isfinite(q), q, 1.0)
-  m2, d2 = (np.asarray(v, np.float64) for v in second_moments(act, safe))
+  m2 = np.asarray(meanfield.q_map(safe, sigma_w2=1.0, sigma_b2=0.0, activation=act), np.float64)
+  d2 = np.asarray(meanfield.chi_1(sigma_w2=1.0, sigma_b2=0.0, activation=act, q=safe),
+                  np.float64)
   bad = ~np.isfinite(q)
   return np.where(bad, np.nan, m2), np.where(bad, np.nan, d2)
 

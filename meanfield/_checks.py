@@ -36,6 +36,13 @@ def show(a: np.ndarray, bad: np.ndarray) -> str:
   return _show(a, bad)
 
 
+def check(name: str, x: Any, ok, allowed: str) -> None:
+  """Raise unless ``ok(x)`` holds everywhere (``ok`` maps a NumPy array to booleans)."""
+  a = _concrete(x)
+  if a is not None and not np.all(ok(a)):
+    raise ValueError(f"`{name}` must be {allowed}, got {_show(a, ~ok(a))}")
+
+
 def check_nonnegative(name: str, x: Any, what: str = "a variance") -> None:
   """``x >= 0`` everywhere (nan passes: it propagates as data)."""
   a = _concrete(x)

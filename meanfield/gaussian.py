@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["gaussian_expectation", "bivariate_expectation", "DEFAULT_DEGREE",
+__all__ = ["gaussian_expectation", "bivariate_expectation", "gauss_legendre", "DEFAULT_DEGREE",
            "DEFAULT_BIVARIATE_DEGREE"]
 
 Array = jax.Array
@@ -55,7 +55,7 @@ _BIVARIATE_CHUNK = 1 << 20
 _KINK_LADDER = (0.0, 1.0, 3.0, 9.0)
 
 
-def _legendre(degree: int) -> tuple[np.ndarray, np.ndarray]:
+def gauss_legendre(degree: int) -> tuple[np.ndarray, np.ndarray]:
   if not isinstance(degree, (int, np.integer)) or degree < 1:
     raise ValueError(f"`degree` must be an integer >= 1, got {degree!r}")
   return np.polynomial.legendre.leggauss(int(degree))
@@ -110,7 +110,7 @@ def _rule(mean: Array, std: Array, kinks: tuple[float, ...], degree: int,
     ``(z, w)``, each of shape ``S + (panels * degree,)``, dtype of ``mean``.
   """
   dtype = mean.dtype
-  x, wx = _legendre(degree)
+  x, wx = gauss_legendre(degree)
   h_cuts = jnp.asarray(sorted(set(_H_CUTS) | set(map(float, kinks))), dtype)
   positive = std > 0
   safe_std = jnp.where(positive, std, 1)

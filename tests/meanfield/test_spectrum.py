@@ -260,10 +260,10 @@ def test_law_of_phi_prime_squared_keeps_its_moments(x64, activation, q):
   for even ``phi'``): 1e-3 bounds that at ``n_nodes = 512`` (1.7e-4 seen
   for tanh at small ``q``).
   """
-  from meanfield import spectrum  # pylint: disable=import-outside-toplevel
+  from meanfield.spectrum._law import x_law  # pylint: disable=import-outside-toplevel
 
   act = mf.activation(activation)
-  law = spectrum._x_law(act, jnp.asarray(q, jnp.float64), 512)
+  law = x_law(act, jnp.asarray(q, jnp.float64), 512)
   mid, half, mass = (np.asarray(v) for v in (law.mid, law.half, law.mass))
   mu1 = float(np.sum(mass * mid))
   var = float(np.sum(mass * ((mid - mu1) ** 2 + half ** 2 / 3)))

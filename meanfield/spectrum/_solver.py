@@ -1,0 +1,230 @@
+"""The continuation solver for the Jacobian spectrum: support, atoms and densities.
+
+For each grid point ``lambda`` the subordination equation ``z(w) = lambda + i
+eps lambda`` is solved for ``w`` by complex Newton iteration, continued in
+``Im z`` from far above the real axis so that it stays on the physical branch
+(:func:`_solve`); the upper edge of the support is the first minimum of real
+``z(w)`` right of the support of ``x`` (:func:`_edge`); atoms come from the
+law of ``x`` (:func:`_atoms`). :func:`support_batch` and
+:func:`density_batch` are the jitted entry points, one compiled program per
+grid size and ``n_nodes``, shared by every activation. A private module of
+:mod:`meanfield.spectrum`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from meanfield.spectrum._law import Law
+from meanfield.spectrum._transforms import log_z
+
+Array = jax.Array
+
+_N_LEVELS = 64        # most levels (accepted or not) of the continuation in Im z
+_N_START = 12         # Newton steps at the first (far) level
+_N_STEP = 3           # Newton steps per level
+_N_POLISH = 10        # Newton steps at the final level
+_TRACK = 1e-2         # largest residual allowed at the end of a level
+_FIRST_STEP = 2.0     # first step of the continuation in log(Im z)
+_MAX_STEP = 8.0       # longest step in log(Im z) while Im z > _FAR Re z
+_NEAR_STEP = 1.0      # longest step in log(Im z) closer to the real axis
+_FAR = 100.0
+_MIN_STEP = 1e-3      # a level failing at a shorter step flags the point
+_ATOM_NOISE = (1e-3, 1e-8)  # density noise allowed next to an atom (float32, float64)
+
+
+def _edge(law: Law, depth, log_sigma_w2, orthogonal, n_grid: int = 128,
+          n_refine: int = 4) -> Array:
+  """Upper edge ``lambda_+``: the first minimum of real ``z(w)`` right of the support of x.
+
+  On the real axis right of the support of ``x``, ``z(w)`` is real; the
+  physical branch comes in from ``w = +inf`` and the spectrum starts where
+  ``dz/dw = 0``. Located as the minimum on a log grid of ``w - x_max``, then
+  on finer grids around it (``n_refine`` times, each ``n_grid / 2`` times
+  finer); ``z`` has a single minimum there for the laws met in practice, and
+  the global minimum is robust to rounding noise (float32, deep networks).
+  """
+  dtype = law.mid.dtype
+  cdtype = jnp.result_type(dtype, jnp.complex64)
+  x_max = jnp.max(law.mid + law.half)
+  s_min = -9.0 if dtype == jnp.float64 else -5.0
+  unit = jnp.linspace(0.0, 1.0, n_grid, dtype=dtype)
+
+  def f(ls):
+    w = (x_max * (1.0 + jnp.exp(ls))).astype(cdtype)
+    return log_z(w, law, depth, log_sigma_w2, orthogonal)[0].real
+
+  def refine(_, carry):
+    lo, hi, best = carry
+    log_s = lo + (hi - lo) * unit
+    values = jax.vmap(f)(log_s)
+    i = jnp.argmin(jnp.where(jnp.isnan(values), jnp.inf, values))
+    best = jnp.where(jnp.isfinite(values[i]), jnp.minimum(best, values[i]), best)
+    return (log_s[jnp.maximum(i - 1, 0)], log_s[jnp.minimum(i + 1, n_grid - 1)], best)
+
+  init = (jnp.asarray(s_min * np.log(10.0), dtype), jnp.asarray(6.0 * np.log(10.0), dtype),
+          jnp.asarray(jnp.inf, dtype))
+  _, _, best = jax.lax.fori_loop(0, n_refine, refine, init)
+  return jnp.exp(best)
+
+
+def _atoms(law: Law, depth, sigma_w2, orthogonal):
+  """Atoms of ``J J^T``: at 0 with mass ``P(x = 0)``; away from 0 (orthogonal).
+
+  For orthogonal weights ``J J^T`` is the L-fold free multiplicative
+  convolution of the law of ``sigma_w2 x``, which has an atom at
+  ``(sigma_w2 a)^L`` of mass ``L P(x = a) - (L - 1)`` when positive
+  (Bercovici & Voiculescu 1993); the Marchenko-Pastur factor of Gaussian
+  weights has none. The largest candidate atom of ``x`` is used.
+  """
+  point = law.half == 0
+  zero_mass = jnp.sum(jnp.where(point & (law.mid == 0), law.mass, 0.0))
+  same = point[:, None] & point[None, :] & (law.mid[:, None] == law.mid[None, :])
+  p = jnp.where(point & (law.mid != 0), jnp.sum(jnp.where(same, law.mass[None, :], 0.0), 1), 0.0)
+  k = jnp.argmax(p)
+  mass = orthogonal * jnp.maximum(depth * p[k] - (depth - 1.0), 0.0)
+  lam = jnp.where(mass > 0, (sigma_w2 * law.mid[k]) ** depth, jnp.nan)
+  return zero_mass, lam, mass
+
+
+def _solve(lam, law: Law, depth, log_sigma_w2, orthogonal, mu1, log_mean, scale,
+           eps, tol):
+  """Complex Newton for ``z(w) = lam + i eps lam`` on the physical branch.
+
+  Continuation in ``Im z``: start far from the spectrum, ``z = lam + i 10 scale``
+  (``scale = max(lambda_max, lam)``),
+  where ``M_{JJ^T}(z) ~ m_1/z`` and ``m(w) ~ mu_1/w`` give
+  ``w ~ mu_1 z/m_1``; then lower ``eta = Im z`` to ``eps lam`` in levels,
+  ``_N_STEP`` Newton steps each. Along this path ``z`` stays in the upper
+  half-plane where the physical ``w(z)`` is analytic (and ``Im w > 0``), so
+  the iteration cannot swap to another root where two meet at an edge of the
+  support. Newton runs on ``u = log w`` (``log z`` is nearly linear in ``u``
+  both far out and, at small ``lambda``, near ``w = 0``); steps are shortened
+  to keep ``0 < Im u < pi``.
+
+  The levels adapt (predictor-corrector with step control): a level is
+  accepted when it ends close to its solution (``|log z - target| <
+  _TRACK``), and the next step in ``log eta`` is then doubled (at most
+  ``_MAX_STEP``); otherwise ``w`` returns to the last accepted level and the
+  step is halved. A large residual is how a jump to another root, or a step
+  too long for Newton, shows. The number of levels therefore follows the
+  length of the path, ``log(10 scale/(eps lam))``, which grows without bound
+  as ``lam -> 0`` (a fixed number of levels failed below
+  ``sigma ~ 1e-4 sigma_max``); points that do not reach the final level
+  within the iteration budget, or do not meet ``tol`` there, are flagged.
+
+  Returns ``(w, m, |residual|, converged)``.
+  """
+  dtype = lam.dtype
+  eta0 = 10.0 * scale
+  total = jnp.log(eta0 / (eps * lam))   # length of the path in log eta
+
+  def residual(u, s):
+    w = jnp.exp(u)
+    f, df, m = log_z(w, law, depth, log_sigma_w2, orthogonal)
+    r = f - jnp.log(jax.lax.complex(lam, eta0 * jnp.exp(-s)))
+    # log z is known mod 2 pi i: wrap the phase of the residual.
+    r = jax.lax.complex(r.real, r.imag - 2 * np.pi * jnp.round(r.imag / (2 * np.pi)))
+    return r, w * df, m
+
+  def newton(u, s):
+    r, du, _ = residual(u, s)
+    delta = r / du
+    # Keep Im u = arg w inside (0, pi), moving at most 90% of the way to a bound.
+    room = jnp.where(delta.imag > 0, u.imag, np.pi - u.imag)
+    shrink = jnp.minimum(1.0, 0.9 * room / jnp.maximum(jnp.abs(delta.imag), 1e-300))
+    u_new = u - shrink * delta
+    return jnp.where(jnp.isfinite(u_new), u_new, u), jnp.abs(r)
+
+  zero = jnp.zeros((), dtype)
+  u = jnp.log(mu1 * jax.lax.complex(lam, eta0)) - log_mean
+  u = jax.lax.fori_loop(0, _N_START, lambda _, v: newton(v, zero)[0], u)
+  start_ok = jnp.abs(residual(u, zero)[0]) < _TRACK
+
+  def max_step(s):
+    # Long steps only while Im z >> Re z, where the path is far from the
+    # real axis; near it, long steps can land on another root (a wrong
+    # density that converges).
+    return jnp.where(eta0 * jnp.exp(-s) > _FAR * lam, _MAX_STEP, _NEAR_STEP)
+
+  def level(carry):
+    i, u, s, step, failed = carry
+    s_try = jnp.minimum(s + step, total)
+    v = jax.lax.fori_loop(0, _N_STEP - 1, lambda _, x: newton(x, s_try)[0], u)
+    v, r = newton(v, s_try)   # r: residual after _N_STEP - 1 steps
+    ok = r < _TRACK
+    failed = failed | ((~ok) & (step < _MIN_STEP))
+    return (i + 1, jnp.where(ok, v, u), jnp.where(ok, s_try, s),
+            jnp.where(ok, jnp.minimum(2.0 * step, max_step(jnp.where(ok, s_try, s))),
+                      0.5 * step), failed)
+
+  def more(carry):
+    i, _, s, _, failed = carry
+    return (i < _N_LEVELS) & (s < total) & ~failed
+
+  # A while loop: under vmap it stops when the longest path of the grid is done.
+  init = (0, u, zero, jnp.asarray(_FIRST_STEP, dtype), ~start_ok)
+  _, u, s, _, failed = jax.lax.while_loop(more, level, init)
+  u = jax.lax.fori_loop(0, _N_POLISH, lambda _, v: newton(v, s)[0], u)
+  r, _, m = residual(u, s)
+  r = jnp.abs(r)
+  w = jnp.exp(u)
+  converged = ((s >= total) & ~failed & (r < tol) & (w.imag > 0) & (u.imag < np.pi)
+               & jnp.isfinite(m))
+  return w, m, r, converged
+
+
+def _support_one(law: Law, sigma_w2, depth, orthogonal):
+  """``(lambda_max, zero_mass, atom_lambda, atom_mass)`` for one configuration."""
+  lambda_max = _edge(law, depth, jnp.log(sigma_w2), orthogonal)
+  return (lambda_max,) + _atoms(law, depth, sigma_w2, orthogonal)
+
+
+def _density_one(law: Law, sigma_w2, depth, orthogonal, sigma, lambda_max, atom_lambda,
+                 atom_mass, eps):
+  """``(rho, converged)`` on the grid ``sigma`` for one configuration."""
+  dtype = sigma.dtype
+  log_sigma_w2 = jnp.log(sigma_w2)
+  mu1 = jnp.sum(law.mass * law.mid)
+  log_mean = depth * (log_sigma_w2 + jnp.log(mu1))
+  lam = sigma * sigma
+  # Each point starts its continuation at its own distance from the spectrum:
+  # a grid reaching far above the support (sigma to 1e3) once started every
+  # point there, and the long first steps of a point inside the support
+  # could land on another root that converged (ReLU, orthogonal, L = 128).
+  top = jnp.fmax(lambda_max, jnp.where(atom_mass > 0, atom_lambda, 0.0))
+  scale = jnp.maximum(top, lam)
+  tol = 1e-9 if dtype == jnp.float64 else 1e-4
+  solve = functools.partial(
+      _solve, law=law, depth=depth, log_sigma_w2=log_sigma_w2, orthogonal=orthogonal,
+      mu1=mu1, log_mean=log_mean, eps=eps, tol=tol)
+  _, m, residual, converged = jax.vmap(lambda l, sc: solve(l, scale=sc))(lam, scale)
+  z = lam + 1j * eps * lam
+  has_atom = atom_mass > 0
+  m_atom = jnp.where(has_atom, atom_mass * atom_lambda / (z - atom_lambda), 0.0)
+  rho = -(m - m_atom).imag / (np.pi * lam)
+  # Near the atom, subtracting it cancels digits: flag where the error of m
+  # (rounding, and the Newton residual on log z amplified by the pole) exceeds
+  # the noise allowed (_ATOM_NOISE).
+  pole = jnp.abs(z) / jnp.abs(z - jnp.where(has_atom, atom_lambda, 0.0))
+  noise = ((8 * jnp.finfo(dtype).eps + residual * pole) * jnp.abs(m_atom)
+           / (np.pi * lam))
+  converged = converged & (noise < _ATOM_NOISE[dtype == jnp.float64])
+  return jnp.where(converged, rho, jnp.nan), converged
+
+
+@jax.jit
+def support_batch(law, sigma_w2, depth, orthogonal):
+  return jax.vmap(_support_one, in_axes=(0, 0, 0, None))(law, sigma_w2, depth, orthogonal)
+
+
+@jax.jit
+def density_batch(law, sigma_w2, depth, orthogonal, sigma, lambda_max, atom_lambda,
+                   atom_mass, eps):
+  return jax.vmap(_density_one, in_axes=(0, 0, 0, None, 0, 0, 0, 0, None))(
+      law, sigma_w2, depth, orthogonal, sigma, lambda_max, atom_lambda, atom_mass, eps)
+
