@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from meanfield import _mehler
 from meanfield.activations import Activation
 from meanfield.gaussian import (DEFAULT_BIVARIATE_DEGREE, DEFAULT_DEGREE, bivariate_expectation,
                                 gaussian_expectation)
@@ -149,3 +150,37 @@ def next_correlation(sigma_w2: Array, sigma_b2: Array, q_out: Array, cross: Arra
   c_direct = (sigma_w2 * cross + sigma_b2) / q_out
   c_near_one = 1 - sigma_w2 * squared_difference / (2 * q_out)
   return jnp.where(c_direct > 0.5, c_near_one, c_direct)
+
+
+def correlation_map(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array, c: Array
+                    ) -> tuple[Array, Array]:
+  """``(q_map(q), c_map(c))`` at length ``q`` (arrays of one shape).
+
+  ``c_out = (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / q_map(q)``. For
+  activations the Mehler series serves (:func:`meanfield._mehler.usable`)
+  the integrals come from the series, a matrix product instead of a 2-D
+  quadrature; where its error bound does not certify the result to
+  ``_mehler.TOLERANCE`` machine epsilons (of ``1 - c_out`` where ``c_out > 1/2``,
+  else absolute), the whole call falls back to 2-D quadrature.
+  """
+  def quadrature(_):
+    q_out = length_map(act, sigma_w2, sigma_b2, q)
+    cross, sqdiff = pair_moments(act, q, c)
+    return q_out, next_correlation(sigma_w2, sigma_b2, q_out, cross, sqdiff)
+
+  if not _mehler.usable(act):
+    return quadrature(None)
+  valid = jnp.isfinite(q) & (q > 0)
+  safe_q = jnp.where(valid, q, 1)
+  m2, dm2 = second_moments(act, safe_q)
+  q_out = sigma_w2 * m2 + sigma_b2
+  b = _mehler.coefficients(act, safe_q)
+  t0, t1 = _mehler.tail_bounds(b, safe_q, m2, dm2)
+  cross, sqdiff, cross_error, sqdiff_error = _mehler.pair_moments(b, c, m2, t0, t1)
+  series = next_correlation(sigma_w2, sigma_b2, q_out, cross, sqdiff)
+  tol = _mehler.TOLERANCE * float(jnp.finfo(q.dtype).eps)
+  near = (sigma_w2 * cross + sigma_b2) / q_out > 0.5
+  error = sigma_w2 * jnp.where(near, sqdiff_error / 2, cross_error) / q_out
+  scale = jnp.where(near, 1 - series, 1.0)
+  certified = jnp.all(valid & (error <= tol * scale))
+  return jax.lax.cond(certified, lambda _: (q_out, series), quadrature, None)

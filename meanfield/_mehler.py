@@ -47,6 +47,8 @@ from meanfield.activations import Activation
 
 Array = jax.Array
 
+#: Relative accuracy, in machine epsilons, that a result from the series must be certified to.
+TOLERANCE = 1e5
 #: Terms of the series (even: K/2 even and K/2 odd coefficients beyond b_0).
 N_TERMS = 512
 _Z_MAX = 12.0          # the rule covers z in [0, 12]: P(|z| > 12) = 3.6e-33
@@ -91,20 +93,69 @@ def coefficients(act: Activation, q: Array, n_terms: int = N_TERMS) -> Array:
   return a * a
 
 
-def polynomial(coef: Array, c: Array) -> tuple[Array, Array]:
-  """``sum_j coef_j c^j`` and its derivative in ``c`` (``coef`` on the last axis, ``c`` in [0, 1]).
+def _powers(c: Array, n: int) -> Array:
+  """``c^j``, ``j = 0..n-1``, on a new last axis, as ``sign(c)^j exp(j log|c|)`` (``c`` in [-1, 1]).
 
-  The powers come from ``exp(j log c)`` in one vectorised step (a loop over
-  the terms would cost a dispatch per term); the coefficients are
-  non-negative, so the sums have no cancellation.
+  One vectorised step (a loop over the terms would cost a dispatch per term).
   """
-  j = jnp.arange(coef.shape[-1], dtype=c.dtype).reshape((1,) * c.ndim + coef.shape[-1:])
-  positive = c > 0
-  log_c = jnp.log(jnp.where(positive, c, 1))[..., None]
-  powers = jnp.where(positive[..., None], jnp.exp(j * log_c), (j == 0).astype(c.dtype))
+  j = jnp.arange(n, dtype=c.dtype).reshape((1,) * c.ndim + (n,))
+  nonzero = c != 0
+  log_c = jnp.log(jnp.where(nonzero, jnp.abs(c), 1))[..., None]
+  odd = (jnp.arange(n) % 2 == 1).reshape(j.shape)
+  sign = jnp.where(odd & (c < 0)[..., None], -1.0, 1.0).astype(c.dtype)
+  return jnp.where(nonzero[..., None], sign * jnp.exp(j * log_c), (j == 0).astype(c.dtype))
+
+
+def polynomial(coef: Array, c: Array, powers: Array | None = None) -> tuple[Array, Array]:
+  """``sum_j coef_j c^j`` and its derivative in ``c`` (``coef`` on the last axis, ``c`` in [-1, 1]).
+
+  For ``c >= 0`` and non-negative coefficients the sums have no cancellation.
+  ``powers`` (:func:`_powers` of ``c``, at least as many as ``coef``) may be passed in.
+  """
+  n = coef.shape[-1]
+  if powers is None:
+    powers = _powers(c, n)
+  powers = powers[..., :n]
+  j = jnp.arange(n, dtype=c.dtype).reshape((1,) * c.ndim + (n,))
   value = jnp.sum(coef * powers, axis=-1)
   slope = jnp.sum(coef[..., 1:] * j[..., 1:] * powers[..., :-1], axis=-1)
   return value, slope
+
+
+def tail_bounds(b: Array, q: Array, m2: Array, dm2: Array) -> tuple[Array, Array]:
+  """``(T_0, T_1)``: the mass of the terms beyond ``K`` at ``c = 1``, and of ``k b_k``.
+
+  ``T_0 = E[phi^2] - sum_{k <= K} b_k`` and ``T_1 = q E[phi'^2] - sum_{k <= K} k b_k``,
+  less the rounding of the sums they are read from (so they bound the
+  truncation, not the arithmetic, which every method shares).
+  """
+  eps = float(jnp.finfo(q.dtype).eps)
+  k = jnp.arange(b.shape[-1], dtype=q.dtype).reshape((1,) * q.ndim + b.shape[-1:])
+  t0 = jnp.maximum(jnp.abs(m2 - jnp.sum(b, axis=-1)) - 8 * eps * m2, 0)
+  t1 = jnp.maximum(jnp.abs(q * dm2 - jnp.sum(k * b, axis=-1)) - 8 * eps * q * dm2, 0)
+  return t0, t1
+
+
+def pair_moments(b: Array, c: Array, m2: Array, t0: Array, t1: Array
+                 ) -> tuple[Array, Array, Array, Array]:
+  """``E[phi(u1) phi(u2)]``, ``E[(phi(u1) - phi(u2))^2]`` from the series, with error bounds.
+
+  Returns ``(cross, sqdiff, cross_error, sqdiff_error)``. For ``c > 0`` the
+  squared difference is ``2 (delta P(c) + tail)`` (no cancellation as
+  ``c -> 1``), the tail ``sum_{k > K} b_k (1 - c^k)`` taken at the middle of its
+  range ``[0, min(T_0, delta T_1)]``; elsewhere ``2 (E[phi^2] - cross)``.
+  The truncated ``cross`` is off by at most ``|c|^(K+1) T_0``.
+  """
+  delta = 1 - c
+  powers = _powers(c, b.shape[-1])
+  cross = polynomial(b, c, powers)[0]
+  cross_error = jnp.abs(c) ** b.shape[-1] * t0
+  half_tail = jnp.minimum(t0, delta * t1) / 2
+  near = 2 * (delta * polynomial(difference_coefficients(b), c, powers)[0] + half_tail)
+  positive = c > 0
+  sqdiff = jnp.where(positive, near, 2 * (m2 - cross))
+  sqdiff_error = jnp.where(positive, 2 * half_tail, 2 * cross_error)
+  return cross, sqdiff, cross_error, sqdiff_error
 
 
 def difference_coefficients(b: Array) -> Array:
@@ -132,9 +183,7 @@ def solve(b: Array, sigma_w2: Array, q: Array, q_out: Array, m2: Array, dm2: Arr
   eps = float(jnp.finfo(dtype).eps)
   k = jnp.arange(b.shape[-1], dtype=dtype).reshape((1,) * q.ndim + b.shape[-1:])
   p_coef = difference_coefficients(b)
-  # the tails' sizes beyond the rounding of the sums they are read from
-  t0 = jnp.maximum(jnp.abs(m2 - jnp.sum(b, axis=-1)) - 8 * eps * m2, 0)
-  t1 = jnp.maximum(jnp.abs(q * dm2 - jnp.sum(k * b, axis=-1)) - 8 * eps * q * dm2, 0)
+  t0, t1 = tail_bounds(b, q, m2, dm2)
   target = q_out / sigma_w2
 
   # Newton from c = 1 on the increasing convex P descends monotonically onto the root: stop
@@ -163,7 +212,7 @@ def solve(b: Array, sigma_w2: Array, q: Array, q_out: Array, m2: Array, dm2: Arr
   tail = jnp.minimum(t0 / jnp.where(delta > 0, delta, 1), t1)
   tail = jnp.where(delta > 0, tail, t1)
   dc = tail / jnp.where(slope > 0, slope, np.inf)
-  tol = 1e5 * eps
+  tol = TOLERANCE * eps
   dchi = sigma_w2 * (t1 * c ** (b.shape[-1] - 1) + s2 * dc) / q_out
   ok_c = dc <= tol * c + 1e3 * eps
   ok_chi = dchi <= tol * chi_c * jnp.abs(jnp.log(chi_c))

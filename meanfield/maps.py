@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from meanfield import _checks
-from meanfield._integrals import (as_arrays, length_map, length_map_slope, next_correlation,
-                                  pair_moments, second_moments)
+from meanfield._integrals import (as_arrays, correlation_map, length_map, length_map_slope,
+                                  second_moments)
 from meanfield.activations import Activation, activation as _activation
 from meanfield.fixed_points import q_star
 
@@ -132,9 +132,7 @@ def chi_1(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
 @_jit
 def _c_map(act, c, q, sigma_w2, sigma_b2):
   c, q, sigma_w2, sigma_b2 = as_arrays(c, q, sigma_w2, sigma_b2)
-  q_out = length_map(act, sigma_w2, sigma_b2, q)
-  cross, sqdiff = pair_moments(act, q, c)
-  return next_correlation(sigma_w2, sigma_b2, q_out, cross, sqdiff)
+  return correlation_map(act, sigma_w2, sigma_b2, q, c)[1]
 
 
 def c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
@@ -235,9 +233,7 @@ def _propagate(act, depth, q_input, c_input, sigma_w2, sigma_b2):
 
   def layer(carry, _):
     q, c = carry
-    q_next = length_map(act, sigma_w2, sigma_b2, q)
-    cross, sqdiff = pair_moments(act, q, c)
-    c_next = next_correlation(sigma_w2, sigma_b2, q_next, cross, sqdiff)
+    q_next, c_next = correlation_map(act, sigma_w2, sigma_b2, q, c)
     return (q_next, c_next), (q_next, c_next)
 
   _, (qs, cs) = jax.lax.scan(layer, (q1, c1), None, length=depth - 1)
