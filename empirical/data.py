@@ -209,8 +209,32 @@ def _check_labels(y: np.ndarray, n_classes: int | None, what: str) -> int:
   return n_classes
 
 
+def _check_array(name: str, value: Any) -> Any:
+  """``value`` as an array (arrays, traced ones too, pass as they are); ValueError
+  for ragged nesting or non-numbers."""
+  if isinstance(value, jax.Array | np.ndarray) and value.dtype != object:
+    return value
+  try:
+    arr = np.asarray(value)
+  except ValueError as e:   # NumPy refuses ragged nested sequences
+    raise ValueError(f"`{name}` must be a rectangular array (every example of the same "
+                     f"shape), got a ragged sequence ({e})") from None
+  if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                 or np.issubdtype(arr.dtype, np.bool_)):
+    raise ValueError(f"`{name}` must be a numeric array, got dtype {arr.dtype}")
+  return arr
+
+
+def _check_key(key: Any) -> Any:
+  if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    return key
+  if isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32 and key.ndim == 1:
+    return key
+  raise ValueError(f"`key` must be a PRNG key (jax.random.key(0)), got {key!r}")
+
+
 def _check_xy(x: Any, y: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
-  x_shape, y_shape = np.shape(x), np.shape(y)
+  x_shape, y_shape = _check_array("x", x).shape, _check_array("y", y).shape
   if len(x_shape) < 1 or len(y_shape) != 1 or x_shape[0] != y_shape[0]:
     raise ValueError(
         f"`x` and `y` must have shapes (n, ...) and (n,) with the same n, got "
@@ -310,6 +334,7 @@ def split_data(x: Any, y: Any, *, key: Array,
   Returns:
     A :class:`DataSplit`; inputs in ``dtype``, labels ``int32``.
   """
+  _check_key(key)
   _check_xy(x, y)
   test_fraction = _check_test_fraction(test_fraction)
   dtype = _float_dtype(dtype)

@@ -227,6 +227,13 @@ def _absolute(value: float):
   return scale_fn
 
 
+def _exact(value: float) -> str:
+  """``value`` short (``%g``) when that reads back exactly, else its full ``repr``,
+  so that a scheme's name determines it (``normal(0.5)``, ``normal(0.5000001)``)."""
+  short = f"{value:g}"
+  return short if float(short) == value else repr(value)
+
+
 def normal(std: float) -> Init:
   """``W_ij ~ N(0, std^2)``, whatever the fan-in (``sigma_w2 = fan_in std^2``).
 
@@ -235,10 +242,10 @@ def normal(std: float) -> Init:
   """
   _check_variance("std", std)
   std = float(std)
-  return Init(f"normal({std:g})", _unit_normal, _absolute(std), _unit,
+  return Init(f"normal({_exact(std)})", _unit_normal, _absolute(std), _unit,
               uses_sigma_w2=False,
-              torch=f"torch.nn.init.normal_(w, 0.0, {std:g})",
-              keras=f"keras.initializers.RandomNormal(0.0, {std:g})")
+              torch=f"torch.nn.init.normal_(w, 0.0, {_exact(std)})",
+              keras=f"keras.initializers.RandomNormal(0.0, {_exact(std)})")
 
 
 def constant(value: float) -> Init:
@@ -253,10 +260,10 @@ def constant(value: float) -> Init:
     raise ValueError(f"`value` must be a finite number, got {value!r}") from None
   if not math.isfinite(value):
     raise ValueError(f"`value` must be a finite number, got {value!r}")
-  return Init(f"constant({value:g})", _ones, _absolute(value), _unit,
+  return Init(f"constant({_exact(value)})", _ones, _absolute(value), _unit,
               uses_sigma_w2=False,
-              torch=f"torch.nn.init.constant_(w, {value:g})",
-              keras=f"keras.initializers.Constant({value:g})")
+              torch=f"torch.nn.init.constant_(w, {_exact(value)})",
+              keras=f"keras.initializers.Constant({_exact(value)})")
 
 
 # name -> Init. Schemes by variance take sigma_w2; the rest fix the variance.

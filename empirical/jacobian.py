@@ -56,7 +56,6 @@ from tqdm import tqdm
 
 from empirical import _grid
 from empirical import devices as _devices
-from empirical import inits as _inits
 from empirical import models as _models
 from empirical.sweep import run_chunked
 from meanfield.activations import Activation, activation as _get_activation
@@ -125,6 +124,35 @@ def _value_and_derivative(phi: Activation, h: Array) -> tuple[Array, Array]:
   return jax.jvp(phi.fn, (h,), (jnp.ones_like(h),))
 
 
+# Products of many layer factors leave the float range long before the
+# quantities measured from them do (a float32 Jacobian of ReLU networks with
+# sigma_w2 = 256 reaches 1e32 at depth 30; its Gram matrix J J^T 1e64). The
+# products below carry a power-of-two exponent: whenever a factor's largest
+# entry leaves [2^-RESCALE, 2^RESCALE] it is scaled back to [0.5, 1) (exact,
+# a power of two) and the exponent kept, and results are scaled back with
+# ldexp at the end, so they are inf or nan only where their values are out
+# of range. Inside that window nothing is rescaled, and results are exactly
+# those of the plain products.
+_RESCALE = 32
+
+
+def _rescale(v: Array, axis=None) -> tuple[Array, Array]:
+  """``(v 2^-e, e)`` with ``e`` int32 over ``axis`` (kept): 0 unless ``max |v|`` is
+  outside ``[2^-_RESCALE, 2^_RESCALE]``, else the exponent of ``max |v|``."""
+  m = jnp.max(jnp.abs(v), axis=axis, keepdims=True)
+  usable = jnp.isfinite(m) & (m > 0)
+  e = jnp.frexp(jnp.where(usable, m, jnp.ones_like(m)))[1]
+  limit = jnp.finfo(v.dtype).maxexp - 2
+  e = jnp.where(usable & (jnp.abs(e) > _RESCALE), jnp.clip(e, -limit, limit), 0)
+  return v * jnp.ldexp(jnp.ones_like(e, v.dtype), -e), e
+
+
+def _first_nonfinite(h_finite: Array) -> Array:
+  """First layer (1-based) whose ``h`` is not finite, along axis 0; 0 if none."""
+  bad = ~h_finite
+  return jnp.where(jnp.any(bad, axis=0), jnp.argmax(bad, axis=0) + 1, 0).astype(jnp.int32)
+
+
 def forward(weights: Array, biases: Array, x: Array, *,
             activation: str | Activation | Callable) -> tuple[Array, Array]:
   """The network's output and the diagonals of ``D^l``.
@@ -142,37 +170,53 @@ def forward(weights: Array, biases: Array, x: Array, *,
     ``(depth, N)``, in the dtype of the inputs.
   """
   _check_params(weights, biases, x)
-  phi = _get_activation(activation)
+  out, d, _ = _forward(_get_activation(activation), weights, biases, x)
+  return out, d
 
+
+def _forward(phi: Activation, weights, biases, x):
+  """``(x^L, d, finite)``: :func:`forward`'s results and whether each ``h^l`` is finite."""
   def layer(x, wb):
     w, b = wb
-    y, d = _value_and_derivative(phi, x @ w + b)
-    return y, d
+    h = x @ w + b
+    y, d = _value_and_derivative(phi, h)
+    return y, (d, jnp.all(jnp.isfinite(h)))
 
-  return jax.lax.scan(layer, x, (weights, biases))
+  out, (d, finite) = jax.lax.scan(layer, x, (weights, biases))
+  return out, d, finite
 
 
 def _jacobian_segments(phi: Activation, weights, biases, x, depths: tuple[int, ...]):
-  """``J^T`` after each depth in ``depths`` (a list of ``(N, N)``), one pass.
+  """``(J^T 2^-e, e, first)`` after each depth in ``depths``, one pass.
 
   Accumulates ``J^T <- J^T W^l D^l``, which keeps the weights in their
-  ``(fan_in, fan_out)`` layout (no transposed matmul per layer).
+  ``(fan_in, fan_out)`` layout (no transposed matmul per layer), rescaled by
+  powers of two (see ``_RESCALE``): ``J^T`` is the first of the triple
+  times ``2^e`` (``e`` int32). ``first`` is the first layer whose ``h^l`` is
+  not finite (0: none up to that depth).
   """
   h = x @ weights[0] + biases[0]
   x, d = _value_and_derivative(phi, h)
-  jac_t = weights[0] * d[None, :]
+  jac_t, e = _rescale(weights[0] * d[None, :])
+  e = e[0, 0]
+  first = jnp.where(jnp.all(jnp.isfinite(h)), 0, 1).astype(jnp.int32)
 
-  def layer(carry, wb):
-    x, jac_t = carry
-    w, b = wb
-    y, d = _value_and_derivative(phi, x @ w + b)
-    return (y, (jac_t @ w) * d[None, :]), None
+  def layer(carry, wbl):
+    x, jac_t, e, first = carry
+    w, b, l = wbl
+    h = x @ w + b
+    y, d = _value_and_derivative(phi, h)
+    jac_t, de = _rescale((jac_t @ w) * d[None, :])
+    first = jnp.where((first == 0) & ~jnp.all(jnp.isfinite(h)), l, first)
+    return (y, jac_t, e + de[0, 0], first), None
 
   out, start = [], 1
+  carry = (x, jac_t, e, first)
   for stop in depths:
     if stop > start:
-      (x, jac_t), _ = jax.lax.scan(layer, (x, jac_t), (weights[start:stop], biases[start:stop]))
-    out.append(jac_t)
+      carry, _ = jax.lax.scan(layer, carry, (weights[start:stop], biases[start:stop],
+                                             jnp.arange(start + 1, stop + 1, dtype=jnp.int32)))
+    out.append(carry[1:])
     start = stop
   return out
 
@@ -191,7 +235,8 @@ def jacobian(weights: Array, biases: Array, x: Array, *,
     ``J = d x^L / d x^0``, ``(N, N)``, in the dtype of ``weights``.
   """
   depth, _ = _check_params(weights, biases, x)
-  return _jacobian_segments(_get_activation(activation), weights, biases, x, (depth,))[0].T
+  jac_t, e, _ = _jacobian_segments(_get_activation(activation), weights, biases, x, (depth,))[0]
+  return jnp.ldexp(jac_t, e).T
 
 
 def singular_values(weights: Array, biases: Array, x: Array, *,
@@ -213,25 +258,33 @@ def singular_values(weights: Array, biases: Array, x: Array, *,
   depth, _ = _check_params(weights, biases, x)
   single = depths is None or isinstance(depths, (int, np.integer))
   depths = _check_depths(depth if depths is None else depths, depth)
-  jacs = _jacobian_segments(_get_activation(activation), weights, biases, x, depths)
-  svals = jnp.stack([jnp.linalg.svd(j, compute_uv=False) for j in jacs])
+  svals = _svd_at_depths(_get_activation(activation), weights, biases, x, depths)[0]
   return svals[0] if single else svals
 
 
-def _apply_jacobian(weights: Array, derivs: Array, v: Array) -> Array:
-  """``J v`` for ``v`` of shape ``(N, P)``: ``v <- D^l (W^l)^T v`` for l = 1..L."""
-  def layer(v, wd):
+def _apply_jacobian(weights: Array, derivs: Array, v: Array) -> tuple[Array, Array]:
+  """``J v`` for ``v`` of shape ``(N, P)``: ``v <- D^l (W^l)^T v`` for l = 1..L.
+
+  Returns ``(u, e)``: ``J v = u 2^e`` per column (``e`` int32 ``(P,)``, see ``_RESCALE``).
+  """
+  def layer(carry, wd):
+    v, e = carry
     w, d = wd
-    return d[:, None] * (w.T @ v), None
-  return jax.lax.scan(layer, v, (weights, derivs))[0]
+    v, de = _rescale(d[:, None] * (w.T @ v), axis=0)
+    return (v, e + de[0]), None
+  return jax.lax.scan(layer, (v, jnp.zeros(v.shape[1:], jnp.int32)), (weights, derivs))[0]
 
 
-def _apply_jacobian_t(weights: Array, derivs: Array, u: Array) -> Array:
-  """``J^T u`` for ``u`` of shape ``(N, P)``: ``u <- W^l D^l u`` for l = L..1."""
-  def layer(u, wd):
+def _apply_jacobian_t(weights: Array, derivs: Array, u: Array) -> tuple[Array, Array]:
+  """``J^T u`` for ``u`` of shape ``(N, P)``: ``u <- W^l D^l u`` for l = L..1; as
+  :func:`_apply_jacobian`, ``(v, e)`` with ``J^T u = v 2^e`` per column."""
+  def layer(carry, wd):
+    u, e = carry
     w, d = wd
-    return w @ (d[:, None] * u), None
-  return jax.lax.scan(layer, u, (weights, derivs), reverse=True)[0]
+    u, de = _rescale(w @ (d[:, None] * u), axis=0)
+    return (u, e + de[0]), None
+  return jax.lax.scan(layer, (u, jnp.zeros(u.shape[1:], jnp.int32)), (weights, derivs),
+                      reverse=True)[0]
 
 
 def moment_estimates(weights: Array, biases: Array, x: Array, *,
@@ -263,19 +316,26 @@ def moment_estimates(weights: Array, biases: Array, x: Array, *,
   max_order = _check_int("max_order", max_order, 1)
   _, derivs = forward(weights, biases, x, activation=activation)
   a = jax.random.normal(key, (width, num_probes), jnp.result_type(weights))
-  per_probe = []
+  e = jnp.zeros((num_probes,), jnp.int32)
+  per_probe, exponents = [], []
   for k in range(1, max_order + 1):
-    a = _apply_jacobian_t(weights, derivs, a) if k % 2 else _apply_jacobian(weights, derivs, a)
-    per_probe.append(jnp.sum(a * a, axis=0) / width)
-  per_probe = jnp.stack(per_probe)
-  return (jnp.mean(per_probe, axis=1),
-          jnp.std(per_probe, axis=1, ddof=1) / math.sqrt(num_probes))
+    a, de = (_apply_jacobian_t if k % 2 else _apply_jacobian)(weights, derivs, a)
+    e = e + de
+    per_probe.append(jnp.sum(a * a, axis=0) / width)     # |a_k|^2 / N = this 4^e
+    exponents.append(2 * e)
+  per_probe, exponents = jnp.stack(per_probe), jnp.stack(exponents)
+  # On a common scale across probes (0 when nothing was rescaled), then back.
+  top = jnp.max(exponents, axis=1, keepdims=True)
+  common = jnp.ldexp(per_probe, exponents - top)
+  return (jnp.ldexp(jnp.mean(common, axis=1), top[:, 0]),
+          jnp.ldexp(jnp.std(common, axis=1, ddof=1) / math.sqrt(num_probes), top[:, 0]))
 
 
 def _lanczos(matvec: Callable[[Array], Array], v0: Array, num_iterations: int):
   """Ritz values of a symmetric operator and their residual bounds.
 
-  Lanczos with full reorthogonalisation (Gram-Schmidt, twice). Returns
+  Lanczos with full reorthogonalisation (Gram-Schmidt, twice), stopping at a
+  breakdown (an invariant Krylov space: later rows are zero). Returns
   ``(theta, bound)``, each ``(num_iterations,)`` ascending: for each Ritz
   value there is an eigenvalue within ``bound`` of it (Parlett 1998,
   Thm. 13.1.1: the residual ``|A y - theta y| = beta_k |s_k|``).
@@ -295,8 +355,16 @@ def _lanczos(matvec: Callable[[Array], Array], v0: Array, num_iterations: int):
     for _ in range(2):  # full reorthogonalisation (rows after j are still 0), twice is enough
       w = w - basis.T @ (basis @ w)
     beta = jnp.linalg.norm(w)
-    nxt = jnp.where(beta > tiny, w / jnp.maximum(beta, tiny), jnp.zeros_like(w))
-    return basis.at[j + 1].set(nxt), alphas.at[j].set(alpha), betas.at[j].set(beta)
+    # Breakdown: the Krylov space is invariant (A has rank below j + 1 on it)
+    # when the residual is rounding noise, n eps |T|. Continuing from the noise
+    # would make T differ from Q^T A Q (its Ritz values could then exceed the
+    # largest eigenvalue), so the basis stops there: zero vectors, and zero
+    # alphas and betas from then on.
+    alphas = alphas.at[j].set(alpha)
+    size = jnp.maximum(jnp.max(jnp.abs(alphas)), jnp.max(betas))
+    ok = beta > jnp.maximum(tiny, n * jnp.finfo(dtype).eps * size)
+    nxt = jnp.where(ok, w / jnp.maximum(beta, tiny), jnp.zeros_like(w))
+    return basis.at[j + 1].set(nxt), alphas, betas.at[j].set(jnp.where(ok, beta, 0))
 
   basis, alphas, betas = jax.lax.fori_loop(0, k, step, (basis, alphas, betas))
   tri = jnp.diag(alphas) + jnp.diag(betas[:-1], 1) + jnp.diag(betas[:-1], -1)
@@ -334,16 +402,31 @@ def extreme_singular_values(weights: Array, biases: Array, x: Array, *,
     raise ValueError(
         f"`num_iterations` must be an integer in [1, N = {width}], got {num_iterations!r}")
   _, derivs = forward(weights, biases, x, activation=activation)
+  return _extreme(weights, derivs, jax.random.normal(key, (width,), jnp.result_type(weights)),
+                  int(num_iterations))
+
+
+def _extreme(weights, derivs, v0, num_iterations):
+  """:func:`extreme_singular_values` from a start vector, on the scaled operator
+  ``J J^T 4^-s`` (``s`` from ``J J^T v0``; 0 when nothing needed rescaling)."""
+  def gram(v):
+    u, e1 = _apply_jacobian_t(weights, derivs, v[:, None])
+    w, e2 = _apply_jacobian(weights, derivs, u)
+    return w[:, 0], e1[0] + e2[0]
+
+  w0, e0 = gram(v0 / jnp.linalg.norm(v0))
+  s = jnp.where(jnp.abs(e0) > _RESCALE, e0 // 2, 0)
 
   def matvec(v):
-    return _apply_jacobian(weights, derivs, _apply_jacobian_t(weights, derivs, v[:, None]))[:, 0]
+    w, e = gram(v)
+    return jnp.ldexp(w, e - 2 * s)
 
-  v0 = jax.random.normal(key, (width,), jnp.result_type(weights))
-  theta, bound = _lanczos(matvec, v0, int(num_iterations))
+  theta, bound = _lanczos(matvec, v0, num_iterations)
   ends = jnp.stack([theta[-1], theta[0]])
   end_bounds = jnp.stack([bound[-1], bound[0]])
   sigmas = jnp.sqrt(jnp.maximum(ends, 0.0))
-  return sigmas, end_bounds / (2 * jnp.maximum(sigmas, jnp.finfo(sigmas.dtype).tiny))
+  errors = end_bounds / (2 * jnp.maximum(sigmas, jnp.finfo(sigmas.dtype).tiny))
+  return jnp.ldexp(sigmas, s), jnp.ldexp(errors, s)
 
 
 # ---------------------------------------------------------------------------
@@ -378,17 +461,6 @@ def jacobian_input(*, key: Array, activation: str | Activation | Callable, q, wi
 SWEPT = ("activation", "init", "width", "depth", "sigma_w2", "sigma_b2")
 METHODS = ("svd", "projection")
 DEFAULT_MEMORY_BUDGET = 1 << 30
-
-
-def _check_variance(name: str, value, *, positive: bool = False) -> float:
-  try:
-    v = float(value)
-  except (TypeError, ValueError):
-    v = float("nan")
-  if not (math.isfinite(v) and (v > 0 if positive else v >= 0)):
-    raise ValueError(
-        f"`{name}` must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-  return v
 
 
 def _fixed_point_q(act: Activation, settings: list[tuple[float, float]]) -> np.ndarray:
@@ -433,12 +505,13 @@ def _compute(idx, key, ws, bs, qs, *, act, scheme, width, depths, method, max_or
     weights, biases = _stacked(_models.scale_params(std, w_scale, b_scale))
     x = act(jnp.sqrt(q) * z)
     if method == "svd":
-      sv = _svd_at_depths(act, weights, biases, x, depths)
-      lam = sv * sv
-      powers = jnp.stack([jnp.mean(lam ** k_, axis=-1) for k_ in range(1, max_order + 1)], -1)
-      return {"singular_values": sv, "moment": powers, "sigma_max": sv[:, 0]}
+      sv, powers, first = _svd_at_depths(act, weights, biases, x, depths, max_order)
+      return {"singular_values": sv, "moment": powers, "sigma_max": sv[:, 0],
+              "first_nonfinite": first}
+    finite = _forward(act, weights, biases, x)[2]
     out = {"moment": [], "moment_error": [], "sigma_max": [], "sigma_max_error": [],
-           "sigma_min": [], "sigma_min_error": []}
+           "sigma_min": [], "sigma_min_error": [],
+           "first_nonfinite": [_first_nonfinite(finite[:d]) for d in depths]}
     for d in depths:
       m, e = moment_estimates(weights[:d], biases[:d], x, activation=act,
                               key=jax.random.fold_in(k, 4), num_probes=num_probes,
@@ -462,9 +535,22 @@ def _compute(idx, key, ws, bs, qs, *, act, scheme, width, depths, method, max_or
   return jax.lax.map(item, idx, batch_size=batch_size)
 
 
-def _svd_at_depths(act, weights, biases, x, depths):
-  jacs = _jacobian_segments(act, weights, biases, x, depths)
-  return jnp.stack([jnp.linalg.svd(j, compute_uv=False) for j in jacs])
+def _svd_at_depths(act, weights, biases, x, depths, max_order: int = 0):
+  """``(singular values, moments, first_nonfinite)`` of ``J`` at each depth.
+
+  The SVD runs on the rescaled ``J`` and the singular values and moments
+  ``mean(sigma^(2k))``, ``k = 1..max_order``, are scaled back at the end,
+  so they are inf only where their values are beyond the dtype's range.
+  """
+  svs, moments, firsts = [], [], []
+  for jac_t, e, first in _jacobian_segments(act, weights, biases, x, depths):
+    sv = jnp.linalg.svd(jac_t, compute_uv=False)
+    lam = sv * sv
+    svs.append(jnp.ldexp(sv, e))
+    moments.append(jnp.stack([jnp.ldexp(jnp.mean(lam ** k, axis=-1), 2 * k * e)
+                              for k in range(1, max_order + 1)], -1) if max_order else lam[:0])
+    firsts.append(first)
+  return jnp.stack(svs), jnp.stack(moments), jnp.stack(firsts)
 
 
 def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
@@ -541,13 +627,21 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
     for ``svd`` ``singular_values`` (``..., seed, index``; nan beyond a
     network's width); for ``projection`` ``moment_error``, the standard
     errors, and ``sigma_max_error``, ``sigma_min``, ``sigma_min_error``
-    (Lanczos bounds). ``q`` holds the input length used per setting.
+    (Lanczos bounds). ``first_nonfinite`` (``..., seed``): the first layer
+    whose pre-activations overflowed (0: none up to that depth), as in a
+    sweep; spectra from there on are nan. Products of layers are rescaled
+    by powers of two on the way, so the other values are inf only where
+    they are beyond the dtype's range (a float32 ``sigma_max`` of 4e32 is
+    returned as such; its moments ``m_k``, above 1e38, as inf). ``q``
+    holds the input length used per setting.
 
   Raises:
     ValueError: before any work, for a bad argument.
   """
-  acts = [_get_activation(a) for a in _grid.values("activation", activation)]
-  schemes = [_inits.init(s) for s in _grid.values("init", init)]
+  key_data = _grid.key_data(key)
+  store = _grid.check_store(store)
+  sch = _grid.schemes(activation, init, store=store)
+  acts, schemes = sch.activations, sch.inits
   widths = [_check_int("width", w, 1) for w in _grid.values("width", width)]
   depths = [_check_int("depth", d, 1) for d in _grid.values("depth", depth)]
   if any(b <= a for a, b in zip(depths, depths[1:])):
@@ -567,32 +661,34 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
         f"orthogonal), got {[s.name for s in schemes]}")
   if sigma_w2 is None:
     raise ValueError("`sigma_w2` must be given (a finite number > 0 or a list), got None")
-  sw2s = [_check_variance("sigma_w2", v, positive=True) for v in _grid.values("sigma_w2", sigma_w2)]
-  sb2s = [_check_variance("sigma_b2", v) for v in _grid.values("sigma_b2", sigma_b2)]
+  sw2s = [_grid.check_number("sigma_w2", v, minimum=0, strict=True)
+          for v in _grid.values("sigma_w2", sigma_w2)]
+  sb2s = _grid.check_variances("sigma_b2", _grid.values("sigma_b2", sigma_b2))
   if q is not None:
-    q = _check_variance("q", q)
+    q = _grid.check_variances("q", [q])[0]
   if chunk_size is not None:
     chunk_size = _check_int("chunk_size", chunk_size, 1)
   if batch_size is not None:
     batch_size = _check_int("batch_size", batch_size, 1)
-  if not (isinstance(memory_budget, (int, float)) and memory_budget > 0):
-    raise ValueError(f"`memory_budget` must be a number of bytes > 0, got {memory_budget!r}")
-  dtype = _inits._float_dtype(dtype)
+  memory_budget = _grid.check_number("memory_budget", memory_budget, minimum=0, strict=True)
+  dtype = _grid.check_dtype(dtype)
   devs = _devices.resolve(devices)
+  itemsize = np.dtype(dtype).itemsize
+  for w in widths:
+    # One network in flight per device at the least (batch_size or 1 of them).
+    need = _network_bytes(itemsize, w, depths[-1], batch_size or 1)
+    fits = max(0, int(memory_budget) // (itemsize * w * w * (batch_size or 1)) - 6)
+    _grid.check_fits(f"network of width {w} and depth {depths[-1]}", need, int(memory_budget),
+                     fits=f"at width {w} depth <= {fits} fits")
   settings = list(itertools.product(sw2s, sb2s))
   qs = np.array([np.full(len(settings), q) if q is not None else _fixed_point_q(a, settings)
                  for a in acts])                                     # (acts, settings)
-  try:
-    key_data = np.asarray(jax.random.key_data(key)).ravel().tolist()
-  except (TypeError, ValueError):
-    raise ValueError(f"`key` must be a PRNG key (jax.random.key(0)), got {key!r}") from None
   if batch_size is None:
     batch_size = 1 if jax.default_backend() == "cpu" else None
 
   configs = list(itertools.product(range(len(acts)), schemes, widths))
-  itemsize = np.dtype(dtype).itemsize
-  spec = {"key": key_data, "activation": [a.name for a in acts],
-          "init": [s.name for s in schemes], "width": widths, "depth": depths,
+  spec = {"key": key_data, "activation": sch.activation_keys,
+          "init": sch.init_keys, "width": widths, "depth": depths,
           "sigma_w2": sw2s, "sigma_b2": sb2s, "n_seeds": n_seeds, "q": qs.tolist(),
           "method": method, "max_order": max_order, "num_probes": num_probes,
           "num_iterations": num_iterations, "dtype": np.dtype(dtype).name}
@@ -606,7 +702,7 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
                                     jnp.asarray([st[1] for st in settings], dtype),
                                     in_features=w, width=w, depth=depths[-1], dtype=dtype)
       ws, bs = ws.T, bs.T                                              # (settings, L)
-      per_network = itemsize * w * w * (depths[-1] + 6) * (batch_size or n_seeds)
+      per_network = _network_bytes(itemsize, w, depths[-1], batch_size or n_seeds)
       # The budget is per device: a chunk holds that many networks on each.
       items = chunk_size or max(1, min(n_seeds, len(devs) * int(memory_budget) // per_network))
       compute = functools.partial(
@@ -615,21 +711,27 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
           num_probes=num_probes, num_iterations=num_iterations, batch_size=batch_size)
       out = run_chunked(
           compute, n_seeds, chunk_size=items,
-          store=None if store is None else os.path.join(os.fspath(store), f"config-{c:04d}"),
+          store=None if store is None else os.path.join(store, f"config-{c:04d}"),
           spec={**spec, "config": c}, progress=bar, units_per_item=n_settings,
           devices=devs)
       results.append(out)
   finally:
     bar.close()
-  return _dataset(results, acts, schemes, widths, depths, sw2s, sb2s, n_seeds, qs,
+  return _dataset(results, sch, widths, depths, sw2s, sb2s, n_seeds, qs,
                   method=method, max_order=max_order, key_data=key_data, dtype=dtype,
                   swept={n: _grid.is_list(v) for n, v in zip(
                       SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2))})
 
 
-def _dataset(results, acts, schemes, widths, depths, sw2s, sb2s, n_seeds, qs, *, method,
+def _network_bytes(itemsize: int, width: int, depth: int, networks: int) -> int:
+  """Bytes ``networks`` networks in flight hold (weights and workspace)."""
+  return itemsize * width * width * (depth + 6) * networks
+
+
+def _dataset(results, sch, widths, depths, sw2s, sb2s, n_seeds, qs, *, method,
              max_order, key_data, dtype, swept) -> xr.Dataset:
-  grid = {"activation": [a.name for a in acts], "init": [s.name for s in schemes],
+  acts, schemes = sch.activations, sch.inits
+  grid = {"activation": sch.activation_labels, "init": sch.init_labels,
           "width": widths, "depth": depths, "sigma_w2": sw2s, "sigma_b2": sb2s}
   dims = [n for n in SWEPT if swept[n]]
   max_width = max(widths)
@@ -666,7 +768,8 @@ def _dataset(results, acts, schemes, widths, depths, sw2s, sb2s, n_seeds, qs, *,
            "key": " ".join(map(str, key_data)),
            "seed_key": "network i uses jax.random.fold_in(key, i)",
            "input": "x^0 = phi(sqrt(q) z), z ~ N(0, I_N)",
-           "depths": "the network of depth L is the first L layers of the deepest one"}
+           "depths": "the network of depth L is the first L layers of the deepest one",
+           "activation_keys": sch.keys_attr()}
   return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
@@ -678,6 +781,8 @@ _DOCS = {
     "sigma_max_error": "Lanczos residual bound on sigma_max",
     "sigma_min": "Lanczos estimate of the smallest singular value (an upper bound)",
     "sigma_min_error": "Lanczos residual bound on sigma_min",
+    "first_nonfinite": "first layer whose pre-activations h^l are not finite, i.e. the "
+                       "forward pass overflowed (0: none up to this depth)",
 }
 
 

@@ -257,6 +257,11 @@ def forward(params: Params, x: Array, *, activation: str | Activation | Callable
     stacked probe results, or ``None``.
   """
   act = _activation(activation).fn
+  in_features = params.w_in.shape[-2]
+  if x.ndim not in (2, 3) or x.shape[-1] != in_features:
+    raise ValueError(
+        f"`x` must have shape (B, in_features) or (S, B, in_features) with in_features = "
+        f"{in_features} (the network's input width), got shape {tuple(x.shape)}")
   squeeze = x.ndim == 2
   x = x[None] if squeeze else x
   depth = params.depth

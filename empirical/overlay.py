@@ -55,10 +55,15 @@ raises ``ValueError``.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
+import jax
 import numpy as np
 import xarray as xr
 
 import meanfield
+from empirical import _grid
 from meanfield.activations import Activation
 
 __all__ = ["theory"]
@@ -74,14 +79,38 @@ def _moments(act: Activation, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return np.where(bad, np.nan, m2), np.where(bad, np.nan, d2)
 
 
-def theory(ds: xr.Dataset, *, activation: Activation | None = None) -> xr.Dataset:
+def _resolve(label: str, ds: xr.Dataset, override) -> Activation:
+  """The activation behind a Dataset's ``activation`` label."""
+  if override is not None:
+    return _grid.check_activation(meanfield.activation(override))
+  if label in meanfield.activation_names():
+    return meanfield.activation(label)
+  keys = json.loads(ds.attrs.get("activation_keys", "{}"))
+  act = _grid.recall_activation(keys.get(label, ""))
+  if act is None:
+    raise ValueError(
+        f"`ds` was swept with the custom activation {label!r}, which a Dataset cannot "
+        f"carry across sessions or files: pass it again, "
+        f"empirical.theory(ds, activation=<the callable>)")
+  return act
+
+
+def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = None
+           ) -> xr.Dataset:
   """Mean-field predictions on the coordinates of a sweep's Dataset.
+
+  Theory is computed in float64 (under ``jax.enable_x64``, whatever the
+  sweep's dtype), so a float32 sweep whose ``q`` left float32's range still
+  gets finite predictions wherever they fit in float64.
 
   Args:
     ds: the result of :func:`empirical.sweep` (plain MLP).
-    activation: the :class:`meanfield.Activation` to use when the sweep ran a
-      custom callable (its coordinate is then only a name); registry names
-      are looked up.
+    activation: the activation to use for every ``activation`` label of
+      ``ds`` (a name, an ``Activation`` or a callable). By default registry
+      names are looked up, and a custom callable that this session swept is
+      found again by the content key the sweep recorded
+      (``ds.attrs["activation_keys"]``); a Dataset loaded from a file loses
+      the callable, and then ``activation`` must be given.
 
   Returns:
     An ``xarray.Dataset`` with the dims of ``ds`` less ``seed``, and
@@ -105,16 +134,16 @@ def theory(ds: xr.Dataset, *, activation: Activation | None = None) -> xr.Datase
   dims = list(s.dims)
   c_input = 0.0 if np.isnan(c_in) else min(1.0, max(-1.0, c_in))
 
-  acts = np.atleast_1d(ds.activation.values)
+  acts = [_resolve(str(a), ds, activation) for a in np.atleast_1d(ds.activation.values)]
   out = {name: [] for name in ("q", "c", "chi_1", "grad_h", "grad_w")}
-  for act_name in acts:
-    act = activation if activation is not None else meanfield.activation(str(act_name))
-    prop = meanfield.propagate(q_input=q_eff.values, c_input=c_input, depth=n_layers,
-                               sigma_w2=s.values, sigma_b2=sb2.values, activation=act)
-    q, c, chi = (np.asarray(v, np.float64) for v in prop)
+  for act in acts:
+    with jax.enable_x64(True):
+      prop = meanfield.propagate(q_input=q_eff.values, c_input=c_input, depth=n_layers,
+                                 sigma_w2=s.values, sigma_b2=sb2.values, activation=act)
+      q, c, chi = (np.asarray(v, np.float64) for v in prop)
+      m2, d2 = _moments(act, q)
     if np.isnan(c_in):
       c = np.full_like(c, np.nan)
-    m2, d2 = _moments(act, q)
     d = depth.values[..., None]                               # each network's depth
     inside = layers <= d
     ell = np.broadcast_to(layers, q.shape)

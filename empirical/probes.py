@@ -46,14 +46,20 @@ Theory for both is in :mod:`empirical.overlay`. With BatchNorm the inputs of
 a batch interact, and the gradients are those of ``sum_a L_a``.
 
 Overflow is data: ``first_nonfinite`` is the first layer ``l`` whose ``q^l`` is
-not finite (0 if none): the pre-activations or their squares overflowed.
-Statistics from there on are inf or nan (and gradients may overflow a few
-layers earlier, being products of large numbers); nothing raises.
+not finite (0 if none): the pre-activations overflowed, or their mean square
+is beyond the dtype's range. Every statistic is reduced from vectors scaled
+by a power of two (``x 2^-e``, ``e`` the exponent of ``max |x|``) and scaled
+back at the end wherever the plain sums of squares leave the normal range,
+so it is inf or nan only where its value is out of range (or its inputs
+already are), never because squares of representable numbers overflow or
+underflow on the way; elsewhere the results are those of the plain formulas,
+bit for bit. Nothing raises.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -63,7 +69,7 @@ import jax.numpy as jnp
 from empirical import models as _models
 from meanfield.activations import Activation, activation as _activation
 
-__all__ = ["Stats", "measure", "readout", "saturation_levels", "STAT_DOCS"]
+__all__ = ["Stats", "measure", "readout", "saturation_levels", "scaled_norm", "STAT_DOCS"]
 
 Array = jax.Array
 SATURATION = 0.01
@@ -82,7 +88,8 @@ STAT_DOCS = {
     "grad_h": "sqrt(mean over inputs of |dL_a/dh^l|^2), L_a = r . a^L (r random unit vector); "
               "equals the bias-gradient norm",
     "grad_w": "sqrt(mean over inputs of |dL_a/dW^l|_F^2) = |a^(l-1)| |dL_a/dh^l|",
-    "first_nonfinite": "first layer whose q^l is not finite, i.e. overflowed (0: none)",
+    "first_nonfinite": "first layer whose q^l is not finite: the pre-activations or their "
+                       "mean square beyond the dtype's range (0: none)",
 }
 
 
@@ -124,10 +131,52 @@ def readout(key: Array, width: int, dtype=None) -> Array:
   return r / jnp.linalg.norm(r)
 
 
+def _exponent(v: Array, axis) -> Array:
+  """``e`` (int32) with ``max |v| 2^-e`` in ``[0.5, 1)`` over ``axis`` (kept), clipped so
+  that ``2^-e`` is a normal number; 0 where that maximum is 0 or not finite."""
+  m = jnp.max(jnp.abs(v), axis=axis, keepdims=True)
+  ok = jnp.isfinite(m) & (m > 0)
+  e = jnp.frexp(jnp.where(ok, m, jnp.ones_like(m)))[1]
+  limit = jnp.finfo(v.dtype).maxexp - 2
+  return jnp.where(ok, jnp.clip(e, -limit, limit), 0)
+
+
+def _scaled(v: Array, axis) -> tuple[Array, Array]:
+  """``(v 2^-e, e)``, ``e`` from :func:`_exponent` (exact: a power of two).
+
+  ``v`` passes an optimisation barrier first, so that XLA does not fuse the
+  scaled reductions with the plain ones of the same ``v``, which would change
+  the plain ones' summation order (the last bit of the results).
+  """
+  v = jax.lax.optimization_barrier(v)
+  e = _exponent(v, axis)
+  return v * jnp.ldexp(jnp.ones_like(e, v.dtype), -e), e
+
+
+def _in_range(square: Array) -> Array:
+  """Where a plain sum of squares is trustworthy: finite and a normal number (or 0
+  from exact zeros is left to the scaled formula, which gives 0 too)."""
+  return jnp.isfinite(square) & (square >= jnp.finfo(square.dtype).tiny)
+
+
 def _mean_var(v: Array) -> tuple[Array, Array]:
+  # The plain formulas where they are in range (so results there are exactly
+  # the plain ones), the scaled ones elsewhere.
   mean = jnp.mean(v, axis=(-2, -1))
   var = jnp.mean(jnp.square(v - mean[:, None, None]), axis=(-2, -1))
-  return mean, var
+  vs, e = _scaled(v, (-2, -1))
+  e = e[:, 0, 0]
+  mean_s = jnp.mean(vs, axis=(-2, -1))
+  var_s = jnp.mean(jnp.square(vs - mean_s[:, None, None]), axis=(-2, -1))
+  return (jnp.where(jnp.isfinite(mean), mean, jnp.ldexp(mean_s, e)),
+          jnp.where(_in_range(var), var, jnp.ldexp(var_s, 2 * e)))
+
+
+def _mean_square(v: Array) -> Array:
+  plain = jnp.mean(jnp.square(v), axis=(-2, -1))
+  vs, e = _scaled(v, (-2, -1))
+  scaled = jnp.ldexp(jnp.mean(jnp.square(vs), axis=(-2, -1)), 2 * e[:, 0, 0])
+  return jnp.where(_in_range(plain), plain, scaled)
 
 
 def _pair_correlation(h: Array) -> Array:
@@ -135,9 +184,30 @@ def _pair_correlation(h: Array) -> Array:
   pairs = batch // 2
   if pairs == 0:
     return jnp.full((s,), jnp.nan, h.dtype)
+  # Each vector scaled by its own power of two: the scales cancel exactly, and
+  # the cosine is finite whenever both vectors are finite and nonzero.
   h1, h2 = h[:, 0:2 * pairs:2], h[:, 1:2 * pairs:2]
   cos = jnp.sum(h1 * h2, -1) / jnp.sqrt(jnp.sum(h1 * h1, -1) * jnp.sum(h2 * h2, -1))
-  return jnp.mean(cos, axis=-1)
+  hb = jax.lax.optimization_barrier(h)
+  (s1, e1), (s2, e2) = _scaled(hb[:, 0:2 * pairs:2], -1), _scaled(hb[:, 1:2 * pairs:2], -1)
+  cos_s = jnp.sum(s1 * s2, -1) / jnp.sqrt(jnp.sum(s1 * s1, -1) * jnp.sum(s2 * s2, -1))
+  # The plain formula is exact where the product of two sums of squares stays
+  # in the normal range: |h| between about 2^(minexp/4) and 2^(maxexp/4) / n^(1/4).
+  info = jnp.finfo(h.dtype)
+  lo, hi = info.minexp // 4 + 2, (info.maxexp - 2 - math.ceil(math.log2(n))) // 4
+  e = jnp.concatenate([e1, e2], axis=-1)
+  plain = jnp.all((e >= lo) & (e <= hi), axis=(-2, -1))
+  return jnp.where(plain, jnp.mean(cos, axis=-1), jnp.mean(cos_s, axis=-1))
+
+
+def scaled_norm(v: Array, axis=None) -> Array:
+  """The Euclidean norm of ``v`` over ``axis`` (all by default), scaled so that it is
+  inf only where its value is beyond the dtype's range."""
+  axis = tuple(range(v.ndim)) if axis is None else axis
+  plain = jnp.sum(jnp.square(v), axis=axis)
+  vs, e = _scaled(v, axis)
+  scaled = jnp.ldexp(jnp.sqrt(jnp.sum(jnp.square(vs), axis=axis)), jnp.squeeze(e, axis))
+  return jnp.where(_in_range(plain), jnp.sqrt(plain), scaled)
 
 
 def _forward_stats(h: Array, a: Array, a_in: Array, act: Activation) -> dict[str, Array]:
@@ -150,13 +220,20 @@ def _forward_stats(h: Array, a: Array, a_in: Array, act: Activation) -> dict[str
     if tol > 0:
       saturated = saturated | (jnp.abs(a - jnp.asarray(level, a.dtype)) < tol)
   return dict(
-      q=jnp.mean(jnp.square(h), axis=(-2, -1)),
+      q=_mean_square(h),
       c=_pair_correlation(h),
       pre_mean=pre_mean, pre_var=pre_var, post_mean=post_mean, post_var=post_var,
       zero=jnp.mean(is_zero, axis=(-2, -1), dtype=h.dtype),
       dead=jnp.mean(jnp.all(is_zero, axis=-2), axis=-1, dtype=h.dtype),
       saturated=jnp.mean(saturated, axis=(-2, -1), dtype=h.dtype),
-      in_sq=jnp.sum(jnp.square(a_in), axis=-1))
+      in_sq=_squares(a_in))
+
+
+def _squares(v: Array) -> tuple[Array, Array, Array]:
+  """``(|v_a|^2, |v_a|^2 4^-e, e)`` per input ``a`` of ``v`` ``(S, B, n)``, one ``e`` per
+  setting: plain, and of ``v`` scaled by :func:`_scaled`."""
+  vs, e = _scaled(v, (-2, -1))
+  return (jnp.sum(jnp.square(v), axis=-1), jnp.sum(jnp.square(vs), axis=-1), e[:, 0, 0])
 
 
 def measure(params: _models.Params, x: Array, r: Array, *,
@@ -197,10 +274,17 @@ def measure(params: _models.Params, x: Array, r: Array, *,
   shift = jnp.zeros((depth, n_settings, batch, params.width), params.w.dtype)
   delta, fwd = jax.grad(loss, has_aux=True)(shift)
   delta2 = jnp.sum(jnp.square(delta), axis=-1)                    # (L, S, B)
+  in_sq, in_sq_s, e_in = fwd.pop("in_sq")                         # (L, S, B), .., (L, S)
+  grad_h2 = jnp.mean(delta2, axis=-1)
+  grad_w2 = jnp.mean(in_sq * delta2, axis=-1)
+  # Where those are out of range: from the scaled vectors (see the module
+  # docstring), |delta_a|^2 = delta2_s 4^e_d, |a_in|^2 = in_sq_s 4^e_in.
+  delta_s, e_d = _scaled(delta, (-2, -1))
+  delta2_s, e_d = jnp.sum(jnp.square(delta_s), axis=-1), e_d[..., 0, 0]
+  grad_h = jnp.where(_in_range(grad_h2), jnp.sqrt(grad_h2),
+                     jnp.ldexp(jnp.sqrt(jnp.mean(delta2_s, axis=-1)), e_d))
+  grad_w = jnp.where(_in_range(grad_w2), jnp.sqrt(grad_w2),
+                     jnp.ldexp(jnp.sqrt(jnp.mean(in_sq_s * delta2_s, axis=-1)), e_d + e_in))
   not_finite = ~jnp.isfinite(fwd["q"])
   first = jnp.where(jnp.any(not_finite, axis=0), jnp.argmax(not_finite, axis=0) + 1, 0)
-  in_sq = fwd.pop("in_sq")
-  return Stats(**fwd,
-               grad_h=jnp.sqrt(jnp.mean(delta2, axis=-1)),
-               grad_w=jnp.sqrt(jnp.mean(in_sq * delta2, axis=-1)),
-               first_nonfinite=first.astype(jnp.int32))
+  return Stats(**fwd, grad_h=grad_h, grad_w=grad_w, first_nonfinite=first.astype(jnp.int32))

@@ -58,7 +58,6 @@ from tqdm import tqdm
 
 from empirical import _grid
 from empirical import devices as _devices
-from empirical import inits as _inits
 from empirical import models as _models
 from empirical import probes as _probes
 
@@ -125,20 +124,44 @@ def _load_chunk(path: str, n: int) -> dict[str, np.ndarray] | None:
   return arrays
 
 
+def _differences(old: dict, new: dict) -> list[str]:
+  """``"name: stored X, now Y"`` for each field whose value differs."""
+  out = []
+  for name in sorted(set(old) | set(new)):
+    a, b = old.get(name, "(absent)"), new.get(name, "(absent)")
+    if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+      show = [json.dumps(v, sort_keys=True) for v in (a, b)]
+      show = [v if len(v) <= 80 else v[:77] + "..." for v in show]
+      out.append(f"{name}: stored {show[0]}, now {show[1]}")
+  return out
+
+
 def _open_store(store: str, spec: dict, chunk_size: int, n_items: int) -> int:
   """Create or check ``store/meta.json``; return the chunk size to use there."""
+  if os.path.exists(store) and not os.path.isdir(store):
+    raise ValueError(f"`store` must be a directory (created if missing), got {store!r}, "
+                     f"which is a file")
   os.makedirs(store, exist_ok=True)
   meta_path = os.path.join(store, "meta.json")
   meta = {"format": _FORMAT, "spec": spec, "chunk_size": chunk_size, "n_items": n_items}
   if os.path.exists(meta_path):
-    with open(meta_path) as f:
-      old = json.load(f)
-    same = (old.get("format") == _FORMAT and old.get("n_items") == n_items
-            and json.dumps(old.get("spec"), sort_keys=True) == json.dumps(spec, sort_keys=True))
-    if not same:
+    try:
+      with open(meta_path) as f:
+        old = json.load(f)
+      if not isinstance(old, dict) or not isinstance(old.get("chunk_size"), int):
+        raise ValueError("not a store's meta.json")
+    except (OSError, ValueError) as e:   # json.JSONDecodeError is a ValueError
       raise ValueError(
-          f"`store` {store!r} holds results of a different computation; give a new path "
-          f"(or delete it) to start this one")
+          f"`store` {store!r} has an unreadable {meta_path!r} ({type(e).__name__}: {e}); "
+          f"it was damaged outside this code: delete that directory (its results are lost) "
+          f"or give a new `store` path") from None
+    stored = {"format": old.get("format"), "n_items": old.get("n_items"),
+              **(old.get("spec") if isinstance(old.get("spec"), dict) else {})}
+    differ = _differences(stored, {"format": _FORMAT, "n_items": n_items, **spec})
+    if differ:
+      raise ValueError(
+          f"`store` {store!r} holds results of a different computation ("
+          + "; ".join(differ) + "); give a new path (or delete it) to start this one")
     return int(old["chunk_size"])      # resume with the stored chunk geometry
   text = json.dumps(meta, sort_keys=True, indent=1)
   _atomic_write(meta_path, lambda f: f.write(text), mode="w")
@@ -166,9 +189,10 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
       (``chunk-<start>-<stop>.npz``) and reused by a later call with the same
       ``spec``, which computes only missing (or unreadable) chunks with the
       chunk size stored at the first call. Stray temporary files of a
-      killed run are ignored.
+      killed run are ignored, and deleted once every chunk is done.
     spec: JSON-serialisable description of everything the results depend
-      on; a store made with a different spec raises ``ValueError``.
+      on; a store made with a different spec raises ``ValueError`` naming
+      the fields that differ (a damaged ``meta.json`` raises too).
     progress: show a tqdm bar, or an existing bar to update.
     units_per_item: bar units per item (e.g. networks per item).
     desc: the bar's label.
@@ -223,7 +247,19 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
   finally:
     if bar is not progress:
       bar.close()
+  if store is not None and jax.process_index() == 0:
+    _remove_temporaries(store)
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _remove_temporaries(store: str) -> None:
+  """Delete the ``.tmp-*`` files a killed run left in ``store`` (all chunks are done)."""
+  for name in os.listdir(store):
+    if name.startswith(".tmp-") and (name.endswith(".npz") or name.endswith("meta.json")):
+      try:
+        os.remove(os.path.join(store, name))
+      except FileNotFoundError:
+        pass
 
 
 # --- inputs ------------------------------------------------------------------------
@@ -240,7 +276,7 @@ def make_inputs(key: Array, *, n_inputs: int, in_features: int, q_input: float |
   """
   n_inputs = _models._check_int("n_inputs", n_inputs, 1)
   in_features = _models._check_int("in_features", in_features, 1)
-  dtype = _inits._float_dtype(dtype)
+  dtype = _grid.check_dtype(dtype)
   z = jax.random.normal(key, (n_inputs, in_features), dtype)
   if q_input is None and c_input is None:
     return z
@@ -278,6 +314,33 @@ def input_statistics(x) -> tuple[float, float]:
 
 # --- the sweep -----------------------------------------------------------------
 
+def _network_bytes(*, width: int, depth: int, batch: int, in_features: int,
+                   itemsize: int) -> tuple[int, int]:
+  """``(weights, per setting)``: bytes one network holds while measured."""
+  weights = itemsize * (depth * width * width + in_features * width) * 2
+  per_setting = itemsize * _ACTIVATION_COPIES * depth * batch * (width + in_features)
+  return weights, per_setting
+
+
+def _check_plan_fits(*, width: int, depth: int, batch: int, in_features: int, itemsize: int,
+                     memory_budget: int) -> None:
+  """ValueError, saying the largest depth that fits, if one network at one setting
+  exceeds its share of the budget (``memory_budget`` over the vmapped group)."""
+  weights, per_setting = _network_bytes(width=width, depth=depth, batch=batch,
+                                        in_features=in_features, itemsize=itemsize)
+  group = _group_size()
+  share = memory_budget // group
+  # weights + per_setting = depth * per_layer + fixed
+  per_layer = itemsize * (2 * width * width + _ACTIVATION_COPIES * batch * (width + in_features))
+  fixed = itemsize * 2 * in_features * width
+  deepest = max(0, (share - fixed) // per_layer)
+  what = f"network of width {width} and depth {depth} (batch {batch})"
+  if group > 1:
+    what += f", times the {group} networks run at once on this backend"
+  _grid.check_fits(what, (weights + per_setting) * group, memory_budget,
+                   fits=f"at width {width} depth <= {deepest} fits")
+
+
 def _plan(n_settings: int, *, width: int, depth: int, batch: int, in_features: int,
           itemsize: int, chunk_size: int | None, memory_budget: int) -> tuple[int, int]:
   """``(settings per block, items per chunk)``."""
@@ -285,8 +348,8 @@ def _plan(n_settings: int, *, width: int, depth: int, batch: int, in_features: i
     if chunk_size >= n_settings:
       return n_settings, chunk_size // n_settings
     return chunk_size, 1
-  weights = itemsize * (depth * width * width + in_features * width) * 2
-  per_setting = itemsize * _ACTIVATION_COPIES * depth * batch * (width + in_features)
+  weights, per_setting = _network_bytes(width=width, depth=depth, batch=batch,
+                                        in_features=in_features, itemsize=itemsize)
   group_budget = memory_budget // _group_size()
   if weights + n_settings * per_setting <= group_budget:
     return n_settings, max(1, memory_budget // (weights + n_settings * per_setting))
@@ -309,8 +372,11 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
 
   Args:
     key: PRNG key; network ``i`` uses ``fold_in(key, i)`` whatever the grid.
-    activation: names from ``meanfield.activation``'s table (or Activations).
-    width: units per layer ``N``. depth: layers ``L >= 1``.
+    activation: names from ``meanfield.activation``'s table, Activations or
+      elementwise ``jax.numpy`` callables (checked by tracing once; callables
+      of one name get labels ``name``, ``name#2``, ...).
+    width: units per layer ``N``. depth: layers ``L >= 1``; one network must
+      fit ``memory_budget`` (the error says the largest depth that does).
     sigma_w2: weight variance (``W_ij`` variance ``sigma_w2 / fan_in``) for
       the schemes by variance (``gaussian``, ``uniform``,
       ``truncated_normal``, ``orthogonal``); must be ``None`` (no
@@ -321,11 +387,18 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
     n_seeds: networks per grid point.
     inputs: ``(B, in_features)`` inputs shared by all networks; or give
       ``n_inputs`` and ``in_features`` to draw them (see
-      :func:`make_inputs`, also for ``q_input`` and ``c_input``).
+      :func:`make_inputs`, also for ``q_input`` and ``c_input``;
+      ``q_input = 0`` makes zero inputs, which have no angle: ``c_input``
+      must then be None or 1).
     residual, norm: architecture variants (:mod:`empirical.models`).
     chunk_size: networks (seed x setting) per compiled call; default from
       ``memory_budget`` (bytes per device, default 1 GiB).
-    store: directory to write finished chunks to and resume from.
+    store: directory to write finished chunks to and resume from. Its spec
+      names activations and inits by content (registry names, exact
+      parameters, or a fingerprint of a callable's code, constants, defaults
+      and closure), so a different callable never reuses another's results;
+      a callable closing over arrays or other objects without a content key
+      is refused here (run it without ``store``).
     progress: show a tqdm bar.
     dtype: float dtype (default float32, float64 under x64).
     devices: where to run: ``None`` (default) every device JAX sees
@@ -356,15 +429,15 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
   # -- validate everything before any work
   grid = _grid.network_grid(key=key, activation=activation, init=init, width=width,
                             depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
-                            sigma_b2=sigma_b2, residual=residual, norm=norm, verb="sweep")
+                            sigma_b2=sigma_b2, residual=residual, norm=norm, verb="sweep",
+                            store=store)
   key_data, acts, schemes = grid.key_data, grid.activations, grid.inits
   widths, depths, n_seeds = grid.widths, grid.depths, grid.n_seeds
   sw2s, sb2s = grid.sigma_w2, grid.sigma_b2
-  if memory_budget is None or not (isinstance(memory_budget, int | float) and memory_budget > 0):
-    raise ValueError(f"`memory_budget` must be a number of bytes > 0, got {memory_budget!r}")
+  memory_budget = _grid.check_number("memory_budget", memory_budget, minimum=0, strict=True)
   if chunk_size is not None:
     chunk_size = _models._check_int("chunk_size", chunk_size, 1)
-  dtype = _inits._float_dtype(dtype)
+  dtype = _grid.check_dtype(dtype)
   devs = _devices.resolve(devices)
   if inputs is not None:
     if n_inputs is not None or q_input is not None or c_input is not None:
@@ -383,13 +456,20 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
     _models._check_int("n_inputs", n_inputs, 1)
     _models._check_int("in_features", in_features, 1)
     if q_input is not None:
-      _inits._check_variance("q_input", q_input)
-    if c_input is not None and not (isinstance(c_input, int | float | np.floating)
-                                    and -1 <= c_input <= 1):
+      _grid.check_variances("q_input", [q_input])
+    if c_input is not None and not (_grid.is_number(c_input) and -1 <= c_input <= 1):
       raise ValueError(f"`c_input` must be a number in [-1, 1], got {c_input!r}")
+    if q_input is not None and q_input == 0 and c_input is not None and c_input != 1:
+      raise ValueError(
+          f"`q_input` must be > 0 when `c_input` != 1 is asked for (zero inputs have no "
+          f"angle between them), got q_input={q_input!r} with c_input={c_input!r}")
     x = make_inputs(jax.random.split(key)[1], n_inputs=n_inputs, in_features=in_features,
                     q_input=q_input, c_input=c_input, dtype=dtype)
   batch, in_features = x.shape
+  itemsize = np.dtype(dtype).itemsize
+  for w, d in itertools.product(widths, depths):
+    _check_plan_fits(width=w, depth=d, batch=batch, in_features=in_features,
+                     itemsize=itemsize, memory_budget=int(memory_budget))
   q_in, c_in = input_statistics(x)
 
   # -- the grid
@@ -398,7 +478,8 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
   configs = list(itertools.product(acts, schemes, widths, depths))
   max_depth = max(depths)
   spec = {
-      "key": key_data, "activation": [a.name for a in acts], "init": [s.name for s in schemes],
+      "key": key_data, "activation": grid.schemes.activation_keys,
+      "init": grid.schemes.init_keys,
       "width": widths, "depth": depths, "sigma_w2": sw2s, "sigma_b2": sb2s, "n_seeds": n_seeds,
       "inputs": hashlib.sha256(np.ascontiguousarray(np.asarray(x))).hexdigest(),
       "residual": residual, "norm": norm, "dtype": np.dtype(dtype).name}
@@ -425,12 +506,12 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
       out = run_chunked(
           program, n_items, chunk_size=items, multiple=group, shared=(key, x, ws, bs),
           devices=devs,
-          store=None if store is None else os.path.join(os.fspath(store), f"config-{k:04d}"),
+          store=None if store is None else os.path.join(grid.store, f"config-{k:04d}"),
           spec={**spec, "config": k, "settings_per_block": p}, progress=bar, units_per_item=p)
       results.append(_unblock(out, n_seeds, n_blocks, p, n_settings, d, max_depth))
   finally:
     bar.close()
-  return _dataset(results, acts, schemes, widths, depths, sw2s, sb2s, n_seeds, max_depth,
+  return _dataset(results, grid.schemes, widths, depths, sw2s, sb2s, n_seeds, max_depth,
                   in_features=in_features, batch=batch, q_in=q_in, c_in=c_in,
                   residual=residual, norm=norm, dtype=dtype, key_data=key_data,
                   swept={n: _grid.is_list(v) for n, v in zip(
@@ -483,9 +564,10 @@ def _unblock(out, n_seeds, n_blocks, p, n_settings, depth, max_depth):
   return arrays
 
 
-def _dataset(results, acts, schemes, widths, depths, sw2s, sb2s, n_seeds, max_depth, *,
+def _dataset(results, sch, widths, depths, sw2s, sb2s, n_seeds, max_depth, *,
              in_features, batch, q_in, c_in, residual, norm, dtype, key_data, swept):
-  grid = {"activation": [a.name for a in acts], "init": [s.name for s in schemes],
+  schemes = sch.inits
+  grid = {"activation": sch.activation_labels, "init": sch.init_labels,
           "width": widths, "depth": depths, "sigma_w2": sw2s, "sigma_b2": sb2s}
   dims = [n for n in SWEPT if swept[n]]
   shape = [len(grid[n]) for n in dims]
@@ -522,5 +604,6 @@ def _dataset(results, acts, schemes, widths, depths, sw2s, sb2s, n_seeds, max_de
       "key": " ".join(map(str, key_data)),
       "seed_key": "network i uses jax.random.fold_in(key, i)",
       "loss": "L_a = r . a^L, r a random unit vector per network (empirical.probes)",
+      "activation_keys": sch.keys_attr(),
   }
   return xr.Dataset(data_vars, coords=coords, attrs=attrs)

@@ -45,7 +45,7 @@ is the initialization) it records, per network:
 - ``train_loss``, ``train_accuracy`` on the whole training split,
   ``test_loss``, ``test_accuracy`` on the whole test split;
 - per layer ``l = 1..L``, on a fixed probe batch (the first ``probe_size``
-  training examples), the same statistics as a sweep at initialization
+  training examples, by default ``min(256, n_train)``), the same statistics as a sweep at initialization
   (:func:`empirical.probes.measure`, its loss projection ``r`` drawn from
   ``fold_in(k, PROBE_STREAM)`` as in :func:`empirical.sweep.sweep`): ``q``,
   ``c``, pre- and post-activation means and variances, ``zero``, ``dead``,
@@ -214,7 +214,7 @@ def _check_int(name: str, value, minimum: int) -> int:
 def _check_number(name: str, value, *, minimum: float, below: float | None = None,
                   strict: bool = False) -> float:
   try:
-    v = math.nan if isinstance(value, (bool, np.bool_)) else float(value)
+    v = math.nan if isinstance(value, (bool, np.bool_, str, bytes)) else float(value)
   except (TypeError, ValueError):
     v = math.nan
   ok = math.isfinite(v) and (v > minimum if strict else v >= minimum)
@@ -270,6 +270,7 @@ _DATA_ALLOWED = ("a DataSplit (empirical.data), 'digits', or a directory holding
 
 def _resolve_data(data, dtype) -> _data.DataSplit:
   if isinstance(data, _data.DataSplit):
+    _grid.check_split(data)
     split = data
   elif isinstance(data, str) and data == "digits":
     split = _data.load_digits(key=jax.random.key(0), dtype=dtype)
@@ -366,7 +367,7 @@ def _measure(state: _State, x_train, y_train, x_test, y_test, x_probe, y_probe,
   stats = _probes.measure(params, x_probe, state.r, activation=cfg.activation,
                           residual=cfg.residual, norm=cfg.norm)
   grads = jax.grad(lambda p: _loss_and_accuracy(_logits(p, x_probe, cfg), y_probe)[0])(params)
-  loss_grad_w = _per_layer(lambda g: jnp.sqrt(jnp.sum(jnp.square(g))), grads.w_in, grads.w)
+  loss_grad_w = _per_layer(_probes.scaled_norm, grads.w_in, grads.w)
   wq = jnp.asarray(cfg.weight_quantiles, cfg.dtype)
   weight_quantiles = _per_layer(lambda m: jnp.quantile(m.reshape(-1), wq), params.w_in, params.w)
   layer_sigma_w2 = _per_layer(lambda m: m.shape[0] * jnp.mean(jnp.square(m)),
@@ -462,8 +463,8 @@ def _chunk_program(key: Array, cfg: _Config, settings: np.ndarray, n_seeds: int,
   return compute
 
 
-def _plan_chunk(cfg: _Config, n_eval: int, probe_size: int, memory_budget: int) -> int:
-  """Networks per chunk: a rough count of the bytes one network holds, against the budget."""
+def _network_bytes(cfg: _Config, n_eval: int, probe_size: int) -> int:
+  """A rough count of the bytes one network holds while trained and measured."""
   n, depth = cfg.width, cfg.depth
   n_params = cfg.in_features * n + (depth - 1) * n * n + n * cfg.n_classes + 3 * depth * n
   slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer]
@@ -471,7 +472,19 @@ def _plan_chunk(cfg: _Config, n_eval: int, probe_size: int, memory_budget: int) 
            + 10 * depth * n * max(cfg.batch_size, probe_size)   # saved activations (probes)
            + 4 * n_eval * max(n, cfg.in_features)               # evaluation on a split
            + 4 * n * n)                                         # an SVD's workspace
-  return max(1, memory_budget // (words * np.dtype(cfg.dtype).itemsize))
+  return words * np.dtype(cfg.dtype).itemsize
+
+
+def _deepest(cfg: _Config, n_eval: int, probe_size: int, memory_budget: int) -> int:
+  """The largest depth of ``cfg``'s width whose network fits ``memory_budget``."""
+  one, two = (_network_bytes(dataclasses.replace(cfg, depth=d), n_eval, probe_size)
+              for d in (1, 2))
+  return max(0, 1 + (memory_budget - one) // (two - one)) if memory_budget >= one else 0
+
+
+def _plan_chunk(cfg: _Config, n_eval: int, probe_size: int, memory_budget: int) -> int:
+  """Networks per chunk: a rough count of the bytes one network holds, against the budget."""
+  return max(1, memory_budget // _network_bytes(cfg, n_eval, probe_size))
 
 
 # ---------------------------------------------------------------------------
@@ -491,7 +504,7 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
           norm: _models.Norm = None, optimizer: str = "sgd", learning_rate=None,
           momentum: float = 0.9, clip_norm: float | None = None, n_steps: int = 1000,
           batch_size: int = 64, record_every: int | None = None,
-          record_steps: Sequence[int] | None = None, probe_size: int = 256,
+          record_steps: Sequence[int] | None = None, probe_size: int | None = None,
           weight_quantile: Sequence[float] = WEIGHT_QUANTILES,
           sv_quantile: Sequence[float] = SV_QUANTILES, chunk_size: int | None = None,
           memory_budget: int = DEFAULT_MEMORY_BUDGET, store: str | os.PathLike | None = None,
@@ -535,7 +548,8 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
     record_every: record every this many steps, and at 0 and ``n_steps``
       (default ``max(n_steps // 10, 1)``); or give ``record_steps``, an
       increasing sequence of steps in ``[0, n_steps]``.
-    probe_size: size of the probe batch, ``1 .. n_train``.
+    probe_size: size of the probe batch, ``1 .. n_train``; default
+      ``min(256, n_train)``.
     weight_quantile, sv_quantile: the quantiles recorded of each layer's
       weight entries and singular values.
     chunk_size: networks trained together (and stored together); default
@@ -580,12 +594,15 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
   Raises:
     ValueError: before any work, for a bad argument (unknown optimizer,
       activation or init, a negative learning rate or variance, a missing
-      data directory, ...), naming it, its value and what is allowed.
+      data directory, a DataSplit with labels outside ``[0, n_classes)``,
+      non-finite inputs or mismatched lengths, ...), naming it, its value and
+      what is allowed.
   """
   # -- validate everything before any work
   grid = _grid.network_grid(key=key, activation=activation, init=init, width=width,
                             depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
-                            sigma_b2=sigma_b2, residual=residual, norm=norm, verb="train")
+                            sigma_b2=sigma_b2, residual=residual, norm=norm, verb="train",
+                            store=store)
   key_data, acts, schemes = grid.key_data, grid.activations, grid.inits
   widths, depths, n_seeds = grid.widths, grid.depths, grid.n_seeds
   sw2s, sb2s = grid.sigma_w2, grid.sigma_b2
@@ -599,21 +616,21 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
   n_steps = _check_int("n_steps", n_steps, 0)
   batch_size = _check_int("batch_size", batch_size, 1)
   steps = _check_record_steps(record_steps, record_every, n_steps)
-  probe_size = _check_int("probe_size", probe_size, 1)
+  if probe_size is not None:
+    probe_size = _check_int("probe_size", probe_size, 1)
   wq = _check_quantiles("weight_quantile", weight_quantile)
   sq = _check_quantiles("sv_quantile", sv_quantile)
   memory_budget = _check_int("memory_budget", memory_budget, 1)
   if chunk_size is not None:
     chunk_size = _check_int("chunk_size", chunk_size, 1)
-  if store is not None and os.path.exists(store) and not os.path.isdir(store):
-    raise ValueError(f"`store` must be a directory (created if missing), got {str(store)!r}, "
-                     f"a file")
-  dtype = _inits._float_dtype(dtype)
+  dtype = _grid.check_dtype(dtype)
   devs = _devices.resolve(devices)
   if devices is None:   # every device of this host (of all hosts under jax.distributed)
     devs = tuple(d for d in devs if d in jax.local_devices())
   devs = _devices.check_local(devs)
   split = _resolve_data(data, dtype)
+  if probe_size is None:
+    probe_size = min(256, split.n_train)
   if probe_size > split.n_train:
     raise ValueError(f"`probe_size` must be <= n_train = {split.n_train}, got {probe_size}")
 
@@ -622,7 +639,19 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
                          for w, b, r in itertools.product(sw2s, sb2s, rates)])
   settings[:, 0] = np.nan_to_num(settings[:, 0])   # presets ignore sigma_w2
   n_items = len(settings) * n_seeds
-  configs = list(itertools.product(acts, schemes, widths, depths))
+  sch = grid.schemes
+  configs = [(a, s, w, d, _Config(
+      activation=acts[a], init=schemes[s], width=w, depth=d, in_features=split.n_features,
+      n_classes=split.n_classes, residual=residual, norm=norm, optimizer=optimizer_name,
+      momentum=momentum, clip_norm=clip_norm, batch_size=batch_size, weight_quantiles=wq,
+      sv_quantiles=sq, dtype=dtype))
+      for a, s, w, d in itertools.product(range(len(acts)), range(len(schemes)), widths, depths)]
+  n_eval = max(split.n_train, split.n_test)
+  for *_, cfg in configs:
+    _grid.check_fits(f"network of width {cfg.width} and depth {cfg.depth} in training",
+                     _network_bytes(cfg, n_eval, probe_size), memory_budget,
+                     fits=f"at width {cfg.width} depth <= "
+                          f"{_deepest(cfg, n_eval, probe_size, memory_budget)} fits")
   max_depth = max(depths)
   spec = {
       "format": _FORMAT, "key": key_data, "sigma_w2": sw2s, "sigma_b2": sb2s,
@@ -634,26 +663,20 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
   bar = tqdm(total=len(configs) * n_items, unit="net", desc="train", disable=not progress)
   results = []
   try:
-    for k, (act, scheme, w, d) in enumerate(configs):
-      cfg = _Config(activation=act, init=scheme, width=w, depth=d,
-                    in_features=split.n_features, n_classes=split.n_classes,
-                    residual=residual, norm=norm, optimizer=optimizer_name, momentum=momentum,
-                    clip_norm=clip_norm, batch_size=batch_size, weight_quantiles=wq,
-                    sv_quantiles=sq, dtype=dtype)
-      size = chunk_size or len(devs) * _plan_chunk(cfg, max(split.n_train, split.n_test),
-                                                   probe_size, memory_budget)
+    for k, (a, s, w, d, cfg) in enumerate(configs):
+      size = chunk_size or len(devs) * _plan_chunk(cfg, n_eval, probe_size, memory_budget)
       compute = _devices.split_over(
           _chunk_program(key, cfg, settings, n_seeds, split, probe_size, steps, bar), devs)
       out = run_chunked(
           compute, n_items, chunk_size=min(size, n_items), multiple=len(devs),
-          store=None if store is None else os.path.join(os.fspath(store), f"config-{k:04d}"),
-          spec={**spec, "activation": act.name, "init": scheme.name, "width": w, "depth": d},
+          store=None if store is None else os.path.join(grid.store, f"config-{k:04d}"),
+          spec={**spec, "activation": sch.activation_keys[a], "init": sch.init_keys[s],
+                "width": w, "depth": d},
           progress=bar)
       results.append(_pad_layers(out, d, max_depth))
   finally:
     bar.close()
-  grid = {"activation": [a.name for a in acts], "init": [s.name for s in schemes],
-          "width": widths, "depth": depths, "sigma_w2": sw2s, "sigma_b2": sb2s,
+  grid = {"activation": sch.activation_labels, "init": sch.init_labels, "width": widths, "depth": depths, "sigma_w2": sw2s, "sigma_b2": sb2s,
           "learning_rate": rates}
   swept = {n: _grid.is_list(v) for n, v in zip(
       SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2, learning_rate))}
@@ -669,6 +692,7 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
                   f"fold_in(fold_in(fold_in(key, i), {BATCH_STREAM}), t)",
       "loss": "mean softmax cross-entropy of a linear readout of a^L; probes' grad_h and "
               "grad_w use L_a = r . a^L (empirical.probes)",
+      "activation_keys": sch.keys_attr(),
   }
   return _dataset(results, grid, swept, n_seeds, steps, wq, sq, max_depth, attrs)
 

@@ -489,3 +489,11 @@ def test_data_split_is_a_pytree_with_static_metadata():
   assert renamed.name == "mine" and renamed.x_train is s.x_train
   assert repr(s) == ("DataSplit(name='data', n_classes=2, x_train=float32[8, 1], "
                      "y_train=int32[8], x_test=float32[2, 1], y_test=int32[2])")
+
+
+def test_split_data_names_a_bad_key_and_ragged_x():
+  x, y = np.ones((10, 3)), np.arange(10) % 2
+  with pytest.raises(ValueError, match=r"`key` must be a PRNG key .*got 0"):
+    data.split_data(x, y, key=0)
+  with pytest.raises(ValueError, match=r"`x` must be a rectangular array"):
+    data.split_data([[1.0, 2.0], [3.0]], [0, 1], key=KEY)

@@ -400,3 +400,56 @@ def test_monte_carlo_anchor_at_width_1000(x64):
   # THEORY.md's "means about 1.0": a network's mean eigenvalue at width 1000
   # spreads by ~7% (depth 4, Gaussian), too much for 2 networks; the
   # seed-derived check is test_moments_match_theory_at_width_1000.
+
+
+def test_spectra_of_huge_jacobians_in_float32():
+  # ReLU, sigma_w2 = 256, width 64: sigma_max is about 2e11 at depth 10 and 4e32
+  # at depth 30 (its square, 1e65, is beyond float32). Lanczos works on the
+  # rescaled operator: its estimate is a lower bound within its residual bound
+  # of the SVD's, which itself runs on the rescaled product. The forward pass
+  # overflows (h^l beyond 3.4e38) near layer 37: flagged, and only there.
+  common = dict(activation="relu", width=64, depth=[10, 30, 45], sigma_w2=256.0, q=1.0,
+                progress=False)
+  svd = jac.jacobian_spectra(jax.random.key(0), method="svd", **common)
+  proj = jac.jacobian_spectra(jax.random.key(0), method="projection", **common)
+  s_svd = svd.sigma_max.sel(seed=0).values[:2]
+  s_proj, err = proj.sigma_max.sel(seed=0).values[:2], proj.sigma_max_error.sel(seed=0).values[:2]
+  assert np.all(np.isfinite(s_svd)) and s_svd[1] > 1e30
+  assert np.all(np.isfinite(s_proj)) and np.all(np.isfinite(err))
+  # float32 rounding of two routes through 30 layers: 1e-4 relative.
+  assert np.all(s_proj <= s_svd * (1 + 1e-4) + err)
+  assert np.all(s_proj >= s_svd * (1 - 1e-4) - err)
+  for ds in (svd, proj):
+    first = ds.first_nonfinite.sel(seed=0).values
+    assert first[0] == first[1] == 0
+    assert 30 < first[2] <= 45
+    assert ds.first_nonfinite.dims == ds.sigma_max.dims
+
+
+def test_lanczos_stops_at_an_invariant_subspace(x64):
+  # A deep ReLU Jacobian has low rank: Lanczos meets an invariant Krylov space
+  # long before 48 steps. Going on from the rounding noise made T differ from
+  # Q^T A Q, and its largest Ritz value exceeded sigma_max^2 (4x here). A
+  # Ritz value is a lower bound on the largest eigenvalue; with its bound it
+  # brackets the SVD's.
+  w = jax.random.normal(jax.random.key(1), (10, 64, 64), jnp.float64) * 2.0
+  b = jnp.zeros((10, 64), jnp.float64)
+  x = jax.random.normal(jax.random.key(2), (64,), jnp.float64)
+  top = float(jac.singular_values(w, b, x, activation="relu")[0])
+  (s_max, _), (err, _) = jac.extreme_singular_values(w, b, x, activation="relu",
+                                                     key=jax.random.key(3))
+  assert float(s_max) <= top * (1 + 1e-10)
+  assert float(s_max) >= top * (1 - 1e-10) - float(err)
+
+
+def test_spectra_bad_store_and_dtype(tmp_path):
+  a_file = tmp_path / "file"
+  a_file.write_text("x")
+  with pytest.raises(ValueError, match=r"`store` must be a directory"):
+    _spectra(store=a_file)
+  with pytest.raises(ValueError, match=r"`dtype` must be None or a floating dtype"):
+    _spectra(dtype="int32")
+  with pytest.raises(ValueError, match=r"`memory_budget` = .* depth <= \d+ fits"):
+    _spectra(depth=10**9)
+  with pytest.raises(ValueError, match=r"`activation` must be an elementwise"):
+    _spectra(activation=math.tanh)

@@ -138,3 +138,9 @@ def test_errors():
     models.MLP(IN, WIDTH, DEPTH, sigma_b2=-1.0, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"`init` must be one of"):
     models.MLP(IN, WIDTH, DEPTH, init="kaiming", rngs=nnx.Rngs(0))
+
+
+def test_wrong_input_width_is_named():
+  mlp = models.MLP(IN, WIDTH, DEPTH, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=rf"in_features = {IN} .*got shape \(6, 3\)"):
+    mlp(X[:, :3])

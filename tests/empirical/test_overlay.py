@@ -142,3 +142,27 @@ def test_variants_without_theory_raise(sweeps):
   ds = sweeps["tanh"][0].assign_attrs(residual=1)
   with pytest.raises(ValueError, match=r"`ds` must be a sweep of a plain MLP"):
     overlay.theory(ds)
+
+
+def test_theory_of_a_custom_activation():
+  import jax.numpy as jnp
+  ds = sweep.sweep(jax.random.key(3), activation=jnp.sin, width=16, depth=3, sigma_w2=1.5,
+                   n_inputs=2, in_features=8, progress=False)
+  th = overlay.theory(ds)
+  np.testing.assert_array_equal(th.q.values, overlay.theory(ds, activation=jnp.sin).q.values)
+  assert np.all(np.isfinite(th.q.values)) and np.all(np.isfinite(th.grad_w.values))
+  # A Dataset read from a file has lost the callable: say how to pass it again.
+  loaded = ds.assign_attrs(activation_keys="{}")
+  with pytest.raises(ValueError, match=r"custom activation 'sin'.*activation=<the callable>"):
+    overlay.theory(loaded)
+
+
+def test_theory_of_a_float32_sweep_beyond_float32():
+  # ReLU at sigma_w2 = 256: q^l leaves float32 near layer 19, but the theory
+  # (in float64) of the gradient profile is finite at every layer.
+  ds = sweep.sweep(jax.random.key(0), activation="relu", sigma_w2=256.0, depth=30, width=64,
+                   n_inputs=16, in_features=16, progress=False)
+  th = overlay.theory(ds)
+  for name in ("grad_h", "grad_w", "chi_1"):
+    assert np.all(np.isfinite(th[name].values)), name
+  assert np.all(np.isfinite(ds.grad_w.values)) and np.all(np.isfinite(ds.c.values))

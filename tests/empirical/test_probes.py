@@ -117,3 +117,41 @@ def test_saturation_levels(name, levels, tol):
   got_levels, got_tol = probes.saturation_levels(activation(name))
   np.testing.assert_allclose(got_levels, levels, atol=1e-6)
   assert got_tol == pytest.approx(tol)
+
+
+def test_statistics_are_not_finite_only_where_their_values_are_not(x64):
+  # ReLU, sigma_w2 = 256, depth 30, width 64, 16 inputs: q grows 128-fold per
+  # layer, so the mean squares leave float32 (3.4e38) at about layer 19 while
+  # the gradients stay below 1e32. The float32 statistics must be finite
+  # exactly where the float64 ones fit in float32, and agree with them there
+  # to float32 rounding through 30 layers (relative 1e-6 per layer, times the
+  # sqrt(64) units summed in each product: 1e-3 holds with room).
+  depth, width, batch = 30, 64, 16
+  std = models.standard_params(KEY, in_features=IN, width=width, depth=depth,
+                               dtype=jnp.float32)
+  ws, bs = models.layer_scales("gaussian", 256.0, 0.0, in_features=IN, width=width, depth=depth,
+                               dtype=jnp.float32)
+  x = jax.random.normal(jax.random.key(8), (batch, IN), jnp.float32)
+  r = probes.readout(KEY, width, jnp.float32)
+  p32 = models.scale_params(std, ws, bs)
+  p64 = jax.tree.map(lambda a: a.astype(jnp.float64), p32)
+  s32 = MEASURE(p32, x, r, activation="relu")
+  s64 = MEASURE(p64, x.astype(jnp.float64), r.astype(jnp.float64), activation="relu")
+  big = float(np.finfo(np.float32).max)
+  for name in ("q", "c", "pre_mean", "pre_var", "post_mean", "post_var", "grad_h", "grad_w"):
+    got, want = np.asarray(getattr(s32, name))[:, 0], np.asarray(getattr(s64, name))[:, 0]
+    fits = np.abs(want) <= big
+    np.testing.assert_array_equal(np.isfinite(got), fits, err_msg=name)
+    np.testing.assert_allclose(got[fits], want[fits], rtol=1e-3, err_msg=name)
+  assert np.all(np.isfinite(np.asarray(s32.c)))
+  q64 = np.asarray(s64.q)[:, 0]
+  assert int(s32.first_nonfinite[0]) == int(np.argmax(q64 > big)) + 1 > 15
+  assert np.all(np.asarray(s64.grad_w) < 1e33)
+
+
+def test_pair_correlation_of_tiny_and_huge_vectors():
+  # Scaled vectors: finite whenever both vectors are finite and nonzero.
+  h = jax.random.normal(jax.random.key(1), (1, 2, 32), jnp.float32)
+  cos = probes._pair_correlation(h)
+  for scale in (1e-30, 1e30):
+    np.testing.assert_allclose(probes._pair_correlation(h * scale), cos, rtol=1e-6)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import glob
 import importlib
+import math
 import os
 
 import jax
@@ -96,6 +97,7 @@ def test_resume_equals_uninterrupted(small, tmp_path):
   _assert_identical(resumed, small)
   assert os.path.getmtime(chunks[0]) == 1.0           # reused, not recomputed
   assert os.path.exists(chunks[1])
+  assert not glob.glob(str(store / "config-0000" / ".tmp-*"))   # leftovers cleaned up
   with pytest.raises(ValueError, match=r"`store` .* holds results of a different computation"):
     sweep.sweep(KEY, chunk_size=3, store=store, **{**SMALL, "sigma_b2": 0.2})
 
@@ -143,3 +145,77 @@ def test_run_chunked_is_reusable(tmp_path):
                             progress=False)
   np.testing.assert_array_equal(again["square"], out["square"])
   assert calls == [3, 3, 3]                            # everything loaded from the store
+
+
+# --- reliability: content-keyed stores, eager validation (issue #11) ------------
+
+TINY = dict(width=8, depth=2, sigma_w2=1.0, n_inputs=2, in_features=4, progress=False)
+
+
+def test_store_keys_callables_by_content(tmp_path):
+  import jax.numpy as jnp
+  tanh_fn, sin_fn = lambda x: jnp.tanh(x), lambda x: jnp.sin(x)
+  store = tmp_path / "store"
+  tanh = sweep.sweep(KEY, activation=tanh_fn, store=store, **TINY)
+  # The same code again resumes (all loaded); different code is a different computation.
+  _assert_identical(sweep.sweep(KEY, activation=lambda x: jnp.tanh(x), store=store, **TINY),
+                    tanh)
+  with pytest.raises(ValueError, match=r"different computation \(activation: stored"):
+    sweep.sweep(KEY, activation=lambda x: jnp.sin(x), store=store, **TINY)
+  sin = sweep.sweep(KEY, activation=sin_fn, store=tmp_path / "sin", **TINY)
+  assert not np.array_equal(sin.q.values, tanh.q.values)
+  # Two callables of one name get two labels (cached programs: no compiling).
+  both = sweep.sweep(KEY, activation=[tanh_fn, sin_fn], **TINY)
+  assert list(both.activation.values) == ["<lambda>", "<lambda>#2"]
+  _assert_identical(both.isel(activation=1), sin)
+  # A closure over an array has no content key: refused with store= (runs without).
+  scale = jnp.asarray(2.0)
+  with pytest.raises(ValueError, match=r"`activation` must be keyed by content"):
+    sweep.sweep(KEY, activation=lambda x: jnp.tanh(scale * x), store=tmp_path / "c", **TINY)
+
+
+def test_store_keys_parametrised_inits_exactly(tmp_path):
+  from empirical import _grid
+  kw = {**TINY, "sigma_w2": None}
+  sweep.sweep(KEY, init="normal(0.5)", store=tmp_path, **kw)
+  with pytest.raises(ValueError, match=r"init: stored \[\"normal\(0.5\)\"\], now "
+                                       r"\[\"normal\(0.5000001\)\"\]"):
+    sweep.sweep(KEY, init="normal(0.5000001)", store=tmp_path, **kw)
+  labels = _grid.schemes("tanh", ["normal(0.5)", "normal(0.5000001)"], store=None).init_labels
+  assert labels == ["normal(0.5)", "normal(0.5000001)"]
+
+
+def test_store_errors_say_what_is_wrong(tmp_path):
+  a_file = tmp_path / "file"
+  a_file.write_text("x")
+  with pytest.raises(ValueError, match=r"`store` must be a directory .*which is a file"):
+    sweep.sweep(KEY, store=a_file, **TINY)
+  store = tmp_path / "store"
+  sweep.sweep(KEY, store=store, **TINY)
+  with pytest.raises(ValueError, match=r"sigma_b2: stored \[0.0\], now \[0.5\]"):
+    sweep.sweep(KEY, store=store, **{**TINY, "sigma_b2": 0.5})
+  with jax.enable_x64(True), pytest.raises(
+      ValueError, match=r"dtype: stored \"float32\", now \"float64\""):
+    sweep.sweep(KEY, store=store, **TINY)
+  (store / "config-0000" / "meta.json").write_text("{not json")
+  with pytest.raises(ValueError, match=r"unreadable .*meta.json.*delete that directory"):
+    sweep.sweep(KEY, store=store, **TINY)
+
+
+@pytest.mark.parametrize("override,message", [
+    (dict(q_input=0.0, c_input=0.5), r"`q_input` must be > 0 when `c_input` != 1"),
+    (dict(activation=math.tanh), r"`activation` must be an elementwise jax.numpy function"),
+    (dict(activation=lambda x: x.sum()), r"`activation` must be elementwise .* to shape \(\)"),
+    (dict(sigma_w2="1.0"), r"`sigma_w2` must be a finite number >= 0, got '1.0'"),
+    (dict(sigma_w2=[]), r"`sigma_w2` must be a value or a non-empty list, got \[\]"),
+    (dict(sigma_b2=None), r"`sigma_b2` must be a finite number >= 0, got None"),
+    (dict(q_input="1"), r"`q_input` must be a finite number >= 0, got '1'"),
+    (dict(dtype="int32"), r"`dtype` must be None or a floating dtype .*got 'int32'"),
+    (dict(memory_budget="1e9"), r"`memory_budget` must be a finite number > 0, got '1e9'"),
+    (dict(depth=10**7), r"`memory_budget` = 1073741824 bytes is too small .*depth <= \d+ fits"),
+    (dict(width=10**5), r"`memory_budget` = .* too small .* at width 100000 depth <= 0 fits"),
+    (dict(depth=10**12), r"`memory_budget` = .* too small"),
+])
+def test_more_bad_input_raises_before_work(override, message):
+  with pytest.raises(ValueError, match=message):
+    sweep.sweep(KEY, **{**TINY, **override})

@@ -261,3 +261,31 @@ def test_options_train_the_critical_network(digits, options):
   se = math.sqrt(p * (1 - p) / digits.n_test)
   assert np.all(ds.test_accuracy.sel(step=N_STEPS).values > p + 10 * se)
   assert not ds.diverged.any()
+
+
+def _blobs(n):
+  return data_lib.gaussian_blobs(key=KEY, n_samples=n, n_features=4, n_classes=3)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("y_train", lambda s: s.y_train.at[0].set(3), r"`data.y_train` must hold labels in \[0, n_classes\) = \[0, 3\), got 3"),
+    ("y_train", lambda s: s.y_train.at[1].set(-1), r"`data.y_train` must hold labels .*got -1"),
+    ("y_test", lambda s: s.y_test.astype(jnp.float32), r"`data.y_test` must hold integer labels"),
+    ("x_train", lambda s: s.x_train.at[2, 0].set(jnp.nan), r"`data.x_train` must be finite.*example 2"),
+    ("x_test", lambda s: s.x_test.at[0, 1].set(jnp.inf), r"`data.x_test` must be finite"),
+    ("y_train", lambda s: s.y_train[:-1], r"`data.y_train` must have shape \(n,\)"),
+    ("x_test", lambda s: s.x_test[:, :2], r"`data.x_test` must have the input shape"),
+    ("x_train", lambda s: s.x_train[:, 0], r"`data.x_train` must have shape \(n, \*input_shape\)"),
+])
+def test_a_bad_data_split_is_named(field, value, match):
+  split = _blobs(50)
+  bad = split.replace(**{field: value(split)})
+  with pytest.raises(ValueError, match=match):
+    train(KEY, data=bad, width=8, depth=2, sigma_w2=1.0, learning_rate=0.1, n_steps=1,
+          progress=False)
+
+
+def test_default_probe_batch_fits_a_small_data_set():
+  ds = train(KEY, data=_blobs(60), width=8, depth=2, sigma_w2=1.0, learning_rate=0.1,
+             n_steps=1, progress=False)
+  assert ds.attrs["probe_size"] == ds.attrs["n_train"] == 48
