@@ -34,7 +34,10 @@ _MAX_STEP = 8.0       # longest step in log(Im z) while Im z > _FAR Re z
 _NEAR_STEP = 1.0      # longest step in log(Im z) closer to the real axis
 _FAR = 100.0
 _MIN_STEP = 1e-3      # a level failing at a shorter step flags the point
-_ATOM_NOISE = (1e-3, 1e-8)  # density noise allowed next to an atom (float32, float64)
+_ATOM_NOISE = (1e-3, 1e-8)
+# Residual on log z below which a further Newton step changes nothing (float32, float64):
+# the start and the polish stop there instead of taking all their steps.
+_ROUNDING = (1e-6, 1e-14)  # density noise allowed next to an atom (float32, float64)
 
 
 def _edge(law: Law, depth, log_sigma_w2, orthogonal, n_grid: int = 128,
@@ -140,9 +143,23 @@ def _solve(lam, law: Law, depth, log_sigma_w2, orthogonal, mu1, log_mean, scale,
     u_new = u - shrink * delta
     return jnp.where(jnp.isfinite(u_new), u_new, u), jnp.abs(r)
 
+  def iterate(u, s, n_max, done_below):
+    """Newton steps at level ``s`` until the residual is below ``done_below`` (at most ``n_max``)."""
+    def more(carry):
+      i, _, r = carry
+      return (i < n_max) & ~(r < done_below)
+
+    def step(carry):
+      i, v, _ = carry
+      v_new, r = newton(v, s)
+      return i + 1, v_new, r
+
+    return jax.lax.while_loop(more, step, (0, u, jnp.asarray(jnp.inf, dtype)))[1]
+
   zero = jnp.zeros((), dtype)
   u = jnp.log(mu1 * jax.lax.complex(lam, eta0)) - log_mean
-  u = jax.lax.fori_loop(0, _N_START, lambda _, v: newton(v, zero)[0], u)
+  # far out, the guess is close: stop once a step's residual is at rounding level
+  u = iterate(u, zero, _N_START, _ROUNDING[dtype == jnp.float64])
   start_ok = jnp.abs(residual(u, zero)[0]) < _TRACK
 
   def max_step(s):
@@ -169,7 +186,7 @@ def _solve(lam, law: Law, depth, log_sigma_w2, orthogonal, mu1, log_mean, scale,
   # A while loop: under vmap it stops when the longest path of the grid is done.
   init = (0, u, zero, jnp.asarray(_FIRST_STEP, dtype), ~start_ok)
   _, u, s, _, failed = jax.lax.while_loop(more, level, init)
-  u = jax.lax.fori_loop(0, _N_POLISH, lambda _, v: newton(v, s)[0], u)
+  u = iterate(u, s, _N_POLISH, _ROUNDING[dtype == jnp.float64])
   r, _, m = residual(u, s)
   r = jnp.abs(r)
   w = jnp.exp(u)
