@@ -12,7 +12,7 @@ from scipy import stats
 
 from empirical import jacobian as jac
 
-# tanh at criticality with sigma_b2 = 0.05 (THEORY.md's Monte Carlo anchor).
+# tanh at criticality with sigma_b2 = 0.05 (docs/theory.md's Monte Carlo anchor).
 TANH_CRIT = dict(sigma_w2=1.7610, sigma_b2=0.05)
 Q_STAR = 0.5700
 
@@ -381,7 +381,7 @@ def test_density_matches_theory_at_width_1000(spectra_1000, weights, depth):
 
 @pytest.mark.slow
 def test_monte_carlo_anchor_at_width_1000(x64):
-  # THEORY.md: width 1000, depth 4, tanh at criticality: the largest
+  # docs/theory.md: width 1000, depth 4, tanh at criticality: the largest
   # eigenvalue of J J^T about 4.5 (orthogonal) and 15 (Gaussian), mean about 1.
   import meanfield
   ds = jac.jacobian_spectra(jax.random.key(7), activation="tanh", width=1000, depth=4,
@@ -393,11 +393,11 @@ def test_monte_carlo_anchor_at_width_1000(x64):
            for w in ("orthogonal", "gaussian")]
   # The top eigenvalue sits within O(N^(-2/3)) of the edge: 10% covers it.
   np.testing.assert_allclose(lam_max, edges, rtol=0.1)
-  # THEORY.md's rounded figures ("about") against the theory's edges (4.63,
+  # docs/theory.md's rounded figures ("about") against the theory's edges (4.63,
   # 15.84): measured against them directly, the Gaussian top eigenvalue
   # (16.5, above the edge by its finite-N fluctuation) misses "15" by 10.3%.
   np.testing.assert_allclose(edges, [4.5, 15.0], rtol=0.1)
-  # THEORY.md's "means about 1.0": a network's mean eigenvalue at width 1000
+  # docs/theory.md's "means about 1.0": a network's mean eigenvalue at width 1000
   # spreads by ~7% (depth 4, Gaussian), too much for 2 networks; the
   # seed-derived check is test_moments_match_theory_at_width_1000.
 

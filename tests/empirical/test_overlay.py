@@ -13,7 +13,7 @@ sweep = importlib.import_module("empirical.sweep")
 
 N, DEPTH, SEEDS, PAIRS = 1024, 10, 16, 4
 # tanh with sigma_b2 = 0.05: ordered (chi_1 < 1), critical (sigma_w2 = 1.7610,
-# THEORY.md), chaotic; ReLU at its critical point sigma_w2 = 2.
+# docs/theory.md), chaotic; ReLU at its critical point sigma_w2 = 2.
 TANH_SIGMA_W2 = [1.0, 1.761, 4.0]
 # Var(phi(h)^2) / E[phi(h)^2]^2 for h Gaussian: 2 for a linear phi, less for
 # tanh (it compresses the tails), 5 for ReLU (E relu^4 / (E relu^2)^2 = 6).

@@ -24,7 +24,7 @@ from empirical.train import BATCH_STREAM, OPTIMIZERS, optimizer, train
 
 KEY = jax.random.key(0)
 SIGMA_B2 = 0.05
-# Critical tanh at sigma_b2 = 0.05 (chi_1 = 1; THEORY.md: sigma_w2 = 1.7610, q* = 0.5700).
+# Critical tanh at sigma_b2 = 0.05 (chi_1 = 1; docs/theory.md: sigma_w2 = 1.7610, q* = 0.5700).
 CRITICAL = 1.7610
 # Far in the ordered phase: chi_1 = chi_c = 0.267 at q*, xi_c = -1/log chi_c = 0.76
 # layers, so at depth 20 two inputs' correlation sits within chi_c^20 ~ 3e-12 of 1,

@@ -14,7 +14,7 @@ from scipy import integrate, special, stats
 
 import meanfield as mf
 
-# tanh at criticality with sigma_b2 = 0.05 (THEORY.md; Pennington et al. 2017).
+# tanh at criticality with sigma_b2 = 0.05 (docs/theory.md; Pennington et al. 2017).
 TANH = dict(activation="tanh", sigma_w2=1.7610, sigma_b2=0.05, q=0.5700)
 
 
@@ -85,7 +85,7 @@ def test_tanh_moments_against_scipy_and_chi_1(x64):
 def test_q_none_uses_the_fixed_point(x64):
   kw = dict(activation="tanh", sigma_w2=1.7610, sigma_b2=0.05, depth=4, weights="orthogonal")
   q_star = mf.q_star(sigma_w2=1.7610, sigma_b2=0.05, activation="tanh")
-  assert abs(float(q_star) - 0.5700) < 1e-3  # THEORY.md: q* = 0.5700
+  assert abs(float(q_star) - 0.5700) < 1e-3  # docs/theory.md: q* = 0.5700
   m = mf.jacobian_moments(**kw)
   m_q = mf.jacobian_moments(**kw, q=q_star)
   np.testing.assert_allclose(m.mean, m_q.mean, rtol=1e-14)
