@@ -47,23 +47,20 @@ def _arg(x: Array, y: Array) -> Array:
   return 2.0 * _atan(jnp.where(x >= 0, y / (r + x), (r - x) / y))
 
 
-def _atanh(y: Array, one_plus_y: Array, one_minus_y: Array) -> Array:
-  """Principal ``atanh`` of a complex array (``y != +-1``), accurate near 0 and near ``+-1``.
+def _atanh_parts(a, b, pr, pi, qr, qi):
+  """Principal ``atanh(y)``, ``y = a + i b`` (``y != +-1``), as ``(re, im)``, accurate near 0 and ``+-1``.
 
   ``Re = log1p(4a / ((1 - a)^2 + b^2)) / 4`` (``|a| < 1/2``), else
-  ``log(|1 + y|^2 / |1 - y|^2) / 4``; ``Im = arg((1 + y) conj(1 - y)) / 2``
-  for ``y = a + i b``. ``1 +- y`` are passed in, computed without
-  cancellation by the caller (next to an end of a segment ``1 +- y`` is
-  small and ``1 + (+-y)`` would lose its digits).
+  ``log(|1 + y|^2 / |1 - y|^2) / 4``; ``Im = arg((1 + y) conj(1 - y)) / 2``.
+  ``1 + y = pr + i pi`` and ``1 - y = qr + i qi`` are passed in, computed
+  without cancellation by the caller (next to an end of a segment ``1 +- y``
+  is small and ``1 + (+-y)`` would lose its digits).
   """
-  a, b = jnp.real(y), jnp.imag(y)
-  pr, pi = jnp.real(one_plus_y), jnp.imag(one_plus_y)
-  qr, qi = jnp.real(one_minus_y), jnp.imag(one_minus_y)
   q2 = qr * qr + qi * qi
   re = 0.25 * jnp.where(jnp.abs(a) < 0.5, jnp.log1p(4.0 * a / q2),
                         jnp.log((pr * pr + pi * pi) / q2))
   im = 0.5 * _arg(pr * qr + pi * qi, 2.0 * b)
-  return jax.lax.complex(re, im)
+  return re, im
 
 
 def stieltjes(w: Array, law: Law) -> tuple[Array, Array, Array]:
@@ -79,18 +76,39 @@ def stieltjes(w: Array, law: Law) -> tuple[Array, Array, Array]:
   half-plane). ``1 + m = w g`` is accurate where ``m -> -1`` (``w -> 0``, small
   ``lambda``), where ``1 + m`` itself would cancel.
   """
-  inv_d = 1.0 / (w - law.mid)
-  y = law.half * inv_d
-  one_plus_y = (w - (law.mid - law.half)) * inv_d
-  one_minus_y = (w - (law.mid + law.half)) * inv_d
-  point = law.half == 0
-  a = jnp.where(point, 1.0, _atanh(y, one_plus_y, one_minus_y)
-                / (jnp.where(point, 1.0, law.half) * inv_d))
-  inv_1my2 = 1.0 / (1.0 - y * y)
-  m = law.mid * a * inv_d + (a - 1.0)
-  dm = -law.mid * inv_d * inv_d * inv_1my2 - (inv_1my2 - a) * inv_d
-  return (jnp.sum(law.mass * m, axis=-1), jnp.sum(law.mass * dm, axis=-1),
-          jnp.sum(law.mass * a * inv_d, axis=-1))
+  # In real arithmetic (complex division is several times slower on CPU): with
+  # n1 = d + h, n2 = d - h: 1 + y = n1/d, 1 - y = n2/d, A = atanh(y) d/h, and
+  # dm = -w/(n1 n2) + A/d (the two terms of d/dw above, with c + d = w).
+  wr, wi = jnp.real(w), jnp.imag(w)
+  h = law.half
+  dr = wr - law.mid
+  di = jnp.broadcast_to(wi, dr.shape)
+  d2 = dr * dr + di * di
+  ir, ii = dr / d2, -di / d2                                   # 1/d
+  yr, yi = h * ir, h * ii                                      # y = h/d
+  n1r, n2r = dr + h, dr - h
+  pr, pi = _mul(n1r, di, ir, ii)                               # 1 + y
+  qr, qi = _mul(n2r, di, ir, ii)                               # 1 - y
+  at_r, at_i = _atanh_parts(yr, yi, pr, pi, qr, qi)
+  point = h == 0
+  safe_h = jnp.where(point, 1.0, h)
+  ar, ai = _mul(at_r, at_i, dr / safe_h, di / safe_h)          # A = atanh(y) d/h
+  ar, ai = jnp.where(point, 1.0, ar), jnp.where(point, 0.0, ai)
+  gr, gi = _mul(ar, ai, ir, ii)                                # A/d
+  nr, ni = _mul(n1r, di, n2r, di)                              # n1 n2
+  nn = nr * nr + ni * ni
+  tr, ti = _mul(wr, wi, nr / nn, -ni / nn)                     # w/(n1 n2)
+  mass = law.mass
+  m = jax.lax.complex(jnp.sum(mass * (law.mid * gr + ar - 1.0), axis=-1),
+                      jnp.sum(mass * (law.mid * gi + ai), axis=-1))
+  dm = jax.lax.complex(jnp.sum(mass * (gr - tr), axis=-1), jnp.sum(mass * (gi - ti), axis=-1))
+  g = jax.lax.complex(jnp.sum(mass * gr, axis=-1), jnp.sum(mass * gi, axis=-1))
+  return m, dm, g
+
+
+def _mul(ar, ai, br, bi):
+  """``(a r + i a i)(b r + i b i)`` as a pair of real arrays."""
+  return ar * br - ai * bi, ar * bi + ai * br
 
 
 def log_z(w: Array, law: Law, depth, log_sigma_w2, orthogonal: float):
