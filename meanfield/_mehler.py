@@ -163,14 +163,14 @@ def difference_coefficients(b: Array) -> Array:
   return jnp.cumsum(b[..., ::-1], axis=-1)[..., ::-1][..., 1:]
 
 
-def solve(b: Array, sigma_w2: Array, q: Array, q_out: Array, m2: Array, dm2: Array
-          ) -> tuple[Array, Array, Array, Array]:
+def solve(b: Array, sigma_w2: Array, sigma_b2: Array, q: Array, q_out: Array, m2: Array,
+          dm2: Array) -> tuple[Array, Array, Array, Array]:
   """``c*`` and ``chi_c`` in the chaotic phase from the series, with a certificate.
 
   Args:
     b: the coefficients, shape ``S + (K + 1,)``.
-    sigma_w2, q, q_out: weight variance, the length and the next layer's
-      length ``sigma_w2 E[phi^2] + sigma_b2``; shape ``S``.
+    sigma_w2, sigma_b2, q, q_out: the variances, the length and the next
+      layer's length ``sigma_w2 E[phi^2] + sigma_b2``; shape ``S``.
     m2, dm2: ``E[phi(u)^2]`` and ``E[phi'(u)^2]`` (exact 1-D integrals).
 
   Returns:
@@ -185,6 +185,11 @@ def solve(b: Array, sigma_w2: Array, q: Array, q_out: Array, m2: Array, dm2: Arr
   p_coef = difference_coefficients(b)
   t0, t1 = tail_bounds(b, q, m2, dm2)
   target = q_out / sigma_w2
+  # P(c) = target is solved as c Q(c) = target - P(0) with Q = (P - P(0)) / c, and
+  # target - P(0) = b_0 + T_0 + sigma_b2 / sigma_w2 written without cancellation
+  # (P(0) = sum_{k >= 1} b_k): an odd activation without bias has c* = 0 exactly.
+  q_coef = p_coef[..., 1:]
+  rhs = b[..., 0] + t0 + sigma_b2 / sigma_w2
 
   # Newton from c = 1 on the increasing convex P descends monotonically onto the root: stop
   # when a step is at rounding level or no longer descends.
@@ -197,14 +202,16 @@ def solve(b: Array, sigma_w2: Array, q: Array, q_out: Array, m2: Array, dm2: Arr
 
   def body(state):
     c, step, it = state
-    value, slope = polynomial(p_coef, c)
-    newton = jnp.where(slope > 0, (value - target) / jnp.where(slope > 0, slope, 1), 0)
+    value, slope = polynomial(q_coef, c)
+    value, slope = c * value - rhs, value + c * slope           # c Q(c) - rhs and its slope
+    newton = jnp.where(slope > 0, value / jnp.where(slope > 0, slope, 1), 0)
     moving = step > 4 * eps * c_floor(c)
     c_new = jnp.where(moving, jnp.clip(c - newton, 0, 1), c)
     return c_new, jnp.where(moving, c - c_new, 0), it + 1
 
   c, _, its = jax.lax.while_loop(cond, body, (jnp.ones_like(q), jnp.ones_like(q), 0))
-  value, slope = polynomial(p_coef, c)
+  value, slope = polynomial(q_coef, c)
+  value, slope = c * value - rhs, value + c * slope
   s_coef = k[..., 1:] * b[..., 1:]                                 # S'(c) = sum_k k b_k c^(k-1)
   s1, s2 = polynomial(s_coef, c)
   chi_c = sigma_w2 * s1 / q_out
@@ -216,5 +223,5 @@ def solve(b: Array, sigma_w2: Array, q: Array, q_out: Array, m2: Array, dm2: Arr
   dchi = sigma_w2 * (t1 * c ** (b.shape[-1] - 1) + s2 * dc) / q_out
   ok_c = dc <= tol * c + 1e3 * eps
   ok_chi = dchi <= tol * chi_c * jnp.abs(jnp.log(chi_c))
-  ok_root = (slope > 0) & (jnp.abs(value - target) <= 64 * eps * target)
+  ok_root = (slope > 0) & (jnp.abs(value) <= 64 * eps * target)
   return c, chi_c, ok_c & ok_chi & ok_root, jnp.full(q.shape, its, jnp.int32)

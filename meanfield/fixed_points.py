@@ -206,8 +206,8 @@ def _c_star_series(act, sigma_w2, sigma_b2, q, q_out, k_zero, chaotic, m2, dm2):
   """The Mehler-series solve everywhere; points it cannot certify go to 2-D quadrature one by one."""
   stop = jax.lax.stop_gradient
   b = _mehler.coefficients(act, stop(q))
-  c, _, certified, its = _mehler.solve(b, stop(sigma_w2), stop(q), stop(q_out), stop(m2),
-                                       stop(dm2))
+  c, _, certified, its = _mehler.solve(b, stop(sigma_w2), stop(sigma_b2), stop(q), stop(q_out),
+                                       stop(m2), stop(dm2))
   c = jnp.where(chaotic, c, 1)
 
   def residual(c):      # C(c) - c on the series, live in the parameters, without cancellation
