@@ -40,14 +40,14 @@ _ATOM_NOISE = (1e-3, 1e-8)
 _ROUNDING = (1e-6, 1e-14)  # density noise allowed next to an atom (float32, float64)
 
 
-def _edge(law: Law, depth, log_sigma_w2, orthogonal, n_grid: int = 128,
-          n_refine: int = 4) -> Array:
+def _edge(law: Law, depth, log_sigma_w2, orthogonal, n_grid: int = 32,
+          n_refine: int = 7) -> Array:
   """Upper edge ``lambda_+``: the first minimum of real ``z(w)`` right of the support of x.
 
   On the real axis right of the support of ``x``, ``z(w)`` is real; the
   physical branch comes in from ``w = +inf`` and the spectrum starts where
   ``dz/dw = 0``. Located as the minimum on a log grid of ``w - x_max``, then
-  on finer grids around it (``n_refine`` times, each ``n_grid / 2`` times
+  on finer grids around it (``n_refine`` times, each ``(n_grid - 1) / 2`` times
   finer); ``z`` has a single minimum there for the laws met in practice, and
   the global minimum is robust to rounding noise (float32, deep networks).
   """
