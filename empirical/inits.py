@@ -22,7 +22,9 @@ Three kinds of schemes:
   mean-field theory assumes), ``uniform``, ``truncated_normal`` (normal cut
   at two standard deviations and rescaled to the same variance; this is
   Flax's default kernel init) and ``orthogonal`` (``W^T W = sigma_w2 I`` for
-  square ``W``). These take ``sigma_w2``.
+  square ``W``; Haar-distributed, drawn with matrix products only, no
+  LAPACK QR, at about 1.7x the cost of a Gaussian draw of the same shape).
+  These take ``sigma_w2``.
 - **by absolute standard deviation**, as in everyday scripts:
   :func:`normal` ``(std)``, :func:`constant` ``(value)`` and ``zeros``.
 - **named presets**: ``xavier_normal``, ``xavier_uniform``, ``he_normal``,
@@ -50,6 +52,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.nn import initializers as jinit
 
 __all__ = [
@@ -155,12 +158,109 @@ def _fan_in_standard(distribution: str) -> Standard:
   return jinit.variance_scaling(1.0, "fan_in", distribution)
 
 
-_ORTHOGONAL = jinit.orthogonal(1.0)
-
-
 def _orthogonal_standard(key, shape, dtype):
-  # Orthonormal columns if fan_in >= fan_out (W^T W = I), rows otherwise.
-  return _ORTHOGONAL(key, shape, dtype)
+  """Haar draw of shape ``(fan_in, fan_out)``: ``W W^T = I`` if ``fan_in <= fan_out``, else ``W^T W = I``."""
+  fan_in, fan_out = shape
+  if fan_in <= fan_out:
+    return _haar_rows(key, fan_in, fan_out, dtype)
+  return _haar_rows(key, fan_out, fan_in, dtype).T
+
+
+# Householder reflectors per block of :func:`_haar_rows`: 32 measured fastest
+# for 256 x 256 float32 on a 2-core CPU (64: 10-20% slower).
+_BLOCK = 32
+
+
+def _haar_rows(key: Array, k: int, n: int, dtype) -> Array:
+  """A Haar-distributed ``(k, n)`` float matrix with orthonormal rows, ``1 <= k <= n``.
+
+  The transpose of the ``Q`` of a QR factorisation, with positive diagonal
+  ``R``, of an ``(n, k)`` standard Gaussian matrix, drawn as Stewart (1980)
+  does: Householder QR of a Gaussian matrix meets, at step ``j``, a column
+  below the diagonal that is a fresh ``N(0, I_{n-j})`` vector (rotational
+  invariance), so the reflectors are drawn directly and ``Q = H_1 ... H_k
+  D`` with ``D`` the signs that make ``R``'s diagonal positive. Exact in
+  distribution (Haar on the Stiefel manifold; on ``O(n)`` for ``k = n``).
+
+  It draws about ``n k - k^2 / 2`` normals rather than ``n k``, and forms
+  ``Q^T = D H_k ... H_1`` with matrix products only, about ``4/3 n^3``
+  flops for ``k = n``, in blocks of ``_BLOCK`` reflectors (compact WY form,
+  Schreiber & Van Loan 1989): no LAPACK call, so it batches and runs inside
+  any program. Rows orthonormal to rounding (``|Q^T Q - I|`` about ``1e-6``
+  in float32 at ``n = 256``, ``1e-15`` in float64).
+  """
+  b = min(_BLOCK, k)
+  starts = range(0, k, b)
+  count = sum((n - s) * min(b, k - s) for s in starts)
+  # An even count: threefry makes pairs, and an odd count ran 4x slower.
+  z = jax.random.normal(key, (count + count % 2,), dtype)
+  v, signs = _reflectors(z, n, k, b)
+  # Block j is I - V_j T_j V_j^T; transposed, P -> P - (P V_j) (V_j T_j)^T,
+  # the faster orientation for XLA's CPU products (by 15-20%).
+  w_t = jnp.swapaxes(v @ _compact_wy_t(jnp.einsum("jrb,jrc->jbc", v, v)), -1, -2)
+  p = jnp.eye(k, n, dtype=dtype) * signs[:, None]
+  for j in reversed(range(len(starts))):
+    # Block j acts on coordinates s.. only: the rows before s are still
+    # signed unit vectors.
+    s = starts[j]
+    tail = p[s:, s:]
+    p = p.at[s:, s:].set(tail - (tail @ v[j, s:]) @ w_t[j, :, s:])
+  return p
+
+
+def _reflectors(z: Array, n: int, k: int, b: int) -> tuple[Array, Array]:
+  """Unit Householder vectors ``(n_blocks, n, b)`` and column signs ``(k,)`` from normals ``z``.
+
+  Block ``j`` holds reflectors ``j b .. j b + b - 1`` in global rows (zero
+  above each one's start; zero columns past ``k``, which reflect nothing).
+  Reflector ``i`` sends its Gaussian ``x`` (``z`` taken in order) to
+  ``-sign(x_1) |x| e_1``; ``signs[i] = -sign(x_1)`` is the sign of ``R_ii``.
+  """
+  pieces, offset = [], 0
+  for s in range(0, k, b):
+    width = min(b, k - s)
+    g = z[offset:offset + (n - s) * width].reshape(n - s, width)
+    pieces.append(jnp.pad(g, ((s, 0), (0, b - width))))
+    offset += (n - s) * width
+  g = jnp.stack(pieces)                                    # (blocks, n, b)
+  rows = np.arange(n)[None, :, None]
+  cols = (np.arange(0, k, b)[:, None, None] + np.arange(b))
+  x = jnp.where(rows >= cols, g, 0)
+  diag = jnp.asarray(rows == cols)
+  norm = jnp.sqrt(jnp.sum(x * x, axis=1, keepdims=True))
+  head = jnp.sum(jnp.where(diag, x, 0), axis=1, keepdims=True)
+  sign = jnp.where(head >= 0, 1, -1).astype(z.dtype)
+  # |x + sign |x| e_1|^2 = 2 |x| (|x| + |x_1|); 1 where x = 0 (padding).
+  length = jnp.sqrt(2 * norm * (norm + jnp.abs(head)))
+  v = (x + jnp.where(diag, sign * norm, 0)) / jnp.where(length > 0, length, 1)
+  return v, -sign.reshape(-1)[:k]
+
+
+def _compact_wy_t(gram: Array) -> Array:
+  """``T`` with ``H_1 ... H_b = I - V T V^T`` for unit ``V`` of Gram matrix ``gram`` ``(..., b, b)``.
+
+  ``T`` is upper triangular with ``T^{-1} = I / 2 + triu(V^T V, 1)``
+  (Puglisi 1992), built by doubling as LAPACK's ``larft`` does by columns:
+  the ``T`` of two adjacent groups of reflectors is
+  ``[[T1, -T1 (V1^T V2) T2], [0, T2]]``. (A Neumann product for the
+  nilpotent part instead lost up to 50x float32 rounding where
+  ``|triu(V^T V, 1)|`` reaches 2.)
+  """
+  b = gram.shape[-1]
+  size = 1 << (b - 1).bit_length()                  # b rounded up to a power of two
+  gram = jnp.pad(gram, [(0, 0)] * (gram.ndim - 2) + [(0, size - b)] * 2)
+  lead = gram.shape[:-2]
+  blocks = jnp.full((*lead, size, 1, 1), 2, gram.dtype)  # T of one unit reflector
+  s = 1
+  while s < size:
+    starts = np.arange(0, size, 2 * s)[:, None, None]
+    cross = gram[..., starts + np.arange(s)[:, None], starts + s + np.arange(s)]
+    t1, t2 = blocks[..., 0::2, :, :], blocks[..., 1::2, :, :]
+    top = jnp.concatenate([t1, -(t1 @ cross @ t2)], axis=-1)
+    bottom = jnp.concatenate([jnp.zeros_like(t2), t2], axis=-1)
+    blocks = jnp.concatenate([top, bottom], axis=-2)
+    s *= 2
+  return blocks[..., 0, :b, :b]
 
 
 def _unit_normal(key, shape, dtype):
