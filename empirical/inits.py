@@ -23,7 +23,7 @@ Three kinds of schemes:
   at two standard deviations and rescaled to the same variance; this is
   Flax's default kernel init) and ``orthogonal`` (``W^T W = sigma_w2 I`` for
   square ``W``; Haar-distributed, drawn with matrix products only, no
-  LAPACK QR, at about 1.7x the cost of a Gaussian draw of the same shape).
+  LAPACK QR, at about twice the cost of a Gaussian draw of the same shape).
   These take ``sigma_w2``.
 - **by absolute standard deviation**, as in everyday scripts:
   :func:`normal` ``(std)``, :func:`constant` ``(value)`` and ``zeros``.
@@ -45,6 +45,7 @@ A new scheme is one entry in :data:`INITS`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -166,8 +167,8 @@ def _orthogonal_standard(key, shape, dtype):
   return _haar_rows(key, fan_out, fan_in, dtype).T
 
 
-# Householder reflectors per block of :func:`_haar_rows`: 32 measured fastest
-# for 256 x 256 float32 on a 2-core CPU (64: 10-20% slower).
+# Householder reflectors per block of :func:`_haar_rows` (256 x 256 float32 on
+# a 2-core CPU: 16 and 64 were no faster than 32).
 _BLOCK = 32
 
 
@@ -190,50 +191,80 @@ def _haar_rows(key: Array, k: int, n: int, dtype) -> Array:
   in float32 at ``n = 256``, ``1e-15`` in float64).
   """
   b = min(_BLOCK, k)
-  starts = range(0, k, b)
-  count = sum((n - s) * min(b, k - s) for s in starts)
+  count = sum((n - s) * min(b, k - s) for s in range(0, k, b))
   # An even count: threefry makes pairs, and an odd count ran 4x slower.
-  z = jax.random.normal(key, (count + count % 2,), dtype)
-  v, signs = _reflectors(z, n, k, b)
-  # Block j is I - V_j T_j V_j^T; transposed, P -> P - (P V_j) (V_j T_j)^T,
-  # the faster orientation for XLA's CPU products (by 15-20%).
-  w_t = jnp.swapaxes(v @ _compact_wy_t(jnp.einsum("jrb,jrc->jbc", v, v)), -1, -2)
-  p = jnp.eye(k, n, dtype=dtype) * signs[:, None]
+  return _householder_product(k, n)(jax.random.normal(key, (count + count % 2,), dtype))
+
+
+@functools.cache
+def _householder_product(k: int, n: int) -> Callable[[Array], Array]:
+  """``z -> Q^T`` of :func:`_haar_rows` for normals ``z``, unbatched under a vmap of one.
+
+  A sweep on the CPU vmaps groups of one network; its batch-of-one matrix
+  products ran 30% slower than plain ones, so a batch of one is drawn as a
+  single matrix (the same numbers).
+  """
+
+  @jax.custom_batching.custom_vmap
+  def product(z):
+    return _householder_rows(z, k, n)
+
+  @product.def_vmap
+  def _rule(axis_size, in_batched, z):
+    if not in_batched[0]:
+      return product(z), False
+    if axis_size == 1:
+      return product(z[0])[None], True
+    return jax.vmap(lambda zi: _householder_rows(zi, k, n))(z), True
+
+  return product
+
+
+def _householder_rows(z: Array, k: int, n: int) -> Array:
+  """``Q^T`` ``(k, n)`` from the normals ``z`` of :func:`_haar_rows`."""
+  dtype = z.dtype
+  b = min(_BLOCK, k)
+  starts = range(0, k, b)
+  blocks, offset = [], 0
+  for s in starts:
+    width = min(b, k - s)
+    blocks.append(_reflectors(z[offset:offset + width * (n - s)].reshape(width, n - s)))
+    offset += width * (n - s)
+  # Block j (reflectors s..s+b-1, acting on coordinates s..) is
+  # I - V T V^T; on the rows, P -> P - ((P V) T^T) V^T.
+  grams = [jnp.pad(v_t @ v_t.T, [(0, b - v_t.shape[0])] * 2) for v_t, _ in blocks]
+  ts = _compact_wy_t(jnp.stack(grams))
+  p = None
   for j in reversed(range(len(starts))):
-    # Block j acts on coordinates s.. only: the rows before s are still
-    # signed unit vectors.
-    s = starts[j]
-    tail = p[s:, s:]
-    p = p.at[s:, s:].set(tail - (tail @ v[j, s:]) @ w_t[j, :, s:])
+    v_t, sign = blocks[j]
+    width, length = v_t.shape
+    # The rows before s + width are still signed unit vectors.
+    head = jnp.eye(width, length, dtype=dtype) * sign[:, None]
+    if p is not None:
+      rows, cols = p.shape
+      head = jnp.block([[head], [jnp.zeros((rows, width), dtype), p]])
+    t = ts[j, :width, :width]
+    p = head - ((head @ v_t.T) @ t.T) @ v_t
   return p
 
 
-def _reflectors(z: Array, n: int, k: int, b: int) -> tuple[Array, Array]:
-  """Unit Householder vectors ``(n_blocks, n, b)`` and column signs ``(k,)`` from normals ``z``.
+def _reflectors(x: Array) -> tuple[Array, Array]:
+  """Unit Householder vectors (rows) and signs from Gaussians ``x`` of shape ``(b, m)``.
 
-  Block ``j`` holds reflectors ``j b .. j b + b - 1`` in global rows (zero
-  above each one's start; zero columns past ``k``, which reflect nothing).
-  Reflector ``i`` sends its Gaussian ``x`` (``z`` taken in order) to
-  ``-sign(x_1) |x| e_1``; ``signs[i] = -sign(x_1)`` is the sign of ``R_ii``.
+  Row ``i`` is the reflector of the Gaussian vector ``x[i, i:]``, sending
+  it to ``-sign(x_ii) |x[i, i:]| e_i`` (zeros before ``i``); its sign
+  ``-sign(x_ii)`` is that of ``R_ii`` in a QR. Returns ``(v, sign)`` of
+  shapes ``(b, m)`` and ``(b,)``.
   """
-  pieces, offset = [], 0
-  for s in range(0, k, b):
-    width = min(b, k - s)
-    g = z[offset:offset + (n - s) * width].reshape(n - s, width)
-    pieces.append(jnp.pad(g, ((s, 0), (0, b - width))))
-    offset += (n - s) * width
-  g = jnp.stack(pieces)                                    # (blocks, n, b)
-  rows = np.arange(n)[None, :, None]
-  cols = (np.arange(0, k, b)[:, None, None] + np.arange(b))
-  x = jnp.where(rows >= cols, g, 0)
-  diag = jnp.asarray(rows == cols)
+  rows, cols = np.arange(x.shape[0])[:, None], np.arange(x.shape[1])[None, :]
+  x = jnp.where(cols >= rows, x, 0)
+  diag = cols == rows
   norm = jnp.sqrt(jnp.sum(x * x, axis=1, keepdims=True))
   head = jnp.sum(jnp.where(diag, x, 0), axis=1, keepdims=True)
-  sign = jnp.where(head >= 0, 1, -1).astype(z.dtype)
-  # |x + sign |x| e_1|^2 = 2 |x| (|x| + |x_1|); 1 where x = 0 (padding).
-  length = jnp.sqrt(2 * norm * (norm + jnp.abs(head)))
-  v = (x + jnp.where(diag, sign * norm, 0)) / jnp.where(length > 0, length, 1)
-  return v, -sign.reshape(-1)[:k]
+  sign = jnp.where(head >= 0, 1, -1).astype(x.dtype)
+  # |x + sign |x| e_i|^2 = 2 |x| (|x| + |x_ii|).
+  v = (x + jnp.where(diag, sign * norm, 0)) / jnp.sqrt(2 * norm * (norm + jnp.abs(head)))
+  return v, -sign[:, 0]
 
 
 def _compact_wy_t(gram: Array) -> Array:

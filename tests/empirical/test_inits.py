@@ -149,6 +149,17 @@ def test_haar_trace_moments():
   assert abs(sign.mean()) < 5 / math.sqrt(HAAR_M)
 
 
+def test_haar_draw_under_vmap_is_the_single_draw():
+  # A batch of one (a sweep's group of one network on the CPU) is drawn as a
+  # single matrix, bit for bit; larger batches agree to rounding.
+  standard = inits.init("orthogonal").standard
+  keys = jax.random.split(KEY, 3)
+  draw = jax.jit(jax.vmap(lambda k: standard(k, (70, 40), jnp.float32)))
+  single = [np.asarray(jax.jit(lambda k: standard(k, (70, 40), jnp.float32))(k)) for k in keys]
+  np.testing.assert_array_equal(draw(keys[:1])[0], single[0])
+  np.testing.assert_allclose(draw(keys), np.stack(single), atol=1e-6)
+
+
 def test_haar_draw_calls_no_lapack():
   # jaxlib's CPU LAPACK kernels can deadlock on batches of matrices; the draw
   # must be plain XLA operations, safe under vmap and on several devices.
