@@ -160,7 +160,10 @@ def _fan_in_standard(distribution: str) -> Standard:
 
 
 def _orthogonal_standard(key, shape, dtype):
-  """Haar draw of shape ``(fan_in, fan_out)``: ``W W^T = I`` if ``fan_in <= fan_out``, else ``W^T W = I``."""
+  """Haar draw of shape ``(fan_in, fan_out)``.
+
+  ``W W^T = I`` if ``fan_in <= fan_out`` (orthonormal rows), else ``W^T W = I``.
+  """
   fan_in, fan_out = shape
   if fan_in <= fan_out:
     return _haar_rows(key, fan_in, fan_out, dtype)
@@ -249,7 +252,7 @@ def _householder_rows(z: Array, k: int, n: int) -> Array:
 
 
 def _reflectors(x: Array) -> tuple[Array, Array]:
-  """Unit Householder vectors (rows) and signs from Gaussians ``x`` of shape ``(b, m)``.
+  """Unit Householder vectors (rows) and signs from Gaussians ``x`` ``(b, m)``.
 
   Row ``i`` is the reflector of the Gaussian vector ``x[i, i:]``, sending
   it to ``-sign(x_ii) |x[i, i:]| e_i`` (zeros before ``i``); its sign
@@ -268,14 +271,13 @@ def _reflectors(x: Array) -> tuple[Array, Array]:
 
 
 def _compact_wy_t(gram: Array) -> Array:
-  """``T`` with ``H_1 ... H_b = I - V T V^T`` for unit ``V`` of Gram matrix ``gram`` ``(..., b, b)``.
+  """``T`` with ``H_1 ... H_b = I - V T V^T``, from the Gram matrix ``(..., b, b)`` of unit ``V``.
 
   ``T`` is upper triangular with ``T^{-1} = I / 2 + triu(V^T V, 1)``
   (Puglisi 1992), built by doubling as LAPACK's ``larft`` does by columns:
   the ``T`` of two adjacent groups of reflectors is
-  ``[[T1, -T1 (V1^T V2) T2], [0, T2]]``. (A Neumann product for the
-  nilpotent part instead lost up to 50x float32 rounding where
-  ``|triu(V^T V, 1)|`` reaches 2.)
+  ``[[T1, -T1 (V1^T V2) T2], [0, T2]]``, which is stable (a Neumann series
+  of the nilpotent part is not: float32 draws lost orthonormality to 7e-6).
   """
   b = gram.shape[-1]
   size = 1 << (b - 1).bit_length()                  # b rounded up to a power of two
