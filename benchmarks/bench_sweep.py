@@ -21,6 +21,15 @@ the compile column):
   (optional extra ``bench``); timed on ``LOOP_NETWORKS`` networks and
   extrapolated. Skipped with a message otherwise.
 
+Orthogonal against Gaussian weights (issue 17), measured in the same run on
+``ORTHOGONAL``'s workload (tanh, width 256, depth 30, 4 ``sigma_w2`` x 32
+seeds = 128 networks, 32 inputs of 256 features): networks/s of
+``empirical.sweep`` with ``init="gaussian"`` and ``init="orthogonal"``, their
+ratio (target: orthogonal at >= 70% of the Gaussian rate), and the share of
+the orthogonal sweep's time spent drawing its orthogonal weights (the 32
+networks' standard draws timed alone, each reduced to a sum so that nothing
+large leaves the program).
+
 The roofline: a network costs ``4 B N^2 L`` flops (forward products, and the
 backward products for ``dL/dh``; the first layer's ``256 x 256`` included)
 and ``L N^2`` normal samples (weights; biases are ``1/N`` of that), drawn
@@ -33,6 +42,7 @@ reached.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -49,6 +59,9 @@ SIGMA_B2 = 0.05
 SEEDS = 64
 LOOP_NETWORKS = 12
 QUICK = dict(width=32, depth=4, batch=8, sigma_w2=SIGMA_W2[:2], seeds=4, loop=2)
+ORTHOGONAL = dict(width=256, depth=30, batch=32, sigma_w2=(1.0, 1.5, 2.0, 2.5), seeds=32)
+ORTHOGONAL_QUICK = dict(width=32, depth=4, batch=8, sigma_w2=(1.0, 1.5), seeds=4)
+ORTHOGONAL_TARGET = 0.7
 
 
 # --- the loops a user would write -----------------------------------------------------------
@@ -159,6 +172,48 @@ def _target_note(target: float, loop, sweep, roofline_s: float) -> str:
   return head + "missed: " + why
 
 
+def _standard_draws(key, seeds, *, init: str, width: int, depth: int):
+  """Every network's standard weights as a sweep draws them, each reduced to one number."""
+  def one(seed):
+    std = empirical.standard_params(empirical.network_key(key, seed), in_features=width,
+                                    width=width, depth=depth, init=init)
+    return std.w_in.sum() + std.w.sum()
+  return jax.lax.map(one, seeds)
+
+
+def orthogonal_against_gaussian(report: _common.Report, *, quick: bool, repeats: int) -> None:
+  """The orthogonal sweep's rate against the Gaussian one's, and its share drawing weights."""
+  o = ORTHOGONAL_QUICK if quick else ORTHOGONAL
+  n_nets = len(o["sigma_w2"]) * o["seeds"]
+  key = jax.random.key(0)
+  x = empirical.make_inputs(jax.random.key(1), n_inputs=o["batch"], in_features=o["width"])
+  common = dict(activation="tanh", width=o["width"], depth=o["depth"],
+                sigma_w2=list(o["sigma_w2"]), sigma_b2=SIGMA_B2, n_seeds=o["seeds"], inputs=x,
+                progress=False)
+  label = (f"{n_nets} networks (tanh, width {o['width']}, depth {o['depth']}, "
+           f"{len(o['sigma_w2'])} sigma_w2 x {o['seeds']} seeds, {o['batch']} inputs)")
+  sweeps, draws = {}, {}
+  for init in ("gaussian", "orthogonal"):
+    sweeps[init] = report.time_call(lambda init=init: empirical.sweep(key, init=init, **common),
+                                    name=f"empirical.sweep, init={init}, {label}",
+                                    repeats=repeats)
+    draws[init] = report.time_jitted(
+        functools.partial(_standard_draws, init=init, width=o["width"], depth=o["depth"]),
+        key, jnp.arange(o["seeds"]), name=f"standard weights alone, init={init}, "
+        f"{o['seeds']} networks x {o['depth']} layers", repeats=repeats)
+  rate = {init: n_nets / t.median_s for init, t in sweeps.items()}
+  for init in sweeps:
+    report.metric(f"sweep, init={init}: networks/s", rate[init], unit="1/s", note=label)
+  ratio = rate["orthogonal"] / rate["gaussian"]
+  report.metric("orthogonal / Gaussian sweep rate", ratio,
+                note=f"target >= {ORTHOGONAL_TARGET:g}: "
+                     + ("met" if ratio >= ORTHOGONAL_TARGET else "missed"))
+  for init in sweeps:
+    report.metric(f"sweep, init={init}: share of time drawing the weights",
+                  draws[init].median_s / sweeps[init].median_s,
+                  note="standard draws timed alone / the sweep")
+
+
 def run(*, quick: bool = False) -> _common.Report:
   width, depth, batch = (QUICK["width"], QUICK["depth"], QUICK["batch"]) if quick else (
       WIDTH, DEPTH, BATCH)
@@ -211,6 +266,8 @@ def run(*, quick: bool = False) -> _common.Report:
                   note="target >= 0.5: " + ("met" if fraction >= 0.5 else
                                             "missed: per-layer products of 64 x 256 rows "
                                             "run below the large-matmul rate"))
+
+  orthogonal_against_gaussian(report, quick=quick, repeats=repeats)
 
   x = empirical.make_inputs(jax.random.split(key)[1], n_inputs=batch, in_features=width)
   networks = [(sigma_w2[i % len(sigma_w2)], i) for i in range(loop_n)]

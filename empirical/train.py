@@ -401,9 +401,8 @@ _FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 @functools.partial(jax.jit, static_argnames=("cfg",), compiler_options=_FAST_COMPILE)
 def _init_chunk(keys, sigma_w2, sigma_b2, learning_rate, *, cfg: _Config) -> _State:
-  # A network at a time: orthogonal draws call LAPACK's QR (see the note on
-  # _singular_values_chunk), and this runs once per chunk.
-  return jax.lax.map(lambda a: _init_state(*a, cfg), (keys, sigma_w2, sigma_b2, learning_rate))
+  return jax.vmap(lambda k, w, b, r: _init_state(k, w, b, r, cfg))(
+      keys, sigma_w2, sigma_b2, learning_rate)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))

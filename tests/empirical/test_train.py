@@ -133,6 +133,23 @@ def test_vmapped_networks_equal_networks_trained_alone(digits64, x64):
                                atol=1e-12, err_msg=name)
 
 
+def test_orthogonal_networks_vmapped_equal_alone_and_start_orthogonal(digits64, x64):
+  # Orthogonal draws are plain XLA products, vmapped over a chunk's networks:
+  # a chunk of 6 trains as each network alone, and at step 0 every weight
+  # matrix is sqrt(sigma_w2) times a (semi-)orthogonal one (the first layer
+  # maps 64 features to 16 units: orthonormal columns).
+  kw = dict(data=digits64, init="orthogonal", n_steps=20, record_every=20, dtype=jnp.float64,
+            **SMALL)
+  together = train(KEY, **kw)
+  alone = train(KEY, chunk_size=1, **kw)
+  for name in together.data_vars:
+    np.testing.assert_allclose(alone[name].values, together[name].values, rtol=1e-10,
+                               atol=1e-12, err_msg=name)
+  start = together.sel(step=0)
+  for name in ("sv_max", "sv_min"):   # xarray divides along the named sigma_w2 dim
+    np.testing.assert_allclose((start[name] / np.sqrt(start.sigma_w2)).values, 1, rtol=1e-12)
+
+
 def test_resumed_run_equals_uninterrupted_run(digits64, x64, tmp_path):
   kw = dict(data=digits64, n_steps=40, record_every=20, chunk_size=1, dtype=jnp.float64,
             **SMALL)
