@@ -14,12 +14,15 @@ callable can be used directly: ``activation(jnp.sin)``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from meanfield import _checks
 
 __all__ = ["Activation", "ACTIVATIONS", "activation", "activation_names"]
 
@@ -299,6 +302,19 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _elementwise_checked(fn: Callable[[Array], Array]) -> bool:
+  _checks.check_elementwise("activation", fn)
+  return True
+
+
+def _check_elementwise(fn: Callable[[Array], Array]) -> None:
+  try:
+    _elementwise_checked(fn)
+  except TypeError:              # unhashable callable: check it every time
+    _checks.check_elementwise("activation", fn)
+
+
 def activation_names() -> tuple[str, ...]:
   """The registered activation names, sorted."""
   return tuple(sorted(ACTIVATIONS))
@@ -314,11 +330,18 @@ def activation(spec: str | Activation | Callable[[Array], Array]) -> Activation:
       integrated by quadrature (pass an ``Activation`` with ``kinks`` for a
       callable that has kinks).
 
+  Any ``fn`` not from the table is checked once (the result is cached by
+  the function): it must trace and be elementwise, float array in, float
+  array of the same shape out (:func:`meanfield._checks.check_elementwise`).
+
   Raises:
-    ValueError: for an unknown name, listing the known ones, or an argument
-      that is neither a string nor callable.
+    ValueError: for an unknown name, listing the known ones, an argument
+      that is neither a string nor callable, or a callable that does not
+      trace (``math.tanh``) or is not elementwise (``jnp.sum``).
   """
   if isinstance(spec, Activation):
+    if ACTIVATIONS.get(spec.name) is not spec:
+      _check_elementwise(spec.fn)
     return spec
   if isinstance(spec, str):
     try:
@@ -328,6 +351,7 @@ def activation(spec: str | Activation | Callable[[Array], Array]) -> Activation:
           f"`activation` must be one of {', '.join(activation_names())} or a "
           f"callable, got {spec!r}") from None
   if callable(spec):
+    _check_elementwise(spec)
     return Activation(getattr(spec, "__name__", repr(spec)), spec)
   raise ValueError(
       f"`activation` must be a name ({', '.join(activation_names())}), an "
