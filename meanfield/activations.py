@@ -119,12 +119,20 @@ def _normal_pdf(x):
   return jnp.exp(-0.5 * x * x) / np.sqrt(2 * np.pi).astype(x.dtype)
 
 
+def _sech2(x):
+  """``1 / cosh(x)^2 = 4 e / (1 + e)^2`` with ``e = exp(-2|x|)``: no cancellation at large ``|x|``
+
+  (``1 - tanh(x)^2`` is 0 in float64 beyond ``|x| ~ 19``).
+  """
+  e = jnp.exp(-2 * jnp.abs(x))
+  return 4 * e / ((1 + e) * (1 + e))
+
+
 _DERIVATIVES: dict[str, tuple[Callable[[Array], Array], Callable[[Array], Array]]] = {
     "linear": (jnp.ones_like, jnp.zeros_like),
     "relu": (lambda x: _step(x, 0.0, 1.0), jnp.zeros_like),
     "leaky_relu": (lambda x: _step(x, LEAKY_RELU_SLOPE, 1.0), jnp.zeros_like),
-    "tanh": (lambda x: 1 - jnp.tanh(x) ** 2,
-             lambda x: -2 * jnp.tanh(x) * (1 - jnp.tanh(x) ** 2)),
+    "tanh": (lambda x: _sech2(x), lambda x: -2 * jnp.tanh(x) * _sech2(x)),
     "hard_tanh": (lambda x: (jnp.abs(x) < 1).astype(x.dtype), jnp.zeros_like),
     "erf": (lambda x: 2 / np.sqrt(np.pi) * jnp.exp(-x * x),
             lambda x: -4 / np.sqrt(np.pi) * x * jnp.exp(-x * x)),

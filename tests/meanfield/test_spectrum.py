@@ -503,3 +503,16 @@ def test_density_at_a_point_does_not_depend_on_the_rest_of_the_grid(x64):
   assert np.all(r.converged)
   p_narrow = np.asarray(r.singular_value_density)[np.isin(narrow, wide[inside])]
   np.testing.assert_allclose(p_wide, p_narrow, rtol=1e-6)
+
+
+def test_tanh_law_at_large_q_has_no_spurious_atom_at_zero(x64):
+  # tanh' = 1/cosh^2 is positive everywhere: no segment of the law of x may be a point mass
+  # at 0 (1 - tanh^2 rounded to 0 beyond |h| ~ 19, which at sigma_w2 = 100, q* ~ 95 put
+  # 3.6% of the mass in a spurious zero_mass).
+  from meanfield.spectrum._law import x_law  # pylint: disable=import-outside-toplevel
+
+  law = x_law(mf.activation("tanh"), jnp.asarray(95.0, jnp.float64), 512)
+  atom_at_zero = (np.asarray(law.half) == 0) & (np.asarray(law.mid) == 0) & (
+      np.asarray(law.mass) > 0)
+  assert not np.any(atom_at_zero)
+  assert np.all(np.asarray(law.mid)[np.asarray(law.mass) > 0] > 0)
