@@ -233,14 +233,15 @@ def _linear_forms() -> dict[str, Callable[..., Array]]:
 def _erf_forms() -> dict[str, Callable[..., Array]]:
   """Williams 1997: ``E[erf(u1) erf(u2)] = (2/pi) arcsin(2 q12 / sqrt((1+2q11)(1+2q22)))``."""
 
+  # written so that no intermediate overflows before q does (q* ~ sigma_w2 at any sigma_w2)
   def second_moment(q):
-    return 2 / np.pi * jnp.arcsin(2 * q / (1 + 2 * q))
+    return 2 / np.pi * jnp.arcsin(q / (q + 0.5))
 
   def derivative_second_moment(q):
-    return 4 / (np.pi * jnp.sqrt(1 + 4 * q))
+    return 2 / (np.pi * jnp.sqrt(q + 0.25))
 
   def cross_moment(q11, q22, q12):
-    return 2 / np.pi * jnp.arcsin(2 * q12 / jnp.sqrt((1 + 2 * q11) * (1 + 2 * q22)))
+    return 2 / np.pi * jnp.arcsin(q12 / (jnp.sqrt(q11 + 0.5) * jnp.sqrt(q22 + 0.5)))
 
   def derivative_cross_moment(q11, q22, q12):
     # (4/pi) E[exp(-u1^2 - u2^2)] = (4/pi) det(I + 2 Sigma)^(-1/2).
@@ -248,7 +249,7 @@ def _erf_forms() -> dict[str, Callable[..., Array]]:
 
   def squared_difference(q, c):
     # (4/pi) (arcsin r - arcsin rc), r = 2q/(1+2q), as one atan2 without cancellation.
-    r = 2 * q / (1 + 2 * q)
+    r = q / (q + 0.5)
     a = jnp.sqrt((1 - r) * (1 + r))
     b = jnp.sqrt((1 - r * c) * (1 + r * c))
     sin = r * (1 - c) * (1 + c) / (b + c * a)

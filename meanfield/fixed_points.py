@@ -2,15 +2,18 @@
 
 ``q*`` is the stable fixed point reached by iterating the q-map from small
 lengths: the smallest ``q >= 0`` where ``F(q) = q_map(q) - q`` turns negative.
-It is bracketed on a fixed ladder of half-decades ``q = 1e-12 .. 1e16`` (the
-length map is tabulated once on the ladder, shared by every point) and
+It is bracketed on a fixed ladder of half-decades ``q = 1e-12 .. 1e16``, then
+every 4 decades up to the float maximum (the length map is tabulated once on
+the ladder, shared by every point; tanh has ``q* ~ sigma_w2 + sigma_b2`` at
+any finite ``sigma_w2``) and
 refined by safeguarded Newton (Newton steps that leave the bracket are
 replaced by regula falsi or bisection), so it converges near criticality
 where plain iteration crawls. Special values (Poole et al. 2016; Schoenholz
 et al. 2017):
 
-- ``q* = inf`` where the q-map has no fixed point (``F > 0`` up to 1e16):
-  ReLU with ``sigma_w2 > 2``, or ``sigma_w2 = 2`` and ``sigma_b2 > 0``;
+- ``q* = inf`` where the q-map has no fixed point (``F > 0`` up to the float
+  maximum): ReLU with ``sigma_w2 > 2``, or ``sigma_w2 = 2`` and
+  ``sigma_b2 > 0``; also where ``q*`` itself would overflow;
 - ``q* = 0`` where zero is stable (ReLU with ``sigma_b2 = 0``, ``sigma_w2 < 2``);
 - nan for nan input.
 
@@ -104,7 +107,7 @@ def _q_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> FixedP
   dtype = sigma_w2.dtype
   stop = jax.lax.stop_gradient
   sw2, sb2 = stop(sigma_w2), stop(sigma_b2)
-  ladder = jnp.asarray(np.concatenate([[0.0], _solve.LADDER]), dtype)
+  ladder = jnp.asarray(_solve.ladder(dtype), dtype)
   m2_ladder = second_moments(act, ladder)[0]                  # shared by every point
   lead = (1,) * sw2.ndim
   ladder_, m2_ = ladder.reshape(lead + ladder.shape), m2_ladder.reshape(lead + ladder.shape)
@@ -117,7 +120,7 @@ def _q_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> FixedP
     return value - q, slope - 1
 
   active = found & ~jnp.isnan(f_zero)
-  x0 = jnp.where(active, lo + f_lo * (hi - lo) / jnp.where(active, f_lo - f_hi, 1), 1)
+  x0 = jnp.where(active, lo + (hi - lo) * (f_lo / jnp.where(active, f_lo - f_hi, 1)), 1)
   x, done, its = _solve.safeguarded_newton(f_and_df, lo, jnp.where(active, hi, 2), f_lo, f_hi,
                                            x0, active, _solve.rtol(dtype))
   # no sign change up to the top of the ladder: the length diverges.

@@ -172,3 +172,19 @@ def test_property_fixed_points_are_fixed(sw2, sb2):
     mapped = mf.c_map(safe_c, sigma_w2=sw2, sigma_b2=sb2, activation="erf", q=safe_q)
     np.testing.assert_allclose(np.asarray(mapped)[positive], np.asarray(c)[positive],
                                rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["tanh", "erf"])
+def test_bounded_activation_q_star_at_huge_sigma_w2(name, x64):
+  # sup phi^2 = 1: q* = sigma_w2 E[phi^2] + sigma_b2 ~ sigma_w2 (1 - O(q^-1/2)) at any finite
+  # sigma_w2 (the bracketing ladder once ended at 1e16 and gave a confident inf beyond).
+  sw2 = jnp.array([1e17, 1e100, 1e300, 1.7e308])
+  fp = mf.q_star_solve(sigma_w2=sw2, sigma_b2=0.05, activation=name)
+  assert np.all(fp.converged) and np.all(np.isfinite(fp.value))
+  rel = np.asarray(fp.value / sw2 - 1)
+  assert np.all((rel <= 0) & (rel > -3 / np.sqrt(np.asarray(sw2))))
+  np.testing.assert_allclose(mf.q_map(fp.value, sigma_w2=sw2, sigma_b2=0.05, activation=name),
+                             fp.value, rtol=1e-13)
+  with jax.enable_x64(False):                        # float32: up to its own maximum, 3.4e38
+    fp32 = mf.q_star_solve(sigma_w2=np.float32(1e30), sigma_b2=0.05, activation=name)
+    assert fp32.converged and np.isclose(fp32.value, 1e30, rtol=1e-5)    # 32-bit accuracy
