@@ -56,8 +56,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from meanfield import _checks, _mehler, _solve
-from meanfield._integrals import (as_arrays, length_map, length_map_with_slope, next_correlation,
-                                  pair_moments, second_moments)
+from meanfield._integrals import (as_arrays, length_map, length_map_slope, length_map_with_slope,
+                                  next_correlation, pair_moments, second_moments)
 from meanfield.activations import Activation, activation as _activation
 
 __all__ = ["FixedPoint", "q_star", "q_star_solve", "c_star", "c_star_solve", "chi_c",
@@ -123,12 +123,23 @@ def _q_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> FixedP
   x0 = jnp.where(active, lo + (hi - lo) * (f_lo / jnp.where(active, f_lo - f_hi, 1)), 1)
   x, done, its = _solve.safeguarded_newton(f_and_df, lo, jnp.where(active, hi, 2), f_lo, f_hi,
                                            x0, active, _solve.rtol(dtype))
+  # the q-map is the identity (ReLU at (2, 0), linear at (1, 0)): every q is fixed; q* = 0,
+  # the one reached from small lengths and the limit from the ordered side.
+  identity = ~found & jnp.all(values == 0, axis=-1)
   # no sign change up to the top of the ladder: the length diverges.
-  value = jnp.where(found, x, jnp.inf)
+  value = jnp.where(found, x, jnp.where(identity, 0, jnp.inf))
   value = jnp.where(jnp.isnan(f_zero), jnp.nan, value)
   converged = jnp.where(found, done, ~jnp.isnan(f_zero))
   live = lambda q: length_map(act, sigma_w2, sigma_b2, q) - q
   value = _solve.implicit_step(live, value, jnp.isfinite(value) & (value > 0))
+  # q* = 0 (stable: dF/dq < 0 just above 0) moves to q* ~ -F(0)/F'(0+) when the parameters
+  # move (upwards only: q >= 0): dq*/dp = -(dF(0)/dp) / F'(0+), F' the one-sided slope.
+  zeros = jnp.zeros_like(value)
+  slope = stop(length_map_slope(act, sw2, zeros)) - 1
+  at_zero = (value == 0) & (slope < 0) & ~identity
+  f0 = length_map(act, sigma_w2, sigma_b2, zeros)
+  correction = (f0 - stop(f0)) / jnp.where(at_zero, slope, -1)
+  value = jnp.where(at_zero, value - correction, value)
   return FixedPoint(value, converged, its)
 
 
@@ -255,15 +266,17 @@ def _c_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayL
   q_out = sigma_w2 * m2 + sigma_b2
   valid &= jnp.isfinite(q_out)
   chi1 = sigma_w2 * dm2
-  safe_out = jnp.where(valid, q_out, 1)
-  k_zero = chi1 * safe_q / safe_out - 1     # K(delta -> 0) = slope at c = 1, minus 1
-  chaotic = valid & (q > 0) & (k_zero > 0)
+  # safe values where q = 0 or q_out = 0, so no branch left out by a where has nan gradients
+  positive = valid & (q > 0) & (q_out > 0)
+  pos_q, pos_out = jnp.where(positive, q, 1), jnp.where(positive, q_out, 1)
+  k_zero = chi1 * pos_q / pos_out - 1       # K(delta -> 0) = slope at c = 1, minus 1
+  chaotic = positive & (k_zero > 0)
   if _mehler.usable(act):
-    c, chi_c, done, its = _c_star_series(act, sigma_w2, sigma_b2, safe_q, safe_out, k_zero,
+    c, chi_c, done, its = _c_star_series(act, sigma_w2, sigma_b2, pos_q, pos_out, k_zero,
                                          chaotic, m2, dm2)
   else:
-    c, chi_c, done, its = _c_star_2d(act, sigma_w2, sigma_b2, safe_q, safe_out, k_zero, chaotic)
-  chi_c = jnp.where(chaotic, chi_c, jnp.where(q > 0, chi1 * safe_q / safe_out, chi1))
+    c, chi_c, done, its = _c_star_2d(act, sigma_w2, sigma_b2, pos_q, pos_out, k_zero, chaotic)
+  chi_c = jnp.where(chaotic, chi_c, jnp.where(positive, chi1 * pos_q / pos_out, chi1))
   c = jnp.where(chaotic, c, 1)
   nan = jnp.full_like(c, jnp.nan)
   converged = jnp.where(chaotic, done, True)
