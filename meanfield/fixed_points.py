@@ -14,7 +14,13 @@ et al. 2017):
 - ``q* = inf`` where the q-map has no fixed point (``F > 0`` up to the float
   maximum): ReLU with ``sigma_w2 > 2``, or ``sigma_w2 = 2`` and
   ``sigma_b2 > 0``; also where ``q*`` itself would overflow;
-- ``q* = 0`` where zero is stable (ReLU with ``sigma_b2 = 0``, ``sigma_w2 < 2``);
+- ``q* = 0`` where zero is stable (ReLU with ``sigma_b2 = 0``, ``sigma_w2 < 2``;
+  tanh with ``sigma_b2 = 0``, ``sigma_w2 < 1``); its gradient is the one-sided
+  ``dq*/dsigma_b2 = 1 / (1 - q_map_slope(0))``, ``dq*/dsigma_w2 = phi(0)^2 / (1 - q_map_slope(0))``;
+- ``q* = 0`` also where the q-map is the identity and every ``q`` is fixed
+  (ReLU at the He point ``(2, 0)``, linear at ``(1, 0)``): the length reached
+  from small lengths, and the limit from the ordered side. There ``c* = 1``,
+  ``chi_c = chi_1 = 1`` and ``xi_q = xi_c = inf``;
 - nan for nan input.
 
 ``c*`` is found on the fixed length ``q*`` (or a given length ``q``). Where
