@@ -123,9 +123,11 @@ def _sech2(x):
   """``1 / cosh(x)^2 = 4 e / (1 + e)^2`` with ``e = exp(-2|x|)``: no cancellation at large ``|x|``
 
   (``1 - tanh(x)^2`` is 0 in float64 beyond ``|x| ~ 19``).
+  The exponential form for ``|x| > 1``; ``1 - tanh(x)^2`` (smoothest) inside.
   """
   e = jnp.exp(-2 * jnp.abs(x))
-  return 4 * e / ((1 + e) * (1 + e))
+  t = jnp.tanh(x)
+  return jnp.where(jnp.abs(x) > 1, 4 * e / ((1 + e) * (1 + e)), 1 - t * t)
 
 
 _DERIVATIVES: dict[str, tuple[Callable[[Array], Array], Callable[[Array], Array]]] = {
