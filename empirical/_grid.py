@@ -129,35 +129,16 @@ def key_data(key: Any) -> list[int]:
 
 # --- activations and inits: validated, keyed on content, labelled --------------
 
-_PROBE_SHAPE = (3, 2)
-
 
 def check_activation(act: Activation) -> Activation:
   """``act`` if its ``fn`` traces and is elementwise (output shape = input shape).
 
-  Registry activations pass unchecked. Others are traced once with
-  :func:`jax.eval_shape` on a ``(3, 2)`` float32 array, so a callable that
-  needs concrete values (``math.tanh``) or reduces (``jnp.sum``) is refused
-  here rather than deep inside a compiled program.
+  The check is meanfield's (:func:`meanfield.activation` checks every
+  activation outside its table once): a callable that needs concrete values
+  (``math.tanh``) or reduces (``jnp.sum``) is refused here rather than deep
+  inside a compiled program.
   """
-  if ACTIVATIONS.get(act.name) == act:
-    return act
-  probe = jax.ShapeDtypeStruct(_PROBE_SHAPE, jnp.float32)
-  try:
-    out = jax.eval_shape(act.fn, probe)
-  except Exception as e:  # noqa: BLE001 (any failure to trace means the same to the user)
-    raise ValueError(
-        f"`activation` must be an elementwise jax.numpy function (traceable, e.g. jnp.tanh), "
-        f"got {act.fn!r}, which fails on a traced array: {type(e).__name__}: "
-        f"{str(e).splitlines()[0] if str(e) else ''}") from None
-  if not (isinstance(out, jax.ShapeDtypeStruct) and out.shape == _PROBE_SHAPE
-          and jnp.issubdtype(out.dtype, jnp.floating)):
-    got = (f"shape {out.shape}, dtype {out.dtype}" if isinstance(out, jax.ShapeDtypeStruct)
-           else f"{type(out).__name__}")
-    raise ValueError(
-        f"`activation` must be elementwise (a float array of the input's shape), got "
-        f"{act.fn!r}, which maps shape {_PROBE_SHAPE} to {got}")
-  return act
+  return _activation(act)
 
 
 class Unfingerprintable(ValueError):

@@ -43,14 +43,58 @@ def as_arrays(*xs: Any) -> tuple[Array, ...]:
 def second_moments(act: Activation, q: Array) -> tuple[Array, Array]:
   """``(E[phi(u)^2], E[phi'(u)^2])`` for ``u = sqrt(q) z``: closed forms or one quadrature.
 
-  Shape and dtype of ``q``. Where ``q`` is infinite only closed forms give a
-  value (ReLU: ``E[phi'^2] = 1/2``); quadrature gives nan.
+  Shape and dtype of ``q``. At ``q = 0`` the small-``q`` expansion
+  (:func:`small_q_series`) gives the value and the right derivatives in
+  ``q`` (the rule's ``sqrt(q)`` has none there). Where ``q`` is infinite
+  only closed forms give a value (ReLU: ``E[phi'^2] = 1/2``); quadrature
+  gives nan.
   """
+  positive = q > 0
+  safe = jnp.where(positive, q, 1)
   forms = act.closed_forms
   if "second_moment" in forms and "derivative_second_moment" in forms:
-    return forms["second_moment"](q), forms["derivative_second_moment"](q)
-  return gaussian_expectation(lambda h: (act.fn(h) ** 2, act.derivative(h) ** 2), q,
-                              kinks=act.kinks, degree=DEFAULT_DEGREE)
+    m2, dm2 = forms["second_moment"](safe), forms["derivative_second_moment"](safe)
+  else:
+    m2, dm2 = gaussian_expectation(lambda h: (act.fn(h) ** 2, act.derivative(h) ** 2), safe,
+                                   kinks=act.kinks, degree=DEFAULT_DEGREE)
+  square = lambda h: act.fn(h) ** 2
+  slope_square = lambda h: jax.grad(act.fn)(h) ** 2
+  return (jnp.where(positive, m2, small_q_series(act, square, q)),
+          jnp.where(positive, dm2, small_q_series(act, slope_square, q)))
+
+
+def small_q_series(act: Activation, g, q: Array) -> Array:
+  """``E[g(sqrt(q) z)]`` from its expansion at ``q -> 0+``: exact value and slopes at ``q = 0``.
+
+  ``E[g(sqrt(q) z)] = sum_n g^(n)(0) q^(n/2) E[z^n] / n!``; for smooth ``g``
+  that is ``g(0) + q g2 / 2 + q^2 g4 / 8 + ...`` (``gk`` the k-th derivative
+  at 0). With a kink at 0 the two half-lines carry half the Gaussian mass
+  each: the even derivatives are the means of their one-sided values, and a
+  jump ``J1`` of ``g'`` (``J3`` of its third derivative) at 0 adds
+  ``J1 q^(1/2) / sqrt(2 pi)`` (``J3 q^(3/2) / (3 sqrt(2 pi))``), whose
+  slope in ``q`` is infinite at 0. ``g`` is a scalar function, differentiated
+  by autodiff (one-sided: at ``+-t``, ``t`` a tiny number). Live in ``q``
+  (shape and dtype of ``q``); meant for ``q`` at 0.
+  """
+  dtype = q.dtype
+  d = [g]
+  for _ in range(4):
+    d.append(jax.grad(d[-1]))
+  kinked = 0.0 in act.kinks
+  t = jnp.asarray(np.finfo(np.dtype(dtype)).tiny ** 0.25 if kinked else 0.0, dtype)
+  (g0p, g0m), (g1p, g1m), (g2p, g2m), (g3p, g3m), (g4p, g4m) = ((f(t), f(-t)) for f in d)
+  c0, c1, c2 = (g0p + g0m) / 2, (g2p + g2m) / 4, (g4p + g4m) / 16
+
+  def jump(p, m):       # a jump, not the O(t) drift of a smooth derivative across [-t, t]
+    big = jnp.abs(p - m) > jnp.sqrt(t) * (1 + jnp.abs(p) + jnp.abs(m))
+    return jnp.where(big, p - m, 0) if kinked else jnp.zeros((), dtype)
+
+  # g continuous at 0: its value there exactly (not g(+-t), off by O(t))
+  c0 = jnp.where(jump(g0p, g0m) != 0, c0, g(jnp.zeros((), dtype))) if kinked else c0
+  a = jump(g1p, g1m) / np.sqrt(2 * np.pi)
+  b = jump(g3p, g3m) / (3 * np.sqrt(2 * np.pi))
+  root = lambda coef, power: coef * jnp.where(coef != 0, q, 1) ** power   # safe where
+  return c0 + root(a, 0.5) + c1 * q + root(b, 1.5) + c2 * q * q
 
 
 def length_map(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array) -> Array:
@@ -83,38 +127,21 @@ def length_map_slope(act: Activation, sigma_w2: Array, q: Array) -> Array:
   """``d q_map / d q`` at ``q``, counting the delta functions of ``phi''`` at kinks.
 
   The derivative of the (closed-form or quadrature) length map; at ``q = 0``
-  its limit ``sigma_w2 (phi'(0)^2 + phi(0) phi''(0))`` (right-derivatives
-  for a kink at 0, where the rule would evaluate the kink itself); nan where
-  ``q`` is infinite or nan.
+  its limit from above, ``sigma_w2 (phi'(0)^2 + phi(0) phi''(0))`` (for a
+  kink at 0 the means of the one-sided values; infinite where ``phi(0) != 0``
+  and ``phi'`` jumps there), with the right slope in ``q`` too
+  (:func:`small_q_series`); nan where ``q`` is infinite or nan.
   """
   positive = jnp.isfinite(q) & (q > 0)
   safe = jnp.where(positive, q, 1)
   slope = sigma_w2 * jax.jvp(lambda x: second_moments(act, x)[0], (safe,),
                              (jnp.ones_like(safe),))[1]
-  at_zero = sigma_w2 * _slope_at_zero(act, q.dtype)
-  return jnp.where(positive, slope, jnp.where(q == 0, at_zero, jnp.nan))
-
-
-def _slope_at_zero(act: Activation, dtype) -> Array:
-  """``lim_{q -> 0+} d E[phi(sqrt(q) z)^2] / dq``.
-
-  For smooth ``phi`` it is ``phi'(0)^2 + phi(0) phi''(0)``. With a kink at 0
-  the small-``q`` expansion ``E[phi(sqrt q z)^2] = phi(0)^2 + q (phi'(0+)^2 +
-  phi'(0-)^2) / 2 + ...`` (the two half-lines each carry half the Gaussian
-  mass) gives the mean of the one-sided squares; ``phi(0) phi''`` adds its
-  one-sided mean the same way. Where ``phi(0) != 0`` and ``phi'`` jumps at 0
-  a term in ``sqrt(q)`` makes the slope infinite.
-  """
-  tiny = jnp.asarray(np.finfo(np.dtype(dtype)).tiny ** 0.25, dtype)
-  zero = jnp.zeros((), dtype)
-  if 0.0 in act.kinks:
-    sides = jnp.stack([tiny, -tiny])
-    d1 = act.derivative(sides)
-    d2 = act.second_derivative(sides)
-    phi0 = act.fn(zero)
-    slope = jnp.mean(d1 * d1) + phi0 * jnp.mean(d2)
-    return jnp.where(phi0 * (d1[0] - d1[1]) != 0, jnp.inf, slope)
-  return act.derivative(zero) ** 2 + act.fn(zero) * act.second_derivative(zero)
+  zero = q == 0
+  at_zero = jnp.where(zero, q, 0)
+  square = lambda h: act.fn(h) ** 2
+  series = jax.jvp(lambda x: small_q_series(act, square, x), (at_zero,),
+                   (jnp.ones_like(at_zero),))[1]
+  return jnp.where(positive, slope, jnp.where(zero, sigma_w2 * series, jnp.nan))
 
 
 def pair_moments(act: Activation, q: Array, c: Array, *, derivative: bool = False,
@@ -162,7 +189,16 @@ def correlation_map(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array,
   quadrature; where its error bound does not certify the result to
   ``_mehler.TOLERANCE`` machine epsilons (of ``1 - c_out`` where ``c_out > 1/2``,
   else absolute), the whole call falls back to 2-D quadrature.
+
+  Where ``q = 0`` and ``q_map(0) = sigma_w2 phi(0)^2 + sigma_b2 = 0`` (ReLU or
+  tanh with ``sigma_b2 = 0``) ``c_out`` is 0/0: it is the limit ``q -> 0+``,
+  taken at a tiny positive length (ReLU is scale-free: its c-map is the same
+  at every ``q > 0``; a smooth ``phi`` with ``phi(0) = 0`` becomes linear).
   """
+  tiny = jnp.asarray(np.finfo(np.dtype(q.dtype)).tiny ** 0.25, q.dtype)
+  limit = (q == 0) & (sigma_w2 > 0) & (sigma_w2 * act.fn(jnp.zeros((), q.dtype)) ** 2
+                                       + sigma_b2 == 0)
+  q = jnp.where(limit, tiny, q)
   def quadrature(_):
     q_out = length_map(act, sigma_w2, sigma_b2, q)
     cross, sqdiff = pair_moments(act, q, c)

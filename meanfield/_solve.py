@@ -28,6 +28,19 @@ LADDER = 10.0 ** np.arange(-12.0, 16.25, 0.5)
 MAX_ITERATIONS = 60
 
 
+def ladder(dtype) -> np.ndarray:
+  """``0``, :data:`LADDER`, then every 4 decades up to the largest finite float of ``dtype``.
+
+  The lengths on which ``q*`` is bracketed: a bounded activation has
+  ``q* ~ sigma_w2 sup phi^2 + sigma_b2``, which may be any finite number, so
+  no sign change up to the float maximum means the q-map has no fixed point
+  in range (divergence, or overflow).
+  """
+  top = float(np.finfo(np.dtype(dtype)).max)
+  far = 10.0 ** np.arange(20.0, np.log10(top), 4.0)
+  return np.concatenate([[0.0], LADDER, far, [top]])
+
+
 def rtol(dtype) -> float:
   """Relative step at which the solvers stop: 16 machine epsilons."""
   return 16 * float(jnp.finfo(dtype).eps)
@@ -84,10 +97,10 @@ def safeguarded_newton(f_and_df: Callable[[Array], tuple[Array, Array]], lo: Arr
     lo, hi, f_lo, f_hi, x, f, df, its, it, done = state
     newton = x - f / df
     ok = (sign * df < 0) & (newton > lo) & (newton < hi)
-    falsi = lo + f_lo * (hi - lo) / (f_lo - f_hi)
-    width = hi - lo
+    width = hi - lo                    # products and sums that stay finite near the float max
+    falsi = lo + width * (f_lo / (f_lo - f_hi))
     falsi_ok = (falsi > lo + width / 16) & (falsi < hi - width / 16)
-    x_new = jnp.where(ok, newton, jnp.where(falsi_ok, falsi, (lo + hi) / 2))
+    x_new = jnp.where(ok, newton, jnp.where(falsi_ok, falsi, lo + width / 2))
     f_new, df_new = f_and_df(x_new)
     up = sign * f_new >= 0
     lo_new, f_lo_new = jnp.where(up, x_new, lo), jnp.where(up, f_new, f_lo)

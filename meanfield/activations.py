@@ -14,12 +14,15 @@ callable can be used directly: ``activation(jnp.sin)``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from meanfield import _checks
 
 __all__ = ["Activation", "ACTIVATIONS", "activation", "activation_names"]
 
@@ -116,12 +119,22 @@ def _normal_pdf(x):
   return jnp.exp(-0.5 * x * x) / np.sqrt(2 * np.pi).astype(x.dtype)
 
 
+def _sech2(x):
+  """``1 / cosh(x)^2 = 4 e / (1 + e)^2`` with ``e = exp(-2|x|)``: no cancellation at large ``|x|``
+
+  (``1 - tanh(x)^2`` is 0 in float64 beyond ``|x| ~ 19``).
+  The exponential form for ``|x| > 1``; ``1 - tanh(x)^2`` (smoothest) inside.
+  """
+  e = jnp.exp(-2 * jnp.abs(x))
+  t = jnp.tanh(x)
+  return jnp.where(jnp.abs(x) > 1, 4 * e / ((1 + e) * (1 + e)), 1 - t * t)
+
+
 _DERIVATIVES: dict[str, tuple[Callable[[Array], Array], Callable[[Array], Array]]] = {
     "linear": (jnp.ones_like, jnp.zeros_like),
     "relu": (lambda x: _step(x, 0.0, 1.0), jnp.zeros_like),
     "leaky_relu": (lambda x: _step(x, LEAKY_RELU_SLOPE, 1.0), jnp.zeros_like),
-    "tanh": (lambda x: 1 - jnp.tanh(x) ** 2,
-             lambda x: -2 * jnp.tanh(x) * (1 - jnp.tanh(x) ** 2)),
+    "tanh": (lambda x: _sech2(x), lambda x: -2 * jnp.tanh(x) * _sech2(x)),
     "hard_tanh": (lambda x: (jnp.abs(x) < 1).astype(x.dtype), jnp.zeros_like),
     "erf": (lambda x: 2 / np.sqrt(np.pi) * jnp.exp(-x * x),
             lambda x: -4 / np.sqrt(np.pi) * x * jnp.exp(-x * x)),
@@ -222,14 +235,15 @@ def _linear_forms() -> dict[str, Callable[..., Array]]:
 def _erf_forms() -> dict[str, Callable[..., Array]]:
   """Williams 1997: ``E[erf(u1) erf(u2)] = (2/pi) arcsin(2 q12 / sqrt((1+2q11)(1+2q22)))``."""
 
+  # written so that no intermediate overflows before q does (q* ~ sigma_w2 at any sigma_w2)
   def second_moment(q):
-    return 2 / np.pi * jnp.arcsin(2 * q / (1 + 2 * q))
+    return 2 / np.pi * jnp.arcsin(q / (q + 0.5))
 
   def derivative_second_moment(q):
-    return 4 / (np.pi * jnp.sqrt(1 + 4 * q))
+    return 2 / (np.pi * jnp.sqrt(q + 0.25))
 
   def cross_moment(q11, q22, q12):
-    return 2 / np.pi * jnp.arcsin(2 * q12 / jnp.sqrt((1 + 2 * q11) * (1 + 2 * q22)))
+    return 2 / np.pi * jnp.arcsin(q12 / (jnp.sqrt(q11 + 0.5) * jnp.sqrt(q22 + 0.5)))
 
   def derivative_cross_moment(q11, q22, q12):
     # (4/pi) E[exp(-u1^2 - u2^2)] = (4/pi) det(I + 2 Sigma)^(-1/2).
@@ -237,7 +251,7 @@ def _erf_forms() -> dict[str, Callable[..., Array]]:
 
   def squared_difference(q, c):
     # (4/pi) (arcsin r - arcsin rc), r = 2q/(1+2q), as one atan2 without cancellation.
-    r = 2 * q / (1 + 2 * q)
+    r = q / (q + 0.5)
     a = jnp.sqrt((1 - r) * (1 + r))
     b = jnp.sqrt((1 - r * c) * (1 + r * c))
     sin = r * (1 - c) * (1 + c) / (b + c * a)
@@ -299,6 +313,19 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _elementwise_checked(fn: Callable[[Array], Array]) -> bool:
+  _checks.check_elementwise("activation", fn)
+  return True
+
+
+def _check_elementwise(fn: Callable[[Array], Array]) -> None:
+  try:
+    _elementwise_checked(fn)
+  except TypeError:              # unhashable callable: check it every time
+    _checks.check_elementwise("activation", fn)
+
+
 def activation_names() -> tuple[str, ...]:
   """The registered activation names, sorted."""
   return tuple(sorted(ACTIVATIONS))
@@ -314,11 +341,18 @@ def activation(spec: str | Activation | Callable[[Array], Array]) -> Activation:
       integrated by quadrature (pass an ``Activation`` with ``kinks`` for a
       callable that has kinks).
 
+  Any ``fn`` not from the table is checked once (the result is cached by
+  the function): it must trace and be elementwise, float array in, float
+  array of the same shape out (:func:`meanfield._checks.check_elementwise`).
+
   Raises:
-    ValueError: for an unknown name, listing the known ones, or an argument
-      that is neither a string nor callable.
+    ValueError: for an unknown name, listing the known ones, an argument
+      that is neither a string nor callable, or a callable that does not
+      trace (``math.tanh``) or is not elementwise (``jnp.sum``).
   """
   if isinstance(spec, Activation):
+    if ACTIVATIONS.get(spec.name) is not spec:
+      _check_elementwise(spec.fn)
     return spec
   if isinstance(spec, str):
     try:
@@ -328,6 +362,7 @@ def activation(spec: str | Activation | Callable[[Array], Array]) -> Activation:
           f"`activation` must be one of {', '.join(activation_names())} or a "
           f"callable, got {spec!r}") from None
   if callable(spec):
+    _check_elementwise(spec)
     return Activation(getattr(spec, "__name__", repr(spec)), spec)
   raise ValueError(
       f"`activation` must be a name ({', '.join(activation_names())}), an "

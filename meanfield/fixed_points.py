@@ -2,16 +2,25 @@
 
 ``q*`` is the stable fixed point reached by iterating the q-map from small
 lengths: the smallest ``q >= 0`` where ``F(q) = q_map(q) - q`` turns negative.
-It is bracketed on a fixed ladder of half-decades ``q = 1e-12 .. 1e16`` (the
-length map is tabulated once on the ladder, shared by every point) and
+It is bracketed on a fixed ladder of half-decades ``q = 1e-12 .. 1e16``, then
+every 4 decades up to the float maximum (the length map is tabulated once on
+the ladder, shared by every point; tanh has ``q* ~ sigma_w2 + sigma_b2`` at
+any finite ``sigma_w2``) and
 refined by safeguarded Newton (Newton steps that leave the bracket are
 replaced by regula falsi or bisection), so it converges near criticality
 where plain iteration crawls. Special values (Poole et al. 2016; Schoenholz
 et al. 2017):
 
-- ``q* = inf`` where the q-map has no fixed point (``F > 0`` up to 1e16):
-  ReLU with ``sigma_w2 > 2``, or ``sigma_w2 = 2`` and ``sigma_b2 > 0``;
-- ``q* = 0`` where zero is stable (ReLU with ``sigma_b2 = 0``, ``sigma_w2 < 2``);
+- ``q* = inf`` where the q-map has no fixed point (``F > 0`` up to the float
+  maximum): ReLU with ``sigma_w2 > 2``, or ``sigma_w2 = 2`` and
+  ``sigma_b2 > 0``; also where ``q*`` itself would overflow;
+- ``q* = 0`` where zero is stable (ReLU with ``sigma_b2 = 0``, ``sigma_w2 < 2``;
+  tanh with ``sigma_b2 = 0``, ``sigma_w2 < 1``); its gradient is the one-sided
+  ``dq*/dsigma_b2 = 1 / (1 - q_map_slope(0))``, ``dq*/dsigma_w2 = phi(0)^2 / (1 - q_map_slope(0))``;
+- ``q* = 0`` also where the q-map is the identity and every ``q`` is fixed
+  (ReLU at the He point ``(2, 0)``, linear at ``(1, 0)``): the length reached
+  from small lengths, and the limit from the ordered side. There ``c* = 1``,
+  ``chi_c = chi_1 = 1`` and ``xi_q = xi_c = inf``;
 - nan for nan input.
 
 ``c*`` is found on the fixed length ``q*`` (or a given length ``q``). Where
@@ -53,8 +62,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from meanfield import _checks, _mehler, _solve
-from meanfield._integrals import (as_arrays, length_map, length_map_with_slope, next_correlation,
-                                  pair_moments, second_moments)
+from meanfield._integrals import (as_arrays, length_map, length_map_slope, length_map_with_slope,
+                                  next_correlation, pair_moments, second_moments)
 from meanfield.activations import Activation, activation as _activation
 
 __all__ = ["FixedPoint", "q_star", "q_star_solve", "c_star", "c_star_solve", "chi_c",
@@ -104,7 +113,7 @@ def _q_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> FixedP
   dtype = sigma_w2.dtype
   stop = jax.lax.stop_gradient
   sw2, sb2 = stop(sigma_w2), stop(sigma_b2)
-  ladder = jnp.asarray(np.concatenate([[0.0], _solve.LADDER]), dtype)
+  ladder = jnp.asarray(_solve.ladder(dtype), dtype)
   m2_ladder = second_moments(act, ladder)[0]                  # shared by every point
   lead = (1,) * sw2.ndim
   ladder_, m2_ = ladder.reshape(lead + ladder.shape), m2_ladder.reshape(lead + ladder.shape)
@@ -117,15 +126,26 @@ def _q_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> FixedP
     return value - q, slope - 1
 
   active = found & ~jnp.isnan(f_zero)
-  x0 = jnp.where(active, lo + f_lo * (hi - lo) / jnp.where(active, f_lo - f_hi, 1), 1)
+  x0 = jnp.where(active, lo + (hi - lo) * (f_lo / jnp.where(active, f_lo - f_hi, 1)), 1)
   x, done, its = _solve.safeguarded_newton(f_and_df, lo, jnp.where(active, hi, 2), f_lo, f_hi,
                                            x0, active, _solve.rtol(dtype))
+  # the q-map is the identity (ReLU at (2, 0), linear at (1, 0)): every q is fixed; q* = 0,
+  # the one reached from small lengths and the limit from the ordered side.
+  identity = ~found & jnp.all(values == 0, axis=-1)
   # no sign change up to the top of the ladder: the length diverges.
-  value = jnp.where(found, x, jnp.inf)
+  value = jnp.where(found, x, jnp.where(identity, 0, jnp.inf))
   value = jnp.where(jnp.isnan(f_zero), jnp.nan, value)
   converged = jnp.where(found, done, ~jnp.isnan(f_zero))
   live = lambda q: length_map(act, sigma_w2, sigma_b2, q) - q
   value = _solve.implicit_step(live, value, jnp.isfinite(value) & (value > 0))
+  # q* = 0 (stable: dF/dq < 0 just above 0) moves to q* ~ -F(0)/F'(0+) when the parameters
+  # move (upwards only: q >= 0): dq*/dp = -(dF(0)/dp) / F'(0+), F' the one-sided slope.
+  zeros = jnp.zeros_like(value)
+  slope = stop(length_map_slope(act, sw2, zeros)) - 1
+  at_zero = (value == 0) & (slope < 0) & ~identity
+  f0 = length_map(act, sigma_w2, sigma_b2, zeros)
+  correction = (f0 - stop(f0)) / jnp.where(at_zero, slope, -1)
+  value = jnp.where(at_zero, value - correction, value)
   return FixedPoint(value, converged, its)
 
 
@@ -252,15 +272,17 @@ def _c_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayL
   q_out = sigma_w2 * m2 + sigma_b2
   valid &= jnp.isfinite(q_out)
   chi1 = sigma_w2 * dm2
-  safe_out = jnp.where(valid, q_out, 1)
-  k_zero = chi1 * safe_q / safe_out - 1     # K(delta -> 0) = slope at c = 1, minus 1
-  chaotic = valid & (q > 0) & (k_zero > 0)
+  # safe values where q = 0 or q_out = 0, so no branch left out by a where has nan gradients
+  positive = valid & (q > 0) & (q_out > 0)
+  pos_q, pos_out = jnp.where(positive, q, 1), jnp.where(positive, q_out, 1)
+  k_zero = chi1 * pos_q / pos_out - 1       # K(delta -> 0) = slope at c = 1, minus 1
+  chaotic = positive & (k_zero > 0)
   if _mehler.usable(act):
-    c, chi_c, done, its = _c_star_series(act, sigma_w2, sigma_b2, safe_q, safe_out, k_zero,
+    c, chi_c, done, its = _c_star_series(act, sigma_w2, sigma_b2, pos_q, pos_out, k_zero,
                                          chaotic, m2, dm2)
   else:
-    c, chi_c, done, its = _c_star_2d(act, sigma_w2, sigma_b2, safe_q, safe_out, k_zero, chaotic)
-  chi_c = jnp.where(chaotic, chi_c, jnp.where(q > 0, chi1 * safe_q / safe_out, chi1))
+    c, chi_c, done, its = _c_star_2d(act, sigma_w2, sigma_b2, pos_q, pos_out, k_zero, chaotic)
+  chi_c = jnp.where(chaotic, chi_c, jnp.where(positive, chi1 * pos_q / pos_out, chi1))
   c = jnp.where(chaotic, c, 1)
   nan = jnp.full_like(c, jnp.nan)
   converged = jnp.where(chaotic, done, True)

@@ -166,10 +166,9 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
   """
   act = _activation(activation)
   for name, value in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
-    if np.ndim(value) != 1:
+    if np.ndim(_checks.real(name, value)) != 1:
       raise ValueError(f"`{name}` must be a 1-D array of grid values, got shape {np.shape(value)}")
-  if not critical_tol >= 0:
-    raise ValueError(f"`critical_tol` must be >= 0, got {critical_tol!r}")
+  _checks.check("critical_tol", critical_tol, lambda t: t >= 0, ">= 0")
   _checks.check_hyperparameters(sigma_w2, sigma_b2)
   dtype = float_dtype(np.asarray(sigma_w2), np.asarray(sigma_b2))
   w_axis = np.asarray(jnp.asarray(sigma_w2, dtype))

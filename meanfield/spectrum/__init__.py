@@ -405,7 +405,7 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
     eps = 1e-7 if dtype == jnp.float64 else 1e-4
   _checks.check("eps", eps, lambda e: (e > 0) & (e < 1), "in (0, 1)")
   if sigma is not None:
-    if np.ndim(sigma) != 1:
+    if np.ndim(_checks.real("sigma", sigma)) != 1:
       raise ValueError(f"`sigma` must be a 1-D array, got shape {np.shape(sigma)}")
     _checks.check("sigma", sigma, lambda s: s > 0, "> 0 everywhere")
   shape = _shape(sigma_w2, sigma_b2, depth, q)

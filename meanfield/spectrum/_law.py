@@ -28,13 +28,28 @@ _N_TAIL = 8          # segments the tail's equal-mass segment is cut into
 _N_GAUSS = 16         # Gauss-Legendre nodes per segment for its moments of x
 
 
+def _small(dtype) -> float:
+  """A length so small that ``phi'(+-sqrt(q) z)`` are ``phi'``'s one-sided values at 0."""
+  return float(np.finfo(np.dtype(dtype)).tiny ** 0.25)
+
+
 def x_moments(act: Activation, q: Array) -> tuple[Array, Array]:
-  """``mu_1 = E[phi'(sqrt(q) z)^2]`` and ``mu_2 = E[phi'(sqrt(q) z)^4]``."""
+  """``mu_1 = E[phi'(sqrt(q) z)^2]`` and ``mu_2 = E[phi'(sqrt(q) z)^4]``.
+
+  At ``q = 0`` the limit ``q -> 0+``: ``x = phi'(0)^2`` for smooth ``phi``;
+  for a kink at 0 the one-sided values, each with mass 1/2 (ReLU:
+  Bernoulli(1/2), as at every ``q > 0``), not ``phi'`` at the kink itself.
+  """
   def g(h):
     x = act.derivative(h) ** 2
     return x, x * x
 
-  return gaussian_expectation(g, q, kinks=act.kinks)
+  positive = q > 0
+  mu1, mu2 = gaussian_expectation(g, jnp.where(positive, q, 1), kinks=act.kinks)
+  t = jnp.asarray(_small(q.dtype), q.dtype)
+  x1, x2 = g(jnp.stack([t, -t]))
+  return (jnp.where(positive, mu1, jnp.where(q == 0, jnp.mean(x1), jnp.nan)),
+          jnp.where(positive, mu2, jnp.where(q == 0, jnp.mean(x2), jnp.nan)))
 
 
 @jax.tree_util.register_dataclass
@@ -95,6 +110,9 @@ def x_law(act: Activation, q: Array, n_nodes: int) -> Law:
   smooth as their argument approaches the real axis, unlike a sum of point
   masses.
 
+  At ``q = 0`` it is the limit ``q -> 0+``: point masses at ``phi'(0)^2``,
+  or for a kink at 0 at the two one-sided values with mass 1/2 each.
+
   Matching the moments matters where ``x`` is nearly constant (``q`` small:
   ``x ~ 1 - 2 q z^2`` for tanh): uniform between the end values, the tail
   segment ``z < ndtri(1/n)`` (cut at ``|z| = 9``) put its mass far out in
@@ -116,7 +134,9 @@ def x_law(act: Activation, q: Array, n_nodes: int) -> Law:
   signs = jnp.asarray(sign, dtype)[:, None]   # (intervals, 1)
 
   def x_of(zz, s):
-    return act.derivative(s * sqrt_q * zz) ** 2
+    # at q = 0 the limit q -> 0+: the one-sided value of phi' on each side of 0 (zz <= 0)
+    h = jnp.where(q > 0, sqrt_q * zz, -_small(dtype))
+    return act.derivative(s * h) ** 2
 
   # Conditional moments of x on each segment [z0, z1] (z <= 0, so the
   # Gaussian weight is largest at z1; scaled by it to stay in range).

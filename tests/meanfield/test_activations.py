@@ -98,3 +98,44 @@ def test_squared_difference_has_no_cancellation_near_one(x64):
     np.testing.assert_allclose(ratio[1:], forms["derivative_second_moment"](jnp.float64(1.0)),
                                rtol=1e-3)
     assert np.all(np.isfinite(ratio))
+
+
+def _reference_derivatives(name, x):
+  """``(phi'(x), phi''(x))`` from closed forms in long double (numpy) and scipy's ndtr."""
+  from scipy import special
+  x = np.asarray(x, np.longdouble)
+  sig = lambda t: 1 / (1 + np.exp(-t))
+  pdf = np.exp(-x * x / 2) / np.sqrt(np.longdouble(2) * np.pi)
+  ndtr = np.asarray(special.ndtr(np.asarray(x, np.float64)), np.longdouble)
+  if name == "tanh":
+    d1 = 1 / np.cosh(x) ** 2
+    return d1, -2 * np.tanh(x) * d1
+  if name == "erf":
+    return 2 / np.sqrt(np.pi) * np.exp(-x * x), -4 / np.sqrt(np.pi) * x * np.exp(-x * x)
+  if name == "sigmoid":
+    d1 = sig(x) * sig(-x)
+    return d1, d1 * (sig(-x) - sig(x))
+  if name == "softplus":
+    return sig(x), sig(x) * sig(-x)
+  if name == "silu":
+    d1 = sig(x) * (1 + x * sig(-x))
+    return d1, sig(x) * sig(-x) * (2 + x * (sig(-x) - sig(x)))
+  if name == "gelu":
+    return ndtr + x * pdf, (2 - x * x) * pdf
+  raise KeyError(name)
+
+
+@pytest.mark.parametrize("name", ["tanh", "erf", "sigmoid", "softplus", "silu", "gelu"])
+def test_derivatives_keep_relative_accuracy_in_the_tails(name, x64):
+  # phi' and phi'' against long-double closed forms out to |x| = 300: relative error below
+  # 1e-12 wherever the value is a normal float64 (1 - tanh^2 gave 0 at x = 20, true 1.7e-17).
+  # gelu' has a root near x = -0.75, where only an absolute error of eps is meaningful;
+  # the grid avoids it (x = -0.5 is far enough: |gelu'| = 0.13).
+  x = np.array([-300.0, -40.0, -20.0, -5.0, -0.5, 0.0, 0.7, 3.0, 20.0, 40.0, 300.0])
+  act = mf.activation(name)
+  for got, want in zip((act.derivative(jnp.asarray(x)), act.second_derivative(jnp.asarray(x))),
+                       _reference_derivatives(name, x)):
+    want = np.asarray(want, np.float64)
+    normal = np.abs(want) > np.finfo(np.float64).tiny
+    np.testing.assert_allclose(np.asarray(got)[normal], want[normal], rtol=1e-12)
+    np.testing.assert_array_less(np.abs(np.asarray(got)[~normal]), 1e-300)

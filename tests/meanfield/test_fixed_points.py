@@ -172,3 +172,62 @@ def test_property_fixed_points_are_fixed(sw2, sb2):
     mapped = mf.c_map(safe_c, sigma_w2=sw2, sigma_b2=sb2, activation="erf", q=safe_q)
     np.testing.assert_allclose(np.asarray(mapped)[positive], np.asarray(c)[positive],
                                rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["tanh", "erf"])
+def test_bounded_activation_q_star_at_huge_sigma_w2(name, x64):
+  # sup phi^2 = 1: q* = sigma_w2 E[phi^2] + sigma_b2 ~ sigma_w2 (1 - O(q^-1/2)) at any finite
+  # sigma_w2 (the bracketing ladder once ended at 1e16 and gave a confident inf beyond).
+  sw2 = jnp.array([1e17, 1e100, 1e300, 1.7e308])
+  fp = mf.q_star_solve(sigma_w2=sw2, sigma_b2=0.05, activation=name)
+  assert np.all(fp.converged) and np.all(np.isfinite(fp.value))
+  rel = np.asarray(fp.value / sw2 - 1)
+  assert np.all((rel <= 0) & (rel > -3 / np.sqrt(np.asarray(sw2))))
+  np.testing.assert_allclose(mf.q_map(fp.value, sigma_w2=sw2, sigma_b2=0.05, activation=name),
+                             fp.value, rtol=1e-13)
+  with jax.enable_x64(False):                        # float32: up to its own maximum, 3.4e38
+    fp32 = mf.q_star_solve(sigma_w2=np.float32(1e30), sigma_b2=0.05, activation=name)
+    assert fp32.converged and np.isclose(fp32.value, 1e30, rtol=1e-5)    # 32-bit accuracy
+
+
+def test_gradients_where_q_star_is_zero(x64):
+  # tanh, sigma_b2 = 0, sigma_w2 = 0.5: q* = 0 is stable. Raising sigma_b2 gives
+  # q* ~ sigma_b2 / (1 - q_map_slope(0)) = 2 sigma_b2; raising sigma_w2 leaves q* = 0.
+  # chi_1 = sigma_w2 E[sech^4(sqrt(q) z)] = sigma_w2 (1 - 2q + ...), so dchi_1/dsigma_b2 = -2.
+  # Forward differences (step 1e-7 in sigma_b2, where the curvature of q* and chi_1 is O(1))
+  # check the rest to 1e-5.
+  w, h = 0.5, 1e-7
+  q_b = lambda b: mf.q_star(sigma_w2=w, sigma_b2=b, activation="tanh")
+  slope = mf.q_map_slope(0.0, sigma_w2=w, sigma_b2=0.0, activation="tanh")
+  np.testing.assert_allclose(jax.grad(q_b)(0.0), 1 / (1 - slope), rtol=1e-12)
+  np.testing.assert_allclose(jax.grad(q_b)(0.0), 2.0, rtol=1e-12)
+  assert jax.grad(lambda v: mf.q_star(sigma_w2=v, sigma_b2=0.0, activation="tanh"))(w) == 0
+  chi1 = lambda b: mf.chi_1(sigma_w2=w, sigma_b2=b, activation="tanh")
+  np.testing.assert_allclose(jax.grad(chi1)(0.0), -2.0, rtol=1e-12)
+
+
+@pytest.mark.slow    # ~2 min: gradients of the whole c* solve and of depth_scales compile slowly
+def test_gradients_of_c_star_and_depth_scales_where_q_star_is_zero(x64):
+  # as above; c* = 1 throughout the ordered phase, xi_q and xi_c against forward differences
+  w, h = 0.5, 1e-7
+  assert jax.grad(lambda b: mf.c_star(sigma_w2=w, sigma_b2=b, activation="tanh"))(0.0) == 0
+  for field in ("xi_q", "xi_c"):
+    xi = lambda b: getattr(mf.depth_scales(sigma_w2=w, sigma_b2=b, activation="tanh"), field)
+    np.testing.assert_allclose(jax.grad(xi)(0.0), (xi(h) - xi(0.0)) / h, rtol=1e-5)
+
+
+def test_he_point_of_relu(x64):
+  # (sigma_w2, sigma_b2) = (2, 0): q_map(q) = q for every q. q* = 0 (reached from small
+  # lengths, the limit from the ordered side); the c-map is scale-free, its only fixed point
+  # c* = 1 with slope chi_c = chi_1 = 1, so xi_q = xi_c = inf.
+  kw = dict(sigma_w2=2.0, sigma_b2=0.0, activation="relu")
+  fq, fc = mf.q_star_solve(**kw), mf.c_star_solve(**kw)
+  assert fq.value == 0 and fq.converged and fc.value == 1 and fc.converged
+  assert mf.chi_c(**kw) == 1 and mf.chi_1(**kw) == 1
+  ds = mf.depth_scales(**kw)
+  assert np.isinf(ds.xi_q) and np.isinf(ds.xi_c)
+  c = jnp.array([-0.5, 0.0, 0.5, 0.9])
+  np.testing.assert_allclose(mf.c_map(c, **kw), mf.c_map(c, **kw, q=1.0), rtol=1e-14)
+  # just below, q* = 0 too, and xi_q = -1/log(0.995) (the one-sided slope, not the kink's 0)
+  np.testing.assert_allclose(mf.depth_scales(sigma_w2=1.99, sigma_b2=0.0, activation="relu"),
+                             -1 / np.log(0.995), rtol=1e-12)

@@ -503,3 +503,34 @@ def test_density_at_a_point_does_not_depend_on_the_rest_of_the_grid(x64):
   assert np.all(r.converged)
   p_narrow = np.asarray(r.singular_value_density)[np.isin(narrow, wide[inside])]
   np.testing.assert_allclose(p_wide, p_narrow, rtol=1e-6)
+
+
+def test_tanh_law_at_large_q_has_no_spurious_atom_at_zero(x64):
+  # tanh' = 1/cosh^2 is positive everywhere: no segment of the law of x may be a point mass
+  # at 0 (1 - tanh^2 rounded to 0 beyond |h| ~ 19, which at sigma_w2 = 100, q* ~ 95 put
+  # 3.6% of the mass in a spurious zero_mass).
+  from meanfield.spectrum._law import x_law  # pylint: disable=import-outside-toplevel
+
+  law = x_law(mf.activation("tanh"), jnp.asarray(95.0, jnp.float64), 512)
+  atom_at_zero = (np.asarray(law.half) == 0) & (np.asarray(law.mid) == 0) & (
+      np.asarray(law.mass) > 0)
+  assert not np.any(atom_at_zero)
+  assert np.all(np.asarray(law.mid)[np.asarray(law.mass) > 0] > 0)
+
+
+def test_law_at_q_zero_is_the_limit_from_above(x64):
+  # ReLU networks are scale-free: at q = 0 the law of x = phi'(sqrt(q) z)^2 is the same
+  # Bernoulli(1/2) on {0, 1} as at every q > 0 (phi' at the kink itself gave mean 0).
+  from meanfield.spectrum._law import x_law, x_moments  # pylint: disable=import-outside-toplevel
+
+  relu = mf.activation("relu")
+  np.testing.assert_array_equal(x_moments(relu, jnp.asarray([0.0, 1.0])), [[0.5, 0.5]] * 2)
+  at_zero, at_one = (x_law(relu, jnp.asarray(q, jnp.float64), 64) for q in (0.0, 1.0))
+  for a, b in zip(jax.tree.leaves(at_zero), jax.tree.leaves(at_one)):
+    np.testing.assert_array_equal(a, b)
+  # so ReLU below the He point (q* = 0) has mean chi_1^L and relative variance L (orthogonal)
+  m = mf.jacobian_moments(activation="relu", sigma_w2=1.99, sigma_b2=0.0, depth=4,
+                          weights="orthogonal")
+  np.testing.assert_allclose([m.mean, m.variance / m.mean**2], [0.995**4, 4.0], rtol=1e-12)
+  # smooth phi: a point mass at phi'(0)^2 (tanh: 1)
+  np.testing.assert_array_equal(x_moments(mf.activation("tanh"), jnp.asarray(0.0)), [1.0, 1.0])
