@@ -463,8 +463,21 @@ METHODS = ("svd", "projection")
 DEFAULT_MEMORY_BUDGET = 1 << 30
 
 
+#: The input length standing for the limit q -> 0+ where q* = 0 (see :func:`_fixed_point_q`).
+Q_LIMIT = 1e-6
+
+
 def _fixed_point_q(act: Activation, settings: list[tuple[float, float]]) -> np.ndarray:
-  """``q*`` of each ``(sigma_w2, sigma_b2)`` from :func:`meanfield.q_star` (float64), >= 0."""
+  """``q*`` of each ``(sigma_w2, sigma_b2)`` from :func:`meanfield.q_star` (float64), > 0.
+
+  Where ``q* = 0`` (ordered, no bias; ReLU at the He point ``(2, 0)``, where
+  every length is fixed and ``meanfield`` reports 0) the theory is the limit
+  ``q -> 0+``; inputs of length 0 would make every ReLU derivative 0. The
+  networks get ``q = Q_LIMIT`` instead: a ReLU network without bias is
+  scale-free (any length gives the same Jacobians), and a smooth activation
+  is then in its linear regime (``phi'(h)^2`` within about ``1e-6`` of
+  ``phi'(0)^2``).
+  """
   from meanfield import q_star  # pylint: disable=import-outside-toplevel
   sw2, sb2 = np.array(settings, np.float64).T
   with jax.enable_x64(True):
@@ -476,7 +489,7 @@ def _fixed_point_q(act: Activation, settings: list[tuple[float, float]]) -> np.n
         f"`q` must be given for activation {act.name!r} at sigma_w2={sw2[i]}, "
         f"sigma_b2={sb2[i]}: the length map has no finite fixed point there "
         f"(meanfield.q_star = {values[i]})")
-  return np.maximum(values, 0.0)
+  return np.where(values > 0, values, Q_LIMIT)
 
 
 def _stacked(params: _models.Params) -> tuple[Array, Array]:
@@ -596,7 +609,8 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
       ``"orthogonal"``, ...); the theory's ``weights``.
     n_seeds: networks per grid point.
     q: input length; ``None`` uses ``meanfield.q_star`` of each setting
-      (ReLU and linear networks at criticality have none: give ``q``).
+      (``Q_LIMIT`` where it is 0; a ``ValueError`` where it is infinite:
+      give ``q`` there).
     method: ``"svd"``: exact singular values (``O(L N^3)`` per network);
       ``"projection"``: :func:`moment_estimates` with ``num_probes`` probes
       and :func:`extreme_singular_values` with ``num_iterations`` Lanczos

@@ -65,6 +65,7 @@ from meanfield import _checks, _mehler, _solve
 from meanfield._integrals import (as_arrays, length_map, length_map_slope, length_map_with_slope,
                                   next_correlation, pair_moments, second_moments)
 from meanfield.activations import Activation, activation as _activation
+from meanfield.gaussian import gaussian_expectation
 
 __all__ = ["FixedPoint", "q_star", "q_star_solve", "c_star", "c_star_solve", "chi_c",
            "correlation_fixed_point"]
@@ -282,11 +283,48 @@ def _c_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayL
                                          chaotic, m2, dm2)
   else:
     c, chi_c, done, its = _c_star_2d(act, sigma_w2, sigma_b2, pos_q, pos_out, k_zero, chaotic)
+  near = chaotic & (k_zero < _NEAR_CRITICAL)
+  if not act.kinks:
+    c_near, chi_near = _near_critical(act, sigma_w2, pos_q, pos_out, k_zero)
+    c, chi_c = jnp.where(near, c_near, c), jnp.where(near, chi_near, chi_c)
+    done = done | near
+  else:
+    # a kink makes the c-map non-analytic at c = 1; closer to criticality than the
+    # solver resolves, report what it found as not converged
+    done = done & ~(chaotic & (k_zero < _UNRESOLVED))
   chi_c = jnp.where(chaotic, chi_c, jnp.where(positive, chi1 * pos_q / pos_out, chi1))
   c = jnp.where(chaotic, c, 1)
   nan = jnp.full_like(c, jnp.nan)
   converged = jnp.where(chaotic, done, True)
   return FixedPoint(jnp.where(valid, c, nan), converged, its), jnp.where(valid, chi_c, nan)
+
+
+# Closer to criticality than this (chi_1 q / q_out - 1), c* and chi_c of smooth activations
+# come from the expansion of the c-map at c = 1; kinked ones are flagged below _UNRESOLVED.
+_NEAR_CRITICAL = 1e-6
+_UNRESOLVED = 1e-8
+
+
+def _near_critical(act, sigma_w2, q, q_out, k_zero):
+  """``(c*, chi_c)`` from the c-map's Taylor expansion at ``c = 1`` (smooth ``phi``).
+
+  With ``delta = 1 - c`` and ``C_k = sigma_w2 q^k E[phi^(k)(u)^2] / q_out`` (the
+  k-th derivative of the c-map at ``c = 1``), ``C(1 - delta) = 1 - C_1 delta +
+  C_2 delta^2 / 2 - C_3 delta^3 / 6 + ...``, so the fixed point solves
+  ``(C_1 - 1) - C_2 delta / 2 + C_3 delta^2 / 6 = 0`` (small root, taken without
+  cancellation) and ``chi_c = C_1 - C_2 delta + C_3 delta^2 / 2``. ``C_1 - 1`` is
+  ``k_zero``, known to the accuracy of one 1-D integral, so ``delta`` keeps its
+  relative accuracy as ``chi_1 -> 1`` where a solver's residual is noise. The
+  terms left out are ``O(delta^3)``: below ``1e-10`` relative for
+  ``k_zero < 1e-6``.
+  """
+  d3 = jnp.vectorize(jax.grad(act.second_derivative))
+  e2, e3 = gaussian_expectation(lambda h: (act.second_derivative(h) ** 2, d3(h) ** 2), q,
+                                kinks=act.kinks)
+  c2 = sigma_w2 * q * q * e2 / q_out
+  c3 = sigma_w2 * q * q * q * e3 / q_out
+  delta = 2 * k_zero / (c2 / 2 + jnp.sqrt(jnp.maximum(c2 * c2 / 4 - 2 * c3 * k_zero / 3, 0)))
+  return 1 - delta, 1 + k_zero - c2 * delta + c3 * delta * delta / 2
 
 
 def correlation_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,

@@ -226,7 +226,7 @@ def test_projection_dataset_agrees_with_svd(x64):
     (dict(init="bogus"), "`init` must be one of"),
     (dict(n_seeds=0), "`n_seeds` must be an integer >= 1"),
     (dict(method="projection", num_iterations=64), "`num_iterations` must be at most"),
-    (dict(activation="relu", sigma_w2=2.0, sigma_b2=0.0), "`q` must be given"),
+    (dict(activation="relu", sigma_w2=2.5, sigma_b2=0.0), "`q` must be given"),
 ])
 def test_spectra_bad_input_raises(kw, match):
   with pytest.raises(ValueError, match=match):
@@ -453,3 +453,14 @@ def test_spectra_bad_store_and_dtype(tmp_path):
     _spectra(depth=10**9)
   with pytest.raises(ValueError, match=r"`activation` must be an elementwise"):
     _spectra(activation=math.tanh)
+
+
+def test_q_star_zero_uses_the_limit_from_above():
+  # ReLU at the He point: meanfield's q* is 0 (every length is fixed); inputs of length 0
+  # would give all-zero Jacobians. The limit q -> 0+ of a scale-free network: at the He
+  # point E[sigma^2] = chi_1^L = 1, so the mean squared singular value of every network
+  # is of order 1 (it is 0 with zero inputs).
+  ds = _spectra(activation="relu", sigma_w2=2.0, sigma_b2=0.0, depth=3, init="gaussian")
+  assert float(ds.q.min()) == jac.Q_LIMIT
+  mean_sq = (ds.singular_values ** 2).mean("index")
+  assert float(mean_sq.min()) > 0.05 and float(mean_sq.max()) < 20

@@ -231,3 +231,23 @@ def test_he_point_of_relu(x64):
   # just below, q* = 0 too, and xi_q = -1/log(0.995) (the one-sided slope, not the kink's 0)
   np.testing.assert_allclose(mf.depth_scales(sigma_w2=1.99, sigma_b2=0.0, activation="relu"),
                              -1 / np.log(0.995), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["tanh", "erf"])   # Mehler-series path; closed forms, 2-D path
+def test_near_criticality_c_star_is_linear_in_the_distance(name, x64):
+  # To leading order 1 - c* = 2 (chi_1 - 1) / C''(1) and 1 - chi_c = chi_1 - 1: on the chaotic
+  # side c* < 1, chi_c < 1, and (1 - c*) / (chi_1 - 1) is one constant from 1e-10 of the
+  # critical line up to 1e-5 (its next term is O(1 - c*), below 1e-4 relative here). The
+  # points straddle the switch between the solvers and the expansion at 1 - chi_1 = 1e-6,
+  # so the two must agree. A solver alone returned noise (chi_c > 1, ratios off by 6x).
+  crit = float(mf.critical_sigma_w2(sigma_b2=0.05, activation=name))
+  sw2 = crit * (1 + np.array([1e-10, 1e-9, 1e-8, 1e-7, 1e-6, 3e-6, 1e-5]))
+  fp, chi_c = mf.correlation_fixed_point(sigma_w2=sw2, sigma_b2=0.05, activation=name)
+  chi_1 = np.asarray(mf.chi_1(sigma_w2=sw2, sigma_b2=0.05, activation=name))
+  delta, distance = 1 - np.asarray(fp.value), chi_1 - 1
+  assert np.all(fp.converged) and np.all(distance > 0)
+  assert np.all(delta > 0) and np.all(np.asarray(chi_c) < 1)
+  ratio = delta / distance
+  # chi_1 - 1 itself is known to ~1e-16 absolute: relative 1e-6 at the closest point
+  np.testing.assert_allclose(ratio, ratio[3], rtol=2e-4)
+  np.testing.assert_allclose((1 - np.asarray(chi_c)) / distance, 1, rtol=2e-4)
