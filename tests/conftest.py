@@ -1,6 +1,8 @@
 """Strict test harness shared by every test.
 
 - Two emulated CPU devices, so sharding code paths run in CI.
+- A shared on-disk JAX compilation cache (``.cache/jax``) for the test
+  processes.
 - Implicit rank promotion raises (broadcasting must be explicit).
 - Warnings are errors (see pyproject.toml).
 - 64-bit is *not* switched on globally: tests that need it use the ``x64``
@@ -12,6 +14,12 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# One on-disk compilation cache for the test processes (both pytest-xdist workers and the
+# subprocesses some tests start), so a program compiled by one is loaded by the others; it
+# changes no result. Outside the repository's tracked files (see .gitignore).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   ".cache", "jax"))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
