@@ -102,40 +102,54 @@ def length_map(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array) -> A
   return sigma_w2 * second_moments(act, q)[0] + sigma_b2
 
 
-def length_map_with_slope(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array
-                          ) -> tuple[Array, Array]:
-  """``(q_map(q), d q_map / d q)`` in one pass, for Newton's method (``q > 0``).
+def moment_slopes(act: Activation, q: Array) -> tuple[Array, Array, Array, Array]:
+  """``E[phi^2]``, ``E[phi'^2]`` and their derivatives in ``q``, for ``q > 0``.
 
-  The slope is ``sigma_w2 E[phi'(u)^2 + phi(u) phi''(u)]`` (Gaussian
-  integration by parts), integrated on the same nodes as the map; a closed
-  form is differentiated instead. The delta functions of ``phi''`` at kinks
-  are left out (exact for a kink where ``phi = 0``, as in ReLU), so for
-  other kinks the slope is approximate: good enough to steer a safeguarded
-  Newton iteration, not for reporting (:func:`length_map_slope` is exact).
+  ``d/dq E[f(sqrt(q) z)] = E[u f'(u)] / (2 q)`` (differentiating under the
+  integral), so the slopes are ``E[u phi phi'] / q`` and ``E[u phi' phi''] / q``:
+  one quadrature of four integrands, with no derivative through the rule (whose
+  nodes move with ``q``, and whose derivative would cost several times its
+  compile time). Exact where ``phi`` (for the first) and ``phi'^2`` (for the
+  second) are continuous, so for kinks at ``u = 0`` only; closed forms are
+  differentiated instead, and other kinks fall back to differentiating the rule.
   """
   forms = act.closed_forms
-  if "second_moment" in forms:
-    m2, dm2 = jax.jvp(forms["second_moment"], (q,), (jnp.ones_like(q),))
-  else:
-    m2, dm2 = gaussian_expectation(
-        lambda h: (act.fn(h) ** 2, act.derivative(h) ** 2 + act.fn(h) * act.second_derivative(h)),
-        q, kinks=act.kinks, degree=DEFAULT_DEGREE)
-  return sigma_w2 * m2 + sigma_b2, sigma_w2 * dm2
+  if "second_moment" in forms and "derivative_second_moment" in forms:
+    ones = jnp.ones_like(q)
+    m2, dm2_dq = jax.jvp(forms["second_moment"], (q,), (ones,))
+    d2, dd2_dq = jax.jvp(forms["derivative_second_moment"], (q,), (ones,))
+    return m2, d2, dm2_dq, dd2_dq
+  if set(act.kinks) <= {0.0}:
+    def g(h):
+      phi, d1, d2 = act.fn(h), act.derivative(h), act.second_derivative(h)
+      return phi * phi, d1 * d1, h * phi * d1, h * d1 * d2
+
+    m2, d2, a, b = gaussian_expectation(g, q, kinks=act.kinks, degree=DEFAULT_DEGREE)
+    return m2, d2, a / q, b / q
+  ones = jnp.ones_like(q)
+  (m2, d2), (dm2_dq, dd2_dq) = jax.jvp(lambda x: second_moments(act, x), (q,), (ones,))
+  return m2, d2, dm2_dq, dd2_dq
+
+
+def length_map_with_slope(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array
+                          ) -> tuple[Array, Array]:
+  """``(q_map(q), d q_map / d q)`` in one pass (``q > 0``), from :func:`moment_slopes`."""
+  m2, _, dm2_dq, _ = moment_slopes(act, q)
+  return sigma_w2 * m2 + sigma_b2, sigma_w2 * dm2_dq
 
 
 def length_map_slope(act: Activation, sigma_w2: Array, q: Array) -> Array:
   """``d q_map / d q`` at ``q``, counting the delta functions of ``phi''`` at kinks.
 
-  The derivative of the (closed-form or quadrature) length map; at ``q = 0``
-  its limit from above, ``sigma_w2 (phi'(0)^2 + phi(0) phi''(0))`` (for a
-  kink at 0 the means of the one-sided values; infinite where ``phi(0) != 0``
-  and ``phi'`` jumps there), with the right slope in ``q`` too
-  (:func:`small_q_series`); nan where ``q`` is infinite or nan.
+  For ``q > 0`` from :func:`moment_slopes`; at ``q = 0`` its limit from
+  above, ``sigma_w2 (phi'(0)^2 + phi(0) phi''(0))`` (for a kink at 0 the
+  means of the one-sided values; infinite where ``phi(0) != 0`` and ``phi'``
+  jumps there), with the right slope in ``q`` too (:func:`small_q_series`);
+  nan where ``q`` is infinite or nan.
   """
   positive = jnp.isfinite(q) & (q > 0)
   safe = jnp.where(positive, q, 1)
-  slope = sigma_w2 * jax.jvp(lambda x: second_moments(act, x)[0], (safe,),
-                             (jnp.ones_like(safe),))[1]
+  slope = sigma_w2 * moment_slopes(act, safe)[2]
   zero = q == 0
   at_zero = jnp.where(zero, q, 0)
   square = lambda h: act.fn(h) ** 2

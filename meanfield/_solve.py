@@ -120,18 +120,24 @@ def safeguarded_newton(f_and_df: Callable[[Array], tuple[Array, Array]], lo: Arr
   return x, done, its
 
 
-def implicit_step(residual: Callable[[Array], Array], x: Array, use: Array) -> Array:
+def implicit_step(residual: Callable[[Array], Array], x: Array, use: Array,
+                  slope: Array | None = None) -> Array:
   """``x`` unchanged in value, with the implicit-function gradient of a root of ``residual``.
 
   For ``r(x, p) = 0`` solved by ``x``, ``dx/dp = -(dr/dp) / (dr/dx)``: returned
   as ``x - (r - stop(r)) / stop(dr/dx)``, where ``r`` is live in the
   parameters ``p`` that ``residual`` closes over. The value is exactly ``x``
   (no Newton step on a residual that is noise near a double root), and only
-  the gradient flows. ``use`` selects where (elsewhere ``x``, with zero gradient).
+  the gradient flows. ``use`` selects where (elsewhere ``x``, with zero
+  gradient). ``slope`` is ``dr/dx`` at ``x`` where the caller has it in closed
+  form; else it comes from a forward derivative of ``residual``.
   """
   x = jax.lax.stop_gradient(x)
   safe = jnp.where(use, x, 1)
-  value, slope = jax.jvp(residual, (safe,), (jnp.ones_like(safe),))
+  if slope is None:
+    value, slope = jax.jvp(residual, (safe,), (jnp.ones_like(safe),))
+  else:
+    value = residual(safe)
   slope = jax.lax.stop_gradient(slope)
   ok = use & (slope != 0) & jnp.isfinite(slope)
   correction = (value - jax.lax.stop_gradient(value)) / jnp.where(ok, slope, 1)

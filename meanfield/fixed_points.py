@@ -138,7 +138,9 @@ def _q_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> FixedP
   value = jnp.where(jnp.isnan(f_zero), jnp.nan, value)
   converged = jnp.where(found, done, ~jnp.isnan(f_zero))
   live = lambda q: length_map(act, sigma_w2, sigma_b2, q) - q
-  value = _solve.implicit_step(live, value, jnp.isfinite(value) & (value > 0))
+  use = jnp.isfinite(value) & (value > 0)
+  slope = length_map_with_slope(act, sw2, sb2, jnp.where(use, value, 1))[1] - 1
+  value = _solve.implicit_step(live, value, use, slope)
   # q* = 0 (stable: dF/dq < 0 just above 0) moves to q* ~ -F(0)/F'(0+) when the parameters
   # move (upwards only: q >= 0): dq*/dp = -(dF(0)/dp) / F'(0+), F' the one-sided slope.
   zeros = jnp.zeros_like(value)

@@ -25,7 +25,8 @@ import numpy as np
 import xarray as xr
 
 from meanfield import _checks, _solve
-from meanfield._integrals import as_arrays, float_dtype, length_map_slope, second_moments
+from meanfield._integrals import (as_arrays, float_dtype, length_map_slope, moment_slopes,
+                                  second_moments)
 from meanfield.activations import Activation, activation as _activation
 from meanfield.depth import depth_scale
 from meanfield.fixed_points import correlation_fixed_point, q_star_solve
@@ -40,6 +41,8 @@ ArrayLike = Any
 UNDEFINED, ORDERED, CRITICAL, CHAOTIC = -1, 0, 1, 2
 
 _jit = functools.partial(jax.jit, static_argnames=("act",))
+# Chaotic points per c* solve in phase_diagram.
+_CHUNK = 4096
 
 
 class CriticalLine(NamedTuple):
@@ -79,6 +82,12 @@ def _line_bias(act: Activation, q: Array) -> Array:
   return q - m2 / dm2
 
 
+def _line_bias_with_slope(act: Activation, q: Array) -> tuple[Array, Array]:
+  """:func:`_line_bias` and its derivative in ``q`` (``q > 0``), from :func:`moment_slopes`."""
+  m2, d2, dm2_dq, dd2_dq = moment_slopes(act, q)
+  return q - m2 / d2, 1 - (dm2_dq * d2 - m2 * dd2_dq) / (d2 * d2)
+
+
 @_jit
 def _critical_sigma_w2(act: Activation, sigma_b2: ArrayLike) -> Array:
   (sigma_b2,) = as_arrays(sigma_b2)
@@ -86,7 +95,7 @@ def _critical_sigma_w2(act: Activation, sigma_b2: ArrayLike) -> Array:
   target = jax.lax.stop_gradient(sigma_b2)
 
   def f_and_df(q):                            # positive below the target, negative above
-    value, slope = jax.jvp(functools.partial(_line_bias, act), (q,), (jnp.ones_like(q),))
+    value, slope = _line_bias_with_slope(act, jnp.where(q > 0, q, jnp.finfo(q.dtype).tiny))
     return target - value, -slope
 
   ladder = jnp.asarray(np.concatenate([[0.0], _solve.LADDER]), dtype)
@@ -100,7 +109,8 @@ def _critical_sigma_w2(act: Activation, sigma_b2: ArrayLike) -> Array:
                                       active & (f_hi < 0), _solve.rtol(dtype))
   q = jnp.where(at_zero, 0, q)
   # implicit gradient in sigma_b2: one Newton step on the stopped solution.
-  q = _solve.implicit_step(lambda x: _line_bias(act, x) - sigma_b2, q, q > 0)
+  slope = _line_bias_with_slope(act, jnp.where(q > 0, q, 1))[1]
+  q = _solve.implicit_step(lambda x: _line_bias(act, x) - sigma_b2, q, q > 0, slope)
   sigma_w2 = 1 / second_moments(act, q)[1]
   return jnp.where(found & ~jnp.isnan(sigma_b2), sigma_w2, jnp.nan)
 
@@ -160,9 +170,9 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
     1 critical, 2 chaotic ``chi_1 > 1 + tol``; see its ``flag_values`` and
     ``flag_meanings`` attributes) and ``critical_sigma_w2`` over
     ``sigma_b2``. Values are float64 when 64-bit is enabled. The ``c*``
-    solve runs only at chaotic points (elsewhere ``c* = 1``). Compiled once
-    per activation and grid size (the chaotic points are padded to a power
-    of two), so a second grid of the same size is served from the cache.
+    solve runs only at chaotic points (elsewhere ``c* = 1``), in chunks of
+    up to 4096 points: one compiled program per activation serves any grid
+    (smaller grids pad their chaotic points to a power of two).
   """
   act = _activation(activation)
   for name, value in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
@@ -184,13 +194,16 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
   c_conv = np.ones(q.shape, bool)
   chaotic = valid & (q > 0) & (chi1_np > 1)
   index = np.nonzero(chaotic.ravel())[0]
-  if index.size:
-    size = 1 << int(np.ceil(np.log2(index.size)))          # few distinct compiled shapes
-    take = np.concatenate([index, np.full(size - index.size, index[0])])
+  # The chaotic points in chunks of one size (a power of two up to _CHUNK, padded by
+  # repeating a point): one compiled program serves every grid.
+  size = min(_CHUNK, 1 << int(np.ceil(np.log2(max(index.size, 1)))))
+  for start in range(0, index.size, size):
+    part = index[start:start + size]
+    take = np.concatenate([part, np.full(size - part.size, part[0])])
     flat = lambda a: np.asarray(a).ravel()[take]
     c_val, c_ok, chi_val = _correlation_quantities(act, flat(sw2), flat(sb2), flat(q))
     for out, new in ((c_star, c_val), (chi_c, chi_val), (c_conv, c_ok)):
-      out.reshape(-1)[index] = np.asarray(new)[: index.size]
+      out.reshape(-1)[part] = np.asarray(new)[: part.size]
   phase = np.select([np.isnan(chi1_np), chi1_np < 1 - critical_tol, chi1_np > 1 + critical_tol],
                     [UNDEFINED, ORDERED, CHAOTIC], CRITICAL).astype(np.int8)
   dims = ("sigma_w2", "sigma_b2")
