@@ -21,7 +21,8 @@ def test_peer_recipe_agrees_with_meanfield_to_its_own_accuracy():
   with jax.enable_x64(True):
     q = np.asarray(meanfield.q_star(sigma_w2=sw2, sigma_b2=0.05, activation="tanh"))
     c = np.asarray(meanfield.c_star(sigma_w2=sw2, sigma_b2=0.05, activation="tanh"))
-  np.testing.assert_allclose(peer["q_star"][:, 0], q, rtol=1e-9)   # 1-D Gauss-Hermite, 64 nodes
+  # 64-node Gauss-Hermite for tanh: ~3e-7 at q = 1.4 (its poles at i pi/(2 sqrt q) limit it)
+  np.testing.assert_allclose(peer["q_star"][:, 0], q, rtol=1e-5)
   assert peer["c_star"][0, 0] == 1.0
   assert abs(peer["c_star"][1, 0] - c[1]) < 1e-2 and peer["c_star"][1, 0] < 1
 
