@@ -205,14 +205,19 @@ def _search_2d(act, sigma_w2, q, q_out, k_zero, chaotic):
 
 
 def _polish_2d(act, sigma_w2, sigma_b2, q, q_out, delta, chaotic):
-  """One Newton step on ``C(c) - c`` with the full 2-D rule, then ``chi_c`` there."""
-  c = 1 - jax.lax.stop_gradient(delta)
+  """One Newton step on ``C(c) - c`` with the full 2-D rule, then ``chi_c`` there.
+
+  Points that are not chaotic are evaluated at ``c = 1/2`` (their results are
+  replaced by the caller): at ``c = 1`` closed forms such as ReLU's have
+  infinite derivatives in ``c``, whose nan would leak into the gradients.
+  """
+  c = jnp.where(chaotic, 1 - jax.lax.stop_gradient(delta), 0.5)
   cross, sqdiff, dcross = pair_moments(act, q, c, derivative=True)
   residual = next_correlation(sigma_w2, sigma_b2, q_out, cross, sqdiff) - c
   slope = jax.lax.stop_gradient(sigma_w2 * dcross * q / q_out) - 1
   newton = chaotic & (slope < 0)
   c = jnp.clip(jnp.where(newton, c - residual / jnp.where(newton, slope, -1), c), 0, 1)
-  dcross = pair_moments(act, q, jnp.where(chaotic, c, 1), derivative=True)[2]
+  dcross = pair_moments(act, q, jnp.where(chaotic, c, 0.5), derivative=True)[2]
   return c, sigma_w2 * dcross * q / q_out
 
 

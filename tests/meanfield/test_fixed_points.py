@@ -251,3 +251,15 @@ def test_near_criticality_c_star_is_linear_in_the_distance(name, x64):
   # chi_1 - 1 itself is known to ~1e-16 absolute: relative 1e-6 at the closest point
   np.testing.assert_allclose(ratio, ratio[3], rtol=2e-4)
   np.testing.assert_allclose((1 - np.asarray(chi_c)) / distance, 1, rtol=2e-4)
+
+
+def test_relu_gradients_in_the_ordered_phase(x64):
+  # ReLU is ordered below sigma_w2 = 2: c* = 1 (zero gradient), chi_c = chi_1 = sigma_w2 / 2,
+  # xi_c = -1 / log(sigma_w2 / 2); with a bias q* > 0 and the closed forms' derivatives at
+  # c = 1 are infinite, which leaked nan into every gradient.
+  for sb2 in (0.0, 0.1):
+    grad = lambda f: jax.grad(lambda s: f(sigma_w2=s, sigma_b2=sb2, activation="relu"))(1.5)
+    assert float(grad(mf.c_star)) == 0.0
+    np.testing.assert_allclose(grad(mf.chi_c), 0.5, rtol=1e-12)
+    xi = lambda **kw: mf.depth_scales(**kw).xi_c
+    np.testing.assert_allclose(grad(xi), 1 / (1.5 * np.log(1.5 / 2) ** 2), rtol=1e-10)
