@@ -59,7 +59,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from meanfield import _checks, _mehler, _solve
 from meanfield._integrals import (as_arrays, length_map, length_map_slope, length_map_with_slope,

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from meanfield import _checks
 from meanfield._integrals import (as_arrays, correlation_map, length_map, length_map_slope,
                                   second_moments)
-from meanfield.activations import Activation, activation as _activation
+from meanfield.activations import activation as _activation
 from meanfield.fixed_points import q_star
 
 __all__ = ["q_map", "c_map", "chi_1", "q_map_slope", "propagate", "Propagation"]
