@@ -74,7 +74,18 @@ def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -
   """
   act = _activation(activation)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  return _depth_scales(act, sigma_w2, sigma_b2)
+  if any(_checks.concrete(x) is None for x in (sigma_w2, sigma_b2)):
+    return _depth_scales(act, sigma_w2, sigma_b2)              # traced: one program
+  # concrete: in steps, so that c* compiles its 2-D quadrature only where it is needed
+  q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+  _, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)
+  return DepthScales(xi_q=_xi_q(act, sigma_w2, q), xi_c=depth_scale(chi_c))
+
+
+@functools.partial(jax.jit, static_argnames=("act",))
+def _xi_q(act, sigma_w2, q):
+  sigma_w2, q = as_arrays(sigma_w2, q)
+  return depth_scale(length_map_slope(act, sigma_w2, q))
 
 
 @functools.partial(jax.jit, static_argnames=("act",))

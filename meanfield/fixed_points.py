@@ -59,6 +59,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from meanfield import _checks, _mehler, _solve
 from meanfield._integrals import (as_arrays, length_map, length_map_slope, length_map_with_slope,
@@ -229,8 +230,12 @@ def _c_star_2d(act, sigma_w2, sigma_b2, q, q_out, k_zero, chaotic):
   return c, chi_c, done, its
 
 
-def _c_star_series(act, sigma_w2, sigma_b2, q, q_out, k_zero, chaotic, m2, dm2):
-  """The Mehler-series solve everywhere; points it cannot certify go to 2-D quadrature one by one."""
+def _c_star_series(act, sigma_w2, sigma_b2, q, q_out, k_zero, chaotic, m2, dm2, fallback=True):
+  """The Mehler-series solve everywhere; points it cannot certify go to 2-D quadrature one by one.
+
+  With ``fallback=False`` they are left as the series found them, marked by
+  the fifth result (``need``), for the caller to solve apart.
+  """
   stop = jax.lax.stop_gradient
   b = _mehler.coefficients(act, stop(q))
   c, _, certified, its = _mehler.solve(b, stop(sigma_w2), stop(sigma_b2), stop(q), stop(q_out),
@@ -248,6 +253,8 @@ def _c_star_series(act, sigma_w2, sigma_b2, q, q_out, k_zero, chaotic, m2, dm2):
   chi_c = sigma_w2 * _mehler.polynomial(_mehler.coefficients(act, q), c)[1] / q_out
 
   need = chaotic & ~certified
+  if not fallback:
+    return c, chi_c, ~need, its, need
   args = (sigma_w2, sigma_b2, q, q_out, k_zero, need, c, chi_c, its)
 
   def one(a):
@@ -262,13 +269,18 @@ def _c_star_series(act, sigma_w2, sigma_b2, q, q_out, k_zero, chaotic, m2, dm2):
   flat = jax.tree.map(lambda a: a.reshape(-1), args)
   out = jax.lax.cond(jnp.any(need), lambda f: jax.lax.map(one, f),
                      lambda f: (f[6], f[7], jnp.ones_like(f[5]), f[8]), flat)
-  return jax.tree.map(lambda a: a.reshape(q.shape), out)
+  return jax.tree.map(lambda a: a.reshape(q.shape), out) + (jnp.zeros_like(need),)
 
 
-@functools.partial(jax.jit, static_argnames=("act",))
-def _c_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayLike | None
-            ) -> tuple[FixedPoint, Array]:
-  """``(c*, chi_c)`` on the length ``q`` (``None``: ``q*``)."""
+@functools.partial(jax.jit, static_argnames=("act", "path"))
+def _c_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayLike | None,
+            path: str = "auto") -> tuple[FixedPoint, Array, Array]:
+  """``(c*, chi_c, need)`` on the length ``q`` (``None``: ``q*``).
+
+  ``path``: ``"auto"`` (the series where it serves, 2-D quadrature inside the
+  same program where it cannot certify a point), ``"series"`` (no 2-D
+  fallback compiled: ``need`` marks the points left for it) or ``"2d"``.
+  """
   if q is None:
     sigma_w2, sigma_b2 = as_arrays(sigma_w2, sigma_b2)
     q = _q_star(act, sigma_w2, sigma_b2).value
@@ -284,9 +296,10 @@ def _c_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayL
   pos_q, pos_out = jnp.where(positive, q, 1), jnp.where(positive, q_out, 1)
   k_zero = chi1 * pos_q / pos_out - 1       # K(delta -> 0) = slope at c = 1, minus 1
   chaotic = positive & (k_zero > 0)
-  if _mehler.usable(act):
-    c, chi_c, done, its = _c_star_series(act, sigma_w2, sigma_b2, pos_q, pos_out, k_zero,
-                                         chaotic, m2, dm2)
+  need = jnp.zeros(chaotic.shape, bool)
+  if _mehler.usable(act) and path != "2d":
+    c, chi_c, done, its, need = _c_star_series(act, sigma_w2, sigma_b2, pos_q, pos_out, k_zero,
+                                               chaotic, m2, dm2, fallback=path == "auto")
   else:
     c, chi_c, done, its = _c_star_2d(act, sigma_w2, sigma_b2, pos_q, pos_out, k_zero, chaotic)
   near = chaotic & (k_zero < _NEAR_CRITICAL)
@@ -302,7 +315,28 @@ def _c_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayL
   c = jnp.where(chaotic, c, 1)
   nan = jnp.full_like(c, jnp.nan)
   converged = jnp.where(chaotic, done, True)
-  return FixedPoint(jnp.where(valid, c, nan), converged, its), jnp.where(valid, chi_c, nan)
+  need = need & ~near
+  return (FixedPoint(jnp.where(valid, c, nan), converged, its), jnp.where(valid, chi_c, nan),
+          need)
+
+
+def _c_star_lazily(act, sigma_w2, sigma_b2, q):
+  """:func:`_c_star` for concrete arguments: the series program first, and the 2-D program
+  (compiled only when first needed) on the points the series could not certify."""
+  fp, chi, need = _c_star(act, sigma_w2, sigma_b2, q, path="series")
+  need = np.asarray(need)
+  if not need.any():
+    return fp, chi
+  shape = need.shape
+  pick = lambda a: np.broadcast_to(np.asarray(a), shape)[need]
+  q_all = q if q is not None else q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+  sub, sub_chi, _ = _c_star(act, pick(sigma_w2), pick(sigma_b2), pick(q_all), path="2d")
+  def merge(full, part):
+    out = np.array(full)
+    out[need] = np.asarray(part)
+    return jnp.asarray(out)
+
+  return FixedPoint(*(merge(f, p) for f, p in zip(fp, sub))), merge(chi, sub_chi)
 
 
 # Closer to criticality than this (chi_1 q / q_out - 1), c* and chi_c of smooth activations
@@ -354,7 +388,11 @@ def correlation_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activat
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
   if q is not None:
     q = _checks.nonnegative("q", q, "a length")
-  fp, chi = _c_star(act, sigma_w2, sigma_b2, q)
+  concrete = all(x is None or _checks.concrete(x) is not None for x in (sigma_w2, sigma_b2, q))
+  if concrete and _mehler.usable(act):
+    fp, chi = _c_star_lazily(act, sigma_w2, sigma_b2, q)
+  else:
+    fp, chi, _ = _c_star(act, sigma_w2, sigma_b2, q)
   if throw:
     _solve.raise_if_not_converged(fp.converged, "c_star")
   return fp, chi

@@ -263,3 +263,17 @@ def test_relu_gradients_in_the_ordered_phase(x64):
     np.testing.assert_allclose(grad(mf.chi_c), 0.5, rtol=1e-12)
     xi = lambda **kw: mf.depth_scales(**kw).xi_c
     np.testing.assert_allclose(grad(xi), 1 / (1.5 * np.log(1.5 / 2) ** 2), rtol=1e-10)
+
+
+def test_eager_and_traced_calls_agree_where_the_series_needs_quadrature(x64):
+  # Eager calls run the Mehler-series program and, only for points its bound does not
+  # certify (tanh at q* ~ 40, where phi(sqrt(q) z) is nearly a step), a separate 2-D
+  # quadrature program; under jit both live in one program. Same numbers either way.
+  sw2 = jnp.array([2.5, 40.0])
+  eager, eager_chi = mf.correlation_fixed_point(sigma_w2=sw2, sigma_b2=0.05, activation="tanh")
+  traced, traced_chi = jax.jit(lambda s: mf.correlation_fixed_point(
+      sigma_w2=s, sigma_b2=0.05, activation="tanh"))(sw2)
+  assert np.all(eager.converged) and np.all(traced.converged)
+  np.testing.assert_allclose(eager.value, traced.value, rtol=1e-12)
+  np.testing.assert_allclose(eager_chi, traced_chi, rtol=1e-12)
+  assert 0 < float(eager.value[1]) < float(eager.value[0]) < 1
