@@ -328,12 +328,17 @@ def _c_star_lazily(act, sigma_w2, sigma_b2, q):
   if not need.any():
     return fp, chi
   shape = need.shape
-  pick = lambda a: np.broadcast_to(np.asarray(a), shape)[need]
+  index = np.flatnonzero(need)
+  # padded to a power of two (repeating a point), so few shapes are ever compiled
+  size = 1 << int(index.size - 1).bit_length()
+  take = np.concatenate([index, np.full(size - index.size, index[0])])
+  pick = lambda a: np.broadcast_to(np.asarray(a), shape).reshape(-1)[take]
   q_all = q if q is not None else q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
   sub, sub_chi, _ = _c_star(act, pick(sigma_w2), pick(sigma_b2), pick(q_all), path="2d")
+
   def merge(full, part):
     out = np.array(full)
-    out[need] = np.asarray(part)
+    out.reshape(-1)[index] = np.asarray(part)[: index.size]
     return jnp.asarray(out)
 
   return FixedPoint(*(merge(f, p) for f, p in zip(fp, sub))), merge(chi, sub_chi)

@@ -146,6 +146,14 @@ def _length_quantities(act, sigma_w2, sigma_b2):
   return fp, chi, depth_scale(length_map_slope(act, sigma_w2, fp.value))
 
 
+@_jit
+def _correlation_quantities(act, sigma_w2, sigma_b2, q):
+  # traced: one program per chunk size, with the 2-D fallback inside it (an eager call would
+  # compile the fallback anew for every count of points that need it)
+  fp, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)
+  return fp.value, fp.converged, chi_c
+
+
 def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
                   critical_tol: float = 1e-3) -> xr.Dataset:
   """Fixed points, slopes, depth scales and phase on the grid ``sigma_w2 x sigma_b2``.
@@ -195,9 +203,7 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
     part = index[start:start + size]
     take = np.concatenate([part, np.full(size - part.size, part[0])])
     flat = lambda a: np.asarray(a).ravel()[take]
-    fp, chi_val = correlation_fixed_point(sigma_w2=flat(sw2), sigma_b2=flat(sb2), activation=act,
-                                          q=flat(q))
-    c_val, c_ok = fp.value, fp.converged
+    c_val, c_ok, chi_val = _correlation_quantities(act, flat(sw2), flat(sb2), flat(q))
     for out, new in ((c_star, c_val), (chi_c, chi_val), (c_conv, c_ok)):
       out.reshape(-1)[part] = np.asarray(new)[: part.size]
   phase = np.select([np.isnan(chi1_np), chi1_np < 1 - critical_tol, chi1_np > 1 + critical_tol],
