@@ -35,11 +35,6 @@ def concrete(x: Any) -> np.ndarray | None:
   return _concrete(x)
 
 
-def show(a: np.ndarray, bad: np.ndarray) -> str:
-  """The offending value for an error message: the scalar, or the first bad element."""
-  return _show(a, bad)
-
-
 def real(name: str, x: Any) -> Any:
   """``x`` as real numeric data: a NumPy array where concrete (lists too), traced input unchanged.
 
