@@ -91,14 +91,14 @@ FUNCTIONS: dict[str, tuple[Callable[[int], object], str]] = {
                   "sigma_b2=0.05, activation='tanh')"),
     "jacobian_moments": (lambda i: meanfield.jacobian_moments(
         activation="tanh", sigma_w2=1.76 + 1e-3 * i, sigma_b2=SIGMA_B2, depth=32,
-        weights="orthogonal"),
+        init="orthogonal"),
         "mf.jacobian_moments(activation='tanh', sigma_w2=1.76, sigma_b2=0.05, depth=32, "
-        "weights='orthogonal')"),
+        "init='orthogonal')"),
     "jacobian_spectrum_edge": (lambda i: meanfield.jacobian_spectrum_edge(
         activation="tanh", sigma_w2=1.76 + 1e-3 * i, sigma_b2=SIGMA_B2, depth=32,
-        weights="gaussian"),
+        init="gaussian"),
         "mf.jacobian_spectrum_edge(activation='tanh', sigma_w2=1.76, sigma_b2=0.05, depth=32, "
-        "weights='gaussian')"),
+        "init='gaussian')"),
 }
 
 #: What one call computes, for the functions that do more than a few 1-D integrals: the
@@ -304,7 +304,7 @@ def _spectrum_and_overlay(report: _common.Report, quick: bool) -> None:
         "meanfield.jacobian_spectrum (tanh, Gaussian, depth 32, default grid), warm",
         _per_call(lambda i: meanfield.jacobian_spectrum(
             activation="tanh", sigma_w2=1.76 + 1e-3 * i, sigma_b2=SIGMA_B2, depth=32,
-            weights="gaussian").singular_value_density, n)))
+            init="gaussian").singular_value_density, n)))
   report.metric("jacobian_spectrum default grid, warm", spectrum.median_s, unit="s",
                 note="target <= 0.5 s: " + ("met" if spectrum.median_s <= 0.5 else "missed"))
   ds = empirical.sweep(jax.random.key(0), activation="tanh", width=32, depth=30,

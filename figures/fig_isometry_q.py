@@ -82,11 +82,11 @@ def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
     q_star = np.asarray(meanfield.q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                                          activation=ACTIVATION))
     theory = meanfield.jacobian_spectrum(activation=ACTIVATION, sigma_w2=sigma_w2,
-                                         sigma_b2=sigma_b2, depth=DEPTH, weights=WEIGHTS,
+                                         sigma_b2=sigma_b2, depth=DEPTH, init=WEIGHTS,
                                          sigma=sigma)
     variance = np.asarray(meanfield.jacobian_moments(
         activation=ACTIVATION, sigma_w2=sigma_w2[:, None], sigma_b2=sigma_b2[:, None],
-        depth=THEORY_DEPTHS[None, :], weights=WEIGHTS).variance)
+        depth=THEORY_DEPTHS[None, :], init=WEIGHTS).variance)
     networks = [
         empirical.jacobian_spectra(jax.random.key(0), activation=ACTIVATION, width=width,
                                    depth=sorted({*depths.tolist(), DEPTH}),

@@ -76,8 +76,8 @@ def _theory(name: str, theory_depths: np.ndarray) -> dict[str, tuple[np.ndarray,
                 q=None if q is None else np.float64(q))
   out = {}
   for weights in WEIGHTS:
-    moments = meanfield.jacobian_moments(weights=weights, **kwargs)
-    edge = meanfield.jacobian_spectrum_edge(weights=weights, **kwargs)
+    moments = meanfield.jacobian_moments(init=weights, **kwargs)
+    edge = meanfield.jacobian_spectrum_edge(init=weights, **kwargs)
     out[weights] = (np.sqrt(np.asarray(edge)), np.asarray(moments.variance))
   return out
 

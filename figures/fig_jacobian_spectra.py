@@ -65,7 +65,7 @@ def _case(name, *, width, n_seeds, key):
   for weights in WEIGHTS:
     th = meanfield.jacobian_spectrum(activation=activation, sigma_w2=np.float64(sigma_w2),
                                      sigma_b2=np.float64(sigma_b2), depth=np.array(DEPTHS),
-                                     weights=weights, q=None if q is None else np.float64(q),
+                                     init=weights, q=None if q is None else np.float64(q),
                                      sigma=THEORY_SIGMA)
     theory[weights] = th
   return ds, theory, sigma_w2, sigma_b2

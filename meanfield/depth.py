@@ -28,6 +28,7 @@ from meanfield import _checks
 from meanfield._integrals import as_arrays, length_map_slope, second_moments
 from meanfield.activations import activation as _activation
 from meanfield.fixed_points import correlation_fixed_point, q_star
+from meanfield.network import accepts_network
 
 __all__ = ["DepthScales", "depth_scales", "depth_scale", "gradient_depth_scale"]
 
@@ -60,6 +61,7 @@ def _depth_scales(act, sigma_w2, sigma_b2):
                      xi_c=depth_scale(chi_c))
 
 
+@accepts_network
 def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -> DepthScales:
   """The depth scales ``xi_q`` and ``xi_c`` at the fixed points ``(q*, c*)`` (Schoenholz et al. 2017).
 
@@ -96,6 +98,7 @@ def _gradient_depth_scale(act, sigma_w2, sigma_b2):
   return depth_scale(jnp.exp(-jnp.abs(jnp.log(chi))))
 
 
+@accepts_network
 def gradient_depth_scale(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -> Array:
   """``1 / |log chi_1|``: gradients grow or shrink by ``e`` over this many layers (Schoenholz et al. 2017, Sec. 5).
 

@@ -66,6 +66,7 @@ from meanfield._integrals import (as_arrays, length_map, length_map_slope, lengt
                                   next_correlation, pair_moments, second_moments)
 from meanfield.activations import Activation, activation as _activation
 from meanfield.gaussian import gaussian_expectation
+from meanfield.network import accepts_network
 
 __all__ = ["FixedPoint", "q_star", "q_star_solve", "c_star", "c_star_solve", "chi_c",
            "correlation_fixed_point"]
@@ -152,6 +153,7 @@ def _q_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> FixedP
   return FixedPoint(value, converged, its)
 
 
+@accepts_network
 def q_star_solve(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
                  throw: bool = False) -> FixedPoint:
   """The stable fixed point ``q* = q_map(q*)`` with a convergence report.
@@ -175,6 +177,7 @@ def q_star_solve(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
   return fp
 
 
+@accepts_network
 def q_star(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -> Array:
   """The stable length fixed point ``q*`` (Poole et al. 2016); see :func:`q_star_solve`."""
   return q_star_solve(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation).value
@@ -372,6 +375,7 @@ def _near_critical(act, sigma_w2, q, q_out, k_zero):
   return 1 - delta, 1 + k_zero - c2 * delta + c3 * delta * delta / 2
 
 
+@accepts_network
 def correlation_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
                             q: ArrayLike | None = None, throw: bool = False
                             ) -> tuple[FixedPoint, Array]:
@@ -403,6 +407,7 @@ def correlation_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activat
   return fp, chi
 
 
+@accepts_network
 def c_star_solve(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
                  q: ArrayLike | None = None, throw: bool = False) -> FixedPoint:
   """The stable correlation fixed point ``c*`` on the length ``q*``, with a convergence report.
@@ -416,12 +421,14 @@ def c_star_solve(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
                                  q=q, throw=throw)[0]
 
 
+@accepts_network
 def c_star(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
            q: ArrayLike | None = None) -> Array:
   """The stable correlation fixed point ``c*``; see :func:`c_star_solve`."""
   return c_star_solve(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation, q=q).value
 
 
+@accepts_network
 def chi_c(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
           q: ArrayLike | None = None) -> Array:
   """``chi_c = sigma_w2 E[phi'(u1) phi'(u2)]`` at ``(q*, c*)``: the c-map's slope at ``c*``.

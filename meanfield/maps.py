@@ -36,6 +36,7 @@ from meanfield._integrals import (as_arrays, correlation_map, length_map, length
                                   second_moments)
 from meanfield.activations import activation as _activation
 from meanfield.fixed_points import q_star
+from meanfield.network import accepts_network
 
 __all__ = ["q_map", "c_map", "chi_1", "q_map_slope", "propagate", "Propagation"]
 
@@ -61,6 +62,7 @@ def _q_map(act, q, sigma_w2, sigma_b2):
   return length_map(act, sigma_w2, sigma_b2, q)
 
 
+@accepts_network
 def q_map(q: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
           activation: Any) -> Array:
   """The length map ``q -> sigma_w2 E[phi(sqrt(q) z)^2] + sigma_b2`` (Poole et al. 2016, Eq. 3).
@@ -89,6 +91,7 @@ def _q_map_slope(act, q, sigma_w2):
   return length_map_slope(act, sigma_w2, q)
 
 
+@accepts_network
 def q_map_slope(q: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
                 activation: Any) -> Array:
   """``d q_map / d q = chi_1(q) + sigma_w2 E[phi''(u) phi(u)]`` (Schoenholz et al. 2017, Eq. 5).
@@ -110,6 +113,7 @@ def _chi_1(act, q, sigma_w2, sigma_b2):
   return sigma_w2 * second_moments(act, q)[1]
 
 
+@accepts_network
 def chi_1(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
           q: ArrayLike | None = None) -> Array:
   """``chi_1 = sigma_w2 E[phi'(sqrt(q) z)^2]``, the slope of the c-map at ``c = 1`` (Poole et al. 2016).
@@ -135,6 +139,7 @@ def _c_map(act, c, q, sigma_w2, sigma_b2):
   return correlation_map(act, sigma_w2, sigma_b2, q, c)[1]
 
 
+@accepts_network
 def c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
           q: ArrayLike | None = None) -> Array:
   """The correlation map of two inputs of equal length ``q`` (Poole et al. 2016, Eq. 5).
@@ -182,6 +187,7 @@ class Propagation(NamedTuple):
   chi_1: Array
 
 
+@accepts_network
 def propagate(*, q_input: ArrayLike, c_input: ArrayLike, depth: int, sigma_w2: ArrayLike,
               sigma_b2: ArrayLike, activation: Any) -> Propagation:
   """Iterate the q- and c-maps from two inputs through ``depth`` layers.

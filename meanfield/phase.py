@@ -30,6 +30,7 @@ from meanfield._integrals import (as_arrays, float_dtype, length_map_slope, mome
 from meanfield.activations import Activation, activation as _activation
 from meanfield.depth import depth_scale
 from meanfield.fixed_points import correlation_fixed_point, q_star_solve
+from meanfield.network import accepts_network
 
 __all__ = ["CriticalLine", "critical_line", "critical_sigma_w2", "phase_diagram",
            "ORDERED", "CRITICAL", "CHAOTIC", "UNDEFINED"]
@@ -115,6 +116,7 @@ def _critical_sigma_w2(act: Activation, sigma_b2: ArrayLike) -> Array:
   return jnp.where(found & ~jnp.isnan(sigma_b2), sigma_w2, jnp.nan)
 
 
+@accepts_network
 def critical_sigma_w2(*, sigma_b2: ArrayLike, activation: Any) -> Array:
   """The weight variance on the order-to-chaos line, ``chi_1(q*) = 1``, at bias variance ``sigma_b2``.
 
@@ -154,6 +156,7 @@ def _correlation_quantities(act, sigma_w2, sigma_b2, q):
   return fp.value, fp.converged, chi_c
 
 
+@accepts_network
 def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
                   critical_tol: float = 1e-3) -> xr.Dataset:
   """Fixed points, slopes, depth scales and phase on the grid ``sigma_w2 x sigma_b2``.

@@ -8,8 +8,8 @@ in deep learning through dynamical isometry", eq. 12; 2018, "The emergence of
 spectral universality in deep networks") gives the law of the eigenvalues
 ``lambda`` of ``J J^T`` (the squared singular values ``sigma^2`` of ``J``)
 from two ingredients: the law of ``x = phi'(sqrt(q) z)^2``, ``z ~ N(0, 1)``,
-and the weight ensemble, ``weights="gaussian"`` (entries
-``N(0, sigma_w2 / N)``, square) or ``weights="orthogonal"`` (``sqrt(sigma_w2)``
+and the weight ensemble, ``init="gaussian"`` (entries
+``N(0, sigma_w2 / N)``, square) or ``init="orthogonal"`` (``sqrt(sigma_w2)``
 times a Haar orthogonal matrix).
 
 Transforms (2017, eqs. 7-10), for a matrix ``X`` with eigenvalue law ``rho``:
@@ -47,11 +47,11 @@ from meanfield._integrals import float_dtype
 from meanfield.activations import Activation
 from meanfield.activations import activation as _activation
 from meanfield.fixed_points import q_star
+from meanfield.network import accepts_network, weight_law
 from meanfield.spectrum._law import x_law_batch, x_moments
 from meanfield.spectrum._solver import density_batch, support_batch
 
 __all__ = [
-    "WEIGHTS",
     "JacobianMoments",
     "JacobianSpectrum",
     "jacobian_moments",
@@ -62,7 +62,6 @@ __all__ = [
 Array = jax.Array
 ArrayLike = Any
 
-WEIGHTS = ("gaussian", "orthogonal")
 # First S-transform coefficient of W^T W: sigma_w2 S_{W^T W}(m) = 1 + s_1 m + O(m^2).
 _S1 = {"gaussian": -1.0, "orthogonal": 0.0}
 
@@ -168,17 +167,15 @@ class JacobianSpectrum:
 # --------------------------------------------------------------------------
 
 
-def _validate(*, activation, weights, sigma_w2, sigma_b2, depth, q) -> Activation:
-  if weights not in WEIGHTS:
-    raise ValueError(f"`weights` must be one of {', '.join(map(repr, WEIGHTS))}, "
-                     f"got {weights!r}")
+def _validate(*, activation, init, sigma_w2, sigma_b2, depth, q) -> tuple[Activation, str]:
+  law = weight_law(init)
   act = _activation(activation)
   _checks.check("depth", depth, lambda d: (d >= 1) & (d == np.round(d)), "an integer >= 1")
   _checks.check("sigma_w2", sigma_w2, lambda s: s > 0, "> 0 (a variance)")
   _checks.check_nonnegative("sigma_b2", sigma_b2)
   if q is not None:
     _checks.check_nonnegative("q", q)
-  return act
+  return act, law
 
 
 def _shape(*xs) -> tuple[int, ...]:
@@ -201,8 +198,9 @@ def _configurations(act, sigma_w2, sigma_b2, depth, q):
 # --------------------------------------------------------------------------
 
 
+@accepts_network
 def jacobian_moments(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
-                     depth: ArrayLike, weights: str, q: ArrayLike | None = None
+                     depth: ArrayLike, init: Any = "gaussian", q: ArrayLike | None = None
                      ) -> JacobianMoments:
   """Mean and variance of the eigenvalues of ``J J^T`` in closed form.
 
@@ -235,23 +233,25 @@ def jacobian_moments(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
       :class:`~meanfield.activations.Activation` or a callable.
     sigma_w2, sigma_b2: weight and bias variances; arrays broadcast.
     depth: number of layers ``L >= 1`` (integer-valued; may be an array).
-    weights: ``"gaussian"`` or ``"orthogonal"``.
+    init: the weight law, ``"gaussian"`` (i.i.d. entries, the default) or
+      ``"orthogonal"``, or a scheme whose ``law`` is one of them
+      (``meanfield.network.weight_law``).
     q: pre-activation variance; ``None`` uses the fixed point ``q*`` from
       ``meanfield.q_star`` (``sigma_b2`` only enters through it).
 
   Returns:
     :class:`JacobianMoments` with fields of the broadcast shape of
     ``sigma_w2, sigma_b2, depth, q``, in their floating dtype. Jit-able (with
-    ``activation`` and ``weights`` static).
+    ``activation`` and ``init`` static).
 
   Raises:
-    ValueError: unknown ``weights`` or ``activation``, ``depth`` not an integer
+    ValueError: unknown ``init`` or ``activation``, ``depth`` not an integer
       >= 1, ``sigma_w2 <= 0``, ``sigma_b2 < 0`` or ``q < 0``.
   """
-  act = _validate(activation=activation, weights=weights, sigma_w2=sigma_w2,
+  act, law = _validate(activation=activation, init=init, sigma_w2=sigma_w2,
                   sigma_b2=sigma_b2, depth=depth, q=q)
   shape = _shape(sigma_w2, sigma_b2, depth, q)
-  moments = _moments(act, _S1[weights], *_arguments(sigma_w2, sigma_b2, depth, q))
+  moments = _moments(act, _S1[law], *_arguments(sigma_w2, sigma_b2, depth, q))
   return jax.tree.map(lambda a: a.reshape(shape), moments)
 
 
@@ -289,8 +289,9 @@ def _default_grid(lambda_max, atom_lambda, atom_mass, n_points):
   return 1.1 * top[:, None] * unit[None, :]
 
 
+@accepts_network
 def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
-                      depth: ArrayLike, weights: str, q: ArrayLike | None = None,
+                      depth: ArrayLike, init: Any = "gaussian", q: ArrayLike | None = None,
                       sigma: ArrayLike | None = None,
                       n_points: int = DEFAULT_N_POINTS,
                       n_nodes: int = DEFAULT_N_NODES,
@@ -376,7 +377,9 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
     sigma_w2, sigma_b2: weight and bias variances; arrays broadcast (the
       result gets their broadcast shape as leading ``batch`` axes).
     depth: number of layers ``L >= 1`` (integer-valued; may be an array).
-    weights: ``"gaussian"`` or ``"orthogonal"``.
+    init: the weight law, ``"gaussian"`` (i.i.d. entries, the default) or
+      ``"orthogonal"``, or a scheme whose ``law`` is one of them
+      (``meanfield.network.weight_law``).
     q: pre-activation variance; ``None`` uses ``meanfield.q_star``.
     sigma: 1-D array of singular values ``> 0`` shared by all configurations;
       ``None`` gives ``n_points`` midpoints of a uniform grid on
@@ -392,11 +395,11 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
     dtype of the hyperparameters.
 
   Raises:
-    ValueError: unknown ``weights`` or ``activation``, ``depth`` not an integer
+    ValueError: unknown ``init`` or ``activation``, ``depth`` not an integer
       >= 1, ``sigma_w2 <= 0``, ``sigma_b2 < 0``, ``q < 0``, ``sigma`` not 1-D
       and positive, ``n_points`` or ``n_nodes`` < 1, ``eps`` not in (0, 1).
   """
-  act = _validate(activation=activation, weights=weights, sigma_w2=sigma_w2,
+  act, law = _validate(activation=activation, init=init, sigma_w2=sigma_w2,
                   sigma_b2=sigma_b2, depth=depth, q=q)
   n_points = _checks.check_positive_int("n_points", n_points)
   n_nodes = _checks.check_positive_int("n_nodes", n_nodes)
@@ -410,7 +413,7 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
     _checks.check("sigma", sigma, lambda s: s > 0, "> 0 everywhere")
   shape = _shape(sigma_w2, sigma_b2, depth, q)
   law, sw2, depth, qq, orthogonal, lambda_max, zero_mass, atom_lambda, atom_mass = (
-      _law_and_support(act, n_nodes, weights == "orthogonal",
+      _law_and_support(act, n_nodes, law == "orthogonal",
                        *_arguments(sigma_w2, sigma_b2, depth, q)))
   if sigma is None:
     sigma = _default_grid(lambda_max, atom_lambda, atom_mass, n_points)
@@ -425,8 +428,9 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
   return jax.tree.map(lambda a: a.reshape(shape + a.shape[1:]), result)
 
 
+@accepts_network
 def jacobian_spectrum_edge(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
-                           depth: ArrayLike, weights: str, q: ArrayLike | None = None,
+                           depth: ArrayLike, init: Any = "gaussian", q: ArrayLike | None = None,
                            n_nodes: int = DEFAULT_N_NODES) -> Array:
   """Upper edge ``lambda_max`` of the eigenvalue density of ``J J^T``.
 
@@ -445,10 +449,10 @@ def jacobian_spectrum_edge(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLi
   Returns:
     ``lambda_max`` with the broadcast shape of the hyperparameters.
   """
-  act = _validate(activation=activation, weights=weights, sigma_w2=sigma_w2,
+  act, law = _validate(activation=activation, init=init, sigma_w2=sigma_w2,
                   sigma_b2=sigma_b2, depth=depth, q=q)
   n_nodes = _checks.check_positive_int("n_nodes", n_nodes)
   shape = _shape(sigma_w2, sigma_b2, depth, q)
-  out = _law_and_support(act, n_nodes, weights == "orthogonal",
+  out = _law_and_support(act, n_nodes, law == "orthogonal",
                          *_arguments(sigma_w2, sigma_b2, depth, q))
   return out[5].reshape(shape)

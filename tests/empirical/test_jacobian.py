@@ -299,7 +299,7 @@ DEFAULT_DENSITY_CASES = [pytest.param(*c, marks=(pytest.mark.slow,) if c[1] == 3
 def _check_density(ds, weights, depth, l1_tol):
   import meanfield
   with jax.enable_x64(True):
-    theory = meanfield.jacobian_spectrum(activation="tanh", depth=depth, weights=weights,
+    theory = meanfield.jacobian_spectrum(activation="tanh", depth=depth, init=weights,
                                          sigma=THEORY_SIGMA, **TANH_CRIT)
   # Orthogonal depth 32 leaves scattered points below sigma ~ 1e-22 unconverged
   # (w meets the |z| < 9 cut-off of the law of phi'^2), where p sigma < 1e-18:
@@ -343,7 +343,7 @@ def _check_moments(ds, weights, depth):
   m = ds.moment.sel(init=weights, depth=depth)
   mean, var = m.sel(order=1), m.sel(order=2) - m.sel(order=1) ** 2
   with jax.enable_x64(True):
-    expected = meanfield.jacobian_moments(activation="tanh", depth=depth, weights=weights,
+    expected = meanfield.jacobian_moments(activation="tanh", depth=depth, init=weights,
                                           **TANH_CRIT)
   for name, values, target in (("mean", mean, expected.mean),
                                ("variance", var, expected.variance)):
@@ -388,7 +388,7 @@ def test_monte_carlo_anchor_at_width_1000(x64):
                             init=["orthogonal", "gaussian"], n_seeds=2, progress=False,
                             **TANH_CRIT)
   lam_max = (ds.sigma_max ** 2).mean("seed")
-  edges = [float(meanfield.jacobian_spectrum_edge(activation="tanh", depth=4, weights=w,
+  edges = [float(meanfield.jacobian_spectrum_edge(activation="tanh", depth=4, init=w,
                                                   **TANH_CRIT))
            for w in ("orthogonal", "gaussian")]
   # The top eigenvalue sits within O(N^(-2/3)) of the edge: 10% covers it.

@@ -10,7 +10,7 @@ import pytest
 import meanfield as mf
 
 HP = dict(sigma_w2=1.5, sigma_b2=0.1, activation="tanh")
-SPEC = dict(activation="tanh", sigma_w2=1.5, sigma_b2=0.1, depth=2, weights="orthogonal")
+SPEC = dict(activation="tanh", sigma_w2=1.5, sigma_b2=0.1, depth=2, init="orthogonal")
 
 # (name, call taking the keyword arguments, its arguments): one row per public function.
 CALLS = [

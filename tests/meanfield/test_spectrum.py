@@ -41,7 +41,7 @@ def _grid_moments(r: mf.JacobianSpectrum, ks=(0, 1, 2)) -> list[float]:
 def test_relu_at_criticality_variance_is_l_or_2l(x64, weights, s1):
   depth = jnp.arange(1, 7)
   m = mf.jacobian_moments(activation="relu", sigma_w2=2.0, sigma_b2=0.0, depth=depth,
-                          weights=weights, q=1.0)
+                          init=weights, q=1.0)
   # mu_1 = mu_2 = 1/2: variance L (1/mu_1 - 1 - s_1) = L (orthogonal), 2L (Gaussian).
   # Quadrature split at the kink is exact to ~1e-13.
   np.testing.assert_allclose(m.mean, 1.0, rtol=1e-12)
@@ -52,9 +52,9 @@ def test_relu_at_criticality_variance_is_l_or_2l(x64, weights, s1):
 def test_linear_moments(x64):
   depth = jnp.arange(1, 5)
   gauss = mf.jacobian_moments(activation="linear", sigma_w2=1.5, sigma_b2=0.0, depth=depth,
-                              weights="gaussian", q=2.0)
+                              init="gaussian", q=2.0)
   orth = mf.jacobian_moments(activation="linear", sigma_w2=1.5, sigma_b2=0.0, depth=depth,
-                             weights="orthogonal", q=2.0)
+                             init="orthogonal", q=2.0)
   np.testing.assert_allclose(gauss.mean, 1.5 ** np.arange(1, 5), rtol=1e-13)
   # Fuss-Catalan: m_2 = (L + 1) sigma_w2^(2L).
   np.testing.assert_allclose(gauss.second_moment, np.arange(2, 6) * 1.5 ** (2 * np.arange(1, 5)),
@@ -64,7 +64,7 @@ def test_linear_moments(x64):
 
 def test_tanh_moments_against_scipy_and_chi_1(x64):
   depth = 4
-  m = mf.jacobian_moments(weights="gaussian", depth=depth, **TANH)
+  m = mf.jacobian_moments(init="gaussian", depth=depth, **TANH)
   q = TANH["q"]
 
   def x_moment(k):
@@ -83,7 +83,7 @@ def test_tanh_moments_against_scipy_and_chi_1(x64):
 
 
 def test_q_none_uses_the_fixed_point(x64):
-  kw = dict(activation="tanh", sigma_w2=1.7610, sigma_b2=0.05, depth=4, weights="orthogonal")
+  kw = dict(activation="tanh", sigma_w2=1.7610, sigma_b2=0.05, depth=4, init="orthogonal")
   q_star = mf.q_star(sigma_w2=1.7610, sigma_b2=0.05, activation="tanh")
   assert abs(float(q_star) - 0.5700) < 1e-3  # docs/theory.md: q* = 0.5700
   m = mf.jacobian_moments(**kw)
@@ -94,7 +94,7 @@ def test_q_none_uses_the_fixed_point(x64):
 
 def test_moments_broadcast_and_keep_dtype():
   m = mf.jacobian_moments(activation="erf", sigma_w2=jnp.array([[1.0], [1.5], [2.0]]),
-                          sigma_b2=0.1, depth=jnp.arange(1, 5), weights="orthogonal",
+                          sigma_b2=0.1, depth=jnp.arange(1, 5), init="orthogonal",
                           q=jnp.float32(0.5))
   assert m.mean.shape == m.variance.shape == m.second_moment.shape == (3, 4)
   assert m.mean.dtype == jnp.float32
@@ -103,7 +103,7 @@ def test_moments_broadcast_and_keep_dtype():
 def test_moments_jit_matches_eager(x64):
   def f(sigma_w2, q):
     return mf.jacobian_moments(activation="tanh", sigma_w2=sigma_w2, sigma_b2=0.05,
-                               depth=8, weights="gaussian", q=q)
+                               depth=8, init="gaussian", q=q)
 
   args = (jnp.array([1.2, 1.7610, 2.5]), jnp.array([0.3, 0.57, 1.1]))
   eager, jitted = f(*args), jax.jit(f)(*args)
@@ -135,7 +135,7 @@ def test_monte_carlo_moments_of_random_products(x64, weights):
 
   m1s, m2s = zip(*map(trace_moments, jax.random.split(jax.random.key(0), samples)))
   theory = mf.jacobian_moments(activation="tanh", sigma_w2=sigma_w2, sigma_b2=0.05,
-                               depth=depth, weights=weights, q=q)
+                               depth=depth, init=weights, q=q)
   for sample, value in ((m1s, theory.mean), (m2s, theory.second_moment)):
     # 5 standard errors of the mean over samples, plus the O(L/N) finite-width
     # correction of normalised traces (e.g. Wishart: m_2 = 2 + 1/N), bounded by 2L/N.
@@ -150,7 +150,7 @@ def test_monte_carlo_moments_of_random_products(x64, weights):
 
 def test_marchenko_pastur(x64):
   r = mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=1,
-                           weights="gaussian", q=1.0)
+                           init="gaussian", q=1.0)
   eps = 1e-7  # the default relative imaginary part in 64-bit
   lam = np.asarray(r.lam)
   rho = np.asarray(r.eigenvalue_density)
@@ -175,7 +175,7 @@ def test_marchenko_pastur(x64):
 @pytest.mark.parametrize("depth", [2, 3])
 def test_fuss_catalan(x64, depth):
   r = mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=depth,
-                           weights="gaussian", q=1.0)
+                           init="gaussian", q=1.0)
   assert np.all(r.converged)
   # Edge of the Fuss-Catalan law: (L + 1)^(L + 1) / L^L.
   np.testing.assert_allclose(r.lambda_max, (depth + 1.0) ** (depth + 1) / depth**depth,
@@ -190,7 +190,7 @@ def test_fuss_catalan(x64, depth):
 def test_edge_broadcasts_over_depth(x64):
   depth = np.array([[1], [2], [5]])
   edge = mf.jacobian_spectrum_edge(activation="linear", sigma_w2=np.array([1.0, 2.0]),
-                                   sigma_b2=0.0, depth=depth, weights="gaussian", q=1.0)
+                                   sigma_b2=0.0, depth=depth, init="gaussian", q=1.0)
   assert edge.shape == (3, 2)
   expected = (depth + 1.0) ** (depth + 1) / depth**depth * np.array([1.0, 2.0]) ** depth
   np.testing.assert_allclose(edge, expected, rtol=1e-8)
@@ -198,7 +198,7 @@ def test_edge_broadcasts_over_depth(x64):
 
 def test_linear_orthogonal_is_a_point_mass(x64):
   r = mf.jacobian_spectrum(activation="linear", sigma_w2=1.3, sigma_b2=0.0, depth=3,
-                           weights="orthogonal", q=1.0)
+                           init="orthogonal", q=1.0)
   np.testing.assert_allclose(r.atom_lambda, 1.3**3, rtol=1e-13)
   np.testing.assert_allclose(r.atom_mass, 1.0, rtol=1e-13)
   # Singular values all equal sigma_w2^(L/2).
@@ -221,7 +221,7 @@ def test_linear_orthogonal_is_a_point_mass(x64):
 def test_density_reproduces_closed_form_moments(x64, activation, sigma_w2, q, depth,
                                                 weights, normalised):
   kw = dict(activation=activation, sigma_w2=sigma_w2, sigma_b2=0.0, depth=depth,
-            weights=weights, q=q)
+            init=weights, q=q)
   r = mf.jacobian_spectrum(**kw)
   assert np.all(r.converged)
   assert np.nanmin(r.singular_value_density) > -1e-8
@@ -305,7 +305,7 @@ def test_density_at_small_q_star_keeps_the_closed_form_variance(x64):
   sigma_b2 = 1e-9
   sigma_w2 = float(mf.critical_sigma_w2(sigma_b2=sigma_b2, activation="tanh"))
   kw = dict(activation="tanh", sigma_w2=sigma_w2, sigma_b2=sigma_b2, depth=32,
-            weights="orthogonal")
+            init="orthogonal")
   r = mf.jacobian_spectrum(**kw, sigma=np.linspace(0.96, 1.02, 400))
   assert np.all(r.converged)
   m = mf.jacobian_moments(**kw)
@@ -348,7 +348,7 @@ def _log_then_linear_grid(sigma_max: float) -> np.ndarray:
 def test_density_converges_at_small_sigma_and_holds_the_mass(x64, activation, sigma_w2, q,
                                                                depth, weights, tol):
   kw = dict(activation=activation, sigma_w2=sigma_w2, sigma_b2=0.0, depth=depth,
-            weights=weights, q=q)
+            init=weights, q=q)
   sigma = _log_then_linear_grid(float(np.sqrt(mf.jacobian_spectrum_edge(**kw))))
   r = mf.jacobian_spectrum(**kw, sigma=sigma)
   # Down to sigma = 1e-16 of sigma_max: the continuation in Im z
@@ -359,13 +359,13 @@ def test_density_converges_at_small_sigma_and_holds_the_mass(x64, activation, si
 
 def test_atoms_of_relu_and_hard_tanh(x64):
   relu = mf.jacobian_spectrum(activation="relu", sigma_w2=2.0, sigma_b2=0.0, depth=1,
-                              weights="orthogonal", q=1.0)
+                              init="orthogonal", q=1.0)
   # Depth 1, orthogonal: J J^T = sigma_w2 D^2, atoms 1/2 at 0 and at sigma_w2.
   np.testing.assert_allclose([relu.zero_mass, relu.atom_mass, relu.atom_lambda],
                              [0.5, 0.5, 2.0], rtol=1e-12)
   q = 0.1
   hard = mf.jacobian_spectrum(activation="hard_tanh", sigma_w2=1.05, sigma_b2=0.0, depth=8,
-                              weights="orthogonal", q=q)
+                              init="orthogonal", q=q)
   p_linear = special.erf(1 / np.sqrt(2 * q))
   np.testing.assert_allclose(hard.zero_mass, 1 - p_linear, rtol=1e-10)
   np.testing.assert_allclose(hard.atom_mass, 8 * p_linear - 7, rtol=1e-10)
@@ -386,7 +386,7 @@ def test_tanh_depth_one_orthogonal_is_the_law_of_phi_prime_squared(x64):
   sigma_w2, q = TANH["sigma_w2"], TANH["q"]
   t = np.linspace(0.02, 0.95, 400)
   r = mf.jacobian_spectrum(activation="tanh", sigma_w2=sigma_w2, sigma_b2=0.05, depth=1,
-                           weights="orthogonal", q=q, sigma=np.sqrt(sigma_w2 * t))
+                           init="orthogonal", q=q, sigma=np.sqrt(sigma_w2 * t))
   assert np.all(r.converged)
   np.testing.assert_allclose(np.asarray(r.lam) / sigma_w2, t, rtol=1e-12)
   rho = np.asarray(r.eigenvalue_density) * sigma_w2   # density per unit x
@@ -402,7 +402,7 @@ def test_tanh_depth_one_orthogonal_is_the_law_of_phi_prime_squared(x64):
 
 def test_float32_marchenko_pastur():
   r = mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=1,
-                           weights="gaussian", q=1.0)
+                           init="gaussian", q=1.0)
   assert r.singular_value_density.dtype == jnp.float32
   assert np.all(r.converged)
   lam = np.asarray(r.lam, np.float64)
@@ -417,27 +417,27 @@ def test_float32_marchenko_pastur():
 def test_spectrum_shared_grid_and_validation_of_sigma(x64):
   sigma = np.linspace(0.05, 1.95, 400)  # as many points as the default grid: one compile
   r = mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=1,
-                           weights="gaussian", q=1.0, sigma=sigma)
+                           init="gaussian", q=1.0, sigma=sigma)
   np.testing.assert_allclose(r.sigma, sigma)
   np.testing.assert_allclose(r.singular_value_density, np.sqrt(4 - sigma**2) / np.pi,
                              atol=1e-6)
   with pytest.raises(ValueError, match="`sigma` must be > 0"):
     mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=1,
-                         weights="gaussian", q=1.0, sigma=np.array([0.0, 1.0]))
+                         init="gaussian", q=1.0, sigma=np.array([0.0, 1.0]))
   with pytest.raises(ValueError, match="`sigma` must be a 1-D array"):
     mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=1,
-                         weights="gaussian", q=1.0, sigma=np.ones((2, 2)))
+                         init="gaussian", q=1.0, sigma=np.ones((2, 2)))
 
 
 # --- validation --------------------------------------------------------------------
 
-BASE = dict(activation="tanh", sigma_w2=1.0, sigma_b2=0.0, depth=2, weights="gaussian", q=0.5)
+BASE = dict(activation="tanh", sigma_w2=1.0, sigma_b2=0.0, depth=2, init="gaussian", q=0.5)
 
 
 @pytest.mark.parametrize("fn", [mf.jacobian_moments, mf.jacobian_spectrum,
                                 mf.jacobian_spectrum_edge])
 @pytest.mark.parametrize("change,message", [
-    (dict(weights="haar"), "`weights` must be one of 'gaussian', 'orthogonal', got 'haar'"),
+    (dict(init="haar"), "`init` must be one of 'gaussian', 'orthogonal'"),
     (dict(depth=0), "`depth` must be an integer >= 1, got 0"),
     (dict(depth=2.5), "`depth` must be an integer >= 1, got 2.5"),
     (dict(sigma_w2=0.0), "`sigma_w2` must be > 0"),
@@ -462,7 +462,7 @@ def test_bad_grid_arguments_raise():
 def test_spectrum_jit_matches_eager(x64):
   def f(sigma_w2):
     return mf.jacobian_spectrum(activation="tanh", sigma_w2=sigma_w2, sigma_b2=0.05,
-                                depth=jnp.array([2, 4]), weights="orthogonal", q=0.57)
+                                depth=jnp.array([2, 4]), init="orthogonal", q=0.57)
 
   eager, jitted = f(1.761), jax.jit(f)(1.761)
   assert eager.singular_value_density.shape == (2, 400)
@@ -474,7 +474,7 @@ def test_spectrum_jit_matches_eager(x64):
 @pytest.mark.slow
 @pytest.mark.parametrize("activation", mf.activation_names())
 def test_every_activation_converges_and_keeps_its_moments(x64, activation):
-  kw = dict(activation=activation, sigma_w2=1.5, sigma_b2=0.0, depth=6, weights="orthogonal",
+  kw = dict(activation=activation, sigma_w2=1.5, sigma_b2=0.0, depth=6, init="orthogonal",
             q=0.7)
   r = mf.jacobian_spectrum(**kw)
   assert np.mean(r.converged) > 0.99
@@ -494,7 +494,7 @@ def test_density_at_a_point_does_not_depend_on_the_rest_of_the_grid(x64):
   solver's tolerance.
   """
   kw = dict(activation="relu", sigma_w2=2.0, sigma_b2=0.0, q=1.0, depth=128,
-            weights="orthogonal")
+            init="orthogonal")
   wide = np.sort(np.r_[np.geomspace(1e-3, 1e3, 399), 1.882998178616926])
   inside = (wide > 0.5) & (wide < 5.0)
   narrow = np.sort(np.r_[wide[inside], np.linspace(0.51, 4.99, 400 - inside.sum())])
@@ -530,7 +530,7 @@ def test_law_at_q_zero_is_the_limit_from_above(x64):
     np.testing.assert_array_equal(a, b)
   # so ReLU below the He point (q* = 0) has mean chi_1^L and relative variance L (orthogonal)
   m = mf.jacobian_moments(activation="relu", sigma_w2=1.99, sigma_b2=0.0, depth=4,
-                          weights="orthogonal")
+                          init="orthogonal")
   np.testing.assert_allclose([m.mean, m.variance / m.mean**2], [0.995**4, 4.0], rtol=1e-12)
   # smooth phi: a point mass at phi'(0)^2 (tanh: 1)
   np.testing.assert_array_equal(x_moments(mf.activation("tanh"), jnp.asarray(0.0)), [1.0, 1.0])

@@ -1,0 +1,231 @@
+"""The network description: one frozen dataclass that theory and experiment both read.
+
+A :class:`Network` is one point of a grid: one activation, one pair of
+variances, one depth, width and weight law, and the architecture's variant
+(residual branch, normalisation, dropout). The theory functions of
+:mod:`meanfield` take it as their first argument and read the fields they
+need; ``empirical`` samples and runs it, and ``empirical.theory(ds)``
+rebuilds it from a Dataset's coordinates. Grids stay keyword lists for
+users; a ``Network`` is what one grid point is::
+
+  net = meanfield.Network(activation="tanh", sigma_w2=1.5, sigma_b2=0.05, depth=30)
+  meanfield.q_star(net)                       # the theory of that network
+  meanfield.jacobian_spectrum(net)            # reads depth and init too
+  meanfield.q_star(net.replace(sigma_w2=2.0))
+
+Fields (names as in DESIGN.md and as ``empirical``'s keywords):
+
+- ``activation``: a registry name, an ``Activation`` or an elementwise
+  ``jax.numpy`` callable.
+- ``sigma_w2``, ``sigma_b2``: weight and bias variances, in the theory's
+  parametrisation ``W_ij ~ (sigma_w2 / fan_in)^{1/2} * standard``.
+- ``depth``: number of layers ``L >= 1``.
+- ``width``: units per layer ``N``; ``None`` is the infinite-width limit of
+  mean-field theory (experiments need a number; mean-field functions ignore
+  it; finite-width corrections read it).
+- ``init``: the weight law. ``"gaussian"`` (i.i.d. entries; at infinite
+  width every i.i.d. zero-mean law of the same variance has the same theory)
+  or ``"orthogonal"`` (Haar, scaled by ``sqrt(sigma_w2)``); or any object
+  with a ``law`` attribute equal to one of them (``empirical``'s schemes:
+  ``"he_normal"`` is i.i.d., so its law is ``"gaussian"``).
+- ``residual``: ``h^l = h^{l-1} + alpha (W^l phi(h^{l-1}) + b^l)`` for
+  ``l >= 2`` (Yang & Schoenholz 2017), with branch scale ``alpha``.
+- ``norm``: ``None``, ``"layer"`` or ``"batch"`` (see ``empirical.models``).
+- ``keep_prob``: dropout's keep probability ``p`` on the post-activations
+  (``1`` is no dropout).
+
+A theory function that does not cover a variant (the plain-MLP fixed points
+of a residual network, say) raises ``ValueError`` naming the field rather
+than answering for a different network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from meanfield import _checks
+from meanfield.activations import Activation, activation as _activation
+
+__all__ = ["Network", "WEIGHT_LAWS", "NORMS", "weight_law", "accepts_network"]
+
+WEIGHT_LAWS = ("gaussian", "orthogonal")
+NORMS = (None, "layer", "batch")
+
+# Fields that describe a variant of the plain MLP, with their plain values.
+_VARIANTS = {"residual": False, "alpha": 1.0, "norm": None, "keep_prob": 1.0}
+
+
+def weight_law(init: Any) -> str:
+  """The theory's weight law of ``init``: ``"gaussian"`` or ``"orthogonal"``.
+
+  Args:
+    init: ``"gaussian"``, ``"orthogonal"``, or an object with a ``law``
+      attribute holding one of them (an ``empirical.inits.Init``).
+
+  Raises:
+    ValueError: anything else, naming the allowed values.
+  """
+  law = getattr(init, "law", init)
+  if isinstance(law, str) and law in WEIGHT_LAWS:
+    return law
+  raise ValueError(
+      f"`init` must be one of {', '.join(map(repr, WEIGHT_LAWS))} (the weight law the "
+      f"theory reads), or a scheme whose `law` is one of them, got {init!r}"
+      + (f" with law {law!r}" if law is not init else ""))
+
+
+def _number(name: str, value: Any, *, minimum: float, strict: bool = False,
+            maximum: float | None = None) -> float:
+  _checks.real(name, value)
+  a = np.asarray(value)
+  if a.ndim != 0:
+    raise ValueError(f"`{name}` of a Network must be one number (a grid point; pass "
+                     f"lists to the functions' keywords for grids), got shape {a.shape}")
+  v = float(a)
+  low = v > minimum if strict else v >= minimum
+  high = maximum is None or v <= maximum
+  if not (low and high):
+    bound = f"{'>' if strict else '>='} {minimum:g}"
+    if maximum is not None:
+      bound += f" and <= {maximum:g}"
+    raise ValueError(f"`{name}` must be {bound}, got {value!r}")
+  return v
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+  """One network: what both the theory and the experiment of it read.
+
+  See the module docstring for the fields. Numbers are validated (and
+  stored as Python floats and ints) on construction; ``activation`` is
+  resolved once (``net.phi`` is its :class:`Activation`).
+  """
+
+  activation: str | Activation | Callable = "tanh"
+  sigma_w2: float = 1.0
+  sigma_b2: float = 0.0
+  depth: int = 10
+  width: int | None = None
+  init: Any = "gaussian"
+  residual: bool = False
+  alpha: float = 1.0
+  norm: str | None = None
+  keep_prob: float = 1.0
+
+  def __post_init__(self):
+    set_ = functools.partial(object.__setattr__, self)
+    _activation(self.activation)        # raises for an unknown name or a bad callable
+    set_("sigma_w2", _number("sigma_w2", self.sigma_w2, minimum=0.0))
+    set_("sigma_b2", _number("sigma_b2", self.sigma_b2, minimum=0.0))
+    set_("depth", _checks.check_positive_int("depth", self.depth))
+    if self.width is not None:
+      set_("width", _checks.check_positive_int("width", self.width))
+    weight_law(self.init)
+    if not isinstance(self.residual, (bool, np.bool_)):
+      raise ValueError(f"`residual` must be True or False, got {self.residual!r}")
+    set_("residual", bool(self.residual))
+    set_("alpha", _number("alpha", self.alpha, minimum=0.0, strict=True))
+    if self.norm not in NORMS:
+      raise ValueError(f"`norm` must be one of None, 'layer', 'batch', got {self.norm!r}")
+    set_("keep_prob", _number("keep_prob", self.keep_prob, minimum=0.0, strict=True,
+                              maximum=1.0))
+
+  @property
+  def phi(self) -> Activation:
+    """The resolved :class:`Activation`."""
+    return _activation(self.activation)
+
+  @property
+  def law(self) -> str:
+    """The weight law, ``"gaussian"`` or ``"orthogonal"`` (:func:`weight_law`)."""
+    return weight_law(self.init)
+
+  @property
+  def variants(self) -> dict[str, Any]:
+    """The architecture fields that differ from the plain MLP's."""
+    return {k: getattr(self, k) for k, plain in _VARIANTS.items() if getattr(self, k) != plain}
+
+  def replace(self, **changes) -> Network:
+    """A copy with ``changes`` applied (validated again)."""
+    return dataclasses.replace(self, **changes)
+
+
+def _fill(fn_name: str, params: dict[str, inspect.Parameter], net: Network,
+          given: dict[str, Any], supports: tuple[str, ...]) -> dict[str, Any]:
+  unsupported = {k: v for k, v in net.variants.items() if k not in supports}
+  if unsupported:
+    shown = ", ".join(f"{k}={v!r}" for k, v in unsupported.items())
+    raise ValueError(
+        f"`network` has {shown}, which `{fn_name}` does not cover (it is the theory of "
+        f"the plain MLP); see the module for that variant")
+  fields = {"activation": net.activation, "sigma_w2": net.sigma_w2,
+            "sigma_b2": net.sigma_b2, "depth": net.depth, "width": net.width,
+            "init": net.init, **{k: getattr(net, k) for k in supports}}
+  both = sorted(k for k in fields if k in params and k in given)
+  if both:
+    raise ValueError(
+        f"`{fn_name}` got {', '.join(map(repr, both))} both from `network` and as "
+        f"keywords; change the network with `network.replace(...)` instead")
+  return {**{k: v for k, v in fields.items() if k in params}, **given}
+
+
+def accepts_network(fn: Callable | None = None, *, supports: tuple[str, ...] = ()):
+  """Let a keyword-only theory function take a :class:`Network` as its first argument.
+
+  ``fn(net, **kw)`` is ``fn(activation=net.activation, sigma_w2=net.sigma_w2,
+  ..., **kw)`` for the fields ``fn`` has parameters for; a field also given
+  as a keyword raises ``ValueError`` (no silent override). A network with a
+  variant (``residual``, ``norm``, ``keep_prob``, ``alpha``) not listed in
+  ``supports`` raises ``ValueError``. Called without a network, ``fn`` is
+  unchanged. Functions with a positional first argument (``q_map(q, ...)``)
+  take the network as a keyword, ``q_map(q, network=net)``.
+  """
+  if fn is None:
+    return functools.partial(accepts_network, supports=supports)
+  sig = inspect.signature(fn)
+  params = dict(sig.parameters)
+  positional = [p for p in params.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+  if positional:
+    @functools.wraps(fn)
+    def wrapper(*args, network: Network | None = None, **kwargs):
+      if network is None:
+        return fn(*args, **kwargs)
+      _check_network(fn.__name__, network)
+      return fn(*args, **_fill(fn.__name__, params, network, kwargs, supports))
+  else:
+    @functools.wraps(fn)
+    def wrapper(network: Network | None = None, /, **kwargs):
+      if network is None:
+        return fn(**kwargs)
+      _check_network(fn.__name__, network)
+      return fn(**_fill(fn.__name__, params, network, kwargs, supports))
+
+  wrapper.__signature__ = _signature_with_network(sig, positional_first=bool(positional))
+  return wrapper
+
+
+def _check_network(fn_name: str, network: Any) -> None:
+  if not isinstance(network, Network):
+    raise ValueError(f"`network` of `{fn_name}` must be a meanfield.Network (the function's "
+                     f"other arguments are keywords), got {network!r}")
+
+
+def _signature_with_network(sig: inspect.Signature, *, positional_first: bool
+                            ) -> inspect.Signature:
+  params = list(sig.parameters.values())
+  if positional_first:
+    extra = inspect.Parameter("network", inspect.Parameter.KEYWORD_ONLY, default=None)
+    at = next((i for i, p in enumerate(params) if p.kind == p.VAR_KEYWORD), len(params))
+    params.insert(at, extra)
+  else:
+    params.insert(0, inspect.Parameter("network", inspect.Parameter.POSITIONAL_ONLY,
+                                       default=None))
+  return sig.replace(parameters=params)
