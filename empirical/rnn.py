@@ -47,11 +47,14 @@ class RNNStats(NamedTuple):
     grad_h2: ``mean_a |dL_a/dh_t^a|^2`` over the sequences ``a``, for the
       loss ``L_a = r . h_T^a`` at the last step, ``r`` a random unit vector
       per network (so ``|dL_a/dh_T^a|^2 = 1``).
+    c_time: cosine of ``h_t`` and ``h_{t-1}`` of one sequence (two time
+      steps), mean over the sequences; nan at ``t = 1`` (``h_0 = 0``).
   """
 
   q: Array
   c: Array
   grad_h2: Array
+  c_time: Array
 
 
 def _check(activation, init, sigma_w2, sigma_u2, sigma_b2, q_input, c_input, steps, width,
@@ -94,7 +97,7 @@ def _recurrent(scheme, key, t, width, sigma_w2, dtype, tied):
 
 def _network(act, scheme, steps, width, pairs, tied, key, sigma_w2, sigma_u2, sigma_b2,
              q_input, c_input):
-  """One network's trajectory and gradients: ``(q, c, grad_h2)`` of shape ``(steps,)``."""
+  """One network's statistics: ``(q, c, grad_h2, c_time)``, each of shape ``(steps,)``."""
   dtype = sigma_w2.dtype
   k_w, k_u, k_b, k_x, k_r = jax.random.split(key, 5)
   u = jax.random.normal(k_u, (width, width), dtype) * jnp.sqrt(sigma_u2 / width)
@@ -119,9 +122,11 @@ def _network(act, scheme, steps, width, pairs, tied, key, sigma_w2, sigma_u2, si
   shift = jnp.zeros_like(drive)
   grads, hs = jax.grad(run, has_aux=True)(shift)
   q = jnp.mean(hs * hs, axis=(1, 2))
-  ha, hb = hs[:, 0::2], hs[:, 1::2]
-  cos = jnp.sum(ha * hb, -1) / jnp.sqrt(jnp.sum(ha * ha, -1) * jnp.sum(hb * hb, -1))
-  return q, jnp.mean(cos, axis=1), jnp.mean(jnp.sum(grads * grads, -1), axis=1)
+  cosine = lambda a, b: jnp.sum(a * b, -1) / jnp.sqrt(jnp.sum(a * a, -1) * jnp.sum(b * b, -1))
+  c = jnp.mean(cosine(hs[:, 0::2], hs[:, 1::2]), axis=1)
+  c_time = jnp.mean(cosine(hs[1:], hs[:-1]), axis=1)
+  c_time = jnp.concatenate([jnp.full((1,), jnp.nan, dtype), c_time])
+  return q, c, jnp.mean(jnp.sum(grads * grads, -1), axis=1), c_time
 
 
 @functools.partial(jax.jit, static_argnames=("act", "scheme", "steps", "width", "seeds",

@@ -39,8 +39,8 @@ recurrent law). Derivations, and what tying the weights changes, are in
   neural networks of any architecture are Gaussian processes", NeurIPS;
   Tensor Programs I) proves the tied RNN's kernel is this recursion. What
   tying changes forward is the correlation of *two time steps* of one
-  sequence, which untied weights would not carry at all; see
-  :func:`rnn_propagate`.
+  sequence: tied, it is the c-map's fixed point; untied, only the bias's
+  and inputs' share (see :func:`rnn_propagate`).
 - Backward, ``E|dL/dh_t|^2 / E|dL/dh_T|^2 = prod_{s=t}^{T-1} chi_1(q_s)``,
   tied or not (gradient independence, Yang 2020, Tensor Programs II).
 - The squared singular values of the time-step Jacobian ``dh_T / dh_{T-k}``
@@ -176,12 +176,14 @@ def rnn_propagate(*, activation: Any, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
     c_t = \\frac{\\sigma_w^2 E[\\phi(u_1) \\phi(u_2)] + \\sigma_u^2 q_{in} c_{in}
                  + \\sigma_b^2}{q_t},
 
-  ``u1, u2`` of variance ``q_{t-1}`` and correlation ``c_{t-1}``. The same
-  recursion gives the correlation of *two time steps* ``t`` and ``t + k`` of
-  one sequence (tied ``W``, stationary ``q_t = q*``): it is ``c`` after ``k``
-  steps of the map started from ``c = 1``, with ``c_input`` the correlation of
-  the inputs ``x_{s}, x_{s+k}`` (0 for inputs independent in time); untied
-  weights would give ``sigma_b2 / q*`` instead (docs/rnn.md).
+  ``u1, u2`` of variance ``q_{t-1}`` and correlation ``c_{t-1}``. With
+  tied ``W`` two *time steps* ``t`` and ``t + k`` of one sequence obey the
+  same recursion, both steps moving together, with ``c_input`` the
+  correlation of the inputs ``k`` steps apart; so at the stationary length
+  their correlation is :func:`rnn_fixed_point`'s ``c*`` at that
+  ``c_input`` (0 for inputs independent in time) for every ``k >= 1``.
+  Untied weights would give ``(sigma_u2 q_input c_input + sigma_b2) / q*``
+  instead (docs/rnn.md).
 
   The gradient of a loss at the last step ``T = steps`` with respect to
   ``h_t`` has ``E|dL/dh_t|^2 = E|dL/dh_T|^2 prod_{s=t}^{T-1} chi_1(q_s)``
@@ -217,8 +219,10 @@ class RNNFixedPoint(NamedTuple):
 
   Attributes:
     q_star: stationary length ``q* = sigma_w2 E[phi(sqrt(q*) z)^2] + sigma_u2 q_input + sigma_b2``.
-    c_star: stationary correlation of two sequences (or of two time steps,
-      with ``c_input`` their inputs' correlation): the limit of ``c_t``.
+    c_star: stationary correlation of two sequences, the limit of ``c_t``;
+      with tied ``W`` also that of two time steps ``t, t + k`` (any
+      ``k >= 1``) of one sequence whose inputs ``k`` apart have correlation
+      ``c_input``.
     chi_1: ``sigma_w2 E[phi'(sqrt(q*) z)^2]``, the gradient's factor per step.
     chi_c: the slope of the c-map at ``c*``, ``sigma_w2 E[phi'(u1) phi'(u2)]``.
     xi_c: ``-1 / log chi_c``, the number of steps over which ``c_t``

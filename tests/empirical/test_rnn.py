@@ -104,3 +104,23 @@ def test_bad_input_raises(bad, match):
   kw = {**dict(key=jax.random.key(0), sigma_w2=1.0, steps=3, width=8), **bad}
   with pytest.raises(ValueError, match=match):
     rnn.rnn_statistics(**kw)
+
+
+def test_two_time_steps_correlation_is_what_tying_changes():
+  # Tied W: h_t and h_{t-1} of one sequence correlate at the c-map's fixed point for inputs
+  # independent in time (c_input = 0); untied W only through the bias, sigma_b2 / q*.
+  # Statistic per network: c_time averaged over the last 8 (stationary) steps; its standard
+  # error is the spread over the 16 independent networks / 4 (a t-test with 15 degrees of
+  # freedom; 4.5 standard errors is p < 1e-3).
+  hyper = dict(activation="tanh", sigma_w2=1.5, sigma_b2=0.3, sigma_u2=1.0, q_input=1.0)
+  fp = meanfield.rnn_fixed_point(c_input=0.0, **hyper)
+  tied_theory, untied_theory = float(fp.c_star), float(0.3 / fp.q_star)
+  for tied, theory, other in ((True, tied_theory, untied_theory),
+                              (False, untied_theory, tied_theory)):
+    stats = rnn.rnn_statistics(key=jax.random.key(1), steps=16, width=2 * N, seeds=16, pairs=2,
+                               tied=tied, c_input=0.5, **hyper)
+    per_network = np.asarray(stats.c_time)[:, -8:].mean(1)
+    mean, se = per_network.mean(), per_network.std(ddof=1) / 4
+    assert abs(mean - theory) < 4.5 * se, (tied, mean, theory, se)
+    assert abs(mean - other) > 4.5 * se, (tied, mean, other, se)    # the test can tell them apart
+    assert np.isnan(stats.c_time[:, 0]).all()
