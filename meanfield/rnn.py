@@ -12,13 +12,13 @@ with the recurrent matrix ``W`` (``N x N``) *tied*: the same at every step;
 times a Haar orthogonal matrix (``init="orthogonal"``); input weights
 ``U_ij ~ N(0, sigma_u2 / N_in)``; bias ``b_i ~ N(0, sigma_b2)``. This is the
 vanilla RNN of Chen, Pennington & Schoenholz 2018 ("Dynamical isometry and a
-mean field theory of RNNs", ICML, Sec. 2), whose pre-activation ``e_t = W
+mean field theory of RNNs", ICML; its vanilla RNN), whose pre-activation ``e_t = W
 h_{t-1} + V x_t + b`` (with ``h_t = phi(e_t)``) is the ``h_t`` here, their
 ``V`` our ``U`` and their ``sigma_v^2`` our ``sigma_u2``.
 
 The inputs ``x_t^a`` of a sequence have ``|x_t|^2 / N_in = q_input`` at every
 step; two sequences ``a, b`` have cosine ``c_input`` at every step. At
-infinite width (Chen et al. 2018, Eqs. 3-4):
+infinite width (the mean-field recursion of Chen et al. 2018, derived in docs/rnn.md):
 
 .. math::
 
@@ -167,7 +167,7 @@ def rnn_propagate(*, activation: Any, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
   """Iterate the RNN's length and correlation maps through ``steps`` time steps.
 
   From ``h_0 = 0``: ``q_1 = sigma_w2 phi(0)^2 + sigma_u2 q_input + sigma_b2``,
-  and for ``t >= 2`` (Chen et al. 2018, Eqs. 3-4; docs/rnn.md)
+  and for ``t >= 2`` (Chen et al. 2018; derived in docs/rnn.md)
 
   .. math::
 
@@ -226,7 +226,7 @@ class RNNFixedPoint(NamedTuple):
     chi_1: ``sigma_w2 E[phi'(sqrt(q*) z)^2]``, the gradient's factor per step.
     chi_c: the slope of the c-map at ``c*``, ``sigma_w2 E[phi'(u1) phi'(u2)]``.
     xi_c: ``-1 / log chi_c``, the number of steps over which ``c_t``
-      forgets its start (the memory time scale of Chen et al. 2018, Sec. 3).
+      forgets its start (the memory time scale of Chen et al. 2018).
     xi_grad: ``-1 / log chi_1``: gradients shrink (``chi_1 < 1``) or grow
       (``> 1``) by ``e`` over this many steps; ``inf`` at ``chi_1 = 1``, and
       negative where they grow.
@@ -316,7 +316,7 @@ def rnn_jacobian_moments(*, activation: Any, sigma_w2: ArrayLike, sigma_b2: Arra
 
   ``s_1 = -1`` (Gaussian ``W``), ``0`` (orthogonal): the depth-``k`` MLP of
   :func:`meanfield.jacobian_moments` at ``q = q*`` (Pennington, Schoenholz &
-  Ganguli 2017, 2018), which is how Chen et al. 2018 (Sec. 4) treat the
+  Ganguli 2017, 2018), which is how Chen et al. 2018 treat the
   vanilla RNN. With tied ``W`` (docs/rnn.md):
 
   - ``m_1`` is exact at infinite width (it is ``E|J_k^T r|^2`` for a random

@@ -120,6 +120,19 @@ def test_network_steps_is_depth(x64):
     rnn.rnn_propagate(net, steps=3)
   with pytest.raises(ValueError, match="residual"):
     rnn.rnn_propagate(net.replace(residual=True))
+  # The network's init is the recurrent law: linear orthogonal, a point mass (variance 0).
+  m = rnn.rnn_jacobian_moments(net.replace(init="orthogonal"))
+  assert m.mean.shape == (7,)
+  np.testing.assert_allclose(m.mean, 0.8 ** np.arange(1, 8), rtol=1e-12)
+  np.testing.assert_array_equal(m.variance, 0.0)
+  fp = rnn.rnn_fixed_point(net, q_input=1.0)
+  np.testing.assert_allclose(fp.q_star, (1.0 + 0.1) / 0.2, rtol=1e-12)
+
+
+def test_float32_stays_float32():
+  th = rnn.rnn_propagate(activation="linear", sigma_w2=np.float32(0.5), sigma_b2=0.1, steps=3)
+  assert th.q.dtype == np.float32 and th.grad_h2.dtype == np.float32
+  np.testing.assert_allclose(th.q, 1.1 * (1 - 0.5 ** np.arange(1, 4)) / 0.5, rtol=1e-6)
 
 
 @pytest.mark.parametrize("bad, match", [
