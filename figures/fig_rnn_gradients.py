@@ -1,4 +1,4 @@
-"""Orthogonal recurrent weights keep gradients alive over many time steps: vanilla tanh RNNs, theory against random networks.
+"""Orthogonal recurrent weights keep gradients alive over many steps: tanh RNNs, theory against networks.
 
 A tanh RNN ``h_t = W phi(h_{t-1}) + U x_t + b`` with tied recurrent ``W``
 (:mod:`meanfield.rnn`, :mod:`empirical.rnn`), inputs independent over time
