@@ -1,0 +1,126 @@
+"""empirical.rnn against meanfield.rnn: tolerances from width, seeds and pairs."""
+
+import jax
+import numpy as np
+import pytest
+
+import meanfield
+from empirical import rnn
+
+N, SEEDS, PAIRS, STEPS = 128, 8, 2, 16
+HYPER = dict(activation="tanh", sigma_w2=1.5, sigma_b2=0.05, sigma_u2=1.0, q_input=1.0,
+             c_input=0.5)
+KAPPA = 2.0      # tanh: relative variance of |a|^2 per unit is at most 2/N (test_overlay)
+
+
+@pytest.fixture(scope="module", params=["gaussian", "orthogonal"])
+def measured(request):
+  stats = rnn.rnn_statistics(key=jax.random.key(7), steps=STEPS, width=N, seeds=SEEDS,
+                             pairs=PAIRS, init=request.param, **HYPER)
+  return jax.tree.map(np.asarray, stats), meanfield.rnn_propagate(steps=STEPS, **HYPER)
+
+
+def _memory(slopes):
+  """A_t = sum_{s <= t} prod_{s < r <= t} e_r: how much of each step's error reaches step t.
+
+  Worst case (errors of all steps fully correlated, as tied weights could make
+  them): an error at step s is multiplied by the map's elasticity e_r at each
+  later step. For the tanh q-map (concave, q_map(0) >= 0) the elasticity
+  q q_map'(q) / q_map(q) is at most q_map'(q) <= chi_1(q) (E[phi'' phi] < 0);
+  for the c-map the slope sigma_w2 E[phi'(u1) phi'(u2)] q_{t-1}/q_t is at most
+  chi_1(q_{t-1}) q_{t-1}/q_t (Cauchy-Schwarz).
+  """
+  a, out = 0.0, []
+  for e in slopes:
+    a = e * a + 1.0
+    out.append(a)
+  return np.array(out)
+
+
+def test_q_follows_theory(measured):
+  stats, th = measured
+  # Per step: |h_t|^2/N of a Gaussian vector has relative variance 2/N, its variance
+  # (|a_{t-1}|^2 W and |x U|^2) adds kappa/N; the 2 P sequences share weights (one sample).
+  e = np.append(0.0, np.asarray(th.chi_1)[:-1])
+  se = np.sqrt((2 + KAPPA) / (N * SEEDS)) * _memory(e)
+  err = np.log(stats.q.mean(0)) - np.log(th.q)
+  assert np.all(np.abs(err) < 5 * se), err / se
+  # The spread over seeds is no larger than derived (a bug adding noise fails here).
+  assert np.all(np.log(stats.q).std(0) < 2 * se * np.sqrt(SEEDS))
+
+
+def test_c_follows_theory(measured):
+  stats, th = measured
+  # Fisher: a width-N sample correlation has standard deviation <= 1/sqrt(N); pairs use
+  # independent input directions, seeds independent networks; the q noise adds kappa.
+  q = np.asarray(th.q)
+  e = np.append(0.0, np.asarray(th.chi_1)[:-1] * q[:-1] / q[1:])
+  se = np.sqrt((1 + KAPPA) / (N * SEEDS * PAIRS)) * _memory(e)
+  err = stats.c.mean(0) - np.asarray(th.c)
+  assert np.all(np.abs(err) < 5 * se), err / se
+
+
+def test_gradient_through_time_follows_chi(measured):
+  stats, th = measured
+  # |dL/dh_T|^2 = 1 exactly (unit readout). Each step back multiplies by |W^T D delta|^2 /
+  # |delta|^2, relative variance (2 + kappa')/N with kappa' <= 2 for phi'^2, and chi_1(q_s)
+  # carries the forward q error: (6 + kappa)/N per step, as for depth (test_overlay),
+  # counting steps as independent. That independence is checked by the spread below: were
+  # the tied steps' errors correlated, the spread over seeds would grow like the lag, not
+  # its square root, and exceed the bound.
+  np.testing.assert_allclose(stats.grad_h2[:, -1], 1.0, rtol=1e-5)
+  lag = STEPS - np.arange(1, STEPS + 1)
+  se = np.sqrt((6 + KAPPA) * lag / (N * SEEDS))
+  err = np.log(stats.grad_h2.mean(0)) - np.log(th.grad_h2)
+  assert np.all(np.abs(err) <= 5 * se + 1e-6), err
+  assert np.all(np.log(stats.grad_h2).std(0) <= 2 * se * np.sqrt(SEEDS) + 1e-6)
+  assert th.grad_h2[0] < 1e-3        # this point is ordered: the signal really vanishes
+
+
+def test_linear_jacobian_tied():
+  # J_k = W^k. Orthogonal: sigma_w2^k times an orthogonal matrix, exactly (float32 rounding).
+  # Gaussian: the Fuss-Catalan law of order k (powers of one Ginibre matrix, Alexeev, Goetze
+  # & Tikhomirov 2010), m_1 = sigma_w2^k, m_2 = (k + 1) sigma_w2^2k; tolerance 5 standard
+  # errors of the seed mean (finite-N bias O(k^2/N), below that at N = 128, k <= 4).
+  k = np.arange(1, 5)
+  common = dict(key=jax.random.key(3), activation="linear", sigma_w2=0.9, sigma_b2=0.1,
+                steps=4, width=N, seeds=16, warmup=0)
+  m1, m2 = map(np.asarray, rnn.rnn_jacobian_moments(init="orthogonal", **common))
+  np.testing.assert_allclose(m1, np.broadcast_to(0.9 ** k, m1.shape), rtol=1e-4)
+  np.testing.assert_allclose(m2, m1 ** 2, rtol=1e-4)
+  m1, m2 = map(np.asarray, rnn.rnn_jacobian_moments(init="gaussian", **common))
+  theory = meanfield.rnn_jacobian_moments(activation="linear", sigma_w2=0.9, sigma_b2=0.1,
+                                          steps=4, init="gaussian")
+  np.testing.assert_allclose(theory.second_moment, (k + 1) * 0.9 ** (2 * k), rtol=1e-6)
+  for emp, pred in ((m1, theory.mean), (m2, theory.second_moment)):
+    se = emp.std(0, ddof=1) / np.sqrt(emp.shape[0])
+    assert np.all(np.abs(emp.mean(0) - pred) < 5 * se), (emp.mean(0) - pred) / se
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(init="he_normal"), "init"), (dict(sigma_w2=-1.0), "sigma_w2"),
+    (dict(c_input=2.0), "c_input"), (dict(steps=0), "steps"), (dict(width=1), "width")])
+def test_bad_input_raises(bad, match):
+  kw = {**dict(key=jax.random.key(0), sigma_w2=1.0, steps=3, width=8), **bad}
+  with pytest.raises(ValueError, match=match):
+    rnn.rnn_statistics(**kw)
+
+
+def test_two_time_steps_correlation_is_what_tying_changes():
+  # Tied W: h_t and h_{t-1} of one sequence correlate at the c-map's fixed point for inputs
+  # independent in time (c_input = 0); untied W only through the bias, sigma_b2 / q*.
+  # Statistic per network: c_time averaged over the last 8 (stationary) steps; its standard
+  # error is the spread over the 16 independent networks / 4 (a t-test with 15 degrees of
+  # freedom; 4.5 standard errors is p < 1e-3).
+  hyper = dict(activation="tanh", sigma_w2=1.5, sigma_b2=0.3, sigma_u2=1.0, q_input=1.0)
+  fp = meanfield.rnn_fixed_point(c_input=0.0, **hyper)
+  tied_theory, untied_theory = float(fp.c_star), float(0.3 / fp.q_star)
+  for tied, theory, other in ((True, tied_theory, untied_theory),
+                              (False, untied_theory, tied_theory)):
+    stats = rnn.rnn_statistics(key=jax.random.key(1), steps=16, width=2 * N, seeds=16, pairs=2,
+                               tied=tied, c_input=0.5, **hyper)
+    per_network = np.asarray(stats.c_time)[:, -8:].mean(1)
+    mean, se = per_network.mean(), per_network.std(ddof=1) / 4
+    assert abs(mean - theory) < 4.5 * se, (tied, mean, theory, se)
+    assert abs(mean - other) > 4.5 * se, (tied, mean, other, se)    # the test can tell them apart
+    assert np.isnan(stats.c_time[:, 0]).all()

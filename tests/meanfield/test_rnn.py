@@ -1,0 +1,145 @@
+"""meanfield.rnn against closed forms (linear RNN) and independent Gauss-Hermite quadrature."""
+
+import numpy as np
+import pytest
+
+import meanfield
+from meanfield import rnn
+
+STEPS = 12
+TANH = dict(activation="tanh", sigma_w2=1.6, sigma_b2=0.05, sigma_u2=0.7, q_input=1.3,
+            c_input=0.4)
+
+
+def _reference(sigma_w2, sigma_b2, sigma_u2, q_input, c_input, steps, degree=240):
+  """q_t, c_t, chi_1(q_t) of a tanh RNN by numpy Gauss-Hermite (1-D and 2-D), from h_0 = 0.
+
+  240 nodes: tanh^2 at q ~ 2 is right to 1e-14 there (80 nodes: 5e-8, against scipy.quad).
+  """
+  z, w = np.polynomial.hermite_e.hermegauss(degree)
+  w = w / w.sum()
+  z1, z2 = np.meshgrid(z, z, indexing="ij")
+  w2 = np.outer(w, w)
+  q, c = sigma_u2 * q_input + sigma_b2, 1 - sigma_u2 * q_input * (1 - c_input) / (
+      sigma_u2 * q_input + sigma_b2)
+  qs, cs = [q], [c]
+  for _ in range(steps - 1):
+    u1 = np.sqrt(q) * z1
+    u2 = np.sqrt(q) * (c * z1 + np.sqrt(1 - c * c) * z2)
+    q_next = sigma_w2 * np.sum(w * np.tanh(np.sqrt(q) * z) ** 2) + sigma_u2 * q_input + sigma_b2
+    cross = np.sum(w2 * np.tanh(u1) * np.tanh(u2))
+    c = (sigma_w2 * cross + sigma_u2 * q_input * c_input + sigma_b2) / q_next
+    q = q_next
+    qs.append(q)
+    cs.append(c)
+  qs = np.array(qs)
+  chi = sigma_w2 * np.array([np.sum(w / np.cosh(np.sqrt(qq) * z) ** 4) for qq in qs])
+  return qs, np.array(cs), chi
+
+
+def test_tanh_against_quadrature(x64):
+  th = rnn.rnn_propagate(steps=STEPS, **TANH)
+  args = {k: v for k, v in TANH.items() if k != "activation"}
+  q, c, chi = _reference(steps=STEPS, **args)
+  np.testing.assert_allclose(th.q, q, rtol=1e-10)
+  np.testing.assert_allclose(th.c, c, rtol=1e-9)
+  np.testing.assert_allclose(th.chi_1, chi, rtol=1e-9)
+  grad = np.append(np.cumprod(chi[:-1][::-1])[::-1], 1.0)
+  np.testing.assert_allclose(th.grad_h2, grad, rtol=1e-9)
+  assert th.q.dtype == np.float64
+
+
+def test_fixed_point_is_fixed_and_slope_is_chi_c(x64):
+  fp = rnn.rnn_fixed_point(**TANH)
+  args = {k: v for k, v in TANH.items() if k != "activation"}
+  # Long propagation reaches the fixed point (the map contracts: chi_c < 1 checked here).
+  q, c, _ = _reference(steps=200, **args)
+  assert 0 < fp.chi_c < 1
+  np.testing.assert_allclose(fp.q_star, q[-1], rtol=1e-10)
+  np.testing.assert_allclose(fp.c_star, c[-1], rtol=1e-9)
+  # chi_c: the map's slope at c*, by a central difference of the independent quadrature map.
+  z, w = np.polynomial.hermite_e.hermegauss(240)
+  w2 = np.outer(w, w) / w.sum() ** 2
+  z1, z2 = np.meshgrid(z, z, indexing="ij")
+
+  def c_map(c, qq=float(fp.q_star)):
+    u1, u2 = np.sqrt(qq) * z1, np.sqrt(qq) * (c * z1 + np.sqrt(1 - c * c) * z2)
+    return (TANH["sigma_w2"] * np.sum(w2 * np.tanh(u1) * np.tanh(u2)) + TANH["sigma_u2"]
+            * TANH["q_input"] * TANH["c_input"] + TANH["sigma_b2"]) / qq
+
+  h = 1e-5
+  slope = (c_map(float(fp.c_star) + h) - c_map(float(fp.c_star) - h)) / (2 * h)
+  np.testing.assert_allclose(fp.chi_c, slope, rtol=1e-7)
+  np.testing.assert_allclose(fp.xi_c, -1 / np.log(slope), rtol=1e-6)
+
+
+def test_linear_closed_forms(x64):
+  sw2, sb2, su2, qi, ci = 0.8, 0.1, 0.5, 2.0, 0.3
+  th = rnn.rnn_propagate(activation="linear", sigma_w2=sw2, sigma_b2=sb2, sigma_u2=su2,
+                         q_input=qi, c_input=ci, steps=STEPS)
+  t = np.arange(1, STEPS + 1)
+  geometric = (1 - sw2 ** t) / (1 - sw2)
+  np.testing.assert_allclose(th.q, (su2 * qi + sb2) * geometric, rtol=1e-12)
+  np.testing.assert_allclose(th.q * th.c, (su2 * qi * ci + sb2) * geometric, rtol=1e-12)
+  np.testing.assert_allclose(th.grad_h2, sw2 ** (STEPS - t), rtol=1e-12)
+  fp = rnn.rnn_fixed_point(activation="linear", sigma_w2=sw2, sigma_b2=sb2, sigma_u2=su2,
+                           q_input=qi, c_input=ci)
+  np.testing.assert_allclose(fp.q_star, (su2 * qi + sb2) / (1 - sw2), rtol=1e-12)
+  np.testing.assert_allclose(fp.c_star, (su2 * qi * ci + sb2) / (su2 * qi + sb2), rtol=1e-12)
+  np.testing.assert_allclose([fp.chi_1, fp.chi_c], [sw2, sw2], rtol=1e-12)
+
+
+def test_without_input_the_feedforward_fixed_point(x64):
+  # sigma_u2 = 0: the RNN's maps are the MLP's (chaotic tanh: c* < 1; ordered: c* = 1).
+  sw2 = np.array([0.8, 3.0])
+  fp = rnn.rnn_fixed_point(activation="tanh", sigma_w2=sw2, sigma_b2=0.1, sigma_u2=0.0)
+  np.testing.assert_allclose(fp.q_star, meanfield.q_star(activation="tanh", sigma_w2=sw2,
+                                                         sigma_b2=0.1), rtol=1e-12)
+  np.testing.assert_allclose(fp.c_star, meanfield.c_star(activation="tanh", sigma_w2=sw2,
+                                                         sigma_b2=0.1), rtol=1e-9, atol=1e-12)
+  assert fp.c_star[0] == 1 and fp.c_star[1] < 0.99
+
+
+def test_jacobian_moments_linear(x64):
+  k = np.arange(1, 6)
+  for init, variance in (("gaussian", k * 0.9 ** (2 * k)), ("orthogonal", 0 * k)):
+    m = rnn.rnn_jacobian_moments(activation="linear", sigma_w2=0.9, sigma_b2=0.1, steps=5,
+                                 init=init)
+    np.testing.assert_allclose(m.mean, 0.9 ** k, rtol=1e-12)
+    np.testing.assert_allclose(m.variance, variance, rtol=1e-12, atol=1e-14)
+
+
+def test_network_steps_is_depth(x64):
+  net = meanfield.Network(activation="linear", sigma_w2=0.8, sigma_b2=0.1, depth=7)
+  a = rnn.rnn_propagate(net, q_input=1.0, c_input=0.2)
+  b = rnn.rnn_propagate(activation="linear", sigma_w2=0.8, sigma_b2=0.1, steps=7,
+                        q_input=1.0, c_input=0.2)
+  np.testing.assert_array_equal(a.q, b.q)
+  assert a.q.shape == (7,)
+  with pytest.raises(ValueError, match="steps"):
+    rnn.rnn_propagate(net, steps=3)
+  with pytest.raises(ValueError, match="residual"):
+    rnn.rnn_propagate(net.replace(residual=True))
+  # The network's init is the recurrent law: linear orthogonal, a point mass (variance 0).
+  m = rnn.rnn_jacobian_moments(net.replace(init="orthogonal"))
+  assert m.mean.shape == (7,)
+  np.testing.assert_allclose(m.mean, 0.8 ** np.arange(1, 8), rtol=1e-12)
+  np.testing.assert_array_equal(m.variance, 0.0)
+  fp = rnn.rnn_fixed_point(net, q_input=1.0)
+  np.testing.assert_allclose(fp.q_star, (1.0 + 0.1) / 0.2, rtol=1e-12)
+
+
+def test_float32_stays_float32():
+  th = rnn.rnn_propagate(activation="linear", sigma_w2=np.float32(0.5), sigma_b2=0.1, steps=3)
+  assert th.q.dtype == np.float32 and th.grad_h2.dtype == np.float32
+  np.testing.assert_allclose(th.q, 1.1 * (1 - 0.5 ** np.arange(1, 4)) / 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(steps=0), "steps"), (dict(sigma_u2=-1.0), "sigma_u2"),
+    (dict(c_input=1.5), "c_input"), (dict(q_input=-0.1), "q_input"),
+    (dict(activation="nope"), "activation")])
+def test_bad_input_raises(bad, match):
+  kw = {**dict(activation="tanh", sigma_w2=1.0, sigma_b2=0.0, steps=3), **bad}
+  with pytest.raises(ValueError, match=match):
+    rnn.rnn_propagate(**kw)
