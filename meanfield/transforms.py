@@ -66,7 +66,7 @@ import numpy as np
 import scipy.optimize
 
 from meanfield import _checks
-from meanfield.activations import Activation, activation as _activation
+from meanfield.activations import ACTIVATIONS, Activation, activation as _activation
 from meanfield.gaussian import gaussian_expectation
 
 __all__ = ["ActivationTransform", "dks_transform", "tat_transform", "leaky_relu_c_map",
@@ -191,6 +191,15 @@ def mlp_subnet_max(depth: int) -> SubnetMax:
   return subnet_max
 
 
+def _name(activation: Any) -> str | None:
+  """The registry name of ``activation`` (a name or a registry Activation), else None."""
+  if isinstance(activation, str):
+    return activation
+  if isinstance(activation, Activation) and ACTIVATIONS.get(activation.name) is activation:
+    return activation.name
+  return None
+
+
 def _network(depth, subnet_max) -> SubnetMax:
   if (depth is None) == (subnet_max is None):
     raise ValueError("give exactly one of `depth` (an MLP of that many nonlinear layers) and "
@@ -261,7 +270,7 @@ def dks_transform(activation: Any, *, depth: int | None = None,
   zeta = _check_target("zeta", zeta, lambda z: z > 1, "> 1 (the largest C-map slope at 1)")
   q_slope = _check_target("q_slope", q_slope, lambda s: s > 0, "> 0")
   network = _network(depth, subnet_max)
-  name = activation if isinstance(activation, str) else None
+  name = _name(activation)
   act = None if name in _RECTIFIERS else _activation(activation)
   xi = _solve_increasing(lambda x: network(1.0, lambda y: x * y), zeta, 1.0, "zeta",
                          "the network's largest slope at any local slope")
@@ -331,7 +340,7 @@ def tat_transform(activation: Any, *, depth: int | None = None,
   eta = _check_target("eta", eta, lambda e: (e >= 0) & (e < 1), "in [0, 1)")
   tau = _check_target("tau", tau, lambda t: t > 0, "> 0")
   network = _network(depth, subnet_max)
-  name = activation if isinstance(activation, str) else None
+  name = _name(activation)
   if name in _RECTIFIERS:
     c0 = lambda s: network(0.0, lambda c: float(leaky_relu_c_map(c, s)))
     if c0(0.0) < eta:
