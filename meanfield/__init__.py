@@ -17,4 +17,5 @@ from meanfield.spectrum import (JacobianMoments, JacobianSpectrum, jacobian_mome
 from meanfield.depth import DepthScales, depth_scale, depth_scales, gradient_depth_scale
 from meanfield.phase import CriticalLine, critical_line, critical_sigma_w2, phase_diagram
 from meanfield.initialise import CriticalInit, critical_init
-from meanfield.transforms import ActivationTransform, dks_transform, leaky_relu_c_map, mlp_subnet_max, tat_transform
+from meanfield.transforms import (ActivationTransform, dks_transform, leaky_relu_c_map, mlp_subnet_max,
+                                  residual_subnet_max, tat_transform)

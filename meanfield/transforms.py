@@ -70,7 +70,7 @@ from meanfield.activations import ACTIVATIONS, Activation, activation as _activa
 from meanfield.gaussian import gaussian_expectation
 
 __all__ = ["ActivationTransform", "dks_transform", "tat_transform", "leaky_relu_c_map",
-           "mlp_subnet_max"]
+           "mlp_subnet_max", "residual_subnet_max"]
 
 Array = jax.Array
 SubnetMax = Callable[[float, Callable[[float], float]], float]
@@ -186,6 +186,33 @@ def mlp_subnet_max(depth: int) -> SubnetMax:
   def subnet_max(x, r):
     for _ in range(depth):
       x = r(x)
+    return x
+
+  return subnet_max
+
+
+def residual_subnet_max(*, n_blocks: int, branch_depth: int, shortcut_weight: float
+                        ) -> SubnetMax:
+  """``M(x, r)`` of ``n_blocks`` residual blocks ``x -> w^2 x + (1 - w^2) r^branch_depth(x)``.
+
+  The normalised residual network of DKS and TAT (Martens et al. 2021,
+  Sec. 7; Zhang et al. 2022, Sec. 5): identity shortcuts weighted by
+  ``w = shortcut_weight`` and branches of ``branch_depth`` nonlinear layers,
+  combined so that ``Q(1) = 1`` is kept. Its largest slope at 1 is
+  ``prod (w^2 + (1 - w^2) xi^branch_depth)`` and its largest curvature
+  ``n_blocks (1 - w^2) branch_depth kappa``.
+  """
+  n_blocks = _checks.check_positive_int("n_blocks", n_blocks)
+  branch_depth = _checks.check_positive_int("branch_depth", branch_depth)
+  w2 = _check_target("shortcut_weight", shortcut_weight, lambda w: (w >= 0) & (w < 1),
+                     "in [0, 1)") ** 2
+
+  def subnet_max(x, r):
+    for _ in range(n_blocks):
+      branch = x
+      for _ in range(branch_depth):
+        branch = r(branch)
+      x = w2 * x + (1 - w2) * branch
     return x
 
   return subnet_max

@@ -8,7 +8,6 @@ blocks of three layers, shortcut weight 0.6, a layer on the first shortcut of
 each group and one at the end).
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -164,6 +163,18 @@ def test_leaky_relu_c_map_against_quadrature(x64):
   c = np.asarray([-0.9, -0.3, 0.0, 0.4, 0.95])
   theory = meanfield.c_map(c, sigma_w2=1.0, sigma_b2=0.0, q=1.0, activation=act)
   np.testing.assert_allclose(meanfield.leaky_relu_c_map(c, slope), theory, rtol=1e-9, atol=1e-12)
+
+
+def test_residual_network_targets():
+  """Residual blocks w^2 x + (1 - w^2) r^k(x): closed-form largest slope and curvature."""
+  n, k, w = 8, 2, 0.8
+  net = meanfield.residual_subnet_max(n_blocks=n, branch_depth=k, shortcut_weight=w)
+  xi = meanfield.dks_transform("softplus", subnet_max=net, zeta=1.5).local_target
+  np.testing.assert_allclose((w * w + (1 - w * w) * xi ** k) ** n, 1.5, rtol=1e-13)
+  kappa = meanfield.tat_transform("softplus", subnet_max=net, tau=0.3).local_target
+  np.testing.assert_allclose(n * (1 - w * w) * k * kappa, 0.3, rtol=1e-13)
+  with pytest.raises(ValueError, match="`shortcut_weight` must be in"):
+    meanfield.residual_subnet_max(n_blocks=2, branch_depth=1, shortcut_weight=1.0)
 
 
 def test_validation():
