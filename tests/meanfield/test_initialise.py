@@ -124,3 +124,19 @@ def test_validation():
     meanfield.critical_init("tanh", sigma_b2=0.1, depth=0)
   relu = meanfield.critical_init("relu", sigma_b2=0.0)
   assert (relu.sigma_w2, relu.chi_1) == (2.0, 1.0)
+
+
+@pytest.mark.slow
+def test_unstable_points_of_the_line_are_refused(x64):
+  # GELU: at small q the critical line passes through unstable fixed points of the q-map
+  # (slope > 1), where the network's length runs to another q* with chi_1 != 1
+  with pytest.raises(ValueError, match="unstable fixed point"):
+    meanfield.critical_init("gelu", sigma_b2=1e-4)
+  ci = meanfield.critical_init("gelu", init="orthogonal", q_min=0.01, q_max=4.0)
+  gelu_slope = lambda h: scipy.special.ndtr(h) + h * np.exp(-h * h / 2) / np.sqrt(2 * np.pi)
+  np.testing.assert_allclose(ci.sigma_w2 * _gauss(lambda h: gelu_slope(h) ** 2, ci.q_star), 1,
+                             rtol=1e-8)
+  # a callable activation (no registry entry) works the same way
+  sin = meanfield.critical_init(jnp.sin, sigma_b2=0.05)
+  np.testing.assert_allclose(sin.sigma_w2 * _gauss(lambda h: np.cos(h) ** 2, sin.q_star), 1,
+                             rtol=1e-8)
