@@ -53,7 +53,7 @@ from meanfield.activations import Activation, activation as _activation
 from meanfield.depth import depth_scale
 from meanfield.fixed_points import q_star as _q_star
 from meanfield.maps import chi_1 as _chi_1, q_map_slope
-from meanfield.network import Network, weight_law
+from meanfield.network import Network, accepts_network, weight_law
 from meanfield.phase import critical_line, critical_sigma_w2
 from meanfield.spectrum import jacobian_moments
 
@@ -213,6 +213,7 @@ def _realisable(act: Activation, q: np.ndarray) -> np.ndarray:
   return (bias >= 0) & (np.abs(reached - q) <= tol * np.maximum(q, 1e-3))
 
 
+@accepts_network
 def critical_init(activation: Any, *, sigma_b2: float | None = None, init: str = "gaussian",
                   q_min: float = 0.0, q_max: float | None = None,
                   depth: int | None = None) -> CriticalInit:
@@ -227,6 +228,11 @@ def critical_init(activation: Any, *, sigma_b2: float | None = None, init: str =
     ci = meanfield.critical_init("tanh", sigma_b2=0.05)          # sigma_w2 = 1.761, q* = 0.570
     layer = nnx.Linear(256, 256, kernel_init=ci.kernel_init, bias_init=ci.bias_init, rngs=rngs)
     ci = meanfield.critical_init("tanh", init="orthogonal", q_min=0.1, q_max=1.0, depth=50)
+    ci = meanfield.critical_init(network=net)    # net's activation, sigma_b2, depth and init
+
+  A :class:`~meanfield.Network` given as ``network=`` supplies
+  ``activation``, ``sigma_b2``, ``depth`` and ``init`` (its ``sigma_w2`` is
+  what this function chooses, and is not read).
 
   Args:
     activation: a name, an :class:`~meanfield.Activation` or a callable.

@@ -53,6 +53,8 @@ def test_bias_variance_point_is_critical(x64, name):
   assert (net.sigma_w2, net.sigma_b2, net.depth, net.width, net.init) == (
       ci.sigma_w2, 0.05, 12, 64, "gaussian")
   np.testing.assert_allclose(meanfield.chi_1(net), 1, rtol=1e-9)
+  again = meanfield.critical_init(network=net.replace(sigma_w2=1.0))
+  assert (again.sigma_w2, again.sigma_b2, again.depth) == (ci.sigma_w2, 0.05, 12)
 
 
 def test_orthogonal_choice_is_the_least_spread_point(x64):
