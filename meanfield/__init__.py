@@ -18,3 +18,6 @@ from meanfield.depth import DepthScales, depth_scale, depth_scales, gradient_dep
 from meanfield.phase import CriticalLine, critical_line, critical_sigma_w2, phase_diagram
 from meanfield.rnn import (RNNFixedPoint, RNNPropagation, rnn_fixed_point, rnn_jacobian_moments,
                            rnn_propagate)
+from meanfield.initialise import CriticalInit, critical_init
+from meanfield.transforms import (ActivationTransform, dks_transform, leaky_relu_c_map, mlp_subnet_max,
+                                  residual_subnet_max, tat_transform)
