@@ -14,7 +14,7 @@ Q = np.array([0.0, 1e-3, 0.5, 2.0, 30.0])
 
 @pytest.mark.parametrize("activation", ["tanh", "gelu", "softplus", "hard_tanh"])
 def test_against_scipy_quadrature(x64, activation):
-  # 64-bit theory agrees with QUADPACK (1e-13) to ~1e-10 relative (DESIGN.md); softplus and
+  # 64-bit theory agrees with QUADPACK (1e-13) to ~1e-10 relative (README); softplus and
   # gelu have a non-zero mean, so the E[phi]^2 term is tested too. The variance is a
   # difference of moments, so its absolute error is a few eps E[phi^2] (at q = 0,
   # softplus: log(2)^2 - log(2)^2 in floating point): atol = 4 eps E[phi^2].

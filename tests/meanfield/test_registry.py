@@ -36,7 +36,7 @@ def test_a_new_activation_is_one_entry(monkeypatch, x64):
 
   kw = dict(sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, activation="arctan")
   q_want, chi_1_want, c_map = _arctan_theory_by_scipy()
-  # 64-bit theory agrees with high-precision quadrature to ~1e-10 relative (DESIGN.md's
+  # 64-bit theory agrees with high-precision quadrature to ~1e-10 relative (the README's
   # accuracy claim); QUADPACK here is at 1e-13.
   np.testing.assert_allclose(mf.q_star(**kw), q_want, rtol=1e-10)
   np.testing.assert_allclose(mf.chi_1(**kw), chi_1_want, rtol=1e-10)
