@@ -29,7 +29,7 @@ __all__ = [
     "subplots", "save",
 ]
 
-#: Axis labels in the notation of DESIGN.md, keyed by the code name.
+#: Axis labels in the notation of docs/theory.md ("Names in code"), keyed by the code name.
 LABELS: dict[str, str] = {
     "sigma_w2": r"$\sigma_w^2$",
     "sigma_b2": r"$\sigma_b^2$",

@@ -8,7 +8,8 @@
   ``normal(0.01)``, so that several of them can run as *one* sweep of
   ``init="gaussian"`` over ``sigma_w2`` (one compiled program, common random
   numbers) when every layer has the same fan-in and the scheme is Gaussian.
-- :func:`theory_post_var`: the mean-field variance of the post-activations.
+- :func:`theory_post_var`: the mean-field variance of the post-activations
+  (:func:`meanfield.post_activation_variance`) on NumPy data, nan for nan/inf.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from __future__ import annotations
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import empirical
@@ -76,16 +76,13 @@ def preset_sigma_w2(name: str, *, fan_in: int, fan_out: int) -> float:
 
 
 def theory_post_var(q: np.ndarray, activation: str) -> np.ndarray:
-  """``Var[phi(sqrt(q) z)] = E[phi^2] - E[phi]^2``, ``z ~ N(0, 1)``, in float64.
+  """:func:`meanfield.post_activation_variance` in float64 on NumPy data.
 
-  ``q`` any shape (nan and inf give nan). Same quadrature as ``meanfield``.
+  ``q`` any shape; nan and inf (an overflowed theory) give nan.
   """
-  act = meanfield.activation(activation)
   q = np.asarray(q, np.float64)
   finite = np.isfinite(q)
-  safe = np.where(finite, q, 1.0)
   with jax.enable_x64(True):
-    m2, m1 = meanfield.gaussian_expectation(
-        lambda h: (act.fn(h) ** 2, act.fn(h)), jnp.asarray(safe), kinks=act.kinks)
-    var = np.asarray(m2, np.float64) - np.asarray(m1, np.float64) ** 2
-  return np.where(finite, np.maximum(var, 0.0), np.nan)
+    var = meanfield.post_activation_variance(np.where(finite, q, 1.0), activation=activation)
+    var = np.asarray(var, np.float64)
+  return np.where(finite, var, np.nan)

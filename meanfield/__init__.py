@@ -9,7 +9,8 @@ This package never changes JAX flags itself.
 from meanfield.activations import ACTIVATIONS, Activation, activation, activation_names
 from meanfield.network import Network, weight_law
 from meanfield.gaussian import bivariate_expectation, gaussian_expectation
-from meanfield.maps import Propagation, c_map, chi_1, propagate, q_map, q_map_slope
+from meanfield.maps import (Propagation, c_map, chi_1, post_activation_variance, propagate, q_map,
+                            q_map_slope)
 from meanfield.fixed_points import (FixedPoint, c_star, c_star_solve, chi_c, correlation_fixed_point,
                                     q_star, q_star_solve)
 from meanfield.spectrum import (JacobianMoments, JacobianSpectrum, jacobian_moments,

@@ -7,8 +7,12 @@ the points where ``phi`` or one of its first two derivatives is not smooth
 where they are known, are attached as optional fields and used in place of
 quadrature.
 
-A new activation is one entry in :data:`ACTIVATIONS`. Any ``jax.numpy``
-callable can be used directly: ``activation(jnp.sin)``.
+A new activation is one entry in :data:`ACTIVATIONS`, ``name: _entry(name,
+fn, kinks)`` (or ``Activation(name, fn, kinks)``): ``phi'`` and ``phi''`` come
+from autodiff unless an explicit pair is listed in ``_DERIVATIVES`` (done for
+the built-ins, for accuracy in the tails), and closed forms in
+``_CLOSED_FORMS`` are optional. Any ``jax.numpy`` callable can be used
+directly: ``activation(jnp.sin)``.
 """
 
 from __future__ import annotations
@@ -292,11 +296,14 @@ _CLOSED_FORMS: dict[str, dict[str, Callable[..., Array]]] = {
 
 
 def _entry(name: str, fn: Callable[[Array], Array], kinks: tuple[float, ...] = ()) -> Activation:
-  dfn, d2fn = _DERIVATIVES[name]
+  """The registry's ``Activation`` for ``name``: explicit derivatives and closed forms
+  where ``_DERIVATIVES`` and ``_CLOSED_FORMS`` list them, autodiff and quadrature otherwise."""
+  dfn, d2fn = _DERIVATIVES.get(name, (None, None))
   return Activation(name, fn, kinks, dict(_CLOSED_FORMS.get(name, {})), dfn, d2fn)
 
 
-# name -> Activation: one line each (derivatives and closed forms are looked up by name).
+# name -> Activation: one line each (explicit derivatives and closed forms, where there are
+# any, are looked up by name; without them autodiff and quadrature are used).
 ACTIVATIONS: dict[str, Activation] = {
     "linear": _entry("linear", _linear),
     "relu": _entry("relu", _relu, kinks=(0.0,)),

@@ -13,7 +13,7 @@ users; a ``Network`` is what one grid point is::
   meanfield.jacobian_spectrum(net)            # reads depth and init too
   meanfield.q_star(net.replace(sigma_w2=2.0))
 
-Fields (names as in DESIGN.md and as ``empirical``'s keywords):
+Fields (names as in docs/theory.md, "Names in code", and as ``empirical``'s keywords):
 
 - ``activation``: a registry name, an ``Activation`` or an elementwise
   ``jax.numpy`` callable.

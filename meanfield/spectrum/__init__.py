@@ -117,9 +117,12 @@ class JacobianSpectrum:
       ``phi'^2 = a`` with probability ``p > (L - 1)/L`` (orthogonal weights
       only: linear networks, hard-tanh at small ``q``); ``nan`` if none.
     atom_mass: its mass ``L p - (L - 1)`` (Bercovici-Voiculescu), else 0.
-    lambda_max: upper edge of the support of the continuous part
-      (``sigma_max = sqrt(lambda_max)``), ``batch``.
+    lambda_max: upper edge of the support of the continuous part, ``batch``.
     q: the pre-activation variance used, ``batch``.
+
+  Property ``sigma_max = sqrt(lambda_max)``: the largest singular value of
+  ``J`` at infinite width, the quantity :func:`empirical.jacobian_spectra`
+  records as ``sigma_max``.
   """
 
   sigma: Array
@@ -132,6 +135,11 @@ class JacobianSpectrum:
   atom_mass: Array
   lambda_max: Array
   q: Array
+
+  @property
+  def sigma_max(self) -> Array:
+    """``sqrt(lambda_max)``, the upper edge of the singular values of ``J``, ``batch``."""
+    return jnp.sqrt(self.lambda_max)
 
   def to_dataset(self):
     """An ``xarray.Dataset`` with dimension ``sigma`` (unbatched results only).
@@ -156,6 +164,7 @@ class JacobianSpectrum:
             "atom_lambda": ((), np.asarray(self.atom_lambda)),
             "atom_mass": ((), np.asarray(self.atom_mass)),
             "lambda_max": ((), np.asarray(self.lambda_max)),
+            "sigma_max": ((), np.asarray(self.sigma_max)),
             "q": ((), np.asarray(self.q)),
         },
         coords={"sigma": sigma, "lam": ("sigma", np.asarray(self.lam))},

@@ -170,6 +170,9 @@ def test_marchenko_pastur(x64):
   np.testing.assert_allclose([m0, m1, m2 - m1**2], [1.0, 1.0, 1.0], rtol=4e-4)
   ds = r.to_dataset()
   assert ds.sizes["sigma"] == 400 and float(ds.lambda_max) == float(r.lambda_max)
+  # The singular-value edge reads like the experiment's `sigma_max`: MP's sqrt(4) = 2.
+  np.testing.assert_allclose(r.sigma_max, 2.0, rtol=1e-8)
+  assert float(ds.sigma_max) == float(r.sigma_max)
 
 
 @pytest.mark.parametrize("depth", [2, 3])

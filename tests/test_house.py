@@ -1,0 +1,205 @@
+"""House rules, read from the source with ``ast`` (nothing is imported or run).
+
+- The import graph is a stack: no cycle among the modules of ``meanfield`` and
+  ``empirical``; ``meanfield`` never imports ``empirical``; ``figures`` and
+  ``benchmarks`` are imported by no other package.
+- No private name (``_x``) is imported or reached across modules, except from a
+  module meant for it (one whose name, or a package above it, starts with an
+  underscore: ``meanfield/_checks.py``, ``meanfield/spectrum/_law.py``).
+- No function in ``meanfield`` is longer than 80 lines of code (blank lines,
+  comments and docstrings not counted).
+
+The ``empirical`` halves of the last two rules are expected to fail until the
+experiment engine is rebuilt (issue #12): marked ``xfail(strict=False)``.
+"""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PACKAGES = ("meanfield", "empirical", "figures", "benchmarks")
+MAX_FUNCTION_LINES = 80
+
+
+def _module_name(path: pathlib.Path) -> str:
+  parts = list(path.relative_to(ROOT).with_suffix("").parts)
+  return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def _is_private_module(name: str) -> bool:
+  return any(part.startswith("_") for part in name.split(".")[1:])
+
+
+def _absolute(node: ast.ImportFrom, module: str) -> str:
+  """The absolute module of ``from ... import`` (relative imports resolved)."""
+  if not node.level:
+    return node.module or ""
+  is_package = MODULES[module].name == "__init__.py"
+  base = module.split(".")[:len(module.split(".")) - node.level + (1 if is_package else 0)]
+  return ".".join(base + ([node.module] if node.module else []))
+
+
+def _imports(module: str):
+  """``(target module, imported name or None, line)`` for every import in ``module``, and the
+  names that the file binds to modules of the house (for ``alias._x`` access)."""
+  tree = ast.parse(MODULES[module].read_text())
+  found, bound = [], {}
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      for alias in node.names:
+        found.append((alias.name, None, node.lineno))
+        if alias.asname and alias.name in MODULES:
+          bound[alias.asname] = alias.name
+    elif isinstance(node, ast.ImportFrom):
+      source = _absolute(node, module)
+      for alias in node.names:
+        sub = f"{source}.{alias.name}"
+        if sub in MODULES:
+          found.append((sub, None, node.lineno))
+          bound[alias.asname or alias.name] = sub
+        else:
+          found.append((source, alias.name, node.lineno))
+  return tree, found, bound
+
+
+def _graph(packages=PACKAGES) -> dict[str, set[str]]:
+  return {m: {t for t, _, _ in _imports(m)[1] if t in MODULES and t != m}
+          for m in MODULES if m.split(".")[0] in packages}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+  """The strongly connected components with more than one module (Tarjan)."""
+  index, low, stack, on, out = {}, {}, [], set(), []
+
+  def visit(v):
+    index[v] = low[v] = len(index)
+    stack.append(v)
+    on.add(v)
+    for w in graph.get(v, ()):
+      if w not in graph:
+        continue
+      if w not in index:
+        visit(w)
+        low[v] = min(low[v], low[w])
+      elif w in on:
+        low[v] = min(low[v], index[w])
+    if low[v] == index[v]:
+      comp = []
+      while True:
+        w = stack.pop()
+        on.discard(w)
+        comp.append(w)
+        if w == v:
+          break
+      if len(comp) > 1:
+        out.append(sorted(comp))
+
+  for v in graph:
+    if v not in index:
+      visit(v)
+  return out
+
+
+def test_the_checker_sees_a_cycle():
+  assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+  assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_import_graph_is_a_stack():
+  graph = _graph(("meanfield", "empirical"))
+  assert len(graph) > 10                              # the parser found the modules
+  assert any("meanfield.activations" in t for t in graph.values())
+  assert _cycles(graph) == []
+
+
+def test_theory_never_imports_the_experiment_or_the_figures():
+  bad = [(m, t) for m, targets in _graph(("meanfield",)).items() for t in targets
+         if not t.startswith("meanfield")]
+  bad += [(m, t) for m in MODULES if m.startswith("meanfield")
+          for t, _, _ in _imports(m)[1] if t.split(".")[0] in ("empirical", "figures", "benchmarks")]
+  assert bad == []
+
+
+def test_figures_and_benchmarks_are_imported_by_no_other_package():
+  bad = [(m, t) for m in MODULES for t, _, _ in _imports(m)[1]
+         if t.split(".")[0] in ("figures", "benchmarks") and t.split(".")[0] != m.split(".")[0]]
+  assert bad == []
+
+
+def _private_crossings(package: str) -> list[str]:
+  """``module:line imports target.name`` for each private name taken from a public module."""
+  bad = []
+  for m in MODULES:
+    if m.split(".")[0] != package:
+      continue
+    tree, found, bound = _imports(m)
+    for target, name, line in found:
+      if (name and name.startswith("_") and target in MODULES and target != m
+          and not _is_private_module(target)):
+        bad.append(f"{m}:{line} imports {target}.{name}")
+    for node in ast.walk(tree):
+      if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+          and node.value.id in bound and node.attr.startswith("_")
+          and not node.attr.startswith("__") and bound[node.value.id] != m
+          and not _is_private_module(bound[node.value.id])):
+        bad.append(f"{m}:{node.lineno} uses {bound[node.value.id]}.{node.attr}")
+  return sorted(set(bad))
+
+
+def test_private_names_stay_in_their_module_meanfield():
+  assert _private_crossings("meanfield") == []
+
+
+@pytest.mark.xfail(strict=False, reason="empirical takes _check_int, _check_variance and "
+                   "_float_dtype from models/inits; the engine rebuild of issue #12 owns them")
+def test_private_names_stay_in_their_module_empirical():
+  assert _private_crossings("empirical") == []
+
+
+def _code_lines(lines: list[str], node: ast.AST) -> int:
+  """Non-blank, non-comment lines of ``node``, less the docstrings inside it."""
+  keep = set(range(node.lineno, node.end_lineno + 1))
+  for n in ast.walk(node):
+    body = getattr(n, "body", None)
+    if (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body
+        and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)):
+      keep -= set(range(body[0].lineno, body[0].end_lineno + 1))
+  return sum(1 for i in keep if lines[i - 1].strip() and not lines[i - 1].strip().startswith("#"))
+
+
+def _long_functions(package: str) -> list[str]:
+  out = []
+  for m, path in MODULES.items():
+    if m.split(".")[0] != package:
+      continue
+    text = path.read_text()
+    lines = text.splitlines()
+    for node in ast.walk(ast.parse(text)):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        n = _code_lines(lines, node)
+        if n > MAX_FUNCTION_LINES:
+          out.append(f"{m}.{node.name} ({n} lines)")
+  return out
+
+
+def test_the_line_counter_skips_docstrings_comments_and_blanks():
+  src = 'def f():\n  """Doc.\n\n  More.\n  """\n  # note\n\n  x = 1\n  return x\n'
+  assert _code_lines(src.splitlines(), ast.parse(src).body[0]) == 3
+
+
+def test_no_long_functions_meanfield():
+  assert _long_functions("meanfield") == []
+
+
+@pytest.mark.xfail(strict=False, reason="sweep, train and jacobian_spectra are over 80 lines "
+                   "until the engine rebuild of issue #12")
+def test_no_long_functions_empirical():
+  assert _long_functions("empirical") == []
