@@ -56,7 +56,10 @@ def depth_scale(slope: ArrayLike) -> Array:
 def _depth_scales(act, sigma_w2, sigma_b2):
   sigma_w2, sigma_b2 = as_arrays(sigma_w2, sigma_b2)
   q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
-  _, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)
+  # no fixed length (q* = inf): no c* either; nan is what the traced path gives there
+  finite_q = jnp.where(jnp.isinf(q), jnp.nan, q)
+  _, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act,
+                                     q=finite_q)
   return DepthScales(xi_q=depth_scale(length_map_slope(act, sigma_w2, q)),
                      xi_c=depth_scale(chi_c))
 
@@ -80,7 +83,10 @@ def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -
     return _depth_scales(act, sigma_w2, sigma_b2)              # traced: one program
   # concrete: in steps, so that c* compiles its 2-D quadrature only where it is needed
   q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
-  _, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)
+  # no fixed length (q* = inf): no c* either; nan is what the traced path gives there
+  finite_q = jnp.where(jnp.isinf(q), jnp.nan, q)
+  _, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act,
+                                     q=finite_q)
   return DepthScales(xi_q=_xi_q(act, sigma_w2, q), xi_c=depth_scale(chi_c))
 
 

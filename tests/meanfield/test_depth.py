@@ -64,3 +64,14 @@ def test_shape_dtype_and_bad_input():
   assert xi.xi_q.shape == xi.xi_c.shape == (2, 3) and xi.xi_c.dtype == jnp.float32
   with pytest.raises(ValueError, match="`sigma_w2` must be >= 0"):
     mf.depth_scales(sigma_w2=-1.0, sigma_b2=0.1, activation="erf")
+
+
+def test_depth_scales_are_nan_where_q_star_is_infinite(x64):
+  """ReLU above sigma_w2 = 2 has no fixed length: nan there, eagerly and under jit, not a raise."""
+  sw2 = np.array([0.8, 1.5, 2.5])
+  eager = mf.depth_scales(sigma_w2=sw2, sigma_b2=0.05, activation="relu")
+  traced = jax.jit(lambda s: mf.depth_scales(sigma_w2=s, sigma_b2=0.05, activation="relu"))(sw2)
+  for ds in (eager, traced):
+    assert np.all(np.isfinite(np.asarray(ds.xi_c)[:2])) and np.isnan(np.asarray(ds.xi_c)[2])
+    assert np.isnan(np.asarray(ds.xi_q)[2])
+  np.testing.assert_allclose(np.asarray(eager.xi_c), np.asarray(traced.xi_c), rtol=1e-12)
