@@ -16,3 +16,8 @@ from meanfield.spectrum import (JacobianMoments, JacobianSpectrum, jacobian_mome
                                  jacobian_spectrum, jacobian_spectrum_edge)
 from meanfield.depth import DepthScales, depth_scale, depth_scales, gradient_depth_scale
 from meanfield.phase import CriticalLine, critical_line, critical_sigma_w2, phase_diagram
+from meanfield.residual import residual_c_map, residual_propagate, residual_q_map
+from meanfield.norm import (LayerNormFixedPoint, batchnorm_gradient_factor, layernorm_c_map,
+                            layernorm_fixed_point, layernorm_propagate)
+from meanfield.dropout import (DropoutFixedPoint, dropout_c_map, dropout_fixed_point,
+                               dropout_propagate, dropout_q_map)

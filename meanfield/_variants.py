@@ -139,21 +139,26 @@ def propagate(act, variant: Variant, depth: int, q_input, c_input, sigma_w2, sig
 # --- the correlation fixed point of a non-residual branch ------------------------
 
 
-def correlation_root(act, weight, sigma_b2, q_phi, q_out, *, closed: bool, iterations: int = 64):
-  """``(c*, chi_c)`` of ``C(c) = (weight E[phi(u1) phi(u2)] + sigma_b2) / q_out`` on ``[0, 1]``.
+def correlation_root(act, variant: Variant, sigma_w2, sigma_b2, keep_prob, q, *, closed: bool,
+                     iterations: int = 64):
+  """``(c*, chi_c, slope at c = 1)`` of a non-residual branch's c-map at the length ``q``.
 
-  ``u`` of variance ``q_phi``. ``C`` is increasing and convex on ``[0, 1]``
-  (its Hermite series has non-negative coefficients) with ``C(0) >= 0``, so
-  where ``C(1) < 1`` (dropout) it has one fixed point in ``[0, 1)``, and
-  where ``C(1) = 1`` (LayerNorm, ``closed=True``) one in ``[0, 1)`` if
-  ``C'(1) > 1``, else ``c* = 1``. Bisection on the sign of ``C(c) - c`` (from ``1 - C``, no
-  cancellation near 1). ``chi_c = weight q_phi E[phi'(u1) phi'(u2)] / q_out``
-  at ``c*`` (Price's theorem).
+  The map is ``C(c) = cov_b(c) / q_b`` (:func:`branch`; with ``q = q*`` for
+  dropout, any ``q`` after a LayerNorm). ``C`` is increasing and convex on
+  ``[0, 1]`` (``E[phi(u1) phi(u2)]`` is a series in ``c`` with non-negative
+  coefficients) with ``C(0) >= 0``, so where ``C(1) < 1`` (dropout) it has one
+  fixed point in ``[0, 1)``, and where ``C(1) = 1`` (LayerNorm,
+  ``closed=True``) one in ``[0, 1)`` if ``C'(1) > 1``, else ``c* = 1``.
+  Bisection on the sign of ``C(c) - c``, from ``1 - C = gap_b / q_b`` (no
+  cancellation near 1). Slopes by Price's theorem:
+  ``C'(c) = sigma_w2 q_phi E[phi'(u1) phi'(u2)] / q_b``.
   """
+  if variant.residual:
+    raise ValueError("a residual network's c-map has no fixed point at finite length")
+
   def gap(c):                     # (1 - c) - (1 - C(c)) = C(c) - c
-    q_plain, c_plain = correlation_map(act, weight, sigma_b2, q_phi, c)
-    one_minus_big_c = (q_out - q_plain + q_plain * (1 - c_plain)) / q_out
-    return (1 - c) - one_minus_big_c
+    q_b, gap_b = branch(act, variant, sigma_w2, sigma_b2, keep_prob, q, c)
+    return (1 - c) - gap_b / q_b
 
   def bisect(_, bounds):
     lo, hi = bounds
@@ -161,13 +166,15 @@ def correlation_root(act, weight, sigma_b2, q_phi, q_out, *, closed: bool, itera
     up = gap(mid) >= 0
     return jnp.where(up, mid, lo), jnp.where(up, hi, mid)
 
-  lo, hi = jax.lax.fori_loop(0, iterations, bisect, (jnp.zeros_like(q_phi), jnp.ones_like(q_phi)))
-  d2 = second_moments(act, q_phi)[1]
-  chi_1 = weight * q_phi * d2 / q_out
-  c_star = jnp.where(chi_1 <= 1, jnp.ones_like(lo), lo) if closed else lo
-  dd = pair_moments(act, q_phi, jnp.minimum(c_star, 1.0), derivative=True)[2]
-  chi_c = jnp.where(c_star >= 1, chi_1, weight * q_phi * dd / q_out)
-  return c_star, chi_c
+  lo, _ = jax.lax.fori_loop(0, iterations, bisect, (jnp.zeros_like(q), jnp.ones_like(q)))
+  q_phi = jnp.ones_like(q) if variant.layer_norm else q
+  q_b = branch(act, variant, sigma_w2, sigma_b2, keep_prob, q, jnp.ones_like(q))[0]
+  slope_at_one = sigma_w2 * q_phi * second_moments(act, q_phi)[1] / q_b
+  c_star = jnp.where(slope_at_one <= 1, jnp.ones_like(lo), lo) if closed else lo
+  c_star = jnp.where(jnp.isfinite(q) & ~jnp.isnan(slope_at_one), c_star, jnp.nan)
+  dd = pair_moments(act, q_phi, c_star, derivative=True)[2]
+  chi_c = jnp.where(c_star >= 1, slope_at_one, sigma_w2 * q_phi * dd / q_b)
+  return c_star, chi_c, slope_at_one
 
 
 def checked_propagate(fn_name: str, *, activation, depth, q_input, c_input, sigma_w2, sigma_b2,
