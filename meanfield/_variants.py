@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from meanfield import _checks
+from meanfield import _checks, _solve
 from meanfield._integrals import as_arrays, correlation_map, pair_moments, second_moments
 from meanfield.maps import Propagation
 
@@ -150,30 +150,43 @@ def correlation_root(act, variant: Variant, sigma_w2, sigma_b2, keep_prob, q, *,
   fixed point in ``[0, 1)``, and where ``C(1) = 1`` (LayerNorm,
   ``closed=True``) one in ``[0, 1)`` if ``C'(1) > 1``, else ``c* = 1``.
   Bisection on the sign of ``C(c) - c``, from ``1 - C = gap_b / q_b`` (no
-  cancellation near 1). Slopes by Price's theorem:
+  cancellation near 1), with the implicit-function gradient in the
+  parameters (:func:`meanfield._solve.implicit_step`; ``c* = 0``, reached at
+  ``sigma_b2 = 0`` for odd ``phi``, has none). Slopes by Price's theorem:
   ``C'(c) = sigma_w2 q_phi E[phi'(u1) phi'(u2)] / q_b``.
   """
   if variant.residual:
     raise ValueError("a residual network's c-map has no fixed point at finite length")
 
-  def gap(c):                     # (1 - c) - (1 - C(c)) = C(c) - c
+  def gap(c, sigma_w2=sigma_w2, sigma_b2=sigma_b2, keep_prob=keep_prob, q=q):
     q_b, gap_b = branch(act, variant, sigma_w2, sigma_b2, keep_prob, q, c)
-    return (1 - c) - gap_b / q_b
+    return (1 - c) - gap_b / q_b              # (1 - c) - (1 - C(c)) = C(c) - c
+
+  stop = jax.lax.stop_gradient
+  frozen = functools.partial(gap, sigma_w2=stop(sigma_w2), sigma_b2=stop(sigma_b2),
+                             keep_prob=stop(keep_prob), q=stop(q))
 
   def bisect(_, bounds):
     lo, hi = bounds
     mid = (lo + hi) / 2
-    up = gap(mid) >= 0
+    up = frozen(mid) >= 0
     return jnp.where(up, mid, lo), jnp.where(up, hi, mid)
 
   lo, _ = jax.lax.fori_loop(0, iterations, bisect, (jnp.zeros_like(q), jnp.ones_like(q)))
   q_phi = jnp.ones_like(q) if variant.layer_norm else q
   q_b = branch(act, variant, sigma_w2, sigma_b2, keep_prob, q, jnp.ones_like(q))[0]
   slope_at_one = sigma_w2 * q_phi * second_moments(act, q_phi)[1] / q_b
+  inside = jnp.isfinite(q) & ~jnp.isnan(slope_at_one)
+  if closed:
+    inside = inside & (slope_at_one > 1)
+  # the bisection's value, with the implicit-function gradient (dC/dc - 1 = chi_c - 1)
+  dd = pair_moments(act, q_phi, lo, derivative=True)[2]
+  chi_inside = sigma_w2 * q_phi * dd / q_b
+  lo = _solve.implicit_step(gap, lo, inside & (lo > 0), chi_inside - 1)
   c_star = jnp.where(slope_at_one <= 1, jnp.ones_like(lo), lo) if closed else lo
   c_star = jnp.where(jnp.isfinite(q) & ~jnp.isnan(slope_at_one), c_star, jnp.nan)
-  dd = pair_moments(act, q_phi, c_star, derivative=True)[2]
-  chi_c = jnp.where(c_star >= 1, slope_at_one, sigma_w2 * q_phi * dd / q_b)
+  chi_c = jnp.where(c_star >= 1, slope_at_one,
+                    sigma_w2 * q_phi * pair_moments(act, q_phi, c_star, derivative=True)[2] / q_b)
   return c_star, chi_c, slope_at_one
 
 

@@ -170,3 +170,21 @@ def test_forward_dropout_keys():
     models.forward(params, x, activation="tanh", keep_prob=0.5)
   with pytest.raises(ValueError, match="keep_prob"):
     models.forward(params, x, activation="tanh", keep_prob=0.0, dropout_key=k)
+
+
+def test_fixed_point_gradients(x64):
+  # c* and chi_c carry implicit-function gradients (the bisection itself has none):
+  # jax.grad against central differences of the values.
+  def c_star(sw2, p):
+    return meanfield.dropout_fixed_point(sigma_w2=sw2, sigma_b2=0.05, activation="erf",
+                                         keep_prob=p).c_star
+
+  for argnum in (0, 1):
+    g = jax.grad(c_star, argnums=argnum)(1.5, 0.8)
+    h = 1e-6
+    args = [1.5, 0.8]
+    up = list(args); up[argnum] += h
+    down = list(args); down[argnum] -= h
+    fd = (c_star(*up) - c_star(*down)) / (2 * h)
+    np.testing.assert_allclose(g, fd, rtol=1e-5)
+    assert abs(float(g)) > 1e-3
