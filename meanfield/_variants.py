@@ -16,7 +16,8 @@ entering ``phi`` (``q^{l-1}``, or 1 after LayerNorm):
 
   q^l = s q^{l-1} + \\alpha^2 \\big(\\tfrac{\\sigma_w^2}{p} E[\\phi(u)^2] + \\sigma_b^2\\big),
   \\qquad
-  q^l c^l = s q^{l-1} c^{l-1} + \\alpha^2 \\big(\\sigma_w^2 E[\\phi(u_1)\\phi(u_2)] + \\sigma_b^2\\big),
+  q^l c^l = s q^{l-1} c^{l-1}
+            + \\alpha^2 \\big(\\sigma_w^2 E[\\phi(u_1)\\phi(u_2)] + \\sigma_b^2\\big),
 
 with ``u`` of variance ``q_phi`` and ``(u1, u2)`` of correlation ``c^{l-1}``
 (the cross terms vanish because ``W^l`` is fresh and has mean zero; the

@@ -111,7 +111,9 @@ def dropout_q_map(q: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, act
 @accepts_network(supports=("keep_prob",))
 def dropout_c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
                   keep_prob: ArrayLike, q: ArrayLike | None = None) -> Array:
-  """``c -> (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / dropout_q_map(q)`` (Schoenholz et al. 2017, Eq. 19).
+  """``c -> (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / dropout_q_map(q)``.
+
+  Schoenholz et al. 2017, Eq. 19.
 
   Args:
     c: correlation in ``[-1, 1]``.

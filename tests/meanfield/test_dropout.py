@@ -139,8 +139,9 @@ def test_wide_networks_with_dropout_follow_theory(act, sigma_w2, kappa):
   th = meanfield.dropout_propagate(q_input=1.0, c_input=0.5, depth=DEPTH, sigma_w2=sigma_w2,
                                    sigma_b2=0.05, activation=act, keep_prob=P)
   layers = np.arange(1, DEPTH + 1)
-  # (erf, like tanh, compresses the tails: kappa <= 2.) As in test_residual.py, with the masks' extra spread: the mean square of
-  # (m/p) phi over N units has relative variance (1 + kappa)/p - 1 (E[(m/p)^4] = 1/p^3).
+  # erf, like tanh, compresses the tails: kappa <= 2. As in test_residual.py, with the
+  # masks' extra spread: the mean square of (m/p) phi over N units has relative variance
+  # (1 + kappa)/p - 1 (E[(m/p)^4] = 1/p^3).
   kappa_p = (1 + kappa) / P - 1
   se_q = np.sqrt((2 + kappa_p) * layers / (N * SEEDS))
   err_q = np.log(np.mean(np.asarray(q), 0)) - np.log(np.asarray(th.q))

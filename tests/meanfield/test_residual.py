@@ -1,4 +1,4 @@
-"""Residual MLPs: maps against closed forms and quadrature, the asymptotic laws, and wide networks."""
+"""Residual MLPs: maps against closed forms and quadrature, asymptotic laws, wide networks."""
 
 from __future__ import annotations
 
