@@ -85,7 +85,9 @@ def branch(act, variant: Variant, sigma_w2, sigma_b2, keep_prob, q, c):
   q_phi = jnp.ones_like(q) if variant.layer_norm else q
   q_plain, c_plain = correlation_map(act, sigma_w2, sigma_b2, q_phi, c)
   q_b = q_plain + (1 / keep_prob - 1) * (q_plain - sigma_b2)
-  return q_b, q_plain * (1 - c_plain) + (q_b - q_plain)
+  # a branch of length 0 (sigma_w2 = sigma_b2 = 0) adds nothing, not 0 * nan
+  spread = jnp.where(q_plain > 0, q_plain * (1 - c_plain), jnp.zeros_like(q_plain))
+  return q_b, spread + (q_b - q_plain)
 
 
 def layer(act, variant: Variant, sigma_w2, sigma_b2, alpha, keep_prob, q, c):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.special import erf
 
@@ -37,6 +39,16 @@ def test_maps_against_reference(x64, act):
       np.testing.assert_allclose(got_q[i, 0], q_next, rtol=1e-10)
       np.testing.assert_allclose(got_c[i, j], c_next, rtol=1e-9, atol=1e-10)
   np.testing.assert_array_equal(meanfield.residual_c_map(1.0, q=q, **kw), 1.0)
+
+
+@given(c=st.floats(-1, 1), q=st.floats(0, 50), sigma_w2=st.floats(0, 5),
+       sigma_b2=st.floats(0, 2), alpha=st.floats(0.05, 3))
+def test_c_map_maps_into_unit_interval(c, q, sigma_w2, sigma_b2, alpha):
+  # A correlation stays a correlation, and the length grows (property, erf's closed forms).
+  kw = dict(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation="erf", alpha=alpha)
+  out = float(meanfield.residual_c_map(np.float32(c), q=np.float32(q), **kw))
+  assert -1 - 1e-6 <= out <= 1 + 1e-6 or (q == 0 and np.isnan(out) and sigma_b2 == 0)
+  assert float(meanfield.residual_q_map(np.float32(q), **kw)) >= np.float32(q) * (1 - 1e-6)
 
 
 def test_theory_md_check_value(x64):
