@@ -34,7 +34,10 @@ package): network ``i`` of a sweep with key ``key`` has key
 of layer ``l`` come from ``fold_in(fold_in(k, 0), l)``, the standard biases
 from ``fold_in(fold_in(k, 1), l)`` and the readout (if any) from
 ``fold_in(fold_in(k, 0), L + 1)``. ``fold_in(k, 2)`` and above are left to
-measurements (see :mod:`empirical.probes`).
+measurements (see :mod:`empirical.probes`), except ``fold_in(k, DROPOUT_STREAM)``
+(``DROPOUT_STREAM = 6``), the root of a network's dropout masks: pass it to
+:func:`forward` as ``dropout_key``, and layer ``l``'s mask comes from
+``fold_in(dropout_key, l)``.
 
 Common random numbers: :func:`standard_params` draws the unit sample and
 :func:`layer_scales` gives per-layer factors; :func:`forward` takes the
@@ -58,13 +61,15 @@ from meanfield.activations import Activation, activation as _activation
 
 __all__ = [
     "Params", "MLP", "forward", "standard_params", "layer_scales",
-    "scale_params", "network_key", "check_architecture", "NORMS",
+    "scale_params", "network_key", "check_architecture", "NORMS", "DROPOUT_STREAM",
 ]
 
 Array = jax.Array
 Norm = Literal["layer", "batch"] | None
 NORMS = (None, "layer", "batch")
 _EPS = {"layer": 1e-6, "batch": 1e-5}
+#: ``fold_in(network_key, DROPOUT_STREAM)`` is the root of a network's dropout masks.
+DROPOUT_STREAM = 6
 
 
 class Params(NamedTuple):
@@ -229,7 +234,8 @@ Probe = Callable[[Array, Array, Array], Any]
 def forward(params: Params, x: Array, *, activation: str | Activation | Callable,
             residual: bool = False, norm: Norm = None, w_scale: Array | None = None,
             b_scale: Array | None = None, h_shift: Array | None = None,
-            probe: Probe | None = None) -> tuple[Array, Any]:
+            probe: Probe | None = None, keep_prob: float = 1.0,
+            dropout_key: Array | None = None) -> tuple[Array, Any]:
   """The network's output and per-layer measurements, for one network.
 
   Args:
@@ -249,6 +255,14 @@ def forward(params: Params, x: Array, *, activation: str | Activation | Callable
       with ``h = h^l``, ``a = a^l`` (both ``(S, B, N)``) and ``a_in`` the
       layer's input (``x`` or ``a^{l-1}``); its results are stacked along a
       new leading axis of length ``L``.
+    keep_prob: dropout's keep probability ``p`` in ``(0, 1]`` (a number):
+      for ``p < 1`` the post-activation entering layer ``l >= 2`` is
+      ``a^{l-1} * m^l / p``, ``m^l`` a Bernoulli(``p``) mask of shape
+      ``(B, N)`` (one per input and unit, shared by the ``S`` settings)
+      drawn from ``fold_in(dropout_key, l)`` (Schoenholz et al. 2017, Sec. 6).
+      The input ``x`` and the output ``a^L`` are not dropped.
+    dropout_key: the masks' key, needed for ``p < 1``; by the package's
+      convention ``fold_in(network_key, DROPOUT_STREAM)``.
 
   Returns:
     ``(out, measured)``: ``out`` of shape ``(B, n_out)`` or ``(S, B, n_out)``
@@ -269,6 +283,11 @@ def forward(params: Params, x: Array, *, activation: str | Activation | Callable
   if w_scale is not None and w_scale.shape != (depth, x.shape[0]):
     raise ValueError(f"`w_scale` must have shape (depth, S) = {(depth, x.shape[0])}, "
                      f"got {w_scale.shape}")
+  if isinstance(keep_prob, bool) or not isinstance(keep_prob, int | float) or not (
+      0 < keep_prob <= 1):
+    raise ValueError(f"`keep_prob` must be a number in (0, 1], got {keep_prob!r}")
+  if keep_prob < 1 and dropout_key is None:
+    raise ValueError("`dropout_key` must be a PRNG key when keep_prob < 1, got None")
   norm_scale = params.norm_scale if norm is not None else None
   norm_bias = params.norm_bias if norm is not None else None
   if norm is not None and norm_scale is None:
@@ -290,6 +309,10 @@ def forward(params: Params, x: Array, *, activation: str | Activation | Callable
   def step(carry, layer):
     h, a = carry
     l, w, b, ws, bs, shift = layer
+    if keep_prob < 1:
+      mask = jax.random.bernoulli(jax.random.fold_in(dropout_key, l + 1), keep_prob,
+                                  a.shape[1:])
+      a = jnp.where(mask[None], a / jnp.asarray(keep_prob, a.dtype), jnp.zeros((), a.dtype))
     h_new = _affine(a, w, b, ws, bs)
     if residual:
       h_new = h_new + h

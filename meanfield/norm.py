@@ -1,0 +1,198 @@
+"""Normalised MLPs: LayerNorm's correlation map and fixed point, and BatchNorm's gradient rate.
+
+**LayerNorm** before the nonlinearity, as ``empirical.models.forward(norm="layer")``
+does it: ``h^l = W^l phi(nu(h^{l-1})) + b^l`` with
+``nu(h) = gamma (h - mean(h)) / sqrt(var(h) + eps) + beta`` over the ``N``
+units of one input (``gamma = 1``, ``beta = 0`` at initialisation). At
+infinite width the mean over units is 0 and the variance ``q^{l-1}``, so
+``nu(h^{l-1})`` has length exactly 1 whatever ``q^{l-1}`` (``eps = 1e-6``
+is neglected) and keeps the correlation ``c^{l-1}``. Hence for ``l >= 2``
+
+.. math::
+
+  q^l = q_{LN} = \\sigma_w^2 E[\\phi(z)^2] + \\sigma_b^2, \\qquad
+  c^l = \\frac{\\sigma_w^2 E[\\phi(z_1)\\phi(z_2)] + \\sigma_b^2}{q_{LN}},
+
+``z`` standard, ``(z1, z2)`` of correlation ``c^{l-1}``: the length is
+fixed after one layer, and the c-map alone (the plain c-map at length 1,
+divided by ``q_LN``) carries the signal. Its slope at ``c = 1`` is
+``chi_1 = sigma_w2 E[phi'(z)^2] / q_LN``; ``c* = 1`` is stable where
+``chi_1 <= 1``, else a second fixed point ``c* < 1`` attracts. The
+experiment's ``h^l`` (what ``q`` measures) is the pre-normalisation
+pre-activation, of length ``q_LN``; the normalised ``nu(h^l)`` has length 1
+and the same correlation. Derivation: docs/architectures.md.
+
+**BatchNorm** normalises each unit over the batch, so the inputs of a batch
+interact and the two-input maps above do not close. What is simple is the
+gradient explosion at initialisation (Yang et al. 2019, "A mean field theory
+of batch normalization", Thm. 3.10 and Sec. 3.2 for the linear case): for a
+linear activation the backward pass multiplies ``|dL/dh|^2`` by
+``(B - 2) / (B - 3)`` per layer, whatever ``sigma_w2`` and ``sigma_b2``
+(:func:`batchnorm_gradient_factor`). For nonlinear activations the rate
+depends on the ``B x B`` Gram fixed point of the forward pass, which has
+no closed form; docs/architectures.md gives measured rates.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from meanfield import _checks, _variants
+from meanfield._integrals import as_arrays, second_moments
+from meanfield.activations import activation as _activation
+from meanfield.depth import depth_scale
+from meanfield.maps import Propagation
+from meanfield.network import accepts_network
+
+__all__ = ["layernorm_c_map", "layernorm_propagate", "layernorm_fixed_point",
+           "LayerNormFixedPoint", "batchnorm_gradient_factor"]
+
+Array = jax.Array
+ArrayLike = Any
+_LAYER = _variants.Variant(residual=False, layer_norm=True)
+
+
+class LayerNormFixedPoint(NamedTuple):
+  """The fixed point of a LayerNorm MLP (fields of one shape).
+
+  Attributes:
+    q: ``q_LN = sigma_w2 E[phi(z)^2] + sigma_b2``, the length of ``h^l`` for every ``l >= 2``.
+    c_star: the stable fixed point of the c-map (1 in the ordered phase).
+    chi_c: the c-map's slope at ``c_star``.
+    chi_1: its slope at ``c = 1``, ``sigma_w2 E[phi'(z)^2] / q_LN``; also the
+      per-layer factor of ``|dL/dh^l|^2`` (the ordered-chaotic boundary is ``chi_1 = 1``).
+    xi_c: ``-1 / log(chi_c)``, the depth scale of correlations (inf at ``chi_1 = 1``).
+  """
+
+  q: Array
+  c_star: Array
+  chi_c: Array
+  chi_1: Array
+  xi_c: Array
+
+
+def _norm_checked(fn_name, norm, sigma_w2, sigma_b2):
+  _variants.require(fn_name, "norm", norm, "layer", "the theory of LayerNorm networks")
+  return _checks.hyperparameters(sigma_w2, sigma_b2)
+
+
+@functools.partial(jax.jit, static_argnames=("act",))
+def _c_map(act, c, sigma_w2, sigma_b2):
+  c, sigma_w2, sigma_b2 = as_arrays(c, sigma_w2, sigma_b2)
+  return _variants.layer(act, _LAYER, sigma_w2, sigma_b2, 1.0, 1.0, jnp.ones_like(c), c)
+
+
+@accepts_network(supports=("norm",))
+def layernorm_c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
+                    activation: Any, norm: str = "layer") -> Array:
+  """``c^{l-1} -> c^l`` of a LayerNorm MLP, whatever ``q^{l-1}`` (see the module docstring).
+
+  Args:
+    c: correlation in ``[-1, 1]``.
+    sigma_w2, sigma_b2: weight and bias variances, ``>= 0``.
+    activation: a name, an Activation or a callable.
+    norm: must be ``"layer"`` (it is there to refuse another ``Network``).
+
+  Returns:
+    ``c^l``, broadcast shape of the arguments; ``c = 1`` maps to 1.
+  """
+  act = _activation(activation)
+  c = _checks.correlation("c", c)
+  sigma_w2, sigma_b2 = _norm_checked("layernorm_c_map", norm, sigma_w2, sigma_b2)
+  return _c_map(act, c, sigma_w2, sigma_b2)[1]
+
+
+@accepts_network(supports=("norm", "residual", "alpha", "keep_prob"))
+def layernorm_propagate(*, q_input: ArrayLike, c_input: ArrayLike, depth: int,
+                        sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
+                        norm: str = "layer", residual: bool = False, alpha: ArrayLike = 1.0,
+                        keep_prob: ArrayLike = 1.0) -> Propagation:
+  """``q^l``, ``c^l`` and the gradient factor of a LayerNorm MLP, layer by layer.
+
+  Layer 1 is affine in the input (as in :func:`meanfield.propagate`); then
+  ``q^l = q_LN`` and ``c^l = layernorm_c_map(c^{l-1})``. ``residual=True``
+  (with ``alpha``) and ``keep_prob < 1`` combine as in
+  :func:`meanfield.residual_propagate`.
+
+  Returns:
+    A :class:`meanfield.Propagation` (shape ``batch + (depth,)``) whose
+    ``chi_1`` is the per-layer factor ``|dL/dh^l|^2 / |dL/dh^{l+1}|^2 =
+    sigma_w2 E[phi'(z)^2] / q^l`` (the LayerNorm's Jacobian divides by
+    ``sqrt(q^l)``), ``1 +`` that times ``alpha^2`` for a residual network.
+  """
+  _variants.require("layernorm_propagate", "norm", norm, "layer",
+                    "the theory of LayerNorm networks")
+  return _variants.checked_propagate(
+      "layernorm_propagate", activation=activation, depth=depth, q_input=q_input,
+      c_input=c_input, sigma_w2=sigma_w2, sigma_b2=sigma_b2, residual=residual, alpha=alpha,
+      norm="layer", keep_prob=keep_prob)
+
+
+@functools.partial(jax.jit, static_argnames=("act",))
+def _fixed_point(act, sigma_w2, sigma_b2):
+  sigma_w2, sigma_b2 = as_arrays(sigma_w2, sigma_b2)
+  ones = jnp.ones_like(sigma_w2)
+  q = sigma_w2 * second_moments(act, ones)[0] + sigma_b2
+  c_star, chi_c, chi_1 = _variants.correlation_root(act, _LAYER, sigma_w2, sigma_b2, 1.0, ones,
+                                                     closed=True)
+  return LayerNormFixedPoint(q=q, c_star=c_star, chi_c=chi_c, chi_1=chi_1,
+                             xi_c=depth_scale(chi_c))
+
+
+@accepts_network(supports=("norm",))
+def layernorm_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
+                          norm: str = "layer") -> LayerNormFixedPoint:
+  """``q_LN``, ``c*``, ``chi_c``, ``chi_1`` and ``xi_c`` of a LayerNorm MLP.
+
+  ``c*`` by bisection on ``[0, 1]`` (the c-map is increasing and convex
+  there, see docs/architectures.md), to about ``1e-15`` in float64;
+  ``chi_c`` is the slope there (Price's theorem:
+  ``sigma_w2 E[phi'(z1) phi'(z2)] / q_LN``), and ``xi_c = -1 / log chi_c``
+  (Schoenholz et al. 2017, Eq. 9, for this map).
+
+  Returns:
+    A :class:`LayerNormFixedPoint`, fields of the broadcast shape of
+    ``sigma_w2, sigma_b2``.
+  """
+  act = _activation(activation)
+  sigma_w2, sigma_b2 = _norm_checked("layernorm_fixed_point", norm, sigma_w2, sigma_b2)
+  return _fixed_point(act, sigma_w2, sigma_b2)
+
+
+def batchnorm_gradient_factor(*, n_inputs: ArrayLike, activation: Any = "linear") -> Array:
+  """Per-layer growth of ``|dL/dh^l|^2`` backwards through a deep linear BatchNorm MLP.
+
+  .. math:: \\lambda = \\frac{B - 2}{B - 3}
+
+  for batch size ``B = n_inputs > 3`` (Yang et al. 2019, linear case; the
+  derivation is in docs/architectures.md): BatchNorm's Jacobian for one
+  unit is ``(I - y y^T / B) P / std``, ``P`` the centring; the projection
+  keeps ``(B - 2)/(B - 1)`` of an isotropic gradient, and at the forward
+  fixed point ``E[1/std^2] = (B - 1) / ((B - 3) sigma_w2)`` (an inverse
+  chi-square with ``B - 1`` degrees of freedom), which cancels ``sigma_w2``.
+  Deep BatchNorm networks thus have exploding gradients at initialisation
+  whatever the variances.
+
+  Args:
+    n_inputs: the batch size ``B``, an integer ``> 3`` (or an array of them).
+    activation: must be ``"linear"``: for other activations the rate depends
+      on the forward Gram fixed point, which has no closed form.
+
+  Returns:
+    ``lambda``, float, shape of ``n_inputs``.
+  """
+  name = getattr(_activation(activation), "name", None)
+  if name != "linear":
+    raise ValueError(f"`activation` must be 'linear' for batchnorm_gradient_factor (the case "
+                     f"with a closed form), got {activation!r}")
+  _checks.real("n_inputs", n_inputs)
+  b = np.asarray(n_inputs)
+  if b.dtype.kind not in "iu" or np.any(b <= 3):
+    raise ValueError(f"`n_inputs` must be an integer > 3 (the batch size), got {n_inputs!r}")
+  b = jnp.asarray(b, float)
+  return (b - 2) / (b - 3)
