@@ -10,4 +10,4 @@ from empirical.models import MLP, Params, forward, layer_scales, network_key, sc
 from empirical.overlay import theory
 from empirical.probes import Stats, measure
 from empirical.sweep import input_statistics, make_inputs, run_chunked, sweep
-from empirical.diagnose import DIAGNOSE_DOCS, Verdict, diagnose, diagnose_figure, verdict
+from empirical.diagnosis import DIAGNOSE_DOCS, Verdict, diagnose, diagnose_figure, verdict

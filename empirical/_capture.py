@@ -1,4 +1,4 @@
-"""Every layer's value in any JAX forward pass, found in its jaxpr (private to diagnose).
+"""Every layer's value in any JAX forward pass, found in its jaxpr (private to empirical.diagnosis).
 
 :func:`trace` turns a forward function into a :class:`Traced` program; :func:`run`
 evaluates it equation by equation (the jaxpr interpreter pattern of JAX's
@@ -185,16 +185,18 @@ def _activation_name(eqn) -> str | None:
   if name not in _ACTIVATIONS or len(eqn.outvars) != 1:
     return None
   out = eqn.outvars[0].aval
-  if name in _CALLS:
-    if _has_matmul(eqn.params["jaxpr"].jaxpr):
+  if name in _CALLS or name in ("custom_jvp_call", "custom_vjp_call"):
+    inner = eqn.params["jaxpr" if name in _CALLS else "call_jaxpr"].jaxpr
+    if _has_matmul(inner):
       return None
-    name = eqn.params.get("name", name)
-  elif name in ("custom_jvp_call", "custom_vjp_call"):
-    inner = eqn.params["call_jaxpr"].jaxpr.eqns
-    name = "+".join(e.primitive.name for e in inner) or name
+    name = eqn.params.get("name") or "+".join(_call_name(e) for e in inner.eqns) or name
   if any(getattr(v.aval, "shape", None) not in ((), out.shape) for v in eqn.invars):
     return None
   return str(name)
+
+
+def _call_name(eqn) -> str:
+  return str(eqn.params.get("name") or eqn.primitive.name)
 
 
 def _levels(eqn, args, i: int) -> tuple[float, ...]:

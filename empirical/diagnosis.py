@@ -59,7 +59,10 @@ Random numbers follow the package's convention: network ``i`` has key
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import functools
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -306,7 +309,9 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
   x = jnp.asarray(x)
   build, apply = _program(model, x)
   keys = jax.vmap(lambda i: _models.network_key(key, i))(jnp.arange(n_seeds))
-  params = jax.jit(jax.vmap(build))(keys)
+  # Eagerly vmapped: a factory's own jitted parts compile once per shape, whatever
+  # the values it closes over (a new init, say).
+  params = jax.vmap(build)(keys)
   one = jax.tree.map(lambda p: p[0], params)
   traced = _capture.trace(apply, one, x)
   leaves = jax.tree.leaves(params)
@@ -324,10 +329,27 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
   fit_idx = [i for i in fit_idx if i >= i0]
   n_jac = math.prod(out_shape.shape[1:]) * math.prod(x.shape[1:])
   jac = n_jac <= _MAX_JACOBIAN if jacobian is None else jacobian
-  measure = jax.jit(jax.vmap(lambda p, k: _measure_one(traced, layers, i0, n_projections,
-                                                       jac, p, x, k)))
-  result = jax.device_get(measure(leaves, keys))
+  measure = _measure_program(traced, tuple(layers), i0, n_projections, jac)
+  result = jax.device_get(measure(leaves, x, keys))
   return _dataset(result, layers, fit_idx, i0, n_seeds, x.shape[0])
+
+
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+
+
+def _measure_program(traced, layers, i0, n_projections, jac):
+  """The jitted ``(params, x, keys) -> stats`` of all seeds, reused for any model whose
+  forward pass has the same jaxpr and constants (the same architecture at a new init)."""
+  consts = tuple(hashlib.sha256(np.ascontiguousarray(np.asarray(c)).tobytes()).hexdigest()
+                 for c in traced.jaxpr.consts)
+  fingerprint = (str(traced.jaxpr.jaxpr), consts, str(traced.out_tree), layers, i0,
+                 n_projections, jac)
+  if fingerprint not in _PROGRAMS:
+    one = functools.partial(_measure_one, traced, layers, i0, n_projections, jac)
+    _PROGRAMS[fingerprint] = jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
+    while len(_PROGRAMS) > 16:
+      _PROGRAMS.popitem(last=False)
+  return _PROGRAMS[fingerprint]
 
 
 def _first_layers(traced, params, x):
@@ -498,7 +520,7 @@ def _layer_panel(ax, ds, name, label, *, log):
   layer = ds["layer"].values
   for row in values:
     ax.plot(layer, row, color="#999999", lw=0.6, alpha=0.6)
-  mean = np.nanmean(values, axis=0) if not log else np.exp(np.nanmean(np.log(values), axis=0))
+  mean = _seed_mean(values, log)
   ax.plot(layer, mean, color="#1a1a1a", lw=1.2)
   kinds = ds["kind"].values
   for kind, marker in _MARKERS.items():
@@ -510,6 +532,15 @@ def _layer_panel(ax, ds, name, label, *, log):
     ax.set_yscale("log")
   ax.set_ylabel(label)
   ax.legend(fontsize=7, loc="best")
+
+
+def _seed_mean(values: np.ndarray, log: bool) -> np.ndarray:
+  """Mean over seeds (geometric if ``log``) of the finite values; nan where there are none."""
+  with np.errstate(divide="ignore", invalid="ignore"):
+    v = np.log(values) if log else values
+    ok = np.isfinite(v)
+    mean = np.where(ok, v, 0.0).sum(0) / ok.sum(0)
+  return np.exp(mean) if log else mean
 
 
 def _fit_line(ax, ds):
