@@ -43,12 +43,14 @@ non-batch axes together) over ``B`` inputs:
 - ``singular_values``: of the input-output Jacobian ``d out_0 / d x_0`` of
   the first input (small models).
 
-:func:`verdict` fits ``log J^{l0,l} = a + s d`` over the layers of the fit
-(the residual stream where there is one, else the dense/conv layers;
-``d`` counts those layers) and reads the phase from the depth scale
-``xi = 1 / |s|``: critical if ``xi`` is at least the depth spanned (``J``
-changes by less than a factor ``e`` across the network), else ordered
-(``s < 0``) or chaotic (``s > 0``). :func:`diagnose_figure` draws it all.
+:func:`verdict` fits ``log J^{l0,l}`` over the layers of the fit (the
+residual stream where there is one, else the dense/conv layers; ``d``
+counts those layers) with an exponential ``a + s d`` and a power law
+``a + zeta log(d + 1)``: ordered (``s < 0``) or chaotic (``s > 0``) when the
+exponential fits better and its depth scale ``xi = 1 / |s|`` is shorter than
+the depth spanned; critical otherwise (``J`` changes by less than a factor
+``e`` across the network, or like a power of the depth).
+:func:`diagnose_figure` draws it all.
 
 Random numbers follow the package's convention: network ``i`` has key
 ``k_i = network_key(key, i) = fold_in(key, i)``; the model is built from
@@ -64,7 +66,7 @@ import dataclasses
 import functools
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -232,7 +234,9 @@ def _measure_one(traced, layers, l0: int, n_projections: int, jacobian: bool,
   if jacobian:
     def first(x0):
       return _flat_units(_capture.run(traced, params, x.at[0].set(x0))[0], batch)[0]
-    jac = jax.jacfwd(first)(x[0]).reshape(-1, math.prod(x.shape[1:]))
+    n_in = math.prod(x.shape[1:])
+    n_out = math.prod(jax.eval_shape(first, x[0]).shape)
+    jac = (jax.jacrev if n_out < n_in else jax.jacfwd)(first)(x[0]).reshape(n_out, n_in)
     out["singular_values"] = jnp.linalg.svd(jac, compute_uv=False)
   return out
 
@@ -413,7 +417,8 @@ def _dataset(result, layers, fit_idx, i0, n_seeds, n_batch) -> xr.Dataset:
   ds = xr.Dataset(data, coords=coords, attrs={"l0": layers[i0].name,
                                               "seed_key": "network i uses fold_in(key, i)"})
   v = verdict(ds)
-  ds.attrs.update(verdict=v.text, phase=v.phase, chi_J=v.chi_J, depth_scale=v.depth_scale)
+  ds.attrs.update(verdict=v.text, phase=v.phase, law=v.law, chi_J=v.chi_J,
+                  depth_scale=v.depth_scale, exponent=v.exponent)
   return ds
 
 
@@ -421,117 +426,160 @@ def _dataset(result, layers, fit_idx, i0, n_seeds, n_batch) -> xr.Dataset:
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-  """The phase read from the partial Jacobians (see the module docstring).
+  """The phase read from the partial Jacobians (see :func:`verdict`).
 
   Attributes:
     phase: ``"ordered"``, ``"critical"``, ``"chaotic"`` or ``"undetermined"``
       (fewer than 3 finite layers in the fit).
+    law: ``"exponential"`` or ``"power"``, the form that fits ``J`` better.
     chi_J: ``exp(s)``, the factor by which ``J^{l0,l}`` changes per layer of
-      the fit (``chi_1`` for an MLP).
+      the fit in the exponential fit (``chi_1`` for an MLP).
     depth_scale: ``xi = 1 / |s|`` in layers of the fit (inf for ``s = 0``).
+    exponent: ``zeta`` of the power-law fit ``J ~ (d + 1)^zeta``.
     span: the number of layers of the fit after ``l0``.
     slope: ``s``, with its standard error ``slope_err`` over seeds.
     text: the verdict in words.
   """
 
   phase: str
+  law: str
   chi_J: float
   depth_scale: float
+  exponent: float
   span: int
   slope: float
   slope_err: float
   text: str
 
 
+def _fit(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+  """Least squares ``y = a + b u`` per row of ``y`` ``(seed, n)``: slopes ``b`` and the
+  residual sum of squares of the fit to the mean row."""
+  b = np.polyfit(u, y.T, 1)[0]
+  mean = y.mean(0)
+  coef = np.polyfit(u, mean, 1)
+  return b, float(np.sum(np.square(np.polyval(coef, u) - mean)))
+
+
 def verdict(ds: xr.Dataset) -> Verdict:
   """Ordered, critical or chaotic, from the growth of ``J^{l0,l}`` with depth.
 
-  Fits ``log J = a + s d`` (least squares on the mean over seeds of ``log J``,
-  ``d = 0, 1, ...`` over the layers with ``in_fit``); critical when the depth
-  scale ``1/|s|`` is at least the span of the fit.
+  Over the layers with ``in_fit`` (``d = 0, 1, ..., n - 1`` from ``l0``), fits
+  ``log J`` with an exponential, ``a + s d``, and with a power law,
+  ``a + zeta log(d + 1)`` (least squares; slopes per seed, averaged). The
+  phase is ordered (``s < 0``) or chaotic (``s > 0``) when the exponential
+  fits better and its depth scale ``xi = 1/|s|`` is shorter than the span
+  ``n - 1``; otherwise critical: ``J`` changes by less than a factor ``e``
+  over the network, or like a power of the depth (Doshi, He & Gromov 2023:
+  ``J^{l0,l} ~ l^zeta`` at criticality, exponential off it).
   """
   logj = np.log(ds["partial_jacobian"].where(ds["in_fit"], drop=True).values)   # (seed, n)
   finite = np.all(np.isfinite(logj), axis=0)
   logj = logj[:, finite]
   n = logj.shape[1]
   if n < 3:
-    return Verdict("undetermined", math.nan, math.nan, max(n - 1, 0), math.nan, math.nan,
-                   f"undetermined: {n} layers with a finite partial Jacobian in the fit "
-                   f"(3 needed)")
+    return Verdict("undetermined", "", math.nan, math.nan, math.nan, max(n - 1, 0), math.nan,
+                   math.nan, f"undetermined: {n} layers with a finite partial Jacobian in "
+                   f"the fit (3 needed)")
   d = np.arange(n, dtype=float)
-  per_seed = np.polyfit(d, logj.T, 1)[0]                     # (seed,)
-  s = float(np.mean(per_seed))
-  err = float(np.std(per_seed, ddof=1) / math.sqrt(len(per_seed))) if len(per_seed) > 1 \
-      else math.nan
+  slopes, rss_exp = _fit(d, logj)
+  zetas, rss_pow = _fit(np.log1p(d), logj)
+  s, zeta = float(np.mean(slopes)), float(np.mean(zetas))
+  err = float(np.std(slopes, ddof=1) / math.sqrt(len(slopes))) if len(slopes) > 1 else math.nan
   xi = math.inf if s == 0 else 1.0 / abs(s)
   span = n - 1
-  phase = "critical" if xi >= span else ("ordered" if s < 0 else "chaotic")
-  how = {"ordered": "decays", "chaotic": "grows", "critical": "changes"}[phase]
-  text = (f"{phase}: the partial Jacobian norm J^(l0,l) {how} by a factor chi_J = "
-          f"{math.exp(s):.3g} per layer (depth scale xi = {xi:.3g} layers; "
-          f"{span} layers fitted from {ds.attrs.get('l0', 'l0')})")
-  return Verdict(phase, math.exp(s), xi, span, s, err, text)
+  law = "power" if rss_pow < rss_exp else "exponential"
+  phase = ("critical" if xi >= span or law == "power" else "ordered" if s < 0 else "chaotic")
+  where = f"{span} layers fitted from {ds.attrs.get('l0', 'l0')}"
+  if law == "power" and xi < span:
+    text = (f"critical: the partial Jacobian norm J^(l0,l) follows a power law (d+1)^zeta, "
+            f"zeta = {zeta:.3g}, better than an exponential ({where})")
+  else:
+    how = {"ordered": "decays", "chaotic": "grows", "critical": "changes"}[phase]
+    text = (f"{phase}: the partial Jacobian norm J^(l0,l) {how} by a factor chi_J = "
+            f"{math.exp(s):.3g} per layer (depth scale xi = {xi:.3g} layers; {where})")
+  return Verdict(phase, law, math.exp(s), xi, zeta, span, s, err, text)
 
 
 # --- the figure ---------------------------------------------------------------------
 
-def diagnose_figure(ds: xr.Dataset, *, title: str | None = None):
-  """A ``matplotlib.figure.Figure`` of a :func:`diagnose` result (no pyplot state).
-
-  Panels: ``q^l`` and ``grad_h`` against the layer, the partial Jacobian
-  ``J^{l0,l}`` with the verdict's fit, and the input-output singular values
-  (or ``c^l`` where they were not computed). One faint line per seed, the
-  mean over seeds bold; markers by layer kind.
-  """
-  from matplotlib.figure import Figure
-
-  fig = Figure(figsize=(10, 6.6), layout="constrained")
-  axes = fig.subplots(2, 2)
-  layer = ds["layer"].values
-  _layer_panel(axes[0, 0], ds, "q", r"$q^l = \langle (h_i^l)^2 \rangle$", log=True)
-  _layer_panel(axes[0, 1], ds, "partial_jacobian",
-               r"$\mathcal{J}^{l_0,l} = \frac{1}{N_l}\|\partial h^l/\partial h^{l_0}\|_F^2$",
-               log=True)
-  _fit_line(axes[0, 1], ds)
-  _layer_panel(axes[1, 0], ds, "grad_h", r"$|\partial \mathcal{L}/\partial h^l|$", log=True)
-  if "singular_values" in ds:
-    sv = ds["singular_values"].values
-    sv = sv[np.isfinite(sv) & (sv > 0)]
-    ax = axes[1, 1]
-    ax.hist(np.log10(sv), bins=40, color="#444444")
-    ax.set_xlabel(r"$\log_{10} \sigma$ (singular values of $\partial y / \partial x$)")
-    ax.set_ylabel("count (all seeds)")
-  else:
-    _layer_panel(axes[1, 1], ds, "c", r"$c^l$", log=False)
-  for ax in (axes[0, 0], axes[0, 1], axes[1, 0]) + (() if "singular_values" in ds
-                                                    else (axes[1, 1],)):
-    ax.set_xlabel(r"layer $l$ (order of computation)")
-    if len(layer) <= 24:
-      ax.set_xticks(layer, ds["name"].values, rotation=70, fontsize=6)
-  fig.suptitle(title or ds.attrs.get("verdict", ""), fontsize=9)
-  return fig
-
-
+_COLORS = ("#1a1a1a", "#b2182b", "#2166ac", "#1b9e77", "#7570b3")
 _MARKERS = {"dense": "o", "conv": "s", "residual": "D", "module": "^"}
 
 
-def _layer_panel(ax, ds, name, label, *, log):
+def diagnose_figure(results: xr.Dataset | Mapping[str, xr.Dataset], *, axes=None,
+                    title: str | None = None):
+  """A ``matplotlib.figure.Figure`` of :func:`diagnose` results (no pyplot state).
+
+  Args:
+    results: one Dataset, or ``{label: Dataset}`` to overlay (say one model at
+      two initialisations), each in its own colour.
+    axes: four matplotlib Axes to draw into (a new figure if None).
+    title: the figure's title (default: the verdict of a single result).
+
+  Panels: ``q^l`` and ``|dL/dh^l|`` against the layer (order of computation),
+  the partial Jacobian ``J^{l0,l}`` with the verdict's fit (dashed), and a
+  histogram of the input-output singular values (or ``c^l`` where they were
+  not computed). Faint lines: seeds; bold: geometric mean over seeds;
+  markers: the layer's kind.
+  """
+  from matplotlib.figure import Figure
+
+  if isinstance(results, xr.Dataset):
+    results = {"": results}
+  if axes is None:
+    fig = Figure(figsize=(10, 6.6), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+  axes = list(np.ravel(axes))
+  fig = axes[0].figure
+  has_sv = all("singular_values" in ds for ds in results.values())
+  for (label, ds), color in zip(results.items(), _COLORS):
+    _layer_panel(axes[0], ds, "q", color, label, log=True)
+    _layer_panel(axes[1], ds, "partial_jacobian", color, label, log=True)
+    _fit_line(axes[1], ds, color)
+    _layer_panel(axes[2], ds, "grad_h", color, label, log=True)
+    if has_sv:
+      sv = ds["singular_values"].values
+      sv = sv[np.isfinite(sv) & (sv > 0)]
+      axes[3].hist(np.log10(sv), bins=30, color=color, alpha=0.5, label=label or None)
+    else:
+      _layer_panel(axes[3], ds, "c", color, label, log=False)
+  labels = [r"$q^l = \langle (h_i^l)^2 \rangle$",
+            r"$\mathcal{J}^{l_0,l} = \frac{1}{N_l}\,\|\partial h^l/\partial h^{l_0}\|_F^2$",
+            r"$\|\partial \mathcal{L}_a/\partial h^l_a\|$ (rms over inputs)", r"$c^l$"]
+  first = next(iter(results.values()))
+  for ax, label in zip(axes, labels):
+    ax.set_ylabel(label)
+    ax.set_xlabel(r"layer $l$ (order of computation)")
+    if len(first["layer"]) <= 24:
+      ax.set_xticks(first["layer"].values, first["name"].values, rotation=70, fontsize=6)
+  if has_sv:
+    axes[3].set_xlabel(r"$\log_{10} \sigma$, singular values of $\partial y_0/\partial x_0$")
+    axes[3].set_ylabel("count (all seeds)")
+  for ax in axes:
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7, loc="best")
+  if title is None and len(results) == 1:
+    title = first.attrs.get("verdict", "")
+  if title:
+    fig.suptitle(title, fontsize=9)
+  return fig
+
+
+def _layer_panel(ax, ds, name, color, label, *, log):
   values = ds[name].values
   layer = ds["layer"].values
   for row in values:
-    ax.plot(layer, row, color="#999999", lw=0.6, alpha=0.6)
+    ax.plot(layer, row, color=color, lw=0.5, alpha=0.35)
   mean = _seed_mean(values, log)
-  ax.plot(layer, mean, color="#1a1a1a", lw=1.2)
+  ax.plot(layer, mean, color=color, lw=1.3, label=label or None)
   kinds = ds["kind"].values
   for kind, marker in _MARKERS.items():
     sel = kinds == kind
     if np.any(sel):
-      ax.plot(layer[sel], mean[sel], marker, ms=4, ls="none", label=kind, color="#1a1a1a",
-              mfc="white")
+      ax.plot(layer[sel], mean[sel], marker, ms=3.5, ls="none", color=color, mfc="white")
   if log:
     ax.set_yscale("log")
-  ax.set_ylabel(label)
-  ax.legend(fontsize=7, loc="best")
 
 
 def _seed_mean(values: np.ndarray, log: bool) -> np.ndarray:
@@ -543,13 +591,17 @@ def _seed_mean(values: np.ndarray, log: bool) -> np.ndarray:
   return np.exp(mean) if log else mean
 
 
-def _fit_line(ax, ds):
+def _fit_line(ax, ds, color):
   v = verdict(ds)
   if not np.isfinite(v.slope):
     return
-  layer = ds["layer"].values[ds["in_fit"].values]
-  logj = np.log(ds["partial_jacobian"].values[:, ds["in_fit"].values])
-  a = np.mean(logj) - v.slope * np.mean(np.arange(len(layer)))
-  ax.plot(layer, np.exp(a + v.slope * np.arange(len(layer))), "--", color="#b2182b", lw=1,
-          label=rf"fit: $\chi_J$ = {v.chi_J:.3g}, $\xi$ = {v.depth_scale:.3g}")
-  ax.legend(fontsize=7, loc="best")
+  fit = ds["in_fit"].values
+  layer = ds["layer"].values[fit]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    logj = np.log(ds["partial_jacobian"].values[:, fit])
+  u = np.arange(len(layer), dtype=float)
+  b, name = v.slope, rf"$\chi_J$ = {v.chi_J:.3g}/layer, $\xi$ = {v.depth_scale:.3g}"
+  if v.law == "power":
+    u, b, name = np.log1p(u), v.exponent, rf"$\propto (d+1)^{{\zeta}}$, $\zeta$ = {v.exponent:.3g}"
+  a = np.nanmean(logj) - b * np.mean(u)
+  ax.plot(layer, np.exp(a + b * u), "--", color=color, lw=1, label=f"{v.phase}: {name}")
