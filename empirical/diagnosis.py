@@ -556,6 +556,7 @@ def diagnose_figure(results: xr.Dataset | Mapping[str, xr.Dataset], *, axes=None
   if has_sv:
     axes[3].set_xlabel(r"$\log_{10} \sigma$, singular values of $\partial y_0/\partial x_0$")
     axes[3].set_ylabel("count (all seeds)")
+  _kind_legend(axes[0], list(dict.fromkeys(first["kind"].values)))
   for ax in axes:
     if ax.get_legend_handles_labels()[0]:
       ax.legend(fontsize=7, loc="best")
@@ -567,19 +568,26 @@ def diagnose_figure(results: xr.Dataset | Mapping[str, xr.Dataset], *, axes=None
 
 
 def _layer_panel(ax, ds, name, color, label, *, log):
+  """One line per kind of layer (the residual stream, the dense layers, ...), so that
+  layers of one kind are compared along the depth; seeds faint, their mean bold."""
   values = ds[name].values
   layer = ds["layer"].values
-  for row in values:
-    ax.plot(layer, row, color=color, lw=0.5, alpha=0.35)
-  mean = _seed_mean(values, log)
-  ax.plot(layer, mean, color=color, lw=1.3, label=label or None)
   kinds = ds["kind"].values
-  for kind, marker in _MARKERS.items():
+  mean = _seed_mean(values, log)
+  for i, kind in enumerate(dict.fromkeys(kinds)):
     sel = kinds == kind
-    if np.any(sel):
-      ax.plot(layer[sel], mean[sel], marker, ms=3.5, ls="none", color=color, mfc="white")
+    for row in values[:, sel]:
+      ax.plot(layer[sel], row, color=color, lw=0.5, alpha=0.3)
+    ax.plot(layer[sel], mean[sel], color=color, lw=1.3, marker=_MARKERS.get(kind, "v"),
+            ms=3.5, mfc="white", label=(label or None) if i == 0 else None)
   if log:
     ax.set_yscale("log")
+
+
+def _kind_legend(ax, kinds) -> None:
+  """Legend entries (grey markers) for the kinds of layers."""
+  for k in kinds:
+    ax.plot([], [], _MARKERS.get(k, "v"), color="#777777", mfc="white", ls="none", label=k)
 
 
 def _seed_mean(values: np.ndarray, log: bool) -> np.ndarray:
