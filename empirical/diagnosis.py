@@ -31,10 +31,12 @@ non-batch axes together) over ``B`` inputs:
 
     \\mathcal{J}^{l_0, l} = \\frac{1}{N_l}\\,
       \\mathbb{E}\\,\\Big\\| \\frac{\\partial h^{l}}{\\partial h^{l_0}} \\Big\\|_F^2
-      = \\frac{1}{N_l}\\,\\mathbb{E}_v \\Big\\| \\frac{\\partial h^{l}}{\\partial h^{l_0}}\\, v \\Big\\|^2,
+      = \\frac{1}{N_l}\\,\\mathbb{E}_v \\Big\\| \\frac{\\partial h^{l}}{\\partial h^{l_0}}
+      \\, v \\Big\\|^2,
     \\quad v \\sim \\mathcal{N}(0, I),
 
-  (Doshi, He & Gromov 2023, Eq. 3; per input, averaged over inputs and
+  (Doshi, He & Gromov 2023, "Critical initialization of wide and deep neural
+  networks using partial Jacobians"; per input, averaged over inputs and
   ``n_projections`` random tangents ``v``, each one forward-mode JVP). For an
   MLP it is ``prod chi_1`` over the layers between (``chi_1`` of Poole et al.
   2016): ``J`` decays exponentially with depth in the ordered phase, grows
@@ -67,7 +69,6 @@ import functools
 import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
