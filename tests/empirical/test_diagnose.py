@@ -57,8 +57,13 @@ def test_mlp_matches_sweep_on_the_same_weights():
     assert _rel(ds[name].values, sw[name].values) < RTOL_SAME, name
   for name in ("dead", "zero", "saturated"):   # fractions of B * N = 512 values: exact
     np.testing.assert_array_equal(ds[name].values, sw[name].values)
-  # The input-output Jacobian of network 0 at x_0, directly.
-  model = _sweep_weights_factory(sigma_w2)(nnx.Rngs(network_key(KEY, 0)))
+  # The input-output Jacobian of network 0 at x_0, directly (the models built as
+  # diagnose builds them, vmapped over the seeds' keys, which reuses its compiled draw).
+  factory = _sweep_weights_factory(sigma_w2)
+  keys = jax.vmap(lambda i: network_key(KEY, i))(jnp.arange(SEEDS))
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: factory(nnx.Rngs(KEY))))
+  states = jax.vmap(lambda k: nnx.state(factory(nnx.Rngs(k))))(keys)
+  model = nnx.merge(graphdef, jax.tree.map(lambda a: a[0], states))
   jac = jax.jacfwd(lambda v: model(v[None])[0])(x[0])
   sv = np.linalg.svd(np.asarray(jac, np.float64), compute_uv=False)
   assert _rel(ds["singular_values"].values[0], sv) < RTOL_SAME
