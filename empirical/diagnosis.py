@@ -298,6 +298,12 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
     jacobian: compute the input-output singular values; default when
       ``d out_0 / d x_0`` has at most 65536 entries.
 
+  Models run as they are called. Where a layer mixes the inputs of the
+  batch (BatchNorm in training mode), ``grad_h`` is that of ``sum_a L_a`` and
+  ``J^{l0,l}`` sums, for input ``a``, the squared Jacobians from every
+  input's ``h^{l0}`` to ``h^l_a``. Dropout draws from each network's own
+  ``nnx.Rngs``.
+
   Returns:
     An ``xarray.Dataset`` over ``(seed, layer)`` (``layer`` = 1..n in the order
     of computation) with ``q``, ``mean``, ``c``, ``zero``, ``dead``,
