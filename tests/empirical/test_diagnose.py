@@ -69,6 +69,30 @@ def test_mlp_matches_sweep_on_the_same_weights():
   assert _rel(ds["singular_values"].values[0], sv) < RTOL_SAME
 
 
+def test_residual_relu_mlp_matches_sweep():
+  """The toolkit's residual MLP: h^l (l >= 2) is the residual addition diagnose finds."""
+  width, depth, x = 32, 5, jax.random.normal(jax.random.key(8), (6, IN))
+
+  def factory(rngs):
+    std = empirical.standard_params(rngs.default.key[...], in_features=IN, width=width,
+                                    depth=depth)
+    ws, bs = empirical.layer_scales("gaussian", 1.0, 0.1, in_features=IN, width=width,
+                                    depth=depth)
+    return empirical.MLP.from_params(empirical.scale_params(std, ws, bs), activation="relu",
+                                     residual=True)
+
+  ds = empirical.diagnose(factory, x, key=KEY, n_seeds=2, jacobian=False, n_projections=1)
+  sw = empirical.sweep(KEY, activation="relu", width=width, depth=depth, sigma_w2=1.0,
+                       sigma_b2=0.1, n_seeds=2, inputs=x, residual=True, progress=False)
+  assert list(ds["name"].values) == ["dense1"] + [
+      n for l in range(2, depth + 1) for n in (f"dense{l}", f"residual{l - 1}")]
+  h = np.r_[0, np.flatnonzero(ds["kind"].values == "residual")]
+  for name in ("q", "c", "grad_h"):
+    assert _rel(ds[name].values[:, h], sw[name].values) < RTOL_SAME, name
+  np.testing.assert_array_equal(ds["dead"].values[:, h], sw["dead"].values)
+  assert list(ds["activation"].values[h]) == ["max"] * depth       # ReLU: max(h, 0)
+
+
 @pytest.mark.parametrize("sigma_w2, phase", [(0.5, "ordered"), (None, "critical"),
                                              (6.0, "chaotic")])
 def test_verdict_of_a_tanh_mlp_in_each_phase(sigma_w2, phase):
