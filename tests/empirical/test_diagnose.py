@@ -69,6 +69,7 @@ def test_mlp_matches_sweep_on_the_same_weights():
   assert _rel(ds["singular_values"].values[0], sv) < RTOL_SAME
 
 
+@pytest.mark.slow
 def test_residual_relu_mlp_matches_sweep():
   """The toolkit's residual MLP: h^l (l >= 2) is the residual addition diagnose finds."""
   width, depth, x = 32, 5, jax.random.normal(jax.random.key(8), (6, IN))
