@@ -12,3 +12,4 @@ from empirical.probes import Stats, measure
 from empirical.sweep import input_statistics, make_inputs, run_chunked, sweep
 from empirical.rnn import RNNStats, rnn_jacobian_moments, rnn_statistics
 from empirical.reinit import reinit
+from empirical.diagnosis import DIAGNOSE_DOCS, Verdict, diagnose, diagnose_figure, verdict

@@ -1,0 +1,622 @@
+"""Is my network critical? Signal-propagation diagnostics of any Flax model.
+
+:func:`diagnose` takes a user's model as it is (an ``nnx`` factory, a Linen
+module, or an ``init``/``apply`` pair), builds ``n_seeds`` random instances
+at once (``jax.vmap`` over keys), and measures at every layer what the sweep
+measures on the toolkit's own MLPs (:mod:`empirical.probes`), plus the
+criticality criterion of Doshi, He & Gromov (2023), which holds for
+architectures that mean-field theory does not cover.
+
+Layers are found in the forward pass's jaxpr, with no change to the model
+(:mod:`empirical._capture`): every dense or convolutional pre-activation
+(the ``dot_general`` / ``conv`` with a weight, its bias added), every residual
+addition ``x + f(x)``, and every submodule's output (recorded by Flax's own
+``nnx.capture(..., method_outputs=nnx.Intermediate)``, or Linen's
+``capture_intermediates``), so normalisations and attention blocks appear
+under their paths. A network scanned over depth (``lax.scan``) shows each
+layer. For a layer's value ``h`` (batch first, ``N`` units per example, all
+non-batch axes together) over ``B`` inputs:
+
+- ``q``: ``<h_i^2>``, the mean square per unit; ``mean``: ``<h_i>``.
+- ``c``: the cosine of ``h`` for inputs ``2k`` and ``2k+1``, mean over pairs.
+- ``zero``, ``dead``, ``saturated``: as in :mod:`empirical.probes`, of the
+  layer's post-activation ``a = phi(h)`` (the elementwise nonlinearity applied
+  to ``h``, if one is: ``tanh``, ``sigmoid``, ``erf``, ReLU, ...); nan where none is.
+- ``grad_h``: ``sqrt(mean_a |dL_a/dh_a|^2)`` for the loss ``L_a = r . out_a``,
+  ``r`` a random unit vector over the output's units (per network).
+- ``partial_jacobian``: the averaged partial Jacobian norm (APJN) from a
+  reference layer ``l0``,
+
+  .. math::
+
+    \\mathcal{J}^{l_0, l} = \\frac{1}{N_l}\\,
+      \\mathbb{E}\\,\\Big\\| \\frac{\\partial h^{l}}{\\partial h^{l_0}} \\Big\\|_F^2
+      = \\frac{1}{N_l}\\,\\mathbb{E}_v \\Big\\| \\frac{\\partial h^{l}}{\\partial h^{l_0}}
+      \\, v \\Big\\|^2,
+    \\quad v \\sim \\mathcal{N}(0, I),
+
+  (Doshi, He & Gromov 2023, "Critical initialization of wide and deep neural
+  networks using partial Jacobians"; per input, averaged over inputs and
+  ``n_projections`` random tangents ``v``, each one forward-mode JVP). For an
+  MLP it is ``prod chi_1`` over the layers between (``chi_1`` of Poole et al.
+  2016): ``J`` decays exponentially with depth in the ordered phase, grows
+  in the chaotic phase and stays of order one (a power law at most) at
+  criticality.
+- ``singular_values``: of the input-output Jacobian ``d out_0 / d x_0`` of
+  the first input (small models).
+
+:func:`verdict` fits ``log J^{l0,l}`` over the layers of the fit (the
+residual stream where there is one, else the dense/conv layers; ``d``
+counts those layers) with an exponential ``a + s d`` and a power law
+``a + zeta log(d + 1)``: ordered (``s < 0``) or chaotic (``s > 0``) when the
+exponential fits better and its depth scale ``xi = 1 / |s|`` is shorter than
+the depth spanned; critical otherwise (``J`` changes by less than a factor
+``e`` across the network, or like a power of the depth).
+:func:`diagnose_figure` draws it all.
+
+Random numbers follow the package's convention: network ``i`` has key
+``k_i = network_key(key, i) = fold_in(key, i)``; the model is built from
+``nnx.Rngs(k_i)`` (Linen: ``init(k_i, x)``), the readout ``r`` from
+``fold_in(k_i, 2)`` (as :mod:`empirical.sweep` draws it) and the tangents
+``v`` from ``fold_in(k_i, 3)``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from flax import nnx
+
+from empirical import _capture
+from empirical import models as _models
+from empirical import probes as _probes
+
+__all__ = ["diagnose", "verdict", "diagnose_figure", "Verdict", "DIAGNOSE_DOCS"]
+
+Array = jax.Array
+_MAX_JACOBIAN = 1 << 16        # entries of d out_0 / d x_0 computed by default
+
+#: Description of each measured variable (the ``description`` attribute).
+DIAGNOSE_DOCS = {
+    "q": "mean square per unit <h_i^2> of the layer's value over units and inputs",
+    "mean": "mean <h_i> of the layer's value over units and inputs",
+    "c": "cosine of the layer's values for inputs 2k and 2k+1, mean over pairs",
+    "zero": "fraction of post-activations phi(h) exactly zero (nan: no nonlinearity follows)",
+    "dead": "fraction of units whose post-activation is zero for every input (nan: none)",
+    "saturated": "fraction of post-activations within 1% of a finite asymptote of phi "
+                 "(nan: no nonlinearity follows)",
+    "grad_h": "sqrt(mean over inputs of |dL_a/dh^l|^2), L_a = r . out_a (r random unit vector)",
+    "partial_jacobian": "(1/N_l) E ||d h^l / d h^l0||_F^2 (Doshi, He & Gromov 2023), by JVPs "
+                        "with random tangents; nan before l0",
+    "singular_values": "singular values of d out_0 / d x_0 (first input), descending",
+}
+
+
+# --- the models ------------------------------------------------------------------
+
+def _path_name(path) -> str:
+  parts = [str(p) for p in path if p != "__call__"]
+  return ".".join(parts) if parts else "__call__"
+
+
+def _nnx_program(factory: Callable[[nnx.Rngs], nnx.Module]):
+  """``(build, apply)`` for an nnx factory; ``apply`` names every submodule output."""
+  box = {}
+
+  def build(k):
+    graphdef, state = nnx.split(factory(nnx.Rngs(k)))
+    box["graphdef"] = graphdef
+    return state
+
+  def apply(state, x):
+    model = nnx.merge(box["graphdef"], state)
+    classes = {p: type(m).__name__ for p, m in nnx.iter_modules(model)}
+    out, inter = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
+    marked = []
+    for path, var in sorted(nnx.to_flat_state(inter), key=lambda pv: len(pv[0])):
+      if len(path) < 2:
+        continue                                   # the model's own output
+      for value in jax.tree.leaves(var.get_value()):
+        marked.append((_path_name(path), classes.get(tuple(path[:-1]), ""), value))
+    return out, marked
+
+  return build, apply
+
+
+def _linen_program(module):
+  """``(build, apply)`` for a Linen module, naming outputs by ``capture_intermediates``."""
+  def build(k, x):
+    return module.init(k, x)
+
+  def apply(variables, x):
+    out, state = module.apply(variables, x, capture_intermediates=True,
+                              mutable=["intermediates"])
+    marked = []
+    flat = jax.tree_util.tree_flatten_with_path(state.get("intermediates", {}))[0]
+    for path, value in sorted(flat, key=lambda pv: len(pv[0])):
+      keys = [getattr(p, "key", getattr(p, "idx", "")) for p in path]
+      names = [str(k) for k in keys if isinstance(k, str)]
+      if len(names) < 2:
+        continue
+      marked.append((_path_name(names[:-1]), "", value))
+    return out, marked
+
+  return build, apply
+
+
+def _program(model, x):
+  """``(build(k) -> params, apply(params, x) -> (out, marked))`` for any accepted model."""
+  import flax.linen as linen
+  if isinstance(model, linen.Module):
+    build, apply = _linen_program(model)
+    return (lambda k: build(k, x)), apply
+  if isinstance(model, tuple) and len(model) == 2 and all(map(callable, model)):
+    init, fn = model
+    return (lambda k: init(k, x)), (lambda p, x: (fn(p, x), []))
+  if callable(model) and not isinstance(model, nnx.Module):
+    return _nnx_program(model)
+  raise ValueError(
+      f"`model` must be a callable taking nnx.Rngs and returning an nnx.Module, a "
+      f"flax.linen.Module, or an (init, apply) pair of callables, got {type(model).__name__}")
+
+
+# --- one network -------------------------------------------------------------------
+
+def _flat_units(v: Array, batch: int, axis: int = 0) -> Array:
+  """``(batch, units)``: the inputs' axis first (a merged ``batch * m`` axis split batch-major)."""
+  return jnp.moveaxis(v, axis, 0).reshape(batch, -1)
+
+
+def _layer_stats(h: Array, a: Array | None, g: Array, layer, batch: int) -> dict[str, Array]:
+  levels = layer.levels
+  h, g = _flat_units(h, batch, layer.batch_axis), _flat_units(g, batch, layer.batch_axis)
+  pairs = h.shape[0] // 2
+  if pairs:
+    h1, h2 = h[0:2 * pairs:2], h[1:2 * pairs:2]
+    c = jnp.mean(jnp.sum(h1 * h2, -1) / jnp.sqrt(jnp.sum(h1 * h1, -1) * jnp.sum(h2 * h2, -1)))
+  else:
+    c = jnp.asarray(jnp.nan, h.dtype)
+  nan = jnp.asarray(jnp.nan, h.dtype)
+  out = dict(q=jnp.mean(jnp.square(h)), mean=jnp.mean(h), c=c,
+             grad_h=jnp.sqrt(jnp.mean(jnp.sum(jnp.square(g), -1))),
+             zero=nan, dead=nan, saturated=nan)
+  if a is not None:
+    a = _flat_units(a, batch, layer.batch_axis).astype(h.dtype)
+    tol = _probes.SATURATION * max((abs(v) for v in levels), default=0.0)
+    sat = jnp.zeros(a.shape, bool)
+    for level in levels if tol > 0 else ():
+      sat = sat | (jnp.abs(a - jnp.asarray(level, a.dtype)) < tol)
+    out.update(zero=jnp.mean(a == 0, dtype=h.dtype),
+               dead=jnp.mean(jnp.all(a == 0, axis=0), dtype=h.dtype),
+               saturated=jnp.mean(sat, dtype=h.dtype))
+  return out
+
+
+def _measure_one(traced, layers, l0: int, n_projections: int, jacobian: bool,
+                 params, x: Array, k: Array) -> dict[str, Array]:
+  """Every statistic of one network (``params`` flat leaves, ``k`` its key)."""
+  batch = x.shape[0]
+  zeros = [jnp.zeros(layer.shape, layer.dtype) for layer in layers]
+
+  def loss(shifts):
+    out, rec = _capture.run(traced, params, x, shifts)
+    out = _flat_units(out, batch)
+    r = _probes.readout(jax.random.fold_in(k, 2), out.shape[1], out.dtype)
+    posts = [rec.posts.get(i) for i in range(len(layers))]
+    return jnp.sum(out @ r), (rec.values, posts)
+
+  grads, (hs, posts) = jax.grad(loss, has_aux=True)(zeros)
+  stats = [_layer_stats(h, a, g, layer, batch)
+           for h, a, g, layer in zip(hs, posts, grads, layers)]
+  out = {name: jnp.stack([s[name] for s in stats]) for name in stats[0]}
+
+  def values_from(s0):
+    shifts = zeros[:l0] + [s0] + zeros[l0 + 1:]
+    return _capture.run(traced, params, x, shifts)[1].values
+
+  def apjn(kv):
+    v = jax.random.normal(kv, layers[l0].shape, layers[l0].dtype)
+    _, tangents = jax.jvp(values_from, (zeros[l0],), (v,))
+    return jnp.stack([jnp.mean(jnp.mean(jnp.square(_flat_units(t, batch, layer.batch_axis)), -1))
+                      for t, layer in zip(tangents, layers)])
+
+  kv = jax.random.split(jax.random.fold_in(k, 3), n_projections)
+  apj = jnp.mean(jax.lax.map(apjn, kv), axis=0)
+  out["partial_jacobian"] = jnp.where(jnp.arange(len(layers)) < l0, jnp.nan, apj)
+  if jacobian:
+    def first(x0):
+      return _flat_units(_capture.run(traced, params, x.at[0].set(x0))[0], batch)[0]
+    n_in = math.prod(x.shape[1:])
+    n_out = math.prod(jax.eval_shape(first, x[0]).shape)
+    jac = (jax.jacrev if n_out < n_in else jax.jacfwd)(first)(x[0]).reshape(n_out, n_in)
+    out["singular_values"] = jnp.linalg.svd(jac, compute_uv=False)
+  return out
+
+
+# --- validation, the driver ----------------------------------------------------------
+
+def _check(model, x, key, n_seeds, n_projections, jacobian):
+  if isinstance(n_seeds, bool) or not isinstance(n_seeds, int | np.integer) or n_seeds < 1:
+    raise ValueError(f"`n_seeds` must be an integer >= 1, got {n_seeds!r}")
+  if (isinstance(n_projections, bool) or not isinstance(n_projections, int | np.integer)
+      or n_projections < 1):
+    raise ValueError(f"`n_projections` must be an integer >= 1, got {n_projections!r}")
+  if jacobian not in (None, True, False):
+    raise ValueError(f"`jacobian` must be None, True or False, got {jacobian!r}")
+  try:
+    shape, dtype = jnp.shape(x), jnp.result_type(x)
+  except TypeError:
+    raise ValueError(f"`x` must be an array of inputs (batch first), got {type(x).__name__}")
+  if len(shape) < 1 or shape[0] < 1 or not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"`x` must be a float array of shape (batch >= 1, ...), got shape "
+                     f"{shape} and dtype {dtype}")
+  if not (isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                          or key.shape == (2,))):
+    raise ValueError(f"`key` must be a jax PRNG key (jax.random.key(0)), got {key!r}")
+  _program(model, x)                             # raises for an unusable model
+
+
+def _select(names: Sequence[str], which, what: str, allowed: str) -> int:
+  if isinstance(which, str):
+    if which not in names:
+      raise ValueError(f"`{what}` must be one of the layer names {list(names)}, got {which!r}")
+    return list(names).index(which)
+  if isinstance(which, int | np.integer) and not isinstance(which, bool) \
+      and 0 <= which < len(names):
+    return int(which)
+  raise ValueError(f"`{what}` must be {allowed}, got {which!r}")
+
+
+def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: int = 4,
+             l0: str | int | None = None, fit: Sequence[str] | None = None,
+             jacobian: bool | None = None) -> xr.Dataset:
+  """Signal-propagation diagnostics of ``n_seeds`` random instances of ``model``.
+
+  Args:
+    model: a callable ``factory(rngs: nnx.Rngs) -> nnx.Module`` (e.g.
+      ``lambda rngs: MyNet(..., rngs=rngs)``), a ``flax.linen.Module``, or an
+      ``(init, apply)`` pair with ``init(key, x) -> params`` and
+      ``apply(params, x) -> out``. The output must be one array, batch first.
+    x: inputs ``(B, ...)`` (batch first); pairs ``(2k, 2k+1)`` give ``c``.
+    key: the PRNG key; network ``i`` has ``fold_in(key, i)`` (module docstring).
+    n_seeds: networks built and measured at once (vmapped).
+    n_projections: random tangents per input for the partial Jacobians.
+    l0: the reference layer of ``J^{l0,l}`` (name or index); default the
+      first layer of the fit.
+    fit: names of the layers that :func:`verdict` fits; default the
+      residual additions if there are any, else the dense/conv layers, from
+      ``l0`` on.
+    jacobian: compute the input-output singular values; default when
+      ``d out_0 / d x_0`` has at most 65536 entries.
+
+  Models run as they are called. Where a layer mixes the inputs of the
+  batch (BatchNorm in training mode), ``grad_h`` is that of ``sum_a L_a`` and
+  ``J^{l0,l}`` sums, for input ``a``, the squared Jacobians from every
+  input's ``h^{l0}`` to ``h^l_a``. Dropout draws from each network's own
+  ``nnx.Rngs``.
+
+  Returns:
+    An ``xarray.Dataset`` over ``(seed, layer)`` (``layer`` = 1..n in the order
+    of computation) with ``q``, ``mean``, ``c``, ``zero``, ``dead``,
+    ``saturated``, ``grad_h``, ``partial_jacobian`` (see :data:`DIAGNOSE_DOCS`),
+    ``singular_values`` over ``(seed, sv)`` if computed; coordinates over
+    ``layer``: ``name``, ``kind``, ``module``, ``activation``, ``units``
+    (``N_l``), ``in_fit``; attributes ``l0``, ``verdict`` (the text of
+    :func:`verdict`), ``phase``, ``chi_J``, ``depth_scale``.
+
+  Raises:
+    ValueError: for a bad argument, before any work.
+  """
+  _check(model, x, key, n_seeds, n_projections, jacobian)
+  x = jnp.asarray(x)
+  build, apply = _program(model, x)
+  keys = jax.vmap(lambda i: _models.network_key(key, i))(jnp.arange(n_seeds))
+  # Eagerly vmapped: a factory's own jitted parts compile once per shape, whatever
+  # the values it closes over (a new init, say).
+  params = jax.vmap(build)(keys)
+  one = jax.tree.map(lambda p: p[0], params)
+  traced = _capture.trace(apply, one, x)
+  leaves = jax.tree.leaves(params)
+  out_shape, layers = _first_layers(traced, jax.tree.leaves(one), x)
+  layers = _batch_axes(layers, apply, one, x)
+  if not isinstance(out_shape, jax.ShapeDtypeStruct) or not out_shape.shape \
+      or out_shape.shape[0] != x.shape[0]:
+    raise ValueError(f"`model`'s output must be one array with the batch first, got {out_shape}")
+  if not layers:
+    raise ValueError("`model` has no layer that diagnose can see (no dense, conv, residual "
+                     "or submodule output depends on `x`)")
+  names = [layer.name for layer in layers]
+  fit_idx = _fit_layers(layers, fit)
+  i0 = fit_idx[0] if l0 is None else _select(names, l0, "l0", "a layer name or index")
+  fit_idx = [i for i in fit_idx if i >= i0]
+  n_jac = math.prod(out_shape.shape[1:]) * math.prod(x.shape[1:])
+  jac = n_jac <= _MAX_JACOBIAN if jacobian is None else jacobian
+  measure = _measure_program(traced, tuple(layers), i0, n_projections, jac)
+  result = jax.device_get(measure(leaves, x, keys))
+  return _dataset(result, layers, fit_idx, i0, n_seeds, x.shape[0])
+
+
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+
+
+def _measure_program(traced, layers, i0, n_projections, jac):
+  """The jitted ``(params, x, keys) -> stats`` of all seeds, reused for any model whose
+  forward pass has the same jaxpr and constants (the same architecture at a new init)."""
+  consts = tuple(hashlib.sha256(np.ascontiguousarray(np.asarray(c)).tobytes()).hexdigest()
+                 for c in traced.jaxpr.consts)
+  fingerprint = (str(traced.jaxpr.jaxpr), consts, str(traced.out_tree), layers, i0,
+                 n_projections, jac)
+  if fingerprint not in _PROGRAMS:
+    one = functools.partial(_measure_one, traced, layers, i0, n_projections, jac)
+    _PROGRAMS[fingerprint] = jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
+    while len(_PROGRAMS) > 16:
+      _PROGRAMS.popitem(last=False)
+  return _PROGRAMS[fingerprint]
+
+
+def _first_layers(traced, params, x):
+  """``(output shape, layers)`` of one network, from an abstract evaluation."""
+  box = {}
+
+  def f(p):
+    out, rec = _capture.run(traced, p, x)
+    box["layers"] = rec.layers
+    return out
+
+  out = jax.eval_shape(f, params)
+  return out, box["layers"]
+
+
+def _batch_axes(layers, apply, one, x):
+  """Each layer with its inputs' axis: the one whose size changes with one more input."""
+  x1 = jnp.concatenate([x, x[:1]])
+  _, more = _first_layers(_capture.trace(apply, one, x1), jax.tree.leaves(one), x1)
+  if [layer.name for layer in more] != [layer.name for layer in layers]:
+    raise ValueError("`model` computes different layers for a batch one larger: its "
+                     "layers cannot be matched to inputs")
+  out = []
+  for layer, other in zip(layers, more):
+    axes = [i for i, (a, b) in enumerate(zip(layer.shape, other.shape)) if a != b]
+    if len(axes) != 1 or len(layer.shape) != len(other.shape):
+      raise ValueError(f"layer {layer.name!r} of shape {layer.shape} has no single axis "
+                       f"over the inputs (batch {x.shape[0]})")
+    out.append(dataclasses.replace(layer, batch_axis=axes[0]))
+  return out
+
+
+def _fit_layers(layers, fit) -> list[int]:
+  names = [layer.name for layer in layers]
+  if fit is not None:
+    if isinstance(fit, str) or not all(isinstance(n, str) for n in fit):
+      raise ValueError(f"`fit` must be a sequence of layer names, got {fit!r}")
+    idx = sorted(_select(names, n, "fit", "a layer name") for n in fit)
+  else:
+    idx = [i for i, layer in enumerate(layers) if layer.kind == "residual"] or \
+        [i for i, layer in enumerate(layers) if layer.kind in ("dense", "conv")] or \
+        list(range(len(layers)))
+  return idx
+
+
+def _dataset(result, layers, fit_idx, i0, n_seeds, n_batch) -> xr.Dataset:
+  data = {}
+  for name, value in result.items():
+    value = np.asarray(value)
+    dims = ("seed", "sv") if name == "singular_values" else ("seed", "layer")
+    data[name] = xr.Variable(dims, value, {"description": DIAGNOSE_DOCS[name]})
+  coords = {
+      "seed": np.arange(n_seeds), "layer": np.arange(1, len(layers) + 1),
+      "name": ("layer", [layer.name for layer in layers]),
+      "kind": ("layer", [layer.kind for layer in layers]),
+      "module": ("layer", [layer.module for layer in layers]),
+      "activation": ("layer", [layer.activation or "" for layer in layers]),
+      "units": ("layer", [math.prod(layer.shape) // n_batch for layer in layers]),
+      "in_fit": ("layer", [i in fit_idx for i in range(len(layers))]),
+  }
+  ds = xr.Dataset(data, coords=coords, attrs={"l0": layers[i0].name,
+                                              "seed_key": "network i uses fold_in(key, i)"})
+  v = verdict(ds)
+  ds.attrs.update(verdict=v.text, phase=v.phase, law=v.law, chi_J=v.chi_J,
+                  depth_scale=v.depth_scale, exponent=v.exponent)
+  return ds
+
+
+# --- the verdict --------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+  """The phase read from the partial Jacobians (see :func:`verdict`).
+
+  Attributes:
+    phase: ``"ordered"``, ``"critical"``, ``"chaotic"`` or ``"undetermined"``
+      (fewer than 3 finite layers in the fit).
+    law: ``"exponential"`` or ``"power"``, the form that fits ``J`` better.
+    chi_J: ``exp(s)``, the factor by which ``J^{l0,l}`` changes per layer of
+      the fit in the exponential fit (``chi_1`` for an MLP).
+    depth_scale: ``xi = 1 / |s|`` in layers of the fit (inf for ``s = 0``).
+    exponent: ``zeta`` of the power-law fit ``J ~ (d + 1)^zeta``.
+    span: the number of layers of the fit after ``l0``.
+    slope: ``s``, with its standard error ``slope_err`` over seeds.
+    text: the verdict in words.
+  """
+
+  phase: str
+  law: str
+  chi_J: float
+  depth_scale: float
+  exponent: float
+  span: int
+  slope: float
+  slope_err: float
+  text: str
+
+
+def _fit(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+  """Least squares ``y = a + b u`` per row of ``y`` ``(seed, n)``: slopes ``b`` and the
+  residual sum of squares of the fit to the mean row."""
+  b = np.polyfit(u, y.T, 1)[0]
+  mean = y.mean(0)
+  coef = np.polyfit(u, mean, 1)
+  return b, float(np.sum(np.square(np.polyval(coef, u) - mean)))
+
+
+def verdict(ds: xr.Dataset) -> Verdict:
+  """Ordered, critical or chaotic, from the growth of ``J^{l0,l}`` with depth.
+
+  Over the layers with ``in_fit`` (``d = 0, 1, ..., n - 1`` from ``l0``), fits
+  ``log J`` with an exponential, ``a + s d``, and with a power law,
+  ``a + zeta log(d + 1)`` (least squares; slopes per seed, averaged). The
+  phase is ordered (``s < 0``) or chaotic (``s > 0``) when the exponential
+  fits better and its depth scale ``xi = 1/|s|`` is shorter than the span
+  ``n - 1``; otherwise critical: ``J`` changes by less than a factor ``e``
+  over the network, or like a power of the depth (Doshi, He & Gromov 2023:
+  ``J^{l0,l} ~ l^zeta`` at criticality, exponential off it).
+  """
+  logj = np.log(ds["partial_jacobian"].where(ds["in_fit"], drop=True).values)   # (seed, n)
+  finite = np.all(np.isfinite(logj), axis=0)
+  logj = logj[:, finite]
+  n = logj.shape[1]
+  if n < 3:
+    return Verdict("undetermined", "", math.nan, math.nan, math.nan, max(n - 1, 0), math.nan,
+                   math.nan, f"undetermined: {n} layers with a finite partial Jacobian in "
+                   f"the fit (3 needed)")
+  d = np.arange(n, dtype=float)
+  slopes, rss_exp = _fit(d, logj)
+  zetas, rss_pow = _fit(np.log1p(d), logj)
+  s, zeta = float(np.mean(slopes)), float(np.mean(zetas))
+  err = float(np.std(slopes, ddof=1) / math.sqrt(len(slopes))) if len(slopes) > 1 else math.nan
+  xi = math.inf if s == 0 else 1.0 / abs(s)
+  span = n - 1
+  law = "power" if rss_pow < rss_exp else "exponential"
+  phase = ("critical" if xi >= span or law == "power" else "ordered" if s < 0 else "chaotic")
+  where = f"{span} layers fitted from {ds.attrs.get('l0', 'l0')}"
+  if law == "power" and xi < span:
+    text = (f"critical: the partial Jacobian norm J^(l0,l) follows a power law (d+1)^zeta, "
+            f"zeta = {zeta:.3g}, better than an exponential ({where})")
+  else:
+    how = {"ordered": "decays", "chaotic": "grows", "critical": "changes"}[phase]
+    text = (f"{phase}: the partial Jacobian norm J^(l0,l) {how} by a factor chi_J = "
+            f"{math.exp(s):.3g} per layer (depth scale xi = {xi:.3g} layers; {where})")
+  return Verdict(phase, law, math.exp(s), xi, zeta, span, s, err, text)
+
+
+# --- the figure ---------------------------------------------------------------------
+
+_COLORS = ("#1a1a1a", "#b2182b", "#2166ac", "#1b9e77", "#7570b3")
+_MARKERS = {"dense": "o", "conv": "s", "residual": "D", "module": "^"}
+
+
+def diagnose_figure(results: xr.Dataset | Mapping[str, xr.Dataset], *, axes=None,
+                    title: str | None = None):
+  """A ``matplotlib.figure.Figure`` of :func:`diagnose` results (no pyplot state).
+
+  Args:
+    results: one Dataset, or ``{label: Dataset}`` to overlay (say one model at
+      two initialisations), each in its own colour.
+    axes: four matplotlib Axes to draw into (a new figure if None).
+    title: the figure's title (default: the verdict of a single result).
+
+  Panels: ``q^l`` and ``|dL/dh^l|`` against the layer (order of computation),
+  the partial Jacobian ``J^{l0,l}`` with the verdict's fit (dashed), and a
+  histogram of the input-output singular values (or ``c^l`` where they were
+  not computed). Faint lines: seeds; bold: geometric mean over seeds;
+  markers: the layer's kind.
+  """
+  from matplotlib.figure import Figure
+
+  if isinstance(results, xr.Dataset):
+    results = {"": results}
+  if axes is None:
+    fig = Figure(figsize=(10, 6.6), layout="constrained")
+    axes = fig.subplots(2, 2).ravel()
+  axes = list(np.ravel(axes))
+  fig = axes[0].figure
+  has_sv = all("singular_values" in ds for ds in results.values())
+  for (label, ds), color in zip(results.items(), _COLORS):
+    _layer_panel(axes[0], ds, "q", color, label, log=True)
+    _layer_panel(axes[1], ds, "partial_jacobian", color, label, log=True)
+    _fit_line(axes[1], ds, color)
+    _layer_panel(axes[2], ds, "grad_h", color, label, log=True)
+    if has_sv:
+      sv = ds["singular_values"].values
+      sv = sv[np.isfinite(sv) & (sv > 0)]
+      axes[3].hist(np.log10(sv), bins=30, color=color, alpha=0.5, label=label or None)
+    else:
+      _layer_panel(axes[3], ds, "c", color, label, log=False)
+  labels = [r"$q^l = \langle (h_i^l)^2 \rangle$",
+            r"$\mathcal{J}^{l_0,l} = \frac{1}{N_l}\,\|\partial h^l/\partial h^{l_0}\|_F^2$",
+            r"$\|\partial \mathcal{L}_a/\partial h^l_a\|$ (rms over inputs)", r"$c^l$"]
+  first = next(iter(results.values()))
+  for ax, label in zip(axes, labels):
+    ax.set_ylabel(label)
+    ax.set_xlabel(r"layer $l$ (order of computation)")
+    if len(first["layer"]) <= 24:
+      ax.set_xticks(first["layer"].values, first["name"].values, rotation=70, fontsize=6)
+  if has_sv:
+    axes[3].set_xlabel(r"$\log_{10} \sigma$, singular values of $\partial y_0/\partial x_0$")
+    axes[3].set_ylabel("count (all seeds)")
+  _kind_legend(axes[0], list(dict.fromkeys(first["kind"].values)))
+  for ax in axes:
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7, loc="best")
+  if title is None and len(results) == 1:
+    title = first.attrs.get("verdict", "")
+  if title:
+    fig.suptitle(title, fontsize=9)
+  return fig
+
+
+def _layer_panel(ax, ds, name, color, label, *, log):
+  """One line per kind of layer (the residual stream, the dense layers, ...), so that
+  layers of one kind are compared along the depth; seeds faint, their mean bold."""
+  values = ds[name].values
+  layer = ds["layer"].values
+  kinds = ds["kind"].values
+  mean = _seed_mean(values, log)
+  for i, kind in enumerate(dict.fromkeys(kinds)):
+    sel = kinds == kind
+    for row in values[:, sel]:
+      ax.plot(layer[sel], row, color=color, lw=0.5, alpha=0.3)
+    ax.plot(layer[sel], mean[sel], color=color, lw=1.3, marker=_MARKERS.get(kind, "v"),
+            ms=3.5, mfc="white", label=(label or None) if i == 0 else None)
+  if log:
+    ax.set_yscale("log")
+
+
+def _kind_legend(ax, kinds) -> None:
+  """Legend entries (grey markers) for the kinds of layers."""
+  for k in kinds:
+    ax.plot([], [], _MARKERS.get(k, "v"), color="#777777", mfc="white", ls="none", label=k)
+
+
+def _seed_mean(values: np.ndarray, log: bool) -> np.ndarray:
+  """Mean over seeds (geometric if ``log``) of the finite values; nan where there are none."""
+  with np.errstate(divide="ignore", invalid="ignore"):
+    v = np.log(values) if log else values
+    ok = np.isfinite(v)
+    mean = np.where(ok, v, 0.0).sum(0) / ok.sum(0)
+  return np.exp(mean) if log else mean
+
+
+def _fit_line(ax, ds, color):
+  v = verdict(ds)
+  if not np.isfinite(v.slope):
+    return
+  fit = ds["in_fit"].values
+  layer = ds["layer"].values[fit]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    logj = np.log(ds["partial_jacobian"].values[:, fit])
+  u = np.arange(len(layer), dtype=float)
+  b, name = v.slope, rf"$\chi_J$ = {v.chi_J:.3g}/layer, $\xi$ = {v.depth_scale:.3g}"
+  if v.law == "power":
+    u, b, name = np.log1p(u), v.exponent, rf"$\propto (d+1)^{{\zeta}}$, $\zeta$ = {v.exponent:.3g}"
+  a = np.nanmean(logj) - b * np.mean(u)
+  ax.plot(layer, np.exp(a + b * u), "--", color=color, lw=1, label=f"{v.phase}: {name}")
