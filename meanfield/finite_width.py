@@ -1,0 +1,359 @@
+"""Finite width: the spread and the 1/width bias of what one finite network measures.
+
+Mean-field theory (:func:`meanfield.propagate`) gives the width-to-infinity
+limit of ``q^l = |h^l|^2 / N``. At width ``N`` each network's ``q^l`` is a
+random variable: its variance across networks is ``O(l / N)`` relative, and
+its mean moves by ``O(1 / N)``. This module gives both, for any activation,
+for the plain MLP of :mod:`empirical.models` with one input ``x``
+(``h^1 = x W^1 + b^1``, ``h^l = phi(h^{l-1}) W^l + b^l``, ``W^l_ij ~
+N(0, sigma_w2 / fan_in)``, every hidden width ``N``), and the same for the
+squared norm ``|J^l u|^2`` of the Jacobian ``J^l = d h^l / d x`` applied to a
+unit vector ``u`` orthogonal to ``x``.
+
+The derivation (docs/finite_width.md) uses one exact fact: given layer
+``l - 1``, the ``N`` units of layer ``l`` are i.i.d. Gaussian with variance
+``G^l = sigma_w2 |phi(h^{l-1})|^2 / N + sigma_b2``, so ``G^l`` is a Markov
+chain whose one-step noise has variance ``sigma_w2^2 Var[phi(u)^2] / N``.
+Expanding it to first order in ``1/N`` gives the recursion of the four-point
+vertex (Roberts, Yaida & Hanin 2022, "The Principles of Deep Learning
+Theory", Eq. 4.90 and 5.x; their ``V^{(l)} / n`` is ``Var[G^l]`` here, with
+``C_W = sigma_w2``, ``C_b = sigma_b2``, ``n = width``):
+
+.. math::
+
+  V^{l+1} = f'(g^l)^2 V^l + \\sigma_w^4 \\mathrm{Var}[\\phi(\\sqrt{g^l} z)^2] / N,
+  \\qquad
+  m^{l+1} = f'(g^l) m^l + \\tfrac12 f''(g^l) V^l,
+
+with ``f`` the length map, ``g^l`` the mean-field ``q^l`` and ``V^1 = m^1 =
+0``; then ``E[q^l] = g^l + m^l`` and ``Var[q^l] = V^l + 2 (g^l)^2 / N``. The
+Jacobian adds the tangent's length ``T^l`` (and the cross term ``X^l``) to
+the state; the same expansion runs on the state ``(G, X, T)``, with the
+slopes ``f'``, ``f''`` from Gaussian integrals (no autodiff through quadrature).
+
+Across depth the relative variance ``s^l = Var / mean^2`` adds up layer by
+layer; at ``beta = depth / width`` not small it is the variance of
+``log q^l``, and ``q^l`` is close to log-normal (Hanin & Nica 2019, Thm. 1:
+``log |h^L|^2`` is asymptotically Gaussian for ReLU, with variance about
+``5 beta``). :func:`lognormal_quantiles` gives the predicted median and
+quantiles. For ReLU and linear networks without biases the log is exactly a
+sum of independent layer terms (``log chi^2`` of a binomial number of
+degrees of freedom), and its mean and variance are computed exactly, at any
+``beta``.
+
+Every function broadcasts over ``q_input``, ``sigma_w2``, ``sigma_b2``
+(results: broadcast shape ``+ (depth,)``), computes in their floating dtype
+and compiles once per activation, depth and width. ``width=None`` is the
+infinite-width limit: mean-field means and zero variance.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import digamma, gammaln, polygamma
+from scipy.special import ndtri
+
+from meanfield import _checks
+from meanfield._integrals import as_arrays
+from meanfield.activations import Activation, activation as _activation
+from meanfield.gaussian import DEFAULT_DEGREE, gaussian_expectation
+from meanfield.network import accepts_network
+
+__all__ = ["FiniteWidth", "finite_width_q", "finite_width_jacobian", "lognormal_quantiles"]
+
+Array = jax.Array
+ArrayLike = Any
+
+#: Activations whose network without biases multiplies ``q`` by independent layer factors.
+_HOMOGENEOUS = ("relu", "linear")
+
+
+class FiniteWidth(NamedTuple):
+  """Moments across networks of a per-layer quantity; every field ``batch + (depth,)``.
+
+  Index ``l - 1`` of the last axis holds layer ``l``.
+
+  Attributes:
+    mean: ``E[.]`` to first order in ``1 / width``.
+    var: ``Var[.]`` to first order in ``1 / width`` (zero at infinite width).
+    log_mean: ``E[log .]``; the log-normal value ``log(mean) - log_var / 2``,
+      or exact for ReLU and linear networks without biases.
+    log_var: ``Var[log .]``, the accumulated relative variance (exact for
+      ReLU and linear networks without biases).
+    mean_field: the infinite-width value.
+  """
+
+  mean: Array
+  var: Array
+  log_mean: Array
+  log_var: Array
+  mean_field: Array
+
+
+# --- one step of the chain ------------------------------------------------------------
+
+
+def _expectations(act: Activation, g: Array) -> dict[str, Array]:
+  """Gaussian integrals over ``h ~ N(0, g)`` of one activation, one quadrature (``g > 0``).
+
+  Keys ``e2, e4`` (``E[phi^2], E[phi^4]``), ``d2, d4`` (``E[phi'^2], E[phi'^4]``),
+  ``e2d2`` (``E[phi^2 phi'^2]``), ``hpd`` (``E[h phi phi']``), ``h2d2``
+  (``E[h^2 phi'^2]``), and the first and second derivatives in ``g`` of
+  ``e2`` and ``d2`` (``e2_1, e2_2, d2_1, d2_2``), from the derivatives of the
+  Gaussian density, ``d/dg E[f] = E[f (h^2 - g)] / (2 g^2)`` and
+  ``d^2/dg^2 E[f] = E[f ((h^2 - g)^2 / (4 g^4) - h^2 / g^3 + 1 / (2 g^2))]``:
+  no derivative of ``phi`` or of the rule, so kinks anywhere are exact.
+  """
+  def integrand(h):
+    p, d = act.fn(h), act.derivative(h)
+    p2, d2, h2 = p * p, d * d, h * h
+    w1 = (h2 - g[..., None]) / (2 * g[..., None] ** 2)
+    w2 = w1 * w1 - h2 / g[..., None] ** 3 + 1 / (2 * g[..., None] ** 2)
+    return {"e2": p2, "e4": p2 * p2, "d2": d2, "d4": d2 * d2, "e2d2": p2 * d2,
+            "hpd": h * p * d, "h2d2": h2 * d2, "e2_1": p2 * w1, "e2_2": p2 * w2,
+            "d2_1": d2 * w1, "d2_2": d2 * w2}
+  return gaussian_expectation(integrand, g, kinks=act.kinks, degree=DEFAULT_DEGREE)
+
+
+class _State(NamedTuple):
+  """The chain at one layer (arrays of the batch shape).
+
+  ``g``, ``tau``: mean-field ``G`` and ``T``; ``m_g``, ``m_t``: their
+  first-order mean shifts; ``v_gg``, ``v_gt``, ``v_tt``, ``v_xx``: the
+  first-order covariances of ``(G, X, T)`` (``X`` has mean 0 and is
+  uncorrelated with ``G`` and ``T`` by the symmetry ``u -> -u``).
+  """
+
+  g: Array
+  tau: Array
+  m_g: Array
+  m_t: Array
+  v_gg: Array
+  v_gt: Array
+  v_tt: Array
+  v_xx: Array
+
+
+def _step(act: Activation, sigma_w2: Array, sigma_b2: Array, inv_width: Array, s: _State
+          ) -> _State:
+  """One layer of the first-order chain (docs/finite_width.md, Sec. 2-3).
+
+  Given ``(G, X, T)`` the next layer's ``(h_i, t_i)`` are i.i.d.
+  ``N(0, [[G, X], [X, T]])``, so the next state has conditional mean
+  ``F = (sigma_w2 E[phi^2] + sigma_b2, sigma_w2 X E[h phi phi'] / G,
+  sigma_w2 ((T - X^2/G) E[phi'^2] + X^2 E[h^2 phi'^2] / G^2))`` and
+  ``width x`` conditional covariance ``C``; then
+  ``m' = J m + H : V / 2`` and ``V' = J V J^T + C / N`` with ``J``, ``H``
+  the slopes and curvatures of ``F`` at the mean-field state.
+  """
+  e = _expectations(act, s.g)
+  sw, tau = sigma_w2, s.tau
+  j_gg, j_tg, j_tt = sw * e["e2_1"], sw * tau * e["d2_1"], sw * e["d2"]
+  j_xx = sw * e["hpd"] / s.g
+  h_xx = 2 * sw * (e["h2d2"] / s.g ** 2 - e["d2"] / s.g)       # d^2 F_T / dX^2
+  w2 = sw * sw
+  c_gg = w2 * (e["e4"] - e["e2"] ** 2)
+  c_gt = w2 * tau * (e["e2d2"] - e["e2"] * e["d2"])
+  c_tt = w2 * tau * tau * (3 * e["d4"] - e["d2"] ** 2)
+  c_xx = w2 * tau * e["e2d2"]
+  return _State(
+      g=sw * e["e2"] + sigma_b2,
+      tau=sw * e["d2"] * tau,
+      m_g=j_gg * s.m_g + 0.5 * sw * e["e2_2"] * s.v_gg,
+      m_t=(j_tg * s.m_g + j_tt * s.m_t
+           + 0.5 * (sw * tau * e["d2_2"] * s.v_gg + 2 * sw * e["d2_1"] * s.v_gt
+                    + h_xx * s.v_xx)),
+      v_gg=j_gg * j_gg * s.v_gg + inv_width * c_gg,
+      v_gt=j_gg * (j_tg * s.v_gg + j_tt * s.v_gt) + inv_width * c_gt,
+      v_tt=(j_tg * j_tg * s.v_gg + 2 * j_tg * j_tt * s.v_gt + j_tt * j_tt * s.v_tt
+            + inv_width * c_tt),
+      v_xx=j_xx * j_xx * s.v_xx + inv_width * c_xx)
+
+
+def _chain(act, depth, inv_width, g1, tau1, sigma_w2, sigma_b2) -> _State:
+  """The chain at layers ``1..depth``: fields of shape ``(depth,) + batch``."""
+  zero = jnp.zeros_like(g1)
+  start = _State(g1, tau1, *(zero,) * 6)
+
+  def layer(s, _):
+    nxt = _step(act, sigma_w2, sigma_b2, inv_width, s)
+    return nxt, nxt
+
+  _, rest = jax.lax.scan(layer, start, None, length=depth - 1)
+  return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], axis=0), start, rest)
+
+
+# --- exact log moments of homogeneous networks without biases -----------------------------
+
+
+def _log_chi2_moments(k: Array) -> tuple[Array, Array]:
+  """``E[log chi^2_k]`` and ``Var[log chi^2_k]`` (``k > 0``)."""
+  half = k / 2
+  return digamma(half) + np.log(2.0), polygamma(1, half)
+
+
+def _hidden_log_factor(act_name: str, width: int, dtype) -> tuple[Array, Array]:
+  """Mean and variance of ``log(chi^2_K / N)``, ``K`` the units a layer passes on.
+
+  ReLU: ``K ~ Binomial(N, 1/2)`` conditioned on ``K >= 1`` (all units off,
+  probability ``2^-N``, kills the network); linear: ``K = N``.
+  """
+  n = float(width)
+  if act_name == "linear":
+    mean, var = _log_chi2_moments(jnp.asarray(n, dtype))
+    return mean - np.log(n), var
+  k = jnp.arange(1, width + 1, dtype=dtype)
+  logp = gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) - n * np.log(2.0)
+  p = jnp.exp(logp) / (1 - 2.0 ** -n)
+  a, b = _log_chi2_moments(k)
+  mean = jnp.sum(p * a)
+  return mean - np.log(n), jnp.sum(p * (b + (a - mean) ** 2))
+
+
+def _exact_log_moments(act_name, width, depth, log_first, sigma_w2):
+  """``E``, ``Var`` of ``log(G^l chi^2_N / N)`` with ``log G^1 = log_first``: ``batch + (depth,)``."""
+  dtype = log_first.dtype
+  hm, hv = _hidden_log_factor(act_name, width, dtype)
+  lm, lv = _log_chi2_moments(jnp.asarray(float(width), dtype))
+  ell = jnp.arange(depth, dtype=dtype)                 # hidden factors below layer l: l - 1
+  mean = (log_first[..., None] + ell * (jnp.log(sigma_w2)[..., None] + hm)
+          + (lm - np.log(float(width))))
+  var = jnp.broadcast_to(ell * hv + lv, mean.shape)
+  return mean, var
+
+
+# --- the public functions ---------------------------------------------------------------
+
+
+def _check(depth, width, q_input, sigma_w2, sigma_b2):
+  depth = _checks.check_positive_int("depth", depth)
+  if width is not None:
+    width = _checks.check_positive_int("width", width)
+  q_input = _checks.nonnegative("q_input", q_input, "a length")
+  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+  return depth, width, q_input, sigma_w2, sigma_b2
+
+
+@functools.partial(jax.jit, static_argnames=("act", "depth", "width"))
+def _finite_width(act, depth, width, q_input, sigma_w2, sigma_b2, in_features):
+  """``(q stats, |J u|^2 stats)``, one program for both."""
+  q_input, sigma_w2, sigma_b2, in_features = as_arrays(q_input, sigma_w2, sigma_b2, in_features)
+  inv_width = jnp.asarray(0.0 if width is None else 1.0 / width, q_input.dtype)
+  scale = float(width or 1)                         # |J u|^2 = N T (chi^2_N / N)
+  g1 = sigma_w2 * q_input + sigma_b2
+  s = _chain(act, depth, inv_width, g1, sigma_w2 / in_features, sigma_w2, sigma_b2)
+  last = lambda a: jnp.moveaxis(a, 0, -1)
+  out = []
+  for mf, shift, var, first, factor in ((s.g, s.m_g, s.v_gg, g1, 1.0),
+                                        (s.tau, s.m_t, s.v_tt, scale * s.tau[0], scale)):
+    mf, shift, var = last(mf), last(shift), last(var)
+    log_var = var / (mf * mf) + 2 * inv_width
+    log_mean = jnp.log(mf + shift) - log_var / 2
+    if width is not None and act.name in _HOMOGENEOUS:
+      ex_mean, ex_var = _exact_log_moments(act.name, width, depth, jnp.log(first), sigma_w2)
+      no_bias = (sigma_b2 == 0)[..., None]
+      log_mean = jnp.where(no_bias, ex_mean, log_mean)
+      log_var = jnp.where(no_bias, ex_var, log_var)
+    out.append(FiniteWidth(mean=factor * (mf + shift),
+                           var=factor * factor * (var + 2 * inv_width * mf * mf),
+                           log_mean=log_mean, log_var=log_var, mean_field=factor * mf))
+  return tuple(out)
+
+
+@accepts_network
+def finite_width_q(*, q_input: ArrayLike, depth: int, width: int | None, sigma_w2: ArrayLike,
+                   sigma_b2: ArrayLike, activation: Any) -> FiniteWidth:
+  """Moments across networks of ``q^l = |h^l|^2 / N``, one input, to first order in ``1/N``.
+
+  The input has ``|x|^2 / N_0 = q_input``; layer 1 is ``h^1 = x W^1 + b^1``,
+  so ``q^1`` is exactly ``(sigma_w2 q_input + sigma_b2) chi^2_N / N``. For
+  deeper layers see the module docstring (the four-point vertex recursion of
+  Roberts, Yaida & Hanin 2022, Ch. 4-5).
+
+  Args:
+    q_input: the input's squared length per coordinate, ``>= 0``.
+    depth: number of layers ``L >= 1``.
+    width: units per layer ``N``; ``None`` for the infinite-width limit.
+    sigma_w2, sigma_b2: weight and bias variances, ``>= 0``.
+    activation: a name, an :class:`~meanfield.Activation` or a callable.
+
+  Returns:
+    A :class:`FiniteWidth` with fields of shape
+    ``broadcast(q_input, sigma_w2, sigma_b2).shape + (depth,)``.
+
+  Example::
+
+    fw = meanfield.finite_width_q(q_input=1.0, depth=30, width=256, sigma_w2=2.0,
+                                  sigma_b2=0.0, activation="relu")
+    fw.log_var[-1]        # about 5 * 29 / 256 + 2 / 256 (Hanin & Nica 2019)
+
+  Raises:
+    ValueError: ``depth < 1``, ``width < 1``, negative ``q_input`` or variance,
+      unknown activation.
+  """
+  act = _activation(activation)
+  depth, width, q_input, sigma_w2, sigma_b2 = _check(depth, width, q_input, sigma_w2, sigma_b2)
+  return _finite_width(act, depth, width, q_input, sigma_w2, sigma_b2, 1.0)[0]
+
+
+@accepts_network
+def finite_width_jacobian(*, q_input: ArrayLike, depth: int, width: int | None,
+                          sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
+                          in_features: int | None = None) -> FiniteWidth:
+  """Moments across networks of ``|J^l u|^2``, ``J^l = d h^l / d x``, for a unit ``u`` orthogonal to ``x``.
+
+  Layer 1 gives ``|J^1 u|^2 = |u W^1|^2``, exactly ``sigma_w2 N / N_0``
+  times ``chi^2_N / N``; above, the tangent ``t^l = J^l u`` obeys
+  ``t^l = (phi'(h^{l-1}) * t^{l-1}) W^l``. The mean-field value is
+  ``(N / N_0) sigma_w2 prod_{k<l} chi^k`` with ``chi^k = sigma_w2
+  E[phi'(sqrt(q^k) z)^2]`` (Pennington et al. 2017; Hanin 2018 for the
+  finite-width spread of ReLU networks, whose law is that of ``q^l``).
+
+  Args:
+    q_input, depth, width, sigma_w2, sigma_b2, activation: as in
+      :func:`finite_width_q`; ``width=None`` gives the mean-field values per
+      unit of width (the ``N / N_0`` factor taken as 1).
+    in_features: the input dimension ``N_0``; default ``width``.
+
+  Returns:
+    A :class:`FiniteWidth` of ``|J^l u|^2``, shape as in :func:`finite_width_q`.
+
+  Raises:
+    ValueError: as :func:`finite_width_q`; ``in_features < 1``.
+  """
+  act = _activation(activation)
+  depth, width, q_input, sigma_w2, sigma_b2 = _check(depth, width, q_input, sigma_w2, sigma_b2)
+  if in_features is None:
+    in_features = width or 1
+  in_features = _checks.check_positive_int("in_features", in_features)
+  return _finite_width(act, depth, width, q_input, sigma_w2, sigma_b2,
+                       float(in_features))[1]
+
+
+def lognormal_quantiles(stats: FiniteWidth, quantiles: ArrayLike = (0.1, 0.5, 0.9)) -> Array:
+  """Quantiles of a per-layer quantity taken as log-normal: ``exp(log_mean + z_p sqrt(log_var))``.
+
+  Args:
+    stats: a :class:`FiniteWidth` (from :func:`finite_width_q` or
+      :func:`finite_width_jacobian`).
+    quantiles: probabilities in ``(0, 1)``; the median is ``0.5``.
+
+  Returns:
+    ``(len(quantiles),) + stats.mean.shape``, in the dtype of ``stats``. At
+    infinite width every quantile is the mean-field value.
+
+  Raises:
+    ValueError: a probability outside ``(0, 1)``.
+  """
+  p = np.atleast_1d(np.asarray(quantiles, np.float64))
+  if p.ndim != 1 or not np.all((p > 0) & (p < 1)):
+    raise ValueError(f"`quantiles` must be probabilities in (0, 1), got {quantiles!r}")
+  if not isinstance(stats, FiniteWidth):
+    raise ValueError(f"`stats` must be a meanfield.FiniteWidth, got {type(stats).__name__}")
+  z = jnp.asarray(ndtri(p), stats.log_mean.dtype).reshape((-1,) + (1,) * stats.log_mean.ndim)
+  return jnp.exp(stats.log_mean[None] + z * jnp.sqrt(stats.log_var)[None])
