@@ -220,7 +220,7 @@ def _exact_log_moments(act_name, width, depth, log_first, sigma_w2):
   dtype = log_first.dtype
   hm, hv = _hidden_log_factor(act_name, width, dtype)
   lm, lv = _log_chi2_moments(jnp.asarray(float(width), dtype))
-  ell = jnp.arange(depth, dtype=dtype)                 # hidden factors below layer l: l - 1
+  ell = jnp.arange(depth, dtype=dtype).reshape((1,) * log_first.ndim + (depth,))  # l - 1
   mean = (log_first[..., None] + ell * (jnp.log(sigma_w2)[..., None] + hm)
           + (lm - np.log(float(width))))
   var = jnp.broadcast_to(ell * hv + lv, mean.shape)

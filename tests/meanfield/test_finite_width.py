@@ -101,9 +101,11 @@ def test_relu_exact_log_moments_and_hanin_nica(x64):
                              rtol=1e-10)
   np.testing.assert_allclose(fw.var / fw.mean ** 2, (5 * ell + 2) / width, rtol=1e-10)
   np.testing.assert_allclose(fw.mean, fw.mean_field, rtol=1e-12)    # the length map is linear
-  big = meanfield.finite_width_q(q_input=1.0, depth=depth, width=4096, sigma_w2=sw,
-                                 sigma_b2=0.0, activation="relu")
-  np.testing.assert_allclose(big.log_var, (5 * ell + 2) / 4096, rtol=10 / 4096)
+  big = meanfield.finite_width_q(q_input=[[1.0], [3.0]], depth=depth, width=4096,
+                                 sigma_w2=[sw, 1.0], sigma_b2=0.0, activation="relu")
+  assert big.log_var.shape == (2, 2, depth)
+  np.testing.assert_allclose(big.log_var, np.broadcast_to((5 * ell + 2) / 4096, (2, 2, depth)),
+                             rtol=10 / 4096)
 
 
 def test_one_and_two_steps_against_scipy_quadrature(x64):
