@@ -53,10 +53,13 @@ Finite width (:mod:`meanfield.finite_width`): ``q_median``, ``q_lo`` and
 ``q_hi`` are the predicted median and 10% and 90% quantiles of one
 network's ``q^l`` at the sweep's own width (log-normal, with the
 first-order variance of ``log q^l``; exact log moments for ReLU and linear
-networks without biases), for one input. The sweep's ``q`` averages over
-its inputs, which share the weights: deep layers fluctuate together, so the
-band is that of one input up to the (small) independent part of the first
-layers.
+networks without biases). The sweep's ``q`` averages its ``B`` inputs, which
+share the weights: the band is that of the average
+(:func:`meanfield.batch_average`), with the covariance of ``q`` between
+inputs ``2k, 2k+1`` at the measured ``c_input`` and between all other pairs
+at cosine 0 (the sweep's inputs: independent Gaussian vectors). Inputs that
+stay decorrelated (tanh without bias) average their fluctuations out;
+inputs whose correlation goes to 1 (ReLU) do not.
 
 Only plain MLPs have a theory here: a sweep with ``residual`` or ``norm``
 raises ``ValueError``.
@@ -124,7 +127,8 @@ def _iid(ds: xr.Dataset) -> xr.DataArray:
 
 
 def _q_band(act: Activation, q_input: np.ndarray, sigma_w2: np.ndarray, sigma_b2: np.ndarray,
-            width: np.ndarray, iid: np.ndarray, n_layers: int) -> np.ndarray:
+            width: np.ndarray, iid: np.ndarray, n_layers: int, *, n_inputs: int,
+            c_input: float) -> np.ndarray:
   """``(3,) + shape + (n_layers,)``: 10%, 50%, 90% of ``q^l`` at each point's width (float64).
 
   One :func:`meanfield.finite_width_q` call per distinct width (the width is
@@ -138,8 +142,15 @@ def _q_band(act: Activation, q_input: np.ndarray, sigma_w2: np.ndarray, sigma_b2
       continue
     at = (width == w) & iid
     with jax.enable_x64(True):
-      fw = meanfield.finite_width_q(q_input=q_input, depth=n_layers, width=int(w),
-                                    sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+      kw = dict(q_input=q_input, depth=n_layers, width=int(w), sigma_w2=sigma_w2,
+                sigma_b2=sigma_b2, activation=act)
+      fw = meanfield.finite_width_q(c_input=c_input, **kw)
+      if n_inputs > 1:
+        paired = 2 * (n_inputs // 2)          # ordered pairs (2k, 2k+1) at c_input; others at 0
+        others = n_inputs * (n_inputs - 1) - paired
+        cov0 = meanfield.finite_width_q(c_input=0.0, **kw).cov
+        cov = (paired * fw.cov + others * cov0) / (n_inputs * (n_inputs - 1))
+        fw = meanfield.batch_average(fw, n_inputs, cov)
       band = np.asarray(meanfield.lognormal_quantiles(fw, BAND_QUANTILES), np.float64)
     out[:, at] = band[:, at]
   return out
@@ -207,7 +218,8 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
     prev_sq = np.concatenate([np.full(q.shape[:-1] + (1,), ds.attrs["in_features"] * q_in),
                               (n_units * m2)[..., :-1]], -1)
     grad_w2 = prev_sq * grad_h2
-    band = _q_band(act, q_eff.values, s.values, sb2.values, width.values, iid.values, n_layers)
+    band = _q_band(act, q_eff.values, s.values, sb2.values, width.values, iid.values, n_layers,
+                   n_inputs=int(ds.attrs["n_inputs"]), c_input=c_input)
     for name, v in (("q", q), ("c", c), ("chi_1", chi), ("grad_h", np.sqrt(grad_h2)),
                     ("grad_w", np.sqrt(grad_w2)), ("q_lo", band[0]), ("q_median", band[1]),
                     ("q_hi", band[2])):

@@ -16,4 +16,5 @@ from meanfield.spectrum import (JacobianMoments, JacobianSpectrum, jacobian_mome
                                  jacobian_spectrum, jacobian_spectrum_edge)
 from meanfield.depth import DepthScales, depth_scale, depth_scales, gradient_depth_scale
 from meanfield.phase import CriticalLine, critical_line, critical_sigma_w2, phase_diagram
-from meanfield.finite_width import FiniteWidth, finite_width_jacobian, finite_width_q, lognormal_quantiles
+from meanfield.finite_width import (FiniteWidth, batch_average, finite_width_jacobian, finite_width_q,
+                                    lognormal_quantiles)

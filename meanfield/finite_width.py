@@ -61,10 +61,11 @@ from scipy.special import ndtri
 from meanfield import _checks
 from meanfield._integrals import as_arrays
 from meanfield.activations import Activation, activation as _activation
-from meanfield.gaussian import DEFAULT_DEGREE, gaussian_expectation
+from meanfield.gaussian import DEFAULT_DEGREE, bivariate_expectation, gaussian_expectation
 from meanfield.network import accepts_network
 
-__all__ = ["FiniteWidth", "finite_width_q", "finite_width_jacobian", "lognormal_quantiles"]
+__all__ = ["FiniteWidth", "finite_width_q", "finite_width_jacobian", "lognormal_quantiles",
+           "batch_average"]
 
 Array = jax.Array
 ArrayLike = Any
@@ -86,6 +87,9 @@ class FiniteWidth(NamedTuple):
     log_var: ``Var[log .]``, the accumulated relative variance (exact for
       ReLU and linear networks without biases).
     mean_field: the infinite-width value.
+    cov: :func:`finite_width_q` only: ``Cov[q_a^l, q_b^l]`` to first order, for
+      two inputs of the same length with cosine ``c_input`` (they share the
+      weights); nan for the Jacobian.
   """
 
   mean: Array
@@ -93,6 +97,7 @@ class FiniteWidth(NamedTuple):
   log_mean: Array
   log_var: Array
   mean_field: Array
+  cov: Array
 
 
 # --- one step of the chain ------------------------------------------------------------
@@ -126,7 +131,9 @@ class _State(NamedTuple):
   ``g``, ``tau``: mean-field ``G`` and ``T``; ``m_g``, ``m_t``: their
   first-order mean shifts; ``v_gg``, ``v_gt``, ``v_tt``, ``v_xx``: the
   first-order covariances of ``(G, X, T)`` (``X`` has mean 0 and is
-  uncorrelated with ``G`` and ``T`` by the symmetry ``u -> -u``).
+  uncorrelated with ``G`` and ``T`` by the symmetry ``u -> -u``); ``g_ab``:
+  mean-field covariance of a second input's pre-activations with the
+  first's, ``v_ab``: first-order ``Cov[G_a, G_b]``.
   """
 
   g: Array
@@ -137,6 +144,8 @@ class _State(NamedTuple):
   v_gt: Array
   v_tt: Array
   v_xx: Array
+  g_ab: Array
+  v_ab: Array
 
 
 def _step(act: Activation, sigma_w2: Array, sigma_b2: Array, inv_width: Array, s: _State
@@ -161,6 +170,10 @@ def _step(act: Activation, sigma_w2: Array, sigma_b2: Array, inv_width: Array, s
   c_gt = w2 * tau * (e["e2d2"] - e["e2"] * e["d2"])
   c_tt = w2 * tau * tau * (3 * e["d4"] - e["d2"] ** 2)
   c_xx = w2 * tau * e["e2d2"]
+  c = jnp.clip(s.g_ab / s.g, -1, 1)
+  cross, cross_sq = bivariate_expectation(
+      lambda u1, u2: (act.fn(u1) * act.fn(u2), (act.fn(u1) * act.fn(u2)) ** 2),
+      s.g, s.g, s.g * c, kinks=act.kinks)
   return _State(
       g=sw * e["e2"] + sigma_b2,
       tau=sw * e["d2"] * tau,
@@ -172,13 +185,15 @@ def _step(act: Activation, sigma_w2: Array, sigma_b2: Array, inv_width: Array, s
       v_gt=j_gg * (j_tg * s.v_gg + j_tt * s.v_gt) + inv_width * c_gt,
       v_tt=(j_tg * j_tg * s.v_gg + 2 * j_tg * j_tt * s.v_gt + j_tt * j_tt * s.v_tt
             + inv_width * c_tt),
-      v_xx=j_xx * j_xx * s.v_xx + inv_width * c_xx)
+      v_xx=j_xx * j_xx * s.v_xx + inv_width * c_xx,
+      g_ab=sw * cross + sigma_b2,
+      v_ab=j_gg * j_gg * s.v_ab + inv_width * w2 * (cross_sq - e["e2"] ** 2))
 
 
-def _chain(act, depth, inv_width, g1, tau1, sigma_w2, sigma_b2) -> _State:
+def _chain(act, depth, inv_width, g1, tau1, g_ab1, sigma_w2, sigma_b2) -> _State:
   """The chain at layers ``1..depth``: fields of shape ``(depth,) + batch``."""
   zero = jnp.zeros_like(g1)
-  start = _State(g1, tau1, *(zero,) * 6)
+  start = _State(g1, tau1, *(zero,) * 6, g_ab1, zero)
 
   def layer(s, _):
     nxt = _step(act, sigma_w2, sigma_b2, inv_width, s)
@@ -240,17 +255,21 @@ def _check(depth, width, q_input, sigma_w2, sigma_b2):
 
 
 @functools.partial(jax.jit, static_argnames=("act", "depth", "width"))
-def _finite_width(act, depth, width, q_input, sigma_w2, sigma_b2, in_features):
+def _finite_width(act, depth, width, q_input, c_input, sigma_w2, sigma_b2, in_features):
   """``(q stats, |J u|^2 stats)``, one program for both."""
-  q_input, sigma_w2, sigma_b2, in_features = as_arrays(q_input, sigma_w2, sigma_b2, in_features)
+  q_input, c_input, sigma_w2, sigma_b2, in_features = as_arrays(
+      q_input, c_input, sigma_w2, sigma_b2, in_features)
   inv_width = jnp.asarray(0.0 if width is None else 1.0 / width, q_input.dtype)
   scale = float(width or 1)                         # |J u|^2 = N T (chi^2_N / N)
   g1 = sigma_w2 * q_input + sigma_b2
-  s = _chain(act, depth, inv_width, g1, sigma_w2 / in_features, sigma_w2, sigma_b2)
+  s = _chain(act, depth, inv_width, g1, sigma_w2 / in_features,
+             sigma_w2 * q_input * c_input + sigma_b2, sigma_w2, sigma_b2)
   last = lambda a: jnp.moveaxis(a, 0, -1)
+  cov_q = last(s.v_ab) + 2 * inv_width * last(s.g_ab) ** 2
   out = []
-  for mf, shift, var, first, factor in ((s.g, s.m_g, s.v_gg, g1, 1.0),
-                                        (s.tau, s.m_t, s.v_tt, scale * s.tau[0], scale)):
+  for mf, shift, var, first, factor, cov in (
+      (s.g, s.m_g, s.v_gg, g1, 1.0, cov_q),
+      (s.tau, s.m_t, s.v_tt, scale * s.tau[0], scale, jnp.full_like(cov_q, jnp.nan))):
     mf, shift, var = last(mf), last(shift), last(var)
     log_var = var / (mf * mf) + 2 * inv_width
     log_mean = jnp.log(mf + shift) - log_var / 2
@@ -261,13 +280,14 @@ def _finite_width(act, depth, width, q_input, sigma_w2, sigma_b2, in_features):
       log_var = jnp.where(no_bias, ex_var, log_var)
     out.append(FiniteWidth(mean=factor * (mf + shift),
                            var=factor * factor * (var + 2 * inv_width * mf * mf),
-                           log_mean=log_mean, log_var=log_var, mean_field=factor * mf))
+                           log_mean=log_mean, log_var=log_var, mean_field=factor * mf,
+                           cov=cov))
   return tuple(out)
 
 
 @accepts_network
 def finite_width_q(*, q_input: ArrayLike, depth: int, width: int | None, sigma_w2: ArrayLike,
-                   sigma_b2: ArrayLike, activation: Any) -> FiniteWidth:
+                   sigma_b2: ArrayLike, activation: Any, c_input: ArrayLike = 0.0) -> FiniteWidth:
   """Moments across networks of ``q^l = |h^l|^2 / N``, one input, to first order in ``1/N``.
 
   The input has ``|x|^2 / N_0 = q_input``; layer 1 is ``h^1 = x W^1 + b^1``,
@@ -281,10 +301,13 @@ def finite_width_q(*, q_input: ArrayLike, depth: int, width: int | None, sigma_w
     width: units per layer ``N``; ``None`` for the infinite-width limit.
     sigma_w2, sigma_b2: weight and bias variances, ``>= 0``.
     activation: a name, an :class:`~meanfield.Activation` or a callable.
+    c_input: the cosine of a second input of the same length, for the field
+      ``cov`` (``Cov[q_a^l, q_b^l]``, which gives the spread of ``q``
+      averaged over a batch of inputs: :func:`batch_average`).
 
   Returns:
     A :class:`FiniteWidth` with fields of shape
-    ``broadcast(q_input, sigma_w2, sigma_b2).shape + (depth,)``.
+    ``broadcast(q_input, c_input, sigma_w2, sigma_b2).shape + (depth,)``.
 
   Example::
 
@@ -298,7 +321,8 @@ def finite_width_q(*, q_input: ArrayLike, depth: int, width: int | None, sigma_w
   """
   act = _activation(activation)
   depth, width, q_input, sigma_w2, sigma_b2 = _check(depth, width, q_input, sigma_w2, sigma_b2)
-  return _finite_width(act, depth, width, q_input, sigma_w2, sigma_b2, 1.0)[0]
+  c_input = _checks.correlation("c_input", c_input)
+  return _finite_width(act, depth, width, q_input, c_input, sigma_w2, sigma_b2, 1.0)[0]
 
 
 @accepts_network
@@ -331,7 +355,7 @@ def finite_width_jacobian(*, q_input: ArrayLike, depth: int, width: int | None,
   if in_features is None:
     in_features = width or 1
   in_features = _checks.check_positive_int("in_features", in_features)
-  return _finite_width(act, depth, width, q_input, sigma_w2, sigma_b2,
+  return _finite_width(act, depth, width, q_input, 0.0, sigma_w2, sigma_b2,
                        float(in_features))[1]
 
 
@@ -357,3 +381,34 @@ def lognormal_quantiles(stats: FiniteWidth, quantiles: ArrayLike = (0.1, 0.5, 0.
     raise ValueError(f"`stats` must be a meanfield.FiniteWidth, got {type(stats).__name__}")
   z = jnp.asarray(ndtri(p), stats.log_mean.dtype).reshape((-1,) + (1,) * stats.log_mean.ndim)
   return jnp.exp(stats.log_mean[None] + z * jnp.sqrt(stats.log_var)[None])
+
+
+def batch_average(stats: FiniteWidth, n_inputs: int, cov: ArrayLike | None = None
+                  ) -> FiniteWidth:
+  """Moments of ``q^l`` averaged over ``n_inputs`` inputs that share the weights.
+
+  ``Var[mean_a q_a] = Var[q] / B + (1 - 1/B) Cov`` for ``B = n_inputs``
+  inputs of one length whose pairs all have the covariance ``cov`` (default
+  ``stats.cov``; pass an average over pairs for inputs of mixed cosines).
+  ``log_var`` is scaled by the same factor (first order; for the exact
+  homogeneous log moments an approximation), ``log_mean`` moves to keep the
+  mean.
+
+  Args:
+    stats: from :func:`finite_width_q`.
+    n_inputs: ``B >= 1``.
+    cov: ``Cov[q_a^l, q_b^l]`` of the pairs, broadcastable to ``stats.var``.
+
+  Returns:
+    A :class:`FiniteWidth` of the batch average (``cov`` is that of the pairs).
+  """
+  n_inputs = _checks.check_positive_int("n_inputs", n_inputs)
+  if not isinstance(stats, FiniteWidth):
+    raise ValueError(f"`stats` must be a meanfield.FiniteWidth, got {type(stats).__name__}")
+  cov = stats.cov if cov is None else jnp.asarray(cov, stats.var.dtype)
+  single = stats.var
+  var = single / n_inputs + (1 - 1 / n_inputs) * cov
+  ratio = jnp.where(single > 0, var / jnp.where(single > 0, single, 1), 0.0)
+  log_var = stats.log_var * ratio
+  return stats._replace(var=var, log_var=log_var,
+                        log_mean=stats.log_mean + (stats.log_var - log_var) / 2, cov=cov)

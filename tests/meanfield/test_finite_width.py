@@ -141,6 +141,7 @@ def test_infinite_width_is_mean_field(x64):
   np.testing.assert_allclose(fw.mean, prop.q, rtol=1e-12)
   np.testing.assert_array_equal(fw.var, 0.0)
   np.testing.assert_array_equal(fw.log_var, 0.0)
+  np.testing.assert_array_equal(fw.cov, 0.0)
   fj = meanfield.finite_width_jacobian(width=None, **kw)
   chi = np.concatenate([np.ones((2, 1)), np.cumprod(prop.chi_1[..., :-1], -1)], -1)
   np.testing.assert_allclose(fj.mean, kw["sigma_w2"] * chi, rtol=1e-10)
@@ -242,3 +243,44 @@ def test_one_over_width_scaling(act, sw, sb):
       cov = np.linalg.inv(design.T @ (w[:, None] * design))
       a, _ = cov @ design.T @ (w * y[:, layer])
       assert abs(a - theory[key][layer]) < 4 * np.sqrt(cov[0, 0]) + 1e-12, (key, layer)
+
+
+@functools.partial(jax.jit, static_argnames=("width", "depth", "n_seeds"))
+def _simulate_pair(key, width, depth, n_seeds, c_input, sigma_w2, sigma_b2):
+  """``q^l`` of two inputs of length 1 and cosine ``c_input`` through one tanh network: ``(n_seeds, depth, 2)``."""
+  x = jnp.zeros((2, width)).at[0, 0].set(1.0).at[1, 0].set(c_input)
+  x = x.at[1, 1].set(jnp.sqrt(1 - c_input ** 2)) * jnp.sqrt(width)
+
+  def one(k):
+    def layer(h, l):
+      kw, kb = jax.random.split(jax.random.fold_in(k, l))
+      w = jax.random.normal(kw, (width, width)) * jnp.sqrt(sigma_w2 / width)
+      b = jax.random.normal(kb, (width,)) * jnp.sqrt(sigma_b2)
+      h = jnp.where(l == 0, h, jnp.tanh(h)) @ w + b[None]
+      return h, jnp.mean(h * h, axis=1)
+
+    return jax.lax.scan(layer, x, jnp.arange(depth))[1]
+
+  return jax.vmap(one)(jax.random.split(key, n_seeds))
+
+
+@pytest.mark.parametrize("c_input", [0.0, 0.8])
+def test_covariance_of_two_inputs_and_batch_average(c_input):
+  """Two inputs sharing the weights: ``Cov[q_a^l, q_b^l]`` within 4 s.e. of the prediction,
+  and the variance of their average (:func:`meanfield.batch_average`).
+
+  s.e. of a sample covariance of ``n`` near-Gaussian pairs:
+  ``sqrt((Var_a Var_b + Cov^2) / n)``; of the sample variance of the average:
+  from its measured kurtosis.
+  """
+  sw, sb, width, depth, n = 2.0, 0.1, 32, 4, 1500
+  q = np.asarray(_simulate_pair(jax.random.key(5), width, depth, n, c_input, sw, sb), np.float64)
+  fw = meanfield.finite_width_q(q_input=1.0, depth=depth, width=width, sigma_w2=sw,
+                                sigma_b2=sb, activation="tanh", c_input=c_input)
+  a, b = q[..., 0], q[..., 1]
+  cov = np.mean((a - a.mean(0)) * (b - b.mean(0)), 0) * n / (n - 1)
+  err = np.sqrt((a.var(0) * b.var(0) + cov ** 2) / n)
+  np.testing.assert_array_less(np.abs(cov - np.asarray(fw.cov)), 4 * err)
+  var, var_err = _var_and_error(q.mean(-1))
+  avg = meanfield.batch_average(fw, 2)
+  np.testing.assert_array_less(np.abs(var - np.asarray(avg.var)), 4 * var_err)
