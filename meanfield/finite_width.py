@@ -16,8 +16,10 @@ The derivation (docs/finite_width.md) uses one exact fact: given layer
 chain whose one-step noise has variance ``sigma_w2^2 Var[phi(u)^2] / N``.
 Expanding it to first order in ``1/N`` gives the recursion of the four-point
 vertex (Roberts, Yaida & Hanin 2022, "The Principles of Deep Learning
-Theory", Eq. 4.90 and 5.x; their ``V^{(l)} / n`` is ``Var[G^l]`` here, with
-``C_W = sigma_w2``, ``C_b = sigma_b2``, ``n = width``):
+Theory", Ch. 4, and its ``1/n`` kernel correction, Ch. 4-5; their
+``V^{(l)} / n`` is ``Var[G^l]`` here, with ``C_W = sigma_w2``,
+``C_b = sigma_b2``, ``n = width``; derived for this network in
+docs/finite_width.md):
 
 .. math::
 
@@ -150,7 +152,7 @@ class _State(NamedTuple):
 
 def _step(act: Activation, sigma_w2: Array, sigma_b2: Array, inv_width: Array, s: _State
           ) -> _State:
-  """One layer of the first-order chain (docs/finite_width.md, Sec. 2-3).
+  """One layer of the first-order chain (docs/finite_width.md, Sec. 2-4).
 
   Given ``(G, X, T)`` the next layer's ``(h_i, t_i)`` are i.i.d.
   ``N(0, [[G, X], [X, T]])``, so the next state has conditional mean
