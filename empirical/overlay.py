@@ -144,7 +144,7 @@ def _q_band(act: Activation, q_input: np.ndarray, sigma_w2: np.ndarray, sigma_b2
     with jax.enable_x64(True):
       kw = dict(q_input=q_input, depth=n_layers, width=int(w), sigma_w2=sigma_w2,
                 sigma_b2=sigma_b2, activation=act)
-      fw = meanfield.finite_width_q(c_input=c_input, **kw)
+      fw = meanfield.finite_width_q(c_input=c_input if n_inputs > 1 else None, **kw)
       if n_inputs > 1:
         paired = 2 * (n_inputs // 2)          # ordered pairs (2k, 2k+1) at c_input; others at 0
         others = n_inputs * (n_inputs - 1) - paired

@@ -45,7 +45,7 @@ degrees of freedom), and its mean and variance are computed exactly, at any
 
 Every function broadcasts over ``q_input``, ``sigma_w2``, ``sigma_b2``
 (results: broadcast shape ``+ (depth,)``), computes in their floating dtype
-and compiles once per activation, depth and width. ``width=None`` is the
+and compiles once per activation and depth (the width is a traced value). ``width=None`` is the
 infinite-width limit: mean-field means and zero variance.
 """
 
@@ -57,7 +57,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import digamma, gammaln, polygamma
+import scipy.special
 from scipy.special import ndtri
 
 from meanfield import _checks
@@ -150,8 +150,8 @@ class _State(NamedTuple):
   v_ab: Array
 
 
-def _step(act: Activation, sigma_w2: Array, sigma_b2: Array, inv_width: Array, s: _State
-          ) -> _State:
+def _step(act: Activation, pairs: bool, sigma_w2: Array, sigma_b2: Array, inv_width: Array,
+          s: _State) -> _State:
   """One layer of the first-order chain (docs/finite_width.md, Sec. 2-4).
 
   Given ``(G, X, T)`` the next layer's ``(h_i, t_i)`` are i.i.d.
@@ -172,10 +172,13 @@ def _step(act: Activation, sigma_w2: Array, sigma_b2: Array, inv_width: Array, s
   c_gt = w2 * tau * (e["e2d2"] - e["e2"] * e["d2"])
   c_tt = w2 * tau * tau * (3 * e["d4"] - e["d2"] ** 2)
   c_xx = w2 * tau * e["e2d2"]
-  c = jnp.clip(s.g_ab / s.g, -1, 1)
-  cross, cross_sq = bivariate_expectation(
-      lambda u1, u2: (act.fn(u1) * act.fn(u2), (act.fn(u1) * act.fn(u2)) ** 2),
-      s.g, s.g, s.g * c, kinks=act.kinks)
+  if pairs:                                   # the second input (2-D quadrature)
+    c = jnp.clip(s.g_ab / s.g, -1, 1)
+    cross, cross_sq = bivariate_expectation(
+        lambda u1, u2: (act.fn(u1) * act.fn(u2), (act.fn(u1) * act.fn(u2)) ** 2),
+        s.g, s.g, s.g * c, kinks=act.kinks)
+  else:
+    cross = cross_sq = jnp.full_like(s.g, jnp.nan)
   return _State(
       g=sw * e["e2"] + sigma_b2,
       tau=sw * e["d2"] * tau,
@@ -192,13 +195,13 @@ def _step(act: Activation, sigma_w2: Array, sigma_b2: Array, inv_width: Array, s
       v_ab=j_gg * j_gg * s.v_ab + inv_width * w2 * (cross_sq - e["e2"] ** 2))
 
 
-def _chain(act, depth, inv_width, g1, tau1, g_ab1, sigma_w2, sigma_b2) -> _State:
+def _chain(act, pairs, depth, inv_width, g1, tau1, g_ab1, sigma_w2, sigma_b2) -> _State:
   """The chain at layers ``1..depth``: fields of shape ``(depth,) + batch``."""
   zero = jnp.zeros_like(g1)
   start = _State(g1, tau1, *(zero,) * 6, g_ab1, zero)
 
   def layer(s, _):
-    nxt = _step(act, sigma_w2, sigma_b2, inv_width, s)
+    nxt = _step(act, pairs, sigma_w2, sigma_b2, inv_width, s)
     return nxt, nxt
 
   _, rest = jax.lax.scan(layer, start, None, length=depth - 1)
@@ -208,38 +211,40 @@ def _chain(act, depth, inv_width, g1, tau1, g_ab1, sigma_w2, sigma_b2) -> _State
 # --- exact log moments of homogeneous networks without biases -----------------------------
 
 
-def _log_chi2_moments(k: Array) -> tuple[Array, Array]:
-  """``E[log chi^2_k]`` and ``Var[log chi^2_k]`` (``k > 0``)."""
-  half = k / 2
-  return digamma(half) + np.log(2.0), polygamma(1, half)
+def _log_chi2_moments(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """``E[log chi^2_k]`` and ``Var[log chi^2_k]`` (``k > 0``), float64."""
+  return scipy.special.digamma(k / 2) + np.log(2.0), scipy.special.polygamma(1, k / 2)
 
 
-def _hidden_log_factor(act_name: str, width: int, dtype) -> tuple[Array, Array]:
-  """Mean and variance of ``log(chi^2_K / N)``, ``K`` the units a layer passes on.
+@functools.lru_cache(maxsize=256)
+def _log_factors(act_name: str, width: int) -> tuple[float, float, float, float]:
+  """Mean and variance of ``log(chi^2_K / N)`` for a hidden layer and of ``log(chi^2_N / N)``.
 
-  ReLU: ``K ~ Binomial(N, 1/2)`` conditioned on ``K >= 1`` (all units off,
-  probability ``2^-N``, kills the network); linear: ``K = N``.
+  ``K`` is the number of units a layer passes on. ReLU: ``K ~ Binomial(N,
+  1/2)`` conditioned on ``K >= 1`` (all units off, probability ``2^-N``,
+  kills the network); linear: ``K = N``. Constants of the width, computed
+  once per width in float64 (so the width need not be static in the jitted
+  program).
   """
   n = float(width)
+  last_mean, last_var = _log_chi2_moments(np.float64(n))
   if act_name == "linear":
-    mean, var = _log_chi2_moments(jnp.asarray(n, dtype))
-    return mean - np.log(n), var
-  k = jnp.arange(1, width + 1, dtype=dtype)
-  logp = gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) - n * np.log(2.0)
-  p = jnp.exp(logp) / (1 - 2.0 ** -n)
+    return last_mean - np.log(n), last_var, last_mean - np.log(n), last_var
+  k = np.arange(1, width + 1, dtype=np.float64)
+  logp = (scipy.special.gammaln(n + 1) - scipy.special.gammaln(k + 1)
+          - scipy.special.gammaln(n - k + 1) - n * np.log(2.0))
+  p = np.exp(logp) / -np.expm1(-n * np.log(2.0))
   a, b = _log_chi2_moments(k)
-  mean = jnp.sum(p * a)
-  return mean - np.log(n), jnp.sum(p * (b + (a - mean) ** 2))
+  mean = float(np.sum(p * a))
+  var = float(np.sum(p * (b + (a - mean) ** 2)))
+  return mean - np.log(n), var, float(last_mean) - np.log(n), float(last_var)
 
 
-def _exact_log_moments(act_name, width, depth, log_first, sigma_w2):
+def _exact_log_moments(depth, factors, log_first, sigma_w2):
   """``E``, ``Var`` of ``log(G^l chi^2_N / N)`` with ``log G^1 = log_first``: ``batch + (depth,)``."""
-  dtype = log_first.dtype
-  hm, hv = _hidden_log_factor(act_name, width, dtype)
-  lm, lv = _log_chi2_moments(jnp.asarray(float(width), dtype))
-  ell = jnp.arange(depth, dtype=dtype).reshape((1,) * log_first.ndim + (depth,))  # l - 1
-  mean = (log_first[..., None] + ell * (jnp.log(sigma_w2)[..., None] + hm)
-          + (lm - np.log(float(width))))
+  hm, hv, lm, lv = factors[0], factors[1], factors[2], factors[3]
+  ell = jnp.arange(depth, dtype=log_first.dtype).reshape((1,) * log_first.ndim + (depth,))
+  mean = log_first[..., None] + ell * (jnp.log(sigma_w2)[..., None] + hm) + lm   # ell = l - 1
   var = jnp.broadcast_to(ell * hv + lv, mean.shape)
   return mean, var
 
@@ -256,27 +261,36 @@ def _check(depth, width, q_input, sigma_w2, sigma_b2):
   return depth, width, q_input, sigma_w2, sigma_b2
 
 
-@functools.partial(jax.jit, static_argnames=("act", "depth", "width"))
-def _finite_width(act, depth, width, q_input, c_input, sigma_w2, sigma_b2, in_features):
-  """``(q stats, |J u|^2 stats)``, one program for both."""
+@functools.partial(jax.jit, static_argnames=("act", "depth", "exact", "pairs"))
+def _finite_width(act, depth, pairs, exact, n, factors, q_input, c_input, sigma_w2, sigma_b2,
+                  in_features):
+  """``(q stats, |J u|^2 stats)``, one program for both; ``n = 0`` for infinite width.
+
+  ``exact``: use the exact log moments ``factors`` (:func:`_log_factors`)
+  where ``sigma_b2 = 0``; ``pairs``: compute the covariance with a second
+  input at cosine ``c_input`` (else nan).
+  """
   q_input, c_input, sigma_w2, sigma_b2, in_features = as_arrays(
       q_input, c_input, sigma_w2, sigma_b2, in_features)
-  inv_width = jnp.asarray(0.0 if width is None else 1.0 / width, q_input.dtype)
-  scale = float(width or 1)                         # |J u|^2 = N T (chi^2_N / N)
+  n = jnp.asarray(n, q_input.dtype)                 # a scalar
+  inv_width = jnp.where(n > 0, 1 / jnp.where(n > 0, n, 1), 0.0)
+  scale = jnp.where(n > 0, n, 1.0)                  # |J u|^2 = N T (chi^2_N / N)
   g1 = sigma_w2 * q_input + sigma_b2
-  s = _chain(act, depth, inv_width, g1, sigma_w2 / in_features,
+  s = _chain(act, pairs, depth, inv_width, g1, sigma_w2 / in_features,
              sigma_w2 * q_input * c_input + sigma_b2, sigma_w2, sigma_b2)
   last = lambda a: jnp.moveaxis(a, 0, -1)
   cov_q = last(s.v_ab) + 2 * inv_width * last(s.g_ab) ** 2
   out = []
   for mf, shift, var, first, factor, cov in (
       (s.g, s.m_g, s.v_gg, g1, 1.0, cov_q),
-      (s.tau, s.m_t, s.v_tt, scale * s.tau[0], scale, jnp.full_like(cov_q, jnp.nan))):
+      (s.tau, s.m_t, s.v_tt, scale * s.tau[0], scale,
+       jnp.full_like(cov_q, jnp.nan))):
     mf, shift, var = last(mf), last(shift), last(var)
     log_var = var / (mf * mf) + 2 * inv_width
     log_mean = jnp.log(mf + shift) - log_var / 2
-    if width is not None and act.name in _HOMOGENEOUS:
-      ex_mean, ex_var = _exact_log_moments(act.name, width, depth, jnp.log(first), sigma_w2)
+    if exact:
+      ex_mean, ex_var = _exact_log_moments(depth, factors.astype(mf.dtype), jnp.log(first),
+                                           sigma_w2)
       no_bias = (sigma_b2 == 0)[..., None]
       log_mean = jnp.where(no_bias, ex_mean, log_mean)
       log_var = jnp.where(no_bias, ex_var, log_var)
@@ -287,9 +301,18 @@ def _finite_width(act, depth, width, q_input, c_input, sigma_w2, sigma_b2, in_fe
   return tuple(out)
 
 
+def _width_args(act: Activation, width: int | None) -> tuple[bool, float, np.ndarray]:
+  """``(exact, n, factors)`` for :func:`_finite_width` (``n = 0``: infinite width)."""
+  if width is None:
+    return False, 0.0, np.zeros(4)
+  exact = act.name in _HOMOGENEOUS
+  return exact, float(width), np.asarray(_log_factors(act.name, width) if exact else np.zeros(4))
+
+
 @accepts_network
 def finite_width_q(*, q_input: ArrayLike, depth: int, width: int | None, sigma_w2: ArrayLike,
-                   sigma_b2: ArrayLike, activation: Any, c_input: ArrayLike = 0.0) -> FiniteWidth:
+                   sigma_b2: ArrayLike, activation: Any, c_input: ArrayLike | None = None
+                   ) -> FiniteWidth:
   """Moments across networks of ``q^l = |h^l|^2 / N``, one input, to first order in ``1/N``.
 
   The input has ``|x|^2 / N_0 = q_input``; layer 1 is ``h^1 = x W^1 + b^1``,
@@ -305,7 +328,8 @@ def finite_width_q(*, q_input: ArrayLike, depth: int, width: int | None, sigma_w
     activation: a name, an :class:`~meanfield.Activation` or a callable.
     c_input: the cosine of a second input of the same length, for the field
       ``cov`` (``Cov[q_a^l, q_b^l]``, which gives the spread of ``q``
-      averaged over a batch of inputs: :func:`batch_average`).
+      averaged over a batch of inputs: :func:`batch_average`); ``None``
+      (default) skips it (``cov`` is nan; one 2-D quadrature per layer less).
 
   Returns:
     A :class:`FiniteWidth` with fields of shape
@@ -323,8 +347,12 @@ def finite_width_q(*, q_input: ArrayLike, depth: int, width: int | None, sigma_w
   """
   act = _activation(activation)
   depth, width, q_input, sigma_w2, sigma_b2 = _check(depth, width, q_input, sigma_w2, sigma_b2)
-  c_input = _checks.correlation("c_input", c_input)
-  return _finite_width(act, depth, width, q_input, c_input, sigma_w2, sigma_b2, 1.0)[0]
+  if c_input is not None:
+    c_input = _checks.correlation("c_input", c_input)
+  pairs = c_input is not None
+  c_input = 0.0 if c_input is None else c_input
+  return _finite_width(act, depth, pairs, *_width_args(act, width), q_input, c_input, sigma_w2,
+                       sigma_b2, 1.0)[0]
 
 
 @accepts_network
@@ -357,8 +385,8 @@ def finite_width_jacobian(*, q_input: ArrayLike, depth: int, width: int | None,
   if in_features is None:
     in_features = width or 1
   in_features = _checks.check_positive_int("in_features", in_features)
-  return _finite_width(act, depth, width, q_input, 0.0, sigma_w2, sigma_b2,
-                       float(in_features))[1]
+  return _finite_width(act, depth, False, *_width_args(act, width), q_input, 0.0, sigma_w2,
+                       sigma_b2, float(in_features))[1]
 
 
 def lognormal_quantiles(stats: FiniteWidth, quantiles: ArrayLike = (0.1, 0.5, 0.9)) -> Array:

@@ -136,13 +136,14 @@ def test_one_and_two_steps_against_scipy_quadrature(x64):
 def test_infinite_width_is_mean_field(x64):
   """``width=None``: the means are :func:`meanfield.propagate`'s and every variance is 0."""
   kw = dict(q_input=np.array([0.5, 1.5]), depth=7, sigma_w2=1.7, sigma_b2=0.05, activation="erf")
-  fw = meanfield.finite_width_q(width=None, **kw)
+  fw = meanfield.finite_width_q(width=None, c_input=0.3, **kw)
   prop = meanfield.propagate(c_input=1.0, **kw)
   np.testing.assert_allclose(fw.mean, prop.q, rtol=1e-12)
   np.testing.assert_array_equal(fw.var, 0.0)
   np.testing.assert_array_equal(fw.log_var, 0.0)
   np.testing.assert_array_equal(fw.cov, 0.0)
   fj = meanfield.finite_width_jacobian(width=None, **kw)
+  assert np.all(np.isnan(fj.cov))
   chi = np.concatenate([np.ones((2, 1)), np.cumprod(prop.chi_1[..., :-1], -1)], -1)
   np.testing.assert_allclose(fj.mean, kw["sigma_w2"] * chi, rtol=1e-10)
   quant = lognormal_quantiles(fw, (0.1, 0.5, 0.9))
