@@ -35,7 +35,7 @@ slopes ``f'``, ``f''`` from Gaussian integrals (no autodiff through quadrature).
 
 Across depth the relative variance ``s^l = Var / mean^2`` adds up layer by
 layer; at ``beta = depth / width`` not small it is the variance of
-``log q^l``, and ``q^l`` is close to log-normal (Hanin & Nica 2019, Thm. 1:
+``log q^l``, and ``q^l`` is close to log-normal (Hanin & Nica 2019:
 ``log |h^L|^2`` is asymptotically Gaussian for ReLU, with variance about
 ``5 beta``). :func:`lognormal_quantiles` gives the predicted median and
 quantiles. For ReLU and linear networks without biases the log is exactly a
@@ -43,10 +43,11 @@ sum of independent layer terms (``log chi^2`` of a binomial number of
 degrees of freedom), and its mean and variance are computed exactly, at any
 ``beta``.
 
-Every function broadcasts over ``q_input``, ``sigma_w2``, ``sigma_b2``
-(results: broadcast shape ``+ (depth,)``), computes in their floating dtype
-and compiles once per activation and depth (the width is a traced value). ``width=None`` is the
-infinite-width limit: mean-field means and zero variance.
+Every function broadcasts over ``q_input``, ``c_input``, ``sigma_w2``,
+``sigma_b2`` (results: broadcast shape ``+ (depth,)``), computes in their
+floating dtype and compiles once per activation and depth (the width is a
+traced value). ``width=None`` is the infinite-width limit: mean-field
+means and zero variance.
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ def _log_factors(act_name: str, width: int) -> tuple[float, float, float, float]
 
 
 def _exact_log_moments(depth, factors, log_first, sigma_w2):
-  """``E``, ``Var`` of ``log(G^l chi^2_N / N)`` with ``log G^1 = log_first``: ``batch + (depth,)``."""
+  """``E``, ``Var`` of ``log(G^l chi^2_N / N)``, ``log G^1 = log_first``: ``batch + (depth,)``."""
   hm, hv, lm, lv = factors[0], factors[1], factors[2], factors[3]
   ell = jnp.arange(depth, dtype=log_first.dtype).reshape((1,) * log_first.ndim + (depth,))
   mean = log_first[..., None] + ell * (jnp.log(sigma_w2)[..., None] + hm) + lm   # ell = l - 1
@@ -359,7 +360,7 @@ def finite_width_q(*, q_input: ArrayLike, depth: int, width: int | None, sigma_w
 def finite_width_jacobian(*, q_input: ArrayLike, depth: int, width: int | None,
                           sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
                           in_features: int | None = None) -> FiniteWidth:
-  """Moments across networks of ``|J^l u|^2``, ``J^l = d h^l / d x``, for a unit ``u`` orthogonal to ``x``.
+  """Moments across networks of ``|J^l u|^2``, ``J^l = d h^l / d x``, ``u`` a unit vector ``_|_ x``.
 
   Layer 1 gives ``|J^1 u|^2 = |u W^1|^2``, exactly ``sigma_w2 N / N_0``
   times ``chi^2_N / N``; above, the tangent ``t^l = J^l u`` obeys

@@ -1,4 +1,4 @@
-"""The finite-width figure on a tiny plan: measured Var[log q^l] within 4 s.e. of the theory, and it draws."""
+"""The finite-width figure on a tiny plan: measured Var[log q^l] within 4 s.e. of theory; it draws."""
 
 import numpy as np
 

@@ -26,7 +26,7 @@ from meanfield.finite_width import lognormal_quantiles
 
 @functools.partial(jax.jit, static_argnames=("act", "width", "depth", "n_seeds"))
 def _simulate(key, act, width, depth, n_seeds, q_input, sigma_w2, sigma_b2):
-  """``(q^l, |J^l u|^2)``, each ``(n_seeds, depth)``; ``|x|^2 / N = q_input``, ``u`` a unit vector orthogonal to ``x``."""
+  """``(q^l, |J^l u|^2)``, each ``(n_seeds, depth)``; ``|x|^2 / N = q_input``, unit ``u _|_ x``."""
   phi = meanfield.activation(act)
   x = jnp.zeros(width).at[0].set(jnp.sqrt(q_input * width))
   u = jnp.zeros(width).at[1].set(1.0)
@@ -165,6 +165,10 @@ def test_network_argument_dtype_and_validation():
                                     activation="relu")
   with pytest.raises(ValueError, match="`quantiles`"):
     lognormal_quantiles(a, (0.0, 0.5))
+  with pytest.raises(ValueError, match="`n_inputs` must"):
+    meanfield.batch_average(a, 0)
+  with pytest.raises(ValueError, match="c_input"):
+    meanfield.finite_width_q(net, q_input=1.0, c_input=1.5)
   with pytest.raises(ValueError, match="residual"):
     meanfield.finite_width_q(net.replace(residual=True), q_input=1.0)
 
@@ -248,7 +252,7 @@ def test_one_over_width_scaling(act, sw, sb):
 
 @functools.partial(jax.jit, static_argnames=("width", "depth", "n_seeds"))
 def _simulate_pair(key, width, depth, n_seeds, c_input, sigma_w2, sigma_b2):
-  """``q^l`` of two inputs of length 1 and cosine ``c_input`` through one tanh network: ``(n_seeds, depth, 2)``."""
+  """``q^l`` of two inputs (length 1, cosine ``c_input``) through tanh networks: ``(n_seeds, depth, 2)``."""
   x = jnp.zeros((2, width)).at[0, 0].set(1.0).at[1, 0].set(c_input)
   x = x.at[1, 1].set(jnp.sqrt(1 - c_input ** 2)) * jnp.sqrt(width)
 
