@@ -25,8 +25,9 @@ What to read in the ratio rows: theory predicts the *mean* of ``q^l`` and
 of ``||dL/dh^l||^2``; at finite width the per-seed values are products of
 ``l`` random factors, so their spread grows with depth and their median
 falls below the mean (for ReLU ``Var[log q^l]`` grows like ``5 l / N``,
-Hanin & Rolnick 2018: at ``l = 30``, ``N = 256`` the 10-90% band is about
-0.4-2.5 and the median about 0.75 of the mean; with zero biases a ReLU
+Hanin & Rolnick 2018, Hanin & Nica 2019: at ``l = 30``, ``N = 256``,
+``Var[log q] = 0.58``, so for one input the 10-90% band is about 0.3-2.0
+and the median about 0.75 of the mean; with zero biases a ReLU
 network is positively homogeneous, so this ratio is the same for every
 ``sigma_w2``). The dotted lines in the bottom row of
 ``activation_statistics.png`` are that finite-width prediction at width 256
