@@ -49,6 +49,18 @@ z)^2]`` for ``l >= 2`` and ``|x|^2 = N_0 q_input`` for ``l = 1``, so
 Both are returned as norms (square roots), like the sweep's. Finite-width
 networks fluctuate about these by a relative ``O(sqrt(l / N))``.
 
+Finite width (:mod:`meanfield.finite_width`): ``q_median``, ``q_lo`` and
+``q_hi`` are the predicted median and 10% and 90% quantiles of one
+network's ``q^l`` at the sweep's own width (log-normal, with the
+first-order variance of ``log q^l``; exact log moments for ReLU and linear
+networks without biases). The sweep's ``q`` averages its ``B`` inputs, which
+share the weights: the band is that of the average
+(:func:`meanfield.batch_average`), with the covariance of ``q`` between
+inputs ``2k, 2k+1`` at the measured ``c_input`` and between all other pairs
+at cosine 0 (the sweep's inputs: independent Gaussian vectors). Inputs that
+stay decorrelated (tanh without bias) average their fluctuations out;
+inputs whose correlation goes to 1 (ReLU) do not.
+
 Only plain MLPs have a theory here: a sweep with ``residual`` or ``norm``
 raises ``ValueError``.
 """
@@ -64,6 +76,7 @@ import xarray as xr
 
 import meanfield
 from empirical import _grid
+from empirical import inits as _inits
 from meanfield.activations import Activation
 
 __all__ = ["theory"]
@@ -93,6 +106,54 @@ def _resolve(label: str, ds: xr.Dataset, override) -> Activation:
         f"carry across sessions or files: pass it again, "
         f"empirical.theory(ds, activation=<the callable>)")
   return act
+
+
+#: Quantiles of the finite-width band: ``q_lo``, ``q_median``, ``q_hi``.
+BAND_QUANTILES = (0.1, 0.5, 0.9)
+
+
+def _iid(ds: xr.Dataset) -> xr.DataArray:
+  """True for the ``init`` labels whose weights are i.i.d. (the finite-width theory's law)."""
+  def iid(label):
+    try:
+      scheme = _inits.init(str(label))
+    except ValueError:
+      return False
+    law = getattr(scheme, "law", None)
+    return law == "gaussian" if law is not None else scheme.name != "orthogonal"
+  if "init" in ds.dims:
+    return xr.DataArray([iid(i) for i in ds.init.values], dims=["init"])
+  return xr.DataArray(iid(ds.init.values) if "init" in ds.coords else True)
+
+
+def _q_band(act: Activation, q_input: np.ndarray, sigma_w2: np.ndarray, sigma_b2: np.ndarray,
+            width: np.ndarray, iid: np.ndarray, n_layers: int, *, n_inputs: int,
+            c_input: float) -> np.ndarray:
+  """``(3,) + shape + (n_layers,)``: 10%, 50%, 90% of ``q^l`` at each point's width (float64).
+
+  One :func:`meanfield.finite_width_q` call per distinct width (the width is
+  static there); nan where a width is not a positive integer or the weights
+  are not i.i.d. (``iid`` False: orthogonal weights add no spread of their
+  own, a different theory).
+  """
+  out = np.full((len(BAND_QUANTILES),) + q_input.shape + (n_layers,), np.nan)
+  for w in np.unique(width):
+    if not (np.isfinite(w) and w >= 1):
+      continue
+    at = (width == w) & iid
+    with jax.enable_x64(True):
+      kw = dict(q_input=q_input, depth=n_layers, width=int(w), sigma_w2=sigma_w2,
+                sigma_b2=sigma_b2, activation=act)
+      fw = meanfield.finite_width_q(c_input=c_input if n_inputs > 1 else None, **kw)
+      if n_inputs > 1:
+        paired = 2 * (n_inputs // 2)          # ordered pairs (2k, 2k+1) at c_input; others at 0
+        others = n_inputs * (n_inputs - 1) - paired
+        cov0 = meanfield.finite_width_q(c_input=0.0, **kw).cov
+        cov = (paired * fw.cov + others * cov0) / (n_inputs * (n_inputs - 1))
+        fw = meanfield.batch_average(fw, n_inputs, cov)
+      band = np.asarray(meanfield.lognormal_quantiles(fw, BAND_QUANTILES), np.float64)
+    out[:, at] = band[:, at]
+  return out
 
 
 def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = None
@@ -132,10 +193,12 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
   s1, s, sb2, depth, width = xr.broadcast(s1, s, ds.sigma_b2.astype(float), ds.depth, ds.width)
   q_eff = xr.where(s > 0, q_in * s1 / s.where(s > 0, 1.0), q_in)
   dims = list(s.dims)
+  iid = xr.broadcast(_iid(ds), s)[0].transpose(*dims)
   c_input = 0.0 if np.isnan(c_in) else min(1.0, max(-1.0, c_in))
 
   acts = [_resolve(str(a), ds, activation) for a in np.atleast_1d(ds.activation.values)]
-  out = {name: [] for name in ("q", "c", "chi_1", "grad_h", "grad_w")}
+  out = {name: [] for name in ("q", "c", "chi_1", "grad_h", "grad_w", "q_lo", "q_median",
+                               "q_hi")}
   for act in acts:
     with jax.enable_x64(True):
       prop = meanfield.propagate(q_input=q_eff.values, c_input=c_input, depth=n_layers,
@@ -155,8 +218,11 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
     prev_sq = np.concatenate([np.full(q.shape[:-1] + (1,), ds.attrs["in_features"] * q_in),
                               (n_units * m2)[..., :-1]], -1)
     grad_w2 = prev_sq * grad_h2
+    band = _q_band(act, q_eff.values, s.values, sb2.values, width.values, iid.values, n_layers,
+                   n_inputs=int(ds.attrs["n_inputs"]), c_input=c_input)
     for name, v in (("q", q), ("c", c), ("chi_1", chi), ("grad_h", np.sqrt(grad_h2)),
-                    ("grad_w", np.sqrt(grad_w2))):
+                    ("grad_w", np.sqrt(grad_w2)), ("q_lo", band[0]), ("q_median", band[1]),
+                    ("q_hi", band[2])):
       out[name].append(np.where(inside, v, np.nan))
 
   act_dim = ["activation"] if "activation" in ds.dims else []

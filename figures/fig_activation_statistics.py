@@ -25,10 +25,19 @@ What to read in the ratio rows: theory predicts the *mean* of ``q^l`` and
 of ``||dL/dh^l||^2``; at finite width the per-seed values are products of
 ``l`` random factors, so their spread grows with depth and their median
 falls below the mean (for ReLU ``Var[log q^l]`` grows like ``5 l / N``,
-Hanin & Rolnick 2018: at ``l = 30``, ``N = 256`` the 10-90% band is about
-0.4-2.5 and the median about 0.75 of the mean; with zero biases a ReLU
+Hanin & Rolnick 2018, Hanin & Nica 2019: at ``l = 30``, ``N = 256``,
+``Var[log q] = 0.58``, so for one input the 10-90% band is about 0.3-2.0
+and the median about 0.75 of the mean; with zero biases a ReLU
 network is positively homogeneous, so this ratio is the same for every
-``sigma_w2``). For tanh at ``sigma_w2 = 256`` most units are saturated and
+``sigma_w2``). The dotted lines in the bottom row of
+``activation_statistics.png`` are that finite-width prediction at width 256
+(:mod:`meanfield.finite_width`, log-normal with the first-order variance of
+``log q^l``; exact log moments for ReLU without biases): median and 10% and
+90% quantiles of one network's ``q^l`` over the mean-field value. The ReLU
+median's drift from 1 to about 0.75 by layer 30 is this finite-width
+effect, not a bug. The measured ``q`` averages 16 inputs that share the
+weights, which narrows the band a little against the one-input
+prediction. For tanh at ``sigma_w2 = 256`` most units are saturated and
 only a few carry the backward signal, so the gradient norms fluctuate the
 most there.
 
@@ -88,7 +97,7 @@ def compute(*, n_seeds: int, n_inputs: int, width: int = WIDTH, depth: int = DEP
                    for a in ds.activation.values])
   keep = ["q", "post_var", "grad_h", "grad_w", "first_nonfinite", "zero", "saturated"]
   out = ds[keep]
-  for name in ("q", "grad_h", "grad_w"):
+  for name in ("q", "grad_h", "grad_w", "q_median", "q_lo", "q_hi"):
     out[f"theory_{name}"] = th[name]
   out["theory_post_var"] = (th.q.dims, post)
   out = out.assign_coords(scheme=("sigma_w2", list(SCHEMES)))
@@ -147,6 +156,11 @@ def _ratio_panel(ax, ds, act, var, ylabel, *, representable):
     th = sel[f"theory_{var}"].values
     ratio = np.where(np.isfinite(ratio) & (th > low) & (th < high), ratio, np.nan)
     _seeds.band(ax, layer, ratio, color=COLORS[label])
+    if f"theory_{var}_median" in sel:          # the finite-width median and 10-90% band
+      shown = (th > low) & (th < high)
+      for part, lw in (("median", 1.3), ("lo", 0.8), ("hi", 0.8)):
+        pred = sel[f"theory_{var}_{part}"].values / th
+        ax.plot(layer, np.where(shown, pred, np.nan), color=COLORS[label], ls=":", lw=lw)
   ax.axhline(1.0, color="0.3", ls="--", lw=1.1)
   ax.set_ylim(0.0, 2.0)
   ax.set_xlim(1, layer[-1])
@@ -158,12 +172,15 @@ def _scheme(ds, act, label):
   return ds.sel(activation=act).swap_dims(sigma_w2="scheme").sel(scheme=label)
 
 
-def _legend(fig, axes, shade_label):
+def _legend(fig, axes, shade_label, finite_width=False):
   from matplotlib.lines import Line2D
   from matplotlib.patches import Patch
   handles, labels = axes.flat[0].get_legend_handles_labels()
   handles += [Line2D([], [], color="0.3", ls="--", lw=1.1), Patch(color="0.88")]
   labels += ["mean-field theory", shade_label]
+  if finite_width:
+    handles.append(Line2D([], [], color="0.3", ls=":", lw=1.3))
+    labels.append("finite-width theory at this width: median, 10-90% (bottom row)")
   fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=9)
 
 
@@ -180,7 +197,7 @@ def draw_activations(ds: xr.Dataset):
     _ratio_panel(axes[2, j], ds, act, "q", r"$q^l$ measured / theory", representable=full)
   fig.suptitle(f"Variance across depth: MLP width {ds.width.item()}, {ds.depth.item()} layers, "
                f"{ds.sizes['seed']} seeds (median, 10-90% band)")
-  _legend(fig, axes, "overflows or underflows in float32 (the line stops)")
+  _legend(fig, axes, "overflows or underflows in float32 (the line stops)", finite_width=True)
   return fig
 
 
@@ -206,8 +223,8 @@ def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
   """Write ``activation_statistics.png``/``.nc`` and ``gradient_statistics.png``/``.nc``."""
   ds = compute(n_seeds=512 if paper else 64, n_inputs=64 if paper else 16)
   outdir = pathlib.Path(outdir)
-  acts = ds[["q", "post_var", "theory_q", "theory_post_var", "first_nonfinite", "zero",
-             "saturated"]]
+  acts = ds[["q", "post_var", "theory_q", "theory_post_var", "theory_q_median", "theory_q_lo",
+             "theory_q_hi", "first_nonfinite", "zero", "saturated"]]
   grads = ds[["grad_h", "grad_w", "theory_grad_h", "theory_grad_w", "first_nonfinite"]]
   return (_common.save(draw_activations(ds), acts, outdir / "activation_statistics")
           + _common.save(draw_gradients(ds), grads, outdir / "gradient_statistics"))

@@ -27,3 +27,5 @@ from meanfield.norm import (LayerNormFixedPoint, batchnorm_gradient_factor, laye
                             layernorm_fixed_point, layernorm_propagate)
 from meanfield.dropout import (DropoutFixedPoint, dropout_c_map, dropout_fixed_point,
                                dropout_propagate, dropout_q_map)
+from meanfield.finite_width import (FiniteWidth, batch_average, finite_width_jacobian, finite_width_q,
+                                    lognormal_quantiles)

@@ -1,0 +1,445 @@
+"""Finite width: the spread and the 1/width bias of what one finite network measures.
+
+Mean-field theory (:func:`meanfield.propagate`) gives the width-to-infinity
+limit of ``q^l = |h^l|^2 / N``. At width ``N`` each network's ``q^l`` is a
+random variable: its variance across networks is ``O(l / N)`` relative, and
+its mean moves by ``O(1 / N)``. This module gives both, for any activation,
+for the plain MLP of :mod:`empirical.models` with one input ``x``
+(``h^1 = x W^1 + b^1``, ``h^l = phi(h^{l-1}) W^l + b^l``, ``W^l_ij ~
+N(0, sigma_w2 / fan_in)``, every hidden width ``N``), and the same for the
+squared norm ``|J^l u|^2`` of the Jacobian ``J^l = d h^l / d x`` applied to a
+unit vector ``u`` orthogonal to ``x``.
+
+The derivation (docs/finite_width.md) uses one exact fact: given layer
+``l - 1``, the ``N`` units of layer ``l`` are i.i.d. Gaussian with variance
+``G^l = sigma_w2 |phi(h^{l-1})|^2 / N + sigma_b2``, so ``G^l`` is a Markov
+chain whose one-step noise has variance ``sigma_w2^2 Var[phi(u)^2] / N``.
+Expanding it to first order in ``1/N`` gives the recursion of the four-point
+vertex (Roberts, Yaida & Hanin 2022, "The Principles of Deep Learning
+Theory", Ch. 4, and its ``1/n`` kernel correction, Ch. 4-5; their
+``V^{(l)} / n`` is ``Var[G^l]`` here, with ``C_W = sigma_w2``,
+``C_b = sigma_b2``, ``n = width``; derived for this network in
+docs/finite_width.md):
+
+.. math::
+
+  V^{l+1} = f'(g^l)^2 V^l + \\sigma_w^4 \\mathrm{Var}[\\phi(\\sqrt{g^l} z)^2] / N,
+  \\qquad
+  m^{l+1} = f'(g^l) m^l + \\tfrac12 f''(g^l) V^l,
+
+with ``f`` the length map, ``g^l`` the mean-field ``q^l`` and ``V^1 = m^1 =
+0``; then ``E[q^l] = g^l + m^l`` and ``Var[q^l] = V^l + 2 (g^l)^2 / N``. The
+Jacobian adds the tangent's length ``T^l`` (and the cross term ``X^l``) to
+the state; the same expansion runs on the state ``(G, X, T)``, with the
+slopes ``f'``, ``f''`` from Gaussian integrals (no autodiff through quadrature).
+
+Across depth the relative variance ``s^l = Var / mean^2`` adds up layer by
+layer; at ``beta = depth / width`` not small it is the variance of
+``log q^l``, and ``q^l`` is close to log-normal (Hanin & Nica 2019:
+``log |h^L|^2`` is asymptotically Gaussian for ReLU, with variance about
+``5 beta``). :func:`lognormal_quantiles` gives the predicted median and
+quantiles. For ReLU and linear networks without biases the log is exactly a
+sum of independent layer terms (``log chi^2`` of a binomial number of
+degrees of freedom), and its mean and variance are computed exactly, at any
+``beta``.
+
+Every function broadcasts over ``q_input``, ``c_input``, ``sigma_w2``,
+``sigma_b2`` (results: broadcast shape ``+ (depth,)``), computes in their
+floating dtype and compiles once per activation and depth (the width is a
+traced value). ``width=None`` is the infinite-width limit: mean-field
+means and zero variance.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.special
+from scipy.special import ndtri
+
+from meanfield import _checks
+from meanfield._integrals import as_arrays
+from meanfield.activations import Activation, activation as _activation
+from meanfield.gaussian import DEFAULT_DEGREE, bivariate_expectation, gaussian_expectation
+from meanfield.network import accepts_network
+
+__all__ = ["FiniteWidth", "finite_width_q", "finite_width_jacobian", "lognormal_quantiles",
+           "batch_average"]
+
+Array = jax.Array
+ArrayLike = Any
+
+#: Activations whose network without biases multiplies ``q`` by independent layer factors.
+_HOMOGENEOUS = ("relu", "linear")
+
+
+class FiniteWidth(NamedTuple):
+  """Moments across networks of a per-layer quantity; every field ``batch + (depth,)``.
+
+  Index ``l - 1`` of the last axis holds layer ``l``.
+
+  Attributes:
+    mean: ``E[.]`` to first order in ``1 / width``.
+    var: ``Var[.]`` to first order in ``1 / width`` (zero at infinite width).
+    log_mean: ``E[log .]``; the log-normal value ``log(mean) - log_var / 2``,
+      or exact for ReLU and linear networks without biases.
+    log_var: ``Var[log .]``, the accumulated relative variance (exact for
+      ReLU and linear networks without biases).
+    mean_field: the infinite-width value.
+    cov: :func:`finite_width_q` only: ``Cov[q_a^l, q_b^l]`` to first order, for
+      two inputs of the same length with cosine ``c_input`` (they share the
+      weights); nan for the Jacobian.
+  """
+
+  mean: Array
+  var: Array
+  log_mean: Array
+  log_var: Array
+  mean_field: Array
+  cov: Array
+
+
+# --- one step of the chain ------------------------------------------------------------
+
+
+def _expectations(act: Activation, g: Array) -> dict[str, Array]:
+  """Gaussian integrals over ``h ~ N(0, g)`` of one activation, one quadrature (``g > 0``).
+
+  Keys ``e2, e4`` (``E[phi^2], E[phi^4]``), ``d2, d4`` (``E[phi'^2], E[phi'^4]``),
+  ``e2d2`` (``E[phi^2 phi'^2]``), ``hpd`` (``E[h phi phi']``), ``h2d2``
+  (``E[h^2 phi'^2]``), and the first and second derivatives in ``g`` of
+  ``e2`` and ``d2`` (``e2_1, e2_2, d2_1, d2_2``), from the derivatives of the
+  Gaussian density, ``d/dg E[f] = E[f (h^2 - g)] / (2 g^2)`` and
+  ``d^2/dg^2 E[f] = E[f ((h^2 - g)^2 / (4 g^4) - h^2 / g^3 + 1 / (2 g^2))]``:
+  no derivative of ``phi`` or of the rule, so kinks anywhere are exact.
+  """
+  def integrand(h):
+    p, d = act.fn(h), act.derivative(h)
+    p2, d2, h2 = p * p, d * d, h * h
+    w1 = (h2 - g[..., None]) / (2 * g[..., None] ** 2)
+    w2 = w1 * w1 - h2 / g[..., None] ** 3 + 1 / (2 * g[..., None] ** 2)
+    return {"e2": p2, "e4": p2 * p2, "d2": d2, "d4": d2 * d2, "e2d2": p2 * d2,
+            "hpd": h * p * d, "h2d2": h2 * d2, "e2_1": p2 * w1, "e2_2": p2 * w2,
+            "d2_1": d2 * w1, "d2_2": d2 * w2}
+  return gaussian_expectation(integrand, g, kinks=act.kinks, degree=DEFAULT_DEGREE)
+
+
+class _State(NamedTuple):
+  """The chain at one layer (arrays of the batch shape).
+
+  ``g``, ``tau``: mean-field ``G`` and ``T``; ``m_g``, ``m_t``: their
+  first-order mean shifts; ``v_gg``, ``v_gt``, ``v_tt``, ``v_xx``: the
+  first-order covariances of ``(G, X, T)`` (``X`` has mean 0 and is
+  uncorrelated with ``G`` and ``T`` by the symmetry ``u -> -u``); ``g_ab``:
+  mean-field covariance of a second input's pre-activations with the
+  first's, ``v_ab``: first-order ``Cov[G_a, G_b]``.
+  """
+
+  g: Array
+  tau: Array
+  m_g: Array
+  m_t: Array
+  v_gg: Array
+  v_gt: Array
+  v_tt: Array
+  v_xx: Array
+  g_ab: Array
+  v_ab: Array
+
+
+def _step(act: Activation, pairs: bool, sigma_w2: Array, sigma_b2: Array, inv_width: Array,
+          s: _State) -> _State:
+  """One layer of the first-order chain (docs/finite_width.md, Sec. 2-4).
+
+  Given ``(G, X, T)`` the next layer's ``(h_i, t_i)`` are i.i.d.
+  ``N(0, [[G, X], [X, T]])``, so the next state has conditional mean
+  ``F = (sigma_w2 E[phi^2] + sigma_b2, sigma_w2 X E[h phi phi'] / G,
+  sigma_w2 ((T - X^2/G) E[phi'^2] + X^2 E[h^2 phi'^2] / G^2))`` and
+  ``width x`` conditional covariance ``C``; then
+  ``m' = J m + H : V / 2`` and ``V' = J V J^T + C / N`` with ``J``, ``H``
+  the slopes and curvatures of ``F`` at the mean-field state.
+  """
+  e = _expectations(act, s.g)
+  sw, tau = sigma_w2, s.tau
+  j_gg, j_tg, j_tt = sw * e["e2_1"], sw * tau * e["d2_1"], sw * e["d2"]
+  j_xx = sw * e["hpd"] / s.g
+  h_xx = 2 * sw * (e["h2d2"] / s.g ** 2 - e["d2"] / s.g)       # d^2 F_T / dX^2
+  w2 = sw * sw
+  c_gg = w2 * (e["e4"] - e["e2"] ** 2)
+  c_gt = w2 * tau * (e["e2d2"] - e["e2"] * e["d2"])
+  c_tt = w2 * tau * tau * (3 * e["d4"] - e["d2"] ** 2)
+  c_xx = w2 * tau * e["e2d2"]
+  if pairs:                                   # the second input (2-D quadrature)
+    c = jnp.clip(s.g_ab / s.g, -1, 1)
+    cross, cross_sq = bivariate_expectation(
+        lambda u1, u2: (act.fn(u1) * act.fn(u2), (act.fn(u1) * act.fn(u2)) ** 2),
+        s.g, s.g, s.g * c, kinks=act.kinks)
+  else:
+    cross = cross_sq = jnp.full_like(s.g, jnp.nan)
+  return _State(
+      g=sw * e["e2"] + sigma_b2,
+      tau=sw * e["d2"] * tau,
+      m_g=j_gg * s.m_g + 0.5 * sw * e["e2_2"] * s.v_gg,
+      m_t=(j_tg * s.m_g + j_tt * s.m_t
+           + 0.5 * (sw * tau * e["d2_2"] * s.v_gg + 2 * sw * e["d2_1"] * s.v_gt
+                    + h_xx * s.v_xx)),
+      v_gg=j_gg * j_gg * s.v_gg + inv_width * c_gg,
+      v_gt=j_gg * (j_tg * s.v_gg + j_tt * s.v_gt) + inv_width * c_gt,
+      v_tt=(j_tg * j_tg * s.v_gg + 2 * j_tg * j_tt * s.v_gt + j_tt * j_tt * s.v_tt
+            + inv_width * c_tt),
+      v_xx=j_xx * j_xx * s.v_xx + inv_width * c_xx,
+      g_ab=sw * cross + sigma_b2,
+      v_ab=j_gg * j_gg * s.v_ab + inv_width * w2 * (cross_sq - e["e2"] ** 2))
+
+
+def _chain(act, pairs, depth, inv_width, g1, tau1, g_ab1, sigma_w2, sigma_b2) -> _State:
+  """The chain at layers ``1..depth``: fields of shape ``(depth,) + batch``."""
+  zero = jnp.zeros_like(g1)
+  start = _State(g1, tau1, *(zero,) * 6, g_ab1, zero)
+
+  def layer(s, _):
+    nxt = _step(act, pairs, sigma_w2, sigma_b2, inv_width, s)
+    return nxt, nxt
+
+  _, rest = jax.lax.scan(layer, start, None, length=depth - 1)
+  return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b], axis=0), start, rest)
+
+
+# --- exact log moments of homogeneous networks without biases -----------------------------
+
+
+def _log_chi2_moments(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """``E[log chi^2_k]`` and ``Var[log chi^2_k]`` (``k > 0``), float64."""
+  return scipy.special.digamma(k / 2) + np.log(2.0), scipy.special.polygamma(1, k / 2)
+
+
+@functools.lru_cache(maxsize=256)
+def _log_factors(act_name: str, width: int) -> tuple[float, float, float, float]:
+  """Mean and variance of ``log(chi^2_K / N)`` for a hidden layer and of ``log(chi^2_N / N)``.
+
+  ``K`` is the number of units a layer passes on. ReLU: ``K ~ Binomial(N,
+  1/2)`` conditioned on ``K >= 1`` (all units off, probability ``2^-N``,
+  kills the network); linear: ``K = N``. Constants of the width, computed
+  once per width in float64 (so the width need not be static in the jitted
+  program).
+  """
+  n = float(width)
+  last_mean, last_var = _log_chi2_moments(np.float64(n))
+  if act_name == "linear":
+    return last_mean - np.log(n), last_var, last_mean - np.log(n), last_var
+  k = np.arange(1, width + 1, dtype=np.float64)
+  logp = (scipy.special.gammaln(n + 1) - scipy.special.gammaln(k + 1)
+          - scipy.special.gammaln(n - k + 1) - n * np.log(2.0))
+  p = np.exp(logp) / -np.expm1(-n * np.log(2.0))
+  a, b = _log_chi2_moments(k)
+  mean = float(np.sum(p * a))
+  var = float(np.sum(p * (b + (a - mean) ** 2)))
+  return mean - np.log(n), var, float(last_mean) - np.log(n), float(last_var)
+
+
+def _exact_log_moments(depth, factors, log_first, sigma_w2):
+  """``E``, ``Var`` of ``log(G^l chi^2_N / N)``, ``log G^1 = log_first``: ``batch + (depth,)``."""
+  hm, hv, lm, lv = factors[0], factors[1], factors[2], factors[3]
+  ell = jnp.arange(depth, dtype=log_first.dtype).reshape((1,) * log_first.ndim + (depth,))
+  mean = log_first[..., None] + ell * (jnp.log(sigma_w2)[..., None] + hm) + lm   # ell = l - 1
+  var = jnp.broadcast_to(ell * hv + lv, mean.shape)
+  return mean, var
+
+
+# --- the public functions ---------------------------------------------------------------
+
+
+def _check(depth, width, q_input, sigma_w2, sigma_b2):
+  depth = _checks.check_positive_int("depth", depth)
+  if width is not None:
+    width = _checks.check_positive_int("width", width)
+  q_input = _checks.nonnegative("q_input", q_input, "a length")
+  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+  return depth, width, q_input, sigma_w2, sigma_b2
+
+
+@functools.partial(jax.jit, static_argnames=("act", "depth", "exact", "pairs"))
+def _finite_width(act, depth, pairs, exact, n, factors, q_input, c_input, sigma_w2, sigma_b2,
+                  in_features):
+  """``(q stats, |J u|^2 stats)``, one program for both; ``n = 0`` for infinite width.
+
+  ``exact``: use the exact log moments ``factors`` (:func:`_log_factors`)
+  where ``sigma_b2 = 0``; ``pairs``: compute the covariance with a second
+  input at cosine ``c_input`` (else nan).
+  """
+  q_input, c_input, sigma_w2, sigma_b2, in_features = as_arrays(
+      q_input, c_input, sigma_w2, sigma_b2, in_features)
+  n = jnp.asarray(n, q_input.dtype)                 # a scalar
+  inv_width = jnp.where(n > 0, 1 / jnp.where(n > 0, n, 1), 0.0)
+  scale = jnp.where(n > 0, n, 1.0)                  # |J u|^2 = N T (chi^2_N / N)
+  g1 = sigma_w2 * q_input + sigma_b2
+  s = _chain(act, pairs, depth, inv_width, g1, sigma_w2 / in_features,
+             sigma_w2 * q_input * c_input + sigma_b2, sigma_w2, sigma_b2)
+  last = lambda a: jnp.moveaxis(a, 0, -1)
+  cov_q = last(s.v_ab) + 2 * inv_width * last(s.g_ab) ** 2
+  out = []
+  for mf, shift, var, first, factor, cov in (
+      (s.g, s.m_g, s.v_gg, g1, 1.0, cov_q),
+      (s.tau, s.m_t, s.v_tt, scale * s.tau[0], scale,
+       jnp.full_like(cov_q, jnp.nan))):
+    mf, shift, var = last(mf), last(shift), last(var)
+    log_var = var / (mf * mf) + 2 * inv_width
+    log_mean = jnp.log(mf + shift) - log_var / 2
+    if exact:
+      ex_mean, ex_var = _exact_log_moments(depth, factors.astype(mf.dtype), jnp.log(first),
+                                           sigma_w2)
+      no_bias = (sigma_b2 == 0)[..., None]
+      log_mean = jnp.where(no_bias, ex_mean, log_mean)
+      log_var = jnp.where(no_bias, ex_var, log_var)
+    out.append(FiniteWidth(mean=factor * (mf + shift),
+                           var=factor * factor * (var + 2 * inv_width * mf * mf),
+                           log_mean=log_mean, log_var=log_var, mean_field=factor * mf,
+                           cov=cov))
+  return tuple(out)
+
+
+def _width_args(act: Activation, width: int | None) -> tuple[bool, float, np.ndarray]:
+  """``(exact, n, factors)`` for :func:`_finite_width` (``n = 0``: infinite width)."""
+  if width is None:
+    return False, 0.0, np.zeros(4)
+  exact = act.name in _HOMOGENEOUS
+  return exact, float(width), np.asarray(_log_factors(act.name, width) if exact else np.zeros(4))
+
+
+@accepts_network
+def finite_width_q(*, q_input: ArrayLike, depth: int, width: int | None, sigma_w2: ArrayLike,
+                   sigma_b2: ArrayLike, activation: Any, c_input: ArrayLike | None = None
+                   ) -> FiniteWidth:
+  """Moments across networks of ``q^l = |h^l|^2 / N``, one input, to first order in ``1/N``.
+
+  The input has ``|x|^2 / N_0 = q_input``; layer 1 is ``h^1 = x W^1 + b^1``,
+  so ``q^1`` is exactly ``(sigma_w2 q_input + sigma_b2) chi^2_N / N``. For
+  deeper layers see the module docstring (the four-point vertex recursion of
+  Roberts, Yaida & Hanin 2022, Ch. 4-5).
+
+  Args:
+    q_input: the input's squared length per coordinate, ``>= 0``.
+    depth: number of layers ``L >= 1``.
+    width: units per layer ``N``; ``None`` for the infinite-width limit.
+    sigma_w2, sigma_b2: weight and bias variances, ``>= 0``.
+    activation: a name, an :class:`~meanfield.Activation` or a callable.
+    c_input: the cosine of a second input of the same length, for the field
+      ``cov`` (``Cov[q_a^l, q_b^l]``, which gives the spread of ``q``
+      averaged over a batch of inputs: :func:`batch_average`); ``None``
+      (default) skips it (``cov`` is nan; one 2-D quadrature per layer less).
+
+  Returns:
+    A :class:`FiniteWidth` with fields of shape
+    ``broadcast(q_input, c_input, sigma_w2, sigma_b2).shape + (depth,)``.
+
+  Example::
+
+    fw = meanfield.finite_width_q(q_input=1.0, depth=30, width=256, sigma_w2=2.0,
+                                  sigma_b2=0.0, activation="relu")
+    fw.log_var[-1]        # about 5 * 29 / 256 + 2 / 256 (Hanin & Nica 2019)
+
+  Raises:
+    ValueError: ``depth < 1``, ``width < 1``, negative ``q_input`` or variance,
+      unknown activation.
+  """
+  act = _activation(activation)
+  depth, width, q_input, sigma_w2, sigma_b2 = _check(depth, width, q_input, sigma_w2, sigma_b2)
+  if c_input is not None:
+    c_input = _checks.correlation("c_input", c_input)
+  pairs = c_input is not None
+  c_input = 0.0 if c_input is None else c_input
+  return _finite_width(act, depth, pairs, *_width_args(act, width), q_input, c_input, sigma_w2,
+                       sigma_b2, 1.0)[0]
+
+
+@accepts_network
+def finite_width_jacobian(*, q_input: ArrayLike, depth: int, width: int | None,
+                          sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
+                          in_features: int | None = None) -> FiniteWidth:
+  """Moments across networks of ``|J^l u|^2``, ``J^l = d h^l / d x``, ``u`` a unit vector ``_|_ x``.
+
+  Layer 1 gives ``|J^1 u|^2 = |u W^1|^2``, exactly ``sigma_w2 N / N_0``
+  times ``chi^2_N / N``; above, the tangent ``t^l = J^l u`` obeys
+  ``t^l = (phi'(h^{l-1}) * t^{l-1}) W^l``. The mean-field value is
+  ``(N / N_0) sigma_w2 prod_{k<l} chi^k`` with ``chi^k = sigma_w2
+  E[phi'(sqrt(q^k) z)^2]`` (Pennington et al. 2017; Hanin 2018 for the
+  finite-width spread of ReLU networks, whose law is that of ``q^l``).
+
+  Args:
+    q_input, depth, width, sigma_w2, sigma_b2, activation: as in
+      :func:`finite_width_q`; ``width=None`` gives the mean-field values per
+      unit of width (the ``N / N_0`` factor taken as 1).
+    in_features: the input dimension ``N_0``; default ``width``.
+
+  Returns:
+    A :class:`FiniteWidth` of ``|J^l u|^2``, shape as in :func:`finite_width_q`.
+
+  Raises:
+    ValueError: as :func:`finite_width_q`; ``in_features < 1``.
+  """
+  act = _activation(activation)
+  depth, width, q_input, sigma_w2, sigma_b2 = _check(depth, width, q_input, sigma_w2, sigma_b2)
+  if in_features is None:
+    in_features = width or 1
+  in_features = _checks.check_positive_int("in_features", in_features)
+  return _finite_width(act, depth, False, *_width_args(act, width), q_input, 0.0, sigma_w2,
+                       sigma_b2, float(in_features))[1]
+
+
+def lognormal_quantiles(stats: FiniteWidth, quantiles: ArrayLike = (0.1, 0.5, 0.9)) -> Array:
+  """Quantiles of a per-layer quantity taken as log-normal: ``exp(log_mean + z_p sqrt(log_var))``.
+
+  Args:
+    stats: a :class:`FiniteWidth` (from :func:`finite_width_q` or
+      :func:`finite_width_jacobian`).
+    quantiles: probabilities in ``(0, 1)``; the median is ``0.5``.
+
+  Returns:
+    ``(len(quantiles),) + stats.mean.shape``, in the dtype of ``stats``. At
+    infinite width every quantile is the mean-field value.
+
+  Raises:
+    ValueError: a probability outside ``(0, 1)``.
+  """
+  p = np.atleast_1d(np.asarray(quantiles, np.float64))
+  if p.ndim != 1 or not np.all((p > 0) & (p < 1)):
+    raise ValueError(f"`quantiles` must be probabilities in (0, 1), got {quantiles!r}")
+  if not isinstance(stats, FiniteWidth):
+    raise ValueError(f"`stats` must be a meanfield.FiniteWidth, got {type(stats).__name__}")
+  z = jnp.asarray(ndtri(p), stats.log_mean.dtype).reshape((-1,) + (1,) * stats.log_mean.ndim)
+  return jnp.exp(stats.log_mean[None] + z * jnp.sqrt(stats.log_var)[None])
+
+
+def batch_average(stats: FiniteWidth, n_inputs: int, cov: ArrayLike | None = None
+                  ) -> FiniteWidth:
+  """Moments of ``q^l`` averaged over ``n_inputs`` inputs that share the weights.
+
+  ``Var[mean_a q_a] = Var[q] / B + (1 - 1/B) Cov`` for ``B = n_inputs``
+  inputs of one length whose pairs all have the covariance ``cov`` (default
+  ``stats.cov``; pass an average over pairs for inputs of mixed cosines).
+  ``log_var`` is scaled by the same factor (first order; for the exact
+  homogeneous log moments an approximation), ``log_mean`` moves to keep the
+  mean.
+
+  Args:
+    stats: from :func:`finite_width_q`.
+    n_inputs: ``B >= 1``.
+    cov: ``Cov[q_a^l, q_b^l]`` of the pairs, broadcastable to ``stats.var``.
+
+  Returns:
+    A :class:`FiniteWidth` of the batch average (``cov`` is that of the pairs).
+  """
+  n_inputs = _checks.check_positive_int("n_inputs", n_inputs)
+  if not isinstance(stats, FiniteWidth):
+    raise ValueError(f"`stats` must be a meanfield.FiniteWidth, got {type(stats).__name__}")
+  cov = stats.cov if cov is None else jnp.asarray(cov, stats.var.dtype)
+  single = stats.var
+  var = single / n_inputs + (1 - 1 / n_inputs) * cov
+  ratio = jnp.where(single > 0, var / jnp.where(single > 0, single, 1), 0.0)
+  log_var = stats.log_var * ratio
+  return stats._replace(var=var, log_var=log_var,
+                        log_mean=stats.log_mean + (stats.log_var - log_var) / 2, cov=cov)
