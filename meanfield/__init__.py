@@ -16,3 +16,4 @@ from meanfield.spectrum import (JacobianMoments, JacobianSpectrum, jacobian_mome
                                  jacobian_spectrum, jacobian_spectrum_edge)
 from meanfield.depth import DepthScales, depth_scale, depth_scales, gradient_depth_scale
 from meanfield.phase import CriticalLine, critical_line, critical_sigma_w2, phase_diagram
+from meanfield.conv import (FOOTPRINTS, ConvDepthScales, ConvFixedPoint, ConvPropagation, conv_covariance_map, conv_depth_scales, conv_fixed_point, conv_phase_diagram, conv_propagate, footprint_weights, mode_eigenvalues, spatial_modes)
