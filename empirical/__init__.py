@@ -10,3 +10,4 @@ from empirical.models import MLP, Params, forward, layer_scales, network_key, sc
 from empirical.overlay import theory
 from empirical.probes import Stats, measure
 from empirical.sweep import input_statistics, make_inputs, run_chunked, sweep
+from empirical.conv import (CNN, ConvInit, ConvParams, ConvStats, conv_forward, conv_jacobian, conv_measure, conv_params, conv_singular_values, conv_sweep, kernel_init, kernel_init_names)
