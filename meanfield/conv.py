@@ -351,8 +351,9 @@ def conv_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: An
   q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
   fp, _ = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)
   c = fp.value
-  eye = jnp.eye(n, dtype=c.dtype)
-  cov = q[..., None, None] * (c[..., None, None] + (1 - c[..., None, None]) * eye)
+  eye = jnp.eye(n, dtype=c.dtype).reshape((1,) * c.ndim + (n, n))
+  cq, cc = q[..., None, None], c[..., None, None]
+  cov = cq * (cc + (1 - cc) * eye)
   return ConvFixedPoint(q_star=q, c_star=c, covariance=cov)
 
 
@@ -405,8 +406,9 @@ def conv_depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: A
   _, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)
   slope_q = _q_slope(act, sigma_w2, q)
   lam_j = jnp.asarray(lam, chi_c.dtype)
-  sq = slope_q[..., None] * lam_j
-  sc = chi_c[..., None] * lam_j
+  lam_b = lam_j.reshape((1,) * chi_c.ndim + lam_j.shape)
+  sq = slope_q[..., None] * lam_b
+  sc = chi_c[..., None] * lam_b
   return ConvDepthScales(eigenvalue=lam_j, slope_q=sq, slope_c=sc,
                          xi_q=depth_scale(jnp.abs(sq)), xi_c=depth_scale(jnp.abs(sc)))
 
