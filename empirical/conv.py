@@ -196,7 +196,7 @@ def _conv(a: Array, w: Array) -> Array:
 
 def _layers(phi: Activation, params: ConvParams, x: Array, shifts: Array | None = None):
   """Pre-activations of every layer, ``(L, n, C)``; ``shifts`` (same shape) are added to them."""
-  h1 = _conv(x, params.w_in) + params.b_in
+  h1 = _conv(x, params.w_in) + params.b_in[None, :]
   if shifts is not None:
     h1 = h1 + shifts[0]
     rest_shifts = shifts[1:]
@@ -205,7 +205,7 @@ def _layers(phi: Activation, params: ConvParams, x: Array, shifts: Array | None 
 
   def step(h, layer):
     w, b, s = layer
-    nxt = _conv(phi.fn(h), w) + b + s
+    nxt = _conv(phi.fn(h), w) + b[None, :] + s
     return nxt, nxt
 
   _, hs = jax.lax.scan(step, h1, (params.w, params.b, rest_shifts))
