@@ -178,13 +178,7 @@ def _draw(key, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b
     return w, b
 
   w_in, b_in = layer(0, in_channels)
-  rest = [layer(l, width) for l in range(1, depth)]
-  if rest:
-    w = jnp.stack([r[0] for r in rest])
-    b = jnp.stack([r[1] for r in rest])
-  else:
-    w = jnp.zeros((0, kernel_size, width, width), w_in.dtype)
-    b = jnp.zeros((0, width), w_in.dtype)
+  w, b = jax.vmap(lambda l: layer(l, width))(jnp.arange(1, depth))   # one program for any depth
   return ConvParams(w_in, b_in, w, b)
 
 
@@ -334,15 +328,23 @@ def conv_singular_values(key: Array, *, activation="tanh", width: int = 32, spat
   scheme.init.check_sigma_w2(sigma_w2)
   dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
 
+  return _singular_values(key, jnp.asarray(sigma_w2, dtype), jnp.asarray(sigma_b2, dtype),
+                          jnp.asarray(q, dtype), phi=phi, width=width, n=n, depth=depth,
+                          kernel_size=kernel_size, scheme=scheme, n_seeds=n_seeds)
+
+
+@functools.partial(jax.jit, static_argnames=("phi", "width", "n", "depth", "kernel_size",
+                                             "scheme", "n_seeds"))
+def _singular_values(key, sigma_w2, sigma_b2, q, *, phi, width, n, depth, kernel_size, scheme,
+                     n_seeds):
   def one(i):
     k = jax.random.fold_in(key, i)
     p = _draw(jax.random.fold_in(k, 0), width, width, depth, kernel_size, scheme, sigma_w2,
-              sigma_b2, dtype)
-    x = phi.fn(jnp.sqrt(jnp.asarray(q, dtype))
-               * jax.random.normal(jax.random.fold_in(k, 1), (n, width), dtype))
+              sigma_b2, q.dtype)
+    x = phi.fn(jnp.sqrt(q) * jax.random.normal(jax.random.fold_in(k, 1), (n, width), q.dtype))
     return jnp.linalg.svd(conv_jacobian(p, x, activation=phi), compute_uv=False)
 
-  return jnp.stack([jax.jit(one)(i) for i in range(n_seeds)])
+  return jax.lax.map(one, jnp.arange(n_seeds))
 
 
 class CNN(nnx.Module):
