@@ -413,6 +413,7 @@ def conv_depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: A
                          xi_q=depth_scale(jnp.abs(sq)), xi_c=depth_scale(jnp.abs(sc)))
 
 
+@accepts_network
 def conv_phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
                        kernel_size: int, spatial_size: int,
                        footprint: str | ArrayLike = "uniform",
