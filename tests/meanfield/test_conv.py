@@ -43,9 +43,9 @@ def test_covariance_map_against_monte_carlo(x64):
   k_mc, k_se = prod.mean(0), prod.std(0) / np.sqrt(m)
   avg = lambda k_: sum(np.roll(k_, (-b, -b), axis=(0, 1)) for b in (-1, 0, 1)) / 3
   expected = 1.7 * avg(k_mc) + 0.2
-  se = 1.7 * np.sqrt(avg(k_se ** 2) / 3)   # bound: the averaged entries' errors are correlated
+  # the standard error of an average of correlated entries is at most the average of theirs
+  assert out.shape == (n, n)
   assert np.all(np.abs(out - expected) <= 5 * 1.7 * avg(k_se))
-  assert out.shape == (n, n) and np.all(se > 0)
 
 
 def test_delta_footprint_is_the_mlp_per_pair(x64):
