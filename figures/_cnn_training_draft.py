@@ -1,4 +1,11 @@
-"""DRAFT, not in the gallery (untuned, too slow for the one-minute default here): Xiao et al.'s headline at CPU scale.
+"""DRAFT, not in the gallery (untuned): Xiao et al.'s headline at CPU scale.
+
+Status (2026-12-01): at depth 64-128, 16-32 channels, 300 steps, neither scheme trains
+usefully yet (test accuracy 0.1-0.24; delta-orthogonal ahead at depth 64 with SGD
+lr 1e-2, 1-D over 64 pixels; with rows as positions and pixels as channels, depth 128,
+neither). Tried: SGD+momentum lr 5e-2 (diverges), 1e-2, 3e-3; Adam 3e-3. Likely causes:
+q* = 0.026 makes phi(h^L) small (readout signal ~0.16) and Xiao et al. train for thousands
+of steps; the delta first layer mixes no positions until training grows the off-centre taps.
 
 After Xiao et al. 2018 (Fig. 1: 10,000-layer vanilla tanh CNNs on MNIST and
 CIFAR-10). Tanh at their critical point ``(sigma_w2, sigma_b2) = (1.05,
@@ -49,14 +56,14 @@ def _train(init, data, *, depth, width, steps, batch, lr, key):
   from meanfield.activations import activation as _act
   phi = _act("tanh")
   k_p, k_o, k_b = jax.random.split(key, 3)
-  conv_p = _conv.conv_params(k_p, in_channels=1, width=width, depth=depth, kernel_size=3,
+  conv_p = _conv.conv_params(k_p, in_channels=8, width=width, depth=depth, kernel_size=3,
                              init=init, sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2)
   w_out = jax.random.normal(k_o, (width, 10)) / np.sqrt(width)
   params = (conv_p, w_out)
   opt = optax.sgd(lr, momentum=0.9)
   state = opt.init(params)
-  x_tr, y_tr = data.x_train[..., None], data.y_train
-  x_te, y_te = data.x_test[..., None], data.y_test
+  x_tr, y_tr = data.x_train.reshape(-1, 8, 8), data.y_train   # rows as positions, pixels as channels
+  x_te, y_te = data.x_test.reshape(-1, 8, 8), data.y_test
 
   def loss_fn(p, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(_logits(p, x, phi), y).mean()
