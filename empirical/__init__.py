@@ -13,3 +13,4 @@ from empirical.sweep import input_statistics, make_inputs, run_chunked, sweep
 from empirical.rnn import RNNStats, rnn_jacobian_moments, rnn_statistics
 from empirical.reinit import reinit
 from empirical.diagnosis import DIAGNOSE_DOCS, Verdict, diagnose, diagnose_figure, verdict
+from empirical.conv import (CNN, ConvInit, ConvParams, ConvStats, conv_forward, conv_jacobian, conv_measure, conv_params, conv_singular_values, conv_sweep, kernel_init, kernel_init_names)

@@ -29,3 +29,4 @@ from meanfield.dropout import (DropoutFixedPoint, dropout_c_map, dropout_fixed_p
                                dropout_propagate, dropout_q_map)
 from meanfield.finite_width import (FiniteWidth, batch_average, finite_width_jacobian, finite_width_q,
                                     lognormal_quantiles)
+from meanfield.conv import (FOOTPRINTS, ConvDepthScales, ConvFixedPoint, ConvPropagation, conv_covariance_map, conv_depth_scales, conv_fixed_point, conv_phase_diagram, conv_propagate, footprint_weights, mode_eigenvalues, spatial_modes)

@@ -1,0 +1,381 @@
+"""Random convolutional networks with circular padding, many at once, measured layer by layer.
+
+The network (1-D, ``n`` positions, ``C`` channels = ``width``, odd kernel
+size ``k``), input ``x`` of shape ``(n, C_0)``:
+
+.. math::
+
+  h^1 = \\mathrm{conv}(x, W^1) + b^1, \\qquad
+  h^{l+1} = \\mathrm{conv}(\\phi(h^l), W^{l+1}) + b^{l+1},
+  \\qquad \\mathrm{conv}(a, W)_{p} = \\sum_{j} a_{p + j - (k-1)/2}\\, W_j
+
+(positions mod ``n``): the cross-correlation with circular padding that
+``flax.nnx.Conv(..., padding="CIRCULAR")`` computes (:class:`CNN` is that
+module, with the same parameters). Kernels have Flax's layout ``(k, C_in,
+C_out)``; biases ``N(0, sigma_b2)``.
+
+Kernel schemes (:func:`kernel_init`): every scheme of
+:data:`empirical.INITS` spread over the footprint, ``W`` reshaped from the
+scheme's ``(k C_in, C_out)`` draw (fan-in ``k C_in``; ``"gaussian"`` gives
+``W_ij ~ N(0, sigma_w2 / (k C_in))``, the theory's ``"uniform"`` footprint),
+and ``"delta_<scheme>"``: the scheme's ``(C_in, C_out)`` draw on the centre
+tap (fan-in ``C_in``), zeros elsewhere (the ``"delta"`` footprint).
+``"delta_orthogonal"`` is Xiao et al. 2018's delta-orthogonal kernel. These
+live here rather than as entries of :data:`empirical.INITS` because an
+:class:`~empirical.Init` draws a ``(fan_in, fan_out)`` matrix and knows no
+spatial footprint; a kernel scheme is an Init plus where its draw goes.
+
+Probes (:func:`conv_measure`) per layer: the covariance across positions
+``Sigma_ab = h_a . h_b / C`` (``(n, n)``, whose diagonal mean is ``q^l`` and
+whose Fourier modes along the diagonals are :func:`spatial_modes`), and the
+norm of the backpropagated signal ``|dL/dh^l|`` for the loss ``L = r .
+phi(h^L)`` with a fixed random unit ``r``. Theory: :mod:`meanfield.conv`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from empirical import inits as _inits
+from meanfield.activations import Activation, activation as _activation
+
+__all__ = ["ConvInit", "kernel_init", "kernel_init_names", "ConvParams", "conv_params",
+           "conv_forward", "ConvStats", "conv_measure", "conv_sweep", "conv_jacobian",
+           "conv_singular_values", "spatial_modes", "CNN"]
+
+Array = jax.Array
+DELTA = "delta_"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvInit:
+  """A kernel scheme: an :class:`empirical.Init` and where its draw goes.
+
+  Attributes:
+    init: the matrix scheme.
+    delta: ``True``: the ``(C_in, C_out)`` draw on the centre tap, zeros
+      elsewhere; ``False``: the ``(k C_in, C_out)`` draw over all taps.
+  """
+
+  init: _inits.Init
+  delta: bool
+
+  @property
+  def name(self) -> str:
+    return (DELTA if self.delta else "") + self.init.name
+
+  @property
+  def footprint(self) -> str:
+    """The theory's footprint (:func:`meanfield.footprint_weights`)."""
+    return "delta" if self.delta else "uniform"
+
+  @property
+  def law(self) -> str:
+    """The weight law the theory reads (``"gaussian"`` or ``"orthogonal"``)."""
+    return "orthogonal" if self.init.name == "orthogonal" else "gaussian"
+
+  def kernel(self, key: Array, shape: tuple[int, int, int], sigma_w2=None, dtype=None) -> Array:
+    """A kernel of ``shape = (k, C_in, C_out)``."""
+    k, c_in, c_out = shape
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
+
+    def draw(key, matrix_shape, dtype):   # Init.initializer without its eager check (traceable)
+      w = self.init.standard(key, matrix_shape, dtype)
+      return (w * jnp.asarray(self.init.scale(sigma_w2, *matrix_shape), dtype)).astype(dtype)
+
+    if self.delta:
+      centre = draw(key, (c_in, c_out), dtype)
+      return jnp.zeros((k, c_in, c_out), centre.dtype).at[k // 2].set(centre)
+    return draw(key, (k * c_in, c_out), dtype).reshape(k, c_in, c_out)
+
+
+def kernel_init_names() -> tuple[str, ...]:
+  """The kernel schemes: every :func:`empirical.init_names` entry and its ``delta_`` form."""
+  names = _inits.init_names()
+  return names + tuple(DELTA + n for n in names)
+
+
+def kernel_init(spec: str | ConvInit | _inits.Init) -> ConvInit:
+  """The :class:`ConvInit` of a name (``"gaussian"``, ``"delta_orthogonal"``, ...) or an Init.
+
+  Raises:
+    ValueError: an unknown name, listing the valid ones.
+  """
+  if isinstance(spec, ConvInit):
+    return spec
+  if isinstance(spec, _inits.Init):
+    return ConvInit(spec, False)
+  if isinstance(spec, str):
+    delta = spec.startswith(DELTA)
+    try:
+      return ConvInit(_inits.init(spec[len(DELTA):] if delta else spec), delta)
+    except ValueError:
+      pass
+  raise ValueError(f"`init` must be one of {', '.join(kernel_init_names())} (or normal(std), "
+                   f"constant(value), with or without 'delta_'), got {spec!r}")
+
+
+def _positive_int(name: str, value: Any) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+  return int(value)
+
+
+def _check(*, depth, width, kernel_size, in_channels=1):
+  _positive_int("depth", depth)
+  _positive_int("width", width)
+  _positive_int("in_channels", in_channels)
+  if _positive_int("kernel_size", kernel_size) % 2 == 0:
+    raise ValueError(f"`kernel_size` must be odd (taps centred on each position), got {kernel_size!r}")
+
+
+class ConvParams(NamedTuple):
+  """Parameters of one CNN: layer 1 apart (its fan-in ``C_0`` may differ), the rest stacked for ``scan``.
+
+  Attributes:
+    w_in: ``(k, C_0, C)``; b_in: ``(C,)``.
+    w: ``(L - 1, k, C, C)``; b: ``(L - 1, C)``.
+  """
+
+  w_in: Array
+  b_in: Array
+  w: Array
+  b: Array
+
+
+def conv_params(key: Array, *, in_channels: int, width: int, depth: int, kernel_size: int,
+                init: str | ConvInit = "gaussian", sigma_w2=1.0, sigma_b2=0.0,
+                dtype=None) -> ConvParams:
+  """Draw one CNN's parameters; layer ``l``'s depend only on ``fold_in(key, l)``.
+
+  Example::
+
+    p = empirical.conv_params(jax.random.key(0), in_channels=1, width=64, depth=50,
+                              kernel_size=3, init="delta_orthogonal", sigma_w2=1.05,
+                              sigma_b2=2.01e-5)
+  """
+  _check(depth=depth, width=width, kernel_size=kernel_size, in_channels=in_channels)
+  scheme = kernel_init(init)
+  scheme.init.check_sigma_w2(sigma_w2)
+  _inits._check_variance("sigma_b2", sigma_b2)
+  return _draw(key, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b2, dtype)
+
+
+def _draw(key, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b2, dtype):
+  """:func:`conv_params` without the checks (traceable in the variances)."""
+
+  def layer(l, c_in):
+    kw, kb = jax.random.split(jax.random.fold_in(key, l))
+    w = scheme.kernel(kw, (kernel_size, c_in, width), sigma_w2, dtype)
+    b = jax.random.normal(kb, (width,), w.dtype) * jnp.sqrt(jnp.asarray(sigma_b2, w.dtype))
+    return w, b
+
+  w_in, b_in = layer(0, in_channels)
+  w, b = jax.vmap(lambda l: layer(l, width))(jnp.arange(1, depth))   # one program for any depth
+  return ConvParams(w_in, b_in, w, b)
+
+
+def _conv(a: Array, w: Array) -> Array:
+  """Circular cross-correlation of ``a`` ``(n, C_in)`` with ``w`` ``(k, C_in, C_out)``."""
+  k = w.shape[0]
+  return sum(jnp.roll(a, -(j - k // 2), axis=0) @ w[j] for j in range(k))
+
+
+def _layers(phi: Activation, params: ConvParams, x: Array, shifts: Array | None = None):
+  """Pre-activations of every layer, ``(L, n, C)``; ``shifts`` (same shape) are added to them."""
+  h1 = _conv(x, params.w_in) + params.b_in[None, :]
+  if shifts is not None:
+    h1 = h1 + shifts[0]
+    rest_shifts = shifts[1:]
+  else:
+    rest_shifts = jnp.zeros((params.w.shape[0],) + h1.shape, h1.dtype)
+
+  def step(h, layer):
+    w, b, s = layer
+    nxt = _conv(phi.fn(h), w) + b[None, :] + s
+    return nxt, nxt
+
+  _, hs = jax.lax.scan(step, h1, (params.w, params.b, rest_shifts))
+  return jnp.concatenate([h1[None], hs], axis=0)
+
+
+def conv_forward(params: ConvParams, x: Array, *, activation="tanh") -> Array:
+  """The pre-activations ``h^1 .. h^L`` of one CNN on one input ``x`` ``(n, C_0)``: ``(L, n, C)``."""
+  return _layers(_activation(activation), params, jnp.asarray(x, params.w_in.dtype))
+
+
+class ConvStats(NamedTuple):
+  """Per-layer statistics (layer axis ``L`` after any batch axes).
+
+  Attributes:
+    covariance: ``h^l_a . h^l_b / C``, ``(..., L, n, n)``.
+    q: its mean diagonal, ``(..., L)``.
+    grad_h: ``|dL/dh^l|`` over all positions and channels, ``(..., L)``.
+  """
+
+  covariance: Array
+  q: Array
+  grad_h: Array
+
+
+def conv_measure(params: ConvParams, x: Array, r: Array, *, activation="tanh") -> ConvStats:
+  """Forward and backward through one CNN on one input; statistics reduced per layer.
+
+  ``r`` (``(n, C)``) is the readout of the loss ``L = r . phi(h^L)``; the
+  gradients are taken through zero shifts added to every ``h^l``.
+  """
+  phi = _activation(activation)
+  x = jnp.asarray(x, params.w_in.dtype)
+  n, width = x.shape[0], params.b_in.shape[0]
+  depth = params.w.shape[0] + 1
+
+  def loss(shifts):
+    hs = _layers(phi, params, x, shifts)
+    return jnp.sum(r * phi.fn(hs[-1])), hs
+
+  grads, hs = jax.grad(loss, has_aux=True)(jnp.zeros((depth, n, width), x.dtype))
+  cov = jnp.einsum("lac,lbc->lab", hs, hs) / width
+  return ConvStats(covariance=cov, q=jnp.mean(jnp.diagonal(cov, axis1=-2, axis2=-1), -1),
+                   grad_h=jnp.sqrt(jnp.sum(grads * grads, axis=(-2, -1))))
+
+
+def spatial_modes(matrix: Array) -> Array:
+  """``M_hat[f, d] = (1/n) sum_a exp(-2 pi i f a / n) M[a, a + d]``: the same transform as :func:`meanfield.spatial_modes`."""
+  m = jnp.asarray(matrix)
+  n = m.shape[-1]
+  a = np.arange(n)
+  return jnp.fft.fft(m[..., a[:, None], (a[:, None] + a[None, :]) % n], axis=-2) / n
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "in_channels", "width", "depth",
+                                             "kernel_size", "init", "n_seeds"))
+def _sweep(key, x, sigma_w2, sigma_b2, *, activation, in_channels, width, depth, kernel_size,
+           init, n_seeds):
+  phi = _activation(activation)
+
+  def one(i):
+    k = jax.random.fold_in(key, i)
+    p = _draw(jax.random.fold_in(k, 0), in_channels, width, depth, kernel_size,
+              kernel_init(init), sigma_w2, sigma_b2, x.dtype)
+    r = jax.random.normal(jax.random.fold_in(k, 1), (x.shape[0], width), x.dtype)
+    return conv_measure(p, x, r / jnp.linalg.norm(r), activation=phi)
+
+  return jax.vmap(one)(jnp.arange(n_seeds))
+
+
+def conv_sweep(key: Array, x: Array, *, activation="tanh", width: int = 64, depth: int = 10,
+               kernel_size: int = 3, init: str = "gaussian", sigma_w2=1.0, sigma_b2=0.0,
+               n_seeds: int = 8) -> ConvStats:
+  """:func:`conv_measure` on ``n_seeds`` random CNNs at once (vmapped; depth scanned).
+
+  Network ``i`` draws its parameters from ``fold_in(fold_in(key, i), 0)`` and
+  its readout from ``fold_in(..., 1)``. ``x`` is one input ``(n, C_0)``;
+  ``sigma_w2``, ``sigma_b2`` scalars (one grid point; the engine will grid them).
+
+  Returns:
+    :class:`ConvStats` with a leading ``seed`` axis.
+
+  Example::
+
+    x = jax.random.normal(jax.random.key(1), (16, 4))
+    s = empirical.conv_sweep(jax.random.key(0), x, activation="tanh", width=128, depth=20,
+                             init="delta_orthogonal", sigma_w2=1.05, sigma_b2=2.01e-5)
+  """
+  x = jnp.asarray(x)
+  if x.ndim != 2:
+    raise ValueError(f"`x` must have shape (n, in_channels), got {x.shape}")
+  _check(depth=depth, width=width, kernel_size=kernel_size)
+  _positive_int("n_seeds", n_seeds)
+  scheme = kernel_init(init)
+  scheme.init.check_sigma_w2(sigma_w2)
+  _activation(activation)
+  return _sweep(key, x, sigma_w2, sigma_b2, activation=activation, in_channels=x.shape[1],
+                width=width, depth=depth, kernel_size=kernel_size, init=scheme.name,
+                n_seeds=n_seeds)
+
+
+def conv_jacobian(params: ConvParams, x: Array, *, activation="tanh") -> Array:
+  """``J = d phi(h^L) / d x`` flattened to ``(n C, n C_0)`` (positions major), for small sizes."""
+  phi = _activation(activation)
+  x = jnp.asarray(x, params.w_in.dtype)
+  out = lambda x_: phi.fn(_layers(phi, params, x_)[-1]).reshape(-1)
+  return jax.jacfwd(out)(x).reshape(out(x).size, x.size)
+
+
+def conv_singular_values(key: Array, *, activation="tanh", width: int = 32, spatial_size: int = 8,
+                         depth: int = 10, kernel_size: int = 3, init: str = "gaussian",
+                         sigma_w2=1.0, sigma_b2=0.0, q: float = 1.0, n_seeds: int = 2,
+                         dtype=None) -> Array:
+  """Singular values of the input-output Jacobian of ``n_seeds`` square CNNs (``C_0 = width``).
+
+  The input is ``x^0 = phi(sqrt(q) z)`` (``z`` standard normal, ``(n, C)``),
+  as in :func:`empirical.jacobian_spectra` for MLPs, so with ``q = q*`` every
+  layer sits at the fixed point. ``J = d phi(h^L) / d x^0`` (``n C`` square);
+  network ``i`` uses ``fold_in(key, i)``. Returns ``(n_seeds, n C)``,
+  descending. Cost: ``n C`` forward passes and one ``(n C)^2`` SVD per network.
+  """
+  _check(depth=depth, width=width, kernel_size=kernel_size)
+  n = _positive_int("spatial_size", spatial_size)
+  phi = _activation(activation)
+  scheme = kernel_init(init)
+  scheme.init.check_sigma_w2(sigma_w2)
+  dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
+
+  return _singular_values(key, jnp.asarray(sigma_w2, dtype), jnp.asarray(sigma_b2, dtype),
+                          jnp.asarray(q, dtype), phi=phi, width=width, n=n, depth=depth,
+                          kernel_size=kernel_size, scheme=scheme, n_seeds=n_seeds)
+
+
+@functools.partial(jax.jit, static_argnames=("phi", "width", "n", "depth", "kernel_size",
+                                             "scheme", "n_seeds"))
+def _singular_values(key, sigma_w2, sigma_b2, q, *, phi, width, n, depth, kernel_size, scheme,
+                     n_seeds):
+  def one(i):
+    k = jax.random.fold_in(key, i)
+    p = _draw(jax.random.fold_in(k, 0), width, width, depth, kernel_size, scheme, sigma_w2,
+              sigma_b2, q.dtype)
+    x = phi.fn(jnp.sqrt(q) * jax.random.normal(jax.random.fold_in(k, 1), (n, width), q.dtype))
+    return jnp.linalg.svd(conv_jacobian(p, x, activation=phi), compute_uv=False)
+
+  return jax.lax.map(one, jnp.arange(n_seeds))
+
+
+class CNN(nnx.Module):
+  """The same network as a Flax module: ``nnx.Conv(padding="CIRCULAR")`` layers on ``(batch, n, C_0)``.
+
+  ``CNN.from_params(params)`` holds the given parameters (so the two agree
+  to rounding); ``__call__`` returns the last pre-activation ``h^L`` and,
+  with ``readout`` set, the logits of a mean-pooled linear readout.
+  """
+
+  def __init__(self, params: ConvParams, *, activation="tanh", out_features: int | None = None,
+               rngs: nnx.Rngs | None = None):
+    self.phi = _activation(activation).fn
+    k, c_in, width = params.w_in.shape
+    depth = params.w.shape[0] + 1
+    rngs = rngs or nnx.Rngs(0)
+    layers = []
+    for l in range(depth):
+      conv = nnx.Conv(c_in if l == 0 else width, width, kernel_size=(k,), padding="CIRCULAR",
+                      param_dtype=params.w_in.dtype, rngs=rngs)
+      conv.kernel[...] = params.w_in if l == 0 else params.w[l - 1]
+      conv.bias[...] = params.b_in if l == 0 else params.b[l - 1]
+      layers.append(conv)
+    self.layers = nnx.List(layers)
+    self.readout = (nnx.Linear(width, out_features, param_dtype=params.w_in.dtype, rngs=rngs)
+                    if out_features else None)
+
+  def __call__(self, x: Array) -> Array:
+    h = self.layers[0](x)
+    for conv in self.layers[1:]:
+      h = conv(self.phi(h))
+    if self.readout is None:
+      return h
+    return self.readout(jnp.mean(self.phi(h), axis=-2))

@@ -1,0 +1,89 @@
+"""Random circular CNNs (empirical.conv) against the theory of meanfield.conv."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import meanfield
+from empirical import conv
+
+
+def test_pure_forward_equals_flax_circular_conv(x64):
+  p = conv.conv_params(jax.random.key(0), in_channels=2, width=8, depth=3, kernel_size=5,
+                       init="gaussian", sigma_w2=1.3, sigma_b2=0.1)
+  x = jax.random.normal(jax.random.key(1), (10, 2))
+  model = conv.CNN(p, activation="tanh")
+  np.testing.assert_allclose(np.asarray(model(x[None])[0]),
+                             np.asarray(conv.conv_forward(p, x, activation="tanh")[-1]),
+                             atol=1e-12)
+
+
+def test_kernel_schemes(x64):
+  p = conv.conv_params(jax.random.key(0), in_channels=16, width=16, depth=2, kernel_size=3,
+                       init="delta_orthogonal", sigma_w2=1.3)
+  w = np.asarray(p.w[0])
+  assert np.all(w[0] == 0) and np.all(w[2] == 0)
+  np.testing.assert_allclose(w[1] @ w[1].T, 1.3 * np.eye(16), atol=1e-12)
+  # Gaussian kernels: entries N(0, sigma_w2 / (k C)); the sample variance of 3*64*64 entries
+  # has relative standard error sqrt(2 / 12288) = 1.3%; 5 of them allowed.
+  g = conv.conv_params(jax.random.key(1), in_channels=64, width=64, depth=2, kernel_size=3,
+                       init="gaussian", sigma_w2=2.0)
+  assert float(jnp.var(g.w[0])) == pytest.approx(2.0 / (3 * 64), rel=5 * np.sqrt(2 / 12288))
+  assert conv.kernel_init("delta_orthogonal").footprint == "delta"
+  assert conv.kernel_init("he_normal").footprint == "uniform"
+  with pytest.raises(ValueError, match="init"):
+    conv.kernel_init("delta_nonsense")
+  with pytest.raises(ValueError, match="kernel_size"):
+    conv.conv_params(jax.random.key(0), in_channels=1, width=4, depth=2, kernel_size=2)
+
+
+@pytest.mark.parametrize("init", ["gaussian", "delta_orthogonal"])
+def test_covariance_modes_and_gradients_against_theory(x64, init):
+  # 32 networks of width 128, erf (closed-form K), n = 8 positions, 5 layers. Each network's
+  # statistic is one sample; the mean over seeds has standard error sd / sqrt(32). We allow
+  # 4.5 standard errors (t with 31 dof: two-sided tail about 1e-4 per comparison, 50 of them).
+  # The finite-width bias is O(1/width), well below one standard error of sqrt(2/width)/sqrt(32).
+  n, c0, depth, seeds, sw, sb = 8, 4, 5, 32, 1.5, 0.1
+  x = np.asarray(jax.random.normal(jax.random.key(3), (n, c0)))
+  # equal lengths at every position, so every layer's q^l is the same at each position and
+  # the gradient factor chi_1(q^l) below is exact (not an average over positions)
+  x = x / np.linalg.norm(x, axis=1, keepdims=True) * np.sqrt(c0)
+  s = conv.conv_sweep(jax.random.key(0), x, activation="erf", width=128, depth=depth,
+                      kernel_size=3, init=init, sigma_w2=sw, sigma_b2=sb, n_seeds=seeds)
+  footprint = conv.kernel_init(init).footprint
+  th = meanfield.conv_propagate(covariance=x @ x.T / c0, depth=depth, sigma_w2=sw,
+                                sigma_b2=sb, activation="erf", kernel_size=3,
+                                footprint=footprint)
+  # plus 1e-12 for rounding: with an orthogonal first layer some entries have no spread at all
+  # (x W W^T x^T / C is exact), and then agree to rounding only
+  tol = lambda a: 4.5 * np.std(a, axis=0, ddof=1) / np.sqrt(seeds) + 1e-12
+  q_emp = np.asarray(s.q)
+  q_th = np.asarray(th.q).mean(-1)
+  np.testing.assert_allclose(np.asarray(th.q), np.broadcast_to(q_th[:, None], (depth, n)), rtol=1e-12)
+  assert np.all(np.abs(q_emp.mean(0) - q_th) <= tol(q_emp))
+  # per-mode covariances: real parts of the diagonal Fourier modes at lags 1 and 2
+  modes_emp = np.asarray(conv.spatial_modes(s.covariance))[..., :, 1:3].real
+  modes_th = np.asarray(meanfield.spatial_modes(th.covariance))[..., :, 1:3].real
+  assert np.all(np.abs(modes_emp.mean(0) - modes_th) <= tol(modes_emp))
+  # gradients: |dL/dh^l|^2 = |dL/dh^{l+1}|^2 sigma_w2 E[phi'(h^l)^2] (chi_1 at q^l) on average
+  g2 = np.asarray(s.grad_h) ** 2
+  ratio = g2[:, :-1].mean(0) / g2[:, 1:].mean(0)
+  chi = np.asarray(meanfield.chi_1(sigma_w2=sw, sigma_b2=sb, activation="erf",
+                                   q=np.asarray(th.q).mean(-1)[:-1]))
+  # the ratio of two means: relative standard error about the sum of the two relative ones
+  rel = (np.std(g2, axis=0, ddof=1) / g2.mean(0) / np.sqrt(seeds))
+  assert np.all(np.abs(ratio / chi - 1) <= 4.5 * (rel[:-1] + rel[1:]))
+
+
+def test_delta_orthogonal_jacobian_is_orthogonal_mlp_per_position(x64):
+  # A linear delta-orthogonal CNN with sigma_w2 = 1 is exactly orthogonal: all singular values 1.
+  sv = conv.conv_singular_values(jax.random.key(0), activation="linear", width=8,
+                                 spatial_size=4, depth=6, kernel_size=3, init="delta_orthogonal",
+                                 sigma_w2=1.0, n_seeds=1)
+  np.testing.assert_allclose(np.asarray(sv), 1.0, atol=1e-12)
+  # with Gaussian kernels it is not isometric
+  sv_g = conv.conv_singular_values(jax.random.key(0), activation="linear", width=8,
+                                   spatial_size=4, depth=6, kernel_size=3, init="gaussian",
+                                   sigma_w2=1.0, n_seeds=1)
+  assert float(sv_g.max() / sv_g.min()) > 10

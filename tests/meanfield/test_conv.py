@@ -1,0 +1,135 @@
+"""Theory of circular CNNs (meanfield.conv) against closed forms, Monte Carlo and iteration."""
+
+import jax
+import numpy as np
+import pytest
+
+import meanfield
+from meanfield import conv
+
+
+def test_published_critical_point_of_xiao_et_al(x64):
+  # Xiao et al. 2018 train 10,000-layer tanh CNNs at (sigma_w2, sigma_b2) = (1.05, 2.01e-5):
+  # q* about 0.0259 (published to 3 figures: tolerance half a unit in the last) and
+  # chi_1 = 1 to 1e-6.
+  q = float(meanfield.q_star(sigma_w2=1.05, sigma_b2=2.01e-5, activation="tanh"))
+  chi = float(meanfield.chi_1(sigma_w2=1.05, sigma_b2=2.01e-5, activation="tanh"))
+  assert abs(q - 0.0259) <= 0.00005
+  assert abs(chi - 1) <= 1e-6
+
+
+@pytest.mark.parametrize("k, n", [(3, 8), (5, 12), (1, 5), (7, 7)])
+def test_uniform_eigenvalues_are_the_dirichlet_kernel(k, n):
+  lam = conv.mode_eigenvalues(kernel_size=k, spatial_size=n)
+  f = np.arange(1, n)
+  np.testing.assert_allclose(lam[1:], np.sin(np.pi * f * k / n) / (k * np.sin(np.pi * f / n)),
+                             atol=1e-13)
+  assert lam[0] == pytest.approx(1.0)
+  np.testing.assert_allclose(conv.mode_eigenvalues(kernel_size=k, spatial_size=n,
+                                                   footprint="delta"), 1.0)
+
+
+def test_covariance_map_against_monte_carlo(x64):
+  # One layer of the map, K by sampling u ~ N(0, Sigma): tanh goes through 2-D quadrature
+  # with unequal variances. Each entry of the MC mean has standard error s / sqrt(M); we allow
+  # 5 standard errors (64 entries; a 5-sigma excursion has probability about 4e-5 in total).
+  n, m = 4, 200_000
+  a = np.random.default_rng(0).normal(size=(n, 3))
+  sigma = a @ a.T / 3 + 0.1 * np.eye(n)
+  out = np.asarray(conv.conv_covariance_map(sigma, sigma_w2=1.7, sigma_b2=0.2,
+                                            activation="tanh", kernel_size=3))
+  u = np.random.default_rng(1).multivariate_normal(np.zeros(n), sigma, size=m)
+  prod = np.tanh(u)[:, :, None] * np.tanh(u)[:, None, :]
+  k_mc, k_se = prod.mean(0), prod.std(0) / np.sqrt(m)
+  avg = lambda k_: sum(np.roll(k_, (-b, -b), axis=(0, 1)) for b in (-1, 0, 1)) / 3
+  expected = 1.7 * avg(k_mc) + 0.2
+  # the standard error of an average of correlated entries is at most the average of theirs
+  assert out.shape == (n, n)
+  assert np.all(np.abs(out - expected) <= 5 * 1.7 * avg(k_se))
+
+
+def test_delta_footprint_is_the_mlp_per_pair(x64):
+  # With a delta footprint no positions mix: each pair follows the MLP's (q, c) maps.
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(5, 3))
+  x /= np.linalg.norm(x, axis=1, keepdims=True) / np.sqrt(3)    # equal lengths q_input = 1
+  cov = x @ x.T / 3
+  got = conv.conv_propagate(covariance=cov, depth=6, sigma_w2=1.4, sigma_b2=0.1,
+                            activation="erf", kernel_size=3, footprint="delta")
+  mlp = meanfield.propagate(q_input=1.0, c_input=np.clip(cov[0, 1:], -1, 1), depth=6,
+                            sigma_w2=1.4, sigma_b2=0.1, activation="erf")
+  np.testing.assert_allclose(np.asarray(got.c)[:, 0, 1:], np.asarray(mlp.c).T, rtol=1e-10)
+  np.testing.assert_allclose(np.asarray(got.q)[:, 0], np.asarray(mlp.q)[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("activation, sigma_w2, sigma_b2", [("erf", 1.2, 0.1),    # ordered
+                                                            ("erf", 3.0, 0.05)])  # chaotic
+def test_mode_slopes_against_iterating_the_full_map(x64, activation, sigma_w2, sigma_b2):
+  # A small perturbation of the fixed point in mode f (off-diagonal, or on the diagonal)
+  # shrinks by slope_c[f] (slope_q[f]) per layer: the linearisation of docs/conv.md. The
+  # perturbation is 1e-6 of q*, so second-order terms are ~1e-6 relative.
+  n, k = 8, 3
+  fp = conv.conv_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation,
+                             spatial_size=n)
+  ds = conv.conv_depth_scales(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation,
+                              kernel_size=k, spatial_size=n)
+  star = np.asarray(fp.covariance)
+  a = np.arange(n)
+  for f in (0, 1, 3):
+    wave = np.cos(2 * np.pi * f * a / n)
+    eps = 1e-6 * float(fp.q_star)
+    for lag, pert, slope in ((1, eps * (wave[:, None] + wave[None, :]) / 2 * (1 - np.eye(n)),
+                              ds.slope_c[f]),
+                             (0, eps * np.diag(wave), ds.slope_q[f])):
+      before = star + pert
+      after = np.asarray(conv.conv_covariance_map(before, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                                                  activation=activation, kernel_size=k))
+      m0 = np.asarray(conv.spatial_modes(before - star))[f, lag]
+      m1 = np.asarray(conv.spatial_modes(after - star))[f, lag]
+      assert m1.real / m0.real == pytest.approx(float(slope), rel=1e-4, abs=1e-9)
+
+
+@pytest.mark.slow   # phase_diagram compiles its solvers: about 30 s on a loaded 2-core CPU
+def test_phase_diagram_modes_match_depth_scales(x64):
+  sw, sb = np.array([0.8, 1.5, 3.0]), np.array([0.05, 0.3])
+  ds = conv.conv_phase_diagram(sigma_w2=sw, sigma_b2=sb, activation="erf", kernel_size=3,
+                               spatial_size=6)
+  np.testing.assert_allclose(ds.xi_c_mode.values[..., 0], ds.xi_c.values, rtol=1e-10)
+  direct = conv.conv_depth_scales(sigma_w2=sw[:, None], sigma_b2=sb[None, :], activation="erf",
+                                  kernel_size=3, spatial_size=6)
+  np.testing.assert_allclose(ds.xi_c_mode.values, np.asarray(direct.xi_c), rtol=1e-8)
+  np.testing.assert_allclose(ds.xi_q_mode.values, np.asarray(direct.xi_q), rtol=1e-8)
+  # modes with |lambda_f| < 1 have finite depth scales even where xi_c is long
+  assert np.all(ds.xi_c_mode.values[..., 1:] < ds.xi_c.values[..., None] + 1e-12)
+
+
+def test_depth_scales_of_a_network_and_their_broadcast(x64):
+  # xi_c of mode f is -1/log|chi_c lambda_f|; mode 0 is the MLP's xi_c
+  net = meanfield.Network(activation="erf", sigma_w2=1.5, sigma_b2=0.1)
+  a = conv.conv_depth_scales(net, kernel_size=3, spatial_size=4)
+  mlp = meanfield.depth_scales(net)
+  assert float(a.xi_c[0]) == pytest.approx(float(mlp.xi_c), rel=1e-10)
+  lam = conv.mode_eigenvalues(kernel_size=3, spatial_size=4)
+  chi = float(meanfield.chi_c(net))
+  np.testing.assert_allclose(np.asarray(a.xi_c), -1 / np.log(np.abs(chi * lam)), rtol=1e-10)
+  fp = conv.conv_fixed_point(sigma_w2=np.array([1.5, 1.2]), sigma_b2=0.1, activation="erf",
+                             spatial_size=3)
+  assert fp.covariance.shape == (2, 3, 3)
+
+
+def test_validation():
+  net = meanfield.Network(activation="erf", sigma_w2=1.5, sigma_b2=0.1)
+  with pytest.raises(ValueError, match="kernel_size"):
+    conv.footprint_weights(kernel_size=4)
+  with pytest.raises(ValueError, match="footprint"):
+    conv.footprint_weights(kernel_size=3, footprint="wide")
+  with pytest.raises(ValueError, match="footprint"):
+    conv.footprint_weights(kernel_size=3, footprint=[0.5, 0.5, 0.0])
+  with pytest.raises(ValueError, match="covariance"):
+    conv.conv_propagate(covariance=np.ones((2, 3)), depth=2, sigma_w2=1.0, sigma_b2=0.0,
+                        activation="tanh", kernel_size=3)
+  with pytest.raises(ValueError, match="depth"):
+    conv.conv_propagate(covariance=np.eye(3), depth=0, sigma_w2=1.0, sigma_b2=0.0,
+                        activation="tanh", kernel_size=3)
+  with pytest.raises(ValueError, match="residual"):
+    conv.conv_depth_scales(net.replace(residual=True), kernel_size=3, spatial_size=4)
