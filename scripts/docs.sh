@@ -10,6 +10,8 @@ if ! cmp -s pyproject.toml "$stamp" 2>/dev/null; then
   .venv/bin/python -m pip install -q -e ".[docs]"
   cp pyproject.toml "$stamp"
 fi
+# Material for MkDocs prints a banner about MkDocs 2.0 on every build; it is not a warning.
+export NO_MKDOCS_2_WARNING=1
 if [ "${1:-}" = serve ]; then
   shift
   exec .venv/bin/python -m mkdocs serve "$@"
