@@ -11,6 +11,8 @@ the site only (the source is untouched):
   checks every name against the signature;
 - ``.. math::`` blocks and ``:math:`x``` roles: ``$$ ... $$`` and ``$x$``,
   typeset by MathJax (pymdownx.arithmatex);
+- reST literal blocks (``... like this::`` and an indented block): a
+  fenced Python block;
 - Sphinx cross-reference roles (``:func:`~meanfield.q_star```): inline code
   with the name as written (the last component after ``~``).
 """
@@ -18,8 +20,12 @@ the site only (the source is untouched):
 from __future__ import annotations
 
 import re
+import textwrap
 
-import griffe
+try:
+  from griffe import Extension
+except ImportError:  # the rewrites are plain functions; tests/test_docs.py runs them without griffe
+  Extension = object
 
 _SECTIONS = re.compile(r"^(\s*)(Args|Arguments|Parameters|Params|Keyword Args|Keyword Arguments|"
                        r"Other Parameters|Attributes):\s*$")
@@ -73,8 +79,40 @@ _MATH_ROLE = re.compile(r":math:`([^`]+)`")
 _XREF_ROLE = re.compile(r":(?:func|class|meth|attr|mod|data|obj|exc|const):`(~?)([^`]+)`")
 
 
+_SECTION_HEADER = re.compile(r"^[A-Z][\w ]*:\s*$")
+
+
+def _in_section(lines: list[str], i: int) -> bool:
+  """Whether line ``i`` lies inside a Google section (``Args:`` ... at column 0)."""
+  for line in reversed(lines[:i]):
+    if line.strip() and _indent(line) == 0:
+      return bool(_SECTION_HEADER.match(line))
+  return False
+
+
+def _indented_block(lines: list[str], start: int, indent: int) -> tuple[list[str], int]:
+  """The lines from ``start`` indented deeper than ``indent`` (blank lines inside kept), and the end."""
+  j = start
+  while j < len(lines) and (not lines[j].strip() or _indent(lines[j]) > indent):
+    j += 1
+  while j > start and not lines[j - 1].strip():
+    j -= 1
+  return lines[start:j], j
+
+
+def _emit(out: list[str], indent: str, opening: str, body: list[str], closing: str) -> None:
+  if out and out[-1].strip():
+    out.append("")
+  out += [f"{indent}{opening}", *(f"{indent}{b}" if b else "" for b in body), f"{indent}{closing}", ""]
+
+
 def math_blocks(text: str) -> str:
-  """Rewrite ``.. math::`` directives (content inline or indented below) as ``$$`` blocks."""
+  """Rewrite ``.. math::`` directives (content inline or indented below) as ``$$`` blocks.
+
+  Outside a Google section the block starts at column 0 (Markdown reads a block
+  indented by 2, the house indentation, as part of a paragraph); inside one it
+  keeps its indentation, which the section needs.
+  """
   lines = text.split("\n")
   out: list[str] = []
   i = 0
@@ -85,18 +123,36 @@ def math_blocks(text: str) -> str:
       i += 1
       continue
     indent = directive.group(1)
-    body = [directive.group(2)] if directive.group(2).strip() else []
-    j = i + 1
-    while j < len(lines) and (not lines[j].strip() or _indent(lines[j]) > len(indent)):
-      body.append(lines[j].strip())
-      j += 1
-    while body and not body[-1]:
-      body.pop()
-    while body and not body[0]:
-      body.pop(0)
-    out += ([""] if out and out[-1].strip() else []) + [f"{indent}$$"] + \
-        [f"{indent}{b}" for b in body if b] + [f"{indent}$$", ""]
-    i = j
+    body, j = _indented_block(lines, i + 1, len(indent))
+    body = [b.strip() for b in ([directive.group(2)] + body) if b.strip()]
+    _emit(out, indent if _in_section(lines, i) else "", "$$", body, "$$")
+    i = j + (j < len(lines) and not lines[j].strip())
+  return "\n".join(out)
+
+
+def literal_blocks(text: str) -> str:
+  """Rewrite reST literal blocks (a paragraph ending in ``::``, then an indented block) as fences.
+
+  The paragraph keeps one colon; the block becomes a fenced Python block,
+  placed as :func:`math_blocks` places formulas.
+  """
+  lines = text.split("\n")
+  out: list[str] = []
+  i = 0
+  while i < len(lines):
+    line = lines[i]
+    if line.rstrip().endswith("::") and not _MATH_BLOCK.match(line) and line.strip() != "::" \
+        and i + 2 < len(lines) and not lines[i + 1].strip() \
+        and _indent(lines[i + 2]) > _indent(line) and lines[i + 2].strip():
+      out.append(line.rstrip()[:-1])
+      body, j = _indented_block(lines, i + 2, _indent(line))
+      body = textwrap.dedent("\n".join(body)).split("\n")
+      indent = " " * _indent(line) if _in_section(lines, i) else ""
+      _emit(out, indent, "```python", body, "```")
+      i = j + (j < len(lines) and not lines[j].strip())
+      continue
+    out.append(line)
+    i += 1
   return "\n".join(out)
 
 
@@ -109,10 +165,10 @@ def sphinx_roles(text: str) -> str:
 
 def rewrite(text: str) -> str:
   """All of this module's rewrites of one docstring."""
-  return sphinx_roles(math_blocks(split_grouped_params(text)))
+  return sphinx_roles(math_blocks(literal_blocks(split_grouped_params(text))))
 
 
-class HouseDocstrings(griffe.Extension):
+class HouseDocstrings(Extension):
   """Apply :func:`rewrite` to every docstring griffe loads."""
 
   def on_instance(self, *, obj, **kwargs) -> None:

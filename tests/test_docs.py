@@ -43,11 +43,15 @@ SLOW = {
 }
 
 
-def _hooks():
-  spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "scripts" / "docs_hooks.py")
+def _script(name):
+  spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def _hooks():
+  return _script("docs_hooks")
 
 
 def _public(package):
@@ -91,6 +95,21 @@ def test_api_pages_list_every_export(package):
   assert len(listed) == len(set(listed)), "a name is imported twice in __init__"
   assert set(listed) == set(_public(package)), \
       "the API page (from the __init__ imports) and the package's public names differ"
+
+
+def test_docstring_rewrites_for_the_site():
+  # scripts/docs_griffe.py: what the site's renderer sees in place of the house reST habits.
+  rewrite = _script("docs_griffe").rewrite
+  doc = ("Summary.\n\nArgs:\n  sigma_w2, sigma_b2: variances,\n    never standard deviations.\n"
+         "  depth: layers.\n\nReturns:\n  q.\n")
+  assert rewrite(doc) == ("Summary.\n\nArgs:\n  sigma_w2: variances,\n    never standard deviations.\n"
+                          "  sigma_b2: variances,\n    never standard deviations.\n"
+                          "  depth: layers.\n\nReturns:\n  q.\n")
+  assert rewrite("Map\n\n.. math::\n\n  q = \\sigma_w^2\n\nafter") == "Map\n\n$$\nq = \\sigma_w^2\n$$\n\nafter"
+  assert rewrite("Like this::\n\n  x = f(1)\n  y = 2\n\nThen") == \
+      "Like this:\n\n```python\nx = f(1)\ny = 2\n```\n\nThen"
+  assert rewrite("See :func:`~meanfield.q_star`, :mod:`empirical` and :math:`\\chi_1`.") == \
+      "See `q_star`, `empirical` and $\\chi_1$."
 
 
 def _blocks(path):
