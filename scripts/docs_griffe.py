@@ -14,11 +14,15 @@ the site only (the source is untouched):
 - reST literal blocks (``... like this::`` and an indented block): a
   fenced Python block;
 - Sphinx cross-reference roles (``:func:`~meanfield.q_star```): inline code
-  with the name as written (the last component after ``~``).
+  with the name as written (the last component after ``~``), linked to the
+  object's entry where the site has one.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import pathlib
 import re
 import textwrap
 
@@ -76,6 +80,7 @@ def split_grouped_params(text: str) -> str:
 
 _MATH_BLOCK = re.compile(r"^(\s*)\.\. math::\s*(.*)$")
 _MATH_ROLE = re.compile(r":math:`([^`]+)`")
+PACKAGES = ("meanfield", "empirical")
 _XREF_ROLE = re.compile(r":(?:func|class|meth|attr|mod|data|obj|exc|const):`(~?)([^`]+)`")
 
 
@@ -156,16 +161,60 @@ def literal_blocks(text: str) -> str:
   return "\n".join(out)
 
 
-def sphinx_roles(text: str) -> str:
-  """Rewrite ``:math:`` roles as ``$...$`` and cross-reference roles as inline code."""
+def _identifier(target: str, module: str, exported: dict[str, str], scope: dict[str, str]) -> str:
+  """The site's anchor for a role's target, seen from ``module`` (and a class, ``scope``).
+
+  ``exported`` maps the package's exported names to the module that defines
+  them (their entries are under that module: ``meanfield.q_star`` is
+  ``meanfield.fixed_points.q_star`` on the site); ``scope`` maps the members of
+  the class the docstring belongs to to that class's path.
+  """
+  parts = target.split(".")
+  if parts[0] in PACKAGES:
+    names = _exported(parts[0])
+    if len(parts) > 1 and parts[1] in names and not (len(parts) > 2 and ".".join(parts[:2]) in names.values()):
+      return ".".join([names[parts[1]], *parts[1:]])  # <package>.<name>..., not <package>.<module>.<name>
+    return target
+  if parts[0] in scope:
+    return f"{scope[parts[0]]}.{target}"
+  if parts[0] in exported:
+    return f"{exported[parts[0]]}.{target}"
+  return f"{module}.{target}" if len(parts) == 1 else target
+
+
+def sphinx_roles(text: str, module: str | None = None, exported: dict[str, str] | None = None,
+                 scope: dict[str, str] | None = None) -> str:
+  """Rewrite ``:math:`` roles as ``$...$`` and cross-reference roles as (links to) inline code.
+
+  Args:
+    text: a docstring.
+    module: the dotted module the docstring is in; without it the roles become
+      plain inline code.
+    exported: the names the module's package exports, each mapped to the
+      module that defines it.
+    scope: the members of the class the docstring belongs to, each mapped to
+      the class's path.
+
+  Returns:
+    The docstring; a role becomes an optional autorefs link, which renders as
+    plain code where its target is not on the site (e.g. ``jax.jit``).
+  """
   text = _MATH_ROLE.sub(lambda m: f"${m.group(1).strip()}$", text)
-  return _XREF_ROLE.sub(lambda m: f"`{m.group(2).split('.')[-1] if m.group(1) else m.group(2)}`",
-                        text)
+
+  def role(match: re.Match) -> str:
+    target = match.group(2).strip()
+    code = f"<code>{target.split('.')[-1] if match.group(1) else target}</code>"
+    if module is None:
+      return code
+    anchor = _identifier(target, module, exported or {}, scope or {})
+    return f'<autoref identifier="{anchor}" optional>{code}</autoref>'
+  return _XREF_ROLE.sub(role, text)
 
 
-def rewrite(text: str) -> str:
-  """All of this module's rewrites of one docstring."""
-  return sphinx_roles(math_blocks(literal_blocks(split_grouped_params(text))))
+def rewrite(text: str, module: str | None = None, exported: dict[str, str] | None = None,
+            scope: dict[str, str] | None = None) -> str:
+  """All of this module's rewrites of one docstring (see :func:`sphinx_roles` for the arguments)."""
+  return sphinx_roles(math_blocks(literal_blocks(split_grouped_params(text))), module, exported, scope)
 
 
 class HouseDocstrings(Extension):
@@ -173,4 +222,17 @@ class HouseDocstrings(Extension):
 
   def on_instance(self, *, obj, **kwargs) -> None:
     if obj.docstring is not None:
-      obj.docstring.value = rewrite(obj.docstring.value)
+      module = obj.module.path
+      cls = obj if obj.is_class else obj.parent if obj.parent is not None and obj.parent.is_class else None
+      scope = {name: cls.path for name in cls.members} if cls is not None else {}
+      obj.docstring.value = rewrite(obj.docstring.value, module, _exported(module.split(".")[0]), scope)
+
+
+@functools.cache
+def _exported(package: str) -> dict[str, str]:
+  if package not in PACKAGES:
+    return {}
+  spec = importlib.util.spec_from_file_location("docs_hooks", pathlib.Path(__file__).with_name("docs_hooks.py"))
+  hooks = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(hooks)
+  return {name: module for module, names in hooks.exports(package).items() for name in names}

@@ -109,7 +109,11 @@ def test_docstring_rewrites_for_the_site():
   assert rewrite("Like this::\n\n  x = f(1)\n  y = 2\n\nThen") == \
       "Like this:\n\n```python\nx = f(1)\ny = 2\n```\n\nThen"
   assert rewrite("See :func:`~meanfield.q_star`, :mod:`empirical` and :math:`\\chi_1`.") == \
-      "See `q_star`, `empirical` and $\\chi_1$."
+      "See <code>q_star</code>, <code>empirical</code> and $\\chi_1$."
+  # Seen from a module, a role links to the entry of the object it names: an exported
+  # name's entry is under the module that defines it.
+  link = rewrite(":func:`meanfield.q_star`", "meanfield.maps", {"q_map": "meanfield.maps"})
+  assert link == '<autoref identifier="meanfield.fixed_points.q_star" optional><code>meanfield.q_star</code></autoref>'
 
 
 def _blocks(path):
