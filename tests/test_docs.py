@@ -9,7 +9,8 @@
   blocks of one file run in order in one namespace, so a block may use what an
   earlier one defined. A block right after a ``<!-- skip-test: why -->``
   comment is only compiled (e.g. the README's own-data example, which loads
-  the user's ``x.npy``). A file listed in ``SLOW`` (the README: about a
+  the user's ``x.npy``). A line whose comment states a value, ``# ~0.570``
+  or ``# 1.76095...``, is checked against it to the digits stated. A file listed in ``SLOW`` (the README: about a
   minute of compiling and sweeping) runs only under ``-m slow``; the default
   run compiles its blocks and runs every other file's.
 
@@ -18,6 +19,7 @@ under ``runs/``), and the global 64-bit flag a block may switch on is restored
 afterwards.
 """
 
+import ast
 import importlib.util
 import inspect
 import pathlib
@@ -143,6 +145,35 @@ def test_doc_blocks_compile(path):
     compile(code, f"{path.name}, python block {i + 1}", "exec")
 
 
+# A value a block's line states in its comment: "# ~0.570" (the value rounds to it) or
+# "# 1.76095..." (the value's decimals begin with these).
+_STATED = re.compile(r"#\s*(~?)([-+]?\d+\.(\d+))(\.\.\.)?(?=\s|$)")
+
+
+def _check_stated(value, comment, where):
+  """Assert that ``value`` is what a "# ~0.570" or "# 1.76095..." comment says it is."""
+  approx, number, decimals, truncated = _STATED.match(comment).groups()
+  value, step = float(value), 10.0 ** -len(decimals)
+  if truncated:
+    assert abs(value) >= abs(float(number)) and abs(value) - abs(float(number)) < step, \
+        f"{where}: the comment says {number}..., the value is {value!r}"
+  else:
+    # "~x" and a plain "x": x is the value rounded to the stated decimals.
+    assert abs(value - float(number)) <= step / 2, f"{where}: the comment says {comment}, the value is {value!r}"
+
+
+def _exec_block(code, where, namespace):
+  """Run a block statement by statement, checking the values comments state."""
+  lines = code.splitlines()
+  for stmt in ast.parse(code).body:
+    comment = lines[stmt.end_lineno - 1][stmt.end_col_offset:].strip()
+    if isinstance(stmt, ast.Expr) and _STATED.match(comment):
+      value = eval(compile(ast.Expression(stmt.value), where, "eval"), namespace)
+      _check_stated(value, comment, f"{where}, line {stmt.lineno}")
+    else:
+      exec(compile(ast.Module([stmt], type_ignores=[]), where, "exec"), namespace)
+
+
 def _run(path, monkeypatch, tmp_path):
   """Run the unskipped blocks of one file, in order, in one namespace."""
   monkeypatch.chdir(tmp_path)
@@ -151,9 +182,21 @@ def _run(path, monkeypatch, tmp_path):
   try:
     for i, (code, skipped) in enumerate(_blocks(path)):
       if not skipped:
-        exec(compile(code, f"{path.name}, python block {i + 1}", "exec"), namespace)
+        _exec_block(code, f"{path.name}, python block {i + 1}", namespace)
   finally:
     jax.config.update("jax_enable_x64", x64)
+
+
+def test_stated_values_are_checked():
+  # The checker itself: a comment's value must match, to the digits it states.
+  _check_stated(0.5703, "# ~0.570", "here")
+  _check_stated(1.7609512, "# 1.76095...", "here")
+  with pytest.raises(AssertionError):
+    _check_stated(0.5713, "# ~0.570", "here")
+  with pytest.raises(AssertionError):
+    _check_stated(1.76094, "# 1.76095...", "here")
+  with pytest.raises(AssertionError):
+    _exec_block("x = 2\nx + 1   # 4.0\n", "here", {})
 
 
 def _run_marks(path):
