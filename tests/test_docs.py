@@ -10,9 +10,10 @@
   earlier one defined. A block right after a ``<!-- skip-test: why -->``
   comment is only compiled (e.g. the README's own-data example, which loads
   the user's ``x.npy``). A line whose comment states a value, ``# ~0.570``
-  or ``# 1.76095...``, is checked against it to the digits stated. A file listed in ``SLOW`` (the README: about a
-  minute of compiling and sweeping) runs only under ``-m slow``; the default
-  run compiles its blocks and runs every other file's.
+  (rounds to it) or ``# 1.76095...`` (begins with it), is checked against it
+  to the digits stated. A file listed in ``SLOW`` (the README: about a minute
+  of compiling and sweeping) runs only under ``-m slow``; the default run
+  compiles its blocks and runs every other file's.
 
 The blocks run in a temporary working directory (the README writes stores
 under ``runs/``), and the global 64-bit flag a block may switch on is restored
