@@ -123,10 +123,12 @@ class DataSplit:
 
   @property
   def n_train(self) -> int:
+    """Number of training examples, ``x_train.shape[0]``."""
     return self.x_train.shape[0]
 
   @property
   def n_test(self) -> int:
+    """Number of test examples, ``x_test.shape[0]``."""
     return self.x_test.shape[0]
 
   @property
@@ -140,6 +142,7 @@ class DataSplit:
     return math.prod(self.input_shape)
 
   def replace(self, **changes: Any) -> DataSplit:
+    """A copy with the given fields changed (``dataclasses.replace``)."""
     return dataclasses.replace(self, **changes)
 
   def __repr__(self) -> str:

@@ -96,10 +96,12 @@ class Params(NamedTuple):
 
   @property
   def depth(self) -> int:
+    """Number of layers ``L`` (the hidden stack ``w`` holds ``L - 1``)."""
     return self.w.shape[-3] + 1
 
   @property
   def width(self) -> int:
+    """Units per layer ``N``, ``w_in.shape[-1]``."""
     return self.w_in.shape[-1]
 
 

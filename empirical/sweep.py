@@ -300,8 +300,11 @@ def make_inputs(key: Array, *, n_inputs: int, in_features: int, q_input: float |
 
 
 def input_statistics(x) -> tuple[float, float]:
-  """``(q_input, c_input)`` of inputs ``(B, N0)``: mean ``|x_a|^2 / N0``, and the
-  mean cosine of pairs ``(2k, 2k+1)`` (nan for ``B < 2``), in float64."""
+  """``(q_input, c_input)`` of inputs ``(B, N0)``, in float64.
+
+  ``q_input`` is the mean of ``|x_a|^2 / N0``, ``c_input`` the mean cosine of
+  the pairs ``(2k, 2k+1)`` (nan for ``B < 2``).
+  """
   x = np.asarray(x, np.float64)
   q = float(np.mean(np.sum(x * x, axis=1)) / x.shape[1])
   pairs = x.shape[0] // 2

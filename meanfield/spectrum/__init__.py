@@ -452,8 +452,9 @@ def jacobian_spectrum_edge(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLi
   An atom away from 0 (orthogonal weights) is not part of the density and is
   not counted here (see ``JacobianSpectrum.atom_lambda``).
 
-  Args: as :func:`jacobian_moments`, plus ``n_nodes`` as in
-    :func:`jacobian_spectrum`.
+  Args:
+    activation, sigma_w2, sigma_b2, depth, init, q: as in :func:`jacobian_moments`.
+    n_nodes: as in :func:`jacobian_spectrum`.
 
   Returns:
     ``lambda_max`` with the broadcast shape of the hyperparameters.
