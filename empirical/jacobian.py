@@ -584,7 +584,8 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
   - network ``i`` has key ``fold_in(key, i)`` and the parameters of
     :func:`empirical.models.standard_params` (layer ``l``'s weights depend on
     ``(i, l)`` only); its input noise ``z`` comes from ``fold_in(k_i, 3)``,
-    its probes from ``fold_in(k_i, 4)`` and ``fold_in(k_i, 5)``;
+    its probes from ``fold_in(k_i, 4)`` and ``fold_in(k_i, 5)``
+    (:mod:`empirical.streams`: ``JACOBIAN_INPUT``, ``HUTCHINSON``, ``LANCZOS``);
   - every ``(sigma_w2, sigma_b2)`` rescales the same standard draw (common
     random numbers);
   - the network of depth ``L`` is the first ``L`` layers of the deepest one,
@@ -596,12 +597,17 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
 
   Args:
     key: PRNG key.
+    network: a :class:`meanfield.Network` (one grid point) whose fields fill
+      ``activation``, ``width``, ``depth``, ``init``, ``sigma_w2`` and
+      ``sigma_b2`` (:mod:`empirical.description`); those must then not be
+      given too. Plain MLPs only here.
     activation: names from ``meanfield.activation``'s table (or Activations).
     width: ``N``. depth: ``L >= 1``.
     sigma_w2, sigma_b2: weight variance (``fan_in E[W_ij^2]``, for the
       schemes by variance) and bias variance.
     init: weight schemes of :mod:`empirical.inits` (``"gaussian"``,
-      ``"orthogonal"``, ...); the theory's ``weights``.
+      ``"orthogonal"``, ...); the theory reads their law (``Init.law``,
+      :func:`meanfield.weight_law`).
     n_seeds: networks per grid point.
     q: input length; ``None`` uses ``meanfield.q_star`` of each setting
       (``Q_LIMIT`` where it is 0; a ``ValueError`` where it is infinite:

@@ -191,6 +191,10 @@ def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
 
   Args:
     key: PRNG key; network ``i`` uses ``fold_in(key, i)`` whatever the grid.
+    network: a :class:`meanfield.Network` (one grid point) whose fields fill
+      ``activation``, ``width``, ``depth``, ``init``, ``sigma_w2`` (for
+      schemes by variance), ``sigma_b2``, ``residual`` and ``norm``
+      (:mod:`empirical.description`); those must then not be given too.
     activation: names from ``meanfield.activation``'s table, Activations or
       elementwise ``jax.numpy`` callables (checked by tracing once; callables
       of one name get labels ``name``, ``name#2``, ...).

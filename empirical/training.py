@@ -26,7 +26,8 @@ the same for every grid point, so networks of one seed at different
 ``sigma_w2`` share their standard draw (common random numbers) *and* their
 minibatches. Weights come from ``fold_in(k, 0)``, biases from
 ``fold_in(k, 1)``; the minibatch of step ``t`` is drawn from
-``fold_in(fold_in(k, BATCH_STREAM), t)``: ``batch_size`` training examples,
+``fold_in(fold_in(k, BATCH_STREAM), t)`` (the streams are named in
+:mod:`empirical.streams`): ``batch_size`` training examples,
 uniformly with replacement (:func:`empirical.data.sample_batch`), so a
 network's run depends only on its own key and hyperparameters, never on the
 chunk it was trained in.
@@ -500,6 +501,10 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
 
   Args:
     key: PRNG key; network ``seed`` uses ``fold_in(key, seed)`` whatever the grid.
+    network: a :class:`meanfield.Network` (one grid point) whose fields fill
+      ``activation``, ``width``, ``depth``, ``init``, ``sigma_w2`` (for
+      schemes by variance), ``sigma_b2``, ``residual`` and ``norm``
+      (:mod:`empirical.description`); those must then not be given too.
     data: a :class:`empirical.data.DataSplit` (e.g. from
       :func:`empirical.data.split_data` for your own arrays), ``"digits"``
       (scikit-learn's digits with the split ``load_digits(key=jax.random.key(0))``),
