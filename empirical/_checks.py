@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["is_int", "is_number", "check_int", "check_number", "check_variance",
-           "check_variances", "float_dtype", "check_key", "check_store", "check_fits"]
+           "check_variances", "float_dtype", "check_key", "check_store"]
 
 
 def is_int(value: Any) -> bool:
@@ -110,11 +110,3 @@ def check_store(store: Any) -> str | None:
     raise ValueError(f"`store` must be a directory (created if missing), got {path!r}, "
                      f"which is a file")
   return path
-
-
-def check_fits(what: str, need: int, budget: int, *, fits: str) -> None:
-  """Raise unless one item of ``need`` bytes fits ``budget`` (``fits``: what would)."""
-  if need > budget:
-    raise ValueError(
-        f"`memory_budget` = {budget} bytes is too small for one {what}, which needs about "
-        f"{need} bytes ({need / 2**30:.3g} GiB); {fits}, or raise `memory_budget`")

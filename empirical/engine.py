@@ -19,8 +19,8 @@ Everything around that lives here, once:
   moment ends, when rerun, with exactly the result of an uninterrupted one.
 - :func:`run_configs`: the loop over configurations, one progress bar, one
   store directory ``config-<k>`` each.
-- The memory plan's shared rule (:func:`empirical._checks.check_fits`: one
-  item must fit ``memory_budget``, else a ``ValueError`` saying what would)
+- The memory plan: :func:`check_fits` (one item must fit ``memory_budget``,
+  else a ``ValueError`` saying the deepest that would), :func:`items_per_chunk`
   and :data:`DEFAULT_MEMORY_BUDGET`; each driver counts its own bytes.
 - Dataset assembly: :func:`grid_variable` and :func:`grid_coords` put the
   configurations' arrays on the grid axes :data:`SWEPT` (a list makes a
@@ -49,7 +49,7 @@ from empirical import _grid
 from empirical import devices as _devices
 
 __all__ = ["SWEPT", "DEFAULT_MEMORY_BUDGET", "run_chunked", "atomic_write", "atomic_path", "run_configs",
-           "config_store", "swept", "stack", "grid_variable", "grid_coords", "provenance"]
+           "config_store", "check_fits", "items_per_chunk", "swept", "stack", "grid_variable", "grid_coords", "provenance"]
 
 Array = jax.Array
 
@@ -251,6 +251,30 @@ def _remove_temporaries(store: str) -> None:
       except FileNotFoundError:
         pass
 
+
+
+# --- the memory plan ---------------------------------------------------------------
+
+def check_fits(what: str, bytes_at_depth: Callable[[int], int], depth: int, budget: int, *,
+               width: int) -> None:
+  """Raise ``ValueError`` unless one item of ``depth`` layers fits ``budget`` bytes.
+
+  ``bytes_at_depth(d)``: the driver's count of the bytes one item of depth
+  ``d`` holds, linear in ``d``; the message says the deepest item that fits.
+  """
+  need = bytes_at_depth(depth)
+  if need > budget:
+    one, two = bytes_at_depth(1), bytes_at_depth(2)
+    deepest = max(0, 1 + (budget - one) // (two - one)) if budget >= one else 0
+    raise ValueError(
+        f"`memory_budget` = {budget} bytes is too small for one {what}, which needs about "
+        f"{need} bytes ({need / 2**30:.3g} GiB); at width {width} depth <= {deepest} fits, "
+        f"or raise `memory_budget`")
+
+
+def items_per_chunk(budget: int, item_bytes: int) -> int:
+  """How many items of ``item_bytes`` bytes a chunk of ``budget`` bytes holds (at least 1)."""
+  return max(1, budget // item_bytes)
 
 
 # --- the loop over configurations ------------------------------------------------

@@ -703,10 +703,9 @@ def _check_plan_fits(grid, itemsize: int, batch_size: int | None, memory_budget:
   """ValueError unless one network of the deepest depth fits at every width."""
   for w in grid.widths:
     # One network in flight per device at the least (batch_size or 1 of them).
-    need = _network_bytes(itemsize, w, grid.depths[-1], batch_size or 1)
-    fits = max(0, memory_budget // (itemsize * w * w * (batch_size or 1)) - 6)
-    _checks.check_fits(f"network of width {w} and depth {grid.depths[-1]}", need,
-                       memory_budget, fits=f"at width {w} depth <= {fits} fits")
+    engine.check_fits(f"network of width {w} and depth {grid.depths[-1]}",
+                      lambda d, w=w: _network_bytes(itemsize, w, d, batch_size or 1),
+                      grid.depths[-1], memory_budget, width=w)
 
 
 def _run_config(c, config, bar, *, key, grid, settings, qs, spec, options, chunk_size,

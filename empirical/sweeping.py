@@ -144,19 +144,16 @@ def _check_plan_fits(*, width: int, depth: int, batch: int, in_features: int, it
                      memory_budget: int) -> None:
   """ValueError, saying the largest depth that fits, if one network at one setting
   exceeds its share of the budget (``memory_budget`` over the vmapped group)."""
-  weights, per_setting = _network_bytes(width=width, depth=depth, batch=batch,
-                                        in_features=in_features, itemsize=itemsize)
   group = _group_size()
-  share = memory_budget // group
-  # weights + per_setting = depth * per_layer + fixed
-  per_layer = itemsize * (2 * width * width + _ACTIVATION_COPIES * batch * (width + in_features))
-  fixed = itemsize * 2 * in_features * width
-  deepest = max(0, (share - fixed) // per_layer)
+
+  def group_bytes(d):
+    return sum(_network_bytes(width=width, depth=d, batch=batch, in_features=in_features,
+                              itemsize=itemsize)) * group
+
   what = f"network of width {width} and depth {depth} (batch {batch})"
   if group > 1:
     what += f", times the {group} networks run at once on this backend"
-  _checks.check_fits(what, (weights + per_setting) * group, memory_budget,
-                   fits=f"at width {width} depth <= {deepest} fits")
+  engine.check_fits(what, group_bytes, depth, memory_budget, width=width)
 
 
 def _plan(n_settings: int, *, width: int, depth: int, batch: int, in_features: int,
@@ -170,7 +167,7 @@ def _plan(n_settings: int, *, width: int, depth: int, batch: int, in_features: i
                                         in_features=in_features, itemsize=itemsize)
   group_budget = memory_budget // _group_size()
   if weights + n_settings * per_setting <= group_budget:
-    return n_settings, max(1, memory_budget // (weights + n_settings * per_setting))
+    return n_settings, engine.items_per_chunk(memory_budget, weights + n_settings * per_setting)
   return max(1, (group_budget - weights) // per_setting), 1
 
 

@@ -451,16 +451,9 @@ def _network_bytes(cfg: _Config, n_eval: int, probe_size: int) -> int:
   return words * np.dtype(cfg.dtype).itemsize
 
 
-def _deepest(cfg: _Config, n_eval: int, probe_size: int, memory_budget: int) -> int:
-  """The largest depth of ``cfg``'s width whose network fits ``memory_budget``."""
-  one, two = (_network_bytes(dataclasses.replace(cfg, depth=d), n_eval, probe_size)
-              for d in (1, 2))
-  return max(0, 1 + (memory_budget - one) // (two - one)) if memory_budget >= one else 0
-
-
 def _plan_chunk(cfg: _Config, n_eval: int, probe_size: int, memory_budget: int) -> int:
   """Networks per chunk: a rough count of the bytes one network holds, against the budget."""
-  return max(1, memory_budget // _network_bytes(cfg, n_eval, probe_size))
+  return engine.items_per_chunk(memory_budget, _network_bytes(cfg, n_eval, probe_size))
 
 
 # ---------------------------------------------------------------------------
@@ -601,10 +594,11 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
   configs = _configs(grid, split, residual=residual, norm=norm, opts=opts, dtype=dtype)
   n_eval = max(split.n_train, split.n_test)
   for *_, cfg in configs:
-    _checks.check_fits(f"network of width {cfg.width} and depth {cfg.depth} in training",
-                       _network_bytes(cfg, n_eval, opts.probe_size), memory_budget,
-                       fits=f"at width {cfg.width} depth <= "
-                            f"{_deepest(cfg, n_eval, opts.probe_size, memory_budget)} fits")
+    engine.check_fits(
+        f"network of width {cfg.width} and depth {cfg.depth} in training",
+        lambda d, cfg=cfg: _network_bytes(dataclasses.replace(cfg, depth=d), n_eval,
+                                          opts.probe_size),
+        cfg.depth, memory_budget, width=cfg.width)
   run = functools.partial(_run_config, key=key, grid=grid, split=split, opts=opts,
                           spec=_spec(grid, split, opts, residual=residual, norm=norm,
                                      dtype=dtype),

@@ -91,3 +91,14 @@ def test_float_dtype_canonicalises_only_when_asked():
   assert _checks.float_dtype("float64", canonicalize=False) == np.float64
   with jax.enable_x64(False):
     assert _checks.float_dtype("float64") == np.float32
+
+
+def test_check_fits_names_the_deepest_item_that_fits():
+  def cost(d):
+    return 100 + 10 * d                  # linear in depth: 170 bytes at 7, 180 at 8
+  engine.check_fits("net", cost, 7, 175, width=4)           # fits: no error
+  with pytest.raises(ValueError, match=r"needs about 190 bytes .* depth <= 7 fits"):
+    engine.check_fits("net", cost, 9, 175, width=4)
+  with pytest.raises(ValueError, match=r"at width 4 depth <= 0 fits"):
+    engine.check_fits("net", cost, 1, 50, width=4)
+  assert engine.items_per_chunk(1000, 300) == 3 and engine.items_per_chunk(10, 300) == 1
