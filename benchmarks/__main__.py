@@ -36,6 +36,7 @@ from typing import Any
 import jax
 
 from benchmarks._common import format_number, format_seconds
+from empirical import engine
 
 __all__ = ["DEFAULT_OUTDIR", "PREFIX", "discover", "environment", "device_slug", "run", "main"]
 
@@ -115,9 +116,7 @@ def _select(modules: Mapping[str, Any], only: Sequence[str] | None) -> dict[str,
 
 
 def _write_atomic(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+  engine.atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def render_markdown(results: Mapping[str, Any]) -> str:

@@ -1,12 +1,12 @@
-"""Validation shared by the experiment entry points, run before any work.
+"""The grid of an experiment, validated before any work.
 
 :func:`empirical.sweep`, :func:`empirical.train` and
 :func:`empirical.jacobian_spectra` take ``activation``, ``init``, ``width``,
 ``depth``, ``sigma_w2`` and ``sigma_b2`` as one value or a list (a list makes
-a dimension of the result), a PRNG key, a ``dtype``, a ``store`` directory
-and a memory budget; :func:`empirical.train` also a :class:`DataSplit`.
-Everything here raises ``ValueError`` naming the argument, its value and
-what is allowed.
+a dimension of the result) and a PRNG key; :func:`network_grid` checks them
+all (with the one-value checks of :mod:`empirical._checks`) and
+:func:`check_split` a training run's :class:`DataSplit`. Everything here
+raises ``ValueError`` naming the argument, its value and what is allowed.
 
 Stores are keyed on content: an activation or an init is named in a store's
 spec by :func:`activation_key` / :func:`init_key`, its registry name, or for
@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
 import types
 import uuid
 from typing import Any
@@ -32,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from empirical import _checks
 from empirical import inits as _inits
 from empirical import models as _models
 from meanfield.activations import ACTIVATIONS, Activation, activation as _activation
@@ -57,71 +57,9 @@ def values(name: str, value: Any) -> list:
   return [value]
 
 
-def is_number(value: Any) -> bool:
-  """A real number (Python or NumPy), not a bool, a string or None."""
-  return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-      value, bool | np.bool_)
-
-
-def check_variances(name: str, vals: list) -> list[float]:
-  """Each value a finite number ``>= 0``; returned as floats."""
-  for v in vals:
-    if not is_number(v):
-      raise ValueError(f"`{name}` must be a finite number >= 0, got {v!r}")
-    _inits._check_variance(name, v)
-  return [float(v) for v in vals]
-
-
-def check_number(name: str, value: Any, *, minimum: float, strict: bool = False) -> float:
-  """A finite number ``>= minimum`` (``> minimum`` if ``strict``) as a float."""
-  ok = is_number(value) and np.isfinite(value) and (
-      value > minimum if strict else value >= minimum)
-  if not ok:
-    raise ValueError(
-        f"`{name}` must be a finite number {'>' if strict else '>='} {minimum:g}, got {value!r}")
-  return float(value)
-
-
-def check_dtype(dtype: Any) -> np.dtype:
-  """The float dtype meant by ``dtype`` (``None``: float32, float64 under x64)."""
-  try:
-    resolved = np.dtype(jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype))
-  except TypeError:
-    resolved = None
-  if resolved is None or not jnp.issubdtype(resolved, jnp.floating):
-    raise ValueError(
-        f"`dtype` must be None or a floating dtype (float16, bfloat16, float32, float64), "
-        f"got {dtype!r}")
-  return resolved
-
-
-def check_store(store: Any) -> str | None:
-  """``store`` as a path string: a directory, or a path where one can be made."""
-  if store is None:
-    return None
-  if not isinstance(store, str | os.PathLike):
-    raise ValueError(f"`store` must be a directory path (str or os.PathLike), got {store!r}")
-  path = os.fspath(store)
-  if os.path.exists(path) and not os.path.isdir(path):
-    raise ValueError(f"`store` must be a directory (created if missing), got {path!r}, "
-                     f"which is a file")
-  return path
-
-
-def check_key(key: Any, name: str = "key") -> Any:
-  """``key`` if it is a PRNG key (new-style or raw ``uint32`` of shape ``(2,)``)."""
-  if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    if key.ndim == 0:
-      return key
-  elif (isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32
-        and key.ndim == 1 and key.size >= 2):
-    return key
-  raise ValueError(f"`{name}` must be a PRNG key (jax.random.key(0)), got {key!r}")
-
-
 def key_data(key: Any) -> list[int]:
   """The words of a PRNG key (new-style or raw ``uint32``), for provenance and stores."""
-  key = check_key(key)
+  key = _checks.check_key(key)
   if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     key = jax.random.key_data(key)
   return np.asarray(key).ravel().tolist()
@@ -332,7 +270,8 @@ def schemes(activation: Any, init: Any, *, store: str | None) -> Schemes:
 
 @dataclasses.dataclass(frozen=True)
 class NetworkGrid:
-  """The validated grid of a sweep or a training run.
+  """The validated grid of an experiment (:func:`empirical.sweep`,
+  :func:`empirical.train`, :func:`empirical.jacobian_spectra`).
 
   Attributes:
     key_data: the key's words.
@@ -356,25 +295,23 @@ class NetworkGrid:
   schemes: Schemes
   store: str | None
 
+  def axes(self) -> dict[str, list]:
+    """The coordinate values of each axis of ``empirical.engine.SWEPT``, in its order."""
+    return {"activation": self.schemes.activation_labels, "init": self.schemes.init_labels,
+            "width": self.widths, "depth": self.depths, "sigma_w2": self.sigma_w2,
+            "sigma_b2": self.sigma_b2}
 
-def network_grid(*, key, activation, init, width, depth, n_seeds, sigma_w2, sigma_b2,
-                 residual, norm, verb: str, store=None) -> NetworkGrid:
-  """Validate the grid arguments of :func:`empirical.sweep` or :func:`empirical.train`.
 
-  ``verb`` names the caller's action in the message for mixed schemes
-  (``"sweep"``, ``"train"``).
-  """
-  kd = key_data(key)
-  store = check_store(store)
-  sch = schemes(activation, init, store=store)
-  acts, inits = sch.activations, sch.inits
-  widths = [_models._check_int("width", w, 1) for w in values("width", width)]
-  depths = [_models._check_int("depth", d, 1) for d in values("depth", depth)]
-  n_seeds = _models._check_int("n_seeds", n_seeds, 1)
-  _models.check_architecture(norm=norm)
-  if not isinstance(residual, bool):
-    raise ValueError(f"`residual` must be True or False, got {residual!r}")
+_BY_VARIANCE = "gaussian, uniform, truncated_normal, orthogonal"
+
+
+def _weight_variances(sigma_w2, inits: list[_inits.Init], *, verb: str,
+                      by_variance_only: bool) -> list[float | None]:
+  """The ``sigma_w2`` axis: variances for schemes by variance, ``[None]`` for presets."""
   uses = {s.uses_sigma_w2 for s in inits}
+  if by_variance_only and uses != {True}:
+    raise ValueError(f"`init` must be schemes by variance ({_BY_VARIANCE}), got "
+                     f"{[s.name for s in inits]}")
   if len(uses) > 1:
     raise ValueError(
         f"`init` must not mix schemes by variance and schemes that fix it, got "
@@ -382,23 +319,38 @@ def network_grid(*, key, activation, init, width, depth, n_seeds, sigma_w2, sigm
   if uses == {True}:
     if sigma_w2 is None:
       raise ValueError(f"`sigma_w2` must be given for init {[s.name for s in inits]}, got None")
-    sw2s = check_variances("sigma_w2", values("sigma_w2", sigma_w2))
-  else:
-    if sigma_w2 is not None:
-      inits[0].check_sigma_w2(sigma_w2)   # raises, naming the scheme
-    sw2s = [None]
-  sb2s = check_variances("sigma_b2", values("sigma_b2", sigma_b2))
-  return NetworkGrid(key_data=kd, activations=acts, inits=inits, widths=widths,
-                     depths=depths, n_seeds=n_seeds, sigma_w2=sw2s, sigma_b2=sb2s,
-                     schemes=sch, store=store)
+    if by_variance_only:      # a spectrum at sigma_w2 = 0 has no singular values to speak of
+      return [_checks.check_number("sigma_w2", v, minimum=0, strict=True)
+              for v in values("sigma_w2", sigma_w2)]
+    return _checks.check_variances("sigma_w2", values("sigma_w2", sigma_w2))
+  if sigma_w2 is not None:
+    inits[0].check_sigma_w2(sigma_w2)   # raises, naming the scheme
+  return [None]
 
 
-def check_fits(what: str, need: int, budget: int, *, fits: str) -> None:
-  """Raise unless one item of ``need`` bytes fits ``budget`` (``fits``: what would)."""
-  if need > budget:
-    raise ValueError(
-        f"`memory_budget` = {budget} bytes is too small for one {what}, which needs about "
-        f"{need} bytes ({need / 2**30:.3g} GiB); {fits}, or raise `memory_budget`")
+def network_grid(*, key, activation, init, width, depth, n_seeds, sigma_w2, sigma_b2,
+                 residual=False, norm=None, verb: str, store=None,
+                 by_variance_only: bool = False) -> NetworkGrid:
+  """Validate the grid arguments of an experiment.
+
+  ``verb`` names the caller's action in the message for mixed schemes
+  (``"sweep"``, ``"train"``). ``by_variance_only``: the schemes must take
+  ``sigma_w2`` and it must be ``> 0`` (Jacobian spectra).
+  """
+  kd = key_data(key)
+  store = _checks.check_store(store)
+  sch = schemes(activation, init, store=store)
+  widths = [_checks.check_int("width", w, 1) for w in values("width", width)]
+  depths = [_checks.check_int("depth", d, 1) for d in values("depth", depth)]
+  n_seeds = _checks.check_int("n_seeds", n_seeds, 1)
+  _models.check_architecture(norm=norm)
+  if not isinstance(residual, bool):
+    raise ValueError(f"`residual` must be True or False, got {residual!r}")
+  sw2s = _weight_variances(sigma_w2, sch.inits, verb=verb, by_variance_only=by_variance_only)
+  sb2s = _checks.check_variances("sigma_b2", values("sigma_b2", sigma_b2))
+  return NetworkGrid(key_data=kd, activations=sch.activations, inits=sch.inits,
+                     widths=widths, depths=depths, n_seeds=n_seeds, sigma_w2=sw2s,
+                     sigma_b2=sb2s, schemes=sch, store=store)
 
 
 def check_split(split: Any) -> None:

@@ -52,6 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from empirical import _checks
+
 __all__ = [
     "DataSplit",
     "MNIST_FILES",
@@ -161,16 +163,6 @@ class DataSplit:
 # Validation helpers.
 
 
-def _is_int(value: Any) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-  if not _is_int(value) or value < minimum:
-    raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-  return int(value)
-
-
 def _check_test_fraction(test_fraction: Any) -> float:
   if (isinstance(test_fraction, (bool, np.bool_))
       or not isinstance(test_fraction, (int, float, np.integer, np.floating))
@@ -178,21 +170,6 @@ def _check_test_fraction(test_fraction: Any) -> float:
     raise ValueError(
         f"`test_fraction` must be a number strictly between 0 and 1, got {test_fraction!r}")
   return float(test_fraction)
-
-
-def _float_dtype(dtype: Any) -> np.dtype:
-  """The requested floating dtype; ``None`` gives JAX's default float."""
-  if dtype is None:
-    return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
-  try:
-    resolved = np.dtype(dtype)
-  except TypeError:
-    resolved = None
-  if resolved is None or not jnp.issubdtype(resolved, jnp.floating):
-    raise ValueError(
-        f"`dtype` must be None or a floating dtype (float16, bfloat16, float32, "
-        f"float64), got {dtype!r}")
-  return resolved
 
 
 def _check_labels(y: np.ndarray, n_classes: int | None, what: str) -> int:
@@ -204,7 +181,7 @@ def _check_labels(y: np.ndarray, n_classes: int | None, what: str) -> int:
   top = int(y.max()) + 1 if y.size else 0
   if n_classes is None:
     return max(top, 1)
-  n_classes = _check_int("n_classes", n_classes, 1)
+  n_classes = _checks.check_int("n_classes", n_classes, 1)
   if top > n_classes:
     raise ValueError(
         f"`{what}` must hold labels in [0, n_classes) = [0, {n_classes}), got "
@@ -226,14 +203,6 @@ def _check_array(name: str, value: Any) -> Any:
                                  or np.issubdtype(arr.dtype, np.bool_)):
     raise ValueError(f"`{name}` must be a numeric array, got dtype {arr.dtype}")
   return arr
-
-
-def _check_key(key: Any) -> Any:
-  if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-    return key
-  if isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32 and key.ndim == 1:
-    return key
-  raise ValueError(f"`key` must be a PRNG key (jax.random.key(0)), got {key!r}")
 
 
 def _check_xy(x: Any, y: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -337,10 +306,10 @@ def split_data(x: Any, y: Any, *, key: Array,
   Returns:
     A :class:`DataSplit`; inputs in ``dtype``, labels ``int32``.
   """
-  _check_key(key)
+  _checks.check_key(key)
   _check_xy(x, y)
   test_fraction = _check_test_fraction(test_fraction)
-  dtype = _float_dtype(dtype)
+  dtype = _checks.float_dtype(dtype, canonicalize=False)
   x = np.asarray(x)
   y = np.asarray(y)
   if x.shape[0] < 2:
@@ -381,7 +350,7 @@ def load_digits(*, key: Array, test_fraction: float = DEFAULT_TEST_FRACTION,
     ``dtype``, ``y_*`` ``int32`` of shape ``(n,)``, ``n_classes=10``.
   """
   test_fraction = _check_test_fraction(test_fraction)
-  dtype = _float_dtype(dtype)
+  dtype = _checks.float_dtype(dtype, canonicalize=False)
   from sklearn import datasets  # Imported here: importing scikit-learn takes seconds.
   x, y = datasets.load_digits(return_X_y=True)
   return split_data(x, y, key=key, test_fraction=test_fraction, stratify=stratify,
@@ -498,7 +467,7 @@ def load_mnist(path: str | os.PathLike, *,
   """
   if kind not in MNIST_KINDS:
     raise ValueError(f"`kind` must be one of {', '.join(MNIST_KINDS)}, got {kind!r}")
-  dtype = _float_dtype(dtype)
+  dtype = _checks.float_dtype(dtype, canonicalize=False)
   directory = Path(path).expanduser()
   expected = ", ".join(MNIST_FILES.values())
   if not directory.is_dir():
@@ -574,15 +543,15 @@ def gaussian_blobs(*, key: Array, n_samples: int, n_features: int, n_classes: in
     A :class:`DataSplit` named ``"blobs"``: ``x_*`` of shape
     ``(n, n_features)`` in ``dtype``, ``y_*`` ``int32``.
   """
-  n_classes = _check_int("n_classes", n_classes, 2)
-  n_samples = _check_int("n_samples", n_samples, 2 * n_classes)
-  n_features = _check_int("n_features", n_features, 1)
+  n_classes = _checks.check_int("n_classes", n_classes, 2)
+  n_samples = _checks.check_int("n_samples", n_samples, 2 * n_classes)
+  n_features = _checks.check_int("n_features", n_features, 1)
   if (isinstance(separation, (bool, np.bool_))
       or not isinstance(separation, (int, float, np.integer, np.floating))
       or not math.isfinite(separation) or separation < 0):
     raise ValueError(f"`separation` must be a finite number >= 0, got {separation!r}")
   test_fraction = _check_test_fraction(test_fraction)
-  dtype = _float_dtype(dtype)
+  dtype = _checks.float_dtype(dtype, canonicalize=False)
   key_centres, key_noise, key_split = jax.random.split(key, 3)
   centres = np.asarray(jax.random.normal(key_centres, (n_classes, n_features), jnp.float32),
                        np.float64) * (separation / math.sqrt(2 * n_features))
@@ -600,7 +569,7 @@ def gaussian_blobs(*, key: Array, n_samples: int, n_features: int, n_classes: in
 
 
 def _check_batch_size(batch_size: Any, n: int, replace: bool) -> int:
-  if not _is_int(batch_size) or batch_size < 1:
+  if not _checks.is_int(batch_size) or batch_size < 1:
     raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}")
   if not replace and batch_size > n:
     raise ValueError(
@@ -657,7 +626,7 @@ def batch_indices(*, key: Array, n: int, batch_size: int) -> Array:
   Returns:
     ``int32`` array of shape ``(n // batch_size, batch_size)``.
   """
-  n = _check_int("n", n, 1)
+  n = _checks.check_int("n", n, 1)
   batch_size = _check_batch_size(batch_size, n, replace=False)
   n_batches = n // batch_size
   perm = jax.random.permutation(key, n)[:n_batches * batch_size]
@@ -687,7 +656,7 @@ def batches(x: Array, y: Array, *, key: Array, batch_size: int,
   x_shape, _ = _check_xy(x, y)
   n = x_shape[0]
   batch_size = _check_batch_size(batch_size, n, replace=False)
-  n_epochs = _check_int("n_epochs", n_epochs, 1)
+  n_epochs = _checks.check_int("n_epochs", n_epochs, 1)
   x, y = jnp.asarray(x), jnp.asarray(y)
 
   def generate():

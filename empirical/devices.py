@@ -2,7 +2,7 @@
 
 A sweep's work is a list of items (networks, or a seed with a block of
 settings), each computed from its own index only (its key is
-``fold_in(key, i)``). :func:`empirical.sweep.run_chunked` cuts the list into
+``fold_in(key, i)``). :func:`empirical.engine.run_chunked` cuts the list into
 chunks; with more than one device, each chunk is cut again into equal shards
 along a one-dimensional :class:`jax.sharding.Mesh` whose only axis,
 :data:`AXIS`, runs over the items, and :func:`jax.shard_map` runs the same
@@ -16,7 +16,7 @@ the chunk (the same shapes, the same vmapped groups), so results are
 bitwise identical to a one-device run.
 
 Devices are chosen with the ``devices`` option of :func:`empirical.sweep`
-(and :func:`empirical.sweep.run_chunked`):
+(and :func:`empirical.engine.run_chunked`):
 
 - ``None``: every device JAX sees, ``jax.devices()`` (GPUs, TPUs); on the
   CPU the first one only, since one program already uses every core (ask for

@@ -56,6 +56,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.nn import initializers as jinit
 
+from empirical import _checks
+
 __all__ = [
     "Init", "INITS", "init", "init_names", "normal", "constant",
     "bias_initializer",
@@ -80,6 +82,11 @@ class Init:
     uses_sigma_w2: whether the scale depends on ``sigma_w2`` (schemes by
       variance) or the scheme fixes it (presets, absolute std).
     torch, keras: the equivalent call in ``torch.nn.init`` and Keras.
+    law: the weight law the theory reads (:func:`meanfield.weight_law`):
+      ``"gaussian"`` for i.i.d. zero-mean entries (at infinite width every
+      such law of one variance has the Gaussian's theory), ``"orthogonal"``
+      for scaled Haar matrices, ``None`` for schemes without one (``zeros``,
+      ``constant``; and by default your own, until you say which it is).
 
   Two schemes compare equal when their names (and flags) are equal.
   """
@@ -92,6 +99,7 @@ class Init:
   uses_sigma_w2: bool = True
   torch: str = ""
   keras: str = ""
+  law: str | None = None
 
   def scale(self, sigma_w2, fan_in: int, fan_out: int):
     """The multiplier of the standard draw; ``sigma_w2`` is ignored by presets."""
@@ -113,7 +121,7 @@ class Init:
         raise ValueError(
             f"`sigma_w2` must be given (a finite number >= 0) for init "
             f"{self.name!r}, got None")
-      _check_variance("sigma_w2", sigma_w2)
+      _checks.check_variance("sigma_w2", sigma_w2)
     elif sigma_w2 is not None:
       raise ValueError(
           f"`sigma_w2` must be None for init {self.name!r}, which fixes the "
@@ -132,24 +140,11 @@ class Init:
       if len(shape) != 2:
         raise ValueError(
             f"`shape` must be (fan_in, fan_out), got {tuple(shape)}")
-      dtype = _float_dtype(dtype)
+      dtype = _checks.float_dtype(dtype)
       w = self.standard(key, tuple(shape), dtype)
       return (w * jnp.asarray(self.scale(sigma_w2, *shape), dtype)).astype(dtype)
 
     return init_fn
-
-
-def _float_dtype(dtype):
-  return jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
-
-
-def _check_variance(name: str, value) -> None:
-  try:
-    v = float(value)
-  except (TypeError, ValueError):
-    raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}") from None
-  if not (math.isfinite(v) and v >= 0):
-    raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
 
 
 # --- standard draws -------------------------------------------------------
@@ -373,10 +368,10 @@ def normal(std: float) -> Init:
   torch: ``torch.nn.init.normal_(w, 0.0, std)``;
   Keras: ``keras.initializers.RandomNormal(0.0, std)``.
   """
-  _check_variance("std", std)
+  _checks.check_variance("std", std)
   std = float(std)
   return Init(f"normal({_exact(std)})", _unit_normal, _absolute(std), _unit,
-              uses_sigma_w2=False,
+              uses_sigma_w2=False, law="gaussian",
               torch=f"torch.nn.init.normal_(w, 0.0, {_exact(std)})",
               keras=f"keras.initializers.RandomNormal(0.0, {_exact(std)})")
 
@@ -403,47 +398,56 @@ def constant(value: float) -> Init:
 INITS: dict[str, Init] = {
     "gaussian": Init(
         "gaussian", _fan_in_standard("normal"), _by_variance, _per_fan_in,
+        law="gaussian",
         torch="torch.nn.init.normal_(w, 0.0, (sigma_w2 / fan_in) ** 0.5)",
         keras="keras.initializers.VarianceScaling(sigma_w2, 'fan_in', 'untruncated_normal')"),
     "uniform": Init(
         "uniform", _fan_in_standard("uniform"), _by_variance, _per_fan_in,
+        law="gaussian",
         torch="torch.nn.init.uniform_(w, -a, a), a = (3 sigma_w2 / fan_in) ** 0.5",
         keras="keras.initializers.VarianceScaling(sigma_w2, 'fan_in', 'uniform')"),
     "truncated_normal": Init(
         "truncated_normal", _fan_in_standard("truncated_normal"), _by_variance,
         _per_fan_in,
+        law="gaussian",
         torch="torch.nn.init.trunc_normal_(w, 0.0, s / 0.8796, -2 s / 0.8796, 2 s / 0.8796), s = (sigma_w2 / fan_in) ** 0.5",
         keras="keras.initializers.VarianceScaling(sigma_w2, 'fan_in', 'truncated_normal')"),
     "orthogonal": Init(
         "orthogonal", _orthogonal_standard, _orthogonal_scale,
         lambda fan_in, fan_out: 1.0 / max(fan_in, fan_out),
+        law="orthogonal",
         torch="torch.nn.init.orthogonal_(w, gain=sigma_w2 ** 0.5)  (square w)",
         keras="keras.initializers.Orthogonal(gain=sigma_w2 ** 0.5)  (square w)"),
     "xavier_normal": Init(
         "xavier_normal", _fan_in_standard("normal"), _preset(_xavier), _per_fan_in,
         uses_sigma_w2=False,
+        law="gaussian",
         torch="torch.nn.init.xavier_normal_(w)",
         keras="keras.initializers.VarianceScaling(1.0, 'fan_avg', 'untruncated_normal') "
               "(keras.initializers.GlorotNormal truncates, same variance)"),
     "xavier_uniform": Init(
         "xavier_uniform", _fan_in_standard("uniform"), _preset(_xavier), _per_fan_in,
         uses_sigma_w2=False,
+        law="gaussian",
         torch="torch.nn.init.xavier_uniform_(w)",
         keras="keras.initializers.GlorotUniform()"),
     "he_normal": Init(
         "he_normal", _fan_in_standard("normal"), _preset(_he), _per_fan_in,
         uses_sigma_w2=False,
+        law="gaussian",
         torch="torch.nn.init.kaiming_normal_(w, nonlinearity='relu')",
         keras="keras.initializers.VarianceScaling(2.0, 'fan_in', 'untruncated_normal') "
               "(keras.initializers.HeNormal truncates, same variance)"),
     "he_uniform": Init(
         "he_uniform", _fan_in_standard("uniform"), _preset(_he), _per_fan_in,
         uses_sigma_w2=False,
+        law="gaussian",
         torch="torch.nn.init.kaiming_uniform_(w, nonlinearity='relu')",
         keras="keras.initializers.HeUniform()"),
     "lecun_normal": Init(
         "lecun_normal", _fan_in_standard("normal"), _preset(_lecun), _per_fan_in,
         uses_sigma_w2=False,
+        law="gaussian",
         torch="torch.nn.init.kaiming_normal_(w, nonlinearity='linear')",
         keras="keras.initializers.VarianceScaling(1.0, 'fan_in', 'untruncated_normal') "
               "(keras.initializers.LecunNormal truncates, same variance)"),
@@ -500,10 +504,10 @@ def bias_initializer(sigma_b2) -> Callable[..., Array]:
   ``torch.nn.init.normal_(b, 0.0, sigma_b2 ** 0.5)``; Keras:
   ``keras.initializers.RandomNormal(0.0, sigma_b2 ** 0.5)``.
   """
-  _check_variance("sigma_b2", sigma_b2)
+  _checks.check_variance("sigma_b2", sigma_b2)
 
   def init_fn(key, shape, dtype=None):
-    dtype = _float_dtype(dtype)
+    dtype = _checks.float_dtype(dtype)
     return (jax.random.normal(key, shape, dtype)
             * jnp.asarray(math.sqrt(float(sigma_b2)), dtype))
 

@@ -52,16 +52,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
-from tqdm import tqdm
 
+from empirical import _checks
 from empirical import _grid
+from empirical import description
 from empirical import devices as _devices
+from empirical import engine
 from empirical import models as _models
-from empirical.sweep import run_chunked
+from empirical import streams
+from empirical.engine import DEFAULT_MEMORY_BUDGET, SWEPT
 from meanfield.activations import Activation, activation as _get_activation
 
 __all__ = [
-    "forward",
+    "output_and_derivatives",
     "jacobian",
     "singular_values",
     "moment_estimates",
@@ -77,12 +80,6 @@ Array = jax.Array
 
 # ---------------------------------------------------------------------------
 # Validation.
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-    raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-  return int(value)
 
 
 def _check_params(weights, biases, x) -> tuple[int, int]:
@@ -107,7 +104,7 @@ def _check_depths(depths, depth: int) -> tuple[int, ...]:
   if not depths:
     raise ValueError("`depths` must be a non-empty increasing sequence of integers, got ()")
   for d in depths:
-    _check_int("depths", d, 1)
+    _checks.check_int("depths", d, 1)
   if any(b <= a for a, b in zip(depths, depths[1:])) or depths[-1] > depth:
     raise ValueError(
         f"`depths` must increase strictly and not exceed the network's depth {depth}, "
@@ -153,7 +150,7 @@ def _first_nonfinite(h_finite: Array) -> Array:
   return jnp.where(jnp.any(bad, axis=0), jnp.argmax(bad, axis=0) + 1, 0).astype(jnp.int32)
 
 
-def forward(weights: Array, biases: Array, x: Array, *,
+def output_and_derivatives(weights: Array, biases: Array, x: Array, *,
             activation: str | Activation | Callable) -> tuple[Array, Array]:
   """The network's output and the diagonals of ``D^l``.
 
@@ -175,7 +172,7 @@ def forward(weights: Array, biases: Array, x: Array, *,
 
 
 def _forward(phi: Activation, weights, biases, x):
-  """``(x^L, d, finite)``: :func:`forward`'s results and whether each ``h^l`` is finite."""
+  """``(x^L, d, finite)``: :func:`output_and_derivatives`'s results and whether each ``h^l`` is finite."""
   def layer(x, wb):
     w, b = wb
     h = x @ w + b
@@ -229,7 +226,7 @@ def jacobian(weights: Array, biases: Array, x: Array, *,
   input side in a ``lax.scan`` (Pennington et al. 2017, Eq. 2).
 
   Args:
-    weights, biases, x, activation: as in :func:`forward`.
+    weights, biases, x, activation: as in :func:`output_and_derivatives`.
 
   Returns:
     ``J = d x^L / d x^0``, ``(N, N)``, in the dtype of ``weights``.
@@ -245,7 +242,7 @@ def singular_values(weights: Array, biases: Array, x: Array, *,
   """Singular values of the input-output Jacobian of one network, descending.
 
   Args:
-    weights, biases, x, activation: as in :func:`forward`.
+    weights, biases, x, activation: as in :func:`output_and_derivatives`.
     depths: ``None`` for the whole network, or increasing depths
       ``L_1 < L_2 < ...`` (each at most ``depth``): the spectra of the
       Jacobians of the network's first ``L_i`` layers, all from one pass.
@@ -289,10 +286,10 @@ def _apply_jacobian_t(weights: Array, derivs: Array, u: Array) -> tuple[Array, A
 
 def moment_estimates(weights: Array, biases: Array, x: Array, *,
                      activation: str | Activation | Callable, key: Array,
-                     num_probes: int = 32, max_order: int = 2) -> tuple[Array, Array]:
+                     n_probes: int = 32, max_order: int = 2) -> tuple[Array, Array]:
   """Moments of the eigenvalues of ``J J^T`` by random projections.
 
-  Hutchinson's estimator with ``P = num_probes`` Gaussian probes
+  Hutchinson's estimator with ``P = n_probes`` Gaussian probes
   ``v ~ N(0, I_N)``: ``m_k = tr (J J^T)^k / N = E_v[v^T (J J^T)^k v] / N``.
   With ``a_0 = v`` and ``a_j = J^T a_{j-1}`` (j odd) or ``J a_{j-1}`` (j
   even), ``v^T (J J^T)^k v = |a_k|^2``, so order ``k`` costs ``k`` passes
@@ -302,9 +299,9 @@ def moment_estimates(weights: Array, biases: Array, x: Array, *,
   standard deviation over probes divided by ``sqrt(P)``.
 
   Args:
-    weights, biases, x, activation: as in :func:`forward`.
+    weights, biases, x, activation: as in :func:`output_and_derivatives`.
     key: PRNG key for the probes.
-    num_probes: ``P >= 2``.
+    n_probes: ``P >= 2``.
     max_order: the highest order ``K >= 1``.
 
   Returns:
@@ -312,11 +309,11 @@ def moment_estimates(weights: Array, biases: Array, x: Array, *,
     errors, in the dtype of ``weights``.
   """
   _, width = _check_params(weights, biases, x)
-  num_probes = _check_int("num_probes", num_probes, 2)
-  max_order = _check_int("max_order", max_order, 1)
-  _, derivs = forward(weights, biases, x, activation=activation)
-  a = jax.random.normal(key, (width, num_probes), jnp.result_type(weights))
-  e = jnp.zeros((num_probes,), jnp.int32)
+  n_probes = _checks.check_int("n_probes", n_probes, 2)
+  max_order = _checks.check_int("max_order", max_order, 1)
+  _, derivs = output_and_derivatives(weights, biases, x, activation=activation)
+  a = jax.random.normal(key, (width, n_probes), jnp.result_type(weights))
+  e = jnp.zeros((n_probes,), jnp.int32)
   per_probe, exponents = [], []
   for k in range(1, max_order + 1):
     a, de = (_apply_jacobian_t if k % 2 else _apply_jacobian)(weights, derivs, a)
@@ -328,7 +325,7 @@ def moment_estimates(weights: Array, biases: Array, x: Array, *,
   top = jnp.max(exponents, axis=1, keepdims=True)
   common = jnp.ldexp(per_probe, exponents - top)
   return (jnp.ldexp(jnp.mean(common, axis=1), top[:, 0]),
-          jnp.ldexp(jnp.std(common, axis=1, ddof=1) / math.sqrt(num_probes), top[:, 0]))
+          jnp.ldexp(jnp.std(common, axis=1, ddof=1) / math.sqrt(n_probes), top[:, 0]))
 
 
 def _lanczos(matvec: Callable[[Array], Array], v0: Array, num_iterations: int):
@@ -386,7 +383,7 @@ def extreme_singular_values(weights: Array, biases: Array, x: Array, *,
   treat ``sigma_min`` as a bound unless its error is small.
 
   Args:
-    weights, biases, x, activation: as in :func:`forward`.
+    weights, biases, x, activation: as in :func:`output_and_derivatives`.
     key: PRNG key for the start vector.
     num_iterations: Lanczos steps, ``1 <= num_iterations <= N``.
 
@@ -401,7 +398,7 @@ def extreme_singular_values(weights: Array, biases: Array, x: Array, *,
       or not 1 <= num_iterations <= width:
     raise ValueError(
         f"`num_iterations` must be an integer in [1, N = {width}], got {num_iterations!r}")
-  _, derivs = forward(weights, biases, x, activation=activation)
+  _, derivs = output_and_derivatives(weights, biases, x, activation=activation)
   return _extreme(weights, derivs, jax.random.normal(key, (width,), jnp.result_type(weights)),
                   int(num_iterations))
 
@@ -445,7 +442,7 @@ def jacobian_input(*, key: Array, activation: str | Activation | Callable, q, wi
   Returns:
     ``(width,)`` in ``dtype`` (default: the default float type).
   """
-  width = _check_int("width", width, 1)
+  width = _checks.check_int("width", width, 1)
   q_arr = np.asarray(q)
   if q_arr.ndim != 0 or not np.isfinite(q_arr) or q_arr < 0:
     raise ValueError(f"`q` must be a finite scalar >= 0, got {q!r}")
@@ -457,10 +454,7 @@ def jacobian_input(*, key: Array, activation: str | Activation | Callable, q, wi
 # ---------------------------------------------------------------------------
 # Many networks: a labelled Dataset.
 
-#: The hyperparameters :func:`jacobian_spectra` may take a list of, in the order of its dims.
-SWEPT = ("activation", "init", "width", "depth", "sigma_w2", "sigma_b2")
 METHODS = ("svd", "projection")
-DEFAULT_MEMORY_BUDGET = 1 << 30
 
 
 #: The input length standing for the limit q -> 0+ where q* = 0 (see :func:`_fixed_point_q`).
@@ -499,10 +493,10 @@ def _stacked(params: _models.Params) -> tuple[Array, Array]:
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "act", "scheme", "width", "depths", "method", "max_order", "num_probes",
+    "act", "scheme", "width", "depths", "method", "max_order", "n_probes",
     "num_iterations", "batch_size"))
 def _compute(idx, key, ws, bs, qs, *, act, scheme, width, depths, method, max_order,
-             num_probes, num_iterations, batch_size):
+             n_probes, num_iterations, batch_size):
   """Networks ``idx`` of one (activation, init, width): all settings, all depths.
 
   Item ``i`` is network ``i`` (key ``fold_in(key, i)``); its standard draw is
@@ -527,10 +521,10 @@ def _compute(idx, key, ws, bs, qs, *, act, scheme, width, depths, method, max_or
            "first_nonfinite": [_first_nonfinite(finite[:d]) for d in depths]}
     for d in depths:
       m, e = moment_estimates(weights[:d], biases[:d], x, activation=act,
-                              key=jax.random.fold_in(k, 4), num_probes=num_probes,
+                              key=jax.random.fold_in(k, streams.HUTCHINSON), n_probes=n_probes,
                               max_order=max_order)
       s, se = extreme_singular_values(weights[:d], biases[:d], x, activation=act,
-                                      key=jax.random.fold_in(k, 5),
+                                      key=jax.random.fold_in(k, streams.LANCZOS),
                                       num_iterations=num_iterations)
       for name, v in (("moment", m), ("moment_error", e), ("sigma_max", s[0]),
                       ("sigma_max_error", se[0]), ("sigma_min", s[1]),
@@ -542,7 +536,7 @@ def _compute(idx, key, ws, bs, qs, *, act, scheme, width, depths, method, max_or
     k = _models.network_key(key, seed)
     std = _models.standard_params(k, in_features=width, width=width, depth=depth,
                                   init=scheme, dtype=dtype)
-    z = jax.random.normal(jax.random.fold_in(k, 3), (width,), dtype)
+    z = jax.random.normal(jax.random.fold_in(k, streams.JACOBIAN_INPUT), (width,), dtype)
     return jax.lax.map(lambda a: one_setting(std, z, k, *a), (ws, bs, qs))
 
   return jax.lax.map(item, idx, batch_size=batch_size)
@@ -566,9 +560,10 @@ def _svd_at_depths(act, weights, biases, x, depths, max_order: int = 0):
   return jnp.stack(svs), jnp.stack(moments), jnp.stack(firsts)
 
 
+@description.takes_network()
 def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
                      sigma_b2=0.0, init="gaussian", n_seeds: int = 1, q=None,
-                     method: str = "svd", max_order: int = 2, num_probes: int = 32,
+                     method: str = "svd", max_order: int = 2, n_probes: int = 32,
                      num_iterations: int = 48, chunk_size: int | None = None,
                      batch_size: int | None = None,
                      memory_budget: int = DEFAULT_MEMORY_BUDGET,
@@ -589,7 +584,8 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
   - network ``i`` has key ``fold_in(key, i)`` and the parameters of
     :func:`empirical.models.standard_params` (layer ``l``'s weights depend on
     ``(i, l)`` only); its input noise ``z`` comes from ``fold_in(k_i, 3)``,
-    its probes from ``fold_in(k_i, 4)`` and ``fold_in(k_i, 5)``;
+    its probes from ``fold_in(k_i, 4)`` and ``fold_in(k_i, 5)``
+    (:mod:`empirical.streams`: ``JACOBIAN_INPUT``, ``HUTCHINSON``, ``LANCZOS``);
   - every ``(sigma_w2, sigma_b2)`` rescales the same standard draw (common
     random numbers);
   - the network of depth ``L`` is the first ``L`` layers of the deepest one,
@@ -597,22 +593,27 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
 
   Results do not depend on ``chunk_size`` or ``batch_size``. With ``store``,
   each finished chunk is written atomically and a rerun resumes
-  (:func:`empirical.sweep.run_chunked`).
+  (:func:`empirical.engine.run_chunked`).
 
   Args:
     key: PRNG key.
+    network: a :class:`meanfield.Network` (one grid point) whose fields fill
+      ``activation``, ``width``, ``depth``, ``init``, ``sigma_w2`` and
+      ``sigma_b2`` (:mod:`empirical.description`); those must then not be
+      given too. Plain MLPs only here.
     activation: names from ``meanfield.activation``'s table (or Activations).
     width: ``N``. depth: ``L >= 1``.
     sigma_w2, sigma_b2: weight variance (``fan_in E[W_ij^2]``, for the
       schemes by variance) and bias variance.
     init: weight schemes of :mod:`empirical.inits` (``"gaussian"``,
-      ``"orthogonal"``, ...); the theory's ``weights``.
+      ``"orthogonal"``, ...); the theory reads their law (``Init.law``,
+      :func:`meanfield.weight_law`).
     n_seeds: networks per grid point.
     q: input length; ``None`` uses ``meanfield.q_star`` of each setting
       (``Q_LIMIT`` where it is 0; a ``ValueError`` where it is infinite:
       give ``q`` there).
     method: ``"svd"``: exact singular values (``O(L N^3)`` per network);
-      ``"projection"``: :func:`moment_estimates` with ``num_probes`` probes
+      ``"projection"``: :func:`moment_estimates` with ``n_probes`` probes
       and :func:`extreme_singular_values` with ``num_iterations`` Lanczos
       steps (``O(L N^2)`` per probe or step), for widths where the SVD is
       too dear.
@@ -652,89 +653,80 @@ def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigm
   Raises:
     ValueError: before any work, for a bad argument.
   """
-  key_data = _grid.key_data(key)
-  store = _grid.check_store(store)
-  sch = _grid.schemes(activation, init, store=store)
-  acts, schemes = sch.activations, sch.inits
-  widths = [_check_int("width", w, 1) for w in _grid.values("width", width)]
-  depths = [_check_int("depth", d, 1) for d in _grid.values("depth", depth)]
+  grid = _grid.network_grid(key=key, activation=activation, init=init, width=width,
+                            depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
+                            sigma_b2=sigma_b2, verb="jacobian_spectra", store=store,
+                            by_variance_only=True)
+  depths = grid.depths
   if any(b <= a for a, b in zip(depths, depths[1:])):
     raise ValueError(f"`depth` must be one integer or an increasing list, got {depth!r}")
-  n_seeds = _check_int("n_seeds", n_seeds, 1)
   if method not in METHODS:
     raise ValueError(f"`method` must be one of {', '.join(METHODS)}, got {method!r}")
-  max_order = _check_int("max_order", max_order, 1)
-  num_probes = _check_int("num_probes", num_probes, 2)
-  num_iterations = _check_int("num_iterations", num_iterations, 1)
-  if method == "projection" and num_iterations > min(widths):
+  max_order = _checks.check_int("max_order", max_order, 1)
+  n_probes = _checks.check_int("n_probes", n_probes, 2)
+  num_iterations = _checks.check_int("num_iterations", num_iterations, 1)
+  if method == "projection" and num_iterations > min(grid.widths):
     raise ValueError(
-        f"`num_iterations` must be at most the width {min(widths)}, got {num_iterations}")
-  if any(not s.uses_sigma_w2 for s in schemes):
-    raise ValueError(
-        f"`init` must be schemes by variance (gaussian, uniform, truncated_normal, "
-        f"orthogonal), got {[s.name for s in schemes]}")
-  if sigma_w2 is None:
-    raise ValueError("`sigma_w2` must be given (a finite number > 0 or a list), got None")
-  sw2s = [_grid.check_number("sigma_w2", v, minimum=0, strict=True)
-          for v in _grid.values("sigma_w2", sigma_w2)]
-  sb2s = _grid.check_variances("sigma_b2", _grid.values("sigma_b2", sigma_b2))
+        f"`num_iterations` must be at most the width {min(grid.widths)}, got {num_iterations}")
   if q is not None:
-    q = _grid.check_variances("q", [q])[0]
+    q = _checks.check_variances("q", [q])[0]
   if chunk_size is not None:
-    chunk_size = _check_int("chunk_size", chunk_size, 1)
+    chunk_size = _checks.check_int("chunk_size", chunk_size, 1)
   if batch_size is not None:
-    batch_size = _check_int("batch_size", batch_size, 1)
-  memory_budget = _grid.check_number("memory_budget", memory_budget, minimum=0, strict=True)
-  dtype = _grid.check_dtype(dtype)
+    batch_size = _checks.check_int("batch_size", batch_size, 1)
+  memory_budget = int(_checks.check_number("memory_budget", memory_budget, minimum=0,
+                                           strict=True))
+  dtype = _checks.float_dtype(dtype)
   devs = _devices.resolve(devices)
-  itemsize = np.dtype(dtype).itemsize
-  for w in widths:
-    # One network in flight per device at the least (batch_size or 1 of them).
-    need = _network_bytes(itemsize, w, depths[-1], batch_size or 1)
-    fits = max(0, int(memory_budget) // (itemsize * w * w * (batch_size or 1)) - 6)
-    _grid.check_fits(f"network of width {w} and depth {depths[-1]}", need, int(memory_budget),
-                     fits=f"at width {w} depth <= {fits} fits")
-  settings = list(itertools.product(sw2s, sb2s))
+  _check_plan_fits(grid, np.dtype(dtype).itemsize, batch_size, memory_budget)
+  settings = list(itertools.product(grid.sigma_w2, grid.sigma_b2))
   qs = np.array([np.full(len(settings), q) if q is not None else _fixed_point_q(a, settings)
-                 for a in acts])                                     # (acts, settings)
+                 for a in grid.activations])                         # (acts, settings)
   if batch_size is None:
     batch_size = 1 if jax.default_backend() == "cpu" else None
+  configs = list(itertools.product(range(len(grid.activations)), grid.inits, grid.widths))
+  spec = {**engine.base_spec(grid, dtype), "q": qs.tolist(), "method": method,
+          "max_order": max_order, "num_probes": n_probes,   # the stores' name of n_probes
+          "num_iterations": num_iterations}
+  run = functools.partial(
+      _run_config, key=key, grid=grid, settings=settings, qs=qs, spec=spec,
+      options=dict(method=method, max_order=max_order, n_probes=n_probes,
+                   num_iterations=num_iterations, batch_size=batch_size),
+      chunk_size=chunk_size, memory_budget=memory_budget, devs=devs, dtype=dtype)
+  results = engine.run_configs(configs, run, total=len(configs) * grid.n_seeds * len(settings),
+                               desc="jacobian", progress=progress)
+  swept = engine.swept(SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2))
+  return _dataset(results, grid, qs, swept, method=method, max_order=max_order, dtype=dtype)
 
-  configs = list(itertools.product(range(len(acts)), schemes, widths))
-  spec = {"key": key_data, "activation": sch.activation_keys,
-          "init": sch.init_keys, "width": widths, "depth": depths,
-          "sigma_w2": sw2s, "sigma_b2": sb2s, "n_seeds": n_seeds, "q": qs.tolist(),
-          "method": method, "max_order": max_order, "num_probes": num_probes,
-          "num_iterations": num_iterations, "dtype": np.dtype(dtype).name}
-  n_settings = len(settings)
-  bar = tqdm(total=len(configs) * n_seeds * n_settings, unit="net", desc="jacobian",
-             disable=not progress)
-  results = []
-  try:
-    for c, (a, scheme, w) in enumerate(configs):
-      ws, bs = _models.layer_scales(scheme, jnp.asarray([st[0] for st in settings], dtype),
-                                    jnp.asarray([st[1] for st in settings], dtype),
-                                    in_features=w, width=w, depth=depths[-1], dtype=dtype)
-      ws, bs = ws.T, bs.T                                              # (settings, L)
-      per_network = _network_bytes(itemsize, w, depths[-1], batch_size or n_seeds)
-      # The budget is per device: a chunk holds that many networks on each.
-      items = chunk_size or max(1, min(n_seeds, len(devs) * int(memory_budget) // per_network))
-      compute = functools.partial(
-          _compute, key=key, ws=ws, bs=bs, qs=jnp.asarray(qs[a], dtype), act=acts[a],
-          scheme=scheme, width=w, depths=tuple(depths), method=method, max_order=max_order,
-          num_probes=num_probes, num_iterations=num_iterations, batch_size=batch_size)
-      out = run_chunked(
-          compute, n_seeds, chunk_size=items,
-          store=None if store is None else os.path.join(store, f"config-{c:04d}"),
-          spec={**spec, "config": c}, progress=bar, units_per_item=n_settings,
-          devices=devs)
-      results.append(out)
-  finally:
-    bar.close()
-  return _dataset(results, sch, widths, depths, sw2s, sb2s, n_seeds, qs,
-                  method=method, max_order=max_order, key_data=key_data, dtype=dtype,
-                  swept={n: _grid.is_list(v) for n, v in zip(
-                      SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2))})
+
+def _check_plan_fits(grid, itemsize: int, batch_size: int | None, memory_budget: int) -> None:
+  """ValueError unless one network of the deepest depth fits at every width."""
+  for w in grid.widths:
+    # One network in flight per device at the least (batch_size or 1 of them).
+    engine.check_fits(f"network of width {w} and depth {grid.depths[-1]}",
+                      lambda d, w=w: _network_bytes(itemsize, w, d, batch_size or 1),
+                      grid.depths[-1], memory_budget, width=w)
+
+
+def _run_config(c, config, bar, *, key, grid, settings, qs, spec, options, chunk_size,
+                memory_budget, devs, dtype) -> dict[str, np.ndarray]:
+  """Configuration ``c`` (activation, init, width): arrays ``(seed, settings, depths, ...)``."""
+  a, scheme, w = config
+  depths = grid.depths
+  ws, bs = _models.layer_scales(scheme, jnp.asarray([st[0] for st in settings], dtype),
+                                jnp.asarray([st[1] for st in settings], dtype),
+                                in_features=w, width=w, depth=depths[-1], dtype=dtype)
+  ws, bs = ws.T, bs.T                                              # (settings, L)
+  per_network = _network_bytes(np.dtype(dtype).itemsize, w, depths[-1],
+                               options["batch_size"] or grid.n_seeds)
+  # The budget is per device: a chunk holds that many networks on each.
+  items = chunk_size or max(1, min(grid.n_seeds, len(devs) * memory_budget // per_network))
+  compute = functools.partial(
+      _compute, key=key, ws=ws, bs=bs, qs=jnp.asarray(qs[a], dtype), act=grid.activations[a],
+      scheme=scheme, width=w, depths=tuple(depths), **options)
+  return engine.run_chunked(
+      compute, grid.n_seeds, chunk_size=items, store=engine.config_store(grid.store, c),
+      spec={**spec, "config": c}, progress=bar, units_per_item=len(settings), devices=devs)
 
 
 def _network_bytes(itemsize: int, width: int, depth: int, networks: int) -> int:
@@ -742,13 +734,11 @@ def _network_bytes(itemsize: int, width: int, depth: int, networks: int) -> int:
   return itemsize * width * width * (depth + 6) * networks
 
 
-def _dataset(results, sch, widths, depths, sw2s, sb2s, n_seeds, qs, *, method,
-             max_order, key_data, dtype, swept) -> xr.Dataset:
-  acts, schemes = sch.activations, sch.inits
-  grid = {"activation": sch.activation_labels, "init": sch.init_labels,
-          "width": widths, "depth": depths, "sigma_w2": sw2s, "sigma_b2": sb2s}
-  dims = [n for n in SWEPT if swept[n]]
-  max_width = max(widths)
+def _dataset(results, grid, qs, swept, *, method, max_order, dtype) -> xr.Dataset:
+  """The spectra's result schema: over (grid, seed[, index | order]) and ``q``."""
+  axes = grid.axes()
+  n_acts, n_inits, n_widths, n_depths, n_sw, n_sb = (len(v) for v in axes.values())
+  max_width = max(grid.widths)
   data_vars = {}
   for name in results[0]:
     parts = []
@@ -757,33 +747,24 @@ def _dataset(results, sch, widths, depths, sw2s, sb2s, n_seeds, qs, *, method,
       if name == "singular_values" and a.shape[-1] < max_width:
         pad = np.full((*a.shape[:-1], max_width - a.shape[-1]), np.nan, a.dtype)
         a = np.concatenate([a, pad], -1)
-      parts.append(a)
-    a = np.stack(parts)                  # (configs, seed, settings, depths, ...)
-    tail = a.shape[4:]
-    a = a.reshape(len(acts), len(schemes), len(widths), n_seeds, len(sw2s), len(sb2s),
-                  len(depths), *tail)
-    # -> (activation, init, width, depth, sigma_w2, sigma_b2, seed, ...)
-    a = np.swapaxes(a, 3, 6)
-    keep = tuple(slice(None) if swept[n] else 0 for n in SWEPT)
-    a = a[keep]
+      parts.append({name: a})
+    a = engine.stack(parts, name, [n_acts, n_inits, n_widths, grid.n_seeds])
+    a = a.reshape(*a.shape[:4], n_sw, n_sb, n_depths, *a.shape[6:])
+    a = np.swapaxes(a, 3, 6)             # -> (activation, ..., sigma_b2, seed, ...)
     extra = {"singular_values": ["index"], "moment": ["order"],
              "moment_error": ["order"]}.get(name, [])
-    data_vars[name] = xr.Variable(dims + ["seed"] + extra, a, {"description": _DOCS[name]})
-  q_dims = [n for n in ("activation", "sigma_w2", "sigma_b2") if swept[n]]
-  q = qs.reshape(len(acts), len(sw2s), len(sb2s))[
-      tuple(slice(None) if swept[n] else 0 for n in ("activation", "sigma_w2", "sigma_b2"))]
-  data_vars["q"] = xr.Variable(q_dims, q, {"description": "input length q (q* unless given)"})
-  coords = {"seed": np.arange(n_seeds), "order": np.arange(1, max_order + 1)}
+    data_vars[name] = engine.grid_variable(a, SWEPT, swept, ["seed"] + extra, _DOCS[name])
+  q = qs.reshape(n_acts, 1, 1, 1, n_sw, n_sb)
+  data_vars["q"] = engine.grid_variable(
+      q, SWEPT, {**swept, "init": False, "width": False, "depth": False}, [],
+      "input length q (q* unless given)")
+  coords = {"seed": np.arange(grid.n_seeds), "order": np.arange(1, max_order + 1)}
   if method == "svd":
     coords["index"] = np.arange(max_width)
-  for n in SWEPT:
-    coords[n] = grid[n] if swept[n] else grid[n][0]
-  attrs = {"method": method, "dtype": np.dtype(dtype).name,
-           "key": " ".join(map(str, key_data)),
-           "seed_key": "network i uses jax.random.fold_in(key, i)",
+  coords.update(engine.grid_coords(axes, swept))
+  attrs = {"method": method, **engine.provenance(grid, dtype),
            "input": "x^0 = phi(sqrt(q) z), z ~ N(0, I_N)",
-           "depths": "the network of depth L is the first L layers of the deepest one",
-           "activation_keys": sch.keys_attr()}
+           "depths": "the network of depth L is the first L layers of the deepest one"}
   return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
@@ -834,7 +815,7 @@ def density_l1(samples, *, sigma, density, bins: int = 20, floor: float = 0.0,
   Returns:
     The distance as a Python float.
   """
-  bins = _check_int("bins", bins, 2)
+  bins = _checks.check_int("bins", bins, 2)
   sigma = np.asarray(sigma, np.float64)
   density = np.nan_to_num(np.asarray(density, np.float64))
   if sigma.ndim != 1 or sigma.shape != density.shape or sigma.size < 2 or np.any(

@@ -31,13 +31,13 @@ train (``nnx.Optimizer``) and inspect.
 Random numbers (the seed-key convention shared by the whole ``empirical``
 package): network ``i`` of a sweep with key ``key`` has key
 ``network_key(key, i) = fold_in(key, i)``; within it, the standard weights
-of layer ``l`` come from ``fold_in(fold_in(k, 0), l)``, the standard biases
-from ``fold_in(fold_in(k, 1), l)`` and the readout (if any) from
-``fold_in(fold_in(k, 0), L + 1)``. ``fold_in(k, 2)`` and above are left to
-measurements (see :mod:`empirical.probes`), except ``fold_in(k, DROPOUT_STREAM)``
-(``DROPOUT_STREAM = 6``), the root of a network's dropout masks: pass it to
-:func:`forward` as ``dropout_key``, and layer ``l``'s mask comes from
-``fold_in(dropout_key, l)``.
+of layer ``l`` come from ``fold_in(fold_in(k, WEIGHTS), l)``, the standard
+biases from ``fold_in(fold_in(k, BIASES), l)`` and the readout (if any) from
+``fold_in(fold_in(k, WEIGHTS), L + 1)``; the other streams are measurements'
+and dropout's (``fold_in(k, DROPOUT)``, the root of a network's dropout masks:
+pass it to :func:`forward` as ``dropout_key``; layer ``l``'s mask comes from
+``fold_in(dropout_key, l)``).
+Every stream is named in one table, :mod:`empirical.streams`.
 
 Common random numbers: :func:`standard_params` draws the unit sample and
 :func:`layer_scales` gives per-layer factors; :func:`forward` takes the
@@ -56,7 +56,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from empirical import _checks
 from empirical import inits as _inits
+from empirical import streams
 from meanfield.activations import Activation, activation as _activation
 
 __all__ = [
@@ -69,7 +71,7 @@ Norm = Literal["layer", "batch"] | None
 NORMS = (None, "layer", "batch")
 _EPS = {"layer": 1e-6, "batch": 1e-5}
 #: ``fold_in(network_key, DROPOUT_STREAM)`` is the root of a network's dropout masks.
-DROPOUT_STREAM = 6
+DROPOUT_STREAM = streams.DROPOUT
 
 
 class Params(NamedTuple):
@@ -105,23 +107,17 @@ class Params(NamedTuple):
     return self.w_in.shape[-1]
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, int | jnp.integer) or value < minimum:
-    raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-  return int(value)
-
-
 def check_architecture(*, in_features=None, width=None, depth=None, norm=None,
                        out_features=None) -> None:
   """Raise ``ValueError`` for a bad architecture argument (those given)."""
   if in_features is not None:
-    _check_int("in_features", in_features, 1)
+    _checks.check_int("in_features", in_features, 1)
   if width is not None:
-    _check_int("width", width, 1)
+    _checks.check_int("width", width, 1)
   if depth is not None:
-    _check_int("depth", depth, 1)
+    _checks.check_int("depth", depth, 1)
   if out_features is not None:
-    _check_int("out_features", out_features, 1)
+    _checks.check_int("out_features", out_features, 1)
   if norm not in NORMS:
     raise ValueError(f"`norm` must be one of None, 'layer', 'batch', got {norm!r}")
 
@@ -146,12 +142,12 @@ def standard_params(key: Array, *, in_features: int, width: int, depth: int,
   check_architecture(in_features=in_features, width=width, depth=depth, norm=norm,
                      out_features=out_features)
   return _draw_standard(key, in_features, width, depth, scheme, norm, out_features,
-                        _inits._float_dtype(dtype))
+                        _checks.float_dtype(dtype))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6, 7))
 def _draw_standard(key, in_features, width, depth, scheme, norm, out_features, dtype):
-  kw, kb = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+  kw, kb = jax.random.fold_in(key, streams.WEIGHTS), jax.random.fold_in(key, streams.BIASES)
   layers = jnp.arange(2, depth + 1)
   w_in = scheme.standard(jax.random.fold_in(kw, 1), (in_features, width), dtype)
   # A layer at a time (lax.map, the same numbers as a vmap): drawing random
@@ -187,7 +183,7 @@ def layer_scales(init: str | _inits.Init, sigma_w2, sigma_b2, *, in_features: in
     ``b^l = b_scale[l-1] * standard b^l`` (``b_scale = sqrt(sigma_b2)``).
   """
   scheme = _inits.init(init)
-  dtype = _inits._float_dtype(dtype)
+  dtype = _checks.float_dtype(dtype)
   shape = jnp.broadcast_shapes(jnp.shape(sigma_w2) if sigma_w2 is not None else (),
                                jnp.shape(sigma_b2))
   first = jnp.broadcast_to(jnp.asarray(scheme.scale(sigma_w2, in_features, width), dtype), shape)
@@ -367,7 +363,7 @@ class MLP(nnx.Module):
                        out_features=out_features)
     scheme = _inits.init(init)
     scheme.check_sigma_w2(sigma_w2)
-    _inits._check_variance("sigma_b2", sigma_b2)
+    _checks.check_variance("sigma_b2", sigma_b2)
     self.activation = _activation(activation)
     self.init_name = scheme.name
     self.sigma_w2 = sigma_w2

@@ -67,7 +67,6 @@ raises ``ValueError``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import jax
@@ -75,7 +74,7 @@ import numpy as np
 import xarray as xr
 
 import meanfield
-from empirical import _grid
+from empirical import description
 from empirical import inits as _inits
 from meanfield.activations import Activation
 
@@ -90,22 +89,6 @@ def _moments(act: Activation, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                   np.float64)
   bad = ~np.isfinite(q)
   return np.where(bad, np.nan, m2), np.where(bad, np.nan, d2)
-
-
-def _resolve(label: str, ds: xr.Dataset, override) -> Activation:
-  """The activation behind a Dataset's ``activation`` label."""
-  if override is not None:
-    return _grid.check_activation(meanfield.activation(override))
-  if label in meanfield.activation_names():
-    return meanfield.activation(label)
-  keys = json.loads(ds.attrs.get("activation_keys", "{}"))
-  act = _grid.recall_activation(keys.get(label, ""))
-  if act is None:
-    raise ValueError(
-        f"`ds` was swept with the custom activation {label!r}, which a Dataset cannot "
-        f"carry across sessions or files: pass it again, "
-        f"empirical.theory(ds, activation=<the callable>)")
-  return act
 
 
 #: Quantiles of the finite-width band: ``q_lo``, ``q_median``, ``q_hi``.
@@ -180,10 +163,12 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
     norms, see the module docstring); layers beyond a network's depth are
     nan. ``q_input`` and ``c_input`` are those measured in ``ds``.
   """
-  if ds.attrs.get("residual", 0) or ds.attrs.get("norm", "none") != "none":
+  nets = description.networks(ds, activation=activation)
+  net = nets.values.flat[0]                   # residual and norm are the same everywhere
+  if net.residual or net.norm is not None:
     raise ValueError(
         f"`ds` must be a sweep of a plain MLP (residual=0, norm='none') for theory, got "
-        f"residual={ds.attrs.get('residual')}, norm={ds.attrs.get('norm')!r}")
+        f"residual={int(net.residual)}, norm={net.norm or 'none'!r}")
   q_in, c_in = float(ds.q_input), float(ds.c_input)
   layers = ds.layer.values
   n_layers = len(layers)
@@ -196,7 +181,8 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
   iid = xr.broadcast(_iid(ds), s)[0].transpose(*dims)
   c_input = 0.0 if np.isnan(c_in) else min(1.0, max(-1.0, c_in))
 
-  acts = [_resolve(str(a), ds, activation) for a in np.atleast_1d(ds.activation.values)]
+  acts = [nets.isel({d: 0 for d in nets.dims if d != "activation"}).values.flat[i].phi
+          for i in range(ds.sizes.get("activation", 1))]
   out = {name: [] for name in ("q", "c", "chi_1", "grad_h", "grad_w", "q_lo", "q_median",
                                "q_hi")}
   for act in acts:

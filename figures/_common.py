@@ -24,6 +24,8 @@ import matplotlib.figure  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from empirical import engine  # noqa: E402
+
 __all__ = [
     "LABELS", "PHASE_COLORS", "ACTIVATION_COLORS", "STYLE", "style",
     "subplots", "save",
@@ -124,13 +126,9 @@ def _data_suffix(data: Any) -> str:
 
 
 def _write_atomic(final: pathlib.Path, write) -> None:
-  """Run ``write(tmp_path)`` then rename onto ``final`` (atomic on POSIX)."""
-  tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-  try:
-    write(tmp)
-    os.replace(tmp, final)
-  finally:
-    tmp.unlink(missing_ok=True)
+  """Run ``write(tmp_path)`` then rename onto ``final`` (:func:`empirical.engine.atomic_path`)."""
+  with engine.atomic_path(final) as tmp:
+    write(pathlib.Path(tmp))
 
 
 def _write_data(data: Any, path: pathlib.Path) -> None:

@@ -20,7 +20,6 @@ activations, width, depth, seeds) and :func:`draw` / :func:`animate`.
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import jax
@@ -133,12 +132,8 @@ def animate(ds: xr.Dataset, path: str | pathlib.Path, *, fps: int = 4) -> pathli
                        blit=False, cache_frame_data=False)
   # Atomic like _common.save; the temporary name keeps the .gif suffix, which
   # Pillow reads the format from.
-  tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.gif")
-  try:
+  with empirical.engine.atomic_path(path) as tmp:
     anim.save(tmp, writer=PillowWriter(fps=fps), dpi=80)
-    os.replace(tmp, path)
-  finally:
-    tmp.unlink(missing_ok=True)
   return path
 
 

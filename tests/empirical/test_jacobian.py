@@ -56,7 +56,7 @@ def test_jacobian_is_autodiff_jacobian(x64, kind):
 
 def test_forward_and_dtype_preserved():
   w, b, x = _small(jnp.float32)
-  out, d = jac.forward(w, b, x, activation="tanh")
+  out, d = jac.output_and_derivatives(w, b, x, activation="tanh")
   np.testing.assert_allclose(out, _network_fn(w, b)(x), rtol=1e-5, atol=1e-6)
   assert d.shape == (SMALL_DEPTH, SMALL_WIDTH)
   assert out.dtype == d.dtype == jnp.float32
@@ -81,7 +81,7 @@ def test_moment_estimates_within_their_standard_errors(x64, kind):
   lam = np.asarray(jac.singular_values(w, b, x, activation="tanh")) ** 2
   exact = np.array([np.mean(lam ** k) for k in (1, 2, 3)])
   est, err = jac.moment_estimates(w, b, x, activation="tanh", key=jax.random.key(7),
-                                  num_probes=256, max_order=3)
+                                  n_probes=256, max_order=3)
   assert est.shape == err.shape == (3,)
   # The estimator is unbiased with the stated standard error (sample std over
   # 256 probes / 16, itself accurate to about 1/sqrt(2 * 256) = 4%); 4 of them
@@ -138,7 +138,7 @@ def test_input_is_at_the_fixed_point_length():
     (lambda w, b, x: jac.singular_values(w, b, x, activation="tanh", depths=(99,)),
      "not exceed"),
     (lambda w, b, x: jac.moment_estimates(w, b, x, activation="tanh", key=jax.random.key(0),
-                                          num_probes=1), "`num_probes` must be an integer >= 2"),
+                                          n_probes=1), "`n_probes` must be an integer >= 2"),
     (lambda w, b, x: jac.moment_estimates(w, b, x, activation="tanh", key=jax.random.key(0),
                                           max_order=0), "`max_order` must be an integer >= 1"),
     (lambda w, b, x: jac.extreme_singular_values(w, b, x, activation="tanh",
@@ -207,7 +207,7 @@ def test_spectra_dataset_layout_and_values(x64, tmp_path):
 def test_projection_dataset_agrees_with_svd(x64):
   ds = _spectra(init="gaussian", sigma_w2=[1.7610], q=Q_STAR)
   est = _spectra(init="gaussian", sigma_w2=[1.7610], q=Q_STAR, method="projection",
-                 num_probes=64, num_iterations=24)
+                 n_probes=64, num_iterations=24)
   assert est.moment_error.dims == ("depth", "sigma_w2", "seed", "order")
   # Hutchinson: unbiased with the stated standard error; 5 of them.
   z = np.abs(est.moment - ds.moment) / est.moment_error

@@ -22,18 +22,19 @@ ARGS = dict(activation="tanh", width=8, depth=3, sigma_w2=[1.0, 2.0], n_seeds=12
 # kill that lands after the first chunk is on disk finds it mid-run (often
 # with a temporary file of the next chunk left behind).
 SCRIPT = textwrap.dedent("""
-    import importlib, sys, time
+    import sys, time
     import jax
-    sweep_module = importlib.import_module("empirical.sweep")
+    import empirical
+    from empirical import engine
 
-    write = sweep_module._atomic_write
+    write = engine.atomic_write
     def slow_write(path, fn, mode="wb"):
       def slow(f):
         fn(f)
         time.sleep(0.2)
       write(path, slow, mode)
-    sweep_module._atomic_write = slow_write
-    sweep_module.sweep(jax.random.key(0), store=sys.argv[1], **{args})
+    engine.atomic_write = slow_write
+    empirical.sweep(jax.random.key(0), store=sys.argv[1], **{args})
 """)
 
 

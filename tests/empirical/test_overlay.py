@@ -1,15 +1,11 @@
 from __future__ import annotations
 
-import importlib
-
 import jax
 import numpy as np
 import pytest
 
+import empirical.sweeping as sweep
 from empirical import overlay
-
-# The module, not the function `empirical.sweep` that the package exports.
-sweep = importlib.import_module("empirical.sweep")
 
 N, DEPTH, SEEDS, PAIRS = 1024, 10, 16, 4
 # tanh with sigma_b2 = 0.05: ordered (chi_1 < 1), critical (sigma_w2 = 1.7610,

@@ -19,7 +19,7 @@ import pytest
 
 import empirical
 from empirical import devices as _devices
-from empirical.sweep import run_chunked
+from empirical.engine import run_chunked
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # One small architecture for every sweep here (few distinct compiled shapes).

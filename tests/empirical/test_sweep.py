@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import glob
-import importlib
 import math
 import os
 
@@ -9,10 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from empirical import models, probes
-
-# The module, not the function `empirical.sweep` that the package exports.
-sweep = importlib.import_module("empirical.sweep")
+import empirical.sweeping as sweep
+from empirical import engine, models, probes
 
 KEY = jax.random.key(42)
 # One small configuration shared by the tests below (one compiled program).
@@ -137,11 +134,11 @@ def test_run_chunked_is_reusable(tmp_path):
     calls.append(len(idx))
     return {"square": idx * idx}
 
-  out = sweep.run_chunked(compute, 7, chunk_size=3, store=tmp_path, spec={"f": "square"},
+  out = engine.run_chunked(compute, 7, chunk_size=3, store=tmp_path, spec={"f": "square"},
                           progress=False)
   np.testing.assert_array_equal(out["square"], np.arange(7) ** 2)
   assert calls == [3, 3, 3]
-  again = sweep.run_chunked(compute, 7, chunk_size=3, store=tmp_path, spec={"f": "square"},
+  again = engine.run_chunked(compute, 7, chunk_size=3, store=tmp_path, spec={"f": "square"},
                             progress=False)
   np.testing.assert_array_equal(again["square"], out["square"])
   assert calls == [3, 3, 3]                            # everything loaded from the store

@@ -20,7 +20,7 @@ import pytest
 
 from empirical import data as data_lib
 from empirical import models
-from empirical.train import BATCH_STREAM, OPTIMIZERS, optimizer, train
+from empirical.training import BATCH_STREAM, OPTIMIZERS, optimizer, train
 
 KEY = jax.random.key(0)
 SIGMA_B2 = 0.05

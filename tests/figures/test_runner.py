@@ -42,7 +42,7 @@ def test_run_writes_png_and_data_and_continues_past_a_failure(tmp_path, capsys):
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   with xr.open_dataset(nc, engine="scipy") as ds:
     np.testing.assert_array_equal(ds["y"].values, np.linspace(0.0, 1.0, 5) ** 2)
-  assert not list(tmp_path.glob(".*.tmp"))  # no leftovers from the atomic writes
+  assert not list(tmp_path.glob(".tmp-*"))  # no leftovers from the atomic writes
   assert "this figure is broken" in capsys.readouterr().err  # the traceback is shown
 
 

@@ -26,7 +26,8 @@ the same for every grid point, so networks of one seed at different
 ``sigma_w2`` share their standard draw (common random numbers) *and* their
 minibatches. Weights come from ``fold_in(k, 0)``, biases from
 ``fold_in(k, 1)``; the minibatch of step ``t`` is drawn from
-``fold_in(fold_in(k, BATCH_STREAM), t)``: ``batch_size`` training examples,
+``fold_in(fold_in(k, BATCH_STREAM), t)`` (the streams are named in
+:mod:`empirical.streams`): ``batch_size`` training examples,
 uniformly with replacement (:func:`empirical.data.sample_batch`), so a
 network's run depends only on its own key and hyperparameters, never on the
 chunk it was trained in.
@@ -47,7 +48,7 @@ is the initialization) it records, per network:
 - per layer ``l = 1..L``, on a fixed probe batch (the first ``probe_size``
   training examples, by default ``min(256, n_train)``), the same statistics as a sweep at initialization
   (:func:`empirical.probes.measure`, its loss projection ``r`` drawn from
-  ``fold_in(k, PROBE_STREAM)`` as in :func:`empirical.sweep.sweep`): ``q``,
+  ``fold_in(k, PROBE_STREAM)`` as in :func:`empirical.sweep`): ``q``,
   ``c``, pre- and post-activation means and variances, ``zero``, ``dead``,
   ``saturated``, ``grad_h``, ``grad_w`` and ``first_nonfinite``; and
   ``loss_grad_w``, the Frobenius norm of the *training* loss's gradient
@@ -68,7 +69,7 @@ batch.
 
 Results are an ``xarray.Dataset`` (layout in :func:`train`). Work is cut
 into chunks of networks of one configuration by
-:func:`empirical.sweep.run_chunked`; with ``store`` each finished chunk is
+:func:`empirical.engine.run_chunked`; with ``store`` each finished chunk is
 written atomically to that directory and a rerun with the same arguments
 loads it instead of training again, so an interrupted run resumes at the
 first unfinished chunk with identical results.
@@ -80,7 +81,6 @@ import dataclasses
 import functools
 import hashlib
 import itertools
-import math
 import os
 import pathlib
 from collections.abc import Callable, Sequence
@@ -93,13 +93,17 @@ import optax
 import xarray as xr
 from tqdm import tqdm
 
+from empirical import _checks
 from empirical import _grid
 from empirical import data as _data
+from empirical import description
 from empirical import devices as _devices
+from empirical import engine
 from empirical import inits as _inits
 from empirical import models as _models
 from empirical import probes as _probes
-from empirical.sweep import run_chunked
+from empirical import streams
+from empirical.engine import DEFAULT_MEMORY_BUDGET
 from meanfield.activations import Activation
 
 __all__ = [
@@ -112,16 +116,15 @@ Array = jax.Array
 #: Optimizer names accepted by :func:`train`.
 OPTIMIZERS = ("sgd", "momentum", "adam")
 #: The arguments :func:`train` takes a list of, in the order of the Dataset's dims.
-SWEPT = ("activation", "init", "width", "depth", "sigma_w2", "sigma_b2", "learning_rate")
+SWEPT = engine.SWEPT + ("learning_rate",)
 #: ``fold_in(network_key, PROBE_STREAM)`` draws the probes' loss projection (as in a sweep).
-PROBE_STREAM = 2
+PROBE_STREAM = streams.READOUT
 #: ``fold_in(network_key, BATCH_STREAM)`` is the root of a network's minibatch keys.
-BATCH_STREAM = 3
+BATCH_STREAM = streams.BATCHES
 #: Default quantiles of each layer's weight entries.
 WEIGHT_QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 #: Default quantiles of each layer's singular values (besides min and max).
 SV_QUANTILES = (0.1, 0.5, 0.9)
-DEFAULT_MEMORY_BUDGET = 1 << 30
 
 #: Description of each recorded variable besides the probes' (``probes.STAT_DOCS``).
 RECORD_DOCS = {
@@ -184,7 +187,7 @@ def optimizer(name: str = "sgd", *, momentum: float = 0.9,
   Multiply its updates by the learning rate (all three are linear in it).
   """
   name = _check_optimizer(name)
-  momentum = _check_number("momentum", momentum, minimum=0.0, below=1.0)
+  momentum = _checks.check_number("momentum", momentum, minimum=0.0, below=1.0)
   clip_norm = _check_clip_norm(clip_norm)
   if name == "sgd":
     base = optax.sgd(1.0)
@@ -201,32 +204,6 @@ def optimizer(name: str = "sgd", *, momentum: float = 0.9,
 # Validation.
 
 
-def _is_int(value) -> bool:
-  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-  if not _is_int(value) or value < minimum:
-    raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-  return int(value)
-
-
-def _check_number(name: str, value, *, minimum: float, below: float | None = None,
-                  strict: bool = False) -> float:
-  try:
-    v = math.nan if isinstance(value, (bool, np.bool_, str, bytes)) else float(value)
-  except (TypeError, ValueError):
-    v = math.nan
-  ok = math.isfinite(v) and (v > minimum if strict else v >= minimum)
-  if below is not None:
-    ok = ok and v < below
-  if not ok:
-    allowed = f"{'>' if strict else '>='} {minimum:g}" + (
-        f" and < {below:g}" if below is not None else "")
-    raise ValueError(f"`{name}` must be a finite number {allowed}, got {value!r}")
-  return v
-
-
 def _check_optimizer(name) -> str:
   if not isinstance(name, str) or name not in OPTIMIZERS:
     raise ValueError(f"`optimizer` must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
@@ -236,7 +213,7 @@ def _check_optimizer(name) -> str:
 def _check_clip_norm(clip_norm) -> float | None:
   if clip_norm is None:
     return None
-  return _check_number("clip_norm", clip_norm, minimum=0.0, strict=True)
+  return _checks.check_number("clip_norm", clip_norm, minimum=0.0, strict=True)
 
 
 def _check_quantiles(name: str, values) -> tuple[float, ...]:
@@ -253,10 +230,10 @@ def _check_record_steps(record_steps, record_every, n_steps: int) -> tuple[int, 
                      f"{record_steps!r} and {record_every!r}")
   if record_steps is None:
     every = (max(n_steps // 10, 1) if record_every is None
-             else _check_int("record_every", record_every, 1))
+             else _checks.check_int("record_every", record_every, 1))
     return tuple(sorted(set(range(0, n_steps + 1, every)) | {n_steps}))
   steps = np.atleast_1d(np.asarray(record_steps)).tolist()
-  if (not steps or not all(_is_int(s) and 0 <= s <= n_steps for s in steps)
+  if (not steps or not all(_checks.is_int(s) and 0 <= s <= n_steps for s in steps)
       or any(b <= a for a, b in zip(steps, steps[1:]))):
     raise ValueError(
         f"`record_steps` must be a non-empty increasing sequence of integers in "
@@ -434,7 +411,7 @@ def _singular_values_chunk(state: _State, *, cfg: _Config) -> dict[str, Array]:
 def _chunk_program(key: Array, cfg: _Config, settings: np.ndarray, n_seeds: int,
                    split: _data.DataSplit, probe_size: int, steps: tuple[int, ...],
                    bar: tqdm) -> Callable[[Array], dict[str, np.ndarray]]:
-  """``compute(indices)`` for :func:`empirical.sweep.run_chunked`: network ``i`` is
+  """``compute(indices)`` for :func:`empirical.engine.run_chunked`: network ``i`` is
   setting ``i // n_seeds`` (a row of ``settings``: sigma_w2, sigma_b2, learning_rate)
   with seed ``i % n_seeds``; returns arrays ``(chunk, n_records, ...)``."""
   settings = jnp.asarray(settings, cfg.dtype)
@@ -474,16 +451,9 @@ def _network_bytes(cfg: _Config, n_eval: int, probe_size: int) -> int:
   return words * np.dtype(cfg.dtype).itemsize
 
 
-def _deepest(cfg: _Config, n_eval: int, probe_size: int, memory_budget: int) -> int:
-  """The largest depth of ``cfg``'s width whose network fits ``memory_budget``."""
-  one, two = (_network_bytes(dataclasses.replace(cfg, depth=d), n_eval, probe_size)
-              for d in (1, 2))
-  return max(0, 1 + (memory_budget - one) // (two - one)) if memory_budget >= one else 0
-
-
 def _plan_chunk(cfg: _Config, n_eval: int, probe_size: int, memory_budget: int) -> int:
   """Networks per chunk: a rough count of the bytes one network holds, against the budget."""
-  return max(1, memory_budget // _network_bytes(cfg, n_eval, probe_size))
+  return engine.items_per_chunk(memory_budget, _network_bytes(cfg, n_eval, probe_size))
 
 
 # ---------------------------------------------------------------------------
@@ -497,6 +467,7 @@ def _data_fingerprint(split: _data.DataSplit) -> str:
   return h.hexdigest()
 
 
+@description.takes_network(supports=("residual", "norm"))
 def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
           activation="tanh", width=64, depth=10, sigma_w2=None, sigma_b2=0.0,
           init="gaussian", n_seeds: int = 1, residual: bool = False,
@@ -513,7 +484,7 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
   Any of ``activation``, ``init``, ``width``, ``depth``, ``sigma_w2``,
   ``sigma_b2`` and ``learning_rate`` may be a list (or 1-D array): the grid
   is their Cartesian product, and every grid point is trained with each of
-  ``n_seeds`` seeds. As in :func:`empirical.sweep.sweep`, a list makes a
+  ``n_seeds`` seeds. As in :func:`empirical.sweep`, a list makes a
   dimension of the result (even of length one), a single value a scalar
   coordinate; each combination of the discrete ones (``activation``,
   ``init``, ``width``, ``depth``) is one compiled program, and the networks
@@ -523,6 +494,10 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
 
   Args:
     key: PRNG key; network ``seed`` uses ``fold_in(key, seed)`` whatever the grid.
+    network: a :class:`meanfield.Network` (one grid point) whose fields fill
+      ``activation``, ``width``, ``depth``, ``init``, ``sigma_w2`` (for
+      schemes by variance), ``sigma_b2``, ``residual`` and ``norm``
+      (:mod:`empirical.description`); those must then not be given too.
     data: a :class:`empirical.data.DataSplit` (e.g. from
       :func:`empirical.data.split_data` for your own arrays), ``"digits"``
       (scikit-learn's digits with the split ``load_digits(key=jax.random.key(0))``),
@@ -556,7 +531,7 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
       the number of devices.
     store: a directory; each finished chunk is written there atomically and a
       rerun with the same arguments loads it instead of training it again
-      (:func:`empirical.sweep.run_chunked`).
+      (:func:`empirical.engine.run_chunked`).
     progress: show a tqdm bar (networks done; the step in the postfix).
     dtype: float dtype of data and parameters (default float32, float64 under x64).
     devices: where to train: ``None`` (default) every local device (the
@@ -597,103 +572,155 @@ def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
       non-finite inputs or mismatched lengths, ...), naming it, its value and
       what is allowed.
   """
-  # -- validate everything before any work
   grid = _grid.network_grid(key=key, activation=activation, init=init, width=width,
                             depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
                             sigma_b2=sigma_b2, residual=residual, norm=norm, verb="train",
                             store=store)
-  key_data, acts, schemes = grid.key_data, grid.activations, grid.inits
-  widths, depths, n_seeds = grid.widths, grid.depths, grid.n_seeds
-  sw2s, sb2s = grid.sigma_w2, grid.sigma_b2
-  if learning_rate is None:
-    raise ValueError("`learning_rate` must be given (a finite number >= 0, or a list), got None")
-  rates = [_check_number("learning_rate", v, minimum=0.0)
-           for v in _grid.values("learning_rate", learning_rate)]
-  optimizer_name = _check_optimizer(optimizer)
-  momentum = _check_number("momentum", momentum, minimum=0.0, below=1.0)
-  clip_norm = _check_clip_norm(clip_norm)
-  n_steps = _check_int("n_steps", n_steps, 0)
-  batch_size = _check_int("batch_size", batch_size, 1)
-  steps = _check_record_steps(record_steps, record_every, n_steps)
-  if probe_size is not None:
-    probe_size = _check_int("probe_size", probe_size, 1)
-  wq = _check_quantiles("weight_quantile", weight_quantile)
-  sq = _check_quantiles("sv_quantile", sv_quantile)
-  memory_budget = _check_int("memory_budget", memory_budget, 1)
+  opts = _options(learning_rate=learning_rate, optimizer=optimizer, momentum=momentum,
+                  clip_norm=clip_norm, n_steps=n_steps, batch_size=batch_size,
+                  record_every=record_every, record_steps=record_steps,
+                  probe_size=probe_size, weight_quantile=weight_quantile,
+                  sv_quantile=sv_quantile)
+  memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
   if chunk_size is not None:
-    chunk_size = _check_int("chunk_size", chunk_size, 1)
-  dtype = _grid.check_dtype(dtype)
+    chunk_size = _checks.check_int("chunk_size", chunk_size, 1)
+  dtype = _checks.float_dtype(dtype)
   devs = _devices.resolve(devices)
   if devices is None:   # every device of this host (of all hosts under jax.distributed)
     devs = tuple(d for d in devs if d in jax.local_devices())
   devs = _devices.check_local(devs)
   split = _resolve_data(data, dtype)
-  if probe_size is None:
-    probe_size = min(256, split.n_train)
-  if probe_size > split.n_train:
-    raise ValueError(f"`probe_size` must be <= n_train = {split.n_train}, got {probe_size}")
-
-  # -- the grid: settings (sigma_w2, sigma_b2, learning_rate) x seeds in each config
-  settings = np.asarray([(np.nan if w is None else w, b, r)
-                         for w, b, r in itertools.product(sw2s, sb2s, rates)])
-  settings[:, 0] = np.nan_to_num(settings[:, 0])   # presets ignore sigma_w2
-  n_items = len(settings) * n_seeds
-  sch = grid.schemes
-  configs = [(a, s, w, d, _Config(
-      activation=acts[a], init=schemes[s], width=w, depth=d, in_features=split.n_features,
-      n_classes=split.n_classes, residual=residual, norm=norm, optimizer=optimizer_name,
-      momentum=momentum, clip_norm=clip_norm, batch_size=batch_size, weight_quantiles=wq,
-      sv_quantiles=sq, dtype=dtype))
-      for a, s, w, d in itertools.product(range(len(acts)), range(len(schemes)), widths, depths)]
+  opts = _with_probe_size(opts, split)
+  configs = _configs(grid, split, residual=residual, norm=norm, opts=opts, dtype=dtype)
   n_eval = max(split.n_train, split.n_test)
   for *_, cfg in configs:
-    _grid.check_fits(f"network of width {cfg.width} and depth {cfg.depth} in training",
-                     _network_bytes(cfg, n_eval, probe_size), memory_budget,
-                     fits=f"at width {cfg.width} depth <= "
-                          f"{_deepest(cfg, n_eval, probe_size, memory_budget)} fits")
-  max_depth = max(depths)
-  spec = {
-      "format": _FORMAT, "key": key_data, "sigma_w2": sw2s, "sigma_b2": sb2s,
-      "learning_rate": rates, "n_seeds": n_seeds, "residual": residual, "norm": norm,
-      "optimizer": optimizer_name, "momentum": momentum, "clip_norm": clip_norm,
-      "steps": list(steps), "batch_size": batch_size, "probe_size": probe_size,
-      "weight_quantile": list(wq), "sv_quantile": list(sq), "dtype": np.dtype(dtype).name,
-      "data": [split.name, _data_fingerprint(split)]}
-  bar = tqdm(total=len(configs) * n_items, unit="net", desc="train", disable=not progress)
-  results = []
-  try:
-    for k, (a, s, w, d, cfg) in enumerate(configs):
-      size = chunk_size or len(devs) * _plan_chunk(cfg, n_eval, probe_size, memory_budget)
-      compute = _devices.split_over(
-          _chunk_program(key, cfg, settings, n_seeds, split, probe_size, steps, bar), devs)
-      out = run_chunked(
-          compute, n_items, chunk_size=min(size, n_items), multiple=len(devs),
-          store=None if store is None else os.path.join(grid.store, f"config-{k:04d}"),
-          spec={**spec, "activation": sch.activation_keys[a], "init": sch.init_keys[s],
-                "width": w, "depth": d},
-          progress=bar)
-      results.append(_pad_layers(out, d, max_depth))
-  finally:
-    bar.close()
-  grid = {"activation": sch.activation_labels, "init": sch.init_labels, "width": widths, "depth": depths, "sigma_w2": sw2s, "sigma_b2": sb2s,
-          "learning_rate": rates}
-  swept = {n: _grid.is_list(v) for n, v in zip(
-      SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2, learning_rate))}
-  attrs = {
+    engine.check_fits(
+        f"network of width {cfg.width} and depth {cfg.depth} in training",
+        lambda d, cfg=cfg: _network_bytes(dataclasses.replace(cfg, depth=d), n_eval,
+                                          opts.probe_size),
+        cfg.depth, memory_budget, width=cfg.width)
+  run = functools.partial(_run_config, key=key, grid=grid, split=split, opts=opts,
+                          spec=_spec(grid, split, opts, residual=residual, norm=norm,
+                                     dtype=dtype),
+                          chunk_size=chunk_size, memory_budget=memory_budget, devs=devs)
+  n_items = len(grid.sigma_w2) * len(grid.sigma_b2) * len(opts.rates) * grid.n_seeds
+  results = engine.run_configs(configs, run, total=len(configs) * n_items, desc="train",
+                               progress=progress)
+  swept = engine.swept(SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2,
+                               learning_rate))
+  return _dataset(results, grid, opts, swept,
+                  _attrs(grid, split, opts, residual=residual, norm=norm, dtype=dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+  """The validated training options (besides the grid)."""
+  rates: list[float]
+  optimizer: str
+  momentum: float
+  clip_norm: float | None
+  n_steps: int
+  batch_size: int
+  steps: tuple[int, ...]
+  probe_size: int | None
+  weight_quantiles: tuple[float, ...]
+  sv_quantiles: tuple[float, ...]
+
+
+def _options(*, learning_rate, optimizer, momentum, clip_norm, n_steps, batch_size,
+             record_every, record_steps, probe_size, weight_quantile, sv_quantile) -> _Options:
+  if learning_rate is None:
+    raise ValueError("`learning_rate` must be given (a finite number >= 0, or a list), got None")
+  rates = [_checks.check_number("learning_rate", v, minimum=0.0)
+           for v in _grid.values("learning_rate", learning_rate)]
+  name = _check_optimizer(optimizer)
+  momentum = _checks.check_number("momentum", momentum, minimum=0.0, below=1.0)
+  clip_norm = _check_clip_norm(clip_norm)
+  n_steps = _checks.check_int("n_steps", n_steps, 0)
+  batch_size = _checks.check_int("batch_size", batch_size, 1)
+  steps = _check_record_steps(record_steps, record_every, n_steps)
+  if probe_size is not None:
+    probe_size = _checks.check_int("probe_size", probe_size, 1)
+  return _Options(rates=rates, optimizer=name, momentum=momentum, clip_norm=clip_norm,
+                  n_steps=n_steps, batch_size=batch_size, steps=steps, probe_size=probe_size,
+                  weight_quantiles=_check_quantiles("weight_quantile", weight_quantile),
+                  sv_quantiles=_check_quantiles("sv_quantile", sv_quantile))
+
+
+def _with_probe_size(opts: _Options, split: _data.DataSplit) -> _Options:
+  """``opts`` with the probe batch's size resolved against the data."""
+  probe_size = min(256, split.n_train) if opts.probe_size is None else opts.probe_size
+  if probe_size > split.n_train:
+    raise ValueError(f"`probe_size` must be <= n_train = {split.n_train}, got {probe_size}")
+  return dataclasses.replace(opts, probe_size=probe_size)
+
+
+def _configs(grid, split, *, residual, norm, opts: _Options, dtype) -> list:
+  """``(activation index, init index, _Config)`` of every discrete combination."""
+  return [(a, s, _Config(
+      activation=grid.activations[a], init=grid.inits[s], width=w, depth=d,
+      in_features=split.n_features, n_classes=split.n_classes, residual=residual, norm=norm,
+      optimizer=opts.optimizer, momentum=opts.momentum, clip_norm=opts.clip_norm,
+      batch_size=opts.batch_size, weight_quantiles=opts.weight_quantiles,
+      sv_quantiles=opts.sv_quantiles, dtype=dtype))
+      for a, s, w, d in itertools.product(range(len(grid.activations)), range(len(grid.inits)),
+                                          grid.widths, grid.depths)]
+
+
+def _settings(grid, opts: _Options) -> np.ndarray:
+  """Rows ``(sigma_w2, sigma_b2, learning_rate)`` of every setting (presets: sigma_w2 0)."""
+  settings = np.asarray([(np.nan if w is None else w, b, r)
+                         for w, b, r in itertools.product(grid.sigma_w2, grid.sigma_b2,
+                                                          opts.rates)])
+  settings[:, 0] = np.nan_to_num(settings[:, 0])   # presets ignore sigma_w2
+  return settings
+
+
+def _spec(grid, split, opts: _Options, *, residual, norm, dtype) -> dict:
+  return {**engine.base_spec(grid, dtype), "format": _FORMAT, "learning_rate": opts.rates,
+          "residual": residual, "norm": norm, "optimizer": opts.optimizer,
+          "momentum": opts.momentum, "clip_norm": opts.clip_norm, "steps": list(opts.steps),
+          "batch_size": opts.batch_size, "probe_size": opts.probe_size,
+          "weight_quantile": list(opts.weight_quantiles),
+          "sv_quantile": list(opts.sv_quantiles),
+          "data": [split.name, _data_fingerprint(split)]}
+
+
+def _run_config(k, config, bar, *, key, grid, split, opts, spec, chunk_size, memory_budget,
+                devs) -> dict[str, np.ndarray]:
+  """Configuration ``k``: every setting and seed trained, arrays ``(settings * seed, step, ...)``."""
+  a, s, cfg = config
+  settings = _settings(grid, opts)
+  n_items = len(settings) * grid.n_seeds
+  n_eval = max(split.n_train, split.n_test)
+  size = chunk_size or len(devs) * _plan_chunk(cfg, n_eval, opts.probe_size, memory_budget)
+  compute = _devices.split_over(
+      _chunk_program(key, cfg, settings, grid.n_seeds, split, opts.probe_size, opts.steps,
+                     bar), devs)
+  out = engine.run_chunked(
+      compute, n_items, chunk_size=min(size, n_items), multiple=len(devs),
+      store=engine.config_store(grid.store, k),
+      spec={**spec, "activation": grid.schemes.activation_keys[a],
+            "init": grid.schemes.init_keys[s], "width": cfg.width, "depth": cfg.depth},
+      progress=bar)
+  return _pad_layers(out, cfg.depth, max(grid.depths))
+
+
+def _attrs(grid, split, opts: _Options, *, residual, norm, dtype) -> dict:
+  return {
       "data": split.name, "n_train": split.n_train, "n_test": split.n_test,
       "n_features": split.n_features, "n_classes": split.n_classes,
-      "optimizer": optimizer_name, "momentum": momentum,
-      "clip_norm": "none" if clip_norm is None else clip_norm, "n_steps": n_steps,
-      "batch_size": batch_size, "probe_size": probe_size, "residual": int(residual),
-      "norm": "none" if norm is None else norm, "dtype": np.dtype(dtype).name,
-      "key": " ".join(map(str, key_data)),
-      "seed_key": "network i uses jax.random.fold_in(key, i); minibatch of step t from "
-                  f"fold_in(fold_in(fold_in(key, i), {BATCH_STREAM}), t)",
+      "optimizer": opts.optimizer, "momentum": opts.momentum,
+      "clip_norm": "none" if opts.clip_norm is None else opts.clip_norm,
+      "n_steps": opts.n_steps, "batch_size": opts.batch_size, "probe_size": opts.probe_size,
+      "residual": int(residual), "norm": "none" if norm is None else norm,
+      **engine.provenance(
+          grid, dtype,
+          seed_key="network i uses jax.random.fold_in(key, i); minibatch of step t from "
+                   f"fold_in(fold_in(fold_in(key, i), {BATCH_STREAM}), t)"),
       "loss": "mean softmax cross-entropy of a linear readout of a^L; probes' grad_h and "
               "grad_w use L_a = r . a^L (empirical.probes)",
-      "activation_keys": sch.keys_attr(),
   }
-  return _dataset(results, grid, swept, n_seeds, steps, wq, sq, max_depth, attrs)
 
 
 _LAYER_AXIS = 2   # of a per-network array (network, step, layer, ...)
@@ -710,27 +737,22 @@ def _pad_layers(out: dict[str, np.ndarray], depth: int, max_depth: int) -> dict[
   return padded
 
 
-def _dataset(results, grid, swept, n_seeds, steps, wq, sq, max_depth, attrs) -> xr.Dataset:
-  dims = [n for n in SWEPT if swept[n]]
-  shape = [len(grid[n]) for n in dims]
+def _dataset(results, grid, opts: _Options, swept, attrs) -> xr.Dataset:
+  """The training run's result schema: records over (grid, seed, step[, layer[, quantile]])."""
+  axes = {**grid.axes(), "learning_rate": opts.rates}
+  lengths = [len(v) for v in axes.values()] + [grid.n_seeds]
   docs = {**_probes.STAT_DOCS, **RECORD_DOCS}
   data_vars = {}
   for name in results[0]:
-    stacked = np.stack([r[name] for r in results])    # (configs, settings * seed, ...)
-    stacked = stacked.reshape(*shape, n_seeds, *stacked.shape[2:])
+    full = engine.stack(results, name, lengths)   # (*grid, seed, step, ...)
     trailing = ["step", "layer", "weight_quantile" if name == "weight_quantiles"
-                else "sv_quantile"][:stacked.ndim - len(dims) - 1]
-    data_vars[name] = xr.Variable(dims + ["seed"] + trailing, stacked,
-                                  {"description": docs[name]})
+                else "sv_quantile"][:full.ndim - len(lengths)]
+    data_vars[name] = engine.grid_variable(full, SWEPT, swept, ["seed"] + trailing, docs[name])
   data_vars["diverged"] = xr.Variable(data_vars["diverged_step"].dims,
                                       data_vars["diverged_step"].values >= 0,
                                       {"description": docs["diverged"]})
-  coords = {"seed": np.arange(n_seeds), "step": np.asarray(steps),
-            "layer": np.arange(1, max_depth + 1), "weight_quantile": np.asarray(wq),
-            "sv_quantile": np.asarray(sq)}
-  for n in SWEPT:
-    values = grid[n]
-    if n == "sigma_w2" and values == [None]:
-      continue                                        # fixed by the init: no coordinate
-    coords[n] = values if swept[n] else values[0]
+  coords = {"seed": np.arange(grid.n_seeds), "step": np.asarray(opts.steps),
+            "layer": np.arange(1, max(grid.depths) + 1),
+            "weight_quantile": np.asarray(opts.weight_quantiles),
+            "sv_quantile": np.asarray(opts.sv_quantiles), **engine.grid_coords(axes, swept)}
   return xr.Dataset(data_vars, coords=coords, attrs=attrs)

@@ -1,0 +1,165 @@
+"""The network description on the experiment's side: :class:`meanfield.Network`.
+
+One :class:`meanfield.Network` is one grid point: an activation, the
+variances, depth, width, weight law and architecture. The experiments read
+it (``network=``) and give it back (:func:`networks`):
+
+- :func:`takes_network` lets :func:`empirical.sweep`, :func:`empirical.train`
+  and :func:`empirical.jacobian_spectra` take ``network=net``: its fields
+  fill the keywords of the same names (a field also given as a keyword
+  raises ``ValueError``); lists of keywords stay the grid. An experiment
+  needs a ``width``; a variant the driver does not run (``keep_prob < 1``,
+  ``alpha != 1``, or ``residual``/``norm`` where it has none) raises. For a
+  scheme that fixes the variance itself (``he_normal``, ``normal(0.01)``,
+  ...), the network's ``sigma_w2`` is what that scheme gives, not a
+  keyword: it is left out.
+- :func:`networks` rebuilds the network of every grid point of an
+  experiment's Dataset from its coordinates and attributes, so that the
+  theory of exactly what was measured is ``meanfield.q_star(net)`` and
+  friends (:func:`empirical.theory` reads it).
+
+Example::
+
+  net = meanfield.Network(activation="tanh", sigma_w2=1.5, depth=20, width=128)
+  ds = empirical.sweep(key, network=net, n_seeds=16, n_inputs=8, in_features=128)
+  empirical.networks(ds).item() == net       # the same description back
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from empirical import _grid
+from empirical import inits as _inits
+from meanfield.activations import ACTIVATIONS, Activation, activation as _activation
+from meanfield.network import Network
+
+__all__ = ["takes_network", "networks"]
+
+#: Network fields every driver takes as keywords of the same names.
+_FIELDS = ("activation", "init", "width", "depth", "sigma_w2", "sigma_b2")
+_PLAIN = {"residual": False, "alpha": 1.0, "norm": None, "keep_prob": 1.0}
+
+
+def _keywords(fn_name: str, net: Any, given: dict[str, Any], supports: tuple[str, ...]
+              ) -> dict[str, Any]:
+  """The keywords ``net`` stands for, merged with ``given`` (no field twice)."""
+  if not isinstance(net, Network):
+    raise ValueError(f"`network` of `{fn_name}` must be a meanfield.Network, got {net!r}")
+  if net.width is None:
+    raise ValueError(f"`network.width` must be a number of units for `{fn_name}` (an "
+                     f"experiment has a finite width), got None")
+  unsupported = {k: getattr(net, k) for k, plain in _PLAIN.items()
+                 if k not in supports and getattr(net, k) != plain}
+  if unsupported:
+    shown = ", ".join(f"{k}={v!r}" for k, v in unsupported.items())
+    raise ValueError(f"`network` has {shown}, which `{fn_name}` does not run")
+  fields = {n: getattr(net, n) for n in _FIELDS + supports}
+  if not _inits.init(net.init).uses_sigma_w2:
+    del fields["sigma_w2"]              # fixed by the scheme (see the module docstring)
+  both = sorted(k for k in fields if k in given)
+  if both:
+    raise ValueError(
+        f"`{fn_name}` got {', '.join(map(repr, both))} both from `network` and as "
+        f"keywords; change the network with `network.replace(...)` instead")
+  return {**fields, **given}
+
+
+def takes_network(*, supports: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+  """Let an experiment ``fn(key, **keywords)`` take ``network=`` (a :class:`meanfield.Network`).
+
+  ``supports``: the architecture fields besides :data:`_FIELDS` that ``fn``
+  has keywords for (``"residual"``, ``"norm"``).
+  """
+  def decorate(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, network: Network | None = None, **kwargs):
+      if network is None:
+        return fn(*args, **kwargs)
+      return fn(*args, **_keywords(fn.__name__, network, kwargs, supports))
+
+    sig = inspect.signature(fn)
+    params = list(sig.parameters.values())
+    params.insert(1, inspect.Parameter("network", inspect.Parameter.KEYWORD_ONLY,
+                                       default=None))
+    wrapper.__signature__ = sig.replace(parameters=params)
+    return wrapper
+
+  return decorate
+
+
+def _activation_of(label: str, ds: xr.Dataset, override) -> str | Activation:
+  """The activation behind a Dataset's ``activation`` label: its registry name, or
+  the :class:`Activation` this session ran (or ``override``)."""
+  if override is not None:
+    return _grid.check_activation(_activation(override))
+  key = json.loads(ds.attrs.get("activation_keys", "{}")).get(label, label)
+  if key in ACTIVATIONS:
+    return key
+  act = _grid.recall_activation(key)
+  if act is None:
+    raise ValueError(
+        f"`ds` was run with the custom activation {label!r}, which a Dataset cannot "
+        f"carry across sessions or files: pass it again (activation=<the callable>)")
+  return act
+
+
+def _init_of(label: str) -> _inits.Init:
+  try:
+    return _inits.init(label)
+  except ValueError:
+    raise ValueError(f"`ds` was run with the custom init {label!r}, which a Dataset cannot "
+                     f"carry; rebuild its networks by hand") from None
+
+
+def _network(point: dict[str, Any], acts: dict, ds: xr.Dataset) -> Network:
+  scheme = _init_of(str(point["init"]))
+  width = int(point["width"])
+  sigma_w2 = (float(point["sigma_w2"]) if "sigma_w2" in point
+              else float(scheme.sigma_w2_effective(None, width, width)))
+  norm = ds.attrs.get("norm", "none")
+  return Network(activation=acts[str(point["activation"])], sigma_w2=sigma_w2,
+                 sigma_b2=float(point["sigma_b2"]), depth=int(point["depth"]), width=width,
+                 init=scheme, residual=bool(ds.attrs.get("residual", 0)),
+                 norm=None if norm == "none" else str(norm))
+
+
+def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None = None
+             ) -> xr.DataArray:
+  """The :class:`meanfield.Network` of each grid point of an experiment's Dataset.
+
+  Args:
+    ds: a Dataset of :func:`empirical.sweep`, :func:`empirical.train` or
+      :func:`empirical.jacobian_spectra`.
+    activation: the activation for every ``activation`` label (needed for a
+      custom callable when ``ds`` was loaded from a file; registry names and
+      callables run in this session are found by themselves).
+
+  Returns:
+    An object ``DataArray`` over the grid dims of ``ds`` among
+    ``activation, init, width, depth, sigma_w2, sigma_b2`` (0-d if none is
+    swept; ``.item()`` is then the network), holding Networks with
+    ``init`` the :class:`empirical.inits.Init` and, for schemes that fix the
+    variance, ``sigma_w2`` its hidden layers' ``fan_in E[W_ij^2]``.
+
+  Raises:
+    ValueError: a custom activation or init that ``ds`` cannot name, or an
+      init without a weight law (``zeros``, ``constant``).
+  """
+  dims = [n for n in _FIELDS if n in ds.dims]
+  labels = {n: np.atleast_1d(ds[n].values) for n in _FIELDS if n in ds.coords}
+  acts = {str(a): _activation_of(str(a), ds, activation) for a in labels["activation"]}
+  out = np.empty([len(labels[n]) for n in dims], dtype=object)
+  for index in itertools.product(*(range(len(labels[n])) for n in dims)):
+    point = {n: v[0] for n, v in labels.items()}
+    point.update({n: labels[n][i] for n, i in zip(dims, index)})
+    out[index] = _network(point, acts, ds)
+  return xr.DataArray(out, dims=dims, coords={n: ds[n].values for n in dims})

@@ -1,0 +1,360 @@
+"""The experiment engine: what every driver of :mod:`empirical` runs on.
+
+A driver (:func:`empirical.sweep`, :func:`empirical.train`,
+:func:`empirical.jacobian_spectra`) is an *item program* plus a *result
+schema*: it validates its arguments, builds one program per combination of
+the discrete hyperparameters (a *configuration*: activation, init, width,
+depth) and says how the arrays its items return become labelled variables.
+Everything around that lives here, once:
+
+- :func:`run_chunked`: the chunk loop. Items (networks, or a seed with a
+  block of settings) are computed in fixed-size chunks, each from its own
+  index only (its key ``fold_in(key, i)``), so results do not depend on the
+  chunking; chunks are split over devices (:mod:`empirical.devices`).
+- Storing and resuming: with ``store`` each finished chunk is written
+  atomically (:func:`atomic_write`: a temporary file, then ``os.replace``;
+  :func:`atomic_path` for writers that take a path, as the figures' do)
+  beside a ``meta.json`` spec; a rerun with the same spec loads the chunks
+  that exist and computes only the missing ones, so a run killed at any
+  moment ends, when rerun, with exactly the result of an uninterrupted one.
+- :func:`run_configs`: the loop over configurations, one progress bar, one
+  store directory ``config-<k>`` each.
+- The memory plan: :func:`check_fits` (one item must fit ``memory_budget``,
+  else a ``ValueError`` saying the deepest that would), :func:`items_per_chunk`
+  and :data:`DEFAULT_MEMORY_BUDGET`; each driver counts its own bytes.
+- Dataset assembly: :func:`grid_variable` and :func:`grid_coords` put the
+  configurations' arrays on the grid axes :data:`SWEPT` (a list makes a
+  dimension, a single value a scalar coordinate), :func:`provenance` the
+  attributes every Dataset carries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from tqdm import tqdm
+
+from empirical import _checks
+from empirical import _grid
+from empirical import devices as _devices
+
+__all__ = ["SWEPT", "DEFAULT_MEMORY_BUDGET", "run_chunked", "atomic_write", "atomic_path", "run_configs",
+           "config_store", "check_fits", "items_per_chunk", "swept", "stack", "grid_variable", "grid_coords", "provenance"]
+
+Array = jax.Array
+
+#: The grid axes of every experiment, in the order of a Dataset's dims (a driver
+#: may add its own after them, as :func:`empirical.train` adds ``learning_rate``).
+SWEPT = ("activation", "init", "width", "depth", "sigma_w2", "sigma_b2")
+#: Bytes per device a chunk may hold, unless a driver is told otherwise.
+DEFAULT_MEMORY_BUDGET = 1 << 30
+_FORMAT = 1
+
+
+# --- chunking, storing, resuming ------------------------------------------------
+
+def _tree_dict(out) -> dict[str, Any]:
+  if isinstance(out, dict):
+    return dict(out)
+  if hasattr(out, "_asdict"):
+    return dict(out._asdict())
+  raise TypeError(f"`compute` must return a dict or a NamedTuple of arrays, got {type(out)}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+  """A temporary path beside ``path`` to write to, moved onto ``path`` (``os.replace``)
+  when the block ends, deleted if it raises: a reader sees the old file or the new one,
+  never a part. The temporary name is ``.tmp-<random><name>``, so it keeps the suffix
+  (writers that read the format from it work)."""
+  path = os.fspath(path)
+  directory = os.path.dirname(path) or "."
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  os.close(fd)
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
+  """Write ``path`` at once: ``write(f)`` on a file opened with ``mode`` at an
+  :func:`atomic_path`, synced to disk before it replaces ``path``."""
+  with atomic_path(path) as tmp:
+    with open(tmp, mode) as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+
+
+def _load_chunk(path: str, n: int) -> dict[str, np.ndarray] | None:
+  """The arrays of a finished chunk, or None if missing or unreadable."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+      arrays = {k: f[k] for k in f.files}
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+    return None                            # damaged outside this code: redo
+  if not arrays or any(a.shape[:1] != (n,) for a in arrays.values()):
+    return None
+  return arrays
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+  """``"name: stored X, now Y"`` for each field whose value differs."""
+  out = []
+  for name in sorted(set(old) | set(new)):
+    a, b = old.get(name, "(absent)"), new.get(name, "(absent)")
+    if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+      show = [json.dumps(v, sort_keys=True) for v in (a, b)]
+      show = [v if len(v) <= 80 else v[:77] + "..." for v in show]
+      out.append(f"{name}: stored {show[0]}, now {show[1]}")
+  return out
+
+
+def _open_store(store: str, spec: dict, chunk_size: int, n_items: int) -> int:
+  """Create or check ``store/meta.json``; return the chunk size to use there."""
+  if os.path.exists(store) and not os.path.isdir(store):
+    raise ValueError(f"`store` must be a directory (created if missing), got {store!r}, "
+                     f"which is a file")
+  os.makedirs(store, exist_ok=True)
+  meta_path = os.path.join(store, "meta.json")
+  meta = {"format": _FORMAT, "spec": spec, "chunk_size": chunk_size, "n_items": n_items}
+  if os.path.exists(meta_path):
+    try:
+      with open(meta_path) as f:
+        old = json.load(f)
+      if not isinstance(old, dict) or not isinstance(old.get("chunk_size"), int):
+        raise ValueError("not a store's meta.json")
+    except (OSError, ValueError) as e:   # json.JSONDecodeError is a ValueError
+      raise ValueError(
+          f"`store` {store!r} has an unreadable {meta_path!r} ({type(e).__name__}: {e}); "
+          f"it was damaged outside this code: delete that directory (its results are lost) "
+          f"or give a new `store` path") from None
+    stored = {"format": old.get("format"), "n_items": old.get("n_items"),
+              **(old.get("spec") if isinstance(old.get("spec"), dict) else {})}
+    differ = _differences(stored, {"format": _FORMAT, "n_items": n_items, **spec})
+    if differ:
+      raise ValueError(
+          f"`store` {store!r} holds results of a different computation ("
+          + "; ".join(differ) + "); give a new path (or delete it) to start this one")
+    return int(old["chunk_size"])      # resume with the stored chunk geometry
+  text = json.dumps(meta, sort_keys=True, indent=1)
+  atomic_write(meta_path, lambda f: f.write(text), mode="w")
+  return chunk_size
+
+
+def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: int,
+                store: str | os.PathLike | None = None, spec: dict | None = None,
+                progress: bool | tqdm = True, units_per_item: int = 1,
+                desc: str | None = None, multiple: int = 1, shared: tuple = (),
+                devices: _devices.Devices = 1) -> dict[str, np.ndarray]:
+  """Map ``compute`` over ``n_items`` in fixed-size chunks, storing and resuming.
+
+  Args:
+    compute: ``compute(indices) -> dict | NamedTuple`` of arrays with leading
+      axis ``len(indices)``; called with int32 ``indices`` of shape
+      ``(chunk_size,)`` rounded up to a multiple of ``multiple`` (the last
+      chunk padded by repeating its last index; the padding is dropped), so
+      it compiles once. Item ``i``'s result must
+      depend on ``i`` only (e.g. its key ``fold_in(key, i)``), which makes
+      results independent of ``chunk_size``. Jit it (this function doesn't).
+    n_items: number of items, ``>= 1``.
+    chunk_size: items per call.
+    store: a directory; each finished chunk is written there atomically
+      (``chunk-<start>-<stop>.npz``) and reused by a later call with the same
+      ``spec``, which computes only missing (or unreadable) chunks with the
+      chunk size stored at the first call. Stray temporary files of a
+      killed run are ignored, and deleted once every chunk is done.
+    spec: JSON-serialisable description of everything the results depend
+      on; a store made with a different spec raises ``ValueError`` naming
+      the fields that differ (a damaged ``meta.json`` raises too).
+    progress: show a tqdm bar, or an existing bar to update.
+    units_per_item: bar units per item (e.g. networks per item).
+    desc: the bar's label.
+    multiple: calls get a multiple of this many indices. (XLA may compile a
+      vmap over a different number of items differently, changing the last
+      bits of results; :func:`sweep` loops over fixed-size vmapped groups
+      inside ``compute`` and passes the group size here.)
+    shared: arrays passed to every call before the indices,
+      ``compute(*shared, indices)`` (replicated on every device).
+    devices: ``1`` (default): one device, the default one; ``None``: all
+      devices (``jax.devices()``, every host's under ``jax.distributed``;
+      the first only on the CPU, see :func:`empirical.devices.resolve`);
+      an integer ``n``: the first ``n``; or a sequence of ``jax.Device``.
+      With several, each chunk (rounded up to a multiple of ``multiple``
+      times the number of devices) is split evenly over them
+      (:mod:`empirical.devices`), and ``compute`` must then be traceable
+      (``jax.jit``-able; a stable function compiles once). Results are those
+      of a one-device run. Under ``jax.distributed`` only process 0 writes
+      to ``store``, which must be shared by all processes.
+
+  Returns:
+    ``{name: np.ndarray}`` with leading axis ``n_items``.
+  """
+  n_items = _checks.check_int("n_items", n_items, 1)
+  chunk_size = min(_checks.check_int("chunk_size", chunk_size, 1), n_items)
+  devs = _devices.resolve(devices)
+  sharded = _devices.shard_items(compute, devs) if len(devs) > 1 else None
+  step = multiple * len(devs)
+  if store is not None:
+    store = os.fspath(store)
+    chunk_size = _open_store(store, spec if spec is not None else {}, chunk_size, n_items)
+  bar = progress if isinstance(progress, tqdm) else tqdm(
+      total=n_items * units_per_item, unit="net", desc=desc, disable=not progress)
+  parts: list[dict[str, np.ndarray]] = []
+  try:
+    for start in range(0, n_items, chunk_size):
+      stop = min(start + chunk_size, n_items)
+      path = None if store is None else os.path.join(store, f"chunk-{start:09d}-{stop:09d}.npz")
+      arrays = None if path is None else _load_chunk(path, stop - start)
+      if arrays is None:
+        idx = np.arange(start, start + -(-chunk_size // step) * step)
+        idx = np.minimum(idx, n_items - 1).astype(np.int32)
+        if sharded is None:
+          out = jax.device_get(_tree_dict(compute(*shared, jnp.asarray(idx))))
+        else:
+          out = _devices.fetch(_tree_dict(sharded(*_devices.place(shared, idx, devs))))
+        arrays = {k: np.asarray(v)[: stop - start] for k, v in out.items()}
+        if path is not None and jax.process_index() == 0:
+          atomic_write(path, lambda f: np.savez(f, **arrays))
+      parts.append(arrays)
+      bar.update((stop - start) * units_per_item)
+  finally:
+    if bar is not progress:
+      bar.close()
+  if store is not None and jax.process_index() == 0:
+    _remove_temporaries(store)
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _remove_temporaries(store: str) -> None:
+  """Delete the ``.tmp-*`` files a killed run left in ``store`` (all chunks are done)."""
+  for name in os.listdir(store):
+    if name.startswith(".tmp-") and (name.endswith(".npz") or name.endswith("meta.json")):
+      try:
+        os.remove(os.path.join(store, name))
+      except FileNotFoundError:
+        pass
+
+
+
+# --- the memory plan ---------------------------------------------------------------
+
+def check_fits(what: str, bytes_at_depth: Callable[[int], int], depth: int, budget: int, *,
+               width: int) -> None:
+  """Raise ``ValueError`` unless one item of ``depth`` layers fits ``budget`` bytes.
+
+  ``bytes_at_depth(d)``: the driver's count of the bytes one item of depth
+  ``d`` holds, linear in ``d``; the message says the deepest item that fits.
+  """
+  need = bytes_at_depth(depth)
+  if need > budget:
+    one, two = bytes_at_depth(1), bytes_at_depth(2)
+    deepest = max(0, 1 + (budget - one) // (two - one)) if budget >= one else 0
+    raise ValueError(
+        f"`memory_budget` = {budget} bytes is too small for one {what}, which needs about "
+        f"{need} bytes ({need / 2**30:.3g} GiB); at width {width} depth <= {deepest} fits, "
+        f"or raise `memory_budget`")
+
+
+def items_per_chunk(budget: int, item_bytes: int) -> int:
+  """How many items of ``item_bytes`` bytes a chunk of ``budget`` bytes holds (at least 1)."""
+  return max(1, budget // item_bytes)
+
+
+# --- the loop over configurations ------------------------------------------------
+
+def config_store(store: str | None, k: int) -> str | None:
+  """The store directory of configuration ``k`` (None without a store)."""
+  return None if store is None else os.path.join(store, f"config-{k:04d}")
+
+
+def run_configs(configs: Sequence[Any], run: Callable[[int, Any, tqdm], dict[str, np.ndarray]],
+                *, total: int, desc: str, progress: bool) -> list[dict[str, np.ndarray]]:
+  """``[run(k, config, bar) for k, config in enumerate(configs)]`` under one progress bar.
+
+  ``run`` computes configuration ``k`` (usually by :func:`run_chunked` with
+  ``progress=bar`` and ``store=config_store(store, k)``); ``total`` is the
+  bar's length in networks.
+  """
+  bar = tqdm(total=total, unit="net", desc=desc, disable=not progress)
+  try:
+    return [run(k, config, bar) for k, config in enumerate(configs)]
+  finally:
+    bar.close()
+
+
+# --- Dataset assembly -------------------------------------------------------------
+
+def swept(names: Sequence[str], given: Sequence[Any]) -> dict[str, bool]:
+  """Which axes were given as lists (they become dimensions)."""
+  return {n: _grid.is_list(v) for n, v in zip(names, given)}
+
+
+def stack(results: Sequence[dict[str, np.ndarray]], name: str,
+          lengths: Sequence[int]) -> np.ndarray:
+  """The configurations' arrays ``name`` stacked, their leading axes cut into ``lengths``.
+
+  ``results[k][name]`` has shape ``(m, *rest)``; the stack ``(len(results),
+  m, *rest)`` is reshaped to ``(*lengths, *rest)``.
+  """
+  a = np.stack([r[name] for r in results])
+  n_lead = int(np.prod(a.shape[:2]))
+  if int(np.prod(lengths)) != n_lead:
+    raise ValueError(f"`lengths` {tuple(lengths)} must multiply to {n_lead}")
+  return a.reshape(*lengths, *a.shape[2:])
+
+
+def grid_variable(full: np.ndarray, names: Sequence[str], swept: dict[str, bool],
+                  trailing: Sequence[str], description: str) -> xr.Variable:
+  """A variable from ``full``, whose leading axes are the grid axes ``names`` in full.
+
+  Axes not swept (a single value) are dropped (they are scalar coordinates);
+  the dims are the swept ``names`` then ``trailing``.
+  """
+  keep = tuple(slice(None) if swept[n] else 0 for n in names)
+  return xr.Variable([n for n in names if swept[n]] + list(trailing), full[keep],
+                     {"description": description})
+
+
+def grid_coords(axes: dict[str, list], swept: dict[str, bool]) -> dict[str, Any]:
+  """Coordinates of the grid axes: a list where swept, else its one value.
+
+  ``sigma_w2`` of schemes that fix the variance (``[None]``) has no coordinate.
+  """
+  coords = {}
+  for n, values in axes.items():
+    if n == "sigma_w2" and values == [None]:
+      continue
+    coords[n] = values if swept[n] else values[0]
+  return coords
+
+
+def provenance(grid: _grid.NetworkGrid, dtype: Any, *,
+               seed_key: str = "network i uses jax.random.fold_in(key, i)") -> dict[str, Any]:
+  """The attributes every experiment's Dataset carries: dtype, key, seed rule, activations."""
+  return {"dtype": np.dtype(dtype).name, "key": " ".join(map(str, grid.key_data)),
+          "seed_key": seed_key, "activation_keys": grid.schemes.keys_attr()}
+
+
+def base_spec(grid: _grid.NetworkGrid, dtype: Any) -> dict[str, Any]:
+  """The part of a store's spec every experiment shares (key, grid, dtype)."""
+  return {"key": grid.key_data, "activation": grid.schemes.activation_keys,
+          "init": grid.schemes.init_keys, "width": grid.widths, "depth": grid.depths,
+          "sigma_w2": grid.sigma_w2, "sigma_b2": grid.sigma_b2, "n_seeds": grid.n_seeds,
+          "dtype": np.dtype(dtype).name}

@@ -1,0 +1,51 @@
+"""The random streams of a network: one table of every ``fold_in`` number.
+
+Network ``i`` of an experiment with key ``key`` has the key
+``k = fold_in(key, i)`` (:func:`empirical.models.network_key`), whatever the
+grid, the chunk or the device it runs on. Everything random about that
+network is drawn from ``fold_in(k, STREAM)`` with a stream of this table,
+so no two draws share numbers by accident and each driver names what it
+draws:
+
+========================  ====  ===============================================
+name                      k, n  what is drawn from ``fold_in(k, n)``
+========================  ====  ===============================================
+``WEIGHTS``               0     standard weights: layer ``l`` from
+                                ``fold_in(fold_in(k, 0), l)``, the readout
+                                (``train``) at ``l = L + 1``
+``BIASES``                1     standard biases, layer ``l`` at ``fold_in(., l)``
+``READOUT``               2     the probes' loss projection ``r``
+                                (:func:`empirical.sweep`, :func:`empirical.train`)
+``BATCHES``               3     minibatch roots in :func:`empirical.train`; step
+                                ``t`` draws from ``fold_in(fold_in(k, 3), t)``
+``JACOBIAN_INPUT``        3     the input noise ``z`` of
+                                :func:`empirical.jacobian_spectra`
+``HUTCHINSON``            4     the Hutchinson probes of ``method="projection"``
+``LANCZOS``               5     the Lanczos start vector of ``method="projection"``
+``DROPOUT``               6     dropout masks (:func:`empirical.forward` with
+                                ``keep_prob < 1``): layer ``l`` from
+                                ``fold_in(fold_in(k, 6), l)``
+========================  ====  ===============================================
+
+Stream 3 serves two drivers (a training run has no Jacobian input, and a
+spectrum no minibatches); the numbers are those every stored result was
+drawn with, so they never change. The inputs of a sweep are not a
+network's: they come from ``jax.random.split(key)[SWEEP_INPUTS]``, shared by
+every network.
+"""
+
+from __future__ import annotations
+
+__all__ = ["WEIGHTS", "BIASES", "READOUT", "BATCHES", "JACOBIAN_INPUT", "HUTCHINSON",
+           "LANCZOS", "DROPOUT", "SWEEP_INPUTS"]
+
+WEIGHTS = 0
+BIASES = 1
+READOUT = 2
+BATCHES = 3
+JACOBIAN_INPUT = 3
+HUTCHINSON = 4
+LANCZOS = 5
+DROPOUT = 6
+#: Index into ``jax.random.split(key)`` of a sweep's drawn inputs (not a network stream).
+SWEEP_INPUTS = 1
