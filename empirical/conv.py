@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from empirical import _checks
 from empirical import inits as _inits
 from meanfield.activations import Activation, activation as _activation
 
@@ -164,7 +165,7 @@ def conv_params(key: Array, *, in_channels: int, width: int, depth: int, kernel_
   _check(depth=depth, width=width, kernel_size=kernel_size, in_channels=in_channels)
   scheme = kernel_init(init)
   scheme.init.check_sigma_w2(sigma_w2)
-  _inits._check_variance("sigma_b2", sigma_b2)
+  _checks.check_variance("sigma_b2", sigma_b2)
   return _draw(key, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b2, dtype)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 from flax import nnx
 
-from empirical import _grid
+from empirical import _checks
 
 __all__ = ["reinit", "LAYER_TYPES"]
 
@@ -77,7 +77,7 @@ def reinit(model: nnx.Module, init: Any = None, *, key: jax.Array,
   """
   if not isinstance(model, nnx.Module):
     raise ValueError(f"`model` must be a flax.nnx.Module, got {type(model).__name__}")
-  key = _grid.check_key(key)
+  key = _checks.check_key(key)
   kernel_init, bias_init = _initialisers(init, kernel_init, bias_init)
   layers = [(path, node) for path, node in nnx.iter_graph(model)
             if isinstance(node, LAYER_TYPES) and (where is None or where(path, node))]

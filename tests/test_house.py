@@ -9,8 +9,7 @@
 - No function in ``meanfield`` is longer than 80 lines of code (blank lines,
   comments and docstrings not counted).
 
-The ``empirical`` halves of the last two rules are expected to fail until the
-experiment engine is rebuilt (issue #12): marked ``xfail(strict=False)``.
+Both packages are held to every rule.
 """
 
 from __future__ import annotations
@@ -157,8 +156,6 @@ def test_private_names_stay_in_their_module_meanfield():
   assert _private_crossings("meanfield") == []
 
 
-@pytest.mark.xfail(strict=False, reason="empirical takes _check_int, _check_variance and "
-                   "_float_dtype from models/inits; the engine rebuild of issue #12 owns them")
 def test_private_names_stay_in_their_module_empirical():
   assert _private_crossings("empirical") == []
 
@@ -199,7 +196,5 @@ def test_no_long_functions_meanfield():
   assert _long_functions("meanfield") == []
 
 
-@pytest.mark.xfail(strict=False, reason="sweep, train and jacobian_spectra are over 80 lines "
-                   "until the engine rebuild of issue #12")
 def test_no_long_functions_empirical():
   assert _long_functions("empirical") == []
