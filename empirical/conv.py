@@ -70,6 +70,7 @@ class ConvInit:
 
   @property
   def name(self) -> str:
+    """The scheme's name: the init's, prefixed ``delta_`` for a centre-tap kernel."""
     return (DELTA if self.delta else "") + self.init.name
 
   @property

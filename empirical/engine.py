@@ -91,8 +91,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
-  """Write ``path`` at once: ``write(f)`` on a file opened with ``mode`` at an
-  :func:`atomic_path`, synced to disk before it replaces ``path``."""
+  """Write ``path`` at once, so a reader never sees half a file.
+
+  ``write(f)`` runs on a file opened with ``mode`` at an :func:`atomic_path`,
+  synced to disk before it replaces ``path``.
+  """
   with atomic_path(path) as tmp:
     with open(tmp, mode) as f:
       write(f)
