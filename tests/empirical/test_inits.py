@@ -90,7 +90,8 @@ def _haar(shape, m=HAAR_M, dtype=jnp.float32):
   return np.asarray(jax.vmap(lambda k: standard(k, shape, dtype))(keys)).astype(np.float64)
 
 
-@pytest.mark.parametrize("shape", [(256, 256), (80, 33), (33, 80), (1, 1)])
+@pytest.mark.parametrize("shape", [pytest.param((256, 256), marks=pytest.mark.slow),
+                                   (80, 33), (33, 80), (1, 1)])
 def test_haar_draw_is_orthonormal_to_rounding(shape):
   q = _haar(shape, m=16)
   if shape[0] < shape[1]:
@@ -100,6 +101,7 @@ def test_haar_draw_is_orthonormal_to_rounding(shape):
   np.testing.assert_allclose(gram, np.broadcast_to(np.eye(q.shape[2]), gram.shape), atol=2e-6)
 
 
+@pytest.mark.slow
 def test_haar_draw_in_float64(x64):
   standard = inits.init("orthogonal").standard
   for shape in [(70, 70), (70, 30)]:

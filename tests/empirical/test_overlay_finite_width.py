@@ -11,6 +11,7 @@ import numpy as np
 import scipy.stats
 
 import empirical
+import pytest
 
 
 def test_band_matches_measured_quantiles_relu():
@@ -31,6 +32,7 @@ def test_band_matches_measured_quantiles_relu():
   assert np.log(th.q.values[-1]) - np.median(logq[:, -1]) > 10 * median_err
 
 
+@pytest.mark.slow
 def test_band_is_nan_for_orthogonal_weights_and_has_the_sweep_dims():
   ds = empirical.sweep(jax.random.key(4), activation="tanh", init=["gaussian", "orthogonal"],
                        sigma_w2=[1.0, 2.0], sigma_b2=0.05, width=8, depth=3, n_seeds=2,

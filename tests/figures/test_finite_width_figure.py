@@ -3,8 +3,10 @@
 import numpy as np
 
 from figures import _common, fig_finite_width
+import pytest
 
 
+@pytest.mark.slow
 def test_finite_width_figure(tmp_path):
   ds = fig_finite_width.compute({16: (6, 200), 32: (5, 120)})
   assert ds.var_log_q.dims == ("activation", "width", "layer")

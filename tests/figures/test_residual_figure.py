@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from figures import _common, fig_residual
+import pytest
 
 
+@pytest.mark.slow
 def test_residual_figure_small(tmp_path):
   ds = fig_residual.compute(width=32, depth=4, n_seeds=2, n_inputs=4, long=30)
   assert ds.q.dims[-1] == "layer" and ds.sizes["layer"] == 4 and ds.sizes["long_layer"] == 30

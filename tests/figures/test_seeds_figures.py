@@ -44,6 +44,7 @@ def test_theory_post_var_closed_forms():
   assert np.isnan(relu[4])
 
 
+@pytest.mark.slow
 def test_one_layer_table_shows_the_symmetry_problem():
   ds = fig_one_layer_table.compute(n_inputs=32, in_features=24, width=16)
   distinct = ds.distinct_neuron_grads

@@ -173,6 +173,7 @@ def test_forward_dropout_keys():
     models.forward(params, x, activation="tanh", keep_prob=0.0, dropout_key=k)
 
 
+@pytest.mark.slow
 def test_fixed_point_gradients(x64):
   # c* and chi_c carry implicit-function gradients (the bisection itself has none):
   # jax.grad against central differences of the values.

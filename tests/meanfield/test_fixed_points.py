@@ -231,7 +231,8 @@ def test_he_point_of_relu(x64):
                              -1 / np.log(0.995), rtol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["tanh", "erf"])   # Mehler-series path; closed forms, 2-D path
+@pytest.mark.parametrize("name", ["tanh",                                        # Mehler series
+                                  pytest.param("erf", marks=pytest.mark.slow)])  # closed forms
 def test_near_criticality_c_star_is_linear_in_the_distance(name, x64):
   # To leading order 1 - c* = 2 (chi_1 - 1) / C''(1) and 1 - chi_c = chi_1 - 1: on the chaotic
   # side c* < 1, chi_c < 1, and (1 - c*) / (chi_1 - 1) is one constant from 1e-10 of the
