@@ -87,10 +87,11 @@ def takes_network(*, supports: tuple[str, ...] = ()) -> Callable[[Callable], Cal
       return fn(*args, **_keywords(fn.__name__, network, kwargs, supports))
 
     sig = inspect.signature(fn)
-    params = list(sig.parameters.values())
-    params.insert(1, inspect.Parameter("network", inspect.Parameter.KEYWORD_ONLY,
-                                       default=None))
-    wrapper.__signature__ = sig.replace(parameters=params)
+    if "network" not in sig.parameters:     # drivers name it themselves, for their docs
+      params = list(sig.parameters.values())
+      params.insert(1, inspect.Parameter("network", inspect.Parameter.KEYWORD_ONLY,
+                                         default=None))
+      wrapper.__signature__ = sig.replace(parameters=params)
     return wrapper
 
   return decorate

@@ -561,7 +561,7 @@ def _svd_at_depths(act, weights, biases, x, depths, max_order: int = 0):
 
 
 @description.takes_network()
-def jacobian_spectra(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
+def jacobian_spectra(key: Array, *, network=None, activation="tanh", width=256, depth=10, sigma_w2=None,
                      sigma_b2=0.0, init="gaussian", n_seeds: int = 1, q=None,
                      method: str = "svd", max_order: int = 2, n_probes: int = 32,
                      num_iterations: int = 48, chunk_size: int | None = None,

@@ -175,7 +175,7 @@ def _plan(n_settings: int, *, width: int, depth: int, batch: int, in_features: i
 
 
 @description.takes_network(supports=("residual", "norm"))
-def sweep(key: Array, *, activation="tanh", width=256, depth=10, sigma_w2=None,
+def sweep(key: Array, *, network=None, activation="tanh", width=256, depth=10, sigma_w2=None,
           sigma_b2=0.0, init="gaussian", n_seeds: int = 1, inputs=None,
           n_inputs: int | None = None, in_features: int | None = None,
           q_input: float | None = None, c_input: float | None = None,

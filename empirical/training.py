@@ -468,7 +468,7 @@ def _data_fingerprint(split: _data.DataSplit) -> str:
 
 
 @description.takes_network(supports=("residual", "norm"))
-def train(key: Array, *, data: _data.DataSplit | str | os.PathLike = "digits",
+def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike = "digits",
           activation="tanh", width=64, depth=10, sigma_w2=None, sigma_b2=0.0,
           init="gaussian", n_seeds: int = 1, residual: bool = False,
           norm: _models.Norm = None, optimizer: str = "sgd", learning_rate=None,
