@@ -288,7 +288,7 @@ def _finite_width(act, depth, pairs, exact, n, factors, q_input, c_input, sigma_
        jnp.full_like(cov_q, jnp.nan))):
     mf, shift, var = last(mf), last(shift), last(var)
     log_var = var / (mf * mf) + 2 * inv_width
-    log_mean = jnp.log(mf + shift) - log_var / 2
+    log_mean = jnp.log(factor * (mf + shift)) - log_var / 2      # log of `mean` below
     if exact:
       ex_mean, ex_var = _exact_log_moments(depth, factors.astype(mf.dtype), jnp.log(first),
                                            sigma_w2)
