@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import glob
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -135,3 +138,18 @@ def test_dropout_by_network_is_the_keyword_and_comes_back():
   plain = empirical.sweep(KEY, network=net.replace(keep_prob=1.0), **tiny)
   np.testing.assert_array_equal(by_net.q.isel(layer=0), plain.q.isel(layer=0))
   assert np.all(by_net.q.isel(layer=slice(1, None)) != plain.q.isel(layer=slice(1, None)))
+
+
+def test_store_spec_names_keep_prob_only_below_one(tmp_path):
+  # keep_prob = 1 writes the spec of a sweep without the keyword, so stores
+  # made before it existed resume; a dropout sweep never reuses them.
+  store = tmp_path / "store"
+  first = empirical.sweep(KEY, store=store, **TINY)
+  metas = glob.glob(str(store / "**" / "meta.json"), recursive=True)
+  assert metas
+  for m in metas:
+    with open(m) as f:
+      assert "keep_prob" not in json.load(f)["spec"]
+  assert empirical.sweep(KEY, store=store, keep_prob=1.0, **TINY).identical(first)
+  with pytest.raises(ValueError, match="keep_prob"):
+    empirical.sweep(KEY, store=store, keep_prob=P, **TINY)
