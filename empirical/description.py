@@ -8,8 +8,9 @@ it (``network=``) and give it back (:func:`networks`):
   and :func:`empirical.jacobian_spectra` take ``network=net``: its fields
   fill the keywords of the same names (a field also given as a keyword
   raises ``ValueError``); lists of keywords stay the grid. An experiment
-  needs a ``width``; a variant the driver does not run (``keep_prob < 1``,
-  ``alpha != 1``, or ``residual``/``norm`` where it has none) raises. For a
+  needs a ``width``; a variant the driver does not run (``alpha != 1``, or
+  ``residual``/``norm``/``keep_prob < 1`` where it has none: only
+  :func:`empirical.sweep` runs dropout) raises. For a
   scheme that fixes the variance itself (``he_normal``, ``normal(0.01)``,
   ...), the network's ``sigma_w2`` is what that scheme gives, not a
   keyword: it is left out.
@@ -77,7 +78,7 @@ def takes_network(*, supports: tuple[str, ...] = ()) -> Callable[[Callable], Cal
   """Let an experiment ``fn(key, **keywords)`` take ``network=`` (a :class:`meanfield.Network`).
 
   ``supports``: the architecture fields besides :data:`_FIELDS` that ``fn``
-  has keywords for (``"residual"``, ``"norm"``).
+  has keywords for (``"residual"``, ``"norm"``, ``"keep_prob"``).
   """
   def decorate(fn: Callable) -> Callable:
     @functools.wraps(fn)
@@ -130,7 +131,8 @@ def _network(point: dict[str, Any], acts: dict, ds: xr.Dataset) -> Network:
   return Network(activation=acts[str(point["activation"])], sigma_w2=sigma_w2,
                  sigma_b2=float(point["sigma_b2"]), depth=int(point["depth"]), width=width,
                  init=scheme, residual=bool(ds.attrs.get("residual", 0)),
-                 norm=None if norm == "none" else str(norm))
+                 norm=None if norm == "none" else str(norm),
+                 keep_prob=float(ds.attrs.get("keep_prob", 1.0)))
 
 
 def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None = None

@@ -61,8 +61,22 @@ at cosine 0 (the sweep's inputs: independent Gaussian vectors). Inputs that
 stay decorrelated (tanh without bias) average their fluctuations out;
 inputs whose correlation goes to 1 (ReLU) do not.
 
-Only plain MLPs have a theory here: a sweep with ``residual`` or ``norm``
-raises ``ValueError``.
+Variants (the sweep's ``residual``, ``norm="layer"``, ``keep_prob < 1``):
+``q``, ``c`` and ``chi_1`` come from the matching ``meanfield`` function,
+:func:`meanfield.residual_propagate` (residual, with or without LayerNorm or
+dropout), :func:`meanfield.layernorm_propagate` (LayerNorm, with or without
+dropout) or :func:`meanfield.dropout_propagate` (dropout alone), called with
+the same ``q_input`` (first-layer correction above included: layer 1 is
+affine in the input in every variant), ``c_input``, ``depth``, ``sigma_w2``
+and ``sigma_b2``, and the sweep's ``residual``, ``norm`` and ``keep_prob``
+(``ds.attrs``). ``chi_1`` is then that function's per-layer gradient factor.
+What is not derived here for a variant is nan: ``grad_h`` and ``grad_w``
+(the backward recursion above is the plain MLP's; a residual network's
+gradients also flow through the skip, LayerNorm's Jacobian divides by
+``sqrt(q)``, dropout's masks enter the layer inputs) and the finite-width
+band ``q_lo``, ``q_median``, ``q_hi`` (:mod:`meanfield.finite_width` is for
+plain MLPs). BatchNorm couples the inputs of a batch and has no two-input
+map: a ``norm="batch"`` sweep raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -139,6 +153,38 @@ def _q_band(act: Activation, q_input: np.ndarray, sigma_w2: np.ndarray, sigma_b2
   return out
 
 
+def _variant_propagate(net: meanfield.Network) -> Callable | None:
+  """The ``meanfield`` propagate of ``net``'s variant (None for a plain MLP), or
+  ValueError for BatchNorm."""
+  if net.norm not in (None, "layer"):
+    raise ValueError(
+        f"`ds` must be a sweep without BatchNorm for theory (norm='none' or 'layer'), got "
+        f"norm={net.norm!r}: BatchNorm couples the inputs of a batch and has no two-input "
+        f"mean-field map (meanfield.batchnorm_gradient_factor predicts its gradients only)")
+  if net.residual:
+    return meanfield.residual_propagate
+  if net.norm == "layer":
+    return meanfield.layernorm_propagate
+  if net.keep_prob < 1:
+    return meanfield.dropout_propagate
+  return None
+
+
+def _variant_theory(propagate: Callable, net: meanfield.Network, act: Activation,
+                    q_input: np.ndarray, c_input: float, sigma_w2: np.ndarray,
+                    sigma_b2: np.ndarray, n_layers: int) -> dict[str, np.ndarray]:
+  """A variant's ``q``, ``c``, ``chi_1`` (``shape + (n_layers,)``, float64) from
+  ``propagate``; nan for what is not derived for it."""
+  with jax.enable_x64(True):
+    prop = propagate(q_input=q_input, c_input=c_input, depth=n_layers, sigma_w2=sigma_w2,
+                     sigma_b2=sigma_b2, activation=act, residual=net.residual, norm=net.norm,
+                     keep_prob=net.keep_prob)
+    q, c, chi = (np.asarray(v, np.float64) for v in prop)
+  nan = np.full_like(q, np.nan)
+  return {"q": q, "c": c, "chi_1": chi, "grad_h": nan, "grad_w": nan, "q_lo": nan,
+          "q_median": nan, "q_hi": nan}
+
+
 def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = None
            ) -> xr.Dataset:
   """Mean-field predictions on the coordinates of a sweep's Dataset.
@@ -148,7 +194,9 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
   gets finite predictions wherever they fit in float64.
 
   Args:
-    ds: the result of :func:`empirical.sweep` (plain MLP).
+    ds: the result of :func:`empirical.sweep`: a plain MLP, or one with
+      ``residual``, ``norm="layer"`` and/or ``keep_prob < 1`` (see the
+      module docstring; ``norm="batch"`` raises ``ValueError``).
     activation: the activation to use for every ``activation`` label of
       ``ds`` (a name, an ``Activation`` or a callable). By default registry
       names are looked up, and a custom callable that this session swept is
@@ -161,14 +209,17 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
     variables ``q``, ``c``, ``chi_1`` (per layer, ``sigma_w2
     E[phi'(sqrt(q^l) z)^2]``), ``grad_h`` and ``grad_w`` (the predicted
     norms, see the module docstring); layers beyond a network's depth are
-    nan. ``q_input`` and ``c_input`` are those measured in ``ds``.
+    nan. ``q_input`` and ``c_input`` are those measured in ``ds``. Also
+    ``q_lo``, ``q_median``, ``q_hi``: the finite-width band (module
+    docstring). For a variant, ``chi_1`` is its own per-layer gradient
+    factor, and ``grad_h``, ``grad_w`` and the band are nan (not derived).
+
+  Raises:
+    ValueError: a BatchNorm sweep; a custom activation ``ds`` cannot name.
   """
   nets = description.networks(ds, activation=activation)
-  net = nets.values.flat[0]                   # residual and norm are the same everywhere
-  if net.residual or net.norm is not None:
-    raise ValueError(
-        f"`ds` must be a sweep of a plain MLP (residual=0, norm='none') for theory, got "
-        f"residual={int(net.residual)}, norm={net.norm or 'none'!r}")
+  net = nets.values.flat[0]                   # the variant is the same everywhere
+  variant = _variant_propagate(net)
   q_in, c_in = float(ds.q_input), float(ds.c_input)
   layers = ds.layer.values
   n_layers = len(layers)
@@ -186,6 +237,13 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
   out = {name: [] for name in ("q", "c", "chi_1", "grad_h", "grad_w", "q_lo", "q_median",
                                "q_hi")}
   for act in acts:
+    if variant is not None:
+      for name, v in _variant_theory(variant, net, act, q_eff.values, c_input, s.values,
+                                     sb2.values, n_layers).items():
+        out[name].append(np.where(layers <= depth.values[..., None], v, np.nan))
+      if np.isnan(c_in):
+        out["c"][-1] = np.full_like(out["c"][-1], np.nan)
+      continue
     with jax.enable_x64(True):
       prop = meanfield.propagate(q_input=q_eff.values, c_input=c_input, depth=n_layers,
                                  sigma_w2=s.values, sigma_b2=sb2.values, activation=act)
@@ -221,6 +279,8 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
   order = [d for d in ds.q.dims if d != "seed"]
   th = th.transpose(*order)
   th["q_input"], th["c_input"] = ds.q_input, ds.c_input
-  th.attrs = {"source": "meanfield.propagate (forward); chi_1 products (backward), "
-                        "see empirical.overlay", **ds.attrs}
+  source = ("meanfield.propagate (forward); chi_1 products (backward), see empirical.overlay"
+            if variant is None else f"meanfield.{variant.__name__} (forward and chi_1); "
+            "grad_h, grad_w and the finite-width band not derived (nan), see empirical.overlay")
+  th.attrs = {"source": source, **ds.attrs}
   return th

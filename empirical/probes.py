@@ -239,7 +239,8 @@ def _squares(v: Array) -> tuple[Array, Array, Array]:
 def measure(params: _models.Params, x: Array, r: Array, *,
             activation: str | Activation | Callable, residual: bool = False,
             norm: _models.Norm = None, w_scale: Array | None = None,
-            b_scale: Array | None = None) -> Stats:
+            b_scale: Array | None = None, keep_prob: float = 1.0,
+            dropout_key: Array | None = None) -> Stats:
   """Per-layer statistics of one network (``S`` settings of it) on ``x``.
 
   Args:
@@ -247,7 +248,9 @@ def measure(params: _models.Params, x: Array, r: Array, *,
       loss reads ``a^L``).
     x: inputs ``(B, in_features)`` shared by all settings, or ``(S, B, in_features)``.
     r: the loss projection, ``(width,)`` (:func:`readout`).
-    activation, residual, norm: as in :func:`empirical.models.forward`.
+    activation, residual, norm, keep_prob, dropout_key: as in
+      :func:`empirical.models.forward` (the masks are fixed while
+      differentiating, so the gradients pass the same masks).
     w_scale, b_scale: ``(L, S)`` per-layer factors of standard parameters
       (:func:`empirical.models.layer_scales`), or ``None`` for ``S = 1``.
 
@@ -268,7 +271,7 @@ def measure(params: _models.Params, x: Array, r: Array, *,
   def loss(shift):
     out, measured = _models.forward(params, x, activation=act, residual=residual, norm=norm,
                                     w_scale=w_scale, b_scale=b_scale, h_shift=shift,
-                                    probe=probe)
+                                    probe=probe, keep_prob=keep_prob, dropout_key=dropout_key)
     return jnp.sum(out @ r), measured
 
   shift = jnp.zeros((depth, n_settings, batch, params.width), params.w.dtype)

@@ -174,12 +174,13 @@ def _plan(n_settings: int, *, width: int, depth: int, batch: int, in_features: i
   return max(1, (group_budget - weights) // per_setting), 1
 
 
-@description.takes_network(supports=("residual", "norm"))
+@description.takes_network(supports=("residual", "norm", "keep_prob"))
 def sweep(key: Array, *, network=None, activation="tanh", width=256, depth=10, sigma_w2=None,
           sigma_b2=0.0, init="gaussian", n_seeds: int = 1, inputs=None,
           n_inputs: int | None = None, in_features: int | None = None,
           q_input: float | None = None, c_input: float | None = None,
-          residual: bool = False, norm: _models.Norm = None, chunk_size: int | None = None,
+          residual: bool = False, norm: _models.Norm = None, keep_prob: float = 1.0,
+          chunk_size: int | None = None,
           memory_budget: int = DEFAULT_MEMORY_BUDGET, store: str | os.PathLike | None = None,
           progress: bool = True, dtype=None, devices: _devices.Devices = None) -> xr.Dataset:
   """Measure random networks over a grid of hyperparameters x ``n_seeds`` seeds.
@@ -214,6 +215,15 @@ def sweep(key: Array, *, network=None, activation="tanh", width=256, depth=10, s
       ``q_input = 0`` makes zero inputs, which have no angle: ``c_input``
       must then be None or 1).
     residual, norm: architecture variants (:mod:`empirical.models`).
+    keep_prob: dropout at initialisation, the keep probability ``p`` in
+      ``(0, 1]`` (a number, not swept): for ``p < 1`` the post-activations
+      entering layers ``2..L`` are masked and scaled by ``1/p``
+      (:func:`empirical.models.forward`), network ``i``'s masks drawn from
+      ``fold_in(fold_in(key, i), streams.DROPOUT)``, independently per input
+      and unit and shared by the ``(sigma_w2, sigma_b2)`` settings of one
+      seed; the gradients pass the same masks. ``p = 1`` (default) runs the
+      same program as without dropout: results are bitwise those of a sweep
+      without the keyword, and the stores of such sweeps resume.
     chunk_size: networks (seed x setting) per compiled call; default from
       ``memory_budget`` (bytes per device, default 1 GiB).
     store: directory to write finished chunks to and resume from. Its spec
@@ -249,6 +259,7 @@ def sweep(key: Array, *, network=None, activation="tanh", width=256, depth=10, s
     ValueError: before any work, for a bad argument (naming it, its value
       and what is allowed).
   """
+  keep_prob = _check_keep_prob(keep_prob)
   grid = _grid.network_grid(key=key, activation=activation, init=init, width=width,
                             depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
                             sigma_b2=sigma_b2, residual=residual, norm=norm, verb="sweep",
@@ -270,13 +281,26 @@ def sweep(key: Array, *, network=None, activation="tanh", width=256, depth=10, s
   spec = {**engine.base_spec(grid, dtype),
           "inputs": hashlib.sha256(np.ascontiguousarray(np.asarray(x))).hexdigest(),
           "residual": residual, "norm": norm}
+  if keep_prob != 1:                    # absent at 1: stores of older sweeps still resume
+    spec["keep_prob"] = keep_prob
   run = functools.partial(_run_config, key=key, x=x, grid=grid, settings=settings, spec=spec,
-                          residual=residual, norm=norm, chunk_size=chunk_size,
+                          residual=residual, norm=norm, keep_prob=keep_prob,
+                          chunk_size=chunk_size,
                           memory_budget=memory_budget, devs=devs, dtype=dtype)
   results = engine.run_configs(configs, run, total=len(configs) * grid.n_seeds * len(settings),
                                desc="sweep", progress=progress)
   swept = engine.swept(SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2))
-  return _dataset(results, grid, swept, x=x, residual=residual, norm=norm, dtype=dtype)
+  return _dataset(results, grid, swept, x=x, residual=residual, norm=norm,
+                  keep_prob=keep_prob, dtype=dtype)
+
+
+def _check_keep_prob(keep_prob) -> float:
+  """``keep_prob`` as a float in ``(0, 1]``, or ValueError naming it."""
+  if (isinstance(keep_prob, bool) or not _checks.is_number(keep_prob)
+      or not 0 < keep_prob <= 1):
+    raise ValueError(f"`keep_prob` must be a number in (0, 1] (dropout's keep probability; "
+                     f"1 for no dropout), got {keep_prob!r}")
+  return float(keep_prob)
 
 
 def _inputs(key, *, inputs, n_inputs, in_features, q_input, c_input, dtype) -> Array:
@@ -308,7 +332,8 @@ def _inputs(key, *, inputs, n_inputs, in_features, q_input, c_input, dtype) -> A
                      in_features=in_features, q_input=q_input, c_input=c_input, dtype=dtype)
 
 
-def _run_config(k, config, bar, *, key, x, grid, settings, spec, residual, norm, chunk_size,
+def _run_config(k, config, bar, *, key, x, grid, settings, spec, residual, norm, keep_prob,
+                chunk_size,
                 memory_budget, devs, dtype) -> dict[str, np.ndarray]:
   """Configuration ``k`` (activation, init, width, depth): every setting and seed,
   as arrays ``(settings, seed[, layer])``."""
@@ -328,7 +353,7 @@ def _run_config(k, config, bar, *, key, x, grid, settings, spec, residual, norm,
   n_items = n_seeds * n_blocks
   group = min(_group_size(), n_items)
   items = -(-items // group) * group * (len(devs) if chunk_size is None else 1)
-  program = _network_program(act, scheme, w, d, residual, norm, n_blocks, group,
+  program = _network_program(act, scheme, w, d, residual, norm, keep_prob, n_blocks, group,
                              in_features, np.dtype(dtype))
   out = engine.run_chunked(
       program, n_items, chunk_size=items, multiple=group, shared=(key, x, ws, bs),
@@ -338,8 +363,8 @@ def _run_config(k, config, bar, *, key, x, grid, settings, spec, residual, norm,
 
 
 @functools.lru_cache(maxsize=64)
-def _network_program(act, scheme, width, depth, residual, norm, n_blocks, group, in_features,
-                     dtype):
+def _network_program(act, scheme, width, depth, residual, norm, keep_prob, n_blocks, group,
+                     in_features, dtype):
   """The jitted per-chunk computation ``(key, x, ws, bs, idx) -> Stats``.
 
   Item ``i`` is seed ``i // n_blocks`` with settings block ``i % n_blocks``;
@@ -352,8 +377,11 @@ def _network_program(act, scheme, width, depth, residual, norm, n_blocks, group,
     std = _models.standard_params(k, in_features=in_features, width=width, depth=depth,
                                   init=scheme, norm=norm, dtype=dtype)
     r = _probes.readout(jax.random.fold_in(k, streams.READOUT), width, dtype)
+    dropout = {}
+    if keep_prob < 1:                   # at 1 the program is the one without dropout
+      dropout = dict(keep_prob=keep_prob, dropout_key=jax.random.fold_in(k, streams.DROPOUT))
     return _probes.measure(std, x, r, activation=act, residual=residual, norm=norm,
-                           w_scale=ws[block], b_scale=bs[block])
+                           w_scale=ws[block], b_scale=bs[block], **dropout)
 
   @jax.jit
   def compute(key, x, ws, bs, idx):
@@ -398,7 +426,7 @@ def _layer_sigma_w2(grid, in_features: int, swept: dict[str, bool]) -> xr.Variab
       "each layer's weight variance in the theory's terms, fan_in E[W_ij^2]")
 
 
-def _dataset(results, grid, swept, *, x, residual, norm, dtype) -> xr.Dataset:
+def _dataset(results, grid, swept, *, x, residual, norm, keep_prob, dtype) -> xr.Dataset:
   """The sweep's result schema: probes over (grid, seed[, layer]) and the inputs' statistics."""
   axes = grid.axes()
   lengths = [len(v) for v in axes.values()]
@@ -417,7 +445,8 @@ def _dataset(results, grid, swept, *, x, residual, norm, dtype) -> xr.Dataset:
             **engine.grid_coords(axes, swept)}
   attrs = {
       "in_features": in_features, "n_inputs": batch, "residual": int(residual),
-      "norm": "none" if norm is None else norm, **engine.provenance(grid, dtype),
+      "norm": "none" if norm is None else norm, "keep_prob": keep_prob,
+      **engine.provenance(grid, dtype),
       "loss": "L_a = r . a^L, r a random unit vector per network (empirical.probes)",
   }
   return xr.Dataset(data_vars, coords=coords, attrs=attrs)

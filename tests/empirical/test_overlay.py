@@ -147,9 +147,10 @@ def test_depth_grid_layout():
   np.testing.assert_allclose(th.q.sel(depth=2, layer=[1, 2]), th.q.sel(depth=3, layer=[1, 2]))
 
 
-def test_variants_without_theory_raise(sweeps):
-  ds = sweeps["tanh"][0].assign_attrs(residual=1)
-  with pytest.raises(ValueError, match=r"`ds` must be a sweep of a plain MLP"):
+def test_batchnorm_has_no_theory(sweeps):
+  # Residual, LayerNorm and dropout sweeps have one (tests/empirical/test_sweep_variants.py).
+  ds = sweeps["tanh"][0].assign_attrs(norm="batch")
+  with pytest.raises(ValueError, match=r"`ds` must be a sweep without BatchNorm"):
     overlay.theory(ds)
 
 
