@@ -11,7 +11,9 @@ defines::
 
 ``make`` computes the figure's data, draws it, and writes a PNG with its data
 beside it (same stem) into ``outdir`` with :func:`figures._common.save`, and
-returns the paths it wrote. Defaults must finish in about a minute on a
+returns the paths it wrote. A module that writes several PNGs names their
+stems in a module-level ``OUTPUTS`` tuple, so ``--only`` finds it by any of
+them. Defaults must finish in about a minute on a
 laptop CPU; ``paper=True`` selects paper-scale settings (finer grids, more
 seeds). ``make`` is pure apart from the files it writes: it flips no global
 flags (use ``with jax.enable_x64(True):`` inside it for 64-bit) and builds its

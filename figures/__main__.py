@@ -63,15 +63,26 @@ def title(module: ModuleType | Exception) -> str:
   return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""
 
 
+def _maker(modules: Mapping[str, ModuleType], name: str) -> str:
+  """The figure that makes ``name``: itself, or the module whose ``OUTPUTS`` list it
+  (a module that writes several PNGs names their stems in ``OUTPUTS``)."""
+  if name in modules:
+    return name
+  for figure, module in modules.items():
+    if name in getattr(module, "OUTPUTS", ()):
+      return figure
+  return name
+
+
 def _select(modules: Mapping[str, ModuleType], only: Sequence[str] | None) -> dict[str, ModuleType]:
   if not only:
     return dict(modules)
   wanted = []
   for item in only:
     for name in item.split(","):
-      name = name.strip().removeprefix(PREFIX).removesuffix(".py")
+      name = name.strip().removeprefix(PREFIX).removesuffix(".py").removesuffix(".png")
       if name:
-        wanted.append(name)
+        wanted.append(_maker(modules, name))
   unknown = [n for n in wanted if n not in modules]
   if unknown:
     raise ValueError(
@@ -130,7 +141,8 @@ def run(modules: Mapping[str, ModuleType], *, outdir: str | pathlib.Path = DEFAU
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Command-line entry point; returns the exit status (0 if all figures were made)."""
-  parser = argparse.ArgumentParser(prog="python -m figures", description=__doc__.split("\n\n")[0],
+  description = __doc__.split("\n\n")[0].replace("``", "`")
+  parser = argparse.ArgumentParser(prog="python -m figures", description=description,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--only", action="append", metavar="NAME",
                       help="make only this figure (repeat, or comma-separate, for more)")

@@ -219,6 +219,10 @@ def draw_gradients(ds: xr.Dataset):
   return fig
 
 
+#: The PNGs this module writes (``python -m figures --only`` finds either).
+OUTPUTS = ("activation_statistics", "gradient_statistics")
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
   """Write ``activation_statistics.png``/``.nc`` and ``gradient_statistics.png``/``.nc``."""
   ds = compute(n_seeds=512 if paper else 64, n_inputs=64 if paper else 16)

@@ -45,6 +45,8 @@ CASES = {
     "relu": ("relu", 2.0, 0.0, 1.0),
     "linear": ("linear", 1.0, 0.0, 1.0),
 }
+#: The PNGs this module writes (``python -m figures --only`` finds any of them).
+OUTPUTS = tuple(f"jacobian_spectra_{name}" for name in CASES)
 LOG10_MIN = -10.0          # left edge of the axis, in log10 sigma
 THEORY_SIGMA = np.logspace(-40, 3, 1500)
 

@@ -79,3 +79,25 @@ def test_main_exit_status_and_unknown_name(tmp_path, capsys):
     main(["--only", "no_such_figure", "--out", str(tmp_path)])
   assert e.value.code == 2
   assert "no_such_figure" in capsys.readouterr().err
+
+
+def test_only_finds_a_figure_by_any_png_it_writes(tmp_path):
+  """``--only gradient_statistics`` runs the module that writes it (named in its OUTPUTS)."""
+  module = _module("line", _make_line)
+  module.OUTPUTS = ("line", "line_also")
+  assert run({"line": module}, outdir=tmp_path, only=["line_also.png"]) == {}
+  assert (tmp_path / "line.png").exists()
+  with pytest.raises(ValueError, match="unknown"):
+    run({"line": module}, outdir=tmp_path, only=["nothing"])
+
+
+def test_real_modules_name_their_extra_pngs():
+  modules = discover()
+  assert "gradient_statistics" in modules["activation_statistics"].OUTPUTS
+  assert "jacobian_spectra_relu" in modules["jacobian_spectra"].OUTPUTS
+
+
+def test_help_shows_no_double_backticks(capsys):
+  with pytest.raises(SystemExit):
+    main(["--help"])
+  assert "``" not in capsys.readouterr().out
