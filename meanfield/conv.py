@@ -170,8 +170,9 @@ def spatial_modes(matrix: ArrayLike) -> Array:
 # --- propagation ------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("act",))
-def _conv_covariance_map(act, covariance, sigma_w2, sigma_b2, v):
+def _flat_batch(covariance, sigma_w2, sigma_b2):
+  """``(batch, n, dtype, cov, sw2, sb2)``: the arguments broadcast and flattened to one
+  batch axis, ``cov`` of shape ``(B, n, n)``, ``sw2`` and ``sb2`` of shape ``(B,)``."""
   dtype = float_dtype(covariance, sigma_w2, sigma_b2)
   covariance = jnp.asarray(covariance, dtype)
   batch = jnp.broadcast_shapes(covariance.shape[:-2], jnp.shape(sigma_w2), jnp.shape(sigma_b2))
@@ -179,6 +180,12 @@ def _conv_covariance_map(act, covariance, sigma_w2, sigma_b2, v):
   cov = jnp.broadcast_to(covariance, batch + (n, n)).reshape((-1, n, n))
   sw2 = jnp.broadcast_to(jnp.asarray(sigma_w2, dtype), batch).reshape(-1)
   sb2 = jnp.broadcast_to(jnp.asarray(sigma_b2, dtype), batch).reshape(-1)
+  return batch, n, dtype, cov, sw2, sb2
+
+
+@functools.partial(jax.jit, static_argnames=("act",))
+def _conv_covariance_map(act, covariance, sigma_w2, sigma_b2, v):
+  batch, n, dtype, cov, sw2, sb2 = _flat_batch(covariance, sigma_w2, sigma_b2)
   one = lambda s, w, b: _layer(act, jnp.asarray(v, dtype), s, w, b)
   return jax.vmap(one)(cov, sw2, sb2).reshape(batch + (n, n))
 
@@ -253,14 +260,8 @@ def _pair_cross_moments(act: Activation, sigma: Array) -> Array:
 
 @functools.partial(jax.jit, static_argnames=("act", "depth"))
 def _conv_propagate(act, depth, covariance, sigma_w2, sigma_b2, v):
-  dtype = float_dtype(covariance, sigma_w2, sigma_b2)
-  covariance = jnp.asarray(covariance, dtype)
+  batch, n, dtype, cov, sw2, sb2 = _flat_batch(covariance, sigma_w2, sigma_b2)
   v = jnp.asarray(v, dtype)
-  batch = jnp.broadcast_shapes(covariance.shape[:-2], jnp.shape(sigma_w2), jnp.shape(sigma_b2))
-  n = covariance.shape[-1]
-  cov = jnp.broadcast_to(covariance, batch + (n, n)).reshape((-1, n, n))
-  sw2 = jnp.broadcast_to(jnp.asarray(sigma_w2, dtype), batch).reshape(-1)
-  sb2 = jnp.broadcast_to(jnp.asarray(sigma_b2, dtype), batch).reshape(-1)
 
   def one(cov0, w, b):
     first = w * _shift_average(v, cov0) + b
