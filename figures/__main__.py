@@ -8,10 +8,15 @@ and the failures are listed at the end.
 
 Examples::
 
-  python -m figures                          # all figures -> figures/output/
+  python -m figures                          # all figures -> build/figures/
   python -m figures --only phase_diagram     # one figure (repeat or comma-separate for more)
   python -m figures --paper --out /tmp/figs  # paper-scale settings, elsewhere
-  python -m figures --list                   # names and titles
+  python -m figures --gallery                # refresh the README gallery, figures/output/
+  python -m figures --list                   # names, estimated seconds and titles
+
+Generated files go to ``build/figures/`` (ignored by git), so making the
+figures leaves the checkout clean; the committed gallery in ``figures/output/``
+changes only when it is refreshed on purpose with ``--gallery``.
 """
 
 from __future__ import annotations
@@ -30,10 +35,14 @@ from tqdm import tqdm
 
 from figures import _common
 
-__all__ = ["DEFAULT_OUTDIR", "PREFIX", "discover", "title", "run", "main"]
+__all__ = ["DEFAULT_OUTDIR", "GALLERY", "PREFIX", "discover", "title", "seconds", "run", "main"]
 
-#: Where ``python -m figures`` writes by default: the README gallery (committed).
-DEFAULT_OUTDIR = pathlib.Path(__file__).resolve().parent / "output"
+#: Where ``python -m figures`` writes by default (ignored by git).
+DEFAULT_OUTDIR = pathlib.Path(__file__).resolve().parent.parent / "build" / "figures"
+#: The README gallery (committed); ``--gallery`` writes here.
+GALLERY = pathlib.Path(__file__).resolve().parent / "output"
+#: Estimate used for a module that states no ``SECONDS``.
+UNKNOWN_SECONDS = 60.0
 #: Module-name prefix that marks a figure module.
 PREFIX = "fig_"
 
@@ -61,6 +70,32 @@ def title(module: ModuleType | Exception) -> str:
   """The first line of a figure module's docstring (its one-line title)."""
   doc = getattr(module, "__doc__", None) if isinstance(module, ModuleType) else None
   return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""
+
+
+def seconds(module: ModuleType | Exception, *, paper: bool = False) -> float:
+  """A figure's stated run time in seconds (its module's ``SECONDS``; paper scale: ``PAPER_SECONDS``).
+
+  The estimate is for default settings on a 2-core CPU, measured when the
+  figure was last tuned; a module that states none counts as
+  :data:`UNKNOWN_SECONDS`, an import failure as 0.
+  """
+  if not isinstance(module, ModuleType):
+    return 0.0
+  if paper:
+    return float(getattr(module, "PAPER_SECONDS", 10 * seconds(module)))
+  return float(getattr(module, "SECONDS", UNKNOWN_SECONDS))
+
+
+def _plan(selected: Mapping[str, ModuleType], paper: bool) -> str:
+  """The plan printed before the first figure: each figure's estimate and the total."""
+  rows = [f"  {name:24s} ~{_duration(seconds(m, paper=paper))}" for name, m in selected.items()]
+  total = sum(seconds(m, paper=paper) for m in selected.values())
+  return "\n".join([f"{len(selected)} figure(s), about {_duration(total)} in all "
+                    "(estimates from a 2-core CPU):", *rows])
+
+
+def _duration(s: float) -> str:
+  return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
 
 def _maker(modules: Mapping[str, ModuleType], name: str) -> str:
@@ -102,7 +137,9 @@ def run(modules: Mapping[str, ModuleType], *, outdir: str | pathlib.Path = DEFAU
     only: names (or comma-separated lists of names) to run; all if empty.
       Unknown names raise ``ValueError`` before anything runs.
     paper: passed to each ``make`` (paper-scale settings).
-    progress: show a progress bar and one line per figure.
+    progress: show the plan (each figure's estimated time), a progress bar
+      weighted by those estimates, one line per figure, and the figures' own
+      progress bars (passed to each ``make`` as ``progress``).
 
   Returns:
     An empty dict when every figure succeeded, else failed name -> one-line
@@ -112,8 +149,12 @@ def run(modules: Mapping[str, ModuleType], *, outdir: str | pathlib.Path = DEFAU
   outdir = pathlib.Path(outdir)
   outdir.mkdir(parents=True, exist_ok=True)
   failures: dict[str, str] = {}
-  bar = tqdm(selected.items(), desc="figures", unit="fig", disable=not progress, file=sys.stderr)
-  for name, module in bar:
+  if progress:
+    tqdm.write(_plan(selected, paper), file=sys.stderr)
+  bar = tqdm(total=sum(seconds(m, paper=paper) for m in selected.values()), desc="figures",
+             unit="s", disable=not progress, file=sys.stderr,
+             bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} estimated s [{elapsed}<{remaining}]")
+  for name, module in selected.items():
     bar.set_postfix_str(name)
     start = time.perf_counter()
     try:
@@ -121,21 +162,26 @@ def run(modules: Mapping[str, ModuleType], *, outdir: str | pathlib.Path = DEFAU
         raise module
       make = getattr(module, "make", None)
       if not callable(make):
-        raise TypeError(f"figure module {module.__name__} has no `make(outdir, *, paper)` function")
+        raise TypeError(f"figure module {module.__name__} has no "
+                        "`make(outdir, *, paper, progress)` function")
       with _common.style():
-        written = make(outdir, paper=paper)
+        written = make(outdir, paper=paper, progress=progress)
       missing = [str(p) for p in written or [] if not pathlib.Path(p).exists()]
       if missing:
         raise RuntimeError(f"`make` returned paths that do not exist: {missing}")
     except Exception as e:
+      bar.update(seconds(module, paper=paper))
       failures[name] = f"{type(e).__name__}: {e}"
       if progress:
         tqdm.write(f"FAILED {name} after {time.perf_counter() - start:.1f} s", file=sys.stderr)
       traceback.print_exception(e, file=sys.stderr)
       continue
+    bar.update(seconds(module, paper=paper))
     if progress:
       files = ", ".join(pathlib.Path(p).name for p in written or [])
-      tqdm.write(f"done   {name} in {time.perf_counter() - start:.1f} s: {files}", file=sys.stderr)
+      tqdm.write(f"done   {name} in {time.perf_counter() - start:.1f} s "
+                 f"(estimated {seconds(module, paper=paper):.0f} s): {files}", file=sys.stderr)
+  bar.close()
   return failures
 
 
@@ -147,19 +193,25 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--only", action="append", metavar="NAME",
                       help="make only this figure (repeat, or comma-separate, for more)")
   parser.add_argument("--paper", action="store_true", help="paper-scale settings (slower)")
-  parser.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUTDIR, metavar="DIR",
-                      help=f"output folder (default: {DEFAULT_OUTDIR})")
-  parser.add_argument("--list", action="store_true", help="list the figures and exit")
+  where = parser.add_mutually_exclusive_group()
+  where.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUTDIR, metavar="DIR",
+                     help=f"output folder (default: {DEFAULT_OUTDIR}, ignored by git)")
+  where.add_argument("--gallery", action="store_true",
+                     help=f"write into the committed README gallery, {GALLERY}")
+  parser.add_argument("--list", action="store_true",
+                      help="list the figures (name, estimated time, title) and exit")
   parser.add_argument("--quiet", action="store_true", help="no progress output")
   args = parser.parse_args(argv)
+  outdir = GALLERY if args.gallery else args.out
 
   modules = discover()
   if args.list:
     for name, module in modules.items():
-      print(f"{name:24s} {title(module) or '(failed to import: ' + repr(module) + ')'}")
+      label = title(module) or f"(failed to import: {module!r})"
+      print(f"{name:24s} ~{_duration(seconds(module, paper=args.paper)):>8s}  {label}")
     return 0
   try:
-    failures = run(modules, outdir=args.out, only=args.only, paper=args.paper,
+    failures = run(modules, outdir=outdir, only=args.only, paper=args.paper,
                    progress=not args.quiet)
   except ValueError as e:
     parser.error(str(e))
@@ -169,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       print(f"  {name}: {reason}", file=sys.stderr)
     return 1
   if not args.quiet:
-    print(f"all figures written to {args.out}", file=sys.stderr)
+    print(f"all figures written to {outdir}", file=sys.stderr)
   return 0
 
 

@@ -223,9 +223,10 @@ def draw_gradients(ds: xr.Dataset):
 OUTPUTS = ("activation_statistics", "gradient_statistics")
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``activation_statistics.png``/``.nc`` and ``gradient_statistics.png``/``.nc``."""
-  ds = compute(n_seeds=512 if paper else 64, n_inputs=64 if paper else 16)
+  ds = compute(n_seeds=512 if paper else 64, n_inputs=64 if paper else 16, progress=progress)
   outdir = pathlib.Path(outdir)
   acts = ds[["q", "post_var", "theory_q", "theory_post_var", "theory_q_median", "theory_q_lo",
              "theory_q_hi", "first_nonfinite", "zero", "saturated"]]

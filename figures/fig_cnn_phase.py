@@ -122,6 +122,7 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   ds = compute(**_settings(paper))
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "cnn_phase")

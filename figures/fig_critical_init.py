@@ -94,10 +94,11 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``critical_init.png`` and ``critical_init.nc``."""
   if paper:
-    ds = compute(depth=100, width=256, n_seeds=8, n_steps=3000)
+    ds = compute(depth=100, width=256, n_seeds=8, n_steps=3000, progress=progress)
   else:
-    ds = compute(depth=50, width=64, n_seeds=3, n_steps=600)
+    ds = compute(depth=50, width=64, n_seeds=3, n_steps=600, progress=progress)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "critical_init")

@@ -72,7 +72,8 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``critical_lines.png`` and ``critical_lines.nc``."""
   ds = compute(n=401 if paper else 101)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "critical_lines")

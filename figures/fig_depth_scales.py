@@ -84,7 +84,8 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``depth_scales.png`` and ``depth_scales.nc``."""
   ds = compute(n=801 if paper else 161)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "depth_scales")

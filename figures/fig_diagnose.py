@@ -66,7 +66,8 @@ def _settings(paper: bool) -> dict:
   return dict(depth=24, n_seeds=16) if paper else dict(depth=10, n_seeds=6)
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   settings = _settings(paper)
   x = jax.random.normal(jax.random.key(1), (BATCH, IN))
   results = {}

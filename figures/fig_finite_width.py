@@ -123,7 +123,8 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``finite_width.png`` and ``finite_width.nc``."""
-  ds = compute(PAPER_PLAN if paper else PLAN)
+  ds = compute(PAPER_PLAN if paper else PLAN, progress=progress)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "finite_width")

@@ -108,12 +108,13 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``he_constant.png`` and ``he_constant.nc``."""
   # Orthogonal draws (a QR per layer and seed, about 0.1 s of CPU each for
   # 128 x 128 inside a sweep with jax 0.10) would take minutes: paper only.
   if paper:
-    ds = compute(width=128, depth=40, n_seeds=128, n_inputs=16, schemes=SCHEMES)
+    ds = compute(width=128, depth=40, n_seeds=128, n_inputs=16, schemes=SCHEMES, progress=progress)
   else:
-    ds = compute(width=128, depth=40, n_seeds=48, n_inputs=8, schemes=SCHEMES[:3])
+    ds = compute(width=128, depth=40, n_seeds=48, n_inputs=8, schemes=SCHEMES[:3], progress=progress)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "he_constant")

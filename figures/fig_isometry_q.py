@@ -71,7 +71,8 @@ def _colors(n: int) -> list:
   return [cmap(0.9 * i / max(n - 1, 1)) for i in range(n)]
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   settings = _settings(paper)
   width, depths = settings["width"], np.array(settings["depths"])
   sigma = np.union1d(10.0 ** LOG10_SIGMA, INSET_SIGMA)

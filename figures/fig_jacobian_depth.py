@@ -105,7 +105,8 @@ def _draw(ax, depths, theory_depths, empirical_values, theory_values, *, color, 
           mfc="white" if weights == "gaussian" else color, label=f"{label}, networks")
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   settings = _settings(paper)
   width, depths = settings["width"], np.array(settings["depths"])
   theory_depths = np.unique(np.round(np.geomspace(1, depths.max(), 20)).astype(np.int64))

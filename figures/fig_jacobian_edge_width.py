@@ -132,7 +132,8 @@ def _errorbar(ax, x, values, **kwargs):
   ax.errorbar(x, med, yerr=[med - lo, hi - med], ls="none", capsize=0, elinewidth=0.8, **kwargs)
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   settings = _settings(paper)
   widths, depths = settings["widths"], np.array(settings["depths"])
   sigma_w2 = critical_sigma_w2()

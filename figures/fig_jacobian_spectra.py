@@ -113,7 +113,8 @@ def _panel(ax, sv, th, i, *, depth, weights, color):
   ax.set_title(f"{weights}, $L = {depth}$")
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   settings = _settings(paper)
   written = []
   with jax.enable_x64(True):

@@ -136,7 +136,8 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``maps.png`` and ``maps.nc``."""
   ds = compute(n_points=401 if paper else 201, depth=DEPTH)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "maps")

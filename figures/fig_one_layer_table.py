@@ -203,7 +203,8 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``one_layer_table.png``/``.nc``/``.md``/``.csv``."""
   del paper  # the experiment is small: the same settings either way
   ds = compute()

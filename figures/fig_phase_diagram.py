@@ -85,7 +85,8 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``phase_diagram.png`` and ``phase_diagram.nc`` (the grid and the critical line)."""
   ds = compute(n_w=256, n_b=256) if paper else compute(n_w=121, n_b=81)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "phase_diagram")

@@ -142,10 +142,11 @@ def _common_cmap(name: str, n: int) -> list:
   return [cmap(0.1 + 0.75 * i / max(1, n - 1)) for i in range(n)]
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``poole.png`` and ``poole.nc``."""
   if paper:
-    ds = compute(width=1000, depth=30, n_seeds=64, n_inputs=16)
+    ds = compute(width=1000, depth=30, n_seeds=64, n_inputs=16, progress=progress)
   else:
-    ds = compute(width=256, depth=20, n_seeds=16, n_inputs=8)
+    ds = compute(width=256, depth=20, n_seeds=16, n_inputs=8, progress=progress)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "poole")

@@ -120,10 +120,11 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``residual.png`` and its data."""
   if paper:
-    ds = compute(width=1024, depth=40, n_seeds=64, n_inputs=8)
+    ds = compute(width=1024, depth=40, n_seeds=64, n_inputs=8, progress=progress)
   else:
-    ds = compute(width=256, depth=40, n_seeds=16, n_inputs=8)
+    ds = compute(width=256, depth=40, n_seeds=16, n_inputs=8, progress=progress)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "residual")

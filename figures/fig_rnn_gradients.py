@@ -128,7 +128,8 @@ def _draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   ds = _compute(_settings(paper))
   fig = _draw(ds)
   return _common.save(fig, ds, pathlib.Path(outdir) / "rnn_gradients")

@@ -89,12 +89,13 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``trainability.png`` and ``trainability.nc``."""
   if paper:
     ds = compute(depths=[5, 10, 20, 30, 40, 60, 80, 100, 150, 200],
-                 sigma_w2=np.linspace(0.5, 4.0, 22), width=128, n_seeds=3, n_steps=2000)
+                 sigma_w2=np.linspace(0.5, 4.0, 22), width=128, n_seeds=3, n_steps=2000, progress=progress)
   else:
     ds = compute(depths=[4, 12, 24, 48], sigma_w2=np.linspace(0.5, 4.0, 15), width=32,
-                 n_seeds=1, n_steps=400)
+                 n_seeds=1, n_steps=400, progress=progress)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "trainability")

@@ -88,10 +88,11 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``training_curves.png`` and ``training_curves.nc``."""
   if paper:
-    ds = compute(relu_depth=50, tanh_depth=50, width=256, n_seeds=8, n_steps=3000)
+    ds = compute(relu_depth=50, tanh_depth=50, width=256, n_seeds=8, n_steps=3000, progress=progress)
   else:
-    ds = compute(relu_depth=30, tanh_depth=30, width=64, n_seeds=3, n_steps=600)
+    ds = compute(relu_depth=30, tanh_depth=30, width=64, n_seeds=3, n_steps=600, progress=progress)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "training_curves")

@@ -137,9 +137,10 @@ def animate(ds: xr.Dataset, path: str | pathlib.Path, *, fps: int = 4) -> pathli
   return path
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   """Write ``variance_simulator.png``/``.nc`` and ``variance_simulator.gif``."""
-  ds = compute(n_seeds=256 if paper else 32, n_inputs=32 if paper else 16)
+  ds = compute(n_seeds=256 if paper else 32, n_inputs=32 if paper else 16, progress=progress)
   outdir = pathlib.Path(outdir)
   paths = _common.save(draw(ds), ds, outdir / "variance_simulator")
   return paths + [animate(ds, outdir / "variance_simulator.gif")]

@@ -80,7 +80,8 @@ def _plane(ax, eig: np.ndarray, radius: float, *, title: str, color: str) -> Non
   ax.legend(loc="upper right", fontsize=7.5, markerscale=3)
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
   settings = _settings(paper)
   width, n_matrices = settings["width"], settings["n_matrices"]
   with jax.enable_x64(True):

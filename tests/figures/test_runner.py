@@ -19,7 +19,9 @@ def _module(name: str, make) -> types.ModuleType:
   return module
 
 
-def _make_line(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def _make_line(outdir: pathlib.Path, *, paper: bool = False,
+               progress: bool = True) -> list[pathlib.Path]:
+  assert isinstance(progress, bool)
   x = np.linspace(0.0, 1.0, 5 if not paper else 9)
   fig, ax = _common.subplots()
   ax.plot(x, x**2)
@@ -28,7 +30,8 @@ def _make_line(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Pat
   return _common.save(fig, data, outdir / "line")
 
 
-def _make_broken(outdir: pathlib.Path, *, paper: bool = False) -> list[pathlib.Path]:
+def _make_broken(outdir: pathlib.Path, *, paper: bool = False,
+                 progress: bool = True) -> list[pathlib.Path]:
   raise RuntimeError("this figure is broken")
 
 
@@ -101,3 +104,34 @@ def test_help_shows_no_double_backticks(capsys):
   with pytest.raises(SystemExit):
     main(["--help"])
   assert "``" not in capsys.readouterr().out
+
+
+def test_plan_and_quiet(tmp_path, capsys):
+  from figures.__main__ import seconds
+  seen = []
+
+  def make(outdir, *, paper=False, progress=True):
+    seen.append(progress)
+    return _make_line(outdir, paper=paper)
+
+  module = _module("line", make)
+  module.SECONDS = 42
+  assert seconds(module) == 42.0 and seconds(module, paper=True) == 420.0
+  assert run({"line": module}, outdir=tmp_path) == {}
+  err = capsys.readouterr().err
+  assert "about 42 s in all" in err and "estimated 42 s" in err
+  assert run({"line": module}, outdir=tmp_path, progress=False) == {}
+  assert capsys.readouterr().err == ""
+  assert seen == [True, False]
+
+
+def test_default_output_is_ignored_by_git_and_gallery_is_separate():
+  import subprocess
+  from figures.__main__ import DEFAULT_OUTDIR, GALLERY
+  root = pathlib.Path(__file__).resolve().parents[2]
+  assert DEFAULT_OUTDIR != GALLERY
+  probe = DEFAULT_OUTDIR / "phase_diagram.png"
+  out = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=root)
+  if out.returncode == 128:
+    pytest.skip("not a git checkout")
+  assert out.returncode == 0, f"{probe} is not ignored by git"
