@@ -540,38 +540,54 @@ def diagnose_figure(results: xr.Dataset | Mapping[str, xr.Dataset], *, axes=None
   axes = list(np.ravel(axes))
   fig = axes[0].figure
   has_sv = all("singular_values" in ds for ds in results.values())
+  if has_sv:  # one set of bins for every result, so their histograms compare
+    logs = {label: _log_singular_values(ds) for label, ds in results.items()}
+    every = np.concatenate(list(logs.values()))
+    edges = np.histogram_bin_edges(every, bins=30) if every.size else 30
   for (label, ds), color in zip(results.items(), _COLORS):
     _layer_panel(axes[0], ds, "q", color, label, log=True)
     _layer_panel(axes[1], ds, "partial_jacobian", color, label, log=True)
     _fit_line(axes[1], ds, color)
     _layer_panel(axes[2], ds, "grad_h", color, label, log=True)
     if has_sv:
-      sv = ds["singular_values"].values
-      sv = sv[np.isfinite(sv) & (sv > 0)]
-      axes[3].hist(np.log10(sv), bins=30, color=color, alpha=0.5, label=label or None)
+      axes[3].hist(logs[label], bins=edges, color=color, alpha=0.35, histtype="stepfilled",
+                   edgecolor=color, label=label or None)
     else:
       _layer_panel(axes[3], ds, "c", color, label, log=False)
   labels = [r"$q^l = \langle (h_i^l)^2 \rangle$",
             r"$\mathcal{J}^{l_0,l} = \frac{1}{N_l}\,\|\partial h^l/\partial h^{l_0}\|_F^2$",
             r"$\|\partial \mathcal{L}_a/\partial h^l_a\|$ (rms over inputs)", r"$c^l$"]
   first = next(iter(results.values()))
+  # Layer names as ticks only where every result has the same layers (one model).
+  same = all(np.array_equal(ds["name"].values, first["name"].values) for ds in results.values())
   for ax, label in zip(axes, labels):
     ax.set_ylabel(label)
     ax.set_xlabel(r"layer $l$ (order of computation)")
-    if len(first["layer"]) <= 24:
+    if same and len(first["layer"]) <= 24 and not (has_sv and ax is axes[3]):
       ax.set_xticks(first["layer"].values, first["name"].values, rotation=70, fontsize=6)
   if has_sv:
     axes[3].set_xlabel(r"$\log_{10} \sigma$, singular values of $\partial y_0/\partial x_0$")
     axes[3].set_ylabel("count (all seeds)")
-  _kind_legend(axes[0], list(dict.fromkeys(first["kind"].values)))
-  for ax in axes:
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=7, loc="best")
+  kinds = dict.fromkeys(k for ds in results.values() for k in ds["kind"].values)
+  _kind_legend(axes[0], list(kinds))
+  # One legend for the models and the kinds of layers, below the panels (colours are
+  # the same in every panel), and the fits' legend in their own panel.
+  handles, names = axes[0].get_legend_handles_labels()
+  fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 4), fontsize=7,
+             frameon=False)
+  if axes[1].get_legend_handles_labels()[0]:
+    axes[1].legend(fontsize=7, loc="best")
   if title is None and len(results) == 1:
     title = first.attrs.get("verdict", "")
   if title:
     fig.suptitle(title, fontsize=9)
   return fig
+
+
+def _log_singular_values(ds) -> np.ndarray:
+  """log10 of the finite positive singular values of one result, flattened."""
+  sv = ds["singular_values"].values
+  return np.log10(sv[np.isfinite(sv) & (sv > 0)])
 
 
 def _layer_panel(ax, ds, name, color, label, *, log):

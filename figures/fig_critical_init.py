@@ -77,7 +77,7 @@ def _band(ax, steps, values, color, label):
 
 
 def draw(ds: xr.Dataset):
-  fig, axes = _common.subplots(1, 2, figsize=(9.6, 3.8), sharey=True)
+  fig, axes = _common.subplots(1, 2, figsize=(9.6, 4.6), sharey=True)
   for ax, family in zip(axes, ("relu", "tanh")):
     for name in COLORS:
       var = f"{family}_{name}"
@@ -86,7 +86,8 @@ def draw(ds: xr.Dataset):
     ax.axhline(0.1, color="0.6", lw=0.8, ls=":")
     ax.set_xlabel("SGD step")
     ax.set_ylim(0, 1)
-    ax.legend(loc="center right")
+    ax.text(ax.get_xlim()[1], 0.1, "chance ", color="0.4", ha="right", va="bottom", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), frameon=False)
   axes[0].set_title(f"ReLU, depth {ds.attrs['depth']}, width {ds.attrs['width']}")
   axes[1].set_title(fr"tanh, depth {ds.attrs['depth']} (critical: $\sigma_w^2$ = "
                     fr"{ds.attrs['tanh_sigma_w2']:.3f}, $\sigma_b^2$ = {ds.attrs['tanh_sigma_b2']})")
