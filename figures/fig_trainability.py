@@ -47,7 +47,7 @@ import meanfield
 from figures import _common
 
 # Default settings on this 2-core CPU, measured under load from other processes (load average
-# ~10): 383 s wall, 124 s CPU (user); about 60 s of the CPU time is compiling empirical.train's
+# 8 to 10): 231 s wall, 108 s CPU (user); about 60 s of it is compiling empirical.train's
 # programs, six depths x ~10 s (mostly its measuring program, which records far more than the
 # accuracy used here), single-threaded; the rest is training, which uses both cores. Alone:
 # about 100 s.
@@ -253,8 +253,7 @@ def draw(ds: xr.Dataset):
   y_edges = _edges(d, log=True)
   mesh = ax.pcolormesh(_edges(w), y_edges, acc, cmap="viridis", vmin=0.0, vmax=1.0,
                        shading="flat")
-  fig.colorbar(mesh, ax=ax, label=f"test accuracy after {ds.attrs['n_steps']} steps "
-                                  f"(mean of {ds.attrs['n_seeds']} seeds)")
+  fig.colorbar(mesh, ax=ax, label=f"test accuracy (mean of {ds.attrs['n_seeds']} seeds)")
   xi = ds.xi_c.values
   top = y_edges[-1]
   fine = ds.sigma_w2_fine.values
