@@ -165,6 +165,7 @@ class _Config:
   weight_quantiles: tuple[float, ...]
   sv_quantiles: tuple[float, ...]
   dtype: Any
+  probes: bool = True
 
 
 class _State(NamedTuple):
@@ -337,10 +338,15 @@ def _per_layer(f, w_in: Array, w: Array, *, one_at_a_time: bool = False):
 
 def _measure(state: _State, x_train, y_train, x_test, y_test, x_probe, y_probe,
              cfg: _Config) -> dict[str, Array]:
-  """Everything recorded for one network at one step."""
+  """Everything recorded for one network at one step (losses and accuracies only
+  without ``cfg.probes``)."""
   params = state.params
   train_loss, train_acc = _loss_and_accuracy(_logits(params, x_train, cfg), y_train)
   test_loss, test_acc = _loss_and_accuracy(_logits(params, x_test, cfg), y_test)
+  scores = dict(train_loss=train_loss, train_accuracy=train_acc, test_loss=test_loss,
+                test_accuracy=test_acc)
+  if not cfg.probes:
+    return scores
   stats = _probes.measure(params, x_probe, state.r, activation=cfg.activation,
                           residual=cfg.residual, norm=cfg.norm)
   grads = jax.grad(lambda p: _loss_and_accuracy(_logits(p, x_probe, cfg), y_probe)[0])(params)
@@ -351,10 +357,8 @@ def _measure(state: _State, x_train, y_train, x_test, y_test, x_probe, y_probe,
                               params.w_in, params.w)
   out = {name: value[:, 0] for name, value in stats._asdict().items()
          if name != "first_nonfinite"}
-  out.update(first_nonfinite=stats.first_nonfinite[0], train_loss=train_loss,
-             train_accuracy=train_acc, test_loss=test_loss, test_accuracy=test_acc,
-             loss_grad_w=loss_grad_w, layer_sigma_w2=layer_sigma_w2,
-             weight_quantiles=weight_quantiles)
+  out.update(first_nonfinite=stats.first_nonfinite[0], loss_grad_w=loss_grad_w,
+             layer_sigma_w2=layer_sigma_w2, weight_quantiles=weight_quantiles, **scores)
   return out
 
 
@@ -430,7 +434,8 @@ def _chunk_program(key: Array, cfg: _Config, settings: np.ndarray, n_seeds: int,
       record = jax.device_get(_measure_chunk(
           state, split.x_train, split.y_train, split.x_test, split.y_test, x_probe, y_probe,
           cfg=cfg))
-      record.update(jax.device_get(_singular_values_chunk(state, cfg=cfg)))
+      if cfg.probes:
+        record.update(jax.device_get(_singular_values_chunk(state, cfg=cfg)))
       records.append(record)
     out = {k: np.stack([r[k] for r in records], axis=1) for k in records[0]}
     out["diverged_step"] = np.asarray(jax.device_get(state.diverged_step))
@@ -476,7 +481,8 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
           batch_size: int = 64, record_every: int | None = None,
           record_steps: Sequence[int] | None = None, probe_size: int | None = None,
           weight_quantile: Sequence[float] = WEIGHT_QUANTILES,
-          sv_quantile: Sequence[float] = SV_QUANTILES, chunk_size: int | None = None,
+          sv_quantile: Sequence[float] = SV_QUANTILES, probes: bool = True,
+          chunk_size: int | None = None,
           memory_budget: int = DEFAULT_MEMORY_BUDGET, store: str | os.PathLike | None = None,
           progress: bool = True, dtype=None, devices: _devices.Devices = None) -> xr.Dataset:
   """Trains a grid of networks x seeds with optax, recording per-layer probes over time.
@@ -526,6 +532,11 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
       ``min(256, n_train)``.
     weight_quantile, sv_quantile: the quantiles recorded of each layer's
       weight entries and singular values.
+    probes: record the per-layer probes and weight summaries (default). With
+      ``False`` only ``train_loss``, ``train_accuracy``, ``test_loss``,
+      ``test_accuracy`` and ``diverged_step``/``diverged`` are recorded: the
+      training is the same (bitwise), and the measuring program is a fraction
+      of the full one to compile and run (trainability maps need no more).
     chunk_size: networks trained together (and stored together); default
       from ``memory_budget`` (rough bytes per device, default 1 GiB) times
       the number of devices.
@@ -580,7 +591,7 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
                   clip_norm=clip_norm, n_steps=n_steps, batch_size=batch_size,
                   record_every=record_every, record_steps=record_steps,
                   probe_size=probe_size, weight_quantile=weight_quantile,
-                  sv_quantile=sv_quantile)
+                  sv_quantile=sv_quantile, probes=probes)
   memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
   if chunk_size is not None:
     chunk_size = _checks.check_int("chunk_size", chunk_size, 1)
@@ -625,10 +636,12 @@ class _Options:
   probe_size: int | None
   weight_quantiles: tuple[float, ...]
   sv_quantiles: tuple[float, ...]
+  probes: bool = True
 
 
 def _options(*, learning_rate, optimizer, momentum, clip_norm, n_steps, batch_size,
-             record_every, record_steps, probe_size, weight_quantile, sv_quantile) -> _Options:
+             record_every, record_steps, probe_size, weight_quantile, sv_quantile,
+             probes=True) -> _Options:
   if learning_rate is None:
     raise ValueError("`learning_rate` must be given (a finite number >= 0, or a list), got None")
   rates = [_checks.check_number("learning_rate", v, minimum=0.0)
@@ -641,10 +654,13 @@ def _options(*, learning_rate, optimizer, momentum, clip_norm, n_steps, batch_si
   steps = _check_record_steps(record_steps, record_every, n_steps)
   if probe_size is not None:
     probe_size = _checks.check_int("probe_size", probe_size, 1)
+  if not isinstance(probes, (bool, np.bool_)):
+    raise ValueError(f"`probes` must be True or False, got {probes!r}")
   return _Options(rates=rates, optimizer=name, momentum=momentum, clip_norm=clip_norm,
                   n_steps=n_steps, batch_size=batch_size, steps=steps, probe_size=probe_size,
                   weight_quantiles=_check_quantiles("weight_quantile", weight_quantile),
-                  sv_quantiles=_check_quantiles("sv_quantile", sv_quantile))
+                  sv_quantiles=_check_quantiles("sv_quantile", sv_quantile),
+                  probes=bool(probes))
 
 
 def _with_probe_size(opts: _Options, split: _data.DataSplit) -> _Options:
@@ -662,7 +678,7 @@ def _configs(grid, split, *, residual, norm, opts: _Options, dtype) -> list:
       in_features=split.n_features, n_classes=split.n_classes, residual=residual, norm=norm,
       optimizer=opts.optimizer, momentum=opts.momentum, clip_norm=opts.clip_norm,
       batch_size=opts.batch_size, weight_quantiles=opts.weight_quantiles,
-      sv_quantiles=opts.sv_quantiles, dtype=dtype))
+      sv_quantiles=opts.sv_quantiles, dtype=dtype, probes=opts.probes))
       for a, s, w, d in itertools.product(range(len(grid.activations)), range(len(grid.inits)),
                                           grid.widths, grid.depths)]
 
@@ -683,7 +699,8 @@ def _spec(grid, split, opts: _Options, *, residual, norm, dtype) -> dict:
           "batch_size": opts.batch_size, "probe_size": opts.probe_size,
           "weight_quantile": list(opts.weight_quantiles),
           "sv_quantile": list(opts.sv_quantiles),
-          "data": [split.name, _data_fingerprint(split)]}
+          "data": [split.name, _data_fingerprint(split)],
+          **({} if opts.probes else {"probes": False})}   # stores made before keep their key
 
 
 def _run_config(k, config, bar, *, key, grid, split, opts, spec, chunk_size, memory_budget,
@@ -713,6 +730,7 @@ def _attrs(grid, split, opts: _Options, *, residual, norm, dtype) -> dict:
       "optimizer": opts.optimizer, "momentum": opts.momentum,
       "clip_norm": "none" if opts.clip_norm is None else opts.clip_norm,
       "n_steps": opts.n_steps, "batch_size": opts.batch_size, "probe_size": opts.probe_size,
+      "probes": int(opts.probes),
       "residual": int(residual), "norm": "none" if norm is None else norm,
       **engine.provenance(
           grid, dtype,

@@ -33,7 +33,8 @@ def compute(*, depth: int, width: int, n_seeds: int, n_steps: int,
             progress: bool = True) -> xr.Dataset:
   common = dict(data="digits", activation="relu", width=width, depth=depth, n_seeds=n_seeds,
                 optimizer="sgd", learning_rate=0.01, n_steps=n_steps, batch_size=32,
-                record_every=max(n_steps // 20, 1), probe_size=64, progress=progress)
+                record_every=max(n_steps // 20, 1), probe_size=64, probes=False,
+                progress=progress)
   bn = [empirical.train(jax.random.key(0), init=list(STD_INITS), sigma_w2=None,
                         norm=None if norm == "none" else norm, **common)
         for norm in NORMS]

@@ -45,7 +45,7 @@ def compute(*, depth: int, width: int, n_seeds: int, n_steps: int,
             progress: bool = True) -> xr.Dataset:
   common = dict(data="digits", width=width, depth=depth, n_seeds=n_seeds, optimizer="sgd",
                 n_steps=n_steps, batch_size=32, record_every=max(n_steps // 20, 1),
-                probe_size=64, progress=progress)
+                probe_size=64, probes=False, progress=progress)
   relu = meanfield.critical_init("relu", sigma_b2=0.0)
   tat = meanfield.tat_transform("relu", depth=depth, eta=0.9)
   tanh = meanfield.critical_init("tanh", sigma_b2=0.05)

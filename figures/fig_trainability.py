@@ -144,7 +144,7 @@ def _train_depth(depth: int, *, sigma_w2, width: int, n_seeds: int, n_steps: int
                        depth=[depth], sigma_w2=list(sigma_w2), sigma_b2=SIGMA_B2,
                        n_seeds=n_seeds, optimizer="sgd", learning_rate=ETA / depth,
                        n_steps=n_steps, batch_size=BATCH_SIZE, record_steps=[n_steps],
-                       probe_size=16, progress=progress)
+                       probe_size=16, probes=False, progress=progress)
   return ds.test_accuracy.isel(step=-1).squeeze("depth").reset_coords(drop=True), ds.attrs
 
 

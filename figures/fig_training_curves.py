@@ -40,7 +40,7 @@ def compute(*, relu_depth: int, tanh_depth: int, width: int, n_seeds: int, n_ste
             progress: bool = True) -> xr.Dataset:
   common = dict(data="digits", width=width, n_seeds=n_seeds, optimizer="sgd",
                 n_steps=n_steps, batch_size=32, record_every=max(n_steps // 20, 1),
-                probe_size=64, progress=progress)
+                probe_size=64, probes=False, progress=progress)
   relu = empirical.train(jax.random.key(0), activation="relu", depth=relu_depth,
                          init=list(RELU_INITS), sigma_w2=None, sigma_b2=0.0,
                          learning_rate=0.01, **common)

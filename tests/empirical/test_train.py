@@ -240,6 +240,7 @@ def test_train_matches_a_plain_optax_loop(digits64, x64):
     (dict(norm="group"), r"`norm` must be one of None, 'layer', 'batch', got 'group'"),
     (dict(probe_size=10**6), r"`probe_size` must be <= n_train"),
     (dict(learning_rate=None), r"`learning_rate` must be given"),
+    (dict(probes="no"), r"`probes` must be True or False, got 'no'"),
 ])
 def test_bad_input_raises_value_error(digits, kwargs, match):
   kw = dict(data=digits, activation="tanh", width=8, depth=2, sigma_w2=1.0, learning_rate=0.1,
@@ -306,3 +307,13 @@ def test_default_probe_batch_fits_a_small_data_set():
   ds = train(KEY, data=_blobs(60), width=8, depth=2, sigma_w2=1.0, learning_rate=0.1,
              n_steps=1, progress=False)
   assert ds.attrs["probe_size"] == ds.attrs["n_train"] == 48
+
+
+def test_without_probes_the_scores_are_the_same(digits, reference):
+  # probes=False trains the same networks (same keys, same steps) and records only the
+  # losses and accuracies: they must equal the full run's bit for bit.
+  light = train(KEY, data=digits, sigma_w2=[ORDERED, CRITICAL], n_seeds=2, learning_rate=0.05,
+                n_steps=N_STEPS, record_steps=[0, 100, N_STEPS], probes=False, **COMMON)
+  assert "q" not in light and "sv_max" not in light and light.attrs["probes"] == 0
+  for name in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "diverged_step"):
+    np.testing.assert_array_equal(light[name].values, reference[name].values, err_msg=name)
