@@ -45,11 +45,13 @@ from flax import nnx
 
 from empirical import _checks
 from empirical import inits as _inits
+from empirical import streams as _streams
 from meanfield.activations import Activation, activation as _activation
 
 __all__ = ["ConvInit", "kernel_init", "kernel_init_names", "ConvParams", "conv_params",
            "conv_forward", "ConvStats", "conv_measure", "conv_sweep", "conv_jacobian",
-           "conv_singular_values", "spatial_modes", "CNN"]
+           "conv_singular_values", "spatial_modes", "CNN", "conv_logits", "classifier_params",
+           "layer_q"]
 
 Array = jax.Array
 DELTA = "delta_"
@@ -83,9 +85,9 @@ class ConvInit:
     """The weight law the theory reads (``"gaussian"`` or ``"orthogonal"``)."""
     return "orthogonal" if self.init.name == "orthogonal" else "gaussian"
 
-  def kernel(self, key: Array, shape: tuple[int, int, int], sigma_w2=None, dtype=None) -> Array:
-    """A kernel of ``shape = (k, C_in, C_out)``."""
-    k, c_in, c_out = shape
+  def kernel(self, key: Array, shape: tuple[int, ...], sigma_w2=None, dtype=None) -> Array:
+    """A kernel of ``shape = (*taps, C_in, C_out)``: ``(k, C_in, C_out)`` in 1-D, ``(k, k, C_in, C_out)`` in 2-D."""
+    *taps, c_in, c_out = shape
     dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
 
     def draw(key, matrix_shape, dtype):   # Init.initializer without its eager check (traceable)
@@ -94,8 +96,8 @@ class ConvInit:
 
     if self.delta:
       centre = draw(key, (c_in, c_out), dtype)
-      return jnp.zeros((k, c_in, c_out), centre.dtype).at[k // 2].set(centre)
-    return draw(key, (k * c_in, c_out), dtype).reshape(k, c_in, c_out)
+      return jnp.zeros(tuple(shape), centre.dtype).at[tuple(k // 2 for k in taps)].set(centre)
+    return draw(key, (int(np.prod(taps)) * c_in, c_out), dtype).reshape(shape)
 
 
 def kernel_init_names() -> tuple[str, ...]:
@@ -142,14 +144,18 @@ class ConvParams(NamedTuple):
   """Parameters of one CNN: layer 1 apart (its fan-in ``C_0`` may differ), the rest stacked for ``scan``.
 
   Attributes:
-    w_in: ``(k, C_0, C)``; b_in: ``(C,)``.
-    w: ``(L - 1, k, C, C)``; b: ``(L - 1, C)``.
+    w_in: ``(k, C_0, C)`` (2-D: ``(k, k, C_0, C)``); b_in: ``(C,)``.
+    w: ``(L - 1, k, C, C)`` (2-D: ``(L - 1, k, k, C, C)``); b: ``(L - 1, C)``.
+    w_out, b_out: ``(C, n_classes)``, ``(n_classes,)``: the linear readout of
+      the positions' mean of ``phi(h^L)`` (:func:`conv_logits`), or ``None``.
   """
 
   w_in: Array
   b_in: Array
   w: Array
   b: Array
+  w_out: Array | None = None
+  b_out: Array | None = None
 
 
 def conv_params(key: Array, *, in_channels: int, width: int, depth: int, kernel_size: int,
@@ -170,12 +176,14 @@ def conv_params(key: Array, *, in_channels: int, width: int, depth: int, kernel_
   return _draw(key, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b2, dtype)
 
 
-def _draw(key, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b2, dtype):
+def _draw(key, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b2, dtype,
+          spatial_dims=1):
   """:func:`conv_params` without the checks (traceable in the variances)."""
+  taps = (kernel_size,) * spatial_dims
 
   def layer(l, c_in):
     kw, kb = jax.random.split(jax.random.fold_in(key, l))
-    w = scheme.kernel(kw, (kernel_size, c_in, width), sigma_w2, dtype)
+    w = scheme.kernel(kw, taps + (c_in, width), sigma_w2, dtype)
     b = jax.random.normal(kb, (width,), w.dtype) * jnp.sqrt(jnp.asarray(sigma_b2, w.dtype))
     return w, b
 
@@ -185,9 +193,17 @@ def _draw(key, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b
 
 
 def _conv(a: Array, w: Array) -> Array:
-  """Circular cross-correlation of ``a`` ``(n, C_in)`` with ``w`` ``(k, C_in, C_out)``."""
-  k = w.shape[0]
-  return sum(jnp.roll(a, -(j - k // 2), axis=0) @ w[j] for j in range(k))
+  """Circular cross-correlation of ``a`` ``(..., *spatial, C_in)`` with ``w`` ``(*taps, C_in, C_out)``.
+
+  ``len(taps)`` spatial axes (those just before the channels); the shifted
+  copies of ``a`` are stacked along the channels (tap-major, as
+  ``w.reshape(-1, C_out)`` orders them) and multiplied once.
+  """
+  taps = w.shape[:-2]
+  axes = tuple(range(-len(taps) - 1, -1))
+  shifted = [jnp.roll(a, tuple(k // 2 - j for j, k in zip(t, taps)), axis=axes)
+             for t in np.ndindex(*taps)]
+  return jnp.concatenate(shifted, axis=-1) @ w.reshape(-1, w.shape[-1])
 
 
 def _layers(phi: Activation, params: ConvParams, x: Array, shifts: Array | None = None):
@@ -211,6 +227,65 @@ def _layers(phi: Activation, params: ConvParams, x: Array, shifts: Array | None 
 def conv_forward(params: ConvParams, x: Array, *, activation="tanh") -> Array:
   """The pre-activations ``h^1 .. h^L`` of one CNN on one input ``x`` ``(n, C_0)``: ``(L, n, C)``."""
   return _layers(_activation(activation), params, jnp.asarray(x, params.w_in.dtype))
+
+
+def _biased(z: Array, b: Array) -> Array:
+  """``z + b`` with ``b`` ``(C,)`` on the last axis of ``z``."""
+  return z + b.reshape((1,) * (z.ndim - 1) + b.shape)
+
+
+def _run(phi: Activation, params: ConvParams, x: Array, probe=None):
+  """``(h^L, stacked probe(h^l))`` of a batch ``x`` ``(..., *spatial, C_0)``; keeps one layer at a time."""
+  h1 = _biased(_conv(x, params.w_in), params.b_in)
+  first = None if probe is None else probe(h1)
+
+  def step(h, layer):
+    w, b = layer
+    nxt = _biased(_conv(phi.fn(h), w), b)
+    return nxt, (None if probe is None else probe(nxt))
+
+  h_last, rest = jax.lax.scan(step, h1, (params.w, params.b))
+  if probe is None:
+    return h_last, None
+  return h_last, jax.tree.map(lambda f, r: jnp.concatenate([f[None], r]), first, rest)
+
+
+def conv_logits(params: ConvParams, x: Array, *, activation="tanh") -> Array:
+  """Class scores of a batch ``x`` ``(B, *spatial, C_0)``, ``(B, n_classes)``.
+
+  ``phi(h^L)`` averaged over the positions (global average pooling), then
+  the readout ``w_out``, ``b_out`` of ``params`` (Xiao et al. 2018, Sec. 4).
+  """
+  phi = _activation(activation)
+  h, _ = _run(phi, params, x)
+  pooled = jnp.mean(phi.fn(h), axis=tuple(range(1, h.ndim - 1)))
+  return pooled @ params.w_out + params.b_out[None, :]
+
+
+def classifier_params(key: Array, sigma_w2, sigma_b2, *, scheme: ConvInit, in_channels: int,
+                      width: int, depth: int, kernel_size: int, spatial_dims: int,
+                      n_classes: int, dtype) -> ConvParams:
+  """One CNN classifier's parameters, traceable in the variances (no checks: :func:`empirical.train` checks).
+
+  Streams of the network key ``key`` (:mod:`empirical.streams`): the kernels
+  and biases are :func:`conv_params`'s draw from ``fold_in(key, WEIGHTS)``
+  (layer ``l`` from ``fold_in(., l - 1)``); the readout ``(C, n_classes)``
+  is ``scheme.init``'s draw from ``fold_in(fold_in(key, WEIGHTS), L + 1)``
+  at fan-in ``C`` (as :func:`empirical.train`'s MLP readout), its bias 0.
+  """
+  kw = jax.random.fold_in(key, _streams.WEIGHTS)
+  p = _draw(kw, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b2, dtype,
+            spatial_dims)
+  init = scheme.init
+  w_out = init.standard(jax.random.fold_in(kw, depth + 1), (width, n_classes), p.w_in.dtype)
+  w_out = w_out * jnp.asarray(init.scale(sigma_w2, width, n_classes), p.w_in.dtype)
+  return p._replace(w_out=w_out, b_out=jnp.zeros((n_classes,), p.w_in.dtype))
+
+
+def layer_q(params: ConvParams, x: Array, *, activation="tanh") -> Array:
+  """``q^l``: the mean of ``(h^l_{a,i})^2`` over the batch, positions and channels, ``(L,)``."""
+  _, q = _run(_activation(activation), params, x, probe=lambda h: jnp.mean(jnp.square(h)))
+  return q
 
 
 class ConvStats(NamedTuple):
@@ -350,7 +425,7 @@ def _singular_values(key, sigma_w2, sigma_b2, q, *, phi, width, n, depth, kernel
 
 
 class CNN(nnx.Module):
-  """The same network as a Flax module: ``nnx.Conv(padding="CIRCULAR")`` layers on ``(batch, n, C_0)``.
+  """The same network as a Flax module: ``nnx.Conv(padding="CIRCULAR")`` layers on ``(batch, *spatial, C_0)``.
 
   ``CNN.from_params(params)`` holds the given parameters (so the two agree
   to rounding); ``__call__`` returns the last pre-activation ``h^L`` and,
@@ -360,13 +435,13 @@ class CNN(nnx.Module):
   def __init__(self, params: ConvParams, *, activation="tanh", out_features: int | None = None,
                rngs: nnx.Rngs | None = None):
     self.phi = _activation(activation).fn
-    k, c_in, width = params.w_in.shape
+    *taps, c_in, width = params.w_in.shape
     depth = params.w.shape[0] + 1
     rngs = rngs or nnx.Rngs(0)
     layers = []
     for l in range(depth):
-      conv = nnx.Conv(c_in if l == 0 else width, width, kernel_size=(k,), padding="CIRCULAR",
-                      param_dtype=params.w_in.dtype, rngs=rngs)
+      conv = nnx.Conv(c_in if l == 0 else width, width, kernel_size=tuple(taps),
+                      padding="CIRCULAR", param_dtype=params.w_in.dtype, rngs=rngs)
       conv.kernel[...] = params.w_in if l == 0 else params.w[l - 1]
       conv.bias[...] = params.b_in if l == 0 else params.b[l - 1]
       layers.append(conv)
@@ -380,4 +455,4 @@ class CNN(nnx.Module):
       h = conv(self.phi(h))
     if self.readout is None:
       return h
-    return self.readout(jnp.mean(self.phi(h), axis=-2))
+    return self.readout(jnp.mean(self.phi(h), axis=tuple(range(1, h.ndim - 1))))
