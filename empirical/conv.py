@@ -51,7 +51,7 @@ from meanfield.activations import Activation, activation as _activation
 __all__ = ["ConvInit", "kernel_init", "kernel_init_names", "ConvParams", "conv_params",
            "conv_forward", "ConvStats", "conv_measure", "conv_sweep", "conv_jacobian",
            "conv_singular_values", "spatial_modes", "CNN", "conv_logits", "classifier_params",
-           "layer_q"]
+           "conv_layer_q"]
 
 Array = jax.Array
 DELTA = "delta_"
@@ -250,6 +250,15 @@ def _run(phi: Activation, params: ConvParams, x: Array, probe=None):
   return h_last, jax.tree.map(lambda f, r: jnp.concatenate([f[None], r]), first, rest)
 
 
+def _check_batch(params: ConvParams, x: Array) -> None:
+  """Raise unless ``x`` is a batch ``(B, *spatial, C_0)`` for ``params`` (static shapes only)."""
+  *taps, c_in, _ = params.w_in.shape
+  if jnp.ndim(x) != len(taps) + 2 or jnp.shape(x)[-1] != c_in:
+    raise ValueError(f"`x` must have shape (batch, {', '.join(['n'] * len(taps))}, {c_in}) "
+                     f"for kernels of {len(taps)} spatial axes and {c_in} input channels, "
+                     f"got {jnp.shape(x)}")
+
+
 def conv_logits(params: ConvParams, x: Array, *, activation="tanh") -> Array:
   """Class scores of a batch ``x`` ``(B, *spatial, C_0)``, ``(B, n_classes)``.
 
@@ -257,6 +266,9 @@ def conv_logits(params: ConvParams, x: Array, *, activation="tanh") -> Array:
   the readout ``w_out``, ``b_out`` of ``params`` (Xiao et al. 2018, Sec. 4).
   """
   phi = _activation(activation)
+  _check_batch(params, x)
+  if params.w_out is None:
+    raise ValueError("`params` must have a readout (w_out, b_out) for class scores, got None")
   h, _ = _run(phi, params, x)
   pooled = jnp.mean(phi.fn(h), axis=tuple(range(1, h.ndim - 1)))
   return pooled @ params.w_out + params.b_out[None, :]
@@ -265,7 +277,10 @@ def conv_logits(params: ConvParams, x: Array, *, activation="tanh") -> Array:
 def classifier_params(key: Array, sigma_w2, sigma_b2, *, scheme: ConvInit, in_channels: int,
                       width: int, depth: int, kernel_size: int, spatial_dims: int,
                       n_classes: int, dtype) -> ConvParams:
-  """One CNN classifier's parameters, traceable in the variances (no checks: :func:`empirical.train` checks).
+  """One CNN classifier's parameters, traceable in the variances (for :func:`empirical.train`).
+
+  Unchecked (the variances may be traced): :func:`empirical.train`
+  validates its arguments; :func:`conv_params` is the checked draw.
 
   Streams of the network key ``key`` (:mod:`empirical.streams`): the kernels
   and biases are :func:`conv_params`'s draw from ``fold_in(key, WEIGHTS)``
@@ -282,8 +297,9 @@ def classifier_params(key: Array, sigma_w2, sigma_b2, *, scheme: ConvInit, in_ch
   return p._replace(w_out=w_out, b_out=jnp.zeros((n_classes,), p.w_in.dtype))
 
 
-def layer_q(params: ConvParams, x: Array, *, activation="tanh") -> Array:
+def conv_layer_q(params: ConvParams, x: Array, *, activation="tanh") -> Array:
   """``q^l``: the mean of ``(h^l_{a,i})^2`` over the batch, positions and channels, ``(L,)``."""
+  _check_batch(params, x)
   _, q = _run(_activation(activation), params, x, probe=lambda h: jnp.mean(jnp.square(h)))
   return q
 

@@ -440,7 +440,7 @@ def _measure_conv(state: _State, x_train, y_train, x_test, y_test, x_probe, y_pr
   params = state.params
   train_loss, train_acc = _loss_and_accuracy(_logits(params, x_train, cfg), y_train)
   test_loss, test_acc = _loss_and_accuracy(_logits(params, x_test, cfg), y_test)
-  q = _conv.layer_q(params, x_probe.reshape(x_probe.shape[0], *cfg.input_shape),
+  q = _conv.conv_layer_q(params, x_probe.reshape(x_probe.shape[0], *cfg.input_shape),
                     activation=cfg.activation)
   grads = jax.grad(lambda p: _loss_and_accuracy(_logits(p, x_probe, cfg), y_probe)[0])(params)
   fan_in = lambda m: m.size // m.shape[-1]     # taps x C_in
