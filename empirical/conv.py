@@ -36,20 +36,25 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import itertools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 from flax import nnx
 
 from empirical import _checks
+from empirical import _grid
+from empirical import engine
 from empirical import inits as _inits
 from empirical import streams as _streams
 from meanfield.activations import Activation, activation as _activation
 
 __all__ = ["ConvInit", "kernel_init", "kernel_init_names", "ConvParams", "conv_params",
-           "conv_forward", "ConvStats", "conv_measure", "conv_sweep", "conv_jacobian",
+           "conv_forward", "ConvStats", "conv_measure", "conv_sweep", "kernel_grid", "SWEEP_DOCS", "conv_jacobian",
            "conv_singular_values", "spatial_modes", "CNN", "conv_logits", "classifier_params",
            "conv_layer_q"]
 
@@ -347,51 +352,155 @@ def spatial_modes(matrix: Array) -> Array:
   return jnp.fft.fft(m[..., a[:, None], (a[:, None] + a[None, :]) % n], axis=-2) / n
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "in_channels", "width", "depth",
-                                             "kernel_size", "init", "n_seeds"))
-def _sweep(key, x, sigma_w2, sigma_b2, *, activation, in_channels, width, depth, kernel_size,
-           init, n_seeds):
-  phi = _activation(activation)
+def kernel_grid(*, key, activation, init, width, depth, n_seeds, sigma_w2, sigma_b2, verb: str,
+                store=None) -> tuple[_grid.NetworkGrid, list[ConvInit]]:
+  """An experiment's grid (:func:`empirical._grid.network_grid`) whose ``init`` names kernel schemes.
 
-  def one(i):
-    k = jax.random.fold_in(key, i)
-    p = _draw(jax.random.fold_in(k, 0), in_channels, width, depth, kernel_size,
-              kernel_init(init), sigma_w2, sigma_b2, x.dtype)
-    r = jax.random.normal(jax.random.fold_in(k, 1), (x.shape[0], width), x.dtype)
-    return conv_measure(p, x, r / jnp.linalg.norm(r), activation=phi)
+  The grid is built from the schemes' matrix inits (their variances and
+  checks), then labelled and store-keyed by the kernel names
+  (``"delta_orthogonal"``); returns it with the :class:`ConvInit` of each
+  ``init`` value. Raises ``ValueError`` for a bad argument, as the grid does.
+  """
+  kernels = [kernel_init(v) for v in _grid.values("init", init)]
+  grid = _grid.network_grid(key=key, activation=activation, init=[c.init for c in kernels],
+                            width=width, depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
+                            sigma_b2=sigma_b2, verb=verb, store=store)
+  keys = [(DELTA if c.delta else "") + k for c, k in zip(kernels, grid.schemes.init_keys)]
+  labels = _grid.unique_labels([c.name for c in kernels], keys)
+  return dataclasses.replace(grid, schemes=dataclasses.replace(
+      grid.schemes, init_keys=keys, init_labels=labels)), kernels
 
-  return jax.vmap(one)(jnp.arange(n_seeds))
+
+@functools.lru_cache(maxsize=32)
+def _sweep_program(phi: Activation, scheme: ConvInit, width: int, depth: int, kernel_size: int,
+                   n_seeds: int):
+  """``compute(key, x, settings, indices)``: item ``i`` is setting ``i // n_seeds``
+  (a row ``(sigma_w2, sigma_b2)`` of ``settings``), seed ``i % n_seeds``."""
+
+  @jax.jit
+  def compute(key, x, settings, idx):
+    def one(i):
+      k = jax.random.fold_in(key, i % n_seeds)
+      sigma_w2, sigma_b2 = settings[i // n_seeds, 0], settings[i // n_seeds, 1]
+      p = _draw(jax.random.fold_in(k, 0), x.shape[1], width, depth, kernel_size, scheme,
+                None if not scheme.init.uses_sigma_w2 else sigma_w2, sigma_b2, x.dtype)
+      r = jax.random.normal(jax.random.fold_in(k, 1), (x.shape[0], width), x.dtype)
+      return conv_measure(p, x, r / jnp.linalg.norm(r), activation=phi)._asdict()
+
+    return jax.vmap(one)(idx)
+
+  return compute
 
 
-def conv_sweep(key: Array, x: Array, *, activation="tanh", width: int = 64, depth: int = 10,
-               kernel_size: int = 3, init: str = "gaussian", sigma_w2=1.0, sigma_b2=0.0,
-               n_seeds: int = 8) -> ConvStats:
-  """:func:`conv_measure` on ``n_seeds`` random CNNs at once (vmapped; depth scanned).
+def _item_bytes(n: int, c_in: int, width: int, depth: int, kernel_size: int, itemsize: int) -> int:
+  """A rough count of the bytes one network of a sweep holds (activations, gradients, kernels)."""
+  return itemsize * (8 * depth * n * width + depth * n * n
+                     + 2 * kernel_size * width * (c_in + depth * width))
 
-  Network ``i`` draws its parameters from ``fold_in(fold_in(key, i), 0)`` and
-  its readout from ``fold_in(..., 1)``. ``x`` is one input ``(n, C_0)``;
-  ``sigma_w2``, ``sigma_b2`` scalars (one grid point; the engine will grid them).
+
+def _sweep_config(k, config, bar, *, key, x, grid, kernels, settings, kernel_size, spec,
+                  chunk_size, memory_budget) -> dict[str, np.ndarray]:
+  """Configuration ``k``: arrays ``(settings * seed, layer, ...)``, layers nan-padded to the deepest."""
+  a, s, width, depth = config
+  n_items = len(settings) * grid.n_seeds
+  size = chunk_size or engine.items_per_chunk(memory_budget, _item_bytes(
+      x.shape[0], x.shape[1], width, depth, kernel_size, x.dtype.itemsize))
+  program = _sweep_program(grid.activations[a], kernels[s], width, depth, kernel_size,
+                           grid.n_seeds)
+  out = engine.run_chunked(
+      program, n_items, chunk_size=min(size, n_items), shared=(key, x, settings),
+      store=engine.config_store(grid.store, k),
+      spec={**spec, "activation": grid.schemes.activation_keys[a],
+            "init": grid.schemes.init_keys[s], "width": width, "depth": depth},
+      progress=bar)
+  pad = max(grid.depths) - depth
+  return {name: np.pad(v, [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2), constant_values=np.nan)
+          for name, v in out.items()}
+
+
+#: Descriptions of the variables of :func:`conv_sweep`'s Dataset.
+SWEEP_DOCS = {"covariance": "h^l_a . h^l_b / C, the covariance across positions a, b",
+              "q": "mean diagonal of the covariance, (1/n) sum_a |h^l_a|^2 / C",
+              "grad_h": "|dL/dh^l| over all positions and channels, L = r . phi(h^L), |r| = 1"}
+
+
+def conv_sweep(key: Array, x: Array, *, activation="tanh", width=64, depth=10,
+               kernel_size: int = 3, init="gaussian", sigma_w2=1.0, sigma_b2=0.0,
+               n_seeds: int = 8, chunk_size: int | None = None,
+               memory_budget: int = engine.DEFAULT_MEMORY_BUDGET, store=None,
+               progress: bool = False) -> xr.Dataset:
+  """:func:`conv_measure` on a grid of random CNNs x seeds, on the experiment engine.
+
+  Any of ``activation``, ``init`` (kernel schemes, :func:`kernel_init_names`),
+  ``width``, ``depth``, ``sigma_w2`` and ``sigma_b2`` may be a list: as in
+  :func:`empirical.sweep`, a list makes a dimension of the result, a single
+  value a scalar coordinate; each (activation, init, width, depth) is one
+  compiled program and its networks (variances x seeds) run vmapped in
+  chunks (:func:`empirical.engine.run_chunked`; with ``store`` each chunk is
+  written atomically and a rerun resumes). Network ``seed`` has key ``k =
+  fold_in(key, seed)`` at every grid point: parameters from ``fold_in(k,
+  0)`` (:func:`conv_params`' layout), the readout ``r`` from ``fold_in(k,
+  1)``. ``x`` is one input ``(n, C_0)`` (1-D, ``n`` positions), shared by all.
 
   Returns:
-    :class:`ConvStats` with a leading ``seed`` axis.
+    An ``xarray.Dataset`` with dims the swept axes, ``seed``, ``layer``
+    (``1..max depth``, nan beyond a network's depth) and, for
+    ``covariance``, ``position`` and ``position_b``. Variables:
+    ``covariance``, ``q``, ``grad_h`` (:data:`SWEEP_DOCS`).
 
   Example::
 
     x = jax.random.normal(jax.random.key(1), (16, 4))
-    s = empirical.conv_sweep(jax.random.key(0), x, activation="tanh", width=128, depth=20,
-                             init="delta_orthogonal", sigma_w2=1.05, sigma_b2=2.01e-5)
+    ds = empirical.conv_sweep(jax.random.key(0), x, activation="tanh", width=128, depth=20,
+                              init=["delta_orthogonal", "gaussian"], sigma_w2=1.05,
+                              sigma_b2=2.01e-5)
   """
   x = jnp.asarray(x)
-  if x.ndim != 2:
-    raise ValueError(f"`x` must have shape (n, in_channels), got {x.shape}")
-  _check(depth=depth, width=width, kernel_size=kernel_size)
-  _positive_int("n_seeds", n_seeds)
-  scheme = kernel_init(init)
-  scheme.init.check_sigma_w2(sigma_w2)
-  _activation(activation)
-  return _sweep(key, x, sigma_w2, sigma_b2, activation=activation, in_channels=x.shape[1],
-                width=width, depth=depth, kernel_size=kernel_size, init=scheme.name,
-                n_seeds=n_seeds)
+  if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"`x` must be a floating array of shape (n, in_channels), got {x.dtype} "
+                     f"of shape {x.shape}")
+  _check(depth=1, width=1, kernel_size=kernel_size)
+  grid, kernels = kernel_grid(key=key, activation=activation, init=init, width=width,
+                              depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
+                              sigma_b2=sigma_b2, verb="sweep", store=store)
+  memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
+  if chunk_size is not None:
+    chunk_size = _checks.check_int("chunk_size", chunk_size, 1)
+  settings = np.asarray([(np.nan if w is None else w, b)
+                         for w, b in itertools.product(grid.sigma_w2, grid.sigma_b2)])
+  settings = jnp.asarray(np.nan_to_num(settings), x.dtype)   # presets ignore sigma_w2
+  configs = list(itertools.product(range(len(grid.activations)), range(len(kernels)),
+                                   grid.widths, grid.depths))
+  spec = {**engine.base_spec(grid, x.dtype), "kernel_size": kernel_size,
+          "x": hashlib.sha256(np.ascontiguousarray(np.asarray(x))).hexdigest()}
+  run = functools.partial(_sweep_config, key=key, x=x, grid=grid, kernels=kernels,
+                          settings=settings, kernel_size=kernel_size, spec=spec,
+                          chunk_size=chunk_size, memory_budget=memory_budget)
+  results = engine.run_configs(configs, run, total=len(configs) * len(settings) * grid.n_seeds,
+                               desc="conv_sweep", progress=progress)
+  return _sweep_dataset(results, grid, (activation, init, width, depth, sigma_w2, sigma_b2),
+                        x=x, kernel_size=kernel_size)
+
+
+def _sweep_dataset(results, grid, given, *, x, kernel_size) -> xr.Dataset:
+  """:func:`conv_sweep`'s result schema: (grid, seed, layer[, position, position_b])."""
+  swept = engine.swept(engine.SWEPT, given)
+  axes = grid.axes()
+  lengths = [len(v) for v in axes.values()] + [grid.n_seeds]
+  trailing = {"covariance": ["seed", "layer", "position", "position_b"],
+              "q": ["seed", "layer"], "grad_h": ["seed", "layer"]}
+  data_vars = {name: engine.grid_variable(engine.stack(results, name, lengths), engine.SWEPT,
+                                          swept, trailing[name], SWEEP_DOCS[name])
+               for name in trailing}
+  n = x.shape[0]
+  coords = {"seed": np.arange(grid.n_seeds), "layer": np.arange(1, max(grid.depths) + 1),
+            "position": np.arange(n), "position_b": np.arange(n),
+            **engine.grid_coords(axes, swept)}
+  attrs = {"architecture": "conv", "kernel_size": kernel_size, "n_positions": n,
+           "in_channels": x.shape[1],
+           **engine.provenance(grid, x.dtype, seed_key="network i uses jax.random.fold_in("
+                               "key, i): parameters from fold_in(., 0), readout from fold_in(., 1)")}
+  return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def conv_jacobian(params: ConvParams, x: Array, *, activation="tanh") -> Array:

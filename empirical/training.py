@@ -315,14 +315,6 @@ def _input_shape(input_shape, loaded: tuple[int, ...], split: _data.DataSplit) -
   return tuple(int(v) for v in shape)
 
 
-def _conv_grid(grid: _grid.NetworkGrid, kernels: list) -> _grid.NetworkGrid:
-  """``grid`` (built from the kernels' matrix schemes) with the kernels' names and store keys."""
-  keys = [(_conv.DELTA if c.delta else "") + k for c, k in zip(kernels, grid.schemes.init_keys)]
-  labels = _grid.unique_labels([c.name for c in kernels], keys)
-  return dataclasses.replace(grid, schemes=dataclasses.replace(
-      grid.schemes, init_keys=keys, init_labels=labels))
-
-
 # ---------------------------------------------------------------------------
 # One network: initialise, step, measure.
 
@@ -711,13 +703,14 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
       what is allowed.
   """
   conv = _check_conv(architecture, residual=residual, norm=norm, kernel_size=kernel_size)
-  kernels = [_conv.kernel_init(s) for s in _grid.values("init", init)] if conv else None
-  grid = _grid.network_grid(key=key, activation=activation,
-                            init=[c.init for c in kernels] if conv else init, width=width,
-                            depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
-                            sigma_b2=sigma_b2, residual=residual, norm=norm, verb="train",
-                            store=store)
-  grid = _conv_grid(grid, kernels) if conv else grid
+  grid_args = dict(key=key, activation=activation, init=init, width=width, depth=depth,
+                   n_seeds=n_seeds, sigma_w2=sigma_w2, sigma_b2=sigma_b2, verb="train",
+                   store=store)
+  kernels = None
+  if conv:
+    grid, kernels = _conv.kernel_grid(**grid_args)
+  else:
+    grid = _grid.network_grid(**grid_args, residual=residual, norm=norm)
   opts = _options(learning_rate=learning_rate, optimizer=optimizer, momentum=momentum,
                   clip_norm=clip_norm, n_steps=n_steps, batch_size=batch_size,
                   record_every=record_every, record_steps=record_steps,
