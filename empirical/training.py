@@ -20,6 +20,13 @@ linear readout to the classes,
 cross-entropy over a minibatch. Schoenholz et al. 2017 (Sec. 6, Fig. 5/6)
 predict that such networks train only up to a depth of about ``6 xi_c``.
 
+With ``architecture="conv"`` the networks are instead :mod:`empirical.conv`'s
+circular CNNs (1-D or 2-D, ``width`` channels, kernel schemes such as
+Xiao et al. 2018's ``"delta_orthogonal"``), each flat input reshaped to
+``input_shape``, ``phi(h^L)`` averaged over the positions before the
+readout; everything else (optimizers, minibatches, chunks, stores) is the
+same, and a record keeps the quantities that carry over (see :func:`train`).
+
 Random numbers follow the package's seed-key convention: network ``seed``
 has key ``k = fold_in(key, seed)`` (:func:`empirical.models.network_key`),
 the same for every grid point, so networks of one seed at different
