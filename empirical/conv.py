@@ -12,7 +12,10 @@ size ``k``), input ``x`` of shape ``(n, C_0)``:
 (positions mod ``n``): the cross-correlation with circular padding that
 ``flax.nnx.Conv(..., padding="CIRCULAR")`` computes (:class:`CNN` is that
 module, with the same parameters). Kernels have Flax's layout ``(k, C_in,
-C_out)``; biases ``N(0, sigma_b2)``.
+C_out)``; biases ``N(0, sigma_b2)``. The same holds on any number of
+spatial axes, circular along each: 2-D images ``(H, W, C_0)`` with kernels
+``(k, k, C_in, C_out)`` (fan-in ``k^2 C_in``); :func:`_conv` stacks the
+shifted copies of the input along the channels and multiplies once.
 
 Kernel schemes (:func:`kernel_init`): every scheme of
 :data:`empirical.INITS` spread over the footprint, ``W`` reshaped from the
@@ -29,7 +32,13 @@ Probes (:func:`conv_measure`) per layer: the covariance across positions
 ``Sigma_ab = h_a . h_b / C`` (``(n, n)``, whose diagonal mean is ``q^l`` and
 whose Fourier modes along the diagonals are :func:`spatial_modes`), and the
 norm of the backpropagated signal ``|dL/dh^l|`` for the loss ``L = r .
-phi(h^L)`` with a fixed random unit ``r``. Theory: :mod:`meanfield.conv`.
+phi(h^L)`` with a fixed random unit ``r``; :func:`conv_sweep` runs them on
+a grid of networks on the experiment engine (:mod:`empirical.engine`).
+Theory: :mod:`meanfield.conv`.
+
+Training: :func:`empirical.train` with ``architecture="conv"`` trains these
+networks as classifiers (:func:`conv_logits`: global average pooling of
+``phi(h^L)``, then a linear readout; :func:`classifier_params`).
 """
 
 from __future__ import annotations
