@@ -72,7 +72,7 @@ def compute(*, depths, width: int, n_steps: int, n_seeds: int, input_shape, lear
   ds = ds[keep]
   ds.attrs.update(q_star=float(meanfield.q_star(sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2,
                                                 activation="tanh")),
-                  learning_rate=learning_rate, width=width)
+                  learning_rate=learning_rate)
   return ds
 
 
