@@ -12,7 +12,10 @@ size ``k``), input ``x`` of shape ``(n, C_0)``:
 (positions mod ``n``): the cross-correlation with circular padding that
 ``flax.nnx.Conv(..., padding="CIRCULAR")`` computes (:class:`CNN` is that
 module, with the same parameters). Kernels have Flax's layout ``(k, C_in,
-C_out)``; biases ``N(0, sigma_b2)``.
+C_out)``; biases ``N(0, sigma_b2)``. The same holds on any number of
+spatial axes, circular along each: 2-D images ``(H, W, C_0)`` with kernels
+``(k, k, C_in, C_out)`` (fan-in ``k^2 C_in``); :func:`_conv` stacks the
+shifted copies of the input along the channels and multiplies once.
 
 Kernel schemes (:func:`kernel_init`): every scheme of
 :data:`empirical.INITS` spread over the footprint, ``W`` reshaped from the
@@ -29,27 +32,40 @@ Probes (:func:`conv_measure`) per layer: the covariance across positions
 ``Sigma_ab = h_a . h_b / C`` (``(n, n)``, whose diagonal mean is ``q^l`` and
 whose Fourier modes along the diagonals are :func:`spatial_modes`), and the
 norm of the backpropagated signal ``|dL/dh^l|`` for the loss ``L = r .
-phi(h^L)`` with a fixed random unit ``r``. Theory: :mod:`meanfield.conv`.
+phi(h^L)`` with a fixed random unit ``r``; :func:`conv_sweep` runs them on
+a grid of networks on the experiment engine (:mod:`empirical.engine`).
+Theory: :mod:`meanfield.conv`.
+
+Training: :func:`empirical.train` with ``architecture="conv"`` trains these
+networks as classifiers (:func:`conv_logits`: global average pooling of
+``phi(h^L)``, then a linear readout; :func:`classifier_params`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import itertools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 from flax import nnx
 
 from empirical import _checks
+from empirical import _grid
+from empirical import engine
 from empirical import inits as _inits
+from empirical import streams as _streams
 from meanfield.activations import Activation, activation as _activation
 
 __all__ = ["ConvInit", "kernel_init", "kernel_init_names", "ConvParams", "conv_params",
-           "conv_forward", "ConvStats", "conv_measure", "conv_sweep", "conv_jacobian",
-           "conv_singular_values", "spatial_modes", "CNN"]
+           "conv_forward", "ConvStats", "conv_measure", "conv_sweep", "kernel_grid", "SWEEP_DOCS", "conv_jacobian",
+           "conv_singular_values", "spatial_modes", "CNN", "conv_logits", "classifier_params",
+           "conv_layer_q"]
 
 Array = jax.Array
 DELTA = "delta_"
@@ -83,9 +99,9 @@ class ConvInit:
     """The weight law the theory reads (``"gaussian"`` or ``"orthogonal"``)."""
     return "orthogonal" if self.init.name == "orthogonal" else "gaussian"
 
-  def kernel(self, key: Array, shape: tuple[int, int, int], sigma_w2=None, dtype=None) -> Array:
-    """A kernel of ``shape = (k, C_in, C_out)``."""
-    k, c_in, c_out = shape
+  def kernel(self, key: Array, shape: tuple[int, ...], sigma_w2=None, dtype=None) -> Array:
+    """A kernel of ``shape = (*taps, C_in, C_out)``: ``(k, C_in, C_out)`` in 1-D, ``(k, k, C_in, C_out)`` in 2-D."""
+    *taps, c_in, c_out = shape
     dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
 
     def draw(key, matrix_shape, dtype):   # Init.initializer without its eager check (traceable)
@@ -94,8 +110,8 @@ class ConvInit:
 
     if self.delta:
       centre = draw(key, (c_in, c_out), dtype)
-      return jnp.zeros((k, c_in, c_out), centre.dtype).at[k // 2].set(centre)
-    return draw(key, (k * c_in, c_out), dtype).reshape(k, c_in, c_out)
+      return jnp.zeros(tuple(shape), centre.dtype).at[tuple(k // 2 for k in taps)].set(centre)
+    return draw(key, (int(np.prod(taps)) * c_in, c_out), dtype).reshape(shape)
 
 
 def kernel_init_names() -> tuple[str, ...]:
@@ -142,14 +158,18 @@ class ConvParams(NamedTuple):
   """Parameters of one CNN: layer 1 apart (its fan-in ``C_0`` may differ), the rest stacked for ``scan``.
 
   Attributes:
-    w_in: ``(k, C_0, C)``; b_in: ``(C,)``.
-    w: ``(L - 1, k, C, C)``; b: ``(L - 1, C)``.
+    w_in: ``(k, C_0, C)`` (2-D: ``(k, k, C_0, C)``); b_in: ``(C,)``.
+    w: ``(L - 1, k, C, C)`` (2-D: ``(L - 1, k, k, C, C)``); b: ``(L - 1, C)``.
+    w_out, b_out: ``(C, n_classes)``, ``(n_classes,)``: the linear readout of
+      the positions' mean of ``phi(h^L)`` (:func:`conv_logits`), or ``None``.
   """
 
   w_in: Array
   b_in: Array
   w: Array
   b: Array
+  w_out: Array | None = None
+  b_out: Array | None = None
 
 
 def conv_params(key: Array, *, in_channels: int, width: int, depth: int, kernel_size: int,
@@ -170,12 +190,14 @@ def conv_params(key: Array, *, in_channels: int, width: int, depth: int, kernel_
   return _draw(key, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b2, dtype)
 
 
-def _draw(key, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b2, dtype):
+def _draw(key, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b2, dtype,
+          spatial_dims=1):
   """:func:`conv_params` without the checks (traceable in the variances)."""
+  taps = (kernel_size,) * spatial_dims
 
   def layer(l, c_in):
     kw, kb = jax.random.split(jax.random.fold_in(key, l))
-    w = scheme.kernel(kw, (kernel_size, c_in, width), sigma_w2, dtype)
+    w = scheme.kernel(kw, taps + (c_in, width), sigma_w2, dtype)
     b = jax.random.normal(kb, (width,), w.dtype) * jnp.sqrt(jnp.asarray(sigma_b2, w.dtype))
     return w, b
 
@@ -185,9 +207,17 @@ def _draw(key, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b
 
 
 def _conv(a: Array, w: Array) -> Array:
-  """Circular cross-correlation of ``a`` ``(n, C_in)`` with ``w`` ``(k, C_in, C_out)``."""
-  k = w.shape[0]
-  return sum(jnp.roll(a, -(j - k // 2), axis=0) @ w[j] for j in range(k))
+  """Circular cross-correlation of ``a`` ``(..., *spatial, C_in)`` with ``w`` ``(*taps, C_in, C_out)``.
+
+  ``len(taps)`` spatial axes (those just before the channels); the shifted
+  copies of ``a`` are stacked along the channels (tap-major, as
+  ``w.reshape(-1, C_out)`` orders them) and multiplied once.
+  """
+  taps = w.shape[:-2]
+  axes = tuple(range(-len(taps) - 1, -1))
+  shifted = [jnp.roll(a, tuple(k // 2 - j for j, k in zip(t, taps)), axis=axes)
+             for t in np.ndindex(*taps)]
+  return jnp.concatenate(shifted, axis=-1) @ w.reshape(-1, w.shape[-1])
 
 
 def _layers(phi: Activation, params: ConvParams, x: Array, shifts: Array | None = None):
@@ -211,6 +241,81 @@ def _layers(phi: Activation, params: ConvParams, x: Array, shifts: Array | None 
 def conv_forward(params: ConvParams, x: Array, *, activation="tanh") -> Array:
   """The pre-activations ``h^1 .. h^L`` of one CNN on one input ``x`` ``(n, C_0)``: ``(L, n, C)``."""
   return _layers(_activation(activation), params, jnp.asarray(x, params.w_in.dtype))
+
+
+def _biased(z: Array, b: Array) -> Array:
+  """``z + b`` with ``b`` ``(C,)`` on the last axis of ``z``."""
+  return z + b.reshape((1,) * (z.ndim - 1) + b.shape)
+
+
+def _run(phi: Activation, params: ConvParams, x: Array, probe=None):
+  """``(h^L, stacked probe(h^l))`` of a batch ``x`` ``(..., *spatial, C_0)``; keeps one layer at a time."""
+  h1 = _biased(_conv(x, params.w_in), params.b_in)
+  first = None if probe is None else probe(h1)
+
+  def step(h, layer):
+    w, b = layer
+    nxt = _biased(_conv(phi.fn(h), w), b)
+    return nxt, (None if probe is None else probe(nxt))
+
+  h_last, rest = jax.lax.scan(step, h1, (params.w, params.b))
+  if probe is None:
+    return h_last, None
+  return h_last, jax.tree.map(lambda f, r: jnp.concatenate([f[None], r]), first, rest)
+
+
+def _check_batch(params: ConvParams, x: Array) -> None:
+  """Raise unless ``x`` is a batch ``(B, *spatial, C_0)`` for ``params`` (static shapes only)."""
+  *taps, c_in, _ = params.w_in.shape
+  if jnp.ndim(x) != len(taps) + 2 or jnp.shape(x)[-1] != c_in:
+    raise ValueError(f"`x` must have shape (batch, {', '.join(['n'] * len(taps))}, {c_in}) "
+                     f"for kernels of {len(taps)} spatial axes and {c_in} input channels, "
+                     f"got {jnp.shape(x)}")
+
+
+def conv_logits(params: ConvParams, x: Array, *, activation="tanh") -> Array:
+  """Class scores of a batch ``x`` ``(B, *spatial, C_0)``, ``(B, n_classes)``.
+
+  ``phi(h^L)`` averaged over the positions (global average pooling), then
+  the readout ``w_out``, ``b_out`` of ``params`` (Xiao et al. 2018, Sec. 4).
+  """
+  phi = _activation(activation)
+  _check_batch(params, x)
+  if params.w_out is None:
+    raise ValueError("`params` must have a readout (w_out, b_out) for class scores, got None")
+  h, _ = _run(phi, params, x)
+  pooled = jnp.mean(phi.fn(h), axis=tuple(range(1, h.ndim - 1)))
+  return pooled @ params.w_out + params.b_out[None, :]
+
+
+def classifier_params(key: Array, sigma_w2, sigma_b2, *, scheme: ConvInit, in_channels: int,
+                      width: int, depth: int, kernel_size: int, spatial_dims: int,
+                      n_classes: int, dtype) -> ConvParams:
+  """One CNN classifier's parameters, traceable in the variances (for :func:`empirical.train`).
+
+  Unchecked (the variances may be traced): :func:`empirical.train`
+  validates its arguments; :func:`conv_params` is the checked draw.
+
+  Streams of the network key ``key`` (:mod:`empirical.streams`): the kernels
+  and biases are :func:`conv_params`'s draw from ``fold_in(key, WEIGHTS)``
+  (layer ``l`` from ``fold_in(., l - 1)``); the readout ``(C, n_classes)``
+  is ``scheme.init``'s draw from ``fold_in(fold_in(key, WEIGHTS), L + 1)``
+  at fan-in ``C`` (as :func:`empirical.train`'s MLP readout), its bias 0.
+  """
+  kw = jax.random.fold_in(key, _streams.WEIGHTS)
+  p = _draw(kw, in_channels, width, depth, kernel_size, scheme, sigma_w2, sigma_b2, dtype,
+            spatial_dims)
+  init = scheme.init
+  w_out = init.standard(jax.random.fold_in(kw, depth + 1), (width, n_classes), p.w_in.dtype)
+  w_out = w_out * jnp.asarray(init.scale(sigma_w2, width, n_classes), p.w_in.dtype)
+  return p._replace(w_out=w_out, b_out=jnp.zeros((n_classes,), p.w_in.dtype))
+
+
+def conv_layer_q(params: ConvParams, x: Array, *, activation="tanh") -> Array:
+  """``q^l``: the mean of ``(h^l_{a,i})^2`` over the batch, positions and channels, ``(L,)``."""
+  _check_batch(params, x)
+  _, q = _run(_activation(activation), params, x, probe=lambda h: jnp.mean(jnp.square(h)))
+  return q
 
 
 class ConvStats(NamedTuple):
@@ -256,51 +361,155 @@ def spatial_modes(matrix: Array) -> Array:
   return jnp.fft.fft(m[..., a[:, None], (a[:, None] + a[None, :]) % n], axis=-2) / n
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "in_channels", "width", "depth",
-                                             "kernel_size", "init", "n_seeds"))
-def _sweep(key, x, sigma_w2, sigma_b2, *, activation, in_channels, width, depth, kernel_size,
-           init, n_seeds):
-  phi = _activation(activation)
+def kernel_grid(*, key, activation, init, width, depth, n_seeds, sigma_w2, sigma_b2, verb: str,
+                store=None) -> tuple[_grid.NetworkGrid, list[ConvInit]]:
+  """An experiment's grid (:func:`empirical._grid.network_grid`) whose ``init`` names kernel schemes.
 
-  def one(i):
-    k = jax.random.fold_in(key, i)
-    p = _draw(jax.random.fold_in(k, 0), in_channels, width, depth, kernel_size,
-              kernel_init(init), sigma_w2, sigma_b2, x.dtype)
-    r = jax.random.normal(jax.random.fold_in(k, 1), (x.shape[0], width), x.dtype)
-    return conv_measure(p, x, r / jnp.linalg.norm(r), activation=phi)
+  The grid is built from the schemes' matrix inits (their variances and
+  checks), then labelled and store-keyed by the kernel names
+  (``"delta_orthogonal"``); returns it with the :class:`ConvInit` of each
+  ``init`` value. Raises ``ValueError`` for a bad argument, as the grid does.
+  """
+  kernels = [kernel_init(v) for v in _grid.values("init", init)]
+  grid = _grid.network_grid(key=key, activation=activation, init=[c.init for c in kernels],
+                            width=width, depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
+                            sigma_b2=sigma_b2, verb=verb, store=store)
+  keys = [(DELTA if c.delta else "") + k for c, k in zip(kernels, grid.schemes.init_keys)]
+  labels = _grid.unique_labels([c.name for c in kernels], keys)
+  return dataclasses.replace(grid, schemes=dataclasses.replace(
+      grid.schemes, init_keys=keys, init_labels=labels)), kernels
 
-  return jax.vmap(one)(jnp.arange(n_seeds))
+
+@functools.lru_cache(maxsize=32)
+def _sweep_program(phi: Activation, scheme: ConvInit, width: int, depth: int, kernel_size: int,
+                   n_seeds: int):
+  """``compute(key, x, settings, indices)``: item ``i`` is setting ``i // n_seeds``
+  (a row ``(sigma_w2, sigma_b2)`` of ``settings``), seed ``i % n_seeds``."""
+
+  @jax.jit
+  def compute(key, x, settings, idx):
+    def one(i):
+      k = jax.random.fold_in(key, i % n_seeds)
+      sigma_w2, sigma_b2 = settings[i // n_seeds, 0], settings[i // n_seeds, 1]
+      p = _draw(jax.random.fold_in(k, 0), x.shape[1], width, depth, kernel_size, scheme,
+                None if not scheme.init.uses_sigma_w2 else sigma_w2, sigma_b2, x.dtype)
+      r = jax.random.normal(jax.random.fold_in(k, 1), (x.shape[0], width), x.dtype)
+      return conv_measure(p, x, r / jnp.linalg.norm(r), activation=phi)._asdict()
+
+    return jax.vmap(one)(idx)
+
+  return compute
 
 
-def conv_sweep(key: Array, x: Array, *, activation="tanh", width: int = 64, depth: int = 10,
-               kernel_size: int = 3, init: str = "gaussian", sigma_w2=1.0, sigma_b2=0.0,
-               n_seeds: int = 8) -> ConvStats:
-  """:func:`conv_measure` on ``n_seeds`` random CNNs at once (vmapped; depth scanned).
+def _item_bytes(n: int, c_in: int, width: int, depth: int, kernel_size: int, itemsize: int) -> int:
+  """A rough count of the bytes one network of a sweep holds (activations, gradients, kernels)."""
+  return itemsize * (8 * depth * n * width + depth * n * n
+                     + 2 * kernel_size * width * (c_in + depth * width))
 
-  Network ``i`` draws its parameters from ``fold_in(fold_in(key, i), 0)`` and
-  its readout from ``fold_in(..., 1)``. ``x`` is one input ``(n, C_0)``;
-  ``sigma_w2``, ``sigma_b2`` scalars (one grid point; the engine will grid them).
+
+def _sweep_config(k, config, bar, *, key, x, grid, kernels, settings, kernel_size, spec,
+                  chunk_size, memory_budget) -> dict[str, np.ndarray]:
+  """Configuration ``k``: arrays ``(settings * seed, layer, ...)``, layers nan-padded to the deepest."""
+  a, s, width, depth = config
+  n_items = len(settings) * grid.n_seeds
+  size = chunk_size or engine.items_per_chunk(memory_budget, _item_bytes(
+      x.shape[0], x.shape[1], width, depth, kernel_size, x.dtype.itemsize))
+  program = _sweep_program(grid.activations[a], kernels[s], width, depth, kernel_size,
+                           grid.n_seeds)
+  out = engine.run_chunked(
+      program, n_items, chunk_size=min(size, n_items), shared=(key, x, settings),
+      store=engine.config_store(grid.store, k),
+      spec={**spec, "activation": grid.schemes.activation_keys[a],
+            "init": grid.schemes.init_keys[s], "width": width, "depth": depth},
+      progress=bar)
+  pad = max(grid.depths) - depth
+  return {name: np.pad(v, [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2), constant_values=np.nan)
+          for name, v in out.items()}
+
+
+#: Descriptions of the variables of :func:`conv_sweep`'s Dataset.
+SWEEP_DOCS = {"covariance": "h^l_a . h^l_b / C, the covariance across positions a, b",
+              "q": "mean diagonal of the covariance, (1/n) sum_a |h^l_a|^2 / C",
+              "grad_h": "|dL/dh^l| over all positions and channels, L = r . phi(h^L), |r| = 1"}
+
+
+def conv_sweep(key: Array, x: Array, *, activation="tanh", width=64, depth=10,
+               kernel_size: int = 3, init="gaussian", sigma_w2=1.0, sigma_b2=0.0,
+               n_seeds: int = 8, chunk_size: int | None = None,
+               memory_budget: int = engine.DEFAULT_MEMORY_BUDGET, store=None,
+               progress: bool = False) -> xr.Dataset:
+  """:func:`conv_measure` on a grid of random CNNs x seeds, on the experiment engine.
+
+  Any of ``activation``, ``init`` (kernel schemes, :func:`kernel_init_names`),
+  ``width``, ``depth``, ``sigma_w2`` and ``sigma_b2`` may be a list: as in
+  :func:`empirical.sweep`, a list makes a dimension of the result, a single
+  value a scalar coordinate; each (activation, init, width, depth) is one
+  compiled program and its networks (variances x seeds) run vmapped in
+  chunks (:func:`empirical.engine.run_chunked`; with ``store`` each chunk is
+  written atomically and a rerun resumes). Network ``seed`` has key ``k =
+  fold_in(key, seed)`` at every grid point: parameters from ``fold_in(k,
+  0)`` (:func:`conv_params`' layout), the readout ``r`` from ``fold_in(k,
+  1)``. ``x`` is one input ``(n, C_0)`` (1-D, ``n`` positions), shared by all.
 
   Returns:
-    :class:`ConvStats` with a leading ``seed`` axis.
+    An ``xarray.Dataset`` with dims the swept axes, ``seed``, ``layer``
+    (``1..max depth``, nan beyond a network's depth) and, for
+    ``covariance``, ``position`` and ``position_b``. Variables:
+    ``covariance``, ``q``, ``grad_h`` (:data:`SWEEP_DOCS`).
 
   Example::
 
     x = jax.random.normal(jax.random.key(1), (16, 4))
-    s = empirical.conv_sweep(jax.random.key(0), x, activation="tanh", width=128, depth=20,
-                             init="delta_orthogonal", sigma_w2=1.05, sigma_b2=2.01e-5)
+    ds = empirical.conv_sweep(jax.random.key(0), x, activation="tanh", width=128, depth=20,
+                              init=["delta_orthogonal", "gaussian"], sigma_w2=1.05,
+                              sigma_b2=2.01e-5)
   """
   x = jnp.asarray(x)
-  if x.ndim != 2:
-    raise ValueError(f"`x` must have shape (n, in_channels), got {x.shape}")
-  _check(depth=depth, width=width, kernel_size=kernel_size)
-  _positive_int("n_seeds", n_seeds)
-  scheme = kernel_init(init)
-  scheme.init.check_sigma_w2(sigma_w2)
-  _activation(activation)
-  return _sweep(key, x, sigma_w2, sigma_b2, activation=activation, in_channels=x.shape[1],
-                width=width, depth=depth, kernel_size=kernel_size, init=scheme.name,
-                n_seeds=n_seeds)
+  if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"`x` must be a floating array of shape (n, in_channels), got {x.dtype} "
+                     f"of shape {x.shape}")
+  _check(depth=1, width=1, kernel_size=kernel_size)
+  grid, kernels = kernel_grid(key=key, activation=activation, init=init, width=width,
+                              depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
+                              sigma_b2=sigma_b2, verb="sweep", store=store)
+  memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
+  if chunk_size is not None:
+    chunk_size = _checks.check_int("chunk_size", chunk_size, 1)
+  settings = np.asarray([(np.nan if w is None else w, b)
+                         for w, b in itertools.product(grid.sigma_w2, grid.sigma_b2)])
+  settings = jnp.asarray(np.nan_to_num(settings), x.dtype)   # presets ignore sigma_w2
+  configs = list(itertools.product(range(len(grid.activations)), range(len(kernels)),
+                                   grid.widths, grid.depths))
+  spec = {**engine.base_spec(grid, x.dtype), "kernel_size": kernel_size,
+          "x": hashlib.sha256(np.ascontiguousarray(np.asarray(x))).hexdigest()}
+  run = functools.partial(_sweep_config, key=key, x=x, grid=grid, kernels=kernels,
+                          settings=settings, kernel_size=kernel_size, spec=spec,
+                          chunk_size=chunk_size, memory_budget=memory_budget)
+  results = engine.run_configs(configs, run, total=len(configs) * len(settings) * grid.n_seeds,
+                               desc="conv_sweep", progress=progress)
+  return _sweep_dataset(results, grid, (activation, init, width, depth, sigma_w2, sigma_b2),
+                        x=x, kernel_size=kernel_size)
+
+
+def _sweep_dataset(results, grid, given, *, x, kernel_size) -> xr.Dataset:
+  """:func:`conv_sweep`'s result schema: (grid, seed, layer[, position, position_b])."""
+  swept = engine.swept(engine.SWEPT, given)
+  axes = grid.axes()
+  lengths = [len(v) for v in axes.values()] + [grid.n_seeds]
+  trailing = {"covariance": ["seed", "layer", "position", "position_b"],
+              "q": ["seed", "layer"], "grad_h": ["seed", "layer"]}
+  data_vars = {name: engine.grid_variable(engine.stack(results, name, lengths), engine.SWEPT,
+                                          swept, trailing[name], SWEEP_DOCS[name])
+               for name in trailing}
+  n = x.shape[0]
+  coords = {"seed": np.arange(grid.n_seeds), "layer": np.arange(1, max(grid.depths) + 1),
+            "position": np.arange(n), "position_b": np.arange(n),
+            **engine.grid_coords(axes, swept)}
+  attrs = {"architecture": "conv", "kernel_size": kernel_size, "n_positions": n,
+           "in_channels": x.shape[1],
+           **engine.provenance(grid, x.dtype, seed_key="network i uses jax.random.fold_in("
+                               "key, i): parameters from fold_in(., 0), readout from fold_in(., 1)")}
+  return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def conv_jacobian(params: ConvParams, x: Array, *, activation="tanh") -> Array:
@@ -350,7 +559,7 @@ def _singular_values(key, sigma_w2, sigma_b2, q, *, phi, width, n, depth, kernel
 
 
 class CNN(nnx.Module):
-  """The same network as a Flax module: ``nnx.Conv(padding="CIRCULAR")`` layers on ``(batch, n, C_0)``.
+  """The same network as a Flax module: ``nnx.Conv(padding="CIRCULAR")`` layers on ``(batch, *spatial, C_0)``.
 
   ``CNN.from_params(params)`` holds the given parameters (so the two agree
   to rounding); ``__call__`` returns the last pre-activation ``h^L`` and,
@@ -360,13 +569,13 @@ class CNN(nnx.Module):
   def __init__(self, params: ConvParams, *, activation="tanh", out_features: int | None = None,
                rngs: nnx.Rngs | None = None):
     self.phi = _activation(activation).fn
-    k, c_in, width = params.w_in.shape
+    *taps, c_in, width = params.w_in.shape
     depth = params.w.shape[0] + 1
     rngs = rngs or nnx.Rngs(0)
     layers = []
     for l in range(depth):
-      conv = nnx.Conv(c_in if l == 0 else width, width, kernel_size=(k,), padding="CIRCULAR",
-                      param_dtype=params.w_in.dtype, rngs=rngs)
+      conv = nnx.Conv(c_in if l == 0 else width, width, kernel_size=tuple(taps),
+                      padding="CIRCULAR", param_dtype=params.w_in.dtype, rngs=rngs)
       conv.kernel[...] = params.w_in if l == 0 else params.w[l - 1]
       conv.bias[...] = params.b_in if l == 0 else params.b[l - 1]
       layers.append(conv)
@@ -380,4 +589,4 @@ class CNN(nnx.Module):
       h = conv(self.phi(h))
     if self.readout is None:
       return h
-    return self.readout(jnp.mean(self.phi(h), axis=-2))
+    return self.readout(jnp.mean(self.phi(h), axis=tuple(range(1, h.ndim - 1))))

@@ -154,9 +154,15 @@ def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None =
     variance, ``sigma_w2`` its hidden layers' ``fan_in E[W_ij^2]``.
 
   Raises:
-    ValueError: a custom activation or init that ``ds`` cannot name, or an
-      init without a weight law (``zeros``, ``constant``).
+    ValueError: a custom activation or init that ``ds`` cannot name, an
+      init without a weight law (``zeros``, ``constant``), or a CNN's
+      Dataset (``architecture="conv"``).
   """
+  if ds.attrs.get("architecture", "mlp") != "mlp":
+    raise ValueError(
+        f"`ds` holds {ds.attrs['architecture']!r} networks, which a meanfield.Network (an "
+        f"MLP) does not describe; their theory is meanfield.conv_* with kernel_size="
+        f"{ds.attrs.get('kernel_size')}")
   dims = [n for n in _FIELDS if n in ds.dims]
   labels = {n: np.atleast_1d(ds[n].values) for n in _FIELDS if n in ds.coords}
   acts = {str(a): _activation_of(str(a), ds, activation) for a in labels["activation"]}

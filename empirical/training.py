@@ -20,6 +20,13 @@ linear readout to the classes,
 cross-entropy over a minibatch. Schoenholz et al. 2017 (Sec. 6, Fig. 5/6)
 predict that such networks train only up to a depth of about ``6 xi_c``.
 
+With ``architecture="conv"`` the networks are instead :mod:`empirical.conv`'s
+circular CNNs (1-D or 2-D, ``width`` channels, kernel schemes such as
+Xiao et al. 2018's ``"delta_orthogonal"``), each flat input reshaped to
+``input_shape``, ``phi(h^L)`` averaged over the positions before the
+readout; everything else (optimizers, minibatches, chunks, stores) is the
+same, and a record keeps the quantities that carry over (see :func:`train`).
+
 Random numbers follow the package's seed-key convention: network ``seed``
 has key ``k = fold_in(key, seed)`` (:func:`empirical.models.network_key`),
 the same for every grid point, so networks of one seed at different
@@ -95,6 +102,7 @@ from tqdm import tqdm
 
 from empirical import _checks
 from empirical import _grid
+from empirical import conv as _conv
 from empirical import data as _data
 from empirical import description
 from empirical import devices as _devices
@@ -108,7 +116,7 @@ from meanfield.activations import Activation
 
 __all__ = [
     "OPTIMIZERS", "SWEPT", "BATCH_STREAM", "PROBE_STREAM", "WEIGHT_QUANTILES",
-    "SV_QUANTILES", "RECORD_DOCS", "optimizer", "train",
+    "SV_QUANTILES", "RECORD_DOCS", "CONV_DOCS", "ARCHITECTURES", "optimizer", "train",
 ]
 
 Array = jax.Array
@@ -141,6 +149,15 @@ RECORD_DOCS = {
     "diverged_step": "first step whose minibatch loss was not finite (-1: none)",
     "diverged": "the minibatch loss was not finite at some step",
 }
+#: What a CNN's description says differently (``architecture="conv"``).
+CONV_DOCS = {
+    "q": "mean squared pre-activation <(h^l_{a,i})^2> over the probe batch, positions a and "
+         "channels i",
+    "loss_grad_w": "Frobenius norm of dLoss/dW^l (the whole kernel), training loss on the "
+                   "probe batch",
+    "layer_sigma_w2": "each layer's kernel variance in the theory's terms, taps C_in mean(W^2)",
+    "weight_quantiles": "quantiles of the entries of the kernel W^l (all taps)",
+}
 _FORMAT = 1
 
 
@@ -166,6 +183,9 @@ class _Config:
   sv_quantiles: tuple[float, ...]
   dtype: Any
   probes: bool = True
+  conv: _conv.ConvInit | None = None    # the kernel scheme of a CNN; None: the MLP
+  kernel_size: int = 3
+  input_shape: tuple[int, ...] = ()     # a CNN's (*spatial, channels) per example
 
 
 class _State(NamedTuple):
@@ -246,7 +266,8 @@ _DATA_ALLOWED = ("a DataSplit (empirical.data), 'digits', or a directory holding
                  "MNIST-style IDX files")
 
 
-def _resolve_data(data, dtype) -> _data.DataSplit:
+def _resolve_data(data, dtype) -> tuple[_data.DataSplit, tuple[int, ...]]:
+  """The split with flat inputs ``(n, n_features)``, and one input's shape as loaded."""
   if isinstance(data, _data.DataSplit):
     _grid.check_split(data)
     split = data
@@ -260,8 +281,46 @@ def _resolve_data(data, dtype) -> _data.DataSplit:
     split = _data.load_mnist(path, dtype=dtype)
   else:
     raise ValueError(f"`data` must be {_DATA_ALLOWED}, got {type(data).__name__}")
-  return split.replace(x_train=jnp.asarray(split.x_train, dtype).reshape(split.n_train, -1),
+  flat = split.replace(x_train=jnp.asarray(split.x_train, dtype).reshape(split.n_train, -1),
                        x_test=jnp.asarray(split.x_test, dtype).reshape(split.n_test, -1))
+  return flat, split.input_shape
+
+
+ARCHITECTURES = ("mlp", "conv")
+
+
+def _check_conv(architecture, *, residual, norm, kernel_size) -> bool:
+  """Whether ``architecture`` is ``"conv"``; raises for a bad one or a variant a CNN lacks."""
+  if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
+    raise ValueError(f"`architecture` must be one of {', '.join(ARCHITECTURES)}, got "
+                     f"{architecture!r}")
+  if architecture == "mlp":
+    return False
+  if residual or norm is not None:
+    raise ValueError(f"`architecture` 'conv' has no residual or norm variant, got "
+                     f"residual={residual!r}, norm={norm!r}")
+  if _checks.check_int("kernel_size", kernel_size, 1) % 2 == 0:
+    raise ValueError(f"`kernel_size` must be odd (taps centred on each position), got "
+                     f"{kernel_size!r}")
+  return True
+
+
+def _input_shape(input_shape, loaded: tuple[int, ...], split: _data.DataSplit) -> tuple[int, ...]:
+  """A CNN's ``(*spatial, channels)`` per example (see :func:`train`, ``input_shape``)."""
+  n = split.n_features
+  if input_shape is None:
+    if len(loaded) >= 2:
+      return tuple(loaded) + (1,)
+    side = int(np.sqrt(n))
+    if (split.name == "digits" or "mnist" in split.name) and side * side == n:
+      return (side, side, 1)
+    return (n, 1)
+  shape = tuple(_grid.values("input_shape", input_shape))
+  if (len(shape) < 2 or not all(_checks.is_int(v) and v >= 1 for v in shape)
+      or int(np.prod(shape)) != n):
+    raise ValueError(f"`input_shape` must be (*spatial, channels), at least 2 integers >= 1 "
+                     f"whose product is the data's n_features = {n}, got {input_shape!r}")
+  return tuple(int(v) for v in shape)
 
 
 # ---------------------------------------------------------------------------
@@ -275,6 +334,9 @@ def _loss_and_accuracy(logits: Array, labels: Array) -> tuple[Array, Array]:
 
 
 def _logits(params: _models.Params, x: Array, cfg: _Config) -> Array:
+  if cfg.conv is not None:
+    return _conv.conv_logits(params, x.reshape(x.shape[0], *cfg.input_shape),
+                             activation=cfg.activation)
   return _models.forward(params, x, activation=cfg.activation, residual=cfg.residual,
                          norm=cfg.norm)[0]
 
@@ -284,6 +346,23 @@ def _init_state(key: Array, sigma_w2: Array, sigma_b2: Array, learning_rate: Arr
   """One network at initialization; ``key`` is its network key."""
   scheme = cfg.init
   s_w2 = sigma_w2 if scheme.uses_sigma_w2 else None
+  params = (_init_params(key, s_w2, sigma_b2, cfg) if cfg.conv is None else
+            _conv.classifier_params(key, s_w2, sigma_b2, scheme=cfg.conv,
+                                    in_channels=cfg.input_shape[-1], width=cfg.width,
+                                    depth=cfg.depth, kernel_size=cfg.kernel_size,
+                                    spatial_dims=len(cfg.input_shape) - 1,
+                                    n_classes=cfg.n_classes, dtype=cfg.dtype))
+  tx = optimizer(cfg.optimizer, momentum=cfg.momentum, clip_norm=cfg.clip_norm)
+  return _State(params=params, opt_state=tx.init(params),
+                learning_rate=jnp.asarray(learning_rate, cfg.dtype),
+                batch_key=jax.random.fold_in(key, BATCH_STREAM),
+                r=_probes.readout(jax.random.fold_in(key, PROBE_STREAM), cfg.width, cfg.dtype),
+                diverged_step=jnp.asarray(-1, jnp.int32))
+
+
+def _init_params(key: Array, s_w2, sigma_b2: Array, cfg: _Config) -> _models.Params:
+  """The MLP's parameters with its readout (``s_w2`` None for presets)."""
+  scheme = cfg.init
   std = _models.standard_params(key, in_features=cfg.in_features, width=cfg.width,
                                 depth=cfg.depth, init=scheme, norm=cfg.norm,
                                 out_features=cfg.n_classes, dtype=cfg.dtype)
@@ -291,13 +370,7 @@ def _init_state(key: Array, sigma_w2: Array, sigma_b2: Array, learning_rate: Arr
                                           width=cfg.width, depth=cfg.depth, dtype=cfg.dtype)
   params = _models.scale_params(std, w_scale, b_scale)
   out_scale = jnp.asarray(scheme.scale(s_w2, cfg.width, cfg.n_classes), cfg.dtype)
-  params = params._replace(w_out=params.w_out * out_scale)
-  tx = optimizer(cfg.optimizer, momentum=cfg.momentum, clip_norm=cfg.clip_norm)
-  return _State(params=params, opt_state=tx.init(params),
-                learning_rate=jnp.asarray(learning_rate, cfg.dtype),
-                batch_key=jax.random.fold_in(key, BATCH_STREAM),
-                r=_probes.readout(jax.random.fold_in(key, PROBE_STREAM), cfg.width, cfg.dtype),
-                diverged_step=jnp.asarray(-1, jnp.int32))
+  return params._replace(w_out=params.w_out * out_scale)
 
 
 def _step(state: _State, t: Array, x_train: Array, y_train: Array, cfg: _Config) -> _State:
@@ -340,6 +413,8 @@ def _measure(state: _State, x_train, y_train, x_test, y_test, x_probe, y_probe,
              cfg: _Config) -> dict[str, Array]:
   """Everything recorded for one network at one step (losses and accuracies only
   without ``cfg.probes``)."""
+  if cfg.conv is not None and cfg.probes:
+    return _measure_conv(state, x_train, y_train, x_test, y_test, x_probe, y_probe, cfg)
   params = state.params
   train_loss, train_acc = _loss_and_accuracy(_logits(params, x_train, cfg), y_train)
   test_loss, test_acc = _loss_and_accuracy(_logits(params, x_test, cfg), y_test)
@@ -360,6 +435,28 @@ def _measure(state: _State, x_train, y_train, x_test, y_test, x_probe, y_probe,
   out.update(first_nonfinite=stats.first_nonfinite[0], loss_grad_w=loss_grad_w,
              layer_sigma_w2=layer_sigma_w2, weight_quantiles=weight_quantiles, **scores)
   return out
+
+
+def _measure_conv(state: _State, x_train, y_train, x_test, y_test, x_probe, y_probe,
+                  cfg: _Config) -> dict[str, Array]:
+  """What is recorded of one CNN at one step (:data:`CONV_RECORDS`)."""
+  params = state.params
+  train_loss, train_acc = _loss_and_accuracy(_logits(params, x_train, cfg), y_train)
+  test_loss, test_acc = _loss_and_accuracy(_logits(params, x_test, cfg), y_test)
+  q = _conv.conv_layer_q(params, x_probe.reshape(x_probe.shape[0], *cfg.input_shape),
+                    activation=cfg.activation)
+  grads = jax.grad(lambda p: _loss_and_accuracy(_logits(p, x_probe, cfg), y_probe)[0])(params)
+  fan_in = lambda m: m.size // m.shape[-1]     # taps x C_in
+  wq = jnp.asarray(cfg.weight_quantiles, cfg.dtype)
+  finite = jnp.isfinite(q)
+  return {"q": q, "first_nonfinite": jnp.where(jnp.all(finite), 0, jnp.argmin(finite) + 1),
+          "train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss,
+          "test_accuracy": test_acc,
+          "loss_grad_w": _per_layer(_probes.scaled_norm, grads.w_in, grads.w),
+          "layer_sigma_w2": _per_layer(lambda m: fan_in(m) * jnp.mean(jnp.square(m)),
+                                       params.w_in, params.w),
+          "weight_quantiles": _per_layer(lambda m: jnp.quantile(m.reshape(-1), wq),
+                                         params.w_in, params.w)}
 
 
 def _singular_values(state: _State, cfg: _Config) -> dict[str, Array]:
@@ -434,7 +531,8 @@ def _chunk_program(key: Array, cfg: _Config, settings: np.ndarray, n_seeds: int,
       record = jax.device_get(_measure_chunk(
           state, split.x_train, split.y_train, split.x_test, split.y_test, x_probe, y_probe,
           cfg=cfg))
-      if cfg.probes:
+      # a kernel's singular values are per spatial frequency: not recorded for a CNN
+      if cfg.probes and cfg.conv is None:
         record.update(jax.device_get(_singular_values_chunk(state, cfg=cfg)))
       records.append(record)
     out = {k: np.stack([r[k] for r in records], axis=1) for k in records[0]}
@@ -446,6 +544,8 @@ def _chunk_program(key: Array, cfg: _Config, settings: np.ndarray, n_seeds: int,
 
 def _network_bytes(cfg: _Config, n_eval: int, probe_size: int) -> int:
   """A rough count of the bytes one network holds while trained and measured."""
+  if cfg.conv is not None:
+    return _conv_bytes(cfg, n_eval, probe_size)
   n, depth = cfg.width, cfg.depth
   n_params = cfg.in_features * n + (depth - 1) * n * n + n * cfg.n_classes + 3 * depth * n
   slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer]
@@ -453,6 +553,19 @@ def _network_bytes(cfg: _Config, n_eval: int, probe_size: int) -> int:
            + 10 * depth * n * max(cfg.batch_size, probe_size)   # saved activations (probes)
            + 4 * n_eval * max(n, cfg.in_features)               # evaluation on a split
            + 4 * n * n)                                         # an SVD's workspace
+  return words * np.dtype(cfg.dtype).itemsize
+
+
+def _conv_bytes(cfg: _Config, n_eval: int, probe_size: int) -> int:
+  """:func:`_network_bytes` of a CNN: ``P`` positions, ``T`` taps, ``C`` channels."""
+  c, depth = cfg.width, cfg.depth
+  positions = int(np.prod(cfg.input_shape[:-1]))
+  taps = cfg.kernel_size ** (len(cfg.input_shape) - 1)
+  n_params = taps * c * (cfg.input_shape[-1] + (depth - 1) * c) + c * cfg.n_classes + depth * c
+  slots = {"sgd": 0, "momentum": 1, "adam": 2}[cfg.optimizer]
+  words = (n_params * (3 + slots)
+           + 4 * depth * positions * c * max(cfg.batch_size, probe_size)   # saved activations
+           + 2 * (taps + 2) * n_eval * positions * c)                       # one layer of a split
   return words * np.dtype(cfg.dtype).itemsize
 
 
@@ -484,7 +597,9 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
           sv_quantile: Sequence[float] = SV_QUANTILES, probes: bool = True,
           chunk_size: int | None = None,
           memory_budget: int = DEFAULT_MEMORY_BUDGET, store: str | os.PathLike | None = None,
-          progress: bool = True, dtype=None, devices: _devices.Devices = None) -> xr.Dataset:
+          progress: bool = True, dtype=None, devices: _devices.Devices = None,
+          architecture: str = "mlp", kernel_size: int = 3,
+          input_shape: Sequence[int] | None = None) -> xr.Dataset:
   """Trains a grid of networks x seeds with optax, recording per-layer probes over time.
 
   Any of ``activation``, ``init``, ``width``, ``depth``, ``sigma_w2``,
@@ -554,6 +669,22 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
       ``chunk_size`` is a multiple of ``n`` (the default is) the results are
       bitwise those of a one-device run with ``chunk_size / n``. One host
       only: the training loop reads back to the host between its programs.
+    architecture: ``"mlp"`` (default) or ``"conv"``: the circular CNN of
+      :mod:`empirical.conv` (Xiao et al. 2018) with ``width`` channels, each
+      input reshaped to ``input_shape`` and ``phi(h^L)`` averaged over the
+      positions before the linear readout (:func:`empirical.conv.conv_logits`).
+      ``init`` then names kernel schemes (:func:`empirical.conv.kernel_init_names`:
+      ``"gaussian"`` over all taps, ``"delta_orthogonal"``, ...), the
+      readout is the matrix scheme's as for the MLP, and a record holds
+      ``q`` (over positions too), ``loss_grad_w``, ``layer_sigma_w2``,
+      ``weight_quantiles`` of the whole kernel, no other probes and no
+      singular values. No ``residual`` or ``norm``.
+    kernel_size: odd taps per spatial axis of a CNN (``k x k`` in 2-D).
+    input_shape: a CNN's ``(*spatial, channels)`` per example, its product
+      the data's ``n_features``; default: ``(8, 8, 1)`` for ``"digits"`` and
+      ``(28, 28, 1)`` for flat MNIST-style data (the images), a loaded
+      image shape with one channel appended, else ``(n_features, 1)``. E.g.
+      ``(8, 8)`` runs a 1-D CNN over the digits' rows with 8 channels.
 
   Returns:
     An ``xarray.Dataset`` with dims, in order, the swept ones of
@@ -576,6 +707,12 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
     Each variable has a ``description`` attribute; the Dataset's attributes
     record the data set, optimizer and architecture. Save with ``ds.to_netcdf``.
 
+  Example (a 2-D CNN on the 8x8 digits, Xiao et al.'s critical point)::
+
+    ds = empirical.train(key, architecture="conv", init=["delta_orthogonal", "gaussian"],
+                         depth=50, width=16, sigma_w2=1.05, sigma_b2=2.01e-5,
+                         optimizer="adam", learning_rate=3e-4, n_steps=300)
+
   Raises:
     ValueError: before any work, for a bad argument (unknown optimizer,
       activation or init, a negative learning rate or variance, a missing
@@ -583,10 +720,15 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
       non-finite inputs or mismatched lengths, ...), naming it, its value and
       what is allowed.
   """
-  grid = _grid.network_grid(key=key, activation=activation, init=init, width=width,
-                            depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
-                            sigma_b2=sigma_b2, residual=residual, norm=norm, verb="train",
-                            store=store)
+  conv = _check_conv(architecture, residual=residual, norm=norm, kernel_size=kernel_size)
+  grid_args = dict(key=key, activation=activation, init=init, width=width, depth=depth,
+                   n_seeds=n_seeds, sigma_w2=sigma_w2, sigma_b2=sigma_b2, verb="train",
+                   store=store)
+  kernels = None
+  if conv:
+    grid, kernels = _conv.kernel_grid(**grid_args)
+  else:
+    grid = _grid.network_grid(**grid_args, residual=residual, norm=norm)
   opts = _options(learning_rate=learning_rate, optimizer=optimizer, momentum=momentum,
                   clip_norm=clip_norm, n_steps=n_steps, batch_size=batch_size,
                   record_every=record_every, record_steps=record_steps,
@@ -600,9 +742,12 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
   if devices is None:   # every device of this host (of all hosts under jax.distributed)
     devs = tuple(d for d in devs if d in jax.local_devices())
   devs = _devices.check_local(devs)
-  split = _resolve_data(data, dtype)
+  split, loaded_shape = _resolve_data(data, dtype)
+  arch = (dict(kernels=kernels, kernel_size=kernel_size,
+               input_shape=_input_shape(input_shape, loaded_shape, split)) if conv else None)
   opts = _with_probe_size(opts, split)
-  configs = _configs(grid, split, residual=residual, norm=norm, opts=opts, dtype=dtype)
+  configs = _configs(grid, split, residual=residual, norm=norm, opts=opts, dtype=dtype,
+                     arch=arch)
   n_eval = max(split.n_train, split.n_test)
   for *_, cfg in configs:
     engine.check_fits(
@@ -612,7 +757,7 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
         cfg.depth, memory_budget, width=cfg.width)
   run = functools.partial(_run_config, key=key, grid=grid, split=split, opts=opts,
                           spec=_spec(grid, split, opts, residual=residual, norm=norm,
-                                     dtype=dtype),
+                                     dtype=dtype, arch=arch),
                           chunk_size=chunk_size, memory_budget=memory_budget, devs=devs)
   n_items = len(grid.sigma_w2) * len(grid.sigma_b2) * len(opts.rates) * grid.n_seeds
   results = engine.run_configs(configs, run, total=len(configs) * n_items, desc="train",
@@ -620,7 +765,8 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
   swept = engine.swept(SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2,
                                learning_rate))
   return _dataset(results, grid, opts, swept,
-                  _attrs(grid, split, opts, residual=residual, norm=norm, dtype=dtype))
+                  _attrs(grid, split, opts, residual=residual, norm=norm, dtype=dtype,
+                         arch=arch), conv=conv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -671,14 +817,17 @@ def _with_probe_size(opts: _Options, split: _data.DataSplit) -> _Options:
   return dataclasses.replace(opts, probe_size=probe_size)
 
 
-def _configs(grid, split, *, residual, norm, opts: _Options, dtype) -> list:
+def _configs(grid, split, *, residual, norm, opts: _Options, dtype, arch=None) -> list:
   """``(activation index, init index, _Config)`` of every discrete combination."""
+  conv = {} if arch is None else dict(kernel_size=arch["kernel_size"],
+                                      input_shape=arch["input_shape"])
   return [(a, s, _Config(
       activation=grid.activations[a], init=grid.inits[s], width=w, depth=d,
       in_features=split.n_features, n_classes=split.n_classes, residual=residual, norm=norm,
       optimizer=opts.optimizer, momentum=opts.momentum, clip_norm=opts.clip_norm,
       batch_size=opts.batch_size, weight_quantiles=opts.weight_quantiles,
-      sv_quantiles=opts.sv_quantiles, dtype=dtype, probes=opts.probes))
+      sv_quantiles=opts.sv_quantiles, dtype=dtype, probes=opts.probes,
+      conv=None if arch is None else arch["kernels"][s], **conv))
       for a, s, w, d in itertools.product(range(len(grid.activations)), range(len(grid.inits)),
                                           grid.widths, grid.depths)]
 
@@ -692,8 +841,10 @@ def _settings(grid, opts: _Options) -> np.ndarray:
   return settings
 
 
-def _spec(grid, split, opts: _Options, *, residual, norm, dtype) -> dict:
-  return {**engine.base_spec(grid, dtype), "format": _FORMAT, "learning_rate": opts.rates,
+def _spec(grid, split, opts: _Options, *, residual, norm, dtype, arch=None) -> dict:
+  conv = {} if arch is None else {"architecture": "conv", "kernel_size": arch["kernel_size"],
+                                  "input_shape": list(arch["input_shape"])}
+  return {**conv, **engine.base_spec(grid, dtype), "format": _FORMAT, "learning_rate": opts.rates,
           "residual": residual, "norm": norm, "optimizer": opts.optimizer,
           "momentum": opts.momentum, "clip_norm": opts.clip_norm, "steps": list(opts.steps),
           "batch_size": opts.batch_size, "probe_size": opts.probe_size,
@@ -723,7 +874,16 @@ def _run_config(k, config, bar, *, key, grid, split, opts, spec, chunk_size, mem
   return _pad_layers(out, cfg.depth, max(grid.depths))
 
 
-def _attrs(grid, split, opts: _Options, *, residual, norm, dtype) -> dict:
+def _attrs(grid, split, opts: _Options, *, residual, norm, dtype, arch=None) -> dict:
+  conv = {} if arch is None else {
+      "kernel_size": arch["kernel_size"], "input_shape": list(arch["input_shape"]),
+      "loss": "mean softmax cross-entropy of a linear readout of the positions' mean of "
+              "phi(h^L) (empirical.conv.conv_logits)"}
+  return {"architecture": "mlp" if arch is None else "conv", **_common_attrs(
+      grid, split, opts, residual=residual, norm=norm, dtype=dtype), **conv}
+
+
+def _common_attrs(grid, split, opts: _Options, *, residual, norm, dtype) -> dict:
   return {
       "data": split.name, "n_train": split.n_train, "n_test": split.n_test,
       "n_features": split.n_features, "n_classes": split.n_classes,
@@ -755,11 +915,11 @@ def _pad_layers(out: dict[str, np.ndarray], depth: int, max_depth: int) -> dict[
   return padded
 
 
-def _dataset(results, grid, opts: _Options, swept, attrs) -> xr.Dataset:
+def _dataset(results, grid, opts: _Options, swept, attrs, conv: bool = False) -> xr.Dataset:
   """The training run's result schema: records over (grid, seed, step[, layer[, quantile]])."""
   axes = {**grid.axes(), "learning_rate": opts.rates}
   lengths = [len(v) for v in axes.values()] + [grid.n_seeds]
-  docs = {**_probes.STAT_DOCS, **RECORD_DOCS}
+  docs = {**_probes.STAT_DOCS, **RECORD_DOCS, **(CONV_DOCS if conv else {})}
   data_vars = {}
   for name in results[0]:
     full = engine.stack(results, name, lengths)   # (*grid, seed, step, ...)

@@ -58,16 +58,17 @@ def test_covariance_modes_and_gradients_against_theory(x64, init):
   # plus 1e-12 for rounding: with an orthogonal first layer some entries have no spread at all
   # (x W W^T x^T / C is exact), and then agree to rounding only
   tol = lambda a: 4.5 * np.std(a, axis=0, ddof=1) / np.sqrt(seeds) + 1e-12
-  q_emp = np.asarray(s.q)
+  assert s.q.dims == ("seed", "layer") and s.covariance.dims[-2:] == ("position", "position_b")
+  q_emp = s.q.values
   q_th = np.asarray(th.q).mean(-1)
   np.testing.assert_allclose(np.asarray(th.q), np.broadcast_to(q_th[:, None], (depth, n)), rtol=1e-12)
   assert np.all(np.abs(q_emp.mean(0) - q_th) <= tol(q_emp))
   # per-mode covariances: real parts of the diagonal Fourier modes at lags 1 and 2
-  modes_emp = np.asarray(conv.spatial_modes(s.covariance))[..., :, 1:3].real
+  modes_emp = np.asarray(conv.spatial_modes(s.covariance.values))[..., :, 1:3].real
   modes_th = np.asarray(meanfield.spatial_modes(th.covariance))[..., :, 1:3].real
   assert np.all(np.abs(modes_emp.mean(0) - modes_th) <= tol(modes_emp))
   # gradients: |dL/dh^l|^2 = |dL/dh^{l+1}|^2 sigma_w2 E[phi'(h^l)^2] (chi_1 at q^l) on average
-  g2 = np.asarray(s.grad_h) ** 2
+  g2 = s.grad_h.values ** 2
   ratio = g2[:, :-1].mean(0) / g2[:, 1:].mean(0)
   chi = np.asarray(meanfield.chi_1(sigma_w2=sw, sigma_b2=sb, activation="erf",
                                    q=np.asarray(th.q).mean(-1)[:-1]))
@@ -87,3 +88,35 @@ def test_delta_orthogonal_jacobian_is_orthogonal_mlp_per_position(x64):
                                    spatial_size=4, depth=6, kernel_size=3, init="gaussian",
                                    sigma_w2=1.0, n_seeds=1)
   assert float(sv_g.max() / sv_g.min()) > 10
+
+
+def test_sweep_grid_chunks_and_store_resume(tmp_path):
+  # The engine's contract for conv_sweep: a list makes a dimension (layers beyond a depth are
+  # nan); each network comes from its own key, so an item of a padded chunk of 4 equals the
+  # same network measured alone; a store written by one run is read back bitwise, and a
+  # different computation refuses it.
+  x = jax.random.normal(jax.random.key(1), (6, 2))
+  args = dict(width=8, depth=[2, 3], init="delta_orthogonal", sigma_w2=[1.0, 2.0],
+              sigma_b2=0.1, n_seeds=3, chunk_size=4, store=str(tmp_path / "store"))
+  ds = conv.conv_sweep(jax.random.key(0), x, **args)
+  assert ds.q.dims == ("depth", "sigma_w2", "seed", "layer")
+  assert np.all(np.isnan(ds.q.sel(depth=2, layer=3))) and not np.any(np.isnan(ds.q.sel(depth=3)))
+  k = jax.random.fold_in(jax.random.key(0), 1)                   # seed 1
+  alone = conv.conv_measure(
+      conv.conv_params(jax.random.fold_in(k, 0), in_channels=2, width=8, depth=3,
+                       kernel_size=3, init="delta_orthogonal", sigma_w2=2.0, sigma_b2=0.1,
+                       dtype=x.dtype),
+      x, _unit_readout(jax.random.fold_in(k, 1), 8))
+  item = ds.sel(depth=3, sigma_w2=2.0, seed=1)                   # item 4: the second chunk
+  for name in ("covariance", "q", "grad_h"):                     # float32 rounding only
+    np.testing.assert_allclose(item[name].values, getattr(alone, name), rtol=1e-5, atol=1e-7)
+  again = conv.conv_sweep(jax.random.key(0), x, **args)
+  for name in ("covariance", "q", "grad_h"):
+    np.testing.assert_array_equal(again[name].values, ds[name].values)
+  with pytest.raises(ValueError, match="different computation"):
+    conv.conv_sweep(jax.random.key(0), x, **{**args, "sigma_b2": 0.2})
+
+
+def _unit_readout(key, width):
+  r = jax.random.normal(key, (6, width))
+  return r / jnp.linalg.norm(r)
