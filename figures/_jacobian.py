@@ -20,6 +20,8 @@ depth (``gamma`` falls); derivation and checks in docs/jacobian_edge.md.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 import xarray as xr
@@ -57,6 +59,7 @@ def settings(paper: bool) -> dict:
   return dict(width=64, n_seeds=256, depths=(1, 2, 4, 8, 16, 32))
 
 
+@functools.cache
 def sigma_w2(name: str) -> float:
   activation, value, sigma_b2, _ = CASES[name]
   if value is None:

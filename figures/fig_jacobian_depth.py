@@ -62,8 +62,9 @@ import meanfield
 from figures import _common
 from figures import _jacobian
 
-#: Measured: ``--only jacobian_depth`` alone under load from other jobs; see the report.
-SECONDS = 35
+#: Measured first (as in ``python -m figures``; its networks are then reused by
+#: ``jacobian_spectra``): 59 s wall, ~42 s CPU, under load (load average ~6.5 on 2 cores).
+SECONDS = 40
 WEIGHTS = _jacobian.WEIGHTS
 CASES = ("tanh", "relu")
 LINESTYLES = {"orthogonal": "-", "gaussian": "--"}

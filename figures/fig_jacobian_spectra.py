@@ -49,8 +49,10 @@ from figures import _common
 from figures import _jacobian
 import meanfield
 
-#: Measured: ``--only jacobian_spectra`` alone under load from other jobs; see the report.
-SECONDS = 45
+#: Run after ``jacobian_depth`` (as in ``python -m figures``, which shares the tanh and ReLU
+#: networks): 44 s wall, ~30 s CPU, measured under load (load average ~6.5 on 2 cores);
+#: alone, without the shared networks, about 65 s CPU.
+SECONDS = 30
 DEPTHS = (2, 8, 32)
 WEIGHTS = _jacobian.WEIGHTS
 CASES = tuple(_jacobian.CASES)
@@ -59,7 +61,7 @@ OUTPUTS = tuple(f"jacobian_spectra_{name}" for name in CASES)
 LOG10_MIN = -10.0          # the axes start no lower than this, in log10 sigma
 QUANTILE = 1e-3            # ... and at the networks' 0.1% quantile of their nonzero sigma
 SHOW_BELOW = 5e-3          # write the mass below the axis where it is above this
-N_LOG = 160                # theory points, log-spaced across the panel
+N_LOG = 120                # theory points, log-spaced across the panel
 EDGE_DELTA = np.geomspace(1e-4, 0.3, 32)   # and at lambda_max (1 - delta) near the edge
 BINS = 60
 ZERO = 1e-14               # a singular value below this times the network's largest is a zero
@@ -172,9 +174,9 @@ def _point_mass(ax, sv, th, *, depth, weights, color):
   """A spectrum that is one atom (linear, orthogonal): a vertical line, and what the networks did."""
   loc = np.sqrt(float(th["atom_lambda"]))
   spread = float(np.max(np.abs(sv / loc - 1)))
-  ax.axvline(np.log10(loc), color="k", lw=1.6, label="theory: point mass (exact)")
-  ax.plot(np.log10(sv), np.full(sv.size, 0.5), ls="none", marker="|", ms=40, color=color,
-          alpha=0.5)
+  # The networks' singular values as a wide bar (they coincide to 1e-15), the theory on top.
+  ax.vlines(np.log10(sv), 0, 0.6, color=color, lw=8, alpha=0.6)
+  ax.axvline(np.log10(loc), color="k", lw=1.4, label="theory: point mass (exact)")
   ax.text(0.03, 0.97,
           f"theory (exact): all mass {float(th['atom_mass']):.0f}\nat $\\sigma = {loc:.3g}$ "
           f"($J$ orthogonal)\nnetworks: every $\\sigma$ has\n"
@@ -182,7 +184,6 @@ def _point_mass(ax, sv, th, *, depth, weights, color):
   ax.set_xlim(-1, 1)
   ax.set_ylim(0, 1)
   ax.set_yticks([])
-  ax.set_ylabel("point mass")
   ax.set_title(f"{weights}, $L = {depth}$")
   return dict(left=-1.0, below_theory=0.0, below_networks=float(np.mean(sv < 0.1)),
               edge=loc, expected=loc, sigma_max_mean=float(sv.max()), zeros=0.0)
@@ -199,8 +200,9 @@ def _figure(name, ds, theory, *, width, n_seeds):
           ax, ds.singular_values.sel(init=weights, depth=depth).values, theory[weights, depth],
           depth=depth, weights=weights, color=color, width=width)
       ax.set_xlabel(r"$\log_{10} \sigma$ (singular value of $J$)")
-      if j == 0 and float(theory[weights, depth]["atom_mass"]) < 0.99:
-        ax.set_ylabel(r"density per unit $\log_{10}\sigma$")
+      if j == 0:
+        ax.set_ylabel(r"density per unit $\log_{10}\sigma$"
+                      if float(theory[weights, depth]["atom_mass"]) < 0.99 else "point mass")
   handles = {}
   for ax in axes.ravel():
     for h, lab in zip(*ax.get_legend_handles_labels()):
