@@ -207,7 +207,8 @@ def _gradients(act: Activation, q: np.ndarray, chi: np.ndarray, layers: np.ndarr
   (``shape``); ``in_sq``: ``|x|^2``; ``keep_prob``: ``p``, which scales the squared
   layer input ``|m phi / p|^2`` of layers ``>= 2`` by ``1/p``.
   """
-  m2, d2 = _moments(act, q)
+  with jax.enable_x64(True):                                # float64, as the forward
+    m2, d2 = _moments(act, q)
   d = depth[..., None]
   ell = np.broadcast_to(layers, q.shape)
   top = np.take_along_axis(d2, np.broadcast_to(d - 1, q.shape[:-1] + (1,)), axis=-1)
