@@ -70,13 +70,24 @@ the same ``q_input`` (first-layer correction above included: layer 1 is
 affine in the input in every variant), ``c_input``, ``depth``, ``sigma_w2``
 and ``sigma_b2``, and the sweep's ``residual``, ``norm`` and ``keep_prob``
 (``ds.attrs``). ``chi_1`` is then that function's per-layer gradient factor.
-What is not derived here for a variant is nan: ``grad_h`` and ``grad_w``
-(the backward recursion above is the plain MLP's; a residual network's
-gradients also flow through the skip, LayerNorm's Jacobian divides by
-``sqrt(q)``, dropout's masks enter the layer inputs) and the finite-width
-band ``q_lo``, ``q_median``, ``q_hi`` (:mod:`meanfield.finite_width` is for
-plain MLPs). BatchNorm couples the inputs of a batch and has no two-input
-map: a ``norm="batch"`` sweep raises ``ValueError``.
+
+Dropout alone (``keep_prob = p < 1``, no skip, no LayerNorm): the masks are
+fixed while differentiating, so ``delta^l = phi'(h^l) * (m^{l+1} / p) *
+((W^{l+1})^T delta^{l+1})`` for ``l < L`` and ``E[(m/p)^2] = 1/p``: the backward
+recursion above holds with ``chi^l = (sigma_w2 / p) E[phi'(sqrt(q^l) z)^2]``
+(:func:`meanfield.dropout_propagate`'s ``chi_1``, at dropout's own ``q^l``);
+the top ``E[phi'^2](q^L)`` is unchanged (``a^L`` is not dropped); and the
+weight gradient's input is the dropped ``m^l phi(h^{l-1}) / p`` for ``l >=
+2``, of squared norm ``N E[phi(sqrt(q^{l-1}) z)^2] / p``. Derivation:
+docs/architectures.md, "Dropout's gradient norms".
+
+What is not derived here for a variant is nan: ``grad_h`` and ``grad_w`` of
+residual and LayerNorm networks, with or without dropout (a residual
+network's gradients also flow through the skip, LayerNorm's Jacobian
+divides by ``sqrt(q)``), and the finite-width band ``q_lo``, ``q_median``,
+``q_hi`` of every variant (:mod:`meanfield.finite_width` is for plain MLPs).
+BatchNorm couples the inputs of a batch and has no two-input map: a
+``norm="batch"`` sweep raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -185,6 +196,31 @@ def _variant_theory(propagate: Callable, net: meanfield.Network, act: Activation
           "q_median": nan, "q_hi": nan}
 
 
+def _gradients(act: Activation, q: np.ndarray, chi: np.ndarray, layers: np.ndarray,
+               depth: np.ndarray, width: np.ndarray, in_sq: float, keep_prob: float
+               ) -> tuple[np.ndarray, np.ndarray]:
+  """``(grad_h^2, grad_w^2)``, ``shape + (n_layers,)`` (float64), of an MLP without skip or
+  LayerNorm, dropout included (module docstring).
+
+  ``q``, ``chi``: per layer ``layers`` (``chi`` the factor of ``|delta^l|^2 /
+  |delta^{l+1}|^2``, with dropout's ``1/p``); ``depth``, ``width``: per network
+  (``shape``); ``in_sq``: ``|x|^2``; ``keep_prob``: ``p``, which scales the squared
+  layer input ``|m phi / p|^2`` of layers ``>= 2`` by ``1/p``.
+  """
+  with jax.enable_x64(True):                                # float64, as the forward
+    m2, d2 = _moments(act, q)
+  d = depth[..., None]
+  ell = np.broadcast_to(layers, q.shape)
+  top = np.take_along_axis(d2, np.broadcast_to(d - 1, q.shape[:-1] + (1,)), axis=-1)
+  factors = np.where(ell < d, chi, 1.0)                     # chi^k for k = l..d-1
+  tail = np.flip(np.cumprod(np.flip(factors, -1), -1), -1)  # prod_{k >= l} factors
+  grad_h2 = top * tail
+  n_units = width[..., None].astype(np.float64)
+  prev_sq = np.concatenate([np.full(q.shape[:-1] + (1,), in_sq),
+                            (n_units * m2 / keep_prob)[..., :-1]], -1)
+  return grad_h2, prev_sq * grad_h2
+
+
 def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = None
            ) -> xr.Dataset:
   """Mean-field predictions on the coordinates of a sweep's Dataset.
@@ -212,7 +248,8 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
     nan. ``q_input`` and ``c_input`` are those measured in ``ds``. Also
     ``q_lo``, ``q_median``, ``q_hi``: the finite-width band (module
     docstring). For a variant, ``chi_1`` is its own per-layer gradient
-    factor, and ``grad_h``, ``grad_w`` and the band are nan (not derived).
+    factor, and the band is nan (not derived); so are ``grad_h`` and
+    ``grad_w``, except for dropout alone (module docstring).
 
   Raises:
     ValueError: a BatchNorm sweep; a custom activation ``ds`` cannot name.
@@ -231,6 +268,7 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
   dims = list(s.dims)
   iid = xr.broadcast(_iid(ds), s)[0].transpose(*dims)
   c_input = 0.0 if np.isnan(c_in) else min(1.0, max(-1.0, c_in))
+  in_sq = ds.attrs["in_features"] * q_in                    # |x|^2, the input of layer 1
 
   acts = [nets.isel({d: 0 for d in nets.dims if d != "activation"}).values.flat[i].phi
           for i in range(ds.sizes.get("activation", 1))]
@@ -238,8 +276,13 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
                                "q_hi")}
   for act in acts:
     if variant is not None:
-      for name, v in _variant_theory(variant, net, act, q_eff.values, c_input, s.values,
-                                     sb2.values, n_layers).items():
+      th = _variant_theory(variant, net, act, q_eff.values, c_input, s.values, sb2.values,
+                           n_layers)
+      if not net.residual and net.norm is None:            # dropout alone: gradients derived
+        grad_h2, grad_w2 = _gradients(act, th["q"], th["chi_1"], layers, depth.values,
+                                      width.values, in_sq, net.keep_prob)
+        th["grad_h"], th["grad_w"] = np.sqrt(grad_h2), np.sqrt(grad_w2)
+      for name, v in th.items():
         out[name].append(np.where(layers <= depth.values[..., None], v, np.nan))
       if np.isnan(c_in):
         out["c"][-1] = np.full_like(out["c"][-1], np.nan)
@@ -248,20 +291,10 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
       prop = meanfield.propagate(q_input=q_eff.values, c_input=c_input, depth=n_layers,
                                  sigma_w2=s.values, sigma_b2=sb2.values, activation=act)
       q, c, chi = (np.asarray(v, np.float64) for v in prop)
-      m2, d2 = _moments(act, q)
     if np.isnan(c_in):
       c = np.full_like(c, np.nan)
-    d = depth.values[..., None]                               # each network's depth
-    inside = layers <= d
-    ell = np.broadcast_to(layers, q.shape)
-    top = np.take_along_axis(d2, np.broadcast_to(d - 1, q.shape[:-1] + (1,)), axis=-1)
-    factors = np.where(ell < d, chi, 1.0)                     # chi^k for k = l..d-1
-    tail = np.flip(np.cumprod(np.flip(factors, -1), -1), -1)  # prod_{k >= l} factors
-    grad_h2 = top * tail
-    n_units = width.values[..., None].astype(np.float64)
-    prev_sq = np.concatenate([np.full(q.shape[:-1] + (1,), ds.attrs["in_features"] * q_in),
-                              (n_units * m2)[..., :-1]], -1)
-    grad_w2 = prev_sq * grad_h2
+    inside = layers <= depth.values[..., None]                # each network's depth
+    grad_h2, grad_w2 = _gradients(act, q, chi, layers, depth.values, width.values, in_sq, 1.0)
     band = _q_band(act, q_eff.values, s.values, sb2.values, width.values, iid.values, n_layers,
                    n_inputs=int(ds.attrs["n_inputs"]), c_input=c_input)
     for name, v in (("q", q), ("c", c), ("chi_1", chi), ("grad_h", np.sqrt(grad_h2)),
@@ -279,8 +312,13 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
   order = [d for d in ds.q.dims if d != "seed"]
   th = th.transpose(*order)
   th["q_input"], th["c_input"] = ds.q_input, ds.c_input
-  source = ("meanfield.propagate (forward); chi_1 products (backward), see empirical.overlay"
-            if variant is None else f"meanfield.{variant.__name__} (forward and chi_1); "
-            "grad_h, grad_w and the finite-width band not derived (nan), see empirical.overlay")
+  if variant is None:
+    source = "meanfield.propagate (forward); chi_1 products (backward), see empirical.overlay"
+  elif not net.residual and net.norm is None:
+    source = (f"meanfield.{variant.__name__} (forward and chi_1); chi_1 products (backward); "
+              "the finite-width band not derived (nan), see empirical.overlay")
+  else:
+    source = (f"meanfield.{variant.__name__} (forward and chi_1); grad_h, grad_w and the "
+              "finite-width band not derived (nan), see empirical.overlay")
   th.attrs = {"source": source, **ds.attrs}
   return th

@@ -11,15 +11,17 @@ of variance 0.1 at every step), loss ``r . h_T`` at the last step.
   Theory ``prod chi_1(q_s)`` (lines): the *mean* is the same for both laws
   at infinite width, and it vanishes or explodes exponentially off
   criticality whatever the law. Orthogonal networks follow it over all 60
-  steps; Gaussian ones leave it once ``k`` is well above ``sqrt(N)`` (about
-  11 here): in the ordered phase their gradient decays more slowly than
-  ``chi_1^k``. That is a finite-width effect of *tying*: the powers of one
-  non-normal Gaussian matrix are dominated, after about ``sqrt(N)`` steps, by
-  its eigenvalues beyond the circular law's edge (its spectral radius
-  exceeds ``sqrt(sigma_w2)`` by ``O(N^{-1/2})``); an orthogonal ``W`` has every
-  eigenvalue on that circle exactly. (The rise at the largest ``k`` is the
+  steps; the mean of these few Gaussian ones leaves it after a few tens of
+  steps: in the ordered phase it decays more slowly than ``chi_1^k``,
+  carried by the networks whose gradient decays slowest (at this width
+  partly those whose ``W`` has the largest spectral radius). That is a
+  finite-width effect of *tying*; how its lag scales with the width
+  (0.3-0.7 ``N`` for this network, about ``2 sqrt(N)`` for a linear one) is
+  measured in docs/rnn.md. (The rise at the largest ``k`` is the
   first steps from ``h_0 = 0``, where ``q_t`` is small and ``chi_1(q_t)``
-  large.)
+  large. At criticality these 6 Gaussian networks' mean falls to about half
+  the law beyond ``k`` of about 35: not examined further; one network's
+  gradient spreads about the law by a factor ``e`` at ``k`` of about ``N/4``.)
 - Right: at criticality, the spread of the squared singular values of the
   time-step Jacobian ``dh_T/dh_{T-k}``, ``Var[lambda] / E[lambda]^2``: theory
   ``k (mu_2/mu_1^2 - 1 - s_1)`` (lines; Gaussian ``s_1 = -1``, orthogonal 0;
@@ -45,6 +47,11 @@ import xarray as xr
 import empirical
 import meanfield
 from figures import _common
+
+#: Default run time in seconds: 27 s of CPU time (45 s wall, measured under load, load
+#: average 8 on the 2-core machine); compile-bound (width 32 with 2 networks costs nearly
+#: as much).
+SECONDS = 28
 
 INITS = ("gaussian", "orthogonal")
 SIGMA_U2, SIGMA_B2, Q_INPUT = 0.1, 0.0, 1.0

@@ -349,8 +349,9 @@ def rnn_jacobian_moments(*, activation: Any, sigma_w2: ArrayLike, sigma_b2: Arra
   weight_law(init)
   _checks.check("sigma_w2", sigma_w2, lambda s: s > 0, "> 0 (a variance)")
   sigma_w2, sigma_u2, sigma_b2, q_input = _inputs(sigma_w2, sigma_u2, sigma_b2, q_input)
-  qs = rnn_fixed_point(activation=act, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
-                       sigma_u2=sigma_u2, q_input=q_input).q_star
+  # rnn_fixed_point's q*: the feed-forward q* at the input's bias (its c* is not needed here,
+  # and its bisection costs most of a compile)
+  qs = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_u2 * q_input + sigma_b2, activation=act)
   sw2 = jnp.asarray(sigma_w2, qs.dtype)
   sw2 = jnp.broadcast_to(sw2, jnp.broadcast_shapes(sw2.shape, qs.shape))[..., None]
   lags = np.arange(1, steps + 1, dtype=np.dtype(qs.dtype)).reshape((1,) * qs.ndim + (steps,))

@@ -124,3 +124,40 @@ def test_two_time_steps_correlation_is_what_tying_changes():
     assert abs(mean - theory) < 4.5 * se, (tied, mean, theory, se)
     assert abs(mean - other) > 4.5 * se, (tied, mean, other, se)    # the test can tell them apart
     assert np.isnan(stats.c_time[:, 0]).all()
+
+
+def _log_spread(width, steps, seeds=64):
+  """Per network ``log R_k``, ``R_k = |dL/dh_{T-k}|^2`` over ``prod chi_1`` (``(seeds, steps)``,
+  index k), for the ordered tanh RNN of docs/rnn.md ("When the gradient leaves chi_1^k")."""
+  sw2 = 0.8 * float(meanfield.critical_sigma_w2(activation="tanh", sigma_b2=0.1))
+  hyper = dict(activation="tanh", sigma_w2=sw2, sigma_b2=0.0, sigma_u2=0.1, q_input=1.0,
+               steps=steps)
+  stats = rnn.rnn_statistics(key=jax.random.key(11), width=width, seeds=seeds, **hyper)
+  theory = meanfield.rnn_propagate(**hyper)
+  return np.log(np.asarray(stats.grad_h2, np.float64)[:, ::-1]
+                / np.asarray(theory.grad_h2, np.float64)[::-1])
+
+
+def _sd_and_se(x):
+  """Standard deviation over networks and its standard error, ``sd sqrt((kurtosis - 1) / 4n)``
+  (the delta method on the variance, with the sample's own kurtosis: no normality assumed)."""
+  n, sd = len(x), np.std(x, ddof=1)
+  kurtosis = np.mean((x - x.mean()) ** 4) / np.var(x) ** 2
+  return sd, sd * np.sqrt((kurtosis - 1) / (4 * n))
+
+
+@pytest.mark.slow
+def test_tied_gradient_spread_scales_with_lag_over_width():
+  # docs/rnn.md: one network's log gradient spreads about chi_1^k like a random walk of
+  # variance ~ k / N. At width 256, k = N/4 = 4 sqrt(N) = 64: the spread there equals
+  # width 32's at k = N/4 = 8, and is well below width 32's at k = 4 sqrt(N) = 23 (a
+  # sqrt(N) law would make those two equal; the k/N law makes them differ by sqrt(2.9)).
+  # Independent networks at each width: the two sds are independent estimates.
+  # Lags up to T - 15, clear of the first steps from h_0 = 0 (T = 20 + 8 sqrt(N)); many
+  # networks, since a few extreme ones carry much of the sd (kurtosis about 3-7 here).
+  narrow, wide = _log_spread(32, 65, seeds=512), _log_spread(256, 148, seeds=256)
+  s2, e2 = _sd_and_se(wide[:, 64])
+  s1, e1 = _sd_and_se(narrow[:, 8])
+  assert abs(s1 - s2) < 5 * np.hypot(e1, e2), (s1, e1, s2, e2)
+  s1, e1 = _sd_and_se(narrow[:, 23])
+  assert s1 - s2 > 5 * np.hypot(e1, e2), (s1, e1, s2, e2)

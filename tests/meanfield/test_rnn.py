@@ -109,6 +109,18 @@ def test_jacobian_moments_linear(x64):
     np.testing.assert_allclose(m.variance, variance, rtol=1e-12, atol=1e-14)
 
 
+def test_jacobian_moments_at_the_rnn_fixed_point(x64):
+  # m_1 = chi_1(q*)^k at the RNN's own q* (the input acting as a bias), for tanh,
+  # whose chi_1 depends on q: a q* at the wrong bias would fail.
+  k = np.arange(1, 5)
+  kw = dict(activation="tanh", sigma_w2=1.7, sigma_b2=0.05, sigma_u2=0.3, q_input=2.0)
+  fp = rnn.rnn_fixed_point(**kw)
+  m = rnn.rnn_jacobian_moments(steps=4, **kw)
+  np.testing.assert_allclose(m.mean, float(fp.chi_1) ** k, rtol=1e-12)
+  no_input = rnn.rnn_fixed_point(**{**kw, "sigma_u2": 0.0})
+  assert abs(float(no_input.chi_1) / float(fp.chi_1) - 1) > 1e-3
+
+
 def test_network_steps_is_depth(x64):
   net = meanfield.Network(activation="linear", sigma_w2=0.8, sigma_b2=0.1, depth=7)
   a = rnn.rnn_propagate(net, q_input=1.0, c_input=0.2)
