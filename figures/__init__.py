@@ -33,7 +33,9 @@ Running figures
 ``python -m figures`` runs every ``fig_*`` module in this package and writes
 into ``build/figures/`` (ignored by git, so the checkout stays clean);
 ``--gallery`` writes into ``figures/output/`` instead, the committed README
-gallery, refreshed on purpose; ``--only NAME`` runs a subset, ``--paper`` uses paper-scale settings, ``--out DIR`` writes
+gallery, refreshed on purpose; ``--jobs N`` makes N figures at a time, each
+in its own process (default: the cores, at most 2); ``--only NAME`` runs a
+subset, ``--paper`` uses paper-scale settings, ``--out DIR`` writes
 elsewhere. A failing figure is reported and the others still run; the exit
 status is non-zero if any failed. From Python,
 ``figures.__main__.run(modules, outdir=...)`` does the same (the runner lives

@@ -50,10 +50,11 @@ What is an observation (measured in the default run, not derived here):
   ``sqrt(L)``: the deep-and-narrow networks are in that regime. That the
   same holds for these data-dependent products ``D^l W^l`` is this
   observation, not a proof.
-- below ``L / N`` about 1/4 the Gaussian gap is the one the
-  ``jacobian_depth`` figure describes: the density thins towards its edge,
-  and the largest of ``N`` singular values sits near its ``1 - 1/N``
-  quantile, not at the edge.
+- below ``L / N`` about 1/4 the Gaussian gap is the Tracy-Widom shift at
+  the theory's square-root edge, ``sigma_max / edge`` about
+  ``sqrt(1 - 0.96 (L/N)^{2/3})`` for Gaussian products, a function of
+  ``L / N`` alone (derived in docs/jacobian_edge.md and drawn in the
+  ``jacobian_depth`` and ``jacobian_spectra`` figures).
 """
 
 from __future__ import annotations

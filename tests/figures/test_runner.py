@@ -106,6 +106,15 @@ def test_help_shows_no_double_backticks(capsys):
   assert "``" not in capsys.readouterr().out
 
 
+def test_every_figure_states_its_time_and_takes_progress():
+  # The runner prints each figure's SECONDS up front and passes `progress` to `make`.
+  import inspect
+  for name, module in discover().items():
+    assert isinstance(module, types.ModuleType), (name, module)
+    assert isinstance(getattr(module, "SECONDS", None), (int, float)) and module.SECONDS > 0, name
+    assert "progress" in inspect.signature(module.make).parameters, name
+
+
 def test_plan_and_quiet(tmp_path, capsys):
   from figures.__main__ import seconds
   seen = []
@@ -135,3 +144,43 @@ def test_default_output_is_ignored_by_git_and_gallery_is_separate():
   if out.returncode == 128:
     pytest.skip("not a git checkout")
   assert out.returncode == 0, f"{probe} is not ignored by git"
+
+
+_FAKE_FIGURE = '''
+"""A fake figure for the runner's parallel path."""
+import pathlib
+import xarray as xr
+from figures import _common
+
+SECONDS = 1
+
+
+def make(outdir, *, paper=False, progress=True):
+  if NAME == "broken":
+    raise RuntimeError("this figure is broken")
+  fig, ax = _common.subplots()
+  ax.plot([0, 1], [0, 1])
+  return _common.save(fig, xr.Dataset({"y": ("x", [0.0, 1.0])}), pathlib.Path(outdir) / NAME)
+'''
+
+
+def test_parallel_jobs_make_each_figure_in_a_process_and_report_failures(tmp_path, monkeypatch,
+                                                                         capsys):
+  import importlib
+  import sys
+  for name in ("alpha", "beta", "broken"):
+    (tmp_path / f"fakefig_{name}.py").write_text(f"NAME = {name!r}\n" + _FAKE_FIGURE)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  root = pathlib.Path(__file__).resolve().parents[2]   # the workers import `figures` too
+  monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{root}")
+  modules = {n: importlib.import_module(f"fakefig_{n}") for n in ("alpha", "beta", "broken")}
+  out = tmp_path / "out"
+  failures = run(modules, outdir=out, jobs=2)
+  assert list(failures) == ["broken"] and "this figure is broken" in failures["broken"]
+  assert sorted(p.name for p in out.glob("*.png")) == ["alpha.png", "beta.png"]
+  err = capsys.readouterr().err
+  assert "done   alpha" in err and "FAILED broken" in err and "Traceback" in err
+  for n in ("alpha", "beta", "broken"):
+    sys.modules.pop(f"fakefig_{n}", None)
+  with pytest.raises(ValueError, match="`jobs` must be an integer >= 1, got 0"):
+    run(modules, outdir=out, jobs=0)
