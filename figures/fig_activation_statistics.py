@@ -223,6 +223,9 @@ def draw_gradients(ds: xr.Dataset):
 OUTPUTS = ("activation_statistics", "gradient_statistics")
 
 
+SECONDS = 24   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``activation_statistics.png``/``.nc`` and ``gradient_statistics.png``/``.nc``."""

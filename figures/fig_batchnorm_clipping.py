@@ -99,6 +99,9 @@ def draw(ds: xr.Dataset):
   return fig
 
 
+SECONDS = 22   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``batchnorm_clipping.png`` and ``batchnorm_clipping.nc``."""

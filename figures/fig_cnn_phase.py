@@ -122,6 +122,9 @@ def draw(ds: xr.Dataset):
   return fig
 
 
+SECONDS = 32   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   ds = compute(**_settings(paper))

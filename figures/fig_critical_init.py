@@ -95,6 +95,9 @@ def draw(ds: xr.Dataset):
   return fig
 
 
+SECONDS = 33   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``critical_init.png`` and ``critical_init.nc``."""

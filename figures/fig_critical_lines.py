@@ -72,6 +72,9 @@ def draw(ds: xr.Dataset):
   return fig
 
 
+SECONDS = 6   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``critical_lines.png`` and ``critical_lines.nc``."""

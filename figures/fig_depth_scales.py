@@ -84,6 +84,9 @@ def draw(ds: xr.Dataset):
   return fig
 
 
+SECONDS = 13   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``depth_scales.png`` and ``depth_scales.nc``."""

@@ -123,6 +123,9 @@ def draw(ds: xr.Dataset):
   return fig
 
 
+SECONDS = 49   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``finite_width.png`` and ``finite_width.nc``."""

@@ -108,6 +108,9 @@ def draw(ds: xr.Dataset):
   return fig
 
 
+SECONDS = 18   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``he_constant.png`` and ``he_constant.nc``."""

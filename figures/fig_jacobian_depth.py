@@ -62,9 +62,7 @@ import meanfield
 from figures import _common
 from figures import _jacobian
 
-#: Measured first (as in ``python -m figures``; its networks are then reused by
-#: ``jacobian_spectra``): 59 s wall, ~42 s CPU, under load (load average ~6.5 on 2 cores).
-SECONDS = 40
+SECONDS = 29   # measured: default settings, 2-core CPU, one figure at a time
 WEIGHTS = _jacobian.WEIGHTS
 CASES = ("tanh", "relu")
 LINESTYLES = {"orthogonal": "-", "gaussian": "--"}

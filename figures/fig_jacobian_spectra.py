@@ -49,10 +49,7 @@ from figures import _common
 from figures import _jacobian
 import meanfield
 
-#: Run after ``jacobian_depth`` (as in ``python -m figures``, which shares the tanh and ReLU
-#: networks): 44 s wall, ~30 s CPU, measured under load (load average ~6.5 on 2 cores);
-#: alone, without the shared networks, about 65 s CPU.
-SECONDS = 30
+SECONDS = 23   # measured: default settings, 2-core CPU, one figure at a time
 DEPTHS = (2, 8, 32)
 WEIGHTS = _jacobian.WEIGHTS
 CASES = tuple(_jacobian.CASES)

@@ -136,6 +136,9 @@ def draw(ds: xr.Dataset):
   return fig
 
 
+SECONDS = 23   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``maps.png`` and ``maps.nc``."""

@@ -203,6 +203,9 @@ def draw(ds: xr.Dataset):
   return fig
 
 
+SECONDS = 8   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``one_layer_table.png``/``.nc``/``.md``/``.csv``."""

@@ -85,6 +85,9 @@ def draw(ds: xr.Dataset):
   return fig
 
 
+SECONDS = 18   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``phase_diagram.png`` and ``phase_diagram.nc`` (the grid and the critical line)."""

@@ -142,6 +142,9 @@ def _common_cmap(name: str, n: int) -> list:
   return [cmap(0.1 + 0.75 * i / max(1, n - 1)) for i in range(n)]
 
 
+SECONDS = 19   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``poole.png`` and ``poole.nc``."""

@@ -120,6 +120,9 @@ def draw(ds: xr.Dataset):
   return fig
 
 
+SECONDS = 16   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``residual.png`` and its data."""

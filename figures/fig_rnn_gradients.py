@@ -48,10 +48,7 @@ import empirical
 import meanfield
 from figures import _common
 
-#: Default run time in seconds: 27 s of CPU time (45 s wall, measured under load, load
-#: average 8 on the 2-core machine); compile-bound (width 32 with 2 networks costs nearly
-#: as much).
-SECONDS = 28
+SECONDS = 16   # measured: default settings, 2-core CPU, one figure at a time
 
 INITS = ("gaussian", "orthogonal")
 SIGMA_U2, SIGMA_B2, Q_INPUT = 0.1, 0.0, 1.0

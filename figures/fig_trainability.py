@@ -46,12 +46,7 @@ import empirical
 import meanfield
 from figures import _common
 
-# Default settings on this 2-core CPU, measured under load from other processes (load average
-# 8 to 10): 231 s wall, 108 s CPU (user); about 60 s of it is compiling empirical.train's
-# programs, six depths x ~10 s (mostly its measuring program, which records far more than the
-# accuracy used here), single-threaded; the rest is training, which uses both cores. Alone:
-# about 100 s.
-SECONDS = 100
+SECONDS = 58   # measured: default settings, 2-core CPU, one figure at a time
 
 ACTIVATION = "tanh"
 SIGMA_B2 = 0.05

@@ -137,6 +137,9 @@ def animate(ds: xr.Dataset, path: str | pathlib.Path, *, fps: int = 4) -> pathli
   return path
 
 
+SECONDS = 29   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``variance_simulator.png``/``.nc`` and ``variance_simulator.gif``."""

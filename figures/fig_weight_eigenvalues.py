@@ -80,6 +80,9 @@ def _plane(ax, eig: np.ndarray, radius: float, *, title: str, color: str) -> Non
   ax.legend(loc="upper right", fontsize=7.5, markerscale=3)
 
 
+SECONDS = 14   # measured: default settings, 2-core CPU, one figure at a time
+
+
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   settings = _settings(paper)
