@@ -118,8 +118,11 @@ SMALL = dict(activation="tanh", width=16, depth=6, sigma_w2=[1.2, CRITICAL, 3.0]
 
 @pytest.fixture(scope="module")
 def digits64():
+  # Returned, not yielded inside the context: a module-scoped fixture that yields inside
+  # enable_x64 keeps 64-bit on for every later test of the module (tests that need it
+  # ask for the `x64` fixture themselves).
   with jax.enable_x64(True):
-    yield data_lib.load_digits(key=KEY, dtype=jnp.float64)
+    return data_lib.load_digits(key=KEY, dtype=jnp.float64)
 
 
 def test_vmapped_networks_equal_networks_trained_alone(digits64, x64):
