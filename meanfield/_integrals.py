@@ -12,6 +12,7 @@ names are meant for the other modules of the package, not for users.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -57,42 +58,80 @@ def second_moments(act: Activation, q: Array) -> tuple[Array, Array]:
   else:
     m2, dm2 = gaussian_expectation(lambda h: (act.fn(h) ** 2, act.derivative(h) ** 2), safe,
                                    kinks=act.kinks, degree=DEFAULT_DEGREE)
-  square = lambda h: act.fn(h) ** 2
-  slope_square = lambda h: jax.grad(act.fn)(h) ** 2
-  return (jnp.where(positive, m2, small_q_series(act, square, q)),
-          jnp.where(positive, dm2, small_q_series(act, slope_square, q)))
+  return (jnp.where(positive, m2, small_q_series(act, "square", q)),
+          jnp.where(positive, dm2, small_q_series(act, "slope_square", q)))
 
 
-def small_q_series(act: Activation, g, q: Array) -> Array:
+def _derivative(f):
+  """``f'`` of a scalar function, by forward-mode autodiff (cheap to nest, unlike ``grad``)."""
+  return lambda x: jax.jvp(f, (x,), (jnp.ones_like(x),))[1]
+
+
+#: The integrands of :func:`small_q_series`: ``phi^2`` and ``phi'^2``.
+_SERIES_INTEGRANDS = {
+    "square": lambda act: (lambda h: act.fn(h) ** 2),
+    "slope_square": lambda act: (lambda h: _derivative(act.fn)(h) ** 2),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _series_coefficients(act: Activation, integrand: str, dtype_name: str
+                         ) -> tuple[float, float, float, float, float]:
+  """``(c0, a, c1, b, c2)`` of :func:`small_q_series`, computed once per activation and dtype.
+
+  They are numbers (derivatives of ``g`` at ``0`` or ``+-t``), so they are
+  evaluated once, outside any trace (``jax.ensure_compile_time_eval``), and
+  enter every program as constants: the nested derivatives cost a program
+  of thousands of operations to trace and compile, and every theory function
+  that integrates ``phi`` would otherwise carry one.
+  """
+  dtype = np.dtype(dtype_name)
+  g = _SERIES_INTEGRANDS[integrand](act)
+  kinked = 0.0 in act.kinks
+  tiny = float(np.finfo(dtype).tiny ** 0.25) if kinked else 0.0
+
+  def values(t):
+    d = [g]
+    for _ in range(4):
+      d.append(_derivative(d[-1]))
+    at = jnp.stack([jnp.stack([f(t), f(-t)]) for f in d])     # (5, 2): g^(k)(+-t)
+    return at, g(jnp.zeros((), dtype))
+
+  with jax.ensure_compile_time_eval():
+    at, g_zero = jax.jit(values)(jnp.asarray(tiny, dtype))
+    at, g_zero = np.asarray(at, np.float64), float(g_zero)
+  (g0p, g0m), (g1p, g1m), (g2p, g2m), (g3p, g3m), (g4p, g4m) = at
+
+  def jump(p, m):       # a jump, not the O(t) drift of a smooth derivative across [-t, t]
+    big = abs(p - m) > np.sqrt(tiny) * (1 + abs(p) + abs(m))
+    return float(p - m) if kinked and big else 0.0
+
+  c0 = (g0p + g0m) / 2
+  # g continuous at 0: its value there exactly (not g(+-t), off by O(t))
+  if kinked and jump(g0p, g0m) == 0:
+    c0 = g_zero
+  return (float(c0), jump(g1p, g1m) / np.sqrt(2 * np.pi), float((g2p + g2m) / 4),
+          jump(g3p, g3m) / (3 * np.sqrt(2 * np.pi)), float((g4p + g4m) / 16))
+
+
+def small_q_series(act: Activation, integrand: str, q: Array) -> Array:
   """``E[g(sqrt(q) z)]`` from its expansion at ``q -> 0+``: exact value and slopes at ``q = 0``.
 
+  ``g`` is ``phi^2`` (``integrand="square"``) or ``phi'^2`` (``"slope_square"``).
   ``E[g(sqrt(q) z)] = sum_n g^(n)(0) q^(n/2) E[z^n] / n!``; for smooth ``g``
   that is ``g(0) + q g2 / 2 + q^2 g4 / 8 + ...`` (``gk`` the k-th derivative
   at 0). With a kink at 0 the two half-lines carry half the Gaussian mass
   each: the even derivatives are the means of their one-sided values, and a
   jump ``J1`` of ``g'`` (``J3`` of its third derivative) at 0 adds
   ``J1 q^(1/2) / sqrt(2 pi)`` (``J3 q^(3/2) / (3 sqrt(2 pi))``), whose
-  slope in ``q`` is infinite at 0. ``g`` is a scalar function, differentiated
-  by autodiff (one-sided: at ``+-t``, ``t`` a tiny number). Live in ``q``
-  (shape and dtype of ``q``); meant for ``q`` at 0.
+  slope in ``q`` is infinite at 0. The derivatives come from autodiff
+  (one-sided: at ``+-t``, ``t`` a tiny number), once per activation and
+  dtype (:func:`_series_coefficients`). Live in ``q`` (shape and dtype of
+  ``q``); meant for ``q`` at 0.
   """
   dtype = q.dtype
-  d = [g]
-  for _ in range(4):
-    d.append(jax.grad(d[-1]))
-  kinked = 0.0 in act.kinks
-  t = jnp.asarray(np.finfo(np.dtype(dtype)).tiny ** 0.25 if kinked else 0.0, dtype)
-  (g0p, g0m), (g1p, g1m), (g2p, g2m), (g3p, g3m), (g4p, g4m) = ((f(t), f(-t)) for f in d)
-  c0, c1, c2 = (g0p + g0m) / 2, (g2p + g2m) / 4, (g4p + g4m) / 16
-
-  def jump(p, m):       # a jump, not the O(t) drift of a smooth derivative across [-t, t]
-    big = jnp.abs(p - m) > jnp.sqrt(t) * (1 + jnp.abs(p) + jnp.abs(m))
-    return jnp.where(big, p - m, 0) if kinked else jnp.zeros((), dtype)
-
-  # g continuous at 0: its value there exactly (not g(+-t), off by O(t))
-  c0 = jnp.where(jump(g0p, g0m) != 0, c0, g(jnp.zeros((), dtype))) if kinked else c0
-  a = jump(g1p, g1m) / np.sqrt(2 * np.pi)
-  b = jump(g3p, g3m) / (3 * np.sqrt(2 * np.pi))
+  c0, a, c1, b, c2 = (jnp.asarray(v, dtype)
+                      for v in _series_coefficients(act, integrand, np.dtype(dtype).name))
   root = lambda coef, power: coef * jnp.where(coef != 0, q, 1) ** power   # safe where
   return c0 + root(a, 0.5) + c1 * q + root(b, 1.5) + c2 * q * q
 
@@ -152,8 +191,7 @@ def length_map_slope(act: Activation, sigma_w2: Array, q: Array) -> Array:
   slope = sigma_w2 * moment_slopes(act, safe)[2]
   zero = q == 0
   at_zero = jnp.where(zero, q, 0)
-  square = lambda h: act.fn(h) ** 2
-  series = jax.jvp(lambda x: small_q_series(act, square, x), (at_zero,),
+  series = jax.jvp(lambda x: small_q_series(act, "square", x), (at_zero,),
                    (jnp.ones_like(at_zero),))[1]
   return jnp.where(positive, slope, jnp.where(zero, sigma_w2 * series, jnp.nan))
 
