@@ -68,31 +68,24 @@ def _dtype(*xs: Any):
 def _merge(a: Any, b: Array) -> Array:
   """Merge sorted rows (last axis) of ``a`` and ``b``; ``a`` may be a constant vector.
 
-  The k-th smallest of the union of sorted ``a`` and ``b`` is
-  ``min over i + j = k - 1 of max(a_i, b_j)`` (with ``a_{-1} = b_{-1} = -inf``):
-  a few elementwise min/max, much cheaper than ``jnp.sort`` on CPU, and
-  differentiable.
+  Each element's place in the union is its index in its own row plus the
+  number of elements of the other row before it (ties: ``a`` first), and
+  the union is gathered by a one-hot sum over those places: exact (no
+  arithmetic on the values), differentiable, and a handful of array
+  operations, which XLA compiles far faster than an unrolled network of
+  pairwise min/max (or ``jnp.sort``) and runs about as fast on these short
+  rows.
   """
-  if isinstance(a, np.ndarray):
-    a = [float(v) for v in a]
-  else:
-    a = [a[..., i] for i in range(a.shape[-1])]
-  b = [b[..., j] for j in range(b.shape[-1])]
-  out = []
-  for k in range(len(a) + len(b)):
-    terms = []
-    for i in range(-1, len(a)):
-      j = k - 1 - i
-      if not -1 <= j < len(b):
-        continue
-      if i == -1:
-        terms.append(b[j])
-      elif j == -1:
-        terms.append(jnp.broadcast_to(jnp.asarray(a[i], b[0].dtype), b[0].shape))
-      else:
-        terms.append(jnp.maximum(b[j], a[i]))
-    out.append(functools.reduce(jnp.minimum, terms))
-  return jnp.stack(out, axis=-1)
+  a = jnp.broadcast_to(jnp.asarray(a, b.dtype), b.shape[:-1] + (np.shape(a)[-1],))
+  n, m = a.shape[-1], b.shape[-1]
+  before_a = jnp.sum(b[..., None, :] < a[..., :, None], axis=-1)     # b's before each a_i
+  before_b = jnp.sum(a[..., None, :] <= b[..., :, None], axis=-1)    # a's before each b_j
+  lead = (1,) * (b.ndim - 1)
+  index = lambda k: jnp.arange(k).reshape(lead + (k,))
+  place = jnp.concatenate([index(n) + before_a, index(m) + before_b], axis=-1)
+  both = jnp.concatenate([a, b], axis=-1)
+  hit = place[..., :, None] == index(n + m)[..., None, :]
+  return jnp.sum(jnp.where(hit, both[..., :, None], 0), axis=-2)
 
 
 def _rule(mean: Array, std: Array, kinks: tuple[float, ...], degree: int,
