@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from meanfield.spectrum._law import Law
-from meanfield.spectrum._transforms import log_z
+from meanfield.spectrum._transforms import log_z, log_z_real
 
 Array = jax.Array
 
@@ -35,43 +35,76 @@ _NEAR_STEP = 1.0      # longest step in log(Im z) closer to the real axis
 _FAR = 100.0
 _MIN_STEP = 1e-3      # a level failing at a shorter step flags the point
 _ATOM_NOISE = (1e-3, 1e-8)
+_SOLVE_BATCH = 50     # grid points solved together (see _density_one)
 # Residual on log z below which a further Newton step changes nothing (float32, float64):
 # the start and the polish stop there instead of taking all their steps.
 _ROUNDING = (1e-6, 1e-14)  # density noise allowed next to an atom (float32, float64)
 
 
-def _edge(law: Law, depth, log_sigma_w2, orthogonal, n_grid: int = 32,
-          n_refine: int = 7) -> Array:
+def _edge(law: Law, depth, log_sigma_w2, orthogonal, n_grid: int = 32) -> Array:
   """Upper edge ``lambda_+``: the first minimum of real ``z(w)`` right of the support of x.
 
   On the real axis right of the support of ``x``, ``z(w)`` is real; the
   physical branch comes in from ``w = +inf`` and the spectrum starts where
-  ``dz/dw = 0``. Located as the minimum on a log grid of ``w - x_max``, then
-  on finer grids around it (``n_refine`` times, each ``(n_grid - 1) / 2`` times
-  finer); ``z`` has a single minimum there for the laws met in practice, and
-  the global minimum is robust to rounding noise (float32, deep networks).
+  ``dz/dw = 0``. With ``w = x_max (1 + e^s)`` the minimum is bracketed on a
+  grid of ``n_grid`` points in ``s`` (``w - x_max`` from ``1e-9 x_max``, 64-bit,
+  to ``1e6 x_max``; the global minimum of the grid, robust to rounding noise
+  in float32 and deep networks), then the root of ``d log z / ds`` between
+  the grid's neighbours of that minimum is found by regula falsi (Illinois
+  variant, bisection when it stalls); the smallest ``z`` met is the edge.
+  The search stops when ``|d log z / ds|`` times the bracket's width is below
+  64 machine epsilons: where ``log z`` is convex around its minimum that
+  bounds how far above the minimum the current point can be (relative, in
+  ``z``), or when the bracket itself is at rounding level.
+  ``z`` has a single minimum there for the laws met in practice. Where the
+  minimum lies at the grid's first point (``z`` increasing from the support
+  of ``x`` on), the search stays next to it.
   """
   dtype = law.mid.dtype
-  cdtype = jnp.result_type(dtype, jnp.complex64)
   x_max = jnp.max(law.mid + law.half)
   s_min = -9.0 if dtype == jnp.float64 else -5.0
-  unit = jnp.linspace(0.0, 1.0, n_grid, dtype=dtype)
+  grid = jnp.linspace(s_min * np.log(10.0), 6.0 * np.log(10.0), n_grid, dtype=dtype)
+  eps = float(np.finfo(np.dtype(dtype)).eps)
+  f_tol = 64 * eps                     # on log z: relative on the edge
 
-  def f(ls):
-    w = (x_max * (1.0 + jnp.exp(ls))).astype(cdtype)
-    return log_z(w, law, depth, log_sigma_w2, orthogonal)[0].real
+  def f_and_slope(s):
+    e = jnp.exp(s)
+    f, df = log_z_real(x_max * (1.0 + e), law, depth, log_sigma_w2, orthogonal)
+    slope = df * x_max * e
+    bad = ~(jnp.isfinite(f) & jnp.isfinite(slope))
+    return jnp.where(bad, jnp.inf, f), jnp.where(bad, jnp.nan, slope)
 
-  def refine(_, carry):
-    lo, hi, best = carry
-    log_s = lo + (hi - lo) * unit
-    values = jax.vmap(f)(log_s)
-    i = jnp.argmin(jnp.where(jnp.isnan(values), jnp.inf, values))
-    best = jnp.where(jnp.isfinite(values[i]), jnp.minimum(best, values[i]), best)
-    return (log_s[jnp.maximum(i - 1, 0)], log_s[jnp.minimum(i + 1, n_grid - 1)], best)
+  values, slopes = jax.vmap(f_and_slope)(grid)
+  i = jnp.argmin(values)
+  lo_i, hi_i = jnp.maximum(i - 1, 0), jnp.minimum(i + 1, n_grid - 1)
+  # Bracket (a, b) with slope(a) < 0 < slope(b); at the grid's ends a side is the minimum itself.
+  a, b = grid[lo_i], grid[hi_i]
+  ga = jnp.where(lo_i == i, -1.0, slopes[lo_i])
+  gb = jnp.where(hi_i == i, 1.0, slopes[hi_i])
+  bracketed = (ga < 0) & (gb > 0)
 
-  init = (jnp.asarray(s_min * np.log(10.0), dtype), jnp.asarray(6.0 * np.log(10.0), dtype),
-          jnp.asarray(jnp.inf, dtype))
-  _, _, best = jax.lax.fori_loop(0, n_refine, refine, init)
+  def more(carry):
+    k, a, b, *_, gap, _ = carry
+    return (k < 60) & (gap > f_tol) & (b - a > 4 * eps * jnp.maximum(1.0, jnp.abs(b)))
+
+  def step(carry):
+    k, a, b, ga, gb, side, _, best = carry
+    falsi = a + (b - a) * ga / (ga - gb)
+    width = b - a
+    inside = (falsi > a + width / 64) & (falsi < b - width / 64) & jnp.isfinite(falsi)
+    s = jnp.where(bracketed & inside, falsi, a + width / 2)
+    f, g = f_and_slope(s)
+    best = jnp.minimum(best, f)
+    right = ~(g < 0)                   # the minimum is left of s (also where g is nan)
+    # Illinois: halve the slope kept at the end that stays twice in a row.
+    ga_new = jnp.where(right, jnp.where(side == 1, ga / 2, ga), g)
+    gb_new = jnp.where(right, g, jnp.where(side == -1, gb / 2, gb))
+    a_new, b_new = jnp.where(right, a, s), jnp.where(right, s, b)
+    gap = jnp.where(jnp.isnan(g), jnp.inf, jnp.abs(g) * (b_new - a_new))
+    return k + 1, a_new, b_new, ga_new, gb_new, jnp.where(right, 1, -1), gap, best
+
+  init = (0, a, b, ga, gb, 0, jnp.asarray(jnp.inf, dtype), values[i])
+  best = jax.lax.while_loop(more, step, init)[-1]
   return jnp.exp(best)
 
 
@@ -219,7 +252,11 @@ def _density_one(law: Law, sigma_w2, depth, orthogonal, sigma, lambda_max, atom_
   solve = functools.partial(
       _solve, law=law, depth=depth, log_sigma_w2=log_sigma_w2, orthogonal=orthogonal,
       mu1=mu1, log_mean=log_mean, eps=eps, tol=tol)
-  _, m, residual, converged = jax.vmap(lambda l, sc: solve(l, scale=sc))(lam, scale)
+  # In batches of _SOLVE_BATCH neighbouring grid points: under vmap a batch iterates until
+  # its longest continuation is done, and neighbours need similar numbers of levels (one
+  # batch of 400 points took 1.5 times the work, on the default grid at depth 32).
+  _, m, residual, converged = jax.lax.map(lambda a: solve(a[0], scale=a[1]), (lam, scale),
+                                          batch_size=_SOLVE_BATCH)
   z = lam + 1j * eps * lam
   has_atom = atom_mass > 0
   m_atom = jnp.where(has_atom, atom_mass * atom_lambda / (z - atom_lambda), 0.0)

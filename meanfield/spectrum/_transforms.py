@@ -131,3 +131,30 @@ def log_z(w: Array, law: Law, depth, log_sigma_w2, orthogonal: float):
   df = c1 * dm / one_plus_m + (depth - 1.0) * dm / m + depth / w
   return f, df, m
 
+
+
+def log_z_real(w: Array, law: Law, depth, log_sigma_w2, orthogonal: float):
+  """:func:`log_z` and its derivative for real ``w`` right of the support of ``x`` (real arithmetic).
+
+  There ``m(w) = E[x/(w - x)] >= 0`` and ``z(w)`` are real: per segment
+  ``d = w - c > h``, ``A = atanh(h/d) d/h = log1p(2h/(d - h)) d/(2h)``
+  (1 for a point mass), ``E[1/(w - x)] = A/d``, and ``m`` and ``dm/dw`` as
+  in :func:`stieltjes`. About three times cheaper than the complex path;
+  used to locate the upper edge of the spectrum.
+  """
+  h = law.half
+  d = w[..., None] - law.mid
+  n1, n2 = d + h, d - h
+  point = h == 0
+  safe_h = jnp.where(point, 1.0, h)
+  a = jnp.where(point, 1.0, jnp.log1p(2.0 * h / jnp.where(point, 1.0, n2)) * d / (2.0 * safe_h))
+  g = a / d
+  mass = law.mass
+  m = jnp.sum(mass * (law.mid * g + a - 1.0), axis=-1)
+  dm = jnp.sum(mass * (g - w[..., None] / (n1 * n2)), axis=-1)
+  one_plus_m = w * jnp.sum(mass * g, axis=-1)
+  c1 = 1.0 - depth * orthogonal
+  f = (c1 * jnp.log(one_plus_m) + (depth - 1.0) * jnp.log(m) + depth * jnp.log(w)
+       + depth * log_sigma_w2)
+  df = c1 * dm / one_plus_m + (depth - 1.0) * dm / m + depth / w
+  return f, df
