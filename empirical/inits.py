@@ -203,9 +203,13 @@ def _householder_product(k: int, n: int) -> Callable[[Array], Array]:
   single matrix (the same numbers).
   """
 
+  # Jitted, so that a draw outside any program (a user's or a test's) is one compiled
+  # program instead of hundreds of eager operations, each compiled for its shape.
+  rows = jax.jit(lambda z: _householder_rows(z, k, n))
+
   @jax.custom_batching.custom_vmap
   def product(z):
-    return _householder_rows(z, k, n)
+    return rows(z)
 
   @product.def_vmap
   def _rule(axis_size, in_batched, z):
@@ -213,7 +217,7 @@ def _householder_product(k: int, n: int) -> Callable[[Array], Array]:
       return product(z), False
     if axis_size == 1:
       return product(z[0])[None], True
-    return jax.vmap(lambda zi: _householder_rows(zi, k, n))(z), True
+    return jax.vmap(rows)(z), True
 
   return product
 
