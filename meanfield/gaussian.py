@@ -65,27 +65,36 @@ def _dtype(*xs: Any):
   return jnp.result_type(*xs, float)
 
 
+@functools.lru_cache(maxsize=None)
+def _antidiagonals(n: int, m: int) -> np.ndarray:
+  """Flat indices into an ``(n + 1, m + 1)`` table, one row per ``k = 0 .. n + m - 1``:
+  the entries ``(i, k + 1 - i)``, padded with ``(n + 1) (m + 1)`` (an extra entry)."""
+  width = min(n, m) + 1
+  out = np.full((n + m, width), (n + 1) * (m + 1), np.int32)
+  for k in range(n + m):
+    cells = [i * (m + 1) + (k + 1 - i) for i in range(n + 1) if 0 <= k + 1 - i <= m]
+    out[k, :len(cells)] = cells
+  return out
+
+
 def _merge(a: Any, b: Array) -> Array:
   """Merge sorted rows (last axis) of ``a`` and ``b``; ``a`` may be a constant vector.
 
-  Each element's place in the union is its index in its own row plus the
-  number of elements of the other row before it (ties: ``a`` first), and
-  the union is gathered by a one-hot sum over those places: exact (no
-  arithmetic on the values), differentiable, and a handful of array
-  operations, which XLA compiles far faster than an unrolled network of
-  pairwise min/max (or ``jnp.sort``) and runs about as fast on these short
-  rows.
+  The k-th smallest of the union of sorted ``a`` and ``b`` is
+  ``min over i + j = k - 1 of max(a_i, b_j)`` (with ``a_{-1} = b_{-1} = -inf``):
+  the table of ``max(a_i, b_j)`` and a minimum over each of its
+  anti-diagonals (gathered by constant indices). Exact (no arithmetic on the
+  values), differentiable, cheaper than ``jnp.sort`` on CPU, and a handful
+  of array operations, which XLA compiles far faster than the same formula
+  unrolled into pairwise min/max (0.08 s against 0.2 s per quadrature rule).
   """
   a = jnp.broadcast_to(jnp.asarray(a, b.dtype), b.shape[:-1] + (np.shape(a)[-1],))
   n, m = a.shape[-1], b.shape[-1]
-  before_a = jnp.sum(b[..., None, :] < a[..., :, None], axis=-1)     # b's before each a_i
-  before_b = jnp.sum(a[..., None, :] <= b[..., :, None], axis=-1)    # a's before each b_j
-  lead = (1,) * (b.ndim - 1)
-  index = lambda k: jnp.arange(k).reshape(lead + (k,))
-  place = jnp.concatenate([index(n) + before_a, index(m) + before_b], axis=-1)
-  both = jnp.concatenate([a, b], axis=-1)
-  hit = place[..., :, None] == index(n + m)[..., None, :]
-  return jnp.sum(jnp.where(hit, both[..., :, None], 0), axis=-2)
+  low = jnp.full(b.shape[:-1] + (1,), -jnp.inf, b.dtype)
+  a_, b_ = jnp.concatenate([low, a], axis=-1), jnp.concatenate([low, b], axis=-1)
+  table = jnp.maximum(a_[..., :, None], b_[..., None, :]).reshape(b.shape[:-1] + (-1,))
+  table = jnp.concatenate([table, -low], axis=-1)            # the padding entry: +inf
+  return jnp.min(table[..., _antidiagonals(n, m)], axis=-1)
 
 
 def _rule(mean: Array, std: Array, kinks: tuple[float, ...], degree: int,
