@@ -307,7 +307,10 @@ def _c_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayL
     c, chi_c, done, its = _c_star_2d(act, sigma_w2, sigma_b2, pos_q, pos_out, k_zero, chaotic)
   near = chaotic & (k_zero < _NEAR_CRITICAL)
   if not act.kinks:
-    c_near, chi_near = _near_critical(act, sigma_w2, pos_q, pos_out, k_zero)
+    # evaluated everywhere, used where near: elsewhere at k = 0, so that no nan
+    # derivative of an unused branch leaks into the gradients through the where
+    c_near, chi_near = _near_critical(act, sigma_w2, pos_q, pos_out,
+                                      jnp.where(near, k_zero, 0))
     c, chi_c = jnp.where(near, c_near, c), jnp.where(near, chi_near, chi_c)
     done = done | near
   else:
@@ -371,7 +374,11 @@ def _near_critical(act, sigma_w2, q, q_out, k_zero):
                                 kinks=act.kinks)
   c2 = sigma_w2 * q * q * e2 / q_out
   c3 = sigma_w2 * q * q * q * e3 / q_out
-  delta = 2 * k_zero / (c2 / 2 + jnp.sqrt(jnp.maximum(c2 * c2 / 4 - 2 * c3 * k_zero / 3, 0)))
+  disc = c2 * c2 / 4 - 2 * c3 * k_zero / 3
+  root = jnp.where(disc > 0, jnp.sqrt(jnp.where(disc > 0, disc, 1)), 0)   # no inf slope at 0
+  denominator = c2 / 2 + root
+  delta = jnp.where(denominator != 0, 2 * k_zero / jnp.where(denominator != 0, denominator, 1),
+                    jnp.where(k_zero == 0, 0, jnp.nan))
   return 1 - delta, 1 + k_zero - c2 * delta + c3 * delta * delta / 2
 
 
