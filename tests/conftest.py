@@ -2,7 +2,8 @@
 
 - Two emulated CPU devices, so sharding code paths run in CI.
 - A shared on-disk JAX compilation cache (``.cache/jax``) for the test
-  processes.
+  processes, holding every program that took 0.2 s or more to compile (JAX's
+  default is 1 s): the two workers share the theory programs they both use.
 - Implicit rank promotion raises (broadcasting must be explicit).
 - Warnings are errors (see pyproject.toml).
 - 64-bit is *not* switched on globally: tests that need it use the ``x64``
@@ -26,6 +27,7 @@ import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
 settings.load_profile("ci")
