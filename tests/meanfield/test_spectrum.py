@@ -537,3 +537,22 @@ def test_law_at_q_zero_is_the_limit_from_above(x64):
   np.testing.assert_allclose([m.mean, m.variance / m.mean**2], [0.995**4, 4.0], rtol=1e-12)
   # smooth phi: a point mass at phi'(0)^2 (tanh: 1)
   np.testing.assert_array_equal(x_moments(mf.activation("tanh"), jnp.asarray(0.0)), [1.0, 1.0])
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "hard_tanh"])
+def test_real_log_z_right_of_the_support_is_the_complex_one(x64, activation):
+  """The edge search's real-arithmetic log z(w) and its slope are the complex path's on
+  the real axis right of the support of x (both orthogonal and Gaussian weights)."""
+  from meanfield.activations import activation as get
+  from meanfield.spectrum._law import x_law
+  from meanfield.spectrum._transforms import log_z, log_z_real
+  law = x_law(get(activation), jnp.asarray(0.7), 64)
+  x_max = float(jnp.max(law.mid + law.half))
+  w = x_max * (1.0 + jnp.geomspace(1e-6, 1e3, 40))
+  for orthogonal in (0.0, 1.0):
+    f, df = jax.vmap(lambda v: log_z_real(v, law, 8.0, jnp.log(1.3), orthogonal))(w)
+    fc, dfc, _ = jax.vmap(lambda v: log_z(v, law, 8.0, jnp.log(1.3), orthogonal))(
+        w.astype(jnp.complex128))
+    np.testing.assert_allclose(f, fc.real, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(df, dfc.real, rtol=1e-9)
+    np.testing.assert_allclose(fc.imag, 0.0, atol=1e-12)
