@@ -28,7 +28,6 @@ the conditional mean, so kinks and the bend of ``phi`` are split in both.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -65,36 +64,30 @@ def _dtype(*xs: Any):
   return jnp.result_type(*xs, float)
 
 
-@functools.lru_cache(maxsize=None)
-def _antidiagonals(n: int, m: int) -> np.ndarray:
-  """Flat indices into an ``(n + 1, m + 1)`` table, one row per ``k = 0 .. n + m - 1``:
-  the entries ``(i, k + 1 - i)``, padded with ``(n + 1) (m + 1)`` (an extra entry)."""
-  width = min(n, m) + 1
-  out = np.full((n + m, width), (n + 1) * (m + 1), np.int32)
-  for k in range(n + m):
-    cells = [i * (m + 1) + (k + 1 - i) for i in range(n + 1) if 0 <= k + 1 - i <= m]
-    out[k, :len(cells)] = cells
-  return out
-
-
 def _merge(a: Any, b: Array) -> Array:
   """Merge sorted rows (last axis) of ``a`` and ``b``; ``a`` may be a constant vector.
 
   The k-th smallest of the union of sorted ``a`` and ``b`` is
   ``min over i + j = k - 1 of max(a_i, b_j)`` (with ``a_{-1} = b_{-1} = -inf``):
-  the table of ``max(a_i, b_j)`` and a minimum over each of its
-  anti-diagonals (gathered by constant indices). Exact (no arithmetic on the
+  the table of ``max(a_i, b_j)``, skewed so that its anti-diagonals become
+  columns, and a minimum over each column. Exact (no arithmetic on the
   values), differentiable, cheaper than ``jnp.sort`` on CPU, and a handful
   of array operations, which XLA compiles far faster than the same formula
-  unrolled into pairwise min/max (0.08 s against 0.2 s per quadrature rule).
+  unrolled into pairwise min/max (0.07 s against 0.2 s per quadrature rule;
+  it runs about 10% slower than the unrolled form).
   """
   a = jnp.broadcast_to(jnp.asarray(a, b.dtype), b.shape[:-1] + (np.shape(a)[-1],))
   n, m = a.shape[-1], b.shape[-1]
   low = jnp.full(b.shape[:-1] + (1,), -jnp.inf, b.dtype)
   a_, b_ = jnp.concatenate([low, a], axis=-1), jnp.concatenate([low, b], axis=-1)
-  table = jnp.maximum(a_[..., :, None], b_[..., None, :]).reshape(b.shape[:-1] + (-1,))
-  table = jnp.concatenate([table, -low], axis=-1)            # the padding entry: +inf
-  return jnp.min(table[..., _antidiagonals(n, m)], axis=-1)
+  table = jnp.maximum(a_[..., :, None], b_[..., None, :])     # (..., n + 1, m + 1)
+  # Skew: row i shifted right by i (pad each row with n + 1 entries of +inf, flatten,
+  # cut and fold back), so that column k + 1 holds the anti-diagonal i + j = k + 1.
+  lead = b.shape[:-1]
+  pad = [(0, 0)] * len(lead) + [(0, 0), (0, n + 1)]
+  skew = jnp.pad(table, pad, constant_values=jnp.inf).reshape(lead + (-1,))
+  skew = skew[..., :(n + 1) * (m + n + 1)].reshape(lead + (n + 1, m + n + 1))
+  return jnp.min(skew, axis=-2)[..., 1:]
 
 
 def _rule(mean: Array, std: Array, kinks: tuple[float, ...], degree: int,
