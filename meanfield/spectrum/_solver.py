@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from meanfield._solve import rtol, safeguarded_newton
 from meanfield.spectrum._law import Law
 from meanfield.spectrum._transforms import log_z, log_z_real
 
@@ -49,23 +50,19 @@ def _edge(law: Law, depth, log_sigma_w2, orthogonal, n_grid: int = 32) -> Array:
   ``dz/dw = 0``. With ``w = x_max (1 + e^s)`` the minimum is bracketed on a
   grid of ``n_grid`` points in ``s`` (``w - x_max`` from ``1e-9 x_max``, 64-bit,
   to ``1e6 x_max``; the global minimum of the grid, robust to rounding noise
-  in float32 and deep networks), then the root of ``d log z / ds`` between
-  the grid's neighbours of that minimum is found by regula falsi (Illinois
-  variant, bisection when it stalls); the smallest ``z`` met is the edge.
-  The search stops when ``|d log z / ds|`` times the bracket's width is below
-  64 machine epsilons: where ``log z`` is convex around its minimum that
-  bounds how far above the minimum the current point can be (relative, in
-  ``z``), or when the bracket itself is at rounding level.
-  ``z`` has a single minimum there for the laws met in practice. Where the
-  minimum lies at the grid's first point (``z`` increasing from the support
-  of ``x`` on), the search stays next to it.
+  in float32 and deep networks); then the root of ``d log z / ds`` between
+  the grid's neighbours of that minimum is found by the theory's safeguarded
+  Newton (:func:`meanfield._solve.safeguarded_newton`, the second derivative
+  by forward-mode autodiff), in real arithmetic (:func:`log_z_real`). The
+  smaller of ``z`` there and the grid's minimum is the edge. ``z`` has a
+  single minimum there for the laws met in practice; where it lies at the
+  grid's first point (``z`` increasing from the support of ``x`` on), that
+  point is the answer.
   """
   dtype = law.mid.dtype
   x_max = jnp.max(law.mid + law.half)
   s_min = -9.0 if dtype == jnp.float64 else -5.0
   grid = jnp.linspace(s_min * np.log(10.0), 6.0 * np.log(10.0), n_grid, dtype=dtype)
-  eps = float(np.finfo(np.dtype(dtype)).eps)
-  f_tol = 64 * eps                     # on log z: relative on the edge
 
   def f_and_slope(s):
     e = jnp.exp(s)
@@ -74,38 +71,18 @@ def _edge(law: Law, depth, log_sigma_w2, orthogonal, n_grid: int = 32) -> Array:
     bad = ~(jnp.isfinite(f) & jnp.isfinite(slope))
     return jnp.where(bad, jnp.inf, f), jnp.where(bad, jnp.nan, slope)
 
+  def slope_and_curvature(s):
+    return jax.jvp(lambda v: f_and_slope(v)[1], (s,), (jnp.ones_like(s),))
+
   values, slopes = jax.vmap(f_and_slope)(grid)
   i = jnp.argmin(values)
   lo_i, hi_i = jnp.maximum(i - 1, 0), jnp.minimum(i + 1, n_grid - 1)
-  # Bracket (a, b) with slope(a) < 0 < slope(b); at the grid's ends a side is the minimum itself.
-  a, b = grid[lo_i], grid[hi_i]
-  ga = jnp.where(lo_i == i, -1.0, slopes[lo_i])
-  gb = jnp.where(hi_i == i, 1.0, slopes[hi_i])
-  bracketed = (ga < 0) & (gb > 0)
-
-  def more(carry):
-    k, a, b, *_, gap, _ = carry
-    return (k < 60) & (gap > f_tol) & (b - a > 4 * eps * jnp.maximum(1.0, jnp.abs(b)))
-
-  def step(carry):
-    k, a, b, ga, gb, side, _, best = carry
-    falsi = a + (b - a) * ga / (ga - gb)
-    width = b - a
-    inside = (falsi > a + width / 64) & (falsi < b - width / 64) & jnp.isfinite(falsi)
-    s = jnp.where(bracketed & inside, falsi, a + width / 2)
-    f, g = f_and_slope(s)
-    best = jnp.minimum(best, f)
-    right = ~(g < 0)                   # the minimum is left of s (also where g is nan)
-    # Illinois: halve the slope kept at the end that stays twice in a row.
-    ga_new = jnp.where(right, jnp.where(side == 1, ga / 2, ga), g)
-    gb_new = jnp.where(right, g, jnp.where(side == -1, gb / 2, gb))
-    a_new, b_new = jnp.where(right, a, s), jnp.where(right, s, b)
-    gap = jnp.where(jnp.isnan(g), jnp.inf, jnp.abs(g) * (b_new - a_new))
-    return k + 1, a_new, b_new, ga_new, gb_new, jnp.where(right, 1, -1), gap, best
-
-  init = (0, a, b, ga, gb, 0, jnp.asarray(jnp.inf, dtype), values[i])
-  best = jax.lax.while_loop(more, step, init)[-1]
-  return jnp.exp(best)
+  # slope(lo) < 0 < slope(hi) around an interior minimum of the grid
+  active = (lo_i < i) & (hi_i > i) & (slopes[lo_i] < 0) & (slopes[hi_i] > 0)
+  s, _, _ = safeguarded_newton(
+      slope_and_curvature, grid[lo_i], grid[hi_i], slopes[lo_i], slopes[hi_i], grid[i], active,
+      rtol(dtype), increasing=True)
+  return jnp.exp(jnp.minimum(values[i], jnp.where(active, f_and_slope(s)[0], jnp.inf)))
 
 
 def _atoms(law: Law, depth, sigma_w2, orthogonal):
