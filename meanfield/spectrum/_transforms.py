@@ -125,11 +125,16 @@ def log_z(w: Array, law: Law, depth, log_sigma_w2, orthogonal: float):
   """
   m, dm, g = stieltjes(w[..., None], law)
   one_plus_m = w * g   # = 1 + m without cancellation as m -> -1
+  return _subordination(w, m, dm, one_plus_m, depth, log_sigma_w2, orthogonal) + (m,)
+
+
+def _subordination(w, m, dm, one_plus_m, depth, log_sigma_w2, orthogonal):
+  """``(log z, d log z / dw)`` from ``m(w)``, ``dm/dw`` and ``1 + m`` (real or complex)."""
   c1 = 1.0 - depth * orthogonal
   f = (c1 * jnp.log(one_plus_m) + (depth - 1.0) * jnp.log(m) + depth * jnp.log(w)
        + depth * log_sigma_w2)
   df = c1 * dm / one_plus_m + (depth - 1.0) * dm / m + depth / w
-  return f, df, m
+  return f, df
 
 
 
@@ -153,8 +158,4 @@ def log_z_real(w: Array, law: Law, depth, log_sigma_w2, orthogonal: float):
   m = jnp.sum(mass * (law.mid * g + a - 1.0), axis=-1)
   dm = jnp.sum(mass * (g - w[..., None] / (n1 * n2)), axis=-1)
   one_plus_m = w * jnp.sum(mass * g, axis=-1)
-  c1 = 1.0 - depth * orthogonal
-  f = (c1 * jnp.log(one_plus_m) + (depth - 1.0) * jnp.log(m) + depth * jnp.log(w)
-       + depth * log_sigma_w2)
-  df = c1 * dm / one_plus_m + (depth - 1.0) * dm / m + depth / w
-  return f, df
+  return _subordination(w, m, dm, one_plus_m, depth, log_sigma_w2, orthogonal)
