@@ -107,8 +107,8 @@ WORK = {
     "propagate": "20 layers, each a 1-D rule and a 600 x 257 matrix product (the c-map's "
                  "Mehler coefficients at that layer's q)",
     "jacobian_spectrum_edge": "q*, the law of phi'^2 in 512 segments (16 nodes each), then "
-                              "32 + about 20 real evaluations of the subordination z(w) "
-                              "on them",
+                              "32 real evaluations of the subordination z(w) on them and "
+                              "a few safeguarded Newton steps",
     "critical_sigma_w2": "a 58-point ladder and a Newton solve of 1-D integrals",
     "c_star": "q*, then 513 Mehler coefficients and a Newton solve of their series",
 }
