@@ -28,6 +28,7 @@ the conditional mean, so kinks and the bend of ``phi`` are split in both.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -147,10 +148,22 @@ def gaussian_expectation(g: Callable[[Array], Any], q: Any, *, kinks=(),
   """
   dtype = _dtype(q, mean)
   q, mean = jnp.broadcast_arrays(jnp.asarray(q, dtype), jnp.asarray(mean, dtype))
-  std = jnp.sqrt(q)
-  z, w = _rule(mean, std, tuple(kinks), degree)
-  h = mean[..., None] + std[..., None] * z
+  h, w = _nodes(q, mean, tuple(kinks), degree)
   return _sum(w, g(h), (-1,))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _nodes(q: Array, mean: Array, kinks: tuple[float, ...], degree: int) -> tuple[Array, Array]:
+  """The nodes ``h`` and weights of :func:`gaussian_expectation`, shape ``q.shape + (n,)``.
+
+  They do not depend on ``g``: one compiled program per shape, dtype, ``kinks`` and
+  ``degree``, so an eager call compiles that program (and ``g``'s few operations)
+  rather than each of the rule's operations one by one (inside a traced program it
+  is inlined).
+  """
+  std = jnp.sqrt(q)
+  z, w = _rule(mean, std, kinks, degree)
+  return mean[..., None] + std[..., None] * z, w
 
 
 def _conditional_kink_cuts(kinks, slope, width):
@@ -186,6 +199,14 @@ def _sort_small(x: Array) -> Array:
 
 def _bivariate(g, q11, q22, q12, kinks, degree):
   """Unbatched body of :func:`bivariate_expectation` on 1-D arrays of points."""
+  u1, u2, w = _bivariate_nodes(q11, q22, q12, kinks, degree)
+  return _sum(w, g(u1, u2), (-2, -1))
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _bivariate_nodes(q11, q22, q12, kinks, degree):
+  """``(u1 (B, N1, 1), u2 (B, N1, N2), weights (B, N1, N2))`` of :func:`_bivariate`: one
+  compiled program, independent of ``g`` (as :func:`_nodes`)."""
   norm = jnp.sqrt(q11 * q22)
   c = jnp.clip(q12 / jnp.where(norm > 0, norm, 1), -1, 1)
   s = jnp.sqrt(jnp.clip((1 - c) * (1 + c), 0, None))
@@ -201,7 +222,7 @@ def _bivariate(g, q11, q22, q12, kinks, degree):
   z2, w2 = _rule(mean2, jnp.broadcast_to((sd2 * s)[:, None], mean2.shape), kinks, degree)
   u1 = (sd1[:, None] * z1)[..., None]                                   # (B, N1, 1)
   u2 = mean2[..., None] + (sd2 * s)[:, None, None] * z2                # (B, N1, N2)
-  return _sum(w1[..., None] * w2, g(u1, u2), (-2, -1))
+  return u1, u2, w1[..., None] * w2
 
 
 def bivariate_expectation(g: Callable[[Array, Array], Any], q11: Any, q22: Any, q12: Any, *,
