@@ -210,8 +210,7 @@ def scaled_norm(v: Array, axis=None) -> Array:
   return jnp.where(_in_range(plain), jnp.sqrt(plain), scaled)
 
 
-def _forward_stats(h: Array, a: Array, act: Activation) -> dict[str, Array]:
-  """The forward statistics of ``h``, ``a`` ``(S, B, N)``, each of shape ``(S,)``."""
+def _forward_stats(h: Array, a: Array, a_in: Array, act: Activation) -> dict[str, Array]:
   levels, tol = saturation_levels(act)
   pre_mean, pre_var = _mean_var(h)
   post_mean, post_var = _mean_var(a)
@@ -226,26 +225,8 @@ def _forward_stats(h: Array, a: Array, act: Activation) -> dict[str, Array]:
       pre_mean=pre_mean, pre_var=pre_var, post_mean=post_mean, post_var=post_var,
       zero=jnp.mean(is_zero, axis=(-2, -1), dtype=h.dtype),
       dead=jnp.mean(jnp.all(is_zero, axis=-2), axis=-1, dtype=h.dtype),
-      saturated=jnp.mean(saturated, axis=(-2, -1), dtype=h.dtype))
-
-
-def _layer_stats(h: Array, a: Array, act: Activation) -> dict[str, Array]:
-  """:func:`_forward_stats` of every layer at once: ``h``, ``a`` ``(L, S, B, N)``, fields
-  ``(L, S)``.
-
-  The layers' activations are stacked by the forward pass and reduced here,
-  outside its loop over depth: so the statistics are compiled once, where
-  evaluated at every step of the loop they were compiled twice (the first
-  layer and the loop's body), and within a loop, which XLA compiles more
-  slowly (a sweep's program compiled in 1.6 s instead of 2.1 s; warm runs
-  take as long at width 1024 and up to 10% longer at width 256, where the
-  stacked arrays leave the cache). The reductions are those of one layer, per
-  ``(l, s)``.
-  """
-  depth, s, b, n = h.shape
-  flat = lambda v: v.reshape(depth * s, b, n)
-  stats = _forward_stats(flat(h), flat(a), act)
-  return {k: v.reshape(depth, s) for k, v in stats.items()}
+      saturated=jnp.mean(saturated, axis=(-2, -1), dtype=h.dtype),
+      in_sq=_squares(a_in))
 
 
 def _squares(v: Array) -> tuple[Array, Array, Array]:
@@ -284,18 +265,19 @@ def measure(params: _models.Params, x: Array, r: Array, *,
     x = jnp.broadcast_to(x[None], (n_settings, *x.shape))
   depth, (_, batch, _) = params.depth, x.shape
 
+  def probe(h, a, a_in):
+    return _forward_stats(h, a, a_in, act)
+
   def loss(shift):
-    out, layers = _models.forward(params, x, activation=act, residual=residual, norm=norm,
-                                  w_scale=w_scale, b_scale=b_scale, h_shift=shift,
-                                  probe=lambda h, a, a_in: (h, a, _squares(a_in)),
-                                  keep_prob=keep_prob, dropout_key=dropout_key)
-    return jnp.sum(out @ r), layers
+    out, measured = _models.forward(params, x, activation=act, residual=residual, norm=norm,
+                                    w_scale=w_scale, b_scale=b_scale, h_shift=shift,
+                                    probe=probe, keep_prob=keep_prob, dropout_key=dropout_key)
+    return jnp.sum(out @ r), measured
 
   shift = jnp.zeros((depth, n_settings, batch, params.width), params.w.dtype)
-  # h, a: (L, S, B, N); |a_in|^2 (the layer's input, after dropout): (L, S, B), .., (L, S)
-  delta, (h, a, (in_sq, in_sq_s, e_in)) = jax.grad(loss, has_aux=True)(shift)
-  fwd = _layer_stats(h, a, act)
+  delta, fwd = jax.grad(loss, has_aux=True)(shift)
   delta2 = jnp.sum(jnp.square(delta), axis=-1)                    # (L, S, B)
+  in_sq, in_sq_s, e_in = fwd.pop("in_sq")                         # (L, S, B), .., (L, S)
   grad_h2 = jnp.mean(delta2, axis=-1)
   grad_w2 = jnp.mean(in_sq * delta2, axis=-1)
   # Where those are out of range: from the scaled vectors (see the module
