@@ -1,0 +1,89 @@
+"""Every public theory function compiles once, then serves new values from JAX's cache.
+
+For each function: a first call (which may compile), then a call with new
+values of its continuous arguments, of the same shapes and dtypes, which must
+compile nothing (counted from ``jax.log_compiles``). A function that retraced
+on every value, or ran its work as eager operations of value-dependent shapes,
+fails here. The default run checks one function of each module; the rest run
+with ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import meanfield as mf
+
+T = dict(activation="tanh", sigma_b2=0.05)
+COV = np.eye(4) * 0.6 + 0.1
+
+#: name -> call with a value v (1.5 on the first call, 1.7 on the second)
+CALLS = {
+    "gaussian_expectation": lambda v: mf.gaussian_expectation(jnp.tanh, v),
+    "bivariate_expectation": lambda v: mf.bivariate_expectation(jnp.multiply, v, v, 0.5 * v),
+    "q_map": lambda v: mf.q_map(v, sigma_w2=2.0, **T),
+    "c_map": lambda v: mf.c_map(v / 2, sigma_w2=2.5, **T),
+    "q_map_slope": lambda v: mf.q_map_slope(v, sigma_w2=2.0, **T),
+    "post_activation_variance": lambda v: mf.post_activation_variance(v, activation="tanh"),
+    "q_star": lambda v: mf.q_star(sigma_w2=v, **T),
+    "q_star_solve": lambda v: mf.q_star_solve(sigma_w2=v, **T),
+    "chi_1": lambda v: mf.chi_1(sigma_w2=v, **T),
+    "c_star": lambda v: mf.c_star(sigma_w2=v + 1, **T),
+    "c_star_solve": lambda v: mf.c_star_solve(sigma_w2=v + 1, **T),
+    "correlation_fixed_point": lambda v: mf.correlation_fixed_point(sigma_w2=v + 1, **T),
+    "chi_c": lambda v: mf.chi_c(sigma_w2=v + 1, **T),
+    "depth_scales": lambda v: mf.depth_scales(sigma_w2=v + 1, **T),
+    "gradient_depth_scale": lambda v: mf.gradient_depth_scale(sigma_w2=v + 1, **T),
+    "critical_sigma_w2": lambda v: mf.critical_sigma_w2(sigma_b2=v / 10, activation="tanh"),
+    "critical_line": lambda v: mf.critical_line(v / 3, activation="tanh"),
+    "propagate": lambda v: mf.propagate(q_input=1.0, c_input=0.5, depth=5, sigma_w2=v, **T),
+    "jacobian_moments": lambda v: mf.jacobian_moments(sigma_w2=v, depth=5, init="orthogonal",
+                                                      **T),
+    "jacobian_spectrum_edge": lambda v: mf.jacobian_spectrum_edge(
+        sigma_w2=v, depth=5, init="gaussian", **T),
+    "dropout_fixed_point": lambda v: mf.dropout_fixed_point(sigma_w2=v, keep_prob=0.9, **T),
+    "dropout_propagate": lambda v: mf.dropout_propagate(q_input=1.0, c_input=0.5, depth=5,
+                                                        sigma_w2=v, keep_prob=0.9, **T),
+    "layernorm_fixed_point": lambda v: mf.layernorm_fixed_point(sigma_w2=v, **T),
+    "layernorm_propagate": lambda v: mf.layernorm_propagate(q_input=1.0, c_input=0.5, depth=5,
+                                                            sigma_w2=v, **T),
+    "residual_q_map": lambda v: mf.residual_q_map(v, sigma_w2=1.5, **T),
+    "residual_propagate": lambda v: mf.residual_propagate(q_input=1.0, c_input=0.5, depth=5,
+                                                          sigma_w2=v, **T),
+    "finite_width_q": lambda v: mf.finite_width_q(q_input=1.0, depth=5, width=128, sigma_w2=v,
+                                                  **T),
+    "finite_width_jacobian": lambda v: mf.finite_width_jacobian(q_input=1.0, depth=5, width=128,
+                                                                sigma_w2=v, **T),
+    "rnn_fixed_point": lambda v: mf.rnn_fixed_point(sigma_w2=v, **T),
+    "rnn_propagate": lambda v: mf.rnn_propagate(sigma_w2=v, steps=5, **T),
+    "rnn_jacobian_moments": lambda v: mf.rnn_jacobian_moments(sigma_w2=v, steps=5, **T),
+    "conv_covariance_map": lambda v: mf.conv_covariance_map(COV, sigma_w2=v, kernel_size=3, **T),
+    "conv_fixed_point": lambda v: mf.conv_fixed_point(sigma_w2=v, spatial_size=4, **T),
+    "conv_depth_scales": lambda v: mf.conv_depth_scales(sigma_w2=v, kernel_size=3,
+                                                        spatial_size=4, **T),
+    "conv_propagate": lambda v: mf.conv_propagate(covariance=COV, depth=3, sigma_w2=v,
+                                                  kernel_size=3, **T),
+}
+# One per module in the default run (their programs are among the cheapest to compile).
+DEFAULT = {"gaussian_expectation", "q_map", "q_star", "propagate", "jacobian_moments",
+           "dropout_propagate", "finite_width_q", "conv_covariance_map"}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=() if n in DEFAULT else (pytest.mark.slow,)) for n in CALLS])
+def test_a_new_value_compiles_nothing(x64, caplog, name):
+  call = CALLS[name]
+  first = jax.block_until_ready(call(1.5))
+  with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles(True):
+    second = jax.block_until_ready(call(1.7))
+  compiled = [r.getMessage().split(" with ")[0] for r in caplog.records
+              if r.getMessage().startswith("Compiling")]
+  assert not compiled, compiled
+  # The second call answered for its own value (not a cached result).
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first),
+                                                      jax.tree.leaves(second)))
