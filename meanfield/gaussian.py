@@ -148,7 +148,7 @@ def gaussian_expectation(g: Callable[[Array], Any], q: Any, *, kinks=(),
   """
   dtype = _dtype(q, mean)
   q, mean = jnp.broadcast_arrays(jnp.asarray(q, dtype), jnp.asarray(mean, dtype))
-  h, w = _nodes(q, mean, tuple(kinks), degree)
+  h, w = _nodes(q, mean, tuple(map(float, kinks)), int(degree))
   return _sum(w, g(h), (-1,))
 
 
@@ -249,7 +249,7 @@ def bivariate_expectation(g: Callable[[Array, Array], Any], q11: Any, q22: Any, 
   q11, q22, q12 = jnp.broadcast_arrays(*(jnp.asarray(a, dtype) for a in (q11, q22, q12)))
   shape = q11.shape
   flat = tuple(a.reshape(-1) for a in (q11, q22, q12))
-  kinks = tuple(kinks)
+  kinks, degree = tuple(map(float, kinks)), int(degree)   # static (hashable) keys
   n_nodes = (len(set(_H_CUTS) | set(map(float, kinks))) + len(_Z_CUTS) + 1
              + 2 * len(kinks) * (2 * len(_KINK_LADDER) - 1)) * degree
   batch = max(1, _BIVARIATE_CHUNK // (n_nodes * n_nodes))

@@ -112,6 +112,22 @@ def test_jit_and_grad(x64):
   np.testing.assert_allclose(jax.grad(f)(1.3), want, rtol=1e-11)
 
 
+def test_kinks_and_degree_as_numpy_or_jax_scalars(x64):
+  # They key the compiled rule: any real scalars are read as Python numbers, so a
+  # kink given as a JAX scalar gives the rule of the same float.
+  relu2 = lambda h: jnp.maximum(h, 0) ** 2
+  want = mf.gaussian_expectation(relu2, 2.0, kinks=(0.0,), degree=16)
+  got = mf.gaussian_expectation(relu2, 2.0, kinks=[jnp.asarray(0.0)], degree=np.int64(16))
+  assert float(got) == float(want) and abs(float(want) - 1.0) < 1e-13   # E[relu(h)^2] = q/2
+  pair = lambda a, b: jnp.maximum(a, 0) * jnp.maximum(b, 0)
+  want = mf.bivariate_expectation(pair, 1.0, 1.0, 0.5, kinks=(0.0,))
+  got = mf.bivariate_expectation(pair, 1.0, 1.0, 0.5, kinks=[np.float32(0.0)], degree=np.int64(10))
+  theta = np.arccos(0.5)       # the arc-cosine kernel of order 1 (Cho and Saul 2009)
+  assert float(got) == float(want)
+  np.testing.assert_allclose(float(want), (np.sin(theta) + (np.pi - theta) * np.cos(theta))
+                             / (2 * np.pi), rtol=1e-12)
+
+
 def test_merge_of_panel_cuts_is_the_sorted_union(x64):
   """The rule's merge of two sorted rows (a constant one, and one per point) is their
   sorted union, exactly, with ties, infinities and a batch of rows; and its gradient
