@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from meanfield import _checks
+
 __all__ = ["gaussian_expectation", "bivariate_expectation", "gauss_legendre", "DEFAULT_DEGREE",
            "DEFAULT_BIVARIATE_DEGREE"]
 
@@ -59,6 +61,19 @@ def gauss_legendre(degree: int) -> tuple[np.ndarray, np.ndarray]:
   if not isinstance(degree, (int, np.integer)) or degree < 1:
     raise ValueError(f"`degree` must be an integer >= 1, got {degree!r}")
   return np.polynomial.legendre.leggauss(int(degree))
+
+
+def _static_options(kinks: Any, degree: Any) -> tuple[tuple[float, ...], int]:
+  """``kinks`` as a tuple of Python floats and ``degree`` as an int: they key the compiled
+  rule (static, hashable). ``ValueError`` naming the argument otherwise."""
+  degree = _checks.check_positive_int("degree", degree)
+  try:
+    values = tuple(float(k) for k in kinks)
+  except (TypeError, ValueError):
+    values = None
+  if values is None or not all(np.isfinite(values)):
+    raise ValueError(f"`kinks` must be a sequence of finite real numbers, got {kinks!r}")
+  return values, degree
 
 
 def _dtype(*xs: Any):
@@ -138,17 +153,19 @@ def gaussian_expectation(g: Callable[[Array], Any], q: Any, *, kinks=(),
     g: elementwise ``jax.numpy`` function of the pre-activation ``h``; it may
       return a pytree of arrays (each integrated on the same nodes).
     q: variance of ``h``; any shape, ``q >= 0`` (``q = 0`` gives ``g(mean)``).
-    kinks: points in ``h`` where ``g`` is not smooth; the integral is split there.
-    degree: Gauss-Legendre nodes per panel (see the module docstring).
+    kinks: points in ``h`` where ``g`` is not smooth (finite numbers, static); the
+      integral is split there.
+    degree: Gauss-Legendre nodes per panel (an integer >= 1; see the module docstring).
     mean: mean of ``h``; broadcast against ``q``.
 
   Returns:
     Arrays of the broadcast shape of ``q`` and ``mean``, in their floating
     dtype (float32 unless 64-bit is enabled and an input is float64).
   """
+  kinks, degree = _static_options(kinks, degree)
   dtype = _dtype(q, mean)
   q, mean = jnp.broadcast_arrays(jnp.asarray(q, dtype), jnp.asarray(mean, dtype))
-  h, w = _nodes(q, mean, tuple(map(float, kinks)), int(degree))
+  h, w = _nodes(q, mean, kinks, degree)
   return _sum(w, g(h), (-1,))
 
 
@@ -238,19 +255,19 @@ def bivariate_expectation(g: Callable[[Array, Array], Any], q11: Any, q22: Any, 
   Args:
     g: elementwise function of ``(u1, u2)``, broadcasting; may return a pytree.
     q11, q22, q12: broadcastable arrays, ``q11, q22 >= 0``.
-    kinks: points in ``u`` where ``g`` is not smooth in ``u1`` or ``u2``.
-    degree: Gauss-Legendre nodes per panel in each dimension.
+    kinks: points in ``u`` where ``g`` is not smooth in ``u1`` or ``u2`` (finite numbers).
+    degree: Gauss-Legendre nodes per panel in each dimension (an integer >= 1).
 
   Returns:
     Arrays of the broadcast shape of the inputs, in their floating dtype.
     Large batches are evaluated in chunks (``jax.lax.map``) to bound memory.
   """
+  kinks, degree = _static_options(kinks, degree)
   dtype = _dtype(q11, q22, q12)
   q11, q22, q12 = jnp.broadcast_arrays(*(jnp.asarray(a, dtype) for a in (q11, q22, q12)))
   shape = q11.shape
   flat = tuple(a.reshape(-1) for a in (q11, q22, q12))
-  kinks, degree = tuple(map(float, kinks)), int(degree)   # static (hashable) keys
-  n_nodes = (len(set(_H_CUTS) | set(map(float, kinks))) + len(_Z_CUTS) + 1
+  n_nodes = (len(set(_H_CUTS) | set(kinks)) + len(_Z_CUTS) + 1
              + 2 * len(kinks) * (2 * len(_KINK_LADDER) - 1)) * degree
   batch = max(1, _BIVARIATE_CHUNK // (n_nodes * n_nodes))
   size = flat[0].shape[0]

@@ -137,7 +137,6 @@ def _subordination(w, m, dm, one_plus_m, depth, log_sigma_w2, orthogonal):
   return f, df
 
 
-
 def log_z_real(w: Array, law: Law, depth, log_sigma_w2, orthogonal: float):
   """:func:`log_z` and its derivative for real ``w`` right of the support of ``x`` (real arithmetic).
 

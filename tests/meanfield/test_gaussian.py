@@ -128,6 +128,21 @@ def test_kinks_and_degree_as_numpy_or_jax_scalars(x64):
                              / (2 * np.pi), rtol=1e-12)
 
 
+@pytest.mark.parametrize("kw, match", [
+    (dict(degree=2.5), r"`degree` must be an integer >= 1, got 2.5"),
+    (dict(degree=0), r"`degree` must be an integer >= 1, got 0"),
+    (dict(degree=True), r"`degree` must be an integer >= 1, got True"),
+    (dict(kinks=None), r"`kinks` must be a sequence of finite real numbers, got None"),
+    (dict(kinks=["x"]), r"`kinks` must be a sequence of finite real numbers, got \['x'\]"),
+    (dict(kinks=[np.nan]), r"`kinks` must be a sequence of finite real numbers, got \[nan\]"),
+])
+def test_bad_kinks_or_degree_raise(kw, match):
+  with pytest.raises(ValueError, match=match):
+    mf.gaussian_expectation(jnp.tanh, 1.0, **kw)
+  with pytest.raises(ValueError, match=match):
+    mf.bivariate_expectation(jnp.multiply, 1.0, 1.0, 0.5, **kw)
+
+
 def test_merge_of_panel_cuts_is_the_sorted_union(x64):
   """The rule's merge of two sorted rows (a constant one, and one per point) is their
   sorted union, exactly, with ties, infinities and a batch of rows; and its gradient
