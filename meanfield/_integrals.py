@@ -231,6 +231,21 @@ def next_correlation(sigma_w2: Array, sigma_b2: Array, q_out: Array, cross: Arra
   return jnp.where(c_direct > 0.5, c_near_one, c_direct)
 
 
+def limit_length(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array) -> Array:
+  """``q``, or a tiny positive length where the c-map at ``q`` is 0/0 and means its limit ``q -> 0+``.
+
+  That is where ``q = 0`` and ``q_map(0) = sigma_w2 phi(0)^2 + sigma_b2 = 0``
+  with ``sigma_w2 > 0`` (ReLU or tanh with ``sigma_b2 = 0``): the c-map and its
+  slopes there are taken at ``tiny ** 0.25`` of the dtype, where ReLU's
+  (scale-free) are exact and a smooth ``phi`` with ``phi(0) = 0`` is linear
+  to rounding.
+  """
+  tiny = jnp.asarray(np.finfo(np.dtype(q.dtype)).tiny ** 0.25, q.dtype)
+  limit = (q == 0) & (sigma_w2 > 0) & (sigma_w2 * act.fn(jnp.zeros((), q.dtype)) ** 2
+                                       + sigma_b2 == 0)
+  return jnp.where(limit, tiny, q)
+
+
 def correlation_map(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array, c: Array
                     ) -> tuple[Array, Array]:
   """``(q_map(q), c_map(c))`` at length ``q`` (arrays of one shape).
@@ -244,13 +259,12 @@ def correlation_map(act: Activation, sigma_w2: Array, sigma_b2: Array, q: Array,
 
   Where ``q = 0`` and ``q_map(0) = sigma_w2 phi(0)^2 + sigma_b2 = 0`` (ReLU or
   tanh with ``sigma_b2 = 0``) ``c_out`` is 0/0: it is the limit ``q -> 0+``,
-  taken at a tiny positive length (ReLU is scale-free: its c-map is the same
-  at every ``q > 0``; a smooth ``phi`` with ``phi(0) = 0`` becomes linear).
+  taken at a tiny positive length (:func:`limit_length`; ReLU is scale-free: its
+  c-map is the same at every ``q > 0``; a smooth ``phi`` with ``phi(0) = 0``
+  becomes linear).
   """
-  tiny = jnp.asarray(np.finfo(np.dtype(q.dtype)).tiny ** 0.25, q.dtype)
-  limit = (q == 0) & (sigma_w2 > 0) & (sigma_w2 * act.fn(jnp.zeros((), q.dtype)) ** 2
-                                       + sigma_b2 == 0)
-  q = jnp.where(limit, tiny, q)
+  q = limit_length(act, sigma_w2, sigma_b2, q)
+
   def quadrature(_):
     q_out = length_map(act, sigma_w2, sigma_b2, q)
     cross, sqdiff = pair_moments(act, q, c)

@@ -35,7 +35,8 @@ import jax
 import jax.numpy as jnp
 
 from meanfield import _checks, _solve
-from meanfield._integrals import as_arrays, correlation_map, pair_moments, second_moments
+from meanfield._integrals import (as_arrays, correlation_map, limit_length, pair_moments,
+                                  second_moments)
 from meanfield.maps import Propagation
 
 Array = jax.Array
@@ -156,10 +157,14 @@ def correlation_root(act, variant: Variant, sigma_w2, sigma_b2, keep_prob, q, *,
   cancellation near 1), with the implicit-function gradient in the
   parameters (:func:`meanfield._solve.implicit_step`; ``c* = 0``, reached at
   ``sigma_b2 = 0`` for odd ``phi``, has none). Slopes by Price's theorem:
-  ``C'(c) = sigma_w2 q_phi E[phi'(u1) phi'(u2)] / q_b``.
+  ``C'(c) = sigma_w2 q_phi E[phi'(u1) phi'(u2)] / q_b``. Where ``q = 0`` and
+  the map is 0/0 there (``sigma_b2 = 0``) the map, root and slopes are the
+  limit ``q -> 0+``, as in :func:`meanfield._integrals.correlation_map`.
   """
   if variant.residual:
     raise ValueError("a residual network's c-map has no fixed point at finite length")
+  if not variant.layer_norm:
+    q = limit_length(act, sigma_w2, sigma_b2, q)      # q = 0 (sigma_b2 = 0): the limit q -> 0+
 
   def gap(c, sigma_w2=sigma_w2, sigma_b2=sigma_b2, keep_prob=keep_prob, q=q):
     q_b, gap_b = branch(act, variant, sigma_w2, sigma_b2, keep_prob, q, c)

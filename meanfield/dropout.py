@@ -160,6 +160,9 @@ def _fixed_point(act, sigma_w2, sigma_b2, keep_prob):
   c_star, chi_c, _ = _variants.correlation_root(act, _PLAIN, sigma_w2, sigma_b2, keep_prob, q,
                                                 closed=False)
   chi_1 = sigma_w2 / keep_prob * second_moments(act, q)[1]
+  # keep_prob = 1 at q* = 0: the plain MLP's ordered-phase values (meanfield.c_star, chi_c)
+  plain = (keep_prob == 1) & (q == 0)
+  c_star, chi_c = jnp.where(plain, 1, c_star), jnp.where(plain, chi_1, chi_c)
   return DropoutFixedPoint(q_star=q, c_star=c_star, chi_c=chi_c, chi_1=chi_1,
                            xi_c=depth_scale(chi_c))
 
@@ -175,6 +178,11 @@ def dropout_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation:
   Price's theorem. Where ``q*`` is infinite the c-map has no length to be
   evaluated at and ``c_star``, ``chi_c``, ``xi_c`` are nan (ReLU's c-map is
   the same at every length: evaluate :func:`dropout_c_map` at any ``q``).
+  Where ``q* = 0`` (``sigma_b2 = 0``, ordered) ``c*``, ``chi_c`` and ``xi_c``
+  are those of the c-map's limit ``q -> 0+`` (:func:`dropout_c_map` at
+  ``q = 0``: ReLU's at any length, ``p c`` for a smooth ``phi`` with
+  ``phi(0) = 0``); with ``keep_prob = 1`` the plain MLP's (``c* = 1``,
+  ``chi_c = chi_1``).
 
   Returns:
     A :class:`DropoutFixedPoint`, broadcast shape of the arguments.

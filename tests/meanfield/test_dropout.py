@@ -190,3 +190,29 @@ def test_fixed_point_gradients(x64):
     fd = (c_star(*up) - c_star(*down)) / (2 * h)
     np.testing.assert_allclose(g, fd, rtol=1e-5)
     assert abs(float(g)) > 1e-3
+
+
+def test_fixed_point_where_q_star_is_zero(x64):
+  # sigma_b2 = 0 in the ordered phase: q* = 0, and c*, chi_c, xi_c are the limit q -> 0+
+  # (the README's edge case), not the slopes at q = 0 itself (which are 0).
+  kw = dict(sigma_w2=1.0, sigma_b2=0.0, activation="tanh")
+  fp = meanfield.dropout_fixed_point(keep_prob=1.0, **kw)        # keep_prob = 1: the plain MLP
+  assert float(fp.q_star) == 0.0
+  assert float(fp.c_star) == float(meanfield.c_star(**kw)) == 1.0
+  assert float(fp.chi_c) == float(meanfield.chi_c(**kw)) == 1.0
+  assert float(fp.xi_c) == float(meanfield.depth_scales(**kw).xi_c) == np.inf
+  # p < 1: c* is the fixed point of the limit c-map (dropout_c_map at q = 0), chi_c its slope
+  # there by central differences (error ~h^2 C''' + eps / h, below 1e-9)
+  for act, sigma_w2, keep, c_want, chi_want in [("relu", 1.5, 0.9, 0.62715, 0.6442),
+                                                ("tanh", 0.5, 0.9, 0.0, 0.9)]:
+    kw = dict(sigma_w2=sigma_w2, sigma_b2=0.0, activation=act, keep_prob=keep)
+    fp = meanfield.dropout_fixed_point(**kw)
+    assert float(fp.q_star) == 0.0
+    c_map = lambda c: meanfield.dropout_c_map(c, q=0.0, **kw)
+    np.testing.assert_allclose(c_map(fp.c_star), fp.c_star, atol=1e-13)
+    np.testing.assert_allclose(fp.c_star, c_want, atol=1e-5)
+    h = 1e-6
+    slope = (c_map(fp.c_star + h) - c_map(fp.c_star - h)) / (2 * h)
+    np.testing.assert_allclose(fp.chi_c, slope, rtol=1e-8)
+    np.testing.assert_allclose(fp.chi_c, chi_want, rtol=1e-4)    # the limit map: tanh's is p c
+    np.testing.assert_allclose(fp.xi_c, -1 / np.log(slope), rtol=1e-8)
