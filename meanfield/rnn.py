@@ -60,9 +60,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meanfield import _checks
+from meanfield import _checks, _solve
 from meanfield._integrals import as_arrays, correlation_map, pair_moments, second_moments
 from meanfield.activations import activation as _activation
+from meanfield.depth import depth_scale
 from meanfield.fixed_points import q_star
 from meanfield.network import Network, accepts_network, weight_law
 from meanfield.spectrum import JacobianMoments, jacobian_moments
@@ -72,8 +73,6 @@ __all__ = ["RNNPropagation", "RNNFixedPoint", "rnn_propagate", "rnn_fixed_point"
 
 Array = jax.Array
 ArrayLike = Any
-
-_BISECTIONS = 64      # halvings of [-1, 1] for c*: below float64's spacing near 1
 
 
 def _with_steps(fn):
@@ -240,6 +239,43 @@ class RNNFixedPoint(NamedTuple):
   xi_grad: Array
 
 
+def _c_star(act, sigma_w2, b_self, gap, qs, chi):
+  """``(c*, converged)`` of the RNN's c-map on the length ``qs`` (arrays of one shape).
+
+  ``g(c) = C(c) - c`` has ``g(-1) >= 0`` and ``g(1) = -gap / q* <= 0``. Where
+  ``gap > 0`` the root is bracketed by ``[-1, 1]``; where ``gap = 0`` (the
+  feed-forward map) ``c* = 1`` if ``chi_1 <= 1`` (ordered, critical), else the
+  root below 1 (chaotic: ``g < 0`` just below 1, where ``g' = chi_1 - 1 > 0``
+  keeps Newton out). Safeguarded Newton (:mod:`meanfield._solve`) on stopped
+  parameters, ``g' = sigma_w2 q* E[phi'(u1) phi'(u2)] / q_map(q*) - 1``; the
+  gradient in the parameters comes from the implicit-function step.
+  """
+  stop = jax.lax.stop_gradient
+  s_w2, s_b, s_gap, s_q = stop(sigma_w2), stop(b_self), stop(gap), stop(qs)
+
+  def f_and_df(c):
+    q_next, c_next = _step(act, s_w2, s_b, s_gap, s_q, c)
+    dd = pair_moments(act, s_q, c, derivative=True)[2]
+    return c_next - c, s_w2 * s_q * dd / q_next - 1
+
+  ones = jnp.ones_like(qs)
+  active = jnp.isfinite(qs) & ((gap > 0) | (chi > 1))
+  f_lo, _ = f_and_df(jnp.where(active, -ones, 0.0))
+  f_hi, _ = f_and_df(jnp.where(active, ones, 0.0))
+  # regula falsi of [-1, 1] where g(1) < 0; 0 where g(1) = 0 (the root at 1 is not the one)
+  x0 = jnp.where(active & (f_hi < 0), -1 + 2 * f_lo / jnp.where(active, f_lo - f_hi, 1), 0.0)
+  cs, converged, _ = _solve.safeguarded_newton(f_and_df, -ones, ones, f_lo, f_hi, x0, active,
+                                               _solve.rtol(qs.dtype))
+  cs = jnp.where(active, cs, 1.0)
+
+  def residual(c):
+    return _step(act, sigma_w2, b_self, gap, qs, c)[1] - c
+
+  slope = f_and_df(jnp.where(active, cs, 0.0))[1]
+  cs = _solve.implicit_step(residual, cs, active & converged, slope)
+  return jnp.where(jnp.isfinite(qs), cs, jnp.nan), converged | ~active
+
+
 @functools.partial(jax.jit, static_argnames=("act",))
 def _fixed_point(act, sigma_w2, sigma_u2, sigma_b2, q_input, c_input):
   sigma_w2, sigma_u2, sigma_b2, q_input, c_input = as_arrays(
@@ -247,27 +283,17 @@ def _fixed_point(act, sigma_w2, sigma_u2, sigma_b2, q_input, c_input):
   b_self = sigma_u2 * q_input + sigma_b2
   gap = sigma_u2 * q_input * (1 - c_input)
   qs = q_star(sigma_w2=sigma_w2, sigma_b2=b_self, activation=act)
-
-  def g(c):
-    return _step(act, sigma_w2, b_self, gap, qs, c)[1] - c
-
-  # g(-1) >= 0 and g(1) = -gap/q* <= 0; keep g(lo) >= 0 > g(hi) (or hi = 1): where g(1) = 0
-  # this is the chaotic root below 1, or c* = 1 where g >= 0 below 1 (ordered, identity).
-  def bisect(_, bracket):
-    lo, hi = bracket
-    mid = (lo + hi) / 2
-    up = g(mid) >= 0
-    return jnp.where(up, mid, lo), jnp.where(up, hi, mid)
-
-  lo, hi = jax.lax.fori_loop(0, _BISECTIONS, bisect,
-                             (-jnp.ones_like(qs), jnp.ones_like(qs)))
-  cs = jnp.where(jnp.isfinite(qs), hi, jnp.nan)
   chi = sigma_w2 * second_moments(act, qs)[1]
-  dd = pair_moments(act, qs, jnp.where(jnp.isfinite(cs), cs, 1.0), derivative=True)[2]
+  cs, _ = _c_star(act, sigma_w2, b_self, gap, qs, chi)
+  # c* = 1 takes chi_1 (evaluated at c = 1/2 there: no derivative of an unused branch at c = 1)
+  dd = pair_moments(act, qs, jnp.where(jnp.isfinite(cs) & (cs != 1), cs, 0.5),
+                    derivative=True)[2]
   chi_c = jnp.where(cs == 1, chi, sigma_w2 * dd)
-  xi = lambda x: -1 / jnp.log(x)
-  return RNNFixedPoint(q_star=qs, c_star=cs, chi_1=chi, chi_c=chi_c, xi_c=xi(chi_c),
-                       xi_grad=xi(chi))
+  # -1/log chi_1, negative where gradients grow; depth_scale (inf, not -inf) where chi_1 <= 1
+  growing = chi > 1
+  xi_grad = jnp.where(growing, -1 / jnp.log(jnp.where(growing, chi, 2.0)), depth_scale(chi))
+  return RNNFixedPoint(q_star=qs, c_star=cs, chi_1=chi, chi_c=chi_c, xi_c=depth_scale(chi_c),
+                       xi_grad=xi_grad)
 
 
 @accepts_network
@@ -282,8 +308,9 @@ def rnn_fixed_point(*, activation: Any, sigma_w2: ArrayLike, sigma_b2: ArrayLike
   ``q*``: where the inputs differ (``sigma_u2 q_input (1 - c_input) > 0``)
   ``C(1) < 1`` and ``c* < 1`` in every phase, the RNN's correlations never
   collapse to 1; otherwise it is the feed-forward ``c*`` (1 when ``chi_1 <=
-  1``). Found by bisection on ``[-1, 1]`` (64 halvings), where ``C(c) - c``
-  changes sign once from above. ``chi_c = sigma_w2 E[phi'(u1) phi'(u2)]`` at
+  1``). Found by safeguarded Newton on the bracket ``[-1, 1]``, where
+  ``C(c) - c`` changes sign once from above, with implicit-function gradients
+  (``jax.grad`` of every field works). ``chi_c = sigma_w2 E[phi'(u1) phi'(u2)]`` at
   ``(q*, c*)``, the slope of the c-map there (``d E[phi(u1) phi(u2)]/dc =
   q E[phi'(u1) phi'(u2)]`` by Gaussian integration by parts, and ``q_t =
   q*``).
@@ -350,7 +377,7 @@ def rnn_jacobian_moments(*, activation: Any, sigma_w2: ArrayLike, sigma_b2: Arra
   _checks.check("sigma_w2", sigma_w2, lambda s: s > 0, "> 0 (a variance)")
   sigma_w2, sigma_u2, sigma_b2, q_input = _inputs(sigma_w2, sigma_u2, sigma_b2, q_input)
   # rnn_fixed_point's q*: the feed-forward q* at the input's bias (its c* is not needed here,
-  # and its bisection costs most of a compile)
+  # and its root-find costs most of a compile)
   qs = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_u2 * q_input + sigma_b2, activation=act)
   sw2 = jnp.asarray(sigma_w2, qs.dtype)
   sw2 = jnp.broadcast_to(sw2, jnp.broadcast_shapes(sw2.shape, qs.shape))[..., None]

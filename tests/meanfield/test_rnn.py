@@ -1,5 +1,7 @@
 """meanfield.rnn against closed forms (linear RNN) and independent Gauss-Hermite quadrature."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -155,3 +157,45 @@ def test_bad_input_raises(bad, match):
   kw = {**dict(activation="tanh", sigma_w2=1.0, sigma_b2=0.0, steps=3), **bad}
   with pytest.raises(ValueError, match=match):
     rnn.rnn_propagate(**kw)
+
+
+def test_fixed_point_gradients_match_finite_differences(x64):
+  # Every differentiable output in every argument, at a chaotic tanh point with inputs that
+  # differ (c* < 1 from the root-find, its gradient by the implicit function theorem).
+  # Central differences with h = 1e-5: truncation ~h^2 f''' ~ 1e-10, and the solvers' 16 eps
+  # on the values ~4e-16 / h ~ 4e-11 of noise; rtol 1e-6 with atol 1e-8.
+  names = ("sigma_w2", "sigma_b2", "sigma_u2", "q_input", "c_input")
+  x0 = np.array([2.5, 0.05, 0.7, 1.3, 0.4])
+  fields = ("q_star", "c_star", "chi_1", "chi_c", "xi_c", "xi_grad")
+
+  def f(x):
+    fp = rnn.rnn_fixed_point(activation="tanh", **dict(zip(names, x)))
+    return jnp.stack([getattr(fp, k) for k in fields])
+
+  jac = np.asarray(jax.jacrev(f)(jnp.asarray(x0)))            # reverse mode, as jax.grad
+  h = 1e-5
+  for j, name in enumerate(names):
+    step = np.eye(5)[j] * h
+    fd = (np.asarray(f(x0 + step)) - np.asarray(f(x0 - step))) / (2 * h)
+    for i, field in enumerate(fields):
+      np.testing.assert_allclose(jac[i, j], fd[i], rtol=1e-6, atol=1e-8,
+                                 err_msg=f"d {field} / d {name}")
+  # the reproducer: dc*/dsigma_w2 ~ -0.0037 and dc*/dc_input ~ 0.84 at (2.5, 0.05), default input
+  g = jax.grad(lambda w, ci: rnn.rnn_fixed_point(activation="tanh", sigma_w2=w, sigma_b2=0.05,
+                                                 c_input=ci).c_star, argnums=(0, 1))(2.5, 0.0)
+  assert abs(float(g[0])) > 1e-3 and abs(float(g[1])) > 0.5
+
+
+def test_time_scales_are_plus_inf_at_chi_1_equal_one(x64):
+  # tanh at sigma_w2 = 1 without input or bias: q* = 0, chi_1 = chi_c = 1 exactly; -1/log(1)
+  # is -inf with log(1) = +0.0, the docstring's (and depth_scale's) value is +inf.
+  fp = rnn.rnn_fixed_point(activation="tanh", sigma_w2=1.0, sigma_b2=0.0, sigma_u2=0.0)
+  assert float(fp.q_star) == 0 and float(fp.c_star) == 1
+  assert float(fp.chi_1) == float(fp.chi_c) == 1
+  assert float(fp.xi_c) == float(fp.xi_grad) == np.inf
+  # growing gradients keep their negative sign; shrinking ones are depth_scale's
+  fp = rnn.rnn_fixed_point(activation="tanh", sigma_w2=np.array([0.8, 2.5]), sigma_b2=0.05,
+                           sigma_u2=0.0)
+  np.testing.assert_array_equal(fp.xi_grad, -1 / np.log(np.asarray(fp.chi_1)))
+  assert fp.xi_grad[0] > 0 > fp.xi_grad[1]
+  np.testing.assert_array_equal(fp.xi_c, meanfield.depth_scale(fp.chi_c))
