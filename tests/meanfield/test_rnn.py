@@ -159,17 +159,19 @@ def test_bad_input_raises(bad, match):
     rnn.rnn_propagate(**kw)
 
 
-def test_fixed_point_gradients_match_finite_differences(x64):
-  # Every differentiable output in every argument, at a chaotic tanh point with inputs that
-  # differ (c* < 1 from the root-find, its gradient by the implicit function theorem).
+@pytest.mark.parametrize("act, sigma_w2", [("relu", 1.5),   # closed forms: cheap
+                                            pytest.param("tanh", 2.5, marks=pytest.mark.slow)])
+def test_fixed_point_gradients_match_finite_differences(x64, act, sigma_w2):
+  # Every differentiable output in every argument, with inputs that differ (c* < 1 from the
+  # root-find, its gradient by the implicit function theorem); tanh at a chaotic point.
   # Central differences with h = 1e-5: truncation ~h^2 f''' ~ 1e-10, and the solvers' 16 eps
   # on the values ~4e-16 / h ~ 4e-11 of noise; rtol 1e-6 with atol 1e-8.
   names = ("sigma_w2", "sigma_b2", "sigma_u2", "q_input", "c_input")
-  x0 = np.array([2.5, 0.05, 0.7, 1.3, 0.4])
+  x0 = np.array([sigma_w2, 0.05, 0.7, 1.3, 0.4])
   fields = ("q_star", "c_star", "chi_1", "chi_c", "xi_c", "xi_grad")
 
   def f(x):
-    fp = rnn.rnn_fixed_point(activation="tanh", **dict(zip(names, x)))
+    fp = rnn.rnn_fixed_point(activation=act, **dict(zip(names, x)))
     return jnp.stack([getattr(fp, k) for k in fields])
 
   jac = np.asarray(jax.jacrev(f)(jnp.asarray(x0)))            # reverse mode, as jax.grad
@@ -180,6 +182,9 @@ def test_fixed_point_gradients_match_finite_differences(x64):
     for i, field in enumerate(fields):
       np.testing.assert_allclose(jac[i, j], fd[i], rtol=1e-6, atol=1e-8,
                                  err_msg=f"d {field} / d {name}")
+  assert abs(jac[1, 0]) > 1e-3 and abs(jac[1, 4]) > 0.1        # dc*/dsigma_w2, dc*/dc_input
+  if act == "relu":
+    return
   # the reproducer: dc*/dsigma_w2 ~ -0.0037 and dc*/dc_input ~ 0.84 at (2.5, 0.05), default input
   g = jax.grad(lambda w, ci: rnn.rnn_fixed_point(activation="tanh", sigma_w2=w, sigma_b2=0.05,
                                                  c_input=ci).c_star, argnums=(0, 1))(2.5, 0.0)
