@@ -268,7 +268,8 @@ def _c_star(act, sigma_w2, b_self, gap, qs, chi):
                                                _solve.rtol(qs.dtype))
   cs = jnp.where(active, cs, 1.0)
 
-  def residual(c):
+  def residual(c):      # c = 1/2 where unused (at c = 1 ReLU's closed forms have infinite slopes)
+    c = jnp.where(c < 1, c, 0.5)
     return _step(act, sigma_w2, b_self, gap, qs, c)[1] - c
 
   slope = f_and_df(jnp.where(active, cs, 0.0))[1]

@@ -184,6 +184,9 @@ def test_fixed_point_gradients_match_finite_differences(x64, act, sigma_w2):
                                  err_msg=f"d {field} / d {name}")
   assert abs(jac[1, 0]) > 1e-3 and abs(jac[1, 4]) > 0.1        # dc*/dsigma_w2, dc*/dc_input
   if act == "relu":
+    # no input (sigma_u2 = 0), ordered: c* = 1 is constant, and no nan from ReLU's c-map at 1
+    jac = np.asarray(jax.jacrev(f)(jnp.asarray([sigma_w2, 0.05, 0.0, 1.3, 0.4])))
+    assert np.all(np.isfinite(jac)) and np.all(jac[1] == 0)
     return
   # the reproducer: dc*/dsigma_w2 ~ -0.0037 and dc*/dc_input ~ 0.84 at (2.5, 0.05), default input
   g = jax.grad(lambda w, ci: rnn.rnn_fixed_point(activation="tanh", sigma_w2=w, sigma_b2=0.05,
