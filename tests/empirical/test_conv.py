@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import empirical
 import meanfield
 from empirical import conv
 
@@ -155,3 +156,17 @@ def test_validation_of_singular_values_and_sweep_inputs():
     conv.conv_sweep(key, x, width=2, depth=1, n_seeds=1)
   with pytest.raises(ValueError, match=r"`x` must have at least one position.*\(0, 2\)"):
     conv.conv_sweep(key, np.zeros((0, 2), np.float32), width=2, depth=1, n_seeds=1)
+
+
+def test_delta_orthogonal_reinit_names_the_layer_and_the_condition():
+  from flax import nnx
+
+  class Model(nnx.Module):
+    def __init__(self, rngs):
+      self.wide = nnx.Conv(4, 8, kernel_size=(3,), rngs=rngs)
+      self.narrow = nnx.Conv(8, 4, kernel_size=(3,), rngs=rngs)
+
+  init = meanfield.critical_init("tanh", sigma_b2=0.05, init="orthogonal")
+  with pytest.raises(ValueError, match=r"layer narrow .*in_channels <= out_channels.*"
+                                       r"in_channels 8 > out_channels 4"):
+    empirical.reinit(Model(nnx.Rngs(0)), init, key=jax.random.key(1))
