@@ -194,7 +194,7 @@ def _layer(act, v, sigma, w, b):
   return w * _shift_average(v, _pair_cross_moments(act, sigma)) + b
 
 
-def _check_covariance(covariance):
+def _check_covariance(covariance, *, semidefinite: bool = False):
   cov = _checks.real("covariance", covariance)
   a = _checks.concrete(cov)
   if a is not None:
@@ -202,7 +202,8 @@ def _check_covariance(covariance):
       raise ValueError(f"`covariance` must have shape (..., n, n), got {a.shape}")
     if not np.allclose(a, np.swapaxes(a, -1, -2)) or np.any(np.diagonal(a, 0, -2, -1) < 0):
       raise ValueError("`covariance` must be symmetric with a non-negative diagonal")
-    _check_semidefinite(a)
+    if semidefinite:
+      _check_semidefinite(a)
   return cov
 
 
@@ -238,7 +239,10 @@ def conv_covariance_map(covariance: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2:
   together: ``covariance`` is the pre-activation covariance across positions
   ``(..., n, n)`` of layer ``l``, the result that of layer ``l + 1`` (batch
   shape broadcast with ``sigma_w2``, ``sigma_b2``). Arguments as
-  :func:`conv_propagate`.
+  :func:`conv_propagate`, except that ``covariance`` need only be symmetric
+  with a non-negative diagonal (so a fixed point plus a small perturbation
+  of either sign can be mapped; :func:`conv_propagate` requires it to be
+  positive semi-definite).
 
   Example::
 
@@ -364,7 +368,8 @@ def conv_propagate(*, covariance: ArrayLike, depth: int, sigma_w2: ArrayLike,
   depth = _checks.check_positive_int("depth", depth)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
   v = footprint_weights(kernel_size=kernel_size, footprint=footprint)
-  return _conv_propagate(act, depth, _check_covariance(covariance), sigma_w2, sigma_b2, v)
+  return _conv_propagate(act, depth, _check_covariance(covariance, semidefinite=True),
+                         sigma_w2, sigma_b2, v)
 
 
 # --- fixed point and depth scales --------------------------------------------------
