@@ -468,6 +468,12 @@ def conv_sweep(key: Array, x: Array, *, activation="tanh", width=64, depth=10,
   if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f"`x` must be a floating array of shape (n, in_channels), got {x.dtype} "
                      f"of shape {x.shape}")
+  if x.size == 0:
+    raise ValueError(f"`x` must have at least one position and one channel (shape (n, "
+                     f"in_channels), n, in_channels >= 1), got shape {x.shape}")
+  if not bool(jnp.all(jnp.isfinite(x))):
+    raise ValueError(f"`x` must be finite (an input to propagate), got an array containing "
+                     f"{np.asarray(x)[~np.isfinite(np.asarray(x))].flat[0]!r}")
   _check(depth=1, width=1, kernel_size=kernel_size)
   grid, kernels = kernel_grid(key=key, activation=activation, init=init, width=width,
                               depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
@@ -534,9 +540,12 @@ def conv_singular_values(key: Array, *, activation="tanh", width: int = 32, spat
   """
   _check(depth=depth, width=width, kernel_size=kernel_size)
   n = _positive_int("spatial_size", spatial_size)
+  n_seeds = _positive_int("n_seeds", n_seeds)
   phi = _activation(activation)
   scheme = kernel_init(init)
   scheme.init.check_sigma_w2(sigma_w2)
+  _checks.check_variance("sigma_b2", sigma_b2)
+  _checks.check_number("q", q, minimum=0.0)
   dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
 
   return _singular_values(key, jnp.asarray(sigma_w2, dtype), jnp.asarray(sigma_b2, dtype),

@@ -73,7 +73,8 @@ def reinit(model: nnx.Module, init: Any = None, *, key: jax.Array,
 
   Raises:
     ValueError: ``model`` is not an nnx Module, bad ``key``, initialisers
-      missing or given twice, or no layer selected.
+      missing or given twice, no layer selected, or an initialiser refuses a
+      layer's kernel shape (the layer is named).
   """
   if not isinstance(model, nnx.Module):
     raise ValueError(f"`model` must be a flax.nnx.Module, got {type(model).__name__}")
@@ -84,10 +85,14 @@ def reinit(model: nnx.Module, init: Any = None, *, key: jax.Array,
   if not layers:
     raise ValueError("`model` has no nnx.Linear or nnx.Conv layer"
                      + (" selected by `where`" if where is not None else ""))
-  for i, (_, layer) in enumerate(layers):
+  for i, (path, layer) in enumerate(layers):
     k_kernel, k_bias = jax.random.split(jax.random.fold_in(key, i))
     kernel = layer.kernel[...]
-    layer.kernel[...] = kernel_init(k_kernel, kernel.shape, kernel.dtype)
+    try:
+      layer.kernel[...] = kernel_init(k_kernel, kernel.shape, kernel.dtype)
+    except ValueError as e:
+      raise ValueError(f"`kernel_init` cannot draw the kernel of layer {'.'.join(map(str, path))} "
+                       f"({type(layer).__name__}, kernel shape {kernel.shape}): {e}") from None
     if layer.bias is not None:
       bias = layer.bias[...]
       layer.bias[...] = bias_init(k_bias, bias.shape, bias.dtype)

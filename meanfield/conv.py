@@ -55,7 +55,7 @@ from meanfield import _checks
 from meanfield._integrals import as_arrays, float_dtype, length_map_slope, second_moments
 from meanfield.activations import Activation, activation as _activation
 from meanfield.depth import depth_scale
-from meanfield.fixed_points import correlation_fixed_point, q_star
+from meanfield.fixed_points import correlation_fixed_point, q_star, q_star_solve
 from meanfield.gaussian import bivariate_expectation
 from meanfield.network import accepts_network
 from meanfield.phase import phase_diagram
@@ -194,7 +194,7 @@ def _layer(act, v, sigma, w, b):
   return w * _shift_average(v, _pair_cross_moments(act, sigma)) + b
 
 
-def _check_covariance(covariance):
+def _check_covariance(covariance, *, semidefinite: bool = False):
   cov = _checks.real("covariance", covariance)
   a = _checks.concrete(cov)
   if a is not None:
@@ -202,7 +202,31 @@ def _check_covariance(covariance):
       raise ValueError(f"`covariance` must have shape (..., n, n), got {a.shape}")
     if not np.allclose(a, np.swapaxes(a, -1, -2)) or np.any(np.diagonal(a, 0, -2, -1) < 0):
       raise ValueError("`covariance` must be symmetric with a non-negative diagonal")
+    if semidefinite:
+      _check_semidefinite(a)
   return cov
+
+
+def _check_semidefinite(a: np.ndarray) -> None:
+  """Raise unless every finite ``(n, n)`` matrix of ``a`` is positive semi-definite to
+  rounding (eigenvalues ``>= -100 n eps max|eigenvalue|``); nan entries pass as data."""
+  m = a.reshape((-1,) + a.shape[-2:])
+  m = m[np.all(np.isfinite(m), axis=(-2, -1))]
+  if m.size == 0:
+    return
+  eps = np.finfo(a.dtype).eps if a.dtype.kind == "f" else np.finfo(float).eps
+  eig = np.linalg.eigvalsh(m.astype(float))
+  scale = np.max(np.abs(eig), axis=-1)
+  bad = eig[:, 0] < -100 * a.shape[-1] * eps * scale
+  if np.any(bad):
+    worst = m[np.argmax(bad)].astype(float)
+    root = np.sqrt(np.diagonal(worst))
+    with np.errstate(divide="ignore", invalid="ignore"):
+      corr = np.abs(worst / np.outer(root, root))
+    raise ValueError(
+        f"`covariance` must be positive semi-definite (a covariance across positions), got a "
+        f"matrix with eigenvalue {eig[np.argmax(bad), 0]:.4g} and correlations up to "
+        f"{np.nanmax(corr):.4g}")
 
 
 @accepts_network
@@ -215,7 +239,10 @@ def conv_covariance_map(covariance: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2:
   together: ``covariance`` is the pre-activation covariance across positions
   ``(..., n, n)`` of layer ``l``, the result that of layer ``l + 1`` (batch
   shape broadcast with ``sigma_w2``, ``sigma_b2``). Arguments as
-  :func:`conv_propagate`.
+  :func:`conv_propagate`, except that ``covariance`` need only be symmetric
+  with a non-negative diagonal (so a fixed point plus a small perturbation
+  of either sign can be mapped; :func:`conv_propagate` requires it to be
+  positive semi-definite).
 
   Example::
 
@@ -243,16 +270,40 @@ class ConvPropagation(NamedTuple):
   c: Array
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _cross_moment(act: Activation, q1: Array, q2: Array, q12: Array) -> Array:
+  """``E[phi(u1) phi(u2)]`` for ``(u1, u2)`` with variances ``q1, q2`` and covariance ``q12``."""
+  forms = act.closed_forms
+  if "cross_moment" in forms:
+    return forms["cross_moment"](q1, q2, q12)
+  return bivariate_expectation(lambda u1, u2: act.fn(u1) * act.fn(u2), q1, q2, q12,
+                               kinks=act.kinks)
+
+
+@_cross_moment.defjvp
+def _cross_moment_jvp(act, primals, tangents):
+  """Derivatives by Price's theorem, finite at correlation +-1 (where the
+  quadrature's ``sqrt(1 - c^2)`` has none): ``dK/dq12 = E[phi'(u1) phi'(u2)]``
+  and ``dK/dq1 = E[phi''(u1) phi(u2)] / 2 = (E[u1 phi'(u1) phi(u2)] - q12
+  E[phi'(u1) phi'(u2)]) / (2 q1)`` (Gaussian integration by parts), so only
+  ``phi'`` is needed; one 2-D quadrature for the three expectations."""
+  q1, q2, q12 = primals
+  t1, t2, t12 = tangents
+  d = act.derivative
+  m1, m2, dd = bivariate_expectation(
+      lambda u1, u2: (u1 * d(u1) * act.fn(u2), act.fn(u1) * u2 * d(u2), d(u1) * d(u2)),
+      q1, q2, q12, kinks=act.kinks)
+  if "derivative_cross_moment" in act.closed_forms:
+    dd = act.closed_forms["derivative_cross_moment"](q1, q2, q12)
+  tangent = dd * t12 + (m1 - q12 * dd) / (2 * q1) * t1 + (m2 - q12 * dd) / (2 * q2) * t2
+  return _cross_moment(act, q1, q2, q12), tangent
+
+
 def _pair_cross_moments(act: Activation, sigma: Array) -> Array:
   """``K_ab = E[phi(u_a) phi(u_b)]`` for ``u ~ N(0, sigma)``, ``sigma`` of shape ``(n, n)``."""
   q = jnp.diagonal(sigma)
   q1, q2 = jnp.broadcast_arrays(q[:, None], q[None, :])
-  forms = act.closed_forms
-  if "cross_moment" in forms:
-    k = forms["cross_moment"](q1, q2, sigma)
-  else:
-    k = bivariate_expectation(lambda u1, u2: act.fn(u1) * act.fn(u2), q1, q2, sigma,
-                              kinks=act.kinks)
+  k = _cross_moment(act, q1, q2, sigma)
   n = sigma.shape[-1]
   eye = jnp.eye(n, dtype=bool)
   return jnp.where(eye, second_moments(act, q)[0][:, None], k)
@@ -317,7 +368,8 @@ def conv_propagate(*, covariance: ArrayLike, depth: int, sigma_w2: ArrayLike,
   depth = _checks.check_positive_int("depth", depth)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
   v = footprint_weights(kernel_size=kernel_size, footprint=footprint)
-  return _conv_propagate(act, depth, _check_covariance(covariance), sigma_w2, sigma_b2, v)
+  return _conv_propagate(act, depth, _check_covariance(covariance, semidefinite=True),
+                         sigma_w2, sigma_b2, v)
 
 
 # --- fixed point and depth scales --------------------------------------------------
@@ -329,11 +381,18 @@ class ConvFixedPoint(NamedTuple):
   Attributes:
     q_star, c_star: the MLP's fixed points, broadcast shape of the hyperparameters.
     covariance: ``Sigma*``, that shape ``+ (n, n)``.
+    converged: whether the solvers of ``q*`` and ``c*`` both met their tolerance
+      (:func:`meanfield.q_star_solve`, :func:`meanfield.c_star_solve`), that shape.
   """
 
   q_star: Array
   c_star: Array
   covariance: Array
+  converged: Array
+
+
+# the largest covariance (batch x n x n entries) conv_fixed_point builds: 1 GiB in float64
+_MAX_COVARIANCE_ENTRIES = 2 ** 27
 
 
 @accepts_network
@@ -344,18 +403,35 @@ def conv_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: An
   The shift average maps ``alpha I + beta 11^T`` to itself (each shift does,
   and ``sum v = 1``), so the MLP's ``(q*, c*)`` give the CNN's fixed point
   (Xiao et al. 2018, Sec. 2.3); it is stable where the MLP's is, with the
-  per-mode slopes of :func:`conv_depth_scales`.
+  per-mode slopes of :func:`conv_depth_scales`. ``q_star`` is inf and
+  ``c_star`` nan where the length diverges.
+
+  Raises:
+    ValueError: ``spatial_size`` would make ``covariance`` (broadcast shape
+      ``+ (n, n)``) larger than ``2**27`` entries; ``q_star`` and ``c_star``
+      do not depend on ``spatial_size``.
   """
   act = _activation(activation)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
   n = _spatial_size(spatial_size)
-  q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
-  fp, _ = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)
+  entries = int(np.prod(np.broadcast_shapes(np.shape(sigma_w2), np.shape(sigma_b2)))) * n * n
+  if entries > _MAX_COVARIANCE_ENTRIES:
+    raise ValueError(
+        f"`spatial_size` must make the covariance (grid x n x n) at most "
+        f"{_MAX_COVARIANCE_ENTRIES} entries (2**27), got spatial_size={n!r}: {entries} entries; "
+        f"q_star and c_star do not depend on spatial_size (Sigma* = q* (c* 11^T + (1 - c*) I))")
+  q_fp = q_star_solve(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+  q = q_fp.value
+  # no fixed length (q* = inf): no c* either (nan)
+  finite_q = jnp.where(jnp.isinf(q), jnp.nan, q)
+  fp, _ = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act,
+                                  q=finite_q)
   c = fp.value
   eye = jnp.eye(n, dtype=c.dtype).reshape((1,) * c.ndim + (n, n))
   cq, cc = q[..., None, None], c[..., None, None]
   cov = cq * (cc + (1 - cc) * eye)
-  return ConvFixedPoint(q_star=q, c_star=c, covariance=cov)
+  return ConvFixedPoint(q_star=q, c_star=c, covariance=cov,
+                        converged=q_fp.converged & fp.converged)
 
 
 class ConvDepthScales(NamedTuple):
@@ -404,7 +480,8 @@ def conv_depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: A
   lam = mode_eigenvalues(kernel_size=kernel_size, spatial_size=spatial_size,
                          footprint=footprint)
   q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
-  _, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)
+  _, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act,
+                                    q=jnp.where(jnp.isinf(q), jnp.nan, q))
   slope_q = _q_slope(act, sigma_w2, q)
   lam_j = jnp.asarray(lam, chi_c.dtype)
   lam_b = lam_j.reshape((1,) * chi_c.ndim + lam_j.shape)

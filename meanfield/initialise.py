@@ -88,6 +88,11 @@ def kernel_initializer(sigma_w2: float, init: str = "gaussian") -> Initializer:
     scale = float(np.sqrt(sigma_w2 * max(1.0, fan_out / fan_in)))
     if len(shape) == 2:
       return jinit.orthogonal(scale=scale)(key, shape, dtype)
+    if fan_in > fan_out:
+      raise ValueError(
+          f"a delta-orthogonal convolution kernel needs in_channels <= out_channels (its "
+          f"centre tap is an orthogonal in x out matrix), got kernel shape {tuple(shape)} "
+          f"(in_channels {fan_in} > out_channels {fan_out}); use init='gaussian' there")
     return jinit.delta_orthogonal(scale=scale)(key, shape, dtype)
 
   return orthogonal

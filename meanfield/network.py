@@ -27,7 +27,9 @@ Fields (names as in docs/theory.md, "Names in code", and as ``empirical``'s keyw
   width every i.i.d. zero-mean law of the same variance has the same theory)
   or ``"orthogonal"`` (Haar, scaled by ``sqrt(sigma_w2)``); or any object
   with a ``law`` attribute equal to one of them (``empirical``'s schemes:
-  ``"he_normal"`` is i.i.d., so its law is ``"gaussian"``).
+  ``"he_normal"`` is i.i.d., so its law is ``"gaussian"``). A scheme with a
+  ``footprint`` attribute (``empirical``'s kernel schemes) also gives the
+  CNN theory's ``footprint``.
 - ``residual``: ``h^l = h^{l-1} + alpha (W^l phi(h^{l-1}) + b^l)`` for
   ``l >= 2`` (Yang & Schoenholz 2017), with branch scale ``alpha``.
 - ``norm``: ``None``, ``"layer"`` or ``"batch"`` (see ``empirical.models``).
@@ -167,6 +169,8 @@ def _fill(fn_name: str, params: dict[str, inspect.Parameter], net: Network,
   fields = {"activation": net.activation, "sigma_w2": net.sigma_w2,
             "sigma_b2": net.sigma_b2, "depth": net.depth, "width": net.width,
             "init": net.init, **{k: getattr(net, k) for k in supports}}
+  if getattr(net.init, "footprint", None) is not None:
+    fields["footprint"] = net.init.footprint      # a kernel scheme's spatial footprint (CNN)
   both = sorted(k for k in fields if k in params and k in given)
   if both:
     raise ValueError(

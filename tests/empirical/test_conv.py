@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import empirical
 import meanfield
 from empirical import conv
 
@@ -120,3 +121,52 @@ def test_sweep_grid_chunks_and_store_resume(tmp_path):
 def _unit_readout(key, width):
   r = jax.random.normal(key, (6, width))
   return r / jnp.linalg.norm(r)
+
+
+def test_theory_of_a_network_reads_the_kernel_schemes_footprint(x64):
+  x = np.random.default_rng(0).normal(size=(5, 3))
+  cov = x @ x.T / 3
+  nets = {}
+  for name, footprint in (("delta_orthogonal", "delta"), ("gaussian", "uniform")):
+    net = meanfield.Network(activation="erf", sigma_w2=1.5, sigma_b2=0.05, depth=3,
+                            init=conv.kernel_init(name))
+    nets[name] = net
+    got = meanfield.conv_propagate(net, covariance=cov, kernel_size=3)
+    want = meanfield.conv_propagate(covariance=cov, depth=3, sigma_w2=1.5, sigma_b2=0.05,
+                                    activation="erf", kernel_size=3, footprint=footprint)
+    np.testing.assert_array_equal(np.asarray(got.covariance), np.asarray(want.covariance))
+  ds = meanfield.conv_depth_scales(nets["delta_orthogonal"], kernel_size=3, spatial_size=4)
+  np.testing.assert_array_equal(np.asarray(ds.eigenvalue), 1.0)
+  with pytest.raises(ValueError, match="footprint"):
+    meanfield.conv_propagate(nets["delta_orthogonal"], covariance=cov, kernel_size=3,
+                             footprint="uniform")
+
+
+def test_validation_of_singular_values_and_sweep_inputs():
+  key = jax.random.key(0)
+  small = dict(width=2, spatial_size=3, depth=1)
+  for kw, pattern in ((dict(q=-1.0), r"`q` must be .*>= 0, got -1\.0"),
+                      (dict(sigma_b2=-0.5), r"`sigma_b2` must be .*>= 0, got -0\.5"),
+                      (dict(n_seeds=0), r"`n_seeds` must be an integer >= 1, got 0")):
+    with pytest.raises(ValueError, match=pattern):
+      conv.conv_singular_values(key, **small, **kw)
+  x = np.ones((4, 2), np.float32)
+  x[1, 0] = np.nan
+  with pytest.raises(ValueError, match=r"`x` must be finite.*nan"):
+    conv.conv_sweep(key, x, width=2, depth=1, n_seeds=1)
+  with pytest.raises(ValueError, match=r"`x` must have at least one position.*\(0, 2\)"):
+    conv.conv_sweep(key, np.zeros((0, 2), np.float32), width=2, depth=1, n_seeds=1)
+
+
+def test_delta_orthogonal_reinit_names_the_layer_and_the_condition():
+  from flax import nnx
+
+  class Model(nnx.Module):
+    def __init__(self, rngs):
+      self.wide = nnx.Conv(4, 8, kernel_size=(3,), rngs=rngs)
+      self.narrow = nnx.Conv(8, 4, kernel_size=(3,), rngs=rngs)
+
+  init = meanfield.critical_init("tanh", sigma_b2=0.05, init="orthogonal")
+  with pytest.raises(ValueError, match=r"layer narrow .*in_channels <= out_channels.*"
+                                       r"in_channels 8 > out_channels 4"):
+    empirical.reinit(Model(nnx.Rngs(0)), init, key=jax.random.key(1))

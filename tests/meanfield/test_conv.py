@@ -133,3 +133,99 @@ def test_validation():
                         activation="tanh", kernel_size=3)
   with pytest.raises(ValueError, match="residual"):
     conv.conv_depth_scales(net.replace(residual=True), kernel_size=3, spatial_size=4)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu", "erf"])
+def test_gradients_of_propagate_match_finite_differences(x64, activation):
+  # jax.grad in sigma_w2, sigma_b2 and the input covariance against central differences with
+  # step h = 1e-5: truncation h^2 f''' / 6 ~ 1e-11 and rounding eps |f| / h ~ 1e-11, so
+  # 1e-7 relative leaves a wide margin. The diagonal of K sits at correlation 1.
+  import jax.numpy as jnp
+  rng = np.random.default_rng(4)
+  x, d = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+  r = rng.normal(size=(5, 5))
+  cov_at = lambda t: (x + t * d) @ (x + t * d).T / 3      # stays positive semi-definite
+
+  def f(w, b, t):
+    p = conv.conv_propagate(covariance=cov_at(t), depth=3, sigma_w2=w, sigma_b2=b,
+                            activation=activation, kernel_size=3)
+    return jnp.sum(r * p.c[-1]) + jnp.sum(r * p.covariance[-1])
+
+  grads = jax.grad(f, argnums=(0, 1, 2))(1.5, 0.1, 0.0)
+  assert np.all(np.isfinite(grads))
+  h = 1e-5
+  for i, g in enumerate(grads):
+    at = [1.5, 0.1, 0.0]
+    up, down = list(at), list(at)
+    up[i] += h
+    down[i] -= h
+    fd = (float(f(*up)) - float(f(*down))) / (2 * h)
+    assert float(g) == pytest.approx(fd, rel=1e-7, abs=1e-9)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu", "erf"])
+def test_map_derivative_at_the_ordered_fixed_point(x64, activation):
+  # At an ordered fixed point (c* = 1) every pair of positions is perfectly correlated.
+  # Directional derivatives of the map there, against differences: along the rank-one curve
+  # q* (1 + h u)(1 + h u)^T (central, h = 1e-5: error ~1e-10), and along Sigma* + h I, which
+  # lowers the correlations (one-sided, second order). K is smooth in c at c = 1 except for
+  # ReLU's (1 - c)^(3/2) term, whose error in the one-sided formula is 0.59 sqrt(h/q*) relative
+  # to that term: h = 1e-10 q* gives ~6e-6, and rounding eps/h ~ 2e-6; 1e-4 covers both.
+  import jax.numpy as jnp
+  n, sw, sb = 4, 1.2, 0.1
+  fp = conv.conv_fixed_point(sigma_w2=sw, sigma_b2=sb, activation=activation, spatial_size=n)
+  assert float(fp.c_star) == 1
+  q, star = float(fp.q_star), np.asarray(fp.covariance)
+  m = lambda s: np.asarray(conv.conv_covariance_map(s, sigma_w2=sw, sigma_b2=sb,
+                                                    activation=activation, kernel_size=3))
+  u = np.random.default_rng(5).normal(size=n)
+  one = np.ones(n)
+  _, along = jax.jvp(lambda s: conv.conv_covariance_map(
+      s, sigma_w2=sw, sigma_b2=sb, activation=activation, kernel_size=3),
+      (jnp.asarray(star),), (jnp.asarray(q * (np.outer(u, one) + np.outer(one, u))),))
+  h = 1e-5
+  curve = lambda t: q * np.outer(one + t * u, one + t * u)
+  fd = (m(curve(h)) - m(curve(-h))) / (2 * h)
+  assert np.all(np.isfinite(np.asarray(along)))
+  np.testing.assert_allclose(np.asarray(along), fd, rtol=1e-7, atol=1e-9)
+  _, diag = jax.jvp(lambda s: conv.conv_covariance_map(
+      s, sigma_w2=sw, sigma_b2=sb, activation=activation, kernel_size=3),
+      (jnp.asarray(star),), (jnp.eye(n),))
+  smooth = activation != "relu"
+  h, tol = (1e-5 * q, 1e-7) if smooth else (1e-10 * q, 1e-4)
+  fd = (-3 * m(star) + 4 * m(star + h * np.eye(n)) - m(star + 2 * h * np.eye(n))) / (2 * h)
+  assert np.all(np.isfinite(np.asarray(diag)))
+  np.testing.assert_allclose(np.asarray(diag), fd, rtol=tol, atol=tol * np.max(np.abs(fd)))
+
+
+def test_fixed_point_reports_the_solvers_flags(x64):
+  # hard-tanh just above its critical sigma_w2 (1.16554...) at sigma_b2 = 0.05: closer to
+  # criticality than the c* solver resolves (its kink), so c_star_solve reports converged=False
+  w, sb = np.array([1.1655446896370, 1.5]), 0.05
+  want = (np.asarray(meanfield.q_star_solve(sigma_w2=w, sigma_b2=sb, activation="hard_tanh")
+                     .converged)
+          & np.asarray(meanfield.c_star_solve(sigma_w2=w, sigma_b2=sb, activation="hard_tanh")
+                       .converged))
+  assert not want[0] and want[1]
+  fp = conv.conv_fixed_point(sigma_w2=w, sigma_b2=sb, activation="hard_tanh", spatial_size=3)
+  np.testing.assert_array_equal(np.asarray(fp.converged), want)
+
+
+def test_fixed_point_without_a_fixed_length(x64):
+  # ReLU above sigma_w2 = 2: the length diverges; q* = inf and c* = nan, not an error
+  fp = conv.conv_fixed_point(sigma_w2=2.5, sigma_b2=0.3, activation="relu", spatial_size=3)
+  assert np.isinf(float(fp.q_star)) and np.isnan(float(fp.c_star))
+  ds = conv.conv_depth_scales(sigma_w2=2.5, sigma_b2=0.3, activation="relu", kernel_size=3,
+                              spatial_size=3)
+  assert np.all(np.isnan(np.asarray(ds.slope_c)))
+
+
+def test_validation_of_covariance_and_sizes():
+  with pytest.raises(ValueError, match=r"`covariance` must be positive semi-definite.*1\.97"):
+    conv.conv_propagate(covariance=np.array([[1.0, 1.97], [1.97, 1.0]]), depth=2, sigma_w2=1.0,
+                        sigma_b2=0.0, activation="tanh", kernel_size=3)
+  with pytest.raises(ValueError, match=r"`spatial_size`.*2\*\*27.*spatial_size=1000000"):
+    conv.conv_fixed_point(sigma_w2=1.5, sigma_b2=0.05, activation="tanh", spatial_size=10**6)
+  with pytest.raises(ValueError, match=r"`spatial_size`"):
+    conv.conv_fixed_point(sigma_w2=np.linspace(1, 2, 10**4), sigma_b2=0.05, activation="tanh",
+                          spatial_size=200)
