@@ -346,7 +346,8 @@ def test_bad_arguments_raise(kwargs, match):
 
 def test_figure(resmlp):
   import matplotlib.figure
-  fig = empirical.diagnose_figure(resmlp[2])
+  from figures._diagnose_plot import diagnose_figure
+  fig = diagnose_figure(resmlp[2])
   assert isinstance(fig, matplotlib.figure.Figure)
   axes = fig.get_axes()
   assert len(axes) == 4
