@@ -78,6 +78,8 @@ import xarray as xr
 from flax import nnx
 
 from empirical import _capture
+from empirical import _checks
+from empirical import engine
 from empirical import models as _models
 from empirical import probes as _probes
 from empirical import streams as _streams
@@ -115,7 +117,17 @@ def _nnx_program(factory: Callable[[nnx.Rngs], nnx.Module]):
   box = {}
 
   def build(k):
-    graphdef, state = nnx.split(factory(nnx.Rngs(k)))
+    try:
+      module = factory(nnx.Rngs(k))
+    except Exception as e:
+      raise ValueError(
+          f"`model` must be a factory taking nnx.Rngs and returning an nnx.Module (e.g. "
+          f"lambda rngs: MyNet(..., rngs=rngs)); calling it with nnx.Rngs raised "
+          f"{type(e).__name__}: {e}") from e
+    if not isinstance(module, nnx.Module):
+      raise ValueError(f"`model` must return an nnx.Module when called with nnx.Rngs, got "
+                       f"{type(module).__name__}")
+    graphdef, state = nnx.split(module)
     box["graphdef"] = graphdef
     return state
 
@@ -280,7 +292,8 @@ def _select(names: Sequence[str], which, what: str, allowed: str) -> int:
 
 def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: int = 4,
              l0: str | int | None = None, fit: Sequence[str] | None = None,
-             jacobian: bool | None = None) -> xr.Dataset:
+             jacobian: bool | None = None,
+             memory_budget: int = engine.DEFAULT_MEMORY_BUDGET) -> xr.Dataset:
   """Signal-propagation diagnostics of ``n_seeds`` random instances of ``model``.
 
   Args:
@@ -299,6 +312,9 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
       ``l0`` on.
     jacobian: compute the input-output singular values; default when
       ``d out_0 / d x_0`` has at most 65536 entries.
+    memory_budget: bytes the networks measured at once may hold (default 1
+      GiB): ``n_seeds`` are built and measured in chunks of as many as fit (a
+      rough count per network, as in :func:`empirical.sweep`).
 
   Models run as they are called. Where a layer mixes the inputs of the
   batch (BatchNorm in training mode), ``grad_h`` is that of ``sum_a L_a`` and
@@ -316,23 +332,22 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
     :func:`verdict`), ``phase``, ``chi_J``, ``depth_scale``.
 
   Raises:
-    ValueError: for a bad argument, before any work.
+    ValueError: for a bad argument, before any work: a model that is not one
+      of the above or whose output is not one float array batch first, one
+      network that does not fit ``memory_budget``; and, after building the
+      first two, a model whose networks are identical for different keys
+      (one that ignores its ``rngs``).
   """
   _check(model, x, key, n_seeds, n_projections, jacobian)
+  memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
   x = jnp.asarray(x)
   build, apply = _program(model, x)
-  keys = jax.vmap(lambda i: _models.network_key(key, i))(jnp.arange(n_seeds))
-  # Eagerly vmapped: a factory's own jitted parts compile once per shape, whatever
-  # the values it closes over (a new init, say).
-  params = jax.vmap(build)(keys)
-  one = jax.tree.map(lambda p: p[0], params)
+  # Shapes first (nothing built): the layers, then the memory plan.
+  one = jax.eval_shape(build, _models.network_key(key, 0))
   traced = _capture.trace(apply, one, x)
-  leaves = jax.tree.leaves(params)
   out_shape, layers = _first_layers(traced, jax.tree.leaves(one), x)
+  _check_output(out_shape, x)
   layers = _batch_axes(layers, apply, one, x)
-  if not isinstance(out_shape, jax.ShapeDtypeStruct) or not out_shape.shape \
-      or out_shape.shape[0] != x.shape[0]:
-    raise ValueError(f"`model`'s output must be one array with the batch first, got {out_shape}")
   if not layers:
     raise ValueError("`model` has no layer that diagnose can see (no dense, conv, residual "
                      "or submodule output depends on `x`)")
@@ -342,9 +357,77 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
   fit_idx = [i for i in fit_idx if i >= i0]
   n_jac = math.prod(out_shape.shape[1:]) * math.prod(x.shape[1:])
   jac = n_jac <= _MAX_JACOBIAN if jacobian is None else jacobian
+  per_network = _network_bytes(one, layers, n_jac if jac else 0)
+  if per_network > memory_budget:
+    raise ValueError(
+        f"`memory_budget` = {memory_budget} bytes is too small for one network of `model`, "
+        f"which needs about {per_network} bytes ({per_network / 2**30:.3g} GiB) on these "
+        f"inputs; raise `memory_budget` or use fewer inputs")
   measure = _measure_program(traced, tuple(layers), i0, n_projections, jac)
-  result = jax.device_get(measure(leaves, x, keys))
+  result = _measure_seeds(build, measure, x, key, n_seeds,
+                          engine.items_per_chunk(memory_budget, per_network))
   return _dataset(result, layers, fit_idx, i0, n_seeds, x.shape[0])
+
+
+def _check_output(out_shape, x) -> None:
+  if not isinstance(out_shape, jax.ShapeDtypeStruct) or not out_shape.shape \
+      or out_shape.shape[0] != x.shape[0]:
+    raise ValueError(f"`model`'s output must be one array with the batch first, got {out_shape}")
+  if not jnp.issubdtype(out_shape.dtype, jnp.floating):
+    raise ValueError(f"`model`'s output must be a float array (its gradients are measured), "
+                     f"got dtype {out_shape.dtype}")
+
+
+#: Copies of each layer's value one network holds while measured (value,
+#: post-activation, gradient, shift, tangent, and the forward pass's own
+#: intermediates); a rough count, as the other drivers' plans are.
+_LAYER_COPIES = 8
+
+
+def _network_bytes(params, layers, n_jac: int) -> int:
+  """Rough bytes one network holds while measured: its parameters (twice: built and
+  read), its layers' values (:data:`_LAYER_COPIES` each), the input-output Jacobian."""
+  def nbytes(shape, dtype):
+    size = 8 if jnp.issubdtype(dtype, jax.dtypes.prng_key) else np.dtype(dtype).itemsize
+    return math.prod(shape) * size
+  weights = sum(nbytes(p.shape, p.dtype) for p in jax.tree.leaves(params))
+  values = sum(nbytes(layer.shape, layer.dtype) for layer in layers)
+  itemsize = max((np.dtype(layer.dtype).itemsize for layer in layers), default=4)
+  return 2 * weights + _LAYER_COPIES * values + 2 * n_jac * itemsize
+
+
+def _measure_seeds(build, measure, x, key, n_seeds: int, per_chunk: int) -> dict:
+  """Every seed's statistics, ``per_chunk`` networks built and measured at once (the last
+  chunk filled with the next networks, dropped, so that one program serves every chunk)."""
+  def network_keys(start, stop):
+    return jax.vmap(lambda i: _models.network_key(key, i))(jnp.arange(start, stop))
+
+  size = min(per_chunk, n_seeds)
+  chunks = []
+  for start in range(0, n_seeds, size):
+    keys = network_keys(start, start + size)
+    # Eagerly vmapped: a factory's own jitted parts compile once per shape, whatever
+    # the values it closes over (a new init, say).
+    params = jax.vmap(build)(keys)
+    if start == 0:
+      _check_independent(params if size > 1 else jax.vmap(build)(network_keys(0, 2)))
+    chunks.append(jax.device_get(measure(jax.tree.leaves(params), x, keys)))
+  return {name: np.concatenate([c[name] for c in chunks])[:n_seeds] for name in chunks[0]}
+
+
+def _check_independent(params) -> None:
+  """Raise if networks 0 and 1 are one network: every parameter the same, some random."""
+  def data(p):
+    return jax.random.key_data(p) if jnp.issubdtype(p.dtype, jax.dtypes.prng_key) else p
+  leaves = [np.asarray(data(p)) for p in jax.tree.leaves(params)]
+  same = all(np.array_equal(p[0], p[1]) for p in leaves)
+  varied = any(p[0].size > 1 and np.unique(p[0]).size > 1 for p in leaves)
+  if same and varied:
+    raise ValueError(
+        "`model` builds identical networks from different keys (network 0 and 1 have every "
+        "parameter equal): it ignores the key it is given (an nnx factory must pass its "
+        "`rngs` to its layers, an `init` must use its `key`), so the seeds would not be "
+        "independent networks")
 
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
