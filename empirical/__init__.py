@@ -13,6 +13,6 @@ from empirical.overlay import theory
 from empirical.probes import Stats, measure
 from empirical.rnn import RNNStats, rnn_jacobian_moments, rnn_statistics
 from empirical.reinit import reinit
-from empirical.diagnosis import DIAGNOSE_DOCS, Verdict, diagnose, diagnose_figure, verdict
+from empirical.diagnosis import DIAGNOSE_DOCS, Verdict, diagnose, verdict
 from empirical.conv import (CNN, ConvInit, ConvParams, ConvStats, conv_forward, conv_jacobian, conv_logits, conv_measure, conv_params, conv_singular_values, conv_sweep, kernel_init, kernel_init_names, conv_layer_q)
 from empirical.sweeping import input_statistics, make_inputs, sweep

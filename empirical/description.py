@@ -154,10 +154,20 @@ def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None =
     variance, ``sigma_w2`` its hidden layers' ``fan_in E[W_ij^2]``.
 
   Raises:
-    ValueError: a custom activation or init that ``ds`` cannot name, an
-      init without a weight law (``zeros``, ``constant``), or a CNN's
-      Dataset (``architecture="conv"``).
+    ValueError: ``ds`` not a Dataset of those drivers (a dict, a
+      :func:`empirical.diagnose` result), a custom activation or init that
+      ``ds`` cannot name, an init without a weight law (``zeros``,
+      ``constant``), or a CNN's Dataset (``architecture="conv"``).
   """
+  if not isinstance(ds, xr.Dataset):
+    raise ValueError(f"`ds` must be an xarray.Dataset of empirical.sweep, train or "
+                     f"jacobian_spectra, got {type(ds).__name__}")
+  missing = [n for n in _FIELDS if n not in ds.coords and n != "sigma_w2"]
+  if missing:
+    raise ValueError(
+        f"`ds` must be a Dataset of empirical.sweep, train or jacobian_spectra, with the "
+        f"coordinates {', '.join(_FIELDS)}; got one without {', '.join(missing)} (a "
+        f"diagnose result describes a user's model, not a grid of meanfield.Networks)")
   if ds.attrs.get("architecture", "mlp") != "mlp":
     raise ValueError(
         f"`ds` holds {ds.attrs['architecture']!r} networks, which a meanfield.Network (an "

@@ -52,13 +52,14 @@ counts those layers) with an exponential ``a + s d`` and a power law
 exponential fits better and its depth scale ``xi = 1 / |s|`` is shorter than
 the depth spanned; critical otherwise (``J`` changes by less than a factor
 ``e`` across the network, or like a power of the depth).
-:func:`diagnose_figure` draws it all.
+``figures/_diagnose_plot.py`` draws it all (:mod:`figures.fig_diagnose`).
 
 Random numbers follow the package's convention: network ``i`` has key
 ``k_i = network_key(key, i) = fold_in(key, i)``; the model is built from
 ``nnx.Rngs(k_i)`` (Linen: ``init(k_i, x)``), the readout ``r`` from
-``fold_in(k_i, 2)`` (as :mod:`empirical.sweep` draws it) and the tangents
-``v`` from ``fold_in(k_i, 3)``.
+``fold_in(k_i, READOUT)`` (as :mod:`empirical.sweep` draws it) and the
+tangents ``v`` from ``fold_in(k_i, TANGENTS)``, streams 2 and 3 of
+:mod:`empirical.streams`.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ import dataclasses
 import functools
 import hashlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -77,10 +78,13 @@ import xarray as xr
 from flax import nnx
 
 from empirical import _capture
+from empirical import _checks
+from empirical import engine
 from empirical import models as _models
 from empirical import probes as _probes
+from empirical import streams as _streams
 
-__all__ = ["diagnose", "verdict", "diagnose_figure", "Verdict", "DIAGNOSE_DOCS"]
+__all__ = ["diagnose", "verdict", "Verdict", "DIAGNOSE_DOCS"]
 
 Array = jax.Array
 _MAX_JACOBIAN = 1 << 16        # entries of d out_0 / d x_0 computed by default
@@ -113,7 +117,17 @@ def _nnx_program(factory: Callable[[nnx.Rngs], nnx.Module]):
   box = {}
 
   def build(k):
-    graphdef, state = nnx.split(factory(nnx.Rngs(k)))
+    try:
+      module = factory(nnx.Rngs(k))
+    except Exception as e:
+      raise ValueError(
+          f"`model` must be a factory taking nnx.Rngs and returning an nnx.Module (e.g. "
+          f"lambda rngs: MyNet(..., rngs=rngs)); calling it with nnx.Rngs raised "
+          f"{type(e).__name__}: {e}") from e
+    if not isinstance(module, nnx.Module):
+      raise ValueError(f"`model` must return an nnx.Module when called with nnx.Rngs, got "
+                       f"{type(module).__name__}")
+    graphdef, state = nnx.split(module)
     box["graphdef"] = graphdef
     return state
 
@@ -210,7 +224,7 @@ def _measure_one(traced, layers, l0: int, n_projections: int, jacobian: bool,
   def loss(shifts):
     out, rec = _capture.run(traced, params, x, shifts)
     out = _flat_units(out, batch)
-    r = _probes.readout(jax.random.fold_in(k, 2), out.shape[1], out.dtype)
+    r = _probes.readout(jax.random.fold_in(k, _streams.READOUT), out.shape[1], out.dtype)
     posts = [rec.posts.get(i) for i in range(len(layers))]
     return jnp.sum(out @ r), (rec.values, posts)
 
@@ -229,7 +243,7 @@ def _measure_one(traced, layers, l0: int, n_projections: int, jacobian: bool,
     return jnp.stack([jnp.mean(jnp.mean(jnp.square(_flat_units(t, batch, layer.batch_axis)), -1))
                       for t, layer in zip(tangents, layers)])
 
-  kv = jax.random.split(jax.random.fold_in(k, 3), n_projections)
+  kv = jax.random.split(jax.random.fold_in(k, _streams.TANGENTS), n_projections)
   apj = jnp.mean(jax.lax.map(apjn, kv), axis=0)
   out["partial_jacobian"] = jnp.where(jnp.arange(len(layers)) < l0, jnp.nan, apj)
   if jacobian:
@@ -278,7 +292,8 @@ def _select(names: Sequence[str], which, what: str, allowed: str) -> int:
 
 def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: int = 4,
              l0: str | int | None = None, fit: Sequence[str] | None = None,
-             jacobian: bool | None = None) -> xr.Dataset:
+             jacobian: bool | None = None,
+             memory_budget: int = engine.DEFAULT_MEMORY_BUDGET) -> xr.Dataset:
   """Signal-propagation diagnostics of ``n_seeds`` random instances of ``model``.
 
   Args:
@@ -297,6 +312,9 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
       ``l0`` on.
     jacobian: compute the input-output singular values; default when
       ``d out_0 / d x_0`` has at most 65536 entries.
+    memory_budget: bytes the networks measured at once may hold (default 1
+      GiB): ``n_seeds`` are built and measured in chunks of as many as fit (a
+      rough count per network, as in :func:`empirical.sweep`).
 
   Models run as they are called. Where a layer mixes the inputs of the
   batch (BatchNorm in training mode), ``grad_h`` is that of ``sum_a L_a`` and
@@ -314,23 +332,22 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
     :func:`verdict`), ``phase``, ``chi_J``, ``depth_scale``.
 
   Raises:
-    ValueError: for a bad argument, before any work.
+    ValueError: for a bad argument, before any work: a model that is not one
+      of the above or whose output is not one float array batch first, one
+      network that does not fit ``memory_budget``; and, after building the
+      first two, a model whose networks are identical for different keys
+      (one that ignores its ``rngs``).
   """
   _check(model, x, key, n_seeds, n_projections, jacobian)
+  memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
   x = jnp.asarray(x)
   build, apply = _program(model, x)
-  keys = jax.vmap(lambda i: _models.network_key(key, i))(jnp.arange(n_seeds))
-  # Eagerly vmapped: a factory's own jitted parts compile once per shape, whatever
-  # the values it closes over (a new init, say).
-  params = jax.vmap(build)(keys)
-  one = jax.tree.map(lambda p: p[0], params)
+  # Shapes first (nothing built): the layers, then the memory plan.
+  one = jax.eval_shape(build, _models.network_key(key, 0))
   traced = _capture.trace(apply, one, x)
-  leaves = jax.tree.leaves(params)
   out_shape, layers = _first_layers(traced, jax.tree.leaves(one), x)
+  _check_output(out_shape, x)
   layers = _batch_axes(layers, apply, one, x)
-  if not isinstance(out_shape, jax.ShapeDtypeStruct) or not out_shape.shape \
-      or out_shape.shape[0] != x.shape[0]:
-    raise ValueError(f"`model`'s output must be one array with the batch first, got {out_shape}")
   if not layers:
     raise ValueError("`model` has no layer that diagnose can see (no dense, conv, residual "
                      "or submodule output depends on `x`)")
@@ -340,9 +357,77 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
   fit_idx = [i for i in fit_idx if i >= i0]
   n_jac = math.prod(out_shape.shape[1:]) * math.prod(x.shape[1:])
   jac = n_jac <= _MAX_JACOBIAN if jacobian is None else jacobian
+  per_network = _network_bytes(one, layers, n_jac if jac else 0)
+  if per_network > memory_budget:
+    raise ValueError(
+        f"`memory_budget` = {memory_budget} bytes is too small for one network of `model`, "
+        f"which needs about {per_network} bytes ({per_network / 2**30:.3g} GiB) on these "
+        f"inputs; raise `memory_budget` or use fewer inputs")
   measure = _measure_program(traced, tuple(layers), i0, n_projections, jac)
-  result = jax.device_get(measure(leaves, x, keys))
+  result = _measure_seeds(build, measure, x, key, n_seeds,
+                          engine.items_per_chunk(memory_budget, per_network))
   return _dataset(result, layers, fit_idx, i0, n_seeds, x.shape[0])
+
+
+def _check_output(out_shape, x) -> None:
+  if not isinstance(out_shape, jax.ShapeDtypeStruct) or not out_shape.shape \
+      or out_shape.shape[0] != x.shape[0]:
+    raise ValueError(f"`model`'s output must be one array with the batch first, got {out_shape}")
+  if not jnp.issubdtype(out_shape.dtype, jnp.floating):
+    raise ValueError(f"`model`'s output must be a float array (its gradients are measured), "
+                     f"got dtype {out_shape.dtype}")
+
+
+#: Copies of each layer's value one network holds while measured (value,
+#: post-activation, gradient, shift, tangent, and the forward pass's own
+#: intermediates); a rough count, as the other drivers' plans are.
+_LAYER_COPIES = 8
+
+
+def _network_bytes(params, layers, n_jac: int) -> int:
+  """Rough bytes one network holds while measured: its parameters (twice: built and
+  read), its layers' values (:data:`_LAYER_COPIES` each), the input-output Jacobian."""
+  def nbytes(shape, dtype):
+    size = 8 if jnp.issubdtype(dtype, jax.dtypes.prng_key) else np.dtype(dtype).itemsize
+    return math.prod(shape) * size
+  weights = sum(nbytes(p.shape, p.dtype) for p in jax.tree.leaves(params))
+  values = sum(nbytes(layer.shape, layer.dtype) for layer in layers)
+  itemsize = max((np.dtype(layer.dtype).itemsize for layer in layers), default=4)
+  return 2 * weights + _LAYER_COPIES * values + 2 * n_jac * itemsize
+
+
+def _measure_seeds(build, measure, x, key, n_seeds: int, per_chunk: int) -> dict:
+  """Every seed's statistics, ``per_chunk`` networks built and measured at once (the last
+  chunk filled with the next networks, dropped, so that one program serves every chunk)."""
+  def network_keys(start, stop):
+    return jax.vmap(lambda i: _models.network_key(key, i))(jnp.arange(start, stop))
+
+  size = min(per_chunk, n_seeds)
+  chunks = []
+  for start in range(0, n_seeds, size):
+    keys = network_keys(start, start + size)
+    # Eagerly vmapped: a factory's own jitted parts compile once per shape, whatever
+    # the values it closes over (a new init, say).
+    params = jax.vmap(build)(keys)
+    if start == 0:
+      _check_independent(params if size > 1 else jax.vmap(build)(network_keys(0, 2)))
+    chunks.append(jax.device_get(measure(jax.tree.leaves(params), x, keys)))
+  return {name: np.concatenate([c[name] for c in chunks])[:n_seeds] for name in chunks[0]}
+
+
+def _check_independent(params) -> None:
+  """Raise if networks 0 and 1 are one network: every parameter the same, some random."""
+  def data(p):
+    return jax.random.key_data(p) if jnp.issubdtype(p.dtype, jax.dtypes.prng_key) else p
+  leaves = [np.asarray(data(p)) for p in jax.tree.leaves(params)]
+  if not all(np.array_equal(p[0], p[1]) for p in leaves):
+    return
+  if any(p[0].size > 1 and np.any(p[0] != p[0].flat[0]) for p in leaves):
+    raise ValueError(
+        "`model` builds identical networks from different keys (network 0 and 1 have every "
+        "parameter equal): it ignores the key it is given (an nnx factory must pass its "
+        "`rngs` to its layers, an `init` must use its `key`), so the seeds would not be "
+        "independent networks")
 
 
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
@@ -506,133 +591,3 @@ def verdict(ds: xr.Dataset) -> Verdict:
     text = (f"{phase}: the partial Jacobian norm J^(l0,l) {how} by a factor chi_J = "
             f"{math.exp(s):.3g} per layer (depth scale xi = {xi:.3g} layers; {where})")
   return Verdict(phase, law, math.exp(s), xi, zeta, span, s, err, text)
-
-
-# --- the figure ---------------------------------------------------------------------
-
-_COLORS = ("#1a1a1a", "#b2182b", "#2166ac", "#1b9e77", "#7570b3")
-_MARKERS = {"dense": "o", "conv": "s", "residual": "D", "module": "^"}
-
-
-def diagnose_figure(results: xr.Dataset | Mapping[str, xr.Dataset], *, axes=None,
-                    title: str | None = None):
-  """A ``matplotlib.figure.Figure`` of :func:`diagnose` results (no pyplot state).
-
-  Args:
-    results: one Dataset, or ``{label: Dataset}`` to overlay (say one model at
-      two initialisations), each in its own colour.
-    axes: four matplotlib Axes to draw into (a new figure if None).
-    title: the figure's title (default: the verdict of a single result).
-
-  Panels: ``q^l`` and ``|dL/dh^l|`` against the layer (order of computation),
-  the partial Jacobian ``J^{l0,l}`` with the verdict's fit (dashed), and a
-  histogram of the input-output singular values (or ``c^l`` where they were
-  not computed). Faint lines: seeds; bold: geometric mean over seeds;
-  markers: the layer's kind.
-  """
-  from matplotlib.figure import Figure
-
-  if isinstance(results, xr.Dataset):
-    results = {"": results}
-  if axes is None:
-    fig = Figure(figsize=(10, 6.6), layout="constrained")
-    axes = fig.subplots(2, 2).ravel()
-  axes = list(np.ravel(axes))
-  fig = axes[0].figure
-  has_sv = all("singular_values" in ds for ds in results.values())
-  if has_sv:  # one set of bins for every result, so their histograms compare
-    logs = {label: _log_singular_values(ds) for label, ds in results.items()}
-    every = np.concatenate(list(logs.values()))
-    edges = np.histogram_bin_edges(every, bins=30) if every.size else 30
-  for (label, ds), color in zip(results.items(), _COLORS):
-    _layer_panel(axes[0], ds, "q", color, label, log=True)
-    _layer_panel(axes[1], ds, "partial_jacobian", color, label, log=True)
-    _fit_line(axes[1], ds, color)
-    _layer_panel(axes[2], ds, "grad_h", color, label, log=True)
-    if has_sv:
-      axes[3].hist(logs[label], bins=edges, color=color, alpha=0.35, histtype="stepfilled",
-                   edgecolor=color, label=label or None)
-    else:
-      _layer_panel(axes[3], ds, "c", color, label, log=False)
-  labels = [r"$q^l = \langle (h_i^l)^2 \rangle$",
-            r"$\mathcal{J}^{l_0,l} = \frac{1}{N_l}\,\|\partial h^l/\partial h^{l_0}\|_F^2$",
-            r"$\|\partial \mathcal{L}_a/\partial h^l_a\|$ (rms over inputs)", r"$c^l$"]
-  first = next(iter(results.values()))
-  # Layer names as ticks only where every result has the same layers (one model).
-  same = all(np.array_equal(ds["name"].values, first["name"].values) for ds in results.values())
-  for ax, label in zip(axes, labels):
-    ax.set_ylabel(label)
-    ax.set_xlabel(r"layer $l$ (order of computation)")
-    if same and len(first["layer"]) <= 24 and not (has_sv and ax is axes[3]):
-      ax.set_xticks(first["layer"].values, first["name"].values, rotation=70, fontsize=6)
-  if has_sv:
-    axes[3].set_xlabel(r"$\log_{10} \sigma$, singular values of $\partial y_0/\partial x_0$")
-    axes[3].set_ylabel("count (all seeds)")
-  kinds = dict.fromkeys(k for ds in results.values() for k in ds["kind"].values)
-  _kind_legend(axes[0], list(kinds))
-  # One legend for the models and the kinds of layers, below the panels (colours are
-  # the same in every panel), and the fits' legend in their own panel.
-  handles, names = axes[0].get_legend_handles_labels()
-  fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 4), fontsize=7,
-             frameon=False)
-  if axes[1].get_legend_handles_labels()[0]:
-    axes[1].legend(fontsize=7, loc="best")
-  if title is None and len(results) == 1:
-    title = first.attrs.get("verdict", "")
-  if title:
-    fig.suptitle(title, fontsize=9)
-  return fig
-
-
-def _log_singular_values(ds) -> np.ndarray:
-  """log10 of the finite positive singular values of one result, flattened."""
-  sv = ds["singular_values"].values
-  return np.log10(sv[np.isfinite(sv) & (sv > 0)])
-
-
-def _layer_panel(ax, ds, name, color, label, *, log):
-  """One line per kind of layer (the residual stream, the dense layers, ...), so that
-  layers of one kind are compared along the depth; seeds faint, their mean bold."""
-  values = ds[name].values
-  layer = ds["layer"].values
-  kinds = ds["kind"].values
-  mean = _seed_mean(values, log)
-  for i, kind in enumerate(dict.fromkeys(kinds)):
-    sel = kinds == kind
-    for row in values[:, sel]:
-      ax.plot(layer[sel], row, color=color, lw=0.5, alpha=0.3)
-    ax.plot(layer[sel], mean[sel], color=color, lw=1.3, marker=_MARKERS.get(kind, "v"),
-            ms=3.5, mfc="white", label=(label or None) if i == 0 else None)
-  if log:
-    ax.set_yscale("log")
-
-
-def _kind_legend(ax, kinds) -> None:
-  """Legend entries (grey markers) for the kinds of layers."""
-  for k in kinds:
-    ax.plot([], [], _MARKERS.get(k, "v"), color="#777777", mfc="white", ls="none", label=k)
-
-
-def _seed_mean(values: np.ndarray, log: bool) -> np.ndarray:
-  """Mean over seeds (geometric if ``log``) of the finite values; nan where there are none."""
-  with np.errstate(divide="ignore", invalid="ignore"):
-    v = np.log(values) if log else values
-    ok = np.isfinite(v)
-    mean = np.where(ok, v, 0.0).sum(0) / ok.sum(0)
-  return np.exp(mean) if log else mean
-
-
-def _fit_line(ax, ds, color):
-  v = verdict(ds)
-  if not np.isfinite(v.slope):
-    return
-  fit = ds["in_fit"].values
-  layer = ds["layer"].values[fit]
-  with np.errstate(divide="ignore", invalid="ignore"):
-    logj = np.log(ds["partial_jacobian"].values[:, fit])
-  u = np.arange(len(layer), dtype=float)
-  b, name = v.slope, rf"$\chi_J$ = {v.chi_J:.3g}/layer, $\xi$ = {v.depth_scale:.3g}"
-  if v.law == "power":
-    u, b, name = np.log1p(u), v.exponent, rf"$\propto (d+1)^{{\zeta}}$, $\zeta$ = {v.exponent:.3g}"
-  a = np.nanmean(logj) - b * np.mean(u)
-  ax.plot(layer, np.exp(a + b * u), "--", color=color, lw=1, label=f"{v.phase}: {name}")

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from empirical import _checks
 from empirical import inits as _inits
 from meanfield.activations import activation as _activation
 
@@ -66,9 +67,9 @@ def _check(activation, init, sigma_w2, sigma_u2, sigma_b2, q_input, c_input, ste
                      f"truncated_normal, orthogonal), got {scheme.name!r}")
   for name, v in (("sigma_w2", sigma_w2), ("sigma_u2", sigma_u2), ("sigma_b2", sigma_b2),
                   ("q_input", q_input)):
-    if not (np.ndim(v) == 0 and np.isfinite(v) and v >= 0):
-      raise ValueError(f"`{name}` must be a finite number >= 0, got {v!r}")
-  if not (np.ndim(c_input) == 0 and -1 <= c_input <= 1):
+    _checks.check_number(name, v, minimum=0.0)
+  if not (_checks.is_number(c_input) or isinstance(c_input, np.ndarray | jax.Array)) \
+      or np.ndim(c_input) != 0 or not -1 <= float(c_input) <= 1:
     raise ValueError(f"`c_input` must be a number in [-1, 1], got {c_input!r}")
   for name, v in (("steps", steps), ("width", width), ("seeds", seeds), ("pairs", pairs)):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -162,9 +163,11 @@ def rnn_statistics(*, key: Array, activation: Any = "tanh", sigma_w2: float,
     scheme, sizes and dtype; hyperparameters are traced (new values reuse it).
 
   Raises:
-    ValueError: an unknown activation or scheme, a scheme that fixes its own
-      variance, negative variances, ``|c_input| > 1``, sizes below 1.
+    ValueError: a ``key`` that is not a PRNG key, an unknown activation or
+      scheme, a scheme that fixes its own variance, variances that are not
+      finite numbers ``>= 0`` (None, strings), ``|c_input| > 1``, sizes below 1.
   """
+  _checks.check_key(key)
   act, scheme = _check(activation, init, sigma_w2, sigma_u2, sigma_b2, q_input, c_input,
                        steps, width, seeds, pairs)
   hyper = tuple(jnp.asarray(v, dtype) for v in (sigma_w2, sigma_u2, sigma_b2, q_input,
@@ -229,6 +232,7 @@ def rnn_jacobian_moments(*, key: Array, activation: Any = "tanh", sigma_w2: floa
   Raises:
     ValueError: as :func:`rnn_statistics`; ``warmup < 0``.
   """
+  _checks.check_key(key)
   act, scheme = _check(activation, init, sigma_w2, sigma_u2, sigma_b2, q_input, 0.0,
                        steps, width, seeds, 1)
   if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:

@@ -15,11 +15,14 @@ name                      k, n  what is drawn from ``fold_in(k, n)``
                                 (``train``) at ``l = L + 1``
 ``BIASES``                1     standard biases, layer ``l`` at ``fold_in(., l)``
 ``READOUT``               2     the probes' loss projection ``r``
-                                (:func:`empirical.sweep`, :func:`empirical.train`)
+                                (:func:`empirical.sweep`, :func:`empirical.train`,
+                                :func:`empirical.diagnose`)
 ``BATCHES``               3     minibatch roots in :func:`empirical.train`; step
                                 ``t`` draws from ``fold_in(fold_in(k, 3), t)``
 ``JACOBIAN_INPUT``        3     the input noise ``z`` of
                                 :func:`empirical.jacobian_spectra`
+``TANGENTS``              3     the random tangents ``v`` of the partial
+                                Jacobians in :func:`empirical.diagnose`
 ``HUTCHINSON``            4     the Hutchinson probes of ``method="projection"``
 ``LANCZOS``               5     the Lanczos start vector of ``method="projection"``
 ``DROPOUT``               6     dropout masks (:func:`empirical.forward` with
@@ -27,8 +30,8 @@ name                      k, n  what is drawn from ``fold_in(k, n)``
                                 ``fold_in(fold_in(k, 6), l)``
 ========================  ====  ===============================================
 
-Stream 3 serves two drivers (a training run has no Jacobian input, and a
-spectrum no minibatches); the numbers are those every stored result was
+Stream 3 serves three drivers (a training run has no Jacobian input, a
+spectrum no minibatches, and a diagnosis neither); the numbers are those every stored result was
 drawn with, so they never change. The inputs of a sweep are not a
 network's: they come from ``jax.random.split(key)[SWEEP_INPUTS]``, shared by
 every network.
@@ -36,7 +39,7 @@ every network.
 
 from __future__ import annotations
 
-__all__ = ["WEIGHTS", "BIASES", "READOUT", "BATCHES", "JACOBIAN_INPUT", "HUTCHINSON",
+__all__ = ["WEIGHTS", "BIASES", "READOUT", "BATCHES", "JACOBIAN_INPUT", "TANGENTS", "HUTCHINSON",
            "LANCZOS", "DROPOUT", "SWEEP_INPUTS"]
 
 WEIGHTS = 0
@@ -44,6 +47,7 @@ BIASES = 1
 READOUT = 2
 BATCHES = 3
 JACOBIAN_INPUT = 3
+TANGENTS = 3
 HUTCHINSON = 4
 LANCZOS = 5
 DROPOUT = 6

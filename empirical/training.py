@@ -208,7 +208,8 @@ def optimizer(name: str = "sgd", *, momentum: float = 0.9,
   Multiply its updates by the learning rate (all three are linear in it).
   """
   name = _check_optimizer(name)
-  momentum = _checks.check_number("momentum", momentum, minimum=0.0, below=1.0)
+  momentum = _checks.check_number("momentum", 0.9 if momentum is None else momentum,
+                                  minimum=0.0, below=1.0)
   clip_norm = _check_clip_norm(clip_norm)
   if name == "sgd":
     base = optax.sgd(1.0)
@@ -303,6 +304,26 @@ def _check_conv(architecture, *, residual, norm, kernel_size) -> bool:
     raise ValueError(f"`kernel_size` must be odd (taps centred on each position), got "
                      f"{kernel_size!r}")
   return True
+
+
+def _check_applies(*, architecture, optimizer, probes, **given) -> None:
+  """Raise for a keyword given (not None) that the chosen network or run does not use."""
+  used_by = {"kernel_size": ("architecture", "conv"), "input_shape": ("architecture", "conv"),
+             "momentum": ("optimizer", "momentum")}
+  chosen = {"architecture": architecture, "optimizer": optimizer}
+  if given["momentum"] is not None:   # a bad value is named as such first
+    _checks.check_number("momentum", given["momentum"], minimum=0.0, below=1.0)
+  for name, (what, needs) in used_by.items():
+    if given[name] is not None and chosen[what] != needs:
+      raise ValueError(f"`{name}` applies only to {what}={needs!r}, got {name}="
+                       f"{given[name]!r} with {what}={chosen[what]!r}")
+  for name in ("weight_quantile", "sv_quantile"):
+    if given[name] is not None and isinstance(probes, bool | np.bool_) and not probes:
+      raise ValueError(f"`{name}` applies only with probes=True (probes=False records no "
+                       f"weight summaries), got {name}={given[name]!r}")
+  if given["sv_quantile"] is not None and architecture == "conv":
+    raise ValueError(f"`sv_quantile` does not apply to architecture='conv' (a CNN records "
+                     f"no singular values), got sv_quantile={given['sv_quantile']!r}")
 
 
 def _input_shape(input_shape, loaded: tuple[int, ...], split: _data.DataSplit) -> tuple[int, ...]:
@@ -590,15 +611,15 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
           activation="tanh", width=64, depth=10, sigma_w2=None, sigma_b2=0.0,
           init="gaussian", n_seeds: int = 1, residual: bool = False,
           norm: _models.Norm = None, optimizer: str = "sgd", learning_rate=None,
-          momentum: float = 0.9, clip_norm: float | None = None, n_steps: int = 1000,
+          momentum: float | None = None, clip_norm: float | None = None, n_steps: int = 1000,
           batch_size: int = 64, record_every: int | None = None,
           record_steps: Sequence[int] | None = None, probe_size: int | None = None,
-          weight_quantile: Sequence[float] = WEIGHT_QUANTILES,
-          sv_quantile: Sequence[float] = SV_QUANTILES, probes: bool = True,
+          weight_quantile: Sequence[float] | None = None,
+          sv_quantile: Sequence[float] | None = None, probes: bool = True,
           chunk_size: int | None = None,
           memory_budget: int = DEFAULT_MEMORY_BUDGET, store: str | os.PathLike | None = None,
           progress: bool = True, dtype=None, devices: _devices.Devices = None,
-          architecture: str = "mlp", kernel_size: int = 3,
+          architecture: str = "mlp", kernel_size: int | None = None,
           input_shape: Sequence[int] | None = None) -> xr.Dataset:
   """Trains a grid of networks x seeds with optax, recording per-layer probes over time.
 
@@ -636,7 +657,8 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
       (``norm`` in ``None``, ``"layer"``, ``"batch"``).
     optimizer: ``"sgd"``, ``"momentum"`` or ``"adam"``.
     learning_rate: finite and ``>= 0``; required.
-    momentum: heavy-ball coefficient of ``"momentum"``, in ``[0, 1)``.
+    momentum: heavy-ball coefficient of ``"momentum"``, in ``[0, 1)`` (default
+      0.9); only with that optimizer.
     clip_norm: ``None``, or the global gradient norm to clip to (``> 0``).
     n_steps: optimizer steps, ``>= 0``.
     batch_size: minibatch size, ``>= 1``.
@@ -646,7 +668,9 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
     probe_size: size of the probe batch, ``1 .. n_train``; default
       ``min(256, n_train)``.
     weight_quantile, sv_quantile: the quantiles recorded of each layer's
-      weight entries and singular values.
+      weight entries and singular values (default :data:`WEIGHT_QUANTILES`,
+      :data:`SV_QUANTILES`); only with ``probes``, and ``sv_quantile`` not
+      for a CNN.
     probes: record the per-layer probes and weight summaries (default). With
       ``False`` only ``train_loss``, ``train_accuracy``, ``test_loss``,
       ``test_accuracy`` and ``diverged_step``/``diverged`` are recorded: the
@@ -679,7 +703,8 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
       ``q`` (over positions too), ``loss_grad_w``, ``layer_sigma_w2``,
       ``weight_quantiles`` of the whole kernel, no other probes and no
       singular values. No ``residual`` or ``norm``.
-    kernel_size: odd taps per spatial axis of a CNN (``k x k`` in 2-D).
+    kernel_size: odd taps per spatial axis of a CNN (``k x k`` in 2-D;
+      default 3). ``kernel_size`` and ``input_shape`` only with ``"conv"``.
     input_shape: a CNN's ``(*spatial, channels)`` per example, its product
       the data's ``n_features``; default: ``(8, 8, 1)`` for ``"digits"`` and
       ``(28, 28, 1)`` for flat MNIST-style data (the images), a loaded
@@ -720,6 +745,10 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
       non-finite inputs or mismatched lengths, ...), naming it, its value and
       what is allowed.
   """
+  _check_applies(architecture=architecture, optimizer=optimizer, probes=probes,
+                 momentum=momentum, weight_quantile=weight_quantile, sv_quantile=sv_quantile,
+                 kernel_size=kernel_size, input_shape=input_shape)
+  kernel_size = 3 if kernel_size is None else kernel_size
   conv = _check_conv(architecture, residual=residual, norm=norm, kernel_size=kernel_size)
   grid_args = dict(key=key, activation=activation, init=init, width=width, depth=depth,
                    n_seeds=n_seeds, sigma_w2=sigma_w2, sigma_b2=sigma_b2, verb="train",
@@ -793,7 +822,8 @@ def _options(*, learning_rate, optimizer, momentum, clip_norm, n_steps, batch_si
   rates = [_checks.check_number("learning_rate", v, minimum=0.0)
            for v in _grid.values("learning_rate", learning_rate)]
   name = _check_optimizer(optimizer)
-  momentum = _checks.check_number("momentum", momentum, minimum=0.0, below=1.0)
+  momentum = _checks.check_number("momentum", 0.9 if momentum is None else momentum,
+                                  minimum=0.0, below=1.0)
   clip_norm = _check_clip_norm(clip_norm)
   n_steps = _checks.check_int("n_steps", n_steps, 0)
   batch_size = _checks.check_int("batch_size", batch_size, 1)
@@ -804,8 +834,11 @@ def _options(*, learning_rate, optimizer, momentum, clip_norm, n_steps, batch_si
     raise ValueError(f"`probes` must be True or False, got {probes!r}")
   return _Options(rates=rates, optimizer=name, momentum=momentum, clip_norm=clip_norm,
                   n_steps=n_steps, batch_size=batch_size, steps=steps, probe_size=probe_size,
-                  weight_quantiles=_check_quantiles("weight_quantile", weight_quantile),
-                  sv_quantiles=_check_quantiles("sv_quantile", sv_quantile),
+                  weight_quantiles=_check_quantiles(
+                      "weight_quantile",
+                      WEIGHT_QUANTILES if weight_quantile is None else weight_quantile),
+                  sv_quantiles=_check_quantiles(
+                      "sv_quantile", SV_QUANTILES if sv_quantile is None else sv_quantile),
                   probes=bool(probes))
 
 

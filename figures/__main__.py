@@ -175,11 +175,26 @@ def _select(modules: Mapping[str, ModuleType], only: Sequence[str] | None) -> di
       name = name.strip().removeprefix(PREFIX).removesuffix(".py").removesuffix(".png")
       if name:
         wanted.append(_maker(modules, name))
+  if not wanted:
+    raise ValueError(f"`only` must name at least one figure among {sorted(modules)}, got "
+                     f"{list(only)}")
   unknown = [n for n in wanted if n not in modules]
   if unknown:
     raise ValueError(
         f"`only` must name figures among {sorted(modules)}, got unknown {unknown}")
   return {n: modules[n] for n in dict.fromkeys(wanted)}
+
+
+def _make_outdir(outdir: str | pathlib.Path) -> pathlib.Path:
+  """``outdir`` as a folder that exists (made if missing); ``ValueError`` where it cannot be."""
+  path = pathlib.Path(outdir)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    why = "a file is there" if path.exists() else (e.strerror or type(e).__name__)
+    raise ValueError(f"`outdir` must be a folder (or where one can be made), got "
+                     f"'{outdir}': {why}") from e
+  return path
 
 
 def run(modules: Mapping[str, ModuleType], *, outdir: str | pathlib.Path = DEFAULT_OUTDIR,
@@ -190,9 +205,11 @@ def run(modules: Mapping[str, ModuleType], *, outdir: str | pathlib.Path = DEFAU
   Args:
     modules: ``{name: module}`` as from :func:`discover` (a value may be an
       exception raised while importing the module: it counts as a failure).
-    outdir: folder for the PNGs and their data (created if missing).
+    outdir: folder for the PNGs and their data (created if missing; a file
+      there, or one that cannot be made, raises ``ValueError``).
     only: names (or comma-separated lists of names) to run; all if empty.
-      Unknown names raise ``ValueError`` before anything runs.
+      Unknown names, or items that name nothing (``","``), raise
+      ``ValueError`` before anything runs.
     paper: passed to each ``make`` (paper-scale settings).
     progress: show the plan (each figure's estimated time), a progress bar
       weighted by those estimates, one line per figure, and the figures' own
@@ -210,8 +227,7 @@ def run(modules: Mapping[str, ModuleType], *, outdir: str | pathlib.Path = DEFAU
   if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
     raise ValueError(f"`jobs` must be an integer >= 1, got {jobs!r}")
   selected = _select(modules, only)
-  outdir = pathlib.Path(outdir)
-  outdir.mkdir(parents=True, exist_ok=True)
+  outdir = _make_outdir(outdir)
   if progress:
     tqdm.write(_plan(selected, paper, jobs), file=sys.stderr)
   bar = tqdm(total=sum(seconds(m, paper=paper) for m in selected.values()), desc="figures",

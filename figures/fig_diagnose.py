@@ -36,6 +36,7 @@ from flax import nnx
 
 import empirical
 from figures import _common
+from figures._diagnose_plot import diagnose_figure
 
 IN, WIDTH, BATCH = 32, 128, 16
 
@@ -96,7 +97,7 @@ def make(outdir: pathlib.Path, *, paper: bool = False,
     results[label] = empirical.diagnose(factory, x, key=jax.random.key(0),
                                         n_seeds=settings["n_seeds"])
   fig, axes = _common.subplots(2, 2, figsize=(11, 7.6))
-  empirical.diagnose_figure(results, axes=axes)
+  diagnose_figure(results, axes=axes)
   verdicts = [f"{label}: {ds.attrs['verdict']}" for label, ds in results.items()]
   fig.suptitle("empirical.diagnose on a user's tanh MLPs (verdicts in words)\n"
                + "\n".join(verdicts), fontsize=7.5)

@@ -47,7 +47,7 @@ from meanfield._integrals import as_arrays, second_moments
 from meanfield.activations import activation as _activation
 from meanfield.depth import depth_scale
 from meanfield.maps import Propagation
-from meanfield.network import accepts_network
+from meanfield.network import Network, accepts_network
 
 __all__ = ["layernorm_c_map", "layernorm_propagate", "layernorm_fixed_point",
            "LayerNormFixedPoint", "batchnorm_gradient_factor"]
@@ -164,7 +164,8 @@ def layernorm_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activatio
   return _fixed_point(act, sigma_w2, sigma_b2)
 
 
-def batchnorm_gradient_factor(*, n_inputs: ArrayLike, activation: Any = "linear") -> Array:
+def batchnorm_gradient_factor(network: Network | None = None, /, *, n_inputs: ArrayLike,
+                              activation: Any = None) -> Array:
   """Per-layer growth of ``|dL/dh^l|^2`` backwards through a deep linear BatchNorm MLP.
 
   .. math:: \\lambda = \\frac{B - 2}{B - 3}
@@ -179,14 +180,19 @@ def batchnorm_gradient_factor(*, n_inputs: ArrayLike, activation: Any = "linear"
   whatever the variances.
 
   Args:
+    network: optionally a :class:`meanfield.Network` with ``norm="batch"``
+      and no other variant, which gives ``activation`` (its variances cancel).
     n_inputs: the batch size ``B``, an integer ``> 3`` (or an array of them).
-    activation: must be ``"linear"``: for other activations the rate depends
-      on the forward Gram fixed point, which has no closed form.
+    activation: must be ``"linear"`` (the default): for other activations
+      the rate depends on the forward Gram fixed point, which has no closed
+      form.
 
   Returns:
     ``lambda``, float, shape of ``n_inputs``.
   """
-  name = getattr(_activation(activation), "name", None)
+  if network is not None:
+    activation = _batchnorm_network(network, activation)
+  name = getattr(_activation("linear" if activation is None else activation), "name", None)
   if name != "linear":
     raise ValueError(f"`activation` must be 'linear' for batchnorm_gradient_factor (the case "
                      f"with a closed form), got {activation!r}")
@@ -196,3 +202,20 @@ def batchnorm_gradient_factor(*, n_inputs: ArrayLike, activation: Any = "linear"
     raise ValueError(f"`n_inputs` must be an integer > 3 (the batch size), got {n_inputs!r}")
   b = jnp.asarray(b, float)
   return (b - 2) / (b - 3)
+
+
+def _batchnorm_network(network, activation):
+  """The activation of a BatchNorm ``network`` (raises for any other argument)."""
+  if not isinstance(network, Network):
+    raise ValueError(f"`network` of `batchnorm_gradient_factor` must be a meanfield.Network "
+                     f"(its other arguments are keywords), got {network!r}")
+  if network.norm != "batch" or network.residual or network.keep_prob != 1.0 \
+      or network.alpha != 1.0:
+    raise ValueError(
+        f"`network` of `batchnorm_gradient_factor` must be a BatchNorm MLP (norm='batch', no "
+        f"residual or dropout), got norm={network.norm!r}, residual={network.residual!r}, "
+        f"keep_prob={network.keep_prob!r}")
+  if activation is not None:
+    raise ValueError(f"`activation` must not be given with `network` (which has "
+                     f"activation={network.activation!r}), got {activation!r}")
+  return network.activation

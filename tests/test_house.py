@@ -8,6 +8,8 @@
   underscore: ``meanfield/_checks.py``, ``meanfield/spectrum/_law.py``).
 - No function in ``meanfield`` is longer than 80 lines of code (blank lines,
   comments and docstrings not counted).
+- No module of ``meanfield`` or ``empirical`` imports matplotlib (plotting
+  lives in ``figures``).
 
 Both packages are held to every rule.
 """
@@ -198,3 +200,17 @@ def test_no_long_functions_meanfield():
 
 def test_no_long_functions_empirical():
   assert _long_functions("empirical") == []
+
+
+def _matplotlib_imports(packages=("meanfield", "empirical")) -> list[str]:
+  return [f"{module}:{line} imports {target}"
+          for module in MODULES if module.split(".")[0] in packages
+          for target, _, line in _imports(module)[1]
+          if target == "matplotlib" or target.startswith("matplotlib.")]
+
+
+def test_no_plotting_in_the_theory_or_the_experiment():
+  # Plotting lives in figures/; the measurement and theory packages import no matplotlib
+  # (at the top or inside a function).
+  assert _matplotlib_imports() == []
+  assert _matplotlib_imports(("figures",))   # the check sees imports where there are some

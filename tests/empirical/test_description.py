@@ -7,6 +7,7 @@ import importlib
 import jax
 import numpy as np
 import pytest
+import xarray as xr
 
 import empirical
 import meanfield
@@ -89,6 +90,19 @@ def test_network_of_a_preset_leaves_sigma_w2_to_the_scheme():
 def test_bad_network_raises_before_work(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_networks_of_what_is_not_an_experiment_grid_is_named():
+  with pytest.raises(ValueError, match=r"`ds` must be an xarray.Dataset of empirical.sweep, "
+                                       r"train or jacobian_spectra, got dict"):
+    empirical.networks({"activation": "tanh"})
+  # A diagnose result (its coordinates: seed, layer, name, ...; none of the grid's).
+  diag = xr.Dataset({"q": (("seed", "layer"), np.ones((2, 3)))},
+                    coords={"seed": [0, 1], "layer": [1, 2, 3]}, attrs={"verdict": "critical"})
+  with pytest.raises(ValueError, match=r"`ds` must be a Dataset of empirical.sweep, train or "
+                                       r"jacobian_spectra, .* got one without activation, init, "
+                                       r"width, depth, sigma_b2"):
+    empirical.networks(diag)
 
 
 def test_networks_needs_a_custom_activation_again():

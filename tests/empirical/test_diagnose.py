@@ -7,6 +7,7 @@ mean-field theory (``meanfield.chi_1`` at ``q*``) for the verdict.
 """
 
 import math
+import re
 
 import flax.linen as nn
 import jax
@@ -346,9 +347,94 @@ def test_bad_arguments_raise(kwargs, match):
 
 def test_figure(resmlp):
   import matplotlib.figure
-  fig = empirical.diagnose_figure(resmlp[2])
+  from figures._diagnose_plot import diagnose_figure
+  fig = diagnose_figure(resmlp[2])
   assert isinstance(fig, matplotlib.figure.Figure)
   axes = fig.get_axes()
   assert len(axes) == 4
   assert all(ax.get_xlabel() and ax.get_ylabel() for ax in axes)
   assert resmlp[2].attrs["verdict"] in fig._suptitle.get_text()
+
+
+class _IntegerOut(nnx.Module):
+  def __init__(self, rngs):
+    self.dense = nnx.Linear(8, 4, rngs=rngs)
+
+  def __call__(self, x):
+    return jnp.round(self.dense(x)).astype(jnp.int32)
+
+
+def _resmlp_factory(rngs):
+  return ResMLP(8, 16, 3, rngs=rngs)
+
+
+@pytest.mark.parametrize("model, match", [
+    (lambda rngs: _IntegerOut(rngs), r"`model`'s output must be a float array .*int32"),
+    (lambda x: jnp.tanh(x), r"`model` must be a factory taking nnx.Rngs .* raised TypeError"),
+    (lambda rngs: None, r"`model` must return an nnx.Module when called with nnx.Rngs, "
+                        r"got NoneType"),
+])
+def test_unusable_models_are_named(model, match):
+  with pytest.raises(ValueError, match=match):
+    empirical.diagnose(model, jnp.ones((6, 8)), key=KEY, n_seeds=2)
+
+
+@pytest.mark.parametrize("n_seeds", [1, 3])
+def test_a_factory_that_ignores_its_rngs_is_refused(n_seeds):
+  # Every seed would be the same network, measured as if independent.
+  with pytest.raises(ValueError, match=r"`model` builds identical networks from different keys"):
+    empirical.diagnose(lambda rngs: ResMLP(8, 16, 3, rngs=nnx.Rngs(0)), jnp.ones((6, 8)),
+                       key=KEY, n_seeds=n_seeds)
+  module = LinenMLP()
+  with pytest.raises(ValueError, match=r"`model` builds identical networks"):
+    empirical.diagnose((lambda k, x: module.init(jax.random.key(0), x), module.apply),
+                       jnp.ones((4, 8)), key=KEY, n_seeds=n_seeds)
+
+
+class _Normed(nnx.Module):
+  def __init__(self, rngs):
+    self.norm = nnx.LayerNorm(8, rngs=rngs)
+
+  def __call__(self, x):
+    return jnp.tanh(self.norm(x))
+
+
+def test_a_model_without_random_parameters_is_measured():
+  # Deterministic parameters (LayerNorm's ones and zeros) are no sign of ignored rngs.
+  ds = empirical.diagnose(_Normed, jnp.arange(48.0).reshape(6, 8), key=KEY, n_seeds=2,
+                          n_projections=1)
+  assert ds.sizes["seed"] == 2
+
+
+def test_sizes_are_checked_before_any_work():
+  # One network needs far more than the budget: refused at once, whatever n_seeds.
+  with pytest.raises(ValueError, match=r"`memory_budget` = 1000 bytes is too small for one "
+                                       r"network of `model`"):
+    empirical.diagnose(_resmlp_factory, jnp.ones((6, 8)), key=KEY, n_seeds=10**6,
+                       memory_budget=1000)
+  with pytest.raises(ValueError, match=r"`memory_budget` must be an integer >= 1, got 0"):
+    empirical.diagnose(_resmlp_factory, jnp.ones((6, 8)), key=KEY, memory_budget=0)
+
+
+def test_seeds_are_measured_in_chunks_that_fit_the_budget(monkeypatch):
+  # A budget of two networks: five seeds in chunks of two, each network's numbers those
+  # of the one-chunk run (the same program on the same parameters and keys).
+  x = jax.random.normal(jax.random.key(3), (6, 8))
+  with pytest.raises(ValueError, match="memory_budget") as err:
+    empirical.diagnose(_resmlp_factory, x, key=KEY, memory_budget=1, n_projections=2)
+  one = int(re.search(r"needs about (\d+) bytes", str(err.value)).group(1))
+  whole = empirical.diagnose(_resmlp_factory, x, key=KEY, n_seeds=5, n_projections=2)
+  sizes = []
+  program = empirical.diagnosis._measure_program
+
+  def spy(*args):
+    run = program(*args)
+    return lambda leaves, x, keys: sizes.append(len(keys)) or run(leaves, x, keys)
+
+  monkeypatch.setattr(empirical.diagnosis, "_measure_program", spy)
+  chunked = empirical.diagnose(_resmlp_factory, x, key=KEY, n_seeds=5, n_projections=2,
+                               memory_budget=2 * one + 1)
+  assert sizes == [2, 2, 2]
+  assert chunked.sizes["seed"] == 5
+  for name in whole.data_vars:
+    np.testing.assert_allclose(chunked[name].values, whole[name].values, rtol=RTOL_SAME)

@@ -99,11 +99,21 @@ def test_linear_jacobian_tied():
 
 @pytest.mark.parametrize("bad, match", [
     (dict(init="he_normal"), "init"), (dict(sigma_w2=-1.0), "sigma_w2"),
-    (dict(c_input=2.0), "c_input"), (dict(steps=0), "steps"), (dict(width=1), "width")])
+    (dict(c_input=2.0), "c_input"), (dict(steps=0), "steps"), (dict(width=1), "width"),
+    (dict(sigma_w2=None), r"`sigma_w2` must be a finite number >= 0, got None"),
+    (dict(sigma_w2="1.0"), r"`sigma_w2` must be a finite number >= 0, got '1.0'"),
+    (dict(sigma_b2=None), r"`sigma_b2` must be a finite number >= 0, got None"),
+    (dict(c_input="0.5"), r"`c_input` must be a number in \[-1, 1\], got '0.5'"),
+    (dict(c_input=None), r"`c_input` must be a number in \[-1, 1\], got None"),
+    (dict(key=0), r"`key` must be a PRNG key \(jax.random.key\(0\)\), got 0")])
 def test_bad_input_raises(bad, match):
   kw = {**dict(key=jax.random.key(0), sigma_w2=1.0, steps=3, width=8), **bad}
   with pytest.raises(ValueError, match=match):
     rnn.rnn_statistics(**kw)
+  kw.pop("c_input", None), kw.pop("pairs", None)
+  if "c_input" not in bad:
+    with pytest.raises(ValueError, match=match):
+      rnn.rnn_jacobian_moments(**kw)
 
 
 def test_two_time_steps_correlation_is_what_tying_changes():

@@ -320,3 +320,27 @@ def test_without_probes_the_scores_are_the_same(digits, reference):
   assert "q" not in light and "sv_max" not in light and light.attrs["probes"] == 0
   for name in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "diverged_step"):
     np.testing.assert_array_equal(light[name].values, reference[name].values, err_msg=name)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(kernel_size=4), r"`kernel_size` applies only to architecture='conv', got "
+                          r"kernel_size=4 with architecture='mlp'"),
+    (dict(kernel_size=3), r"`kernel_size` applies only to architecture='conv'"),
+    (dict(input_shape=(8, 8)), r"`input_shape` applies only to architecture='conv', got "
+                               r"input_shape=\(8, 8\) with architecture='mlp'"),
+    (dict(momentum=0.5), r"`momentum` applies only to optimizer='momentum', got "
+                         r"momentum=0.5 with optimizer='sgd'"),
+    (dict(momentum=0.5, optimizer="adam"), r"`momentum` applies only to optimizer='momentum'"),
+    (dict(weight_quantile=(0.5,), probes=False), r"`weight_quantile` applies only with "
+                                                 r"probes=True"),
+    (dict(sv_quantile=(0.5,), probes=False), r"`sv_quantile` applies only with probes=True"),
+    (dict(sv_quantile=(0.5,), architecture="conv"), r"`sv_quantile` does not apply to "
+                                                    r"architecture='conv'"),
+])
+def test_keyword_that_does_not_apply_raises(digits, kwargs, match):
+  # A keyword the chosen network or run would not use is an error, never ignored.
+  kw = dict(data=digits, activation="tanh", width=8, depth=2, sigma_w2=1.0, learning_rate=0.1,
+            n_steps=10, progress=False)
+  kw.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    train(KEY, **kw)

@@ -84,6 +84,27 @@ def test_main_exit_status_and_unknown_name(tmp_path, capsys):
   assert "no_such_figure" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("only", [",", " , ", ""])
+def test_only_naming_nothing_is_an_error(tmp_path, capsys, only):
+  # `--only ,` used to make nothing and exit 0.
+  with pytest.raises(SystemExit) as e:
+    main(["--only", only, "--out", str(tmp_path), "--quiet"])
+  assert e.value.code == 2
+  assert "`only` must name at least one figure" in capsys.readouterr().err
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_out_that_is_a_file_is_an_error(tmp_path, capsys):
+  target = tmp_path / "a_file"
+  target.write_text("not a folder")
+  with pytest.raises(SystemExit) as e:
+    main(["--only", "poole", "--out", str(target), "--quiet"])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert f"`outdir` must be a folder (or where one can be made), got '{target}'" in err
+  assert target.read_text() == "not a folder"
+
+
 def test_only_finds_a_figure_by_any_png_it_writes(tmp_path):
   """``--only gradient_statistics`` runs the module that writes it (named in its OUTPUTS)."""
   module = _module("line", _make_line)

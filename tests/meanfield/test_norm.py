@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -146,3 +147,18 @@ def test_batchnorm_factor_validation():
     meanfield.batchnorm_gradient_factor(n_inputs=8, activation="tanh")
   with pytest.raises(ValueError, match="n_inputs"):
     meanfield.batchnorm_gradient_factor(n_inputs=3)
+
+
+def test_batchnorm_factor_of_a_network():
+  net = meanfield.Network(activation="linear", sigma_w2=2.0, depth=5, norm="batch")
+  assert float(meanfield.batchnorm_gradient_factor(net, n_inputs=8)) == pytest.approx(6 / 5)
+  with pytest.raises(ValueError, match=r"`network` of `batchnorm_gradient_factor` must be a "
+                                       r"BatchNorm MLP \(norm='batch'.*got norm=None"):
+    meanfield.batchnorm_gradient_factor(meanfield.Network(activation="linear"), n_inputs=8)
+  with pytest.raises(ValueError, match=r"`activation` must not be given with `network`"):
+    meanfield.batchnorm_gradient_factor(net, n_inputs=8, activation="linear")
+  with pytest.raises(ValueError, match=r"`activation` must be 'linear'"):
+    meanfield.batchnorm_gradient_factor(dataclasses.replace(net, activation="tanh"), n_inputs=8)
+  with pytest.raises(ValueError, match=r"`network` of `batchnorm_gradient_factor` must be a "
+                                       r"meanfield.Network .* got 8"):
+    meanfield.batchnorm_gradient_factor(8, n_inputs=8)
