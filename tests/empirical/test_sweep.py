@@ -86,8 +86,10 @@ def test_resume_equals_uninterrupted(small, tmp_path):
   os.remove(chunks[1])
   with open(chunks[2], "r+b") as f:
     f.truncate(100)
-  with open(store / "config-0000" / ".tmp-abc-chunk-000000004-000000005.npz", "wb") as f:
+  stray = store / "config-0000" / ".tmp-abc-chunk-000000004-000000005.npz"
+  with open(stray, "wb") as f:
     f.write(b"partial")
+  os.utime(stray, (1.0, 1.0))        # a dead writer's: last written long ago
   os.utime(chunks[0], (1.0, 1.0))
   # A rerun with another chunk size resumes with the stored geometry.
   resumed = sweep.sweep(KEY, chunk_size=6, store=store, **SMALL)
