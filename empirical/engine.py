@@ -184,10 +184,14 @@ def _create_exclusive(path: str, text: str) -> bool:
       fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
       return False
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
+    try:
+      with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    except BaseException:
+      os.remove(path)                      # not left half written
+      raise
     return True
   finally:
     with contextlib.suppress(FileNotFoundError):

@@ -18,6 +18,7 @@ import textwrap
 import threading
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -85,6 +86,20 @@ def test_two_specs_on_one_fresh_store_one_wins(tmp_path, monkeypatch):
   again = engine.run_chunked(_times(0), 2, chunk_size=1, store=store,
                              spec={"factor": winner[0]}, progress=False)
   np.testing.assert_array_equal(again["v"], np.arange(2) * winner[0])   # loaded, not recomputed
+
+
+def test_without_hard_links_one_spec_still_wins(tmp_path, monkeypatch):
+  def no_links(src, dst):
+    raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+  monkeypatch.setattr(os, "link", no_links)      # e.g. a FAT or SMB mount
+  store = str(tmp_path / "store")
+  _both_look_first(monkeypatch)
+  out = _in_threads(*[
+      lambda f=f: engine.run_chunked(_times(f), 2, chunk_size=1, store=store,
+                                     spec={"factor": f}, progress=False)
+      for f in (2, 3)])
+  assert sum(isinstance(r, ValueError) and "factor: stored" in str(r) for r in out) == 1, out
+  assert not glob.glob(os.path.join(store, ".tmp-*"))
 
 
 def test_one_spec_twice_on_one_fresh_store_both_finish(tmp_path, monkeypatch):
@@ -229,6 +244,8 @@ CHILD = textwrap.dedent("""
     if kwargs.pop("hold", False):      # block mid-write of the first chunk until told
       write = engine.atomic_write
       def held(path, fn, mode="wb"):
+        if "chunk-" not in os.path.basename(path):
+          return write(path, fn, mode)
         def slow(f):
           fn(f)
           open(os.path.join(meet, "writing"), "w").close()
@@ -312,3 +329,98 @@ def test_a_finishing_process_keeps_another_writers_temporary(tmp_path):
   assert not isinstance(theirs, str), theirs       # its os.replace found its file
   np.testing.assert_array_equal(theirs, mine.q.values)
   assert not glob.glob(str(store / "config-0000" / ".tmp-*"))
+
+
+# --- store keys: what a callable computes, not its bytecode ------------------------
+
+def _tanh_steps(x):
+  y = jnp.tanh(x)
+  return y
+
+
+def test_a_callable_is_keyed_by_what_it_computes():
+  from empirical import _grid
+  from meanfield.activations import Activation
+  # Other code (other bytecode), same values: one key; and the key is this digest
+  # in any process and Python version.
+  one = _grid.activation_key(Activation("f", lambda x: jnp.tanh(x)), need_content=True)
+  assert one == _grid.activation_key(Activation("f", _tanh_steps), need_content=True)
+  assert one == "f@" + GOLDEN_TANH
+
+
+GOLDEN_TANH = "4016e66369ad264e7a2b"
+
+
+def test_different_callables_get_different_keys():
+  from empirical import _grid
+  from meanfield.activations import Activation
+
+  @jax.custom_jvp
+  def steep(x):                          # tanh's values, another slope
+    return jnp.tanh(x)
+  steep.defjvp(lambda p, t: (jnp.tanh(p[0]), 2 * t[0]))
+  a, b = jnp.asarray(2.0), jnp.asarray(3.0)
+  fns = [lambda x: jnp.tanh(x), lambda x: jnp.tanh(1.0000001 * x), lambda x: jnp.sin(x),
+         lambda x: jnp.tanh(a * x), lambda x: jnp.tanh(b * x), steep,
+         lambda x: jnp.maximum(x, 0.0), lambda x: jnp.maximum(x, 0.01 * x)]
+  keys = [_grid.activation_key(Activation("f", f), need_content=True) for f in fns]
+  assert len(set(keys)) == len(fns), keys
+  kinked = _grid.activation_key(Activation("f", fns[0], kinks=(0.0,)), need_content=True)
+  assert kinked not in keys
+
+
+def test_different_inits_get_different_keys():
+  import dataclasses
+  from empirical import _grid, inits
+  gaussian = inits.init("gaussian")
+  keys = {_grid.init_key(dataclasses.replace(gaussian, name="w", **kw), need_content=True)
+          for kw in ({}, {"standard": inits.init("uniform").standard},
+                     {"scale_fn": lambda s, i, o: jnp.sqrt(2 * s / i)})}
+  assert len(keys) == 3
+
+
+def test_a_callable_that_cannot_be_evaluated_names_the_argument(tmp_path):
+  def f32_only(x):
+    if x.dtype != jnp.float32:
+      raise TypeError(f"wants float32, got {x.dtype}")
+    return jnp.tanh(x)
+  kw = dict(width=4, depth=2, sigma_w2=1.0, n_inputs=2, in_features=3, progress=False)
+  with pytest.raises(ValueError, match=r"`activation` 'f32_only' must give values at float64 "
+                                       r"inputs to key a store .*TypeError: wants float32"):
+    empirical.sweep(jax.random.key(0), activation=f32_only, store=tmp_path, **kw)
+  empirical.sweep(jax.random.key(0), activation=f32_only, **kw)     # without a store: runs
+
+
+KEY_CHILD = textwrap.dedent("""
+    import sys
+    import jax, jax.numpy as jnp, numpy as np
+    import empirical
+    from empirical import _grid
+    from meanfield.activations import Activation
+    act = lambda x: jnp.tanh(1.5 * x) + 0.1 * x
+    print(_grid.activation_key(Activation("<lambda>", act), need_content=True))
+    ds = empirical.sweep(jax.random.key(0), activation=act, store=sys.argv[1], **eval(sys.argv[2]))
+    np.save(sys.argv[1] + ".npy", ds.q.values)
+""")
+
+
+@pytest.mark.slow
+def test_a_lambda_store_resumes_in_a_new_process(tmp_path):
+  from empirical import _grid
+  from meanfield.activations import Activation
+  act = lambda x: jnp.tanh(1.5 * x) + 0.1 * x  # noqa: E731
+  script, store = tmp_path / "child.py", tmp_path / "store"
+  script.write_text(KEY_CHILD)
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+      [os.path.dirname(os.path.dirname(empirical.__file__)), os.environ.get("PYTHONPATH", "")])}
+  child = subprocess.run([sys.executable, str(script), str(store), repr(SWEEP)], env=env,
+                         capture_output=True, text=True, timeout=300)
+  assert child.returncode == 0, child.stderr
+  assert child.stdout.strip() == _grid.activation_key(Activation("<lambda>", act),
+                                                      need_content=True)
+  chunks = sorted(glob.glob(str(store / "config-0000" / "chunk-*.npz")))
+  for c in chunks:
+    os.utime(c, (1.0, 1.0))
+  resumed = empirical.sweep(jax.random.key(0), activation=act, store=store, **SWEEP)
+  assert [os.path.getmtime(c) for c in chunks] == [1.0] * len(chunks)   # all loaded
+  np.testing.assert_array_equal(resumed.q.values, np.load(str(store) + ".npy"))

@@ -167,9 +167,11 @@ def test_store_keys_callables_by_content(tmp_path):
   both = sweep.sweep(KEY, activation=[tanh_fn, sin_fn], **TINY)
   assert list(both.activation.values) == ["<lambda>", "<lambda>#2"]
   _assert_identical(both.isel(activation=1), sin)
-  # A closure over an array has no content key: refused with store= (runs without).
+  # A closure over an array is keyed by its values too: another array, another key.
   scale = jnp.asarray(2.0)
-  with pytest.raises(ValueError, match=r"`activation` must be keyed by content"):
+  sweep.sweep(KEY, activation=lambda x: jnp.tanh(scale * x), store=tmp_path / "c", **TINY)
+  scale = jnp.asarray(3.0)
+  with pytest.raises(ValueError, match=r"different computation \(activation: stored"):
     sweep.sweep(KEY, activation=lambda x: jnp.tanh(scale * x), store=tmp_path / "c", **TINY)
 
 
