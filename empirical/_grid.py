@@ -9,21 +9,22 @@ all (with the one-value checks of :mod:`empirical._checks`) and
 raises ``ValueError`` naming the argument, its value and what is allowed.
 
 Stores are keyed on content: an activation or an init is named in a store's
-spec by :func:`activation_key` / :func:`init_key`, its registry name, or for
-anything else a fingerprint of its code and of the values it closes over, so
-two different callables (or ``normal(0.5)`` and ``normal(0.5000001)``) never
-share results. The same keys make a Dataset's labels unique
-(:func:`unique_labels`) and let :func:`empirical.theory` find a custom
-activation again (:func:`recall_activation`).
+spec by :func:`activation_key` / :func:`init_key`, its registry name (exact
+parameters included: ``normal(0.5)``), or for anything else a digest of
+what it computes, its values at fixed float64 inputs
+(:func:`fingerprint_activation`, :func:`fingerprint_init`): no bytecode, no
+object identity, so a key is the same in every process and Python version,
+and two callables that compute different things never share results. The
+same keys make a Dataset's labels unique (:func:`unique_labels`); within one
+process they also let :func:`empirical.theory` find a custom activation
+again (:func:`recall_activation`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
-import types
 import uuid
 from typing import Any
 
@@ -80,115 +81,116 @@ def check_activation(act: Activation) -> Activation:
 
 
 class Unfingerprintable(ValueError):
-  """A callable whose content cannot be keyed (it closes over arrays or objects)."""
+  """A callable that cannot be keyed (it cannot be evaluated at float64 inputs)."""
 
 
-_PLAIN = (bool, int, float, complex, str, bytes, type(None))
+#: Where a callable outside the registries is evaluated to key it: sinh-spaced
+#: points over about [-1.1e4, 1.1e4] (dense near 0) and a fine grid on [-4, 4],
+#: offset so no point is a round number.
+_PROBES = np.concatenate([np.sinh(np.linspace(-10.0, 10.0, 201)),
+                          np.linspace(-4.0, 4.0, 321) + 0.0123456789])
+#: Values are keyed to this many significant digits (and below ``_TINY`` as 0),
+#: so last-bit differences between platforms and JAX versions give the same key.
+_DIGITS = 10
+_TINY = 1e-12
 
 
-def _content(obj: Any, what: str, seen: frozenset[int]) -> Any:
-  """A nested tuple of plain values that identifies ``obj`` by content."""
-  if isinstance(obj, float):
-    return ("float", obj.hex())
-  if isinstance(obj, _PLAIN):
-    return (type(obj).__name__, obj)
-  if isinstance(obj, np.floating | np.integer | np.bool_):
-    return ("np", obj.dtype.str, obj.item())
-  if isinstance(obj, tuple | list | frozenset | set):
-    items = sorted(obj, key=repr) if isinstance(obj, frozenset | set) else obj
-    return (type(obj).__name__, tuple(_content(v, what, seen) for v in items))
-  if isinstance(obj, dict):
-    return ("dict", tuple((repr(k), _content(v, what, seen)) for k, v in sorted(
-        obj.items(), key=lambda kv: repr(kv[0]))))
-  if isinstance(obj, types.ModuleType):
-    return ("module", obj.__name__)
-  if isinstance(obj, np.dtype):
-    return ("dtype", obj.str)
-  if isinstance(obj, type):
-    return ("type", obj.__module__, obj.__qualname__)
-  if isinstance(obj, types.CodeType):
-    return ("code", obj.co_code, obj.co_names, obj.co_varnames, obj.co_freevars,
-            tuple(_content(c, what, seen) for c in obj.co_consts))
-  if id(obj) in seen:
-    return ("cycle", getattr(obj, "__qualname__", type(obj).__name__))
-  seen = seen | {id(obj)}
-  if isinstance(obj, Activation):
-    return ("Activation", obj.name, obj.kinks, _content(obj.fn, what, seen),
-            _content(obj.dfn, what, seen), _content(obj.d2fn, what, seen))
-  if isinstance(obj, functools.partial):
-    return ("partial", _content(obj.func, what, seen), _content(obj.args, what, seen),
-            _content(obj.keywords, what, seen))
-  if isinstance(obj, types.MethodType):
-    return ("method", _content(obj.__func__, what, seen), _content(obj.__self__, what, seen))
-  if isinstance(obj, types.FunctionType):
-    cells = tuple(_content(c.cell_contents, what, seen) for c in obj.__closure__ or ())
-    names = _code_names(obj.__code__)
-    glob = tuple((n, _content(obj.__globals__[n], what, seen))
-                 for n in sorted(names) if n in obj.__globals__)
-    return ("function", _content(obj.__code__, what, seen),
-            _content(obj.__defaults__, what, seen), _content(obj.__kwdefaults__, what, seen),
-            cells, glob)
-  # Other callables (builtins, jitted or custom_jvp library functions, ufuncs):
-  # by their import path, when it leads back to the very same object.
-  module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
-  if isinstance(module, str) and isinstance(qualname, str):
-    target = _import_path(module, qualname)
-    if target is obj:
-      return ("ref", module, qualname)
-  raise Unfingerprintable(
-      f"`{what}` must be keyed by content to use `store`, but it refers to {obj!r} of type "
-      f"{type(obj).__name__}, which cannot be fingerprinted (only numbers, strings, "
-      f"tuples, modules and functions can; arrays and other objects cannot); run without "
-      f"`store`, or pass the values as Python numbers")
+def _text(values: Any) -> str:
+  """``values`` (float64) rounded to ``_DIGITS`` significant digits, as text."""
+  v = np.asarray(values, np.float64).ravel()
+  v = np.where(np.abs(v) < _TINY, 0.0, v)
+  return f"{np.shape(values)}:" + ",".join(
+      "nan" if np.isnan(x) else f"{x:.{_DIGITS - 1}e}" for x in v.tolist())
 
 
-def _code_names(code: types.CodeType) -> set[str]:
-  names = set(code.co_names)
-  for c in code.co_consts:
-    if isinstance(c, types.CodeType):
-      names |= _code_names(c)
-  return names
+def _digest(parts: list[Any]) -> str:
+  """sha256 (20 hex digits) of ``parts``: arrays by :func:`_text`, the rest by ``repr``."""
+  text = "\n".join(_text(p) if isinstance(p, np.ndarray) else repr(p) for p in parts)
+  return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _import_path(module: str, qualname: str) -> Any:
-  import importlib  # pylint: disable=import-outside-toplevel
-  import sys  # pylint: disable=import-outside-toplevel
-  obj = sys.modules.get(module)
-  if obj is None:
-    try:
-      obj = importlib.import_module(module)
-    except ImportError:
-      return None
-  for part in qualname.split("."):
-    obj = getattr(obj, part, None)
-  return obj
+def _evaluate(what: str, name: str, call) -> list[np.ndarray]:
+  """``call()`` (a list of arrays) under float64, or :class:`Unfingerprintable`."""
+  try:
+    with jax.enable_x64(True):
+      return [np.asarray(v, np.float64) for v in call()]
+  except Exception as e:  # noqa: BLE001 (any failure means the same to the user)
+    first = str(e).splitlines()[0] if str(e) else ""
+    raise Unfingerprintable(
+        f"`{what}` {name!r} must give values at float64 inputs to key a store (a callable "
+        f"outside the registry is keyed by its values on a fixed grid), but it raised "
+        f"{type(e).__name__}: {first}; run without `store`, or make it accept float64") from None
 
 
-def fingerprint(obj: Any, what: str) -> str:
-  """A hex digest of ``obj``'s content (code, constants, closure, defaults).
+def _activation_values(act: Activation) -> list[np.ndarray]:
+  """``phi`` and its slope (autodiff, as networks differentiate it) on the probes,
+  and the explicit ``phi'``, ``phi''`` where given."""
+  x = jnp.asarray(_PROBES, jnp.float64)
+  y, dy = jax.jvp(act.fn, (x,), (jnp.ones_like(x),))
+  out = [y, dy] + [f(x) for f in (act.dfn, act.d2fn) if f is not None]
+  for v in out:
+    if np.shape(v) != np.shape(x):
+      raise ValueError(f"maps shape {np.shape(x)} to {np.shape(v)}")
+  return out
+
+
+def fingerprint_activation(act: Activation) -> str:
+  """A hex digest of what ``act`` computes: its name, kinks, and its values and
+  slopes at fixed float64 inputs, rounded to ``_DIGITS`` significant digits.
+
+  The same function gives the same digest in any process, Python or JAX
+  version; functions that differ somewhere on the grid differ (two that agree
+  to 10 digits at every probe share it).
 
   Raises:
-    Unfingerprintable: a ``ValueError`` naming ``what``, when ``obj`` closes
-      over something without a content key (an array, an arbitrary object).
+    Unfingerprintable: a ``ValueError`` naming ``activation``, when ``act``
+      cannot be evaluated at float64 inputs.
   """
-  text = repr(_content(obj, what, frozenset()))
-  return hashlib.sha256(text.encode()).hexdigest()[:20]
+  values = _evaluate("activation", act.name, lambda: _activation_values(act))
+  given = [act.dfn is not None, act.d2fn is not None]
+  return _digest(["activation", act.name, [float(k).hex() for k in act.kinks], given, *values])
+
+
+_INIT_SHAPES = ((3, 5), (5, 3))
+
+
+def _init_values(scheme: _inits.Init) -> list[np.ndarray]:
+  """The standard draws of a fixed key, the scales and the unit second moments."""
+  key = jax.random.key(0, impl="threefry2x32")
+  sw2s = (0.5, 1.0, 2.0) if scheme.uses_sigma_w2 else (None,)
+  out = []
+  for shape in _INIT_SHAPES:
+    out.append(jnp.asarray(scheme.standard(key, shape, jnp.float64)))
+    out.append(jnp.asarray([scheme.scale_fn(s, *shape) for s in sw2s]))
+    out.append(jnp.asarray([scheme.unit_second_moment(*shape)]))
+  return out
+
+
+def fingerprint_init(scheme: _inits.Init) -> str:
+  """A hex digest of what ``scheme`` draws: its name and flag, the standard draws of
+  a fixed key, its scales and unit second moments at fixed fans (float64, rounded
+  as :func:`fingerprint_activation`'s values)."""
+  values = _evaluate("init", scheme.name, lambda: _init_values(scheme))
+  return _digest(["init", scheme.name, scheme.uses_sigma_w2, *values])
 
 
 _SESSION: dict[str, Activation] = {}
 
 
 def activation_key(act: Activation, *, need_content: bool) -> str:
-  """The store key of an activation: its registry name, or ``<name>@<fingerprint>``.
+  """The store key of an activation: its registry name, or
+  ``<name>@<fingerprint_activation>``.
 
-  A callable that cannot be fingerprinted raises (``need_content=True``) or
-  gets a key unique to this object in this session. Either way the
-  activation is remembered for :func:`recall_activation`.
+  An activation that cannot be evaluated at float64 inputs raises
+  (``need_content=True``) or gets a key unique to this object in this
+  session. Either way the activation is remembered in this process for
+  :func:`recall_activation` (a Dataset of this session finds its callable
+  again; a store never needs this).
   """
   if ACTIVATIONS.get(act.name) == act:
     return act.name
   try:
-    key = f"{act.name}@{fingerprint(act, 'activation')}"
+    key = f"{act.name}@{fingerprint_activation(act)}"
   except Unfingerprintable:
     if need_content:
       raise
@@ -207,7 +209,7 @@ def recall_activation(key: str) -> Activation | None:
 def init_key(scheme: _inits.Init, *, need_content: bool) -> str:
   """The store key of an init: its name when that rebuilds it (registry and
   parametrised schemes, whose names carry their exact values), else
-  ``<name>@<fingerprint>`` of its functions."""
+  ``<name>@<fingerprint_init>``."""
   try:
     ref = _inits.init(scheme.name)
   except ValueError:
@@ -217,10 +219,8 @@ def init_key(scheme: _inits.Init, *, need_content: bool) -> str:
       and ref.uses_sigma_w2 == scheme.uses_sigma_w2
       and (ref.scale_fn is scheme.scale_fn or scheme.name not in _inits.INITS)):
     return scheme.name
-  parts = (scheme.name, scheme.uses_sigma_w2, scheme.standard, scheme.scale_fn,
-           scheme.unit_second_moment)
   try:
-    return f"{scheme.name}@{fingerprint(parts, 'init')}"
+    return f"{scheme.name}@{fingerprint_init(scheme)}"
   except Unfingerprintable:
     if need_content:
       raise

@@ -31,9 +31,13 @@ Everything around that lives here, once:
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -71,16 +75,33 @@ def _tree_dict(out) -> dict[str, Any]:
   raise TypeError(f"`compute` must return a dict or a NamedTuple of arrays, got {type(out)}")
 
 
+#: A store's temporary file older than this many seconds (since last written) is a
+#: dead writer's: a run that ends deletes it (see :func:`_remove_temporaries`).
+_STALE_AGE = 3600
+_OWNED = re.compile(r"\.tmp-(\d+)@([A-Za-z0-9_]+)-")
+
+
+def _host() -> str:
+  return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+def _temporary(directory: str, name: str) -> str:
+  """A new empty file ``.tmp-<pid>@<host>-<random><name>`` in ``directory``: the
+  writer's process and host in the name say whose it is, the suffix keeps ``name``'s."""
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".tmp-{os.getpid()}@{_host()}-",
+                             suffix=name)
+  os.close(fd)
+  return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
   """A temporary path beside ``path`` to write to, moved onto ``path`` (``os.replace``)
   when the block ends, deleted if it raises: a reader sees the old file or the new one,
-  never a part. The temporary name is ``.tmp-<random><name>``, so it keeps the suffix
-  (writers that read the format from it work)."""
+  never a part. The temporary name is ``.tmp-<pid>@<host>-<random><name>``, so it
+  keeps the suffix (writers that read the format from it work) and says whose it is."""
   path = os.fspath(path)
-  directory = os.path.dirname(path) or "."
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  os.close(fd)
+  tmp = _temporary(os.path.dirname(path) or ".", os.path.basename(path))
   try:
     yield tmp
     os.replace(tmp, path)
@@ -129,36 +150,97 @@ def _differences(old: dict, new: dict) -> list[str]:
   return out
 
 
+def _unwritable(store: str, e: OSError, what: str) -> ValueError:
+  return ValueError(
+      f"`store` {store!r} cannot be written ({what}: {e.strerror or e}); give a writable "
+      f"directory with free space (chunks already there are kept: a rerun resumes from them)")
+
+
+def _create_exclusive(path: str, text: str) -> bool:
+  """Create ``path`` holding ``text`` unless it exists; whether this call created it.
+
+  The text is written to a temporary file first and hard-linked to ``path``,
+  which fails if ``path`` exists: of several processes only one creates it,
+  and no reader sees it half written. On a file system without hard links,
+  ``O_CREAT | O_EXCL`` (still one creator; a reader in the instant of the
+  write may find the file unreadable, an error, never another run's results).
+  """
+  tmp = _temporary(os.path.dirname(path), os.path.basename(path))
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    try:
+      os.link(tmp, path)
+      return True
+    except FileExistsError:
+      return False
+    except OSError as e:
+      if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS,
+                         errno.EMLINK, errno.EXDEV):
+        raise
+    try:
+      fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+      return False
+    try:
+      with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    except BaseException:
+      os.remove(path)                      # not left half written
+      raise
+    return True
+  finally:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+
+
+def _read_meta(store: str, meta_path: str) -> dict:
+  try:
+    with open(meta_path) as f:
+      old = json.load(f)
+    if not isinstance(old, dict) or not isinstance(old.get("chunk_size"), int):
+      raise ValueError("not a store's meta.json")
+  except (OSError, ValueError) as e:   # json.JSONDecodeError is a ValueError
+    raise ValueError(
+        f"`store` {store!r} has an unreadable {meta_path!r} ({type(e).__name__}: {e}); "
+        f"it was damaged outside this code: delete that directory (its results are lost) "
+        f"or give a new `store` path") from None
+  return old
+
+
 def _open_store(store: str, spec: dict, chunk_size: int, n_items: int) -> int:
-  """Create or check ``store/meta.json``; return the chunk size to use there."""
+  """Create or check ``store/meta.json``; return the chunk size to use there.
+
+  The spec is created exclusively (:func:`_create_exclusive`) before any
+  chunk is read or written, so of several processes that open one fresh
+  store with different specs exactly one proceeds and the others raise.
+  An existing store is only read here (a finished store may be read-only).
+  """
   if os.path.exists(store) and not os.path.isdir(store):
     raise ValueError(f"`store` must be a directory (created if missing), got {store!r}, "
                      f"which is a file")
-  os.makedirs(store, exist_ok=True)
   meta_path = os.path.join(store, "meta.json")
   meta = {"format": _FORMAT, "spec": spec, "chunk_size": chunk_size, "n_items": n_items}
-  if os.path.exists(meta_path):
+  if not os.path.exists(meta_path):
     try:
-      with open(meta_path) as f:
-        old = json.load(f)
-      if not isinstance(old, dict) or not isinstance(old.get("chunk_size"), int):
-        raise ValueError("not a store's meta.json")
-    except (OSError, ValueError) as e:   # json.JSONDecodeError is a ValueError
-      raise ValueError(
-          f"`store` {store!r} has an unreadable {meta_path!r} ({type(e).__name__}: {e}); "
-          f"it was damaged outside this code: delete that directory (its results are lost) "
-          f"or give a new `store` path") from None
-    stored = {"format": old.get("format"), "n_items": old.get("n_items"),
-              **(old.get("spec") if isinstance(old.get("spec"), dict) else {})}
-    differ = _differences(stored, {"format": _FORMAT, "n_items": n_items, **spec})
-    if differ:
-      raise ValueError(
-          f"`store` {store!r} holds results of a different computation ("
-          + "; ".join(differ) + "); give a new path (or delete it) to start this one")
-    return int(old["chunk_size"])      # resume with the stored chunk geometry
-  text = json.dumps(meta, sort_keys=True, indent=1)
-  atomic_write(meta_path, lambda f: f.write(text), mode="w")
-  return chunk_size
+      os.makedirs(store, exist_ok=True)
+      if _create_exclusive(meta_path, json.dumps(meta, sort_keys=True, indent=1)):
+        return chunk_size
+    except OSError as e:
+      raise _unwritable(store, e, f"creating {meta_path!r}") from e
+  old = _read_meta(store, meta_path)
+  stored = {"format": old.get("format"), "n_items": old.get("n_items"),
+            **(old.get("spec") if isinstance(old.get("spec"), dict) else {})}
+  differ = _differences(stored, {"format": _FORMAT, "n_items": n_items, **spec})
+  if differ:
+    raise ValueError(
+        f"`store` {store!r} holds results of a different computation ("
+        + "; ".join(differ) + "); give a new path (or delete it) to start this one")
+  return int(old["chunk_size"])      # resume with the stored chunk geometry
 
 
 def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: int,
@@ -181,11 +263,18 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
     store: a directory; each finished chunk is written there atomically
       (``chunk-<start>-<stop>.npz``) and reused by a later call with the same
       ``spec``, which computes only missing (or unreadable) chunks with the
-      chunk size stored at the first call. Stray temporary files of a
-      killed run are ignored, and deleted once every chunk is done.
+      chunk size stored at the first call. Several processes may share a
+      store: the first to open a fresh store fixes its spec (created
+      exclusively, before any chunk is read or written), and the others
+      resume or raise as below. Stray temporary files of a killed run are
+      ignored, and deleted once every chunk is done (those whose name names
+      an ended process of this host, or last written over an hour ago;
+      never a live writer's). A store that cannot be written (read-only,
+      full) raises ``ValueError`` naming it when a chunk must be written.
     spec: JSON-serialisable description of everything the results depend
       on; a store made with a different spec raises ``ValueError`` naming
-      the fields that differ (a damaged ``meta.json`` raises too).
+      the store and the fields that differ (a damaged ``meta.json`` raises
+      too).
     progress: show a tqdm bar, or an existing bar to update.
     units_per_item: bar units per item (e.g. networks per item).
     desc: the bar's label.
@@ -234,7 +323,7 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
           out = _devices.fetch(_tree_dict(sharded(*_devices.place(shared, idx, devs))))
         arrays = {k: np.asarray(v)[: stop - start] for k, v in out.items()}
         if path is not None and jax.process_index() == 0:
-          atomic_write(path, lambda f: np.savez(f, **arrays))
+          _write_chunk(store, path, arrays)
       parts.append(arrays)
       bar.update((stop - start) * units_per_item)
   finally:
@@ -245,15 +334,48 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _remove_temporaries(store: str) -> None:
-  """Delete the ``.tmp-*`` files a killed run left in ``store`` (all chunks are done)."""
-  for name in os.listdir(store):
-    if name.startswith(".tmp-") and (name.endswith(".npz") or name.endswith("meta.json")):
-      try:
-        os.remove(os.path.join(store, name))
-      except FileNotFoundError:
-        pass
+def _write_chunk(store: str, path: str, arrays: dict[str, np.ndarray]) -> None:
+  try:
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+  except OSError as e:
+    raise _unwritable(store, e, f"writing {os.path.basename(path)}") from e
 
+
+def _owner_gone(name: str) -> bool:
+  """Whether ``name`` says it is a temporary of a process of this host that has ended."""
+  match = _OWNED.match(name)
+  if match is None or match.group(2) != _host() or os.name != "posix":
+    return False
+  pid = int(match.group(1))
+  if pid == os.getpid():
+    return False
+  try:
+    os.kill(pid, 0)                        # signal 0: only asks whether it exists
+  except ProcessLookupError:
+    return True
+  except OSError:
+    return False                           # it exists (another user's)
+  return False
+
+
+def _remove_temporaries(store: str) -> None:
+  """Delete the ``.tmp-*`` files of dead writers in ``store`` (all chunks are done).
+
+  Another live writer's temporaries stay (it moves them into place itself). A
+  temporary is a dead writer's when its name names a process of this host
+  that has ended, or when it was last written more than ``_STALE_AGE``
+  seconds (an hour) ago.
+  """
+  now = time.time()
+  for name in os.listdir(store):
+    if not (name.startswith(".tmp-") and (name.endswith(".npz") or name.endswith("meta.json"))):
+      continue
+    path = os.path.join(store, name)
+    try:
+      if _owner_gone(name) or now - os.stat(path).st_mtime > _STALE_AGE:
+        os.remove(path)
+    except OSError:                        # gone already, or not ours to delete
+      pass
 
 
 # --- the memory plan ---------------------------------------------------------------

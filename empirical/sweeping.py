@@ -228,10 +228,10 @@ def sweep(key: Array, *, network=None, activation="tanh", width=256, depth=10, s
       ``memory_budget`` (bytes per device, default 1 GiB).
     store: directory to write finished chunks to and resume from. Its spec
       names activations and inits by content (registry names, exact
-      parameters, or a fingerprint of a callable's code, constants, defaults
-      and closure), so a different callable never reuses another's results;
-      a callable closing over arrays or other objects without a content key
-      is refused here (run it without ``store``).
+      parameters, or for a callable a digest of its values at fixed float64
+      inputs, the same in every process), so a different callable never
+      reuses another's results; a callable that cannot be evaluated at
+      float64 inputs is refused here (run it without ``store``).
     progress: show a tqdm bar.
     dtype: float dtype (default float32, float64 under x64).
     devices: where to run: ``None`` (default) every device JAX sees

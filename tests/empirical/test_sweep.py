@@ -86,8 +86,10 @@ def test_resume_equals_uninterrupted(small, tmp_path):
   os.remove(chunks[1])
   with open(chunks[2], "r+b") as f:
     f.truncate(100)
-  with open(store / "config-0000" / ".tmp-abc-chunk-000000004-000000005.npz", "wb") as f:
+  stray = store / "config-0000" / ".tmp-abc-chunk-000000004-000000005.npz"
+  with open(stray, "wb") as f:
     f.write(b"partial")
+  os.utime(stray, (1.0, 1.0))        # a dead writer's: last written long ago
   os.utime(chunks[0], (1.0, 1.0))
   # A rerun with another chunk size resumes with the stored geometry.
   resumed = sweep.sweep(KEY, chunk_size=6, store=store, **SMALL)
@@ -165,9 +167,11 @@ def test_store_keys_callables_by_content(tmp_path):
   both = sweep.sweep(KEY, activation=[tanh_fn, sin_fn], **TINY)
   assert list(both.activation.values) == ["<lambda>", "<lambda>#2"]
   _assert_identical(both.isel(activation=1), sin)
-  # A closure over an array has no content key: refused with store= (runs without).
+  # A closure over an array is keyed by its values too: another array, another key.
   scale = jnp.asarray(2.0)
-  with pytest.raises(ValueError, match=r"`activation` must be keyed by content"):
+  sweep.sweep(KEY, activation=lambda x: jnp.tanh(scale * x), store=tmp_path / "c", **TINY)
+  scale = jnp.asarray(3.0)
+  with pytest.raises(ValueError, match=r"different computation \(activation: stored"):
     sweep.sweep(KEY, activation=lambda x: jnp.tanh(scale * x), store=tmp_path / "c", **TINY)
 
 
