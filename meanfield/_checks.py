@@ -107,6 +107,19 @@ def check_positive_int(name: str, x: Any) -> int:
   return int(x)
 
 
+#: The largest depth: scans over layers count in 32-bit integers.
+MAX_DEPTH = 2 ** 31 - 1
+
+
+def check_depth(x: Any, name: str = "depth") -> int:
+  """A Python integer in ``[1, MAX_DEPTH]`` (a number of layers, the length of a scan)."""
+  depth = check_positive_int(name, x)
+  if depth > MAX_DEPTH:
+    raise ValueError(f"`{name}` must be an integer in [1, {MAX_DEPTH}] (a number of layers, "
+                     f"counted in 32-bit integers), got {x!r}")
+  return depth
+
+
 def check_hyperparameters(sigma_w2: Any, sigma_b2: Any) -> None:
   check_nonnegative("sigma_w2", sigma_w2)
   check_nonnegative("sigma_b2", sigma_b2)

@@ -105,7 +105,9 @@ def safeguarded_newton(f_and_df: Callable[[Array], tuple[Array, Array]], lo: Arr
     up = sign * f_new >= 0
     lo_new, f_lo_new = jnp.where(up, x_new, lo), jnp.where(up, f_new, f_lo)
     hi_new, f_hi_new = jnp.where(up, hi, x_new), jnp.where(up, f_hi, f_new)
-    finished = ((jnp.abs(x_new - x) <= tol * jnp.abs(x_new)) | (jnp.abs(f_new) <= ftol)
+    # a small step ends the search only when it is Newton's: a regula-falsi point of a bracket
+    # that has not moved repeats the last point (x0 is one), which says nothing of the root
+    finished = ((ok & (jnp.abs(x_new - x) <= tol * jnp.abs(x_new))) | (jnp.abs(f_new) <= ftol)
                 | (hi_new - lo_new <= tol * jnp.abs(hi_new)))
     keep = lambda old, new: jnp.where(done, old, new)
     return (keep(lo, lo_new), keep(hi, hi_new), keep(f_lo, f_lo_new), keep(f_hi, f_hi_new),

@@ -203,7 +203,7 @@ def checked_propagate(fn_name: str, *, activation, depth, q_input, c_input, sigm
   """Eager checks, then :func:`propagate` (the public ``*_propagate`` functions call this)."""
   from meanfield.activations import activation as _activation
   act = _activation(activation)
-  depth = _checks.check_positive_int("depth", depth)
+  depth = _checks.check_depth(depth)
   q_input = _checks.nonnegative("q_input", q_input, "a length")
   c_input = _checks.correlation("c_input", c_input)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)

@@ -128,6 +128,27 @@ def _expectations(act: Activation, g: Array) -> dict[str, Array]:
   return gaussian_expectation(integrand, g, kinks=act.kinks, degree=DEFAULT_DEGREE)
 
 
+#: Keys of :func:`_expectations` that are slopes in ``g`` or divided by it: at ``g = 0`` they
+#: multiply a zero state (a layer with ``G = 0`` has no spread and no shift), and are taken at 1.
+_SLOPE_KEYS = ("e2_1", "e2_2", "d2_1", "d2_2", "hpd", "h2d2")
+
+
+def _expectations_or_limits(act: Activation, g: Array) -> tuple[dict[str, Array], Array]:
+  """:func:`_expectations` and the ``g`` to divide by; where ``g = 0`` (``h = 0``: ``q_input = 0``
+  without biases) the values are the limits ``g -> 0+``, the mean of ``h = -0`` and ``+0``
+  (one-sided slopes at a kink: ReLU's ``E[phi'^2] = 1/2``), and the slopes those at ``g = 1``."""
+  positive = g > 0
+  safe = jnp.where(positive, g, 1)
+  e = _expectations(act, safe)
+  tiny = jnp.finfo(g.dtype).tiny                 # its square is 0
+  p, d = act.fn(jnp.asarray([-tiny, tiny])), act.derivative(jnp.asarray([-tiny, tiny]))
+  p2, d2 = p * p, d * d
+  limits = {"e2": p2, "e4": p2 * p2, "d2": d2, "d4": d2 * d2, "e2d2": p2 * d2}
+  for key, value in limits.items():
+    e[key] = jnp.where(positive, e[key], jnp.mean(value))
+  return e, safe
+
+
 class _State(NamedTuple):
   """The chain at one layer (arrays of the batch shape).
 
@@ -163,21 +184,23 @@ def _step(act: Activation, pairs: bool, sigma_w2: Array, sigma_b2: Array, inv_wi
   ``m' = J m + H : V / 2`` and ``V' = J V J^T + C / N`` with ``J``, ``H``
   the slopes and curvatures of ``F`` at the mean-field state.
   """
-  e = _expectations(act, s.g)
+  e, g = _expectations_or_limits(act, s.g)
   sw, tau = sigma_w2, s.tau
   j_gg, j_tg, j_tt = sw * e["e2_1"], sw * tau * e["d2_1"], sw * e["d2"]
-  j_xx = sw * e["hpd"] / s.g
-  h_xx = 2 * sw * (e["h2d2"] / s.g ** 2 - e["d2"] / s.g)       # d^2 F_T / dX^2
+  j_xx = sw * e["hpd"] / g
+  h_xx = 2 * sw * (e["h2d2"] / g ** 2 - e["d2"] / g)           # d^2 F_T / dX^2
   w2 = sw * sw
   c_gg = w2 * (e["e4"] - e["e2"] ** 2)
   c_gt = w2 * tau * (e["e2d2"] - e["e2"] * e["d2"])
   c_tt = w2 * tau * tau * (3 * e["d4"] - e["d2"] ** 2)
   c_xx = w2 * tau * e["e2d2"]
   if pairs:                                   # the second input (2-D quadrature)
-    c = jnp.clip(s.g_ab / s.g, -1, 1)
+    c = jnp.clip(s.g_ab / g, -1, 1)
     cross, cross_sq = bivariate_expectation(
         lambda u1, u2: (act.fn(u1) * act.fn(u2), (act.fn(u1) * act.fn(u2)) ** 2),
-        s.g, s.g, s.g * c, kinks=act.kinks)
+        g, g, g * c, kinks=act.kinks)
+    cross = jnp.where(s.g > 0, cross, e["e2"])           # h_a = h_b = 0
+    cross_sq = jnp.where(s.g > 0, cross_sq, e["e4"])
   else:
     cross = cross_sq = jnp.full_like(s.g, jnp.nan)
   return _State(
@@ -225,16 +248,26 @@ def _log_factors(act_name: str, width: int) -> tuple[float, float, float, float]
   1/2)`` conditioned on ``K >= 1`` (all units off, probability ``2^-N``,
   kills the network); linear: ``K = N``. Constants of the width, computed
   once per width in float64 (so the width need not be static in the jitted
-  program).
+  program). The sum over ``K`` runs over ``|K - N/2| <= 20 sqrt(N)`` (40
+  standard deviations; by Hoeffding's inequality the rest has probability
+  below ``2 e^-800``, zero in float64), so its memory grows as ``sqrt(N)``;
+  where that cuts the range the weights are normalised over the window (the
+  log-gamma differences lose ``eps log(N!)`` absolutely, common to all terms).
   """
   n = float(width)
   last_mean, last_var = _log_chi2_moments(np.float64(n))
   if act_name == "linear":
     return last_mean - np.log(n), last_var, last_mean - np.log(n), last_var
-  k = np.arange(1, width + 1, dtype=np.float64)
+  reach = 20 * np.sqrt(n)
+  k = np.arange(max(1, int(np.floor(n / 2 - reach))), min(width, int(np.ceil(n / 2 + reach))) + 1,
+                dtype=np.float64)
   logp = (scipy.special.gammaln(n + 1) - scipy.special.gammaln(k + 1)
           - scipy.special.gammaln(n - k + 1) - n * np.log(2.0))
-  p = np.exp(logp) / -np.expm1(-n * np.log(2.0))
+  if k.size == width:
+    p = np.exp(logp) / -np.expm1(-n * np.log(2.0))
+  else:
+    p = np.exp(logp - logp.max())
+    p = p / np.sum(p)
   a, b = _log_chi2_moments(k)
   mean = float(np.sum(p * a))
   var = float(np.sum(p * (b + (a - mean) ** 2)))
@@ -254,7 +287,7 @@ def _exact_log_moments(depth, factors, log_first, sigma_w2):
 
 
 def _check(depth, width, q_input, sigma_w2, sigma_b2):
-  depth = _checks.check_positive_int("depth", depth)
+  depth = _checks.check_depth(depth)
   if width is not None:
     width = _checks.check_positive_int("width", width)
   q_input = _checks.nonnegative("q_input", q_input, "a length")
@@ -287,14 +320,15 @@ def _finite_width(act, depth, pairs, exact, n, factors, q_input, c_input, sigma_
       (s.tau, s.m_t, s.v_tt, scale * s.tau[0], scale,
        jnp.full_like(cov_q, jnp.nan))):
     mf, shift, var = last(mf), last(shift), last(var)
-    log_var = var / (mf * mf) + 2 * inv_width
+    zero = mf == 0                          # q = 0 at every width: a point mass at 0
+    log_var = jnp.where(zero, 0, var / jnp.where(zero, 1, mf * mf) + 2 * inv_width)
     log_mean = jnp.log(factor * (mf + shift)) - log_var / 2      # log of `mean` below
     if exact:
       ex_mean, ex_var = _exact_log_moments(depth, factors.astype(mf.dtype), jnp.log(first),
                                            sigma_w2)
       no_bias = (sigma_b2 == 0)[..., None]
       log_mean = jnp.where(no_bias, ex_mean, log_mean)
-      log_var = jnp.where(no_bias, ex_var, log_var)
+      log_var = jnp.where(no_bias & ~zero, ex_var, log_var)
     out.append(FiniteWidth(mean=factor * (mf + shift),
                            var=factor * factor * (var + 2 * inv_width * mf * mf),
                            log_mean=log_mean, log_var=log_var, mean_field=factor * mf,
@@ -335,6 +369,9 @@ def finite_width_q(*, q_input: ArrayLike, depth: int, width: int | None, sigma_w
   Returns:
     A :class:`FiniteWidth` with fields of shape
     ``broadcast(q_input, c_input, sigma_w2, sigma_b2).shape + (depth,)``.
+    Where ``q = 0`` at every width (``q_input = 0`` without biases, and
+    ``phi(0) = 0`` above layer 1) it is a point mass: ``mean = var = 0``,
+    ``log_mean = -inf``, ``log_var = 0``.
 
   Example::
 

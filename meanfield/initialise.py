@@ -49,6 +49,7 @@ import scipy.optimize
 from jax.nn import initializers as jinit
 
 from meanfield import _checks
+from meanfield._critical import critical_point, reached_length
 from meanfield.activations import Activation, activation as _activation
 from meanfield.depth import depth_scale
 from meanfield.fixed_points import q_star as _q_star
@@ -114,7 +115,7 @@ class CriticalInit:
     activation: the activation as given (name, Activation or callable).
     init: the weight law, ``"gaussian"`` or ``"orthogonal"``.
     sigma_w2, sigma_b2: the variances (theory parametrisation).
-    q_star: the stable fixed point of the length map there.
+    q_star: the stable fixed point of the length map there, the length a network reaches.
     chi_1: ``sigma_w2 E[phi'(sqrt(q*) z)^2]``, 1 up to the solver's tolerance.
     xi_q: depth scale of the length map at ``q*`` (layers).
     xi_c: depth scale of the correlation map: ``inf`` on the critical line.
@@ -204,18 +205,18 @@ def _most_isometric(act: Activation, law: str, q_min: float, q_max: float) -> fl
 
 
 def _realisable(act: Activation, q: np.ndarray) -> np.ndarray:
-  """Where the critical line at length ``q`` has ``sigma_b2 >= 0`` and ``q`` is the stable ``q*``.
+  """Where the critical line at length ``q`` has ``sigma_b2 >= 0`` and a network reaches ``q``.
 
   The line, parametrised by ``q``, also passes through unstable fixed points
   of the length map (GELU at small ``q``), where the network's length runs
-  off to another ``q*``; they are excluded.
+  off to another ``q*``; they are excluded (the rule of :func:`meanfield.critical_sigma_w2`).
   """
   line = critical_line(q, activation=act)
   bias = np.asarray(line.sigma_b2)
-  reached = np.asarray(_q_star(sigma_w2=line.sigma_w2, sigma_b2=np.maximum(bias, 0),
-                               activation=act))
-  tol = np.sqrt(np.finfo(reached.dtype).eps)
-  return (bias >= 0) & (np.abs(reached - q) <= tol * np.maximum(q, 1e-3))
+  sigma_w2, sigma_b2 = jnp.asarray(line.sigma_w2), jnp.maximum(jnp.asarray(bias), 0)
+  solved = _q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+  _, reached = reached_length(act, jnp.asarray(q, solved.dtype), solved, sigma_w2, sigma_b2)
+  return (bias >= 0) & np.asarray(reached)
 
 
 @accepts_network
@@ -250,7 +251,17 @@ def critical_init(activation: Any, *, sigma_b2: float | None = None, init: str =
 
   Returns:
     A :class:`CriticalInit` (Python floats, in the precision JAX runs in:
-    enable 64-bit for ~1e-10).
+    enable 64-bit for ~1e-10). ``q_star`` is the length a network reaches
+    (the rule of :func:`meanfield.critical_sigma_w2`). Where a range of
+    lengths is fixed to rounding it is the bottom of the range: leaky ReLU at
+    ``sigma_b2 = 0`` (the q-map is the identity) has ``q* = 0``, as ReLU at
+    the He point; hard_tanh at ``sigma_b2 = 0`` (``sigma_w2 = 1``) has
+    ``q* = 0``: its q-map ``E[clip(sqrt(q) z, -1, 1)^2]`` is below ``q`` at
+    every ``q > 0``, so 0 is the only fixed point and a network's length
+    decreases towards it from any input, by a relative ``3e-3`` per layer at
+    ``q = 0.1``, ``1.5e-5`` at ``0.05`` and ``3e-12`` at ``0.02`` (below
+    about ``0.02`` a finite network keeps its input length to rounding);
+    there ``chi_1 = 1`` and ``xi_q = inf`` are the limits ``q -> 0+``.
 
   Raises:
     ValueError: unknown activation or init; both or neither of ``sigma_b2``
@@ -270,7 +281,8 @@ def critical_init(activation: Any, *, sigma_b2: float | None = None, init: str =
                      f"[q_min, q_max]), got sigma_b2={sigma_b2!r}, q_max={q_max!r}")
   if sigma_b2 is not None:
     sigma_b2 = _scalar("sigma_b2", sigma_b2, "a variance")
-    sigma_w2 = float(np.asarray(critical_sigma_w2(sigma_b2=sigma_b2, activation=act)))
+    sigma_w2, q_line, _ = critical_point(act, np.asarray(sigma_b2))
+    sigma_w2, q_line = float(np.asarray(sigma_w2)), float(np.asarray(q_line))
     if not np.isfinite(sigma_w2):
       raise ValueError(
           f"`sigma_b2` = {sigma_b2!r} has no critical point for activation {act.name!r}: the "
@@ -280,21 +292,25 @@ def critical_init(activation: Any, *, sigma_b2: float | None = None, init: str =
     q_max = _scalar("q_max", q_max, "a length")
     if not q_max > q_min:
       raise ValueError(f"`q_max` must be > q_min = {q_min!r}, got {q_max!r}")
-    q_hat = _most_isometric(act, law, q_min, q_max)
-    line = critical_line(q_hat, activation=act)
+    q_line = _most_isometric(act, law, q_min, q_max)
+    line = critical_line(q_line, activation=act)
     sigma_w2 = float(np.asarray(line.sigma_w2))
     sigma_b2 = max(float(np.asarray(line.sigma_b2)), 0.0)
-  q = float(np.asarray(_q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)))
+  q = _q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+  q_reached, reached = reached_length(act, jnp.asarray(q_line, q.dtype), q,
+                                      *(jnp.asarray(v, q.dtype) for v in (sigma_w2, sigma_b2)))
+  q = float(np.asarray(q))
   if not np.isfinite(q):
     raise ValueError(f"activation {act.name!r} has no finite q* at the critical point "
                      f"(sigma_w2={sigma_w2:g}, sigma_b2={sigma_b2:g})")
-  chi = np.asarray(_chi_1(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q))
-  if not abs(float(chi) - 1) <= np.sqrt(np.finfo(chi.dtype).eps):
+  if not bool(reached):
+    chi = float(np.asarray(_chi_1(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)))
     raise ValueError(
         f"`sigma_b2` = {sigma_b2!r}: the critical line of {act.name!r} passes there through an "
         f"unstable fixed point of the length map; the network's length goes to q* = {q:g}, "
-        f"where chi_1 = {float(chi):g}, not 1")
-  chi = float(chi)
+        f"where chi_1 = {chi:g}, not 1")
+  q = float(np.asarray(q_reached))
+  chi = float(np.asarray(_chi_1(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)))
   slope = q_map_slope(q, sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
   mean = variance = None
   if depth is not None:

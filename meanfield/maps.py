@@ -260,7 +260,7 @@ def propagate(*, q_input: ArrayLike, c_input: ArrayLike, depth: int, sigma_w2: A
       variances, unknown activation.
   """
   act = _activation(activation)
-  depth = _checks.check_positive_int("depth", depth)
+  depth = _checks.check_depth(depth)
   q_input = _checks.nonnegative("q_input", q_input, "a length")
   c_input = _checks.correlation("c_input", c_input)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)

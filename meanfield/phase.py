@@ -24,9 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from meanfield import _checks, _solve
-from meanfield._integrals import (as_arrays, float_dtype, length_map_slope, moment_slopes,
-                                  second_moments)
+from meanfield import _checks, _critical
+from meanfield._integrals import as_arrays, float_dtype, length_map_slope, second_moments
 from meanfield.activations import Activation, activation as _activation
 from meanfield.depth import depth_scale
 from meanfield.fixed_points import correlation_fixed_point, q_star_solve
@@ -77,43 +76,10 @@ def critical_line(q: ArrayLike, *, activation: Any) -> CriticalLine:
   return _critical_line(act, q)
 
 
-def _line_bias(act: Activation, q: Array) -> Array:
-  """``sigma_b2`` along the critical line at length ``q``: ``q - E[phi^2] / E[phi'^2]``."""
-  m2, dm2 = second_moments(act, q)
-  return q - m2 / dm2
-
-
-def _line_bias_with_slope(act: Activation, q: Array) -> tuple[Array, Array]:
-  """:func:`_line_bias` and its derivative in ``q`` (``q > 0``), from :func:`moment_slopes`."""
-  m2, d2, dm2_dq, dd2_dq = moment_slopes(act, q)
-  return q - m2 / d2, 1 - (dm2_dq * d2 - m2 * dd2_dq) / (d2 * d2)
-
-
 @_jit
 def _critical_sigma_w2(act: Activation, sigma_b2: ArrayLike) -> Array:
-  (sigma_b2,) = as_arrays(sigma_b2)
-  dtype = sigma_b2.dtype
-  target = jax.lax.stop_gradient(sigma_b2)
-
-  def f_and_df(q):                            # positive below the target, negative above
-    value, slope = _line_bias_with_slope(act, jnp.where(q > 0, q, jnp.finfo(q.dtype).tiny))
-    return target - value, -slope
-
-  ladder = jnp.asarray(np.concatenate([[0.0], _solve.LADDER]), dtype)
-  bias_ladder = _line_bias(act, ladder)                    # shared by every point
-  values = target[..., None] - bias_ladder.reshape((1,) * target.ndim + ladder.shape)
-  found, lo, f_lo, hi, f_hi = _solve.first_sign_change(values, ladder, strict=False)
-  at_zero = values[..., 0] <= 0
-  active = found & ~at_zero
-  x0 = jnp.where(active, lo + f_lo * (hi - lo) / jnp.where(active, f_lo - f_hi, 1), 0)
-  q, _, _ = _solve.safeguarded_newton(f_and_df, lo, jnp.where(active, hi, 1), f_lo, f_hi, x0,
-                                      active & (f_hi < 0), _solve.rtol(dtype))
-  q = jnp.where(at_zero, 0, q)
-  # implicit gradient in sigma_b2: one Newton step on the stopped solution.
-  slope = _line_bias_with_slope(act, jnp.where(q > 0, q, 1))[1]
-  q = _solve.implicit_step(lambda x: _line_bias(act, x) - sigma_b2, q, q > 0, slope)
-  sigma_w2 = 1 / second_moments(act, q)[1]
-  return jnp.where(found & ~jnp.isnan(sigma_b2), sigma_w2, jnp.nan)
+  sigma_w2, _, reached = _critical.critical_point(act, sigma_b2)
+  return jnp.where(reached, sigma_w2, jnp.nan)
 
 
 @accepts_network
@@ -124,7 +90,15 @@ def critical_sigma_w2(*, sigma_b2: ArrayLike, activation: Any) -> Array:
   smallest ``q >= 0`` and returns ``1 / E[phi'(sqrt(q) z)^2]`` (Schoenholz
   et al. 2017: tanh, ``sigma_b2 = 0.05`` gives 1.761). nan where the line
   does not reach ``sigma_b2`` (ReLU and linear: only ``sigma_b2 = 0``, where
-  the value is 2 and 1).
+  the value is 2 and 1), and nan where ``q`` is not the length a network
+  reaches there: where ``q`` is an unstable fixed point of the length map
+  (GELU at ``sigma_b2`` below about 0.2: the length runs to a smaller ``q*``
+  with ``chi_1 < 1``), or the length grows past it (GELU at ``sigma_b2 = 0``).
+  So wherever a value is given, :func:`meanfield.chi_1` there is 1. The rule
+  is the same in :func:`phase_diagram` and :func:`meanfield.critical_init`:
+  ``q`` is reached where :func:`meanfield.q_star` agrees with it, or every
+  length between the two is fixed to rounding (hard_tanh or leaky ReLU at
+  ``sigma_b2 = 0``).
 
   Args:
     sigma_b2: bias variances ``>= 0``, any shape.
@@ -174,7 +148,8 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
     -1 undefined where chi_1 is nan, 0 ordered ``chi_1 < 1 - tol``,
     1 critical, 2 chaotic ``chi_1 > 1 + tol``; see its ``flag_values`` and
     ``flag_meanings`` attributes) and ``critical_sigma_w2`` over
-    ``sigma_b2``. Values are float64 when 64-bit is enabled. The ``c*``
+    ``sigma_b2`` (:func:`critical_sigma_w2`: nan where no network reaches
+    the critical line). Values are float64 when 64-bit is enabled. The ``c*``
     solve runs only at chaotic points (elsewhere ``c* = 1``), in chunks of
     up to 4096 points: one compiled program per activation serves any grid
     (smaller grids pad their chaotic points to a power of two).
@@ -229,7 +204,8 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
               "description": "ordered: chi_1 < 1 - critical_tol; critical: |chi_1 - 1| <= "
                              "critical_tol; chaotic: chi_1 > 1 + critical_tol"}),
           "critical_sigma_w2": (("sigma_b2",), np.asarray(_critical_sigma_w2(act, b_axis)),
-                                {"description": "sigma_w2 with chi_1(q*) = 1 at this sigma_b2"}),
+                                {"description": "sigma_w2 with chi_1(q*) = 1 at this sigma_b2 (nan where no "
+                                                "network reaches the critical line)"}),
       },
       coords={"sigma_w2": w_axis, "sigma_b2": b_axis},
       attrs={"activation": name,

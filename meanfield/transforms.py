@@ -162,7 +162,8 @@ def _moments(act, leaky, a, b, slope):
 def _local_maps(act, leaky, a, b, slope, delta):
   """``(gamma, C(0), C'(1), Q'(1), C''(1))`` of ``gamma (phi(a z + b) + delta)`` with ``Q(1) = 1``."""
   m1, m2, d2, zpd, zd, dd2 = (float(v) for v in _moments(act, leaky, a, b, slope))
-  gamma2 = 1 / (m2 + 2 * delta * m1 + delta * delta)
+  var = m2 + 2 * delta * m1 + delta * delta     # 0 where phi is constant on the mass: no map
+  gamma2 = 1 / var if var > 0 else float("nan")
   return (np.sqrt(gamma2), gamma2 * (m1 + delta) ** 2, gamma2 * a * a * d2,
           gamma2 * a * (zpd + delta * zd), gamma2 * a ** 4 * dd2)
 
@@ -265,6 +266,19 @@ def _root(residual, names, accept):
   return None
 
 
+def _check_shapeable(act, activation, method):
+  """ValueError unless ``phi'`` has mass under ``N(0, 1)``: with ``E[phi'(z)^2] = 0`` (``jnp.sign``,
+  a step) the local ``C'(1) = gamma^2 E[phi'^2]`` is 0 at every input scale and shift."""
+  with jax.enable_x64(True):
+    d2 = float(_moments(act, False, np.float64(1.0), np.float64(0.0), 0.0)[2])
+  if not d2 > 0:
+    raise ValueError(
+        f"`activation` = {activation!r} cannot be transformed by {method}: its derivative is "
+        f"zero almost everywhere (E[phi'(z)^2] = {d2:g} for z ~ N(0, 1)), so the local "
+        "C-map slope C'(1) = gamma^2 E[phi'^2] that the transform sets is 0 at every input "
+        "scale and shift; use an activation with a nonzero derivative")
+
+
 def _check_target(name, value, ok, allowed):
   _checks.check(name, value, ok, allowed)
   if np.ndim(value) != 0:
@@ -299,6 +313,8 @@ def dks_transform(activation: Any, *, depth: int | None = None,
   network = _network(depth, subnet_max)
   name = _name(activation)
   act = None if name in _RECTIFIERS else _activation(activation)
+  if act is not None:
+    _check_shapeable(act, activation, "DKS")
   xi = _solve_increasing(lambda x: network(1.0, lambda y: x * y), zeta, 1.0, "zeta",
                          "the network's largest slope at any local slope")
   with jax.enable_x64(True):
@@ -380,6 +396,7 @@ def tat_transform(activation: Any, *, depth: int | None = None,
                                float(np.sqrt(2 / (1 + slope * slope))), float(slope),
                                float(slope))
   act = _activation(activation)
+  _check_shapeable(act, activation, "TAT")
   kappa = _solve_increasing(lambda k: network(0.0, lambda y: k + y), tau, 0.0, "tau",
                             "the network's largest curvature at any local curvature")
   with jax.enable_x64(True):

@@ -289,3 +289,37 @@ def test_covariance_of_two_inputs_and_batch_average(c_input):
   var, var_err = _var_and_error(q.mean(-1))
   avg = meanfield.batch_average(fw, 2)
   np.testing.assert_array_less(np.abs(var - np.asarray(avg.var)), 4 * var_err)
+
+
+def test_zero_input_without_biases(x64):
+  # q_input = 0, sigma_b2 = 0: h = 0 at every layer where phi(0) = 0, so q = 0 exactly
+  # (log q = -inf, a point mass); with phi(0) != 0 the second layer restarts at
+  # sigma_w2 phi(0)^2, the limit of small inputs.
+  for name in ("relu", "tanh", "linear"):
+    fw = meanfield.finite_width_q(q_input=0.0, depth=4, width=64, sigma_w2=1.5, sigma_b2=0.0,
+                                  activation=name, c_input=0.5)
+    for field in ("mean", "var", "mean_field", "cov", "log_var"):
+      np.testing.assert_array_equal(getattr(fw, field), 0.0, err_msg=f"{name} {field}")
+    np.testing.assert_array_equal(fw.log_mean, -np.inf)
+  kw = dict(depth=4, width=64, sigma_w2=1.5, sigma_b2=0.0, activation="sigmoid")
+  zero = meanfield.finite_width_q(q_input=0.0, c_input=0.5, **kw)
+  small = meanfield.finite_width_q(q_input=1e-10, c_input=0.5, **kw)
+  for field in ("mean", "var", "cov", "mean_field"):      # they differ by O(sigma_w2 q_input)
+    np.testing.assert_allclose(getattr(zero, field), getattr(small, field), rtol=1e-8, atol=1e-9)
+  jac = meanfield.finite_width_jacobian(q_input=0.0, depth=3, width=64, sigma_w2=2.0,
+                                        sigma_b2=0.0, activation="relu")
+  assert np.all(np.isfinite(jac.mean)) and np.all(np.isfinite(jac.var))
+
+
+def test_huge_width_in_small_memory(x64):
+  # width 1e9 (the N -> infinity check): the exact ReLU log moments sum over the binomial's
+  # mass only, and agree with infinite width to O(depth / N)
+  import tracemalloc
+  tracemalloc.start()
+  fw = meanfield.finite_width_q(q_input=1.0, depth=5, width=10 ** 9, sigma_w2=2.0,
+                                sigma_b2=0.0, activation="relu")
+  peak = tracemalloc.get_traced_memory()[1]
+  tracemalloc.stop()
+  assert peak < 200 * 2 ** 20
+  np.testing.assert_allclose(fw.log_mean, np.log(np.asarray(fw.mean_field)), atol=50 / 10 ** 9)
+  assert np.all(fw.log_var < 50 / 10 ** 9)

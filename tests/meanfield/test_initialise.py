@@ -142,3 +142,15 @@ def test_unstable_points_of_the_line_are_refused(x64):
   sin = meanfield.critical_init(jnp.sin, sigma_b2=0.05)
   np.testing.assert_allclose(sin.sigma_w2 * _gauss(lambda h: np.cos(h) ** 2, sin.q_star), 1,
                              rtol=1e-8)
+
+
+def test_lengths_fixed_to_rounding_give_their_limit(x64):
+  # hard_tanh at (1, 0): E[clip(sqrt(q) z)^2] < q at every q > 0, so q* = 0, though every
+  # q below about 0.02 is fixed to rounding; leaky ReLU at sigma_b2 = 0: the q-map is the
+  # identity, q* = 0 as for ReLU at the He point.
+  for name, sigma_w2 in (("hard_tanh", 1.0), ("leaky_relu", 2 / (1 + 0.01 ** 2))):
+    ci = meanfield.critical_init(name, sigma_b2=0.0)
+    assert ci.q_star == 0.0, name
+    np.testing.assert_allclose(ci.sigma_w2, sigma_w2, rtol=1e-12)
+    np.testing.assert_allclose(ci.chi_1, 1.0, rtol=1e-12)
+    assert ci.xi_q == np.inf

@@ -162,3 +162,15 @@ def test_float32_accuracy():
 def test_bad_input_raises(call, match):
   with pytest.raises(ValueError, match=match):
     call()
+
+
+def test_depth_beyond_a_scan_length_is_refused():
+  # scans count layers in 32-bit integers: a clear error naming depth, before any work
+  kw = dict(q_input=1.0, sigma_w2=1.5, sigma_b2=0.1, activation="tanh")
+  for fn in (lambda d: mf.propagate(c_input=0.5, depth=d, **kw),
+             lambda d: mf.residual_propagate(c_input=0.5, depth=d, **kw),
+             lambda d: mf.layernorm_propagate(c_input=0.5, depth=d, **kw),
+             lambda d: mf.finite_width_q(depth=d, width=64, **kw),
+             lambda d: mf.finite_width_jacobian(depth=d, width=64, **kw)):
+    with pytest.raises(ValueError, match=r"`depth` must be an integer in \[1, 2147483647\]"):
+      fn(10 ** 12)

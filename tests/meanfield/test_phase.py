@@ -81,3 +81,22 @@ def test_bad_input():
     mf.critical_sigma_w2(sigma_b2=-0.1, activation="tanh")
   with pytest.raises(ValueError, match="`q` must be >= 0"):
     mf.critical_line(-1.0, activation="tanh")
+
+
+def test_critical_sigma_w2_only_where_a_network_reaches_the_line(x64):
+  # GELU's critical line at small sigma_b2 passes through unstable fixed points of the q-map:
+  # the length runs to a smaller q* where chi_1 < 1, so there is no critical point (nan),
+  # and critical_init refuses the same points. Wherever a value is given, chi_1 at the q* a
+  # network reaches is 1.
+  sigma_b2 = np.array([1e-4, 0.05, 0.1, 0.3, 1.0])
+  got = np.asarray(mf.critical_sigma_w2(sigma_b2=sigma_b2, activation="gelu"))
+  assert np.all(np.isnan(got[:3])) and np.all(np.isfinite(got[3:]))
+  for name in ("gelu", "tanh", "erf", "elu", "selu", "sigmoid", "hard_tanh"):
+    sb2 = np.array([0.0, 1e-6, 0.01, 0.05, 0.3, 1.0, 100.0])
+    w2 = np.asarray(mf.critical_sigma_w2(sigma_b2=sb2, activation=name))
+    ok = np.isfinite(w2)
+    chi = np.asarray(mf.chi_1(sigma_w2=w2[ok], sigma_b2=sb2[ok], activation=name))
+    np.testing.assert_allclose(chi, 1, atol=1e-7, err_msg=name)
+  ds = mf.phase_diagram(sigma_w2=np.array([1.0, 2.0]), sigma_b2=np.array([0.05, 0.3]),
+                        activation="gelu")
+  assert np.isnan(ds.critical_sigma_w2.values[0]) and np.isfinite(ds.critical_sigma_w2.values[1])

@@ -194,3 +194,11 @@ def test_validation():
     meanfield.tat_transform("nope", depth=2)
   with pytest.raises(ValueError, match="`depth`"):
     meanfield.dks_transform("tanh", depth=0)
+
+
+def test_activation_without_slope_is_refused():
+  # sign has phi' = 0 almost everywhere: no transform can set the local C'(1)
+  for fn in (lambda: meanfield.dks_transform(jnp.sign, depth=10),
+             lambda: meanfield.tat_transform(jnp.sign, depth=10)):
+    with pytest.raises(ValueError, match="`activation`.*derivative is zero almost everywhere"):
+      fn()
