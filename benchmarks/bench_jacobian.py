@@ -26,6 +26,7 @@ import empirical
 import meanfield
 from benchmarks import _common
 from empirical import jacobian as _jacobian
+from empirical import streams
 
 WIDTH, DEPTH, SEEDS, LOOP = 128, 16, 32, 8
 SIGMA_W2, SIGMA_B2 = 1.5, 0.05
@@ -40,7 +41,7 @@ def _network(key, seed, *, width, depth):
                                   depth=depth)
   p = empirical.scale_params(std, ws, bs)
   return (jnp.concatenate([p.w_in[None], p.w]), jnp.concatenate([p.b_in[None], p.b]),
-          jax.random.normal(jax.random.fold_in(k, 3), (width,)))
+          jax.random.normal(jax.random.fold_in(k, streams.JACOBIAN_INPUT), (width,)))
 
 
 @jax.jit

@@ -214,6 +214,70 @@ def orthogonal_against_gaussian(report: _common.Report, *, quick: bool, repeats:
                   note="standard draws timed alone / the sweep")
 
 
+def _roofline(report: _common.Report, timings: dict, *, peak: float, rate: float, flops: float,
+              samples: float) -> dict[str, float]:
+  """Each timed sweep's rate, GFLOP/s and fraction of its roofline; returns the rooflines.
+
+  ``timings`` maps a label to ``(timing, networks, standard draws)``.
+  """
+  bounds = {}
+  for label, (timing, n_nets, n_draws) in timings.items():
+    t_mm, t_rng = n_nets * flops / (peak * 1e9), n_draws * samples / rate
+    bound = bounds[label] = max(t_mm, t_rng)
+    report.metric(f"sweep ({label}): networks/s", n_nets / timing.median_s, unit="1/s")
+    report.metric(f"sweep ({label}): achieved GFLOP/s", n_nets * flops / timing.median_s / 1e9,
+                  unit="GFLOP/s", note=f"{flops / 1e9:.3g} GFLOP per network")
+    report.metric(f"sweep ({label}): roofline time", bound, unit="s",
+                  note=f"max(matmul {t_mm:.3g} s, RNG {t_rng:.3g} s); bound by "
+                       f"{'matmul' if t_mm >= t_rng else 'random numbers'}")
+    fraction = bound / timing.median_s
+    report.metric(f"sweep ({label}): fraction of roofline", fraction,
+                  note="target >= 0.5: " + ("met" if fraction >= 0.5 else
+                                            "missed: per-layer products of 64 x 256 rows "
+                                            "run below the large-matmul rate"))
+  return bounds
+
+
+def _loops(report: _common.Report, torch, x, *, grid, indep, bounds: dict, sigma_w2,
+           width: int, depth: int, seeds: int, loop_n: int, n_grid: int, repeats: int) -> None:
+  """The Flax and PyTorch loops on ``loop_n`` networks, extrapolated and compared with the sweep."""
+  networks = [(sigma_w2[i % len(sigma_w2)], i) for i in range(loop_n)]
+  loop_kw = dict(width=width, depth=depth, sigma_b2=SIGMA_B2)
+  flax_t = report.time_call(lambda: flax_loop(networks, x, **loop_kw),
+                            name=f"Flax nnx loop, {loop_n} networks", repeats=repeats,
+                            note="measured; first call compiles the jitted statistics")
+  flax_full = report.add_timing(flax_t.scaled(
+      n_grid / loop_n, name=f"Flax nnx loop, extrapolated to {n_grid}",
+      note=f"time per network over {loop_n} networks x {n_grid}"))
+  report.metric("Flax loop: networks/s", loop_n / flax_t.median_s, unit="1/s")
+  report.compare(f"Flax loop / empirical.sweep ({n_grid} networks, grid)", flax_full, grid,
+                 note=_target_note(30, flax_full, grid, bounds["grid"]))
+  report.compare("Flax loop / empirical.sweep (independent weights)",
+                 report.add_timing(flax_t.scaled(
+                     seeds / loop_n, name=f"Flax loop, extrapolated to {seeds}",
+                     note=f"time per network over {loop_n} networks x {seeds}")), indep,
+                 note="per network, both drawing every network's weights")
+  if torch is None:
+    report.metric("PyTorch loop skipped", 0, note="torch is not installed "
+                  "(pip install 'meanfield-empirical[bench]')")
+    print("  PyTorch loop skipped: torch is not installed (pip install '.[bench]')")
+    return
+  torch_t = report.time_call(lambda: torch_loop(torch, networks, x, **loop_kw),
+                             name=f"PyTorch loop, {loop_n} networks", repeats=repeats,
+                             note=f"measured, CPU, {torch.get_num_threads()} threads")
+  torch_full = report.add_timing(torch_t.scaled(
+      n_grid / loop_n, name=f"PyTorch loop, extrapolated to {n_grid}",
+      note=f"time per network over {loop_n} networks x {n_grid}"))
+  report.metric("PyTorch loop: networks/s", loop_n / torch_t.median_s, unit="1/s")
+  report.compare(f"PyTorch loop / empirical.sweep ({n_grid} networks, grid)", torch_full, grid,
+                 note=_target_note(10, torch_full, grid, bounds["grid"]))
+  report.compare("PyTorch loop / empirical.sweep (independent weights)",
+                 report.add_timing(torch_t.scaled(
+                   seeds / loop_n, name=f"PyTorch loop, extrapolated to {seeds}",
+                   note=f"time per network over {loop_n} networks x {seeds}")), indep,
+                 note="per network, both drawing every network's weights")
+
+
 def run(*, quick: bool = False) -> _common.Report:
   width, depth, batch = (QUICK["width"], QUICK["depth"], QUICK["batch"]) if quick else (
       WIDTH, DEPTH, BATCH)
@@ -235,8 +299,6 @@ def run(*, quick: bool = False) -> _common.Report:
   peak = bench_machine.matmul_gflops(report, 256 if quick else 2048, repeats=repeats)
   rate = bench_machine.sweep_draw_rate(report, "threefry2x32", networks=8, layers=depth,
                                        width=width, repeats=repeats)
-  flops = 4.0 * batch * width * width * depth            # per network (and setting)
-  samples = depth * width * width                        # per seed
 
   key = jax.random.key(0)
   common = dict(activation="tanh", width=width, depth=depth, sigma_b2=SIGMA_B2, n_inputs=batch,
@@ -249,60 +311,14 @@ def run(*, quick: bool = False) -> _common.Report:
                                                    **common),
                            name=f"empirical.sweep, {seeds} independent networks",
                            repeats=max(1, repeats - 1), note="one setting: one draw per network")
-
-  bounds = {}
-  for label, timing, n_nets, n_draws in (("grid", grid, n_grid, seeds),
-                                         ("independent", indep, seeds, seeds)):
-    t_mm, t_rng = n_nets * flops / (peak * 1e9), n_draws * samples / rate
-    bound = bounds[label] = max(t_mm, t_rng)
-    report.metric(f"sweep ({label}): networks/s", n_nets / timing.median_s, unit="1/s")
-    report.metric(f"sweep ({label}): achieved GFLOP/s", n_nets * flops / timing.median_s / 1e9,
-                  unit="GFLOP/s", note=f"{flops / 1e9:.3g} GFLOP per network")
-    report.metric(f"sweep ({label}): roofline time", bound, unit="s",
-                  note=f"max(matmul {t_mm:.3g} s, RNG {t_rng:.3g} s); bound by "
-                       f"{'matmul' if t_mm >= t_rng else 'random numbers'}")
-    fraction = bound / timing.median_s
-    report.metric(f"sweep ({label}): fraction of roofline", fraction,
-                  note="target >= 0.5: " + ("met" if fraction >= 0.5 else
-                                            "missed: per-layer products of 64 x 256 rows "
-                                            "run below the large-matmul rate"))
+  bounds = _roofline(report, {"grid": (grid, n_grid, seeds), "independent": (indep, seeds, seeds)},
+                     peak=peak, rate=rate,
+                     flops=4.0 * batch * width * width * depth,     # per network (and setting)
+                     samples=depth * width * width)                 # per seed
 
   orthogonal_against_gaussian(report, quick=quick, repeats=repeats)
 
   x = empirical.make_inputs(jax.random.split(key)[1], n_inputs=batch, in_features=width)
-  networks = [(sigma_w2[i % len(sigma_w2)], i) for i in range(loop_n)]
-  loop_kw = dict(width=width, depth=depth, sigma_b2=SIGMA_B2)
-  flax_t = report.time_call(lambda: flax_loop(networks, x, **loop_kw),
-                            name=f"Flax nnx loop, {loop_n} networks", repeats=repeats,
-                            note="measured; first call compiles the jitted statistics")
-  flax_full = report.add_timing(flax_t.scaled(
-      n_grid / loop_n, name=f"Flax nnx loop, extrapolated to {n_grid}",
-      note=f"time per network over {loop_n} networks x {n_grid}"))
-  report.metric("Flax loop: networks/s", loop_n / flax_t.median_s, unit="1/s")
-  report.compare(f"Flax loop / empirical.sweep ({n_grid} networks, grid)", flax_full, grid,
-                 note=_target_note(30, flax_full, grid, bounds["grid"]))
-  report.compare("Flax loop / empirical.sweep (independent weights)",
-                 report.add_timing(flax_t.scaled(
-                     seeds / loop_n, name=f"Flax loop, extrapolated to {seeds}",
-                     note=f"time per network over {loop_n} networks x {seeds}")), indep,
-                 note="per network, both drawing every network's weights")
-  if torch is None:
-    report.metric("PyTorch loop skipped", 0, note="torch is not installed "
-                  "(pip install 'meanfield-empirical[bench]')")
-    print("  PyTorch loop skipped: torch is not installed (pip install '.[bench]')")
-  else:
-    torch_t = report.time_call(lambda: torch_loop(torch, networks, x, **loop_kw),
-                               name=f"PyTorch loop, {loop_n} networks", repeats=repeats,
-                               note=f"measured, CPU, {torch.get_num_threads()} threads")
-    torch_full = report.add_timing(torch_t.scaled(
-        n_grid / loop_n, name=f"PyTorch loop, extrapolated to {n_grid}",
-        note=f"time per network over {loop_n} networks x {n_grid}"))
-    report.metric("PyTorch loop: networks/s", loop_n / torch_t.median_s, unit="1/s")
-    report.compare(f"PyTorch loop / empirical.sweep ({n_grid} networks, grid)", torch_full, grid,
-                   note=_target_note(10, torch_full, grid, bounds["grid"]))
-    report.compare("PyTorch loop / empirical.sweep (independent weights)",
-                   report.add_timing(torch_t.scaled(
-                     seeds / loop_n, name=f"PyTorch loop, extrapolated to {seeds}",
-                     note=f"time per network over {loop_n} networks x {seeds}")), indep,
-                   note="per network, both drawing every network's weights")
+  _loops(report, torch, x, grid=grid, indep=indep, bounds=bounds, sigma_w2=sigma_w2, width=width,
+         depth=depth, seeds=seeds, loop_n=loop_n, n_grid=n_grid, repeats=repeats)
   return report

@@ -391,9 +391,10 @@ def _sweep_program(phi: Activation, scheme: ConvInit, width: int, depth: int, ke
     def one(i):
       k = jax.random.fold_in(key, i % n_seeds)
       sigma_w2, sigma_b2 = settings[i // n_seeds, 0], settings[i // n_seeds, 1]
-      p = _draw(jax.random.fold_in(k, 0), x.shape[1], width, depth, kernel_size, scheme,
-                None if not scheme.init.uses_sigma_w2 else sigma_w2, sigma_b2, x.dtype)
-      r = jax.random.normal(jax.random.fold_in(k, 1), (x.shape[0], width), x.dtype)
+      p = _draw(jax.random.fold_in(k, _streams.WEIGHTS), x.shape[1], width, depth, kernel_size,
+                scheme, None if not scheme.init.uses_sigma_w2 else sigma_w2, sigma_b2, x.dtype)
+      r = jax.random.normal(jax.random.fold_in(k, _streams.CONV_READOUT), (x.shape[0], width),
+                            x.dtype)
       return conv_measure(p, x, r / jnp.linalg.norm(r), activation=phi)._asdict()
 
     return jax.vmap(one)(idx)
@@ -448,8 +449,8 @@ def conv_sweep(key: Array, x: Array, *, activation="tanh", width=64, depth=10,
   chunks (:func:`empirical.engine.run_chunked`; with ``store`` each chunk is
   written atomically and a rerun resumes). Network ``seed`` has key ``k =
   fold_in(key, seed)`` at every grid point: parameters from ``fold_in(k,
-  0)`` (:func:`conv_params`' layout), the readout ``r`` from ``fold_in(k,
-  1)``. ``x`` is one input ``(n, C_0)`` (1-D, ``n`` positions), shared by all.
+  WEIGHTS)`` (:func:`conv_params`' layout), the readout ``r`` from
+  ``fold_in(k, CONV_READOUT)`` (:mod:`empirical.streams`). ``x`` is one input ``(n, C_0)`` (1-D, ``n`` positions), shared by all.
 
   Returns:
     An ``xarray.Dataset`` with dims the swept axes, ``seed``, ``layer``
@@ -559,9 +560,10 @@ def _singular_values(key, sigma_w2, sigma_b2, q, *, phi, width, n, depth, kernel
                      n_seeds):
   def one(i):
     k = jax.random.fold_in(key, i)
-    p = _draw(jax.random.fold_in(k, 0), width, width, depth, kernel_size, scheme, sigma_w2,
-              sigma_b2, q.dtype)
-    x = phi.fn(jnp.sqrt(q) * jax.random.normal(jax.random.fold_in(k, 1), (n, width), q.dtype))
+    p = _draw(jax.random.fold_in(k, _streams.WEIGHTS), width, width, depth, kernel_size, scheme,
+              sigma_w2, sigma_b2, q.dtype)
+    z = jax.random.normal(jax.random.fold_in(k, _streams.CONV_INPUT), (n, width), q.dtype)
+    x = phi.fn(jnp.sqrt(q) * z)
     return jnp.linalg.svd(conv_jacobian(p, x, activation=phi), compute_uv=False)
 
   return jax.lax.map(one, jnp.arange(n_seeds))

@@ -583,9 +583,9 @@ def jacobian_spectra(key: Array, *, network=None, activation="tanh", width=256, 
 
   - network ``i`` has key ``fold_in(key, i)`` and the parameters of
     :func:`empirical.models.standard_params` (layer ``l``'s weights depend on
-    ``(i, l)`` only); its input noise ``z`` comes from ``fold_in(k_i, 3)``,
-    its probes from ``fold_in(k_i, 4)`` and ``fold_in(k_i, 5)``
-    (:mod:`empirical.streams`: ``JACOBIAN_INPUT``, ``HUTCHINSON``, ``LANCZOS``);
+    ``(i, l)`` only); its input noise ``z`` comes from ``fold_in(k_i, JACOBIAN_INPUT)``,
+    its probes from ``fold_in(k_i, HUTCHINSON)`` and ``fold_in(k_i, LANCZOS)``
+    (:mod:`empirical.streams`);
   - every ``(sigma_w2, sigma_b2)`` rescales the same standard draw (common
     random numbers);
   - the network of depth ``L`` is the first ``L`` layers of the deepest one,

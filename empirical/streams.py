@@ -28,19 +28,30 @@ name                      k, n  what is drawn from ``fold_in(k, n)``
 ``DROPOUT``               6     dropout masks (:func:`empirical.forward` with
                                 ``keep_prob < 1``): layer ``l`` from
                                 ``fold_in(fold_in(k, 6), l)``
+``CONV_READOUT``          1     the loss projection ``r`` of
+                                :func:`empirical.conv_sweep` (a CNN's kernels
+                                and biases come from ``WEIGHTS``: layer ``l``
+                                from ``fold_in(fold_in(k, 0), l - 1)``)
+``CONV_INPUT``            1     the input noise of
+                                :func:`empirical.conv_singular_values`
 ========================  ====  ===============================================
 
-Stream 3 serves three drivers (a training run has no Jacobian input, a
-spectrum no minibatches, and a diagnosis neither); the numbers are those every stored result was
-drawn with, so they never change. The inputs of a sweep are not a
-network's: they come from ``jax.random.split(key)[SWEEP_INPUTS]``, shared by
-every network.
+A number serves several names only where no driver draws two of them
+(:data:`SHARED`): a training run has no Jacobian input, a spectrum no
+minibatches, and a diagnosis neither; a CNN has no ``BIASES`` stream, and a
+CNN sweep no input noise. The numbers are
+those every stored result was drawn with, so they never change. The inputs
+of a sweep are not a network's: they come from
+``jax.random.split(key)[SWEEP_INPUTS]``, shared by every network.
+
+Every ``fold_in`` of a network's key names its stream from this table
+(``tests/test_house.py`` fails on a literal number anywhere else).
 """
 
 from __future__ import annotations
 
-__all__ = ["WEIGHTS", "BIASES", "READOUT", "BATCHES", "JACOBIAN_INPUT", "TANGENTS", "HUTCHINSON",
-           "LANCZOS", "DROPOUT", "SWEEP_INPUTS"]
+__all__ = ["WEIGHTS", "BIASES", "READOUT", "BATCHES", "JACOBIAN_INPUT", "TANGENTS",
+           "HUTCHINSON", "LANCZOS", "DROPOUT", "CONV_READOUT", "CONV_INPUT", "SWEEP_INPUTS", "SHARED"]
 
 WEIGHTS = 0
 BIASES = 1
@@ -51,5 +62,10 @@ TANGENTS = 3
 HUTCHINSON = 4
 LANCZOS = 5
 DROPOUT = 6
+CONV_READOUT = 1
+CONV_INPUT = 1
 #: Index into ``jax.random.split(key)`` of a sweep's drawn inputs (not a network stream).
 SWEEP_INPUTS = 1
+
+#: The names that share a number, each group drawn by disjoint drivers (module docstring).
+SHARED = (("BIASES", "CONV_READOUT", "CONV_INPUT"), ("BATCHES", "JACOBIAN_INPUT", "TANGENTS"))

@@ -31,9 +31,9 @@ Random numbers follow the package's seed-key convention: network ``seed``
 has key ``k = fold_in(key, seed)`` (:func:`empirical.models.network_key`),
 the same for every grid point, so networks of one seed at different
 ``sigma_w2`` share their standard draw (common random numbers) *and* their
-minibatches. Weights come from ``fold_in(k, 0)``, biases from
-``fold_in(k, 1)``; the minibatch of step ``t`` is drawn from
-``fold_in(fold_in(k, BATCH_STREAM), t)`` (the streams are named in
+minibatches. Weights come from ``fold_in(k, WEIGHTS)``, biases from
+``fold_in(k, BIASES)``; the minibatch of step ``t`` is drawn from
+``fold_in(fold_in(k, BATCHES), t)`` (the streams are named in
 :mod:`empirical.streams`): ``batch_size`` training examples,
 uniformly with replacement (:func:`empirical.data.sample_batch`), so a
 network's run depends only on its own key and hyperparameters, never on the
@@ -55,7 +55,7 @@ is the initialization) it records, per network:
 - per layer ``l = 1..L``, on a fixed probe batch (the first ``probe_size``
   training examples, by default ``min(256, n_train)``), the same statistics as a sweep at initialization
   (:func:`empirical.probes.measure`, its loss projection ``r`` drawn from
-  ``fold_in(k, PROBE_STREAM)`` as in :func:`empirical.sweep`): ``q``,
+  ``fold_in(k, READOUT)`` as in :func:`empirical.sweep`): ``q``,
   ``c``, pre- and post-activation means and variances, ``zero``, ``dead``,
   ``saturated``, ``grad_h``, ``grad_w`` and ``first_nonfinite``; and
   ``loss_grad_w``, the Frobenius norm of the *training* loss's gradient
@@ -115,7 +115,7 @@ from empirical.engine import DEFAULT_MEMORY_BUDGET
 from meanfield.activations import Activation
 
 __all__ = [
-    "OPTIMIZERS", "SWEPT", "BATCH_STREAM", "PROBE_STREAM", "WEIGHT_QUANTILES",
+    "OPTIMIZERS", "SWEPT", "WEIGHT_QUANTILES",
     "SV_QUANTILES", "RECORD_DOCS", "CONV_DOCS", "ARCHITECTURES", "optimizer", "train",
 ]
 
@@ -125,10 +125,6 @@ Array = jax.Array
 OPTIMIZERS = ("sgd", "momentum", "adam")
 #: The arguments :func:`train` takes a list of, in the order of the Dataset's dims.
 SWEPT = engine.SWEPT + ("learning_rate",)
-#: ``fold_in(network_key, PROBE_STREAM)`` draws the probes' loss projection (as in a sweep).
-PROBE_STREAM = streams.READOUT
-#: ``fold_in(network_key, BATCH_STREAM)`` is the root of a network's minibatch keys.
-BATCH_STREAM = streams.BATCHES
 #: Default quantiles of each layer's weight entries.
 WEIGHT_QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 #: Default quantiles of each layer's singular values (besides min and max).
@@ -376,8 +372,8 @@ def _init_state(key: Array, sigma_w2: Array, sigma_b2: Array, learning_rate: Arr
   tx = optimizer(cfg.optimizer, momentum=cfg.momentum, clip_norm=cfg.clip_norm)
   return _State(params=params, opt_state=tx.init(params),
                 learning_rate=jnp.asarray(learning_rate, cfg.dtype),
-                batch_key=jax.random.fold_in(key, BATCH_STREAM),
-                r=_probes.readout(jax.random.fold_in(key, PROBE_STREAM), cfg.width, cfg.dtype),
+                batch_key=jax.random.fold_in(key, streams.BATCHES),
+                r=_probes.readout(jax.random.fold_in(key, streams.READOUT), cfg.width, cfg.dtype),
                 diverged_step=jnp.asarray(-1, jnp.int32))
 
 
@@ -928,7 +924,7 @@ def _common_attrs(grid, split, opts: _Options, *, residual, norm, dtype) -> dict
       **engine.provenance(
           grid, dtype,
           seed_key="network i uses jax.random.fold_in(key, i); minibatch of step t from "
-                   f"fold_in(fold_in(fold_in(key, i), {BATCH_STREAM}), t)"),
+                   f"fold_in(fold_in(fold_in(key, i), {streams.BATCHES}), t)"),
       "loss": "mean softmax cross-entropy of a linear readout of a^L; probes' grad_h and "
               "grad_w use L_a = r . a^L (empirical.probes)",
   }

@@ -74,12 +74,8 @@ def _colors(n: int) -> list:
 SECONDS = 33   # measured: default settings, 2-core CPU, one figure at a time
 
 
-def make(outdir: pathlib.Path, *, paper: bool = False,
-         progress: bool = True) -> list[pathlib.Path]:
-  settings = _settings(paper)
-  width, depths = settings["width"], np.array(settings["depths"])
-  sigma = np.union1d(10.0 ** LOG10_SIGMA, INSET_SIGMA)
-  log10_sigma = np.log10(sigma)
+def _compute(settings: dict, sigma: np.ndarray) -> dict:
+  """The critical line's settings, the theory density and variance, and the measured networks."""
   with jax.enable_x64(True):
     sigma_b2 = np.array(SIGMA_B2, np.float64)
     sigma_w2 = np.asarray(meanfield.critical_sigma_w2(sigma_b2=sigma_b2, activation=ACTIVATION))
@@ -92,28 +88,20 @@ def make(outdir: pathlib.Path, *, paper: bool = False,
         activation=ACTIVATION, sigma_w2=sigma_w2[:, None], sigma_b2=sigma_b2[:, None],
         depth=THEORY_DEPTHS[None, :], init=WEIGHTS).variance)
     networks = [
-        empirical.jacobian_spectra(jax.random.key(0), activation=ACTIVATION, width=width,
-                                   depth=sorted({*depths.tolist(), DEPTH}),
+        empirical.jacobian_spectra(jax.random.key(0), activation=ACTIVATION,
+                                   width=settings["width"],
+                                   depth=sorted({*settings["depths"], DEPTH}),
                                    sigma_w2=float(sigma_w2[i]), sigma_b2=float(sigma_b2[i]),
                                    init=WEIGHTS, n_seeds=settings["n_seeds"], progress=False,
                                    dtype=np.float64)
         for i in MEASURED]
+  return dict(sigma_b2=sigma_b2, sigma_w2=sigma_w2, q_star=q_star,
+              density=np.asarray(theory.singular_value_density),      # (n_b, n_sigma)
+              converged=np.asarray(theory.converged), variance=variance, networks=networks)
 
-  fig, (ax_d, ax_v) = _common.subplots(1, 2, figsize=(11, 4.6))
-  colors = _colors(len(SIGMA_B2))
-  density = np.asarray(theory.singular_value_density)           # (n_b, n_sigma)
-  converged = np.asarray(theory.converged)
-  per_log = np.where(converged, density * sigma * np.log(10), np.nan)
-  for i, q in enumerate(q_star):
-    ax_d.plot(log10_sigma, per_log[i], color=colors[i], lw=1.4,
-              label=f"$q^* = {q:.2g}$ ($\\sigma_b^2 = {SIGMA_B2[i]:.0e}$)")
-    ax_v.plot(THEORY_DEPTHS, variance[i], color=colors[i], lw=1.4, label=f"$q^* = {q:.2g}$")
-  # Inset: the smallest q* on a linear axis around sigma = 1 (per unit sigma).
-  inset = ax_d.inset_axes([0.64, 0.46, 0.34, 0.42])
-  i0 = MEASURED[0]
-  in_window = (sigma >= INSET_SIGMA[0]) & (sigma <= INSET_SIGMA[-1])
-  inset.plot(sigma[in_window], np.where(converged[i0], density[i0], np.nan)[in_window],
-             color=colors[i0], lw=1.2)
+
+def _plot_networks(ax_d, ax_v, inset, networks: list, colors: list) -> None:
+  """Each measured q*'s singular-value histograms (panel and inset) and spectral variances."""
   for j, i in enumerate(MEASURED):
     ds = networks[j]
     sv = ds.singular_values.sel(depth=DEPTH).values.ravel()
@@ -133,18 +121,26 @@ def make(outdir: pathlib.Path, *, paper: bool = False,
                       alpha=0.2, lw=0)
     ax_v.plot(ds.depth.values, np.median(var, axis=1), ls="none", marker="o", ms=4.5,
               color=colors[i], label="networks (median, range)" if j == 0 else None)
+
+
+def _finish_inset(inset, sigma: np.ndarray, in_window: np.ndarray, r: dict) -> None:
+  """The inset's axes, and its title: the theory density's variance against the closed form."""
+  i0 = MEASURED[0]
   inset.set_xlim(INSET_SIGMA[0], INSET_SIGMA[-1])
   inset.set_xlabel(r"$\sigma$", fontsize=8, labelpad=1)
   inset.set_ylabel(r"$p(\sigma)$", fontsize=8, labelpad=1)
   inset.tick_params(labelsize=7)
   # Self-check of the theory density in the inset against the closed-form variance.
-  lam, p = sigma[in_window] ** 2, np.nan_to_num(density[i0][in_window])
+  lam, p = sigma[in_window] ** 2, np.nan_to_num(r["density"][i0][in_window])
   mass = np.trapezoid(p, sigma[in_window])
   mean = np.trapezoid(p * lam, sigma[in_window]) / mass
-  ratio = (np.trapezoid(p * lam ** 2, sigma[in_window]) / mass - mean ** 2) / variance[
+  ratio = (np.trapezoid(p * lam ** 2, sigma[in_window]) / mass - mean ** 2) / r["variance"][
       i0, list(THEORY_DEPTHS).index(DEPTH)]
-  inset.set_title(f"$q^* = {q_star[i0]:.2g}$ (linear axes): theory density's "
+  inset.set_title(f"$q^* = {r['q_star'][i0]:.2g}$ (linear axes): theory density's "
                   f"Var$[\\lambda]$ = {ratio:.3f} x closed form", fontsize=6.5)
+
+
+def _label(fig, ax_d, ax_v, converged: np.ndarray, settings: dict) -> None:
   if not converged.all():
     ax_d.text(0.02, 0.97, "theory line left out where its solver did not converge",
               transform=ax_d.transAxes, va="top", fontsize=7.5)
@@ -161,22 +157,52 @@ def make(outdir: pathlib.Path, *, paper: bool = False,
   ax_v.set_ylabel(r"$\mathrm{Var}[\lambda]$ of the eigenvalues $\lambda$ of $JJ^T$")
   ax_v.set_title(r"spectral variance, theory $L\,(\mu_2/\mu_1^2 - 1)$")
   ax_v.legend(loc="upper left", fontsize=7.5)
-  fig.suptitle(f"dynamical isometry and $q^*$: networks of width $N = {width}$, "
+  fig.suptitle(f"dynamical isometry and $q^*$: networks of width $N = {settings['width']}$, "
                f"{settings['n_seeds']} per measured $q^*$")
 
-  data = xr.Dataset(
-      {"sigma_w2": ("sigma_b2", sigma_w2), "q_star": ("sigma_b2", q_star),
-       "theory_singular_value_density": (("sigma_b2", "sigma"), density),
-       "theory_variance": (("sigma_b2", "theory_depth"), variance),
-       "measured_sigma_b2": ("measured", sigma_b2[list(MEASURED)]),
+
+def _dataset(r: dict, sigma: np.ndarray, width: int) -> xr.Dataset:
+  networks = r["networks"]
+  return xr.Dataset(
+      {"sigma_w2": ("sigma_b2", r["sigma_w2"]), "q_star": ("sigma_b2", r["q_star"]),
+       "theory_singular_value_density": (("sigma_b2", "sigma"), r["density"]),
+       "theory_variance": (("sigma_b2", "theory_depth"), r["variance"]),
+       "measured_sigma_b2": ("measured", r["sigma_b2"][list(MEASURED)]),
        "singular_values": (("measured", "depth", "seed", "index"),
                            np.stack([ds.singular_values.transpose("depth", "seed", "index").values
                                      for ds in networks])),
        "moment": (("measured", "depth", "seed", "order"),
                   np.stack([ds.moment.transpose("depth", "seed", "order").values
                             for ds in networks]))},
-      coords={"sigma_b2": sigma_b2, "sigma": sigma, "theory_depth": THEORY_DEPTHS,
+      coords={"sigma_b2": r["sigma_b2"], "sigma": sigma, "theory_depth": THEORY_DEPTHS,
               "depth": networks[0].depth.values, "order": networks[0].order.values},
       attrs={"activation": ACTIVATION, "weights": WEIGHTS, "depth_density": DEPTH,
              "width": width})
-  return _common.save(fig, data, pathlib.Path(outdir) / "isometry_q")
+
+
+def make(outdir: pathlib.Path, *, paper: bool = False,
+         progress: bool = True) -> list[pathlib.Path]:
+  settings = _settings(paper)
+  sigma = np.union1d(10.0 ** LOG10_SIGMA, INSET_SIGMA)
+  log10_sigma = np.log10(sigma)
+  r = _compute(settings, sigma)
+  density, converged, variance = r["density"], r["converged"], r["variance"]
+
+  fig, (ax_d, ax_v) = _common.subplots(1, 2, figsize=(11, 4.6))
+  colors = _colors(len(SIGMA_B2))
+  per_log = np.where(converged, density * sigma * np.log(10), np.nan)
+  for i, q in enumerate(r["q_star"]):
+    ax_d.plot(log10_sigma, per_log[i], color=colors[i], lw=1.4,
+              label=f"$q^* = {q:.2g}$ ($\\sigma_b^2 = {SIGMA_B2[i]:.0e}$)")
+    ax_v.plot(THEORY_DEPTHS, variance[i], color=colors[i], lw=1.4, label=f"$q^* = {q:.2g}$")
+  # Inset: the smallest q* on a linear axis around sigma = 1 (per unit sigma).
+  inset = ax_d.inset_axes([0.64, 0.46, 0.34, 0.42])
+  i0 = MEASURED[0]
+  in_window = (sigma >= INSET_SIGMA[0]) & (sigma <= INSET_SIGMA[-1])
+  inset.plot(sigma[in_window], np.where(converged[i0], density[i0], np.nan)[in_window],
+             color=colors[i0], lw=1.2)
+  _plot_networks(ax_d, ax_v, inset, r["networks"], colors)
+  _finish_inset(inset, sigma, in_window, r)
+  _label(fig, ax_d, ax_v, converged, settings)
+  return _common.save(fig, _dataset(r, sigma, settings["width"]),
+                      pathlib.Path(outdir) / "isometry_q")

@@ -6,12 +6,15 @@
 - No private name (``_x``) is imported or reached across modules, except from a
   module meant for it (one whose name, or a package above it, starts with an
   underscore: ``meanfield/_checks.py``, ``meanfield/spectrum/_law.py``).
-- No function in ``meanfield`` is longer than 80 lines of code (blank lines,
+- No function in any package is longer than 80 lines of code (blank lines,
   comments and docstrings not counted).
 - No module of ``meanfield`` or ``empirical`` imports matplotlib (plotting
   lives in ``figures``).
+- Every PRNG stream comes from the table ``empirical/streams.py``: no
+  ``fold_in`` anywhere else takes a literal number (or an expression of
+  literals, or a module constant bound to one) as its second argument.
 
-Both packages are held to every rule.
+Every package is held to every rule.
 """
 
 from __future__ import annotations
@@ -214,3 +217,72 @@ def test_no_plotting_in_the_theory_or_the_experiment():
   # (at the top or inside a function).
   assert _matplotlib_imports() == []
   assert _matplotlib_imports(("figures",))   # the check sees imports where there are some
+
+
+def test_no_long_functions_figures():
+  assert _long_functions("figures") == []
+
+
+def test_no_long_functions_benchmarks():
+  assert _long_functions("benchmarks") == []
+
+
+STREAMS_TABLE = "empirical.streams"
+
+
+def _is_literal(node: ast.AST, constants: set[str]) -> bool:
+  """Whether ``node`` is a number fixed in the source: a literal, an expression of
+  literals, or a name the module binds to one at its top level."""
+  if isinstance(node, ast.Constant):
+    return True
+  if isinstance(node, ast.Name):
+    return node.id in constants
+  if isinstance(node, ast.UnaryOp):
+    return _is_literal(node.operand, constants)
+  if isinstance(node, ast.BinOp):
+    return _is_literal(node.left, constants) and _is_literal(node.right, constants)
+  return False
+
+
+def _literal_streams(text: str, module: str = "<source>") -> list[str]:
+  """``module:line`` of each ``fold_in`` whose second argument (``data``) is fixed in the source."""
+  tree = ast.parse(text)
+  constants: set[str] = set()
+  for node in tree.body:                 # module constants bound to literals, in order
+    if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+      targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+      names = {t.id for t in targets if isinstance(t, ast.Name)}
+      if _is_literal(node.value, constants):
+        constants |= names
+      else:
+        constants -= names
+  bad = []
+  for node in ast.walk(tree):
+    if not isinstance(node, ast.Call):
+      continue
+    f = node.func
+    if not ((isinstance(f, ast.Attribute) and f.attr == "fold_in")
+            or (isinstance(f, ast.Name) and f.id == "fold_in")):
+      continue
+    data = node.args[1] if len(node.args) > 1 else next(
+        (k.value for k in node.keywords if k.arg == "data"), None)
+    if data is not None and _is_literal(data, constants):
+      bad.append(f"{module}:{node.lineno} {ast.unparse(node)}")
+  return bad
+
+
+def test_the_stream_checker_sees_literals_and_only_them():
+  src = ("import jax\nfrom jax.random import fold_in\nfrom empirical import streams\n"
+         "K = 2\nL = K + 1\nM = streams.READOUT\n"
+         "a = jax.random.fold_in(k, 3)\nb = fold_in(k, -1)\nc = jax.random.fold_in(k, 2 * 3)\n"
+         "d = jax.random.fold_in(k, K)\ne = jax.random.fold_in(key=k, data=L)\n"
+         "f = jax.random.fold_in(k, streams.READOUT)\ng = jax.random.fold_in(k, t)\n"
+         "h = jax.random.fold_in(k, depth + 1)\ni = jax.random.fold_in(k, M)\n")
+  assert [b.split()[0] for b in _literal_streams(src)] == [
+      f"<source>:{n}" for n in (7, 8, 9, 10, 11)]
+
+
+def test_every_fold_in_names_its_stream_from_the_table():
+  bad = [b for m, path in MODULES.items() if m != STREAMS_TABLE
+         for b in _literal_streams(path.read_text(), m)]
+  assert bad == []

@@ -1,5 +1,7 @@
 """Random circular CNNs (empirical.conv) against the theory of meanfield.conv."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -91,15 +93,37 @@ def test_delta_orthogonal_jacobian_is_orthogonal_mlp_per_position(x64):
   assert float(sv_g.max() / sv_g.min()) > 10
 
 
-def test_sweep_grid_chunks_and_store_resume(tmp_path):
+def _counting_programs(monkeypatch) -> list[int]:
+  """Record the number of items of every chunk ``conv_sweep`` computes (not loads)."""
+  computed, program = [], conv._sweep_program
+
+  def counting(*config):
+    compute = program(*config)
+
+    def run(key, x, settings, idx):
+      computed.append(len(idx))
+      return compute(key, x, settings, idx)
+
+    return run
+
+  monkeypatch.setattr(conv, "_sweep_program", counting)
+  return computed
+
+
+def test_sweep_grid_chunks_and_store_resume(tmp_path, monkeypatch):
   # The engine's contract for conv_sweep: a list makes a dimension (layers beyond a depth are
   # nan); each network comes from its own key, so an item of a padded chunk of 4 equals the
-  # same network measured alone; a store written by one run is read back bitwise, and a
-  # different computation refuses it.
+  # same network measured alone; a rerun on the store computes only the chunks missing from
+  # it and reads the others back bitwise; a different computation refuses it.
+  computed = _counting_programs(monkeypatch)
   x = jax.random.normal(jax.random.key(1), (6, 2))
+  store = tmp_path / "store"
   args = dict(width=8, depth=[2, 3], init="delta_orthogonal", sigma_w2=[1.0, 2.0],
-              sigma_b2=0.1, n_seeds=3, chunk_size=4, store=str(tmp_path / "store"))
+              sigma_b2=0.1, n_seeds=3, chunk_size=4, store=str(store))
   ds = conv.conv_sweep(jax.random.key(0), x, **args)
+  assert computed == [4, 4, 4, 4]              # 2 depths x 6 networks in chunks of 4 (padded)
+  chunks = sorted(store.glob("config-*/chunk-*.npz"))
+  assert len(chunks) == 4
   assert ds.q.dims == ("depth", "sigma_w2", "seed", "layer")
   assert np.all(np.isnan(ds.q.sel(depth=2, layer=3))) and not np.any(np.isnan(ds.q.sel(depth=3)))
   k = jax.random.fold_in(jax.random.key(0), 1)                   # seed 1
@@ -111,9 +135,20 @@ def test_sweep_grid_chunks_and_store_resume(tmp_path):
   item = ds.sel(depth=3, sigma_w2=2.0, seed=1)                   # item 4: the second chunk
   for name in ("covariance", "q", "grad_h"):                     # float32 rounding only
     np.testing.assert_allclose(item[name].values, getattr(alone, name), rtol=1e-5, atol=1e-7)
+  # Resume: one chunk lost, the others kept (their times set back to tell a rewrite).
+  chunks[1].unlink()
+  for c in chunks[:1] + chunks[2:]:
+    os.utime(c, (1.0, 1.0))
   again = conv.conv_sweep(jax.random.key(0), x, **args)
+  assert computed == [4, 4, 4, 4, 4]           # the lost chunk only
+  assert chunks[1].exists()
+  assert [os.path.getmtime(c) for c in chunks[:1] + chunks[2:]] == [1.0, 1.0, 1.0]
   for name in ("covariance", "q", "grad_h"):
     np.testing.assert_array_equal(again[name].values, ds[name].values)
+  whole = conv.conv_sweep(jax.random.key(0), x, **args)
+  assert computed == [4, 4, 4, 4, 4]           # everything read from the store
+  for name in ("covariance", "q", "grad_h"):
+    np.testing.assert_array_equal(whole[name].values, ds[name].values)
   with pytest.raises(ValueError, match="different computation"):
     conv.conv_sweep(jax.random.key(0), x, **{**args, "sigma_b2": 0.2})
 

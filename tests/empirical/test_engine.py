@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import functools
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -28,12 +30,56 @@ def test_weights_and_biases_come_from_their_named_streams():
   same(std.b_in, jax.random.normal(jax.random.fold_in(kb, 1), (4,)))
 
 
-def test_stream_numbers_are_distinct_within_a_driver():
-  sweep = {streams.WEIGHTS, streams.BIASES, streams.READOUT}
-  train = sweep | {streams.BATCHES}
-  jacobian = {streams.WEIGHTS, streams.BIASES, streams.JACOBIAN_INPUT, streams.HUTCHINSON,
-              streams.LANCZOS}
-  assert len(train) == 4 and len(jacobian) == 5
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+STREAM_NAMES = [n for n in streams.__all__ if n != "SHARED"]
+
+
+def _stream_uses():
+  """``{function: stream names it reads}`` over every function of the packages, outermost
+  functions holding their inner ones' (``streams.X``, ``_streams.X`` or an imported name)."""
+  uses = {}
+  for pkg in ("meanfield", "empirical", "figures", "benchmarks"):
+    for path in sorted((ROOT / pkg).rglob("*.py")):
+      if path.name == "streams.py" and pkg == "empirical":
+        continue
+      tree = ast.parse(path.read_text())
+      alias, direct = set(), set()
+      for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "empirical":
+          alias |= {a.asname or a.name for a in node.names if a.name == "streams"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "empirical.streams":
+          direct |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+          alias |= {a.asname for a in node.names if a.name == "empirical.streams" and a.asname}
+      for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+          uses[f"{path.relative_to(ROOT)}:{fn.name}"] = {
+              n.attr for n in ast.walk(fn)
+              if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+              and n.value.id in alias} | {
+              n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id in direct}
+  return uses
+
+
+def test_the_streams_table_shares_a_number_only_where_it_says_so():
+  by_value = {}
+  for name in STREAM_NAMES:
+    value = getattr(streams, name)
+    assert type(value) is int and value >= 0, name
+    if name != "SWEEP_INPUTS":                  # an index into split(key), not a network stream
+      by_value.setdefault(value, set()).add(name)
+  shared = sorted(sorted(g) for g in by_value.values() if len(g) > 1)
+  assert shared == sorted(sorted(g) for g in streams.SHARED)
+
+
+def test_every_stream_of_the_table_is_drawn_and_no_function_draws_two_of_one_number():
+  uses = _stream_uses()
+  assert len(uses) > 100                        # the parser found the packages' functions
+  drawn = set().union(*uses.values())
+  assert sorted(set(STREAM_NAMES) - drawn) == []
+  clash = [(f, sorted(used & set(group))) for f, used in uses.items()
+           for group in streams.SHARED if len(used & set(group)) > 1]
+  assert clash == []
 
 
 def test_grid_variable_drops_single_values():

@@ -20,7 +20,8 @@ import pytest
 
 from empirical import data as data_lib
 from empirical import models
-from empirical.training import BATCH_STREAM, OPTIMIZERS, optimizer, train
+from empirical.streams import BATCHES
+from empirical.training import OPTIMIZERS, optimizer, train
 
 KEY = jax.random.key(0)
 SIGMA_B2 = 0.05
@@ -180,7 +181,7 @@ def test_train_matches_a_plain_optax_loop(digits64, x64):
   # An independent loop over one network, written from the documented conventions:
   # weights from models.standard_params at fold_in(key, seed) scaled by layer_scales,
   # readout scaled like a hidden layer, minibatch of step t from
-  # fold_in(fold_in(network_key, BATCH_STREAM), t) with replacement, optax.sgd.
+  # fold_in(fold_in(network_key, BATCHES), t) with replacement, optax.sgd.
   seed, sigma_w2, lr, n_steps = 1, CRITICAL, 0.05, 5
   width, depth, f64 = SMALL["width"], SMALL["depth"], jnp.float64
   k = jax.random.fold_in(KEY, seed)
@@ -205,7 +206,7 @@ def test_train_matches_a_plain_optax_loop(digits64, x64):
 
   @jax.jit
   def step(p, s, t):
-    bk = jax.random.fold_in(jax.random.fold_in(k, BATCH_STREAM), t)
+    bk = jax.random.fold_in(jax.random.fold_in(k, BATCHES), t)
     idx = jax.random.randint(bk, (SMALL["batch_size"],), 0, digits64.n_train)
     g = jax.grad(loss_fn)(p, digits64.x_train[idx], digits64.y_train[idx])
     u, s = tx.update(g, s, p)

@@ -1,5 +1,6 @@
 """The network description: fields validated, and theory functions reading it."""
 
+import dataclasses
 import inspect
 
 import jax
@@ -61,16 +62,98 @@ def test_weight_law_reads_a_scheme_law_attribute():
   assert Network(init=Scheme()).law == "orthogonal"
 
 
-def test_every_public_theory_function_takes_a_network():
-  """Each function of meanfield with the hyperparameter keywords accepts a Network."""
-  names = [n for n in dir(mf) if not n.startswith("_")]
+# Every public theory function that takes a Network, with the arguments it needs besides the
+# network's fields: (positional arguments, keywords). Spatial covariances are (4, 4) here.
+_COV = 0.5 + 0.3 * np.eye(4)
+_CALLS = {
+    "c_map": ((0.3,), {}), "c_star": ((), {}), "c_star_solve": ((), {}), "chi_1": ((), {}),
+    "chi_c": ((), {}),
+    "conv_covariance_map": ((_COV,), dict(kernel_size=3)),
+    "conv_depth_scales": ((), dict(kernel_size=3, spatial_size=4)),
+    "conv_fixed_point": ((), dict(spatial_size=4)),
+    "conv_phase_diagram": ((), dict(kernel_size=3, spatial_size=4)),
+    "conv_propagate": ((), dict(covariance=_COV, kernel_size=3)),
+    "correlation_fixed_point": ((), {}), "critical_init": ((), {}),
+    "critical_sigma_w2": ((), {}), "depth_scales": ((), {}),
+    "dropout_c_map": ((0.3,), {}), "dropout_fixed_point": ((), {}),
+    "dropout_propagate": ((), dict(q_input=1.0, c_input=0.3)),
+    "dropout_q_map": ((0.7,), {}),
+    "finite_width_jacobian": ((), dict(q_input=1.0)),
+    "finite_width_q": ((), dict(q_input=1.0)),
+    "gradient_depth_scale": ((), {}), "jacobian_moments": ((), {}),
+    "jacobian_spectrum": ((), dict(n_points=16)), "jacobian_spectrum_edge": ((), {}),
+    "layernorm_c_map": ((0.3,), {}), "layernorm_fixed_point": ((), {}),
+    "layernorm_propagate": ((), dict(q_input=1.0, c_input=0.3)),
+    "phase_diagram": ((), {}), "post_activation_variance": ((0.7,), {}),
+    "propagate": ((), dict(q_input=1.0, c_input=0.3)),
+    "q_map": ((0.7,), {}), "q_map_slope": ((0.7,), {}), "q_star": ((), {}),
+    "q_star_solve": ((), {}), "residual_c_map": ((0.3,), dict(q=0.7)),
+    "residual_propagate": ((), dict(q_input=1.0, c_input=0.3)),
+    "residual_q_map": ((0.7,), {}), "rnn_fixed_point": ((), {}),
+    "rnn_jacobian_moments": ((), {}), "rnn_propagate": ((), {}),     # steps: the depth
+}
+# The variant a function is the theory of, set in its network from the start.
+_OWN_VARIANT = {"layernorm_": dict(norm="layer"), "residual_": dict(residual=True)}
+# A non-plain value of each variant field of a Network.
+_VARIANT_VALUES = dict(residual=True, alpha=0.5, norm="layer", keep_prob=0.8)
+_NET = Network(**TANH, depth=3, width=64)
+
+
+def _takes_a_network(name: str) -> bool:
+  fn = getattr(mf, name)
+  return inspect.isfunction(fn) and "network" in inspect.signature(fn).parameters
+
+
+def _fields(fn, net: Network) -> dict:
+  """The keywords of ``fn`` that ``net`` holds, as a keyword call would give them."""
+  params = inspect.signature(fn).parameters
+  out = {f.name: getattr(net, f.name) for f in dataclasses.fields(net) if f.name in params}
+  return {**out, "steps": net.depth} if "steps" in params else out    # an RNN's depth
+
+
+def _assert_same(a, b, name):
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(la) == len(lb) > 0, name
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
+
+
+def test_every_public_theory_function_with_hyperparameters_takes_a_network():
+  names = [n for n in dir(mf) if not n.startswith("_") and inspect.isfunction(getattr(mf, n))]
   for name in names:
-    fn = getattr(mf, name)
-    if not inspect.isfunction(fn):
-      continue
-    params = inspect.signature(fn).parameters
+    params = inspect.signature(getattr(mf, name)).parameters
     if "sigma_b2" in params or "sigma_w2" in params:
       assert "network" in params, name
+  assert sorted(n for n in names if _takes_a_network(n)) == sorted(_CALLS)
+
+
+# A Network is one grid point; these need 1-D grids of variances, so a Network cannot call them.
+_GRID_ONLY = pytest.mark.xfail(raises=ValueError, strict=True,
+                               reason="needs 1-D grids of sigma_w2, sigma_b2; a Network holds one")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=_GRID_ONLY) if n in (
+    "phase_diagram", "conv_phase_diagram") else n for n in sorted(_CALLS)])
+def test_a_network_call_equals_the_keyword_call_for_every_variant(name):
+  """Each function called with a Network (plain, and with every variant field it covers set)
+  gives what the keyword call with the same fields gives; a variant it does not cover raises."""
+  fn = getattr(mf, name)
+  args, kwargs = _CALLS[name]
+  params = inspect.signature(fn).parameters
+  covered = {k: v for k, v in _VARIANT_VALUES.items() if k in params}
+  base = _NET.replace(**next((v for p, v in _OWN_VARIANT.items() if name.startswith(p)), {}))
+  by_keyword = params["network"].kind == inspect.Parameter.KEYWORD_ONLY
+
+  def call(net):
+    return fn(*args, network=net, **kwargs) if by_keyword else fn(net, *args, **kwargs)
+
+  with jax.enable_x64(True):
+    for net in [base] + ([base.replace(**covered)] if covered else []):
+      _assert_same(call(net), fn(*args, **_fields(fn, net), **kwargs), f"{name} {net.variants}")
+    for k, v in _VARIANT_VALUES.items():
+      if k not in covered:
+        with pytest.raises(ValueError, match=f"{k}=.*which `{name}` does not cover"):
+          call(base.replace(**{k: v}))
 
 
 def test_a_supported_variant_is_passed_through():
