@@ -107,8 +107,10 @@ def _series_coefficients(act: Activation, integrand: str, dtype_name: str
     return float(p - m) if kinked and big else 0.0
 
   c0 = (g0p + g0m) / 2
-  # g continuous at 0: its value there exactly (not g(+-t), off by O(t))
-  if kinked and jump(g0p, g0m) == 0:
+  # g continuous at 0: its value there exactly (not g(+-t), off by O(t)), unless autodiff's
+  # value at the kink itself disagrees with both sides (jnp.minimum's tie rule halves the
+  # slope of ELU's expm1(min(x, 0)) at 0): then the one-sided limit is the value
+  if kinked and jump(g0p, g0m) == 0 and jump(g_zero, c0) == 0:
     c0 = g_zero
   return (float(c0), jump(g1p, g1m) / np.sqrt(2 * np.pi), float((g2p + g2m) / 4),
           jump(g3p, g3m) / (3 * np.sqrt(2 * np.pi)), float((g4p + g4m) / 16))

@@ -174,3 +174,18 @@ def test_depth_beyond_a_scan_length_is_refused():
              lambda d: mf.finite_width_jacobian(depth=d, width=64, **kw)):
     with pytest.raises(ValueError, match=r"`depth` must be an integer in \[1, 2147483647\]"):
       fn(10 ** 12)
+
+
+@pytest.mark.parametrize("name,slope_at_zero", [("elu", 1.0), ("tanh", 1.0), ("relu", 0.5 ** 0.5)])
+def test_chi_1_at_zero_length_is_the_limit_of_the_slope(name, slope_at_zero, x64):
+  # q* = 0 (sigma_b2 = 0, ordered): chi_1 is sigma_w2 times the limit of E[phi'(sqrt(q) z)^2]
+  # as q -> 0+, which is phi'(0)^2 where phi' is continuous (ELU's slope is 1 on both sides;
+  # autodiff at the kink itself gives 1/2 through jnp.minimum's tie rule) and the mean of the
+  # one-sided squares at ReLU's jump.
+  sigma_w2 = 0.8
+  assert float(mf.q_star(sigma_w2=sigma_w2, sigma_b2=0.0, activation=name)) == 0.0
+  chi = float(mf.chi_1(sigma_w2=sigma_w2, sigma_b2=0.0, activation=name))
+  np.testing.assert_allclose(chi, sigma_w2 * slope_at_zero ** 2, rtol=1e-12)
+  # and it is the limit: the slope at a small positive length is next to it
+  near = float(mf.q_map_slope(1e-10, sigma_w2=sigma_w2, sigma_b2=0.0, activation=name))
+  assert abs(chi - near) < 1e-4
