@@ -134,8 +134,15 @@ def _q_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> FixedP
   # the q-map is the identity (ReLU at (2, 0), linear at (1, 0)): every q is fixed; q* = 0,
   # the one reached from small lengths and the limit from the ordered side.
   identity = ~found & jnp.all(values == 0, axis=-1)
+  # F = 0 to rounding at every length up to the sign change, with F(0) = 0 (hard_tanh at
+  # (1, 0); leaky ReLU on its critical line at sigma_b2 = 0): every small length is fixed
+  # to rounding, and the length falls to q* = 0 (slower than any depth resolves), the same
+  # rule as meanfield.critical_init's (meanfield._critical.reached_length).
+  tol = np.sqrt(np.finfo(dtype).eps)
+  flat = found & (f_zero == 0) & jnp.all((ladder_ > lo[..., None])
+                                         | (jnp.abs(values) <= tol * ladder_), axis=-1)
   # no sign change up to the top of the ladder: the length diverges.
-  value = jnp.where(found, x, jnp.where(identity, 0, jnp.inf))
+  value = jnp.where(found & ~flat, x, jnp.where(identity | flat, 0, jnp.inf))
   value = jnp.where(jnp.isnan(f_zero), jnp.nan, value)
   converged = jnp.where(found, done, ~jnp.isnan(f_zero))
   live = lambda q: length_map(act, sigma_w2, sigma_b2, q) - q

@@ -276,3 +276,19 @@ def test_eager_and_traced_calls_agree_where_the_series_needs_quadrature(x64):
   np.testing.assert_allclose(eager.value, traced.value, rtol=1e-12)
   np.testing.assert_allclose(eager_chi, traced_chi, rtol=1e-12)
   assert 0 < float(eager.value[1]) < float(eager.value[0]) < 1
+
+
+def test_lengths_fixed_to_rounding_fall_to_zero_as_critical_init_says(x64):
+  # hard_tanh at (1, 0): E[clip(sqrt(q) z)^2] < q for every q > 0, by less than rounding
+  # below q ~ 0.02; leaky ReLU on its critical line at sigma_b2 = 0 is linear on lengths.
+  # q_star gives the limit the length falls to, 0, as critical_init does (it gave 0.01 and
+  # 1e-11, where F first rounded below 0).
+  from meanfield.activations import LEAKY_RELU_SLOPE
+  for name, sigma_w2 in [("hard_tanh", 1.0), ("leaky_relu", 2 / (1 + LEAKY_RELU_SLOPE ** 2))]:
+    assert float(mf.q_star(sigma_w2=sigma_w2, sigma_b2=0.0, activation=name)) == 0.0
+    assert float(mf.critical_init(name, sigma_b2=0.0).q_star) == 0.0
+  # a genuine fixed point above a flat start stays: hard_tanh at sigma_w2 = 1.1 (F > 0 below it)
+  q = float(mf.q_star(sigma_w2=1.1, sigma_b2=0.0, activation="hard_tanh"))
+  assert q > 0.2
+  np.testing.assert_allclose(float(mf.q_map(q, sigma_w2=1.1, sigma_b2=0.0, activation="hard_tanh")),
+                             q, rtol=1e-10)
