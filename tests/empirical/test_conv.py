@@ -205,3 +205,32 @@ def test_delta_orthogonal_reinit_names_the_layer_and_the_condition():
   with pytest.raises(ValueError, match=r"layer narrow .*in_channels <= out_channels.*"
                                        r"in_channels 8 > out_channels 4"):
     empirical.reinit(Model(nnx.Rngs(0)), init, key=jax.random.key(1))
+
+
+def test_layer_lengths_and_jacobian_of_one_cnn():
+  # conv_layer_q is the mean square of conv_forward's pre-activations per layer (over a
+  # batch of two), and
+  # conv_jacobian is d phi(h^L) / dx, checked against a finite difference along one direction.
+  p = conv.conv_params(jax.random.key(0), in_channels=2, width=3, depth=2, kernel_size=3,
+                       sigma_w2=1.5, sigma_b2=0.1)
+  x = jax.random.normal(jax.random.key(1), (5, 2))
+  h = np.asarray(conv.conv_forward(p, x, activation="tanh"))
+  x2 = jax.random.normal(jax.random.key(3), (5, 2))
+  h2 = np.asarray(conv.conv_forward(p, x2, activation="tanh"))
+  np.testing.assert_allclose(np.asarray(conv.conv_layer_q(p, jnp.stack([x, x2]), activation="tanh")),
+                             (np.mean(h ** 2, axis=(1, 2)) + np.mean(h2 ** 2, axis=(1, 2))) / 2,
+                             rtol=1e-6)
+  j = np.asarray(conv.conv_jacobian(p, x, activation="tanh"))
+  assert j.shape == (5 * 3, 5 * 2)
+  v = np.asarray(jax.random.normal(jax.random.key(2), (5, 2)))
+  eps = 1e-2
+  out = lambda x_: np.tanh(np.asarray(conv.conv_forward(p, x_, activation="tanh"))[-1]).ravel()
+  central = (out(x + eps * v) - out(x - eps * v)) / (2 * eps)
+  # float32 central difference: truncation O(eps^2) and rounding O(1e-7 / eps)
+  np.testing.assert_allclose(j @ v.ravel(), central, atol=2e-3)
+
+
+def test_kernel_init_names_are_the_schemes_and_their_delta_forms():
+  names = conv.kernel_init_names()
+  assert "gaussian" in names and "delta_orthogonal" in names
+  assert all(conv.kernel_init(n).delta == n.startswith("delta_") for n in names)

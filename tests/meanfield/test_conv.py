@@ -229,3 +229,14 @@ def test_validation_of_covariance_and_sizes():
   with pytest.raises(ValueError, match=r"`spatial_size`"):
     conv.conv_fixed_point(sigma_w2=np.linspace(1, 2, 10**4), sigma_b2=0.05, activation="tanh",
                           spatial_size=200)
+
+
+def test_phase_diagram_is_the_depth_scales_on_a_grid():
+  # The cheap default-tier sibling of the 64-bit check above: ReLU (closed forms), float32.
+  sw, sb = np.array([1.5, 2.5], np.float32), np.array([0.1], np.float32)
+  ds = conv.conv_phase_diagram(sigma_w2=sw, sigma_b2=sb, activation="relu", kernel_size=3,
+                               spatial_size=4)
+  assert ds.xi_c_mode.dims[:2] == ("sigma_w2", "sigma_b2")
+  direct = conv.conv_depth_scales(sigma_w2=sw[:, None], sigma_b2=sb[None, :], activation="relu",
+                                  kernel_size=3, spatial_size=4)
+  np.testing.assert_allclose(ds.xi_c_mode.values, np.asarray(direct.xi_c), rtol=1e-5)

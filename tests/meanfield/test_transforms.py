@@ -202,3 +202,11 @@ def test_activation_without_slope_is_refused():
              lambda: meanfield.tat_transform(jnp.sign, depth=10)):
     with pytest.raises(ValueError, match="`activation`.*derivative is zero almost everywhere"):
       fn()
+
+
+def test_mlp_subnet_max_composes_depth_times():
+  m = meanfield.mlp_subnet_max(3)
+  r = lambda x: 2 * x + 1
+  assert m(1.0, r) == r(r(r(1.0)))
+  with pytest.raises(ValueError, match="depth"):
+    meanfield.mlp_subnet_max(0)
