@@ -137,8 +137,14 @@ _GRID_ONLY = pytest.mark.xfail(raises=ValueError, strict=True,
                                reason="needs 1-D grids of sigma_w2, sigma_b2; a Network holds one")
 
 
+# jacobian_spectrum's densities compile for 40 s in 64-bit: slow tier (the same Network path
+# stays in the default tier with jacobian_spectrum_edge and jacobian_moments).
+_SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=_GRID_ONLY) if n in (
-    "phase_diagram", "conv_phase_diagram") else n for n in sorted(_CALLS)])
+    "phase_diagram", "conv_phase_diagram") else pytest.param(n, marks=_SLOW)
+    if n == "jacobian_spectrum" else n for n in sorted(_CALLS)])
 def test_a_network_call_equals_the_keyword_call_for_every_variant(name):
   """Each function called with a Network (plain, and with every variant field it covers set)
   gives what the keyword call with the same fields gives; a variant it does not cover raises."""
