@@ -238,44 +238,43 @@ def _roofline(report: _common.Report, timings: dict, *, peak: float, rate: float
   return bounds
 
 
+def _compare_loop(report: _common.Report, label: str, measured, *, grid, indep, target: float,
+                  roofline_s: float, loop_n: int, n_grid: int, seeds: int) -> None:
+  """One loop's timing on ``loop_n`` networks, extrapolated to the grid and to ``seeds``
+  independent networks, and compared with the sweep."""
+  full = report.add_timing(measured.scaled(
+      n_grid / loop_n, name=f"{label} loop, extrapolated to {n_grid}",
+      note=f"time per network over {loop_n} networks x {n_grid}"))
+  report.metric(f"{label} loop: networks/s", loop_n / measured.median_s, unit="1/s")
+  report.compare(f"{label} loop / empirical.sweep ({n_grid} networks, grid)", full, grid,
+                 note=_target_note(target, full, grid, roofline_s))
+  report.compare(f"{label} loop / empirical.sweep (independent weights)",
+                 report.add_timing(measured.scaled(
+                     seeds / loop_n, name=f"{label} loop, extrapolated to {seeds}",
+                     note=f"time per network over {loop_n} networks x {seeds}")), indep,
+                 note="per network, both drawing every network's weights")
+
+
 def _loops(report: _common.Report, torch, x, *, grid, indep, bounds: dict, sigma_w2,
            width: int, depth: int, seeds: int, loop_n: int, n_grid: int, repeats: int) -> None:
   """The Flax and PyTorch loops on ``loop_n`` networks, extrapolated and compared with the sweep."""
   networks = [(sigma_w2[i % len(sigma_w2)], i) for i in range(loop_n)]
   loop_kw = dict(width=width, depth=depth, sigma_b2=SIGMA_B2)
-  flax_t = report.time_call(lambda: flax_loop(networks, x, **loop_kw),
-                            name=f"Flax nnx loop, {loop_n} networks", repeats=repeats,
-                            note="measured; first call compiles the jitted statistics")
-  flax_full = report.add_timing(flax_t.scaled(
-      n_grid / loop_n, name=f"Flax nnx loop, extrapolated to {n_grid}",
-      note=f"time per network over {loop_n} networks x {n_grid}"))
-  report.metric("Flax loop: networks/s", loop_n / flax_t.median_s, unit="1/s")
-  report.compare(f"Flax loop / empirical.sweep ({n_grid} networks, grid)", flax_full, grid,
-                 note=_target_note(30, flax_full, grid, bounds["grid"]))
-  report.compare("Flax loop / empirical.sweep (independent weights)",
-                 report.add_timing(flax_t.scaled(
-                     seeds / loop_n, name=f"Flax loop, extrapolated to {seeds}",
-                     note=f"time per network over {loop_n} networks x {seeds}")), indep,
-                 note="per network, both drawing every network's weights")
+  compare = functools.partial(_compare_loop, report, grid=grid, indep=indep,
+                              roofline_s=bounds["grid"], loop_n=loop_n, n_grid=n_grid, seeds=seeds)
+  compare("Flax", report.time_call(lambda: flax_loop(networks, x, **loop_kw),
+                                   name=f"Flax nnx loop, {loop_n} networks", repeats=repeats,
+                                   note="measured; first call compiles the jitted statistics"),
+          target=30)
   if torch is None:
     report.metric("PyTorch loop skipped", 0, note="torch is not installed "
                   "(pip install 'meanfield-empirical[bench]')")
     print("  PyTorch loop skipped: torch is not installed (pip install '.[bench]')")
     return
-  torch_t = report.time_call(lambda: torch_loop(torch, networks, x, **loop_kw),
-                             name=f"PyTorch loop, {loop_n} networks", repeats=repeats,
-                             note=f"measured, CPU, {torch.get_num_threads()} threads")
-  torch_full = report.add_timing(torch_t.scaled(
-      n_grid / loop_n, name=f"PyTorch loop, extrapolated to {n_grid}",
-      note=f"time per network over {loop_n} networks x {n_grid}"))
-  report.metric("PyTorch loop: networks/s", loop_n / torch_t.median_s, unit="1/s")
-  report.compare(f"PyTorch loop / empirical.sweep ({n_grid} networks, grid)", torch_full, grid,
-                 note=_target_note(10, torch_full, grid, bounds["grid"]))
-  report.compare("PyTorch loop / empirical.sweep (independent weights)",
-                 report.add_timing(torch_t.scaled(
-                   seeds / loop_n, name=f"PyTorch loop, extrapolated to {seeds}",
-                   note=f"time per network over {loop_n} networks x {seeds}")), indep,
-                 note="per network, both drawing every network's weights")
+  compare("PyTorch", report.time_call(lambda: torch_loop(torch, networks, x, **loop_kw),
+                                      name=f"PyTorch loop, {loop_n} networks", repeats=repeats,
+                                      note=f"measured, CPU, {torch.get_num_threads()} threads"),
+          target=10)
 
 
 def run(*, quick: bool = False) -> _common.Report:
