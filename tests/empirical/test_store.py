@@ -70,13 +70,18 @@ def _times(factor):
   return compute
 
 
-def test_two_specs_on_one_fresh_store_one_wins(tmp_path, monkeypatch):
-  store = str(tmp_path / "store")
+def _race_two_specs(store, monkeypatch):
+  """Two runs with different specs open one fresh store at once; their results or errors."""
   _both_look_first(monkeypatch)
-  out = _in_threads(*[
+  return _in_threads(*[
       lambda f=f: engine.run_chunked(_times(f), 2, chunk_size=1, store=store,
                                      spec={"factor": f}, progress=False)
       for f in (2, 3)])
+
+
+def test_two_specs_on_one_fresh_store_one_wins(tmp_path, monkeypatch):
+  store = str(tmp_path / "store")
+  out = _race_two_specs(store, monkeypatch)
   errors = [r for r in out if isinstance(r, Exception)]
   assert len(errors) == 1, out
   assert isinstance(errors[0], ValueError)
@@ -93,11 +98,7 @@ def test_without_hard_links_one_spec_still_wins(tmp_path, monkeypatch):
     raise OSError(errno.EPERM, os.strerror(errno.EPERM))
   monkeypatch.setattr(os, "link", no_links)      # e.g. a FAT or SMB mount
   store = str(tmp_path / "store")
-  _both_look_first(monkeypatch)
-  out = _in_threads(*[
-      lambda f=f: engine.run_chunked(_times(f), 2, chunk_size=1, store=store,
-                                     spec={"factor": f}, progress=False)
-      for f in (2, 3)])
+  out = _race_two_specs(store, monkeypatch)
   assert sum(isinstance(r, ValueError) and "factor: stored" in str(r) for r in out) == 1, out
   assert not glob.glob(os.path.join(store, ".tmp-*"))
 
