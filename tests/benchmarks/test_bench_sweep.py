@@ -28,6 +28,7 @@ def _first_layer_q_expected(x) -> tuple[float, float]:
   return q1, q1 * math.sqrt(2.0 / WIDTH)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", ["flax", "torch"])
 def test_user_loops_measure_the_first_layer_length(loop):
   x = empirical.make_inputs(jax.random.key(5), n_inputs=16, in_features=WIDTH)

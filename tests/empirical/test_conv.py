@@ -12,6 +12,7 @@ import meanfield
 from empirical import conv
 
 
+@pytest.mark.slow
 def test_pure_forward_equals_flax_circular_conv(x64):
   p = conv.conv_params(jax.random.key(0), in_channels=2, width=8, depth=3, kernel_size=5,
                        init="gaussian", sigma_w2=1.3, sigma_b2=0.1)
@@ -22,6 +23,7 @@ def test_pure_forward_equals_flax_circular_conv(x64):
                              atol=1e-12)
 
 
+@pytest.mark.slow
 def test_kernel_schemes(x64):
   p = conv.conv_params(jax.random.key(0), in_channels=16, width=16, depth=2, kernel_size=3,
                        init="delta_orthogonal", sigma_w2=1.3)
@@ -41,6 +43,7 @@ def test_kernel_schemes(x64):
     conv.conv_params(jax.random.key(0), in_channels=1, width=4, depth=2, kernel_size=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init", ["gaussian", "delta_orthogonal"])
 def test_covariance_modes_and_gradients_against_theory(x64, init):
   # 32 networks of width 128, erf (closed-form K), n = 8 positions, 5 layers. Each network's
@@ -80,6 +83,7 @@ def test_covariance_modes_and_gradients_against_theory(x64, init):
   assert np.all(np.abs(ratio / chi - 1) <= 4.5 * (rel[:-1] + rel[1:]))
 
 
+@pytest.mark.slow
 def test_delta_orthogonal_jacobian_is_orthogonal_mlp_per_position(x64):
   # A linear delta-orthogonal CNN with sigma_w2 = 1 is exactly orthogonal: all singular values 1.
   sv = conv.conv_singular_values(jax.random.key(0), activation="linear", width=8,
@@ -110,6 +114,7 @@ def _counting_programs(monkeypatch) -> list[int]:
   return computed
 
 
+@pytest.mark.slow
 def test_sweep_grid_chunks_and_store_resume(tmp_path, monkeypatch):
   # The engine's contract for conv_sweep: a list makes a dimension (layers beyond a depth are
   # nan); each network comes from its own key, so an item of a padded chunk of 4 equals the
@@ -193,6 +198,7 @@ def test_validation_of_singular_values_and_sweep_inputs():
     conv.conv_sweep(key, np.zeros((0, 2), np.float32), width=2, depth=1, n_seeds=1)
 
 
+@pytest.mark.slow
 def test_delta_orthogonal_reinit_names_the_layer_and_the_condition():
   from flax import nnx
 
@@ -228,6 +234,35 @@ def test_layer_lengths_and_jacobian_of_one_cnn():
   central = (out(x + eps * v) - out(x - eps * v)) / (2 * eps)
   # float32 central difference: truncation O(eps^2) and rounding O(1e-7 / eps)
   np.testing.assert_allclose(j @ v.ravel(), central, atol=2e-3)
+
+
+def test_module_logits_statistics_and_modes_of_one_small_cnn():
+  # The Flax module holds the same network as conv_forward; conv_logits pools phi(h^L) over
+  # positions before the readout; conv_measure's covariance is h^l h^l^T / C with q its
+  # mean diagonal, and grad_h the norm of d(r . phi(h^L))/dh^l; spatial_modes of a circulant
+  # matrix M[a, b] = m(b - a) puts m on the zero frequency and nothing elsewhere.
+  p = conv.conv_params(jax.random.key(0), in_channels=2, width=3, depth=2, kernel_size=3,
+                       sigma_w2=1.5, sigma_b2=0.1)
+  x = jax.random.normal(jax.random.key(1), (5, 2))
+  h = np.asarray(conv.conv_forward(p, x, activation="tanh"))                # (L, n, C)
+  np.testing.assert_allclose(np.asarray(conv.CNN(p, activation="tanh")(x[None])[0]), h[-1],
+                             atol=1e-5)
+  w_out, b_out = np.ones((3, 2), np.float32), np.array([0.5, -0.5], np.float32)
+  logits = np.asarray(conv.conv_logits(p._replace(w_out=w_out, b_out=b_out), x[None]))
+  np.testing.assert_allclose(logits[0], np.tanh(h[-1]).mean(0) @ w_out + b_out, rtol=1e-5)
+  r = np.asarray(jax.random.normal(jax.random.key(2), (5, 3)))
+  stats = conv.conv_measure(p, x, r, activation="tanh")
+  cov = np.einsum("lac,lbc->lab", h, h) / 3
+  np.testing.assert_allclose(np.asarray(stats.covariance), cov, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(np.asarray(stats.q), np.einsum("laa->l", cov) / 5, rtol=1e-5)
+  # The last layer's gradient: d(r . tanh(h^L))/dh^L = r (1 - tanh^2 h^L).
+  np.testing.assert_allclose(float(stats.grad_h[-1]),
+                             np.linalg.norm(r * (1 - np.tanh(h[-1]) ** 2)), rtol=1e-5)
+  m = np.arange(1.0, 6.0)
+  circulant = m[(np.arange(5)[None, :] - np.arange(5)[:, None]) % 5]
+  modes = np.asarray(conv.spatial_modes(circulant))          # a float32 FFT of entries <= 5
+  np.testing.assert_allclose(modes[0], m, atol=1e-5)
+  np.testing.assert_allclose(modes[1:], 0, atol=1e-5)
 
 
 def test_kernel_init_names_are_the_schemes_and_their_delta_forms():

@@ -21,6 +21,7 @@ def digits():
   return data_lib.load_digits(key=KEY)
 
 
+@pytest.mark.slow
 def test_two_dimensional_forward_equals_flax_circular_conv():
   p = conv.conv_params(jax.random.key(0), in_channels=2, width=4, depth=2, kernel_size=3,
                        init="gaussian", sigma_w2=1.3, sigma_b2=0.1, dtype=jnp.float32)
@@ -43,6 +44,7 @@ def test_two_dimensional_forward_equals_flax_circular_conv():
   np.testing.assert_allclose(centre @ centre.T, 2.0 * np.eye(4), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cnn_trains_above_chance_and_reruns_bitwise(digits):
   run = lambda: empirical.train(
       KEY, data=digits, architecture="conv", init=["delta_orthogonal", "gaussian"],
@@ -64,6 +66,7 @@ def test_cnn_trains_above_chance_and_reruns_bitwise(digits):
     np.testing.assert_array_equal(ds[name].values, again[name].values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init, footprint", [("delta_orthogonal", "delta"),
                                              ("gaussian", "uniform")])
 def test_initial_lengths_follow_the_covariance_map(digits, init, footprint):

@@ -368,6 +368,7 @@ def test_blobs_separation_and_unit_within_class_variance():
   assert abs(dist2 / separation**2 - 1) < 5 * math.sqrt(2 / d)
 
 
+@pytest.mark.slow
 def test_blobs_same_numbers_in_both_precisions():
   b32 = data.gaussian_blobs(key=KEY, n_samples=20, n_features=4)
   with jax.enable_x64(True):
@@ -400,6 +401,7 @@ X = jnp.arange(N * 2, dtype=jnp.float32).reshape(N, 2)
 Y = jnp.arange(N, dtype=jnp.int32)
 
 
+@pytest.mark.slow
 def test_sample_batch_jits_and_vmaps_over_keys():
   sample = jax.jit(functools.partial(data.sample_batch, batch_size=8),
                    static_argnames="replace")

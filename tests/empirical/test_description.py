@@ -44,6 +44,7 @@ def test_parametrised_schemes_name_their_law():
   assert inits.constant(0.5).law is None
 
 
+@pytest.mark.slow
 def test_network_fills_the_keywords_bitwise():
   by_net = empirical.sweep(KEY, network=NET, **TINY)
   by_kw = empirical.sweep(KEY, activation="tanh", sigma_w2=1.5, sigma_b2=0.1, depth=2,
@@ -54,6 +55,7 @@ def test_network_fills_the_keywords_bitwise():
   assert back.dims == () and back.item() == NET.replace(init=inits.init("gaussian"))
 
 
+@pytest.mark.slow
 def test_networks_of_a_grid_and_of_presets():
   ds = empirical.sweep(KEY, activation="relu", init=["he_normal", "lecun_normal"], width=4,
                        depth=2, **TINY)
@@ -114,6 +116,7 @@ def test_networks_needs_a_custom_activation_again():
   assert net.phi.name == "erf"
 
 
+@pytest.mark.slow
 def test_networks_of_spectra_have_the_dataset_coordinates():
   ds = empirical.jacobian_spectra(KEY, activation="tanh", width=4, depth=[1, 2],
                                   sigma_w2=[1.0, 2.0], n_seeds=1, q=1.0, progress=False)

@@ -46,6 +46,7 @@ def _sweep_weights_factory(sigma_w2):
   return factory
 
 
+@pytest.mark.slow
 def test_mlp_matches_sweep_on_the_same_weights():
   sigma_w2 = 1.5
   x = jax.random.normal(jax.random.key(1), (BATCH, IN))
@@ -217,6 +218,7 @@ def resmlp():
   return factory, x, empirical.diagnose(factory, x, key=KEY, n_seeds=2, n_projections=4)
 
 
+@pytest.mark.slow
 def test_residual_mlp_with_layernorm(resmlp):
   factory, x, ds = resmlp
   assert list(ds["name"].values) == ["embed"] + [
@@ -231,6 +233,7 @@ def test_residual_mlp_with_layernorm(resmlp):
   assert np.all((zero > 0.2) & (zero < 0.8))
 
 
+@pytest.mark.slow
 def test_partial_jacobian_against_the_exact_one(resmlp):
   """J^{l0,l} by random JVPs against (1/N)||dh^l/dh^l0||_F^2 from jax.jacfwd."""
   factory, x, ds = resmlp
@@ -256,6 +259,7 @@ def test_partial_jacobian_against_the_exact_one(resmlp):
     assert abs(got - exact) < 4 * sd, (layer, got, exact, sd)
 
 
+@pytest.mark.slow
 def test_small_cnn():
   x = jax.random.normal(jax.random.key(4), (4, 10, 10, 1))
   factory = lambda rngs: CNN(rngs=rngs)                                    # noqa: E731
@@ -268,6 +272,7 @@ def test_small_cnn():
     assert _rel(ds["q"].values[seed], _by_hand_q(factory, x, seed)) < RTOL_SAME
 
 
+@pytest.mark.slow
 def test_transformer_block():
   x = jax.random.normal(jax.random.key(5), (4, 5, 8))          # (batch, tokens, features)
   factory = lambda rngs: Transformer(8, 2, 1, rngs=rngs)                   # noqa: E731
@@ -306,6 +311,7 @@ class LinenMLP(nn.Module):
     return x
 
 
+@pytest.mark.slow
 def test_linen_module_and_init_apply_pair_agree():
   x = jax.random.normal(jax.random.key(6), (4, 8))
   module = LinenMLP()
@@ -379,6 +385,7 @@ def test_unusable_models_are_named(model, match):
     empirical.diagnose(model, jnp.ones((6, 8)), key=KEY, n_seeds=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_seeds", [1, 3])
 def test_a_factory_that_ignores_its_rngs_is_refused(n_seeds):
   # Every seed would be the same network, measured as if independent.
@@ -399,6 +406,7 @@ class _Normed(nnx.Module):
     return jnp.tanh(self.norm(x))
 
 
+@pytest.mark.slow
 def test_a_model_without_random_parameters_is_measured():
   # Deterministic parameters (LayerNorm's ones and zeros) are no sign of ignored rngs.
   ds = empirical.diagnose(_Normed, jnp.arange(48.0).reshape(6, 8), key=KEY, n_seeds=2,
@@ -416,6 +424,7 @@ def test_sizes_are_checked_before_any_work():
     empirical.diagnose(_resmlp_factory, jnp.ones((6, 8)), key=KEY, memory_budget=0)
 
 
+@pytest.mark.slow
 def test_seeds_are_measured_in_chunks_that_fit_the_budget(monkeypatch):
   # A budget of two networks: five seeds in chunks of two, each network's numbers those
   # of the one-chunk run (the same program on the same parameters and keys).

@@ -41,6 +41,7 @@ def _spread_bound(layers):
   return np.sqrt(per_layer * (DEPTH - layers + 2) / N)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stat", ["grad_h", "grad_w"])
 def test_dropout_gradient_norms_follow_theory(dropout, stat):
   ds, th = dropout

@@ -28,6 +28,9 @@ def test_weights_and_biases_come_from_their_named_streams():
   same(std.w[0], scheme.standard(jax.random.fold_in(kw, 2), (4, 4), jnp.float32))
   same(std.w_out, scheme.standard(jax.random.fold_in(kw, 3), (4, 2), jnp.float32))
   same(std.b_in, jax.random.normal(jax.random.fold_in(kb, 1), (4,)))
+  # Network i of a sweep (or of any driver) draws from fold_in(key, i).
+  np.testing.assert_array_equal(jax.random.key_data(models.network_key(k, 5)),
+                                jax.random.key_data(jax.random.fold_in(k, 5)))
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]

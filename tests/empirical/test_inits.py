@@ -37,6 +37,7 @@ def _draw(scheme, sigma_w2=None, shape=(FAN_IN, FAN_OUT)):
   return np.asarray(s.initializer(sigma_w2 if s.uses_sigma_w2 else None)(KEY, shape))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED_VARIANCE))
 def test_variance_matches_definition(name):
   w = _draw(name, SIGMA_W2)
@@ -66,6 +67,7 @@ def test_truncated_normal_cut_at_two_std_before_rescaling():
   assert np.max(np.abs(w)) <= 2 * std_before * (1 + 1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(128, 128), (200, 100), (100, 200)])
 def test_orthogonal(shape):
   w = _draw("orthogonal", SIGMA_W2, shape).astype(np.float64)
@@ -90,6 +92,7 @@ def _haar(shape, m=HAAR_M, dtype=jnp.float32):
   return np.asarray(jax.vmap(lambda k: standard(k, shape, dtype))(keys)).astype(np.float64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [pytest.param((256, 256), marks=pytest.mark.slow),
                                    (80, 33), (33, 80), (1, 1)])
 def test_haar_draw_is_orthonormal_to_rounding(shape):
@@ -117,6 +120,7 @@ def _entry_cdf(n):
   return lambda x: 0.5 + 0.5 * np.sign(x) * stats.beta.cdf(x * x, 0.5, (n - 1) / 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape, entries", [
     ((HAAR_N, HAAR_N), [(0, 0), (79, 79), (5, 70), (70, 5), (40, 41)]),
     ((HAAR_N, 30), [(0, 0), (79, 29)]),
@@ -151,6 +155,7 @@ def test_haar_trace_moments():
   assert abs(sign.mean()) < 5 / math.sqrt(HAAR_M)
 
 
+@pytest.mark.slow
 def test_haar_draw_under_vmap_is_the_single_draw():
   # A batch of one (a sweep's group of one network on the CPU) is drawn as a
   # single matrix, bit for bit; larger batches agree to rounding.

@@ -45,6 +45,7 @@ def _network_fn(w, b):
   return f
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gaussian", "orthogonal"])
 def test_jacobian_is_autodiff_jacobian(x64, kind):
   w, b, x = _small(jnp.float64, kind)
@@ -54,6 +55,7 @@ def test_jacobian_is_autodiff_jacobian(x64, kind):
   np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_forward_and_dtype_preserved():
   w, b, x = _small(jnp.float32)
   out, d = jac.output_and_derivatives(w, b, x, activation="tanh")
@@ -64,6 +66,7 @@ def test_forward_and_dtype_preserved():
   assert jac.singular_values(w, b, x, activation="tanh").dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_singular_values_at_several_depths_match_prefix_networks(x64):
   w, b, x = _small(jnp.float64)
   got = jac.singular_values(w, b, x, activation="tanh", depths=(1, 3, SMALL_DEPTH))
@@ -93,6 +96,7 @@ def test_moment_estimates_within_their_standard_errors(x64, kind):
   np.testing.assert_allclose(err, predicted, rtol=0.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gaussian", "orthogonal"])
 def test_lanczos_largest_singular_value(x64, kind):
   w, b, x = _small(jnp.float64, kind)
@@ -107,6 +111,7 @@ def test_lanczos_largest_singular_value(x64, kind):
   assert errors[0] < 1e-3 * sv[0]
 
 
+@pytest.mark.slow
 def test_lanczos_full_space_is_exact(x64):
   w, b, x = _small(jnp.float64, "orthogonal")
   sv = np.asarray(jac.singular_values(w, b, x, activation="tanh"))
@@ -115,6 +120,7 @@ def test_lanczos_full_space_is_exact(x64):
   np.testing.assert_allclose(sigmas, [sv[0], sv[-1]], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_input_is_at_the_fixed_point_length():
   # Fed through a critical tanh layer, x^0 = tanh(sqrt(q*) z) gives
   # pre-activations of length q*; width-N estimate: relative spread sqrt(2/N),
@@ -166,6 +172,7 @@ def _spectra(**kw):
   return jac.jacobian_spectra(jax.random.key(0), **args)
 
 
+@pytest.mark.slow
 def test_spectra_dataset_layout_and_values(x64, tmp_path):
   ds = _spectra(chunk_size=2, init=["orthogonal"])
   assert ds.singular_values.dims == ("init", "depth", "sigma_w2", "seed", "index")
@@ -204,6 +211,7 @@ def test_spectra_dataset_layout_and_values(x64, tmp_path):
   np.testing.assert_array_equal(resumed.singular_values, again.singular_values)
 
 
+@pytest.mark.slow
 def test_projection_dataset_agrees_with_svd(x64):
   ds = _spectra(init="gaussian", sigma_w2=[1.7610], q=Q_STAR)
   est = _spectra(init="gaussian", sigma_w2=[1.7610], q=Q_STAR, method="projection",
@@ -354,11 +362,13 @@ def _check_moments(ds, weights, depth):
     assert abs(values.mean() - float(target)) < bound, (name, values, float(target), bound)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights, depth", CASES)
 def test_moments_match_theory(spectra_default, weights, depth):
   _check_moments(spectra_default, weights, depth)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights, depth", DEFAULT_DENSITY_CASES)
 def test_density_matches_theory(spectra_default, weights, depth):
   # The criterion is 5% in L1 at width 1000 (the slow test below).
@@ -414,6 +424,7 @@ def test_top_eigenvalue_at_width_1000_is_the_edge_less_its_tracy_widom_shift(x64
   assert abs(lam_1.mean() - expected) < bound, (lam_1, lam_max, expected, bound)
 
 
+@pytest.mark.slow
 def test_spectra_of_huge_jacobians_in_float32():
   # ReLU, sigma_w2 = 256, width 64: sigma_max is about 2e11 at depth 10 and 4e32
   # at depth 30 (its square, 1e65, is beyond float32). Lanczos works on the
@@ -438,6 +449,7 @@ def test_spectra_of_huge_jacobians_in_float32():
     assert ds.first_nonfinite.dims == ds.sigma_max.dims
 
 
+@pytest.mark.slow
 def test_lanczos_stops_at_an_invariant_subspace(x64):
   # A deep ReLU Jacobian has low rank: Lanczos meets an invariant Krylov space
   # long before 48 steps. Going on from the rounding noise made T differ from
@@ -467,6 +479,7 @@ def test_spectra_bad_store_and_dtype(tmp_path):
     _spectra(activation=math.tanh)
 
 
+@pytest.mark.slow
 def test_q_star_zero_uses_the_limit_from_above():
   # ReLU at the He point: meanfield's q* is 0 (every length is fixed); inputs of length 0
   # would give all-zero Jacobians. The limit q -> 0+ of a scale-free network: at the He

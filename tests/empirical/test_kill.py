@@ -12,6 +12,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 import empirical
 
@@ -38,6 +39,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_is_bitwise_uninterrupted(tmp_path):
   store = tmp_path / "store"
   script = tmp_path / "child.py"

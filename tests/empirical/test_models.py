@@ -46,6 +46,7 @@ def _loop_forward(p, x, act, residual=False, norm=None):
   return out, np.stack(hs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("residual,norm", [(False, None), (True, None), (False, "layer"),
                                            (True, "batch")])
 def test_mlp_matches_a_layer_loop(residual, norm):
@@ -61,6 +62,7 @@ def test_mlp_matches_a_layer_loop(residual, norm):
   np.testing.assert_allclose(out, ref_out, rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_params_follow_init_and_key_convention():
   k = jax.random.key(11)
   std = models.standard_params(k, in_features=IN, width=WIDTH, depth=DEPTH, init="gaussian")
@@ -78,6 +80,7 @@ def test_params_follow_init_and_key_convention():
   np.testing.assert_array_equal(model(X), models.forward(p, X, activation="relu")[0])
 
 
+@pytest.mark.slow
 def test_settings_share_one_product():
   # w_scale/b_scale of shape (L, S) run S networks that differ only in scale.
   std = models.standard_params(KEY, in_features=IN, width=WIDTH, depth=DEPTH, init="orthogonal")
@@ -93,6 +96,7 @@ def test_settings_share_one_product():
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_compiled_program_does_not_grow_with_depth():
   def size(depth):
     p = models.standard_params(KEY, in_features=IN, width=WIDTH, depth=depth)
@@ -101,6 +105,7 @@ def test_compiled_program_does_not_grow_with_depth():
   assert size(3) == size(40)
 
 
+@pytest.mark.slow
 def test_trains_with_nnx_optimizer():
   model = models.MLP(IN, WIDTH, DEPTH, activation="relu", init="he_normal", sigma_w2=None,
                      out_features=1, rngs=nnx.Rngs(1))
@@ -121,6 +126,7 @@ def test_trains_with_nnx_optimizer():
   assert model.w[...].shape == (DEPTH - 1, WIDTH, WIDTH)
 
 
+@pytest.mark.slow
 def test_dtype_preserved(x64):
   p = models.standard_params(KEY, in_features=IN, width=WIDTH, depth=DEPTH, dtype=jnp.float64)
   out, _ = models.forward(p, X.astype(jnp.float64), activation="tanh")

@@ -16,23 +16,41 @@ TANH_SIGMA_W2 = [1.0, 1.761, 4.0]
 KAPPA = {"tanh": 2.0, "relu": 5.0}
 
 
+class _Lazy(dict):
+  """Each sweep is run the first time a test asks for it (the default tier asks for one)."""
+
+  def __init__(self, makers):
+    super().__init__()
+    self.makers = makers
+
+  def __missing__(self, name):
+    ds = self.makers[name]()
+    self[name] = ds, overlay.theory(ds)
+    return self[name]
+
+
 @pytest.fixture(scope="module")
 def sweeps():
   common = dict(width=N, depth=DEPTH, n_seeds=SEEDS, n_inputs=2 * PAIRS, in_features=256,
                 q_input=1.0, c_input=0.5, progress=False)
-  tanh = sweep.sweep(jax.random.key(1), activation="tanh", sigma_w2=TANH_SIGMA_W2,
-                     sigma_b2=0.05, **common)
-  relu = sweep.sweep(jax.random.key(2), activation="relu", sigma_w2=[2.0], sigma_b2=0.0,
-                     **common)
-  # Haar weights: W a is uniform on the sphere of radius sqrt(sigma_w2) |a|, so the
-  # weights add no spread of their own to |h|^2, to inner products or to |W^T delta|^2;
-  # the Gaussian bounds below hold with room to spare.
-  # Narrower and fewer (compile and draws cost more); the errors below scale with both.
-  orthogonal = sweep.sweep(jax.random.key(4), activation="tanh", init="orthogonal",
-                           sigma_w2=TANH_SIGMA_W2, sigma_b2=0.05,
-                           **{**common, "width": N // 2, "n_seeds": SEEDS // 2})
-  return {"tanh": (tanh, overlay.theory(tanh)), "relu": (relu, overlay.theory(relu)),
-          "tanh-orthogonal": (orthogonal, overlay.theory(orthogonal))}
+  return _Lazy({
+      "tanh": lambda: sweep.sweep(jax.random.key(1), activation="tanh",
+                                  sigma_w2=TANH_SIGMA_W2, sigma_b2=0.05, **common),
+      "relu": lambda: sweep.sweep(jax.random.key(2), activation="relu", sigma_w2=[2.0],
+                                  sigma_b2=0.0, **common),
+      # Haar weights: W a is uniform on the sphere of radius sqrt(sigma_w2) |a|, so the
+      # weights add no spread of their own to |h|^2, to inner products or to |W^T delta|^2;
+      # the Gaussian bounds below hold with room to spare. Narrower and fewer (compile and
+      # draws cost more); the errors below scale with both.
+      "tanh-orthogonal": lambda: sweep.sweep(
+          jax.random.key(4), activation="tanh", init="orthogonal", sigma_w2=TANH_SIGMA_W2,
+          sigma_b2=0.05, **{**common, "width": N // 2, "n_seeds": SEEDS // 2}),
+  })
+
+
+# The default tier checks tanh with Gaussian weights; ReLU and Haar weights run in the slow tier.
+ACTS = ["tanh", pytest.param("relu", marks=pytest.mark.slow),
+        pytest.param("tanh-orthogonal", marks=pytest.mark.slow)]
 
 
 def _relative_standard_error(kappa, layers, n, seeds):
@@ -50,7 +68,7 @@ def _relative_standard_error(kappa, layers, n, seeds):
   return np.sqrt((2 + kappa) * layers / (n * seeds))
 
 
-@pytest.mark.parametrize("act", ["tanh", "relu", "tanh-orthogonal"])
+@pytest.mark.parametrize("act", ACTS)
 def test_q_follows_theory(sweeps, act):
   kappa = KAPPA[act.split("-")[0]]
   ds, th = sweeps[act]
@@ -65,7 +83,7 @@ def test_q_follows_theory(sweeps, act):
   assert np.all(spread < 2 * se * np.sqrt(seeds))
 
 
-@pytest.mark.parametrize("act", ["tanh", "relu", "tanh-orthogonal"])
+@pytest.mark.parametrize("act", ACTS)
 def test_c_follows_theory(sweeps, act):
   kappa = KAPPA[act.split("-")[0]]
   # A width-N sample correlation has standard deviation (1 - c^2)/sqrt(N) <=
@@ -81,7 +99,7 @@ def test_c_follows_theory(sweeps, act):
   np.testing.assert_allclose(float(ds.c_input), 0.5, atol=1e-6)
 
 
-@pytest.mark.parametrize("act", ["tanh", "relu", "tanh-orthogonal"])
+@pytest.mark.parametrize("act", ACTS)
 def test_gradient_profile_follows_chi(sweeps, act):
   kappa = KAPPA[act.split("-")[0]]
   # Ratios |delta^l|^2 / |delta^L|^2 against prod_{k=l}^{L-1} chi^k: each
@@ -114,6 +132,7 @@ def test_theory_layout(sweeps):
   np.testing.assert_allclose(th.chi_1.sel(sigma_w2=1.761).isel(layer=-1), 1.0, atol=0.02)
 
 
+@pytest.mark.slow
 def test_presets_layout_and_theory():
   ds = sweep.sweep(jax.random.key(3), activation="relu", init=["xavier_normal", "normal(0.1)"],
                    width=16, depth=3, n_seeds=2, inputs=np.eye(2, 5), progress=False)
@@ -154,6 +173,7 @@ def test_batchnorm_has_no_theory(sweeps):
     overlay.theory(ds)
 
 
+@pytest.mark.slow
 def test_theory_of_a_custom_activation():
   import jax.numpy as jnp
   ds = sweep.sweep(jax.random.key(3), activation=jnp.sin, width=16, depth=3, sigma_w2=1.5,
@@ -167,6 +187,7 @@ def test_theory_of_a_custom_activation():
     overlay.theory(loaded)
 
 
+@pytest.mark.slow
 def test_theory_of_a_float32_sweep_beyond_float32():
   # ReLU at sigma_w2 = 256: q^l leaves float32 near layer 19, but the theory
   # (in float64) of the gradient profile is finite at every layer.

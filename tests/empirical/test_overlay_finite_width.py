@@ -14,6 +14,7 @@ import empirical
 import pytest
 
 
+@pytest.mark.slow
 def test_band_matches_measured_quantiles_relu():
   """ReLU (He, no bias), width 16, depth 16 (``beta = 1``), one input: median and 10-90% band."""
   n = 400

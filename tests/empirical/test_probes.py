@@ -56,7 +56,7 @@ def _reference(p, x, r, act):
       grad_w=np.sqrt(np.mean(np.stack(gw), axis=1)), grad_h=np.sqrt(np.mean(np.stack(gb), axis=1)))
 
 
-@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("act", [pytest.param("tanh", marks=pytest.mark.slow), "relu"])
 def test_measure_matches_independent_computation(act):
   p = _params(sigma_w2=3.0 if act == "tanh" else 2.0)
   r = probes.readout(jax.random.key(9), WIDTH)
@@ -74,6 +74,7 @@ def test_measure_matches_independent_computation(act):
     assert np.sum(np.asarray(stats.saturated)) > 0
 
 
+@pytest.mark.slow
 def test_settings_equal_separate_networks():
   std = models.standard_params(KEY, in_features=IN, width=WIDTH, depth=DEPTH)
   sw2, sb2 = jnp.array([0.5, 2.5]), jnp.array([0.3, 0.0])
@@ -87,6 +88,7 @@ def test_settings_equal_separate_networks():
                                  rtol=2e-5, atol=1e-7, err_msg=name)
 
 
+@pytest.mark.slow
 def test_pair_correlation_of_known_pairs():
   # Input pairs (x, x) and (x, -x): with no biases c^1 is exactly 1 and -1.
   p = _params(sigma_b2=0.0)
@@ -97,6 +99,7 @@ def test_pair_correlation_of_known_pairs():
   assert np.isnan(probes._pair_correlation(h[None, :1])[0])
 
 
+@pytest.mark.slow
 def test_overflow_is_data():
   # ReLU with std 1 weights (sigma_w2 = 64): q grows 32-fold per layer and
   # leaves float32 (3e38) around layer 25; measuring must not crash.
@@ -119,6 +122,7 @@ def test_saturation_levels(name, levels, tol):
   assert got_tol == pytest.approx(tol)
 
 
+@pytest.mark.slow
 def test_statistics_are_not_finite_only_where_their_values_are_not(x64):
   # ReLU, sigma_w2 = 256, depth 30, width 64, 16 inputs: q grows 128-fold per
   # layer, so the mean squares leave float32 (3.4e38) at about layer 19 while

@@ -38,6 +38,7 @@ def _q(model, q_star):
   return np.asarray([jnp.mean(h * h) for h in model(x)])
 
 
+@pytest.mark.slow
 def test_reinit_sets_variances_and_keeps_q_at_q_star(critical):
   model = TanhMLP(nnx.Rngs(0))
   default_q = _q(model, critical.q_star)
@@ -73,6 +74,7 @@ def test_reinit_is_reproducible_and_filters(critical):
   np.testing.assert_array_equal(a.layers[0].kernel[...], before)
 
 
+@pytest.mark.slow
 def test_reinit_conv_orthogonal_and_no_bias():
   class Net(nnx.Module):
     def __init__(self, rngs):

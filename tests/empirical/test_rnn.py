@@ -37,6 +37,7 @@ def _memory(slopes):
   return np.array(out)
 
 
+@pytest.mark.slow
 def test_q_follows_theory(measured):
   stats, th = measured
   # Per step: |h_t|^2/N of a Gaussian vector has relative variance 2/N, its variance
@@ -77,6 +78,7 @@ def test_gradient_through_time_follows_chi(measured):
   assert th.grad_h2[0] < 1e-3        # this point is ordered: the signal really vanishes
 
 
+@pytest.mark.slow
 def test_linear_jacobian_tied():
   # J_k = W^k. Orthogonal: sigma_w2^k times an orthogonal matrix, exactly (float32 rounding).
   # Gaussian: the Fuss-Catalan law of order k (powers of one Ginibre matrix, Alexeev, Goetze
@@ -116,6 +118,7 @@ def test_bad_input_raises(bad, match):
       rnn.rnn_jacobian_moments(**kw)
 
 
+@pytest.mark.slow
 def test_two_time_steps_correlation_is_what_tying_changes():
   # Tied W: h_t and h_{t-1} of one sequence correlate at the c-map's fixed point for inputs
   # independent in time (c_input = 0); untied W only through the bias, sigma_b2 / q*.

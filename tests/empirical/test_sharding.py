@@ -37,6 +37,7 @@ def test_two_devices_are_emulated():
   assert len(jax.devices()) >= 2
 
 
+@pytest.mark.slow
 def test_sweep_on_all_devices_is_bitwise_the_one_device_sweep(tmp_path):
   # 5 seeds x 2 settings in groups of 8 over 2 devices: the chunk is padded, and
   # chunk_size=3 makes several chunks, each split over both devices.
@@ -50,6 +51,7 @@ def test_sweep_on_all_devices_is_bitwise_the_one_device_sweep(tmp_path):
                                     **SWEEP))
 
 
+@pytest.mark.slow
 def test_jacobian_spectra_on_all_devices_are_bitwise_the_one_device_spectra():
   kw = dict(activation="tanh", width=12, depth=[2, 3], sigma_w2=[1.2, 1.8], sigma_b2=0.05,
             init="gaussian", n_seeds=5, q=0.5, progress=False)
@@ -61,6 +63,7 @@ def test_jacobian_spectra_on_all_devices_are_bitwise_the_one_device_spectra():
                                                **kw))
 
 
+@pytest.mark.slow
 def test_training_split_over_devices_is_bitwise_one_device_chunks():
   # Two devices, chunks of 4: each device trains 2 networks at once, exactly
   # as one device does with chunks of 2 (here 3 settings x 2 seeds).
@@ -138,6 +141,7 @@ _FOUR_DEVICES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_four_emulated_devices_in_a_subprocess():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              JAX_PLATFORMS="cpu")

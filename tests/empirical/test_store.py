@@ -79,6 +79,7 @@ def _race_two_specs(store, monkeypatch):
       for f in (2, 3)])
 
 
+@pytest.mark.slow
 def test_two_specs_on_one_fresh_store_one_wins(tmp_path, monkeypatch):
   store = str(tmp_path / "store")
   out = _race_two_specs(store, monkeypatch)
@@ -370,6 +371,7 @@ def test_different_callables_get_different_keys():
   assert kinked not in keys
 
 
+@pytest.mark.slow
 def test_different_inits_get_different_keys():
   import dataclasses
   from empirical import _grid, inits
@@ -380,6 +382,7 @@ def test_different_inits_get_different_keys():
   assert len(keys) == 3
 
 
+@pytest.mark.slow
 def test_a_callable_that_cannot_be_evaluated_names_the_argument(tmp_path):
   def f32_only(x):
     if x.dtype != jnp.float32:

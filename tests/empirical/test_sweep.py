@@ -37,6 +37,7 @@ def _assert_identical(a, b):
     np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
 
 
+@pytest.mark.slow
 def test_layout(small):
   assert small.q.dims == ("sigma_w2", "seed", "layer")
   assert small.first_nonfinite.dims == ("sigma_w2", "seed")
@@ -50,6 +51,7 @@ def test_layout(small):
   assert small.q.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_network_i_is_fold_in_key_i(small):
   # The seed-key convention: network i of a sweep is the network of fold_in(key, i).
   x = sweep.make_inputs(jax.random.split(KEY)[1], n_inputs=4, in_features=8)
@@ -63,6 +65,7 @@ def test_network_i_is_fold_in_key_i(small):
                                rtol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_result_does_not_depend_on_chunk_size(small):
   # The default is one chunk of three groups; chunk sizes of 1 or 2 seeds
   # (one group per chunk) and 5 seeds (one chunk, last group padded).
@@ -151,6 +154,7 @@ def test_run_chunked_is_reusable(tmp_path):
 TINY = dict(width=8, depth=2, sigma_w2=1.0, n_inputs=2, in_features=4, progress=False)
 
 
+@pytest.mark.slow
 def test_store_keys_callables_by_content(tmp_path):
   import jax.numpy as jnp
   tanh_fn, sin_fn = lambda x: jnp.tanh(x), lambda x: jnp.sin(x)
@@ -175,6 +179,7 @@ def test_store_keys_callables_by_content(tmp_path):
     sweep.sweep(KEY, activation=lambda x: jnp.tanh(scale * x), store=tmp_path / "c", **TINY)
 
 
+@pytest.mark.slow
 def test_store_keys_parametrised_inits_exactly(tmp_path):
   from empirical import _grid
   kw = {**TINY, "sigma_w2": None}

@@ -30,15 +30,27 @@ VARIANTS = {
 KAPPA = {"residual-tanh": 2.0, "layernorm-erf": 2.0, "dropout-erf": 3.0 / P - 1.0}
 
 
+# The default tier sweeps the residual variant; LayerNorm and dropout (a program each to
+# compile) run in the slow tier.
+DEFAULT_TIER = ["residual-tanh"] + [pytest.param(n, marks=pytest.mark.slow)
+                                    for n in VARIANTS if n != "residual-tanh"]
+
+
+class _Lazy(dict):
+  """Each variant is swept the first time a test asks for it."""
+
+  def __missing__(self, name):
+    ds = empirical.sweep(KEY, **COMMON, **VARIANTS[name])
+    self[name] = ds, empirical.theory(ds)
+    return self[name]
+
+
 @pytest.fixture(scope="module")
 def sweeps():
-  out = {}
-  for name, kw in VARIANTS.items():
-    ds = empirical.sweep(KEY, **COMMON, **kw)
-    out[name] = ds, empirical.theory(ds)
-  return out
+  return _Lazy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_q_follows_the_variant_theory(sweeps, name):
   # As in test_overlay.py: given layer l-1, the mean square of the N fresh
@@ -55,7 +67,7 @@ def test_q_follows_the_variant_theory(sweeps, name):
   assert np.all(np.abs(err) < 5 * se), err.values
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("name", DEFAULT_TIER)
 def test_c_follows_the_variant_theory(sweeps, name):
   # A width-N sample correlation has standard deviation <= 1/sqrt(N); through
   # l layers (slope <= 1, plus the q noise above) variances at most add;
@@ -66,32 +78,34 @@ def test_c_follows_the_variant_theory(sweeps, name):
   assert np.all(np.abs(err) < 5 * se), err.values
 
 
-def test_variant_theory_is_the_matching_meanfield_function(sweeps):
+@pytest.mark.parametrize("name", DEFAULT_TIER)
+def test_variant_theory_is_the_matching_meanfield_function(sweeps, name):
   fns = {"residual-tanh": meanfield.residual_propagate,
          "layernorm-erf": meanfield.layernorm_propagate,
          "dropout-erf": meanfield.dropout_propagate}
-  for name, (ds, th) in sweeps.items():
-    net = empirical.networks(ds).item()
-    assert net == meanfield.Network(**{**VARIANTS[name], "sigma_b2": 0.05, "depth": DEPTH,
-                                       "width": N, "init": inits.init("gaussian")})
-    with jax.enable_x64(True):
-      # theory reads each layer's variance from the sweep's layer_sigma_w2 (the
-      # same in every layer for the gaussian init, sigma_w2 up to float32 rounding).
-      sigma_w2 = float(ds.layer_sigma_w2.isel(layer=1))
-      np.testing.assert_allclose(ds.layer_sigma_w2, sigma_w2, rtol=0)
-      prop = fns[name](net.replace(sigma_w2=sigma_w2), q_input=float(ds.q_input),
-                       c_input=float(ds.c_input))
-    np.testing.assert_allclose(th.q, prop.q, rtol=1e-12)
-    np.testing.assert_allclose(th.c, prop.c, rtol=1e-12)
-    np.testing.assert_allclose(th.chi_1, prop.chi_1, rtol=1e-12)
-    derived = ("grad_h", "grad_w") if name.startswith("dropout") else ()
-    for v in ("grad_h", "grad_w", "q_lo", "q_median", "q_hi"):    # not derived: nan
-      if v in derived:     # dropout's: tests/empirical/test_dropout_gradients.py
-        assert np.all(np.isfinite(th[v])), (name, v)
-      else:
-        assert np.all(np.isnan(th[v])), (name, v)
+  ds, th = sweeps[name]
+  net = empirical.networks(ds).item()
+  assert net == meanfield.Network(**{**VARIANTS[name], "sigma_b2": 0.05, "depth": DEPTH,
+                                     "width": N, "init": inits.init("gaussian")})
+  with jax.enable_x64(True):
+    # theory reads each layer's variance from the sweep's layer_sigma_w2 (the
+    # same in every layer for the gaussian init, sigma_w2 up to float32 rounding).
+    sigma_w2 = float(ds.layer_sigma_w2.isel(layer=1))
+    np.testing.assert_allclose(ds.layer_sigma_w2, sigma_w2, rtol=0)
+    prop = fns[name](net.replace(sigma_w2=sigma_w2), q_input=float(ds.q_input),
+                     c_input=float(ds.c_input))
+  np.testing.assert_allclose(th.q, prop.q, rtol=1e-12)
+  np.testing.assert_allclose(th.c, prop.c, rtol=1e-12)
+  np.testing.assert_allclose(th.chi_1, prop.chi_1, rtol=1e-12)
+  derived = ("grad_h", "grad_w") if name.startswith("dropout") else ()
+  for v in ("grad_h", "grad_w", "q_lo", "q_median", "q_hi"):    # not derived: nan
+    if v in derived:     # dropout's: tests/empirical/test_dropout_gradients.py
+      assert np.all(np.isfinite(th[v])), (name, v)
+    else:
+      assert np.all(np.isnan(th[v])), (name, v)
 
 
+@pytest.mark.slow
 def test_residual_theory_rejects_the_plain_prediction(sweeps):
   # Non-vacuity: the skip makes q grow; the plain MLP's q is far outside the band.
   ds, th = sweeps["residual-tanh"]
@@ -121,6 +135,7 @@ def _identical(a, b):
     assert a[v].values.tobytes() == b[v].values.tobytes(), v
 
 
+@pytest.mark.slow
 def test_keep_prob_one_is_bitwise_the_default():
   default = empirical.sweep(KEY, **TINY)
   _identical(empirical.sweep(KEY, keep_prob=1.0, **TINY), default)
@@ -128,6 +143,7 @@ def test_keep_prob_one_is_bitwise_the_default():
   assert empirical.networks(default).isel(sigma_w2=0).item().keep_prob == 1.0
 
 
+@pytest.mark.slow
 def test_dropout_by_network_is_the_keyword_and_comes_back():
   net = meanfield.Network(activation="tanh", sigma_w2=1.5, sigma_b2=0.1, depth=3, width=8,
                           keep_prob=0.5)

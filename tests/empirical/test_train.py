@@ -51,6 +51,7 @@ def reference(digits):
                          **COMMON)
 
 
+@pytest.mark.slow
 def test_critical_network_trains_and_deep_ordered_network_stays_at_chance(digits, reference):
   # Chance level: a network whose output ignores its input predicts one class,
   # so its test accuracy is at most the largest class share p of the test split.
@@ -126,6 +127,7 @@ def digits64():
     return data_lib.load_digits(key=KEY, dtype=jnp.float64)
 
 
+@pytest.mark.slow
 def test_vmapped_networks_equal_networks_trained_alone(digits64, x64):
   kw = dict(data=digits64, n_steps=100, record_every=50, dtype=jnp.float64, **SMALL)
   together = train(KEY, **kw)                 # one chunk of 6 networks
@@ -137,6 +139,7 @@ def test_vmapped_networks_equal_networks_trained_alone(digits64, x64):
                                atol=1e-12, err_msg=name)
 
 
+@pytest.mark.slow
 def test_orthogonal_networks_vmapped_equal_alone_and_start_orthogonal(digits64, x64):
   # Orthogonal draws are plain XLA products, vmapped over a chunk's networks:
   # a chunk of 6 trains as each network alone, and at step 0 every weight
@@ -289,6 +292,7 @@ def _blobs(n):
   return data_lib.gaussian_blobs(key=KEY, n_samples=n, n_features=4, n_classes=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field, value, match", [
     ("y_train", lambda s: s.y_train.at[0].set(3), r"`data.y_train` must hold labels in \[0, n_classes\) = \[0, 3\), got 3"),
     ("y_train", lambda s: s.y_train.at[1].set(-1), r"`data.y_train` must hold labels .*got -1"),
@@ -307,12 +311,14 @@ def test_a_bad_data_split_is_named(field, value, match):
           progress=False)
 
 
+@pytest.mark.slow
 def test_default_probe_batch_fits_a_small_data_set():
   ds = train(KEY, data=_blobs(60), width=8, depth=2, sigma_w2=1.0, learning_rate=0.1,
              n_steps=1, progress=False)
   assert ds.attrs["probe_size"] == ds.attrs["n_train"] == 48
 
 
+@pytest.mark.slow
 def test_without_probes_the_scores_are_the_same(digits, reference):
   # probes=False trains the same networks (same keys, same steps) and records only the
   # losses and accuracies: they must equal the full run's bit for bit.

@@ -32,6 +32,7 @@ def test_jacobian_lognormal_median_keeps_the_width_factor(x64):
   np.testing.assert_allclose(np.exp(fw.log_mean + fw.log_var / 2), fw.mean, rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_tiny_figure_depth_one_orthogonal_edge(tmp_path, monkeypatch):
   widths, n_seeds = (16, 64), (3, 3)
   monkeypatch.setattr(fig, "_settings", lambda paper: dict(widths=widths, n_seeds=n_seeds,

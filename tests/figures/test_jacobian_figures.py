@@ -12,6 +12,7 @@ from figures.__main__ import main
 from figures.fig_weight_eigenvalues import marchenko_pastur
 
 
+@pytest.mark.slow
 def test_edge_coefficient_of_gaussian_products_is_fuss_catalan_closed_form(x64):
   # Linear network, Gaussian weights, sigma_w2 = 1: J is a product of L Ginibre matrices,
   # whose M-transform inverse is z(w) = w^(L+1) / (w - 1)^L with m(w) = 1 / (w - 1). The edge

@@ -185,6 +185,7 @@ def make(outdir, *, paper=False, progress=True):
 '''
 
 
+@pytest.mark.slow
 def test_parallel_jobs_make_each_figure_in_a_process_and_report_failures(tmp_path, monkeypatch,
                                                                          capsys):
   import importlib

@@ -34,6 +34,7 @@ def test_callable_is_wrapped_as_smooth():
   assert mf.activation(act) is act
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_explicit_derivatives_match_autodiff(name, x64):
   act = mf.activation(name)
@@ -64,6 +65,7 @@ def test_closed_form_second_moments_against_scipy(name, q, x64):
   np.testing.assert_allclose(forms["derivative_second_moment"](jnp.float64(q)), want_d, rtol=1e-11)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["linear", "relu", "leaky_relu", "erf"])
 @pytest.mark.parametrize("c", [-0.6, pytest.param(0.4, marks=pytest.mark.slow), 0.999])
 def test_closed_form_pair_moments_against_scipy(name, c, x64):
@@ -78,6 +80,7 @@ def test_closed_form_pair_moments_against_scipy(name, c, x64):
   np.testing.assert_allclose(forms["squared_difference"](q64, c64), want_diff, rtol=1e-10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "erf", "linear"])
 def test_closed_form_derivative_cross_moment_is_the_c_derivative(name, x64):
   # Price's theorem: d E[phi(u1) phi(u2)] / d q12 = E[phi'(u1) phi'(u2)].
@@ -125,6 +128,7 @@ def _reference_derivatives(name, x):
   raise KeyError(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tanh", "erf", "sigmoid", "softplus", "silu", "gelu"])
 def test_derivatives_keep_relative_accuracy_in_the_tails(name, x64):
   # phi' and phi'' against long-double closed forms out to |x| = 300: relative error below

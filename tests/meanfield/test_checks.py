@@ -67,6 +67,7 @@ def test_bad_numbers_name_the_argument(name, fn, args, key, bad, error, match):
 _CHEAP = ("q_map", "q_map_slope", "q_star", "critical_line")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,fn,args", [
     c if c[0] in _CHEAP else pytest.param(*c, marks=pytest.mark.slow) for c in CALLS],
     ids=[c[0] for c in CALLS])

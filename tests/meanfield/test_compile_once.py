@@ -74,6 +74,7 @@ DEFAULT = {"gaussian_expectation", "q_map", "q_star", "propagate", "jacobian_mom
            "dropout_propagate", "finite_width_q", "conv_covariance_map"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=() if n in DEFAULT else (pytest.mark.slow,)) for n in CALLS])
 def test_a_new_value_compiles_nothing(x64, caplog, name):

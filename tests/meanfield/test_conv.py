@@ -48,6 +48,7 @@ def test_covariance_map_against_monte_carlo(x64):
   assert np.all(np.abs(out - expected) <= 5 * 1.7 * avg(k_se))
 
 
+@pytest.mark.slow
 def test_delta_footprint_is_the_mlp_per_pair(x64):
   # With a delta footprint no positions mix: each pair follows the MLP's (q, c) maps.
   rng = np.random.default_rng(2)
@@ -62,6 +63,7 @@ def test_delta_footprint_is_the_mlp_per_pair(x64):
   np.testing.assert_allclose(np.asarray(got.q)[:, 0], np.asarray(mlp.q)[0], rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation, sigma_w2, sigma_b2", [("erf", 1.2, 0.1),    # ordered
                                                             ("erf", 3.0, 0.05)])  # chaotic
 def test_mode_slopes_against_iterating_the_full_map(x64, activation, sigma_w2, sigma_b2):
@@ -103,6 +105,7 @@ def test_phase_diagram_modes_match_depth_scales(x64):
   assert np.all(ds.xi_c_mode.values[..., 1:] < ds.xi_c.values[..., None] + 1e-12)
 
 
+@pytest.mark.slow
 def test_depth_scales_of_a_network_and_their_broadcast(x64):
   # xi_c of mode f is -1/log|chi_c lambda_f|; mode 0 is the MLP's xi_c
   net = meanfield.Network(activation="erf", sigma_w2=1.5, sigma_b2=0.1)
@@ -137,6 +140,7 @@ def test_validation():
 
 # tanh (the NaN of the issue) and erf (always finite) by default; ReLU and GELU compile
 # their own programs (about 20 s each): slow tier.
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["tanh", pytest.param("relu", marks=pytest.mark.slow),
                                         pytest.param("gelu", marks=pytest.mark.slow), "erf"])
 def test_gradients_of_propagate_match_finite_differences(x64, activation):
@@ -166,6 +170,7 @@ def test_gradients_of_propagate_match_finite_differences(x64, activation):
     assert float(g) == pytest.approx(fd, rel=1e-7, abs=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["tanh", "relu", pytest.param("gelu", marks=pytest.mark.slow),
                                         "erf"])
 def test_map_derivative_at_the_ordered_fixed_point(x64, activation):
@@ -202,6 +207,7 @@ def test_map_derivative_at_the_ordered_fixed_point(x64, activation):
   np.testing.assert_allclose(np.asarray(diag), fd, rtol=tol, atol=tol * np.max(np.abs(fd)))
 
 
+@pytest.mark.slow
 def test_fixed_point_reports_the_solvers_flags(x64):
   # hard-tanh just above its critical sigma_w2 (1.16554...) at sigma_b2 = 0.05: closer to
   # criticality than the c* solver resolves (its kink), so c_star_solve reports converged=False

@@ -16,6 +16,7 @@ def test_depth_scale_special_values():
   assert np.isnan(got[4])
 
 
+@pytest.mark.slow
 def test_xi_q_and_xi_c_match_the_approach_to_the_fixed_points(x64):
   # |q^l - q*| and |c^l - c*| shrink by exp(-1/xi) per layer (Schoenholz et al. 2017, Eqs. 5, 9).
   # Start 1e-6 away: the linearisation error is then ~1e-6, the roundoff in the ratio ~1e-10.
@@ -33,6 +34,7 @@ def test_xi_q_and_xi_c_match_the_approach_to_the_fixed_points(x64):
   np.testing.assert_allclose((c2 - c_star) / (c1 - c_star), np.exp(-1 / xi.xi_c), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_xi_c_diverges_at_criticality(x64):
   sw2 = mf.critical_sigma_w2(**ERF)
   xi = mf.depth_scales(sigma_w2=jnp.stack([sw2 - 1e-3, sw2, sw2 + 1e-3]), **ERF)
@@ -48,6 +50,7 @@ def test_ordered_xi_c_is_minus_one_over_log_chi_1(x64):
   np.testing.assert_allclose(xi.xi_c, -1 / np.log(chi), rtol=1e-13)
 
 
+@pytest.mark.slow
 def test_relu_closed_forms(x64):
   sw2 = jnp.array([1.0, 1.5])
   xi = mf.depth_scales(sigma_w2=sw2, sigma_b2=0.1, activation="relu")
@@ -58,6 +61,7 @@ def test_relu_closed_forms(x64):
                              1 / np.abs(np.log([0.5, 1.5])), rtol=1e-13)
 
 
+@pytest.mark.slow
 def test_shape_dtype_and_bad_input():
   xi = mf.depth_scales(sigma_w2=jnp.ones((2, 1), jnp.float32), sigma_b2=jnp.full((1, 3), 0.1),
                        activation="erf")
@@ -66,6 +70,7 @@ def test_shape_dtype_and_bad_input():
     mf.depth_scales(sigma_w2=-1.0, sigma_b2=0.1, activation="erf")
 
 
+@pytest.mark.slow
 def test_depth_scales_are_nan_where_q_star_is_infinite(x64):
   """ReLU above sigma_w2 = 2 has no fixed length: nan there, eagerly and under jit, not a raise."""
   sw2 = np.array([0.8, 1.5, 2.5])

@@ -15,6 +15,7 @@ from empirical import models
 from tests.meanfield import arch_reference as ref
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act", ["relu", "erf", "tanh"])
 def test_maps_against_reference(x64, act):
   q = np.array([0.5, 2.0])[:, None]
@@ -38,6 +39,7 @@ def test_maps_against_reference(x64, act):
                              rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_fixed_points(x64):
   sigma_w2 = np.array([0.5, 1.0, 2.0, 4.0])[:, None]
   keep = np.array([0.5, 0.9])[None, :]
@@ -77,6 +79,7 @@ def test_finite_xi_c_at_criticality(x64):
   assert xi[0] < 5 < xi[1]
 
 
+@pytest.mark.slow
 def test_relu_critical_line(x64):
   # Pretorius et al. 2018: sigma_w2 = 2p. chi_1 = sigma_w2 / (2p) exactly; q* = sigma_b2 /
   # (1 - sigma_w2 / (2p)) below the line, infinite above.
@@ -129,6 +132,7 @@ def _measure(key, x, *, activation, sigma_w2, sigma_b2):
   return q, c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act,sigma_w2,kappa", [("erf", 2.0, 2.0), ("relu", 2 * P, 5.0)])
 def test_wide_networks_with_dropout_follow_theory(act, sigma_w2, kappa):
   x = empirical.make_inputs(jax.random.key(0), n_inputs=2 * PAIRS, in_features=128,
@@ -155,6 +159,7 @@ def test_wide_networks_with_dropout_follow_theory(act, sigma_w2, kappa):
   assert np.abs(np.asarray(plain.c) - np.asarray(th.c))[-1] > 10 * se_c[-1]
 
 
+@pytest.mark.slow
 def test_forward_dropout_keys():
   x = jnp.ones((4, 16))
   key = jax.random.key(1)

@@ -78,6 +78,7 @@ def test_linear_network_chi_square_products(x64, width):
   np.testing.assert_allclose(fw.log_var, ell * scipy.special.polygamma(1, width / 2), rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_relu_exact_log_moments_and_hanin_nica(x64):
   """ReLU, no bias: ``log q^L`` is a sum of independent layer terms (binomial mixture of log chi^2).
 
@@ -133,6 +134,7 @@ def test_one_and_two_steps_against_scipy_quadrature(x64):
   np.testing.assert_allclose(fw.mean_field[2], qmap(g2), rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_infinite_width_is_mean_field(x64):
   """``width=None``: the means are :func:`meanfield.propagate`'s and every variance is 0."""
   kw = dict(q_input=np.array([0.5, 1.5]), depth=7, sigma_w2=1.7, sigma_b2=0.05, activation="erf")
@@ -176,6 +178,7 @@ def test_network_argument_dtype_and_validation():
 # --- Monte Carlo over networks ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_variance_of_q_across_networks_tanh():
   """tanh with bias, width 32, depth 4: measured ``Var[q^l]`` within 4 s.e. of the prediction.
 
@@ -190,6 +193,7 @@ def test_variance_of_q_across_networks_tanh():
   np.testing.assert_array_less(np.abs(var - np.asarray(fw.var)), 4 * err)
 
 
+@pytest.mark.slow
 def test_relu_log_normal_at_beta_one():
   """ReLU (He, no bias), width 32, depth 32 (``beta = 1``): ``Var[log q^l]`` and the median.
 
@@ -269,6 +273,7 @@ def _simulate_pair(key, width, depth, n_seeds, c_input, sigma_w2, sigma_b2):
   return jax.vmap(one)(jax.random.split(key, n_seeds))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("c_input", [0.0, 0.8])
 def test_covariance_of_two_inputs_and_batch_average(c_input):
   """Two inputs sharing the weights: ``Cov[q_a^l, q_b^l]`` within 4 s.e. of the prediction,
@@ -291,6 +296,7 @@ def test_covariance_of_two_inputs_and_batch_average(c_input):
   np.testing.assert_array_less(np.abs(var - np.asarray(avg.var)), 4 * var_err)
 
 
+@pytest.mark.slow
 def test_zero_input_without_biases(x64):
   # q_input = 0, sigma_b2 = 0: h = 0 at every layer where phi(0) = 0, so q = 0 exactly
   # (log q = -inf, a point mass); with phi(0) != 0 the second layer restarts at
@@ -311,6 +317,7 @@ def test_zero_input_without_biases(x64):
   assert np.all(np.isfinite(jac.mean)) and np.all(np.isfinite(jac.var))
 
 
+@pytest.mark.slow
 def test_huge_width_in_small_memory(x64):
   # width 1e9 (the N -> infinity check): the exact ReLU log moments sum over the binomial's
   # mass only, and agree with infinite width to O(depth / N)

@@ -58,6 +58,7 @@ ARGS = {"dropout_fixed_point": np.append(X0, 0.8),
 SLOW = set(CASES) - {"dropout_fixed_point_relu"}     # tens of seconds of compiling each
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [
     pytest.param(n, marks=(pytest.mark.slow,) if n in SLOW else ()) for n in CASES])
 def test_gradient_matches_finite_differences(x64, name):

@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 import meanfield as mf
 
 
+@pytest.mark.slow
 def test_tanh_critical_point_published(tanh_c, x64):
   # Schoenholz et al. 2017: tanh, sigma_b2 = 0.05 is critical at sigma_w2 = 1.7610 (test_phase)
   # with q* = 0.5700; our critical value 1.76095464 (to 1e-8) gives chi_1 = 1 to ~1e-8
@@ -17,6 +18,7 @@ def test_tanh_critical_point_published(tanh_c, x64):
   np.testing.assert_allclose(chi_1[1], 1.0, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_relu_closed_form_and_special_values(x64):
   sw2 = jnp.array([0.5, 1.0, 1.9, 1.5, 2.0, 2.5, 3.0])
   sb2 = jnp.array([0.1, 0.3, 0.1, 0.0, 0.1, 0.1, 0.0])
@@ -32,6 +34,7 @@ GRID = dict(sigma_w2=np.array([0.6, 1.2, 1.75, 2.5, 4.0])[:, None],
             sigma_b2=np.array([0.0, 0.05, 0.3])[None, :])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tanh", pytest.param("erf", marks=pytest.mark.slow),
                                   pytest.param("hard_tanh", marks=pytest.mark.slow),
                                   pytest.param("softplus", marks=pytest.mark.slow),
@@ -98,6 +101,7 @@ def test_c_star_closed_form_erf_against_bisection(x64):
   np.testing.assert_allclose(c, lo, rtol=1e-13)
 
 
+@pytest.mark.slow
 def test_odd_activation_without_bias_has_c_star_zero(x64):
   c = mf.c_star(sigma_w2=jnp.array([2.0, 3.0]), sigma_b2=0.0, activation="erf")
   np.testing.assert_allclose(c, 0.0, atol=1e-12)
@@ -156,6 +160,7 @@ def test_bad_input():
     mf.c_star(sigma_w2=1.0, sigma_b2=-0.1, activation="tanh")
 
 
+@pytest.mark.slow
 @settings(max_examples=10)
 @given(st.lists(st.floats(0.05, 5.0), min_size=4, max_size=4),
        st.lists(st.floats(0.0, 1.0), min_size=4, max_size=4))
@@ -174,6 +179,7 @@ def test_property_fixed_points_are_fixed(sw2, sb2):
                                rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tanh", "erf"])
 def test_bounded_activation_q_star_at_huge_sigma_w2(name, x64):
   # sup phi^2 = 1: q* = sigma_w2 E[phi^2] + sigma_b2 ~ sigma_w2 (1 - O(q^-1/2)) at any finite
@@ -190,6 +196,7 @@ def test_bounded_activation_q_star_at_huge_sigma_w2(name, x64):
     assert fp32.converged and np.isclose(fp32.value, 1e30, rtol=1e-5)    # 32-bit accuracy
 
 
+@pytest.mark.slow
 def test_gradients_where_q_star_is_zero(x64):
   # tanh, sigma_b2 = 0, sigma_w2 = 0.5: q* = 0 is stable. Raising sigma_b2 gives
   # q* ~ sigma_b2 / (1 - q_map_slope(0)) = 2 sigma_b2; raising sigma_w2 leaves q* = 0.
@@ -214,6 +221,7 @@ def test_gradients_of_c_star_and_depth_scales_where_q_star_is_zero(x64):
     np.testing.assert_allclose(jax.grad(xi)(0.0), (xi(h) - xi(0.0)) / h, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_he_point_of_relu(x64):
   # (sigma_w2, sigma_b2) = (2, 0): q_map(q) = q for every q. q* = 0 (reached from small
   # lengths, the limit from the ordered side); the c-map is scale-free, its only fixed point
@@ -231,6 +239,7 @@ def test_he_point_of_relu(x64):
                              -1 / np.log(0.995), rtol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tanh",                                        # Mehler series
                                   pytest.param("erf", marks=pytest.mark.slow)])  # closed forms
 def test_near_criticality_c_star_is_linear_in_the_distance(name, x64):
@@ -252,6 +261,7 @@ def test_near_criticality_c_star_is_linear_in_the_distance(name, x64):
   np.testing.assert_allclose((1 - np.asarray(chi_c)) / distance, 1, rtol=2e-4)
 
 
+@pytest.mark.slow
 def test_relu_gradients_in_the_ordered_phase(x64):
   # ReLU is ordered below sigma_w2 = 2: c* = 1 (zero gradient), chi_c = chi_1 = sigma_w2 / 2,
   # xi_c = -1 / log(sigma_w2 / 2); with a bias q* > 0 and the closed forms' derivatives at
@@ -264,6 +274,7 @@ def test_relu_gradients_in_the_ordered_phase(x64):
     np.testing.assert_allclose(grad(xi), 1 / (1.5 * np.log(1.5 / 2) ** 2), rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_eager_and_traced_calls_agree_where_the_series_needs_quadrature(x64):
   # Eager calls run the Mehler-series program and, only for points its bound does not
   # certify (tanh at q* ~ 40, where phi(sqrt(q) z) is nearly a step), a separate 2-D
@@ -278,6 +289,7 @@ def test_eager_and_traced_calls_agree_where_the_series_needs_quadrature(x64):
   assert 0 < float(eager.value[1]) < float(eager.value[0]) < 1
 
 
+@pytest.mark.slow
 def test_lengths_fixed_to_rounding_fall_to_zero_as_critical_init_says(x64):
   # hard_tanh at (1, 0): E[clip(sqrt(q) z)^2] < q for every q > 0, by less than rounding
   # below q ~ 0.02; leaky ReLU on its critical line at sigma_b2 = 0 is linear on lengths.

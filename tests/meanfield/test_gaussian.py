@@ -18,6 +18,7 @@ def _second_moment(name, q, degree=DEFAULT_DEGREE):
                                  degree=degree)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", mf.activation_names())
 def test_second_moment_against_scipy(name, x64):
   phi = ref.NUMPY_ACTIVATIONS[name]
@@ -34,6 +35,7 @@ def test_tanh_published_value(x64):
   np.testing.assert_allclose(_second_moment("tanh", 1.0), 0.3942944904, rtol=0, atol=5e-11)
 
 
+@pytest.mark.slow
 def test_error_falls_geometrically_with_degree(x64):
   # an analytic integrand on each panel: the error drops by orders of magnitude per step
   exact = _second_moment("tanh", np.array(QS), degree=40)
@@ -54,6 +56,7 @@ BIVARIATE_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,q,c", BIVARIATE_CASES)
 def test_bivariate_against_nested_scipy(name, q, c, x64):
   act = mf.activation(name)
@@ -143,6 +146,7 @@ def test_bad_kinks_or_degree_raise(kw, match):
     mf.bivariate_expectation(jnp.multiply, 1.0, 1.0, 0.5, **kw)
 
 
+@pytest.mark.slow
 def test_merge_of_panel_cuts_is_the_sorted_union(x64):
   """The rule's merge of two sorted rows (a constant one, and one per point) is their
   sorted union, exactly, with ties, infinities and a batch of rows; and its gradient

@@ -31,6 +31,7 @@ def _reference_point(name, sigma_b2):
   return 1 / _gauss(lambda h: dphi(h) ** 2, q), q
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["erf", "tanh"])
 def test_bias_variance_point_is_critical(x64, name):
   ci = meanfield.critical_init(name, sigma_b2=0.05, depth=12)
@@ -57,6 +58,7 @@ def test_bias_variance_point_is_critical(x64, name):
   assert (again.sigma_w2, again.sigma_b2, again.depth) == (ci.sigma_w2, 0.05, 12)
 
 
+@pytest.mark.slow
 def test_orthogonal_choice_is_the_least_spread_point(x64):
   # erf: phi'^2 = (4/pi) exp(-2 h^2) flattens as q -> 0, so the per-layer relative variance
   # mu_2/mu_1^2 - 1 = (1 + 4q) / sqrt(1 + 8q) - 1 grows with q: the choice is q* = q_min.
@@ -76,6 +78,7 @@ def test_orthogonal_choice_is_the_least_spread_point(x64):
                              [np.pi / 4, 0, 0], atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init", ["gaussian", "orthogonal"])
 @pytest.mark.parametrize("shape", [(256, 512), (512, 256)])
 def test_kernel_variance_is_sigma_w2_over_fan_in(init, shape):
@@ -107,6 +110,7 @@ def test_bias_initializer():
   assert not np.any(bias_initializer(0.0)(jax.random.key(3), (10,), jnp.float32))
 
 
+@pytest.mark.slow
 def test_validation():
   with pytest.raises(ValueError, match=r"sigma_b2.*relu.*infinite"):
     meanfield.critical_init("relu", sigma_b2=0.1)
@@ -144,6 +148,7 @@ def test_unstable_points_of_the_line_are_refused(x64):
                              rtol=1e-8)
 
 
+@pytest.mark.slow
 def test_lengths_fixed_to_rounding_give_their_limit(x64):
   # hard_tanh at (1, 0): E[clip(sqrt(q) z)^2] < q at every q > 0, so q* = 0, though every
   # q below about 0.02 is fixed to rounding; leaky ReLU at sigma_b2 = 0: the q-map is the

@@ -27,6 +27,7 @@ def test_propagate_quadrature_path_matches_closed_form(x64):
   np.testing.assert_allclose(p.q[-1] * p.c[-1], 0.22222791899346617, rtol=1e-11)
 
 
+@pytest.mark.slow
 def test_propagate_layer_convention_and_chi(x64):
   sw2, sb2 = jnp.array([1.2, 2.5]), 0.1
   p = mf.propagate(q_input=0.7, c_input=0.3, depth=4, sigma_w2=sw2[:, None],
@@ -74,6 +75,7 @@ def test_relu_closed_form_c_map_and_chi(x64):
   np.testing.assert_allclose(mf.chi_1(sigma_w2=1.3, sigma_b2=0.2, activation="relu", q=5.0), 0.65)
 
 
+@pytest.mark.slow
 @settings(max_examples=10)
 @given(st.lists(st.floats(-1, 1), min_size=8, max_size=8),
        st.sampled_from(["relu", "erf"]))
@@ -176,6 +178,7 @@ def test_depth_beyond_a_scan_length_is_refused():
       fn(10 ** 12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,slope_at_zero", [("elu", 1.0), ("tanh", 1.0), ("relu", 0.5 ** 0.5)])
 def test_chi_1_at_zero_length_is_the_limit_of_the_slope(name, slope_at_zero, x64):
   # q* = 0 (sigma_b2 = 0, ordered): chi_1 is sigma_w2 times the limit of E[phi'(sqrt(q) z)^2]

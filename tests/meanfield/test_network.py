@@ -13,6 +13,7 @@ from meanfield.network import Network, accepts_network, weight_law
 TANH = dict(activation="tanh", sigma_w2=1.5, sigma_b2=0.05)
 
 
+@pytest.mark.slow
 def test_theory_of_a_network_equals_the_keyword_call():
   net = Network(**TANH, depth=6)
   with jax.enable_x64(True):
@@ -142,6 +143,7 @@ _GRID_ONLY = pytest.mark.xfail(raises=ValueError, strict=True,
 _SLOW = pytest.mark.slow
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(n, marks=_GRID_ONLY) if n in (
     "phase_diagram", "conv_phase_diagram") else pytest.param(n, marks=_SLOW)
     if n == "jacobian_spectrum" else n for n in sorted(_CALLS)])

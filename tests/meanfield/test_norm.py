@@ -14,6 +14,7 @@ from empirical import models
 from tests.meanfield import arch_reference as ref
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act", ["relu", "erf", "tanh"])
 def test_c_map_against_reference(x64, act):
   c = np.array([-0.5, 0.0, 0.3, 0.95, 0.9999])
@@ -52,6 +53,7 @@ def test_fixed_point(x64):
   np.testing.assert_array_equal(relu.c_star, 1.0)
 
 
+@pytest.mark.slow
 def test_propagate_and_network(x64):
   net = meanfield.Network("tanh", sigma_w2=2.0, sigma_b2=0.05, depth=8, norm="layer")
   p = meanfield.layernorm_propagate(net, q_input=1.5, c_input=0.2)
@@ -74,6 +76,7 @@ def test_propagate_and_network(x64):
 N, DEPTH, SEEDS, PAIRS = 256, 10, 8, 4
 
 
+@pytest.mark.slow
 def test_wide_layernorm_networks_follow_theory():
   ds = empirical.sweep(jax.random.key(5), activation="erf", width=N, depth=DEPTH,
                        sigma_w2=[1.0, 3.0], sigma_b2=0.05, n_seeds=SEEDS, n_inputs=2 * PAIRS,
@@ -121,6 +124,7 @@ def _batchnorm_gradients(key, *, activation, sigma_w2, batch, width, depth):
   return jnp.sum(delta**2, axis=(1, 2, 3))
 
 
+@pytest.mark.slow
 def test_batchnorm_linear_gradient_explosion():
   batch, width, depth, seeds, skip = 8, 256, 26, 8, 4
   keys = jax.random.split(jax.random.key(11), seeds)

@@ -8,6 +8,7 @@ import pytest
 import meanfield as mf
 
 
+@pytest.mark.slow
 def test_tanh_critical_line_published_and_limit(x64):
   got = mf.critical_sigma_w2(sigma_b2=jnp.array([0.05, 1e-4, 1e-6, 1e-8, 0.0]), activation="tanh")
   np.testing.assert_allclose(got[0], 1.7610, atol=5e-5)          # Schoenholz et al. 2017
@@ -17,6 +18,7 @@ def test_tanh_critical_line_published_and_limit(x64):
   np.testing.assert_allclose(got[4], 1.0, rtol=1e-14)       # q* = 0: 1 / tanh'(0)^2
 
 
+@pytest.mark.slow
 def test_piecewise_linear_critical_lines(x64):
   got = mf.critical_sigma_w2(sigma_b2=jnp.array([0.0, 0.05]), activation="relu")
   np.testing.assert_allclose(got[0], 2.0)
@@ -24,6 +26,7 @@ def test_piecewise_linear_critical_lines(x64):
   assert mf.critical_sigma_w2(sigma_b2=0.0, activation="linear") == 1.0
 
 
+@pytest.mark.slow
 def test_critical_line_round_trip(x64):
   line = mf.critical_line(jnp.array([0.1, 1.0, 10.0]), activation="erf")
   assert np.all(line.sigma_b2 > 0)
@@ -40,6 +43,7 @@ def erf_diagram():
                             sigma_b2=np.array([0.0, 0.02, 0.1]), activation="erf")
 
 
+@pytest.mark.slow
 def test_phase_diagram_layout(erf_diagram):
   ds = erf_diagram
   assert ds.sizes == {"sigma_w2": 4, "sigma_b2": 3}
@@ -50,6 +54,7 @@ def test_phase_diagram_layout(erf_diagram):
   assert ds.phase.attrs["flag_meanings"] == "undefined ordered critical chaotic"
 
 
+@pytest.mark.slow
 def test_phase_diagram_values_match_the_functions(erf_diagram, x64):
   ds = erf_diagram
   sw2 = ds.sigma_w2.values[:, None]
@@ -83,6 +88,7 @@ def test_bad_input():
     mf.critical_line(-1.0, activation="tanh")
 
 
+@pytest.mark.slow
 def test_critical_sigma_w2_only_where_a_network_reaches_the_line(x64):
   # GELU's critical line at small sigma_b2 passes through unstable fixed points of the q-map:
   # the length runs to a smaller q* where chi_1 < 1, so there is no critical point (nan),

@@ -25,6 +25,7 @@ def _arctan_theory_by_scipy():
   return q, chi_1, c_map
 
 
+@pytest.mark.slow
 def test_a_new_activation_is_one_entry(monkeypatch, x64):
   # One line in the table, nothing in _DERIVATIVES or _CLOSED_FORMS: phi' and phi''
   # by autodiff, every integral by quadrature.

@@ -22,7 +22,8 @@ def test_reference_trapezoid_is_accurate():
     np.testing.assert_allclose(got, ref.moments("erf", q, c), rtol=1e-11, atol=1e-13)
 
 
-@pytest.mark.parametrize("act", ["relu", "linear", "erf", "tanh"])
+@pytest.mark.parametrize("act", ["relu", "linear", pytest.param("erf", marks=pytest.mark.slow),
+                                 pytest.param("tanh", marks=pytest.mark.slow)])
 def test_maps_against_reference(x64, act):
   q = np.array([0.3, 1.0, 4.0])[:, None]
   c = np.array([-0.6, 0.2, 0.9, 0.999])[None, :]
@@ -41,6 +42,7 @@ def test_maps_against_reference(x64, act):
   np.testing.assert_array_equal(meanfield.residual_c_map(1.0, q=q, **kw), 1.0)
 
 
+@pytest.mark.slow
 @given(c=st.floats(-1, 1), q=st.floats(0, 50), sigma_w2=st.floats(0, 5),
        sigma_b2=st.floats(0, 2), alpha=st.floats(0.05, 3))
 def test_c_map_maps_into_unit_interval(c, q, sigma_w2, sigma_b2, alpha):
@@ -52,6 +54,7 @@ def test_c_map_maps_into_unit_interval(c, q, sigma_w2, sigma_b2, alpha):
   assert float(meanfield.residual_q_map(np.float32(q), **kw)) >= np.float32(q) * (1 - 1e-6)
 
 
+@pytest.mark.slow
 def test_theory_md_check_value(x64):
   # THEORY.md: tanh, sigma_w2 = 1, sigma_b2 = 0.05, c_input = 0.5: c^50 about 0.40, drifting down.
   kw = dict(q_input=1.0, c_input=0.5, depth=50, sigma_w2=1.0, sigma_b2=0.05)
@@ -144,6 +147,7 @@ def measured():
   return ds, theory
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act", ["tanh", "relu"])
 def test_wide_residual_networks_follow_theory(measured, act):
   ds, theory = measured

@@ -39,6 +39,7 @@ def _reference(sigma_w2, sigma_b2, sigma_u2, q_input, c_input, steps, degree=240
   return qs, np.array(cs), chi
 
 
+@pytest.mark.slow
 def test_tanh_against_quadrature(x64):
   th = rnn.rnn_propagate(steps=STEPS, **TANH)
   args = {k: v for k, v in TANH.items() if k != "activation"}
@@ -75,6 +76,7 @@ def test_fixed_point_is_fixed_and_slope_is_chi_c(x64):
   np.testing.assert_allclose(fp.xi_c, -1 / np.log(slope), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_linear_closed_forms(x64):
   sw2, sb2, su2, qi, ci = 0.8, 0.1, 0.5, 2.0, 0.3
   th = rnn.rnn_propagate(activation="linear", sigma_w2=sw2, sigma_b2=sb2, sigma_u2=su2,
@@ -91,6 +93,7 @@ def test_linear_closed_forms(x64):
   np.testing.assert_allclose([fp.chi_1, fp.chi_c], [sw2, sw2], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_without_input_the_feedforward_fixed_point(x64):
   # sigma_u2 = 0: the RNN's maps are the MLP's (chaotic tanh: c* < 1; ordered: c* = 1).
   sw2 = np.array([0.8, 3.0])
@@ -159,6 +162,7 @@ def test_bad_input_raises(bad, match):
     rnn.rnn_propagate(**kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act, sigma_w2", [("relu", 1.5),   # closed forms: cheap
                                             pytest.param("tanh", 2.5, marks=pytest.mark.slow)])
 def test_fixed_point_gradients_match_finite_differences(x64, act, sigma_w2):

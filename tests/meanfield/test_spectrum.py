@@ -62,6 +62,7 @@ def test_linear_moments(x64):
   np.testing.assert_allclose(orth.variance, 0.0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_tanh_moments_against_scipy_and_chi_1(x64):
   depth = 4
   m = mf.jacobian_moments(init="gaussian", depth=depth, **TANH)
@@ -82,6 +83,7 @@ def test_tanh_moments_against_scipy_and_chi_1(x64):
   assert abs(float(m.mean) - 1.0) < 5e-4 * depth
 
 
+@pytest.mark.slow
 def test_q_none_uses_the_fixed_point(x64):
   kw = dict(activation="tanh", sigma_w2=1.7610, sigma_b2=0.05, depth=4, init="orthogonal")
   q_star = mf.q_star(sigma_w2=1.7610, sigma_b2=0.05, activation="tanh")
@@ -111,6 +113,7 @@ def test_moments_jit_matches_eager(x64):
   np.testing.assert_allclose(jitted.variance, eager.variance, rtol=1e-13)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights", [
     "gaussian",
     # QR of 32 matrices 400 x 400 takes many seconds on a shared CPU.
@@ -148,6 +151,7 @@ def test_monte_carlo_moments_of_random_products(x64, weights):
 # --- densities -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_marchenko_pastur(x64):
   r = mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=1,
                            init="gaussian", q=1.0)
@@ -190,6 +194,7 @@ def test_fuss_catalan(x64, depth):
   np.testing.assert_allclose(moments, fuss_catalan, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_edge_broadcasts_over_depth(x64):
   depth = np.array([[1], [2], [5]])
   edge = mf.jacobian_spectrum_edge(activation="linear", sigma_w2=np.array([1.0, 2.0]),
@@ -214,6 +219,7 @@ def test_linear_orthogonal_is_a_point_mass(x64):
   np.testing.assert_allclose(p[conv], 0.0, atol=1e-8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation,sigma_w2,q,depth,weights,normalised", [
     ("relu", 2.0, 1.0, 1, "gaussian", True),
     ("relu", 2.0, 1.0, 4, "orthogonal", False),
@@ -248,6 +254,7 @@ def test_density_reproduces_closed_form_moments(x64, activation, sigma_w2, q, de
     np.testing.assert_allclose(m0, 1.0, atol=1e-3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("q", [1e-6, 1e-3, 0.57, 4.0])
 @pytest.mark.parametrize("activation", ["tanh", "erf", "gelu", "softplus", "hard_tanh",
                                         "relu"])
@@ -290,6 +297,7 @@ def test_law_of_phi_prime_squared_keeps_its_moments(x64, activation, q):
   np.testing.assert_allclose(var, e_var, rtol=1e-3, atol=1e-15 * e1**2)
 
 
+@pytest.mark.slow
 def test_density_at_small_q_star_keeps_the_closed_form_variance(x64):
   """Orthogonal tanh at criticality, ``q* ~ 9e-4``: ``J J^T`` at depth 32 is nearly a point mass.
 
@@ -339,6 +347,7 @@ def _log_then_linear_grid(sigma_max: float) -> np.ndarray:
                          np.linspace(0.05, 1.05 * sigma_max, 200)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation,sigma_w2,q,depth,weights,tol", [
     # Below sigma = 1e-16 tanh Gaussian depth 4 holds ~3e-6 of the mass
     # (p ~ sigma^(-3/5)); the trapezoid rule in log sigma (ratio 1.18 where
@@ -403,6 +412,7 @@ def test_tanh_depth_one_orthogonal_is_the_law_of_phi_prime_squared(x64):
   np.testing.assert_allclose(computed, exact, rtol=0, atol=0.5 / 249 + 1e-3)
 
 
+@pytest.mark.slow
 def test_float32_marchenko_pastur():
   r = mf.jacobian_spectrum(activation="linear", sigma_w2=1.0, sigma_b2=0.0, depth=1,
                            init="gaussian", q=1.0)
@@ -486,6 +496,7 @@ def test_every_activation_converges_and_keeps_its_moments(x64, activation):
   np.testing.assert_allclose(m1, m.mean, rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_density_at_a_point_does_not_depend_on_the_rest_of_the_grid(x64):
   """A point's continuation starts at its own distance from the spectrum.
 
@@ -521,6 +532,7 @@ def test_tanh_law_at_large_q_has_no_spurious_atom_at_zero(x64):
   assert np.all(np.asarray(law.mid)[np.asarray(law.mass) > 0] > 0)
 
 
+@pytest.mark.slow
 def test_law_at_q_zero_is_the_limit_from_above(x64):
   # ReLU networks are scale-free: at q = 0 the law of x = phi'(sqrt(q) z)^2 is the same
   # Bernoulli(1/2) on {0, 1} as at every q > 0 (phi' at the kink itself gave mean 0).
@@ -539,6 +551,7 @@ def test_law_at_q_zero_is_the_limit_from_above(x64):
   np.testing.assert_array_equal(x_moments(mf.activation("tanh"), jnp.asarray(0.0)), [1.0, 1.0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["tanh", "relu", "hard_tanh"])
 def test_real_log_z_right_of_the_support_is_the_complex_one(x64, activation):
   """The edge search's real-arithmetic log z(w) and its slope are the complex path's on

@@ -75,6 +75,7 @@ def _transform(method, name, **targets):
   return fn(name, subnet_max=_resnet_subnet_max, **targets)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, name", list(PUBLISHED))
 def test_parameters_match_dks(method, name):
   t = _transform(method, name, **({"zeta": 1.2} if method == "dks" else {"eta": 0.75, "tau": 0.2}))
@@ -115,6 +116,7 @@ def _expect(f):
                               -30, 30, epsabs=1e-13, epsrel=1e-12, limit=400)[0]
 
 
+@pytest.mark.slow
 def test_dks_mlp_conditions_on_the_theory_maps(x64):
   depth, zeta = 20, 1.5
   t = meanfield.dks_transform("tanh", depth=depth, zeta=zeta)
@@ -144,6 +146,7 @@ def test_tat_smooth_conditions(x64):
                                              activation=t.activation), 1, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_tailored_relu_network_c_map_hits_eta(x64):
   depth, eta = 10, 0.8
   t = meanfield.tat_transform("relu", depth=depth, eta=eta)
