@@ -25,7 +25,7 @@ import numpy as np
 import empirical
 import meanfield
 from benchmarks import _common
-from empirical import jacobian as _jacobian
+from empirical import spectra as _spectra
 from empirical import streams
 
 WIDTH, DEPTH, SEEDS, LOOP = 128, 16, 32, 8
@@ -73,7 +73,7 @@ def run(*, quick: bool = False) -> _common.Report:
       "dtype": "float32"})
   key = jax.random.key(0)
   q = float(meanfield.q_star(sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, activation="tanh"))
-  call = lambda: _jacobian.jacobian_spectra(  # noqa: E731
+  call = lambda: _spectra.jacobian_spectra(  # noqa: E731
       key, activation="tanh", width=width, depth=depth, sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2,
       n_seeds=seeds, q=q, progress=False)
   fast = report.time_call(call, name=f"jacobian_spectra, {seeds} networks", repeats=repeats)

@@ -6,8 +6,9 @@ from empirical.description import networks
 from empirical.engine import DEFAULT_MEMORY_BUDGET, SWEPT, atomic_write, run_chunked
 from empirical.training import train
 from empirical.inits import INITS, Init, init, init_names
-from empirical.jacobian import (density_l1, extreme_singular_values, jacobian_input,
-                                jacobian_spectra, moment_estimates, singular_values)
+from empirical.jacobian import (extreme_singular_values, jacobian_input, moment_estimates,
+                                singular_values)
+from empirical.spectra import density_l1, jacobian_spectra
 from empirical.models import MLP, Params, forward, layer_scales, network_key, scale_params, standard_params
 from empirical.overlay import theory
 from empirical.probes import Stats, measure

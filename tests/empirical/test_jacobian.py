@@ -1,4 +1,5 @@
-"""Tests for empirical.jacobian: Jacobians, their singular values and estimates."""
+"""Tests for empirical.jacobian and empirical.spectra: Jacobians, their singular values,
+estimates and spectra of many networks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from scipy import stats
 
 from empirical import jacobian as jac
+from empirical import spectra
 
 # tanh at criticality with sigma_b2 = 0.05 (docs/theory.md's Monte Carlo anchor).
 TANH_CRIT = dict(sigma_w2=1.7610, sigma_b2=0.05)
@@ -169,7 +171,7 @@ def _spectra(**kw):
   args = dict(activation="tanh", width=32, depth=[2, 5], sigma_w2=[1.5, 1.7610],
               sigma_b2=0.05, init=["gaussian", "orthogonal"], n_seeds=3, progress=False)
   args.update(kw)
-  return jac.jacobian_spectra(jax.random.key(0), **args)
+  return spectra.jacobian_spectra(jax.random.key(0), **args)
 
 
 @pytest.mark.slow
@@ -245,26 +247,26 @@ def test_density_l1():
   sigma = np.linspace(0.0, 1.0, 1001)
   uniform = np.ones_like(sigma)
   grid = (np.arange(1000) + 0.5) / 1000
-  assert jac.density_l1(grid, sigma=sigma, density=uniform) < 1e-12
+  assert spectra.density_l1(grid, sigma=sigma, density=uniform) < 1e-12
   # All samples in the lower half: half the bins empty, half double: L1 = 1.
-  assert abs(jac.density_l1(grid / 2, sigma=sigma, density=uniform) - 1.0) < 1e-12
+  assert abs(spectra.density_l1(grid / 2, sigma=sigma, density=uniform) - 1.0) < 1e-12
   # Below the floor only the lump's mass counts.
-  assert jac.density_l1(grid * (grid > 0.1) * 1.0, sigma=sigma, density=uniform,
+  assert spectra.density_l1(grid * (grid > 0.1) * 1.0, sigma=sigma, density=uniform,
                         floor=0.1001) < 0.01
   # A quarter of the law below the grid (sigma[0] = 0.5), the rest uniform on
   # [0.5, 1]: 200 samples below, 600 spread evenly above (30 per bin).
   half = sigma[500:]
   samples = np.r_[np.linspace(0.01, 0.49, 200), 0.5 + 0.5 * (np.arange(600) + 0.5) / 600]
-  assert jac.density_l1(samples, sigma=half, density=np.ones_like(half),
+  assert spectra.density_l1(samples, sigma=half, density=np.ones_like(half),
                         mass_below=0.25) < 1e-12
   # Without the lump the quarter below the grid falls into the first bin: far off.
-  assert jac.density_l1(samples, sigma=half, density=np.ones_like(half)) > 0.4
+  assert spectra.density_l1(samples, sigma=half, density=np.ones_like(half)) > 0.4
   with pytest.raises(ValueError, match="`mass_below` must be a number in"):
-    jac.density_l1(grid, sigma=sigma, density=uniform, mass_below=1.0)
+    spectra.density_l1(grid, sigma=sigma, density=uniform, mass_below=1.0)
   with pytest.raises(ValueError, match="`sigma` must be an increasing"):
-    jac.density_l1(grid, sigma=sigma[::-1], density=uniform)
+    spectra.density_l1(grid, sigma=sigma[::-1], density=uniform)
   with pytest.raises(ValueError, match="`bins` must be an integer >= 2"):
-    jac.density_l1(grid, sigma=sigma, density=uniform, bins=1)
+    spectra.density_l1(grid, sigma=sigma, density=uniform, bins=1)
 
 
 # ---------------------------------------------------------------------------
@@ -279,7 +281,7 @@ FLOOR = 1e-13
 
 def _theory_spectra(width, n_seeds):
   with jax.enable_x64(True):
-    return jac.jacobian_spectra(jax.random.key(2024), activation="tanh", width=width,
+    return spectra.jacobian_spectra(jax.random.key(2024), activation="tanh", width=width,
                                 depth=[4, 32], init=["orthogonal", "gaussian"],
                                 n_seeds=n_seeds, progress=False, **TANH_CRIT)
 
@@ -334,7 +336,7 @@ def _check_density(ds, weights, depth, l1_tol):
     below = (lo + hi) / 2
   else:
     assert abs(mass - 1) < 1e-2, f"theory density has mass {mass:.3f}"
-  l1 = jac.density_l1(ds.singular_values.sel(init=weights, depth=depth), sigma=THEORY_SIGMA,
+  l1 = spectra.density_l1(ds.singular_values.sel(init=weights, depth=depth), sigma=THEORY_SIGMA,
                       density=dens, floor=FLOOR, mass_below=below)
   assert l1 < l1_tol, (l1, l1_tol)
 
@@ -416,7 +418,7 @@ def test_top_eigenvalue_at_width_1000_is_the_edge_less_its_tracy_widom_shift(x64
   gamma = float(edge_gamma(lam_max, rho))
   assert np.isfinite(gamma)                            # a square-root edge at depth 4
   expected = lam_max + TW1_MEAN / (gamma * width ** (2 / 3))
-  ds = jac.jacobian_spectra(jax.random.key(7), activation="tanh", width=width, depth=depth,
+  ds = spectra.jacobian_spectra(jax.random.key(7), activation="tanh", width=width, depth=depth,
                             init=weights, n_seeds=ANCHOR_SEEDS, progress=False, **TANH_CRIT)
   lam_1 = np.asarray(ds.sigma_max ** 2).ravel()
   se = lam_1.std(ddof=1) / math.sqrt(lam_1.size)
@@ -433,8 +435,8 @@ def test_spectra_of_huge_jacobians_in_float32():
   # overflows (h^l beyond 3.4e38) near layer 37: flagged, and only there.
   common = dict(activation="relu", width=64, depth=[10, 30, 45], sigma_w2=256.0, q=1.0,
                 progress=False)
-  svd = jac.jacobian_spectra(jax.random.key(0), method="svd", **common)
-  proj = jac.jacobian_spectra(jax.random.key(0), method="projection", **common)
+  svd = spectra.jacobian_spectra(jax.random.key(0), method="svd", **common)
+  proj = spectra.jacobian_spectra(jax.random.key(0), method="projection", **common)
   s_svd = svd.sigma_max.sel(seed=0).values[:2]
   s_proj, err = proj.sigma_max.sel(seed=0).values[:2], proj.sigma_max_error.sel(seed=0).values[:2]
   assert np.all(np.isfinite(s_svd)) and s_svd[1] > 1e30
@@ -486,6 +488,6 @@ def test_q_star_zero_uses_the_limit_from_above():
   # point E[sigma^2] = chi_1^L = 1, so the mean squared singular value of every network
   # is of order 1 (it is 0 with zero inputs).
   ds = _spectra(activation="relu", sigma_w2=2.0, sigma_b2=0.0, depth=3, init="gaussian")
-  assert float(ds.q.min()) == jac.Q_LIMIT
+  assert float(ds.q.min()) == spectra.Q_LIMIT
   mean_sq = (ds.singular_values ** 2).mean("index")
   assert float(mean_sq.min()) > 0.05 and float(mean_sq.max()) < 20

@@ -1,0 +1,127 @@
+"""The checked arguments of :func:`empirical.train` (besides the grid and the data).
+
+Every check raises ``ValueError`` naming the argument, its value and what
+is allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from empirical import _checks
+from empirical import _grid
+from empirical._train_optim import check_clip_norm, check_optimizer
+
+#: Default quantiles of each layer's weight entries.
+WEIGHT_QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
+#: Default quantiles of each layer's singular values (besides min and max).
+SV_QUANTILES = (0.1, 0.5, 0.9)
+#: The networks :func:`empirical.train` builds (its ``architecture``).
+ARCHITECTURES = ("mlp", "conv")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The validated training options (besides the grid)."""
+  rates: list[float]
+  optimizer: str
+  momentum: float
+  clip_norm: float | None
+  n_steps: int
+  batch_size: int
+  steps: tuple[int, ...]
+  probe_size: int | None
+  weight_quantiles: tuple[float, ...]
+  sv_quantiles: tuple[float, ...]
+  probes: bool = True
+
+
+def options(*, learning_rate, optimizer, momentum, clip_norm, n_steps, batch_size,
+             record_every, record_steps, probe_size, weight_quantile, sv_quantile,
+             probes=True) -> Options:
+  if learning_rate is None:
+    raise ValueError("`learning_rate` must be given (a finite number >= 0, or a list), got None")
+  rates = [_checks.check_number("learning_rate", v, minimum=0.0)
+           for v in _grid.values("learning_rate", learning_rate)]
+  name = check_optimizer(optimizer)
+  momentum = _checks.check_number("momentum", 0.9 if momentum is None else momentum,
+                                  minimum=0.0, below=1.0)
+  clip_norm = check_clip_norm(clip_norm)
+  n_steps = _checks.check_int("n_steps", n_steps, 0)
+  batch_size = _checks.check_int("batch_size", batch_size, 1)
+  steps = _check_record_steps(record_steps, record_every, n_steps)
+  if probe_size is not None:
+    probe_size = _checks.check_int("probe_size", probe_size, 1)
+  if not isinstance(probes, (bool, np.bool_)):
+    raise ValueError(f"`probes` must be True or False, got {probes!r}")
+  return Options(rates=rates, optimizer=name, momentum=momentum, clip_norm=clip_norm,
+                  n_steps=n_steps, batch_size=batch_size, steps=steps, probe_size=probe_size,
+                  weight_quantiles=_check_quantiles(
+                      "weight_quantile",
+                      WEIGHT_QUANTILES if weight_quantile is None else weight_quantile),
+                  sv_quantiles=_check_quantiles(
+                      "sv_quantile", SV_QUANTILES if sv_quantile is None else sv_quantile),
+                  probes=bool(probes))
+
+
+def _check_quantiles(name: str, values) -> tuple[float, ...]:
+  arr = np.atleast_1d(np.asarray(values, dtype=float))
+  if arr.ndim != 1 or arr.size == 0 or not np.all((arr >= 0) & (arr <= 1)):
+    raise ValueError(f"`{name}` must be a non-empty 1-D sequence of numbers in [0, 1], got "
+                     f"{values!r}")
+  return tuple(arr.tolist())
+
+
+def _check_record_steps(record_steps, record_every, n_steps: int) -> tuple[int, ...]:
+  if record_steps is not None and record_every is not None:
+    raise ValueError(f"`record_steps` and `record_every` must not both be given, got "
+                     f"{record_steps!r} and {record_every!r}")
+  if record_steps is None:
+    every = (max(n_steps // 10, 1) if record_every is None
+             else _checks.check_int("record_every", record_every, 1))
+    return tuple(sorted(set(range(0, n_steps + 1, every)) | {n_steps}))
+  steps = np.atleast_1d(np.asarray(record_steps)).tolist()
+  if (not steps or not all(_checks.is_int(s) and 0 <= s <= n_steps for s in steps)
+      or any(b <= a for a, b in zip(steps, steps[1:]))):
+    raise ValueError(
+        f"`record_steps` must be a non-empty increasing sequence of integers in "
+        f"[0, n_steps] = [0, {n_steps}], got {record_steps!r}")
+  return tuple(int(s) for s in steps)
+
+
+def check_conv(architecture, *, residual, norm, kernel_size) -> bool:
+  """Whether ``architecture`` is ``"conv"``; raises for a bad one or a variant a CNN lacks."""
+  if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
+    raise ValueError(f"`architecture` must be one of {', '.join(ARCHITECTURES)}, got "
+                     f"{architecture!r}")
+  if architecture == "mlp":
+    return False
+  if residual or norm is not None:
+    raise ValueError(f"`architecture` 'conv' has no residual or norm variant, got "
+                     f"residual={residual!r}, norm={norm!r}")
+  if _checks.check_int("kernel_size", kernel_size, 1) % 2 == 0:
+    raise ValueError(f"`kernel_size` must be odd (taps centred on each position), got "
+                     f"{kernel_size!r}")
+  return True
+
+
+def check_applies(*, architecture, optimizer, probes, **given) -> None:
+  """Raise for a keyword given (not None) that the chosen network or run does not use."""
+  used_by = {"kernel_size": ("architecture", "conv"), "input_shape": ("architecture", "conv"),
+             "momentum": ("optimizer", "momentum")}
+  chosen = {"architecture": architecture, "optimizer": optimizer}
+  if given["momentum"] is not None:   # a bad value is named as such first
+    _checks.check_number("momentum", given["momentum"], minimum=0.0, below=1.0)
+  for name, (what, needs) in used_by.items():
+    if given[name] is not None and chosen[what] != needs:
+      raise ValueError(f"`{name}` applies only to {what}={needs!r}, got {name}="
+                       f"{given[name]!r} with {what}={chosen[what]!r}")
+  for name in ("weight_quantile", "sv_quantile"):
+    if given[name] is not None and isinstance(probes, bool | np.bool_) and not probes:
+      raise ValueError(f"`{name}` applies only with probes=True (probes=False records no "
+                       f"weight summaries), got {name}={given[name]!r}")
+  if given["sv_quantile"] is not None and architecture == "conv":
+    raise ValueError(f"`sv_quantile` does not apply to architecture='conv' (a CNN records "
+                     f"no singular values), got sv_quantile={given['sv_quantile']!r}")
