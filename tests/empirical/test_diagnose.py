@@ -351,6 +351,7 @@ def test_bad_arguments_raise(kwargs, match):
     empirical.diagnose(args.pop("model"), args.pop("x"), **args)
 
 
+@pytest.mark.slow
 def test_figure(resmlp):
   import matplotlib.figure
   from figures._diagnose_plot import diagnose_figure
