@@ -319,79 +319,17 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
                       eps: float | None = None) -> JacobianSpectrum:
   """Densities of the singular values of ``J`` and of the eigenvalues of ``J J^T``.
 
-  Method (Pennington, Schoenholz & Ganguli 2017, eqs. 7-12; 2018): by
-  subordination, for ``w`` off the support of ``x = phi'(sqrt(q) z)^2`` put
-  ``m(w) = E[x/(w - x)] = M_{D^2}(w)``; then ``M_{JJ^T}(z(w)) = m(w)`` with
-
-  .. math::
-
-     z(w) = \\frac{1 + m}{m} t^L, \\qquad
-     t = \\frac{\\sigma_w^2 m w}{1 + m} \\ (\\text{orthogonal}), \\quad
-     t = \\sigma_w^2 m w \\ (\\text{Gaussian}),
-
-  which is ``M^{-1}_{JJ^T} = (1 + m)/(m S_{D^2}^L S_{W^T W}^L)`` with
-  ``S_{D^2}(m) = (1 + m)/(m w)``. For each grid point ``z(w) = lambda + i eps
-  lambda`` is solved for ``w`` by complex Newton iteration, continued from far
-  above the real axis down to ``eps lambda`` so that it stays on the physical
-  branch (``Im w > 0``); then
-
-  .. math::
-
-     \\rho(\\lambda) = -\\frac{\\operatorname{Im} m}{\\pi \\lambda}, \\qquad
-     p(\\sigma) = 2 \\sigma \\rho(\\sigma^2)
-
-  (2017, eq. 8). The law of ``x`` is represented by ``n_nodes`` segments of
-  Gaussian mass in ``z`` cut at the activation's kinks (equal masses, the
-  tail's one cut finer), with ``x`` uniform on each with the segment's own
-  mean and variance of ``x`` (exact for the atoms of ReLU, hard-tanh and
-  linear networks; elsewhere ``E[x]`` exact and ``Var[x]`` to about 2e-4
-  relative at the default ``n_nodes``, also when ``q`` is small and the law
-  piles up at ``phi'(0)^2``); ``m(w)`` then stays smooth up to the real axis.
-
-  Atoms are reported apart from the (continuous) densities: ``zero_mass`` at
-  ``lambda = 0`` (``P(phi' = 0)``), and for orthogonal weights possibly one at
-  ``atom_lambda`` (a linear orthogonal network is the point mass
-  ``lambda = sigma_w2^L``, ``sigma = sigma_w2^(L/2)``: ``atom_mass = 1`` and the
-  density is 0 on the grid). So ``integral p(sigma) dsigma + zero_mass +
-  atom_mass = 1``.
-
-  Accuracy (64-bit): the densities are those of the spectrum smoothed over a
-  relative width ``eps`` (a Lorentzian of half-width ``eps lambda``), exact
-  up to ``O(eps)`` except within about ``eps lambda`` of a square-root edge,
-  where the error is ``O(sqrt(eps))`` (Marchenko-Pastur: 1e-7 away from the
-  edges). For smooth activations add the error of the law of ``x``: its
-  first two moments are kept (above), so ``E[lambda]`` is exact and
-  ``Var[lambda]`` good to ~2e-4 relative; pointwise, below 1e-6 relative
-  in the bulk when ``depth >= 2`` (tanh at criticality, depth 4, against
-  ``n_nodes = 2048``); at depth 1 with
-  orthogonal weights the density is the law of ``sigma_w2 x`` itself, a
-  sum of uniform pieces of mass ``~1/n_nodes`` each within its segment's
-  range (its distribution function is right to one piece's mass, ~2e-3;
-  pointwise ~1-2%); and a few percent at
-  the smallest singular values (``sigma`` below ~1% of ``sigma_max``), which
-  come from the Gaussian tails of ``h`` that few segments resolve -- raise
-  ``n_nodes`` there. Small singular values: the continuation adapts its
-  steps to the length of its path, so densities converge (64-bit) down to
-  ``sigma ~ 1e-30`` for tanh at criticality (orthogonal and Gaussian, depths
-  4 and 32; orthogonal depth 32 to about ``1e-20``, below which ``w`` meets the
-  cut-off ``|z| < 9`` of the law of ``x``). For Gaussian weights at
-  ``depth >= 2`` ``p(sigma)`` diverges as ``sigma^(-(L-1)/(L+1))`` at 0, so a
-  uniform grid misses mass: pass a log grid, e.g.
-  ``sigma=np.geomspace(1e-16 * sigma_max, 1.1 * sigma_max, n)``, and
-  integrate ``p(sigma) sigma`` in ``log sigma``; at depth 32 a few percent of
-  the mass lies below ``1e-30``. Points where the Newton iteration did not reach its
-  tolerance (``1e-9`` in 64-bit, ``1e-4`` in 32-bit, on ``log z``), left the
-  physical branch, or lie so close to an atom that subtracting it leaves
-  noise above ``1e-8`` (``1e-3`` in 32-bit), have ``converged = False`` and
-  ``nan`` densities. In 32-bit, deep networks (``depth`` of order 100)
-  mostly fail to converge: use 64-bit for them and for the tails.
-
-  Cost: about ``(20 + 3 n_levels) n_points n_nodes`` complex evaluations per
-  configuration, ``n_levels`` the longest continuation among 50 neighbouring
-  grid points, which are solved together (18-37 levels on the default grid,
-  up to 64 for ``sigma`` down to ``1e-30``; 0.4 s on a 2-core CPU for the
-  defaults in 64-bit, tanh at depth 32); one compiled
-  program serves every activation with the same ``n_points`` and ``n_nodes``.
+  By subordination (Pennington, Schoenholz & Ganguli 2017, eqs. 7-12; 2018):
+  for each grid point ``z(w) = lambda + i eps lambda`` is solved for ``w`` by
+  a complex Newton continuation on the physical branch, and
+  ``rho(lambda) = -Im m(w) / (pi lambda)``, ``p(sigma) = 2 sigma
+  rho(sigma^2)``. The densities are those of the continuous part smoothed over
+  a relative width ``eps``; atoms are reported apart (``zero_mass``,
+  ``atom_lambda``, ``atom_mass``), so ``integral p(sigma) dsigma + zero_mass +
+  atom_mass = 1``. Points where the solver did not converge are ``nan`` with
+  ``converged = False``. Use 64-bit for deep networks and the tails of the
+  spectrum. The method, its accuracy and its cost: docs/theory.md, section
+  "The density solver".
 
   Args:
     activation: a name from ``meanfield.activation_names()``, an
@@ -413,8 +351,14 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
 
   Returns:
     A :class:`JacobianSpectrum` (frozen pytree dataclass; ``.to_dataset()``
-    gives an ``xarray.Dataset`` with dimension ``sigma``), in the floating
-    dtype of the hyperparameters.
+    gives an ``xarray.Dataset`` with dimension ``sigma``). With ``batch`` the
+    broadcast shape of ``sigma_w2, sigma_b2, depth, q`` and ``n`` the number
+    of grid points (``n_points``, or the length of ``sigma``): ``sigma``,
+    ``lam``, the two densities and ``converged`` (bool) have shape
+    ``(*batch, n)``; ``zero_mass``, ``atom_lambda``, ``atom_mass``,
+    ``lambda_max`` and ``q`` have shape ``batch``. Floating fields are in the
+    floating dtype of the hyperparameters (float32, or float64 with 64-bit
+    enabled).
 
   Raises:
     ValueError: unknown ``init`` or ``activation``, ``depth`` not an integer
@@ -459,8 +403,8 @@ def jacobian_spectrum_edge(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLi
   The largest singular value of ``J`` (width to infinity) is
   ``sqrt(lambda_max)``. It is ``z(w)`` at the first stationary point
   ``dz/dw = 0`` met coming from ``w = +inf`` along the real axis right of the
-  support of ``x`` (see :func:`jacobian_spectrum` for ``z(w)``; Pennington et
-  al. 2018). Examples: Marchenko-Pastur (linear, Gaussian, depth 1)
+  support of ``x`` (``z(w)`` as in docs/theory.md, "The density solver";
+  Pennington et al. 2018). Examples: Marchenko-Pastur (linear, Gaussian, depth 1)
   ``4 sigma_w2``; Fuss-Catalan (depth L) ``sigma_w2^L (L + 1)^(L + 1) / L^L``.
   An atom away from 0 (orthogonal weights) is not part of the density and is
   not counted here (see ``JacobianSpectrum.atom_lambda``).
