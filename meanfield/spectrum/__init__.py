@@ -191,6 +191,16 @@ def _shape(*xs) -> tuple[int, ...]:
   return np.broadcast_shapes(*(np.shape(x) for x in xs if x is not None))
 
 
+def _q(act, sigma_w2, sigma_b2, q):
+  """``q``, or where None ``q*`` from :func:`meanfield.q_star`: its own compiled program,
+  shared with every theory function that needs ``q*``, not compiled again into this one's."""
+  if q is not None:
+    return q
+  dtype = float_dtype(*_arguments(sigma_w2, sigma_b2))
+  return q_star(sigma_w2=jnp.asarray(sigma_w2, dtype), sigma_b2=jnp.asarray(sigma_b2, dtype),
+                activation=act)
+
+
 def _configurations(act, sigma_w2, sigma_b2, depth, q):
   """Hyperparameters as flat arrays of one floating dtype, ``q`` resolved to ``q*`` if None."""
   dtype = float_dtype(sigma_w2, sigma_b2, q)
@@ -260,8 +270,9 @@ def jacobian_moments(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
   act, law = _validate(activation=activation, init=init, sigma_w2=sigma_w2,
                   sigma_b2=sigma_b2, depth=depth, q=q)
   shape = _shape(sigma_w2, sigma_b2, depth, q)
+  q = _q(act, sigma_w2, sigma_b2, q)
   moments = _moments(act, _S1[law], *_arguments(sigma_w2, sigma_b2, depth, q))
-  return jax.tree.map(lambda a: a.reshape(shape), moments)
+  return _unflatten(moments, shape)
 
 
 def _arguments(*xs):
@@ -302,12 +313,25 @@ def _law_and_support(act, n_nodes, orthogonal, sigma_w2, sigma_b2, depth, q):
       support_batch(law, sigma_w2, depth, orthogonal))
 
 
-@functools.partial(jax.jit, static_argnames=("n_points",))
-def _default_grid(lambda_max, atom_lambda, atom_mass, n_points):
-  """``n_points`` midpoints of a uniform grid on ``(0, 1.1 sigma_max]`` per configuration."""
-  top = jnp.sqrt(jnp.fmax(lambda_max, jnp.where(atom_mass > 0, atom_lambda, 0.0)))
-  unit = (jnp.arange(n_points, dtype=top.dtype) + 0.5) / n_points
-  return 1.1 * top[:, None] * unit[None, :]
+@functools.partial(jax.jit, static_argnames=("shape",))
+def _reshaped(tree, shape: tuple[int, ...]):
+  """Every array of ``tree`` with its leading (configuration) axis reshaped to ``shape``."""
+  return jax.tree.map(lambda a: a.reshape(shape + a.shape[1:]), tree)
+
+
+def _grid(sigma, dtype):
+  """A given grid in ``dtype`` (NumPy where it is concrete: no program to convert it)."""
+  if sigma is None or isinstance(sigma, jax.Array):
+    return None if sigma is None else jnp.asarray(sigma, dtype)
+  return np.asarray(sigma, dtype)
+
+
+def _unflatten(tree, shape: tuple[int, ...]):
+  """:func:`_reshaped`, in one small program, and only where the shape changes."""
+  leaves = jax.tree.leaves(tree)
+  if all(a.shape[:1] == shape for a in leaves):
+    return tree
+  return _reshaped(tree, shape)
 
 
 @accepts_network
@@ -380,18 +404,16 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
   shape = _shape(sigma_w2, sigma_b2, depth, q)
   law, sw2, depth, qq, orthogonal, lambda_max, zero_mass, atom_lambda, atom_mass = (
       _law_and_support(act, n_nodes, law == "orthogonal",
-                       *_arguments(sigma_w2, sigma_b2, depth, q)))
-  if sigma is None:
-    sigma = _default_grid(lambda_max, atom_lambda, atom_mass, n_points)
-  else:
-    sigma = jnp.broadcast_to(jnp.asarray(sigma, dtype)[None, :], (sw2.size, np.size(sigma)))
-  rho, converged = density_batch(law, sw2, depth, orthogonal, sigma, lambda_max,
-                                 atom_lambda, atom_mass, jnp.asarray(eps, dtype))
+                       *_arguments(sigma_w2, sigma_b2, depth, _q(act, sigma_w2, sigma_b2, q))))
+  sigma, lam, p, rho, converged = density_batch(
+      law, sw2, depth, orthogonal, _grid(sigma, dtype),
+      lambda_max, atom_lambda, atom_mass, np.asarray(eps, dtype),
+      n_points=n_points if sigma is None else None)
   result = JacobianSpectrum(
-      sigma=sigma, lam=sigma * sigma, singular_value_density=2 * sigma * rho,
-      eigenvalue_density=rho, converged=converged, zero_mass=zero_mass,
-      atom_lambda=atom_lambda, atom_mass=atom_mass, lambda_max=lambda_max, q=qq)
-  return jax.tree.map(lambda a: a.reshape(shape + a.shape[1:]), result)
+      sigma=sigma, lam=lam, singular_value_density=p, eigenvalue_density=rho,
+      converged=converged, zero_mass=zero_mass, atom_lambda=atom_lambda,
+      atom_mass=atom_mass, lambda_max=lambda_max, q=qq)
+  return _unflatten(result, shape)
 
 
 @accepts_network
@@ -421,5 +443,5 @@ def jacobian_spectrum_edge(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLi
   n_nodes = _checks.check_positive_int("n_nodes", n_nodes)
   shape = _shape(sigma_w2, sigma_b2, depth, q)
   out = _law_and_support(act, n_nodes, law == "orthogonal",
-                         *_arguments(sigma_w2, sigma_b2, depth, q))
-  return out[5].reshape(shape)
+                         *_arguments(sigma_w2, sigma_b2, depth, _q(act, sigma_w2, sigma_b2, q)))
+  return _unflatten(out[5], shape)
