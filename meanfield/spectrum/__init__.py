@@ -197,8 +197,9 @@ def _q(act, sigma_w2, sigma_b2, q):
   if q is not None:
     return q
   dtype = float_dtype(*_arguments(sigma_w2, sigma_b2))
-  return q_star(sigma_w2=jnp.asarray(sigma_w2, dtype), sigma_b2=jnp.asarray(sigma_b2, dtype),
-                activation=act)
+  sigma_w2, sigma_b2 = (jnp.asarray(x, dtype) if isinstance(x, jax.Array) else np.asarray(x, dtype)
+                        for x in (sigma_w2, sigma_b2))
+  return q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
 
 
 def _configurations(act, sigma_w2, sigma_b2, depth, q):
