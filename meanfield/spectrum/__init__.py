@@ -191,6 +191,17 @@ def _shape(*xs) -> tuple[int, ...]:
   return np.broadcast_shapes(*(np.shape(x) for x in xs if x is not None))
 
 
+def _q(act, sigma_w2, sigma_b2, q):
+  """``q``, or where None ``q*`` from :func:`meanfield.q_star`: its own compiled program,
+  shared with every theory function that needs ``q*``, not compiled again into this one's."""
+  if q is not None:
+    return q
+  dtype = float_dtype(*_arguments(sigma_w2, sigma_b2))
+  sigma_w2, sigma_b2 = (jnp.asarray(x, dtype) if isinstance(x, jax.Array) else np.asarray(x, dtype)
+                        for x in (sigma_w2, sigma_b2))
+  return q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+
+
 def _configurations(act, sigma_w2, sigma_b2, depth, q):
   """Hyperparameters as flat arrays of one floating dtype, ``q`` resolved to ``q*`` if None."""
   dtype = float_dtype(sigma_w2, sigma_b2, q)
@@ -260,8 +271,9 @@ def jacobian_moments(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
   act, law = _validate(activation=activation, init=init, sigma_w2=sigma_w2,
                   sigma_b2=sigma_b2, depth=depth, q=q)
   shape = _shape(sigma_w2, sigma_b2, depth, q)
+  q = _q(act, sigma_w2, sigma_b2, q)
   moments = _moments(act, _S1[law], *_arguments(sigma_w2, sigma_b2, depth, q))
-  return jax.tree.map(lambda a: a.reshape(shape), moments)
+  return _unflatten(moments, shape)
 
 
 def _arguments(*xs):
@@ -302,12 +314,25 @@ def _law_and_support(act, n_nodes, orthogonal, sigma_w2, sigma_b2, depth, q):
       support_batch(law, sigma_w2, depth, orthogonal))
 
 
-@functools.partial(jax.jit, static_argnames=("n_points",))
-def _default_grid(lambda_max, atom_lambda, atom_mass, n_points):
-  """``n_points`` midpoints of a uniform grid on ``(0, 1.1 sigma_max]`` per configuration."""
-  top = jnp.sqrt(jnp.fmax(lambda_max, jnp.where(atom_mass > 0, atom_lambda, 0.0)))
-  unit = (jnp.arange(n_points, dtype=top.dtype) + 0.5) / n_points
-  return 1.1 * top[:, None] * unit[None, :]
+@functools.partial(jax.jit, static_argnames=("shape",))
+def _reshaped(tree, shape: tuple[int, ...]):
+  """Every array of ``tree`` with its leading (configuration) axis reshaped to ``shape``."""
+  return jax.tree.map(lambda a: a.reshape(shape + a.shape[1:]), tree)
+
+
+def _grid(sigma, dtype):
+  """A given grid in ``dtype`` (NumPy where it is concrete: no program to convert it)."""
+  if sigma is None or isinstance(sigma, jax.Array):
+    return None if sigma is None else jnp.asarray(sigma, dtype)
+  return np.asarray(sigma, dtype)
+
+
+def _unflatten(tree, shape: tuple[int, ...]):
+  """:func:`_reshaped`, in one small program, and only where the shape changes."""
+  leaves = jax.tree.leaves(tree)
+  if all(a.shape[:1] == shape for a in leaves):
+    return tree
+  return _reshaped(tree, shape)
 
 
 @accepts_network
@@ -319,79 +344,17 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
                       eps: float | None = None) -> JacobianSpectrum:
   """Densities of the singular values of ``J`` and of the eigenvalues of ``J J^T``.
 
-  Method (Pennington, Schoenholz & Ganguli 2017, eqs. 7-12; 2018): by
-  subordination, for ``w`` off the support of ``x = phi'(sqrt(q) z)^2`` put
-  ``m(w) = E[x/(w - x)] = M_{D^2}(w)``; then ``M_{JJ^T}(z(w)) = m(w)`` with
-
-  .. math::
-
-     z(w) = \\frac{1 + m}{m} t^L, \\qquad
-     t = \\frac{\\sigma_w^2 m w}{1 + m} \\ (\\text{orthogonal}), \\quad
-     t = \\sigma_w^2 m w \\ (\\text{Gaussian}),
-
-  which is ``M^{-1}_{JJ^T} = (1 + m)/(m S_{D^2}^L S_{W^T W}^L)`` with
-  ``S_{D^2}(m) = (1 + m)/(m w)``. For each grid point ``z(w) = lambda + i eps
-  lambda`` is solved for ``w`` by complex Newton iteration, continued from far
-  above the real axis down to ``eps lambda`` so that it stays on the physical
-  branch (``Im w > 0``); then
-
-  .. math::
-
-     \\rho(\\lambda) = -\\frac{\\operatorname{Im} m}{\\pi \\lambda}, \\qquad
-     p(\\sigma) = 2 \\sigma \\rho(\\sigma^2)
-
-  (2017, eq. 8). The law of ``x`` is represented by ``n_nodes`` segments of
-  Gaussian mass in ``z`` cut at the activation's kinks (equal masses, the
-  tail's one cut finer), with ``x`` uniform on each with the segment's own
-  mean and variance of ``x`` (exact for the atoms of ReLU, hard-tanh and
-  linear networks; elsewhere ``E[x]`` exact and ``Var[x]`` to about 2e-4
-  relative at the default ``n_nodes``, also when ``q`` is small and the law
-  piles up at ``phi'(0)^2``); ``m(w)`` then stays smooth up to the real axis.
-
-  Atoms are reported apart from the (continuous) densities: ``zero_mass`` at
-  ``lambda = 0`` (``P(phi' = 0)``), and for orthogonal weights possibly one at
-  ``atom_lambda`` (a linear orthogonal network is the point mass
-  ``lambda = sigma_w2^L``, ``sigma = sigma_w2^(L/2)``: ``atom_mass = 1`` and the
-  density is 0 on the grid). So ``integral p(sigma) dsigma + zero_mass +
-  atom_mass = 1``.
-
-  Accuracy (64-bit): the densities are those of the spectrum smoothed over a
-  relative width ``eps`` (a Lorentzian of half-width ``eps lambda``), exact
-  up to ``O(eps)`` except within about ``eps lambda`` of a square-root edge,
-  where the error is ``O(sqrt(eps))`` (Marchenko-Pastur: 1e-7 away from the
-  edges). For smooth activations add the error of the law of ``x``: its
-  first two moments are kept (above), so ``E[lambda]`` is exact and
-  ``Var[lambda]`` good to ~2e-4 relative; pointwise, below 1e-6 relative
-  in the bulk when ``depth >= 2`` (tanh at criticality, depth 4, against
-  ``n_nodes = 2048``); at depth 1 with
-  orthogonal weights the density is the law of ``sigma_w2 x`` itself, a
-  sum of uniform pieces of mass ``~1/n_nodes`` each within its segment's
-  range (its distribution function is right to one piece's mass, ~2e-3;
-  pointwise ~1-2%); and a few percent at
-  the smallest singular values (``sigma`` below ~1% of ``sigma_max``), which
-  come from the Gaussian tails of ``h`` that few segments resolve -- raise
-  ``n_nodes`` there. Small singular values: the continuation adapts its
-  steps to the length of its path, so densities converge (64-bit) down to
-  ``sigma ~ 1e-30`` for tanh at criticality (orthogonal and Gaussian, depths
-  4 and 32; orthogonal depth 32 to about ``1e-20``, below which ``w`` meets the
-  cut-off ``|z| < 9`` of the law of ``x``). For Gaussian weights at
-  ``depth >= 2`` ``p(sigma)`` diverges as ``sigma^(-(L-1)/(L+1))`` at 0, so a
-  uniform grid misses mass: pass a log grid, e.g.
-  ``sigma=np.geomspace(1e-16 * sigma_max, 1.1 * sigma_max, n)``, and
-  integrate ``p(sigma) sigma`` in ``log sigma``; at depth 32 a few percent of
-  the mass lies below ``1e-30``. Points where the Newton iteration did not reach its
-  tolerance (``1e-9`` in 64-bit, ``1e-4`` in 32-bit, on ``log z``), left the
-  physical branch, or lie so close to an atom that subtracting it leaves
-  noise above ``1e-8`` (``1e-3`` in 32-bit), have ``converged = False`` and
-  ``nan`` densities. In 32-bit, deep networks (``depth`` of order 100)
-  mostly fail to converge: use 64-bit for them and for the tails.
-
-  Cost: about ``(20 + 3 n_levels) n_points n_nodes`` complex evaluations per
-  configuration, ``n_levels`` the longest continuation among 50 neighbouring
-  grid points, which are solved together (18-37 levels on the default grid,
-  up to 64 for ``sigma`` down to ``1e-30``; 0.4 s on a 2-core CPU for the
-  defaults in 64-bit, tanh at depth 32); one compiled
-  program serves every activation with the same ``n_points`` and ``n_nodes``.
+  By subordination (Pennington, Schoenholz & Ganguli 2017, eqs. 7-12; 2018):
+  for each grid point ``z(w) = lambda + i eps lambda`` is solved for ``w`` by
+  a complex Newton continuation on the physical branch, and
+  ``rho(lambda) = -Im m(w) / (pi lambda)``, ``p(sigma) = 2 sigma
+  rho(sigma^2)``. The densities are those of the continuous part smoothed over
+  a relative width ``eps``; atoms are reported apart (``zero_mass``,
+  ``atom_lambda``, ``atom_mass``), so ``integral p(sigma) dsigma + zero_mass +
+  atom_mass = 1``. Points where the solver did not converge are ``nan`` with
+  ``converged = False``. Use 64-bit for deep networks and the tails of the
+  spectrum. The method, its accuracy and its cost: docs/theory.md, section
+  "The density solver".
 
   Args:
     activation: a name from ``meanfield.activation_names()``, an
@@ -413,8 +376,14 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
 
   Returns:
     A :class:`JacobianSpectrum` (frozen pytree dataclass; ``.to_dataset()``
-    gives an ``xarray.Dataset`` with dimension ``sigma``), in the floating
-    dtype of the hyperparameters.
+    gives an ``xarray.Dataset`` with dimension ``sigma``). With ``batch`` the
+    broadcast shape of ``sigma_w2, sigma_b2, depth, q`` and ``n`` the number
+    of grid points (``n_points``, or the length of ``sigma``): ``sigma``,
+    ``lam``, the two densities and ``converged`` (bool) have shape
+    ``(*batch, n)``; ``zero_mass``, ``atom_lambda``, ``atom_mass``,
+    ``lambda_max`` and ``q`` have shape ``batch``. Floating fields are in the
+    floating dtype of the hyperparameters (float32, or float64 with 64-bit
+    enabled).
 
   Raises:
     ValueError: unknown ``init`` or ``activation``, ``depth`` not an integer
@@ -436,18 +405,16 @@ def jacobian_spectrum(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
   shape = _shape(sigma_w2, sigma_b2, depth, q)
   law, sw2, depth, qq, orthogonal, lambda_max, zero_mass, atom_lambda, atom_mass = (
       _law_and_support(act, n_nodes, law == "orthogonal",
-                       *_arguments(sigma_w2, sigma_b2, depth, q)))
-  if sigma is None:
-    sigma = _default_grid(lambda_max, atom_lambda, atom_mass, n_points)
-  else:
-    sigma = jnp.broadcast_to(jnp.asarray(sigma, dtype)[None, :], (sw2.size, np.size(sigma)))
-  rho, converged = density_batch(law, sw2, depth, orthogonal, sigma, lambda_max,
-                                 atom_lambda, atom_mass, jnp.asarray(eps, dtype))
+                       *_arguments(sigma_w2, sigma_b2, depth, _q(act, sigma_w2, sigma_b2, q))))
+  sigma, lam, p, rho, converged = density_batch(
+      law, sw2, depth, orthogonal, _grid(sigma, dtype),
+      lambda_max, atom_lambda, atom_mass, np.asarray(eps, dtype),
+      n_points=n_points if sigma is None else None)
   result = JacobianSpectrum(
-      sigma=sigma, lam=sigma * sigma, singular_value_density=2 * sigma * rho,
-      eigenvalue_density=rho, converged=converged, zero_mass=zero_mass,
-      atom_lambda=atom_lambda, atom_mass=atom_mass, lambda_max=lambda_max, q=qq)
-  return jax.tree.map(lambda a: a.reshape(shape + a.shape[1:]), result)
+      sigma=sigma, lam=lam, singular_value_density=p, eigenvalue_density=rho,
+      converged=converged, zero_mass=zero_mass, atom_lambda=atom_lambda,
+      atom_mass=atom_mass, lambda_max=lambda_max, q=qq)
+  return _unflatten(result, shape)
 
 
 @accepts_network
@@ -459,8 +426,8 @@ def jacobian_spectrum_edge(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLi
   The largest singular value of ``J`` (width to infinity) is
   ``sqrt(lambda_max)``. It is ``z(w)`` at the first stationary point
   ``dz/dw = 0`` met coming from ``w = +inf`` along the real axis right of the
-  support of ``x`` (see :func:`jacobian_spectrum` for ``z(w)``; Pennington et
-  al. 2018). Examples: Marchenko-Pastur (linear, Gaussian, depth 1)
+  support of ``x`` (``z(w)`` as in docs/theory.md, "The density solver";
+  Pennington et al. 2018). Examples: Marchenko-Pastur (linear, Gaussian, depth 1)
   ``4 sigma_w2``; Fuss-Catalan (depth L) ``sigma_w2^L (L + 1)^(L + 1) / L^L``.
   An atom away from 0 (orthogonal weights) is not part of the density and is
   not counted here (see ``JacobianSpectrum.atom_lambda``).
@@ -477,5 +444,5 @@ def jacobian_spectrum_edge(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLi
   n_nodes = _checks.check_positive_int("n_nodes", n_nodes)
   shape = _shape(sigma_w2, sigma_b2, depth, q)
   out = _law_and_support(act, n_nodes, law == "orthogonal",
-                         *_arguments(sigma_w2, sigma_b2, depth, q))
-  return out[5].reshape(shape)
+                         *_arguments(sigma_w2, sigma_b2, depth, _q(act, sigma_w2, sigma_b2, q)))
+  return _unflatten(out[5], shape)

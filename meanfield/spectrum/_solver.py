@@ -104,105 +104,135 @@ def _atoms(law: Law, depth, sigma_w2, orthogonal):
   return zero_mass, lam, mass
 
 
+# Phases of the continuation (:func:`_solve`), one Newton evaluation per iteration of its loop.
+_START, _STARTED, _NEXT, _LEVEL, _POLISH, _FINAL, _DONE = range(7)
+
+
+def _wrap(r: Array) -> Array:
+  """``r`` with its imaginary part wrapped into ``[-pi, pi]`` (``log z`` is known mod 2 pi i)."""
+  return jax.lax.complex(r.real, r.imag - 2 * np.pi * jnp.round(r.imag / (2 * np.pi)))
+
+
+def _newton_update(u: Array, r: Array, du: Array) -> Array:
+  """``u - r/du``, shortened to keep ``Im u = arg w`` in ``(0, pi)`` (at most 90% of the way)."""
+  delta = r / du
+  room = jnp.where(delta.imag > 0, u.imag, np.pi - u.imag)
+  shrink = jnp.minimum(1.0, 0.9 * room / jnp.maximum(jnp.abs(delta.imag), 1e-300))
+  u_new = u - shrink * delta
+  return jnp.where(jnp.isfinite(u_new), u_new, u)
+
+
 def _solve(lam, law: Law, depth, log_sigma_w2, orthogonal, mu1, log_mean, scale,
            eps, tol):
   """Complex Newton for ``z(w) = lam + i eps lam`` on the physical branch.
 
   Continuation in ``Im z``: start far from the spectrum, ``z = lam + i 10 scale``
-  (``scale = max(lambda_max, lam)``),
-  where ``M_{JJ^T}(z) ~ m_1/z`` and ``m(w) ~ mu_1/w`` give
-  ``w ~ mu_1 z/m_1``; then lower ``eta = Im z`` to ``eps lam`` in levels,
+  (``scale = max(lambda_max, lam)``), where ``M_{JJ^T}(z) ~ m_1/z`` and
+  ``m(w) ~ mu_1/w`` give ``w ~ mu_1 z/m_1``; Newton steps there (at most
+  ``_N_START``, until the residual is at rounding level) must end within
+  ``_TRACK``. Then ``eta = Im z`` is lowered to ``eps lam`` in levels of
   ``_N_STEP`` Newton steps each. Along this path ``z`` stays in the upper
   half-plane where the physical ``w(z)`` is analytic (and ``Im w > 0``), so
   the iteration cannot swap to another root where two meet at an edge of the
   support. Newton runs on ``u = log w`` (``log z`` is nearly linear in ``u``
   both far out and, at small ``lambda``, near ``w = 0``); steps are shortened
-  to keep ``0 < Im u < pi``.
+  to keep ``0 < Im u < pi``. At the last level at most ``_N_POLISH`` steps
+  polish ``w``.
 
   The levels adapt (predictor-corrector with step control): a level is
   accepted when it ends close to its solution (``|log z - target| <
   _TRACK``), and the next step in ``log eta`` is then doubled (at most
-  ``_MAX_STEP``); otherwise ``w`` returns to the last accepted level and the
-  step is halved. A large residual is how a jump to another root, or a step
-  too long for Newton, shows. The number of levels therefore follows the
-  length of the path, ``log(10 scale/(eps lam))``, which grows without bound
-  as ``lam -> 0`` (a fixed number of levels failed below
-  ``sigma ~ 1e-4 sigma_max``); points that do not reach the final level
-  within the iteration budget, or do not meet ``tol`` there, are flagged.
+  ``_MAX_STEP`` while ``eta > _FAR lam``, else ``_NEAR_STEP``: near the real
+  axis long steps can land on another root); otherwise ``w`` returns to the
+  last accepted level and the step is halved. A large residual is how a jump
+  to another root, or a step too long for Newton, shows. The number of levels
+  therefore follows the length of the path, ``log(10 scale/(eps lam))``;
+  points that do not reach the final level within ``_N_LEVELS`` levels, or do
+  not meet ``tol`` there, are flagged.
 
-  Returns ``(w, m, |residual|, converged)``.
+  All of it is one loop with one evaluation of ``log z(w)`` per iteration
+  (:func:`_continue`); under ``vmap`` it runs until the longest path of the
+  batch is done. Returns ``(w, m, |residual|, converged)``.
   """
   dtype = lam.dtype
+  zero = jnp.zeros((), dtype)
   eta0 = 10.0 * scale
   total = jnp.log(eta0 / (eps * lam))   # length of the path in log eta
+  u0 = jnp.log(mu1 * jax.lax.complex(lam, eta0)) - log_mean
+  evaluate = lambda w: log_z(w, law, depth, log_sigma_w2, orthogonal)  # noqa: E731
+  target = lambda s: jnp.log(jax.lax.complex(lam, eta0 * jnp.exp(-s)))  # noqa: E731
+  # Long steps only while Im z >> Re z, where the path is far from the real axis.
+  max_step = lambda s: jnp.where(  # noqa: E731
+      eta0 * jnp.exp(-s) > _FAR * lam, _MAX_STEP, _NEAR_STEP)
+  advance = functools.partial(_continue, evaluate=evaluate, target=target, max_step=max_step,
+                              total=total, rounding=_ROUNDING[dtype == jnp.float64])
+  # The state travels as three arrays (complex, real, integer), not eleven: XLA computes
+  # each array of a loop's state in a fusion of its own, repeating the work they share.
+  def pack(phase, k, levels, u, base, s, s_try, step, failed, r, m):
+    w = jnp.exp(u)   # for the next evaluation, computed once (not in every fusion that uses it)
+    return (jnp.stack([u, base, m, w]), jnp.stack([s, s_try, step, r]),
+            jnp.stack([phase, k, levels, failed.astype(jnp.int32)]))
 
-  def residual(u, s):
-    w = jnp.exp(u)
-    f, df, m = log_z(w, law, depth, log_sigma_w2, orthogonal)
-    r = f - jnp.log(jax.lax.complex(lam, eta0 * jnp.exp(-s)))
-    # log z is known mod 2 pi i: wrap the phase of the residual.
-    r = jax.lax.complex(r.real, r.imag - 2 * np.pi * jnp.round(r.imag / (2 * np.pi)))
-    return r, w * df, m
+  def unpack(zc, xr, ni):
+    return (ni[0], ni[1], ni[2], zc[0], zc[1], xr[0], xr[1], xr[2], ni[3] != 0, xr[3],
+            zc[2]), zc[3]
 
-  def newton(u, s):
-    r, du, _ = residual(u, s)
-    delta = r / du
-    # Keep Im u = arg w inside (0, pi), moving at most 90% of the way to a bound.
-    room = jnp.where(delta.imag > 0, u.imag, np.pi - u.imag)
-    shrink = jnp.minimum(1.0, 0.9 * room / jnp.maximum(jnp.abs(delta.imag), 1e-300))
-    u_new = u - shrink * delta
-    return jnp.where(jnp.isfinite(u_new), u_new, u), jnp.abs(r)
-
-  def iterate(u, s, n_max, done_below):
-    """Newton steps at level ``s`` until the residual is below ``done_below`` (at most ``n_max``)."""
-    def more(carry):
-      i, _, r = carry
-      return (i < n_max) & ~(r < done_below)
-
-    def step(carry):
-      i, v, _ = carry
-      v_new, r = newton(v, s)
-      return i + 1, v_new, r
-
-    return jax.lax.while_loop(more, step, (0, u, jnp.asarray(jnp.inf, dtype)))[1]
-
-  zero = jnp.zeros((), dtype)
-  u = jnp.log(mu1 * jax.lax.complex(lam, eta0)) - log_mean
-  # far out, the guess is close: stop once a step's residual is at rounding level
-  u = iterate(u, zero, _N_START, _ROUNDING[dtype == jnp.float64])
-  start_ok = jnp.abs(residual(u, zero)[0]) < _TRACK
-
-  def max_step(s):
-    # Long steps only while Im z >> Re z, where the path is far from the
-    # real axis; near it, long steps can land on another root (a wrong
-    # density that converges).
-    return jnp.where(eta0 * jnp.exp(-s) > _FAR * lam, _MAX_STEP, _NEAR_STEP)
-
-  def level(carry):
-    i, u, s, step, failed = carry
-    s_try = jnp.minimum(s + step, total)
-    v = jax.lax.fori_loop(0, _N_STEP - 1, lambda _, x: newton(x, s_try)[0], u)
-    v, r = newton(v, s_try)   # r: residual after _N_STEP - 1 steps
-    ok = r < _TRACK
-    failed = failed | ((~ok) & (step < _MIN_STEP))
-    return (i + 1, jnp.where(ok, v, u), jnp.where(ok, s_try, s),
-            jnp.where(ok, jnp.minimum(2.0 * step, max_step(jnp.where(ok, s_try, s))),
-                      0.5 * step), failed)
-
-  def more(carry):
-    i, _, s, _, failed = carry
-    return (i < _N_LEVELS) & (s < total) & ~failed
-
-  # A while loop: under vmap it stops when the longest path of the grid is done.
-  init = (0, u, zero, jnp.asarray(_FIRST_STEP, dtype), ~start_ok)
-  _, u, s, _, failed = jax.lax.while_loop(more, level, init)
-  u = iterate(u, s, _N_POLISH, _ROUNDING[dtype == jnp.float64])
-  r, _, m = residual(u, s)
-  r = jnp.abs(r)
+  i32 = lambda v: jnp.asarray(v, jnp.int32)  # noqa: E731
+  init = pack(i32(_START), i32(0), i32(0), u0, u0, zero, zero, jnp.asarray(_FIRST_STEP, dtype),
+              jnp.asarray(False), jnp.asarray(jnp.inf, dtype), jnp.zeros((), u0.dtype))
+  out = jax.lax.while_loop(lambda carry: carry[2][0] != _DONE,
+                           lambda carry: pack(*advance(*unpack(*carry))), init)
+  (_, _, _, u, _, s, _, _, failed, r, m), _ = unpack(*out)
   w = jnp.exp(u)
   converged = ((s >= total) & ~failed & (r < tol) & (w.imag > 0) & (u.imag < np.pi)
                & jnp.isfinite(m))
   return w, m, r, converged
+
+
+def _continue(carry, w, *, evaluate, target, max_step, total, rounding):
+  """One iteration of :func:`_solve`'s loop: evaluate ``log z`` at ``w = exp(u)``, one Newton step.
+
+  ``carry = (phase, k, levels, u, base, s, s_try, step, failed, r, m)``: ``k``
+  Newton steps taken in this phase (or level), ``base`` the ``u`` of the last
+  accepted level ``s``, ``s_try`` the level being tried, ``r`` and ``m`` the
+  final residual and ``m(w)``. An evaluation that ends a phase serves the
+  next: the one after the start both checks it and takes the first step of
+  the first level (or of the polish).
+  """
+  phase, k, levels, u, base, s, s_try, step, failed, r_out, m_out = carry
+  f, df, m = evaluate(w)
+  du = w * df
+  # after the start: it must have come within _TRACK of its target
+  started = phase == _STARTED
+  failed = failed | (started & ~(jnp.abs(_wrap(f - target(s))) < _TRACK))
+  # a new level, while any is left; else the polish
+  begin = started | (phase == _NEXT)
+  more = (levels < _N_LEVELS) & (s < total) & ~failed
+  s_try = jnp.where(begin & more, jnp.minimum(s + step, total), s_try)
+  base = jnp.where(begin, u, base)
+  phase = jnp.where(begin, jnp.where(more, _LEVEL, _POLISH), phase)
+  k = jnp.where(begin, 0, k) + 1
+  in_level = phase == _LEVEL
+  r_c = _wrap(f - target(jnp.where(in_level, s_try, s)))
+  r = jnp.abs(r_c)
+  u_new = _newton_update(u, r_c, du)
+  # the start and the polish stop once a step's residual is at rounding level
+  stop = (r < rounding) | (k >= jnp.where(phase == _START, _N_START, _N_POLISH))
+  level_done = in_level & (k >= _N_STEP)
+  ok = r < _TRACK                    # r: the residual before the level's last step
+  accept = level_done & ok
+  failed = failed | (level_done & ~ok & (step < _MIN_STEP))
+  final = phase == _FINAL
+  u = jnp.where(final, u, jnp.where(level_done & ~ok, base, u_new))
+  s_new = jnp.where(accept, s_try, s)
+  step = jnp.where(level_done, jnp.where(ok, jnp.minimum(2.0 * step, max_step(s_new)),
+                                         0.5 * step), step)
+  phase = jnp.where(final, _DONE, jnp.where(
+      level_done, _NEXT, jnp.where(stop & (phase == _START), _STARTED,
+                                   jnp.where(stop & (phase == _POLISH), _FINAL, phase))))
+  levels = levels + level_done.astype(jnp.int32)
+  return (phase, k, levels, u, base, s_new, s_try, step, failed,
+          jnp.where(final, r, r_out), jnp.where(final, m, m_out))
 
 
 def _support_one(law: Law, sigma_w2, depth, orthogonal):
@@ -229,11 +259,18 @@ def _density_one(law: Law, sigma_w2, depth, orthogonal, sigma, lambda_max, atom_
   solve = functools.partial(
       _solve, law=law, depth=depth, log_sigma_w2=log_sigma_w2, orthogonal=orthogonal,
       mu1=mu1, log_mean=log_mean, eps=eps, tol=tol)
-  # In batches of _SOLVE_BATCH neighbouring grid points: under vmap a batch iterates until
-  # its longest continuation is done, and neighbours need similar numbers of levels (one
-  # batch of 400 points took 1.5 times the work, on the default grid at depth 32).
-  _, m, residual, converged = jax.lax.map(lambda a: solve(a[0], scale=a[1]), (lam, scale),
-                                          batch_size=_SOLVE_BATCH)
+  # In batches of at most _SOLVE_BATCH neighbouring grid points: under vmap a batch iterates
+  # until its longest continuation is done, and neighbours need similar numbers of levels
+  # (one batch of 400 points took 1.5 times the work, on the default grid at depth 32). The
+  # batches are of equal size, the grid padded with copies of its last point, so that the
+  # program holds one copy of the solver (lax.map traces a remainder batch apart).
+  n = lam.shape[0]
+  n_batches = -(-n // _SOLVE_BATCH)
+  size = -(-n // n_batches)
+  padded = [jnp.concatenate([v, jnp.broadcast_to(v[-1:], (n_batches * size - n,))])
+            for v in (lam, scale)]
+  _, m, residual, converged = (v[:n] for v in jax.lax.map(
+      lambda a: solve(a[0], scale=a[1]), tuple(padded), batch_size=size))
   z = lam + 1j * eps * lam
   has_atom = atom_mass > 0
   m_atom = jnp.where(has_atom, atom_mass * atom_lambda / (z - atom_lambda), 0.0)
@@ -253,9 +290,21 @@ def support_batch(law, sigma_w2, depth, orthogonal):
   return jax.vmap(_support_one, in_axes=(0, 0, 0, None))(law, sigma_w2, depth, orthogonal)
 
 
-@jax.jit
+@functools.partial(jax.jit, static_argnames=("n_points",))
 def density_batch(law, sigma_w2, depth, orthogonal, sigma, lambda_max, atom_lambda,
-                   atom_mass, eps):
-  return jax.vmap(_density_one, in_axes=(0, 0, 0, None, 0, 0, 0, 0, None))(
-      law, sigma_w2, depth, orthogonal, sigma, lambda_max, atom_lambda, atom_mass, eps)
+                  atom_mass, eps, n_points=None):
+  """``(sigma, lam, p(sigma), rho(lam), converged)`` of every configuration, each ``(B, n)``.
 
+  ``sigma`` is a grid ``(n,)`` shared by all configurations, or None for
+  ``n_points`` midpoints of a uniform grid on ``(0, 1.1 sigma_max]`` per
+  configuration, ``sigma_max = sqrt(max(lambda_max, atom_lambda))``.
+  """
+  if sigma is None:
+    top = jnp.sqrt(jnp.fmax(lambda_max, jnp.where(atom_mass > 0, atom_lambda, 0.0)))
+    unit = (jnp.arange(n_points, dtype=top.dtype) + 0.5) / n_points
+    sigma = 1.1 * top[:, None] * unit[None, :]
+  else:
+    sigma = jnp.broadcast_to(sigma[None, :], (sigma_w2.size, sigma.shape[0]))
+  rho, converged = jax.vmap(_density_one, in_axes=(0, 0, 0, None, 0, 0, 0, 0, None))(
+      law, sigma_w2, depth, orthogonal, sigma, lambda_max, atom_lambda, atom_mass, eps)
+  return sigma, sigma * sigma, 2 * sigma * rho, rho, converged
