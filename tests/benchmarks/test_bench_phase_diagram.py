@@ -8,7 +8,7 @@ import math
 import pytest
 
 from benchmarks import bench_phase_diagram
-from benchmarks.__main__ import main
+from tests.benchmarks._quick import run_quick
 
 
 def test_reference_point_matches_published_and_closed_form_facts():
@@ -24,7 +24,7 @@ def test_reference_point_matches_published_and_closed_form_facts():
 
 @pytest.mark.slow  # compiling the phase diagram's solvers takes about a minute on 2 CPU cores
 def test_quick_run_writes_results(tmp_path, capsys):
-  assert main(["--quick", "--only", "phase_diagram", "--out", str(tmp_path)]) == 0
+  assert run_quick(["--only", "phase_diagram", "--out", str(tmp_path)]) == 0
   (json_path,) = tmp_path.glob("*-results-quick.json")
   entry = json.loads(json_path.read_text())["benchmarks"]["phase_diagram"]
   assert entry["quick"] and "error" not in entry

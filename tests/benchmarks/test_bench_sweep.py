@@ -11,7 +11,7 @@ import pytest
 
 import empirical
 from benchmarks import bench_sweep
-from benchmarks.__main__ import main
+from tests.benchmarks._quick import run_quick
 
 WIDTH, DEPTH, SIGMA_W2 = 256, 2, 1.5
 
@@ -51,7 +51,7 @@ def test_user_loops_measure_the_first_layer_length(loop):
 @pytest.mark.slow
 def test_quick_runs_of_the_engine_benchmarks(tmp_path, capsys):
   names = ["machine", "sweep", "depth", "scaling", "jacobian"]
-  assert main(["--quick", "--out", str(tmp_path), "--only", ",".join(names)]) == 0
+  assert run_quick(["--out", str(tmp_path), "--only", ",".join(names)]) == 0
   (json_path,) = tmp_path.glob("*-results-quick.json")
   results = json.loads(json_path.read_text())["benchmarks"]
   for name in names:

@@ -10,7 +10,7 @@ import pytest
 
 import meanfield
 from benchmarks import bench_theory
-from benchmarks.__main__ import main
+from tests.benchmarks._quick import run_quick
 
 
 def test_peer_recipe_agrees_with_meanfield_to_its_own_accuracy():
@@ -29,7 +29,7 @@ def test_peer_recipe_agrees_with_meanfield_to_its_own_accuracy():
 
 @pytest.mark.slow  # a fresh process and the phase diagram's compile: about two minutes
 def test_quick_run_writes_results(tmp_path):
-  assert main(["--quick", "--only", "theory", "--out", str(tmp_path)]) == 0
+  assert run_quick(["--only", "theory", "--out", str(tmp_path)]) == 0
   (json_path,) = tmp_path.glob("*-results-quick.json")
   report = json.loads(json_path.read_text())["benchmarks"]["theory"]["report"]
   metrics = {m["name"]: m["value"] for m in report["metrics"]}
