@@ -6,6 +6,7 @@ import pytest
 
 import empirical.sweeping as sweep
 from empirical import overlay
+from tests.empirical._lazy import LazySweeps
 
 N, DEPTH, SEEDS, PAIRS = 1024, 10, 16, 4
 # tanh with sigma_b2 = 0.05: ordered (chi_1 < 1), critical (sigma_w2 = 1.7610,
@@ -16,24 +17,11 @@ TANH_SIGMA_W2 = [1.0, 1.761, 4.0]
 KAPPA = {"tanh": 2.0, "relu": 5.0}
 
 
-class _Lazy(dict):
-  """Each sweep is run the first time a test asks for it (the default tier asks for one)."""
-
-  def __init__(self, makers):
-    super().__init__()
-    self.makers = makers
-
-  def __missing__(self, name):
-    ds = self.makers[name]()
-    self[name] = ds, overlay.theory(ds)
-    return self[name]
-
-
 @pytest.fixture(scope="module")
 def sweeps():
   common = dict(width=N, depth=DEPTH, n_seeds=SEEDS, n_inputs=2 * PAIRS, in_features=256,
                 q_input=1.0, c_input=0.5, progress=False)
-  return _Lazy({
+  return LazySweeps({
       "tanh": lambda: sweep.sweep(jax.random.key(1), activation="tanh",
                                   sigma_w2=TANH_SIGMA_W2, sigma_b2=0.05, **common),
       "relu": lambda: sweep.sweep(jax.random.key(2), activation="relu", sigma_w2=[2.0],

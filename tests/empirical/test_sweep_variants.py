@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 
@@ -12,6 +13,7 @@ import pytest
 import empirical
 import meanfield
 from empirical import inits
+from tests.empirical._lazy import LazySweeps
 
 KEY = jax.random.key(7)
 N, DEPTH, SEEDS, PAIRS = 256, 6, 8, 4
@@ -36,18 +38,10 @@ DEFAULT_TIER = ["residual-tanh"] + [pytest.param(n, marks=pytest.mark.slow)
                                     for n in VARIANTS if n != "residual-tanh"]
 
 
-class _Lazy(dict):
-  """Each variant is swept the first time a test asks for it."""
-
-  def __missing__(self, name):
-    ds = empirical.sweep(KEY, **COMMON, **VARIANTS[name])
-    self[name] = ds, empirical.theory(ds)
-    return self[name]
-
-
 @pytest.fixture(scope="module")
 def sweeps():
-  return _Lazy()
+  return LazySweeps({name: functools.partial(empirical.sweep, KEY, **COMMON, **kw)
+                     for name, kw in VARIANTS.items()})
 
 
 @pytest.mark.slow
