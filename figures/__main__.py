@@ -135,20 +135,31 @@ def _forget_programs() -> None:
 
 #: JAX's on-disk compilation cache for the command line (ignored by git, like the output).
 COMPILATION_CACHE = pathlib.Path(__file__).resolve().parent.parent / "build" / "jax-cache"
+#: Its size limit in bytes. Any limit makes JAX take a file lock around every read and
+#: write of the cache; without one (JAX's default, -1) entries are written in place,
+#: unlocked, and a process of ``--jobs`` can read another's half-written program.
+COMPILATION_CACHE_MAX_BYTES = 8 * 2 ** 30
 
 
 def _use_compilation_cache() -> None:
-  """Keep compiled programs on disk, unless the user set a cache already.
+  """Keep compiled programs on disk, unless the user set a cache already; lock it.
 
   The runner drops each figure's programs from memory (:func:`_forget_programs`);
   a program that a later figure (or a later run) needs again is then read
-  back instead of compiled again. Results do not change.
+  back instead of compiled again. Results do not change. The worker processes
+  of ``--jobs`` share the directory, so the cache gets a size limit
+  (:data:`COMPILATION_CACHE_MAX_BYTES`, unless one is set), which is what makes
+  JAX lock it (``filelock``) while an entry is read or written.
   """
   import jax
+  # the environment for the worker processes of --jobs, the config for this one
   if not jax.config.jax_compilation_cache_dir:
-    # the environment for the worker processes of --jobs, the config for this one
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(COMPILATION_CACHE))
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+  if (jax.config.jax_compilation_cache_max_size == -1
+      and "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ):
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(COMPILATION_CACHE_MAX_BYTES)
+    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
 
 
 def _duration(s: float) -> str:

@@ -206,3 +206,21 @@ def test_parallel_jobs_make_each_figure_in_a_process_and_report_failures(tmp_pat
     sys.modules.pop(f"fakefig_{n}", None)
   with pytest.raises(ValueError, match="`jobs` must be an integer >= 1, got 0"):
     run(modules, outdir=out, jobs=0)
+
+
+@pytest.mark.parametrize("env, limit", [({}, "8589934592"),
+                                        ({"JAX_COMPILATION_CACHE_MAX_SIZE": "12345"}, "12345")])
+def test_shared_compilation_cache_is_size_limited_so_jax_locks_it(tmp_path, env, limit):
+  # The processes of --jobs share one cache; JAX locks it only under a size limit.
+  import os
+  import subprocess
+  import sys
+  code = ("import os, jax; from figures.__main__ import _use_compilation_cache as use; use(); "
+          "print(jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size,"
+          " os.environ['JAX_COMPILATION_CACHE_MAX_SIZE'])")
+  base = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+  out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True,
+                       text=True, check=True, cwd=pathlib.Path(__file__).parents[2])
+  directory, size, inherited = out.stdout.split()
+  assert directory.endswith(os.path.join("build", "jax-cache"))
+  assert size == inherited == limit
