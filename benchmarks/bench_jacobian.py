@@ -22,11 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import empirical
 import meanfield
 from benchmarks import _common
 from empirical import spectra as _spectra
 from empirical import streams
+from empirical.models import layer_scales, network_key, scale_params, standard_params
 
 WIDTH, DEPTH, SEEDS, LOOP = 128, 16, 32, 8
 SIGMA_W2, SIGMA_B2 = 1.5, 0.05
@@ -35,11 +35,11 @@ QUICK = dict(width=16, depth=3, seeds=4, loop=2)
 
 def _network(key, seed, *, width, depth):
   """Weights ``(L, N, N)`` and biases ``(L, N)`` of sweep network ``seed`` at the benchmark's setting."""
-  k = empirical.network_key(key, seed)
-  std = empirical.standard_params(k, in_features=width, width=width, depth=depth)
-  ws, bs = empirical.layer_scales("gaussian", SIGMA_W2, SIGMA_B2, in_features=width, width=width,
-                                  depth=depth)
-  p = empirical.scale_params(std, ws, bs)
+  k = network_key(key, seed)
+  std = standard_params(k, in_features=width, width=width, depth=depth)
+  ws, bs = layer_scales("gaussian", SIGMA_W2, SIGMA_B2, in_features=width, width=width,
+                        depth=depth)
+  p = scale_params(std, ws, bs)
   return (jnp.concatenate([p.w_in[None], p.w]), jnp.concatenate([p.b_in[None], p.b]),
           jax.random.normal(jax.random.fold_in(k, streams.JACOBIAN_INPUT), (width,)))
 

@@ -51,6 +51,8 @@ import numpy as np
 from flax import nnx
 
 import empirical
+from empirical.models import network_key, standard_params
+from empirical.sweeping import make_inputs
 from benchmarks import _common, bench_machine
 
 WIDTH, DEPTH, BATCH = 256, 30, 64
@@ -175,8 +177,8 @@ def _target_note(target: float, loop, sweep, roofline_s: float) -> str:
 def _standard_draws(key, seeds, *, init: str, width: int, depth: int):
   """Every network's standard weights as a sweep draws them, each reduced to one number."""
   def one(seed):
-    std = empirical.standard_params(empirical.network_key(key, seed), in_features=width,
-                                    width=width, depth=depth, init=init)
+    std = standard_params(network_key(key, seed), in_features=width,
+                          width=width, depth=depth, init=init)
     return std.w_in.sum() + std.w.sum()
   return jax.lax.map(one, seeds)
 
@@ -186,7 +188,7 @@ def orthogonal_against_gaussian(report: _common.Report, *, quick: bool, repeats:
   o = ORTHOGONAL_QUICK if quick else ORTHOGONAL
   n_nets = len(o["sigma_w2"]) * o["seeds"]
   key = jax.random.key(0)
-  x = empirical.make_inputs(jax.random.key(1), n_inputs=o["batch"], in_features=o["width"])
+  x = make_inputs(jax.random.key(1), n_inputs=o["batch"], in_features=o["width"])
   common = dict(activation="tanh", width=o["width"], depth=o["depth"],
                 sigma_w2=list(o["sigma_w2"]), sigma_b2=SIGMA_B2, n_seeds=o["seeds"], inputs=x,
                 progress=False)
@@ -317,7 +319,7 @@ def run(*, quick: bool = False) -> _common.Report:
 
   orthogonal_against_gaussian(report, quick=quick, repeats=repeats)
 
-  x = empirical.make_inputs(jax.random.split(key)[1], n_inputs=batch, in_features=width)
+  x = make_inputs(jax.random.split(key)[1], n_inputs=batch, in_features=width)
   _loops(report, torch, x, grid=grid, indep=indep, bounds=bounds, sigma_w2=sigma_w2, width=width,
          depth=depth, seeds=seeds, loop_n=loop_n, n_grid=n_grid, repeats=repeats)
   return report

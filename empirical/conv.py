@@ -18,13 +18,13 @@ spatial axes, circular along each: 2-D images ``(H, W, C_0)`` with kernels
 shifted copies of the input along the channels and multiplies once.
 
 Kernel schemes (:func:`kernel_init`): every scheme of
-:data:`empirical.INITS` spread over the footprint, ``W`` reshaped from the
+:data:`empirical.inits.INITS` spread over the footprint, ``W`` reshaped from the
 scheme's ``(k C_in, C_out)`` draw (fan-in ``k C_in``; ``"gaussian"`` gives
 ``W_ij ~ N(0, sigma_w2 / (k C_in))``, the theory's ``"uniform"`` footprint),
 and ``"delta_<scheme>"``: the scheme's ``(C_in, C_out)`` draw on the centre
 tap (fan-in ``C_in``), zeros elsewhere (the ``"delta"`` footprint).
 ``"delta_orthogonal"`` is Xiao et al. 2018's delta-orthogonal kernel. These
-live here rather than as entries of :data:`empirical.INITS` because an
+live here rather than as entries of :data:`empirical.inits.INITS` because an
 :class:`~empirical.Init` draws a ``(fan_in, fan_out)`` matrix and knows no
 spatial footprint; a kernel scheme is an Init plus where its draw goes.
 
@@ -91,7 +91,7 @@ class ConvInit:
 
   @property
   def footprint(self) -> str:
-    """The theory's footprint (:func:`meanfield.footprint_weights`)."""
+    """The theory's footprint (:func:`meanfield.conv.footprint_weights`)."""
     return "delta" if self.delta else "uniform"
 
   @property
@@ -179,9 +179,9 @@ def conv_params(key: Array, *, in_channels: int, width: int, depth: int, kernel_
 
   Example::
 
-    p = empirical.conv_params(jax.random.key(0), in_channels=1, width=64, depth=50,
-                              kernel_size=3, init="delta_orthogonal", sigma_w2=1.05,
-                              sigma_b2=2.01e-5)
+    p = empirical.conv.conv_params(jax.random.key(0), in_channels=1, width=64, depth=50,
+                                   kernel_size=3, init="delta_orthogonal", sigma_w2=1.05,
+                                   sigma_b2=2.01e-5)
   """
   _check(depth=depth, width=width, kernel_size=kernel_size, in_channels=in_channels)
   scheme = kernel_init(init)
@@ -354,7 +354,7 @@ def conv_measure(params: ConvParams, x: Array, r: Array, *, activation="tanh") -
 
 
 def spatial_modes(matrix: Array) -> Array:
-  """``M_hat[f, d] = (1/n) sum_a exp(-2 pi i f a / n) M[a, a + d]``: the same transform as :func:`meanfield.spatial_modes`."""
+  """``M_hat[f, d] = (1/n) sum_a exp(-2 pi i f a / n) M[a, a + d]``: the same transform as :func:`meanfield.conv.spatial_modes`."""
   m = jnp.asarray(matrix)
   n = m.shape[-1]
   a = np.arange(n)

@@ -82,7 +82,7 @@ class Init:
     uses_sigma_w2: whether the scale depends on ``sigma_w2`` (schemes by
       variance) or the scheme fixes it (presets, absolute std).
     torch, keras: the equivalent call in ``torch.nn.init`` and Keras.
-    law: the weight law the theory reads (:func:`meanfield.weight_law`):
+    law: the weight law the theory reads (:func:`meanfield.network.weight_law`):
       ``"gaussian"`` for i.i.d. zero-mean entries (at infinite width every
       such law of one variance has the Gaussian's theory), ``"orthogonal"``
       for scaled Haar matrices, ``None`` for schemes without one (``zeros``,

@@ -76,7 +76,7 @@ def output_and_derivatives(weights: Array, biases: Array, x: Array, *,
       (Flax kernel layout ``(fan_in, fan_out)``).
     biases: ``(depth, N)``.
     x: the input ``x^0``, ``(N,)``.
-    activation: a name from :data:`meanfield.ACTIVATIONS`, an ``Activation``
+    activation: a name from :data:`meanfield.activations.ACTIVATIONS`, an ``Activation``
       or an elementwise callable.
 
   Returns:

@@ -55,7 +55,7 @@ network's ``q^l`` at the sweep's own width (log-normal, with the
 first-order variance of ``log q^l``; exact log moments for ReLU and linear
 networks without biases). The sweep's ``q`` averages its ``B`` inputs, which
 share the weights: the band is that of the average
-(:func:`meanfield.batch_average`), with the covariance of ``q`` between
+(:func:`meanfield.finite_width.batch_average`), with the covariance of ``q`` between
 inputs ``2k, 2k+1`` at the measured ``c_input`` and between all other pairs
 at cosine 0 (the sweep's inputs: independent Gaussian vectors). Inputs that
 stay decorrelated (tanh without bias) average their fluctuations out;
@@ -102,6 +102,7 @@ import meanfield
 from empirical import description
 from empirical import inits as _inits
 from meanfield.activations import Activation
+from meanfield.finite_width import batch_average, lognormal_quantiles
 
 __all__ = ["theory"]
 
@@ -158,8 +159,8 @@ def _q_band(act: Activation, q_input: np.ndarray, sigma_w2: np.ndarray, sigma_b2
         others = n_inputs * (n_inputs - 1) - paired
         cov0 = meanfield.finite_width_q(c_input=0.0, **kw).cov
         cov = (paired * fw.cov + others * cov0) / (n_inputs * (n_inputs - 1))
-        fw = meanfield.batch_average(fw, n_inputs, cov)
-      band = np.asarray(meanfield.lognormal_quantiles(fw, BAND_QUANTILES), np.float64)
+        fw = batch_average(fw, n_inputs, cov)
+      band = np.asarray(lognormal_quantiles(fw, BAND_QUANTILES), np.float64)
     out[:, at] = band[:, at]
   return out
 

@@ -171,7 +171,7 @@ def jacobian_spectra(key: Array, *, network=None, activation="tanh", width=256, 
       schemes by variance) and bias variance.
     init: weight schemes of :mod:`empirical.inits` (``"gaussian"``,
       ``"orthogonal"``, ...); the theory reads their law (``Init.law``,
-      :func:`meanfield.weight_law`).
+      :func:`meanfield.network.weight_law`).
     n_seeds: networks per grid point.
     q: input length; ``None`` uses ``meanfield.q_star`` of each setting
       (``Q_LIMIT`` where it is 0; a ``ValueError`` where it is infinite:

@@ -25,7 +25,7 @@ name                      k, n  what is drawn from ``fold_in(k, n)``
                                 Jacobians in :func:`empirical.diagnose`
 ``HUTCHINSON``            4     the Hutchinson probes of ``method="projection"``
 ``LANCZOS``               5     the Lanczos start vector of ``method="projection"``
-``DROPOUT``               6     dropout masks (:func:`empirical.forward` with
+``DROPOUT``               6     dropout masks (:func:`empirical.models.forward` with
                                 ``keep_prob < 1``): layer ``l`` from
                                 ``fold_in(fold_in(k, 6), l)``
 ``CONV_READOUT``          1     the loss projection ``r`` of

@@ -28,6 +28,7 @@ import numpy as np
 import xarray as xr
 
 import meanfield
+from meanfield.conv import spatial_modes
 from figures import _common
 
 ACTIVATION = "tanh"
@@ -58,8 +59,8 @@ def _iterated_slopes(check_w2):
                                         sigma_b2=SIGMA_B2_LINE, activation=ACTIVATION,
                                         kernel_size=KERNEL_SIZE)
   modes = np.asarray(MODES)
-  m0 = np.asarray(meanfield.spatial_modes(pert))[:, np.arange(len(MODES)), modes, 1].real
-  m1 = np.asarray(meanfield.spatial_modes(np.asarray(after) - star))
+  m0 = np.asarray(spatial_modes(pert))[:, np.arange(len(MODES)), modes, 1].real
+  m1 = np.asarray(spatial_modes(np.asarray(after) - star))
   return m1[:, np.arange(len(MODES)), modes, 1].real / m0
 
 

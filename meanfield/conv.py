@@ -342,7 +342,7 @@ def conv_propagate(*, covariance: ArrayLike, depth: int, sigma_w2: ArrayLike,
   channels at position ``a``); then ``Sigma^{l+1} = sigma_w2 A(K(Sigma^l)) +
   sigma_b2`` (module docstring). ``K`` comes from the activation's closed
   forms where it has them, else from 2-D quadrature with unequal variances
-  (:func:`meanfield.bivariate_expectation`); its diagonal from the 1-D
+  (:func:`meanfield.gaussian.bivariate_expectation`); its diagonal from the 1-D
   integrals of the q-map. One ``lax.scan`` over depth, compiled once per
   activation, depth and shape.
 

@@ -58,7 +58,10 @@ def api_page(package: str) -> str:
   """The Markdown of one package's API page (mkdocstrings directives)."""
   lines = [f"# `{package}`", "", _summary(ROOT / package / "__init__.py"), "",
            f"Every name on this page is importable from `{package}` itself "
-           f"(`{package}.<name>`); it is listed under the module that defines it.", ""]
+           f"(`{package}.<name>`); it is listed under the module that defines it. "
+           "Helpers, constants and parameter containers that only the drivers use are "
+           "not exported: they stay importable from their modules "
+           f"(`from {package}.<module> import <name>`), with their docstrings there.", ""]
   for module, names in exports(package).items():
     lines += [f"::: {module}", "    options:", "      members:"]
     lines += [f"        - {name}" for name in names]

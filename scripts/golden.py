@@ -113,19 +113,19 @@ def jacobian_one_network():
     width, depth = 12, 5
     w = jax.random.normal(k1, (depth, width, width), "float64") / np.sqrt(width)
     b = 0.1 * jax.random.normal(k2, (depth, width), "float64")
-    x = empirical.jacobian_input(key=k3, activation="tanh", q=0.7, width=width,
-                                 dtype="float64")
+    x = empirical.jacobian.jacobian_input(key=k3, activation="tanh", q=0.7, width=width,
+                                          dtype="float64")
     out, d = empirical.jacobian.output_and_derivatives(w, b, x, activation="tanh")
     return {
         "x": x, "out": out, "derivs": d,
         "jacobian": empirical.jacobian.jacobian(w, b, x, activation="tanh"),
-        "singular_values": empirical.singular_values(w, b, x, activation="tanh",
-                                                     depths=[1, 3, 5]),
-        "moments": empirical.moment_estimates(w, b, x, activation="tanh", key=_key(6),
-                                              n_probes=5, max_order=3),
-        "extremes": empirical.extreme_singular_values(w, b, x, activation="tanh",
-                                                      key=_key(7), num_iterations=8),
-        "density_l1": np.float64(empirical.density_l1(
+        "singular_values": empirical.jacobian.singular_values(w, b, x, activation="tanh",
+                                                              depths=[1, 3, 5]),
+        "moments": empirical.jacobian.moment_estimates(w, b, x, activation="tanh", key=_key(6),
+                                                       n_probes=5, max_order=3),
+        "extremes": empirical.jacobian.extreme_singular_values(w, b, x, activation="tanh",
+                                                               key=_key(7), num_iterations=8),
+        "density_l1": np.float64(empirical.spectra.density_l1(
             np.linspace(0.05, 0.95, 40), sigma=np.linspace(0, 1, 101),
             density=np.ones(101), bins=8, floor=0.1)),
     }
@@ -187,10 +187,10 @@ def diagnose_mlp():
 
   def factory(rngs):
     k = rngs.default.key[...]
-    std = empirical.standard_params(k, in_features=n_in, width=width, depth=depth)
-    ws, bs = empirical.layer_scales("gaussian", 1.5, 0.05, in_features=n_in, width=width,
-                                    depth=depth)
-    return empirical.MLP.from_params(empirical.scale_params(std, ws, bs), activation="tanh")
+    std = empirical.models.standard_params(k, in_features=n_in, width=width, depth=depth)
+    ws, bs = empirical.models.layer_scales("gaussian", 1.5, 0.05, in_features=n_in, width=width,
+                                           depth=depth)
+    return empirical.MLP.from_params(empirical.models.scale_params(std, ws, bs), activation="tanh")
 
   x = jax.random.normal(_key(1), (8, n_in))
   return empirical.diagnose(factory, x, key=_key(), n_seeds=3, n_projections=2)

@@ -68,7 +68,7 @@ def _documented_objects():
   for package in (meanfield, empirical):
     for name, obj in sorted(_public(package).items()):
       if not (inspect.isclass(obj) or callable(obj)):
-        continue  # constants such as meanfield.ACTIVATIONS
+        continue  # a constant: a value has no docstring of its own
       yield f"{package.__name__}.{name}", obj
       if inspect.isclass(obj):
         for attr, member in sorted(vars(obj).items()):

@@ -8,7 +8,9 @@ decorators, the module-level helpers, fixtures and constants it uses, followed
 through the file) nor a Python block of ``docs/*.md`` that the default run
 executes. Result types (``NamedTuple`` classes and dataclasses that users do
 not build themselves) are reached through the functions that return them and
-are not listed.
+are not listed. Public means exported by the package (``meanfield.<name>``,
+``empirical.<name>``): a helper that stays in its module
+(``empirical.engine.run_chunked``) is not listed.
 """
 
 from __future__ import annotations
@@ -157,6 +159,13 @@ def test_the_reader_sees_marks_and_helpers():
   reached = _reached_in_file(tree, {})
   assert {"alpha", "beta", "gamma"} <= reached and "delta" not in reached
   assert _file_is_slow(ast.parse("import pytest\npytestmark = pytest.mark.slow\n"))
+
+
+def test_the_user_built_classes_are_public():
+  # _BUILT_BY_USERS names exported classes; one that left a package's namespace (or was
+  # renamed) would silently drop out of the check below.
+  exported = {name for package in (meanfield, empirical) for name in vars(package)}
+  assert _BUILT_BY_USERS <= exported, sorted(_BUILT_BY_USERS - exported)
 
 
 def test_every_public_function_is_checked_by_the_default_tier():

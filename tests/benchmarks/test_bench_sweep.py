@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-import empirical
 from benchmarks import bench_sweep
+from empirical.sweeping import input_statistics, make_inputs
 from tests.benchmarks._quick import run_quick
 
 WIDTH, DEPTH, SIGMA_W2 = 256, 2, 1.5
@@ -23,7 +23,7 @@ def _first_layer_q_expected(x) -> tuple[float, float]:
   B inputs share the weights: across networks q^1 varies with the draw of W
   (relative spread sqrt(2/N) for the row norms) and b, so sqrt(2/N) bounds it.
   """
-  q_in, _ = empirical.input_statistics(x)
+  q_in, _ = input_statistics(x)
   q1 = SIGMA_W2 * q_in + bench_sweep.SIGMA_B2
   return q1, q1 * math.sqrt(2.0 / WIDTH)
 
@@ -31,7 +31,7 @@ def _first_layer_q_expected(x) -> tuple[float, float]:
 @pytest.mark.slow
 @pytest.mark.parametrize("loop", ["flax", "torch"])
 def test_user_loops_measure_the_first_layer_length(loop):
-  x = empirical.make_inputs(jax.random.key(5), n_inputs=16, in_features=WIDTH)
+  x = make_inputs(jax.random.key(5), n_inputs=16, in_features=WIDTH)
   networks = [(SIGMA_W2, seed) for seed in range(4)]
   kw = dict(width=WIDTH, depth=DEPTH, sigma_b2=bench_sweep.SIGMA_B2)
   if loop == "flax":

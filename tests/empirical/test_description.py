@@ -11,6 +11,7 @@ import xarray as xr
 
 import empirical
 import meanfield
+from meanfield.network import weight_law
 from empirical import inits
 
 KEY = jax.random.key(5)
@@ -34,9 +35,9 @@ def test_every_scheme_names_its_weight_law(name):
   assert scheme.law == expected
   if expected is None:
     with pytest.raises(ValueError, match="`init` must be one of"):
-      meanfield.weight_law(scheme)
+      weight_law(scheme)
   else:
-    assert meanfield.weight_law(scheme) == expected
+    assert weight_law(scheme) == expected
 
 
 def test_parametrised_schemes_name_their_law():
@@ -66,7 +67,7 @@ def test_networks_of_a_grid_and_of_presets():
     # The preset's own variance in the theory's terms (hidden layer, fan_in = width).
     assert net.sigma_w2 == pytest.approx(sigma_w2, rel=1e-12)
     assert (net.depth, net.width, net.init.name, net.activation) == (2, 4, init_name, "relu")
-    assert meanfield.weight_law(net.init) == "gaussian"
+    assert weight_law(net.init) == "gaussian"
 
 
 def test_network_of_a_preset_leaves_sigma_w2_to_the_scheme():

@@ -19,7 +19,8 @@ from flax import nnx
 
 import empirical
 import meanfield
-from empirical.models import network_key
+from empirical.models import layer_scales, network_key, scale_params, standard_params
+from empirical.sweeping import make_inputs
 
 KEY = jax.random.key(7)
 IN, WIDTH, DEPTH, BATCH, SEEDS = 16, 64, 6, 8, 4
@@ -39,10 +40,10 @@ def _sweep_weights_factory(sigma_w2):
   """An MLP whose weights are those of sweep network i: the key of nnx.Rngs(k_i) is k_i."""
   def factory(rngs):
     k = rngs.default.key[...]
-    std = empirical.standard_params(k, in_features=IN, width=WIDTH, depth=DEPTH)
-    ws, bs = empirical.layer_scales("gaussian", sigma_w2, SIGMA_B2, in_features=IN,
-                                    width=WIDTH, depth=DEPTH)
-    return empirical.MLP.from_params(empirical.scale_params(std, ws, bs), activation="tanh")
+    std = standard_params(k, in_features=IN, width=WIDTH, depth=DEPTH)
+    ws, bs = layer_scales("gaussian", sigma_w2, SIGMA_B2, in_features=IN,
+                          width=WIDTH, depth=DEPTH)
+    return empirical.MLP.from_params(scale_params(std, ws, bs), activation="tanh")
   return factory
 
 
@@ -77,11 +78,11 @@ def test_residual_relu_mlp_matches_sweep():
   width, depth, x = 32, 5, jax.random.normal(jax.random.key(8), (6, IN))
 
   def factory(rngs):
-    std = empirical.standard_params(rngs.default.key[...], in_features=IN, width=width,
-                                    depth=depth)
-    ws, bs = empirical.layer_scales("gaussian", 1.0, 0.1, in_features=IN, width=width,
-                                    depth=depth)
-    return empirical.MLP.from_params(empirical.scale_params(std, ws, bs), activation="relu",
+    std = standard_params(rngs.default.key[...], in_features=IN, width=width,
+                          depth=depth)
+    ws, bs = layer_scales("gaussian", 1.0, 0.1, in_features=IN, width=width,
+                          depth=depth)
+    return empirical.MLP.from_params(scale_params(std, ws, bs), activation="relu",
                                      residual=True)
 
   ds = empirical.diagnose(factory, x, key=KEY, n_seeds=2, jacobian=False, n_projections=1)
@@ -105,8 +106,8 @@ def test_verdict_of_a_tanh_mlp_in_each_phase(sigma_w2, phase):
   chi_1 = float(meanfield.chi_1(sigma_w2=sigma_w2, sigma_b2=SIGMA_B2, activation="tanh",
                                 q=q_star))
   # Inputs with q^1 = sigma_w2 |x|^2/IN + sigma_b2 = q*: every layer starts at the fixed point.
-  x = empirical.make_inputs(jax.random.key(2), n_inputs=BATCH, in_features=IN,
-                            q_input=(q_star - SIGMA_B2) / sigma_w2)
+  x = make_inputs(jax.random.key(2), n_inputs=BATCH, in_features=IN,
+                  q_input=(q_star - SIGMA_B2) / sigma_w2)
   ds = empirical.diagnose(_sweep_weights_factory(sigma_w2), x, key=KEY, n_seeds=SEEDS)
   v = empirical.verdict(ds)
   assert v.phase == phase == ds.attrs["phase"]

@@ -18,14 +18,15 @@ import numpy as np
 import pytest
 
 import meanfield as mf
+from meanfield.gaussian import bivariate_expectation, gaussian_expectation
 
 T = dict(activation="tanh", sigma_b2=0.05)
 COV = np.eye(4) * 0.6 + 0.1
 
 #: name -> call with a value v (1.5 on the first call, 1.7 on the second)
 CALLS = {
-    "gaussian_expectation": lambda v: mf.gaussian_expectation(jnp.tanh, v),
-    "bivariate_expectation": lambda v: mf.bivariate_expectation(jnp.multiply, v, v, 0.5 * v),
+    "gaussian_expectation": lambda v: gaussian_expectation(jnp.tanh, v),
+    "bivariate_expectation": lambda v: bivariate_expectation(jnp.multiply, v, v, 0.5 * v),
     "q_map": lambda v: mf.q_map(v, sigma_w2=2.0, **T),
     "c_map": lambda v: mf.c_map(v / 2, sigma_w2=2.5, **T),
     "q_map_slope": lambda v: mf.q_map_slope(v, sigma_w2=2.0, **T),

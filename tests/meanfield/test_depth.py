@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 import meanfield as mf
+from meanfield.depth import depth_scale
 
 ERF = dict(sigma_b2=0.05, activation="erf")
 
 
 def test_depth_scale_special_values():
-  got = mf.depth_scale(jnp.array([0.0, np.exp(-0.5), 1.0, 1.3, np.nan]))
+  got = depth_scale(jnp.array([0.0, np.exp(-0.5), 1.0, 1.3, np.nan]))
   np.testing.assert_allclose(got[:4], [0.0, 2.0, np.inf, np.inf], rtol=1e-6)
   assert np.isnan(got[4])
 

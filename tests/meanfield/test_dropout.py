@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-import empirical
 import meanfield
 from empirical import models
+from empirical.sweeping import make_inputs
 from tests.meanfield import arch_reference as ref
 
 
@@ -135,8 +135,8 @@ def _measure(key, x, *, activation, sigma_w2, sigma_b2):
 @pytest.mark.slow
 @pytest.mark.parametrize("act,sigma_w2,kappa", [("erf", 2.0, 2.0), ("relu", 2 * P, 5.0)])
 def test_wide_networks_with_dropout_follow_theory(act, sigma_w2, kappa):
-  x = empirical.make_inputs(jax.random.key(0), n_inputs=2 * PAIRS, in_features=128,
-                            q_input=1.0, c_input=0.5)
+  x = make_inputs(jax.random.key(0), n_inputs=2 * PAIRS, in_features=128,
+                  q_input=1.0, c_input=0.5)
   keys = jax.vmap(lambda i: models.network_key(jax.random.key(9), i))(jnp.arange(SEEDS))
   q, c = jax.vmap(lambda k: _measure(k, x, activation=act, sigma_w2=sigma_w2,
                                      sigma_b2=0.05))(keys)

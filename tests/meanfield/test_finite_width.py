@@ -21,7 +21,7 @@ import scipy.special
 import scipy.stats
 
 import meanfield
-from meanfield.finite_width import lognormal_quantiles
+from meanfield.finite_width import batch_average, lognormal_quantiles
 
 
 @functools.partial(jax.jit, static_argnames=("act", "width", "depth", "n_seeds"))
@@ -168,7 +168,7 @@ def test_network_argument_dtype_and_validation():
   with pytest.raises(ValueError, match="`quantiles`"):
     lognormal_quantiles(a, (0.0, 0.5))
   with pytest.raises(ValueError, match="`n_inputs` must"):
-    meanfield.batch_average(a, 0)
+    batch_average(a, 0)
   with pytest.raises(ValueError, match="c_input"):
     meanfield.finite_width_q(net, q_input=1.0, c_input=1.5)
   with pytest.raises(ValueError, match="residual"):
@@ -277,7 +277,7 @@ def _simulate_pair(key, width, depth, n_seeds, c_input, sigma_w2, sigma_b2):
 @pytest.mark.parametrize("c_input", [0.0, 0.8])
 def test_covariance_of_two_inputs_and_batch_average(c_input):
   """Two inputs sharing the weights: ``Cov[q_a^l, q_b^l]`` within 4 s.e. of the prediction,
-  and the variance of their average (:func:`meanfield.batch_average`).
+  and the variance of their average (:func:`meanfield.finite_width.batch_average`).
 
   s.e. of a sample covariance of ``n`` near-Gaussian pairs:
   ``sqrt((Var_a Var_b + Cov^2) / n)``; of the sample variance of the average:
@@ -292,7 +292,7 @@ def test_covariance_of_two_inputs_and_batch_average(c_input):
   err = np.sqrt((a.var(0) * b.var(0) + cov ** 2) / n)
   np.testing.assert_array_less(np.abs(cov - np.asarray(fw.cov)), 4 * err)
   var, var_err = _var_and_error(q.mean(-1))
-  avg = meanfield.batch_average(fw, 2)
+  avg = batch_average(fw, 2)
   np.testing.assert_array_less(np.abs(var - np.asarray(avg.var)), 4 * var_err)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import meanfield as mf
+from meanfield.depth import depth_scale
 
 
 @pytest.mark.slow
@@ -68,7 +69,7 @@ def test_phase_diagram_values_match_the_functions(erf_diagram, x64):
   assert np.all((ds.c_star.values < 1) == (chi > 1))
   np.testing.assert_allclose(ds.c_star.values[3, 1],
                              mf.c_star(sigma_w2=3.0, sigma_b2=0.02, activation="erf"), rtol=1e-14)
-  np.testing.assert_allclose(ds.xi_c, mf.depth_scale(ds.chi_c.values), rtol=1e-14)
+  np.testing.assert_allclose(ds.xi_c, depth_scale(ds.chi_c.values), rtol=1e-14)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import pytest
 
 import meanfield
 from meanfield import rnn
+from meanfield.depth import depth_scale
 
 STEPS = 12
 TANH = dict(activation="tanh", sigma_w2=1.6, sigma_b2=0.05, sigma_u2=0.7, q_input=1.3,
@@ -210,4 +211,4 @@ def test_time_scales_are_plus_inf_at_chi_1_equal_one(x64):
                            sigma_u2=0.0)
   np.testing.assert_array_equal(fp.xi_grad, -1 / np.log(np.asarray(fp.chi_1)))
   assert fp.xi_grad[0] > 0 > fp.xi_grad[1]
-  np.testing.assert_array_equal(fp.xi_c, meanfield.depth_scale(fp.chi_c))
+  np.testing.assert_array_equal(fp.xi_c, depth_scale(fp.chi_c))

@@ -15,6 +15,7 @@ import scipy.integrate
 import scipy.stats
 
 import meanfield
+from meanfield.transforms import leaky_relu_c_map, mlp_subnet_max
 
 
 def _resnet_subnet_max(x, r, shortcut_weight=0.6):
@@ -165,7 +166,7 @@ def test_leaky_relu_c_map_against_quadrature(x64):
                              kinks=(0.0,))
   c = np.asarray([-0.9, -0.3, 0.0, 0.4, 0.95])
   theory = meanfield.c_map(c, sigma_w2=1.0, sigma_b2=0.0, q=1.0, activation=act)
-  np.testing.assert_allclose(meanfield.leaky_relu_c_map(c, slope), theory, rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(leaky_relu_c_map(c, slope), theory, rtol=1e-9, atol=1e-12)
 
 
 def test_residual_network_targets():
@@ -208,8 +209,8 @@ def test_activation_without_slope_is_refused():
 
 
 def test_mlp_subnet_max_composes_depth_times():
-  m = meanfield.mlp_subnet_max(3)
+  m = mlp_subnet_max(3)
   r = lambda x: 2 * x + 1
   assert m(1.0, r) == r(r(r(1.0)))
   with pytest.raises(ValueError, match="depth"):
-    meanfield.mlp_subnet_max(0)
+    mlp_subnet_max(0)
