@@ -62,20 +62,17 @@ stay decorrelated (tanh without bias) average their fluctuations out;
 inputs whose correlation goes to 1 (ReLU) do not.
 
 Variants (the sweep's ``residual``, ``norm="layer"``, ``keep_prob < 1``):
-``q``, ``c`` and ``chi_1`` come from the matching ``meanfield`` function,
-:func:`meanfield.residual_propagate` (residual, with or without LayerNorm or
-dropout), :func:`meanfield.layernorm_propagate` (LayerNorm, with or without
-dropout) or :func:`meanfield.dropout_propagate` (dropout alone), called with
+``q``, ``c`` and ``chi_1`` come from :func:`meanfield.propagate` called with
 the same ``q_input`` (first-layer correction above included: layer 1 is
 affine in the input in every variant), ``c_input``, ``depth``, ``sigma_w2``
 and ``sigma_b2``, and the sweep's ``residual``, ``norm`` and ``keep_prob``
-(``ds.attrs``). ``chi_1`` is then that function's per-layer gradient factor.
+(``ds.attrs``). ``chi_1`` is then the variant's per-layer gradient factor.
 
 Dropout alone (``keep_prob = p < 1``, no skip, no LayerNorm): the masks are
 fixed while differentiating, so ``delta^l = phi'(h^l) * (m^{l+1} / p) *
 ((W^{l+1})^T delta^{l+1})`` for ``l < L`` and ``E[(m/p)^2] = 1/p``: the backward
 recursion above holds with ``chi^l = (sigma_w2 / p) E[phi'(sqrt(q^l) z)^2]``
-(:func:`meanfield.dropout_propagate`'s ``chi_1``, at dropout's own ``q^l``);
+(:func:`meanfield.propagate`'s ``chi_1`` with ``keep_prob``, at dropout's own ``q^l``);
 the top ``E[phi'^2](q^L)`` is unchanged (``a^L`` is not dropped); and the
 weight gradient's input is the dropped ``m^l phi(h^{l-1}) / p`` for ``l >=
 2``, of squared norm ``N E[phi(sqrt(q^{l-1}) z)^2] / p``. Derivation:
@@ -165,32 +162,25 @@ def _q_band(act: Activation, q_input: np.ndarray, sigma_w2: np.ndarray, sigma_b2
   return out
 
 
-def _variant_propagate(net: meanfield.Network) -> Callable | None:
-  """The ``meanfield`` propagate of ``net``'s variant (None for a plain MLP), or
-  ValueError for BatchNorm."""
+def _is_variant(net: meanfield.Network) -> bool:
+  """Whether ``net`` is a variant of the plain MLP; ValueError for BatchNorm."""
   if net.norm not in (None, "layer"):
     raise ValueError(
         f"`ds` must be a sweep without BatchNorm for theory (norm='none' or 'layer'), got "
         f"norm={net.norm!r}: BatchNorm couples the inputs of a batch and has no two-input "
         f"mean-field map (meanfield.batchnorm_gradient_factor predicts its gradients only)")
-  if net.residual:
-    return meanfield.residual_propagate
-  if net.norm == "layer":
-    return meanfield.layernorm_propagate
-  if net.keep_prob < 1:
-    return meanfield.dropout_propagate
-  return None
+  return bool(net.residual or net.norm == "layer" or net.keep_prob < 1)
 
 
-def _variant_theory(propagate: Callable, net: meanfield.Network, act: Activation,
-                    q_input: np.ndarray, c_input: float, sigma_w2: np.ndarray,
-                    sigma_b2: np.ndarray, n_layers: int) -> dict[str, np.ndarray]:
+def _variant_theory(net: meanfield.Network, act: Activation, q_input: np.ndarray,
+                    c_input: float, sigma_w2: np.ndarray, sigma_b2: np.ndarray,
+                    n_layers: int) -> dict[str, np.ndarray]:
   """A variant's ``q``, ``c``, ``chi_1`` (``shape + (n_layers,)``, float64) from
-  ``propagate``; nan for what is not derived for it."""
+  :func:`meanfield.propagate`; nan for what is not derived for it."""
   with jax.enable_x64(True):
-    prop = propagate(q_input=q_input, c_input=c_input, depth=n_layers, sigma_w2=sigma_w2,
-                     sigma_b2=sigma_b2, activation=act, residual=net.residual, norm=net.norm,
-                     keep_prob=net.keep_prob)
+    prop = meanfield.propagate(q_input=q_input, c_input=c_input, depth=n_layers,
+                               sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act,
+                               residual=net.residual, norm=net.norm, keep_prob=net.keep_prob)
     q, c, chi = (np.asarray(v, np.float64) for v in prop)
   nan = np.full_like(q, np.nan)
   return {"q": q, "c": c, "chi_1": chi, "grad_h": nan, "grad_w": nan, "q_lo": nan,
@@ -257,7 +247,7 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
   """
   nets = description.networks(ds, activation=activation)
   net = nets.values.flat[0]                   # the variant is the same everywhere
-  variant = _variant_propagate(net)
+  variant = _is_variant(net)
   q_in, c_in = float(ds.q_input), float(ds.c_input)
   layers = ds.layer.values
   n_layers = len(layers)
@@ -276,8 +266,8 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
   out = {name: [] for name in ("q", "c", "chi_1", "grad_h", "grad_w", "q_lo", "q_median",
                                "q_hi")}
   for act in acts:
-    if variant is not None:
-      th = _variant_theory(variant, net, act, q_eff.values, c_input, s.values, sb2.values,
+    if variant:
+      th = _variant_theory(net, act, q_eff.values, c_input, s.values, sb2.values,
                            n_layers)
       if not net.residual and net.norm is None:            # dropout alone: gradients derived
         grad_h2, grad_w2 = _gradients(act, th["q"], th["chi_1"], layers, depth.values,
@@ -313,13 +303,15 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
   order = [d for d in ds.q.dims if d != "seed"]
   th = th.transpose(*order)
   th["q_input"], th["c_input"] = ds.q_input, ds.c_input
-  if variant is None:
+  call = "meanfield.propagate({})".format(", ".join(f"{k}={v!r}"
+                                                     for k, v in net.variants.items()))
+  if not variant:
     source = "meanfield.propagate (forward); chi_1 products (backward), see empirical.overlay"
   elif not net.residual and net.norm is None:
-    source = (f"meanfield.{variant.__name__} (forward and chi_1); chi_1 products (backward); "
+    source = (f"{call} (forward and chi_1); chi_1 products (backward); "
               "the finite-width band not derived (nan), see empirical.overlay")
   else:
-    source = (f"meanfield.{variant.__name__} (forward and chi_1); grad_h, grad_w and the "
+    source = (f"{call} (forward and chi_1); grad_h, grad_w and the "
               "finite-width band not derived (nan), see empirical.overlay")
   th.attrs = {"source": source, **ds.attrs}
   return th

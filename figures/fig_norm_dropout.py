@@ -4,7 +4,7 @@ tanh MLPs at ``sigma_b2 = 0.05`` from pairs of inputs of length 1 and cosine
 0.5. Left: LayerNorm (``empirical.sweep(norm="layer")``) in the ordered
 phase (``sigma_w2 = 0.4``, ``c^l -> c* = 1``) and the chaotic one
 (``sigma_w2 = 3``, ``c* < 1``), theory from :func:`empirical.theory`
-(:func:`meanfield.layernorm_propagate`), ``c*`` from
+(:func:`meanfield.propagate` with ``norm="layer"``), ``c*`` from
 :func:`meanfield.layernorm_fixed_point`. Middle: dropout at initialisation
 (``keep_prob``) at the critical point of the dropout-free network
 (:func:`meanfield.critical_sigma_w2`): without dropout ``c^l`` decays only

@@ -2,7 +2,7 @@
 
 Networks ``h^l = h^{l-1} + W^l phi(h^{l-1}) + b^l`` (``empirical.sweep(residual=True)``,
 layer 1 plain) at ``sigma_w2 = 1``, ``sigma_b2 = 0.05``, from pairs of inputs
-of length 1 and cosine 0.5; theory from :func:`meanfield.residual_propagate`
+of length 1 and cosine 0.5; theory from :func:`meanfield.propagate` with ``residual=True``
 (Yang & Schoenholz 2017). Left: the length grows without a fixed point,
 geometrically for ReLU (by ``1 + sigma_w2 / 2`` per layer) and linearly for
 tanh (by about ``sigma_w2 + sigma_b2``). Middle: the correlation drifts
@@ -54,16 +54,18 @@ def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int, long: int = 
   out = ds[["q", "c"]]
   long_layer = np.arange(1, long + 1)
   with jax.enable_x64(True):
-    th = {a: meanfield.residual_propagate(q_input=Q_INPUT, c_input=C_INPUT, depth=depth,
-                                          sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, activation=a)
+    th = {a: meanfield.propagate(q_input=Q_INPUT, c_input=C_INPUT, depth=depth,
+                                 sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, activation=a,
+                                 residual=True)
           for a in ACTIVATIONS}
     # ReLU at sigma_b2 = 0 (where the law is stated); its c-map does not depend on q, so a
     # tiny input length keeps q^3000 (growing by 1.5 per layer) in range.
-    relu_long = meanfield.residual_propagate(q_input=1e-300, c_input=C_INPUT, depth=long,
-                                             sigma_w2=SIGMA_W2, sigma_b2=0.0, activation="relu")
-    tanh_long = meanfield.residual_propagate(q_input=Q_INPUT, c_input=C_INPUT, depth=long,
-                                             sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2,
-                                             activation="tanh")
+    relu_long = meanfield.propagate(q_input=1e-300, c_input=C_INPUT, depth=long,
+                                    sigma_w2=SIGMA_W2, sigma_b2=0.0, activation="relu",
+                                    residual=True)
+    tanh_long = meanfield.propagate(q_input=Q_INPUT, c_input=C_INPUT, depth=long,
+                                    sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, activation="tanh",
+                                    residual=True)
   for name in ("q", "c"):
     out[f"theory_{name}"] = xr.DataArray(
         np.stack([np.asarray(getattr(th[a], name)) for a in ds.activation.values]),

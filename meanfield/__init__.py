@@ -21,11 +21,8 @@ from meanfield.rnn import (RNNFixedPoint, RNNPropagation, rnn_fixed_point, rnn_j
 from meanfield.initialise import CriticalInit, critical_init
 from meanfield.transforms import (ActivationTransform, dks_transform, residual_subnet_max,
                                   tat_transform)
-from meanfield.residual import residual_c_map, residual_propagate, residual_q_map
-from meanfield.norm import (LayerNormFixedPoint, batchnorm_gradient_factor, layernorm_c_map,
-                            layernorm_fixed_point, layernorm_propagate)
-from meanfield.dropout import (DropoutFixedPoint, dropout_c_map, dropout_fixed_point,
-                               dropout_propagate, dropout_q_map)
+from meanfield.norm import LayerNormFixedPoint, batchnorm_gradient_factor, layernorm_fixed_point
+from meanfield.dropout import DropoutFixedPoint, dropout_fixed_point
 from meanfield.finite_width import FiniteWidth, finite_width_jacobian, finite_width_q
 from meanfield.conv import (ConvDepthScales, ConvFixedPoint, ConvPropagation, conv_covariance_map,
                             conv_depth_scales, conv_fixed_point, conv_phase_diagram, conv_propagate)

@@ -1,7 +1,9 @@
-"""One layer of the mean-field maps of the MLP's variants, shared by residual, norm and dropout.
+"""One layer of the mean-field maps of the MLP's variants, shared by maps, norm and dropout.
 
-A private module (the public functions live in :mod:`meanfield.residual`,
-:mod:`meanfield.norm` and :mod:`meanfield.dropout`). Layer ``l >= 2`` of
+A private module: the public functions are :func:`meanfield.q_map`,
+:func:`meanfield.c_map` and :func:`meanfield.propagate` (their keywords
+``residual``, ``alpha``, ``norm`` and ``keep_prob``), and the fixed points
+of :mod:`meanfield.norm` and :mod:`meanfield.dropout`. Layer ``l >= 2`` of
 
 .. math::
 
@@ -37,7 +39,6 @@ import jax.numpy as jnp
 from meanfield import _checks, _solve
 from meanfield._integrals import (as_arrays, correlation_map, limit_length, pair_moments,
                                   second_moments)
-from meanfield.maps import Propagation
 
 Array = jax.Array
 
@@ -118,10 +119,35 @@ def gradient_factor(act, variant: Variant, sigma_w2, alpha, keep_prob, q):
   return (1.0 + alpha * alpha * chi) if variant.residual else chi
 
 
+@functools.partial(jax.jit, static_argnames=("act", "variant"))
+def maps(act, variant: Variant, q, c, sigma_w2, sigma_b2, alpha, keep_prob):
+  """:func:`layer` at ``(q, c)``, broadcast: ``(q^l, c^l)``.
+
+  ``alpha`` or ``keep_prob`` None stands for 1 and leaves the dtype to the
+  other arguments (as without a branch scale or dropout); ``q`` None (a
+  LayerNorm without skip, whose ``c^l`` does not depend on ``q``) for
+  ``ones_like(c)``.
+  """
+  optional = [x for x in (alpha, keep_prob) if x is not None]
+  if q is None:
+    c, sigma_w2, sigma_b2, *rest = as_arrays(c, sigma_w2, sigma_b2, *optional)
+    q = jnp.ones_like(c)
+  else:
+    q, c, sigma_w2, sigma_b2, *rest = as_arrays(q, c, sigma_w2, sigma_b2, *optional)
+  alpha = 1.0 if alpha is None else rest.pop(0)
+  keep_prob = 1.0 if keep_prob is None else rest.pop(0)
+  return layer(act, variant, sigma_w2, sigma_b2, alpha, keep_prob, q, c)
+
+
 @functools.partial(jax.jit, static_argnames=("act", "variant", "depth"))
 def propagate(act, variant: Variant, depth: int, q_input, c_input, sigma_w2, sigma_b2, alpha,
-              keep_prob) -> Propagation:
-  """Layer 1 affine in the input (as in :func:`meanfield.propagate`), then :func:`layer`."""
+              keep_prob) -> tuple[Array, Array, Array]:
+  """Layer 1 affine in the input (as in :func:`meanfield.propagate`), then :func:`layer`.
+
+  ``(q, c, chi)``, each of shape ``batch + (depth,)``: the fields of a
+  :class:`meanfield.Propagation`, ``chi`` the per-layer gradient factor
+  (:func:`gradient_factor`).
+  """
   q_input, c_input, sigma_w2, sigma_b2, alpha, keep_prob = as_arrays(
       q_input, c_input, sigma_w2, sigma_b2, alpha, keep_prob)
   q1 = sigma_w2 * q_input + sigma_b2
@@ -137,7 +163,7 @@ def propagate(act, variant: Variant, depth: int, q_input, c_input, sigma_w2, sig
   cs = jnp.concatenate([c1[None], cs], axis=0)
   chi = gradient_factor(act, variant, sigma_w2[None], alpha[None], keep_prob[None], qs)
   last = lambda a: jnp.moveaxis(a, 0, -1)
-  return Propagation(q=last(qs), c=last(cs), chi_1=last(chi))
+  return last(qs), last(cs), last(chi)
 
 
 # --- the correlation fixed point of a non-residual branch ------------------------
@@ -196,20 +222,6 @@ def correlation_root(act, variant: Variant, sigma_w2, sigma_b2, keep_prob, q, *,
   chi_c = jnp.where(c_star >= 1, slope_at_one,
                     sigma_w2 * q_phi * pair_moments(act, q_phi, c_star, derivative=True)[2] / q_b)
   return c_star, chi_c, slope_at_one
-
-
-def checked_propagate(fn_name: str, *, activation, depth, q_input, c_input, sigma_w2, sigma_b2,
-                      residual, alpha, norm, keep_prob) -> Propagation:
-  """Eager checks, then :func:`propagate` (the public ``*_propagate`` functions call this)."""
-  from meanfield.activations import activation as _activation
-  act = _activation(activation)
-  depth = _checks.check_depth(depth)
-  q_input = _checks.nonnegative("q_input", q_input, "a length")
-  c_input = _checks.correlation("c_input", c_input)
-  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  variant, alpha, keep_prob = check_variant(fn_name, residual=residual, alpha=alpha, norm=norm,
-                                            keep_prob=keep_prob)
-  return propagate(act, variant, depth, q_input, c_input, sigma_w2, sigma_b2, alpha, keep_prob)
 
 
 def require(fn_name: str, field: str, value: Any, wanted: Any, what: str) -> None:

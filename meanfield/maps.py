@@ -17,6 +17,29 @@ Where ``c^l > 1/2`` it is computed as
 ``1 - sigma_w2 E[(phi(u1) - phi(u2))^2] / (2 q^l)``, which has no cancellation
 as ``c -> 1``.
 
+:func:`q_map`, :func:`c_map` and :func:`propagate` also cover the MLP's
+variants, by the keywords (and :class:`~meanfield.Network` fields)
+``residual``, ``alpha``, ``norm`` and ``keep_prob``: a residual branch
+``h^l = h^{l-1} + alpha (W^l phi(h^{l-1}) + b^l)`` (Yang & Schoenholz 2017),
+a LayerNorm before ``phi`` (``norm="layer"``) and dropout with keep
+probability ``p = keep_prob`` on the post-activations (Schoenholz et al.
+2017, Sec. 6). For ``l >= 2``, from ``q = q^{l-1}`` and ``c = c^{l-1}``,
+with ``s = 1`` for a residual network (else 0 and ``alpha = 1``) and
+``q_phi`` the length entering ``phi`` (1 after a LayerNorm, else ``q``):
+
+.. math::
+
+  q^l = s q + \\alpha^2 \\big(\\tfrac{\\sigma_w^2}{p} E[\\phi(\\sqrt{q_\\phi} z)^2]
+        + \\sigma_b^2\\big),
+  \\qquad
+  q^l c^l = s q c + \\alpha^2 \\big(\\sigma_w^2 E[\\phi(u_1)\\phi(u_2)] + \\sigma_b^2\\big),
+
+``(u1, u2)`` of variance ``q_phi`` and correlation ``c``. With the plain
+values (``residual=False, alpha=1, norm=None, keep_prob=1``, scalars) they
+run the plain MLP's code above; derivations of the variants are in
+docs/architectures.md. BatchNorm (``norm="batch"``) couples the inputs of
+a batch and has no map of this form: it raises ``ValueError``.
+
 Every function broadcasts over its array arguments (result: the broadcast
 shape, in their floating dtype), is pure, and jits, vmaps and differentiates.
 ``activation`` (a name, an :class:`~meanfield.Activation` or a callable) is
@@ -31,7 +54,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from meanfield import _checks
+from meanfield import _checks, _variants
 from meanfield._integrals import (as_arrays, correlation_map, float_dtype, length_map,
                                   length_map_slope, second_moments)
 from meanfield.activations import activation as _activation
@@ -47,12 +70,34 @@ ArrayLike = Any
 
 _jit = functools.partial(jax.jit, static_argnames=("act",))
 
+#: The Network fields of the MLP's variants that q_map, c_map and propagate cover.
+_VARIANT_FIELDS = ("residual", "alpha", "norm", "keep_prob")
+
 
 def _length(q, sigma_w2, sigma_b2, act):
   """``q`` checked, or the fixed point ``q*`` where it is None."""
   if q is None:
     return q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
   return _checks.nonnegative("q", q, "a length")
+
+
+def _is_one(x: Any) -> bool:
+  """``x`` is a concrete real scalar equal to 1 (a plain ``alpha`` or ``keep_prob``)."""
+  a = _checks.concrete(x)
+  return a is not None and a.ndim == 0 and a.dtype.kind in "iuf" and bool(a == 1)
+
+
+def _is_plain(residual: Any, alpha: Any, norm: Any, keep_prob: Any) -> bool:
+  """The variant keywords are the plain MLP's: the plain code runs, unchanged."""
+  return residual is False and norm is None and _is_one(alpha) and _is_one(keep_prob)
+
+
+def _variant(fn_name: str, residual: Any, alpha: Any, norm: Any, keep_prob: Any):
+  """Checked ``(Variant, alpha, keep_prob)``; ``alpha``/``keep_prob`` None where unused (1)."""
+  variant, alpha, keep_prob = _variants.check_variant(fn_name, residual=residual, alpha=alpha,
+                                                      norm=norm, keep_prob=keep_prob)
+  return (variant, alpha if variant.residual else None,
+          None if _is_one(keep_prob) else keep_prob)
 
 
 # --- public maps ----------------------------------------------------------------
@@ -64,27 +109,45 @@ def _q_map(act, q, sigma_w2, sigma_b2):
   return length_map(act, sigma_w2, sigma_b2, q)
 
 
-@accepts_network
-def q_map(q: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
-          activation: Any) -> Array:
+@accepts_network(supports=_VARIANT_FIELDS)
+def q_map(q: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
+          residual: bool = False, alpha: ArrayLike = 1.0, norm: str | None = None,
+          keep_prob: ArrayLike = 1.0) -> Array:
   """The length map ``q -> sigma_w2 E[phi(sqrt(q) z)^2] + sigma_b2`` (Poole et al. 2016, Eq. 3).
+
+  With the variant keywords (module docstring): ``q -> s q + alpha^2
+  ((sigma_w2 / p) E[phi(sqrt(q_phi) z)^2] + sigma_b2)``. Residual: Yang &
+  Schoenholz 2017, Eq. 4; dropout: Schoenholz et al. 2017, Eq. 18. After a
+  LayerNorm the branch sees length 1, so without ``residual`` the map is
+  the constant ``q_LN = (sigma_w2 / p) E[phi(z)^2] + sigma_b2`` (broadcast
+  to ``q``'s shape): the length of every layer ``l >= 2``, whatever ``q``.
 
   Args:
     q: input length (mean squared pre-activation), ``>= 0``.
     sigma_w2, sigma_b2: weight and bias variances, ``>= 0``.
     activation: a name from :func:`meanfield.activation_names`, an Activation
       or a callable.
+    residual: True for a skip connection around each layer ``l >= 2``.
+    alpha: the residual branch's scale, ``> 0``; 1 without ``residual``.
+    norm: ``None``, or ``"layer"`` for a LayerNorm before ``phi``.
+    keep_prob: dropout's keep probability ``p``, in ``(0, 1]``.
 
   Returns:
-    The next layer's length, broadcast shape of ``q, sigma_w2, sigma_b2``.
+    The next layer's length, broadcast shape of ``q, sigma_w2, sigma_b2``
+    (and of ``alpha``, ``keep_prob`` where they enter), their floating dtype.
 
   Raises:
-    ValueError: negative ``q`` or variance, unknown activation.
+    ValueError: negative ``q`` or variance, unknown activation, ``residual``
+      not a bool, ``alpha <= 0`` (or ``!= 1`` without ``residual``), ``norm``
+      not ``None``/``"layer"``, ``keep_prob`` outside ``(0, 1]``.
   """
   act = _activation(activation)
   q = _checks.nonnegative("q", q, "a length")
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  return _q_map(act, q, sigma_w2, sigma_b2)
+  if _is_plain(residual, alpha, norm, keep_prob):
+    return _q_map(act, q, sigma_w2, sigma_b2)
+  variant, alpha, keep_prob = _variant("q_map", residual, alpha, norm, keep_prob)
+  return _variants.maps(act, variant, q, 1.0, sigma_w2, sigma_b2, alpha, keep_prob)[0]
 
 
 @_jit
@@ -176,32 +239,54 @@ def _c_map(act, c, q, sigma_w2, sigma_b2):
   return correlation_map(act, sigma_w2, sigma_b2, q, c)[1]
 
 
-@accepts_network
+@accepts_network(supports=_VARIANT_FIELDS)
 def c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-          q: ArrayLike | None = None) -> Array:
+          q: ArrayLike | None = None, residual: bool = False, alpha: ArrayLike = 1.0,
+          norm: str | None = None, keep_prob: ArrayLike = 1.0) -> Array:
   """The correlation map of two inputs of equal length ``q`` (Poole et al. 2016, Eq. 5).
 
   .. math:: c \\mapsto \\frac{\\sigma_w^2 E[\\phi(u_1)\\phi(u_2)] + \\sigma_b^2}{q_{map}(q)}
 
   with ``u1 = sqrt(q) z1``, ``u2 = sqrt(q) (c z1 + sqrt(1 - c^2) z2)``.
+  With the variant keywords (module docstring):
+  ``c -> (s q c + alpha^2 (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2)) / q_map(q)``,
+  ``(u1, u2)`` of variance ``q_phi`` (Schoenholz et al. 2017, Eq. 19, for
+  dropout): with dropout ``c = 1`` maps below 1; after a LayerNorm
+  without ``residual`` the map does not depend on ``q``.
 
   Args:
     c: input correlation in ``[-1, 1]``.
     sigma_w2, sigma_b2, activation: as in :func:`q_map`.
-    q: the inputs' length; default ``q*`` (then ``q_map(q) = q``).
+    q: the inputs' length; default ``q*`` (then ``q_map(q) = q``), with
+      dropout the dropout network's ``q*``. Needed with ``residual=True``
+      (a residual network has no fixed length); not needed after a
+      LayerNorm without it (if given, the result broadcasts over it).
+    residual, alpha, norm, keep_prob: the variant, as in :func:`q_map`.
 
   Returns:
-    The output correlation, broadcast shape of the arguments; ``c = 1`` maps
-    to exactly 1.
+    The output correlation, broadcast shape of the arguments, their
+    floating dtype; without dropout ``c = 1`` maps to exactly 1.
 
   Raises:
-    ValueError: ``|c| > 1``, negative ``q`` or variance, unknown activation.
+    ValueError: ``|c| > 1``, negative ``q`` or variance, unknown activation,
+      ``q`` missing with ``residual=True``, a variant keyword as in :func:`q_map`.
   """
   act = _activation(activation)
   c = _checks.correlation("c", c)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  q = _length(q, sigma_w2, sigma_b2, act)
-  return _c_map(act, c, q, sigma_w2, sigma_b2)
+  if _is_plain(residual, alpha, norm, keep_prob):
+    q = _length(q, sigma_w2, sigma_b2, act)
+    return _c_map(act, c, q, sigma_w2, sigma_b2)
+  variant, alpha, keep_prob = _variant("c_map", residual, alpha, norm, keep_prob)
+  if q is not None:
+    q = _checks.nonnegative("q", q, "a length")
+  elif variant.residual:
+    raise ValueError("`q` must be given to `c_map` with residual=True (a length >= 0): a "
+                     "residual network's length grows and has no fixed point, got None")
+  elif not variant.layer_norm:      # the q-map's fixed point; with dropout at sigma_w2 / p
+    scaled = sigma_w2 if keep_prob is None else jnp.asarray(sigma_w2) / jnp.asarray(keep_prob)
+    q = q_star(sigma_w2=scaled, sigma_b2=sigma_b2, activation=act)
+  return _variants.maps(act, variant, q, c, sigma_w2, sigma_b2, alpha, keep_prob)[1]
 
 
 # --- propagation through depth ------------------------------------------------
@@ -216,7 +301,8 @@ class Propagation(NamedTuple):
     q: ``q^l``, the length of either input's pre-activations at layer l.
     c: ``c^l``, the correlation of the two inputs' pre-activations at layer l.
     chi_1: ``sigma_w2 E[phi'(sqrt(q^l) z)^2]``, the slope of the c-map at
-      ``c = 1`` applied to layer l (the per-layer gradient-norm factor).
+      ``c = 1`` applied to layer l (the per-layer gradient-norm factor; for
+      a variant, that factor as :func:`propagate` gives it).
   """
 
   q: Array
@@ -224,13 +310,16 @@ class Propagation(NamedTuple):
   chi_1: Array
 
 
-@accepts_network
+@accepts_network(supports=_VARIANT_FIELDS)
 def propagate(*, q_input: ArrayLike, c_input: ArrayLike, depth: int, sigma_w2: ArrayLike,
-              sigma_b2: ArrayLike, activation: Any) -> Propagation:
+              sigma_b2: ArrayLike, activation: Any, residual: bool = False,
+              alpha: ArrayLike = 1.0, norm: str | None = None,
+              keep_prob: ArrayLike = 1.0) -> Propagation:
   """Iterate the q- and c-maps from two inputs through ``depth`` layers.
 
   The inputs ``x, x'`` have ``|x|^2 / N_0 = |x'|^2 / N_0 = q_input`` and
-  cosine ``c_input``. Layer 1 is affine in the input (no activation):
+  cosine ``c_input``. Layer 1 is affine in the input (no activation, no
+  skip, LayerNorm or dropout):
 
   .. math::
 
@@ -238,33 +327,47 @@ def propagate(*, q_input: ArrayLike, c_input: ArrayLike, depth: int, sigma_w2: A
     c^1 = (\\sigma_w^2 q_{input} c_{input} + \\sigma_b^2) / q^1,
 
   and for ``l >= 2``, ``q^l = q_map(q^{l-1})``,
-  ``c^l = c_map(c^{l-1}, q=q^{l-1})``. So ``q^l, c^l`` predict a network's
-  l-th pre-activations ``h^l`` (``l = 1`` is the first hidden layer's
-  pre-activation ``W^1 x + b^1``); ``q^l c^l`` is the infinite-width NNGP
-  kernel of ``h^l``. Uses ``lax.scan`` over depth (one compile per depth,
-  served from the cache afterwards).
+  ``c^l = c_map(c^{l-1}, q=q^{l-1})``, with the variant keywords as given
+  (any combination of ``residual``/``alpha``, ``norm="layer"`` and
+  ``keep_prob``, as ``empirical.models.forward`` builds them). So
+  ``q^l, c^l`` predict a network's l-th pre-activations ``h^l`` (``l = 1``
+  is the first hidden layer's pre-activation ``W^1 x + b^1``; with a
+  LayerNorm, ``h^l`` before normalisation); ``q^l c^l`` is the
+  infinite-width NNGP kernel of ``h^l``. Uses ``lax.scan`` over depth (one
+  compile per activation, variant and depth, served from the cache afterwards).
 
   Args:
     q_input: the inputs' squared length per coordinate, ``>= 0``.
     c_input: their cosine, in ``[-1, 1]``.
     depth: number of layers, an integer ``>= 1``.
     sigma_w2, sigma_b2, activation: as in :func:`q_map`.
+    residual, alpha, norm, keep_prob: the variant, as in :func:`q_map`.
 
   Returns:
     A :class:`Propagation` whose fields have shape
-    ``broadcast(q_input, c_input, sigma_w2, sigma_b2).shape + (depth,)``.
-    Where ``q^l = 0`` the correlation is nan.
+    ``broadcast(q_input, c_input, sigma_w2, sigma_b2).shape + (depth,)``
+    (with a variant, also broadcast over ``alpha`` and ``keep_prob``).
+    Where ``q^l = 0`` the correlation is nan. Its ``chi_1`` is the
+    per-layer gradient factor ``|dL/dh^l|^2 / |dL/dh^{l+1}|^2`` (mean-field
+    gradient independence): ``(sigma_w2 / p) E[phi'(u)^2] q_phi / q^l``
+    (``u`` of variance ``q_phi``; a LayerNorm's Jacobian divides by
+    ``sqrt(q^l)``), ``1 + alpha^2`` times that for a residual network.
 
   Raises:
     ValueError: ``depth < 1``, ``|c_input| > 1``, negative lengths or
-      variances, unknown activation.
+      variances, unknown activation, a variant keyword as in :func:`q_map`.
   """
   act = _activation(activation)
   depth = _checks.check_depth(depth)
   q_input = _checks.nonnegative("q_input", q_input, "a length")
   c_input = _checks.correlation("c_input", c_input)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  return _propagate(act, depth, q_input, c_input, sigma_w2, sigma_b2)
+  if _is_plain(residual, alpha, norm, keep_prob):
+    return _propagate(act, depth, q_input, c_input, sigma_w2, sigma_b2)
+  variant, alpha, keep_prob = _variants.check_variant(
+      "propagate", residual=residual, alpha=alpha, norm=norm, keep_prob=keep_prob)
+  return Propagation(*_variants.propagate(act, variant, depth, q_input, c_input, sigma_w2,
+                                          sigma_b2, alpha, keep_prob))
 
 
 @functools.partial(jax.jit, static_argnames=("act", "depth"))

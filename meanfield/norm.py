@@ -1,4 +1,4 @@
-"""Normalised MLPs: LayerNorm's correlation map and fixed point, and BatchNorm's gradient rate.
+"""Normalised MLPs: LayerNorm's fixed point, and BatchNorm's gradient rate.
 
 **LayerNorm** before the nonlinearity, as ``empirical.models.forward(norm="layer")``
 does it: ``h^l = W^l phi(nu(h^{l-1})) + b^l`` with
@@ -20,7 +20,9 @@ divided by ``q_LN``) carries the signal. Its slope at ``c = 1`` is
 ``chi_1 <= 1``, else a second fixed point ``c* < 1`` attracts. The
 experiment's ``h^l`` (what ``q`` measures) is the pre-normalisation
 pre-activation, of length ``q_LN``; the normalised ``nu(h^l)`` has length 1
-and the same correlation. Derivation: docs/architectures.md.
+and the same correlation. Derivation: docs/architectures.md. The maps and
+their propagation are :func:`meanfield.q_map`, :func:`meanfield.c_map` and
+:func:`meanfield.propagate` with ``norm="layer"``.
 
 **BatchNorm** normalises each unit over the batch, so the inputs of a batch
 interact and the two-input maps above do not close. What is simple is the
@@ -46,11 +48,9 @@ from meanfield import _checks, _variants
 from meanfield._integrals import as_arrays, second_moments
 from meanfield.activations import activation as _activation
 from meanfield.depth import depth_scale
-from meanfield.maps import Propagation
 from meanfield.network import Network, accepts_network
 
-__all__ = ["layernorm_c_map", "layernorm_propagate", "layernorm_fixed_point",
-           "LayerNormFixedPoint", "batchnorm_gradient_factor"]
+__all__ = ["layernorm_fixed_point", "LayerNormFixedPoint", "batchnorm_gradient_factor"]
 
 Array = jax.Array
 ArrayLike = Any
@@ -79,58 +79,6 @@ class LayerNormFixedPoint(NamedTuple):
 def _norm_checked(fn_name, norm, sigma_w2, sigma_b2):
   _variants.require(fn_name, "norm", norm, "layer", "the theory of LayerNorm networks")
   return _checks.hyperparameters(sigma_w2, sigma_b2)
-
-
-@functools.partial(jax.jit, static_argnames=("act",))
-def _c_map(act, c, sigma_w2, sigma_b2):
-  c, sigma_w2, sigma_b2 = as_arrays(c, sigma_w2, sigma_b2)
-  return _variants.layer(act, _LAYER, sigma_w2, sigma_b2, 1.0, 1.0, jnp.ones_like(c), c)
-
-
-@accepts_network(supports=("norm",))
-def layernorm_c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
-                    activation: Any, norm: str = "layer") -> Array:
-  """``c^{l-1} -> c^l`` of a LayerNorm MLP, whatever ``q^{l-1}`` (see the module docstring).
-
-  Args:
-    c: correlation in ``[-1, 1]``.
-    sigma_w2, sigma_b2: weight and bias variances, ``>= 0``.
-    activation: a name, an Activation or a callable.
-    norm: must be ``"layer"`` (it is there to refuse another ``Network``).
-
-  Returns:
-    ``c^l``, broadcast shape of the arguments; ``c = 1`` maps to 1.
-  """
-  act = _activation(activation)
-  c = _checks.correlation("c", c)
-  sigma_w2, sigma_b2 = _norm_checked("layernorm_c_map", norm, sigma_w2, sigma_b2)
-  return _c_map(act, c, sigma_w2, sigma_b2)[1]
-
-
-@accepts_network(supports=("norm", "residual", "alpha", "keep_prob"))
-def layernorm_propagate(*, q_input: ArrayLike, c_input: ArrayLike, depth: int,
-                        sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-                        norm: str = "layer", residual: bool = False, alpha: ArrayLike = 1.0,
-                        keep_prob: ArrayLike = 1.0) -> Propagation:
-  """``q^l``, ``c^l`` and the gradient factor of a LayerNorm MLP, layer by layer.
-
-  Layer 1 is affine in the input (as in :func:`meanfield.propagate`); then
-  ``q^l = q_LN`` and ``c^l = layernorm_c_map(c^{l-1})``. ``residual=True``
-  (with ``alpha``) and ``keep_prob < 1`` combine as in
-  :func:`meanfield.residual_propagate`.
-
-  Returns:
-    A :class:`meanfield.Propagation` (shape ``batch + (depth,)``) whose
-    ``chi_1`` is the per-layer factor ``|dL/dh^l|^2 / |dL/dh^{l+1}|^2 =
-    sigma_w2 E[phi'(z)^2] / q^l`` (the LayerNorm's Jacobian divides by
-    ``sqrt(q^l)``), ``1 +`` that times ``alpha^2`` for a residual network.
-  """
-  _variants.require("layernorm_propagate", "norm", norm, "layer",
-                    "the theory of LayerNorm networks")
-  return _variants.checked_propagate(
-      "layernorm_propagate", activation=activation, depth=depth, q_input=q_input,
-      c_input=c_input, sigma_w2=sigma_w2, sigma_b2=sigma_b2, residual=residual, alpha=alpha,
-      norm="layer", keep_prob=keep_prob)
 
 
 @functools.partial(jax.jit, static_argnames=("act",))

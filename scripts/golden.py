@@ -255,16 +255,16 @@ def theory_variants():
   kw = dict(sigma_w2=np.asarray([0.8, 1.5]), sigma_b2=0.05, activation="tanh")
   prop = dict(q_input=0.8, c_input=0.4, depth=8, **kw)
   return {
-      "residual_propagate": meanfield.residual_propagate(alpha=0.7, **prop),
-      "residual_q_map": meanfield.residual_q_map(0.7, alpha=0.7, **kw),
-      "residual_c_map": meanfield.residual_c_map(0.3, q=0.7, alpha=0.7, **kw),
-      "layernorm_propagate": meanfield.layernorm_propagate(**prop),
-      "layernorm_c_map": meanfield.layernorm_c_map(0.3, **kw),
+      "residual_propagate": meanfield.propagate(residual=True, alpha=0.7, **prop),
+      "residual_q_map": meanfield.q_map(0.7, residual=True, alpha=0.7, **kw),
+      "residual_c_map": meanfield.c_map(0.3, q=0.7, residual=True, alpha=0.7, **kw),
+      "layernorm_propagate": meanfield.propagate(norm="layer", **prop),
+      "layernorm_c_map": meanfield.c_map(0.3, norm="layer", **kw),
       "layernorm_fixed_point": meanfield.layernorm_fixed_point(**kw),
       "batchnorm_gradient_factor": meanfield.batchnorm_gradient_factor(n_inputs=[4, 16]),
-      "dropout_propagate": meanfield.dropout_propagate(keep_prob=0.8, **prop),
-      "dropout_q_map": meanfield.dropout_q_map(0.7, keep_prob=0.8, **kw),
-      "dropout_c_map": meanfield.dropout_c_map(0.3, q=0.7, keep_prob=0.8, **kw),
+      "dropout_propagate": meanfield.propagate(keep_prob=0.8, **prop),
+      "dropout_q_map": meanfield.q_map(0.7, keep_prob=0.8, **kw),
+      "dropout_c_map": meanfield.c_map(0.3, q=0.7, keep_prob=0.8, **kw),
       "dropout_fixed_point": meanfield.dropout_fixed_point(keep_prob=0.8, **kw),
   }
 

@@ -74,9 +74,6 @@ def test_c_follows_the_variant_theory(sweeps, name):
 
 @pytest.mark.parametrize("name", DEFAULT_TIER)
 def test_variant_theory_is_the_matching_meanfield_function(sweeps, name):
-  fns = {"residual-tanh": meanfield.residual_propagate,
-         "layernorm-erf": meanfield.layernorm_propagate,
-         "dropout-erf": meanfield.dropout_propagate}
   ds, th = sweeps[name]
   net = empirical.networks(ds).item()
   assert net == meanfield.Network(**{**VARIANTS[name], "sigma_b2": 0.05, "depth": DEPTH,
@@ -86,8 +83,8 @@ def test_variant_theory_is_the_matching_meanfield_function(sweeps, name):
     # same in every layer for the gaussian init, sigma_w2 up to float32 rounding).
     sigma_w2 = float(ds.layer_sigma_w2.isel(layer=1))
     np.testing.assert_allclose(ds.layer_sigma_w2, sigma_w2, rtol=0)
-    prop = fns[name](net.replace(sigma_w2=sigma_w2), q_input=float(ds.q_input),
-                     c_input=float(ds.c_input))
+    prop = meanfield.propagate(net.replace(sigma_w2=sigma_w2), q_input=float(ds.q_input),
+                               c_input=float(ds.c_input))
   np.testing.assert_allclose(th.q, prop.q, rtol=1e-12)
   np.testing.assert_allclose(th.c, prop.c, rtol=1e-12)
   np.testing.assert_allclose(th.chi_1, prop.chi_1, rtol=1e-12)

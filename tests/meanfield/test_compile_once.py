@@ -48,14 +48,15 @@ CALLS = {
     "jacobian_spectrum_edge": lambda v: mf.jacobian_spectrum_edge(
         sigma_w2=v, depth=5, init="gaussian", **T),
     "dropout_fixed_point": lambda v: mf.dropout_fixed_point(sigma_w2=v, keep_prob=0.9, **T),
-    "dropout_propagate": lambda v: mf.dropout_propagate(q_input=1.0, c_input=0.5, depth=5,
-                                                        sigma_w2=v, keep_prob=0.9, **T),
+    "propagate(keep_prob)": lambda v: mf.propagate(q_input=1.0, c_input=0.5, depth=5,
+                                                   sigma_w2=v, keep_prob=0.9, **T),
     "layernorm_fixed_point": lambda v: mf.layernorm_fixed_point(sigma_w2=v, **T),
-    "layernorm_propagate": lambda v: mf.layernorm_propagate(q_input=1.0, c_input=0.5, depth=5,
-                                                            sigma_w2=v, **T),
-    "residual_q_map": lambda v: mf.residual_q_map(v, sigma_w2=1.5, **T),
-    "residual_propagate": lambda v: mf.residual_propagate(q_input=1.0, c_input=0.5, depth=5,
-                                                          sigma_w2=v, **T),
+    "propagate(norm)": lambda v: mf.propagate(q_input=1.0, c_input=0.5, depth=5, sigma_w2=v,
+                                              norm="layer", **T),
+    "q_map(residual)": lambda v: mf.q_map(v, sigma_w2=1.5, residual=True, **T),
+    "c_map(keep_prob)": lambda v: mf.c_map(v / 2, sigma_w2=1.5, keep_prob=0.9, **T),
+    "propagate(residual)": lambda v: mf.propagate(q_input=1.0, c_input=0.5, depth=5,
+                                                  sigma_w2=v, residual=True, **T),
     "finite_width_q": lambda v: mf.finite_width_q(q_input=1.0, depth=5, width=128, sigma_w2=v,
                                                   **T),
     "finite_width_jacobian": lambda v: mf.finite_width_jacobian(q_input=1.0, depth=5, width=128,
@@ -72,7 +73,7 @@ CALLS = {
 }
 # One per module in the default run (their programs are among the cheapest to compile).
 DEFAULT = {"gaussian_expectation", "q_map", "q_star", "propagate", "jacobian_moments",
-           "dropout_propagate", "finite_width_q", "conv_covariance_map"}
+           "propagate(keep_prob)", "finite_width_q", "conv_covariance_map"}
 
 
 @pytest.mark.slow

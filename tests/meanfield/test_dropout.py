@@ -22,8 +22,8 @@ def test_maps_against_reference(x64, act):
   c = np.array([-0.3, 0.4, 0.99, 1.0])[None, :]
   p = 0.7
   kw = dict(sigma_w2=1.3, sigma_b2=0.1, activation=act, keep_prob=p)
-  got_q = meanfield.dropout_q_map(q, **kw)
-  got_c = meanfield.dropout_c_map(c, q=q, **kw)
+  got_q = meanfield.q_map(q, **kw)
+  got_c = meanfield.c_map(c, q=q, **kw)
   for i in range(2):
     for j in range(4):
       m2, cross, _ = ref.moments(act, q[i, 0], c[0, j])
@@ -33,8 +33,8 @@ def test_maps_against_reference(x64, act):
   assert np.all(got_c[:, -1] < 1)                       # c = 1 is no longer fixed
   if act == "tanh":
     return                  # (one compile of tanh's maps is enough)
-  # keep_prob = 1 is the plain network
-  np.testing.assert_allclose(meanfield.dropout_c_map(c, q=q, **{**kw, "keep_prob": 1.0}),
+  # keep_prob = 1 is the plain network (an array: the dropout map, at p = 1)
+  np.testing.assert_allclose(meanfield.c_map(c, q=q, **{**kw, "keep_prob": np.ones(1)}),
                              meanfield.c_map(c, q=q, sigma_w2=1.3, sigma_b2=0.1, activation=act),
                              rtol=1e-12)
 
@@ -50,8 +50,8 @@ def test_fixed_points(x64):
   assert fp.c_star.shape == (4, 2)
   np.testing.assert_allclose(fp.q_star, meanfield.q_star(sigma_w2=sigma_w2 / keep,
                                                          sigma_b2=0.05, activation="erf"))
-  c_next = meanfield.dropout_c_map(fp.c_star, q=fp.q_star, sigma_w2=sigma_w2, sigma_b2=0.05,
-                                   activation="erf", keep_prob=keep)
+  c_next = meanfield.c_map(fp.c_star, q=fp.q_star, sigma_w2=sigma_w2, sigma_b2=0.05,
+                           activation="erf", keep_prob=keep)
   np.testing.assert_allclose(c_next, fp.c_star, atol=1e-13)
   assert np.all(fp.c_star < 1) and np.all(fp.chi_c < 1) and np.all(np.isfinite(fp.xi_c))
   # chi_c = sigma_w2 E[phi'(u1) phi'(u2)] at (q*, c*), against the reference quadrature
@@ -97,18 +97,21 @@ def test_relu_critical_line(x64):
 
 def test_network_and_validation():
   net = meanfield.Network("relu", sigma_w2=1.2, sigma_b2=0.1, depth=5, keep_prob=0.6)
-  a = meanfield.dropout_propagate(net, q_input=1.0, c_input=0.5)
-  b = meanfield.dropout_propagate(q_input=1.0, c_input=0.5, depth=5, sigma_w2=1.2,
-                                  sigma_b2=0.1, activation="relu", keep_prob=0.6)
+  a = meanfield.propagate(net, q_input=1.0, c_input=0.5)
+  b = meanfield.propagate(q_input=1.0, c_input=0.5, depth=5, sigma_w2=1.2, sigma_b2=0.1,
+                          activation="relu", keep_prob=0.6)
   np.testing.assert_array_equal(a.q, b.q)
   np.testing.assert_allclose(a.chi_1, 1.2 / 0.6 / 2, rtol=1e-6)
   for bad in (0.0, 1.5):
     with pytest.raises(ValueError, match="keep_prob"):
-      meanfield.dropout_q_map(1.0, sigma_w2=1.0, sigma_b2=0.0, activation="relu", keep_prob=bad)
+      meanfield.q_map(1.0, sigma_w2=1.0, sigma_b2=0.0, activation="relu", keep_prob=bad)
   with pytest.raises(ValueError, match="keep_prob"):
     meanfield.Network("relu", keep_prob=0.0)
-  with pytest.raises(ValueError, match="residual"):     # not covered by the dropout q-map
-    meanfield.dropout_q_map(1.0, network=net.replace(residual=True))
+  with pytest.raises(ValueError, match="residual"):     # a residual network has no q*
+    meanfield.c_map(0.3, network=net.replace(residual=True))
+  # residual with dropout: the skip adds q to the dropout branch (alpha = 1)
+  np.testing.assert_allclose(meanfield.q_map(1.0, network=net.replace(residual=True)),
+                             1.0 + meanfield.q_map(1.0, network=net), rtol=1e-15)
 
 
 # --- wide networks with dropout --------------------------------------------------------
@@ -140,8 +143,8 @@ def test_wide_networks_with_dropout_follow_theory(act, sigma_w2, kappa):
   keys = jax.vmap(lambda i: models.network_key(jax.random.key(9), i))(jnp.arange(SEEDS))
   q, c = jax.vmap(lambda k: _measure(k, x, activation=act, sigma_w2=sigma_w2,
                                      sigma_b2=0.05))(keys)
-  th = meanfield.dropout_propagate(q_input=1.0, c_input=0.5, depth=DEPTH, sigma_w2=sigma_w2,
-                                   sigma_b2=0.05, activation=act, keep_prob=P)
+  th = meanfield.propagate(q_input=1.0, c_input=0.5, depth=DEPTH, sigma_w2=sigma_w2,
+                           sigma_b2=0.05, activation=act, keep_prob=P)
   layers = np.arange(1, DEPTH + 1)
   # erf, like tanh, compresses the tails: kappa <= 2. As in test_residual.py, with the
   # masks' extra spread: the mean square of (m/p) phi over N units has relative variance
@@ -154,8 +157,8 @@ def test_wide_networks_with_dropout_follow_theory(act, sigma_w2, kappa):
   err_c = np.mean(np.asarray(c), 0) - np.asarray(th.c)
   assert np.all(np.abs(err_c) < 5 * se_c), err_c
   # Not vacuous: without dropout's 1/p on the diagonal c would be off by far more.
-  plain = meanfield.dropout_propagate(q_input=1.0, c_input=0.5, depth=DEPTH, sigma_w2=sigma_w2,
-                                      sigma_b2=0.05, activation=act, keep_prob=1.0)
+  plain = meanfield.propagate(q_input=1.0, c_input=0.5, depth=DEPTH, sigma_w2=sigma_w2,
+                              sigma_b2=0.05, activation=act, keep_prob=1.0)
   assert np.abs(np.asarray(plain.c) - np.asarray(th.c))[-1] > 10 * se_c[-1]
 
 
@@ -206,14 +209,14 @@ def test_fixed_point_where_q_star_is_zero(x64):
   assert float(fp.c_star) == float(meanfield.c_star(**kw)) == 1.0
   assert float(fp.chi_c) == float(meanfield.chi_c(**kw)) == 1.0
   assert float(fp.xi_c) == float(meanfield.depth_scales(**kw).xi_c) == np.inf
-  # p < 1: c* is the fixed point of the limit c-map (dropout_c_map at q = 0), chi_c its slope
+  # p < 1: c* is the fixed point of the limit c-map (c_map with keep_prob at q = 0), chi_c its slope
   # there by central differences (error ~h^2 C''' + eps / h, below 1e-9)
   for act, sigma_w2, keep, c_want, chi_want in [("relu", 1.5, 0.9, 0.62715, 0.6442),
                                                 ("tanh", 0.5, 0.9, 0.0, 0.9)]:
     kw = dict(sigma_w2=sigma_w2, sigma_b2=0.0, activation=act, keep_prob=keep)
     fp = meanfield.dropout_fixed_point(**kw)
     assert float(fp.q_star) == 0.0
-    c_map = lambda c: meanfield.dropout_c_map(c, q=0.0, **kw)
+    c_map = lambda c: meanfield.c_map(c, q=0.0, **kw)
     np.testing.assert_allclose(c_map(fp.c_star), fp.c_star, atol=1e-13)
     np.testing.assert_allclose(fp.c_star, c_want, atol=1e-5)
     h = 1e-6

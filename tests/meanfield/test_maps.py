@@ -170,12 +170,88 @@ def test_depth_beyond_a_scan_length_is_refused():
   # scans count layers in 32-bit integers: a clear error naming depth, before any work
   kw = dict(q_input=1.0, sigma_w2=1.5, sigma_b2=0.1, activation="tanh")
   for fn in (lambda d: mf.propagate(c_input=0.5, depth=d, **kw),
-             lambda d: mf.residual_propagate(c_input=0.5, depth=d, **kw),
-             lambda d: mf.layernorm_propagate(c_input=0.5, depth=d, **kw),
+             lambda d: mf.propagate(c_input=0.5, depth=d, residual=True, **kw),
+             lambda d: mf.propagate(c_input=0.5, depth=d, norm="layer", **kw),
              lambda d: mf.finite_width_q(depth=d, width=64, **kw),
              lambda d: mf.finite_width_jacobian(depth=d, width=64, **kw)):
     with pytest.raises(ValueError, match=r"`depth` must be an integer in \[1, 2147483647\]"):
       fn(10 ** 12)
+
+
+# The variant keywords at their plain values, as keywords, NumPy scalars and a Network gives them.
+_PLAIN_VALUES = [dict(residual=False, alpha=1.0, norm=None, keep_prob=1.0),
+                 dict(alpha=1, keep_prob=np.float64(1.0)), dict(alpha=np.float32(1.0))]
+
+
+def test_plain_variant_values_run_the_plain_code_bit_for_bit(x64, caplog):
+  kw = dict(sigma_w2=np.array([0.8, 1.5]), sigma_b2=0.05, activation="tanh")
+  calls = {
+      "q_map": lambda **v: mf.q_map(np.array([[0.3], [2.0]]), **kw, **v),
+      "c_map": lambda **v: mf.c_map(np.array([[-0.4], [0.9]]), **kw, **v),
+      "c_map at q": lambda **v: mf.c_map(0.5, q=np.array([[0.3], [2.0]]), **kw, **v),
+      "propagate": lambda **v: mf.propagate(q_input=1.2, c_input=0.3, depth=6, **kw, **v),
+  }
+  net = mf.Network("tanh", sigma_w2=1.5, sigma_b2=0.05, depth=6)
+  by_network = {"q_map": (lambda: mf.q_map(0.7, network=net),
+                          lambda: mf.q_map(0.7, sigma_w2=1.5, sigma_b2=0.05, activation="tanh")),
+                "propagate": (lambda: mf.propagate(net, q_input=1.2, c_input=0.3),
+                              lambda: mf.propagate(q_input=1.2, c_input=0.3, depth=6,
+                                                   sigma_w2=1.5, sigma_b2=0.05,
+                                                   activation="tanh"))}
+  for name, call in calls.items():
+    plain = jax.block_until_ready(call())
+    # the same compiled program: the plain call compiled it, the variant keywords reuse it
+    with caplog.at_level("WARNING", logger="jax"), jax.log_compiles(True):
+      for values in _PLAIN_VALUES:
+        got = call(**values)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(plain)):
+          assert a.dtype == b.dtype and a.shape == b.shape, name
+          np.testing.assert_array_equal(a, b, err_msg=f"{name} {values}")
+    assert not [r for r in caplog.records if r.getMessage().startswith("Compiling")], name
+  for name, (with_net, with_keywords) in by_network.items():
+    for a, b in zip(jax.tree.leaves(with_net()), jax.tree.leaves(with_keywords())):
+      np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+_BASE = dict(sigma_w2=1.5, sigma_b2=0.05, activation="tanh")
+_UNSUPPORTED = [   # (variant keywords, message naming the argument, value and what is allowed)
+    (dict(norm="batch"), r"`norm` must be None or 'layer' for `{fn}`, got 'batch': BatchNorm"),
+    (dict(norm="group", residual=True), r"`norm` must be None or 'layer' for `{fn}`, got 'group'"),
+    (dict(alpha=0.5), r"`alpha` must be 1 without a residual connection .*, got 0.5"),
+    (dict(alpha=np.array([1.0, 2.0])), r"`alpha` must be 1 without a residual .*, got .*2.0"),
+    (dict(residual=True, alpha=0.0), r"`alpha` must be > 0 \(the residual branch scale\), got 0.0"),
+    (dict(keep_prob=0.0), r"`keep_prob` must be in \(0, 1\] .*, got 0.0"),
+    (dict(keep_prob=1.5, norm="layer"), r"`keep_prob` must be in \(0, 1\] .*, got 1.5"),
+    (dict(residual=1), r"`residual` must be True or False, got 1"),
+    (dict(residual="yes"), r"`residual` must be True or False, got 'yes'"),
+]
+
+
+@pytest.mark.parametrize("variant,match", _UNSUPPORTED)
+def test_unsupported_variant_combinations_raise(variant, match):
+  calls = {"q_map": lambda: mf.q_map(1.0, **_BASE, **variant),
+           "c_map": lambda: mf.c_map(0.5, q=1.0, **_BASE, **variant),
+           "propagate": lambda: mf.propagate(q_input=1.0, c_input=0.5, depth=3, **_BASE,
+                                             **variant)}
+  for fn, call in calls.items():
+    with pytest.raises(ValueError, match=match.format(fn=fn)):
+      call()
+
+
+def test_variant_maps_need_what_they_read():
+  # a residual network's length grows: no q* for c_map's default
+  with pytest.raises(ValueError, match="`q` must be given to `c_map` with residual=True"):
+    mf.c_map(0.5, **_BASE, residual=True)
+  # a Network with BatchNorm is refused by name, as the keyword is
+  net = mf.Network("tanh", sigma_w2=1.5, sigma_b2=0.05, depth=3, norm="batch")
+  for call in (lambda: mf.q_map(1.0, network=net), lambda: mf.c_map(0.5, network=net),
+               lambda: mf.propagate(net, q_input=1.0, c_input=0.5)):
+    with pytest.raises(ValueError, match="`norm` must be None or 'layer'.*got 'batch'"):
+      call()
+  # LayerNorm without a skip: c_map does not need q, and q only broadcasts
+  kw = dict(**_BASE, norm="layer")
+  np.testing.assert_array_equal(mf.c_map(0.5, q=np.array([0.1, 9.0]), **kw),
+                                np.full(2, mf.c_map(0.5, **kw)))
 
 
 @pytest.mark.slow

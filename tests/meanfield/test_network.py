@@ -67,7 +67,7 @@ def test_weight_law_reads_a_scheme_law_attribute():
 # network's fields: (positional arguments, keywords). Spatial covariances are (4, 4) here.
 _COV = 0.5 + 0.3 * np.eye(4)
 _CALLS = {
-    "c_map": ((0.3,), {}), "c_star": ((), {}), "c_star_solve": ((), {}), "chi_1": ((), {}),
+    "c_map": ((0.3,), dict(q=0.7)), "c_star": ((), {}), "c_star_solve": ((), {}), "chi_1": ((), {}),
     "chi_c": ((), {}),
     "conv_covariance_map": ((_COV,), dict(kernel_size=3)),
     "conv_depth_scales": ((), dict(kernel_size=3, spatial_size=4)),
@@ -76,25 +76,20 @@ _CALLS = {
     "conv_propagate": ((), dict(covariance=_COV, kernel_size=3)),
     "correlation_fixed_point": ((), {}), "critical_init": ((), {}),
     "critical_sigma_w2": ((), {}), "depth_scales": ((), {}),
-    "dropout_c_map": ((0.3,), {}), "dropout_fixed_point": ((), {}),
-    "dropout_propagate": ((), dict(q_input=1.0, c_input=0.3)),
-    "dropout_q_map": ((0.7,), {}),
+    "dropout_fixed_point": ((), {}),
     "finite_width_jacobian": ((), dict(q_input=1.0)),
     "finite_width_q": ((), dict(q_input=1.0)),
     "gradient_depth_scale": ((), {}), "jacobian_moments": ((), {}),
     "jacobian_spectrum": ((), dict(n_points=16)), "jacobian_spectrum_edge": ((), {}),
-    "layernorm_c_map": ((0.3,), {}), "layernorm_fixed_point": ((), {}),
-    "layernorm_propagate": ((), dict(q_input=1.0, c_input=0.3)),
+    "layernorm_fixed_point": ((), {}),
     "phase_diagram": ((), {}), "post_activation_variance": ((0.7,), {}),
     "propagate": ((), dict(q_input=1.0, c_input=0.3)),
     "q_map": ((0.7,), {}), "q_map_slope": ((0.7,), {}), "q_star": ((), {}),
-    "q_star_solve": ((), {}), "residual_c_map": ((0.3,), dict(q=0.7)),
-    "residual_propagate": ((), dict(q_input=1.0, c_input=0.3)),
-    "residual_q_map": ((0.7,), {}), "rnn_fixed_point": ((), {}),
+    "q_star_solve": ((), {}), "rnn_fixed_point": ((), {}),
     "rnn_jacobian_moments": ((), {}), "rnn_propagate": ((), {}),     # steps: the depth
 }
 # The variant a function is the theory of, set in its network from the start.
-_OWN_VARIANT = {"layernorm_": dict(norm="layer"), "residual_": dict(residual=True)}
+_OWN_VARIANT = {"layernorm_": dict(norm="layer")}
 # A non-plain value of each variant field of a Network.
 _VARIANT_VALUES = dict(residual=True, alpha=0.5, norm="layer", keep_prob=0.8)
 _NET = Network(**TANH, depth=3, width=64)

@@ -19,7 +19,7 @@ from tests.meanfield import arch_reference as ref
 def test_c_map_against_reference(x64, act):
   c = np.array([-0.5, 0.0, 0.3, 0.95, 0.9999])
   sigma_w2 = np.array([0.8, 2.5])[:, None]
-  got = meanfield.layernorm_c_map(c, sigma_w2=sigma_w2, sigma_b2=0.2, activation=act)
+  got = meanfield.c_map(c, sigma_w2=sigma_w2, sigma_b2=0.2, activation=act, norm="layer")
   for i, sw2 in enumerate(sigma_w2[:, 0]):
     m2 = ref.moments(act, 1.0, 1.0)[0]
     want = [(sw2 * ref.moments(act, 1.0, cj)[1] + 0.2) / (sw2 * m2 + 0.2) for cj in c]
@@ -31,9 +31,14 @@ def test_fixed_point(x64):
   # erf (closed forms, cheap to compile; tanh's c-map is checked against quadrature above,
   # and the solver is the same code for every activation)
   fp = meanfield.layernorm_fixed_point(sigma_w2=sigma_w2, sigma_b2=0.05, activation="erf")
-  c_next = meanfield.layernorm_c_map(fp.c_star, sigma_w2=sigma_w2, sigma_b2=0.05,
-                                     activation="erf")
+  c_next = meanfield.c_map(fp.c_star, sigma_w2=sigma_w2, sigma_b2=0.05, activation="erf",
+                           norm="layer")
   np.testing.assert_allclose(c_next, fp.c_star, atol=1e-13)          # fixed
+  # the q-map after a LayerNorm is the constant q_LN, whatever q
+  q_next = meanfield.q_map(np.array([[0.0], [0.3], [7.0]]), sigma_w2=sigma_w2, sigma_b2=0.05,
+                           activation="erf", norm="layer")
+  assert q_next.shape == (3, 4)
+  np.testing.assert_allclose(q_next, np.broadcast_to(fp.q, (3, 4)), rtol=1e-14)
   for sw2, c, chi_c, chi_1, q in zip(sigma_w2, fp.c_star, fp.chi_c, fp.chi_1, fp.q):
     m2, _, d2 = ref.moments("erf", 1.0, 1.0)
     np.testing.assert_allclose(q, sw2 * m2 + 0.05, rtol=1e-11)
@@ -56,20 +61,22 @@ def test_fixed_point(x64):
 @pytest.mark.slow
 def test_propagate_and_network(x64):
   net = meanfield.Network("tanh", sigma_w2=2.0, sigma_b2=0.05, depth=8, norm="layer")
-  p = meanfield.layernorm_propagate(net, q_input=1.5, c_input=0.2)
+  p = meanfield.propagate(net, q_input=1.5, c_input=0.2)
   q_ref, c_ref = ref.propagate("tanh", q_input=1.5, c_input=0.2, depth=8, sigma_w2=2.0,
                                sigma_b2=0.05, layer_norm=True)
   np.testing.assert_allclose(p.q, q_ref, rtol=1e-10)
   np.testing.assert_allclose(p.c, c_ref, rtol=1e-10)
   m2, _, d2 = ref.moments("tanh", 1.0, 1.0)
   np.testing.assert_allclose(p.chi_1[1:], 2.0 * d2 / (2.0 * m2 + 0.05), rtol=1e-10)
+  with pytest.raises(ValueError, match="`norm` must be None or 'layer'.*got 'batch'"):
+    meanfield.propagate(net.replace(norm="batch"), q_input=1.0, c_input=0.2)
   with pytest.raises(ValueError, match="norm"):
-    meanfield.layernorm_propagate(net.replace(norm=None), q_input=1.0, c_input=0.2)
+    meanfield.c_map(0.3, sigma_w2=2.0, sigma_b2=0.05, activation="tanh", norm="group")
   with pytest.raises(ValueError, match="norm"):
     meanfield.layernorm_fixed_point(net.replace(norm="batch"))
   # LayerNorm with a residual connection: q grows by exactly sigma_w2 E[phi(z)^2] + sigma_b2.
-  r = meanfield.layernorm_propagate(net.replace(residual=True, activation="relu"), q_input=1.5,
-                                    c_input=0.2)
+  r = meanfield.propagate(net.replace(residual=True, activation="relu"), q_input=1.5,
+                          c_input=0.2)
   np.testing.assert_allclose(np.diff(r.q), 2.0 / 2 + 0.05, rtol=1e-12)
 
 
@@ -82,9 +89,9 @@ def test_wide_layernorm_networks_follow_theory():
                        sigma_w2=[1.0, 3.0], sigma_b2=0.05, n_seeds=SEEDS, n_inputs=2 * PAIRS,
                        in_features=128, q_input=1.0, c_input=0.3, norm="layer",
                        progress=False)
-  th = meanfield.layernorm_propagate(q_input=1.0, c_input=0.3, depth=DEPTH,
-                                     sigma_w2=np.array([1.0, 3.0]), sigma_b2=0.05,
-                                     activation="erf")
+  th = meanfield.propagate(q_input=1.0, c_input=0.3, depth=DEPTH,
+                           sigma_w2=np.array([1.0, 3.0]), sigma_b2=0.05, activation="erf",
+                           norm="layer")
   assert th.q.shape == (2, DEPTH)
   ds = ds.transpose("seed", "sigma_w2", "layer")
   layers = ds.layer.values

@@ -28,9 +28,9 @@ def test_maps_against_reference(x64, act):
   q = np.array([0.3, 1.0, 4.0])[:, None]
   c = np.array([-0.6, 0.2, 0.9, 0.999])[None, :]
   alpha = np.array([0.5, 1.0, 1.3])[:, None]
-  kw = dict(sigma_w2=1.7, sigma_b2=0.1, activation=act, alpha=alpha)
-  got_q = meanfield.residual_q_map(q, **kw)
-  got_c = meanfield.residual_c_map(c, q=q, **kw)
+  kw = dict(sigma_w2=1.7, sigma_b2=0.1, activation=act, residual=True, alpha=alpha)
+  got_q = meanfield.q_map(q, **kw)
+  got_c = meanfield.c_map(c, q=q, **kw)
   assert got_c.shape == (3, 4) and got_q.shape == (3, 1)
   for i in range(3):
     for j in range(4):
@@ -39,7 +39,7 @@ def test_maps_against_reference(x64, act):
       c_next = (q[i, 0] * c[0, j] + alpha[i, 0] ** 2 * (1.7 * cross + 0.1)) / q_next
       np.testing.assert_allclose(got_q[i, 0], q_next, rtol=1e-10)
       np.testing.assert_allclose(got_c[i, j], c_next, rtol=1e-9, atol=1e-10)
-  np.testing.assert_array_equal(meanfield.residual_c_map(1.0, q=q, **kw), 1.0)
+  np.testing.assert_array_equal(meanfield.c_map(1.0, q=q, **kw), 1.0)
 
 
 @pytest.mark.slow
@@ -47,18 +47,18 @@ def test_maps_against_reference(x64, act):
        sigma_b2=st.floats(0, 2), alpha=st.floats(0.05, 3))
 def test_c_map_maps_into_unit_interval(c, q, sigma_w2, sigma_b2, alpha):
   # A correlation stays a correlation, and the length grows (property, erf's closed forms).
-  kw = dict(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation="erf", alpha=alpha)
+  kw = dict(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation="erf", residual=True, alpha=alpha)
   q32 = np.float32(q)                      # what the map sees: below ~1e-45, zero
-  out = float(meanfield.residual_c_map(np.float32(c), q=q32, **kw))
+  out = float(meanfield.c_map(np.float32(c), q=q32, **kw))
   assert -1 - 1e-6 <= out <= 1 + 1e-6 or (q32 == 0 and np.isnan(out) and sigma_b2 == 0)
-  assert float(meanfield.residual_q_map(np.float32(q), **kw)) >= np.float32(q) * (1 - 1e-6)
+  assert float(meanfield.q_map(np.float32(q), **kw)) >= np.float32(q) * (1 - 1e-6)
 
 
 @pytest.mark.slow
 def test_theory_md_check_value(x64):
   # THEORY.md: tanh, sigma_w2 = 1, sigma_b2 = 0.05, c_input = 0.5: c^50 about 0.40, drifting down.
   kw = dict(q_input=1.0, c_input=0.5, depth=50, sigma_w2=1.0, sigma_b2=0.05)
-  p = meanfield.residual_propagate(activation="tanh", **kw)
+  p = meanfield.propagate(activation="tanh", residual=True, **kw)
   q_ref, c_ref = ref.propagate("tanh", residual=True, **kw)
   np.testing.assert_allclose(p.q, q_ref, rtol=1e-9)
   np.testing.assert_allclose(p.c, c_ref, rtol=1e-8)
@@ -76,8 +76,8 @@ def test_relu_laws(x64):
   # relative error O(log(l) / l). A tiny input length keeps q^3000 in range
   # (ReLU's c-map does not depend on q).
   a = 0.5
-  p = meanfield.residual_propagate(q_input=1e-300, c_input=0.5, depth=3000, sigma_w2=1.0,
-                                   sigma_b2=0.0, activation="relu")
+  p = meanfield.propagate(q_input=1e-300, c_input=0.5, depth=3000, sigma_w2=1.0,
+                          sigma_b2=0.0, activation="relu", residual=True)
   q, c = np.asarray(p.q), np.asarray(p.c)
   np.testing.assert_allclose(q[1:] / q[:-1], 1 + a, rtol=1e-12)
   law = 9 * np.pi**2 * (1 + a) ** 2 / (2 * a**2)
@@ -93,8 +93,8 @@ def test_sign_limit_laws(x64):
   # l^{-(1 - g'(c_inf))}; corrections of relative order l^{-(1/2 - exponent)} slow the
   # approach of the local exponent (docs/architectures.md).
   sw2, sb2 = 1.0, 0.05
-  p = meanfield.residual_propagate(q_input=1.0, c_input=0.5, depth=100_000, sigma_w2=sw2,
-                                   sigma_b2=sb2, activation="erf", alpha=0.7)
+  p = meanfield.propagate(q_input=1.0, c_input=0.5, depth=100_000, sigma_w2=sw2,
+                          sigma_b2=sb2, activation="erf", residual=True, alpha=0.7)
   q, c = np.asarray(p.q), np.asarray(p.c)
   v = 0.49 * (sw2 + sb2)
   np.testing.assert_allclose(q[-1] - q[-2], v, rtol=3 / np.sqrt(q[-1]))
@@ -109,24 +109,28 @@ def test_sign_limit_laws(x64):
 
 def test_network_and_validation():
   net = meanfield.Network("relu", sigma_w2=1.5, sigma_b2=0.1, depth=6, residual=True, alpha=0.5)
-  a = meanfield.residual_propagate(net, q_input=1.0, c_input=0.3)
-  b = meanfield.residual_propagate(q_input=1.0, c_input=0.3, depth=6, sigma_w2=1.5,
-                                   sigma_b2=0.1, activation="relu", alpha=0.5)
+  a = meanfield.propagate(net, q_input=1.0, c_input=0.3)
+  b = meanfield.propagate(q_input=1.0, c_input=0.3, depth=6, sigma_w2=1.5, sigma_b2=0.1,
+                          activation="relu", residual=True, alpha=0.5)
   np.testing.assert_array_equal(a.c, b.c)
-  np.testing.assert_array_equal(meanfield.residual_q_map(2.0, network=net),
-                                meanfield.residual_q_map(2.0, sigma_w2=1.5, sigma_b2=0.1,
-                                                         activation="relu", alpha=0.5))
+  np.testing.assert_array_equal(meanfield.q_map(2.0, network=net),
+                                meanfield.q_map(2.0, sigma_w2=1.5, sigma_b2=0.1,
+                                                activation="relu", residual=True, alpha=0.5))
   with pytest.raises(ValueError, match="residual"):
-    meanfield.residual_propagate(net.replace(residual=False, alpha=1.0), q_input=1.0, c_input=0.3)
-  with pytest.raises(ValueError, match="residual"):
-    meanfield.residual_q_map(1.0, network=meanfield.Network("relu"))
+    meanfield.propagate(q_input=1.0, c_input=0.3, depth=6, sigma_w2=1.5, sigma_b2=0.1,
+                        activation="relu", residual=1)
+  with pytest.raises(ValueError, match="`q` must be given .* residual=True"):
+    meanfield.c_map(0.3, network=net)          # a residual network has no fixed length
   with pytest.raises(ValueError, match="alpha"):
-    meanfield.residual_q_map(1.0, sigma_w2=1.0, sigma_b2=0.0, activation="relu", alpha=0.0)
+    meanfield.q_map(1.0, sigma_w2=1.0, sigma_b2=0.0, activation="relu", residual=True,
+                    alpha=0.0)
+  with pytest.raises(ValueError, match="alpha"):          # alpha scales the residual branch
+    meanfield.q_map(1.0, sigma_w2=1.0, sigma_b2=0.0, activation="relu", alpha=0.5)
   with pytest.raises(ValueError, match="norm"):
-    meanfield.residual_propagate(net.replace(norm="batch"), q_input=1.0, c_input=0.3)
+    meanfield.propagate(net.replace(norm="batch"), q_input=1.0, c_input=0.3)
   with pytest.raises(ValueError, match="depth"):
-    meanfield.residual_propagate(q_input=1.0, c_input=0.3, depth=0, sigma_w2=1.5,
-                                 sigma_b2=0.1, activation="relu")
+    meanfield.propagate(q_input=1.0, c_input=0.3, depth=0, sigma_w2=1.5, sigma_b2=0.1,
+                        activation="relu", residual=True)
 
 
 N, DEPTH, SEEDS, PAIRS = 256, 10, 8, 4
@@ -141,8 +145,9 @@ def measured():
                        in_features=128, q_input=1.0, c_input=0.5, residual=True,
                        progress=False)
   with jax.enable_x64(True):   # the program test_theory_md_check_value compiles, sliced
-    theory = {act: jax.tree.map(lambda v: np.asarray(v)[:DEPTH], meanfield.residual_propagate(
-        q_input=1.0, c_input=0.5, depth=50, sigma_w2=1.0, sigma_b2=0.05, activation=act))
+    theory = {act: jax.tree.map(lambda v: np.asarray(v)[:DEPTH], meanfield.propagate(
+        q_input=1.0, c_input=0.5, depth=50, sigma_w2=1.0, sigma_b2=0.05, activation=act,
+        residual=True))
               for act in KAPPA}
   return ds, theory
 
