@@ -181,7 +181,7 @@ def post_activation_variance(q: ArrayLike, *, activation: Any) -> Array:
   ``h_i^l`` are independent ``N(0, q^l)`` (Poole et al. 2016), so the
   post-activations have mean ``E[phi(sqrt(q) z)]`` and this variance. Its
   second moment alone is the q-map's ``(q_map(q) - sigma_b2) / sigma_w2``.
-  Both moments come from one quadrature (:func:`meanfield.gaussian_expectation`,
+  Both moments come from one quadrature (:func:`meanfield.gaussian.gaussian_expectation`,
   split at the activation's kinks); the difference is clipped at 0 against
   roundoff. Being a difference of moments, its absolute error is a few
   machine epsilons times ``E[phi^2]``: relative accuracy is lost where the
