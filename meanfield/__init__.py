@@ -11,8 +11,7 @@ from meanfield.network import Network, weight_law
 from meanfield.gaussian import bivariate_expectation, gaussian_expectation
 from meanfield.maps import (Propagation, c_map, chi_1, post_activation_variance, propagate, q_map,
                             q_map_slope)
-from meanfield.fixed_points import (FixedPoint, c_star, c_star_solve, chi_c, correlation_fixed_point,
-                                    q_star, q_star_solve)
+from meanfield.fixed_points import FixedPoint, fixed_point, q_star
 from meanfield.spectrum import (JacobianMoments, JacobianSpectrum, jacobian_moments,
                                  jacobian_spectrum, jacobian_spectrum_edge)
 from meanfield.depth import DepthScales, depth_scale, depth_scales, gradient_depth_scale
@@ -23,10 +22,8 @@ from meanfield.initialise import CriticalInit, critical_init
 from meanfield.transforms import (ActivationTransform, dks_transform, leaky_relu_c_map, mlp_subnet_max,
                                   residual_subnet_max, tat_transform)
 from meanfield.residual import residual_c_map, residual_propagate, residual_q_map
-from meanfield.norm import (LayerNormFixedPoint, batchnorm_gradient_factor, layernorm_c_map,
-                            layernorm_fixed_point, layernorm_propagate)
-from meanfield.dropout import (DropoutFixedPoint, dropout_c_map, dropout_fixed_point,
-                               dropout_propagate, dropout_q_map)
+from meanfield.norm import batchnorm_gradient_factor, layernorm_c_map, layernorm_propagate
+from meanfield.dropout import dropout_c_map, dropout_propagate, dropout_q_map
 from meanfield.finite_width import (FiniteWidth, batch_average, finite_width_jacobian, finite_width_q,
                                     lognormal_quantiles)
 from meanfield.conv import (FOOTPRINTS, ConvDepthScales, ConvFixedPoint, ConvPropagation, conv_covariance_map, conv_depth_scales, conv_fixed_point, conv_phase_diagram, conv_propagate, footprint_weights, mode_eigenvalues, spatial_modes)
