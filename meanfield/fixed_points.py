@@ -171,12 +171,13 @@ def fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
   """
   act = _activation(activation)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+  given = keep_prob
   _, _, keep_prob = _variants.check_variant("fixed_point", residual=False, alpha=1.0,
                                             norm=norm, keep_prob=keep_prob)
   dropout = _with_dropout(keep_prob)
   if norm == "layer" and dropout:
     raise ValueError(f"`keep_prob` must be 1 with norm='layer' for `fixed_point` (LayerNorm with "
-                     f"dropout is not covered), got {keep_prob!r}")
+                     f"dropout is not covered), got {given!r}")
   if q is not None and (norm is not None or dropout):
     raise ValueError(f"`q` must be None for `fixed_point` with norm={norm!r} or keep_prob < 1 "
                      f"(a given length is for the plain MLP), got {q!r}")
