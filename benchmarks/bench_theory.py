@@ -66,12 +66,9 @@ FUNCTIONS: dict[str, tuple[Callable[[int], object], str]] = {
     "chi_1": (lambda i: meanfield.chi_1(sigma_w2=1.5 + 1e-3 * i, sigma_b2=SIGMA_B2,
                                         activation="tanh"),
               "mf.chi_1(sigma_w2=1.5, sigma_b2=0.05, activation='tanh')"),
-    "c_star": (lambda i: meanfield.c_star(sigma_w2=2.5 + 1e-3 * i, sigma_b2=SIGMA_B2,
-                                          activation="tanh"),
-               "mf.c_star(sigma_w2=2.5, sigma_b2=0.05, activation='tanh')"),
-    "chi_c": (lambda i: meanfield.chi_c(sigma_w2=2.5 + 1e-3 * i, sigma_b2=SIGMA_B2,
-                                        activation="tanh"),
-              "mf.chi_c(sigma_w2=2.5, sigma_b2=0.05, activation='tanh')"),
+    "fixed_point": (lambda i: meanfield.fixed_point(sigma_w2=2.5 + 1e-3 * i, sigma_b2=SIGMA_B2,
+                                                    activation="tanh"),
+                    "mf.fixed_point(sigma_w2=2.5, sigma_b2=0.05, activation='tanh')"),
     "depth_scales": (lambda i: meanfield.depth_scales(sigma_w2=2.5 + 1e-3 * i, sigma_b2=SIGMA_B2,
                                                       activation="tanh"),
                      "mf.depth_scales(sigma_w2=2.5, sigma_b2=0.05, activation='tanh')"),
@@ -110,7 +107,8 @@ WORK = {
                               "32 real evaluations of the subordination z(w) on them and "
                               "a few safeguarded Newton steps",
     "critical_sigma_w2": "a 58-point ladder and a Newton solve of 1-D integrals",
-    "c_star": "q*, then 513 Mehler coefficients and a Newton solve of their series",
+    "fixed_point": "q*, then 513 Mehler coefficients and a Newton solve of their series, "
+                   "then chi_1 and the depth scales",
 }
 
 PHASE_RANGES = (bench_phase_diagram.SIGMA_W2_RANGE, bench_phase_diagram.SIGMA_B2_RANGE)

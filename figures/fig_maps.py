@@ -37,7 +37,8 @@ def _theory(sigma_w2, q_grid, c_grid, *, depth: int):
   """Everything the figure shows, for a vector of three ``sigma_w2`` (one jitted program)."""
   kw = dict(sigma_w2=sigma_w2, sigma_b2=SIGMA_B2, activation=ACTIVATION)
   q_star = meanfield.q_star(**kw)
-  fixed = dict(q_star=q_star, c_star=meanfield.c_star(**kw), chi_1=meanfield.chi_1(**kw))
+  fixed = dict(q_star=q_star, c_star=meanfield.fixed_point(**kw).c_star,
+               chi_1=meanfield.chi_1(**kw))
   curves = dict(
       q_map=meanfield.q_map(q_grid[None, :], sigma_w2=sigma_w2[:, None], sigma_b2=SIGMA_B2,
                             activation=ACTIVATION),

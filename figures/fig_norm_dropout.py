@@ -5,11 +5,11 @@ tanh MLPs at ``sigma_b2 = 0.05`` from pairs of inputs of length 1 and cosine
 phase (``sigma_w2 = 0.4``, ``c^l -> c* = 1``) and the chaotic one
 (``sigma_w2 = 3``, ``c* < 1``), theory from :func:`empirical.theory`
 (:func:`meanfield.propagate` with ``norm="layer"``), ``c*`` from
-:func:`meanfield.layernorm_fixed_point`. Middle: dropout at initialisation
+:func:`meanfield.fixed_point` (``norm="layer"``). Middle: dropout at initialisation
 (``keep_prob``) at the critical point of the dropout-free network
 (:func:`meanfield.critical_sigma_w2`): without dropout ``c^l`` decays only
 polynomially towards ``c* = 1``; with ``keep_prob = 0.8`` it settles within a
-few layers at ``c* < 1`` (:func:`meanfield.dropout_fixed_point`), since the
+few layers at ``c* < 1`` (:func:`meanfield.fixed_point`), since the
 masks decorrelate the two inputs. Right: ``xi_c`` against ``sigma_w2``
 (theory alone): diverges at criticality only for ``keep_prob = 1``.
 
@@ -54,13 +54,13 @@ def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int,
   ln_th = empirical.theory(ln)
   with jax.enable_x64(True):
     sigma_w2_crit = float(meanfield.critical_sigma_w2(activation=ACTIVATION, sigma_b2=SIGMA_B2))
-    ln_fp = meanfield.layernorm_fixed_point(sigma_w2=np.array(LN_SIGMA_W2), sigma_b2=SIGMA_B2,
-                                            activation=ACTIVATION)
+    ln_fp = meanfield.fixed_point(sigma_w2=np.array(LN_SIGMA_W2), sigma_b2=SIGMA_B2,
+                                  activation=ACTIVATION, norm="layer")
     # One argument shape for every call (the grid and, last, the measured point), so the
     # fixed-point solver compiles once.
     grid = np.append(XI_GRID, sigma_w2_crit)
-    fps = {p: meanfield.dropout_fixed_point(sigma_w2=grid, sigma_b2=SIGMA_B2,
-                                            activation=ACTIVATION, keep_prob=p)
+    fps = {p: meanfield.fixed_point(sigma_w2=grid, sigma_b2=SIGMA_B2,
+                                    activation=ACTIVATION, keep_prob=p)
            for p in dict.fromkeys(XI_KEEP_PROBS + KEEP_PROBS)}
     do_fp = [fps[p] for p in KEEP_PROBS]                     # [-1]: the measured point
     xi = [np.asarray(fps[p].xi_c)[:-1] for p in XI_KEEP_PROBS]

@@ -81,8 +81,8 @@ def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int,
     sw = jnp.asarray(sigma_w2)
     out["q_star"] = ("sigma_w2", np.asarray(meanfield.q_star(
         sigma_w2=sw, sigma_b2=SIGMA_B2, activation=ACTIVATION)))
-    out["c_star"] = ("sigma_w2", np.asarray(meanfield.c_star(
-        sigma_w2=sw, sigma_b2=SIGMA_B2, activation=ACTIVATION)))
+    out["c_star"] = ("sigma_w2", np.asarray(meanfield.fixed_point(
+        sigma_w2=sw, sigma_b2=SIGMA_B2, activation=ACTIVATION).c_star))
   out = out.assign_coords(phase=("sigma_w2", list(PHASES)))
   out.attrs = {"activation": ACTIVATION, "width": width, "depth": depth, "n_seeds": n_seeds,
                "n_inputs": n_inputs, "sigma_b2": SIGMA_B2,

@@ -10,8 +10,7 @@ from meanfield.activations import Activation, activation, activation_names
 from meanfield.network import Network
 from meanfield.maps import (Propagation, c_map, chi_1, post_activation_variance, propagate, q_map,
                             q_map_slope)
-from meanfield.fixed_points import (FixedPoint, c_star, c_star_solve, chi_c, correlation_fixed_point,
-                                    q_star, q_star_solve)
+from meanfield.fixed_points import FixedPoint, fixed_point, q_star
 from meanfield.spectrum import (JacobianMoments, JacobianSpectrum, jacobian_moments,
                                  jacobian_spectrum, jacobian_spectrum_edge)
 from meanfield.depth import DepthScales, depth_scales, gradient_depth_scale
@@ -21,8 +20,7 @@ from meanfield.rnn import (RNNFixedPoint, RNNPropagation, rnn_fixed_point, rnn_j
 from meanfield.initialise import CriticalInit, critical_init
 from meanfield.transforms import (ActivationTransform, dks_transform, residual_subnet_max,
                                   tat_transform)
-from meanfield.norm import LayerNormFixedPoint, batchnorm_gradient_factor, layernorm_fixed_point
-from meanfield.dropout import DropoutFixedPoint, dropout_fixed_point
+from meanfield.norm import batchnorm_gradient_factor
 from meanfield.finite_width import FiniteWidth, finite_width_jacobian, finite_width_q
 from meanfield.conv import (ConvDepthScales, ConvFixedPoint, ConvPropagation, conv_covariance_map,
                             conv_depth_scales, conv_fixed_point, conv_phase_diagram, conv_propagate)

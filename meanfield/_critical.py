@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from meanfield import _solve
+from meanfield._fixed_points import q_root
 from meanfield._integrals import as_arrays, moment_slopes, second_moments
 from meanfield.activations import Activation
-from meanfield.fixed_points import q_star_solve
 
 Array = jax.Array
 ArrayLike = Any
@@ -99,6 +99,6 @@ def critical_point(act: Activation, sigma_b2: ArrayLike) -> tuple[Array, Array, 
   sigma_w2 = jnp.where(found & ~jnp.isnan(sigma_b2), sigma_w2, jnp.nan)
   stop = jax.lax.stop_gradient
   w, b = stop(jnp.where(jnp.isnan(sigma_w2), 1, sigma_w2)), stop(sigma_b2)
-  solved = q_star_solve(sigma_w2=w, sigma_b2=b, activation=act).value
+  solved = q_root(act, w, b).value
   _, reached = reached_length(act, stop(q), stop(solved), w, b)
   return sigma_w2, q, reached & ~jnp.isnan(sigma_w2)

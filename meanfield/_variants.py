@@ -1,9 +1,10 @@
-"""One layer of the mean-field maps of the MLP's variants, shared by maps, norm and dropout.
+"""One layer of the mean-field maps of the MLP's variants, shared by the maps and fixed points.
 
 A private module: the public functions are :func:`meanfield.q_map`,
 :func:`meanfield.c_map` and :func:`meanfield.propagate` (their keywords
-``residual``, ``alpha``, ``norm`` and ``keep_prob``), and the fixed points
-of :mod:`meanfield.norm` and :mod:`meanfield.dropout`. Layer ``l >= 2`` of
+``residual``, ``alpha``, ``norm`` and ``keep_prob``), and
+:func:`meanfield.fixed_point` (``norm="layer"`` or ``keep_prob``; dropout as
+in Schoenholz et al. 2017, Sec. 6, and Pretorius et al. 2018). Layer ``l >= 2`` of
 
 .. math::
 

@@ -52,10 +52,11 @@ import numpy as np
 import xarray as xr
 
 from meanfield import _checks
+from meanfield._fixed_points import c_root, q_root
 from meanfield._integrals import as_arrays, float_dtype, length_map_slope, second_moments
 from meanfield.activations import Activation, activation as _activation
 from meanfield.depth import depth_scale
-from meanfield.fixed_points import correlation_fixed_point, q_star, q_star_solve
+from meanfield.fixed_points import q_star
 from meanfield.gaussian import bivariate_expectation
 from meanfield.network import accepts_network
 from meanfield.phase import phase_diagram
@@ -382,7 +383,7 @@ class ConvFixedPoint(NamedTuple):
     q_star, c_star: the MLP's fixed points, broadcast shape of the hyperparameters.
     covariance: ``Sigma*``, that shape ``+ (n, n)``.
     converged: whether the solvers of ``q*`` and ``c*`` both met their tolerance
-      (:func:`meanfield.q_star_solve`, :func:`meanfield.c_star_solve`), that shape.
+      (:func:`meanfield.fixed_point`'s ``converged``), that shape.
   """
 
   q_star: Array
@@ -420,12 +421,11 @@ def conv_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: An
         f"`spatial_size` must make the covariance (grid x n x n) at most "
         f"{_MAX_COVARIANCE_ENTRIES} entries (2**27), got spatial_size={n!r}: {entries} entries; "
         f"q_star and c_star do not depend on spatial_size (Sigma* = q* (c* 11^T + (1 - c*) I))")
-  q_fp = q_star_solve(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+  q_fp = q_root(act, sigma_w2, sigma_b2)
   q = q_fp.value
   # no fixed length (q* = inf): no c* either (nan)
   finite_q = jnp.where(jnp.isinf(q), jnp.nan, q)
-  fp, _ = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act,
-                                  q=finite_q)
+  fp, _ = c_root(act, sigma_w2, sigma_b2, finite_q)
   c = fp.value
   eye = jnp.eye(n, dtype=c.dtype).reshape((1,) * c.ndim + (n, n))
   cq, cc = q[..., None, None], c[..., None, None]
@@ -480,8 +480,7 @@ def conv_depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: A
   lam = mode_eigenvalues(kernel_size=kernel_size, spatial_size=spatial_size,
                          footprint=footprint)
   q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
-  _, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act,
-                                    q=jnp.where(jnp.isinf(q), jnp.nan, q))
+  _, chi_c = c_root(act, sigma_w2, sigma_b2, jnp.where(jnp.isinf(q), jnp.nan, q))
   slope_q = _q_slope(act, sigma_w2, q)
   lam_j = jnp.asarray(lam, chi_c.dtype)
   lam_b = lam_j.reshape((1,) * chi_c.ndim + lam_j.shape)

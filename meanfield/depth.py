@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 
 from meanfield import _checks
+from meanfield._fixed_points import c_root, depth_scale, q_star, xi_q
 from meanfield._integrals import as_arrays, length_map_slope, second_moments
 from meanfield.activations import activation as _activation
-from meanfield.fixed_points import correlation_fixed_point, q_star
 from meanfield.network import accepts_network
 
 __all__ = ["DepthScales", "depth_scales", "depth_scale", "gradient_depth_scale"]
@@ -43,23 +43,13 @@ class DepthScales(NamedTuple):
   xi_c: Array
 
 
-def depth_scale(slope: ArrayLike) -> Array:
-  """``-1 / log(slope)`` for a map's slope at a stable fixed point: inf where ``slope >= 1``, nan for nan."""
-  slope = jnp.asarray(slope)
-  safe = jnp.where((slope > 0) & (slope < 1), slope, 0.5)
-  scale = -1 / jnp.log(safe)
-  scale = jnp.where(slope >= 1, jnp.inf, jnp.where(slope <= 0, 0, scale))
-  return jnp.where(jnp.isnan(slope), jnp.nan, scale).astype(safe.dtype)
-
-
 @functools.partial(jax.jit, static_argnames=("act",))
 def _depth_scales(act, sigma_w2, sigma_b2):
   sigma_w2, sigma_b2 = as_arrays(sigma_w2, sigma_b2)
   q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
   # no fixed length (q* = inf): no c* either; nan is what the traced path gives there
   finite_q = jnp.where(jnp.isinf(q), jnp.nan, q)
-  _, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act,
-                                     q=finite_q)
+  _, chi_c = c_root(act, sigma_w2, sigma_b2, finite_q)
   return DepthScales(xi_q=depth_scale(length_map_slope(act, sigma_w2, q)),
                      xi_c=depth_scale(chi_c))
 
@@ -85,15 +75,8 @@ def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -
   q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
   # no fixed length (q* = inf): no c* either; nan is what the traced path gives there
   finite_q = jnp.where(jnp.isinf(q), jnp.nan, q)
-  _, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act,
-                                     q=finite_q)
-  return DepthScales(xi_q=_xi_q(act, sigma_w2, q), xi_c=depth_scale(chi_c))
-
-
-@functools.partial(jax.jit, static_argnames=("act",))
-def _xi_q(act, sigma_w2, q):
-  sigma_w2, q = as_arrays(sigma_w2, q)
-  return depth_scale(length_map_slope(act, sigma_w2, q))
+  _, chi_c = c_root(act, sigma_w2, sigma_b2, finite_q)
+  return DepthScales(xi_q=xi_q(act, sigma_w2, q), xi_c=depth_scale(chi_c))
 
 
 @functools.partial(jax.jit, static_argnames=("act",))

@@ -1,55 +1,31 @@
-"""Fixed points of the length and correlation maps: ``q*``, ``c*`` and ``chi_c``.
+"""The fixed point of an MLP, with or without LayerNorm or dropout: one function, one result.
 
-``q*`` is the stable fixed point reached by iterating the q-map from small
-lengths: the smallest ``q >= 0`` where ``F(q) = q_map(q) - q`` turns negative.
-It is bracketed on a fixed ladder of half-decades ``q = 1e-12 .. 1e16``, then
-every 4 decades up to the float maximum (the length map is tabulated once on
-the ladder, shared by every point; tanh has ``q* ~ sigma_w2 + sigma_b2`` at
-any finite ``sigma_w2``) and
-refined by safeguarded Newton (Newton steps that leave the bracket are
-replaced by regula falsi or bisection), so it converges near criticality
-where plain iteration crawls. Special values (Poole et al. 2016; Schoenholz
-et al. 2017):
+:func:`fixed_point` returns a :class:`FixedPoint`: the stable length ``q*``
+and correlation ``c*`` (Poole et al. 2016), the c-map's slopes ``chi_1`` (at
+``c = 1``, also the per-layer factor of ``|dL/dh|^2``) and ``chi_c`` (at
+``c*``), the depth scales ``xi_q`` and ``xi_c`` over which the length and the
+correlation approach them (Schoenholz et al. 2017, Eqs. 5 and 9), and one
+``converged`` flag. :func:`q_star` gives the length alone.
 
-- ``q* = inf`` where the q-map has no fixed point (``F > 0`` up to the float
-  maximum): ReLU with ``sigma_w2 > 2``, or ``sigma_w2 = 2`` and
-  ``sigma_b2 > 0``; also where ``q*`` itself would overflow;
-- ``q* = 0`` where zero is stable (ReLU with ``sigma_b2 = 0``, ``sigma_w2 < 2``;
-  tanh with ``sigma_b2 = 0``, ``sigma_w2 < 1``); its gradient is the one-sided
-  ``dq*/dsigma_b2 = 1 / (1 - q_map_slope(0))``, ``dq*/dsigma_w2 = phi(0)^2 / (1 - q_map_slope(0))``;
-- ``q* = 0`` also where the q-map is the identity and every ``q`` is fixed
-  (ReLU at the He point ``(2, 0)``, linear at ``(1, 0)``): the length reached
-  from small lengths, and the limit from the ordered side. There ``c* = 1``,
-  ``chi_c = chi_1 = 1`` and ``xi_q = xi_c = inf``;
-- nan for nan input.
+Plain MLP: ``q*`` by safeguarded Newton on a ladder bracket, ``c*`` on the
+Mehler series of the c-map or 2-D quadrature (docs/theory.md; the solvers
+are described in ``meanfield/_fixed_points.py``). ``q* = inf`` where the length diverges
+(ReLU at ``sigma_w2 > 2``), and there ``c*``, ``chi_c``, ``xi_c`` are nan;
+``q* = 0`` where 0 is stable, with ``c* = 1``; at the identity q-map (ReLU at
+``(2, 0)``, linear at ``(1, 0)``) ``q* = 0``, ``c* = chi_c = chi_1 = 1`` and
+``xi_q = xi_c = inf``. In the ordered phase ``c* = 1`` and ``chi_c = chi_1``;
+``xi_c`` diverges at criticality (``chi_c = 1``).
 
-``c*`` is found on the fixed length ``q*`` (or a given length ``q``). Where
-``chi_1 <= 1`` (ordered and critical) ``c* = 1``. Where ``chi_1 > 1`` the map
-has ``C(0) >= 0``, is convex on ``[0, 1]`` (its Mehler series has
-non-negative coefficients) and crosses the diagonal once below 1, so ``c*``
-is the root in ``[0, 1)`` of
+LayerNorm (``norm="layer"``, docs/architectures.md): the length after the
+first layer is ``q_LN = sigma_w2 E[phi(z)^2] + sigma_b2`` whatever the
+length before, and ``c*`` solves the c-map at that length.
 
-.. math::
+Dropout (``keep_prob = p < 1``): ``q*`` is the plain MLP's at ``sigma_w2 /
+p``, ``c* < 1`` everywhere and ``xi_c`` is finite.
 
-  K(\\delta) = \\frac{\\sigma_w^2 E[(\\phi(u_1) - \\phi(u_2))^2]}{2 q_{out} \\delta} - 1,
-  \\qquad \\delta = 1 - c,
-
-which equals ``chi_1 q / q_out - 1`` at ``delta -> 0`` and stays well
-conditioned as ``c* -> 1`` near criticality (no cancellation, a simple root).
-For smooth activations without closed forms it is solved on the Mehler
-series of the c-map (:mod:`meanfield._mehler`: 1-D integrals and a
-polynomial root, with an error bound per point); where the bound is not met,
-and for activations with closed forms or kinks away from 0, by safeguarded
-Newton on 2-D quadrature, polished by one Newton step with the full rule.
-Where ``q*`` is infinite ``c*`` and ``chi_c`` are nan; where ``q* = 0``
-(ordered) ``c* = 1`` as a limit.
-
-Solvers return a :class:`FixedPoint` (value, ``converged`` flag, iteration
-count); gradients use the implicit function theorem (one Newton step on the
-stopped solution), so ``jax.grad`` works through them. Each public function
-compiles once per activation and argument shape/dtype (a jitted core with
-the activation static); later calls with new values are served from JAX's
-cache, and the functions work inside a user's ``jit``, ``vmap`` and ``grad``.
+Gradients use the implicit function theorem, so ``jax.grad`` works through
+every field; each path compiles once per activation and argument
+shape/dtype, and works inside a user's ``jit`` and ``vmap``.
 """
 
 from __future__ import annotations
@@ -59,398 +35,160 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from meanfield import _checks, _mehler, _solve
-from meanfield._integrals import (as_arrays, length_map, length_map_slope, length_map_with_slope,
-                                  next_correlation, pair_moments, second_moments)
-from meanfield.activations import Activation, activation as _activation
-from meanfield.gaussian import gaussian_expectation
+from meanfield import _checks, _solve, _variants
+from meanfield._fixed_points import (c_root, chi_1_at, depth_scale, q_root, q_star, xi_q)
+from meanfield._integrals import as_arrays, length_map_slope, second_moments
+from meanfield.activations import activation as _activation
 from meanfield.network import accepts_network
 
-__all__ = ["FixedPoint", "q_star", "q_star_solve", "c_star", "c_star_solve", "chi_c",
-           "correlation_fixed_point"]
+__all__ = ["FixedPoint", "fixed_point", "q_star"]
 
 Array = jax.Array
 ArrayLike = Any
-
-# c* on 2-D quadrature is searched with this many Gauss-Legendre nodes per panel (~1e-10)
-# and polished by one Newton step with the full rule (error squared, ~1e-12).
-_SEARCH_DEGREE = 8
-_SOLVE_BATCH = 32
+_PLAIN = _variants.Variant(residual=False, layer_norm=False)
+_LAYER = _variants.Variant(residual=False, layer_norm=True)
 
 
 class FixedPoint(NamedTuple):
-  """A fixed point with its solver's report (a pytree; fields share one shape).
+  """The fixed point of a network (a pytree; every field of one broadcast shape).
 
   Attributes:
-    value: the fixed point (``inf``/nan where documented).
-    converged: bool, whether the solver met its tolerance (or proved
-      divergence); where False, ``value`` is the last iterate, not to be trusted.
-    iterations: int32, Newton/bisection steps taken.
+    q_star: the stable length ``q*`` (``q_LN`` with LayerNorm; ``inf`` where
+      the length diverges), floating.
+    c_star: the stable correlation ``c*`` (1 in the ordered phase of the
+      plain MLP and LayerNorm; below 1 with dropout), floating.
+    chi_1: the c-map's slope at ``c = 1`` and the per-layer factor of
+      ``|dL/dh^l|^2``: ``sigma_w2 E[phi'(u)^2]`` at ``q*`` (divided by
+      ``q_LN`` with LayerNorm, ``sigma_w2 / p`` with dropout), floating.
+    chi_c: the c-map's slope at ``c_star``, floating.
+    xi_q: ``-1 / log q_map'(q*)``, the length's depth scale in layers
+      (0 with LayerNorm: the length does not depend on the one before; with
+      dropout the q-map is the plain one at ``sigma_w2 / p``, and so is its slope).
+    xi_c: ``-1 / log chi_c``, the correlation's depth scale in layers (inf
+      at criticality).
+    converged: bool, whether every solver met its tolerance (or proved
+      divergence); where False the other fields are not to be trusted.
   """
 
-  value: Array
+  q_star: Array
+  c_star: Array
+  chi_1: Array
+  chi_c: Array
+  xi_q: Array
+  xi_c: Array
   converged: Array
-  iterations: Array
 
 
-def _batched(fn, *arrays):
-  """``fn`` on flattened arrays in batches of ``_SOLVE_BATCH`` (a slow point holds back only its batch)."""
-  shape = arrays[0].shape
-  flat = tuple(a.reshape(-1) for a in arrays)
-  if flat[0].shape[0] <= _SOLVE_BATCH:
-    out = fn(*flat)
-  else:
-    out = jax.lax.map(lambda xs: fn(*xs), flat, batch_size=_SOLVE_BATCH)
-  return jax.tree.map(lambda v: v.reshape(shape), out)
+def _fixed_point(*fields) -> FixedPoint:
+  """A :class:`FixedPoint` of ``fields``, each broadcast to their common shape (values unchanged)."""
+  shape = jnp.broadcast_shapes(*(jnp.shape(f) for f in fields))
+  return FixedPoint(*(jnp.broadcast_to(f, shape) for f in fields))
 
 
-# --- q* -----------------------------------------------------------------------
+def _plain(act, sigma_w2, sigma_b2, q) -> FixedPoint:
+  """The plain MLP: the programs of :func:`q_star`, ``chi_1`` and ``depth_scales``, and ``c*`` on ``q``."""
+  length = q_root(act, sigma_w2, sigma_b2)
+  correlation, chi_c = c_root(act, sigma_w2, sigma_b2, q)
+  chi_1 = chi_1_at(act, length.value, sigma_w2, sigma_b2)
+  return _fixed_point(length.value, correlation.value, chi_1, chi_c,
+                      xi_q(act, sigma_w2, length.value), depth_scale(chi_c),
+                      length.converged & correlation.converged)
 
 
 @functools.partial(jax.jit, static_argnames=("act",))
-def _q_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike) -> FixedPoint:
+def _layernorm(act, sigma_w2, sigma_b2):
   sigma_w2, sigma_b2 = as_arrays(sigma_w2, sigma_b2)
-  dtype = sigma_w2.dtype
-  stop = jax.lax.stop_gradient
-  sw2, sb2 = stop(sigma_w2), stop(sigma_b2)
-  ladder = jnp.asarray(_solve.ladder(dtype), dtype)
-  m2_ladder = second_moments(act, ladder)[0]                  # shared by every point
-  lead = (1,) * sw2.ndim
-  ladder_, m2_ = ladder.reshape(lead + ladder.shape), m2_ladder.reshape(lead + ladder.shape)
-  values = sw2[..., None] * m2_ + sb2[..., None] - ladder_
-  found, lo, f_lo, hi, f_hi = _solve.first_sign_change(values, ladder)
-  f_zero = values[..., 0]
-
-  def f_and_df(q):
-    value, slope = length_map_with_slope(act, sw2, sb2, q)
-    return value - q, slope - 1
-
-  active = found & ~jnp.isnan(f_zero)
-  x0 = jnp.where(active, lo + (hi - lo) * (f_lo / jnp.where(active, f_lo - f_hi, 1)), 1)
-  x, done, its = _solve.safeguarded_newton(f_and_df, lo, jnp.where(active, hi, 2), f_lo, f_hi,
-                                           x0, active, _solve.rtol(dtype))
-  # the q-map is the identity (ReLU at (2, 0), linear at (1, 0)): every q is fixed; q* = 0,
-  # the one reached from small lengths and the limit from the ordered side.
-  identity = ~found & jnp.all(values == 0, axis=-1)
-  # F = 0 to rounding at every length up to the sign change, with F(0) = 0 (hard_tanh at
-  # (1, 0); leaky ReLU on its critical line at sigma_b2 = 0): every small length is fixed
-  # to rounding, and the length falls to q* = 0 (slower than any depth resolves), the same
-  # rule as meanfield.critical_init's (meanfield._critical.reached_length).
-  tol = np.sqrt(np.finfo(dtype).eps)
-  flat = found & (f_zero == 0) & jnp.all((ladder_ > lo[..., None])
-                                         | (jnp.abs(values) <= tol * ladder_), axis=-1)
-  # no sign change up to the top of the ladder: the length diverges.
-  value = jnp.where(found & ~flat, x, jnp.where(identity | flat, 0, jnp.inf))
-  value = jnp.where(jnp.isnan(f_zero), jnp.nan, value)
-  converged = jnp.where(found, done, ~jnp.isnan(f_zero))
-  live = lambda q: length_map(act, sigma_w2, sigma_b2, q) - q
-  use = jnp.isfinite(value) & (value > 0)
-  slope = length_map_with_slope(act, sw2, sb2, jnp.where(use, value, 1))[1] - 1
-  value = _solve.implicit_step(live, value, use, slope)
-  # q* = 0 (stable: dF/dq < 0 just above 0) moves to q* ~ -F(0)/F'(0+) when the parameters
-  # move (upwards only: q >= 0): dq*/dp = -(dF(0)/dp) / F'(0+), F' the one-sided slope.
-  zeros = jnp.zeros_like(value)
-  slope = stop(length_map_slope(act, sw2, zeros)) - 1
-  at_zero = (value == 0) & (slope < 0) & ~identity
-  f0 = length_map(act, sigma_w2, sigma_b2, zeros)
-  correction = (f0 - stop(f0)) / jnp.where(at_zero, slope, -1)
-  value = jnp.where(at_zero, value - correction, value)
-  return FixedPoint(value, converged, its)
+  ones = jnp.ones_like(sigma_w2)
+  q = sigma_w2 * second_moments(act, ones)[0] + sigma_b2
+  c_star, chi_c, chi_1 = _variants.correlation_root(act, _LAYER, sigma_w2, sigma_b2, 1.0, ones,
+                                                     closed=True)
+  # the bisection's bracket after its 64 halvings of [0, 1] is 2**-64 wide: below the
+  # solvers' tolerance in any float dtype; only nan input leaves it unresolved
+  converged = ~jnp.isnan(sigma_w2 + sigma_b2)
+  xi = jnp.where(jnp.isnan(q), jnp.nan, jnp.zeros_like(q))
+  return _fixed_point(q, c_star, chi_1, chi_c, xi, depth_scale(chi_c), converged)
 
 
-@accepts_network
-def q_star_solve(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-                 throw: bool = False) -> FixedPoint:
-  """The stable fixed point ``q* = q_map(q*)`` with a convergence report.
+@functools.partial(jax.jit, static_argnames=("act",))
+def _dropout(act, sigma_w2, sigma_b2, keep_prob):
+  sigma_w2, sigma_b2, keep_prob = as_arrays(sigma_w2, sigma_b2, keep_prob)
+  length = q_root(act, sigma_w2 / keep_prob, sigma_b2)
+  q = length.value
+  c_star, chi_c, _ = _variants.correlation_root(act, _PLAIN, sigma_w2, sigma_b2, keep_prob, q,
+                                                closed=False)
+  chi_1 = sigma_w2 / keep_prob * second_moments(act, q)[1]
+  # keep_prob = 1 at q* = 0: the plain MLP's ordered-phase values (c* = 1, chi_c = chi_1)
+  plain = (keep_prob == 1) & (q == 0)
+  c_star, chi_c = jnp.where(plain, 1, c_star), jnp.where(plain, chi_1, chi_c)
+  # the dropout q-map is the plain one at sigma_w2 / p: its slope at q* gives xi_q
+  xi = depth_scale(length_map_slope(act, sigma_w2 / keep_prob, q))
+  # c* by bisection (see _layernorm): converged where q* is and the input is not nan
+  converged = length.converged & ~jnp.isnan(sigma_w2 + sigma_b2 + keep_prob)
+  return _fixed_point(q, c_star, chi_1, chi_c, xi, depth_scale(chi_c), converged)
+
+
+def _with_dropout(keep_prob) -> bool:
+  """Whether ``keep_prob`` (checked) asks for the dropout theory: traced, or not all 1."""
+  p = _checks.concrete(keep_prob)
+  return p is None or bool((p != 1).any())
+
+
+@accepts_network(supports=("norm", "keep_prob"))
+def fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
+                q: ArrayLike | None = None, norm: str | None = None,
+                keep_prob: ArrayLike = 1.0, throw: bool = False) -> FixedPoint:
+  """``q*``, ``c*``, ``chi_1``, ``chi_c``, ``xi_q``, ``xi_c`` and ``converged`` of an MLP.
 
   Args:
     sigma_w2, sigma_b2: weight and bias variances (``>= 0``), broadcast.
     activation: a name, an Activation or a callable.
+    q: plain MLP only: solve the c-map at this length (``>= 0``) instead of
+      at ``q*``, i.e. ``c -> (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) /
+      q_map(q)``; then ``c_star``, ``chi_c`` and ``xi_c`` are that map's,
+      while ``q_star``, ``chi_1`` and ``xi_q`` stay those of the fixed
+      length ``q*``. Default ``None``: ``q*``.
+    norm: ``None`` or ``"layer"`` (LayerNorm before the nonlinearity; then
+      ``q_star`` is ``q_LN`` and ``xi_q = 0``).
+    keep_prob: dropout's keep probability ``p`` in ``(0, 1]``, broadcast.
+      Where it is 1 (all of it, concrete) the plain MLP is solved; else the
+      dropout theory is, at every point (at ``p = 1`` it agrees with the
+      plain MLP's to about ``1e-15``). Where dropout's ``q* = 0``
+      (``sigma_b2 = 0``, ordered) ``c*``, ``chi_c`` and ``xi_c`` are those of
+      the c-map's limit ``q -> 0+``.
     throw: raise ``RuntimeError`` (at run time, also under ``jit``) if any
       point did not converge.
 
   Returns:
-    A :class:`FixedPoint` of the broadcast shape and floating dtype of the
-    arguments; ``value`` is ``inf`` where the length diverges and 0 where 0
-    is the stable fixed point (see the module docstring).
+    A :class:`FixedPoint`, every field of the broadcast shape of the
+    arguments, in their floating dtype (``converged``: bool).
+
+  Raises:
+    ValueError: a negative variance or ``q``; ``norm`` not ``None`` or
+      ``"layer"`` (BatchNorm has no fixed point of this form); ``keep_prob``
+      outside ``(0, 1]``; ``norm="layer"`` with dropout, or ``q`` with
+      either (not covered).
   """
   act = _activation(activation)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  fp = _q_star(act, sigma_w2, sigma_b2)
+  given = keep_prob
+  _, _, keep_prob = _variants.check_variant("fixed_point", residual=False, alpha=1.0,
+                                            norm=norm, keep_prob=keep_prob)
+  dropout = _with_dropout(keep_prob)
+  if norm == "layer" and dropout:
+    raise ValueError(f"`keep_prob` must be 1 with norm='layer' for `fixed_point` (LayerNorm with "
+                     f"dropout is not covered), got {given!r}")
+  if q is not None and (norm is not None or dropout):
+    raise ValueError(f"`q` must be None for `fixed_point` with norm={norm!r} or keep_prob < 1 "
+                     f"(a given length is for the plain MLP), got {q!r}")
+  if norm == "layer":
+    fp = _layernorm(act, sigma_w2, sigma_b2)
+  elif dropout:
+    fp = _dropout(act, sigma_w2, sigma_b2, keep_prob)
+  else:
+    if q is not None:
+      q = _checks.nonnegative("q", q, "a length")
+    fp = _plain(act, sigma_w2, sigma_b2, q)
   if throw:
-    _solve.raise_if_not_converged(fp.converged, "q_star")
+    _solve.raise_if_not_converged(fp.converged, "fixed_point")
   return fp
-
-
-@accepts_network
-def q_star(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -> Array:
-  """The stable length fixed point ``q*`` (Poole et al. 2016); see :func:`q_star_solve`."""
-  return q_star_solve(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation).value
-
-
-# --- c* and chi_c --------------------------------------------------------------
-
-
-def _search_2d(act, sigma_w2, q, q_out, k_zero, chaotic):
-  """``(delta, converged, iterations)`` of ``K(delta) = 0`` on 2-D quadrature (1-D arrays)."""
-  dtype = q.dtype
-
-  def k_and_dk(delta):
-    _, sqdiff, dcross = pair_moments(act, q, 1 - delta, derivative=True, degree=_SEARCH_DEGREE)
-    scale = sigma_w2 / (2 * q_out)
-    k = scale * sqdiff / delta - 1
-    dk = scale * (2 * q * dcross * delta - sqdiff) / (delta * delta)
-    return k, dk
-
-  ones = jnp.ones_like(q)
-  k_one, _ = k_and_dk(ones)                # K(1) = -C(0) <= 0
-  x0 = jnp.where(chaotic, k_zero / jnp.where(chaotic, k_zero - k_one, 1), 1)
-  # K is known to the search rule's accuracy (~1e-10): closer to the root than that it is
-  # noise; the polishing step then removes the remaining error.
-  ftol = max(1e-9, 100 * float(jnp.finfo(dtype).eps))
-  return _solve.safeguarded_newton(k_and_dk, jnp.zeros_like(q), ones, k_zero, k_one, x0,
-                                   chaotic & (k_one < 0), _solve.rtol(dtype), ftol)
-
-
-def _polish_2d(act, sigma_w2, sigma_b2, q, q_out, delta, chaotic):
-  """One Newton step on ``C(c) - c`` with the full 2-D rule, then ``chi_c`` there.
-
-  Points that are not chaotic are evaluated at ``c = 1/2`` (their results are
-  replaced by the caller): at ``c = 1`` closed forms such as ReLU's have
-  infinite derivatives in ``c``, whose nan would leak into the gradients.
-  """
-  c = jnp.where(chaotic, 1 - jax.lax.stop_gradient(delta), 0.5)
-  cross, sqdiff, dcross = pair_moments(act, q, c, derivative=True)
-  residual = next_correlation(sigma_w2, sigma_b2, q_out, cross, sqdiff) - c
-  slope = jax.lax.stop_gradient(sigma_w2 * dcross * q / q_out) - 1
-  newton = chaotic & (slope < 0)
-  c = jnp.clip(jnp.where(newton, c - residual / jnp.where(newton, slope, -1), c), 0, 1)
-  dcross = pair_moments(act, q, jnp.where(chaotic, c, 0.5), derivative=True)[2]
-  return c, sigma_w2 * dcross * q / q_out
-
-
-def _c_star_2d(act, sigma_w2, sigma_b2, q, q_out, k_zero, chaotic):
-  stop = jax.lax.stop_gradient
-  delta, done, its = _batched(functools.partial(_search_2d, act), stop(sigma_w2), stop(q),
-                              stop(q_out), stop(k_zero), chaotic)
-  delta = jnp.where(chaotic, delta, 0)
-  c, chi_c = _polish_2d(act, sigma_w2, sigma_b2, q, q_out, delta, chaotic)
-  return c, chi_c, done, its
-
-
-def _c_star_series(act, sigma_w2, sigma_b2, q, q_out, k_zero, chaotic, m2, dm2, fallback=True):
-  """The Mehler-series solve everywhere; points it cannot certify go to 2-D quadrature one by one.
-
-  With ``fallback=False`` they are left as the series found them, marked by
-  the fifth result (``need``), for the caller to solve apart.
-  """
-  stop = jax.lax.stop_gradient
-  b = _mehler.coefficients(act, stop(q))
-  c, _, certified, its = _mehler.solve(b, stop(sigma_w2), stop(sigma_b2), stop(q), stop(q_out),
-                                       stop(m2), stop(dm2))
-  c = jnp.where(chaotic, c, 1)
-
-  def residual(c):      # C(c) - c on the series, live in the parameters, without cancellation
-    b_live = _mehler.coefficients(act, q)
-    m2_live = second_moments(act, q)[0]
-    p_value = _mehler.polynomial(_mehler.difference_coefficients(b_live), c)[0]
-    delta = 1 - c
-    return delta - sigma_w2 * (delta * p_value + m2_live - jnp.sum(b_live, axis=-1)) / q_out
-
-  c = _solve.implicit_step(residual, c, chaotic)
-  chi_c = sigma_w2 * _mehler.polynomial(_mehler.coefficients(act, q), c)[1] / q_out
-
-  need = chaotic & ~certified
-  if not fallback:
-    return c, chi_c, ~need, its, need
-  args = (sigma_w2, sigma_b2, q, q_out, k_zero, need, c, chi_c, its)
-
-  def one(a):
-    sw2, sb2, qq, qo, kz, nd, c0, chi0, it0 = a
-
-    def fallback(_):
-      c1, chi1, ok, it1 = _c_star_2d(act, sw2, sb2, qq, qo, kz, nd)
-      return c1, chi1, ok, it1
-
-    return jax.lax.cond(nd, fallback, lambda _: (c0, chi0, jnp.asarray(True), it0), None)
-
-  flat = jax.tree.map(lambda a: a.reshape(-1), args)
-  out = jax.lax.cond(jnp.any(need), lambda f: jax.lax.map(one, f),
-                     lambda f: (f[6], f[7], jnp.ones_like(f[5]), f[8]), flat)
-  return jax.tree.map(lambda a: a.reshape(q.shape), out) + (jnp.zeros_like(need),)
-
-
-@functools.partial(jax.jit, static_argnames=("act", "path"))
-def _c_star(act: Activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike, q: ArrayLike | None,
-            path: str = "auto") -> tuple[FixedPoint, Array, Array]:
-  """``(c*, chi_c, need)`` on the length ``q`` (``None``: ``q*``).
-
-  ``path``: ``"auto"`` (the series where it serves, 2-D quadrature inside the
-  same program where it cannot certify a point), ``"series"`` (no 2-D
-  fallback compiled: ``need`` marks the points left for it) or ``"2d"``.
-  """
-  if q is None:
-    sigma_w2, sigma_b2 = as_arrays(sigma_w2, sigma_b2)
-    q = _q_star(act, sigma_w2, sigma_b2).value
-  sigma_w2, sigma_b2, q = as_arrays(sigma_w2, sigma_b2, q)
-  valid = jnp.isfinite(q) & (q >= 0)
-  safe_q = jnp.where(valid, q, 1)
-  m2, dm2 = second_moments(act, safe_q)
-  q_out = sigma_w2 * m2 + sigma_b2
-  valid &= jnp.isfinite(q_out)
-  chi1 = sigma_w2 * dm2
-  # safe values where q = 0 or q_out = 0, so no branch left out by a where has nan gradients
-  positive = valid & (q > 0) & (q_out > 0)
-  pos_q, pos_out = jnp.where(positive, q, 1), jnp.where(positive, q_out, 1)
-  k_zero = chi1 * pos_q / pos_out - 1       # K(delta -> 0) = slope at c = 1, minus 1
-  chaotic = positive & (k_zero > 0)
-  need = jnp.zeros(chaotic.shape, bool)
-  if _mehler.usable(act) and path != "2d":
-    c, chi_c, done, its, need = _c_star_series(act, sigma_w2, sigma_b2, pos_q, pos_out, k_zero,
-                                               chaotic, m2, dm2, fallback=path == "auto")
-  else:
-    c, chi_c, done, its = _c_star_2d(act, sigma_w2, sigma_b2, pos_q, pos_out, k_zero, chaotic)
-  near = chaotic & (k_zero < _NEAR_CRITICAL)
-  if not act.kinks:
-    # evaluated everywhere, used where near: elsewhere at k = 0, so that no nan
-    # derivative of an unused branch leaks into the gradients through the where
-    c_near, chi_near = _near_critical(act, sigma_w2, pos_q, pos_out,
-                                      jnp.where(near, k_zero, 0))
-    c, chi_c = jnp.where(near, c_near, c), jnp.where(near, chi_near, chi_c)
-    done = done | near
-  else:
-    # a kink makes the c-map non-analytic at c = 1; closer to criticality than the
-    # solver resolves, report what it found as not converged
-    done = done & ~(chaotic & (k_zero < _UNRESOLVED))
-  chi_c = jnp.where(chaotic, chi_c, jnp.where(positive, chi1 * pos_q / pos_out, chi1))
-  c = jnp.where(chaotic, c, 1)
-  nan = jnp.full_like(c, jnp.nan)
-  converged = jnp.where(chaotic, done, True)
-  need = need & ~near
-  return (FixedPoint(jnp.where(valid, c, nan), converged, its), jnp.where(valid, chi_c, nan),
-          need)
-
-
-def _c_star_lazily(act, sigma_w2, sigma_b2, q):
-  """:func:`_c_star` for concrete arguments: the series program first, and the 2-D program
-  (compiled only when first needed) on the points the series could not certify."""
-  fp, chi, need = _c_star(act, sigma_w2, sigma_b2, q, path="series")
-  need = np.asarray(need)
-  if not need.any():
-    return fp, chi
-  shape = need.shape
-  index = np.flatnonzero(need)
-  # padded to a power of two (repeating a point), so few shapes are ever compiled
-  size = 1 << int(index.size - 1).bit_length()
-  take = np.concatenate([index, np.full(size - index.size, index[0])])
-  pick = lambda a: np.broadcast_to(np.asarray(a), shape).reshape(-1)[take]
-  q_all = q if q is not None else q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
-  sub, sub_chi, _ = _c_star(act, pick(sigma_w2), pick(sigma_b2), pick(q_all), path="2d")
-
-  def merge(full, part):
-    out = np.array(full)
-    out.reshape(-1)[index] = np.asarray(part)[: index.size]
-    return jnp.asarray(out)
-
-  return FixedPoint(*(merge(f, p) for f, p in zip(fp, sub))), merge(chi, sub_chi)
-
-
-# Closer to criticality than this (chi_1 q / q_out - 1), c* and chi_c of smooth activations
-# come from the expansion of the c-map at c = 1; kinked ones are flagged below _UNRESOLVED.
-_NEAR_CRITICAL = 1e-6
-_UNRESOLVED = 1e-8
-
-
-def _near_critical(act, sigma_w2, q, q_out, k_zero):
-  """``(c*, chi_c)`` from the c-map's Taylor expansion at ``c = 1`` (smooth ``phi``).
-
-  With ``delta = 1 - c`` and ``C_k = sigma_w2 q^k E[phi^(k)(u)^2] / q_out`` (the
-  k-th derivative of the c-map at ``c = 1``), ``C(1 - delta) = 1 - C_1 delta +
-  C_2 delta^2 / 2 - C_3 delta^3 / 6 + ...``, so the fixed point solves
-  ``(C_1 - 1) - C_2 delta / 2 + C_3 delta^2 / 6 = 0`` (small root, taken without
-  cancellation) and ``chi_c = C_1 - C_2 delta + C_3 delta^2 / 2``. ``C_1 - 1`` is
-  ``k_zero``, known to the accuracy of one 1-D integral, so ``delta`` keeps its
-  relative accuracy as ``chi_1 -> 1`` where a solver's residual is noise. The
-  terms left out are ``O(delta^3)``: below ``1e-10`` relative for
-  ``k_zero < 1e-6``.
-  """
-  d3 = jnp.vectorize(jax.grad(act.second_derivative))
-  e2, e3 = gaussian_expectation(lambda h: (act.second_derivative(h) ** 2, d3(h) ** 2), q,
-                                kinks=act.kinks)
-  c2 = sigma_w2 * q * q * e2 / q_out
-  c3 = sigma_w2 * q * q * q * e3 / q_out
-  disc = c2 * c2 / 4 - 2 * c3 * k_zero / 3
-  root = jnp.where(disc > 0, jnp.sqrt(jnp.where(disc > 0, disc, 1)), 0)   # no inf slope at 0
-  denominator = c2 / 2 + root
-  delta = jnp.where(denominator != 0, 2 * k_zero / jnp.where(denominator != 0, denominator, 1),
-                    jnp.where(k_zero == 0, 0, jnp.nan))
-  return 1 - delta, 1 + k_zero - c2 * delta + c3 * delta * delta / 2
-
-
-@accepts_network
-def correlation_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-                            q: ArrayLike | None = None, throw: bool = False
-                            ) -> tuple[FixedPoint, Array]:
-  """``(c*, chi_c)`` from one solve: :func:`c_star_solve` and :func:`chi_c` together.
-
-  Args:
-    sigma_w2, sigma_b2: weight and bias variances (``>= 0``), broadcast.
-    activation: a name, an Activation or a callable.
-    q: the inputs' length; default ``q*`` (the correlation map's own fixed
-      length). With another ``q`` the map is ``c -> (sigma_w2 E[phi(u1)
-      phi(u2)] + sigma_b2) / q_map(q)`` at length ``q``.
-    throw: raise ``RuntimeError`` (at run time) if any point did not converge.
-
-  Returns:
-    ``(FixedPoint of c*, chi_c)``, each of the broadcast shape and floating
-    dtype of the arguments.
-  """
-  act = _activation(activation)
-  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  if q is not None:
-    q = _checks.nonnegative("q", q, "a length")
-  concrete = all(x is None or _checks.concrete(x) is not None for x in (sigma_w2, sigma_b2, q))
-  if concrete and _mehler.usable(act):
-    fp, chi = _c_star_lazily(act, sigma_w2, sigma_b2, q)
-  else:
-    fp, chi, _ = _c_star(act, sigma_w2, sigma_b2, q)
-  if throw:
-    _solve.raise_if_not_converged(fp.converged, "c_star")
-  return fp, chi
-
-
-@accepts_network
-def c_star_solve(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-                 q: ArrayLike | None = None, throw: bool = False) -> FixedPoint:
-  """The stable correlation fixed point ``c*`` on the length ``q*``, with a convergence report.
-
-  ``c* = 1`` where ``chi_1 <= 1`` (ordered, critical); ``c* < 1`` where
-  ``chi_1 > 1`` (chaotic), Poole et al. 2016, Fig. 3. nan where ``q*`` is
-  infinite. Arguments and result as :func:`q_star_solve`; ``q`` as in
-  :func:`correlation_fixed_point`.
-  """
-  return correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation,
-                                 q=q, throw=throw)[0]
-
-
-@accepts_network
-def c_star(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-           q: ArrayLike | None = None) -> Array:
-  """The stable correlation fixed point ``c*``; see :func:`c_star_solve`."""
-  return c_star_solve(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation, q=q).value
-
-
-@accepts_network
-def chi_c(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-          q: ArrayLike | None = None) -> Array:
-  """``chi_c = sigma_w2 E[phi'(u1) phi'(u2)]`` at ``(q*, c*)``: the c-map's slope at ``c*``.
-
-  Equals :func:`meanfield.chi_1` in the ordered phase (``c* = 1``); below 1
-  in the chaotic phase; 1 at criticality (Schoenholz et al. 2017, Eq. 9).
-  nan where ``q*`` is infinite. Broadcast shape and dtype of the arguments;
-  ``q`` as in :func:`correlation_fixed_point`.
-  """
-  return correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation,
-                                 q=q)[1]

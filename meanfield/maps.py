@@ -58,7 +58,7 @@ from meanfield import _checks, _variants
 from meanfield._integrals import (as_arrays, correlation_map, float_dtype, length_map,
                                   length_map_slope, second_moments)
 from meanfield.activations import activation as _activation
-from meanfield.fixed_points import q_star
+from meanfield._fixed_points import q_star
 from meanfield.gaussian import gaussian_expectation
 from meanfield.network import accepts_network
 

@@ -1,4 +1,4 @@
-"""Normalised MLPs: LayerNorm's fixed point, and BatchNorm's gradient rate.
+"""Normalised MLPs: BatchNorm's gradient rate; LayerNorm's theory lives in the generic functions.
 
 **LayerNorm** before the nonlinearity, as ``empirical.models.forward(norm="layer")``
 does it: ``h^l = W^l phi(nu(h^{l-1})) + b^l`` with
@@ -22,7 +22,9 @@ experiment's ``h^l`` (what ``q`` measures) is the pre-normalisation
 pre-activation, of length ``q_LN``; the normalised ``nu(h^l)`` has length 1
 and the same correlation. Derivation: docs/architectures.md. The maps and
 their propagation are :func:`meanfield.q_map`, :func:`meanfield.c_map` and
-:func:`meanfield.propagate` with ``norm="layer"``.
+:func:`meanfield.propagate` with ``norm="layer"``; the fixed point (``q_LN``,
+``c*``, ``chi_c``, ``chi_1``, ``xi_c``) is :func:`meanfield.fixed_point`
+with ``norm="layer"``.
 
 **BatchNorm** normalises each unit over the batch, so the inputs of a batch
 interact and the two-input maps above do not close. What is simple is the
@@ -37,79 +39,20 @@ no closed form; docs/architectures.md gives measured rates.
 
 from __future__ import annotations
 
-import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meanfield import _checks, _variants
-from meanfield._integrals import as_arrays, second_moments
+from meanfield import _checks
 from meanfield.activations import activation as _activation
-from meanfield.depth import depth_scale
 from meanfield.network import Network, accepts_network
 
-__all__ = ["layernorm_fixed_point", "LayerNormFixedPoint", "batchnorm_gradient_factor"]
+__all__ = ["batchnorm_gradient_factor"]
 
 Array = jax.Array
 ArrayLike = Any
-_LAYER = _variants.Variant(residual=False, layer_norm=True)
-
-
-class LayerNormFixedPoint(NamedTuple):
-  """The fixed point of a LayerNorm MLP (fields of one shape).
-
-  Attributes:
-    q: ``q_LN = sigma_w2 E[phi(z)^2] + sigma_b2``, the length of ``h^l`` for every ``l >= 2``.
-    c_star: the stable fixed point of the c-map (1 in the ordered phase).
-    chi_c: the c-map's slope at ``c_star``.
-    chi_1: its slope at ``c = 1``, ``sigma_w2 E[phi'(z)^2] / q_LN``; also the
-      per-layer factor of ``|dL/dh^l|^2`` (the ordered-chaotic boundary is ``chi_1 = 1``).
-    xi_c: ``-1 / log(chi_c)``, the depth scale of correlations (inf at ``chi_1 = 1``).
-  """
-
-  q: Array
-  c_star: Array
-  chi_c: Array
-  chi_1: Array
-  xi_c: Array
-
-
-def _norm_checked(fn_name, norm, sigma_w2, sigma_b2):
-  _variants.require(fn_name, "norm", norm, "layer", "the theory of LayerNorm networks")
-  return _checks.hyperparameters(sigma_w2, sigma_b2)
-
-
-@functools.partial(jax.jit, static_argnames=("act",))
-def _fixed_point(act, sigma_w2, sigma_b2):
-  sigma_w2, sigma_b2 = as_arrays(sigma_w2, sigma_b2)
-  ones = jnp.ones_like(sigma_w2)
-  q = sigma_w2 * second_moments(act, ones)[0] + sigma_b2
-  c_star, chi_c, chi_1 = _variants.correlation_root(act, _LAYER, sigma_w2, sigma_b2, 1.0, ones,
-                                                     closed=True)
-  return LayerNormFixedPoint(q=q, c_star=c_star, chi_c=chi_c, chi_1=chi_1,
-                             xi_c=depth_scale(chi_c))
-
-
-@accepts_network(supports=("norm",))
-def layernorm_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-                          norm: str = "layer") -> LayerNormFixedPoint:
-  """``q_LN``, ``c*``, ``chi_c``, ``chi_1`` and ``xi_c`` of a LayerNorm MLP.
-
-  ``c*`` by bisection on ``[0, 1]`` (the c-map is increasing and convex
-  there, see docs/architectures.md), to about ``1e-15`` in float64;
-  ``chi_c`` is the slope there (Price's theorem:
-  ``sigma_w2 E[phi'(z1) phi'(z2)] / q_LN``), and ``xi_c = -1 / log chi_c``
-  (Schoenholz et al. 2017, Eq. 9, for this map).
-
-  Returns:
-    A :class:`LayerNormFixedPoint`, fields of the broadcast shape of
-    ``sigma_w2, sigma_b2``.
-  """
-  act = _activation(activation)
-  sigma_w2, sigma_b2 = _norm_checked("layernorm_fixed_point", norm, sigma_w2, sigma_b2)
-  return _fixed_point(act, sigma_w2, sigma_b2)
 
 
 def batchnorm_gradient_factor(network: Network | None = None, /, *, n_inputs: ArrayLike,

@@ -25,10 +25,10 @@ import numpy as np
 import xarray as xr
 
 from meanfield import _checks, _critical
+from meanfield._fixed_points import c_root, q_root
 from meanfield._integrals import as_arrays, float_dtype, length_map_slope, second_moments
 from meanfield.activations import Activation, activation as _activation
 from meanfield.depth import depth_scale
-from meanfield.fixed_points import correlation_fixed_point, q_star_solve
 from meanfield.network import accepts_network
 
 __all__ = ["CriticalLine", "critical_line", "critical_sigma_w2", "phase_diagram",
@@ -114,7 +114,7 @@ def critical_sigma_w2(*, sigma_b2: ArrayLike, activation: Any) -> Array:
 
 @_jit
 def _length_quantities(act, sigma_w2, sigma_b2):
-  fp = q_star_solve(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+  fp = q_root(act, sigma_w2, sigma_b2)
   chi = sigma_w2 * second_moments(act, jnp.where(jnp.isfinite(fp.value), fp.value, 1))[1]
   chi = jnp.where(jnp.isnan(fp.value), jnp.nan, chi)
   # an infinite q* keeps chi_1 only where a closed form defines it
@@ -126,7 +126,7 @@ def _length_quantities(act, sigma_w2, sigma_b2):
 def _correlation_quantities(act, sigma_w2, sigma_b2, q):
   # traced: one program per chunk size, with the 2-D fallback inside it (an eager call would
   # compile the fallback anew for every count of points that need it)
-  fp, chi_c = correlation_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act, q=q)
+  fp, chi_c = c_root(act, sigma_w2, sigma_b2, q)
   return fp.value, fp.converged, chi_c
 
 

@@ -46,6 +46,7 @@ if str(ROOT) not in sys.path:
 
 import empirical  # pylint: disable=wrong-import-position
 import meanfield  # pylint: disable=wrong-import-position
+from meanfield import _checks, _fixed_points  # pylint: disable=wrong-import-position
 
 KEY = 0
 SW = [0.5, 1.0, 1.5, 2.5]        # sigma_w2 of the theory grids (ordered, critical-ish, chaotic)
@@ -216,13 +217,16 @@ def theory_mlp():
   out = {}
   for act in ("tanh", "relu"):
     kw = dict(sigma_w2=sw, sigma_b2=sb, activation=act)
+    fp = meanfield.fixed_point(**kw)
+    phi, checked = meanfield.activation(act), _checks.hyperparameters(sw, sb)
     out[act] = {
         "propagate": meanfield.propagate(q_input=0.8, c_input=0.4, depth=8, **kw),
         "q_map": meanfield.q_map(0.7, **kw), "q_map_slope": meanfield.q_map_slope(0.7, **kw),
         "c_map": meanfield.c_map(0.3, q=0.7, **kw),
-        "q_star": meanfield.q_star(**kw), "q_star_solve": meanfield.q_star_solve(**kw),
-        "c_star": meanfield.c_star(**kw), "chi_c": meanfield.chi_c(**kw),
-        "correlation_fixed_point": meanfield.correlation_fixed_point(**kw),
+        "q_star": meanfield.q_star(**kw), "c_star": fp.c_star, "chi_c": fp.chi_c,
+        # the solvers' own reports (iteration counts), from the private module
+        "q_star_solve": _fixed_points.q_root(phi, *checked),
+        "correlation_fixed_point": _fixed_points.c_root(phi, *checked, None),
         "chi_1": meanfield.chi_1(**kw), "depth_scales": meanfield.depth_scales(**kw),
         "gradient_depth_scale": meanfield.gradient_depth_scale(**kw),
         "critical_sigma_w2": meanfield.critical_sigma_w2(sigma_b2=[0.0, 0.05], activation=act),
@@ -249,6 +253,11 @@ def theory_spectrum():
   return out
 
 
+def _fields(result: Any, **keys: str) -> dict[str, Any]:
+  """``{key: result.<field>}``: a result stored under the keys of an earlier result type."""
+  return {key: getattr(result, field) for key, field in keys.items()}
+
+
 @_theory
 def theory_variants():
   """Residual, LayerNorm, BatchNorm and dropout theory."""
@@ -260,12 +269,16 @@ def theory_variants():
       "residual_c_map": meanfield.c_map(0.3, q=0.7, residual=True, alpha=0.7, **kw),
       "layernorm_propagate": meanfield.propagate(norm="layer", **prop),
       "layernorm_c_map": meanfield.c_map(0.3, norm="layer", **kw),
-      "layernorm_fixed_point": meanfield.layernorm_fixed_point(**kw),
+      "layernorm_fixed_point": _fields(meanfield.fixed_point(norm="layer", **kw),
+                                       q="q_star", c_star="c_star", chi_c="chi_c",
+                                       chi_1="chi_1", xi_c="xi_c"),
       "batchnorm_gradient_factor": meanfield.batchnorm_gradient_factor(n_inputs=[4, 16]),
       "dropout_propagate": meanfield.propagate(keep_prob=0.8, **prop),
       "dropout_q_map": meanfield.q_map(0.7, keep_prob=0.8, **kw),
       "dropout_c_map": meanfield.c_map(0.3, q=0.7, keep_prob=0.8, **kw),
-      "dropout_fixed_point": meanfield.dropout_fixed_point(keep_prob=0.8, **kw),
+      "dropout_fixed_point": _fields(meanfield.fixed_point(keep_prob=0.8, **kw),
+                                     q_star="q_star", c_star="c_star", chi_c="chi_c",
+                                     chi_1="chi_1", xi_c="xi_c"),
   }
 
 

@@ -20,7 +20,7 @@ def test_peer_recipe_agrees_with_meanfield_to_its_own_accuracy():
   peer = bench_theory.peer_phase_diagram(sw2, sb2, n_q=60, n_c=60, n_iter=200)
   with jax.enable_x64(True):
     q = np.asarray(meanfield.q_star(sigma_w2=sw2, sigma_b2=0.05, activation="tanh"))
-    c = np.asarray(meanfield.c_star(sigma_w2=sw2, sigma_b2=0.05, activation="tanh"))
+    c = np.asarray(meanfield.fixed_point(sigma_w2=sw2, sigma_b2=0.05, activation="tanh").c_star)
   # 64-node Gauss-Hermite for tanh: ~3e-7 at q = 1.4 (its poles at i pi/(2 sqrt q) limit it)
   np.testing.assert_allclose(peer["q_star"][:, 0], q, rtol=1e-5)
   assert peer["c_star"][0, 0] == 1.0

@@ -113,7 +113,7 @@ def test_depth_scales_of_a_network_and_their_broadcast(x64):
   mlp = meanfield.depth_scales(net)
   assert float(a.xi_c[0]) == pytest.approx(float(mlp.xi_c), rel=1e-10)
   lam = conv.mode_eigenvalues(kernel_size=3, spatial_size=4)
-  chi = float(meanfield.chi_c(net))
+  chi = float(meanfield.fixed_point(net).chi_c)
   np.testing.assert_allclose(np.asarray(a.xi_c), -1 / np.log(np.abs(chi * lam)), rtol=1e-10)
   fp = conv.conv_fixed_point(sigma_w2=np.array([1.5, 1.2]), sigma_b2=0.1, activation="erf",
                              spatial_size=3)
@@ -210,12 +210,10 @@ def test_map_derivative_at_the_ordered_fixed_point(x64, activation):
 @pytest.mark.slow
 def test_fixed_point_reports_the_solvers_flags(x64):
   # hard-tanh just above its critical sigma_w2 (1.16554...) at sigma_b2 = 0.05: closer to
-  # criticality than the c* solver resolves (its kink), so c_star_solve reports converged=False
+  # criticality than the c* solver resolves (its kink), so fixed_point reports converged=False
   w, sb = np.array([1.1655446896370, 1.5]), 0.05
-  want = (np.asarray(meanfield.q_star_solve(sigma_w2=w, sigma_b2=sb, activation="hard_tanh")
-                     .converged)
-          & np.asarray(meanfield.c_star_solve(sigma_w2=w, sigma_b2=sb, activation="hard_tanh")
-                       .converged))
+  want = np.asarray(meanfield.fixed_point(sigma_w2=w, sigma_b2=sb, activation="hard_tanh")
+                    .converged)
   assert not want[0] and want[1]
   fp = conv.conv_fixed_point(sigma_w2=w, sigma_b2=sb, activation="hard_tanh", spatial_size=3)
   np.testing.assert_array_equal(np.asarray(fp.converged), want)

@@ -24,7 +24,7 @@ def test_xi_q_and_xi_c_match_the_approach_to_the_fixed_points(x64):
   sw2 = jnp.array([1.0, 3.0])                          # ordered, chaotic (erf: chi_1 crosses 1 near 1.6)
   xi = mf.depth_scales(sigma_w2=sw2, **ERF)
   q_star = mf.q_star(sigma_w2=sw2, **ERF)
-  c_star = mf.c_star(sigma_w2=sw2, **ERF)
+  c_star = mf.fixed_point(sigma_w2=sw2, **ERF).c_star
   q_input = (q_star * (1 + 1e-6) - ERF["sigma_b2"]) / sw2       # so that q^1 = q* (1 + 1e-6)
   p = mf.propagate(q_input=q_input, c_input=0.9, depth=3, sigma_w2=sw2, **ERF)
   dq = np.asarray(p.q) - np.asarray(q_star)[:, None]

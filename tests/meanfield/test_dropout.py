@@ -45,8 +45,8 @@ def test_fixed_points(x64):
   keep = np.array([0.5, 0.9])[None, :]
   # erf: closed forms (tanh's maps are checked against quadrature above; the solver is
   # the same code for every activation)
-  fp = meanfield.dropout_fixed_point(sigma_w2=sigma_w2, sigma_b2=0.05, activation="erf",
-                                     keep_prob=keep)
+  fp = meanfield.fixed_point(sigma_w2=sigma_w2, sigma_b2=0.05, activation="erf",
+                             keep_prob=keep)
   assert fp.c_star.shape == (4, 2)
   np.testing.assert_allclose(fp.q_star, meanfield.q_star(sigma_w2=sigma_w2 / keep,
                                                          sigma_b2=0.05, activation="erf"))
@@ -60,13 +60,20 @@ def test_fixed_points(x64):
     np.testing.assert_allclose(fp.chi_c[i, j], sigma_w2[i, 0] * dd, rtol=1e-9)
     _, _, d2 = ref.moments("erf", fp.q_star[i, j], 1.0)
     np.testing.assert_allclose(fp.chi_1[i, j], sigma_w2[i, 0] / keep[0, j] * d2, rtol=1e-9)
+    # xi_q from the dropout q-map's slope at q*, by central differences (error ~1e-10)
+    q_map = lambda q: meanfield.q_map(q, sigma_w2=sigma_w2[i, 0], sigma_b2=0.05,
+                                      activation="erf", keep_prob=keep[0, j])
+    h = 1e-5 * fp.q_star[i, j]
+    slope = (q_map(fp.q_star[i, j] + h) - q_map(fp.q_star[i, j] - h)) / (2 * h)
+    np.testing.assert_allclose(fp.xi_q[i, j], -1 / np.log(slope), rtol=1e-8)
+  assert fp.converged.dtype == bool and np.all(fp.converged)
 
 
 def test_finite_xi_c_at_criticality(x64):
   # Schoenholz et al. 2017, Sec. 6: on the line where gradients are critical (chi_1 = 1)
   # the correlation depth scale stays finite for p < 1 (and diverges as p -> 1).
   kw = dict(sigma_b2=0.05, activation="erf")
-  fixed_point = lambda sw2, p: meanfield.dropout_fixed_point(
+  fixed_point = lambda sw2, p: meanfield.fixed_point(
       sigma_w2=np.full((4, 2), sw2), keep_prob=p, **kw)     # the shape compiled above
   chi_1 = lambda sw2, p: float(fixed_point(sw2, p).chi_1[0, 0]) - 1
   xi = []
@@ -85,8 +92,8 @@ def test_relu_critical_line(x64):
   # (1 - sigma_w2 / (2p)) below the line, infinite above.
   p = np.array([0.5, 0.8])
   sigma_w2 = np.array([0.6, 0.9999, 1.0001, 1.5])[:, None] * 2 * p[None, :]
-  fp = meanfield.dropout_fixed_point(sigma_w2=sigma_w2, sigma_b2=0.1, activation="relu",
-                                     keep_prob=p[None, :])
+  fp = meanfield.fixed_point(sigma_w2=sigma_w2, sigma_b2=0.1, activation="relu",
+                             keep_prob=p[None, :])
   np.testing.assert_allclose(fp.chi_1, sigma_w2 / (2 * p[None, :]), rtol=1e-12)
   below = sigma_w2 < 2 * p[None, :]
   np.testing.assert_allclose(fp.q_star[below], (0.1 / (1 - sigma_w2 / (2 * p)))[below],
@@ -185,17 +192,17 @@ def test_forward_dropout_keys():
 def test_fixed_point_gradients(x64):
   # c* and chi_c carry implicit-function gradients (the bisection itself has none):
   # jax.grad against central differences of the values.
-  def c_star(sw2, p):
-    return meanfield.dropout_fixed_point(sigma_w2=sw2, sigma_b2=0.05, activation="erf",
-                                         keep_prob=p).c_star
+  def c_star_at(sw2, p):
+    return meanfield.fixed_point(sigma_w2=sw2, sigma_b2=0.05, activation="erf",
+                                 keep_prob=p).c_star
 
   for argnum in (0, 1):
-    g = jax.grad(c_star, argnums=argnum)(1.5, 0.8)
+    g = jax.grad(c_star_at, argnums=argnum)(1.5, 0.8)
     h = 1e-6
     args = [1.5, 0.8]
     up = list(args); up[argnum] += h
     down = list(args); down[argnum] -= h
-    fd = (c_star(*up) - c_star(*down)) / (2 * h)
+    fd = (c_star_at(*up) - c_star_at(*down)) / (2 * h)
     np.testing.assert_allclose(g, fd, rtol=1e-5)
     assert abs(float(g)) > 1e-3
 
@@ -204,17 +211,19 @@ def test_fixed_point_where_q_star_is_zero(x64):
   # sigma_b2 = 0 in the ordered phase: q* = 0, and c*, chi_c, xi_c are the limit q -> 0+
   # (the README's edge case), not the slopes at q = 0 itself (which are 0).
   kw = dict(sigma_w2=1.0, sigma_b2=0.0, activation="tanh")
-  fp = meanfield.dropout_fixed_point(keep_prob=1.0, **kw)        # keep_prob = 1: the plain MLP
-  assert float(fp.q_star) == 0.0
-  assert float(fp.c_star) == float(meanfield.c_star(**kw)) == 1.0
-  assert float(fp.chi_c) == float(meanfield.chi_c(**kw)) == 1.0
+  # the dropout theory (keep_prob not all 1) at keep_prob = 1: the plain MLP's values
+  fp = jax.tree.map(lambda v: v[0], meanfield.fixed_point(keep_prob=np.array([1.0, 0.9]), **kw))
+  plain = meanfield.fixed_point(**kw)
+  assert float(fp.q_star) == float(plain.q_star) == 0.0
+  assert float(fp.c_star) == float(plain.c_star) == 1.0
+  assert float(fp.chi_c) == float(plain.chi_c) == 1.0
   assert float(fp.xi_c) == float(meanfield.depth_scales(**kw).xi_c) == np.inf
   # p < 1: c* is the fixed point of the limit c-map (c_map with keep_prob at q = 0), chi_c its slope
   # there by central differences (error ~h^2 C''' + eps / h, below 1e-9)
   for act, sigma_w2, keep, c_want, chi_want in [("relu", 1.5, 0.9, 0.62715, 0.6442),
                                                 ("tanh", 0.5, 0.9, 0.0, 0.9)]:
     kw = dict(sigma_w2=sigma_w2, sigma_b2=0.0, activation=act, keep_prob=keep)
-    fp = meanfield.dropout_fixed_point(**kw)
+    fp = meanfield.fixed_point(**kw)
     assert float(fp.q_star) == 0.0
     c_map = lambda c: meanfield.c_map(c, q=0.0, **kw)
     np.testing.assert_allclose(c_map(fp.c_star), fp.c_star, atol=1e-13)

@@ -36,26 +36,26 @@ def _fields(fp, names):
 
 CASES = {
     "q_star": lambda x: mf.q_star(sigma_w2=x[0], sigma_b2=x[1], activation="erf")[None],
-    "c_star_chi_c": lambda x: jnp.stack([
-        mf.c_star(sigma_w2=x[0], sigma_b2=x[1], activation="erf"),
-        mf.chi_c(sigma_w2=x[0], sigma_b2=x[1], activation="erf")]),
+    "fixed_point": lambda x: _fields(
+        mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf"),
+        ("q_star", "c_star", "chi_1", "chi_c", "xi_q", "xi_c")),
     "depth_scales": lambda x: _fields(
         mf.depth_scales(sigma_w2=x[0], sigma_b2=x[1], activation="erf"), ("xi_q", "xi_c")),
-    "dropout_fixed_point": lambda x: _fields(
-        mf.dropout_fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf", keep_prob=x[2]),
+    "fixed_point_dropout": lambda x: _fields(
+        mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf", keep_prob=x[2]),
+        ("q_star", "c_star", "chi_c", "chi_1", "xi_q", "xi_c")),
+    "fixed_point_dropout_relu": lambda x: _fields(       # closed forms: the cheap one
+        mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="relu", keep_prob=x[2]),
+        ("q_star", "c_star", "chi_c", "chi_1", "xi_q", "xi_c")),
+    "fixed_point_layernorm": lambda x: _fields(
+        mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf", norm="layer"),
         ("q_star", "c_star", "chi_c", "chi_1", "xi_c")),
-    "dropout_fixed_point_relu": lambda x: _fields(       # closed forms: the cheap one
-        mf.dropout_fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="relu", keep_prob=x[2]),
-        ("q_star", "c_star", "chi_c", "chi_1", "xi_c")),
-    "layernorm_fixed_point": lambda x: _fields(
-        mf.layernorm_fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf"),
-        ("q", "c_star", "chi_c", "chi_1", "xi_c")),
     "conv_fixed_point": lambda x: jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(
         mf.conv_fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf", spatial_size=4))]),
 }
-ARGS = {"dropout_fixed_point": np.append(X0, 0.8),
-        "dropout_fixed_point_relu": np.array([1.5, 0.05, 0.8])}    # sigma_w2 / p < 2: q* finite
-SLOW = set(CASES) - {"dropout_fixed_point_relu"}     # tens of seconds of compiling each
+ARGS = {"fixed_point_dropout": np.append(X0, 0.8),
+        "fixed_point_dropout_relu": np.array([1.5, 0.05, 0.8])}    # sigma_w2 / p < 2: q* finite
+SLOW = set(CASES) - {"fixed_point_dropout_relu"}     # tens of seconds of compiling each
 
 
 @pytest.mark.slow

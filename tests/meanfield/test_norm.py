@@ -30,7 +30,7 @@ def test_fixed_point(x64):
   sigma_w2 = np.array([0.2, 1.0, 2.0, 6.0])    # erf: ordered below sigma_w2 = 0.478
   # erf (closed forms, cheap to compile; tanh's c-map is checked against quadrature above,
   # and the solver is the same code for every activation)
-  fp = meanfield.layernorm_fixed_point(sigma_w2=sigma_w2, sigma_b2=0.05, activation="erf")
+  fp = meanfield.fixed_point(sigma_w2=sigma_w2, sigma_b2=0.05, activation="erf", norm="layer")
   c_next = meanfield.c_map(fp.c_star, sigma_w2=sigma_w2, sigma_b2=0.05, activation="erf",
                            norm="layer")
   np.testing.assert_allclose(c_next, fp.c_star, atol=1e-13)          # fixed
@@ -38,8 +38,8 @@ def test_fixed_point(x64):
   q_next = meanfield.q_map(np.array([[0.0], [0.3], [7.0]]), sigma_w2=sigma_w2, sigma_b2=0.05,
                            activation="erf", norm="layer")
   assert q_next.shape == (3, 4)
-  np.testing.assert_allclose(q_next, np.broadcast_to(fp.q, (3, 4)), rtol=1e-14)
-  for sw2, c, chi_c, chi_1, q in zip(sigma_w2, fp.c_star, fp.chi_c, fp.chi_1, fp.q):
+  np.testing.assert_allclose(q_next, np.broadcast_to(fp.q_star, (3, 4)), rtol=1e-14)
+  for sw2, c, chi_c, chi_1, q in zip(sigma_w2, fp.c_star, fp.chi_c, fp.chi_1, fp.q_star):
     m2, _, d2 = ref.moments("erf", 1.0, 1.0)
     np.testing.assert_allclose(q, sw2 * m2 + 0.05, rtol=1e-11)
     np.testing.assert_allclose(chi_1, sw2 * d2 / q, rtol=1e-10)
@@ -51,9 +51,12 @@ def test_fixed_point(x64):
     else:
       np.testing.assert_allclose(chi_c, chi_1)
   np.testing.assert_allclose(fp.xi_c, -1 / np.log(fp.chi_c))
+  # the length after a LayerNorm layer does not depend on the one before: slope 0, xi_q = 0
+  np.testing.assert_array_equal(fp.xi_q, 0.0)
+  assert fp.converged.dtype == bool and np.all(fp.converged)
   assert fp.c_star[0] == 1 and np.all(fp.c_star[1:] < 1)
   # ReLU: chi_1 = (sigma_w2 / 2) / (sigma_w2 / 2 + sigma_b2) < 1: always ordered.
-  relu = meanfield.layernorm_fixed_point(sigma_w2=sigma_w2, sigma_b2=0.05, activation="relu")
+  relu = meanfield.fixed_point(sigma_w2=sigma_w2, sigma_b2=0.05, activation="relu", norm="layer")
   np.testing.assert_allclose(relu.chi_1, sigma_w2 / 2 / (sigma_w2 / 2 + 0.05), rtol=1e-12)
   np.testing.assert_array_equal(relu.c_star, 1.0)
 
@@ -73,7 +76,7 @@ def test_propagate_and_network(x64):
   with pytest.raises(ValueError, match="norm"):
     meanfield.c_map(0.3, sigma_w2=2.0, sigma_b2=0.05, activation="tanh", norm="group")
   with pytest.raises(ValueError, match="norm"):
-    meanfield.layernorm_fixed_point(net.replace(norm="batch"))
+    meanfield.fixed_point(net.replace(norm="batch"))
   # LayerNorm with a residual connection: q grows by exactly sigma_w2 E[phi(z)^2] + sigma_b2.
   r = meanfield.propagate(net.replace(residual=True, activation="relu"), q_input=1.5,
                           c_input=0.2)

@@ -65,10 +65,11 @@ def test_phase_diagram_values_match_the_functions(erf_diagram, x64):
   phase = ds.phase.values
   assert np.all((phase == mf.phase.ORDERED) == (chi < 1 - 1e-3))
   assert np.all((phase == mf.phase.CHAOTIC) == (chi > 1 + 1e-3))
-  # c* < 1 exactly where chi_1 > 1 (the critical band may hold either); same solver as c_star
+  # c* < 1 exactly where chi_1 > 1 (the critical band may hold either); same solver as fixed_point
   assert np.all((ds.c_star.values < 1) == (chi > 1))
   np.testing.assert_allclose(ds.c_star.values[3, 1],
-                             mf.c_star(sigma_w2=3.0, sigma_b2=0.02, activation="erf"), rtol=1e-14)
+                             mf.fixed_point(sigma_w2=3.0, sigma_b2=0.02, activation="erf").c_star,
+                             rtol=1e-14)
   np.testing.assert_allclose(ds.xi_c, depth_scale(ds.chi_c.values), rtol=1e-14)
 
 

@@ -42,7 +42,7 @@ def test_a_new_activation_is_one_entry(monkeypatch, x64):
   np.testing.assert_allclose(mf.q_star(**kw), q_want, rtol=1e-10)
   np.testing.assert_allclose(mf.chi_1(**kw), chi_1_want, rtol=1e-10)
   assert chi_1_want > 1.05                                  # chaotic, so c* < 1 is a real test
-  c = float(mf.c_star(**kw))
+  c = float(mf.fixed_point(**kw).c_star)
   assert 0 < c < 0.99
   # The independent c-map's root lies within 1e-9 of c*: c_map(c) - c changes sign across
   # [c* - 1e-9, c* + 1e-9] (its slope there is chi_c - 1 = O(0.1), so a 1e-9 shift moves it by
