@@ -22,5 +22,4 @@ from meanfield.transforms import (ActivationTransform, dks_transform, residual_s
                                   tat_transform)
 from meanfield.norm import batchnorm_gradient_factor
 from meanfield.finite_width import FiniteWidth, finite_width_jacobian, finite_width_q
-from meanfield.conv import (ConvDepthScales, ConvFixedPoint, ConvPropagation, conv_covariance_map,
-                            conv_depth_scales, conv_fixed_point, conv_phase_diagram, conv_propagate)
+from meanfield.conv import Conv

@@ -35,16 +35,22 @@ others decay faster, even at criticality; a delta footprint (``lambda_f = 1``)
 mixes no positions and every mode keeps ``xi_c``.
 
 Orthogonal and Gaussian weights give the same forward covariance at
-infinite width, so the weight law does not enter here. Functions take a
-:class:`meanfield.Network` first (its ``activation``, ``sigma_w2``,
-``sigma_b2``, ``depth``); ``kernel_size``, ``spatial_size`` and
-``footprint`` are keywords of their own.
+infinite width, so the weight law does not enter here. The theory is the
+architecture value :class:`Conv` (``kernel_size``, ``spatial_size``,
+``footprint``): a :class:`meanfield.Network` field ``arch`` or the keyword
+``arch`` of the generic functions, which call its hooks::
+
+  net = meanfield.Network(activation="tanh", sigma_w2=1.5, sigma_b2=0.05, depth=20,
+                          arch=meanfield.Conv(kernel_size=3, spatial_size=16))
+  meanfield.propagate(net, covariance=cov)     # Sigma^l: .extra["covariance"]
+  meanfield.depth_scales(net).xi_c             # per mode, shape (16,)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -52,18 +58,16 @@ import numpy as np
 import xarray as xr
 
 from meanfield import _checks
-from meanfield._fixed_points import c_root, q_root
+from meanfield._fixed_points import c_root, chi_1_at, depth_scale, q_root, q_star, xi_q
 from meanfield._integrals import as_arrays, float_dtype, length_map_slope, second_moments
 from meanfield.activations import Activation, activation as _activation
-from meanfield.depth import depth_scale
-from meanfield.fixed_points import q_star
+from meanfield.depth import DepthScales
+from meanfield.fixed_points import FixedPoint
 from meanfield.gaussian import bivariate_expectation
-from meanfield.network import accepts_network
-from meanfield.phase import phase_diagram
+from meanfield.maps import Propagation
+from meanfield.network import Architecture
 
-__all__ = ["FOOTPRINTS", "footprint_weights", "mode_eigenvalues", "spatial_modes",
-           "conv_covariance_map", "ConvPropagation", "conv_propagate", "ConvFixedPoint", "conv_fixed_point",
-           "ConvDepthScales", "conv_depth_scales", "conv_phase_diagram"]
+__all__ = ["Conv", "FOOTPRINTS", "footprint_weights", "mode_eigenvalues", "spatial_modes"]
 
 Array = jax.Array
 ArrayLike = Any
@@ -230,47 +234,6 @@ def _check_semidefinite(a: np.ndarray) -> None:
         f"{np.nanmax(corr):.4g}")
 
 
-@accepts_network
-def conv_covariance_map(covariance: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
-                        activation: Any, kernel_size: int,
-                        footprint: str | ArrayLike = "uniform") -> Array:
-  """One layer of the CNN covariance map, ``Sigma -> sigma_w2 A(K(Sigma)) + sigma_b2`` (Xiao et al. 2018, Eq. 2.5).
-
-  The CNN's counterpart of :func:`meanfield.q_map` and :func:`meanfield.c_map`
-  together: ``covariance`` is the pre-activation covariance across positions
-  ``(..., n, n)`` of layer ``l``, the result that of layer ``l + 1`` (batch
-  shape broadcast with ``sigma_w2``, ``sigma_b2``). Arguments as
-  :func:`conv_propagate`, except that ``covariance`` need only be symmetric
-  with a non-negative diagonal (so a fixed point plus a small perturbation
-  of either sign can be mapped; :func:`conv_propagate` requires it to be
-  positive semi-definite).
-
-  Example::
-
-    fp = meanfield.conv_fixed_point(sigma_w2=1.5, sigma_b2=0.05, activation="tanh", spatial_size=8)
-    meanfield.conv_covariance_map(fp.covariance, sigma_w2=1.5, sigma_b2=0.05,
-                                  activation="tanh", kernel_size=3)   # == fp.covariance
-  """
-  act = _activation(activation)
-  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  v = footprint_weights(kernel_size=kernel_size, footprint=footprint)
-  return _conv_covariance_map(act, _check_covariance(covariance), sigma_w2, sigma_b2, v)
-
-
-class ConvPropagation(NamedTuple):
-  """Layer-by-layer covariance across positions; index ``l - 1`` of the layer axis is layer ``l``.
-
-  Attributes:
-    covariance: ``Sigma^l``, shape ``batch + (depth, n, n)``.
-    q: its diagonal, the per-position lengths, ``batch + (depth, n)``.
-    c: the correlations ``Sigma_ab / sqrt(Sigma_aa Sigma_bb)``, ``batch + (depth, n, n)``.
-  """
-
-  covariance: Array
-  q: Array
-  c: Array
-
-
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _cross_moment(act: Activation, q1: Array, q2: Array, q12: Array) -> Array:
   """``E[phi(u1) phi(u2)]`` for ``(u1, u2)`` with variances ``q1, q2`` and covariance ``q12``."""
@@ -329,92 +292,19 @@ def _conv_propagate(act, depth, covariance, sigma_w2, sigma_b2, v):
   q = jnp.diagonal(sig, axis1=-2, axis2=-1)
   root = jnp.sqrt(q)
   c = sig / (root[..., :, None] * root[..., None, :])
-  return ConvPropagation(covariance=sig, q=q, c=c)
-
-
-@accepts_network
-def conv_propagate(*, covariance: ArrayLike, depth: int, sigma_w2: ArrayLike,
-                   sigma_b2: ArrayLike, activation: Any, kernel_size: int,
-                   footprint: str | ArrayLike = "uniform") -> ConvPropagation:
-  """Iterate the covariance map of a circular CNN through ``depth`` layers (Xiao et al. 2018, Eq. 2.5).
-
-  Layer 1 is affine in the input, ``Sigma^1 = sigma_w2 A(Sigma^0) + sigma_b2``
-  with ``Sigma^0_ab = x_a . x_b / C_0`` (``x_a`` the input's ``C_0``
-  channels at position ``a``); then ``Sigma^{l+1} = sigma_w2 A(K(Sigma^l)) +
-  sigma_b2`` (module docstring). ``K`` comes from the activation's closed
-  forms where it has them, else from 2-D quadrature with unequal variances
-  (:func:`meanfield.gaussian.bivariate_expectation`); its diagonal from the 1-D
-  integrals of the q-map. One ``lax.scan`` over depth, compiled once per
-  activation, depth and shape.
-
-  Args:
-    covariance: the input covariance ``Sigma^0``, ``(..., n, n)``, symmetric
-      positive semi-definite.
-    depth: number of layers ``>= 1``.
-    sigma_w2, sigma_b2: variances ``>= 0``, broadcast against ``covariance.shape[:-2]``.
-    activation: a name, an Activation or a callable.
-    kernel_size, footprint: as in :func:`footprint_weights`.
-
-  Returns:
-    :class:`ConvPropagation` with batch shape the broadcast of
-    ``covariance.shape[:-2]``, ``sigma_w2`` and ``sigma_b2``.
-
-  Example::
-
-    x = jax.random.normal(key, (16, 3)); cov = x @ x.T / 3
-    meanfield.conv_propagate(covariance=cov, depth=20, sigma_w2=1.5, sigma_b2=0.05,
-                             activation="tanh", kernel_size=3).c[-1]
-  """
-  act = _activation(activation)
-  depth = _checks.check_positive_int("depth", depth)
-  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  v = footprint_weights(kernel_size=kernel_size, footprint=footprint)
-  return _conv_propagate(act, depth, _check_covariance(covariance, semidefinite=True),
-                         sigma_w2, sigma_b2, v)
+  return sig, q, c
 
 
 # --- fixed point and depth scales --------------------------------------------------
 
 
-class ConvFixedPoint(NamedTuple):
-  """The translation-invariant fixed point ``Sigma* = q* (c* 11^T + (1 - c*) I)``.
-
-  Attributes:
-    q_star, c_star: the MLP's fixed points, broadcast shape of the hyperparameters.
-    covariance: ``Sigma*``, that shape ``+ (n, n)``.
-    converged: whether the solvers of ``q*`` and ``c*`` both met their tolerance
-      (:func:`meanfield.fixed_point`'s ``converged``), that shape.
-  """
-
-  q_star: Array
-  c_star: Array
-  covariance: Array
-  converged: Array
-
-
-# the largest covariance (batch x n x n entries) conv_fixed_point builds: 1 GiB in float64
+# the largest covariance (batch x n x n entries) fixed_point builds: 1 GiB in float64
 _MAX_COVARIANCE_ENTRIES = 2 ** 27
 
 
-@accepts_network
-def conv_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-                     spatial_size: int) -> ConvFixedPoint:
-  """The stable fixed point of the CNN covariance map, for every footprint.
-
-  The shift average maps ``alpha I + beta 11^T`` to itself (each shift does,
-  and ``sum v = 1``), so the MLP's ``(q*, c*)`` give the CNN's fixed point
-  (Xiao et al. 2018, Sec. 2.3); it is stable where the MLP's is, with the
-  per-mode slopes of :func:`conv_depth_scales`. ``q_star`` is inf and
-  ``c_star`` nan where the length diverges.
-
-  Raises:
-    ValueError: ``spatial_size`` would make ``covariance`` (broadcast shape
-      ``+ (n, n)``) larger than ``2**27`` entries; ``q_star`` and ``c_star``
-      do not depend on ``spatial_size``.
-  """
-  act = _activation(activation)
-  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  n = _spatial_size(spatial_size)
+def _fixed_covariance(act, sigma_w2, sigma_b2, n):
+  """``(q*, c*, Sigma*, converged)``: the MLP's ``q*`` and ``c*`` and ``Sigma* = q* (c* 11^T
+  + (1 - c*) I)`` of shape ``batch + (n, n)``; ``c*`` is nan where ``q* = inf``."""
   entries = int(np.prod(np.broadcast_shapes(np.shape(sigma_w2), np.shape(sigma_b2)))) * n * n
   if entries > _MAX_COVARIANCE_ENTRIES:
     raise ValueError(
@@ -425,32 +315,12 @@ def conv_fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: An
   q = q_fp.value
   # no fixed length (q* = inf): no c* either (nan)
   finite_q = jnp.where(jnp.isinf(q), jnp.nan, q)
-  fp, _ = c_root(act, sigma_w2, sigma_b2, finite_q)
+  fp, chi_c = c_root(act, sigma_w2, sigma_b2, finite_q)
   c = fp.value
   eye = jnp.eye(n, dtype=c.dtype).reshape((1,) * c.ndim + (n, n))
   cq, cc = q[..., None, None], c[..., None, None]
   cov = cq * (cc + (1 - cc) * eye)
-  return ConvFixedPoint(q_star=q, c_star=c, covariance=cov,
-                        converged=q_fp.converged & fp.converged)
-
-
-class ConvDepthScales(NamedTuple):
-  """Per-mode slopes and depth scales at the fixed point; mode axis last (``f = 0..n-1``).
-
-  Attributes:
-    eigenvalue: ``lambda_f``, shape ``(n,)``.
-    slope_q, slope_c: ``q_map'(q*) lambda_f`` and ``chi_c lambda_f``,
-      shape ``batch + (n,)``: the factor per layer of the length mode and of
-      the off-diagonal (correlation) mode ``f``.
-    xi_q, xi_c: ``-1 / log|slope|`` (layers; inf where ``|slope| >= 1``,
-      0 where the slope is 0); a negative slope alternates in sign as it decays.
-  """
-
-  eigenvalue: Array
-  slope_q: Array
-  slope_c: Array
-  xi_q: Array
-  xi_c: Array
+  return q, c, chi_c, cov, q_fp.converged & fp.converged
 
 
 @functools.partial(jax.jit, static_argnames=("act",))
@@ -459,53 +329,18 @@ def _q_slope(act, sigma_w2, q):
   return length_map_slope(act, sigma_w2, q)
 
 
-@accepts_network
-def conv_depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-                      kernel_size: int, spatial_size: int,
-                      footprint: str | ArrayLike = "uniform") -> ConvDepthScales:
-  """Depth scales of the Fourier modes of the CNN covariance (docs/conv.md; Xiao et al. 2018, Sec. 2.4).
-
-  ``slope_c = chi_c lambda_f``, ``xi_c = -1/log|chi_c lambda_f|``: mode 0 is
-  the MLP's ``xi_c`` (:func:`meanfield.depth_scales`); every mode with
-  ``|lambda_f| < 1`` stays finite at criticality. The same for the
-  length modes with the q-map's slope.
-
-  Example::
-
-    meanfield.conv_depth_scales(sigma_w2=1.05, sigma_b2=2.01e-5, activation="tanh",
-                                kernel_size=3, spatial_size=16).xi_c   # shape (16,)
-  """
-  act = _activation(activation)
-  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  lam = mode_eigenvalues(kernel_size=kernel_size, spatial_size=spatial_size,
-                         footprint=footprint)
+def _mode_slopes(act, sigma_w2, sigma_b2, lam):
+  """``(lambda_f, slope_q, slope_c)``: the per-mode slopes, mode axis last."""
   q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
   _, chi_c = c_root(act, sigma_w2, sigma_b2, jnp.where(jnp.isinf(q), jnp.nan, q))
   slope_q = _q_slope(act, sigma_w2, q)
   lam_j = jnp.asarray(lam, chi_c.dtype)
   lam_b = lam_j.reshape((1,) * chi_c.ndim + lam_j.shape)
-  sq = slope_q[..., None] * lam_b
-  sc = chi_c[..., None] * lam_b
-  return ConvDepthScales(eigenvalue=lam_j, slope_q=sq, slope_c=sc,
-                         xi_q=depth_scale(jnp.abs(sq)), xi_c=depth_scale(jnp.abs(sc)))
+  return lam_j, slope_q[..., None] * lam_b, chi_c[..., None] * lam_b
 
 
-@accepts_network
-def conv_phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-                       kernel_size: int, spatial_size: int,
-                       footprint: str | ArrayLike = "uniform",
-                       critical_tol: float = 1e-3) -> xr.Dataset:
-  """:func:`meanfield.phase_diagram` with per-mode depth scales of a circular CNN.
-
-  Adds, over dims ``("sigma_w2", "sigma_b2", "frequency")``, ``xi_q_mode``
-  and ``xi_c_mode`` (``-1/log|slope lambda_f|``), and ``eigenvalue``
-  (``lambda_f``) over ``frequency`` (``f = 0..n-1``). The phase boundary is
-  the MLP's: mode 0 carries it.
-  """
-  lam = mode_eigenvalues(kernel_size=kernel_size, spatial_size=spatial_size,
-                         footprint=footprint)
-  ds = phase_diagram(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation,
-                     critical_tol=critical_tol)
+def _mode_phase_diagram(ds: xr.Dataset, lam: np.ndarray) -> dict:
+  """The per-mode depth scales of a phase diagram: ``1/xi_f = 1/xi - log|lambda_f|``."""
   # 1/xi_f = 1/xi - log|lambda_f|: the rates add (module docstring)
   with np.errstate(divide="ignore"):
     log_lam = np.log(np.abs(lam))
@@ -513,13 +348,163 @@ def conv_phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: 
              for name in ("xi_q", "xi_c")}
     modes = {name: np.where(np.isnan(r), np.nan, 1.0 / r) for name, r in rates.items()}
   dims = ("sigma_w2", "sigma_b2", "frequency")
-  return ds.assign(
+  return dict(
       eigenvalue=(("frequency",), lam, {"long_name": "lambda_f",
                                          "description": "eigenvalue of the shift average"}),
       xi_q_mode=(dims, modes["xi_q"].astype(ds.xi_q.dtype),
                  {"long_name": "xi_q,f", "units": "layers"}),
       xi_c_mode=(dims, modes["xi_c"].astype(ds.xi_c.dtype),
-                 {"long_name": "xi_c,f", "units": "layers"}),
-  ).assign_coords(frequency=np.arange(lam.size)).assign_attrs(
-      kernel_size=int(kernel_size), spatial_size=int(spatial_size),
-      footprint=footprint if isinstance(footprint, str) else "custom")
+                 {"long_name": "xi_c,f", "units": "layers"}))
+
+
+# --- the architecture ----------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv(Architecture):
+  """A circular CNN (Xiao et al. 2018): the architecture value of :class:`meanfield.Network`.
+
+  ``Network(..., arch=Conv(kernel_size=3))``, or the keyword ``arch=`` of
+  :func:`meanfield.propagate`, :func:`meanfield.fixed_point`,
+  :func:`meanfield.depth_scales` and :func:`meanfield.phase_diagram`, gives
+  the CNN theory of the module docstring; the MLP's variant fields must keep
+  their plain values. Validated on construction (``ValueError`` naming the field).
+
+  Attributes:
+    kernel_size: odd ``k >= 1``.
+    spatial_size: the number of positions ``n``; needed by ``fixed_point``,
+      ``depth_scales`` and ``phase_diagram``. ``propagate`` reads ``n`` from
+      its ``covariance`` (and checks it against ``spatial_size`` when given).
+    footprint: ``"uniform"``, ``"delta"`` or ``k`` weights
+      (:func:`footprint_weights`; stored as a tuple of floats, so the value
+      stays hashable). ``None``: a Network's kernel scheme's footprint
+      (``net.init.footprint``) where it has one, else ``"uniform"``.
+
+  Results (``batch`` the broadcast shape of the variances, and of the
+  covariance's batch axes for ``propagate``):
+
+  - ``propagate(covariance=Sigma^0)``: a :class:`meanfield.Propagation`
+    with ``q`` per position ``batch + (depth, n)``, ``c`` the correlations
+    ``batch + (depth, n, n)``, ``chi_1`` per position ``batch + (depth, n)``
+    (``sigma_w2 E[phi'(sqrt(q_a) z)^2]``) and ``extra={"covariance":
+    Sigma^l}`` of shape ``batch + (depth, n, n)``.
+  - ``fixed_point``: a :class:`meanfield.FixedPoint` whose fields are the
+    MLP's (mode 0), with ``extra={"covariance": Sigma*}``, ``batch + (n, n)``.
+  - ``depth_scales``: a :class:`meanfield.DepthScales` per mode, mode axis
+    last (``batch + (n,)``), with ``extra={"eigenvalue": lambda_f (n,),
+    "slope_q": q_map'(q*) lambda_f, "slope_c": chi_c lambda_f}``.
+  - ``phase_diagram``: the MLP's Dataset plus ``eigenvalue`` over
+    ``frequency`` and ``xi_q_mode``, ``xi_c_mode`` over ``("sigma_w2",
+    "sigma_b2", "frequency")``.
+  """
+
+  kernel_size: int
+  spatial_size: int | None = None
+  footprint: str | tuple[float, ...] | None = None
+
+  inputs = ("covariance",)
+
+  def __post_init__(self):
+    set_ = functools.partial(object.__setattr__, self)
+    set_("kernel_size", _odd_size("kernel_size", self.kernel_size))
+    if self.spatial_size is not None:
+      set_("spatial_size", _spatial_size(self.spatial_size))
+    if self.footprint is not None:
+      v = footprint_weights(kernel_size=self.kernel_size, footprint=self.footprint)
+      if not isinstance(self.footprint, str):
+        set_("footprint", tuple(float(x) for x in v))
+
+  @property
+  def weights(self) -> np.ndarray:
+    """The footprint ``v_beta`` (:func:`footprint_weights`; ``"uniform"`` where unset)."""
+    return footprint_weights(kernel_size=self.kernel_size, footprint=self._footprint)
+
+  @property
+  def _footprint(self) -> str | tuple[float, ...]:
+    return "uniform" if self.footprint is None else self.footprint
+
+  def _size(self, fn: str) -> int:
+    if self.spatial_size is None:
+      raise ValueError(f"`spatial_size` of Conv must be given for `{fn}` (an integer >= 1, "
+                       f"the number of positions), got None in {self!r}")
+    return self.spatial_size
+
+  def bind(self, network) -> Conv:
+    footprint = getattr(network.init, "footprint", None)
+    if self.footprint is None and footprint is not None:   # a kernel scheme's footprint
+      return dataclasses.replace(self, footprint=footprint)
+    return self
+
+  def covariance_map(self, covariance: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
+                     activation: Any) -> Array:
+    """One layer of the CNN covariance map, ``Sigma -> sigma_w2 A(K(Sigma)) + sigma_b2`` (Xiao et al. 2018, Eq. 2.5).
+
+    The CNN's counterpart of :func:`meanfield.q_map` and :func:`meanfield.c_map`
+    together: ``covariance`` is the pre-activation covariance across positions
+    ``(..., n, n)`` of layer ``l``, the result that of layer ``l + 1`` (batch
+    shape broadcast with ``sigma_w2``, ``sigma_b2``; their floating dtype).
+    ``covariance`` need only be symmetric with a non-negative diagonal (so a
+    fixed point plus a small perturbation of either sign can be mapped;
+    :func:`meanfield.propagate` requires it to be positive semi-definite).
+
+    Example::
+
+      arch = meanfield.Conv(kernel_size=3, spatial_size=8)
+      fp = meanfield.fixed_point(sigma_w2=1.5, sigma_b2=0.05, activation="tanh", arch=arch)
+      arch.covariance_map(fp.extra["covariance"], sigma_w2=1.5, sigma_b2=0.05,
+                          activation="tanh")   # == fp.extra["covariance"]
+    """
+    act = _activation(activation)
+    sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+    return _conv_covariance_map(act, _check_covariance(covariance), sigma_w2, sigma_b2,
+                                self.weights)
+
+  def propagate(self, act, depth, sigma_w2, sigma_b2, *, covariance):
+    """Layer 1 is affine in the input, ``Sigma^1 = sigma_w2 A(Sigma^0) + sigma_b2`` with
+    ``Sigma^0_ab = x_a . x_b / C_0``; then ``Sigma^{l+1} = sigma_w2 A(K(Sigma^l)) +
+    sigma_b2``. ``K`` from the activation's closed forms, else 2-D quadrature with unequal
+    variances; one ``lax.scan`` over depth. ``covariance``: ``(..., n, n)``, symmetric
+    positive semi-definite."""
+    v = self.weights
+    cov = _check_covariance(covariance, semidefinite=True)
+    n = jnp.shape(cov)[-1]
+    if self.spatial_size is not None and n != self.spatial_size:
+      raise ValueError(f"`covariance` must be ({self.spatial_size}, {self.spatial_size}) "
+                       f"across positions for {self!r}, got shape {jnp.shape(cov)}")
+    sig, q, c = _conv_propagate(act, depth, cov, sigma_w2, sigma_b2, v)
+    w = jnp.asarray(sigma_w2)[..., None, None]
+    chi = chi_1_at(act, q, w, jnp.asarray(sigma_b2)[..., None, None])
+    return Propagation(q=q, c=c, chi_1=chi, extra={"covariance": sig})
+
+  def fixed_point(self, act, sigma_w2, sigma_b2):
+    """The shift average maps ``alpha I + beta 11^T`` to itself, so the MLP's ``(q*, c*)``
+    give the CNN's fixed point (Xiao et al. 2018, Sec. 2.3). Raises ``ValueError`` where
+    the covariance (broadcast shape ``+ (n, n)``) would exceed ``2**27`` entries."""
+    q, c, chi_c, cov, converged = _fixed_covariance(act, sigma_w2, sigma_b2,
+                                                    self._size("fixed_point"))
+    fields = (q, c, chi_1_at(act, q, sigma_w2, sigma_b2), chi_c, xi_q(act, sigma_w2, q),
+              depth_scale(chi_c), converged)
+    shape = jnp.broadcast_shapes(*(jnp.shape(f) for f in fields))
+    return FixedPoint(*(jnp.broadcast_to(f, shape) for f in fields),
+                      extra={"covariance": cov})
+
+  def depth_scales(self, act, sigma_w2, sigma_b2):
+    """``xi_{c,f} = -1/log|chi_c lambda_f|`` (docs/conv.md; Xiao et al. 2018, Sec. 2.4):
+    mode 0 is the MLP's ``xi_c``; every mode with ``|lambda_f| < 1`` stays finite at
+    criticality. The same for the length modes with the q-map's slope."""
+    lam = mode_eigenvalues(kernel_size=self.kernel_size,
+                           spatial_size=self._size("depth_scales"), footprint=self._footprint)
+    lam_j, sq, sc = _mode_slopes(act, sigma_w2, sigma_b2, lam)
+    return DepthScales(xi_q=depth_scale(jnp.abs(sq)), xi_c=depth_scale(jnp.abs(sc)),
+                       extra={"eigenvalue": lam_j, "slope_q": sq, "slope_c": sc})
+
+  def phase_diagram(self, ds):
+    """Adds per-mode depth scales ``xi_q_mode``, ``xi_c_mode`` (``-1/log|slope lambda_f|``)
+    and ``eigenvalue`` (``lambda_f``, ``f = 0..n-1``); the phase boundary is the MLP's."""
+    lam = mode_eigenvalues(kernel_size=self.kernel_size,
+                           spatial_size=self._size("phase_diagram"), footprint=self._footprint)
+    footprint = self._footprint
+    return ds.assign(**_mode_phase_diagram(ds, lam)).assign_coords(
+        frequency=np.arange(lam.size)).assign_attrs(
+            kernel_size=self.kernel_size, spatial_size=self.spatial_size,
+            footprint=footprint if isinstance(footprint, str) else "custom")

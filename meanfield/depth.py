@@ -28,7 +28,7 @@ from meanfield import _checks
 from meanfield._fixed_points import c_root, depth_scale, q_star, xi_q
 from meanfield._integrals import as_arrays, length_map_slope, second_moments
 from meanfield.activations import activation as _activation
-from meanfield.network import accepts_network
+from meanfield.network import accepts_network, check_architecture
 
 __all__ = ["DepthScales", "depth_scales", "depth_scale", "gradient_depth_scale"]
 
@@ -37,10 +37,16 @@ ArrayLike = Any
 
 
 class DepthScales(NamedTuple):
-  """``xi_q`` and ``xi_c`` (layers), arrays of one shape; inf at criticality, nan where q* is infinite."""
+  """``xi_q`` and ``xi_c`` (layers), arrays of one shape; inf at criticality, nan where q* is infinite.
+
+  ``extra``: ``None`` for the MLP; an architecture's own values, a dict of
+  arrays. :class:`meanfield.Conv`: ``xi_q``, ``xi_c`` per mode ``batch +
+  (n,)`` and ``extra={"eigenvalue": lambda_f (n,), "slope_q": ..., "slope_c": ...}``.
+  """
 
   xi_q: Array
   xi_c: Array
+  extra: dict | None = None
 
 
 @functools.partial(jax.jit, static_argnames=("act",))
@@ -55,12 +61,25 @@ def _depth_scales(act, sigma_w2, sigma_b2):
 
 
 @accepts_network
-def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -> DepthScales:
+def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
+                 arch: Any = None) -> DepthScales:
   """The depth scales ``xi_q`` and ``xi_c`` at the fixed points ``(q*, c*)`` (Schoenholz et al. 2017).
 
   Args:
     sigma_w2, sigma_b2: weight and bias variances (``>= 0``), broadcast.
     activation: a name, an Activation or a callable.
+    arch: ``None`` (the fully connected MLP) or an architecture value
+      (:class:`meanfield.network.Architecture`), whose ``depth_scales`` hook
+      answers. ``meanfield.Conv(kernel_size=k, spatial_size=n)``: the depth
+      scales of the Fourier modes of the covariance (docs/conv.md), mode axis
+      last: ``xi_c = -1/log|chi_c lambda_f|``, mode 0 the MLP's; ``extra``
+      holds ``eigenvalue`` ``lambda_f`` ``(n,)`` and the per-mode slopes
+      ``slope_q = q_map'(q*) lambda_f``, ``slope_c = chi_c lambda_f``.
+
+  Example::
+
+    meanfield.depth_scales(sigma_w2=1.05, sigma_b2=2.01e-5, activation="tanh",
+                           arch=meanfield.Conv(kernel_size=3, spatial_size=16)).xi_c  # (16,)
 
   Returns:
     :class:`DepthScales` of the broadcast shape and floating dtype of the
@@ -69,6 +88,9 @@ def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any) -
   """
   act = _activation(activation)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+  check_architecture("depth_scales", arch)
+  if arch is not None:
+    return arch.depth_scales(act, sigma_w2, sigma_b2)
   if any(_checks.concrete(x) is None for x in (sigma_w2, sigma_b2)):
     return _depth_scales(act, sigma_w2, sigma_b2)              # traced: one program
   # concrete: in steps, so that c* compiles its 2-D quadrature only where it is needed

@@ -40,7 +40,7 @@ from meanfield import _checks, _solve, _variants
 from meanfield._fixed_points import (c_root, chi_1_at, depth_scale, q_root, q_star, xi_q)
 from meanfield._integrals import as_arrays, length_map_slope, second_moments
 from meanfield.activations import activation as _activation
-from meanfield.network import accepts_network
+from meanfield.network import accepts_network, check_architecture
 
 __all__ = ["FixedPoint", "fixed_point", "q_star"]
 
@@ -69,6 +69,9 @@ class FixedPoint(NamedTuple):
       at criticality).
     converged: bool, whether every solver met its tolerance (or proved
       divergence); where False the other fields are not to be trusted.
+    extra: ``None`` for the MLP; an architecture's own values, a dict of
+      arrays (not broadcast with the fields above). :class:`meanfield.Conv`:
+      ``{"covariance": Sigma*}``, shape ``batch + (n, n)``.
   """
 
   q_star: Array
@@ -78,6 +81,7 @@ class FixedPoint(NamedTuple):
   xi_q: Array
   xi_c: Array
   converged: Array
+  extra: dict | None = None
 
 
 def _fixed_point(*fields) -> FixedPoint:
@@ -137,7 +141,7 @@ def _with_dropout(keep_prob) -> bool:
 @accepts_network(supports=("norm", "keep_prob"))
 def fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
                 q: ArrayLike | None = None, norm: str | None = None,
-                keep_prob: ArrayLike = 1.0, throw: bool = False) -> FixedPoint:
+                keep_prob: ArrayLike = 1.0, throw: bool = False, arch: Any = None) -> FixedPoint:
   """``q*``, ``c*``, ``chi_1``, ``chi_c``, ``xi_q``, ``xi_c`` and ``converged`` of an MLP.
 
   Args:
@@ -158,6 +162,12 @@ def fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
       the c-map's limit ``q -> 0+``.
     throw: raise ``RuntimeError`` (at run time, also under ``jit``) if any
       point did not converge.
+    arch: ``None`` (the fully connected MLP) or an architecture value
+      (:class:`meanfield.network.Architecture`), whose ``fixed_point`` hook
+      answers; ``q``, ``norm`` and ``keep_prob`` must then keep their defaults.
+      ``meanfield.Conv(kernel_size=3, spatial_size=n)``: the MLP's fields (mode
+      0) and ``extra={"covariance": Sigma*}`` with ``Sigma* = q* (c* 11^T + (1 -
+      c*) I)``, ``batch + (n, n)`` (at most ``2**27`` entries, else ``ValueError``).
 
   Returns:
     A :class:`FixedPoint`, every field of the broadcast shape of the
@@ -167,10 +177,20 @@ def fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
     ValueError: a negative variance or ``q``; ``norm`` not ``None`` or
       ``"layer"`` (BatchNorm has no fixed point of this form); ``keep_prob``
       outside ``(0, 1]``; ``norm="layer"`` with dropout, or ``q`` with
-      either (not covered).
+      either (not covered); ``arch`` not an Architecture, or with ``q``, ``norm``
+      or ``keep_prob``.
   """
   act = _activation(activation)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+  check_architecture("fixed_point", arch, norm=norm, keep_prob=keep_prob)
+  if arch is not None:
+    if q is not None:
+      raise ValueError(f"`q` must be None for `fixed_point` with arch={arch!r} (a given "
+                       f"length is for the plain MLP), got {q!r}")
+    fp = arch.fixed_point(act, sigma_w2, sigma_b2)
+    if throw:
+      _solve.raise_if_not_converged(fp.converged, "fixed_point")
+    return fp
   given = keep_prob
   _, _, keep_prob = _variants.check_variant("fixed_point", residual=False, alpha=1.0,
                                             norm=norm, keep_prob=keep_prob)

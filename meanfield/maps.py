@@ -60,7 +60,7 @@ from meanfield._integrals import (as_arrays, correlation_map, float_dtype, lengt
 from meanfield.activations import activation as _activation
 from meanfield._fixed_points import q_star
 from meanfield.gaussian import gaussian_expectation
-from meanfield.network import accepts_network
+from meanfield.network import accepts_network, architecture_inputs, check_architecture
 
 __all__ = ["q_map", "c_map", "chi_1", "q_map_slope", "propagate", "Propagation",
            "post_activation_variance"]
@@ -295,7 +295,8 @@ def c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation:
 class Propagation(NamedTuple):
   """Layer-by-layer theory for two inputs; every field has shape ``batch + (depth,)``.
 
-  Index ``l - 1`` of the last (``layer``) axis holds layer ``l = 1..depth``.
+  Index ``l - 1`` of the last (``layer``) axis holds layer ``l = 1..depth``
+  (for another architecture, of the axis after ``batch``).
 
   Attributes:
     q: ``q^l``, the length of either input's pre-activations at layer l.
@@ -303,18 +304,23 @@ class Propagation(NamedTuple):
     chi_1: ``sigma_w2 E[phi'(sqrt(q^l) z)^2]``, the slope of the c-map at
       ``c = 1`` applied to layer l (the per-layer gradient-norm factor; for
       a variant, that factor as :func:`propagate` gives it).
+    extra: ``None`` for the MLP; an architecture's own values, a dict of
+      arrays. :class:`meanfield.Conv`: ``q`` and ``chi_1`` per position,
+      ``batch + (depth, n)``, ``c`` between positions ``batch + (depth, n,
+      n)``, and ``extra={"covariance": Sigma^l}``, ``batch + (depth, n, n)``.
   """
 
   q: Array
   c: Array
   chi_1: Array
+  extra: dict | None = None
 
 
 @accepts_network(supports=_VARIANT_FIELDS)
-def propagate(*, q_input: ArrayLike, c_input: ArrayLike, depth: int, sigma_w2: ArrayLike,
-              sigma_b2: ArrayLike, activation: Any, residual: bool = False,
-              alpha: ArrayLike = 1.0, norm: str | None = None,
-              keep_prob: ArrayLike = 1.0) -> Propagation:
+def propagate(*, q_input: ArrayLike | None = None, c_input: ArrayLike | None = None, depth: int,
+              sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any, residual: bool = False,
+              alpha: ArrayLike = 1.0, norm: str | None = None, keep_prob: ArrayLike = 1.0,
+              covariance: ArrayLike | None = None, arch: Any = None) -> Propagation:
   """Iterate the q- and c-maps from two inputs through ``depth`` layers.
 
   The inputs ``x, x'`` have ``|x|^2 / N_0 = |x'|^2 / N_0 = q_input`` and
@@ -342,6 +348,20 @@ def propagate(*, q_input: ArrayLike, c_input: ArrayLike, depth: int, sigma_w2: A
     depth: number of layers, an integer ``>= 1``.
     sigma_w2, sigma_b2, activation: as in :func:`q_map`.
     residual, alpha, norm, keep_prob: the variant, as in :func:`q_map`.
+    covariance: another architecture's input (``arch.inputs``), e.g. for
+      :class:`meanfield.Conv` the input covariance across positions
+      ``Sigma^0_ab = x_a . x_b / C_0``, ``(..., n, n)``, symmetric positive
+      semi-definite; not for the MLP.
+    arch: ``None`` (the fully connected MLP) or an architecture value
+      (:class:`meanfield.network.Architecture`, e.g.
+      ``meanfield.Conv(kernel_size=3)``), whose ``propagate`` hook answers;
+      the variant keywords must then keep their plain values.
+
+  Example::
+
+    x = jax.random.normal(key, (16, 3)); cov = x @ x.T / 3
+    meanfield.propagate(covariance=cov, depth=20, sigma_w2=1.5, sigma_b2=0.05,
+                        activation="tanh", arch=meanfield.Conv(kernel_size=3)).c[-1]
 
   Returns:
     A :class:`Propagation` whose fields have shape
@@ -355,10 +375,19 @@ def propagate(*, q_input: ArrayLike, c_input: ArrayLike, depth: int, sigma_w2: A
 
   Raises:
     ValueError: ``depth < 1``, ``|c_input| > 1``, negative lengths or
-      variances, unknown activation, a variant keyword as in :func:`q_map`.
+      variances, unknown activation, a variant keyword as in :func:`q_map`;
+      an input keyword the architecture does not read (``covariance`` for
+      the MLP, ``q_input``/``c_input`` for a CNN) or one it needs missing.
   """
   act = _activation(activation)
   depth = _checks.check_depth(depth)
+  check_architecture("propagate", arch, residual=residual, alpha=alpha, norm=norm,
+                     keep_prob=keep_prob)
+  inputs = architecture_inputs("propagate", arch, q_input=q_input, c_input=c_input,
+                               covariance=covariance)
+  if arch is not None:
+    sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
+    return arch.propagate(act, depth, sigma_w2, sigma_b2, **inputs)
   q_input = _checks.nonnegative("q_input", q_input, "a length")
   c_input = _checks.correlation("c_input", c_input)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)

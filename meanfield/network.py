@@ -1,8 +1,9 @@
 """The network description: one frozen dataclass that theory and experiment both read.
 
 A :class:`Network` is one point of a grid: one activation, one pair of
-variances, one depth, width and weight law, and the architecture's variant
-(residual branch, normalisation, dropout). The theory functions of
+variances, one depth, width and weight law, and the architecture: the fully
+connected MLP with its variant (residual branch, normalisation, dropout), or
+another architecture given as a value (``arch=meanfield.Conv(kernel_size=3)``). The theory functions of
 :mod:`meanfield` take it as their first argument and read the fields they
 need; ``empirical`` samples and runs it, and ``empirical.theory(ds)``
 rebuilds it from a Dataset's coordinates. Grids stay keyword lists for
@@ -29,16 +30,28 @@ Fields (names as in docs/theory.md, "Names in code", and as ``empirical``'s keyw
   with a ``law`` attribute equal to one of them (``empirical``'s schemes:
   ``"he_normal"`` is i.i.d., so its law is ``"gaussian"``). A scheme with a
   ``footprint`` attribute (``empirical``'s kernel schemes) also gives the
-  CNN theory's ``footprint``.
+  footprint of a ``Conv`` architecture that leaves its own unset.
 - ``residual``: ``h^l = h^{l-1} + alpha (W^l phi(h^{l-1}) + b^l)`` for
   ``l >= 2`` (Yang & Schoenholz 2017), with branch scale ``alpha``.
 - ``norm``: ``None``, ``"layer"`` or ``"batch"`` (see ``empirical.models``).
 - ``keep_prob``: dropout's keep probability ``p`` on the post-activations
   (``1`` is no dropout).
+- ``arch``: ``None`` for the fully connected MLP (with the variant fields
+  above), or an :class:`Architecture` value such as
+  :class:`meanfield.Conv` (then the variant fields keep their plain values).
+  The generic functions :func:`meanfield.propagate`,
+  :func:`meanfield.fixed_point`, :func:`meanfield.depth_scales` and
+  :func:`meanfield.phase_diagram` take it (or the keyword ``arch``) and call
+  its hooks; the other functions are the MLP's theory and raise for it.
 
-A theory function that does not cover a variant (the plain-MLP fixed points
-of a residual network, say) raises ``ValueError`` naming the field rather
-than answering for a different network.
+A theory function that does not cover a variant or an architecture (the
+plain-MLP fixed points of a residual network, say) raises ``ValueError``
+naming the field rather than answering for a different network.
+
+A new architecture plugs in by subclassing :class:`Architecture` (its
+hooks are the protocol; a hook it does not override raises
+``NotImplementedError`` naming the function and the architecture); nothing
+in the generic functions names a particular architecture.
 """
 
 from __future__ import annotations
@@ -54,7 +67,8 @@ import numpy as np
 from meanfield import _checks
 from meanfield.activations import Activation, activation as _activation
 
-__all__ = ["Network", "WEIGHT_LAWS", "NORMS", "weight_law", "accepts_network"]
+__all__ = ["Network", "Architecture", "WEIGHT_LAWS", "NORMS", "weight_law", "accepts_network",
+           "check_architecture", "architecture_inputs"]
 
 WEIGHT_LAWS = ("gaussian", "orthogonal")
 NORMS = (None, "layer", "batch")
@@ -80,6 +94,93 @@ def weight_law(init: Any) -> str:
       f"`init` must be one of {', '.join(map(repr, WEIGHT_LAWS))} (the weight law the "
       f"theory reads), or a scheme whose `law` is one of them, got {init!r}"
       + (f" with law {law!r}" if law is not init else ""))
+
+
+class Architecture:
+  """An architecture other than the fully connected MLP: the hooks the generic functions call.
+
+  Subclass it (a frozen dataclass of the architecture's own sizes, so the
+  value is hashable and compares by value) and override the hooks its
+  theory has. Each receives the resolved :class:`Activation` ``act`` and the
+  checked (array) variances, broadcast as the generic function documents;
+  the generic function has already validated its own arguments. A hook
+  left out raises ``NotImplementedError`` naming the function and the
+  architecture.
+
+  Attributes:
+    inputs: the input keywords of :func:`meanfield.propagate` this
+      architecture reads (the MLP's are ``("q_input", "c_input")``); each is
+      required, and any other input keyword raises ``ValueError``.
+  """
+
+  inputs: tuple[str, ...] = ()
+
+  def _no_theory(self, fn: str):
+    raise NotImplementedError(f"`{fn}` has no theory for the {self!r} architecture")
+
+  def bind(self, network: Network) -> Architecture:
+    """The architecture as a ``Network``'s theory reads it (default: itself); lets a
+    field left unset be filled from the network's other fields."""
+    return self
+
+  def propagate(self, act: Activation, depth: int, sigma_w2: Any, sigma_b2: Any, **inputs):
+    """:func:`meanfield.propagate`: a ``Propagation`` through ``depth`` layers from ``inputs``."""
+    self._no_theory("propagate")
+
+  def fixed_point(self, act: Activation, sigma_w2: Any, sigma_b2: Any):
+    """:func:`meanfield.fixed_point`: a ``FixedPoint``."""
+    self._no_theory("fixed_point")
+
+  def depth_scales(self, act: Activation, sigma_w2: Any, sigma_b2: Any):
+    """:func:`meanfield.depth_scales`: a ``DepthScales``."""
+    self._no_theory("depth_scales")
+
+  def phase_diagram(self, ds: Any):
+    """:func:`meanfield.phase_diagram`: the MLP's Dataset ``ds``, extended."""
+    self._no_theory("phase_diagram")
+
+
+def _differs(value: Any, plain: Any) -> bool:
+  """Whether a variant keyword is not (concretely) its plain value."""
+  if plain is None or isinstance(plain, bool):
+    return value is not plain
+  a = _checks.concrete(value)
+  return a is None or a.ndim != 0 or a.dtype.kind not in "iuf" or bool(a != plain)
+
+
+def check_architecture(fn_name: str, arch: Any, **variants: Any) -> None:
+  """Raise ``ValueError`` unless ``arch`` is None or an :class:`Architecture`, and, where it
+  is one, every MLP variant keyword in ``variants`` has its plain value."""
+  if arch is not None and not isinstance(arch, Architecture):
+    raise ValueError(f"`arch` of `{fn_name}` must be None (the fully connected MLP) or a "
+                     f"meanfield.network.Architecture such as meanfield.Conv(kernel_size=3), "
+                     f"got {arch!r}")
+  if arch is not None:
+    for name, value in variants.items():
+      if _differs(value, _VARIANTS[name]):
+        raise ValueError(
+            f"`{name}` must be {_VARIANTS[name]!r} with arch={arch!r} for `{fn_name}` (the "
+            f"MLP's variants are not covered for another architecture), got {value!r}")
+
+
+def architecture_inputs(fn_name: str, arch: Architecture | None, **inputs: Any) -> dict:
+  """The input keywords ``arch`` reads, checked: each given, and no other one given.
+
+  ``inputs`` maps every input keyword of ``fn_name`` to its value (None when not given);
+  the MLP (``arch=None``) reads ``q_input`` and ``c_input``.
+  """
+  wanted = ("q_input", "c_input") if arch is None else tuple(arch.inputs)
+  what = "the fully connected MLP" if arch is None else f"arch={arch!r}"
+  extra = [k for k, v in inputs.items() if v is not None and k not in wanted]
+  if extra:
+    raise ValueError(f"{', '.join(f'`{k}`' for k in extra)} must not be given to `{fn_name}` "
+                     f"for {what}, which reads {', '.join(map(repr, wanted))}; got "
+                     + ", ".join(f"{k}={inputs[k]!r}" for k in extra))
+  missing = [k for k in wanted if inputs.get(k) is None]
+  if missing:
+    raise ValueError(f"{', '.join(f'`{k}`' for k in missing)} must be given to `{fn_name}` "
+                     f"for {what}, got None")
+  return {k: inputs[k] for k in wanted}
 
 
 def _number(name: str, value: Any, *, minimum: float, strict: bool = False,
@@ -119,6 +220,7 @@ class Network:
   alpha: float = 1.0
   norm: str | None = None
   keep_prob: float = 1.0
+  arch: Architecture | None = None
 
   def __post_init__(self):
     set_ = functools.partial(object.__setattr__, self)
@@ -137,6 +239,15 @@ class Network:
       raise ValueError(f"`norm` must be one of None, 'layer', 'batch', got {self.norm!r}")
     set_("keep_prob", _number("keep_prob", self.keep_prob, minimum=0.0, strict=True,
                               maximum=1.0))
+    if self.arch is not None and not isinstance(self.arch, Architecture):
+      raise ValueError(f"`arch` must be None (the fully connected MLP) or a "
+                       f"meanfield.network.Architecture such as meanfield.Conv(kernel_size=3), "
+                       f"got {self.arch!r}")
+    if self.arch is not None and self.variants:
+      shown = ", ".join(f"{k}={v!r}" for k, v in self.variants.items())
+      raise ValueError(f"`{next(iter(self.variants))}` must keep its plain value with "
+                       f"arch={self.arch!r} (the MLP's variants are not covered for another "
+                       f"architecture), got {shown}")
 
   @property
   def phi(self) -> Activation:
@@ -150,7 +261,7 @@ class Network:
 
   @property
   def variants(self) -> dict[str, Any]:
-    """The architecture fields that differ from the plain MLP's."""
+    """The MLP's variant fields that differ from the plain MLP's."""
     return {k: getattr(self, k) for k, plain in _VARIANTS.items() if getattr(self, k) != plain}
 
   def replace(self, **changes) -> Network:
@@ -166,11 +277,14 @@ def _fill(fn_name: str, params: dict[str, inspect.Parameter], net: Network,
     raise ValueError(
         f"`network` has {shown}, which `{fn_name}` does not cover (it is the theory of "
         f"the plain MLP); see the module for that variant")
+  if net.arch is not None and "arch" not in params:
+    raise ValueError(
+        f"`network` has arch={net.arch!r}, which `{fn_name}` does not cover (it is the theory "
+        f"of the fully connected MLP); the functions with an `arch` keyword dispatch on it")
   fields = {"activation": net.activation, "sigma_w2": net.sigma_w2,
             "sigma_b2": net.sigma_b2, "depth": net.depth, "width": net.width,
-            "init": net.init, **{k: getattr(net, k) for k in supports}}
-  if getattr(net.init, "footprint", None) is not None:
-    fields["footprint"] = net.init.footprint      # a kernel scheme's spatial footprint (CNN)
+            "init": net.init, **{k: getattr(net, k) for k in supports},
+            "arch": None if net.arch is None else net.arch.bind(net)}
   both = sorted(k for k in fields if k in params and k in given)
   if both:
     raise ValueError(
@@ -186,7 +300,8 @@ def accepts_network(fn: Callable | None = None, *, supports: tuple[str, ...] = (
   ..., **kw)`` for the fields ``fn`` has parameters for; a field also given
   as a keyword raises ``ValueError`` (no silent override). A network with a
   variant (``residual``, ``norm``, ``keep_prob``, ``alpha``) not listed in
-  ``supports`` raises ``ValueError``. Called without a network, ``fn`` is
+  ``supports``, or with an ``arch`` where ``fn`` has no ``arch`` parameter,
+  raises ``ValueError``; ``fn`` gets ``arch`` as ``net.arch.bind(net)``. Called without a network, ``fn`` is
   unchanged. Functions with a positional first argument (``q_map(q, ...)``)
   take the network as a keyword, ``q_map(q, network=net)``.
   """

@@ -288,11 +288,17 @@ def theory_conv_rnn():
   kw = dict(sigma_w2=1.3, sigma_b2=0.02, activation="tanh")
   cov = 0.5 * np.eye(4) + 0.2
   rnn = dict(activation="tanh", sigma_w2=1.2, sigma_b2=0.05, sigma_u2=0.5)
+  # the CNN entries keep the keys of the former conv_* functions' results
+  arch = meanfield.Conv(kernel_size=3, spatial_size=4)
+  prop = meanfield.propagate(covariance=cov, depth=6, arch=meanfield.Conv(kernel_size=3), **kw)
+  fp = meanfield.fixed_point(arch=arch, **kw)
+  ds = meanfield.depth_scales(arch=arch, **kw)
   return {
-      "conv_propagate": meanfield.conv_propagate(covariance=cov, depth=6, kernel_size=3, **kw),
-      "conv_covariance_map": meanfield.conv_covariance_map(cov, kernel_size=3, **kw),
-      "conv_fixed_point": meanfield.conv_fixed_point(spatial_size=4, **kw),
-      "conv_depth_scales": meanfield.conv_depth_scales(kernel_size=3, spatial_size=4, **kw),
+      "conv_propagate": dict(covariance=prop.extra["covariance"], q=prop.q, c=prop.c),
+      "conv_covariance_map": arch.covariance_map(cov, **kw),
+      "conv_fixed_point": dict(q_star=fp.q_star, c_star=fp.c_star,
+                               covariance=fp.extra["covariance"], converged=fp.converged),
+      "conv_depth_scales": dict(ds.extra, xi_q=ds.xi_q, xi_c=ds.xi_c),
       "rnn_propagate": meanfield.rnn_propagate(steps=6, q_input=0.8, c_input=0.3, **rnn),
       "rnn_fixed_point": meanfield.rnn_fixed_point(**rnn),
       "rnn_jacobian_moments": meanfield.rnn_jacobian_moments(steps=4, **rnn),
