@@ -171,8 +171,9 @@ def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None =
   if ds.attrs.get("architecture", "mlp") != "mlp":
     raise ValueError(
         f"`ds` holds {ds.attrs['architecture']!r} networks, which a meanfield.Network (an "
-        f"MLP) does not describe; their theory is meanfield.conv_* with kernel_size="
-        f"{ds.attrs.get('kernel_size')}")
+        f"MLP) does not describe; their theory is meanfield's propagate, fixed_point, "
+        f"depth_scales and phase_diagram with arch=meanfield.Conv(kernel_size="
+        f"{ds.attrs.get('kernel_size')})")
   dims = [n for n in _FIELDS if n in ds.dims]
   labels = {n: np.atleast_1d(ds[n].values) for n in _FIELDS if n in ds.coords}
   acts = {str(a): _activation_of(str(a), ds, activation) for a in labels["activation"]}

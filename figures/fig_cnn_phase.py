@@ -11,11 +11,12 @@ of the kernel's footprint (uniform over ``k = 3`` taps: the Dirichlet kernel
 a finite depth scale there (left: mode 0, middle: mode 1). Right: the
 depth scales along ``sigma_b2 = 0.05`` for each mode (solid: Gaussian kernels,
 the uniform footprint), measured from iterating the full covariance map of
-:func:`meanfield.conv_covariance_map` (dots: the per-layer shrink of a small
+:meth:`meanfield.Conv.covariance_map` (dots: the per-layer shrink of a small
 perturbation in mode f at lag 1); a delta-orthogonal kernel (``lambda_f = 1``) gives
 every mode the MLP's ``xi_c`` (dashed); ``f = 8`` has ``lambda = -1/3``,
 the same depth scale as ``f = 4``, alternating in sign (dotted). Theory only, 64-bit
-(:func:`meanfield.conv_phase_diagram`).
+(:func:`meanfield.phase_diagram` with ``arch=meanfield.Conv(...)``; the grids of
+variances are keywords, as a ``Network`` holds one point).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from figures import _common
 ACTIVATION = "tanh"
 KERNEL_SIZE, SPATIAL_SIZE = 3, 16
 SIGMA_B2_LINE = 0.05
+ARCH = meanfield.Conv(kernel_size=KERNEL_SIZE, spatial_size=SPATIAL_SIZE)
 MODES = (0, 1, 2, 4, 8)
 
 
@@ -46,18 +48,17 @@ def _iterated_slopes(check_w2):
 
   Returns ``(len(check_w2), len(MODES))``; one batched call of the map.
   """
-  fp = meanfield.conv_fixed_point(sigma_w2=check_w2, sigma_b2=SIGMA_B2_LINE,
-                                  activation=ACTIVATION, spatial_size=SPATIAL_SIZE)
-  star = np.asarray(fp.covariance)[:, None]                       # (w, 1, n, n)
+  fp = meanfield.fixed_point(sigma_w2=check_w2, sigma_b2=SIGMA_B2_LINE,
+                             activation=ACTIVATION, arch=ARCH)
+  star = np.asarray(fp.extra["covariance"])[:, None]                       # (w, 1, n, n)
   a = np.arange(SPATIAL_SIZE)
   pert = np.zeros((len(MODES), SPATIAL_SIZE, SPATIAL_SIZE))
   for i, f in enumerate(MODES):
     # lowers the correlations (c <= 1 where c* = 1): a uniform shift plus mode f
     pert[i, a, (a + 1) % SPATIAL_SIZE] = -(1 + 0.5 * np.cos(2 * np.pi * f * a / SPATIAL_SIZE))
   pert = 1e-7 * np.asarray(fp.q_star)[:, None, None, None] * (pert + np.swapaxes(pert, -1, -2))
-  after = meanfield.conv_covariance_map(star + pert, sigma_w2=check_w2[:, None],
-                                        sigma_b2=SIGMA_B2_LINE, activation=ACTIVATION,
-                                        kernel_size=KERNEL_SIZE)
+  after = ARCH.covariance_map(star + pert, sigma_w2=check_w2[:, None],
+                              sigma_b2=SIGMA_B2_LINE, activation=ACTIVATION)
   modes = np.asarray(MODES)
   m0 = np.asarray(spatial_modes(pert))[:, np.arange(len(MODES)), modes, 1].real
   m1 = np.asarray(spatial_modes(np.asarray(after) - star))
@@ -66,9 +67,9 @@ def _iterated_slopes(check_w2):
 
 def compute(*, n_w: int, n_b: int, n_check: int) -> xr.Dataset:
   with jax.enable_x64(True):
-    ds = meanfield.conv_phase_diagram(
+    ds = meanfield.phase_diagram(
         sigma_w2=np.linspace(0.5, 4.0, n_w), sigma_b2=np.linspace(0.0, 0.3, n_b),
-        activation=ACTIVATION, kernel_size=KERNEL_SIZE, spatial_size=SPATIAL_SIZE)
+        activation=ACTIVATION, arch=ARCH)
     check_w2 = np.linspace(0.9, 3.5, n_check)
     checks = _iterated_slopes(check_w2)
     b_line = np.concatenate([[0.0], np.geomspace(1e-6, 0.3, 120)])

@@ -430,9 +430,18 @@ class Conv(Architecture):
     return self.spatial_size
 
   def bind(self, network) -> Conv:
+    """The footprint of the network's kernel scheme (``network.init.footprint``) where this
+    one is unset; ``ValueError`` where both are set and differ (no silent override)."""
     footprint = getattr(network.init, "footprint", None)
-    if self.footprint is None and footprint is not None:   # a kernel scheme's footprint
+    if footprint is None:
+      return self
+    if self.footprint is None:
       return dataclasses.replace(self, footprint=footprint)
+    if not np.array_equal(self.weights, footprint_weights(kernel_size=self.kernel_size,
+                                                          footprint=footprint)):
+      raise ValueError(
+          f"`footprint` must agree with the network's kernel scheme ({footprint!r}) or be left "
+          f"None, got {self.footprint!r} in {self!r}")
     return self
 
   def covariance_map(self, covariance: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike,

@@ -59,9 +59,9 @@ def test_covariance_modes_and_gradients_against_theory(x64, init):
   s = conv.conv_sweep(jax.random.key(0), x, activation="erf", width=128, depth=depth,
                       kernel_size=3, init=init, sigma_w2=sw, sigma_b2=sb, n_seeds=seeds)
   footprint = conv.kernel_init(init).footprint
-  th = meanfield.conv_propagate(covariance=x @ x.T / c0, depth=depth, sigma_w2=sw,
-                                sigma_b2=sb, activation="erf", kernel_size=3,
-                                footprint=footprint)
+  th = meanfield.propagate(covariance=x @ x.T / c0, depth=depth, sigma_w2=sw,
+                           sigma_b2=sb, activation="erf",
+                           arch=meanfield.Conv(kernel_size=3, footprint=footprint))
   # plus 1e-12 for rounding: with an orthogonal first layer some entries have no spread at all
   # (x W W^T x^T / C is exact), and then agree to rounding only
   tol = lambda a: 4.5 * np.std(a, axis=0, ddof=1) / np.sqrt(seeds) + 1e-12
@@ -170,17 +170,20 @@ def test_theory_of_a_network_reads_the_kernel_schemes_footprint(x64):
   nets = {}
   for name, footprint in (("delta_orthogonal", "delta"), ("gaussian", "uniform")):
     net = meanfield.Network(activation="erf", sigma_w2=1.5, sigma_b2=0.05, depth=3,
-                            init=conv.kernel_init(name))
+                            init=conv.kernel_init(name), arch=meanfield.Conv(kernel_size=3))
     nets[name] = net
-    got = meanfield.conv_propagate(net, covariance=cov, kernel_size=3)
-    want = meanfield.conv_propagate(covariance=cov, depth=3, sigma_w2=1.5, sigma_b2=0.05,
-                                    activation="erf", kernel_size=3, footprint=footprint)
-    np.testing.assert_array_equal(np.asarray(got.covariance), np.asarray(want.covariance))
-  ds = meanfield.conv_depth_scales(nets["delta_orthogonal"], kernel_size=3, spatial_size=4)
-  np.testing.assert_array_equal(np.asarray(ds.eigenvalue), 1.0)
+    got = meanfield.propagate(net, covariance=cov)
+    want = meanfield.propagate(covariance=cov, depth=3, sigma_w2=1.5, sigma_b2=0.05,
+                               activation="erf",
+                               arch=meanfield.Conv(kernel_size=3, footprint=footprint))
+    np.testing.assert_array_equal(np.asarray(got.extra["covariance"]),
+                                  np.asarray(want.extra["covariance"]))
+  ds = meanfield.depth_scales(nets["delta_orthogonal"].replace(
+      arch=meanfield.Conv(kernel_size=3, spatial_size=4)))
+  np.testing.assert_array_equal(np.asarray(ds.extra["eigenvalue"]), 1.0)
   with pytest.raises(ValueError, match="footprint"):
-    meanfield.conv_propagate(nets["delta_orthogonal"], covariance=cov, kernel_size=3,
-                             footprint="uniform")
+    meanfield.propagate(nets["delta_orthogonal"].replace(
+        arch=meanfield.Conv(kernel_size=3, footprint="uniform")), covariance=cov)
 
 
 def test_validation_of_singular_values_and_sweep_inputs():

@@ -73,7 +73,7 @@ def test_initial_lengths_follow_the_covariance_map(digits, init, footprint):
   # 1-D CNN over the digits' rows (8 positions, 8 pixel channels). The recorded q^l is the
   # mean of h^2 over 32 probe examples, positions and channels; its expectation over networks
   # is the mean over those examples and positions of the theory's Sigma^l_aa(x)
-  # (meanfield.conv_propagate from Sigma^0_ab = x_a . x_b / 8). Networks differ by a relative
+  # (meanfield.propagate with arch=meanfield.Conv, from Sigma^0_ab = x_a . x_b / 8). Networks differ by a relative
   # O(sqrt(2 / (8 C))) per layer; the mean over 12 seeds has standard error s / sqrt(12), and
   # we allow 4.5 of them (t, 11 dof: two-sided tail ~1e-3 for each of 10 comparisons). The
   # finite-width bias is O(1/C) times the q-map's curvature, well below that at C = 48.
@@ -83,9 +83,9 @@ def test_initial_lengths_follow_the_covariance_map(digits, init, footprint):
                        learning_rate=0.0, n_steps=0, probe_size=32, progress=False)
   q = ds.q.isel(step=0).values                                  # (seed, layer)
   x = np.asarray(digits.x_train[:32], np.float64).reshape(32, 8, 8)
-  theory = meanfield.conv_propagate(covariance=x @ x.transpose(0, 2, 1) / 8, depth=depth,
-                                    sigma_w2=1.5, sigma_b2=0.05, activation="tanh",
-                                    kernel_size=3, footprint=footprint)
+  theory = meanfield.propagate(covariance=x @ x.transpose(0, 2, 1) / 8, depth=depth,
+                               sigma_w2=1.5, sigma_b2=0.05, activation="tanh",
+                               arch=meanfield.Conv(kernel_size=3, footprint=footprint))
   expected = np.asarray(theory.q).mean(axis=(0, 2))              # (layer,)
   tol = 4.5 * q.std(axis=0, ddof=1) / np.sqrt(seeds)
   assert np.all(np.abs(q.mean(axis=0) - expected) <= tol), (q.mean(0), expected, tol)

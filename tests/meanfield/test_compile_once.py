@@ -22,6 +22,7 @@ from meanfield.gaussian import bivariate_expectation, gaussian_expectation
 
 T = dict(activation="tanh", sigma_b2=0.05)
 COV = np.eye(4) * 0.6 + 0.1
+CONV = mf.Conv(kernel_size=3, spatial_size=4)
 
 #: name -> call with a value v (1.5 on the first call, 1.7 on the second)
 CALLS = {
@@ -61,16 +62,15 @@ CALLS = {
     "rnn_fixed_point": lambda v: mf.rnn_fixed_point(sigma_w2=v, **T),
     "rnn_propagate": lambda v: mf.rnn_propagate(sigma_w2=v, steps=5, **T),
     "rnn_jacobian_moments": lambda v: mf.rnn_jacobian_moments(sigma_w2=v, steps=5, **T),
-    "conv_covariance_map": lambda v: mf.conv_covariance_map(COV, sigma_w2=v, kernel_size=3, **T),
-    "conv_fixed_point": lambda v: mf.conv_fixed_point(sigma_w2=v, spatial_size=4, **T),
-    "conv_depth_scales": lambda v: mf.conv_depth_scales(sigma_w2=v, kernel_size=3,
-                                                        spatial_size=4, **T),
-    "conv_propagate": lambda v: mf.conv_propagate(covariance=COV, depth=3, sigma_w2=v,
-                                                  kernel_size=3, **T),
+    "Conv.covariance_map": lambda v: CONV.covariance_map(COV, sigma_w2=v, **T),
+    "fixed_point(arch=Conv)": lambda v: mf.fixed_point(sigma_w2=v, arch=CONV, **T),
+    "depth_scales(arch=Conv)": lambda v: mf.depth_scales(sigma_w2=v, arch=CONV, **T),
+    "propagate(arch=Conv)": lambda v: mf.propagate(covariance=COV, depth=3, sigma_w2=v,
+                                                   arch=CONV, **T),
 }
 # One per module in the default run (their programs are among the cheapest to compile).
 DEFAULT = {"gaussian_expectation", "q_map", "q_star", "propagate", "jacobian_moments",
-           "propagate(keep_prob)", "finite_width_q", "conv_covariance_map"}
+           "propagate(keep_prob)", "finite_width_q", "Conv.covariance_map"}
 
 
 @pytest.mark.slow

@@ -36,8 +36,8 @@ def test_covariance_map_against_monte_carlo(x64):
   n, m = 4, 200_000
   a = np.random.default_rng(0).normal(size=(n, 3))
   sigma = a @ a.T / 3 + 0.1 * np.eye(n)
-  out = np.asarray(conv.conv_covariance_map(sigma, sigma_w2=1.7, sigma_b2=0.2,
-                                            activation="tanh", kernel_size=3))
+  out = np.asarray(meanfield.Conv(kernel_size=3).covariance_map(sigma, sigma_w2=1.7,
+                                                                 sigma_b2=0.2, activation="tanh"))
   u = np.random.default_rng(1).multivariate_normal(np.zeros(n), sigma, size=m)
   prod = np.tanh(u)[:, :, None] * np.tanh(u)[:, None, :]
   k_mc, k_se = prod.mean(0), prod.std(0) / np.sqrt(m)
@@ -55,8 +55,8 @@ def test_delta_footprint_is_the_mlp_per_pair(x64):
   x = rng.normal(size=(5, 3))
   x /= np.linalg.norm(x, axis=1, keepdims=True) / np.sqrt(3)    # equal lengths q_input = 1
   cov = x @ x.T / 3
-  got = conv.conv_propagate(covariance=cov, depth=6, sigma_w2=1.4, sigma_b2=0.1,
-                            activation="erf", kernel_size=3, footprint="delta")
+  got = meanfield.propagate(covariance=cov, depth=6, sigma_w2=1.4, sigma_b2=0.1,
+                            activation="erf", arch=meanfield.Conv(kernel_size=3, footprint="delta"))
   mlp = meanfield.propagate(q_input=1.0, c_input=np.clip(cov[0, 1:], -1, 1), depth=6,
                             sigma_w2=1.4, sigma_b2=0.1, activation="erf")
   np.testing.assert_allclose(np.asarray(got.c)[:, 0, 1:], np.asarray(mlp.c).T, rtol=1e-10)
@@ -71,21 +71,22 @@ def test_mode_slopes_against_iterating_the_full_map(x64, activation, sigma_w2, s
   # shrinks by slope_c[f] (slope_q[f]) per layer: the linearisation of docs/conv.md. The
   # perturbation is 1e-6 of q*, so second-order terms are ~1e-6 relative.
   n, k = 8, 3
-  fp = conv.conv_fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation,
-                             spatial_size=n)
-  ds = conv.conv_depth_scales(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation,
-                              kernel_size=k, spatial_size=n)
-  star = np.asarray(fp.covariance)
+  arch = meanfield.Conv(kernel_size=k, spatial_size=n)
+  fp = meanfield.fixed_point(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation,
+                             arch=arch)
+  ds = meanfield.depth_scales(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=activation,
+                              arch=arch)
+  star = np.asarray(fp.extra["covariance"])
   a = np.arange(n)
   for f in (0, 1, 3):
     wave = np.cos(2 * np.pi * f * a / n)
     eps = 1e-6 * float(fp.q_star)
     for lag, pert, slope in ((1, eps * (wave[:, None] + wave[None, :]) / 2 * (1 - np.eye(n)),
-                              ds.slope_c[f]),
-                             (0, eps * np.diag(wave), ds.slope_q[f])):
+                              ds.extra["slope_c"][f]),
+                             (0, eps * np.diag(wave), ds.extra["slope_q"][f])):
       before = star + pert
-      after = np.asarray(conv.conv_covariance_map(before, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
-                                                  activation=activation, kernel_size=k))
+      after = np.asarray(arch.covariance_map(before, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                                             activation=activation))
       m0 = np.asarray(conv.spatial_modes(before - star))[f, lag]
       m1 = np.asarray(conv.spatial_modes(after - star))[f, lag]
       assert m1.real / m0.real == pytest.approx(float(slope), rel=1e-4, abs=1e-9)
@@ -94,11 +95,11 @@ def test_mode_slopes_against_iterating_the_full_map(x64, activation, sigma_w2, s
 @pytest.mark.slow   # phase_diagram compiles its solvers: about 30 s on a loaded 2-core CPU
 def test_phase_diagram_modes_match_depth_scales(x64):
   sw, sb = np.array([0.8, 1.5, 3.0]), np.array([0.05, 0.3])
-  ds = conv.conv_phase_diagram(sigma_w2=sw, sigma_b2=sb, activation="erf", kernel_size=3,
-                               spatial_size=6)
+  arch = meanfield.Conv(kernel_size=3, spatial_size=6)
+  ds = meanfield.phase_diagram(sigma_w2=sw, sigma_b2=sb, activation="erf", arch=arch)
   np.testing.assert_allclose(ds.xi_c_mode.values[..., 0], ds.xi_c.values, rtol=1e-10)
-  direct = conv.conv_depth_scales(sigma_w2=sw[:, None], sigma_b2=sb[None, :], activation="erf",
-                                  kernel_size=3, spatial_size=6)
+  direct = meanfield.depth_scales(sigma_w2=sw[:, None], sigma_b2=sb[None, :], activation="erf",
+                                  arch=arch)
   np.testing.assert_allclose(ds.xi_c_mode.values, np.asarray(direct.xi_c), rtol=1e-8)
   np.testing.assert_allclose(ds.xi_q_mode.values, np.asarray(direct.xi_q), rtol=1e-8)
   # modes with |lambda_f| < 1 have finite depth scales even where xi_c is long
@@ -109,15 +110,15 @@ def test_phase_diagram_modes_match_depth_scales(x64):
 def test_depth_scales_of_a_network_and_their_broadcast(x64):
   # xi_c of mode f is -1/log|chi_c lambda_f|; mode 0 is the MLP's xi_c
   net = meanfield.Network(activation="erf", sigma_w2=1.5, sigma_b2=0.1)
-  a = conv.conv_depth_scales(net, kernel_size=3, spatial_size=4)
+  a = meanfield.depth_scales(net.replace(arch=meanfield.Conv(kernel_size=3, spatial_size=4)))
   mlp = meanfield.depth_scales(net)
   assert float(a.xi_c[0]) == pytest.approx(float(mlp.xi_c), rel=1e-10)
   lam = conv.mode_eigenvalues(kernel_size=3, spatial_size=4)
   chi = float(meanfield.fixed_point(net).chi_c)
   np.testing.assert_allclose(np.asarray(a.xi_c), -1 / np.log(np.abs(chi * lam)), rtol=1e-10)
-  fp = conv.conv_fixed_point(sigma_w2=np.array([1.5, 1.2]), sigma_b2=0.1, activation="erf",
-                             spatial_size=3)
-  assert fp.covariance.shape == (2, 3, 3)
+  fp = meanfield.fixed_point(sigma_w2=np.array([1.5, 1.2]), sigma_b2=0.1, activation="erf",
+                             arch=meanfield.Conv(kernel_size=3, spatial_size=3))
+  assert fp.extra["covariance"].shape == (2, 3, 3)
 
 
 def test_validation():
@@ -128,14 +129,26 @@ def test_validation():
     conv.footprint_weights(kernel_size=3, footprint="wide")
   with pytest.raises(ValueError, match="footprint"):
     conv.footprint_weights(kernel_size=3, footprint=[0.5, 0.5, 0.0])
+  with pytest.raises(ValueError, match="kernel_size"):
+    meanfield.Conv(kernel_size=4)
+  with pytest.raises(ValueError, match="footprint"):
+    meanfield.Conv(kernel_size=3, footprint="wide")
+  with pytest.raises(ValueError, match="spatial_size"):
+    meanfield.Conv(kernel_size=3, spatial_size=0)
+  arch = meanfield.Conv(kernel_size=3)
   with pytest.raises(ValueError, match="covariance"):
-    conv.conv_propagate(covariance=np.ones((2, 3)), depth=2, sigma_w2=1.0, sigma_b2=0.0,
-                        activation="tanh", kernel_size=3)
+    meanfield.propagate(covariance=np.ones((2, 3)), depth=2, sigma_w2=1.0, sigma_b2=0.0,
+                        activation="tanh", arch=arch)
   with pytest.raises(ValueError, match="depth"):
-    conv.conv_propagate(covariance=np.eye(3), depth=0, sigma_w2=1.0, sigma_b2=0.0,
-                        activation="tanh", kernel_size=3)
+    meanfield.propagate(covariance=np.eye(3), depth=0, sigma_w2=1.0, sigma_b2=0.0,
+                        activation="tanh", arch=arch)
   with pytest.raises(ValueError, match="residual"):
-    conv.conv_depth_scales(net.replace(residual=True), kernel_size=3, spatial_size=4)
+    net.replace(residual=True, arch=meanfield.Conv(kernel_size=3, spatial_size=4))
+  with pytest.raises(ValueError, match=r"`covariance` must be \(4, 4\)"):
+    meanfield.propagate(covariance=np.eye(3), depth=2, sigma_w2=1.0, sigma_b2=0.0,
+                        activation="tanh", arch=meanfield.Conv(kernel_size=3, spatial_size=4))
+  with pytest.raises(ValueError, match="`spatial_size` of Conv must be given for `depth_scales`"):
+    meanfield.depth_scales(net.replace(arch=arch))
 
 
 # tanh (the NaN of the issue) and erf (always finite) by default; ReLU and GELU compile
@@ -154,9 +167,9 @@ def test_gradients_of_propagate_match_finite_differences(x64, activation):
   cov_at = lambda t: (x + t * d) @ (x + t * d).T / 3      # stays positive semi-definite
 
   def f(w, b, t):
-    p = conv.conv_propagate(covariance=cov_at(t), depth=3, sigma_w2=w, sigma_b2=b,
-                            activation=activation, kernel_size=3)
-    return jnp.sum(r * p.c[-1]) + jnp.sum(r * p.covariance[-1])
+    p = meanfield.propagate(covariance=cov_at(t), depth=3, sigma_w2=w, sigma_b2=b,
+                            activation=activation, arch=meanfield.Conv(kernel_size=3))
+    return jnp.sum(r * p.c[-1]) + jnp.sum(r * p.extra["covariance"][-1])
 
   grads = jax.grad(f, argnums=(0, 1, 2))(1.5, 0.1, 0.0)
   assert np.all(np.isfinite(grads))
@@ -182,23 +195,24 @@ def test_map_derivative_at_the_ordered_fixed_point(x64, activation):
   # to that term: h = 1e-10 q* gives ~6e-6, and rounding eps/h ~ 2e-6; 1e-4 covers both.
   import jax.numpy as jnp
   n, sw, sb = 4, 1.2, 0.1
-  fp = conv.conv_fixed_point(sigma_w2=sw, sigma_b2=sb, activation=activation, spatial_size=n)
+  arch = meanfield.Conv(kernel_size=3, spatial_size=n)
+  fp = meanfield.fixed_point(sigma_w2=sw, sigma_b2=sb, activation=activation, arch=arch)
   assert float(fp.c_star) == 1
-  q, star = float(fp.q_star), np.asarray(fp.covariance)
-  m = lambda s: np.asarray(conv.conv_covariance_map(s, sigma_w2=sw, sigma_b2=sb,
-                                                    activation=activation, kernel_size=3))
+  q, star = float(fp.q_star), np.asarray(fp.extra["covariance"])
+  m = lambda s: np.asarray(arch.covariance_map(s, sigma_w2=sw, sigma_b2=sb,
+                                               activation=activation))
   u = np.random.default_rng(5).normal(size=n)
   one = np.ones(n)
-  _, along = jax.jvp(lambda s: conv.conv_covariance_map(
-      s, sigma_w2=sw, sigma_b2=sb, activation=activation, kernel_size=3),
+  _, along = jax.jvp(lambda s: arch.covariance_map(
+      s, sigma_w2=sw, sigma_b2=sb, activation=activation),
       (jnp.asarray(star),), (jnp.asarray(q * (np.outer(u, one) + np.outer(one, u))),))
   h = 1e-5
   curve = lambda t: q * np.outer(one + t * u, one + t * u)
   fd = (m(curve(h)) - m(curve(-h))) / (2 * h)
   assert np.all(np.isfinite(np.asarray(along)))
   np.testing.assert_allclose(np.asarray(along), fd, rtol=1e-7, atol=1e-9)
-  _, diag = jax.jvp(lambda s: conv.conv_covariance_map(
-      s, sigma_w2=sw, sigma_b2=sb, activation=activation, kernel_size=3),
+  _, diag = jax.jvp(lambda s: arch.covariance_map(
+      s, sigma_w2=sw, sigma_b2=sb, activation=activation),
       (jnp.asarray(star),), (jnp.eye(n),))
   smooth = activation != "relu"
   h, tol = (1e-5 * q, 1e-7) if smooth else (1e-10 * q, 1e-4)
@@ -215,36 +229,101 @@ def test_fixed_point_reports_the_solvers_flags(x64):
   want = np.asarray(meanfield.fixed_point(sigma_w2=w, sigma_b2=sb, activation="hard_tanh")
                     .converged)
   assert not want[0] and want[1]
-  fp = conv.conv_fixed_point(sigma_w2=w, sigma_b2=sb, activation="hard_tanh", spatial_size=3)
+  fp = meanfield.fixed_point(sigma_w2=w, sigma_b2=sb, activation="hard_tanh",
+                             arch=meanfield.Conv(kernel_size=3, spatial_size=3))
   np.testing.assert_array_equal(np.asarray(fp.converged), want)
 
 
 def test_fixed_point_without_a_fixed_length(x64):
   # ReLU above sigma_w2 = 2: the length diverges; q* = inf and c* = nan, not an error
-  fp = conv.conv_fixed_point(sigma_w2=2.5, sigma_b2=0.3, activation="relu", spatial_size=3)
+  arch = meanfield.Conv(kernel_size=3, spatial_size=3)
+  fp = meanfield.fixed_point(sigma_w2=2.5, sigma_b2=0.3, activation="relu", arch=arch)
   assert np.isinf(float(fp.q_star)) and np.isnan(float(fp.c_star))
-  ds = conv.conv_depth_scales(sigma_w2=2.5, sigma_b2=0.3, activation="relu", kernel_size=3,
-                              spatial_size=3)
-  assert np.all(np.isnan(np.asarray(ds.slope_c)))
+  ds = meanfield.depth_scales(sigma_w2=2.5, sigma_b2=0.3, activation="relu", arch=arch)
+  assert np.all(np.isnan(np.asarray(ds.extra["slope_c"])))
 
 
 def test_validation_of_covariance_and_sizes():
   with pytest.raises(ValueError, match=r"`covariance` must be positive semi-definite.*1\.97"):
-    conv.conv_propagate(covariance=np.array([[1.0, 1.97], [1.97, 1.0]]), depth=2, sigma_w2=1.0,
-                        sigma_b2=0.0, activation="tanh", kernel_size=3)
+    meanfield.propagate(covariance=np.array([[1.0, 1.97], [1.97, 1.0]]), depth=2, sigma_w2=1.0,
+                        sigma_b2=0.0, activation="tanh", arch=meanfield.Conv(kernel_size=3))
   with pytest.raises(ValueError, match=r"`spatial_size`.*2\*\*27.*spatial_size=1000000"):
-    conv.conv_fixed_point(sigma_w2=1.5, sigma_b2=0.05, activation="tanh", spatial_size=10**6)
+    meanfield.fixed_point(sigma_w2=1.5, sigma_b2=0.05, activation="tanh",
+                          arch=meanfield.Conv(kernel_size=3, spatial_size=10**6))
   with pytest.raises(ValueError, match=r"`spatial_size`"):
-    conv.conv_fixed_point(sigma_w2=np.linspace(1, 2, 10**4), sigma_b2=0.05, activation="tanh",
-                          spatial_size=200)
+    meanfield.fixed_point(sigma_w2=np.linspace(1, 2, 10**4), sigma_b2=0.05, activation="tanh",
+                          arch=meanfield.Conv(kernel_size=3, spatial_size=200))
 
 
 def test_phase_diagram_is_the_depth_scales_on_a_grid():
   # The cheap default-tier sibling of the 64-bit check above: ReLU (closed forms), float32.
   sw, sb = np.array([1.5, 2.5], np.float32), np.array([0.1], np.float32)
-  ds = conv.conv_phase_diagram(sigma_w2=sw, sigma_b2=sb, activation="relu", kernel_size=3,
-                               spatial_size=4)
+  arch = meanfield.Conv(kernel_size=3, spatial_size=4)
+  ds = meanfield.phase_diagram(sigma_w2=sw, sigma_b2=sb, activation="relu", arch=arch)
   assert ds.xi_c_mode.dims[:2] == ("sigma_w2", "sigma_b2")
-  direct = conv.conv_depth_scales(sigma_w2=sw[:, None], sigma_b2=sb[None, :], activation="relu",
-                                  kernel_size=3, spatial_size=4)
+  direct = meanfield.depth_scales(sigma_w2=sw[:, None], sigma_b2=sb[None, :], activation="relu",
+                                  arch=arch)
   np.testing.assert_allclose(ds.xi_c_mode.values, np.asarray(direct.xi_c), rtol=1e-5)
+
+
+_COV = 0.5 * np.eye(4) + 0.2
+_RELU = dict(sigma_w2=1.5, sigma_b2=0.1, activation="relu")    # closed forms: cheap to compile
+
+
+@pytest.mark.slow   # the MLP's fixed-point solvers compile for several seconds
+def test_the_fixed_point_fields_are_the_mlps(x64):
+  # mode 0: q*, c*, chi_1, chi_c, xi_q, xi_c and converged as meanfield.fixed_point's
+  arch = meanfield.Conv(kernel_size=3, spatial_size=4)
+  fp, mlp = meanfield.fixed_point(arch=arch, **_RELU), meanfield.fixed_point(**_RELU)
+  assert isinstance(fp, meanfield.FixedPoint) and mlp.extra is None
+  for name in meanfield.FixedPoint._fields[:-1]:
+    np.testing.assert_allclose(np.asarray(getattr(fp, name)), np.asarray(getattr(mlp, name)),
+                               rtol=1e-12)
+
+
+def test_propagate_gives_a_propagation_with_chi_1_per_position(x64):
+  p = meanfield.propagate(covariance=_COV, depth=3, arch=meanfield.Conv(kernel_size=3), **_RELU)
+  assert p.q.shape == p.chi_1.shape == (3, 4) and p.c.shape == p.extra["covariance"].shape
+  np.testing.assert_allclose(np.asarray(p.chi_1), np.asarray(meanfield.chi_1(q=p.q, **_RELU)),
+                             rtol=1e-14)
+
+
+def test_footprint_from_a_kernel_scheme_of_the_network(x64):
+  # depth 3 in 64-bit: the program of the test above, compiled once
+  class Scheme:                       # as empirical's kernel schemes: a law and a footprint
+    law, footprint = "gaussian", "delta"
+  net = meanfield.Network(**_RELU, depth=3, init=Scheme(), arch=meanfield.Conv(kernel_size=3))
+  got = meanfield.propagate(net, covariance=_COV)
+  want = meanfield.propagate(covariance=_COV, depth=3, **_RELU,
+                             arch=meanfield.Conv(kernel_size=3, footprint="delta"))
+  np.testing.assert_array_equal(np.asarray(got.extra["covariance"]),
+                                np.asarray(want.extra["covariance"]))
+  # one of its own that differs raises; an array is stored as a tuple (the value stays hashable)
+  own = meanfield.Conv(kernel_size=3, footprint=np.array([0.25, 0.5, 0.25]))
+  assert own.footprint == (0.25, 0.5, 0.25)
+  assert hash(own) == hash(meanfield.Conv(kernel_size=3, footprint=(0.25, 0.5, 0.25)))
+  with pytest.raises(ValueError, match="`footprint` must agree with the network's kernel"):
+    meanfield.propagate(net.replace(arch=own), covariance=_COV)
+
+
+def test_inputs_and_variants_of_the_generic_functions_raise_for_conv():
+  arch = meanfield.Conv(kernel_size=3, spatial_size=4)
+  with pytest.raises(ValueError, match="`q_input`, `c_input` must not be given to `propagate`"):
+    meanfield.propagate(q_input=1.0, c_input=0.3, covariance=_COV, depth=2, arch=arch, **_RELU)
+  with pytest.raises(ValueError, match="`covariance` must be given to `propagate`"):
+    meanfield.propagate(depth=2, arch=arch, **_RELU)
+  with pytest.raises(ValueError, match="`covariance` must not be given to `propagate`"):
+    meanfield.propagate(q_input=1.0, c_input=0.3, covariance=_COV, depth=2, **_RELU)
+  with pytest.raises(ValueError, match="`keep_prob` must be 1.0 with arch=Conv"):
+    meanfield.propagate(covariance=_COV, depth=2, arch=arch, keep_prob=0.9, **_RELU)
+  with pytest.raises(ValueError, match="`norm` must be None with arch=Conv"):
+    meanfield.fixed_point(arch=arch, norm="layer", **_RELU)
+  with pytest.raises(ValueError, match="`q` must be None for `fixed_point` with arch=Conv"):
+    meanfield.fixed_point(arch=arch, q=0.5, **_RELU)
+  with pytest.raises(ValueError, match="`arch` of `phase_diagram` must be None"):
+    meanfield.phase_diagram(sigma_w2=[1.0], sigma_b2=[0.1], activation="relu", arch="conv")
+  net = meanfield.Network(**_RELU, arch=arch)
+  with pytest.raises(ValueError, match="'arch' both from `network`"):
+    meanfield.fixed_point(net, arch=arch)
+  with pytest.raises(ValueError, match="arch=Conv.*which `q_star` does not cover"):
+    meanfield.q_star(net)

@@ -50,8 +50,9 @@ CASES = {
     "fixed_point_layernorm": lambda x: _fields(
         mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf", norm="layer"),
         ("q_star", "c_star", "chi_c", "chi_1", "xi_c")),
-    "conv_fixed_point": lambda x: jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(
-        mf.conv_fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf", spatial_size=4))]),
+    "fixed_point(arch=Conv)": lambda x: jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(
+        mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf",
+                       arch=mf.Conv(kernel_size=3, spatial_size=4)))]),
 }
 ARGS = {"fixed_point_dropout": np.append(X0, 0.8),
         "fixed_point_dropout_relu": np.array([1.5, 0.05, 0.8])}    # sigma_w2 / p < 2: q* finite

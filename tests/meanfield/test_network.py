@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield.network import Network, accepts_network, weight_law
+from meanfield.network import Architecture, Network, accepts_network, weight_law
 
 TANH = dict(activation="tanh", sigma_w2=1.5, sigma_b2=0.05)
 
@@ -64,15 +64,9 @@ def test_weight_law_reads_a_scheme_law_attribute():
 
 
 # Every public theory function that takes a Network, with the arguments it needs besides the
-# network's fields: (positional arguments, keywords). Spatial covariances are (4, 4) here.
-_COV = 0.5 + 0.3 * np.eye(4)
+# network's fields: (positional arguments, keywords).
 _CALLS = {
     "c_map": ((0.3,), dict(q=0.7)), "chi_1": ((), {}),
-    "conv_covariance_map": ((_COV,), dict(kernel_size=3)),
-    "conv_depth_scales": ((), dict(kernel_size=3, spatial_size=4)),
-    "conv_fixed_point": ((), dict(spatial_size=4)),
-    "conv_phase_diagram": ((), dict(kernel_size=3, spatial_size=4)),
-    "conv_propagate": ((), dict(covariance=_COV, kernel_size=3)),
     "critical_init": ((), {}),
     "critical_sigma_w2": ((), {}), "depth_scales": ((), {}),
     "finite_width_jacobian": ((), dict(q_input=1.0)),
@@ -139,7 +133,7 @@ _SLOW = pytest.mark.slow
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(n, marks=_GRID_ONLY) if n in (
-    "phase_diagram", "conv_phase_diagram") else pytest.param(n, marks=_SLOW)
+    "phase_diagram",) else pytest.param(n, marks=_SLOW)
     if n == "jacobian_spectrum" else n for n in sorted(_CALLS)])
 def test_a_network_call_equals_the_keyword_call_for_every_variant(name):
   """Each function called with a Network (plain, and with every variant field it covers set)
@@ -173,3 +167,58 @@ def test_a_supported_variant_is_passed_through():
   def f(*, sigma_w2, keep_prob=1.0):
     return sigma_w2 * keep_prob
   assert f(Network(sigma_w2=2.0, keep_prob=0.5)) == 1.0
+
+
+# --- the architecture as a value ---------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Wider(Architecture):
+  """A toy architecture written here alone: the MLP at ``scale * sigma_w2`` (no depth_scales)."""
+
+  scale: float = 2.0
+  inputs = ("q_input", "c_input")
+
+  def propagate(self, act, depth, sigma_w2, sigma_b2, *, q_input, c_input):
+    return mf.propagate(q_input=q_input, c_input=c_input, depth=depth,
+                        sigma_w2=self.scale * sigma_w2, sigma_b2=sigma_b2, activation=act)
+
+  def fixed_point(self, act, sigma_w2, sigma_b2):
+    return mf.fixed_point(sigma_w2=self.scale * sigma_w2, sigma_b2=sigma_b2, activation=act)
+
+
+_RELU = dict(activation="relu", sigma_w2=0.7, sigma_b2=0.05)   # closed forms: cheap to compile
+
+
+def test_a_toy_architecture_plugs_in_by_subclassing():
+  net = Network(**_RELU, depth=4, arch=_Wider())
+  wide = dict(_RELU, sigma_w2=1.4)                # 2 * 0.7, exactly
+  _assert_same(mf.propagate(net, q_input=1.0, c_input=0.3),
+               mf.propagate(**wide, depth=4, q_input=1.0, c_input=0.3), "propagate")
+  _assert_same(mf.propagate(**_RELU, depth=4, q_input=1.0, c_input=0.3, arch=_Wider()),
+               mf.propagate(net, q_input=1.0, c_input=0.3), "keyword arch")
+  with pytest.raises(NotImplementedError, match="`depth_scales` has no theory for the "
+                                                r"_Wider\(scale=2.0\) architecture"):
+    mf.depth_scales(net)
+  # a function that does not dispatch on the architecture refuses it, naming both
+  with pytest.raises(ValueError, match=r"arch=_Wider\(scale=2.0\), which `jacobian_spectrum` "
+                                       "does not cover"):
+    mf.jacobian_spectrum(net)
+
+
+@pytest.mark.slow   # the MLP's fixed-point solvers compile for several seconds
+def test_a_toy_architecture_answers_fixed_point():
+  _assert_same(mf.fixed_point(Network(**_RELU, arch=_Wider())),
+               mf.fixed_point(**dict(_RELU, sigma_w2=1.4)), "fixed_point")
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(arch="conv"), "`arch` must be None .* or a meanfield.network.Architecture.*'conv'"),
+    (dict(arch=_Wider(), residual=True), "`residual` must keep its plain value with arch=_Wider"),
+    (dict(arch=_Wider(), alpha=0.5), "`alpha` must keep its plain value"),
+    (dict(arch=_Wider(), norm="layer"), "`norm` must keep its plain value"),
+    (dict(arch=_Wider(), keep_prob=0.8), "`keep_prob` must keep its plain value"),
+])
+def test_a_bad_architecture_or_one_with_an_mlp_variant_raises(changes, message):
+  with pytest.raises(ValueError, match=message):
+    Network(**changes)
