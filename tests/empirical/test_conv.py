@@ -72,7 +72,7 @@ def test_covariance_modes_and_gradients_against_theory(x64, init):
   assert np.all(np.abs(q_emp.mean(0) - q_th) <= tol(q_emp))
   # per-mode covariances: real parts of the diagonal Fourier modes at lags 1 and 2
   modes_emp = np.asarray(conv.spatial_modes(s.covariance.values))[..., :, 1:3].real
-  modes_th = np.asarray(spatial_modes(th.covariance))[..., :, 1:3].real
+  modes_th = np.asarray(spatial_modes(th.extra["covariance"]))[..., :, 1:3].real
   assert np.all(np.abs(modes_emp.mean(0) - modes_th) <= tol(modes_emp))
   # gradients: |dL/dh^l|^2 = |dL/dh^{l+1}|^2 sigma_w2 E[phi'(h^l)^2] (chi_1 at q^l) on average
   g2 = s.grad_h.values ** 2
