@@ -181,7 +181,7 @@ def _variant_theory(net: meanfield.Network, act: Activation, q_input: np.ndarray
     prop = meanfield.propagate(q_input=q_input, c_input=c_input, depth=n_layers,
                                sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act,
                                residual=net.residual, norm=net.norm, keep_prob=net.keep_prob)
-    q, c, chi = (np.asarray(v, np.float64) for v in prop)
+    q, c, chi = (np.asarray(v, np.float64) for v in (prop.q, prop.c, prop.chi_1))
   nan = np.full_like(q, np.nan)
   return {"q": q, "c": c, "chi_1": chi, "grad_h": nan, "grad_w": nan, "q_lo": nan,
           "q_median": nan, "q_hi": nan}
@@ -281,7 +281,7 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
     with jax.enable_x64(True):
       prop = meanfield.propagate(q_input=q_eff.values, c_input=c_input, depth=n_layers,
                                  sigma_w2=s.values, sigma_b2=sb2.values, activation=act)
-      q, c, chi = (np.asarray(v, np.float64) for v in prop)
+      q, c, chi = (np.asarray(v, np.float64) for v in (prop.q, prop.c, prop.chi_1))
     if np.isnan(c_in):
       c = np.full_like(c, np.nan)
     inside = layers <= depth.values[..., None]                # each network's depth

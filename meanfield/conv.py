@@ -430,8 +430,10 @@ class Conv(Architecture):
     return self.spatial_size
 
   def bind(self, network) -> Conv:
-    """The footprint of the network's kernel scheme (``network.init.footprint``) where this
-    one is unset; ``ValueError`` where both are set and differ (no silent override)."""
+    """This Conv with the footprint of ``network.init`` (a kernel scheme) where its own is unset.
+
+    Raises ``ValueError`` where both are set and differ (no silent override).
+    """
     footprint = getattr(network.init, "footprint", None)
     if footprint is None:
       return self
@@ -469,11 +471,14 @@ class Conv(Architecture):
                                 self.weights)
 
   def propagate(self, act, depth, sigma_w2, sigma_b2, *, covariance):
-    """Layer 1 is affine in the input, ``Sigma^1 = sigma_w2 A(Sigma^0) + sigma_b2`` with
+    """Iterate the covariance map through ``depth`` layers (Xiao et al. 2018, Eq. 2.5).
+
+    Layer 1 is affine in the input, ``Sigma^1 = sigma_w2 A(Sigma^0) + sigma_b2`` with
     ``Sigma^0_ab = x_a . x_b / C_0``; then ``Sigma^{l+1} = sigma_w2 A(K(Sigma^l)) +
     sigma_b2``. ``K`` from the activation's closed forms, else 2-D quadrature with unequal
-    variances; one ``lax.scan`` over depth. ``covariance``: ``(..., n, n)``, symmetric
-    positive semi-definite."""
+    variances; one ``lax.scan`` over depth, compiled once per activation, depth and shape.
+    ``covariance``: ``(..., n, n)``, symmetric positive semi-definite.
+    """
     v = self.weights
     cov = _check_covariance(covariance, semidefinite=True)
     n = jnp.shape(cov)[-1]
@@ -486,9 +491,13 @@ class Conv(Architecture):
     return Propagation(q=q, c=c, chi_1=chi, extra={"covariance": sig})
 
   def fixed_point(self, act, sigma_w2, sigma_b2):
-    """The shift average maps ``alpha I + beta 11^T`` to itself, so the MLP's ``(q*, c*)``
-    give the CNN's fixed point (Xiao et al. 2018, Sec. 2.3). Raises ``ValueError`` where
-    the covariance (broadcast shape ``+ (n, n)``) would exceed ``2**27`` entries."""
+    """The stable fixed point ``Sigma* = q* (c* 11^T + (1 - c*) I)``, for every footprint.
+
+    The shift average maps ``alpha I + beta 11^T`` to itself, so the MLP's ``(q*, c*)``
+    give the CNN's fixed point (Xiao et al. 2018, Sec. 2.3); it is stable where the MLP's
+    is. Raises ``ValueError`` where the covariance (broadcast shape ``+ (n, n)``) would
+    exceed ``2**27`` entries.
+    """
     q, c, chi_c, cov, converged = _fixed_covariance(act, sigma_w2, sigma_b2,
                                                     self._size("fixed_point"))
     fields = (q, c, chi_1_at(act, q, sigma_w2, sigma_b2), chi_c, xi_q(act, sigma_w2, q),
@@ -498,9 +507,12 @@ class Conv(Architecture):
                       extra={"covariance": cov})
 
   def depth_scales(self, act, sigma_w2, sigma_b2):
-    """``xi_{c,f} = -1/log|chi_c lambda_f|`` (docs/conv.md; Xiao et al. 2018, Sec. 2.4):
-    mode 0 is the MLP's ``xi_c``; every mode with ``|lambda_f| < 1`` stays finite at
-    criticality. The same for the length modes with the q-map's slope."""
+    """Depth scales of the covariance's Fourier modes (Xiao et al. 2018, Sec. 2.4; docs/conv.md).
+
+    ``xi_{c,f} = -1/log|chi_c lambda_f|``: mode 0 is the MLP's ``xi_c``; every mode with
+    ``|lambda_f| < 1`` stays finite at criticality. The same for the length modes with
+    the q-map's slope.
+    """
     lam = mode_eigenvalues(kernel_size=self.kernel_size,
                            spatial_size=self._size("depth_scales"), footprint=self._footprint)
     lam_j, sq, sc = _mode_slopes(act, sigma_w2, sigma_b2, lam)
@@ -508,8 +520,11 @@ class Conv(Architecture):
                        extra={"eigenvalue": lam_j, "slope_q": sq, "slope_c": sc})
 
   def phase_diagram(self, ds):
-    """Adds per-mode depth scales ``xi_q_mode``, ``xi_c_mode`` (``-1/log|slope lambda_f|``)
-    and ``eigenvalue`` (``lambda_f``, ``f = 0..n-1``); the phase boundary is the MLP's."""
+    """The MLP's phase diagram ``ds`` with the per-mode depth scales of the CNN.
+
+    Adds ``xi_q_mode``, ``xi_c_mode`` (``-1/log|slope lambda_f|``) and ``eigenvalue``
+    (``lambda_f``, ``f = 0..n-1``); the phase boundary is the MLP's (mode 0 carries it).
+    """
     lam = mode_eigenvalues(kernel_size=self.kernel_size,
                            spatial_size=self._size("phase_diagram"), footprint=self._footprint)
     footprint = self._footprint

@@ -3,9 +3,9 @@
 A :class:`Network` is one point of a grid: one activation, one pair of
 variances, one depth, width and weight law, and the architecture: the fully
 connected MLP with its variant (residual branch, normalisation, dropout), or
-another architecture given as a value (``arch=meanfield.Conv(kernel_size=3)``). The theory functions of
-:mod:`meanfield` take it as their first argument and read the fields they
-need; ``empirical`` samples and runs it, and ``empirical.theory(ds)``
+another architecture given as a value (``arch=meanfield.Conv(kernel_size=3)``).
+The theory functions of :mod:`meanfield` take it as their first argument and
+read the fields they need; ``empirical`` samples and runs it, and ``empirical.theory(ds)``
 rebuilds it from a Dataset's coordinates. Grids stay keyword lists for
 users; a ``Network`` is what one grid point is::
 
