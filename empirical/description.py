@@ -47,7 +47,8 @@ __all__ = ["takes_network", "networks"]
 
 #: Network fields every driver takes as keywords of the same names.
 _FIELDS = ("activation", "init", "width", "depth", "sigma_w2", "sigma_b2")
-_PLAIN = {"residual": False, "alpha": 1.0, "norm": None, "keep_prob": 1.0}
+_PLAIN = {"residual": False, "alpha": 1.0, "norm": None, "keep_prob": 1.0,
+          "arch": None}       # the drivers that take a Network run MLPs
 
 
 def _keywords(fn_name: str, net: Any, given: dict[str, Any], supports: tuple[str, ...]
