@@ -222,3 +222,14 @@ def test_a_toy_architecture_answers_fixed_point():
 def test_a_bad_architecture_or_one_with_an_mlp_variant_raises(changes, message):
   with pytest.raises(ValueError, match=message):
     Network(**changes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, kwargs", [("propagate", dict(covariance=0.5 + 0.3 * np.eye(4))),
+                                          ("fixed_point", {}), ("depth_scales", {})])
+def test_a_conv_network_call_equals_the_keyword_call(name, kwargs):
+  arch = mf.Conv(kernel_size=3, spatial_size=4)
+  net = _NET.replace(arch=arch)
+  fn = getattr(mf, name)
+  with jax.enable_x64(True):
+    _assert_same(fn(net, **kwargs), fn(**_fields(fn, net), **kwargs), name)
