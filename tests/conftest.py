@@ -1,11 +1,14 @@
 """Strict test harness shared by every test.
 
 - Two emulated CPU devices, so sharding code paths run in CI.
-- No on-disk JAX compilation cache (``JAX_ENABLE_COMPILATION_CACHE=false``,
-  inherited by the subprocesses tests start): with jax 0.10 on the CPU,
-  processes that share a cache directory can read an entry another is still
-  writing (entries are written in place, without a lock, when no size limit
-  is set), and XLA segfaulted on such reads and writes in the slow tier.
+- One on-disk JAX compilation cache (``.cache/jax``, ignored by git) for the
+  test processes (both pytest-xdist workers, the subprocesses tests start and
+  later runs), holding every program that took 0.2 s or more to compile: a
+  program one process compiled, the others load. It has a size limit, which
+  is what makes JAX lock it (``filelock``) while an entry is read or written:
+  without one, jax 0.10 writes entries unlocked and a process could load
+  another's half-written program. An entry that cannot be read or written is
+  compiled instead (JAX's warning about it is not an error here).
 - A worker process that nears its memory-map limit drops JAX's compiled
   programs after a test (``figures.__main__._forget_programs``, the figure
   runner's own guard): each XLA CPU executable holds memory maps, a process may
@@ -23,7 +26,9 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("MPLBACKEND", "Agg")
-os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_ROOT, ".cache", "jax"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2 ** 30))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -32,6 +37,7 @@ from hypothesis import settings  # noqa: E402
 from figures.__main__ import _forget_programs  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
 settings.load_profile("ci")

@@ -13,6 +13,7 @@ from benchmarks import bench_theory
 from tests.benchmarks._quick import run_quick
 
 
+@pytest.mark.slow    # a benchmark's recipe, not a public function
 def test_peer_recipe_agrees_with_meanfield_to_its_own_accuracy():
   # The Gauss-Hermite/interpolation recipe: ordered points have c* = 1 and chi_c = chi_1;
   # at a chaotic point it is close to the exact theory but not to 1e-9 (what it is there for).

@@ -78,6 +78,7 @@ def test_result_does_not_depend_on_chunk_size(small):
     np.testing.assert_allclose(split[name], small[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
 
+@pytest.mark.slow    # kill/resume; the default tier checks the store in test_store_keys_*
 def test_resume_equals_uninterrupted(small, tmp_path):
   store = tmp_path / "store"
   first = sweep.sweep(KEY, chunk_size=3, store=store, **SMALL)

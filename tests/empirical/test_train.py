@@ -157,6 +157,7 @@ def test_orthogonal_networks_vmapped_equal_alone_and_start_orthogonal(digits64, 
     np.testing.assert_allclose((start[name] / np.sqrt(start.sigma_w2)).values, 1, rtol=1e-12)
 
 
+@pytest.mark.slow    # kill/resume; the store itself is checked by the sweep's default tests
 def test_resumed_run_equals_uninterrupted_run(digits64, x64, tmp_path):
   kw = dict(data=digits64, n_steps=40, record_every=20, chunk_size=1, dtype=jnp.float64,
             **SMALL)

@@ -11,6 +11,7 @@ import meanfield
 from figures import fig_jacobian_edge_width as fig
 
 
+@pytest.mark.slow    # a wide network
 def test_ju_median_is_the_mean_field_value_at_large_width(x64):
   # At criticality and q = q* every layer has chi_1 = 1, so the mean-field |J u|^2 of
   # J = dx^L/dx^0 is 1 at every depth; the median moves by O(L/N) (1e-6 * L here). A wrong

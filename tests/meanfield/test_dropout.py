@@ -207,6 +207,7 @@ def test_fixed_point_gradients(x64):
     assert abs(float(g)) > 1e-3
 
 
+@pytest.mark.slow    # an edge case; the default tier checks dropout's fixed_point in test_finite_xi_c_at_criticality
 def test_fixed_point_where_q_star_is_zero(x64):
   # sigma_b2 = 0 in the ordered phase: q* = 0, and c*, chi_c, xi_c are the limit q -> 0+
   # (the README's edge case), not the slopes at q = 0 itself (which are 0).

@@ -312,7 +312,7 @@ def test_lengths_fixed_to_rounding_fall_to_zero_as_critical_init_says(x64):
                              q, rtol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["tanh", "relu", "erf"])
+@pytest.mark.parametrize("name", ["tanh", "relu", pytest.param("erf", marks=pytest.mark.slow)])
 def test_fixed_point_fields_are_those_of_q_star_chi_1_and_depth_scales(name, x64):
   # the same programs: bitwise equal, at ordered and chaotic points (q* = 0 and q* = inf too)
   kw = dict(sigma_w2=np.array([0.8, 1.5, 2.5, 3.0]), sigma_b2=np.array([0.0, 0.05, 0.1, 0.2]),

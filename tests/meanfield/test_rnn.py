@@ -200,6 +200,7 @@ def test_fixed_point_gradients_match_finite_differences(x64, act, sigma_w2):
   assert abs(float(g[0])) > 1e-3 and abs(float(g[1])) > 0.5
 
 
+@pytest.mark.slow    # an edge case; test_fixed_point_is_fixed_and_slope_is_chi_c checks the time scales
 def test_time_scales_are_plus_inf_at_chi_1_equal_one(x64):
   # tanh at sigma_w2 = 1 without input or bias: q* = 0, chi_1 = chi_c = 1 exactly; -1/log(1)
   # is -inf with log(1) = +0.0, the docstring's (and depth_scale's) value is +inf.
