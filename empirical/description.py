@@ -9,8 +9,8 @@ it (``network=``) and give it back (:func:`networks`):
   fill the keywords of the same names (a field also given as a keyword
   raises ``ValueError``); lists of keywords stay the grid. An experiment
   needs a ``width``; a variant the driver does not run (``alpha != 1``, or
-  ``residual``/``norm``/``keep_prob < 1`` where it has none: only
-  :func:`empirical.sweep` runs dropout) raises. For a
+  ``residual``/``norm``/``keep_prob < 1``/``arch`` where it has none: only
+  :func:`empirical.sweep` runs dropout and other architectures) raises. For a
   scheme that fixes the variance itself (``he_normal``, ``normal(0.01)``,
   ...), the network's ``sigma_w2`` is what that scheme gives, not a
   keyword: it is left out.
@@ -39,6 +39,7 @@ import numpy as np
 import xarray as xr
 
 from empirical import _grid
+from empirical import architectures
 from empirical import inits as _inits
 from meanfield.activations import ACTIVATIONS, Activation, activation as _activation
 from meanfield.network import Network
@@ -65,7 +66,11 @@ def _keywords(fn_name: str, net: Any, given: dict[str, Any], supports: tuple[str
     shown = ", ".join(f"{k}={v!r}" for k, v in unsupported.items())
     raise ValueError(f"`network` has {shown}, which `{fn_name}` does not run")
   fields = {n: getattr(net, n) for n in _FIELDS + supports}
-  if not _inits.init(net.init).uses_sigma_w2:
+  matrix_init = _inits.init
+  if net.arch is not None:              # "arch" is supported: its mirror reads the init
+    fields["arch"] = net.arch.bind(net)
+    matrix_init = architectures.mirror(net.arch, fn_name).matrix_init
+  if not matrix_init(net.init).uses_sigma_w2:
     del fields["sigma_w2"]              # fixed by the scheme (see the module docstring)
   both = sorted(k for k in fields if k in given)
   if both:
@@ -79,7 +84,9 @@ def takes_network(*, supports: tuple[str, ...] = ()) -> Callable[[Callable], Cal
   """Let an experiment ``fn(key, **keywords)`` take ``network=`` (a :class:`meanfield.Network`).
 
   ``supports``: the architecture fields besides :data:`_FIELDS` that ``fn``
-  has keywords for (``"residual"``, ``"norm"``, ``"keep_prob"``).
+  has keywords for (``"residual"``, ``"norm"``, ``"keep_prob"``, ``"arch"``:
+  a network's ``arch`` is passed as ``net.arch.bind(net)``, and its kernel
+  scheme read through the architecture's mirror, :mod:`empirical.architectures`).
   """
   def decorate(fn: Callable) -> Callable:
     @functools.wraps(fn)
