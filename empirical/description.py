@@ -159,13 +159,18 @@ def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None =
     ``activation, init, width, depth, sigma_w2, sigma_b2`` (0-d if none is
     swept; ``.item()`` is then the network), holding Networks with
     ``init`` the :class:`empirical.inits.Init` and, for schemes that fix the
-    variance, ``sigma_w2`` its hidden layers' ``fan_in E[W_ij^2]``.
+    variance, ``sigma_w2`` its hidden layers' ``fan_in E[W_ij^2]``. A CNN
+    sweep's (``ds.attrs["architecture"] == "conv"``) Networks have
+    ``arch=meanfield.Conv(kernel_size, spatial_size=n)`` and ``init`` the
+    kernel scheme (:class:`empirical.ConvInit`, whose footprint the theory reads).
 
   Raises:
     ValueError: ``ds`` not a Dataset of those drivers (a dict, a
       :func:`empirical.diagnose` result), a custom activation or init that
       ``ds`` cannot name, an init without a weight law (``zeros``,
-      ``constant``), or a CNN's Dataset (``architecture="conv"``).
+      ``constant``).
+    NotImplementedError: a Dataset of an architecture (``ds.attrs["architecture"]``)
+      whose experiment mirror (:mod:`empirical.architectures`) has no ``network`` hook.
   """
   if not isinstance(ds, xr.Dataset):
     raise ValueError(f"`ds` must be an xarray.Dataset of empirical.sweep, train or "
@@ -176,12 +181,9 @@ def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None =
         f"`ds` must be a Dataset of empirical.sweep, train or jacobian_spectra, with the "
         f"coordinates {', '.join(_FIELDS)}; got one without {', '.join(missing)} (a "
         f"diagnose result describes a user's model, not a grid of meanfield.Networks)")
-  if ds.attrs.get("architecture", "mlp") != "mlp":
-    raise ValueError(
-        f"`ds` holds {ds.attrs['architecture']!r} networks, which a meanfield.Network (an "
-        f"MLP) does not describe; their theory is meanfield's propagate, fixed_point, "
-        f"depth_scales and phase_diagram with arch=meanfield.Conv(kernel_size="
-        f"{ds.attrs.get('kernel_size')})")
+  build = _network
+  if ds.attrs.get("architecture", "mlp") != "mlp":      # another architecture: its mirror
+    build = architectures.dataset_mirror(ds, "empirical.networks").network
   dims = [n for n in _FIELDS if n in ds.dims]
   labels = {n: np.atleast_1d(ds[n].values) for n in _FIELDS if n in ds.coords}
   acts = {str(a): _activation_of(str(a), ds, activation) for a in labels["activation"]}
@@ -189,5 +191,6 @@ def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None =
   for index in itertools.product(*(range(len(labels[n])) for n in dims)):
     point = {n: v[0] for n, v in labels.items()}
     point.update({n: labels[n][i] for n, i in zip(dims, index)})
-    out[index] = _network(point, acts, ds)
+    out[index] = (_network(point, acts, ds) if build is _network
+                  else build(ds, point, acts[str(point["activation"])]))
   return xr.DataArray(out, dims=dims, coords={n: ds[n].values for n in dims})

@@ -327,3 +327,31 @@ def test_a_networks_arch_runs_the_sweep_of_the_keywords():
                       init="delta_orthogonal", n_seeds=2)
   assert by_net.identical(by_kw) and by_net.attrs == by_kw.attrs
   assert by_net.covariance.dims == ("seed", "layer", "position", "position_b")
+  # The Dataset gives its networks back (arch with the number of positions, the kernel
+  # scheme as init), whose theory reads the scheme's footprint; the overlay needs the input.
+  back = empirical.networks(by_net).item()
+  assert back == net.replace(arch=meanfield.Conv(kernel_size=3, spatial_size=4))
+  th = meanfield.propagate(back, covariance=x @ x.T / 2)
+  np.testing.assert_array_equal(np.asarray(th.extra["covariance"]), np.asarray(
+      meanfield.propagate(covariance=x @ x.T / 2, depth=2, sigma_w2=1.5, sigma_b2=0.1,
+                          activation="tanh",
+                          arch=meanfield.Conv(kernel_size=3, footprint="delta")
+                          ).extra["covariance"]))
+  with pytest.raises(NotImplementedError, match=r"`empirical.theory` has no overlay for a CNN "
+                                                r"sweep's Dataset.*meanfield.propagate"):
+    empirical.theory(by_net)
+
+
+def test_networks_of_datasets_of_other_architectures_are_named():
+  import xarray as xr
+  coords = dict(activation="tanh", init="gaussian", width=4, depth=2, sigma_w2=1.0,
+                sigma_b2=0.0)
+  images = xr.Dataset(coords=coords, attrs={"architecture": "conv", "kernel_size": 3,
+                                            "input_shape": [8, 8, 1]})
+  with pytest.raises(ValueError, match=r"CNNs of 2 spatial axes \(input_shape \[8, 8, 1\]\)"):
+    empirical.networks(images)
+  rows = images.assign_attrs(input_shape=[8, 2])
+  assert empirical.networks(rows).item().arch == meanfield.Conv(kernel_size=3, spatial_size=8)
+  with pytest.raises(NotImplementedError, match=r"`empirical.networks` has no experiment for "
+                                                r"'toy' Datasets"):
+    empirical.networks(images.assign_attrs(architecture="toy"))
