@@ -10,6 +10,5 @@ from empirical.overlay import theory
 from empirical.rnn import RNNStats, rnn_jacobian_moments, rnn_statistics
 from empirical.reinit import reinit
 from empirical.diagnosis import Verdict, diagnose, verdict
-from empirical.conv import (CNN, ConvInit, conv_singular_values, conv_sweep, kernel_init,
-                            kernel_init_names)
+from empirical.conv import CNN, ConvInit, conv_singular_values, kernel_init, kernel_init_names
 from empirical.sweeping import sweep

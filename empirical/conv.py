@@ -32,8 +32,10 @@ Probes (:func:`conv_measure`) per layer: the covariance across positions
 ``Sigma_ab = h_a . h_b / C`` (``(n, n)``, whose diagonal mean is ``q^l`` and
 whose Fourier modes along the diagonals are :func:`spatial_modes`), and the
 norm of the backpropagated signal ``|dL/dh^l|`` for the loss ``L = r .
-phi(h^L)`` with a fixed random unit ``r``; :func:`conv_sweep` runs them on
-a grid of networks on the experiment engine (:mod:`empirical.engine`).
+phi(h^L)`` with a fixed random unit ``r``; :func:`run_sweep` runs them on a
+grid of networks on the experiment engine (:mod:`empirical.engine`): what
+``empirical.sweep(key, arch=meanfield.Conv(kernel_size), inputs=x, ...)``
+runs (:mod:`empirical.architectures`).
 Theory: :mod:`meanfield.conv`.
 
 Training: :func:`empirical.train` with ``architecture="conv"`` trains these
@@ -63,9 +65,9 @@ from empirical import streams as _streams
 from meanfield.activations import Activation, activation as _activation
 
 __all__ = ["ConvInit", "kernel_init", "kernel_init_names", "ConvParams", "conv_params",
-           "conv_forward", "ConvStats", "conv_measure", "conv_sweep", "kernel_grid", "SWEEP_DOCS", "conv_jacobian",
-           "conv_singular_values", "spatial_modes", "CNN", "conv_logits", "classifier_params",
-           "conv_layer_q"]
+           "conv_forward", "ConvStats", "conv_measure", "kernel_grid", "check_sweep_inputs",
+           "run_sweep", "SWEEP_DOCS", "conv_jacobian", "conv_singular_values", "spatial_modes",
+           "CNN", "conv_logits", "classifier_params", "conv_layer_q"]
 
 Array = jax.Array
 DELTA = "delta_"
@@ -428,53 +430,57 @@ def _sweep_config(k, config, bar, *, key, x, grid, kernels, settings, kernel_siz
           for name, v in out.items()}
 
 
-#: Descriptions of the variables of :func:`conv_sweep`'s Dataset.
+#: Descriptions of the variables of a CNN sweep's Dataset (:func:`run_sweep`).
 SWEEP_DOCS = {"covariance": "h^l_a . h^l_b / C, the covariance across positions a, b",
               "q": "mean diagonal of the covariance, (1/n) sum_a |h^l_a|^2 / C",
               "grad_h": "|dL/dh^l| over all positions and channels, L = r . phi(h^L), |r| = 1"}
 
 
-def conv_sweep(key: Array, x: Array, *, activation="tanh", width=64, depth=10,
-               kernel_size: int = 3, init="gaussian", sigma_w2=1.0, sigma_b2=0.0,
-               n_seeds: int = 8, chunk_size: int | None = None,
-               memory_budget: int = engine.DEFAULT_MEMORY_BUDGET, store=None,
-               progress: bool = False) -> xr.Dataset:
+def check_sweep_inputs(inputs: Any) -> Array:
+  """The input of a CNN sweep, checked: a finite floating array ``(n, C_0)`` (``n`` positions).
+
+  Raises:
+    ValueError: another shape or dtype, no entries, or a non-finite entry.
+  """
+  x = jnp.asarray(inputs)
+  if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"`inputs` must be a floating array of shape (n, in_channels) for a CNN "
+                     f"sweep, got {x.dtype} of shape {x.shape}")
+  if x.size == 0:
+    raise ValueError(f"`inputs` must have at least one position and one channel (shape (n, "
+                     f"in_channels), n, in_channels >= 1), got shape {x.shape}")
+  if not bool(jnp.all(jnp.isfinite(x))):
+    raise ValueError(f"`inputs` must be finite (an input to propagate), got an array containing "
+                     f"{np.asarray(x)[~np.isfinite(np.asarray(x))].flat[0]!r}")
+  return x
+
+
+def run_sweep(key: Array, x: Array, *, kernel_size: int, activation, width, depth, init,
+              sigma_w2, sigma_b2, n_seeds: int, chunk_size: int | None, memory_budget: int,
+              store, progress: bool) -> xr.Dataset:
   """:func:`conv_measure` on a grid of random CNNs x seeds, on the experiment engine.
 
-  Any of ``activation``, ``init`` (kernel schemes, :func:`kernel_init_names`),
-  ``width``, ``depth``, ``sigma_w2`` and ``sigma_b2`` may be a list: as in
-  :func:`empirical.sweep`, a list makes a dimension of the result, a single
-  value a scalar coordinate; each (activation, init, width, depth) is one
-  compiled program and its networks (variances x seeds) run vmapped in
+  What :func:`empirical.sweep` runs for ``arch=meanfield.Conv(kernel_size)``
+  (see it for the keywords; ``x`` is its ``inputs``, checked by
+  :func:`check_sweep_inputs`). Any of ``activation``, ``init`` (kernel schemes,
+  :func:`kernel_init_names`), ``width``, ``depth``, ``sigma_w2`` and
+  ``sigma_b2`` may be a list: a list makes a dimension of the result, a
+  single value a scalar coordinate; each (activation, init, width, depth) is
+  one compiled program and its networks (variances x seeds) run vmapped in
   chunks (:func:`empirical.engine.run_chunked`; with ``store`` each chunk is
   written atomically and a rerun resumes). Network ``seed`` has key ``k =
   fold_in(key, seed)`` at every grid point: parameters from ``fold_in(k,
   WEIGHTS)`` (:func:`conv_params`' layout), the readout ``r`` from
-  ``fold_in(k, CONV_READOUT)`` (:mod:`empirical.streams`). ``x`` is one input ``(n, C_0)`` (1-D, ``n`` positions), shared by all.
+  ``fold_in(k, CONV_READOUT)`` (:mod:`empirical.streams`). ``x`` is one
+  input ``(n, C_0)`` (1-D, ``n`` positions), shared by all.
 
   Returns:
     An ``xarray.Dataset`` with dims the swept axes, ``seed``, ``layer``
     (``1..max depth``, nan beyond a network's depth) and, for
     ``covariance``, ``position`` and ``position_b``. Variables:
     ``covariance``, ``q``, ``grad_h`` (:data:`SWEEP_DOCS`).
-
-  Example::
-
-    x = jax.random.normal(jax.random.key(1), (16, 4))
-    ds = empirical.conv_sweep(jax.random.key(0), x, activation="tanh", width=128, depth=20,
-                              init=["delta_orthogonal", "gaussian"], sigma_w2=1.05,
-                              sigma_b2=2.01e-5)
   """
-  x = jnp.asarray(x)
-  if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
-    raise ValueError(f"`x` must be a floating array of shape (n, in_channels), got {x.dtype} "
-                     f"of shape {x.shape}")
-  if x.size == 0:
-    raise ValueError(f"`x` must have at least one position and one channel (shape (n, "
-                     f"in_channels), n, in_channels >= 1), got shape {x.shape}")
-  if not bool(jnp.all(jnp.isfinite(x))):
-    raise ValueError(f"`x` must be finite (an input to propagate), got an array containing "
-                     f"{np.asarray(x)[~np.isfinite(np.asarray(x))].flat[0]!r}")
+  x = check_sweep_inputs(x)
   _check(depth=1, width=1, kernel_size=kernel_size)
   grid, kernels = kernel_grid(key=key, activation=activation, init=init, width=width,
                               depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
@@ -493,13 +499,13 @@ def conv_sweep(key: Array, x: Array, *, activation="tanh", width=64, depth=10,
                           settings=settings, kernel_size=kernel_size, spec=spec,
                           chunk_size=chunk_size, memory_budget=memory_budget)
   results = engine.run_configs(configs, run, total=len(configs) * len(settings) * grid.n_seeds,
-                               desc="conv_sweep", progress=progress)
+                               desc="sweep", progress=progress)
   return _sweep_dataset(results, grid, (activation, init, width, depth, sigma_w2, sigma_b2),
                         x=x, kernel_size=kernel_size)
 
 
 def _sweep_dataset(results, grid, given, *, x, kernel_size) -> xr.Dataset:
-  """:func:`conv_sweep`'s result schema: (grid, seed, layer[, position, position_b])."""
+  """:func:`run_sweep`'s result schema: (grid, seed, layer[, position, position_b])."""
   swept = engine.swept(engine.SWEPT, given)
   axes = grid.axes()
   lengths = [len(v) for v in axes.values()] + [grid.n_seeds]

@@ -9,8 +9,8 @@ it (``network=``) and give it back (:func:`networks`):
   fill the keywords of the same names (a field also given as a keyword
   raises ``ValueError``); lists of keywords stay the grid. An experiment
   needs a ``width``; a variant the driver does not run (``alpha != 1``, or
-  ``residual``/``norm``/``keep_prob < 1`` where it has none: only
-  :func:`empirical.sweep` runs dropout) raises. For a
+  ``residual``/``norm``/``keep_prob < 1``/``arch`` where it has none: only
+  :func:`empirical.sweep` runs dropout and other architectures) raises. For a
   scheme that fixes the variance itself (``he_normal``, ``normal(0.01)``,
   ...), the network's ``sigma_w2`` is what that scheme gives, not a
   keyword: it is left out.
@@ -39,6 +39,7 @@ import numpy as np
 import xarray as xr
 
 from empirical import _grid
+from empirical import architectures
 from empirical import inits as _inits
 from meanfield.activations import ACTIVATIONS, Activation, activation as _activation
 from meanfield.network import Network
@@ -65,7 +66,11 @@ def _keywords(fn_name: str, net: Any, given: dict[str, Any], supports: tuple[str
     shown = ", ".join(f"{k}={v!r}" for k, v in unsupported.items())
     raise ValueError(f"`network` has {shown}, which `{fn_name}` does not run")
   fields = {n: getattr(net, n) for n in _FIELDS + supports}
-  if not _inits.init(net.init).uses_sigma_w2:
+  matrix_init = _inits.init
+  if net.arch is not None:              # "arch" is supported: its mirror reads the init
+    fields["arch"] = net.arch.bind(net)
+    matrix_init = architectures.mirror(net.arch, fn_name).matrix_init
+  if not matrix_init(net.init).uses_sigma_w2:
     del fields["sigma_w2"]              # fixed by the scheme (see the module docstring)
   both = sorted(k for k in fields if k in given)
   if both:
@@ -79,7 +84,9 @@ def takes_network(*, supports: tuple[str, ...] = ()) -> Callable[[Callable], Cal
   """Let an experiment ``fn(key, **keywords)`` take ``network=`` (a :class:`meanfield.Network`).
 
   ``supports``: the architecture fields besides :data:`_FIELDS` that ``fn``
-  has keywords for (``"residual"``, ``"norm"``, ``"keep_prob"``).
+  has keywords for (``"residual"``, ``"norm"``, ``"keep_prob"``, ``"arch"``:
+  a network's ``arch`` is passed as ``net.arch.bind(net)``, and its kernel
+  scheme read through the architecture's mirror, :mod:`empirical.architectures`).
   """
   def decorate(fn: Callable) -> Callable:
     @functools.wraps(fn)
@@ -152,13 +159,18 @@ def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None =
     ``activation, init, width, depth, sigma_w2, sigma_b2`` (0-d if none is
     swept; ``.item()`` is then the network), holding Networks with
     ``init`` the :class:`empirical.inits.Init` and, for schemes that fix the
-    variance, ``sigma_w2`` its hidden layers' ``fan_in E[W_ij^2]``.
+    variance, ``sigma_w2`` its hidden layers' ``fan_in E[W_ij^2]``. A CNN
+    sweep's (``ds.attrs["architecture"] == "conv"``) Networks have
+    ``arch=meanfield.Conv(kernel_size, spatial_size=n)`` and ``init`` the
+    kernel scheme (:class:`empirical.ConvInit`, whose footprint the theory reads).
 
   Raises:
     ValueError: ``ds`` not a Dataset of those drivers (a dict, a
       :func:`empirical.diagnose` result), a custom activation or init that
       ``ds`` cannot name, an init without a weight law (``zeros``,
-      ``constant``), or a CNN's Dataset (``architecture="conv"``).
+      ``constant``).
+    NotImplementedError: a Dataset of an architecture (``ds.attrs["architecture"]``)
+      whose experiment mirror (:mod:`empirical.architectures`) has no ``network`` hook.
   """
   if not isinstance(ds, xr.Dataset):
     raise ValueError(f"`ds` must be an xarray.Dataset of empirical.sweep, train or "
@@ -169,12 +181,9 @@ def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None =
         f"`ds` must be a Dataset of empirical.sweep, train or jacobian_spectra, with the "
         f"coordinates {', '.join(_FIELDS)}; got one without {', '.join(missing)} (a "
         f"diagnose result describes a user's model, not a grid of meanfield.Networks)")
-  if ds.attrs.get("architecture", "mlp") != "mlp":
-    raise ValueError(
-        f"`ds` holds {ds.attrs['architecture']!r} networks, which a meanfield.Network (an "
-        f"MLP) does not describe; their theory is meanfield's propagate, fixed_point, "
-        f"depth_scales and phase_diagram with arch=meanfield.Conv(kernel_size="
-        f"{ds.attrs.get('kernel_size')})")
+  build = _network
+  if ds.attrs.get("architecture", "mlp") != "mlp":      # another architecture: its mirror
+    build = architectures.dataset_mirror(ds, "empirical.networks").network
   dims = [n for n in _FIELDS if n in ds.dims]
   labels = {n: np.atleast_1d(ds[n].values) for n in _FIELDS if n in ds.coords}
   acts = {str(a): _activation_of(str(a), ds, activation) for a in labels["activation"]}
@@ -182,5 +191,6 @@ def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None =
   for index in itertools.product(*(range(len(labels[n])) for n in dims)):
     point = {n: v[0] for n, v in labels.items()}
     point.update({n: labels[n][i] for n, i in zip(dims, index)})
-    out[index] = _network(point, acts, ds)
+    out[index] = (_network(point, acts, ds) if build is _network
+                  else build(ds, point, acts[str(point["activation"])]))
   return xr.DataArray(out, dims=dims, coords={n: ds[n].values for n in dims})

@@ -96,6 +96,7 @@ import numpy as np
 import xarray as xr
 
 import meanfield
+from empirical import architectures
 from empirical import description
 from empirical import inits as _inits
 from meanfield.activations import Activation
@@ -244,7 +245,13 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
 
   Raises:
     ValueError: a BatchNorm sweep; a custom activation ``ds`` cannot name.
+    NotImplementedError: a sweep of another architecture whose experiment
+      mirror (:mod:`empirical.architectures`) has no overlay; a CNN sweep's
+      Dataset keeps no input, so its theory is ``meanfield.propagate(net,
+      covariance=x @ x.T / C_0)`` for the Networks of :func:`empirical.networks`.
   """
+  if isinstance(ds, xr.Dataset) and ds.attrs.get("architecture", "mlp") != "mlp":
+    return architectures.dataset_mirror(ds, "empirical.theory").theory(ds, activation)
   nets = description.networks(ds, activation=activation)
   net = nets.values.flat[0]                   # the variant is the same everywhere
   variant = _is_variant(net)

@@ -28,8 +28,8 @@ name                      k, n  what is drawn from ``fold_in(k, n)``
 ``DROPOUT``               6     dropout masks (:func:`empirical.models.forward` with
                                 ``keep_prob < 1``): layer ``l`` from
                                 ``fold_in(fold_in(k, 6), l)``
-``CONV_READOUT``          1     the loss projection ``r`` of
-                                :func:`empirical.conv_sweep` (a CNN's kernels
+``CONV_READOUT``          1     the loss projection ``r`` of a CNN sweep,
+                                :func:`empirical.sweep` with ``arch=Conv`` (a CNN's kernels
                                 and biases come from ``WEIGHTS``: layer ``l``
                                 from ``fold_in(fold_in(k, 0), l - 1)``)
 ``CONV_INPUT``            1     the input noise of

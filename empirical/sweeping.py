@@ -53,6 +53,7 @@ import xarray as xr
 
 from empirical import _checks
 from empirical import _grid
+from empirical import architectures
 from empirical import description
 from empirical import devices as _devices
 from empirical import engine
@@ -174,9 +175,9 @@ def _plan(n_settings: int, *, width: int, depth: int, batch: int, in_features: i
   return max(1, (group_budget - weights) // per_setting), 1
 
 
-@description.takes_network(supports=("residual", "norm", "keep_prob"))
-def sweep(key: Array, *, network=None, activation="tanh", width=256, depth=10, sigma_w2=None,
-          sigma_b2=0.0, init="gaussian", n_seeds: int = 1, inputs=None,
+@description.takes_network(supports=("residual", "norm", "keep_prob", "arch"))
+def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, depth=10,
+          sigma_w2=None, sigma_b2=0.0, init="gaussian", n_seeds: int = 1, inputs=None,
           n_inputs: int | None = None, in_features: int | None = None,
           q_input: float | None = None, c_input: float | None = None,
           residual: bool = False, norm: _models.Norm = None, keep_prob: float = 1.0,
@@ -196,6 +197,18 @@ def sweep(key: Array, *, network=None, activation="tanh", width=256, depth=10, s
       ``activation``, ``width``, ``depth``, ``init``, ``sigma_w2`` (for
       schemes by variance), ``sigma_b2``, ``residual`` and ``norm``
       (:mod:`empirical.description`); those must then not be given too.
+    arch: ``None`` for the fully connected MLP, or an architecture value
+      (``meanfield.Conv(kernel_size=3)``; also a network's ``arch``): the
+      sweep of its experiment mirror (:mod:`empirical.architectures`). For
+      ``Conv`` that is the circular CNNs of :mod:`empirical.conv`:
+      ``inputs`` is one input ``(n, C_0)`` (``n`` positions) shared by every
+      network, ``init`` names kernel schemes
+      (:func:`empirical.kernel_init_names`), and the Dataset has
+      ``covariance`` (over ``position, position_b``), ``q`` and ``grad_h``
+      (:data:`empirical.conv.SWEEP_DOCS`). The MLP's keywords
+      ``residual``, ``norm``, ``keep_prob``, ``n_inputs``, ``in_features``,
+      ``q_input``, ``c_input``, ``dtype`` and ``devices`` must then keep
+      their defaults (``ValueError`` naming them).
     activation: names from ``meanfield.activation``'s table, Activations or
       elementwise ``jax.numpy`` callables (checked by tracing once; callables
       of one name get labels ``name``, ``name#2``, ...).
@@ -258,7 +271,17 @@ def sweep(key: Array, *, network=None, activation="tanh", width=256, depth=10, s
   Raises:
     ValueError: before any work, for a bad argument (naming it, its value
       and what is allowed).
+    NotImplementedError: an ``arch`` without an experiment mirror.
   """
+  if arch is not None:
+    _refuse_mlp_keywords(arch, residual=residual, norm=norm, keep_prob=keep_prob,
+                         n_inputs=n_inputs, in_features=in_features, q_input=q_input,
+                         c_input=c_input, dtype=dtype, devices=devices)
+    mirror = architectures.mirror(arch, "empirical.sweep")
+    return mirror.sweep(key, arch, mirror.sweep_inputs(arch, inputs), activation=activation,
+                        width=width, depth=depth, init=init, sigma_w2=sigma_w2,
+                        sigma_b2=sigma_b2, n_seeds=n_seeds, chunk_size=chunk_size,
+                        memory_budget=memory_budget, store=store, progress=progress)
   keep_prob = _check_keep_prob(keep_prob)
   grid = _grid.network_grid(key=key, activation=activation, init=init, width=width,
                             depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
@@ -292,6 +315,28 @@ def sweep(key: Array, *, network=None, activation="tanh", width=256, depth=10, s
   swept = engine.swept(SWEPT, (activation, init, width, depth, sigma_w2, sigma_b2))
   return _dataset(results, grid, swept, x=x, residual=residual, norm=norm,
                   keep_prob=keep_prob, dtype=dtype)
+
+
+# The MLP's keywords of `sweep` with their defaults: an `arch` sweep takes none of them.
+_MLP_ONLY = {"residual": False, "norm": None, "keep_prob": 1.0, "n_inputs": None,
+             "in_features": None, "q_input": None, "c_input": None, "dtype": None,
+             "devices": None}
+
+
+def _refuse_mlp_keywords(arch, **given) -> None:
+  """ValueError naming the keywords of ``given`` that differ from their MLP-only defaults."""
+  def differs(value, plain):
+    if plain is None or isinstance(plain, bool):
+      return value is not plain and not (isinstance(value, np.bool_) and value == plain)
+    return not (_checks.is_number(value) and value == plain)
+
+  bad = {k: v for k, v in given.items() if differs(v, _MLP_ONLY[k])}
+  if bad:
+    raise ValueError(
+        f"{', '.join(f'`{k}`' for k in bad)} must keep the default "
+        f"({', '.join(f'{k}={_MLP_ONLY[k]!r}' for k in bad)}) with arch={arch!r}: the "
+        f"experiment of that architecture does not run them; got "
+        + ", ".join(f"{k}={v!r}" for k, v in bad.items()))
 
 
 def _check_keep_prob(keep_prob) -> float:

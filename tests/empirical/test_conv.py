@@ -1,5 +1,6 @@
 """Random circular CNNs (empirical.conv) against the theory of meanfield.conv."""
 
+import dataclasses
 import os
 
 import jax
@@ -10,7 +11,8 @@ import pytest
 import empirical
 import meanfield
 from meanfield.conv import spatial_modes
-from empirical import conv
+from empirical import architectures, conv
+from meanfield.network import Architecture
 
 
 @pytest.mark.slow
@@ -56,8 +58,9 @@ def test_covariance_modes_and_gradients_against_theory(x64, init):
   # equal lengths at every position, so every layer's q^l is the same at each position and
   # the gradient factor chi_1(q^l) below is exact (not an average over positions)
   x = x / np.linalg.norm(x, axis=1, keepdims=True) * np.sqrt(c0)
-  s = conv.conv_sweep(jax.random.key(0), x, activation="erf", width=128, depth=depth,
-                      kernel_size=3, init=init, sigma_w2=sw, sigma_b2=sb, n_seeds=seeds)
+  s = empirical.sweep(jax.random.key(0), arch=meanfield.Conv(kernel_size=3), inputs=x,
+                      activation="erf", width=128, depth=depth, init=init, sigma_w2=sw,
+                      sigma_b2=sb, n_seeds=seeds, progress=False)
   footprint = conv.kernel_init(init).footprint
   th = meanfield.propagate(covariance=x @ x.T / c0, depth=depth, sigma_w2=sw,
                            sigma_b2=sb, activation="erf",
@@ -99,7 +102,7 @@ def test_delta_orthogonal_jacobian_is_orthogonal_mlp_per_position(x64):
 
 
 def _counting_programs(monkeypatch) -> list[int]:
-  """Record the number of items of every chunk ``conv_sweep`` computes (not loads)."""
+  """Record the number of items of every chunk a CNN sweep computes (not loads)."""
   computed, program = [], conv._sweep_program
 
   def counting(*config):
@@ -117,7 +120,7 @@ def _counting_programs(monkeypatch) -> list[int]:
 
 @pytest.mark.slow
 def test_sweep_grid_chunks_and_store_resume(tmp_path, monkeypatch):
-  # The engine's contract for conv_sweep: a list makes a dimension (layers beyond a depth are
+  # The engine's contract for the CNN sweep: a list makes a dimension (layers beyond a depth are
   # nan); each network comes from its own key, so an item of a padded chunk of 4 equals the
   # same network measured alone; a rerun on the store computes only the chunks missing from
   # it and reads the others back bitwise; a different computation refuses it.
@@ -126,7 +129,7 @@ def test_sweep_grid_chunks_and_store_resume(tmp_path, monkeypatch):
   store = tmp_path / "store"
   args = dict(width=8, depth=[2, 3], init="delta_orthogonal", sigma_w2=[1.0, 2.0],
               sigma_b2=0.1, n_seeds=3, chunk_size=4, store=str(store))
-  ds = conv.conv_sweep(jax.random.key(0), x, **args)
+  ds = _conv_sweep(x, **args)
   assert computed == [4, 4, 4, 4]              # 2 depths x 6 networks in chunks of 4 (padded)
   chunks = sorted(store.glob("config-*/chunk-*.npz"))
   assert len(chunks) == 4
@@ -145,18 +148,24 @@ def test_sweep_grid_chunks_and_store_resume(tmp_path, monkeypatch):
   chunks[1].unlink()
   for c in chunks[:1] + chunks[2:]:
     os.utime(c, (1.0, 1.0))
-  again = conv.conv_sweep(jax.random.key(0), x, **args)
+  again = _conv_sweep(x, **args)
   assert computed == [4, 4, 4, 4, 4]           # the lost chunk only
   assert chunks[1].exists()
   assert [os.path.getmtime(c) for c in chunks[:1] + chunks[2:]] == [1.0, 1.0, 1.0]
   for name in ("covariance", "q", "grad_h"):
     np.testing.assert_array_equal(again[name].values, ds[name].values)
-  whole = conv.conv_sweep(jax.random.key(0), x, **args)
+  whole = _conv_sweep(x, **args)
   assert computed == [4, 4, 4, 4, 4]           # everything read from the store
   for name in ("covariance", "q", "grad_h"):
     np.testing.assert_array_equal(whole[name].values, ds[name].values)
   with pytest.raises(ValueError, match="different computation"):
-    conv.conv_sweep(jax.random.key(0), x, **{**args, "sigma_b2": 0.2})
+    _conv_sweep(x, **{**args, "sigma_b2": 0.2})
+
+
+def _conv_sweep(x, kernel_size=3, **args):
+  """``empirical.sweep`` of circular CNNs on the input ``x`` ``(n, C_0)``, key 0."""
+  return empirical.sweep(jax.random.key(0), arch=meanfield.Conv(kernel_size=kernel_size),
+                         inputs=x, progress=False, **args)
 
 
 def _unit_readout(key, width):
@@ -196,10 +205,10 @@ def test_validation_of_singular_values_and_sweep_inputs():
       conv.conv_singular_values(key, **small, **kw)
   x = np.ones((4, 2), np.float32)
   x[1, 0] = np.nan
-  with pytest.raises(ValueError, match=r"`x` must be finite.*nan"):
-    conv.conv_sweep(key, x, width=2, depth=1, n_seeds=1)
-  with pytest.raises(ValueError, match=r"`x` must have at least one position.*\(0, 2\)"):
-    conv.conv_sweep(key, np.zeros((0, 2), np.float32), width=2, depth=1, n_seeds=1)
+  with pytest.raises(ValueError, match=r"`inputs` must be finite.*nan"):
+    _conv_sweep(x, width=2, depth=1, n_seeds=1)
+  with pytest.raises(ValueError, match=r"`inputs` must have at least one position.*\(0, 2\)"):
+    _conv_sweep(np.zeros((0, 2), np.float32), width=2, depth=1, n_seeds=1)
 
 
 @pytest.mark.slow
@@ -273,3 +282,76 @@ def test_kernel_init_names_are_the_schemes_and_their_delta_forms():
   names = conv.kernel_init_names()
   assert "gaussian" in names and "delta_orthogonal" in names
   assert all(conv.kernel_init(n).delta == n.startswith("delta_") for n in names)
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy(Architecture):
+  """An architecture with no experiment."""
+
+  size: int = 2
+
+
+def test_sweep_dispatches_on_the_architecture_and_refuses_what_it_does_not_run(monkeypatch):
+  x = np.ones((4, 2), np.float32)
+  with pytest.raises(NotImplementedError, match=r"`empirical.sweep` has no experiment for the "
+                                                r"Toy\(size=2\) architecture.*MIRRORS"):
+    empirical.sweep(jax.random.key(0), arch=Toy(), inputs=x)
+  monkeypatch.setitem(architectures.MIRRORS, Toy, architectures.Mirror())   # no hooks
+  with pytest.raises(NotImplementedError, match=r"`empirical.sweep` has no experiment for the "
+                                                r"Toy\(size=2\) architecture \(its mirror"):
+    empirical.sweep(jax.random.key(0), arch=Toy(), inputs=x)
+  conv3 = meanfield.Conv(kernel_size=3)
+  for kw, pattern in ((dict(residual=True), r"`residual` must keep the default \(residual="
+                                            r"False\) with arch=Conv\(kernel_size=3.*True"),
+                      (dict(keep_prob=0.5, dtype="float32"), r"`keep_prob`, `dtype` must keep"),
+                      (dict(n_inputs=4), r"`n_inputs` must keep the default")):
+    with pytest.raises(ValueError, match=pattern):
+      empirical.sweep(jax.random.key(0), arch=conv3, inputs=x, **kw)
+  with pytest.raises(ValueError, match=r"`arch` of `empirical.sweep` must be None"):
+    empirical.sweep(jax.random.key(0), arch="conv", inputs=x)
+  with pytest.raises(ValueError, match=r"`init` must be kernel schemes of the footprint"):
+    empirical.sweep(jax.random.key(0), arch=meanfield.Conv(kernel_size=3, footprint="delta"),
+                    inputs=x, init="gaussian", sigma_w2=1.0)
+  with pytest.raises(ValueError, match=r"`inputs` must have arch.spatial_size = 5 positions"):
+    empirical.sweep(jax.random.key(0), arch=meanfield.Conv(kernel_size=3, spatial_size=5),
+                    inputs=x, sigma_w2=1.0)
+
+
+def test_a_networks_arch_runs_the_sweep_of_the_keywords():
+  x = np.asarray(jax.random.normal(jax.random.key(1), (4, 2)))
+  net = meanfield.Network(activation="tanh", sigma_w2=1.5, sigma_b2=0.1, depth=2, width=3,
+                          init=conv.kernel_init("delta_orthogonal"),
+                          arch=meanfield.Conv(kernel_size=3))
+  by_net = empirical.sweep(jax.random.key(0), network=net, inputs=x, n_seeds=2, progress=False)
+  by_kw = _conv_sweep(x, activation="tanh", sigma_w2=1.5, sigma_b2=0.1, depth=2, width=3,
+                      init="delta_orthogonal", n_seeds=2)
+  assert by_net.identical(by_kw) and by_net.attrs == by_kw.attrs
+  assert by_net.covariance.dims == ("seed", "layer", "position", "position_b")
+  # The Dataset gives its networks back (arch with the number of positions, the kernel
+  # scheme as init), whose theory reads the scheme's footprint; the overlay needs the input.
+  back = empirical.networks(by_net).item()
+  assert back == net.replace(arch=meanfield.Conv(kernel_size=3, spatial_size=4))
+  th = meanfield.propagate(back, covariance=x @ x.T / 2)
+  np.testing.assert_array_equal(np.asarray(th.extra["covariance"]), np.asarray(
+      meanfield.propagate(covariance=x @ x.T / 2, depth=2, sigma_w2=1.5, sigma_b2=0.1,
+                          activation="tanh",
+                          arch=meanfield.Conv(kernel_size=3, footprint="delta")
+                          ).extra["covariance"]))
+  with pytest.raises(NotImplementedError, match=r"`empirical.theory` has no overlay for a CNN "
+                                                r"sweep's Dataset.*meanfield.propagate"):
+    empirical.theory(by_net)
+
+
+def test_networks_of_datasets_of_other_architectures_are_named():
+  import xarray as xr
+  coords = dict(activation="tanh", init="gaussian", width=4, depth=2, sigma_w2=1.0,
+                sigma_b2=0.0)
+  images = xr.Dataset(coords=coords, attrs={"architecture": "conv", "kernel_size": 3,
+                                            "input_shape": [8, 8, 1]})
+  with pytest.raises(ValueError, match=r"CNNs of 2 spatial axes \(input_shape \[8, 8, 1\]\)"):
+    empirical.networks(images)
+  rows = images.assign_attrs(input_shape=[8, 2])
+  assert empirical.networks(rows).item().arch == meanfield.Conv(kernel_size=3, spatial_size=8)
+  with pytest.raises(NotImplementedError, match=r"`empirical.networks` has no experiment for "
+                                                r"'toy' Datasets"):
+    empirical.networks(images.assign_attrs(architecture="toy"))

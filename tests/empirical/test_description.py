@@ -87,9 +87,13 @@ def test_network_of_a_preset_leaves_sigma_w2_to_the_scheme():
      r"keep_prob=0.5, which `train` does not run"),
     (lambda: empirical.jacobian_spectra(KEY, network=NET.replace(residual=True)),
      r"residual=True, which `jacobian_spectra` does not run"),
+    (lambda: empirical.train(KEY, network=NET.replace(arch=meanfield.Conv(kernel_size=3)),
+                             learning_rate=0.1),
+     r"arch=Conv\(kernel_size=3, spatial_size=None, footprint=None\), which `train` does not run"),
     (lambda: empirical.sweep(KEY, network=NET.replace(arch=meanfield.Conv(kernel_size=3)),
                              **TINY),
-     r"arch=Conv\(kernel_size=3, spatial_size=None, footprint=None\), which `sweep` does not run"),
+     r"`n_inputs`, `in_features` must keep the default \(n_inputs=None, in_features=None\) "
+     r"with arch=Conv\(kernel_size=3"),
     (lambda: empirical.train(KEY, network="tanh", learning_rate=0.1),
      r"`network` of `train` must be a meanfield.Network"),
 ])
