@@ -49,7 +49,8 @@ def compute(*, n: int) -> xr.Dataset:
                                                       activation=ACTIVATION))
     sigma_w2 = _grid(n, critical)
     # One jitted program for the whole grid (much faster than eager op-by-op dispatch).
-    xi_q, xi_c = jax.jit(_depth_scales)(jnp.asarray(sigma_w2)[:, None], jnp.asarray(sigma_b2)[None, :])
+    scales = jax.jit(_depth_scales)(jnp.asarray(sigma_w2)[:, None], jnp.asarray(sigma_b2)[None, :])
+    xi_q, xi_c = scales.xi_q, scales.xi_c
   dims = ("sigma_w2", "sigma_b2")
   return xr.Dataset(
       {

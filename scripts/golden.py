@@ -159,7 +159,7 @@ def sweep_dropout():
   return _sweep(keep_prob=0.8)
 
 
-def sweep_conv():
+def conv_sweep():
   """A 1-D CNN sweep (empirical.sweep with arch=Conv), two kernel schemes, and the CNN Jacobian's singular values."""
   x = jax.random.normal(_key(1), (8, 3))
   ds = empirical.sweep(_key(), arch=meanfield.Conv(kernel_size=3), inputs=x,
@@ -313,10 +313,9 @@ def theory_conv_rnn():
 #: Every golden entry: name -> a function of no arguments returning the arrays to compare.
 #: An entry stored under another name than its function's (the name its arrays were saved
 #: under before the function it calls was renamed), so that check compares old with new.
-_STORED_AS = {"sweep_conv": "conv_sweep"}
-ENTRIES: dict[str, Callable[[], Any]] = {_STORED_AS.get(f.__name__, f.__name__): f for f in (
+ENTRIES: dict[str, Callable[[], Any]] = {f.__name__: f for f in (
     train_mlp, train_mlp_variants, train_conv, jacobian_spectra, jacobian_one_network,
-    sweep_mlp, sweep_residual, sweep_layernorm, sweep_batchnorm, sweep_dropout, sweep_conv,
+    sweep_mlp, sweep_residual, sweep_layernorm, sweep_batchnorm, sweep_dropout, conv_sweep,
     rnn_drivers, diagnose_mlp, theory_mlp, theory_spectrum, theory_variants, theory_conv_rnn)}
 
 
