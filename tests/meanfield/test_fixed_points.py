@@ -242,8 +242,8 @@ def test_he_point_of_relu(x64):
   c = jnp.array([-0.5, 0.0, 0.5, 0.9])
   np.testing.assert_allclose(mf.c_map(c, **kw), mf.c_map(c, **kw, q=1.0), rtol=1e-14)
   # just below, q* = 0 too, and xi_q = -1/log(0.995) (the one-sided slope, not the kink's 0)
-  np.testing.assert_allclose(mf.depth_scales(sigma_w2=1.99, sigma_b2=0.0, activation="relu"),
-                             -1 / np.log(0.995), rtol=1e-12)
+  below = mf.depth_scales(sigma_w2=1.99, sigma_b2=0.0, activation="relu")
+  np.testing.assert_allclose([below.xi_q, below.xi_c], -1 / np.log(0.995), rtol=1e-12)
 
 
 @pytest.mark.slow
