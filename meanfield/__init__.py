@@ -15,11 +15,10 @@ from meanfield.spectrum import (JacobianMoments, JacobianSpectrum, jacobian_mome
                                  jacobian_spectrum, jacobian_spectrum_edge)
 from meanfield.depth import DepthScales, depth_scales, gradient_depth_scale
 from meanfield.phase import CriticalLine, critical_line, critical_sigma_w2, phase_diagram
-from meanfield.rnn import (RNNFixedPoint, RNNPropagation, rnn_fixed_point, rnn_jacobian_moments,
-                           rnn_propagate)
 from meanfield.initialise import CriticalInit, critical_init
 from meanfield.transforms import (ActivationTransform, dks_transform, residual_subnet_max,
                                   tat_transform)
 from meanfield.norm import batchnorm_gradient_factor
 from meanfield.finite_width import FiniteWidth, finite_width_jacobian, finite_width_q
 from meanfield.conv import Conv
+from meanfield.rnn import RNN

@@ -28,7 +28,7 @@ from meanfield import _checks
 from meanfield._fixed_points import c_root, depth_scale, q_star, xi_q
 from meanfield._integrals import as_arrays, length_map_slope, second_moments
 from meanfield.activations import activation as _activation
-from meanfield.network import accepts_network, check_architecture
+from meanfield.network import accepts_network, check_architecture, stationary_inputs
 
 __all__ = ["DepthScales", "depth_scales", "depth_scale", "gradient_depth_scale"]
 
@@ -62,6 +62,7 @@ def _depth_scales(act, sigma_w2, sigma_b2):
 
 @accepts_network
 def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
+                 q_input: ArrayLike | None = None, c_input: ArrayLike | None = None,
                  arch: Any = None) -> DepthScales:
   """The depth scales ``xi_q`` and ``xi_c`` at the fixed points ``(q*, c*)`` (Schoenholz et al. 2017).
 
@@ -75,6 +76,10 @@ def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
       last: ``xi_c = -1/log|chi_c lambda_f|``, mode 0 the MLP's; ``extra``
       holds ``eigenvalue`` ``lambda_f`` ``(n,)`` and the per-mode slopes
       ``slope_q = q_map'(q*) lambda_f``, ``slope_c = chi_c lambda_f``.
+      ``meanfield.RNN(...)``: ``xi_q``, ``xi_c`` in time steps, with
+      ``extra={"xi_grad": -1/log chi_1}``.
+    q_input, c_input: the input's length and cosine where the architecture's
+      stationary state reads them (the RNN's; as :func:`meanfield.fixed_point`).
 
   Example::
 
@@ -89,8 +94,9 @@ def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
   act = _activation(activation)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
   check_architecture("depth_scales", arch)
+  inputs = stationary_inputs("depth_scales", arch, q_input=q_input, c_input=c_input)
   if arch is not None:
-    return arch.depth_scales(act, sigma_w2, sigma_b2)
+    return arch.depth_scales(act, sigma_w2, sigma_b2, **inputs)
   if any(_checks.concrete(x) is None for x in (sigma_w2, sigma_b2)):
     return _depth_scales(act, sigma_w2, sigma_b2)              # traced: one program
   # concrete: in steps, so that c* compiles its 2-D quadrature only where it is needed

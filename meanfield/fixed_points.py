@@ -40,7 +40,7 @@ from meanfield import _checks, _solve, _variants
 from meanfield._fixed_points import (c_root, chi_1_at, depth_scale, q_root, q_star, xi_q)
 from meanfield._integrals import as_arrays, length_map_slope, second_moments
 from meanfield.activations import activation as _activation
-from meanfield.network import accepts_network, check_architecture
+from meanfield.network import accepts_network, check_architecture, stationary_inputs
 
 __all__ = ["FixedPoint", "fixed_point", "q_star"]
 
@@ -141,7 +141,8 @@ def _with_dropout(keep_prob) -> bool:
 @accepts_network(supports=("norm", "keep_prob"))
 def fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
                 q: ArrayLike | None = None, norm: str | None = None,
-                keep_prob: ArrayLike = 1.0, throw: bool = False, arch: Any = None) -> FixedPoint:
+                keep_prob: ArrayLike = 1.0, throw: bool = False, q_input: ArrayLike | None = None,
+                c_input: ArrayLike | None = None, arch: Any = None) -> FixedPoint:
   """``q*``, ``c*``, ``chi_1``, ``chi_c``, ``xi_q``, ``xi_c`` and ``converged`` of an MLP.
 
   Args:
@@ -168,6 +169,11 @@ def fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
       ``meanfield.Conv(kernel_size=3, spatial_size=n)``: the MLP's fields (mode
       0) and ``extra={"covariance": Sigma*}`` with ``Sigma* = q* (c* 11^T + (1 -
       c*) I)``, ``batch + (n, n)`` (at most ``2**27`` entries, else ``ValueError``).
+      ``meanfield.RNN(sigma_u2=...)``: the stationary state over time steps
+      (:class:`meanfield.RNN`), with ``extra={"xi_grad", "c_time"}``.
+    q_input, c_input: the input's length and cosine, for an architecture
+      driven by its input at every step (``arch.stationary_inputs``: the RNN;
+      default there 1 and 0); must be None for the MLP and the CNN.
 
   Returns:
     A :class:`FixedPoint`, every field of the broadcast shape of the
@@ -183,11 +189,12 @@ def fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
   act = _activation(activation)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
   check_architecture("fixed_point", arch, norm=norm, keep_prob=keep_prob)
+  inputs = stationary_inputs("fixed_point", arch, q_input=q_input, c_input=c_input)
   if arch is not None:
     if q is not None:
       raise ValueError(f"`q` must be None for `fixed_point` with arch={arch!r} (a given "
                        f"length is for the plain MLP), got {q!r}")
-    fp = arch.fixed_point(act, sigma_w2, sigma_b2)
+    fp = arch.fixed_point(act, sigma_w2, sigma_b2, **inputs)
     if throw:
       _solve.raise_if_not_converged(fp.converged, "fixed_point")
     return fp

@@ -68,7 +68,7 @@ from meanfield import _checks
 from meanfield.activations import Activation, activation as _activation
 
 __all__ = ["Network", "Architecture", "WEIGHT_LAWS", "NORMS", "weight_law", "accepts_network",
-           "check_architecture", "architecture_inputs"]
+           "check_architecture", "architecture_inputs", "stationary_inputs"]
 
 WEIGHT_LAWS = ("gaussian", "orthogonal")
 NORMS = (None, "layer", "batch")
@@ -111,9 +111,15 @@ class Architecture:
     inputs: the input keywords of :func:`meanfield.propagate` this
       architecture reads (the MLP's are ``("q_input", "c_input")``); each is
       required, and any other input keyword raises ``ValueError``.
+    stationary_inputs: the input keywords that :func:`meanfield.fixed_point`,
+      :func:`meanfield.depth_scales` and :func:`meanfield.jacobian_moments`
+      pass on to its hooks where given (a network driven by its input at every
+      step, as the RNN, has a stationary state that depends on it; the hooks
+      give their defaults); none for the MLP and the CNN.
   """
 
   inputs: tuple[str, ...] = ()
+  stationary_inputs: tuple[str, ...] = ()
 
   def _no_theory(self, fn: str):
     raise NotImplementedError(f"`{fn}` has no theory for the {self!r} architecture")
@@ -127,13 +133,20 @@ class Architecture:
     """:func:`meanfield.propagate`: a ``Propagation`` through ``depth`` layers from ``inputs``."""
     self._no_theory("propagate")
 
-  def fixed_point(self, act: Activation, sigma_w2: Any, sigma_b2: Any):
-    """:func:`meanfield.fixed_point`: a ``FixedPoint``."""
+  def fixed_point(self, act: Activation, sigma_w2: Any, sigma_b2: Any, **inputs):
+    """:func:`meanfield.fixed_point`: a ``FixedPoint`` (``inputs``: the given
+    :attr:`stationary_inputs`)."""
     self._no_theory("fixed_point")
 
-  def depth_scales(self, act: Activation, sigma_w2: Any, sigma_b2: Any):
+  def depth_scales(self, act: Activation, sigma_w2: Any, sigma_b2: Any, **inputs):
     """:func:`meanfield.depth_scales`: a ``DepthScales``."""
     self._no_theory("depth_scales")
+
+  def jacobian_moments(self, act: Activation, init: Any, sigma_w2: Any, sigma_b2: Any,
+                       depth: Any, q: Any, **inputs):
+    """:func:`meanfield.jacobian_moments`: a ``JacobianMoments`` of the Jacobian over
+    ``depth`` layers (or steps), at the length ``q`` (None: the architecture's own)."""
+    self._no_theory("jacobian_moments")
 
   def phase_diagram(self, ds: Any):
     """:func:`meanfield.phase_diagram`: the MLP's Dataset ``ds``, extended."""
@@ -181,6 +194,21 @@ def architecture_inputs(fn_name: str, arch: Architecture | None, **inputs: Any) 
     raise ValueError(f"{', '.join(f'`{k}`' for k in missing)} must be given to `{fn_name}` "
                      f"for {what}, got None")
   return {k: inputs[k] for k in wanted}
+
+
+def stationary_inputs(fn_name: str, arch: Architecture | None, **inputs: Any) -> dict:
+  """The input keywords of ``fn_name`` that were given (not None), checked against
+  ``arch.stationary_inputs``: any other one given raises ``ValueError`` (the MLP reads none)."""
+  given = {k: v for k, v in inputs.items() if v is not None}
+  wanted = () if arch is None else tuple(arch.stationary_inputs)
+  extra = [k for k in given if k not in wanted]
+  if extra:
+    what = "the fully connected MLP" if arch is None else f"arch={arch!r}"
+    reads = f"reads {', '.join(map(repr, wanted))}" if wanted else "reads no input"
+    raise ValueError(f"{', '.join(f'`{k}`' for k in extra)} must not be given to `{fn_name}` "
+                     f"for {what}, whose stationary state {reads}; got "
+                     + ", ".join(f"{k}={given[k]!r}" for k in extra))
+  return given
 
 
 def _number(name: str, value: Any, *, minimum: float, strict: bool = False,

@@ -28,11 +28,21 @@ infinite width (the mean-field recursion of Chen et al. 2018, derived in docs/rn
 
 ``c_t = q^{ab}_t / q_t``: the feed-forward maps of :mod:`meanfield.maps` with
 the input acting as a bias of variance ``sigma_u2 q_input`` (and covariance
-``sigma_u2 q_input c_input``). Depth becomes time: ``steps`` is ``T``, and a
-:class:`meanfield.Network` passed as first argument gives ``steps =
-network.depth`` (its ``sigma_w2`` is the recurrent variance, its ``init`` the
-recurrent law). Derivations, and what tying the weights changes, are in
-``docs/rnn.md``:
+``sigma_u2 q_input c_input``). The theory is the architecture value
+:class:`RNN` (``sigma_u2``, ``tied``): a :class:`meanfield.Network` field
+``arch`` or the keyword ``arch`` of the generic functions, which call its
+hooks. Depth becomes time: a network's ``depth`` is the number of steps
+``T``, its ``sigma_w2`` the recurrent variance, its ``init`` the recurrent
+law::
+
+  net = meanfield.Network(activation="tanh", sigma_w2=1.5, sigma_b2=0.05, depth=30,
+                          arch=meanfield.RNN(sigma_u2=0.5))
+  meanfield.propagate(net, q_input=1.0, c_input=0.3)   # q_t, c_t; .extra["grad_h2"]
+  meanfield.fixed_point(net, q_input=1.0)              # q*, c*, chi_1, chi_c, xi_q, xi_c
+  meanfield.jacobian_moments(activation="tanh", sigma_w2=1.5, sigma_b2=0.05,  # dh_T/dh_{T-k}
+                             depth=np.arange(1, 31), arch=meanfield.RNN(sigma_u2=0.5))
+
+Derivations, and what tying the weights changes, are in ``docs/rnn.md``:
 
 - The forward recursion above holds for tied ``W`` as for untied (fresh at
   every step) at infinite width: Yang 2019 ("Wide feedforward or recurrent
@@ -40,11 +50,11 @@ recurrent law). Derivations, and what tying the weights changes, are in
   Tensor Programs I) proves the tied RNN's kernel is this recursion. What
   tying changes forward is the correlation of *two time steps* of one
   sequence: tied, it is the c-map's fixed point; untied, only the bias's
-  and inputs' share (see :func:`rnn_propagate`).
+  and inputs' share (``FixedPoint.extra["c_time"]``).
 - Backward, ``E|dL/dh_t|^2 / E|dL/dh_T|^2 = prod_{s=t}^{T-1} chi_1(q_s)``,
   tied or not (gradient independence, Yang 2020, Tensor Programs II).
 - The squared singular values of the time-step Jacobian ``dh_T / dh_{T-k}``
-  (:func:`rnn_jacobian_moments`) come from free probability as for a depth-k
+  (:func:`meanfield.jacobian_moments` with ``arch=RNN(...)``) come from free probability as for a depth-k
   MLP at ``q*``; their mean is exact for tied weights, their variance is
   exact for linear tied networks (powers of one matrix) and an untied
   approximation otherwise.
@@ -52,53 +62,34 @@ recurrent law). Derivations, and what tying the weights changes, are in
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import inspect
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from meanfield import _checks, _solve
+from meanfield._fixed_points import q_root, xi_q
 from meanfield._integrals import as_arrays, correlation_map, pair_moments, second_moments
-from meanfield.activations import activation as _activation
-from meanfield.depth import depth_scale
-from meanfield.fixed_points import q_star
-from meanfield.network import Network, accepts_network, weight_law
+from meanfield.activations import Activation
+from meanfield.depth import DepthScales, depth_scale
+from meanfield.fixed_points import FixedPoint, q_star
+from meanfield.maps import Propagation
+from meanfield.network import Architecture
 from meanfield.spectrum import JacobianMoments, jacobian_moments
 
-__all__ = ["RNNPropagation", "RNNFixedPoint", "rnn_propagate", "rnn_fixed_point",
-           "rnn_jacobian_moments"]
+__all__ = ["RNN"]
 
 Array = jax.Array
 ArrayLike = Any
 
 
-def _with_steps(fn):
-  """:func:`accepts_network`, and ``steps = network.depth`` (time steps are the RNN's depth)."""
-  wrapped = accepts_network(fn)
-
-  @functools.wraps(wrapped)
-  def wrapper(network: Network | None = None, /, **kwargs):
-    if network is not None and "steps" in inspect.signature(fn).parameters:
-      if "steps" in kwargs:
-        raise ValueError(
-            f"`{fn.__name__}` got 'steps' both from `network` (its depth) and as a keyword; "
-            "change the network with `network.replace(depth=...)` instead")
-      if isinstance(network, Network):
-        kwargs["steps"] = network.depth
-    return wrapped(network, **kwargs)
-
-  wrapper.__signature__ = inspect.signature(wrapped)
-  return wrapper
-
-
-def _inputs(sigma_w2, sigma_u2, sigma_b2, q_input, c_input=None):
-  sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  sigma_u2 = _checks.nonnegative("sigma_u2", sigma_u2)
-  q_input = _checks.nonnegative("q_input", q_input, "a length")
-  out = (sigma_w2, sigma_u2, sigma_b2, q_input)
+def _drive(sigma_u2, q_input, c_input=None):
+  """The input's statistics checked: ``(sigma_u2, q_input[, c_input])``."""
+  out = (_checks.nonnegative("sigma_u2", sigma_u2),
+         _checks.nonnegative("q_input", q_input, "a length"))
   if c_input is not None:
     out += (_checks.correlation("c_input", c_input),)
   return out
@@ -116,26 +107,9 @@ def _step(act, sigma_w2, b_self, gap, q, c):
   return q_next, c_ff - gap / q_next
 
 
-class RNNPropagation(NamedTuple):
-  """Step-by-step theory; every field has shape ``batch + (steps,)``, index ``t - 1`` for step t.
-
-  Attributes:
-    q: ``q_t``, the length of either sequence's ``h_t``.
-    c: ``c_t``, the correlation of the two sequences' ``h_t``.
-    chi_1: ``sigma_w2 E[phi'(sqrt(q_t) z)^2]``: the factor by which
-      ``E|dL/dh|^2`` grows from step ``t + 1`` back to step ``t``.
-    grad_h2: ``E|dL/dh_t|^2 / E|dL/dh_T|^2 = prod_{s=t}^{T-1} chi_1(q_s)``
-      for a loss at the last step ``T = steps`` (1 at ``t = T``).
-  """
-
-  q: Array
-  c: Array
-  chi_1: Array
-  grad_h2: Array
-
-
 @functools.partial(jax.jit, static_argnames=("act", "steps"))
 def _propagate(act, steps, sigma_w2, sigma_u2, sigma_b2, q_input, c_input):
+  """``(q, c, chi_1, grad_h2)``, each ``batch + (steps,)``."""
   sigma_w2, sigma_u2, sigma_b2, q_input, c_input = as_arrays(
       sigma_w2, sigma_u2, sigma_b2, q_input, c_input)
   b_self = sigma_u2 * q_input + sigma_b2
@@ -156,87 +130,7 @@ def _propagate(act, steps, sigma_w2, sigma_u2, sigma_b2, q_input, c_input):
   tail = jnp.cumprod(chi[:-1][::-1], axis=0)[::-1]
   grad = jnp.concatenate([tail, jnp.ones_like(chi[:1])], axis=0)
   last = lambda a: jnp.moveaxis(a, 0, -1)
-  return RNNPropagation(q=last(qs), c=last(cs), chi_1=last(chi), grad_h2=last(grad))
-
-
-@_with_steps
-def rnn_propagate(*, activation: Any, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
-                  steps: int, sigma_u2: ArrayLike = 1.0, q_input: ArrayLike = 1.0,
-                  c_input: ArrayLike = 0.0) -> RNNPropagation:
-  """Iterate the RNN's length and correlation maps through ``steps`` time steps.
-
-  From ``h_0 = 0``: ``q_1 = sigma_w2 phi(0)^2 + sigma_u2 q_input + sigma_b2``,
-  and for ``t >= 2`` (Chen et al. 2018; derived in docs/rnn.md)
-
-  .. math::
-
-    q_t = \\sigma_w^2 E[\\phi(\\sqrt{q_{t-1}} z)^2] + \\sigma_u^2 q_{in} + \\sigma_b^2,
-    \\qquad
-    c_t = \\frac{\\sigma_w^2 E[\\phi(u_1) \\phi(u_2)] + \\sigma_u^2 q_{in} c_{in}
-                 + \\sigma_b^2}{q_t},
-
-  ``u1, u2`` of variance ``q_{t-1}`` and correlation ``c_{t-1}``. With
-  tied ``W`` two *time steps* ``t`` and ``t + k`` of one sequence obey the
-  same recursion, both steps moving together, with ``c_input`` the
-  correlation of the inputs ``k`` steps apart; so at the stationary length
-  their correlation is :func:`rnn_fixed_point`'s ``c*`` at that
-  ``c_input`` (0 for inputs independent in time) for every ``k >= 1``.
-  Untied weights would give ``(sigma_u2 q_input c_input + sigma_b2) / q*``
-  instead (docs/rnn.md).
-
-  The gradient of a loss at the last step ``T = steps`` with respect to
-  ``h_t`` has ``E|dL/dh_t|^2 = E|dL/dh_T|^2 prod_{s=t}^{T-1} chi_1(q_s)``
-  (backpropagation ``dL/dh_s = D_s W^T dL/dh_{s+1}``; Schoenholz et al. 2017,
-  Sec. 5, with time for depth; exact for tied ``W`` at infinite width by
-  gradient independence, Yang 2020).
-
-  Args:
-    activation: a name, an Activation or a callable.
-    sigma_w2: recurrent weight variance ``>= 0`` (``W_ij`` variance times ``N``).
-    sigma_b2: bias variance ``>= 0``.
-    steps: number of time steps ``T >= 1`` (a Network's ``depth``).
-    sigma_u2: input weight variance ``>= 0`` (``U_ij`` variance times ``N_in``).
-    q_input: ``|x_t|^2 / N_in`` at every step, ``>= 0``.
-    c_input: cosine of the two sequences' inputs at every step, in ``[-1, 1]``.
-
-  Returns:
-    :class:`RNNPropagation`, fields of shape ``broadcast(...) + (steps,)``.
-    The gradient ratio overflows to inf where it is out of range (data).
-
-  Raises:
-    ValueError: ``steps < 1``, a negative variance or length, ``|c_input| > 1``,
-      an unknown activation.
-  """
-  act = _activation(activation)
-  steps = _checks.check_positive_int("steps", steps)
-  args = _inputs(sigma_w2, sigma_u2, sigma_b2, q_input, c_input)
-  return _propagate(act, steps, *args)
-
-
-class RNNFixedPoint(NamedTuple):
-  """The stationary state of the RNN's maps; fields of the broadcast shape of the arguments.
-
-  Attributes:
-    q_star: stationary length ``q* = sigma_w2 E[phi(sqrt(q*) z)^2] + sigma_u2 q_input + sigma_b2``.
-    c_star: stationary correlation of two sequences, the limit of ``c_t``;
-      with tied ``W`` also that of two time steps ``t, t + k`` (any
-      ``k >= 1``) of one sequence whose inputs ``k`` apart have correlation
-      ``c_input``.
-    chi_1: ``sigma_w2 E[phi'(sqrt(q*) z)^2]``, the gradient's factor per step.
-    chi_c: the slope of the c-map at ``c*``, ``sigma_w2 E[phi'(u1) phi'(u2)]``.
-    xi_c: ``-1 / log chi_c``, the number of steps over which ``c_t``
-      forgets its start (the memory time scale of Chen et al. 2018).
-    xi_grad: ``-1 / log chi_1``: gradients shrink (``chi_1 < 1``) or grow
-      (``> 1``) by ``e`` over this many steps; ``inf`` at ``chi_1 = 1``, and
-      negative where they grow.
-  """
-
-  q_star: Array
-  c_star: Array
-  chi_1: Array
-  chi_c: Array
-  xi_c: Array
-  xi_grad: Array
+  return last(qs), last(cs), last(chi), last(grad)
 
 
 def _c_star(act, sigma_w2, b_self, gap, qs, chi):
@@ -277,15 +171,16 @@ def _c_star(act, sigma_w2, b_self, gap, qs, chi):
   return jnp.where(jnp.isfinite(qs), cs, jnp.nan), converged | ~active
 
 
-@functools.partial(jax.jit, static_argnames=("act",))
-def _fixed_point(act, sigma_w2, sigma_u2, sigma_b2, q_input, c_input):
+@functools.partial(jax.jit, static_argnames=("act", "tied"))
+def _fixed_point(act, tied, sigma_w2, sigma_u2, sigma_b2, q_input, c_input):
   sigma_w2, sigma_u2, sigma_b2, q_input, c_input = as_arrays(
       sigma_w2, sigma_u2, sigma_b2, q_input, c_input)
   b_self = sigma_u2 * q_input + sigma_b2
   gap = sigma_u2 * q_input * (1 - c_input)
-  qs = q_star(sigma_w2=sigma_w2, sigma_b2=b_self, activation=act)
+  length = q_root(act, sigma_w2, b_self)
+  qs = length.value
   chi = sigma_w2 * second_moments(act, qs)[1]
-  cs, _ = _c_star(act, sigma_w2, b_self, gap, qs, chi)
+  cs, c_converged = _c_star(act, sigma_w2, b_self, gap, qs, chi)
   # c* = 1 takes chi_1 (evaluated at c = 1/2 there: no derivative of an unused branch at c = 1)
   dd = pair_moments(act, qs, jnp.where(jnp.isfinite(cs) & (cs != 1), cs, 0.5),
                     derivative=True)[2]
@@ -293,95 +188,116 @@ def _fixed_point(act, sigma_w2, sigma_u2, sigma_b2, q_input, c_input):
   # -1/log chi_1, negative where gradients grow; depth_scale (inf, not -inf) where chi_1 <= 1
   growing = chi > 1
   xi_grad = jnp.where(growing, -1 / jnp.log(jnp.where(growing, chi, 2.0)), depth_scale(chi))
-  return RNNFixedPoint(q_star=qs, c_star=cs, chi_1=chi, chi_c=chi_c, xi_c=depth_scale(chi_c),
-                       xi_grad=xi_grad)
+  # two time steps of one sequence: tied, the c-map's c*; untied, the inputs' and bias's share
+  c_time = cs if tied else (sigma_u2 * q_input * c_input + sigma_b2) / qs
+  fields = (qs, cs, chi, chi_c, xi_q(act, sigma_w2, qs), depth_scale(chi_c),
+            length.converged & c_converged)
+  shape = jnp.broadcast_shapes(*(jnp.shape(f) for f in fields))
+  fields = tuple(jnp.broadcast_to(f, shape) for f in fields)
+  return fields, {"xi_grad": xi_grad, "c_time": c_time}
 
 
-@accepts_network
-def rnn_fixed_point(*, activation: Any, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
-                    sigma_u2: ArrayLike = 1.0, q_input: ArrayLike = 1.0,
-                    c_input: ArrayLike = 0.0) -> RNNFixedPoint:
-  """The stationary ``q*``, ``c*``, ``chi_1``, ``chi_c`` and time scales of the RNN's maps.
+@dataclasses.dataclass(frozen=True)
+class RNN(Architecture):
+  """A vanilla RNN over time steps (Chen et al. 2018): the architecture value of :class:`meanfield.Network`.
 
-  ``q*`` is the feed-forward :func:`meanfield.q_star` with bias variance
-  ``sigma_u2 q_input + sigma_b2`` (the input enters every step as a bias).
-  ``c*`` solves ``c = C(c)`` for the RNN's c-map (:func:`rnn_propagate`) on
-  ``q*``: where the inputs differ (``sigma_u2 q_input (1 - c_input) > 0``)
-  ``C(1) < 1`` and ``c* < 1`` in every phase, the RNN's correlations never
-  collapse to 1; otherwise it is the feed-forward ``c*`` (1 when ``chi_1 <=
-  1``). Found by safeguarded Newton on the bracket ``[-1, 1]``, where
-  ``C(c) - c`` changes sign once from above, with implicit-function gradients
-  (``jax.grad`` of every field works). ``chi_c = sigma_w2 E[phi'(u1) phi'(u2)]`` at
-  ``(q*, c*)``, the slope of the c-map there (``d E[phi(u1) phi(u2)]/dc =
-  q E[phi'(u1) phi'(u2)]`` by Gaussian integration by parts, and ``q_t =
-  q*``).
+  ``Network(..., depth=T, arch=RNN(sigma_u2=0.5))``, or the keyword ``arch=``
+  of :func:`meanfield.propagate`, :func:`meanfield.fixed_point`,
+  :func:`meanfield.depth_scales` and :func:`meanfield.jacobian_moments`, gives
+  the theory of the module docstring: ``depth`` is the number of time steps
+  ``T``, ``sigma_w2`` and ``init`` the recurrent weights' variance and law,
+  ``sigma_b2`` the bias. The MLP's variant fields must keep their plain values.
 
-  Args: as :func:`rnn_propagate`, without ``steps``.
+  Attributes:
+    sigma_u2: input weight variance ``>= 0`` (``U_ij`` variance times ``N_in``);
+      a number or an array (it broadcasts with the variances, and
+      ``jax.grad`` reaches it).
+    tied: one recurrent ``W`` at every step (an RNN; default) or a fresh one
+      per step. The forward maps, gradients and the mean Jacobian are the
+      same at infinite width; what differs is the correlation of two time
+      steps of one sequence (``FixedPoint.extra["c_time"]``) and, in
+      experiments, what the Jacobian's variance is exact for.
 
-  Returns:
-    :class:`RNNFixedPoint` of the broadcast shape of the arguments; nan where
-    ``q*`` is infinite.
+  Inputs: ``q_input`` (``|x_t|^2 / N_in`` at every step, ``>= 0``) and
+  ``c_input`` (the two sequences' inputs' cosine at every step, in
+  ``[-1, 1]``): required by ``propagate``; ``fixed_point`` and
+  ``depth_scales`` read them too (defaults 1 and 0: the stationary state of a
+  driven network depends on its drive), ``jacobian_moments`` reads ``q_input``.
+
+  Results (``batch`` the broadcast shape of the variances, inputs and ``sigma_u2``):
+
+  - ``propagate``: a :class:`meanfield.Propagation` over the time steps
+    ``batch + (T,)`` (index ``t - 1`` for step ``t``): ``q = q_t``, ``c = c_t``,
+    ``chi_1 = sigma_w2 E[phi'(sqrt(q_t) z)^2]``, and ``extra={"grad_h2":
+    E|dL/dh_t|^2 / E|dL/dh_T|^2 = prod_{s=t}^{T-1} chi_1(q_s)}`` for a loss at the
+    last step (1 at ``t = T``; inf where out of range).
+  - ``fixed_point``: a :class:`meanfield.FixedPoint`: ``q*``, ``c*`` (the limit
+    of ``c_t``; below 1 in every phase where the inputs differ), ``chi_1``,
+    ``chi_c``, ``xi_q``, ``xi_c = -1/log chi_c`` (the memory time scale of
+    Chen et al. 2018), ``converged``; ``extra={"xi_grad": -1/log chi_1`` (steps
+    over which gradients shrink by ``e``; negative where they grow, inf at
+    ``chi_1 = 1``), ``"c_time"``: the correlation of ``h_t`` and ``h_{t+k}``
+    (``k >= 1``) of one sequence whose inputs ``k`` apart have cosine
+    ``c_input``: ``c*`` tied, ``(sigma_u2 q_input c_input + sigma_b2) / q*``
+    untied}``.
+  - ``depth_scales``: ``xi_q``, ``xi_c`` in steps, ``extra={"xi_grad": ...}``.
+  - ``jacobian_moments``: the squared singular values of the time-step
+    Jacobian ``dh_T / dh_{T-k}`` at ``k = depth`` (an array of lags gives each)
+    at the stationary ``q*``: the depth-``k`` MLP's moments
+    (Pennington et al. 2017), as Chen et al. 2018 treat the vanilla RNN. The
+    mean is exact for tied weights, the variance for linear tied networks
+    (powers of one matrix) and an untied approximation otherwise (docs/rnn.md).
   """
-  act = _activation(activation)
-  args = _inputs(sigma_w2, sigma_u2, sigma_b2, q_input, c_input)
-  return _fixed_point(act, *args)
 
+  sigma_u2: ArrayLike = 1.0
+  tied: bool = True
 
-@_with_steps
-def rnn_jacobian_moments(*, activation: Any, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
-                         steps: int, init: Any = "gaussian", sigma_u2: ArrayLike = 1.0,
-                         q_input: ArrayLike = 1.0) -> JacobianMoments:
-  """Mean and variance of the squared singular values of ``dh_T / dh_{T-k}``, ``k = 1..steps``.
+  inputs = ("q_input", "c_input")
+  stationary_inputs = ("q_input", "c_input")
 
-  The time-step Jacobian is ``J_k = W D_{T-1} W D_{T-2} ... W D_{T-k}``,
-  ``D_s = diag(phi'(h_s))``, at the stationary length ``q*``
-  (:func:`rnn_fixed_point`). With ``x = phi'(sqrt(q*) z)^2``, ``mu_j = E[x^j]``:
+  def __post_init__(self):
+    if isinstance(self.sigma_u2, (list, tuple)):
+      object.__setattr__(self, "sigma_u2", np.asarray(self.sigma_u2))
+    _checks.check_nonnegative("sigma_u2", self.sigma_u2)
+    if not isinstance(self.tied, (bool, np.bool_)):
+      raise ValueError(f"`tied` must be True or False, got {self.tied!r}")
+    object.__setattr__(self, "tied", bool(self.tied))
 
-  .. math::
+  def propagate(self, act: Activation, depth: int, sigma_w2, sigma_b2, *, q_input, c_input):
+    """``q_t``, ``c_t`` from ``h_0 = 0`` through ``depth`` steps (Chen et al. 2018; docs/rnn.md).
 
-    m_1 = \\chi_1^k, \\qquad m_2 - m_1^2 = m_1^2 \\, k
-      \\left(\\frac{\\mu_2}{\\mu_1^2} - 1 - s_1\\right),
+    ``q_1 = sigma_w2 phi(0)^2 + sigma_u2 q_input + sigma_b2``, then the maps of the
+    module docstring; one ``lax.scan`` over time, compiled once per activation and depth.
+    """
+    sigma_u2, q_input, c_input = _drive(self.sigma_u2, q_input, c_input)
+    q, c, chi, grad = _propagate(act, depth, sigma_w2, sigma_u2, sigma_b2, q_input, c_input)
+    return Propagation(q=q, c=c, chi_1=chi, extra={"grad_h2": grad})
 
-  ``s_1 = -1`` (Gaussian ``W``), ``0`` (orthogonal): the depth-``k`` MLP of
-  :func:`meanfield.jacobian_moments` at ``q = q*`` (Pennington, Schoenholz &
-  Ganguli 2017, 2018), which is how Chen et al. 2018 treat the
-  vanilla RNN. With tied ``W`` (docs/rnn.md):
+  def fixed_point(self, act: Activation, sigma_w2, sigma_b2, *, q_input: ArrayLike = 1.0,
+                  c_input: ArrayLike = 0.0):
+    """The stationary state: ``q*`` is the feed-forward one at bias ``sigma_u2 q_input +
+    sigma_b2``; ``c*`` solves the RNN's c-map by safeguarded Newton on ``[-1, 1]`` with
+    implicit-function gradients (``jax.grad`` of every field works)."""
+    args = _drive(self.sigma_u2, q_input, c_input)
+    fields, extra = _fixed_point(act, self.tied, sigma_w2, args[0], sigma_b2, *args[1:])
+    return FixedPoint(*fields, extra=extra)
 
-  - ``m_1`` is exact at infinite width (it is ``E|J_k^T r|^2`` for a random
-    unit ``r``: the gradient of :func:`rnn_propagate`).
-  - For a linear network ``J_k = W^k`` (times ``sigma_w2^(k/2)``): orthogonal,
-    a point mass at ``sigma_w2^k`` (variance 0); Gaussian, the squared
-    singular values of a power of one Ginibre matrix, whose limit law is
-    Fuss-Catalan of order ``k`` (Alexeev, Goetze & Tikhomirov 2010), the same
-    as for ``k`` independent factors. Both exact.
-  - Otherwise the variance is the untied (free-product) value: tied, the
-    ``D_s`` are correlated over time through the shared ``W`` and the factors
-    ``W`` are one matrix, not ``k`` free ones; the free-probability product
-    no longer applies as it stands. Measured against it in docs/rnn.md.
+  def depth_scales(self, act: Activation, sigma_w2, sigma_b2, *, q_input: ArrayLike = 1.0,
+                   c_input: ArrayLike = 0.0):
+    """``xi_q``, ``xi_c`` (steps) of :meth:`fixed_point`, with ``extra={"xi_grad": ...}``."""
+    fp = self.fixed_point(act, sigma_w2, sigma_b2, q_input=q_input, c_input=c_input)
+    return DepthScales(xi_q=fp.xi_q, xi_c=fp.xi_c, extra={"xi_grad": fp.extra["xi_grad"]})
 
-  Args:
-    activation, sigma_w2, sigma_b2, sigma_u2, q_input: as :func:`rnn_propagate`.
-    steps: the largest lag ``k``; results for ``k = 1..steps``.
-    init: the recurrent law, ``"gaussian"`` or ``"orthogonal"`` (or a scheme
-      whose ``law`` is one of them).
-
-  Returns:
-    :class:`meanfield.JacobianMoments` with fields of shape
-    ``broadcast(...) + (steps,)`` (index ``k - 1`` for lag ``k``).
-
-  Raises:
-    ValueError: as :func:`rnn_propagate`, an unknown ``init``, ``sigma_w2 = 0``.
-  """
-  act = _activation(activation)
-  steps = _checks.check_positive_int("steps", steps)
-  weight_law(init)
-  _checks.check("sigma_w2", sigma_w2, lambda s: s > 0, "> 0 (a variance)")
-  sigma_w2, sigma_u2, sigma_b2, q_input = _inputs(sigma_w2, sigma_u2, sigma_b2, q_input)
-  # rnn_fixed_point's q*: the feed-forward q* at the input's bias (its c* is not needed here,
-  # and its root-find costs most of a compile)
-  qs = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_u2 * q_input + sigma_b2, activation=act)
-  sw2 = jnp.asarray(sigma_w2, qs.dtype)
-  sw2 = jnp.broadcast_to(sw2, jnp.broadcast_shapes(sw2.shape, qs.shape))[..., None]
-  lags = np.arange(1, steps + 1, dtype=np.dtype(qs.dtype)).reshape((1,) * qs.ndim + (steps,))
-  return jacobian_moments(activation=act, sigma_w2=sw2, sigma_b2=jnp.zeros_like(sw2),
-                          depth=lags, init=init, q=qs[..., None])
+  def jacobian_moments(self, act: Activation, init: Any, sigma_w2, sigma_b2, depth, q, *,
+                       q_input: ArrayLike = 1.0, c_input: ArrayLike | None = None
+                       ) -> JacobianMoments:
+    """The depth-``k`` MLP's moments (``k = depth``) at ``q`` (default the stationary ``q*``,
+    the feed-forward one at bias ``sigma_u2 q_input + sigma_b2``); ``c_input`` is not read."""
+    sigma_u2, q_input = _drive(self.sigma_u2, q_input)
+    if q is None:
+      # the stationary q* (its c* is not needed here, and its root-find costs most of a compile)
+      q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_u2 * q_input + sigma_b2, activation=act)
+    sw2 = jnp.asarray(sigma_w2, jnp.result_type(q))
+    sw2 = jnp.broadcast_to(sw2, jnp.broadcast_shapes(sw2.shape, jnp.shape(q)))
+    return jacobian_moments(activation=act, sigma_w2=sw2, sigma_b2=jnp.zeros_like(sw2),
+                            depth=depth, init=init, q=q)

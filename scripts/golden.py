@@ -283,12 +283,21 @@ def theory_variants():
   }
 
 
+def _rnn_propagation(prop):
+  return dict(q=prop.q, c=prop.c, chi_1=prop.chi_1, grad_h2=prop.extra["grad_h2"])
+
+
+def _rnn_fixed_point(fp):
+  return dict(q_star=fp.q_star, c_star=fp.c_star, chi_1=fp.chi_1, chi_c=fp.chi_c, xi_c=fp.xi_c,
+              xi_grad=fp.extra["xi_grad"])
+
+
 @_theory
 def theory_conv_rnn():
   """CNN and RNN theory, finite width and the transforms."""
   kw = dict(sigma_w2=1.3, sigma_b2=0.02, activation="tanh")
   cov = 0.5 * np.eye(4) + 0.2
-  rnn = dict(activation="tanh", sigma_w2=1.2, sigma_b2=0.05, sigma_u2=0.5)
+  rnn = dict(activation="tanh", sigma_w2=1.2, sigma_b2=0.05, arch=meanfield.RNN(sigma_u2=0.5))
   # the CNN entries keep the keys of the former conv_* functions' results
   arch = meanfield.Conv(kernel_size=3, spatial_size=4)
   prop = meanfield.propagate(covariance=cov, depth=6, arch=meanfield.Conv(kernel_size=3), **kw)
@@ -300,9 +309,11 @@ def theory_conv_rnn():
       "conv_fixed_point": dict(q_star=fp.q_star, c_star=fp.c_star,
                                covariance=fp.extra["covariance"], converged=fp.converged),
       "conv_depth_scales": dict(ds.extra, xi_q=ds.xi_q, xi_c=ds.xi_c),
-      "rnn_propagate": meanfield.rnn_propagate(steps=6, q_input=0.8, c_input=0.3, **rnn),
-      "rnn_fixed_point": meanfield.rnn_fixed_point(**rnn),
-      "rnn_jacobian_moments": meanfield.rnn_jacobian_moments(steps=4, **rnn),
+      # the RNN entries keep the keys of the former rnn_* functions' results
+      "rnn_propagate": _rnn_propagation(meanfield.propagate(depth=6, q_input=0.8, c_input=0.3,
+                                                            **rnn)),
+      "rnn_fixed_point": _rnn_fixed_point(meanfield.fixed_point(**rnn)),
+      "rnn_jacobian_moments": meanfield.jacobian_moments(depth=np.arange(1, 5), **rnn),
       "finite_width_q": meanfield.finite_width_q(q_input=0.8, depth=6, width=32, **kw),
       "finite_width_jacobian": meanfield.finite_width_jacobian(q_input=0.8, depth=6, width=32,
                                                                **kw),
