@@ -7,8 +7,8 @@ from empirical.inits import Init, init, init_names
 from empirical.spectra import jacobian_spectra
 from empirical.models import MLP
 from empirical.overlay import theory
-from empirical.rnn import RNNStats, rnn_jacobian_moments, rnn_statistics
 from empirical.reinit import reinit
 from empirical.diagnosis import Verdict, diagnose, verdict
 from empirical.conv import CNN, ConvInit, conv_singular_values, kernel_init, kernel_init_names
 from empirical.sweeping import sweep
+from empirical import rnn as _rnn  # registers the RNN's experiment mirror

@@ -39,9 +39,13 @@ class Mirror:
     name: the ``architecture`` attribute of the Datasets its sweeps return
       (``"conv"``), by which :func:`empirical.networks` and
       :func:`empirical.theory` find the mirror of a Dataset.
+    sweep_keywords: the keywords of :func:`empirical.sweep` besides the grid's
+      that its ``sweep`` reads (passed on where given; the others must keep
+      their MLP defaults).
   """
 
   name: str = ""
+  sweep_keywords: tuple[str, ...] = ()
 
   def _no_experiment(self, what: str, driver: str):
     raise NotImplementedError(f"`{driver}` has no experiment for {what} (its mirror "
@@ -60,6 +64,10 @@ class Mirror:
     ``activation, width, depth, init, sigma_w2, sigma_b2, n_seeds, chunk_size,
     memory_budget, store, progress``) on the checked inputs ``x``."""
     self._no_experiment(f"the {arch!r} architecture", "empirical.sweep")
+
+  def jacobian_spectra(self, key: jax.Array, arch: Architecture, **kwargs: Any) -> xr.Dataset:
+    """:func:`empirical.jacobian_spectra`: the Dataset of the grid (its keywords)."""
+    self._no_experiment(f"the {arch!r} architecture", "empirical.jacobian_spectra")
 
   def network(self, ds: xr.Dataset, point: dict[str, Any], activation: Any) -> Network:
     """:func:`empirical.networks`: the Network of one grid point ``point`` (its coordinate
@@ -139,6 +147,10 @@ class ConvMirror(Mirror):
                            f"leave its footprint None), got {scheme.name!r} (footprint "
                            f"{scheme.footprint!r})")
     return _conv.run_sweep(key, x, kernel_size=arch.kernel_size, **grid)
+
+  def jacobian_spectra(self, key: jax.Array, arch: Architecture, **kwargs: Any) -> xr.Dataset:
+    """:func:`empirical.jacobian_spectra`: the Dataset of the grid (its keywords)."""
+    self._no_experiment(f"the {arch!r} architecture", "empirical.jacobian_spectra")
 
   def network(self, ds: xr.Dataset, point: dict[str, Any], activation: Any) -> Network:
     shape = ds.attrs.get("input_shape", [ds.attrs.get("n_positions"), None])  # train's, sweep's

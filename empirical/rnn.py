@@ -1,4 +1,4 @@
-"""Many random vanilla RNNs at once, measured step by step.
+"""The experiment mirror of :class:`meanfield.RNN`: many random vanilla RNNs, measured step by step.
 
 The network of :mod:`meanfield.rnn`, in Flax's kernel layout (``h = x @ W``):
 
@@ -9,74 +9,66 @@ The network of :mod:`meanfield.rnn`, in Flax's kernel layout (``h = x @ W``):
 with the recurrent ``W`` (``N x N``) drawn once from an :mod:`empirical.inits`
 scheme by variance (``"gaussian"``, ``"orthogonal"``, ``"uniform"``,
 ``"truncated_normal"``: ``standard(key) * scale(sigma_w2)``) and tied over
-time (``tied=False`` draws a fresh ``W`` at every step, the approximation
+time (``RNN(tied=False)`` draws a fresh ``W`` at every step, the approximation
 the theory of the Jacobian spectrum makes), ``U ~ N(0, sigma_u2 / N_in)``
 (``N_in = width``), ``b ~ N(0, sigma_b2)``. A network is a pure function of
-its stacked parameters, run by ``lax.scan`` over time and ``vmap`` over
-seeds; network ``i`` uses ``fold_in(key, i)``.
+its parameters, run by ``lax.scan`` over time and ``vmap`` over seeds;
+network ``i`` uses ``k = fold_in(key, i)``, split in five (sweep: ``W, U, b``,
+inputs, readout) or four (Jacobian: ``W, U, b``, input); the untied ``W`` of
+step ``t`` comes from ``fold_in(k_W, t)``.
 
-Inputs: ``pairs`` pairs of sequences; at every step the two inputs of a pair
-have ``|x_t|^2 / N_in = q_input`` exactly and cosine ``c_input`` exactly
-(a random orthonormal pair of directions, fresh at every step and for every
-pair), so the theory's ``q_input`` and ``c_input`` hold without sampling error.
+Two drivers reach it through ``arch=meanfield.RNN(...)``, both on the
+experiment engine (:mod:`empirical.engine`: chunks of seeds, a store that
+resumes, one progress bar), one configuration per (activation, init, width,
+depth, sigma_w2, sigma_b2):
+
+- :func:`empirical.sweep`: per-step ``q``, ``c``, ``grad_h2``, ``c_time``
+  (:data:`SWEEP_DOCS`) over ``seed`` and ``layer`` (the time step ``t``).
+  Inputs: ``n_inputs // 2`` pairs of sequences; at every step the two inputs
+  of a pair have ``|x_t|^2 / N_in = q_input`` exactly and cosine ``c_input``
+  exactly (a random orthonormal pair of directions, fresh at every step and for
+  every pair), so the theory's ``q_input`` and ``c_input`` hold without
+  sampling error.
+- :func:`empirical.jacobian_spectra`: the moments ``m_k = tr (J J^T)^k / N``
+  (``k = 1, 2``) of the time-step Jacobian ``J = dh_T / dh_{T-depth}``, each
+  network run for ``T = warmup + 1 + max(depth)`` steps on one sequence.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+import itertools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 
 from empirical import _checks
-from empirical import inits as _inits
-from meanfield.activations import activation as _activation
+from empirical import _grid
+from empirical import architectures
+from empirical import description
+from empirical import engine
+from meanfield.maps import propagate
+from meanfield.network import Network
+from meanfield.rnn import RNN
 
-__all__ = ["RNNStats", "rnn_statistics", "rnn_jacobian_moments"]
+__all__ = ["RNNMirror", "SWEEP_DOCS", "JACOBIAN_DOCS"]
 
 Array = jax.Array
 
-
-class RNNStats(NamedTuple):
-  """Per-network, per-step statistics; every field has shape ``(seeds, steps)``.
-
-  Attributes:
-    q: ``<(h_t)_i^2>`` over units and the ``2 * pairs`` sequences.
-    c: cosine of the two sequences' ``h_t`` in a pair, mean over pairs.
-    grad_h2: ``mean_a |dL_a/dh_t^a|^2`` over the sequences ``a``, for the
-      loss ``L_a = r . h_T^a`` at the last step, ``r`` a random unit vector
-      per network (so ``|dL_a/dh_T^a|^2 = 1``).
-    c_time: cosine of ``h_t`` and ``h_{t-1}`` of one sequence (two time
-      steps), mean over the sequences; nan at ``t = 1`` (``h_0 = 0``).
-  """
-
-  q: Array
-  c: Array
-  grad_h2: Array
-  c_time: Array
-
-
-def _check(activation, init, sigma_w2, sigma_u2, sigma_b2, q_input, c_input, steps, width,
-           seeds, pairs):
-  act = _activation(activation)
-  scheme = _inits.init(init)
-  if not scheme.uses_sigma_w2:
-    raise ValueError(f"`init` must be a scheme by variance (gaussian, uniform, "
-                     f"truncated_normal, orthogonal), got {scheme.name!r}")
-  for name, v in (("sigma_w2", sigma_w2), ("sigma_u2", sigma_u2), ("sigma_b2", sigma_b2),
-                  ("q_input", q_input)):
-    _checks.check_number(name, v, minimum=0.0)
-  if not (_checks.is_number(c_input) or isinstance(c_input, np.ndarray | jax.Array)) \
-      or np.ndim(c_input) != 0 or not -1 <= float(c_input) <= 1:
-    raise ValueError(f"`c_input` must be a number in [-1, 1], got {c_input!r}")
-  for name, v in (("steps", steps), ("width", width), ("seeds", seeds), ("pairs", pairs)):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-      raise ValueError(f"`{name}` must be an integer >= 1, got {v!r}")
-  if width < 2:
-    raise ValueError(f"`width` must be >= 2 (two input directions), got {width!r}")
-  return act, scheme
+#: The variables of an RNN sweep, over (grid..., seed, layer = time step t).
+SWEEP_DOCS = {
+    "q": "<(h_t)_i^2> over units and the n_inputs sequences",
+    "c": "cosine of the two sequences' h_t in a pair, mean over the pairs",
+    "grad_h2": "mean over sequences a of |dL_a/dh_t^a|^2, L_a = r . h_T^a (r a random unit "
+               "vector per network, so 1 at t = T); the square, not grad_h's root",
+    "c_time": "cosine of h_t and h_{t-1} of one sequence, mean over sequences (nan at t = 1)",
+}
+JACOBIAN_DOCS = {
+    "moment": "m_k = tr((J J^T)^k) / N of the time-step Jacobian J = dh_T/dh_{T-depth}",
+}
 
 
 def _pair_inputs(key, steps, pairs, width, q_input, c_input, dtype):
@@ -127,52 +119,16 @@ def _network(act, scheme, steps, width, pairs, tied, key, sigma_w2, sigma_u2, si
   c = jnp.mean(cosine(hs[:, 0::2], hs[:, 1::2]), axis=1)
   c_time = jnp.mean(cosine(hs[1:], hs[:-1]), axis=1)
   c_time = jnp.concatenate([jnp.full((1,), jnp.nan, dtype), c_time])
-  return q, c, jnp.mean(jnp.sum(grads * grads, -1), axis=1), c_time
+  return {"q": q, "c": c, "grad_h2": jnp.mean(jnp.sum(grads * grads, -1), axis=1),
+          "c_time": c_time}
 
 
-@functools.partial(jax.jit, static_argnames=("act", "scheme", "steps", "width", "seeds",
-                                             "pairs", "tied"))
-def _statistics(act, scheme, steps, width, seeds, pairs, tied, key, *hyper):
-  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(seeds))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _sweep_chunk(act, scheme, steps, width, pairs, tied, key, sigma_w2, sigma_u2, sigma_b2,
+                 q_input, c_input, idx):
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
   one = functools.partial(_network, act, scheme, steps, width, pairs, tied)
-  return RNNStats(*jax.vmap(lambda k: one(k, *hyper))(keys))
-
-
-def rnn_statistics(*, key: Array, activation: Any = "tanh", sigma_w2: float,
-                   sigma_b2: float = 0.0, sigma_u2: float = 1.0, q_input: float = 1.0,
-                   c_input: float = 0.0, steps: int, width: int, init: Any = "gaussian",
-                   seeds: int = 8, pairs: int = 1, tied: bool = True,
-                   dtype: Any = jnp.float32) -> RNNStats:
-  """Run ``seeds`` random RNNs on ``pairs`` pairs of sequences and measure every step.
-
-  Keywords as :func:`meanfield.rnn_propagate` (the theory of what this
-  measures, same names), plus:
-
-  Args:
-    key: PRNG key; network ``i`` uses ``fold_in(key, i)``.
-    width: units ``N`` (also the input dimension).
-    init: recurrent scheme by variance from :mod:`empirical.inits`
-      (``"gaussian"`` or ``"orthogonal"``, ...).
-    seeds: number of networks.
-    pairs: pairs of input sequences per network.
-    tied: one ``W`` for every step (an RNN); False draws a fresh ``W`` per step.
-    dtype: float dtype of the parameters and activations.
-
-  Returns:
-    :class:`RNNStats`, fields ``(seeds, steps)``. One compile per activation,
-    scheme, sizes and dtype; hyperparameters are traced (new values reuse it).
-
-  Raises:
-    ValueError: a ``key`` that is not a PRNG key, an unknown activation or
-      scheme, a scheme that fixes its own variance, variances that are not
-      finite numbers ``>= 0`` (None, strings), ``|c_input| > 1``, sizes below 1.
-  """
-  _checks.check_key(key)
-  act, scheme = _check(activation, init, sigma_w2, sigma_u2, sigma_b2, q_input, c_input,
-                       steps, width, seeds, pairs)
-  hyper = tuple(jnp.asarray(v, dtype) for v in (sigma_w2, sigma_u2, sigma_b2, q_input,
-                                                c_input))
-  return _statistics(act, scheme, steps, width, seeds, pairs, bool(tied), key, *hyper)
+  return jax.vmap(lambda k: one(k, sigma_w2, sigma_u2, sigma_b2, q_input, c_input))(keys)
 
 
 def _jacobian_network(act, scheme, steps, warmup, width, tied, key, sigma_w2, sigma_u2,
@@ -202,40 +158,225 @@ def _jacobian_network(act, scheme, steps, warmup, width, tied, key, sigma_w2, si
   last = total - 1
   _, (m1, m2) = jax.lax.scan(back, jnp.eye(width, dtype=dtype),
                              jnp.arange(last - 1, last - 1 - steps, -1))
-  return m1, m2
+  return {"m1": m1, "m2": m2}
 
 
-@functools.partial(jax.jit, static_argnames=("act", "scheme", "steps", "warmup", "width",
-                                             "seeds", "tied"))
-def _jacobian(act, scheme, steps, warmup, width, seeds, tied, key, *hyper):
-  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(seeds))
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _jacobian_chunk(act, scheme, steps, warmup, width, tied, key, sigma_w2, sigma_u2, sigma_b2,
+                    q_input, idx):
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
   one = functools.partial(_jacobian_network, act, scheme, steps, warmup, width, tied)
-  return jax.vmap(lambda k: one(k, *hyper))(keys)
+  return jax.vmap(lambda k: one(k, sigma_w2, sigma_u2, sigma_b2, q_input))(keys)
 
 
-def rnn_jacobian_moments(*, key: Array, activation: Any = "tanh", sigma_w2: float,
-                         sigma_b2: float = 0.0, sigma_u2: float = 1.0, q_input: float = 1.0,
-                         steps: int, width: int, warmup: int = 20, init: Any = "gaussian",
-                         seeds: int = 8, tied: bool = True, dtype: Any = jnp.float32
-                         ) -> tuple[Array, Array]:
-  """Moments of the squared singular values of the time-step Jacobian ``dh_T / dh_{T-k}``.
+# --- checks ------------------------------------------------------------------------
 
-  Each network runs ``T = warmup + steps`` steps on one input sequence (so
-  the lags ``k = 1..steps`` start after ``warmup`` steps, near the stationary
-  ``q*``) and forms ``J_k`` exactly, ``k`` products of ``N x N`` matrices.
-  The theory is :func:`meanfield.rnn_jacobian_moments`.
 
-  Returns:
-    ``(m1, m2)``, each ``(seeds, steps)``: ``tr(J_k J_k^T) / N`` and
-    ``tr((J_k J_k^T)^2) / N`` for lag ``k`` at index ``k - 1``.
+def _grid_of(arch, *, key, activation, init, width, depth, n_seeds, sigma_w2, sigma_b2, verb,
+             store):
+  if not isinstance(arch, RNN):
+    raise ValueError(f"`arch` must be a meanfield.RNN, got {arch!r}")
+  sigma_u2 = arch.sigma_u2
+  if not _checks.is_number(sigma_u2):
+    raise ValueError(f"`sigma_u2` of the RNN must be one number for an experiment (make one "
+                     f"run per value), got {sigma_u2!r}")
+  grid = _grid.network_grid(key=key, activation=activation, init=init, width=width, depth=depth,
+                            n_seeds=n_seeds, sigma_w2=sigma_w2, sigma_b2=sigma_b2, verb=verb,
+                            store=store, by_variance_only=verb == "jacobian_spectra")
+  if not all(s.uses_sigma_w2 for s in grid.inits):
+    raise ValueError(f"`init` must be schemes by variance (gaussian, uniform, truncated_normal, "
+                     f"orthogonal) for an RNN, got {[s.name for s in grid.inits]}")
+  if min(grid.widths) < 2:
+    raise ValueError(f"`width` must be >= 2 for an RNN (two input directions), got {width!r}")
+  return grid, _checks.check_variance("sigma_u2", sigma_u2)
 
-  Raises:
-    ValueError: as :func:`rnn_statistics`; ``warmup < 0``.
-  """
-  _checks.check_key(key)
-  act, scheme = _check(activation, init, sigma_w2, sigma_u2, sigma_b2, q_input, 0.0,
-                       steps, width, seeds, 1)
-  if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
-    raise ValueError(f"`warmup` must be an integer >= 0, got {warmup!r}")
-  hyper = tuple(jnp.asarray(v, dtype) for v in (sigma_w2, sigma_u2, sigma_b2, q_input))
-  return _jacobian(act, scheme, steps, warmup + 1, width, seeds, bool(tied), key, *hyper)
+
+def _check_drive(q_input, c_input):
+  q_input = _checks.check_variance("q_input", 1.0 if q_input is None else q_input)
+  c_input = 0.0 if c_input is None else c_input
+  if not (_checks.is_number(c_input) or isinstance(c_input, np.ndarray | jax.Array)) \
+      or np.ndim(c_input) != 0 or not -1 <= float(c_input) <= 1:
+    raise ValueError(f"`c_input` must be a number in [-1, 1], got {c_input!r}")
+  return q_input, float(c_input)
+
+
+def _chunk_size(chunk_size, memory_budget, item_bytes):
+  memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
+  if chunk_size is not None:
+    return _checks.check_int("chunk_size", chunk_size, 1)
+  return engine.items_per_chunk(memory_budget, item_bytes)
+
+
+def _configs(grid):
+  """``(act, init, width, depth, sigma_w2, sigma_b2)`` in the order of the grid axes."""
+  return list(itertools.product(grid.activations, grid.inits, grid.widths, grid.depths,
+                                grid.sigma_w2, grid.sigma_b2))
+
+
+def _assemble(results, grid, given, names, trailing, docs, coords, attrs) -> xr.Dataset:
+  swept = engine.swept(engine.SWEPT, given)
+  axes = grid.axes()
+  lengths = [len(v) for v in axes.values()] + [grid.n_seeds]
+  data_vars = {name: engine.grid_variable(engine.stack(results, name, lengths), engine.SWEPT,
+                                          swept, trailing, docs[name]) for name in names}
+  return xr.Dataset(data_vars, coords={**coords, **engine.grid_coords(axes, swept)},
+                    attrs=attrs)
+
+
+def _attrs(arch, grid, dtype, **more):
+  return {"architecture": RNNMirror.name, "sigma_u2": float(arch.sigma_u2),
+          "tied": int(arch.tied), **more,
+          **engine.provenance(grid, dtype, seed_key="network i uses jax.random.fold_in(key, i), "
+                              "split in 5 (sweep: W, U, b, inputs, readout) or 4 (Jacobian)")}
+
+
+# --- the mirror ----------------------------------------------------------------------
+
+
+class RNNMirror(architectures.Mirror):
+  """:class:`meanfield.RNN`: the random RNNs of this module, on the experiment engine."""
+
+  name = "rnn"
+  sweep_keywords = ("n_inputs", "q_input", "c_input", "dtype")
+
+  def sweep_inputs(self, arch: RNN, inputs: Any) -> None:
+    if inputs is not None:
+      raise ValueError(f"`inputs` must be None for arch={arch!r}: each network draws its "
+                       f"own input sequences (give n_inputs, q_input, c_input), got an input")
+    return None
+
+  def sweep(self, key, arch: RNN, x, *, activation, width, depth, init, sigma_w2, sigma_b2,
+            n_seeds, chunk_size, memory_budget, store, progress, n_inputs=None, q_input=None,
+            c_input=None, dtype=None) -> xr.Dataset:
+    """:func:`empirical.sweep` with ``arch=RNN(...)``: per-step statistics, ``depth`` steps.
+
+    ``n_inputs``: sequences per network, even ``>= 2`` (default 2: one pair);
+    ``q_input`` (default 1) and ``c_input`` (default 0) as in
+    :func:`meanfield.propagate`. Returns a Dataset over the swept axes,
+    ``seed`` and ``layer`` (``t = 1..max depth``; nan beyond a network's
+    depth) with :data:`SWEEP_DOCS`'s variables.
+    """
+    grid, sigma_u2 = _grid_of(arch, key=key, activation=activation, init=init, width=width,
+                              depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
+                              sigma_b2=sigma_b2, verb="sweep", store=store)
+    n_inputs = 2 if n_inputs is None else _checks.check_int("n_inputs", n_inputs, 2)
+    if n_inputs % 2:
+      raise ValueError(f"`n_inputs` must be even for an RNN (pairs of sequences), got {n_inputs}")
+    q_input, c_input = _check_drive(q_input, c_input)
+    dtype = _checks.float_dtype(dtype)
+    pairs, steps_max, size = n_inputs // 2, max(grid.depths), np.dtype(dtype).itemsize
+    items = _chunk_size(chunk_size, memory_budget, size * (
+        2 * max(grid.widths) ** 2 + 8 * steps_max * n_inputs * max(grid.widths)))
+    spec = {**engine.base_spec(grid, dtype), "architecture": self.name, "sigma_u2": sigma_u2,
+            "tied": arch.tied, "n_inputs": n_inputs, "q_input": q_input, "c_input": c_input}
+
+    def run(k, config, bar):
+      act, scheme, w, d, sw2, sb2 = config
+      hyper = tuple(jnp.asarray(v, dtype) for v in (sw2, sigma_u2, sb2, q_input, c_input))
+      compute = functools.partial(_sweep_chunk, act, scheme, d, w, pairs, arch.tied)
+      out = engine.run_chunked(compute, grid.n_seeds, chunk_size=items, shared=(key, *hyper),
+                               store=engine.config_store(grid.store, k),
+                               spec={**spec, "config": k}, progress=bar)
+      pad = ((0, 0), (0, steps_max - d))
+      return {n: np.pad(a, pad, constant_values=np.nan) for n, a in out.items()}
+
+    configs = _configs(grid)
+    results = engine.run_configs(configs, run, total=len(configs) * grid.n_seeds, desc="sweep",
+                                 progress=progress)
+    return _assemble(
+        results, grid, (activation, init, width, depth, sigma_w2, sigma_b2), list(SWEEP_DOCS),
+        ["seed", "layer"], SWEEP_DOCS,
+        {"seed": np.arange(grid.n_seeds), "layer": np.arange(1, steps_max + 1)},
+        _attrs(arch, grid, dtype, n_inputs=n_inputs, q_input=q_input, c_input=c_input))
+
+  def jacobian_spectra(self, key, arch: RNN, *, activation, width, depth, init, sigma_w2,
+                       sigma_b2, n_seeds, chunk_size, memory_budget, store, progress,
+                       max_order=2, q_input=None, warmup=None, dtype=None) -> xr.Dataset:
+    """:func:`empirical.jacobian_spectra` with ``arch=RNN(...)``: see the module docstring.
+
+    ``depth``: the lag ``k`` of ``J = dh_T/dh_{T-k}``, one integer or an
+    increasing list (all from one run of ``warmup + 1 + max(depth)`` steps);
+    ``warmup`` (default 20) steps bring ``q_t`` near ``q*`` first; ``q_input``
+    (default 1) the inputs' length; ``max_order`` 1 or 2. Returns a Dataset
+    with ``moment`` over the swept axes, ``seed`` and ``order``.
+    """
+    grid, sigma_u2 = _grid_of(arch, key=key, activation=activation, init=init, width=width,
+                              depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
+                              sigma_b2=sigma_b2, verb="jacobian_spectra", store=store)
+    if any(b <= a for a, b in zip(grid.depths, grid.depths[1:])):
+      raise ValueError(f"`depth` must be one integer or an increasing list, got {depth!r}")
+    max_order = _checks.check_int("max_order", max_order, 1)
+    if max_order > 2:
+      raise ValueError(f"`max_order` must be 1 or 2 for an RNN (its moments are exact traces), "
+                       f"got {max_order}")
+    warmup = 20 if warmup is None else _checks.check_int("warmup", warmup, 0)
+    q_input, _ = _check_drive(q_input, None)
+    dtype = _checks.float_dtype(dtype)
+    lags, size = max(grid.depths), np.dtype(dtype).itemsize
+    items = _chunk_size(chunk_size, memory_budget, size * (
+        6 * max(grid.widths) ** 2 + 3 * (warmup + 1 + lags) * max(grid.widths)))
+    spec = {**engine.base_spec(grid, dtype), "architecture": self.name, "sigma_u2": sigma_u2,
+            "tied": arch.tied, "q_input": q_input, "warmup": warmup}
+    configs = [c for c in _configs(grid) if c[3] == grid.depths[0]]   # depths: one run
+    at = np.asarray(grid.depths) - 1
+
+    def run(k, config, bar):
+      act, scheme, w, _, sw2, sb2 = config
+      hyper = tuple(jnp.asarray(v, dtype) for v in (sw2, sigma_u2, sb2, q_input))
+      compute = functools.partial(_jacobian_chunk, act, scheme, lags, warmup + 1, w, arch.tied)
+      out = engine.run_chunked(compute, grid.n_seeds, chunk_size=items, shared=(key, *hyper),
+                               store=engine.config_store(grid.store, k),
+                               spec={**spec, "config": k}, progress=bar,
+                               units_per_item=len(at))
+      moment = np.stack([out["m1"], out["m2"]][:max_order], axis=-1)[:, at]  # (seed, depth, k)
+      return {"moment": np.moveaxis(moment, 1, 0)}                          # (depth, seed, k)
+
+    results = engine.run_configs(configs, run, total=len(configs) * grid.n_seeds * len(at),
+                                 desc="jacobian_spectra", progress=progress)
+    # the depth axis came out of each run: move it to its place among the grid axes
+    results = [{"moment": m} for r in results for m in r["moment"]]
+    order = _reorder(grid, len(at))
+    return _assemble(
+        [results[i] for i in order], grid, (activation, init, width, depth, sigma_w2, sigma_b2),
+        ["moment"], ["seed", "order"], JACOBIAN_DOCS,
+        {"seed": np.arange(grid.n_seeds), "order": np.arange(1, max_order + 1)},
+        _attrs(arch, grid, dtype, q_input=q_input, warmup=warmup, max_order=max_order))
+
+  def network(self, ds: xr.Dataset, point: dict[str, Any], activation: Any) -> Network:
+    arch = RNN(sigma_u2=float(ds.attrs["sigma_u2"]), tied=bool(ds.attrs["tied"]))
+    return Network(activation=activation, sigma_w2=float(point["sigma_w2"]),
+                   sigma_b2=float(point["sigma_b2"]), depth=int(point["depth"]),
+                   width=int(point["width"]), init=str(point["init"]), arch=arch)
+
+  def theory(self, ds: xr.Dataset, activation: Any) -> xr.Dataset:
+    """``q``, ``c``, ``chi_1``, ``grad_h2`` of :func:`meanfield.propagate` per grid point
+    of an RNN sweep, over its dims less ``seed`` (nan beyond a network's depth)."""
+    if "q_input" not in ds.attrs:
+      raise NotImplementedError("`empirical.theory` has an overlay for an RNN sweep's Dataset "
+                                "(empirical.sweep), not for its Jacobian moments")
+    nets = description.networks(ds, activation=activation)
+    n_layers = ds.sizes["layer"]
+    names = ("q", "c", "chi_1", "grad_h2")
+    out = {n: np.full(nets.shape + (n_layers,), np.nan) for n in names}
+    for index in np.ndindex(nets.shape):
+      prop = propagate(nets.values[index], q_input=ds.attrs["q_input"],
+                       c_input=ds.attrs["c_input"])
+      values = dict(zip(names, (prop.q, prop.c, prop.chi_1, prop.extra["grad_h2"])))
+      for n in names:
+        out[n][index + (slice(0, np.shape(values[n])[-1]),)] = np.asarray(values[n])
+    dims = nets.dims + ("layer",)
+    return xr.Dataset({n: (dims, a) for n, a in out.items()},
+                      coords={**{k: v for k, v in ds.coords.items() if "seed" not in v.dims}},
+                      attrs={"architecture": self.name})
+
+
+def _reorder(grid, n_depths):
+  """Indices of the per-(config, depth) results in the order of the grid axes: the runs are
+  over (activation, init, width, sigma_w2, sigma_b2) with depth inside each run."""
+  shape = (len(grid.activations), len(grid.inits), len(grid.widths), len(grid.sigma_w2),
+           len(grid.sigma_b2), n_depths)
+  flat = np.arange(int(np.prod(shape))).reshape(shape)
+  return np.moveaxis(flat, 5, 3).ravel()
+
+
+architectures.register(RNN, RNNMirror())

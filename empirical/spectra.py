@@ -23,6 +23,7 @@ import xarray as xr
 from empirical import _checks
 from empirical import _grid
 from empirical import _products
+from empirical import architectures
 from empirical import description
 from empirical import devices as _devices
 from empirical import engine
@@ -124,15 +125,16 @@ def _compute(idx, key, ws, bs, qs, *, act, scheme, width, depths, method, max_or
   return jax.lax.map(item, idx, batch_size=batch_size)
 
 
-@description.takes_network()
-def jacobian_spectra(key: Array, *, network=None, activation="tanh", width=256, depth=10, sigma_w2=None,
+@description.takes_network(supports=("arch",))
+def jacobian_spectra(key: Array, *, network=None, arch=None, activation="tanh", width=256, depth=10, sigma_w2=None,
                      sigma_b2=0.0, init="gaussian", n_seeds: int = 1, q=None,
                      method: str = "svd", max_order: int = 2, n_probes: int = 32,
                      num_iterations: int = 48, chunk_size: int | None = None,
                      batch_size: int | None = None,
                      memory_budget: int = DEFAULT_MEMORY_BUDGET,
                      store: str | os.PathLike | None = None, progress: bool = True,
-                     dtype=None, devices: _devices.Devices = None) -> xr.Dataset:
+                     dtype=None, devices: _devices.Devices = None, q_input: float | None = None,
+                     warmup: int | None = None) -> xr.Dataset:
   """Input-output Jacobian spectra of many random networks, as a labelled Dataset.
 
   Networks are square MLPs (:mod:`empirical.models`, ``in_features = width``,
@@ -164,7 +166,15 @@ def jacobian_spectra(key: Array, *, network=None, activation="tanh", width=256, 
     network: a :class:`meanfield.Network` (one grid point) whose fields fill
       ``activation``, ``width``, ``depth``, ``init``, ``sigma_w2`` and
       ``sigma_b2`` (:mod:`empirical.description`); those must then not be
-      given too. Plain MLPs only here.
+      given too; plain MLPs, or a network whose ``arch`` has an experiment mirror.
+    arch: ``None`` (the MLP), or an architecture value whose mirror
+      (:mod:`empirical.architectures`) answers. ``meanfield.RNN(...)``: the
+      time-step Jacobian ``J = dh_T / dh_{T-k}`` of random RNNs at the lag
+      ``k = depth`` (one integer or an increasing list, all from one run),
+      after ``warmup`` steps (default 20) on one sequence of inputs of length
+      ``q_input`` (default 1); ``moment`` for ``max_order <= 2`` only, exact
+      traces (:mod:`empirical.rnn`); ``q``, ``method``, ``batch_size`` and
+      ``devices`` keep their defaults.
     activation: names from ``meanfield.activation``'s table (or Activations).
     width: ``N``. depth: ``L >= 1``.
     sigma_w2, sigma_b2: weight variance (``fan_in E[W_ij^2]``, for the
@@ -214,9 +224,29 @@ def jacobian_spectra(key: Array, *, network=None, activation="tanh", width=256, 
     returned as such; its moments ``m_k``, above 1e38, as inf). ``q``
     holds the input length used per setting.
 
+    q_input, warmup: the RNN's (``arch``); None for the MLP.
+
   Raises:
     ValueError: before any work, for a bad argument.
+    NotImplementedError: an ``arch`` without an experiment mirror for it.
   """
+  if arch is not None:
+    mirror = architectures.mirror(arch, "empirical.jacobian_spectra")
+    fixed = dict(q=(q, None), method=(method, "svd"), batch_size=(batch_size, None),
+                 devices=(devices, None))
+    bad = {k: v for k, (v, plain) in fixed.items() if v is not plain and v != plain}
+    if bad:
+      raise ValueError(f"{', '.join(f'`{k}`' for k in bad)} must keep the default with "
+                       f"arch={arch!r}, got " + ", ".join(f"{k}={v!r}" for k, v in bad.items()))
+    return mirror.jacobian_spectra(
+        key, arch, activation=activation, width=width, depth=depth, init=init,
+        sigma_w2=sigma_w2, sigma_b2=sigma_b2, n_seeds=n_seeds, chunk_size=chunk_size,
+        memory_budget=memory_budget, store=store, progress=progress, max_order=max_order,
+        q_input=q_input, warmup=warmup, dtype=dtype)
+  for name, value in (("q_input", q_input), ("warmup", warmup)):
+    if value is not None:
+      raise ValueError(f"`{name}` must be None for the MLP (it is the RNN's, arch="
+                       f"meanfield.RNN(...)), got {value!r}")
   grid = _grid.network_grid(key=key, activation=activation, init=init, width=width,
                             depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
                             sigma_b2=sigma_b2, verb="jacobian_spectra", store=store,

@@ -205,10 +205,16 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
       network, ``init`` names kernel schemes
       (:func:`empirical.kernel_init_names`), and the Dataset has
       ``covariance`` (over ``position, position_b``), ``q`` and ``grad_h``
-      (:data:`empirical.conv.SWEEP_DOCS`). The MLP's keywords
-      ``residual``, ``norm``, ``keep_prob``, ``n_inputs``, ``in_features``,
-      ``q_input``, ``c_input``, ``dtype`` and ``devices`` must then keep
-      their defaults (``ValueError`` naming them).
+      (:data:`empirical.conv.SWEEP_DOCS`). For ``meanfield.RNN`` the random
+      RNNs of :mod:`empirical.rnn`: ``depth`` time steps, ``inputs`` None
+      (each network draws ``n_inputs`` sequences, pairs of exact length
+      ``q_input`` and cosine ``c_input``, default 2, 1, 0; ``dtype`` as
+      here), and the Dataset has ``q``, ``c``, ``grad_h2``, ``c_time`` over
+      ``seed`` and ``layer`` (the step ``t``; :data:`empirical.rnn.SWEEP_DOCS`).
+      The MLP's keywords that the mirror does not read (of ``residual``,
+      ``norm``, ``keep_prob``, ``n_inputs``, ``in_features``, ``q_input``,
+      ``c_input``, ``dtype``, ``devices``) must then keep their defaults
+      (``ValueError`` naming them).
     activation: names from ``meanfield.activation``'s table, Activations or
       elementwise ``jax.numpy`` callables (checked by tracing once; callables
       of one name get labels ``name``, ``name#2``, ...).
@@ -274,14 +280,17 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
     NotImplementedError: an ``arch`` without an experiment mirror.
   """
   if arch is not None:
-    _refuse_mlp_keywords(arch, residual=residual, norm=norm, keep_prob=keep_prob,
-                         n_inputs=n_inputs, in_features=in_features, q_input=q_input,
-                         c_input=c_input, dtype=dtype, devices=devices)
     mirror = architectures.mirror(arch, "empirical.sweep")
+    given = dict(residual=residual, norm=norm, keep_prob=keep_prob, n_inputs=n_inputs,
+                 in_features=in_features, q_input=q_input, c_input=c_input, dtype=dtype,
+                 devices=devices)
+    _refuse_mlp_keywords(arch, **{k: v for k, v in given.items()
+                                  if k not in mirror.sweep_keywords})
     return mirror.sweep(key, arch, mirror.sweep_inputs(arch, inputs), activation=activation,
                         width=width, depth=depth, init=init, sigma_w2=sigma_w2,
                         sigma_b2=sigma_b2, n_seeds=n_seeds, chunk_size=chunk_size,
-                        memory_budget=memory_budget, store=store, progress=progress)
+                        memory_budget=memory_budget, store=store, progress=progress,
+                        **{k: given[k] for k in mirror.sweep_keywords})
   keep_prob = _check_keep_prob(keep_prob)
   grid = _grid.network_grid(key=key, activation=activation, init=init, width=width,
                             depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,

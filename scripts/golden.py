@@ -172,14 +172,19 @@ def conv_sweep():
 
 
 def rnn_drivers():
-  """rnn_statistics (tied and untied) and rnn_jacobian_moments."""
-  kw = dict(activation="tanh", sigma_w2=1.2, sigma_b2=0.05, sigma_u2=0.5, width=16)
+  """The RNN's sweep (tied and untied) and its time-step Jacobian moments (jacobian_spectra);
+  the entries keep the keys of the former rnn_statistics and rnn_jacobian_moments results."""
+  kw = dict(activation="tanh", sigma_w2=1.2, sigma_b2=0.05, width=16, progress=False)
+  stats = lambda ds: {name: ds[name].values for name in ("q", "c", "grad_h2", "c_time")}
+  jac = empirical.jacobian_spectra(_key(2), arch=meanfield.RNN(sigma_u2=0.5), depth=[1, 2, 3, 4],
+                                   warmup=3, n_seeds=3, **kw).moment.transpose("seed", "depth", "order")
   return {
-      "tied": empirical.rnn_statistics(key=_key(), steps=6, seeds=3, pairs=2, c_input=0.3,
-                                       **kw),
-      "untied": empirical.rnn_statistics(key=_key(1), steps=6, seeds=3, tied=False, **kw),
-      "jacobian": empirical.rnn_jacobian_moments(key=_key(2), steps=4, warmup=3, seeds=3,
-                                                 **kw),
+      "tied": stats(empirical.sweep(_key(), arch=meanfield.RNN(sigma_u2=0.5), depth=6, n_seeds=3,
+                                    n_inputs=4, c_input=0.3, **kw)),
+      "untied": stats(empirical.sweep(_key(1), arch=meanfield.RNN(sigma_u2=0.5, tied=False),
+                                      depth=6, n_seeds=3, **kw)),
+      "jacobian": (np.ascontiguousarray(jac.values[..., 0]),
+                   np.ascontiguousarray(jac.values[..., 1])),
   }
 
 
