@@ -1,9 +1,9 @@
 """Orthogonal recurrent weights keep gradients alive over many steps: tanh RNNs, theory against networks.
 
 A tanh RNN ``h_t = W phi(h_{t-1}) + U x_t + b`` with tied recurrent ``W``
-(:mod:`meanfield.rnn`, :mod:`empirical.rnn`), inputs independent over time
-(``q_input = 1``, ``sigma_u2 = 0.1``, ``sigma_b2 = 0``: the input is a bias
-of variance 0.1 at every step), loss ``r . h_T`` at the last step.
+(``arch=meanfield.RNN(sigma_u2=0.1)``: :mod:`meanfield.rnn`, :mod:`empirical.rnn`),
+inputs independent over time (``q_input = 1``, ``sigma_u2 = 0.1``, ``sigma_b2 = 0``: the
+input is a bias of variance 0.1 at every step), loss ``r . h_T`` at the last step.
 
 - Left: the mean squared gradient ``|dL/dh_{T-k}|^2`` against the number of
   steps back ``k``, ordered (``chi_1 < 1``), critical (``chi_1 = 1``) and
@@ -25,7 +25,7 @@ of variance 0.1 at every step), loss ``r . h_T`` at the last step.
 - Right: at criticality, the spread of the squared singular values of the
   time-step Jacobian ``dh_T/dh_{T-k}``, ``Var[lambda] / E[lambda]^2``: theory
   ``k (mu_2/mu_1^2 - 1 - s_1)`` (lines; Gaussian ``s_1 = -1``, orthogonal 0;
-  :func:`meanfield.rnn_jacobian_moments`, the untied approximation of Chen,
+  :func:`meanfield.jacobian_moments` with ``arch=RNN``, the untied approximation of Chen,
   Pennington & Schoenholz 2018), each network's own spectrum (markers,
   median over networks). It grows by about 1.5 per step with Gaussian ``W``
   and 0.5 with orthogonal ``W``: with Gaussian weights most directions'
@@ -64,33 +64,38 @@ def _settings(paper: bool) -> dict:
 
 
 def _compute(s: dict) -> xr.Dataset:
-  hyper = dict(activation="tanh", sigma_b2=SIGMA_B2, sigma_u2=SIGMA_U2, q_input=Q_INPUT)
+  hyper = dict(activation="tanh", sigma_b2=SIGMA_B2)
+  arch = meanfield.RNN(sigma_u2=SIGMA_U2)
   critical = float(meanfield.critical_sigma_w2(activation="tanh",
                                                sigma_b2=SIGMA_U2 * Q_INPUT + SIGMA_B2))
   sw2 = np.array([critical * REGIMES[r] for r in REGIMES])
-  theory = meanfield.rnn_propagate(sigma_w2=sw2, steps=s["steps"], **hyper)
+  theory = meanfield.propagate(sigma_w2=sw2, depth=s["steps"], q_input=Q_INPUT, c_input=0.0,
+                               arch=arch, **hyper)
   grad = np.zeros((len(INITS), len(sw2), s["steps"]))
   for i, init in enumerate(INITS):
     for j, w in enumerate(sw2):
-      stats = empirical.rnn_statistics(key=jax.random.key(10 + j), sigma_w2=float(w),
-                                       steps=s["steps"], width=s["width"], seeds=s["seeds"],
-                                       init=init, **hyper)
-      grad[i, j] = np.asarray(stats.grad_h2).mean(0)
-  lag = s["steps"] - np.arange(1, s["steps"] + 1)
+      net = meanfield.Network(sigma_w2=float(w), depth=s["steps"], width=s["width"], init=init,
+                              arch=arch, **hyper)
+      ds = empirical.sweep(jax.random.key(10 + j), network=net, n_seeds=s["seeds"],
+                           q_input=Q_INPUT, progress=False)
+      grad[i, j] = ds.grad_h2.values.mean(0)
   jac = np.zeros((len(INITS), s["jac_steps"]))
   jac_th = np.zeros((len(INITS), s["jac_steps"]))
+  lags = np.arange(1, s["jac_steps"] + 1)
   for i, init in enumerate(INITS):
-    m1, m2 = empirical.rnn_jacobian_moments(
-        key=jax.random.key(20), sigma_w2=critical, steps=s["jac_steps"], width=s["width"],
-        seeds=s["jac_seeds"], warmup=20, init=init, **hyper)
-    jac[i] = np.median(np.asarray(m2) / np.asarray(m1) ** 2 - 1, axis=0)
-    th = meanfield.rnn_jacobian_moments(sigma_w2=critical, steps=s["jac_steps"], init=init,
-                                        **hyper)
+    ds = empirical.jacobian_spectra(
+        jax.random.key(20), sigma_w2=critical, depth=list(lags), width=s["width"], init=init,
+        n_seeds=s["jac_seeds"], warmup=20, q_input=Q_INPUT, arch=arch, progress=False, **hyper)
+    m1, m2 = ds.moment.sel(order=1).values, ds.moment.sel(order=2).values   # (lag, seed)
+    jac[i] = np.median(m2 / m1 ** 2 - 1, axis=1)
+    th = meanfield.jacobian_moments(sigma_w2=critical, depth=lags, init=init, q_input=Q_INPUT,
+                                    arch=arch, **hyper)
     jac_th[i] = np.asarray(th.variance) / np.asarray(th.mean) ** 2
+  lag = s["steps"] - np.arange(1, s["steps"] + 1)
   coords = dict(init=list(INITS), regime=list(REGIMES))
   return xr.Dataset(
       {"grad_h2": (("init", "regime", "lag"), grad[:, :, ::-1]),
-       "grad_h2_theory": (("regime", "lag"), np.asarray(theory.grad_h2)[:, ::-1]),
+       "grad_h2_theory": (("regime", "lag"), np.asarray(theory.extra["grad_h2"])[:, ::-1]),
        "chi_1_star": (("regime",), np.asarray(theory.chi_1)[:, -1]),
        "sigma_w2": (("regime",), sw2),
        "relative_variance": (("init", "k"), jac),
