@@ -1,4 +1,4 @@
-"""meanfield.rnn against closed forms (linear RNN) and independent Gauss-Hermite quadrature."""
+"""meanfield.RNN against closed forms (linear RNN) and independent Gauss-Hermite quadrature."""
 
 import jax
 import jax.numpy as jnp
@@ -6,12 +6,25 @@ import numpy as np
 import pytest
 
 import meanfield
-from meanfield import rnn
 from meanfield.depth import depth_scale
 
 STEPS = 12
 TANH = dict(activation="tanh", sigma_w2=1.6, sigma_b2=0.05, sigma_u2=0.7, q_input=1.3,
             c_input=0.4)
+
+
+def _propagate(*, steps, sigma_u2=1.0, q_input=1.0, c_input=0.0, **kw):
+  return meanfield.propagate(depth=steps, q_input=q_input, c_input=c_input,
+                             arch=meanfield.RNN(sigma_u2=sigma_u2), **kw)
+
+
+def _fixed_point(*, sigma_u2=1.0, tied=True, **kw):
+  return meanfield.fixed_point(arch=meanfield.RNN(sigma_u2=sigma_u2, tied=tied), **kw)
+
+
+def _jacobian_moments(*, steps, sigma_u2=1.0, **kw):
+  return meanfield.jacobian_moments(depth=np.arange(1, steps + 1),
+                                    arch=meanfield.RNN(sigma_u2=sigma_u2), **kw)
 
 
 def _reference(sigma_w2, sigma_b2, sigma_u2, q_input, c_input, steps, degree=240):
@@ -42,19 +55,19 @@ def _reference(sigma_w2, sigma_b2, sigma_u2, q_input, c_input, steps, degree=240
 
 @pytest.mark.slow
 def test_tanh_against_quadrature(x64):
-  th = rnn.rnn_propagate(steps=STEPS, **TANH)
+  th = _propagate(steps=STEPS, **TANH)
   args = {k: v for k, v in TANH.items() if k != "activation"}
   q, c, chi = _reference(steps=STEPS, **args)
   np.testing.assert_allclose(th.q, q, rtol=1e-10)
   np.testing.assert_allclose(th.c, c, rtol=1e-9)
   np.testing.assert_allclose(th.chi_1, chi, rtol=1e-9)
   grad = np.append(np.cumprod(chi[:-1][::-1])[::-1], 1.0)
-  np.testing.assert_allclose(th.grad_h2, grad, rtol=1e-9)
+  np.testing.assert_allclose(th.extra["grad_h2"], grad, rtol=1e-9)
   assert th.q.dtype == np.float64
 
 
 def test_fixed_point_is_fixed_and_slope_is_chi_c(x64):
-  fp = rnn.rnn_fixed_point(**TANH)
+  fp = _fixed_point(**TANH)
   args = {k: v for k, v in TANH.items() if k != "activation"}
   # Long propagation reaches the fixed point (the map contracts: chi_c < 1 checked here).
   q, c, _ = _reference(steps=200, **args)
@@ -80,14 +93,14 @@ def test_fixed_point_is_fixed_and_slope_is_chi_c(x64):
 @pytest.mark.slow
 def test_linear_closed_forms(x64):
   sw2, sb2, su2, qi, ci = 0.8, 0.1, 0.5, 2.0, 0.3
-  th = rnn.rnn_propagate(activation="linear", sigma_w2=sw2, sigma_b2=sb2, sigma_u2=su2,
+  th = _propagate(activation="linear", sigma_w2=sw2, sigma_b2=sb2, sigma_u2=su2,
                          q_input=qi, c_input=ci, steps=STEPS)
   t = np.arange(1, STEPS + 1)
   geometric = (1 - sw2 ** t) / (1 - sw2)
   np.testing.assert_allclose(th.q, (su2 * qi + sb2) * geometric, rtol=1e-12)
   np.testing.assert_allclose(th.q * th.c, (su2 * qi * ci + sb2) * geometric, rtol=1e-12)
-  np.testing.assert_allclose(th.grad_h2, sw2 ** (STEPS - t), rtol=1e-12)
-  fp = rnn.rnn_fixed_point(activation="linear", sigma_w2=sw2, sigma_b2=sb2, sigma_u2=su2,
+  np.testing.assert_allclose(th.extra["grad_h2"], sw2 ** (STEPS - t), rtol=1e-12)
+  fp = _fixed_point(activation="linear", sigma_w2=sw2, sigma_b2=sb2, sigma_u2=su2,
                            q_input=qi, c_input=ci)
   np.testing.assert_allclose(fp.q_star, (su2 * qi + sb2) / (1 - sw2), rtol=1e-12)
   np.testing.assert_allclose(fp.c_star, (su2 * qi * ci + sb2) / (su2 * qi + sb2), rtol=1e-12)
@@ -98,7 +111,7 @@ def test_linear_closed_forms(x64):
 def test_without_input_the_feedforward_fixed_point(x64):
   # sigma_u2 = 0: the RNN's maps are the MLP's (chaotic tanh: c* < 1; ordered: c* = 1).
   sw2 = np.array([0.8, 3.0])
-  fp = rnn.rnn_fixed_point(activation="tanh", sigma_w2=sw2, sigma_b2=0.1, sigma_u2=0.0)
+  fp = _fixed_point(activation="tanh", sigma_w2=sw2, sigma_b2=0.1, sigma_u2=0.0)
   np.testing.assert_allclose(fp.q_star, meanfield.q_star(activation="tanh", sigma_w2=sw2,
                                                          sigma_b2=0.1), rtol=1e-12)
   np.testing.assert_allclose(fp.c_star, meanfield.fixed_point(activation="tanh", sigma_w2=sw2,
@@ -110,7 +123,7 @@ def test_without_input_the_feedforward_fixed_point(x64):
 def test_jacobian_moments_linear(x64):
   k = np.arange(1, 6)
   for init, variance in (("gaussian", k * 0.9 ** (2 * k)), ("orthogonal", 0 * k)):
-    m = rnn.rnn_jacobian_moments(activation="linear", sigma_w2=0.9, sigma_b2=0.1, steps=5,
+    m = _jacobian_moments(activation="linear", sigma_w2=0.9, sigma_b2=0.1, steps=5,
                                  init=init)
     np.testing.assert_allclose(m.mean, 0.9 ** k, rtol=1e-12)
     np.testing.assert_allclose(m.variance, variance, rtol=1e-12, atol=1e-14)
@@ -121,47 +134,70 @@ def test_jacobian_moments_at_the_rnn_fixed_point(x64):
   # whose chi_1 depends on q: a q* at the wrong bias would fail.
   k = np.arange(1, 5)
   kw = dict(activation="tanh", sigma_w2=1.7, sigma_b2=0.05, sigma_u2=0.3, q_input=2.0)
-  fp = rnn.rnn_fixed_point(**kw)
-  m = rnn.rnn_jacobian_moments(steps=4, **kw)
+  fp = _fixed_point(**kw)
+  m = _jacobian_moments(steps=4, **kw)
   np.testing.assert_allclose(m.mean, float(fp.chi_1) ** k, rtol=1e-12)
-  no_input = rnn.rnn_fixed_point(**{**kw, "sigma_u2": 0.0})
+  no_input = _fixed_point(**{**kw, "sigma_u2": 0.0})
   assert abs(float(no_input.chi_1) / float(fp.chi_1) - 1) > 1e-3
 
 
-def test_network_steps_is_depth(x64):
-  net = meanfield.Network(activation="linear", sigma_w2=0.8, sigma_b2=0.1, depth=7)
-  a = rnn.rnn_propagate(net, q_input=1.0, c_input=0.2)
-  b = rnn.rnn_propagate(activation="linear", sigma_w2=0.8, sigma_b2=0.1, steps=7,
-                        q_input=1.0, c_input=0.2)
+def test_network_depth_is_steps(x64):
+  net = meanfield.Network(activation="linear", sigma_w2=0.8, sigma_b2=0.1, depth=7,
+                          arch=meanfield.RNN())
+  a = meanfield.propagate(net, q_input=1.0, c_input=0.2)
+  b = _propagate(activation="linear", sigma_w2=0.8, sigma_b2=0.1, steps=7, q_input=1.0,
+                 c_input=0.2)
   np.testing.assert_array_equal(a.q, b.q)
   assert a.q.shape == (7,)
-  with pytest.raises(ValueError, match="steps"):
-    rnn.rnn_propagate(net, steps=3)
+  with pytest.raises(ValueError, match="depth"):
+    meanfield.propagate(net, depth=3, q_input=1.0, c_input=0.2)
   with pytest.raises(ValueError, match="residual"):
-    rnn.rnn_propagate(net.replace(residual=True))
-  # The network's init is the recurrent law: linear orthogonal, a point mass (variance 0).
-  m = rnn.rnn_jacobian_moments(net.replace(init="orthogonal"))
-  assert m.mean.shape == (7,)
-  np.testing.assert_allclose(m.mean, 0.8 ** np.arange(1, 8), rtol=1e-12)
+    net.replace(residual=True)
+  with pytest.raises(ValueError, match="c_input"):        # propagate's inputs are required
+    meanfield.propagate(net, q_input=1.0)
+  # The network's init is the recurrent law: linear orthogonal, a point mass (variance 0);
+  # its depth the lag k.
+  m = meanfield.jacobian_moments(net.replace(init="orthogonal"))
+  np.testing.assert_allclose(m.mean, 0.8 ** 7, rtol=1e-12)
   np.testing.assert_array_equal(m.variance, 0.0)
-  fp = rnn.rnn_fixed_point(net, q_input=1.0)
+  fp = meanfield.fixed_point(net, q_input=1.0)
   np.testing.assert_allclose(fp.q_star, (1.0 + 0.1) / 0.2, rtol=1e-12)
+  np.testing.assert_allclose(meanfield.depth_scales(net, q_input=1.0).xi_c, fp.xi_c)
+  # The MLP's stationary state reads no input: q_input there is refused.
+  with pytest.raises(ValueError, match="q_input"):
+    meanfield.fixed_point(activation="tanh", sigma_w2=1.0, sigma_b2=0.0, q_input=1.0)
+  with pytest.raises(ValueError, match="q_input"):
+    meanfield.jacobian_moments(activation="tanh", sigma_w2=1.0, sigma_b2=0.0, depth=2,
+                               q_input=1.0)
+
+
+def test_tied_or_untied_two_time_steps(x64):
+  # c_time: tied, the c-map's c*; untied, the inputs' and bias's share (sigma_u2 q_in c_in +
+  # sigma_b2) / q*. Forward the two are the same.
+  kw = dict(activation="tanh", sigma_w2=1.5, sigma_b2=0.3, sigma_u2=1.0, q_input=1.0,
+            c_input=0.2)
+  tied, untied = _fixed_point(**kw), _fixed_point(tied=False, **kw)
+  np.testing.assert_array_equal(tied.extra["c_time"], tied.c_star)
+  np.testing.assert_allclose(untied.extra["c_time"], (1.0 * 0.2 + 0.3) / untied.q_star,
+                             rtol=1e-14)
+  np.testing.assert_array_equal(untied.c_star, tied.c_star)
+  assert bool(tied.converged) and tied.xi_q > 0
 
 
 def test_float32_stays_float32():
-  th = rnn.rnn_propagate(activation="linear", sigma_w2=np.float32(0.5), sigma_b2=0.1, steps=3)
-  assert th.q.dtype == np.float32 and th.grad_h2.dtype == np.float32
+  th = _propagate(activation="linear", sigma_w2=np.float32(0.5), sigma_b2=0.1, steps=3)
+  assert th.q.dtype == np.float32 and th.extra["grad_h2"].dtype == np.float32
   np.testing.assert_allclose(th.q, 1.1 * (1 - 0.5 ** np.arange(1, 4)) / 0.5, rtol=1e-6)
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(steps=0), "steps"), (dict(sigma_u2=-1.0), "sigma_u2"),
+    (dict(steps=0), "depth"), (dict(sigma_u2=-1.0), "sigma_u2"),
     (dict(c_input=1.5), "c_input"), (dict(q_input=-0.1), "q_input"),
     (dict(activation="nope"), "activation")])
 def test_bad_input_raises(bad, match):
   kw = {**dict(activation="tanh", sigma_w2=1.0, sigma_b2=0.0, steps=3), **bad}
   with pytest.raises(ValueError, match=match):
-    rnn.rnn_propagate(**kw)
+    _propagate(**kw)
 
 
 @pytest.mark.slow
@@ -177,8 +213,8 @@ def test_fixed_point_gradients_match_finite_differences(x64, act, sigma_w2):
   fields = ("q_star", "c_star", "chi_1", "chi_c", "xi_c", "xi_grad")
 
   def f(x):
-    fp = rnn.rnn_fixed_point(activation=act, **dict(zip(names, x)))
-    return jnp.stack([getattr(fp, k) for k in fields])
+    fp = _fixed_point(activation=act, **dict(zip(names, x)))
+    return jnp.stack([getattr(fp, k) if k != "xi_grad" else fp.extra[k] for k in fields])
 
   jac = np.asarray(jax.jacrev(f)(jnp.asarray(x0)))            # reverse mode, as jax.grad
   h = 1e-5
@@ -195,7 +231,7 @@ def test_fixed_point_gradients_match_finite_differences(x64, act, sigma_w2):
     assert np.all(np.isfinite(jac)) and np.all(jac[1] == 0)
     return
   # the reproducer: dc*/dsigma_w2 ~ -0.0037 and dc*/dc_input ~ 0.84 at (2.5, 0.05), default input
-  g = jax.grad(lambda w, ci: rnn.rnn_fixed_point(activation="tanh", sigma_w2=w, sigma_b2=0.05,
+  g = jax.grad(lambda w, ci: _fixed_point(activation="tanh", sigma_w2=w, sigma_b2=0.05,
                                                  c_input=ci).c_star, argnums=(0, 1))(2.5, 0.0)
   assert abs(float(g[0])) > 1e-3 and abs(float(g[1])) > 0.5
 
@@ -204,13 +240,13 @@ def test_fixed_point_gradients_match_finite_differences(x64, act, sigma_w2):
 def test_time_scales_are_plus_inf_at_chi_1_equal_one(x64):
   # tanh at sigma_w2 = 1 without input or bias: q* = 0, chi_1 = chi_c = 1 exactly; -1/log(1)
   # is -inf with log(1) = +0.0, the docstring's (and depth_scale's) value is +inf.
-  fp = rnn.rnn_fixed_point(activation="tanh", sigma_w2=1.0, sigma_b2=0.0, sigma_u2=0.0)
+  fp = _fixed_point(activation="tanh", sigma_w2=1.0, sigma_b2=0.0, sigma_u2=0.0)
   assert float(fp.q_star) == 0 and float(fp.c_star) == 1
   assert float(fp.chi_1) == float(fp.chi_c) == 1
-  assert float(fp.xi_c) == float(fp.xi_grad) == np.inf
+  assert float(fp.xi_c) == float(fp.extra["xi_grad"]) == np.inf
   # growing gradients keep their negative sign; shrinking ones are depth_scale's
-  fp = rnn.rnn_fixed_point(activation="tanh", sigma_w2=np.array([0.8, 2.5]), sigma_b2=0.05,
+  fp = _fixed_point(activation="tanh", sigma_w2=np.array([0.8, 2.5]), sigma_b2=0.05,
                            sigma_u2=0.0)
-  np.testing.assert_array_equal(fp.xi_grad, -1 / np.log(np.asarray(fp.chi_1)))
-  assert fp.xi_grad[0] > 0 > fp.xi_grad[1]
+  np.testing.assert_array_equal(fp.extra["xi_grad"], -1 / np.log(np.asarray(fp.chi_1)))
+  assert fp.extra["xi_grad"][0] > 0 > fp.extra["xi_grad"][1]
   np.testing.assert_array_equal(fp.xi_c, depth_scale(fp.chi_c))
