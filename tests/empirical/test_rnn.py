@@ -1,23 +1,53 @@
-"""empirical.rnn against meanfield.rnn: tolerances from width, seeds and pairs."""
+"""The RNN's experiment mirror (empirical.rnn) against meanfield.RNN: tolerances from width,
+seeds and pairs; and its drivers on the engine (store, resume after a kill)."""
+
+import os
+import types
 
 import jax
 import numpy as np
 import pytest
 
+import empirical
 import meanfield
-from empirical import rnn
+from empirical import engine
 
 N, SEEDS, PAIRS, STEPS = 128, 8, 2, 16
 HYPER = dict(activation="tanh", sigma_w2=1.5, sigma_b2=0.05, sigma_u2=1.0, q_input=1.0,
              c_input=0.5)
 KAPPA = 2.0      # tanh: relative variance of |a|^2 per unit is at most 2/N (test_overlay)
+STATS = ("q", "c", "grad_h2", "c_time")
+
+
+def _statistics(*, key, steps, width, seeds=8, pairs=1, tied=True, sigma_u2=1.0, q_input=1.0,
+                c_input=0.0, **kw):
+  """``empirical.sweep`` of RNNs as arrays ``(seeds, steps)`` by name (one grid point)."""
+  ds = empirical.sweep(key, arch=meanfield.RNN(sigma_u2=sigma_u2, tied=tied), depth=steps,
+                       width=width, n_seeds=seeds, n_inputs=2 * pairs, q_input=q_input,
+                       c_input=c_input, progress=False, **kw)
+  return types.SimpleNamespace(**{name: ds[name].values for name in STATS})
+
+
+def _theory(*, steps, sigma_u2=1.0, q_input=1.0, c_input=0.0, **kw):
+  prop = meanfield.propagate(depth=steps, q_input=q_input, c_input=c_input,
+                             arch=meanfield.RNN(sigma_u2=sigma_u2), **kw)
+  return types.SimpleNamespace(q=prop.q, c=prop.c, chi_1=prop.chi_1, grad_h2=prop.extra["grad_h2"])
+
+
+def _jacobian(*, key, steps, width, seeds=8, warmup=20, sigma_u2=1.0, **kw):
+  """``(m1, m2)`` of ``empirical.jacobian_spectra(arch=RNN)``, each ``(seeds, steps)``."""
+  ds = empirical.jacobian_spectra(key, arch=meanfield.RNN(sigma_u2=sigma_u2),
+                                  depth=list(range(1, steps + 1)), width=width, n_seeds=seeds,
+                                  warmup=warmup, progress=False, **kw)
+  m = ds.moment.transpose("seed", "depth", "order").values
+  return m[..., 0], m[..., 1]
 
 
 @pytest.fixture(scope="module", params=["gaussian", "orthogonal"])
 def measured(request):
-  stats = rnn.rnn_statistics(key=jax.random.key(7), steps=STEPS, width=N, seeds=SEEDS,
-                             pairs=PAIRS, init=request.param, **HYPER)
-  return jax.tree.map(np.asarray, stats), meanfield.rnn_propagate(steps=STEPS, **HYPER)
+  stats = _statistics(key=jax.random.key(7), steps=STEPS, width=N, seeds=SEEDS, pairs=PAIRS,
+                      init=request.param, **HYPER)
+  return stats, _theory(steps=STEPS, **HYPER)
 
 
 def _memory(slopes):
@@ -87,12 +117,12 @@ def test_linear_jacobian_tied():
   k = np.arange(1, 5)
   common = dict(key=jax.random.key(3), activation="linear", sigma_w2=0.9, sigma_b2=0.1,
                 steps=4, width=N, seeds=16, warmup=0)
-  m1, m2 = map(np.asarray, rnn.rnn_jacobian_moments(init="orthogonal", **common))
+  m1, m2 = _jacobian(init="orthogonal", **common)
   np.testing.assert_allclose(m1, np.broadcast_to(0.9 ** k, m1.shape), rtol=1e-4)
   np.testing.assert_allclose(m2, m1 ** 2, rtol=1e-4)
-  m1, m2 = map(np.asarray, rnn.rnn_jacobian_moments(init="gaussian", **common))
-  theory = meanfield.rnn_jacobian_moments(activation="linear", sigma_w2=0.9, sigma_b2=0.1,
-                                          steps=4, init="gaussian")
+  m1, m2 = _jacobian(init="gaussian", **common)
+  theory = meanfield.jacobian_moments(activation="linear", sigma_w2=0.9, sigma_b2=0.1,
+                                      depth=k, init="gaussian", arch=meanfield.RNN())
   np.testing.assert_allclose(theory.second_moment, (k + 1) * 0.9 ** (2 * k), rtol=1e-6)
   for emp, pred in ((m1, theory.mean), (m2, theory.second_moment)):
     se = emp.std(0, ddof=1) / np.sqrt(emp.shape[0])
@@ -101,21 +131,108 @@ def test_linear_jacobian_tied():
 
 @pytest.mark.parametrize("bad, match", [
     (dict(init="he_normal"), "init"), (dict(sigma_w2=-1.0), "sigma_w2"),
-    (dict(c_input=2.0), "c_input"), (dict(steps=0), "steps"), (dict(width=1), "width"),
-    (dict(sigma_w2=None), r"`sigma_w2` must be a finite number >= 0, got None"),
+    (dict(c_input=2.0), "c_input"), (dict(depth=0), "depth"), (dict(width=1), "width"),
+    (dict(sigma_w2=None), r"`sigma_w2` must be given"),
     (dict(sigma_w2="1.0"), r"`sigma_w2` must be a finite number >= 0, got '1.0'"),
     (dict(sigma_b2=None), r"`sigma_b2` must be a finite number >= 0, got None"),
     (dict(c_input="0.5"), r"`c_input` must be a number in \[-1, 1\], got '0.5'"),
-    (dict(c_input=None), r"`c_input` must be a number in \[-1, 1\], got None"),
+    (dict(n_inputs=3), "n_inputs"), (dict(inputs=np.ones((2, 8))), "inputs"),
+    (dict(in_features=8), "in_features"),
+    (dict(arch=meanfield.RNN(sigma_u2=[1.0, 2.0])), "sigma_u2"),
     (dict(key=0), r"`key` must be a PRNG key \(jax.random.key\(0\)\), got 0")])
 def test_bad_input_raises(bad, match):
-  kw = {**dict(key=jax.random.key(0), sigma_w2=1.0, steps=3, width=8), **bad}
+  kw = {**dict(key=jax.random.key(0), sigma_w2=1.0, depth=3, width=8, arch=meanfield.RNN()),
+        **bad}
+  key = kw.pop("key")
   with pytest.raises(ValueError, match=match):
-    rnn.rnn_statistics(**kw)
-  kw.pop("c_input", None), kw.pop("pairs", None)
-  if "c_input" not in bad:
+    empirical.sweep(key, progress=False, **kw)
+  # the Jacobian driver's checks are the same, but for the sweep's own keywords (and it
+  # wants sigma_w2 > 0, not >= 0)
+  if not set(bad) & {"c_input", "n_inputs", "inputs", "in_features"} and ">= 0" not in match:
     with pytest.raises(ValueError, match=match):
-      rnn.rnn_jacobian_moments(**kw)
+      empirical.jacobian_spectra(key, progress=False, **kw)
+
+
+def test_jacobian_refuses_what_it_does_not_run():
+  kw = dict(sigma_w2=1.0, depth=3, width=8, arch=meanfield.RNN(), progress=False)
+  for bad, match in ((dict(max_order=3), "max_order"), (dict(warmup=-1), "warmup"),
+                     (dict(method="projection"), "method"), (dict(q=1.0), "`q`"),
+                     (dict(depth=[3, 2]), "increasing")):
+    with pytest.raises(ValueError, match=match):
+      empirical.jacobian_spectra(jax.random.key(0), **{**kw, **bad})
+  with pytest.raises(ValueError, match="warmup"):       # the RNN's keywords, not the MLP's
+    empirical.jacobian_spectra(jax.random.key(0), sigma_w2=1.0, depth=2, width=8, warmup=3,
+                               progress=False)
+
+
+def _interrupting_writes(monkeypatch, after):
+  """Make the engine's chunk writer raise once ``after`` chunks are written (a killed run)."""
+  write, written = engine._write_chunk, []
+
+  def dying(store, path, arrays):
+    if len(written) == after:
+      raise KeyboardInterrupt("killed")
+    write(store, path, arrays)
+    written.append(path)
+  monkeypatch.setattr(engine, "_write_chunk", dying)
+
+
+@pytest.mark.parametrize("driver", ["sweep", "jacobian_spectra"])
+def test_a_killed_run_resumes_and_a_rerun_recomputes_nothing(tmp_path, monkeypatch, driver):
+  # Both RNN drivers on the engine: a run killed after 3 chunks leaves them in the store; the
+  # rerun computes only the missing ones (the kept ones are not rewritten: their times stay
+  # set back) and ends bitwise at the uninterrupted result, which a rerun on the full store
+  # reads back without computing anything; a different computation refuses the store.
+  run = getattr(empirical, driver)
+  args = dict(arch=meanfield.RNN(sigma_u2=0.5), activation="tanh", width=8, depth=[2, 3],
+              sigma_w2=[1.0, 1.5], sigma_b2=0.05, n_seeds=4, chunk_size=2, progress=False)
+  name = "q" if driver == "sweep" else "moment"
+  whole = run(jax.random.key(0), **args)
+  store = tmp_path / "store"
+  with monkeypatch.context() as m:
+    _interrupting_writes(m, after=3)
+    with pytest.raises(KeyboardInterrupt):
+      run(jax.random.key(0), store=str(store), **args)
+  kept = sorted(store.glob("config-*/chunk-*.npz"))
+  assert len(kept) == 3
+  for c in kept:
+    os.utime(c, (1.0, 1.0))
+  resumed = run(jax.random.key(0), store=str(store), **args)
+  np.testing.assert_array_equal(resumed[name].values, whole[name].values)
+  assert [os.path.getmtime(c) for c in kept] == [1.0] * 3
+  chunks = sorted(store.glob("config-*/chunk-*.npz"))
+  # 2 chunks per configuration: depth x sigma_w2 for the sweep, sigma_w2 for the Jacobian
+  assert len(chunks) == (8 if driver == "sweep" else 4)
+  for c in chunks:
+    os.utime(c, (2.0, 2.0))
+  with monkeypatch.context() as m:
+    _interrupting_writes(m, after=0)              # any chunk computed would raise here
+    again = run(jax.random.key(0), store=str(store), **args)
+  np.testing.assert_array_equal(again[name].values, whole[name].values)
+  assert all(os.path.getmtime(c) == 2.0 for c in chunks)
+  with pytest.raises(ValueError, match="different computation"):
+    run(jax.random.key(0), store=str(store), **{**args, "arch": meanfield.RNN(sigma_u2=0.6)})
+
+
+def test_datasets_name_their_axes_and_overlay_the_theory():
+  # A list makes a dimension; layers beyond a network's depth are nan; seed and layer as in
+  # the MLP's sweep. empirical.networks and empirical.theory read the Dataset back.
+  ds = empirical.sweep(jax.random.key(0), arch=meanfield.RNN(sigma_u2=0.5), width=8,
+                       depth=[2, 3], sigma_w2=[1.0, 1.5], n_seeds=2, progress=False)
+  assert ds.q.dims == ("depth", "sigma_w2", "seed", "layer")
+  assert np.all(np.isnan(ds.q.sel(depth=2, layer=3))) and not np.any(np.isnan(ds.q.sel(depth=3)))
+  assert ds.attrs["architecture"] == "rnn"
+  net = empirical.networks(ds).values[1, 0]
+  assert net.arch == meanfield.RNN(sigma_u2=0.5) and net.depth == 3 and net.sigma_w2 == 1.0
+  th = empirical.theory(ds)
+  prop = meanfield.propagate(net, q_input=1.0, c_input=0.0)
+  np.testing.assert_array_equal(th.q.sel(depth=3, sigma_w2=1.0).values, prop.q)
+  np.testing.assert_array_equal(th.grad_h2.sel(depth=3, sigma_w2=1.0).values,
+                                prop.extra["grad_h2"])
+  assert np.isnan(th.q.sel(depth=2, layer=3)).all()
+  jac = empirical.jacobian_spectra(jax.random.key(0), arch=meanfield.RNN(), width=8, depth=2,
+                                   sigma_w2=[1.0, 1.5], n_seeds=2, warmup=1, progress=False)
+  assert jac.moment.dims == ("sigma_w2", "seed", "order") and int(jac.depth) == 2
 
 
 @pytest.mark.slow
@@ -126,11 +243,12 @@ def test_two_time_steps_correlation_is_what_tying_changes():
   # error is the spread over the 16 independent networks / 4 (a t-test with 15 degrees of
   # freedom; 4.5 standard errors is p < 1e-3).
   hyper = dict(activation="tanh", sigma_w2=1.5, sigma_b2=0.3, sigma_u2=1.0, q_input=1.0)
-  fp = meanfield.rnn_fixed_point(c_input=0.0, **hyper)
+  fp = meanfield.fixed_point(activation="tanh", sigma_w2=1.5, sigma_b2=0.3, q_input=1.0,
+                             c_input=0.0, arch=meanfield.RNN(sigma_u2=1.0))
   tied_theory, untied_theory = float(fp.c_star), float(0.3 / fp.q_star)
   for tied, theory, other in ((True, tied_theory, untied_theory),
                               (False, untied_theory, tied_theory)):
-    stats = rnn.rnn_statistics(key=jax.random.key(1), steps=16, width=2 * N, seeds=16, pairs=2,
+    stats = _statistics(key=jax.random.key(1), steps=16, width=2 * N, seeds=16, pairs=2,
                                tied=tied, c_input=0.5, **hyper)
     per_network = np.asarray(stats.c_time)[:, -8:].mean(1)
     mean, se = per_network.mean(), per_network.std(ddof=1) / 4
@@ -145,8 +263,8 @@ def _log_spread(width, steps, seeds=64):
   sw2 = 0.8 * float(meanfield.critical_sigma_w2(activation="tanh", sigma_b2=0.1))
   hyper = dict(activation="tanh", sigma_w2=sw2, sigma_b2=0.0, sigma_u2=0.1, q_input=1.0,
                steps=steps)
-  stats = rnn.rnn_statistics(key=jax.random.key(11), width=width, seeds=seeds, **hyper)
-  theory = meanfield.rnn_propagate(**hyper)
+  stats = _statistics(key=jax.random.key(11), width=width, seeds=seeds, **hyper)
+  theory = _theory(**hyper)
   return np.log(np.asarray(stats.grad_h2, np.float64)[:, ::-1]
                 / np.asarray(theory.grad_h2, np.float64)[::-1])
 
