@@ -7,7 +7,7 @@ Reproduces the numbers of docs/rnn.md, "When the gradient leaves chi_1^k"
   python scripts/rnn_departure.py --seeds 32 --key 100
 
 ``R_k = |dL/dh_{T-k}|^2 / theory`` per network (theory:
-:func:`meanfield.rnn_propagate`), for the figure's network (tanh,
+:func:`meanfield.propagate` with ``arch=meanfield.RNN``), for the figure's network (tanh,
 ``sigma_u2 = 0.1``, ``sigma_b2 = 0``, ``q_input = 1``, ``sigma_w2`` 0.8 x
 critical) at widths 32..512 over ``T = 20 + 8 sqrt(N)`` steps. Printed per
 width: the lag where the seed mean of ``R_k`` first exceeds 2, the lag where
@@ -50,13 +50,13 @@ def _power(ns, ks) -> float:
 def tanh_ratios(n: int, *, tied: bool, seeds: int, key: int) -> np.ndarray:
   """``R_k``, shape ``(seeds, T)``, index ``k`` (steps back from ``T``)."""
   sigma_w2 = 0.8 * float(meanfield.critical_sigma_w2(activation="tanh", sigma_b2=SIGMA_U2))
-  hyper = dict(activation="tanh", sigma_w2=sigma_w2, sigma_b2=0.0, sigma_u2=SIGMA_U2,
-               q_input=1.0, steps=_steps(n))
-  stats = empirical.rnn_statistics(key=jax.random.key(key + n), width=n, seeds=seeds,
-                                   tied=tied, **hyper)
-  theory = meanfield.rnn_propagate(**hyper)
-  return (np.asarray(stats.grad_h2, np.float64)[:, ::-1]
-          / np.asarray(theory.grad_h2, np.float64)[::-1])
+  net = meanfield.Network(activation="tanh", sigma_w2=sigma_w2, sigma_b2=0.0, depth=_steps(n),
+                          width=n, arch=meanfield.RNN(sigma_u2=SIGMA_U2, tied=tied))
+  stats = empirical.sweep(jax.random.key(key + n), network=net, n_seeds=seeds, q_input=1.0,
+                          progress=False)
+  theory = meanfield.propagate(net, q_input=1.0, c_input=0.0)
+  return (np.asarray(stats.grad_h2.values, np.float64)[:, ::-1]
+          / np.asarray(theory.extra["grad_h2"], np.float64)[::-1])
 
 
 def report_tanh(*, tied: bool, seeds: int, key: int) -> None:

@@ -23,6 +23,7 @@ from meanfield.gaussian import bivariate_expectation, gaussian_expectation
 T = dict(activation="tanh", sigma_b2=0.05)
 COV = np.eye(4) * 0.6 + 0.1
 CONV = mf.Conv(kernel_size=3, spatial_size=4)
+RNN = mf.RNN(sigma_u2=0.5)
 
 #: name -> call with a value v (1.5 on the first call, 1.7 on the second)
 CALLS = {
@@ -59,9 +60,11 @@ CALLS = {
                                                   **T),
     "finite_width_jacobian": lambda v: mf.finite_width_jacobian(q_input=1.0, depth=5, width=128,
                                                                 sigma_w2=v, **T),
-    "rnn_fixed_point": lambda v: mf.rnn_fixed_point(sigma_w2=v, **T),
-    "rnn_propagate": lambda v: mf.rnn_propagate(sigma_w2=v, steps=5, **T),
-    "rnn_jacobian_moments": lambda v: mf.rnn_jacobian_moments(sigma_w2=v, steps=5, **T),
+    "fixed_point(arch=RNN)": lambda v: mf.fixed_point(sigma_w2=v, q_input=0.8, arch=RNN, **T),
+    "propagate(arch=RNN)": lambda v: mf.propagate(sigma_w2=v, depth=5, q_input=1.0, c_input=0.5,
+                                                  arch=RNN, **T),
+    "jacobian_moments(arch=RNN)": lambda v: mf.jacobian_moments(sigma_w2=v, depth=np.arange(1, 6),
+                                                                arch=RNN, **T),
     "Conv.covariance_map": lambda v: CONV.covariance_map(COV, sigma_w2=v, **T),
     "fixed_point(arch=Conv)": lambda v: mf.fixed_point(sigma_w2=v, arch=CONV, **T),
     "depth_scales(arch=Conv)": lambda v: mf.depth_scales(sigma_w2=v, arch=CONV, **T),

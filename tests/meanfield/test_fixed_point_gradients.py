@@ -3,7 +3,7 @@
 Each function's differentiable fields, in ``(sigma_w2, sigma_b2)`` (and the variant's own
 parameter), by reverse mode (``jax.jacrev``, the mode of ``jax.grad``). Central differences
 with ``h = 1e-5``: truncation ``~h^2 f''' ~ 1e-10``, the solvers' ``16 eps`` on the values
-``~4e-16 / h ~ 4e-11``; so ``rtol=1e-6``, ``atol=1e-8``. The RNN's fixed point has its own
+``~4e-16 / h ~ 4e-11``; so ``rtol=1e-6``, ``atol=1e-8``. The RNN's (``arch=RNN(...)``) has its own
 test in test_rnn.py (every argument).
 """
 

@@ -76,8 +76,6 @@ _CALLS = {
     "phase_diagram": ((), {}), "post_activation_variance": ((0.7,), {}),
     "propagate": ((), dict(q_input=1.0, c_input=0.3)),
     "q_map": ((0.7,), {}), "q_map_slope": ((0.7,), {}), "q_star": ((), {}),
-    "rnn_fixed_point": ((), {}),
-    "rnn_jacobian_moments": ((), {}), "rnn_propagate": ((), {}),     # steps: the depth
 }
 # The variant a function is the theory of, set in its network from the start.
 _OWN_VARIANT = {"layernorm_": dict(norm="layer")}
@@ -96,8 +94,7 @@ def _takes_a_network(name: str) -> bool:
 def _fields(fn, net: Network) -> dict:
   """The keywords of ``fn`` that ``net`` holds, as a keyword call would give them."""
   params = inspect.signature(fn).parameters
-  out = {f.name: getattr(net, f.name) for f in dataclasses.fields(net) if f.name in params}
-  return {**out, "steps": net.depth} if "steps" in params else out    # an RNN's depth
+  return {f.name: getattr(net, f.name) for f in dataclasses.fields(net) if f.name in params}
 
 
 def _assert_same(a, b, name):
@@ -230,6 +227,18 @@ def test_a_bad_architecture_or_one_with_an_mlp_variant_raises(changes, message):
 def test_a_conv_network_call_equals_the_keyword_call(name, kwargs):
   arch = mf.Conv(kernel_size=3, spatial_size=4)
   net = _NET.replace(arch=arch)
+  fn = getattr(mf, name)
+  with jax.enable_x64(True):
+    _assert_same(fn(net, **kwargs), fn(**_fields(fn, net), **kwargs), name)
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("propagate", dict(q_input=0.8, c_input=0.3)), ("jacobian_moments", dict(q_input=0.8)),
+    pytest.param("fixed_point", dict(q_input=0.8), marks=pytest.mark.slow),
+    pytest.param("depth_scales", dict(c_input=0.2), marks=pytest.mark.slow)])
+def test_an_rnn_network_call_equals_the_keyword_call(name, kwargs):
+  # depth is the number of time steps (propagate) or the lag (jacobian_moments)
+  net = _NET.replace(arch=mf.RNN(sigma_u2=0.5, tied=False))
   fn = getattr(mf, name)
   with jax.enable_x64(True):
     _assert_same(fn(net, **kwargs), fn(**_fields(fn, net), **kwargs), name)
