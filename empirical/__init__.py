@@ -11,4 +11,4 @@ from empirical.reinit import reinit
 from empirical.diagnosis import Verdict, diagnose, verdict
 from empirical.conv import CNN, ConvInit, conv_singular_values, kernel_init, kernel_init_names
 from empirical.sweeping import sweep
-from empirical import rnn as _rnn  # registers the RNN's experiment mirror
+import empirical.rnn as _rnn  # registers meanfield.RNN's experiment mirror (no public names)

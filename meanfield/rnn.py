@@ -275,9 +275,12 @@ class RNN(Architecture):
 
   def fixed_point(self, act: Activation, sigma_w2, sigma_b2, *, q_input: ArrayLike = 1.0,
                   c_input: ArrayLike = 0.0):
-    """The stationary state: ``q*`` is the feed-forward one at bias ``sigma_u2 q_input +
-    sigma_b2``; ``c*`` solves the RNN's c-map by safeguarded Newton on ``[-1, 1]`` with
-    implicit-function gradients (``jax.grad`` of every field works)."""
+    """The stationary state of the RNN's maps under the input's drive.
+
+    ``q*`` is the feed-forward one at bias ``sigma_u2 q_input + sigma_b2``; ``c*`` solves
+    the RNN's c-map by safeguarded Newton on ``[-1, 1]`` with implicit-function gradients
+    (``jax.grad`` of every field works).
+    """
     args = _drive(self.sigma_u2, q_input, c_input)
     fields, extra = _fixed_point(act, self.tied, sigma_w2, args[0], sigma_b2, *args[1:])
     return FixedPoint(*fields, extra=extra)
@@ -291,8 +294,11 @@ class RNN(Architecture):
   def jacobian_moments(self, act: Activation, init: Any, sigma_w2, sigma_b2, depth, q, *,
                        q_input: ArrayLike = 1.0, c_input: ArrayLike | None = None
                        ) -> JacobianMoments:
-    """The depth-``k`` MLP's moments (``k = depth``) at ``q`` (default the stationary ``q*``,
-    the feed-forward one at bias ``sigma_u2 q_input + sigma_b2``); ``c_input`` is not read."""
+    """The time-step Jacobian's moments: the depth-``k`` MLP's (``k = depth``) at ``q``.
+
+    ``q`` defaults to the stationary ``q*``, the feed-forward one at bias ``sigma_u2
+    q_input + sigma_b2``; ``c_input`` is not read.
+    """
     sigma_u2, q_input = _drive(self.sigma_u2, q_input)
     if q is None:
       # the stationary q* (its c* is not needed here, and its root-find costs most of a compile)
