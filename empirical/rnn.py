@@ -346,7 +346,8 @@ class RNNMirror(architectures.Mirror):
     arch = RNN(sigma_u2=float(ds.attrs["sigma_u2"]), tied=bool(ds.attrs["tied"]))
     return Network(activation=activation, sigma_w2=float(point["sigma_w2"]),
                    sigma_b2=float(point["sigma_b2"]), depth=int(point["depth"]),
-                   width=int(point["width"]), init=str(point["init"]), arch=arch)
+                   width=int(point["width"]), init=self.matrix_init(str(point["init"])),
+                   arch=arch)
 
   def theory(self, ds: xr.Dataset, activation: Any) -> xr.Dataset:
     """``q``, ``c``, ``chi_1``, ``grad_h2`` of :func:`meanfield.propagate` per grid point

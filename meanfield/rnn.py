@@ -171,8 +171,8 @@ def _c_star(act, sigma_w2, b_self, gap, qs, chi):
   return jnp.where(jnp.isfinite(qs), cs, jnp.nan), converged | ~active
 
 
-@functools.partial(jax.jit, static_argnames=("act", "tied"))
-def _fixed_point(act, tied, sigma_w2, sigma_u2, sigma_b2, q_input, c_input):
+@functools.partial(jax.jit, static_argnames=("act",))
+def _fixed_point(act, sigma_w2, sigma_u2, sigma_b2, q_input, c_input):
   sigma_w2, sigma_u2, sigma_b2, q_input, c_input = as_arrays(
       sigma_w2, sigma_u2, sigma_b2, q_input, c_input)
   b_self = sigma_u2 * q_input + sigma_b2
@@ -188,13 +188,13 @@ def _fixed_point(act, tied, sigma_w2, sigma_u2, sigma_b2, q_input, c_input):
   # -1/log chi_1, negative where gradients grow; depth_scale (inf, not -inf) where chi_1 <= 1
   growing = chi > 1
   xi_grad = jnp.where(growing, -1 / jnp.log(jnp.where(growing, chi, 2.0)), depth_scale(chi))
-  # two time steps of one sequence: tied, the c-map's c*; untied, the inputs' and bias's share
-  c_time = cs if tied else (sigma_u2 * q_input * c_input + sigma_b2) / qs
+  # two time steps of one sequence, untied: the inputs' and bias's share (tied: c*)
+  untied = (sigma_u2 * q_input * c_input + sigma_b2) / qs
   fields = (qs, cs, chi, chi_c, xi_q(act, sigma_w2, qs), depth_scale(chi_c),
             length.converged & c_converged)
   shape = jnp.broadcast_shapes(*(jnp.shape(f) for f in fields))
   fields = tuple(jnp.broadcast_to(f, shape) for f in fields)
-  return fields, {"xi_grad": xi_grad, "c_time": c_time}
+  return fields, xi_grad, untied
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,8 +282,9 @@ class RNN(Architecture):
     (``jax.grad`` of every field works).
     """
     args = _drive(self.sigma_u2, q_input, c_input)
-    fields, extra = _fixed_point(act, self.tied, sigma_w2, args[0], sigma_b2, *args[1:])
-    return FixedPoint(*fields, extra=extra)
+    fields, xi_grad, untied = _fixed_point(act, sigma_w2, args[0], sigma_b2, *args[1:])
+    c_time = fields[1] if self.tied else jnp.broadcast_to(untied, fields[1].shape)
+    return FixedPoint(*fields, extra={"xi_grad": xi_grad, "c_time": c_time})
 
   def depth_scales(self, act: Activation, sigma_w2, sigma_b2, *, q_input: ArrayLike = 1.0,
                    c_input: ArrayLike = 0.0):

@@ -25,7 +25,7 @@ def _statistics(*, key, steps, width, seeds=8, pairs=1, tied=True, sigma_u2=1.0,
   ds = empirical.sweep(key, arch=meanfield.RNN(sigma_u2=sigma_u2, tied=tied), depth=steps,
                        width=width, n_seeds=seeds, n_inputs=2 * pairs, q_input=q_input,
                        c_input=c_input, progress=False, **kw)
-  return types.SimpleNamespace(**{name: ds[name].values for name in STATS})
+  return types.SimpleNamespace(ds=ds, **{name: ds[name].values for name in STATS})
 
 
 def _theory(*, steps, sigma_u2=1.0, q_input=1.0, c_input=0.0, **kw):
@@ -183,11 +183,18 @@ def test_a_killed_run_resumes_and_a_rerun_recomputes_nothing(tmp_path, monkeypat
   # rerun computes only the missing ones (the kept ones are not rewritten: their times stay
   # set back) and ends bitwise at the uninterrupted result, which a rerun on the full store
   # reads back without computing anything; a different computation refuses the store.
+  # (The sweep's sizes are the fixture's, so its program is compiled once for both.)
   run = getattr(empirical, driver)
-  args = dict(arch=meanfield.RNN(sigma_u2=0.5), activation="tanh", width=8, depth=[2, 3],
-              sigma_w2=[1.0, 1.5], sigma_b2=0.05, n_seeds=4, chunk_size=2, progress=False)
+  args = dict(arch=meanfield.RNN(sigma_u2=0.5), activation="tanh", sigma_w2=[1.0, 1.5],
+              sigma_b2=0.05, progress=False)
+  if driver == "sweep":
+    args.update(width=N, depth=STEPS, n_inputs=2 * PAIRS, n_seeds=2 * SEEDS, chunk_size=SEEDS)
+  else:
+    args.update(width=8, depth=3, n_seeds=4, chunk_size=2)
   name = "q" if driver == "sweep" else "moment"
   whole = run(jax.random.key(0), **args)
+  dims = ("layer",) if driver == "sweep" else ("order",)
+  assert whole[name].dims == ("sigma_w2", "seed") + dims    # the MLP's drivers' axes
   store = tmp_path / "store"
   with monkeypatch.context() as m:
     _interrupting_writes(m, after=3)
@@ -201,8 +208,7 @@ def test_a_killed_run_resumes_and_a_rerun_recomputes_nothing(tmp_path, monkeypat
   np.testing.assert_array_equal(resumed[name].values, whole[name].values)
   assert [os.path.getmtime(c) for c in kept] == [1.0] * 3
   chunks = sorted(store.glob("config-*/chunk-*.npz"))
-  # 2 chunks per configuration: depth x sigma_w2 for the sweep, sigma_w2 for the Jacobian
-  assert len(chunks) == (8 if driver == "sweep" else 4)
+  assert len(chunks) == 4                       # 2 configurations (sigma_w2) x 2 chunks
   for c in chunks:
     os.utime(c, (2.0, 2.0))
   with monkeypatch.context() as m:
@@ -214,6 +220,20 @@ def test_a_killed_run_resumes_and_a_rerun_recomputes_nothing(tmp_path, monkeypat
     run(jax.random.key(0), store=str(store), **{**args, "arch": meanfield.RNN(sigma_u2=0.6)})
 
 
+def test_networks_and_theory_read_the_dataset_back(measured):
+  # empirical.networks and empirical.theory on an RNN sweep's Dataset: the Network of the grid
+  # point (depth = steps, the arch's fields from the attributes) and propagate's numbers.
+  stats, th = measured
+  net = empirical.networks(stats.ds).item()
+  assert net.arch == meanfield.RNN(sigma_u2=HYPER["sigma_u2"]) and net.depth == STEPS
+  assert net.width == N and net.sigma_w2 == HYPER["sigma_w2"]
+  overlay = empirical.theory(stats.ds)
+  np.testing.assert_array_equal(overlay.q.values, th.q)
+  np.testing.assert_array_equal(overlay.grad_h2.values, th.grad_h2)
+  assert overlay.q.dims == ("layer",)
+
+
+@pytest.mark.slow   # a second compile of the sweep and of the theory: the fixture's test has it
 def test_datasets_name_their_axes_and_overlay_the_theory():
   # A list makes a dimension; layers beyond a network's depth are nan; seed and layer as in
   # the MLP's sweep. empirical.networks and empirical.theory read the Dataset back.
@@ -230,9 +250,6 @@ def test_datasets_name_their_axes_and_overlay_the_theory():
   np.testing.assert_array_equal(th.grad_h2.sel(depth=3, sigma_w2=1.0).values,
                                 prop.extra["grad_h2"])
   assert np.isnan(th.q.sel(depth=2, layer=3)).all()
-  jac = empirical.jacobian_spectra(jax.random.key(0), arch=meanfield.RNN(), width=8, depth=2,
-                                   sigma_w2=[1.0, 1.5], n_seeds=2, warmup=1, progress=False)
-  assert jac.moment.dims == ("sigma_w2", "seed", "order") and int(jac.depth) == 2
 
 
 @pytest.mark.slow

@@ -233,7 +233,8 @@ def test_a_conv_network_call_equals_the_keyword_call(name, kwargs):
 
 
 @pytest.mark.parametrize("name, kwargs", [
-    ("propagate", dict(q_input=0.8, c_input=0.3)), ("jacobian_moments", dict(q_input=0.8)),
+    pytest.param("propagate", dict(q_input=0.8, c_input=0.3), marks=pytest.mark.slow),
+    ("jacobian_moments", dict(q_input=0.8)),
     pytest.param("fixed_point", dict(q_input=0.8), marks=pytest.mark.slow),
     pytest.param("depth_scales", dict(c_input=0.2), marks=pytest.mark.slow)])
 def test_an_rnn_network_call_equals_the_keyword_call(name, kwargs):
