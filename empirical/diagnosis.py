@@ -69,7 +69,9 @@ import dataclasses
 import functools
 import hashlib
 import math
+import os
 from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -79,6 +81,8 @@ from flax import nnx
 
 from empirical import _capture
 from empirical import _checks
+from empirical import _grid
+from empirical import devices as _devices
 from empirical import engine
 from empirical import models as _models
 from empirical import probes as _probes
@@ -292,9 +296,18 @@ def _select(names: Sequence[str], which, what: str, allowed: str) -> int:
 
 def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: int = 4,
              l0: str | int | None = None, fit: Sequence[str] | None = None,
-             jacobian: bool | None = None,
-             memory_budget: int = engine.DEFAULT_MEMORY_BUDGET) -> xr.Dataset:
+             jacobian: bool | None = None, chunk_size: int | None = None,
+             memory_budget: int = engine.DEFAULT_MEMORY_BUDGET,
+             store: str | os.PathLike | None = None, progress: bool = True,
+             devices: _devices.Devices = None) -> xr.Dataset:
   """Signal-propagation diagnostics of ``n_seeds`` random instances of ``model``.
+
+  Runs on the experiment engine (:func:`empirical.engine.run_chunked`), as
+  :func:`empirical.sweep` does: networks are built and measured in chunks,
+  ``group`` networks vmapped at once (2 on the CPU, 8 on accelerators, at
+  most ``n_seeds`` but at least 2), so every network is computed by the same
+  program whatever the chunking: results are bitwise identical across
+  ``chunk_size``, ``memory_budget``, ``devices`` and resumption.
 
   Args:
     model: a callable ``factory(rngs: nnx.Rngs) -> nnx.Module`` (e.g.
@@ -303,7 +316,7 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
       ``apply(params, x) -> out``. The output must be one array, batch first.
     x: inputs ``(B, ...)`` (batch first); pairs ``(2k, 2k+1)`` give ``c``.
     key: the PRNG key; network ``i`` has ``fold_in(key, i)`` (module docstring).
-    n_seeds: networks built and measured at once (vmapped).
+    n_seeds: networks built and measured.
     n_projections: random tangents per input for the partial Jacobians.
     l0: the reference layer of ``J^{l0,l}`` (name or index); default the
       first layer of the fit.
@@ -312,9 +325,36 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
       ``l0`` on.
     jacobian: compute the input-output singular values; default when
       ``d out_0 / d x_0`` has at most 65536 entries.
-    memory_budget: bytes the networks measured at once may hold (default 1
-      GiB): ``n_seeds`` are built and measured in chunks of as many as fit (a
-      rough count per network, as in :func:`empirical.sweep`).
+    chunk_size: networks per chunk (per stored chunk, per progress step),
+      rounded up to a multiple of the group times the devices; default as
+      many as fit ``memory_budget`` on each device.
+    memory_budget: bytes per device the networks measured at once may hold
+      (default 1 GiB; a rough count per network, as in :func:`empirical.sweep`).
+    store: a directory; each finished chunk is written there atomically and a
+      rerun with the same model and arguments loads it instead of measuring
+      again, so a run killed at any moment resumes to exactly the result of
+      an uninterrupted one. The store is keyed on what the model computes
+      (below); a different model or setting on the same store raises
+      ``ValueError`` naming what differs.
+    progress: show a tqdm bar (networks measured).
+    devices: where to run: ``None`` (default) every local device (the first
+      only on the CPU, as in :func:`empirical.sweep`), ``1`` the default
+      device, an integer ``n`` the first ``n`` local devices, or a sequence
+      of them; each chunk is cut into ``n`` equal parts measured at once, one
+      per device (:func:`empirical.devices.split_over`; one host only: a
+      model is built eagerly, outside any compiled program).
+
+  A store's spec keys the model by content, never by its Python code or
+  identity (which change between processes): digests of ``x`` (shape, dtype,
+  bytes); of the parameters of networks 0 and 1 as built from the key (their
+  tree paths, shapes, dtypes and values); of network 0's output and every
+  layer's value on ``x``; the layers found (names, kinds, shapes); and
+  ``key``, ``n_seeds``, ``n_projections``, ``l0``, the fit, ``jacobian`` and
+  the vmapped group. Its limit: two models that agree at all these points
+  (the same parameters for networks 0 and 1 and the same values on ``x``,
+  yet different elsewhere, e.g. a model that reads a global changed between
+  runs) share a key, and a rerun would load the other's chunks. The digests
+  are of exact bits: a store made on one backend (CPU, GPU) resumes there.
 
   Models run as they are called. Where a layer mixes the inputs of the
   batch (BatchNorm in training mode), ``grad_h`` is that of ``sum_a L_a`` and
@@ -333,16 +373,55 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
 
   Raises:
     ValueError: for a bad argument, before any work: a model that is not one
-      of the above or whose output is not one float array batch first, one
-      network that does not fit ``memory_budget``; and, after building the
-      first two, a model whose networks are identical for different keys
-      (one that ignores its ``rngs``).
+      of the above or whose output is not one float array batch first, a
+      group of networks that does not fit ``memory_budget``, a ``store``
+      holding another computation; and, after building the first two, a
+      model whose networks are identical for different keys (one that
+      ignores its ``rngs``).
   """
   _check(model, x, key, n_seeds, n_projections, jacobian)
   memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
+  if chunk_size is not None:
+    chunk_size = _checks.check_int("chunk_size", chunk_size, 1)
+  store = _checks.check_store(store)
+  devs = _devices.check_local(_devices.resolve(devices))
   x = jnp.asarray(x)
   build, apply = _program(model, x)
-  # Shapes first (nothing built): the layers, then the memory plan.
+  plan = _plan(build, apply, x, key, n_seeds, l0, fit, jacobian)
+  group_bytes = plan.group * plan.per_network
+  if group_bytes > memory_budget:
+    raise ValueError(
+        f"`memory_budget` = {memory_budget} bytes is too small for {plan.group} networks of "
+        f"`model` measured at once (one vmapped group), which need about {group_bytes} "
+        f"bytes ({group_bytes / 2**30:.3g} GiB; one network about {plan.per_network}) on "
+        f"these inputs; raise `memory_budget` or use fewer inputs")
+  step = plan.group * len(devs)
+  size = chunk_size or len(devs) * plan.group * engine.items_per_chunk(memory_budget,
+                                                                       group_bytes)
+  measure = _measure_program(plan.traced, plan.layers, plan.i0, n_projections, plan.jac)
+  compute = _devices.split_over(_chunk_program(build, measure, x, key, plan.group), devs)
+  spec = None if store is None else _spec(build, x, key, n_projections, plan)
+  result = engine.run_chunked(compute, n_seeds, chunk_size=-(-size // step) * step,
+                              multiple=step, store=store, spec=spec, progress=progress,
+                              desc="diagnose")
+  return _dataset(result, plan.layers, plan.fit_idx, plan.i0, n_seeds, x.shape[0])
+
+
+class _Plan(NamedTuple):
+  """What :func:`diagnose` knows of one network before building any: its traced forward
+  pass, layers, reference and fitted layers, whether the Jacobian is taken, the rough
+  bytes one network holds, and how many networks are vmapped at once."""
+  traced: Any
+  layers: tuple
+  i0: int
+  fit_idx: list[int]
+  jac: bool
+  per_network: int
+  group: int
+
+
+def _plan(build, apply, x, key, n_seeds, l0, fit, jacobian) -> _Plan:
+  """The layers and the memory plan, from shapes only (nothing is built)."""
   one = jax.eval_shape(build, _models.network_key(key, 0))
   traced = _capture.trace(apply, one, x)
   out_shape, layers = _first_layers(traced, jax.tree.leaves(one), x)
@@ -356,17 +435,20 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
   i0 = fit_idx[0] if l0 is None else _select(names, l0, "l0", "a layer name or index")
   fit_idx = [i for i in fit_idx if i >= i0]
   n_jac = math.prod(out_shape.shape[1:]) * math.prod(x.shape[1:])
-  jac = n_jac <= _MAX_JACOBIAN if jacobian is None else jacobian
+  jac = n_jac <= _MAX_JACOBIAN if jacobian is None else bool(jacobian)
   per_network = _network_bytes(one, layers, n_jac if jac else 0)
-  if per_network > memory_budget:
-    raise ValueError(
-        f"`memory_budget` = {memory_budget} bytes is too small for one network of `model`, "
-        f"which needs about {per_network} bytes ({per_network / 2**30:.3g} GiB) on these "
-        f"inputs; raise `memory_budget` or use fewer inputs")
-  measure = _measure_program(traced, tuple(layers), i0, n_projections, jac)
-  result = _measure_seeds(build, measure, x, key, n_seeds,
-                          engine.items_per_chunk(memory_budget, per_network))
-  return _dataset(result, layers, fit_idx, i0, n_seeds, x.shape[0])
+  return _Plan(traced, tuple(layers), i0, fit_idx, jac, per_network, _group_size(n_seeds))
+
+
+#: Networks vmapped together (None: 2 on the CPU, 8 on accelerators). At least 2: XLA
+#: compiles a vmap over one network to another program (other last bits) than over
+#: several, whose rows are then computed alike.
+_GROUP: int | None = None
+
+
+def _group_size(n_seeds: int) -> int:
+  group = _GROUP or (2 if jax.default_backend() == "cpu" else 8)
+  return max(2, min(group, n_seeds))
 
 
 def _check_output(out_shape, x) -> None:
@@ -396,23 +478,61 @@ def _network_bytes(params, layers, n_jac: int) -> int:
   return 2 * weights + _LAYER_COPIES * values + 2 * n_jac * itemsize
 
 
-def _measure_seeds(build, measure, x, key, n_seeds: int, per_chunk: int) -> dict:
-  """Every seed's statistics, ``per_chunk`` networks built and measured at once (the last
-  chunk filled with the next networks, dropped, so that one program serves every chunk)."""
-  def network_keys(start, stop):
-    return jax.vmap(lambda i: _models.network_key(key, i))(jnp.arange(start, stop))
+def _network_keys(key: Array, idx) -> Array:
+  return jax.vmap(lambda i: _models.network_key(key, i))(jnp.asarray(idx, jnp.int32))
 
-  size = min(per_chunk, n_seeds)
-  chunks = []
-  for start in range(0, n_seeds, size):
-    keys = network_keys(start, start + size)
-    # Eagerly vmapped: a factory's own jitted parts compile once per shape, whatever
-    # the values it closes over (a new init, say).
-    params = jax.vmap(build)(keys)
-    if start == 0:
-      _check_independent(params if size > 1 else jax.vmap(build)(network_keys(0, 2)))
-    chunks.append(jax.device_get(measure(jax.tree.leaves(params), x, keys)))
-  return {name: np.concatenate([c[name] for c in chunks])[:n_seeds] for name in chunks[0]}
+
+def _chunk_program(build, measure, x, key, group: int):
+  """``compute(indices)`` for :func:`empirical.engine.run_chunked`: networks ``indices``
+  (a multiple of ``group`` of them) built and measured ``group`` at a time, by one
+  program, so each network's numbers depend on its index only (and the group's
+  composition, which chunks aligned to ``group`` keep)."""
+  def compute(idx):
+    idx = np.asarray(idx)
+    parts = []
+    for g in idx.reshape(-1, group):
+      keys = _network_keys(key, g)
+      # Eagerly vmapped: a factory's own jitted parts compile once per shape, whatever
+      # the values it closes over (a new init, say).
+      params = jax.vmap(build)(keys)
+      if g[0] == 0:
+        _check_independent(params if g[1] == 1 else jax.vmap(build)(_network_keys(key, [0, 1])))
+      parts.append(jax.device_get(measure(jax.tree.leaves(params), x, keys)))
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+  return compute
+
+
+def _digest(arrays) -> str:
+  """sha256 of arrays' dtypes, shapes and bytes (PRNG keys by their key data)."""
+  h = hashlib.sha256()
+  for a in arrays:
+    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+      a = jax.random.key_data(a)
+    a = np.ascontiguousarray(np.asarray(a))
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _spec(build, x, key, n_projections: int, plan: _Plan) -> dict:
+  """A store's spec: the model keyed by what it computes (see :func:`diagnose`)."""
+  pair = jax.vmap(build)(_network_keys(key, [0, 1]))
+  _check_independent(pair)                       # before a store is made for it
+  flat = jax.tree_util.tree_flatten_with_path(pair)[0]
+  leaves = [leaf for _, leaf in flat]
+  first = [leaf[0] for leaf in leaves]
+  out, rec = _capture.run(plan.traced, first, x)
+  return {
+      "driver": "diagnose", "key": _grid.key_data(key), "x": _digest([x]),
+      "parameters": [[jax.tree_util.keystr(path), list(leaf.shape[1:]), str(leaf.dtype)]
+                     for path, leaf in flat],
+      "parameter_values": _digest(leaves),
+      "values": _digest(jax.tree.leaves(out) + list(rec.values)),
+      "layers": [[layer.name, layer.kind, list(layer.shape), str(layer.dtype)]
+                 for layer in plan.layers],
+      "l0": plan.layers[plan.i0].name, "fit": [plan.layers[i].name for i in plan.fit_idx],
+      "n_projections": n_projections, "jacobian": plan.jac, "group": plan.group}
 
 
 def _check_independent(params) -> None:
