@@ -2,7 +2,8 @@
 
 :func:`diagnose` takes a user's model as it is (an ``nnx`` factory, a Linen
 module, or an ``init``/``apply`` pair), builds ``n_seeds`` random instances
-at once (``jax.vmap`` over keys), and measures at every layer what the sweep
+(``jax.vmap`` over keys, in chunks run by :func:`empirical.engine.run_chunked`:
+stores, resume, devices, progress), and measures at every layer what the sweep
 measures on the toolkit's own MLPs (:mod:`empirical.probes`), plus the
 criticality criterion of Doshi, He & Gromov (2023), which holds for
 architectures that mean-field theory does not cover.
@@ -327,9 +328,10 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
       ``d out_0 / d x_0`` has at most 65536 entries.
     chunk_size: networks per chunk (per stored chunk, per progress step),
       rounded up to a multiple of the group times the devices; default as
-      many as fit ``memory_budget`` on each device.
-    memory_budget: bytes per device the networks measured at once may hold
-      (default 1 GiB; a rough count per network, as in :func:`empirical.sweep`).
+      many as ``memory_budget`` would hold on each device.
+    memory_budget: bytes per device a group of networks measured at once may
+      hold (default 1 GiB; a rough count per network, as in
+      :func:`empirical.sweep`); it also sizes the default chunk.
     store: a directory; each finished chunk is written there atomically and a
       rerun with the same model and arguments loads it instead of measuring
       again, so a run killed at any moment resumes to exactly the result of
