@@ -356,7 +356,9 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
   (the same parameters for networks 0 and 1 and the same values on ``x``,
   yet different elsewhere, e.g. a model that reads a global changed between
   runs) share a key, and a rerun would load the other's chunks. The digests
-  are of exact bits: a store made on one backend (CPU, GPU) resumes there.
+  are of exact bits, computed on the host's CPU (deterministic there); the
+  group differs between the CPU and accelerators, so a store resumes on the kind
+  of backend (and the library versions) that made it.
 
   Models run as they are called. Where a layer mixes the inputs of the
   batch (BatchNorm in training mode), ``grad_h`` is that of ``sum_a L_a`` and
@@ -517,14 +519,29 @@ def _digest(arrays) -> str:
   return h.hexdigest()
 
 
+def _host_device() -> jax.Device:
+  """The host's first CPU device (the default device where JAX runs without a CPU)."""
+  try:
+    return jax.local_devices(backend="cpu")[0]
+  except RuntimeError:                           # JAX_PLATFORMS without "cpu"
+    return jax.local_devices()[0]
+
+
 def _spec(build, x, key, n_projections: int, plan: _Plan) -> dict:
-  """A store's spec: the model keyed by what it computes (see :func:`diagnose`)."""
-  pair = jax.vmap(build)(_network_keys(key, [0, 1]))
-  _check_independent(pair)                       # before a store is made for it
-  flat = jax.tree_util.tree_flatten_with_path(pair)[0]
-  leaves = [leaf for _, leaf in flat]
-  first = [leaf[0] for leaf in leaves]
-  out, rec = _capture.run(plan.traced, first, x)
+  """A store's spec: the model keyed by what it computes (see :func:`diagnose`).
+
+  Computed on the host's CPU whatever the devices: its programs are deterministic
+  there (an accelerator's autotuned kernels may round differently from one process
+  to the next, and a resumed run would not find its store)."""
+  host = _host_device()
+  with jax.default_device(host):
+    pair = jax.vmap(build)(_network_keys(key, [0, 1]))
+    _check_independent(pair)                     # before a store is made for it
+    flat = jax.tree_util.tree_flatten_with_path(pair)[0]
+    leaves = [leaf for _, leaf in flat]
+    first = [leaf[0] for leaf in leaves]
+    x = jax.device_put(np.asarray(x), host)
+    out, rec = _capture.run(plan.traced, first, x)
   return {
       "driver": "diagnose", "key": _grid.key_data(key), "x": _digest([x]),
       "parameters": [[jax.tree_util.keystr(path), list(leaf.shape[1:]), str(leaf.dtype)]
