@@ -344,6 +344,9 @@ def test_linen_module_and_init_apply_pair_agree():
     (dict(model=3), "`model`"),
     (dict(l0="nope"), "`l0`"),
     (dict(fit="embed"), "`fit`"),
+    (dict(chunk_size=1.5), "`chunk_size`"),
+    (dict(store=42), "`store`"),
+    (dict(devices=0), "`devices`"),
 ])
 def test_bad_arguments_raise(kwargs, match):
   args = dict(model=lambda rngs: ResMLP(8, 16, 3, rngs=rngs), x=jnp.ones((6, 8)), key=KEY)
