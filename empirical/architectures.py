@@ -197,6 +197,8 @@ class Mirror:
     ``q``, ``c`` and ``chi_1`` of ``meanfield.propagate(net, q_input=, c_input=)`` for
     the Network ``net`` of each grid point (:meth:`network`) at the measured
     ``q_input``, ``c_input`` of ``ds``, nan beyond each network's depth."""
+    if not (self._has("network") or self._has("draw", "forward")):
+      self._no_experiment(f"{self.name!r} Datasets", "empirical.theory")
     return _propagated(self, ds, activation)
 
 

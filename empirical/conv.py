@@ -33,7 +33,8 @@ Probes (:func:`conv_measure`) per layer: the covariance across positions
 whose Fourier modes along the diagonals are :func:`spatial_modes`), and the
 norm of the backpropagated signal ``|dL/dh^l|`` for the loss ``L = r .
 phi(h^L)`` with a fixed random unit ``r``; :func:`run_sweep` runs them on a
-grid of networks on the experiment engine (:mod:`empirical.engine`): what
+grid of networks on the experiment engine (:mod:`empirical.engine`, through
+the skeleton every architecture's sweep shares, :mod:`empirical._grid_sweep`): what
 ``empirical.sweep(key, arch=meanfield.Conv(kernel_size), inputs=x, ...)``
 runs (:mod:`empirical.architectures`).
 Theory: :mod:`meanfield.conv`.

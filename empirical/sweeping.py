@@ -185,8 +185,10 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
       (:mod:`empirical.description`); those must then not be given too.
     arch: ``None`` for the fully connected MLP, or an architecture value
       (``meanfield.Conv(kernel_size=3)``; also a network's ``arch``): the
-      sweep of its experiment mirror (:mod:`empirical.architectures`). For
-      ``Conv`` that is the circular CNNs of :mod:`empirical.conv`:
+      sweep of its experiment mirror (:mod:`empirical.architectures`; by
+      default its ``draw`` and ``forward`` hooks on the engine, with
+      ``store`` and resume, returning the variables below except
+      ``grad_w`` and ``layer_sigma_w2``). For ``Conv`` that is the circular CNNs of :mod:`empirical.conv`:
       ``inputs`` is one input ``(n, C_0)`` (``n`` positions) shared by every
       network, ``init`` names kernel schemes
       (:func:`empirical.kernel_init_names`), and the Dataset has

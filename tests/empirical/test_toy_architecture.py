@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import xarray as xr
 
 import empirical
 import meanfield
@@ -185,3 +186,13 @@ def test_a_mirror_without_hooks_or_name_is_refused(gain_mirror):
   with pytest.raises(ValueError, match=r"`inputs` must be a floating array of shape \(batch, "
                                        r"in_features\).*arch=Gain\(gain=1.0\)"):
     empirical.sweep(jax.random.key(0), arch=Gain(), inputs=np.ones(3, np.float32), **GRID)
+
+
+def test_the_default_overlay_needs_the_hooks(monkeypatch):
+  ds = xr.Dataset(attrs={"architecture": "bare"})
+  bare = architectures.Mirror()
+  bare.name = "bare"
+  monkeypatch.setitem(architectures.MIRRORS, Gain, bare)
+  with pytest.raises(NotImplementedError, match=r"`empirical.theory` has no experiment for "
+                                                r"'bare' Datasets \(its mirror Mirror lacks"):
+    empirical.theory(ds)
