@@ -151,6 +151,9 @@ def test_the_toy_sweeps_on_the_engine_resumes_and_overlays_its_theory(gain_mirro
   again = empirical.sweep(jax.random.key(0), arch=arch, inputs=x, store=str(store), **GRID)
   assert computed == [4] * 6 and again.identical(ds)
   architectures.register(Gain, gain_mirror)
+  # Another value of the architecture is another computation: its store is refused.
+  with pytest.raises(ValueError, match=r"holds results of a different computation.*arch.*1\.3"):
+    empirical.sweep(jax.random.key(0), arch=Gain(gain=1.3), inputs=x, store=str(store), **GRID)
 
   # The MLP sweep's schema where it applies.
   mlp = empirical.sweep(jax.random.key(0), inputs=x, **{**GRID, "n_seeds": 1})
