@@ -89,18 +89,25 @@ class Unfingerprintable(ValueError):
 #: offset so no point is a round number.
 _PROBES = np.concatenate([np.sinh(np.linspace(-10.0, 10.0, 201)),
                           np.linspace(-4.0, 4.0, 321) + 0.0123456789])
-#: Values are keyed to this many significant digits (and below ``_TINY`` as 0),
-#: so last-bit differences between platforms and JAX versions give the same key.
+#: Values are keyed to this many significant digits of the largest value of their
+#: array: each value ``v`` is written as the integer nearest ``v / scale * 10**(_DIGITS - 1)``
+#: (``scale`` the largest finite ``|v|``, itself written to ``_DIGITS`` digits). Values
+#: far below the scale (a slope of 1e-11 where the largest is 1, which the platform's
+#: last bit decides) then round to 0 on every platform, and last-bit differences
+#: between platforms and JAX versions give the same key.
 _DIGITS = 10
-_TINY = 1e-12
 
 
 def _text(values: Any) -> str:
-  """``values`` (float64) rounded to ``_DIGITS`` significant digits, as text."""
+  """``values`` (float64) to ``_DIGITS`` digits of their largest finite magnitude, as text."""
   v = np.asarray(values, np.float64).ravel()
-  v = np.where(np.abs(v) < _TINY, 0.0, v)
-  return f"{np.shape(values)}:" + ",".join(
-      "nan" if np.isnan(x) else f"{x:.{_DIGITS - 1}e}" for x in v.tolist())
+  finite = np.isfinite(v)
+  scale = float(np.max(np.abs(v[finite]), initial=0.0))
+  unit = scale / 10 ** (_DIGITS - 1) if scale > 0 else 1.0
+  q = np.where(finite, np.rint(np.where(finite, v, 0.0) / unit), 0.0)
+  return f"{np.shape(values)}:{scale:.{_DIGITS - 1}e}:" + ",".join(
+      ("nan" if np.isnan(x) else "inf" if x > 0 else "-inf") if not ok else f"{int(n)}"
+      for x, ok, n in zip(v.tolist(), finite.tolist(), q.tolist()))
 
 
 def _digest(parts: list[Any]) -> str:
@@ -136,11 +143,11 @@ def _activation_values(act: Activation) -> list[np.ndarray]:
 
 def fingerprint_activation(act: Activation) -> str:
   """A hex digest of what ``act`` computes: its name, kinks, and its values and
-  slopes at fixed float64 inputs, rounded to ``_DIGITS`` significant digits.
+  slopes at fixed float64 inputs, rounded to ``_DIGITS`` digits of each array's largest value.
 
   The same function gives the same digest in any process, Python or JAX
   version; functions that differ somewhere on the grid differ (two that agree
-  to 10 digits at every probe share it).
+  to 10 digits of the largest value at every probe share it).
 
   Raises:
     Unfingerprintable: a ``ValueError`` naming ``activation``, when ``act``

@@ -33,7 +33,8 @@ Probes (:func:`conv_measure`) per layer: the covariance across positions
 whose Fourier modes along the diagonals are :func:`spatial_modes`), and the
 norm of the backpropagated signal ``|dL/dh^l|`` for the loss ``L = r .
 phi(h^L)`` with a fixed random unit ``r``; :func:`run_sweep` runs them on a
-grid of networks on the experiment engine (:mod:`empirical.engine`): what
+grid of networks on the experiment engine (:mod:`empirical.engine`, through
+the skeleton every architecture's sweep shares, :mod:`empirical._grid_sweep`): what
 ``empirical.sweep(key, arch=meanfield.Conv(kernel_size), inputs=x, ...)``
 runs (:mod:`empirical.architectures`).
 Theory: :mod:`meanfield.conv`.
@@ -48,7 +49,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import itertools
 from typing import Any, NamedTuple
 
 import jax
@@ -59,6 +59,7 @@ from flax import nnx
 
 from empirical import _checks
 from empirical import _grid
+from empirical import _grid_sweep
 from empirical import engine
 from empirical import inits as _inits
 from empirical import streams as _streams
@@ -410,30 +411,13 @@ def _item_bytes(n: int, c_in: int, width: int, depth: int, kernel_size: int, ite
                      + 2 * kernel_size * width * (c_in + depth * width))
 
 
-def _sweep_config(k, config, bar, *, key, x, grid, kernels, settings, kernel_size, spec,
-                  chunk_size, memory_budget) -> dict[str, np.ndarray]:
-  """Configuration ``k``: arrays ``(settings * seed, layer, ...)``, layers nan-padded to the deepest."""
-  a, s, width, depth = config
-  n_items = len(settings) * grid.n_seeds
-  size = chunk_size or engine.items_per_chunk(memory_budget, _item_bytes(
-      x.shape[0], x.shape[1], width, depth, kernel_size, x.dtype.itemsize))
-  program = _sweep_program(grid.activations[a], kernels[s], width, depth, kernel_size,
-                           grid.n_seeds)
-  out = engine.run_chunked(
-      program, n_items, chunk_size=min(size, n_items), shared=(key, x, settings),
-      store=engine.config_store(grid.store, k),
-      spec={**spec, "activation": grid.schemes.activation_keys[a],
-            "init": grid.schemes.init_keys[s], "width": width, "depth": depth},
-      progress=bar)
-  pad = max(grid.depths) - depth
-  return {name: np.pad(v, [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2), constant_values=np.nan)
-          for name, v in out.items()}
-
-
 #: Descriptions of the variables of a CNN sweep's Dataset (:func:`run_sweep`).
 SWEEP_DOCS = {"covariance": "h^l_a . h^l_b / C, the covariance across positions a, b",
               "q": "mean diagonal of the covariance, (1/n) sum_a |h^l_a|^2 / C",
               "grad_h": "|dL/dh^l| over all positions and channels, L = r . phi(h^L), |r| = 1"}
+# Their dims after `seed`.
+_SWEEP_DIMS = {"covariance": ["layer", "position", "position_b"], "q": ["layer"],
+               "grad_h": ["layer"]}
 
 
 def check_sweep_inputs(inputs: Any) -> Array:
@@ -485,44 +469,22 @@ def run_sweep(key: Array, x: Array, *, kernel_size: int, activation, width, dept
   grid, kernels = kernel_grid(key=key, activation=activation, init=init, width=width,
                               depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
                               sigma_b2=sigma_b2, verb="sweep", store=store)
-  memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
-  if chunk_size is not None:
-    chunk_size = _checks.check_int("chunk_size", chunk_size, 1)
-  settings = np.asarray([(np.nan if w is None else w, b)
-                         for w, b in itertools.product(grid.sigma_w2, grid.sigma_b2)])
-  settings = jnp.asarray(np.nan_to_num(settings), x.dtype)   # presets ignore sigma_w2
-  configs = list(itertools.product(range(len(grid.activations)), range(len(kernels)),
-                                   grid.widths, grid.depths))
-  spec = {**engine.base_spec(grid, x.dtype), "kernel_size": kernel_size,
-          "x": hashlib.sha256(np.ascontiguousarray(np.asarray(x))).hexdigest()}
-  run = functools.partial(_sweep_config, key=key, x=x, grid=grid, kernels=kernels,
-                          settings=settings, kernel_size=kernel_size, spec=spec,
-                          chunk_size=chunk_size, memory_budget=memory_budget)
-  results = engine.run_configs(configs, run, total=len(configs) * len(settings) * grid.n_seeds,
-                               desc="sweep", progress=progress)
-  return _sweep_dataset(results, grid, (activation, init, width, depth, sigma_w2, sigma_b2),
-                        x=x, kernel_size=kernel_size)
-
-
-def _sweep_dataset(results, grid, given, *, x, kernel_size) -> xr.Dataset:
-  """:func:`run_sweep`'s result schema: (grid, seed, layer[, position, position_b])."""
-  swept = engine.swept(engine.SWEPT, given)
-  axes = grid.axes()
-  lengths = [len(v) for v in axes.values()] + [grid.n_seeds]
-  trailing = {"covariance": ["seed", "layer", "position", "position_b"],
-              "q": ["seed", "layer"], "grad_h": ["seed", "layer"]}
-  data_vars = {name: engine.grid_variable(engine.stack(results, name, lengths), engine.SWEPT,
-                                          swept, trailing[name], SWEEP_DOCS[name])
-               for name in trailing}
   n = x.shape[0]
-  coords = {"seed": np.arange(grid.n_seeds), "layer": np.arange(1, max(grid.depths) + 1),
-            "position": np.arange(n), "position_b": np.arange(n),
-            **engine.grid_coords(axes, swept)}
-  attrs = {"architecture": "conv", "kernel_size": kernel_size, "n_positions": n,
-           "in_channels": x.shape[1],
-           **engine.provenance(grid, x.dtype, seed_key="network i uses jax.random.fold_in("
-                               "key, i): parameters from fold_in(., 0), readout from fold_in(., 1)")}
-  return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+  return _grid_sweep.run(
+      key, x, grid, kernels,
+      program=lambda act, scheme, w, d, n_seeds: _sweep_program(act, scheme, w, d, kernel_size,
+                                                                n_seeds),
+      item_bytes=lambda w, d: _item_bytes(n, x.shape[1], w, d, kernel_size, x.dtype.itemsize),
+      given=(activation, init, width, depth, sigma_w2, sigma_b2),
+      spec={"kernel_size": kernel_size,
+            "x": hashlib.sha256(np.ascontiguousarray(np.asarray(x))).hexdigest()},
+      variables={name: (dims, SWEEP_DOCS[name]) for name, dims in _SWEEP_DIMS.items()},
+      coords={"position": np.arange(n), "position_b": np.arange(n)},
+      attrs={"architecture": "conv", "kernel_size": kernel_size, "n_positions": n,
+             "in_channels": x.shape[1],
+             "seed_key": "network i uses jax.random.fold_in(key, i): parameters from "
+                         "fold_in(., 0), readout from fold_in(., 1)"},
+      chunk_size=chunk_size, memory_budget=memory_budget, progress=progress)
 
 
 def conv_jacobian(params: ConvParams, x: Array, *, activation="tanh") -> Array:

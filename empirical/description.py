@@ -30,18 +30,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-import itertools
-import json
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from empirical import _grid
 from empirical import architectures
 from empirical import inits as _inits
-from meanfield.activations import ACTIVATIONS, Activation, activation as _activation
+from meanfield.activations import Activation
 from meanfield.network import Network
 
 __all__ = ["takes_network", "networks"]
@@ -104,22 +101,6 @@ def takes_network(*, supports: tuple[str, ...] = ()) -> Callable[[Callable], Cal
     return wrapper
 
   return decorate
-
-
-def _activation_of(label: str, ds: xr.Dataset, override) -> str | Activation:
-  """The activation behind a Dataset's ``activation`` label: its registry name, or
-  the :class:`Activation` this session ran (or ``override``)."""
-  if override is not None:
-    return _grid.check_activation(_activation(override))
-  key = json.loads(ds.attrs.get("activation_keys", "{}")).get(label, label)
-  if key in ACTIVATIONS:
-    return key
-  act = _grid.recall_activation(key)
-  if act is None:
-    raise ValueError(
-        f"`ds` was run with the custom activation {label!r}, which a Dataset cannot "
-        f"carry across sessions or files: pass it again (activation=<the callable>)")
-  return act
 
 
 def _init_of(label: str) -> _inits.Init:
@@ -185,12 +166,10 @@ def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None =
   if ds.attrs.get("architecture", "mlp") != "mlp":      # another architecture: its mirror
     build = architectures.dataset_mirror(ds, "empirical.networks").network
   dims = [n for n in _FIELDS if n in ds.dims]
-  labels = {n: np.atleast_1d(ds[n].values) for n in _FIELDS if n in ds.coords}
-  acts = {str(a): _activation_of(str(a), ds, activation) for a in labels["activation"]}
-  out = np.empty([len(labels[n]) for n in dims], dtype=object)
-  for index in itertools.product(*(range(len(labels[n])) for n in dims)):
-    point = {n: v[0] for n, v in labels.items()}
-    point.update({n: labels[n][i] for n, i in zip(dims, index)})
+  acts = {str(a): architectures.dataset_activation(str(a), ds, activation)
+          for a in np.atleast_1d(ds["activation"].values)}
+  out = np.empty([ds.sizes[n] for n in dims], dtype=object)
+  for index, point in architectures.grid_points(ds, dims):
     out[index] = (_network(point, acts, ds) if build is _network
                   else build(ds, point, acts[str(point["activation"])]))
   return xr.DataArray(out, dims=dims, coords={n: ds[n].values for n in dims})

@@ -2,7 +2,8 @@
 
 :func:`diagnose` takes a user's model as it is (an ``nnx`` factory, a Linen
 module, or an ``init``/``apply`` pair), builds ``n_seeds`` random instances
-at once (``jax.vmap`` over keys), and measures at every layer what the sweep
+(``jax.vmap`` over keys, in chunks run by :func:`empirical.engine.run_chunked`:
+stores, resume, devices, progress), and measures at every layer what the sweep
 measures on the toolkit's own MLPs (:mod:`empirical.probes`), plus the
 criticality criterion of Doshi, He & Gromov (2023), which holds for
 architectures that mean-field theory does not cover.
@@ -69,20 +70,22 @@ import dataclasses
 import functools
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
-from flax import nnx
 
 from empirical import _capture
 from empirical import _checks
+from empirical import _diagnose_network as _network
+from empirical import _grid
+from empirical import devices as _devices
 from empirical import engine
 from empirical import models as _models
-from empirical import probes as _probes
-from empirical import streams as _streams
 
 __all__ = ["diagnose", "verdict", "Verdict", "DIAGNOSE_DOCS"]
 
@@ -105,157 +108,6 @@ DIAGNOSE_DOCS = {
 }
 
 
-# --- the models ------------------------------------------------------------------
-
-def _path_name(path) -> str:
-  parts = [str(p) for p in path if p != "__call__"]
-  return ".".join(parts) if parts else "__call__"
-
-
-def _nnx_program(factory: Callable[[nnx.Rngs], nnx.Module]):
-  """``(build, apply)`` for an nnx factory; ``apply`` names every submodule output."""
-  box = {}
-
-  def build(k):
-    try:
-      module = factory(nnx.Rngs(k))
-    except Exception as e:
-      raise ValueError(
-          f"`model` must be a factory taking nnx.Rngs and returning an nnx.Module (e.g. "
-          f"lambda rngs: MyNet(..., rngs=rngs)); calling it with nnx.Rngs raised "
-          f"{type(e).__name__}: {e}") from e
-    if not isinstance(module, nnx.Module):
-      raise ValueError(f"`model` must return an nnx.Module when called with nnx.Rngs, got "
-                       f"{type(module).__name__}")
-    graphdef, state = nnx.split(module)
-    box["graphdef"] = graphdef
-    return state
-
-  def apply(state, x):
-    model = nnx.merge(box["graphdef"], state)
-    classes = {p: type(m).__name__ for p, m in nnx.iter_modules(model)}
-    out, inter = nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(x)
-    marked = []
-    for path, var in sorted(nnx.to_flat_state(inter), key=lambda pv: len(pv[0])):
-      if len(path) < 2:
-        continue                                   # the model's own output
-      for value in jax.tree.leaves(var.get_value()):
-        marked.append((_path_name(path), classes.get(tuple(path[:-1]), ""), value))
-    return out, marked
-
-  return build, apply
-
-
-def _linen_program(module):
-  """``(build, apply)`` for a Linen module, naming outputs by ``capture_intermediates``."""
-  def build(k, x):
-    return module.init(k, x)
-
-  def apply(variables, x):
-    out, state = module.apply(variables, x, capture_intermediates=True,
-                              mutable=["intermediates"])
-    marked = []
-    flat = jax.tree_util.tree_flatten_with_path(state.get("intermediates", {}))[0]
-    for path, value in sorted(flat, key=lambda pv: len(pv[0])):
-      keys = [getattr(p, "key", getattr(p, "idx", "")) for p in path]
-      names = [str(k) for k in keys if isinstance(k, str)]
-      if len(names) < 2:
-        continue
-      marked.append((_path_name(names[:-1]), "", value))
-    return out, marked
-
-  return build, apply
-
-
-def _program(model, x):
-  """``(build(k) -> params, apply(params, x) -> (out, marked))`` for any accepted model."""
-  import flax.linen as linen
-  if isinstance(model, linen.Module):
-    build, apply = _linen_program(model)
-    return (lambda k: build(k, x)), apply
-  if isinstance(model, tuple) and len(model) == 2 and all(map(callable, model)):
-    init, fn = model
-    return (lambda k: init(k, x)), (lambda p, x: (fn(p, x), []))
-  if callable(model) and not isinstance(model, nnx.Module):
-    return _nnx_program(model)
-  raise ValueError(
-      f"`model` must be a callable taking nnx.Rngs and returning an nnx.Module, a "
-      f"flax.linen.Module, or an (init, apply) pair of callables, got {type(model).__name__}")
-
-
-# --- one network -------------------------------------------------------------------
-
-def _flat_units(v: Array, batch: int, axis: int = 0) -> Array:
-  """``(batch, units)``: the inputs' axis first (a merged ``batch * m`` axis split batch-major)."""
-  return jnp.moveaxis(v, axis, 0).reshape(batch, -1)
-
-
-def _layer_stats(h: Array, a: Array | None, g: Array, layer, batch: int) -> dict[str, Array]:
-  levels = layer.levels
-  h, g = _flat_units(h, batch, layer.batch_axis), _flat_units(g, batch, layer.batch_axis)
-  pairs = h.shape[0] // 2
-  if pairs:
-    h1, h2 = h[0:2 * pairs:2], h[1:2 * pairs:2]
-    c = jnp.mean(jnp.sum(h1 * h2, -1) / jnp.sqrt(jnp.sum(h1 * h1, -1) * jnp.sum(h2 * h2, -1)))
-  else:
-    c = jnp.asarray(jnp.nan, h.dtype)
-  nan = jnp.asarray(jnp.nan, h.dtype)
-  out = dict(q=jnp.mean(jnp.square(h)), mean=jnp.mean(h), c=c,
-             grad_h=jnp.sqrt(jnp.mean(jnp.sum(jnp.square(g), -1))),
-             zero=nan, dead=nan, saturated=nan)
-  if a is not None:
-    a = _flat_units(a, batch, layer.batch_axis).astype(h.dtype)
-    tol = _probes.SATURATION * max((abs(v) for v in levels), default=0.0)
-    sat = jnp.zeros(a.shape, bool)
-    for level in levels if tol > 0 else ():
-      sat = sat | (jnp.abs(a - jnp.asarray(level, a.dtype)) < tol)
-    out.update(zero=jnp.mean(a == 0, dtype=h.dtype),
-               dead=jnp.mean(jnp.all(a == 0, axis=0), dtype=h.dtype),
-               saturated=jnp.mean(sat, dtype=h.dtype))
-  return out
-
-
-def _measure_one(traced, layers, l0: int, n_projections: int, jacobian: bool,
-                 params, x: Array, k: Array) -> dict[str, Array]:
-  """Every statistic of one network (``params`` flat leaves, ``k`` its key)."""
-  batch = x.shape[0]
-  zeros = [jnp.zeros(layer.shape, layer.dtype) for layer in layers]
-
-  def loss(shifts):
-    out, rec = _capture.run(traced, params, x, shifts)
-    out = _flat_units(out, batch)
-    r = _probes.readout(jax.random.fold_in(k, _streams.READOUT), out.shape[1], out.dtype)
-    posts = [rec.posts.get(i) for i in range(len(layers))]
-    return jnp.sum(out @ r), (rec.values, posts)
-
-  grads, (hs, posts) = jax.grad(loss, has_aux=True)(zeros)
-  stats = [_layer_stats(h, a, g, layer, batch)
-           for h, a, g, layer in zip(hs, posts, grads, layers)]
-  out = {name: jnp.stack([s[name] for s in stats]) for name in stats[0]}
-
-  def values_from(s0):
-    shifts = zeros[:l0] + [s0] + zeros[l0 + 1:]
-    return _capture.run(traced, params, x, shifts)[1].values
-
-  def apjn(kv):
-    v = jax.random.normal(kv, layers[l0].shape, layers[l0].dtype)
-    _, tangents = jax.jvp(values_from, (zeros[l0],), (v,))
-    return jnp.stack([jnp.mean(jnp.mean(jnp.square(_flat_units(t, batch, layer.batch_axis)), -1))
-                      for t, layer in zip(tangents, layers)])
-
-  kv = jax.random.split(jax.random.fold_in(k, _streams.TANGENTS), n_projections)
-  apj = jnp.mean(jax.lax.map(apjn, kv), axis=0)
-  out["partial_jacobian"] = jnp.where(jnp.arange(len(layers)) < l0, jnp.nan, apj)
-  if jacobian:
-    def first(x0):
-      return _flat_units(_capture.run(traced, params, x.at[0].set(x0))[0], batch)[0]
-    n_in = math.prod(x.shape[1:])
-    n_out = math.prod(jax.eval_shape(first, x[0]).shape)
-    jac = (jax.jacrev if n_out < n_in else jax.jacfwd)(first)(x[0]).reshape(n_out, n_in)
-    out["singular_values"] = jnp.linalg.svd(jac, compute_uv=False)
-  return out
-
-
 # --- validation, the driver ----------------------------------------------------------
 
 def _check(model, x, key, n_seeds, n_projections, jacobian):
@@ -276,7 +128,7 @@ def _check(model, x, key, n_seeds, n_projections, jacobian):
   if not (isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
                                           or key.shape == (2,))):
     raise ValueError(f"`key` must be a jax PRNG key (jax.random.key(0)), got {key!r}")
-  _program(model, x)                             # raises for an unusable model
+  _network.program(model, x)                             # raises for an unusable model
 
 
 def _select(names: Sequence[str], which, what: str, allowed: str) -> int:
@@ -292,9 +144,18 @@ def _select(names: Sequence[str], which, what: str, allowed: str) -> int:
 
 def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: int = 4,
              l0: str | int | None = None, fit: Sequence[str] | None = None,
-             jacobian: bool | None = None,
-             memory_budget: int = engine.DEFAULT_MEMORY_BUDGET) -> xr.Dataset:
+             jacobian: bool | None = None, chunk_size: int | None = None,
+             memory_budget: int = engine.DEFAULT_MEMORY_BUDGET,
+             store: str | os.PathLike | None = None, progress: bool = True,
+             devices: _devices.Devices = None) -> xr.Dataset:
   """Signal-propagation diagnostics of ``n_seeds`` random instances of ``model``.
+
+  Runs on the experiment engine (:func:`empirical.engine.run_chunked`), as
+  :func:`empirical.sweep` does: networks are built and measured in chunks,
+  ``group`` networks vmapped at once (2 on the CPU, 8 on accelerators, at
+  most ``n_seeds`` but at least 2), so every network is computed by the same
+  program whatever the chunking: results are bitwise identical across
+  ``chunk_size``, ``memory_budget``, ``devices`` and resumption.
 
   Args:
     model: a callable ``factory(rngs: nnx.Rngs) -> nnx.Module`` (e.g.
@@ -303,7 +164,7 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
       ``apply(params, x) -> out``. The output must be one array, batch first.
     x: inputs ``(B, ...)`` (batch first); pairs ``(2k, 2k+1)`` give ``c``.
     key: the PRNG key; network ``i`` has ``fold_in(key, i)`` (module docstring).
-    n_seeds: networks built and measured at once (vmapped).
+    n_seeds: networks built and measured.
     n_projections: random tangents per input for the partial Jacobians.
     l0: the reference layer of ``J^{l0,l}`` (name or index); default the
       first layer of the fit.
@@ -312,9 +173,39 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
       ``l0`` on.
     jacobian: compute the input-output singular values; default when
       ``d out_0 / d x_0`` has at most 65536 entries.
-    memory_budget: bytes the networks measured at once may hold (default 1
-      GiB): ``n_seeds`` are built and measured in chunks of as many as fit (a
-      rough count per network, as in :func:`empirical.sweep`).
+    chunk_size: networks per chunk (per stored chunk, per progress step),
+      rounded up to a multiple of the group times the devices; default as
+      many as ``memory_budget`` would hold on each device.
+    memory_budget: bytes per device a group of networks measured at once may
+      hold (default 1 GiB; a rough count per network, as in
+      :func:`empirical.sweep`); it also sizes the default chunk.
+    store: a directory; each finished chunk is written there atomically and a
+      rerun with the same model and arguments loads it instead of measuring
+      again, so a run killed at any moment resumes to exactly the result of
+      an uninterrupted one. The store is keyed on what the model computes
+      (below); a different model or setting on the same store raises
+      ``ValueError`` naming what differs.
+    progress: show a tqdm bar (networks measured).
+    devices: where to run: ``None`` (default) every local device (the first
+      only on the CPU, as in :func:`empirical.sweep`), ``1`` the default
+      device, an integer ``n`` the first ``n`` local devices, or a sequence
+      of them; each chunk is cut into ``n`` equal parts measured at once, one
+      per device (:func:`empirical.devices.split_over`; one host only: a
+      model is built eagerly, outside any compiled program).
+
+  A store's spec keys the model by content, never by its Python code or
+  identity (which change between processes): digests of ``x`` (shape, dtype,
+  bytes); of the parameters of networks 0 and 1 as built from the key (their
+  tree paths, shapes, dtypes and values); of network 0's output and every
+  layer's value on ``x``; the layers found (names, kinds, shapes); and
+  ``key``, ``n_seeds``, ``n_projections``, ``l0``, the fit, ``jacobian`` and
+  the vmapped group. Its limit: two models that agree at all these points
+  (the same parameters for networks 0 and 1 and the same values on ``x``,
+  yet different elsewhere, e.g. a model that reads a global changed between
+  runs) share a key, and a rerun would load the other's chunks. The digests
+  are of exact bits, computed on the host's CPU (deterministic there); the
+  group differs between the CPU and accelerators, so a store resumes on the kind
+  of backend (and the library versions) that made it.
 
   Models run as they are called. Where a layer mixes the inputs of the
   batch (BatchNorm in training mode), ``grad_h`` is that of ``sum_a L_a`` and
@@ -333,21 +224,60 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
 
   Raises:
     ValueError: for a bad argument, before any work: a model that is not one
-      of the above or whose output is not one float array batch first, one
-      network that does not fit ``memory_budget``; and, after building the
-      first two, a model whose networks are identical for different keys
-      (one that ignores its ``rngs``).
+      of the above or whose output is not one float array batch first, a
+      group of networks that does not fit ``memory_budget``, a ``store``
+      holding another computation; and, after building the first two, a
+      model whose networks are identical for different keys (one that
+      ignores its ``rngs``).
   """
   _check(model, x, key, n_seeds, n_projections, jacobian)
   memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
+  if chunk_size is not None:
+    chunk_size = _checks.check_int("chunk_size", chunk_size, 1)
+  store = _checks.check_store(store)
+  devs = _devices.check_local(_devices.resolve(devices))
   x = jnp.asarray(x)
-  build, apply = _program(model, x)
-  # Shapes first (nothing built): the layers, then the memory plan.
+  build, apply = _network.program(model, x)
+  plan = _plan(build, apply, x, key, n_seeds, l0, fit, jacobian)
+  group_bytes = plan.group * plan.per_network
+  if group_bytes > memory_budget:
+    raise ValueError(
+        f"`memory_budget` = {memory_budget} bytes is too small for {plan.group} networks of "
+        f"`model` measured at once (one vmapped group), which need about {group_bytes} "
+        f"bytes ({group_bytes / 2**30:.3g} GiB; one network about {plan.per_network}) on "
+        f"these inputs; raise `memory_budget` or use fewer inputs")
+  step = plan.group * len(devs)
+  size = chunk_size or len(devs) * plan.group * engine.items_per_chunk(memory_budget,
+                                                                       group_bytes)
+  measure = _measure_program(plan.traced, plan.layers, plan.i0, n_projections, plan.jac)
+  compute = _devices.split_over(_chunk_program(build, measure, x, key, plan.group), devs)
+  spec = None if store is None else _spec(build, x, key, n_projections, plan)
+  result = engine.run_chunked(compute, n_seeds, chunk_size=-(-size // step) * step,
+                              multiple=step, store=store, spec=spec, progress=progress,
+                              desc="diagnose")
+  return _dataset(result, plan.layers, plan.fit_idx, plan.i0, n_seeds, x.shape[0])
+
+
+class _Plan(NamedTuple):
+  """What :func:`diagnose` knows of one network before building any: its traced forward
+  pass, layers, reference and fitted layers, whether the Jacobian is taken, the rough
+  bytes one network holds, and how many networks are vmapped at once."""
+  traced: Any
+  layers: tuple
+  i0: int
+  fit_idx: list[int]
+  jac: bool
+  per_network: int
+  group: int
+
+
+def _plan(build, apply, x, key, n_seeds, l0, fit, jacobian) -> _Plan:
+  """The layers and the memory plan, from shapes only (nothing is built)."""
   one = jax.eval_shape(build, _models.network_key(key, 0))
   traced = _capture.trace(apply, one, x)
-  out_shape, layers = _first_layers(traced, jax.tree.leaves(one), x)
-  _check_output(out_shape, x)
-  layers = _batch_axes(layers, apply, one, x)
+  out_shape, layers = _network.first_layers(traced, jax.tree.leaves(one), x)
+  _network.check_output(out_shape, x)
+  layers = _network.batch_axes(layers, apply, one, x)
   if not layers:
     raise ValueError("`model` has no layer that diagnose can see (no dense, conv, residual "
                      "or submodule output depends on `x`)")
@@ -356,26 +286,20 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
   i0 = fit_idx[0] if l0 is None else _select(names, l0, "l0", "a layer name or index")
   fit_idx = [i for i in fit_idx if i >= i0]
   n_jac = math.prod(out_shape.shape[1:]) * math.prod(x.shape[1:])
-  jac = n_jac <= _MAX_JACOBIAN if jacobian is None else jacobian
+  jac = n_jac <= _MAX_JACOBIAN if jacobian is None else bool(jacobian)
   per_network = _network_bytes(one, layers, n_jac if jac else 0)
-  if per_network > memory_budget:
-    raise ValueError(
-        f"`memory_budget` = {memory_budget} bytes is too small for one network of `model`, "
-        f"which needs about {per_network} bytes ({per_network / 2**30:.3g} GiB) on these "
-        f"inputs; raise `memory_budget` or use fewer inputs")
-  measure = _measure_program(traced, tuple(layers), i0, n_projections, jac)
-  result = _measure_seeds(build, measure, x, key, n_seeds,
-                          engine.items_per_chunk(memory_budget, per_network))
-  return _dataset(result, layers, fit_idx, i0, n_seeds, x.shape[0])
+  return _Plan(traced, tuple(layers), i0, fit_idx, jac, per_network, _group_size(n_seeds))
 
 
-def _check_output(out_shape, x) -> None:
-  if not isinstance(out_shape, jax.ShapeDtypeStruct) or not out_shape.shape \
-      or out_shape.shape[0] != x.shape[0]:
-    raise ValueError(f"`model`'s output must be one array with the batch first, got {out_shape}")
-  if not jnp.issubdtype(out_shape.dtype, jnp.floating):
-    raise ValueError(f"`model`'s output must be a float array (its gradients are measured), "
-                     f"got dtype {out_shape.dtype}")
+#: Networks vmapped together (None: 2 on the CPU, 8 on accelerators). At least 2: XLA
+#: compiles a vmap over one network to another program (other last bits) than over
+#: several, whose rows are then computed alike.
+_GROUP: int | None = None
+
+
+def _group_size(n_seeds: int) -> int:
+  group = _GROUP or (2 if jax.default_backend() == "cpu" else 8)
+  return max(2, min(group, n_seeds))
 
 
 #: Copies of each layer's value one network holds while measured (value,
@@ -396,23 +320,76 @@ def _network_bytes(params, layers, n_jac: int) -> int:
   return 2 * weights + _LAYER_COPIES * values + 2 * n_jac * itemsize
 
 
-def _measure_seeds(build, measure, x, key, n_seeds: int, per_chunk: int) -> dict:
-  """Every seed's statistics, ``per_chunk`` networks built and measured at once (the last
-  chunk filled with the next networks, dropped, so that one program serves every chunk)."""
-  def network_keys(start, stop):
-    return jax.vmap(lambda i: _models.network_key(key, i))(jnp.arange(start, stop))
+def _network_keys(key: Array, idx) -> Array:
+  return jax.vmap(lambda i: _models.network_key(key, i))(jnp.asarray(idx, jnp.int32))
 
-  size = min(per_chunk, n_seeds)
-  chunks = []
-  for start in range(0, n_seeds, size):
-    keys = network_keys(start, start + size)
-    # Eagerly vmapped: a factory's own jitted parts compile once per shape, whatever
-    # the values it closes over (a new init, say).
-    params = jax.vmap(build)(keys)
-    if start == 0:
-      _check_independent(params if size > 1 else jax.vmap(build)(network_keys(0, 2)))
-    chunks.append(jax.device_get(measure(jax.tree.leaves(params), x, keys)))
-  return {name: np.concatenate([c[name] for c in chunks])[:n_seeds] for name in chunks[0]}
+
+def _chunk_program(build, measure, x, key, group: int):
+  """``compute(indices)`` for :func:`empirical.engine.run_chunked`: networks ``indices``
+  (a multiple of ``group`` of them) built and measured ``group`` at a time, by one
+  program, so each network's numbers depend on its index only (and the group's
+  composition, which chunks aligned to ``group`` keep)."""
+  def compute(idx):
+    idx = np.asarray(idx)
+    parts = []
+    for g in idx.reshape(-1, group):
+      keys = _network_keys(key, g)
+      # Eagerly vmapped: a factory's own jitted parts compile once per shape, whatever
+      # the values it closes over (a new init, say).
+      params = jax.vmap(build)(keys)
+      if g[0] == 0:
+        _check_independent(params if g[1] == 1 else jax.vmap(build)(_network_keys(key, [0, 1])))
+      parts.append(jax.device_get(measure(jax.tree.leaves(params), x, keys)))
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+  return compute
+
+
+def _digest(arrays) -> str:
+  """sha256 of arrays' dtypes, shapes and bytes (PRNG keys by their key data)."""
+  h = hashlib.sha256()
+  for a in arrays:
+    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+      a = jax.random.key_data(a)
+    a = np.ascontiguousarray(np.asarray(a))
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _host_device() -> jax.Device:
+  """The host's first CPU device (the default device where JAX runs without a CPU)."""
+  try:
+    return jax.local_devices(backend="cpu")[0]
+  except RuntimeError:                           # JAX_PLATFORMS without "cpu"
+    return jax.local_devices()[0]
+
+
+def _spec(build, x, key, n_projections: int, plan: _Plan) -> dict:
+  """A store's spec: the model keyed by what it computes (see :func:`diagnose`).
+
+  Computed on the host's CPU whatever the devices: its programs are deterministic
+  there (an accelerator's autotuned kernels may round differently from one process
+  to the next, and a resumed run would not find its store)."""
+  host = _host_device()
+  with jax.default_device(host):
+    pair = jax.vmap(build)(_network_keys(key, [0, 1]))
+    _check_independent(pair)                     # before a store is made for it
+    flat = jax.tree_util.tree_flatten_with_path(pair)[0]
+    leaves = [leaf for _, leaf in flat]
+    first = [leaf[0] for leaf in leaves]
+    x = jax.device_put(np.asarray(x), host)
+    out, rec = _capture.run(plan.traced, first, x)
+  return {
+      "driver": "diagnose", "key": _grid.key_data(key), "x": _digest([x]),
+      "parameters": [[jax.tree_util.keystr(path), list(leaf.shape[1:]), str(leaf.dtype)]
+                     for path, leaf in flat],
+      "parameter_values": _digest(leaves),
+      "values": _digest(jax.tree.leaves(out) + list(rec.values)),
+      "layers": [[layer.name, layer.kind, list(layer.shape), str(layer.dtype)]
+                 for layer in plan.layers],
+      "l0": plan.layers[plan.i0].name, "fit": [plan.layers[i].name for i in plan.fit_idx],
+      "n_projections": n_projections, "jacobian": plan.jac, "group": plan.group}
 
 
 def _check_independent(params) -> None:
@@ -441,41 +418,11 @@ def _measure_program(traced, layers, i0, n_projections, jac):
   fingerprint = (str(traced.jaxpr.jaxpr), consts, str(traced.out_tree), layers, i0,
                  n_projections, jac)
   if fingerprint not in _PROGRAMS:
-    one = functools.partial(_measure_one, traced, layers, i0, n_projections, jac)
+    one = functools.partial(_network.measure_one, traced, layers, i0, n_projections, jac)
     _PROGRAMS[fingerprint] = jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
     while len(_PROGRAMS) > 16:
       _PROGRAMS.popitem(last=False)
   return _PROGRAMS[fingerprint]
-
-
-def _first_layers(traced, params, x):
-  """``(output shape, layers)`` of one network, from an abstract evaluation."""
-  box = {}
-
-  def f(p):
-    out, rec = _capture.run(traced, p, x)
-    box["layers"] = rec.layers
-    return out
-
-  out = jax.eval_shape(f, params)
-  return out, box["layers"]
-
-
-def _batch_axes(layers, apply, one, x):
-  """Each layer with its inputs' axis: the one whose size changes with one more input."""
-  x1 = jnp.concatenate([x, x[:1]])
-  _, more = _first_layers(_capture.trace(apply, one, x1), jax.tree.leaves(one), x1)
-  if [layer.name for layer in more] != [layer.name for layer in layers]:
-    raise ValueError("`model` computes different layers for a batch one larger: its "
-                     "layers cannot be matched to inputs")
-  out = []
-  for layer, other in zip(layers, more):
-    axes = [i for i, (a, b) in enumerate(zip(layer.shape, other.shape)) if a != b]
-    if len(axes) != 1 or len(layer.shape) != len(other.shape):
-      raise ValueError(f"layer {layer.name!r} of shape {layer.shape} has no single axis "
-                       f"over the inputs (batch {x.shape[0]})")
-    out.append(dataclasses.replace(layer, batch_axis=axes[0]))
-  return out
 
 
 def _fit_layers(layers, fit) -> list[int]:

@@ -1,7 +1,7 @@
 """The experiment engine: what every driver of :mod:`empirical` runs on.
 
 A driver (:func:`empirical.sweep`, :func:`empirical.train`,
-:func:`empirical.jacobian_spectra`) is an *item program* plus a *result
+:func:`empirical.jacobian_spectra`, :func:`empirical.diagnose`) is an *item program* plus a *result
 schema*: it validates its arguments, builds one program per combination of
 the discrete hyperparameters (a *configuration*: activation, init, width,
 depth) and says how the arrays its items return become labelled variables.

@@ -69,7 +69,8 @@ import jax.numpy as jnp
 from empirical import models as _models
 from meanfield.activations import Activation, activation as _activation
 
-__all__ = ["Stats", "measure", "readout", "saturation_levels", "scaled_norm", "STAT_DOCS"]
+__all__ = ["Stats", "measure", "layer_stats", "readout", "saturation_levels", "scaled_norm",
+           "STAT_DOCS"]
 
 Array = jax.Array
 SATURATION = 0.01
@@ -227,6 +228,24 @@ def _forward_stats(h: Array, a: Array, a_in: Array, act: Activation) -> dict[str
       dead=jnp.mean(jnp.all(is_zero, axis=-2), axis=-1, dtype=h.dtype),
       saturated=jnp.mean(saturated, axis=(-2, -1), dtype=h.dtype),
       in_sq=_squares(a_in))
+
+
+def layer_stats(h: Array, act: Activation) -> dict[str, Array]:
+  """The forward statistics of :class:`Stats` from pre-activations alone, per leading index.
+
+  Args:
+    h: pre-activations ``(L, B, N)`` (layers, inputs, units) of any architecture, with
+      ``a^l = phi(h^l)`` its post-activations.
+    act: the resolved activation ``phi``.
+
+  Returns:
+    ``q, c, pre_mean, pre_var, post_mean, post_var, zero, dead, saturated``, each
+    ``(L,)`` in ``h``'s dtype, by the formulas of :func:`measure` (module docstring).
+  """
+  a = act.fn(h)
+  stats = _forward_stats(h, a, a, act)
+  del stats["in_sq"]
+  return stats
 
 
 def _squares(v: Array) -> tuple[Array, Array, Array]:

@@ -15,8 +15,9 @@ name                      k, n  what is drawn from ``fold_in(k, n)``
                                 (``train``) at ``l = L + 1``
 ``BIASES``                1     standard biases, layer ``l`` at ``fold_in(., l)``
 ``READOUT``               2     the probes' loss projection ``r``
-                                (:func:`empirical.sweep`, :func:`empirical.train`,
-                                :func:`empirical.diagnose`)
+                                (:func:`empirical.sweep`, also for an ``arch``
+                                whose mirror keeps the default sweep,
+                                :func:`empirical.train`, :func:`empirical.diagnose`)
 ``BATCHES``               3     minibatch roots in :func:`empirical.train`; step
                                 ``t`` draws from ``fold_in(fold_in(k, 3), t)``
 ``JACOBIAN_INPUT``        3     the input noise ``z`` of

@@ -53,6 +53,7 @@ import xarray as xr
 
 from empirical import _checks
 from empirical import _grid
+from empirical._grid_sweep import input_statistics
 from empirical import architectures
 from empirical import description
 from empirical import devices as _devices
@@ -61,6 +62,7 @@ from empirical import models as _models
 from empirical import probes as _probes
 from empirical import streams
 from empirical.engine import DEFAULT_MEMORY_BUDGET, SWEPT
+from meanfield.network import check_architecture
 
 __all__ = ["sweep", "make_inputs", "input_statistics", "SWEPT"]
 
@@ -116,22 +118,6 @@ def make_inputs(key: Array, *, n_inputs: int, in_features: int, q_input: float |
   if n_inputs % 2:
     x = jnp.concatenate([x, u[-1:]])
   return x * length
-
-
-def input_statistics(x) -> tuple[float, float]:
-  """``(q_input, c_input)`` of inputs ``(B, N0)``, in float64.
-
-  ``q_input`` is the mean of ``|x_a|^2 / N0``, ``c_input`` the mean cosine of
-  the pairs ``(2k, 2k+1)`` (nan for ``B < 2``).
-  """
-  x = np.asarray(x, np.float64)
-  q = float(np.mean(np.sum(x * x, axis=1)) / x.shape[1])
-  pairs = x.shape[0] // 2
-  if pairs == 0:
-    return q, float("nan")
-  a, b = x[0:2 * pairs:2], x[1:2 * pairs:2]
-  cos = np.sum(a * b, 1) / np.sqrt(np.sum(a * a, 1) * np.sum(b * b, 1))
-  return q, float(np.mean(cos))
 
 
 # --- the sweep -----------------------------------------------------------------
@@ -199,8 +185,10 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
       (:mod:`empirical.description`); those must then not be given too.
     arch: ``None`` for the fully connected MLP, or an architecture value
       (``meanfield.Conv(kernel_size=3)``; also a network's ``arch``): the
-      sweep of its experiment mirror (:mod:`empirical.architectures`). For
-      ``Conv`` that is the circular CNNs of :mod:`empirical.conv`:
+      sweep of its experiment mirror (:mod:`empirical.architectures`; by
+      default its ``draw`` and ``forward`` hooks on the engine, with
+      ``store`` and resume, returning the variables below except
+      ``grad_w`` and ``layer_sigma_w2``). For ``Conv`` that is the circular CNNs of :mod:`empirical.conv`:
       ``inputs`` is one input ``(n, C_0)`` (``n`` positions) shared by every
       network, ``init`` names kernel schemes
       (:func:`empirical.kernel_init_names`), and the Dataset has
@@ -284,8 +272,8 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
     given = dict(residual=residual, norm=norm, keep_prob=keep_prob, n_inputs=n_inputs,
                  in_features=in_features, q_input=q_input, c_input=c_input, dtype=dtype,
                  devices=devices)
-    _refuse_mlp_keywords(arch, **{k: v for k, v in given.items()
-                                  if k not in mirror.sweep_keywords})
+    check_architecture("empirical.sweep", arch, _MLP_ONLY,
+                       **{k: v for k, v in given.items() if k not in mirror.sweep_keywords})
     return mirror.sweep(key, arch, mirror.sweep_inputs(arch, inputs), activation=activation,
                         width=width, depth=depth, init=init, sigma_w2=sigma_w2,
                         sigma_b2=sigma_b2, n_seeds=n_seeds, chunk_size=chunk_size,
@@ -330,22 +318,6 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
 _MLP_ONLY = {"residual": False, "norm": None, "keep_prob": 1.0, "n_inputs": None,
              "in_features": None, "q_input": None, "c_input": None, "dtype": None,
              "devices": None}
-
-
-def _refuse_mlp_keywords(arch, **given) -> None:
-  """ValueError naming the keywords of ``given`` that differ from their MLP-only defaults."""
-  def differs(value, plain):
-    if plain is None or isinstance(plain, bool):
-      return value is not plain and not (isinstance(value, np.bool_) and value == plain)
-    return not (_checks.is_number(value) and value == plain)
-
-  bad = {k: v for k, v in given.items() if differs(v, _MLP_ONLY[k])}
-  if bad:
-    raise ValueError(
-        f"{', '.join(f'`{k}`' for k in bad)} must keep the default "
-        f"({', '.join(f'{k}={_MLP_ONLY[k]!r}' for k in bad)}) with arch={arch!r}: the "
-        f"experiment of that architecture does not run them; got "
-        + ", ".join(f"{k}={v!r}" for k, v in bad.items()))
 
 
 def _check_keep_prob(keep_prob) -> float:

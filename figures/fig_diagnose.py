@@ -95,7 +95,7 @@ def make(outdir: pathlib.Path, *, paper: bool = False,
     def factory(rngs, model=model, kernel_init=kernel_init):
       return model(IN, WIDTH, settings["depth"], kernel_init=kernel_init, rngs=rngs)
     results[label] = empirical.diagnose(factory, x, key=jax.random.key(0),
-                                        n_seeds=settings["n_seeds"])
+                                        n_seeds=settings["n_seeds"], progress=progress)
   fig, axes = _common.subplots(2, 2, figsize=(11, 7.6))
   diagnose_figure(results, axes=axes)
   verdicts = [f"{label}: {ds.attrs['verdict']}" for label, ds in results.items()]

@@ -154,26 +154,38 @@ class Architecture:
 
 
 def _differs(value: Any, plain: Any) -> bool:
-  """Whether a variant keyword is not (concretely) its plain value."""
+  """Whether a keyword is not (concretely) its plain value ``plain`` (None, a bool or a number)."""
   if plain is None or isinstance(plain, bool):
-    return value is not plain
+    return value is not plain and not (isinstance(value, np.bool_) and value == plain)
   a = _checks.concrete(value)
   return a is None or a.ndim != 0 or a.dtype.kind not in "iuf" or bool(a != plain)
 
 
-def check_architecture(fn_name: str, arch: Any, **variants: Any) -> None:
+def check_architecture(fn_name: str, arch: Any, plain: dict[str, Any] | None = None,
+                       **given: Any) -> None:
   """Raise ``ValueError`` unless ``arch`` is None or an :class:`Architecture`, and, where it
-  is one, every MLP variant keyword in ``variants`` has its plain value."""
+  is one, every keyword in ``given`` has its plain value.
+
+  ``plain`` maps each keyword of ``given`` to its plain value (default: the MLP's
+  variant fields, ``residual=False, alpha=1.0, norm=None, keep_prob=1.0``); a keyword
+  differs unless it is that value (None and booleans by identity, numbers by value). The
+  error names every keyword that differs, its plain value and what was given. The one
+  check of ``meanfield``'s generic functions and of ``empirical.sweep``'s MLP keywords.
+  """
   if arch is not None and not isinstance(arch, Architecture):
     raise ValueError(f"`arch` of `{fn_name}` must be None (the fully connected MLP) or a "
                      f"meanfield.network.Architecture such as meanfield.Conv(kernel_size=3), "
                      f"got {arch!r}")
-  if arch is not None:
-    for name, value in variants.items():
-      if _differs(value, _VARIANTS[name]):
-        raise ValueError(
-            f"`{name}` must be {_VARIANTS[name]!r} with arch={arch!r} for `{fn_name}` (the "
-            f"MLP's variants are not covered for another architecture), got {value!r}")
+  if arch is None:
+    return
+  plain = _VARIANTS if plain is None else plain
+  bad = {k: v for k, v in given.items() if _differs(v, plain[k])}
+  if bad:
+    raise ValueError(
+        f"{', '.join(f'`{k}`' for k in bad)} must keep the plain value "
+        f"({', '.join(f'{k}={plain[k]!r}' for k in bad)}) with arch={arch!r} for "
+        f"`{fn_name}` (the fully connected MLP's options are not covered for another "
+        f"architecture), got " + ", ".join(f"{k}={v!r}" for k, v in bad.items()))
 
 
 def architecture_inputs(fn_name: str, arch: Architecture | None, **inputs: Any) -> dict:

@@ -301,10 +301,10 @@ def test_sweep_dispatches_on_the_architecture_and_refuses_what_it_does_not_run(m
                                                 r"Toy\(size=2\) architecture \(its mirror"):
     empirical.sweep(jax.random.key(0), arch=Toy(), inputs=x)
   conv3 = meanfield.Conv(kernel_size=3)
-  for kw, pattern in ((dict(residual=True), r"`residual` must keep the default \(residual="
+  for kw, pattern in ((dict(residual=True), r"`residual` must keep the plain value \(residual="
                                             r"False\) with arch=Conv\(kernel_size=3.*True"),
                       (dict(keep_prob=0.5, dtype="float32"), r"`keep_prob`, `dtype` must keep"),
-                      (dict(n_inputs=4), r"`n_inputs` must keep the default")):
+                      (dict(n_inputs=4), r"`n_inputs` must keep the plain value")):
     with pytest.raises(ValueError, match=pattern):
       empirical.sweep(jax.random.key(0), arch=conv3, inputs=x, **kw)
   with pytest.raises(ValueError, match=r"`arch` of `empirical.sweep` must be None"):

@@ -92,7 +92,7 @@ def test_network_of_a_preset_leaves_sigma_w2_to_the_scheme():
      r"arch=Conv\(kernel_size=3, spatial_size=None, footprint=None\), which `train` does not run"),
     (lambda: empirical.sweep(KEY, network=NET.replace(arch=meanfield.Conv(kernel_size=3)),
                              **TINY),
-     r"`n_inputs`, `in_features` must keep the default \(n_inputs=None, in_features=None\) "
+     r"`n_inputs`, `in_features` must keep the plain value \(n_inputs=None, in_features=None\) "
      r"with arch=Conv\(kernel_size=3"),
     (lambda: empirical.train(KEY, network="tanh", learning_rate=0.1),
      r"`network` of `train` must be a meanfield.Network"),

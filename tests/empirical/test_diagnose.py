@@ -344,6 +344,9 @@ def test_linen_module_and_init_apply_pair_agree():
     (dict(model=3), "`model`"),
     (dict(l0="nope"), "`l0`"),
     (dict(fit="embed"), "`fit`"),
+    (dict(chunk_size=1.5), "`chunk_size`"),
+    (dict(store=42), "`store`"),
+    (dict(devices=0), "`devices`"),
 ])
 def test_bad_arguments_raise(kwargs, match):
   args = dict(model=lambda rngs: ResMLP(8, 16, 3, rngs=rngs), x=jnp.ones((6, 8)), key=KEY)
@@ -417,24 +420,27 @@ def test_a_model_without_random_parameters_is_measured():
 
 
 def test_sizes_are_checked_before_any_work():
-  # One network needs far more than the budget: refused at once, whatever n_seeds.
-  with pytest.raises(ValueError, match=r"`memory_budget` = 1000 bytes is too small for one "
-                                       r"network of `model`"):
+  # One group of networks needs far more than the budget: refused at once, whatever n_seeds.
+  with pytest.raises(ValueError, match=r"`memory_budget` = 1000 bytes is too small for 2 "
+                                       r"networks of `model` measured at once"):
     empirical.diagnose(_resmlp_factory, jnp.ones((6, 8)), key=KEY, n_seeds=10**6,
                        memory_budget=1000)
   with pytest.raises(ValueError, match=r"`memory_budget` must be an integer >= 1, got 0"):
     empirical.diagnose(_resmlp_factory, jnp.ones((6, 8)), key=KEY, memory_budget=0)
+  with pytest.raises(ValueError, match=r"`chunk_size` must be an integer >= 1, got 0"):
+    empirical.diagnose(_resmlp_factory, jnp.ones((6, 8)), key=KEY, chunk_size=0)
 
 
 @pytest.mark.slow
-def test_seeds_are_measured_in_chunks_that_fit_the_budget(monkeypatch):
-  # A budget of two networks: five seeds in chunks of two, each network's numbers those
-  # of the one-chunk run (the same program on the same parameters and keys).
+def test_seeds_are_measured_in_groups_that_fit_the_budget(monkeypatch):
+  # A budget of one group (two networks): five seeds in chunks of two, each network's
+  # numbers bitwise those of the one-chunk run (the same program on the same networks).
   x = jax.random.normal(jax.random.key(3), (6, 8))
   with pytest.raises(ValueError, match="memory_budget") as err:
     empirical.diagnose(_resmlp_factory, x, key=KEY, memory_budget=1, n_projections=2)
-  one = int(re.search(r"needs about (\d+) bytes", str(err.value)).group(1))
-  whole = empirical.diagnose(_resmlp_factory, x, key=KEY, n_seeds=5, n_projections=2)
+  group = int(re.search(r"need about (\d+) bytes", str(err.value)).group(1))
+  whole = empirical.diagnose(_resmlp_factory, x, key=KEY, n_seeds=5, n_projections=2,
+                             progress=False)
   sizes = []
   program = empirical.diagnosis._measure_program
 
@@ -444,8 +450,6 @@ def test_seeds_are_measured_in_chunks_that_fit_the_budget(monkeypatch):
 
   monkeypatch.setattr(empirical.diagnosis, "_measure_program", spy)
   chunked = empirical.diagnose(_resmlp_factory, x, key=KEY, n_seeds=5, n_projections=2,
-                               memory_budget=2 * one + 1)
+                               memory_budget=group + 1, progress=False)
   assert sizes == [2, 2, 2]
-  assert chunked.sizes["seed"] == 5
-  for name in whole.data_vars:
-    np.testing.assert_allclose(chunked[name].values, whole[name].values, rtol=RTOL_SAME)
+  assert chunked.identical(whole)

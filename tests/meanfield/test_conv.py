@@ -314,9 +314,11 @@ def test_inputs_and_variants_of_the_generic_functions_raise_for_conv():
     meanfield.propagate(depth=2, arch=arch, **_RELU)
   with pytest.raises(ValueError, match="`covariance` must not be given to `propagate`"):
     meanfield.propagate(q_input=1.0, c_input=0.3, covariance=_COV, depth=2, **_RELU)
-  with pytest.raises(ValueError, match="`keep_prob` must be 1.0 with arch=Conv"):
+  with pytest.raises(ValueError, match=r"`keep_prob` must keep the plain value "
+                                       r"\(keep_prob=1.0\) with arch=Conv"):
     meanfield.propagate(covariance=_COV, depth=2, arch=arch, keep_prob=0.9, **_RELU)
-  with pytest.raises(ValueError, match="`norm` must be None with arch=Conv"):
+  with pytest.raises(ValueError, match=r"`norm` must keep the plain value \(norm=None\) "
+                                       r"with arch=Conv"):
     meanfield.fixed_point(arch=arch, norm="layer", **_RELU)
   with pytest.raises(ValueError, match="`q` must be None for `fixed_point` with arch=Conv"):
     meanfield.fixed_point(arch=arch, q=0.5, **_RELU)
