@@ -413,10 +413,6 @@ class ConvMirror(Mirror):
                            f"{scheme.footprint!r})")
     return _conv.run_sweep(key, x, kernel_size=arch.kernel_size, **grid)
 
-  def jacobian_spectra(self, key: jax.Array, arch: Architecture, **kwargs: Any) -> xr.Dataset:
-    """:func:`empirical.jacobian_spectra`: the Dataset of the grid (its keywords)."""
-    self._no_experiment(f"the {arch!r} architecture", "empirical.jacobian_spectra")
-
   def network(self, ds: xr.Dataset, point: dict[str, Any], activation: Any) -> Network:
     shape = ds.attrs.get("input_shape", [ds.attrs.get("n_positions"), None])  # train's, sweep's
     if len(shape) != 2:
