@@ -352,9 +352,11 @@ class RNNMirror(architectures.Mirror):
   def theory(self, ds: xr.Dataset, activation: Any) -> xr.Dataset:
     """``q``, ``c``, ``chi_1``, ``grad_h2`` of :func:`meanfield.propagate` per grid point
     of an RNN sweep, over its dims less ``seed`` (nan beyond a network's depth)."""
-    if "q_input" not in ds.attrs:
-      raise NotImplementedError("`empirical.theory` has an overlay for an RNN sweep's Dataset "
-                                "(empirical.sweep), not for its Jacobian moments")
+    if "layer" not in ds.dims:
+      raise NotImplementedError(
+          "`empirical.theory` has an overlay for an RNN sweep's Dataset (empirical.sweep), "
+          "not for its Jacobian moments: compute meanfield.jacobian_moments(net, q_input=...) "
+          "for each net of empirical.networks(ds) (its depth is the lag)")
     nets = description.networks(ds, activation=activation)
     n_layers = ds.sizes["layer"]
     names = ("q", "c", "chi_1", "grad_h2")

@@ -45,6 +45,12 @@ those every stored result was drawn with, so they never change. The inputs
 of a sweep are not a network's: they come from
 ``jax.random.split(key)[SWEEP_INPUTS]``, shared by every network.
 
+The RNN's networks (:mod:`empirical.rnn`) are the exception: network ``i``'s
+key is ``fold_in(key, i)`` as everywhere, then ``jax.random.split`` in five (a
+sweep: ``W, U, b``, inputs, readout) or four (the Jacobian: ``W, U, b``,
+input), as its stored results were drawn; an untied ``W`` of step ``t`` is
+``fold_in(k_W, t)``.
+
 Every ``fold_in`` of a network's key names its stream from this table
 (``tests/test_house.py`` fails on a literal number anywhere else).
 """

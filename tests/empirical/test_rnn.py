@@ -195,6 +195,10 @@ def test_a_killed_run_resumes_and_a_rerun_recomputes_nothing(tmp_path, monkeypat
   whole = run(jax.random.key(0), **args)
   dims = ("layer",) if driver == "sweep" else ("order",)
   assert whole[name].dims == ("sigma_w2", "seed") + dims    # the MLP's drivers' axes
+  if driver == "jacobian_spectra":          # its networks: depth is the lag; no overlay
+    assert empirical.networks(whole).values[1].depth == 3
+    with pytest.raises(NotImplementedError, match="Jacobian moments"):
+      empirical.theory(whole)
   store = tmp_path / "store"
   with monkeypatch.context() as m:
     _interrupting_writes(m, after=3)
