@@ -502,9 +502,7 @@ class Conv(Architecture):
                                                     self._size("fixed_point"))
     fields = (q, c, chi_1_at(act, q, sigma_w2, sigma_b2), chi_c, xi_q(act, sigma_w2, q),
               depth_scale(chi_c), converged)
-    shape = jnp.broadcast_shapes(*(jnp.shape(f) for f in fields))
-    return FixedPoint(*(jnp.broadcast_to(f, shape) for f in fields),
-                      extra={"covariance": cov})
+    return FixedPoint.broadcast(*fields, extra={"covariance": cov})
 
   def depth_scales(self, act, sigma_w2, sigma_b2):
     """Depth scales of the covariance's Fourier modes (Xiao et al. 2018, Sec. 2.4; docs/conv.md).

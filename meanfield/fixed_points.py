@@ -83,11 +83,13 @@ class FixedPoint(NamedTuple):
   converged: Array
   extra: dict | None = None
 
+  @classmethod
+  def broadcast(cls, *fields, extra: dict | None = None) -> FixedPoint:
+    """The seven fields (``q_star`` .. ``converged``), each broadcast to their common shape
+    (values unchanged), and ``extra`` as it is: how an architecture's hook builds one."""
+    shape = jnp.broadcast_shapes(*(jnp.shape(f) for f in fields))
+    return cls(*(jnp.broadcast_to(f, shape) for f in fields), extra=extra)
 
-def _fixed_point(*fields) -> FixedPoint:
-  """A :class:`FixedPoint` of ``fields``, each broadcast to their common shape (values unchanged)."""
-  shape = jnp.broadcast_shapes(*(jnp.shape(f) for f in fields))
-  return FixedPoint(*(jnp.broadcast_to(f, shape) for f in fields))
 
 
 def _plain(act, sigma_w2, sigma_b2, q) -> FixedPoint:
@@ -95,7 +97,7 @@ def _plain(act, sigma_w2, sigma_b2, q) -> FixedPoint:
   length = q_root(act, sigma_w2, sigma_b2)
   correlation, chi_c = c_root(act, sigma_w2, sigma_b2, q)
   chi_1 = chi_1_at(act, length.value, sigma_w2, sigma_b2)
-  return _fixed_point(length.value, correlation.value, chi_1, chi_c,
+  return FixedPoint.broadcast(length.value, correlation.value, chi_1, chi_c,
                       xi_q(act, sigma_w2, length.value), depth_scale(chi_c),
                       length.converged & correlation.converged)
 
@@ -111,7 +113,7 @@ def _layernorm(act, sigma_w2, sigma_b2):
   # solvers' tolerance in any float dtype; only nan input leaves it unresolved
   converged = ~jnp.isnan(sigma_w2 + sigma_b2)
   xi = jnp.where(jnp.isnan(q), jnp.nan, jnp.zeros_like(q))
-  return _fixed_point(q, c_star, chi_1, chi_c, xi, depth_scale(chi_c), converged)
+  return FixedPoint.broadcast(q, c_star, chi_1, chi_c, xi, depth_scale(chi_c), converged)
 
 
 @functools.partial(jax.jit, static_argnames=("act",))
@@ -129,7 +131,7 @@ def _dropout(act, sigma_w2, sigma_b2, keep_prob):
   xi = depth_scale(length_map_slope(act, sigma_w2 / keep_prob, q))
   # c* by bisection (see _layernorm): converged where q* is and the input is not nan
   converged = length.converged & ~jnp.isnan(sigma_w2 + sigma_b2 + keep_prob)
-  return _fixed_point(q, c_star, chi_1, chi_c, xi, depth_scale(chi_c), converged)
+  return FixedPoint.broadcast(q, c_star, chi_1, chi_c, xi, depth_scale(chi_c), converged)
 
 
 def _with_dropout(keep_prob) -> bool:
