@@ -10,6 +10,7 @@ import pytest
 
 import empirical.sweeping as sweep
 from empirical import engine, models, probes
+from tests.empirical import _tiny
 
 KEY = jax.random.key(42)
 # One small configuration shared by the tests below (one compiled program).
@@ -152,7 +153,7 @@ def test_run_chunked_is_reusable(tmp_path):
 
 # --- reliability: content-keyed stores, eager validation (issue #11) ------------
 
-TINY = dict(width=8, depth=2, sigma_w2=1.0, n_inputs=2, in_features=4, progress=False)
+TINY = _tiny.TINY   # one program with test_sweep_variants.py's store test
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pytest
 import empirical
 import meanfield
 from empirical import inits
+from tests.empirical import _tiny
 from tests.empirical._lazy import LazySweeps
 
 KEY = jax.random.key(7)
@@ -154,13 +155,14 @@ def test_dropout_by_network_is_the_keyword_and_comes_back():
 def test_store_spec_names_keep_prob_only_below_one(tmp_path):
   # keep_prob = 1 writes the spec of a sweep without the keyword, so stores
   # made before it existed resume; a dropout sweep never reuses them.
+  # (the smallest sweep, the one test_sweep.py's default tests compile)
   store = tmp_path / "store"
-  first = empirical.sweep(KEY, store=store, **TINY)
+  first = empirical.sweep(KEY, store=store, **_tiny.TINY)
   metas = glob.glob(str(store / "**" / "meta.json"), recursive=True)
   assert metas
   for m in metas:
     with open(m) as f:
       assert "keep_prob" not in json.load(f)["spec"]
-  assert empirical.sweep(KEY, store=store, keep_prob=1.0, **TINY).identical(first)
+  assert empirical.sweep(KEY, store=store, keep_prob=1.0, **_tiny.TINY).identical(first)
   with pytest.raises(ValueError, match="keep_prob"):
-    empirical.sweep(KEY, store=store, keep_prob=P, **TINY)
+    empirical.sweep(KEY, store=store, keep_prob=P, **_tiny.TINY)

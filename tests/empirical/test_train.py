@@ -220,8 +220,10 @@ def test_train_matches_a_plain_optax_loop(digits64, x64):
     params, opt_state = step(params, opt_state, t)
   expected = float(loss_fn(params, digits64.x_test, digits64.y_test))
 
-  ds = train(KEY, data=digits64, n_steps=n_steps, record_steps=[n_steps],
-                       chunk_size=1, dtype=f64, **{**SMALL, "learning_rate": lr})
+  # probes=False: the scores alone (test_dataset_layout compiles the probes)
+  ds = train(KEY, data=digits64, n_steps=n_steps, record_steps=[n_steps], probes=False,
+             chunk_size=1, dtype=f64, **{**SMALL, "learning_rate": lr})
+  assert "q" not in ds and ds.attrs["probes"] == 0
   got = float(ds.test_loss.sel(sigma_w2=sigma_w2, seed=seed, step=n_steps))
   # lr * (-grad) against optax.sgd(lr)'s -(lr * grad): rounding only, in float64.
   np.testing.assert_allclose(got, expected, rtol=1e-12)

@@ -58,9 +58,10 @@ def test_q_star_is_fixed_and_stable(name, x64):
 def tanh_c():
   with jax.enable_x64(True):
     sw2 = jnp.array([1.2, 1.76095464, 1.76095464 + 1e-4, 2.5, 4.0])
-    fp = mf.fixed_point(sigma_w2=sw2, sigma_b2=0.05, activation="tanh")
+    sb2 = np.full(5, 0.05)    # the shapes of FIELDS: one compiled fixed_point for both
+    fp = mf.fixed_point(sigma_w2=sw2, sigma_b2=sb2, activation="tanh")
     chi_c, chi_1, q = fp.chi_c, fp.chi_1, fp.q_star
-    mapped = mf.c_map(fp.c_star, sigma_w2=sw2, sigma_b2=0.05, activation="tanh", q=q)
+    mapped = mf.c_map(fp.c_star, sigma_w2=sw2, sigma_b2=sb2, activation="tanh", q=q)
     return sw2, fp, chi_c, chi_1, q, mapped
 
 
@@ -312,17 +313,21 @@ def test_lengths_fixed_to_rounding_fall_to_zero_as_critical_init_says(x64):
                              q, rtol=1e-10)
 
 
+# The shapes of tanh_c's fixed_point (one compiled program for tanh).
+FIELDS = dict(sigma_w2=np.array([0.8, 1.5, 2.5, 3.0, 4.0]),
+              sigma_b2=np.array([0.0, 0.05, 0.1, 0.2, 0.05]))
+
+
 @pytest.mark.parametrize("name", ["tanh", "relu", pytest.param("erf", marks=pytest.mark.slow)])
 def test_fixed_point_fields_are_those_of_q_star_chi_1_and_depth_scales(name, x64):
   # the same programs: bitwise equal, at ordered and chaotic points (q* = 0 and q* = inf too)
-  kw = dict(sigma_w2=np.array([0.8, 1.5, 2.5, 3.0]), sigma_b2=np.array([0.0, 0.05, 0.1, 0.2]),
-            activation=name)
+  kw = dict(**FIELDS, activation=name)
   fp, ds = mf.fixed_point(**kw), mf.depth_scales(**kw)
   for got, want in [(fp.q_star, mf.q_star(**kw)), (fp.chi_1, mf.chi_1(**kw)),
                     (fp.xi_q, ds.xi_q), (fp.xi_c, ds.xi_c)]:
     assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
   assert fp.extra is None                       # the MLP has no architecture-specific values
-  assert all(getattr(fp, f).shape == (4,) for f in fp._fields if f != "extra")
+  assert all(getattr(fp, f).shape == (5,) for f in fp._fields if f != "extra")
   assert fp.converged.dtype == bool and np.all(fp.converged)
 
 

@@ -525,7 +525,9 @@ def test_tanh_law_at_large_q_has_no_spurious_atom_at_zero(x64):
   # 3.6% of the mass in a spurious zero_mass).
   from meanfield.spectrum._law import x_law  # pylint: disable=import-outside-toplevel
 
-  law = x_law(mf.activation("tanh"), jnp.asarray(95.0, jnp.float64), 512)
+  # jitted, as the spectrum runs it: one program (eager, ~100 operations compiled one by one)
+  law = jax.jit(x_law, static_argnums=(0, 2))(mf.activation("tanh"),
+                                              jnp.asarray(95.0, jnp.float64), 512)
   atom_at_zero = (np.asarray(law.half) == 0) & (np.asarray(law.mid) == 0) & (
       np.asarray(law.mass) > 0)
   assert not np.any(atom_at_zero)
