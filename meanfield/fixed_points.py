@@ -85,8 +85,11 @@ class FixedPoint(NamedTuple):
 
   @classmethod
   def broadcast(cls, *fields, extra: dict | None = None) -> FixedPoint:
-    """The seven fields (``q_star`` .. ``converged``), each broadcast to their common shape
-    (values unchanged), and ``extra`` as it is: how an architecture's hook builds one."""
+    """A FixedPoint of the seven fields, broadcast to their common shape, and ``extra``.
+
+    The fields ``q_star`` .. ``converged`` keep their values; ``extra`` is kept as it
+    is. This is how an architecture's ``fixed_point`` hook builds its result.
+    """
     shape = jnp.broadcast_shapes(*(jnp.shape(f) for f in fields))
     return cls(*(jnp.broadcast_to(f, shape) for f in fields), extra=extra)
 
