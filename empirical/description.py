@@ -7,7 +7,10 @@ it (``network=``) and give it back (:func:`networks`):
 - :func:`takes_network` lets :func:`empirical.sweep`, :func:`empirical.train`
   and :func:`empirical.jacobian_spectra` take ``network=net``: its fields
   fill the keywords of the same names (a field also given as a keyword
-  raises ``ValueError``); lists of keywords stay the grid. An experiment
+  raises ``ValueError``); lists of keywords stay the grid, and a variance
+  field that is a 1-d array is that list (a dimension of the Dataset; more
+  dimensions raise ``ValueError``: an experiment's grid is the outer
+  product of 1-d axes). An experiment
   needs a ``width``; a variant the driver does not run (``alpha != 1``, or
   ``residual``/``norm``/``keep_prob < 1``/``arch`` where it has none: only
   :func:`empirical.sweep` runs dropout and other architectures) raises. For a

@@ -1,9 +1,10 @@
 """The network description: one frozen dataclass that theory and experiment both read.
 
-A :class:`Network` is one point of a grid: one activation, one pair of
-variances, one depth, width and weight law, and the architecture: the fully
-connected MLP with its variant (residual branch, normalisation, dropout), or
-another architecture given as a value (``arch=meanfield.Conv(kernel_size=3)``).
+A :class:`Network` is one network, or a grid of them: one activation, the
+variances (numbers, or arrays that broadcast into a grid), one depth, width
+and weight law, and the architecture: the fully connected MLP with its
+variant (residual branch, normalisation, dropout), or another architecture
+given as a value (``arch=meanfield.Conv(kernel_size=3)``).
 The theory functions of :mod:`meanfield` take it as their first argument and
 read the fields they need; ``empirical`` samples and runs it, and ``empirical.theory(ds)``
 rebuilds it from a Dataset's coordinates. Grids stay keyword lists for
@@ -13,13 +14,27 @@ users; a ``Network`` is what one grid point is::
   meanfield.q_star(net)                       # the theory of that network
   meanfield.jacobian_spectrum(net)            # reads depth and init too
   meanfield.q_star(net.replace(sigma_w2=2.0))
+  grid = net.replace(sigma_w2=np.linspace(0.5, 3, 50)[:, None], sigma_b2=np.array([0.0, 0.05]))
+  meanfield.fixed_point(grid)                 # on the (50, 2) grid, as the keyword call
+  jax.grad(meanfield.q_star)(net)             # a Network of d q* / d sigma_w2, d sigma_b2
+
+A grid ``Network`` answers bitwise as the keyword call with the same arrays.
+``Network`` is a JAX pytree: ``sigma_w2`` and ``sigma_b2`` are its leaves
+and every other field is static, so it passes through ``jit``, ``vmap`` and
+``grad`` (inside them the leaves are tracers and are not checked; a
+Network rebuilt from leaves, a gradient say, is not checked either).
+Networks are equal, and hash alike, when every field is equal, arrays by
+shape and value.
 
 Fields (names as in docs/theory.md, "Names in code", and as ``empirical``'s keywords):
 
 - ``activation``: a registry name, an ``Activation`` or an elementwise
   ``jax.numpy`` callable.
 - ``sigma_w2``, ``sigma_b2``: weight and bias variances, in the theory's
-  parametrisation ``W_ij ~ (sigma_w2 / fan_in)^{1/2} * standard``.
+  parametrisation ``W_ij ~ (sigma_w2 / fan_in)^{1/2} * standard``; each a
+  number (stored as a Python float) or an array (checked elementwise,
+  stored as a NumPy array of its dtype). An experiment takes a 1-d array as
+  one axis of its grid (``empirical.description``).
 - ``depth``: number of layers ``L >= 1``.
 - ``width``: units per layer ``N``; ``None`` is the infinite-width limit of
   mean-field theory (experiments need a number; mean-field functions ignore
@@ -35,7 +50,9 @@ Fields (names as in docs/theory.md, "Names in code", and as ``empirical``'s keyw
   ``l >= 2`` (Yang & Schoenholz 2017), with branch scale ``alpha``.
 - ``norm``: ``None``, ``"layer"`` or ``"batch"`` (see ``empirical.models``).
 - ``keep_prob``: dropout's keep probability ``p`` on the post-activations
-  (``1`` is no dropout).
+  (``1`` is no dropout). ``alpha`` and ``keep_prob`` are one number each:
+  they are static fields of the pytree (a plain network's ``alpha = 1`` is
+  not a variant, whatever ``grad`` does to the variances).
 - ``arch``: ``None`` for the fully connected MLP (with the variant fields
   above), or an :class:`Architecture` value such as
   :class:`meanfield.Conv` (then the variant fields keep their plain values).
