@@ -123,9 +123,9 @@ def test_every_public_theory_function_with_hyperparameters_takes_a_network():
 _READS_ONE_FIELD = {"batchnorm_gradient_factor"}
 
 
-# A Network is one grid point; these need 1-D grids of variances, so a Network cannot call them.
+# These need 1-D grids of variances; _NET holds one point (a Network of 1-d arrays can call them).
 _GRID_ONLY = pytest.mark.xfail(raises=ValueError, strict=True,
-                               reason="needs 1-D grids of sigma_w2, sigma_b2; a Network holds one")
+                               reason="needs 1-D grids of sigma_w2, sigma_b2; _NET holds one point")
 
 
 # jacobian_spectrum's densities compile for 40 s in 64-bit: slow tier (the same Network path
