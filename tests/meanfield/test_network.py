@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+import logging
 
 import jax
 import numpy as np
@@ -234,6 +235,20 @@ def test_a_network_passes_through_jit_grad_and_vmap():
     # built inside a traced function: the tracers pass unchecked
     assert float(jax.jit(lambda w: mf.q_star(Network(**dict(_RELU, sigma_w2=w))))(0.7)) \
         == float(mf.q_star(net))
+
+
+def test_a_network_of_new_values_compiles_nothing(caplog):
+  """A Network's variances are traced leaves: new values of the same shapes reuse the program
+  (its static fields, depth here, key the cache)."""
+  f = jax.jit(lambda n: mf.propagate(n, q_input=1.0, c_input=0.5).c)
+  first = f(Network(**_RELU, depth=3))
+  with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles(True):
+    second = f(Network(**dict(_RELU, sigma_w2=0.9, sigma_b2=0.1), depth=3))
+  assert not [r for r in caplog.records if r.getMessage().startswith("Compiling")]
+  assert not np.array_equal(first, second)
+  with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles(True):
+    f(Network(**_RELU, depth=4))                   # a static field: a new program
+  assert [r for r in caplog.records if r.getMessage().startswith("Compiling")]
 
 
 # --- the architecture as a value ---------------------------------------------------
