@@ -7,7 +7,10 @@ it (``network=``) and give it back (:func:`networks`):
 - :func:`takes_network` lets :func:`empirical.sweep`, :func:`empirical.train`
   and :func:`empirical.jacobian_spectra` take ``network=net``: its fields
   fill the keywords of the same names (a field also given as a keyword
-  raises ``ValueError``); lists of keywords stay the grid. An experiment
+  raises ``ValueError``); lists of keywords stay the grid, and a variance
+  field that is a 1-d array is that list (a dimension of the Dataset; more
+  dimensions raise ``ValueError``: an experiment's grid is the outer
+  product of 1-d axes). An experiment
   needs a ``width``; a variant the driver does not run (``alpha != 1``, or
   ``residual``/``norm``/``keep_prob < 1``/``arch`` where it has none: only
   :func:`empirical.sweep` runs dropout and other architectures) raises. For a
@@ -33,6 +36,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 import xarray as xr
 
@@ -63,11 +67,16 @@ def _keywords(fn_name: str, net: Any, given: dict[str, Any], supports: tuple[str
     shown = ", ".join(f"{k}={v!r}" for k, v in unsupported.items())
     raise ValueError(f"`network` has {shown}, which `{fn_name}` does not run")
   fields = {n: getattr(net, n) for n in _FIELDS + supports}
+  fields.update({n: _axis(fn_name, n, fields[n]) for n in ("sigma_w2", "sigma_b2")})
   matrix_init = _inits.init
   if net.arch is not None:              # "arch" is supported: its mirror reads the init
     fields["arch"] = net.arch.bind(net)
     matrix_init = architectures.mirror(net.arch, fn_name).matrix_init
   if not matrix_init(net.init).uses_sigma_w2:
+    if isinstance(fields["sigma_w2"], list):
+      raise ValueError(f"`network.sigma_w2` must be one number for `{fn_name}` with "
+                       f"init={net.init!r}, which fixes the weight variance itself; got a grid "
+                       f"of {len(fields['sigma_w2'])} values")
     del fields["sigma_w2"]              # fixed by the scheme (see the module docstring)
   both = sorted(k for k in fields if k in given)
   if both:
@@ -75,6 +84,21 @@ def _keywords(fn_name: str, net: Any, given: dict[str, Any], supports: tuple[str
         f"`{fn_name}` got {', '.join(map(repr, both))} both from `network` and as "
         f"keywords; change the network with `network.replace(...)` instead")
   return {**fields, **given}
+
+
+def _axis(fn_name: str, name: str, value: Any) -> Any:
+  """A variance field as a driver's keyword: a number, or a 1-d array as a list (a grid dim)."""
+  if not isinstance(value, np.ndarray):
+    if isinstance(value, jax.Array):
+      raise ValueError(f"`network.{name}` must be concrete (a number or a NumPy array) for "
+                       f"`{fn_name}`, got {value!r}")
+    return value
+  if value.ndim != 1:
+    raise ValueError(
+        f"`network.{name}` must be a number or a 1-d array for `{fn_name}`, got shape "
+        f"{value.shape}: an experiment's grid is the outer product of 1-d axes (each "
+        f"becomes a dimension of the Dataset), so give each variance its own 1-d axis")
+  return value.tolist()
 
 
 def takes_network(*, supports: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:

@@ -37,10 +37,6 @@ def _grid(n: int, critical: np.ndarray) -> np.ndarray:
   return np.unique(grid[(grid >= SIGMA_W2_RANGE[0]) & (grid <= SIGMA_W2_RANGE[1])])
 
 
-def _depth_scales(sigma_w2, sigma_b2):
-  return meanfield.depth_scales(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=ACTIVATION)
-
-
 def compute(*, n: int) -> xr.Dataset:
   """xi_q and xi_c on a sigma_w2 grid (refined near criticality) for each sigma_b2."""
   sigma_b2 = np.asarray(SIGMA_B2)
@@ -48,8 +44,10 @@ def compute(*, n: int) -> xr.Dataset:
     critical = np.asarray(meanfield.critical_sigma_w2(sigma_b2=jnp.asarray(sigma_b2),
                                                       activation=ACTIVATION))
     sigma_w2 = _grid(n, critical)
+    grid = meanfield.Network(activation=ACTIVATION, sigma_w2=sigma_w2[:, None],
+                             sigma_b2=sigma_b2[None, :])
     # One jitted program for the whole grid (much faster than eager op-by-op dispatch).
-    scales = jax.jit(_depth_scales)(jnp.asarray(sigma_w2)[:, None], jnp.asarray(sigma_b2)[None, :])
+    scales = jax.jit(meanfield.depth_scales)(grid)
     xi_q, xi_c = scales.xi_q, scales.xi_c
   dims = ("sigma_w2", "sigma_b2")
   return xr.Dataset(

@@ -53,8 +53,9 @@ def compute(plan: dict[int, tuple[int, int]] = PLAN, progress: bool = False) -> 
     sw, sb = SETTINGS[act]
     for j, width in enumerate(widths):
       depth, seeds = plan[width]
-      ds = empirical.sweep(jax.random.key(width), activation=act, sigma_w2=sw, sigma_b2=sb,
-                           width=width, depth=depth, n_seeds=seeds, n_inputs=1,
+      net = meanfield.Network(activation=act, sigma_w2=sw, sigma_b2=sb, width=width,
+                              depth=depth)
+      ds = empirical.sweep(jax.random.key(width), network=net, n_seeds=seeds, n_inputs=1,
                            in_features=width, q_input=1.0, progress=progress)
       q = ds.q.transpose("seed", "layer").values.astype(np.float64)
       # a ReLU network whose units all switch off (probability 2^-N per layer) is dead,
@@ -65,8 +66,7 @@ def compute(plan: dict[int, tuple[int, int]] = PLAN, progress: bool = False) -> 
       kurt = np.mean((logq - logq.mean(0)) ** 4, 0) / logq.var(0) ** 2
       seeds = int(alive.sum())
       with jax.enable_x64(True):
-        fw = meanfield.finite_width_q(q_input=float(ds.q_input), depth=depth, width=width,
-                                      sigma_w2=sw, sigma_b2=sb, activation=act)
+        fw = meanfield.finite_width_q(net, q_input=float(ds.q_input))
         median = np.asarray(lognormal_quantiles(fw, 0.5)[0])
         mean_field = np.asarray(fw.mean_field)
       out["var_log_q"][i, j, :depth] = var

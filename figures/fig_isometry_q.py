@@ -79,11 +79,11 @@ def _compute(settings: dict, sigma: np.ndarray) -> dict:
   with jax.enable_x64(True):
     sigma_b2 = np.array(SIGMA_B2, np.float64)
     sigma_w2 = np.asarray(meanfield.critical_sigma_w2(sigma_b2=sigma_b2, activation=ACTIVATION))
-    q_star = np.asarray(meanfield.q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2,
-                                         activation=ACTIVATION))
-    theory = meanfield.jacobian_spectrum(activation=ACTIVATION, sigma_w2=sigma_w2,
-                                         sigma_b2=sigma_b2, depth=DEPTH, init=WEIGHTS,
-                                         sigma=sigma)
+    # The critical line is one Network (a 1-d grid of variances) at depth DEPTH.
+    line = meanfield.Network(activation=ACTIVATION, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                             depth=DEPTH, init=WEIGHTS)
+    q_star = np.asarray(meanfield.q_star(line))
+    theory = meanfield.jacobian_spectrum(line, sigma=sigma)
     variance = np.asarray(meanfield.jacobian_moments(
         activation=ACTIVATION, sigma_w2=sigma_w2[:, None], sigma_b2=sigma_b2[:, None],
         depth=THEORY_DEPTHS[None, :], init=WEIGHTS).variance)

@@ -33,22 +33,19 @@ C_INPUTS = (0.0, 0.95)  # cosines of the two input pairs in the correlation cobw
 DEPTH = 25
 
 
-def _theory(sigma_w2, q_grid, c_grid, *, depth: int):
-  """Everything the figure shows, for a vector of three ``sigma_w2`` (one jitted program)."""
-  kw = dict(sigma_w2=sigma_w2, sigma_b2=SIGMA_B2, activation=ACTIVATION)
-  q_star = meanfield.q_star(**kw)
-  fixed = dict(q_star=q_star, c_star=meanfield.fixed_point(**kw).c_star,
-               chi_1=meanfield.chi_1(**kw))
-  curves = dict(
-      q_map=meanfield.q_map(q_grid[None, :], sigma_w2=sigma_w2[:, None], sigma_b2=SIGMA_B2,
-                            activation=ACTIVATION),
-      c_map=meanfield.c_map(c_grid[None, :], sigma_w2=sigma_w2[:, None], sigma_b2=SIGMA_B2,
-                            activation=ACTIVATION))
+def _theory(net: meanfield.Network, q_grid, c_grid):
+  """Everything the figure shows, for a Network of three ``sigma_w2`` (one jitted program)."""
+  q_star = meanfield.q_star(net)
+  fixed = dict(q_star=q_star, c_star=meanfield.fixed_point(net).c_star,
+               chi_1=meanfield.chi_1(net))
+  column = net.replace(sigma_w2=net.sigma_w2[:, None])        # regimes down, grid across
+  curves = dict(q_map=meanfield.q_map(q_grid[None, :], network=column),
+                c_map=meanfield.c_map(c_grid[None, :], network=column))
   # Length cobweb: from |x|^2/N_0 = Q_INPUT. Correlation cobwebs: inputs of length q*
   # (so q^l = q* in every layer) and cosines C_INPUTS.
-  length = meanfield.propagate(q_input=Q_INPUT, c_input=0.0, depth=depth, **kw)
-  corr = [meanfield.propagate(q_input=(q_star - SIGMA_B2) / sigma_w2, c_input=c_input,
-                              depth=depth, **kw) for c_input in C_INPUTS]
+  length = meanfield.propagate(net, q_input=Q_INPUT, c_input=0.0)
+  corr = [meanfield.propagate(net, q_input=(q_star - SIGMA_B2) / net.sigma_w2, c_input=c_input)
+          for c_input in C_INPUTS]
   return fixed, curves, length.q, jnp.stack([p.c for p in corr])
 
 
@@ -60,8 +57,10 @@ def compute(*, n_points: int, depth: int) -> xr.Dataset:
     q_max = 1.15 * max(CHAOTIC_SIGMA_W2 * Q_INPUT + SIGMA_B2, CHAOTIC_SIGMA_W2 + SIGMA_B2)
     q_grid = jnp.linspace(0.0, q_max, n_points)
     c_grid = jnp.linspace(0.0, 1.0, n_points)
-    fixed, curves, q_layers, c_layers = jax.jit(_theory, static_argnames="depth")(
-        sigma_w2, q_grid, c_grid, depth=depth)
+    net = meanfield.Network(activation=ACTIVATION, sigma_w2=sigma_w2, sigma_b2=SIGMA_B2,
+                            depth=depth)
+    # The Network is a pytree: its variances are traced, its depth is static.
+    fixed, curves, q_layers, c_layers = jax.jit(_theory)(net, q_grid, c_grid)
     q_star, c_star, chi_1 = fixed["q_star"], fixed["c_star"], fixed["chi_1"]
     q_curve, c_curve = curves["q_map"], curves["c_map"]
 

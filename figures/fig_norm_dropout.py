@@ -37,11 +37,10 @@ XI_KEEP_PROBS = (1.0, 0.9, 0.8)  # theory panel
 XI_GRID = np.linspace(0.3, 4.0, 149)
 
 
-def _sweep(key, *, width, depth, n_seeds, n_inputs, sigma_w2, progress, **variant):
-  return empirical.sweep(key, activation=ACTIVATION, width=width, depth=depth,
-                         sigma_w2=sigma_w2, sigma_b2=SIGMA_B2, n_seeds=n_seeds,
-                         n_inputs=n_inputs, in_features=width, q_input=Q_INPUT,
-                         c_input=C_INPUT, progress=progress, **variant)
+def _sweep(key, net: meanfield.Network, *, n_seeds, n_inputs, progress):
+  return empirical.sweep(key, network=net, n_seeds=n_seeds, n_inputs=n_inputs,
+                         in_features=net.width, q_input=Q_INPUT, c_input=C_INPUT,
+                         progress=progress)
 
 
 def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int,
@@ -49,23 +48,23 @@ def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int,
   """Measured ``c`` and its theory for LayerNorm (``ln_*``, dims ``(ln_sigma_w2, [seed,]
   layer)``) and dropout (``do_*``, dims ``(keep_prob, [seed,] layer)``) sweeps, fixed points
   ``*_c_star``, and ``xi_c`` over ``(xi_keep_prob, sigma_w2)``."""
-  size = dict(width=width, depth=depth, n_seeds=n_seeds, n_inputs=n_inputs, progress=progress)
-  ln = _sweep(jax.random.key(21), sigma_w2=list(LN_SIGMA_W2), norm="layer", **size)
+  size = dict(n_seeds=n_seeds, n_inputs=n_inputs, progress=progress)
+  net = meanfield.Network(activation=ACTIVATION, sigma_b2=SIGMA_B2, width=width, depth=depth)
+  ln_net = net.replace(sigma_w2=np.array(LN_SIGMA_W2), norm="layer")   # a 1-d grid
+  ln = _sweep(jax.random.key(21), ln_net, **size)
   ln_th = empirical.theory(ln)
   with jax.enable_x64(True):
-    sigma_w2_crit = float(meanfield.critical_sigma_w2(activation=ACTIVATION, sigma_b2=SIGMA_B2))
-    ln_fp = meanfield.fixed_point(sigma_w2=np.array(LN_SIGMA_W2), sigma_b2=SIGMA_B2,
-                                  activation=ACTIVATION, norm="layer")
+    sigma_w2_crit = float(meanfield.critical_sigma_w2(net))
+    ln_fp = meanfield.fixed_point(ln_net)
     # One argument shape for every call (the grid and, last, the measured point), so the
     # fixed-point solver compiles once.
-    grid = np.append(XI_GRID, sigma_w2_crit)
-    fps = {p: meanfield.fixed_point(sigma_w2=grid, sigma_b2=SIGMA_B2,
-                                    activation=ACTIVATION, keep_prob=p)
+    grid = net.replace(sigma_w2=np.append(XI_GRID, sigma_w2_crit))
+    fps = {p: meanfield.fixed_point(grid.replace(keep_prob=p))
            for p in dict.fromkeys(XI_KEEP_PROBS + KEEP_PROBS)}
     do_fp = [fps[p] for p in KEEP_PROBS]                     # [-1]: the measured point
     xi = [np.asarray(fps[p].xi_c)[:-1] for p in XI_KEEP_PROBS]
   # The same key for every keep_prob: the same weights, only the masks differ.
-  do = [_sweep(jax.random.key(22), sigma_w2=sigma_w2_crit, keep_prob=p, **size)
+  do = [_sweep(jax.random.key(22), net.replace(sigma_w2=sigma_w2_crit, keep_prob=p), **size)
         for p in KEEP_PROBS]
   do_th = [empirical.theory(d) for d in do]
   ln_dims = ("ln_sigma_w2", "seed", "layer")

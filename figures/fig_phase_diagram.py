@@ -31,11 +31,12 @@ def compute(*, n_w: int, n_b: int) -> xr.Dataset:
   """The phase diagram on an ``n_w x n_b`` grid (it holds the critical line along ``sigma_b2``)."""
   sigma_w2 = np.linspace(*SIGMA_W2_RANGE, n_w)
   sigma_b2 = np.linspace(*SIGMA_B2_RANGE, n_b)
+  net = meanfield.Network(activation=ACTIVATION, sigma_w2=sigma_w2, sigma_b2=sigma_b2)
   with jax.enable_x64(True):
-    ds = meanfield.phase_diagram(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=ACTIVATION)
+    ds = meanfield.phase_diagram(net)          # the outer product of the two 1-d axes
     # The line leaves (1, 0) steeply; draw it on a grid that is geometric near sigma_b2 = 0.
     line_b2 = np.concatenate([[0.0], np.geomspace(1e-7, SIGMA_B2_RANGE[1], 200)])
-    line_w2 = meanfield.critical_sigma_w2(sigma_b2=line_b2, activation=ACTIVATION)
+    line_w2 = meanfield.critical_sigma_w2(net.replace(sigma_b2=line_b2))
   return ds.assign(critical_line_sigma_w2=(("line_sigma_b2",), np.asarray(line_w2))).assign_coords(
       line_sigma_b2=line_b2).assign_attrs(activation=ACTIVATION)
 

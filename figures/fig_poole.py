@@ -47,9 +47,10 @@ def _sigma_w2() -> list[float]:
 def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int,
             progress: bool = False) -> xr.Dataset:
   """Measured ``q``/``c`` (dims ``start, phase, seed, layer``) and theory, for each start."""
-  sigma_w2 = _sigma_w2()
-  kw = dict(activation=ACTIVATION, init="gaussian", sigma_w2=sigma_w2, sigma_b2=SIGMA_B2,
-            width=width, depth=depth, n_seeds=n_seeds, n_inputs=n_inputs, in_features=width,
+  # One Network holds the three phases (a 1-d axis of sigma_w2); theory and sweep read it.
+  net = meanfield.Network(activation=ACTIVATION, init="gaussian", sigma_w2=_sigma_w2(),
+                          sigma_b2=SIGMA_B2, width=width, depth=depth)
+  kw = dict(network=net, n_seeds=n_seeds, n_inputs=n_inputs, in_features=width,
             progress=progress)
   key = jax.random.key(3)
   parts = {"q": [], "c": []}
@@ -68,21 +69,16 @@ def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int,
   # init="gaussian" and in_features = width every layer has variance
   # sigma_w2, as empirical.overlay.theory would read from layer_sigma_w2.
   with jax.enable_x64(True):
-    sw = jnp.asarray(sigma_w2)[None, :]
+    row = net.replace(sigma_w2=net.sigma_w2[None, :])          # starts down, phases across
     q0 = jnp.asarray(out.q_input_measured.values)[:, None]
-    th_q = meanfield.propagate(q_input=q0, c_input=0.0, depth=depth, sigma_w2=sw,
-                               sigma_b2=SIGMA_B2, activation=ACTIVATION).q
+    th_q = meanfield.propagate(row, q_input=q0, c_input=0.0).q
     c0 = jnp.asarray(np.clip(out.c_input_measured.values, -1.0, 1.0))[:, None]
-    th_c = meanfield.propagate(q_input=1.0, c_input=c0, depth=depth, sigma_w2=sw,
-                               sigma_b2=SIGMA_B2, activation=ACTIVATION).c
+    th_c = meanfield.propagate(row, q_input=1.0, c_input=c0).c
   out["theory_q"] = (("q_start", "sigma_w2", "layer"), np.asarray(th_q))
   out["theory_c"] = (("c_start", "sigma_w2", "layer"), np.asarray(th_c))
   with jax.enable_x64(True):
-    sw = jnp.asarray(sigma_w2)
-    out["q_star"] = ("sigma_w2", np.asarray(meanfield.q_star(
-        sigma_w2=sw, sigma_b2=SIGMA_B2, activation=ACTIVATION)))
-    out["c_star"] = ("sigma_w2", np.asarray(meanfield.fixed_point(
-        sigma_w2=sw, sigma_b2=SIGMA_B2, activation=ACTIVATION).c_star))
+    out["q_star"] = ("sigma_w2", np.asarray(meanfield.q_star(net)))
+    out["c_star"] = ("sigma_w2", np.asarray(meanfield.fixed_point(net).c_star))
   out = out.assign_coords(phase=("sigma_w2", list(PHASES)))
   out.attrs = {"activation": ACTIVATION, "width": width, "depth": depth, "n_seeds": n_seeds,
                "n_inputs": n_inputs, "sigma_b2": SIGMA_B2,

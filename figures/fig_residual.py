@@ -53,19 +53,18 @@ def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int, long: int = 
                        c_input=C_INPUT, residual=True, progress=progress)
   out = ds[["q", "c"]]
   long_layer = np.arange(1, long + 1)
+  # The sweep's networks, one per activation (the sweep takes the activations as one list).
+  net = meanfield.Network(sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, width=width, depth=depth,
+                          residual=True)
   with jax.enable_x64(True):
-    th = {a: meanfield.propagate(q_input=Q_INPUT, c_input=C_INPUT, depth=depth,
-                                 sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, activation=a,
-                                 residual=True)
+    th = {a: meanfield.propagate(net.replace(activation=a), q_input=Q_INPUT, c_input=C_INPUT)
           for a in ACTIVATIONS}
     # ReLU at sigma_b2 = 0 (where the law is stated); its c-map does not depend on q, so a
     # tiny input length keeps q^3000 (growing by 1.5 per layer) in range.
-    relu_long = meanfield.propagate(q_input=1e-300, c_input=C_INPUT, depth=long,
-                                    sigma_w2=SIGMA_W2, sigma_b2=0.0, activation="relu",
-                                    residual=True)
-    tanh_long = meanfield.propagate(q_input=Q_INPUT, c_input=C_INPUT, depth=long,
-                                    sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, activation="tanh",
-                                    residual=True)
+    relu_long = meanfield.propagate(net.replace(activation="relu", sigma_b2=0.0, depth=long),
+                                    q_input=1e-300, c_input=C_INPUT)
+    tanh_long = meanfield.propagate(net.replace(activation="tanh", depth=long),
+                                    q_input=Q_INPUT, c_input=C_INPUT)
   for name in ("q", "c"):
     out[f"theory_{name}"] = xr.DataArray(
         np.stack([np.asarray(getattr(th[a], name)) for a in ds.activation.values]),

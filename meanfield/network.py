@@ -1,9 +1,10 @@
 """The network description: one frozen dataclass that theory and experiment both read.
 
-A :class:`Network` is one point of a grid: one activation, one pair of
-variances, one depth, width and weight law, and the architecture: the fully
-connected MLP with its variant (residual branch, normalisation, dropout), or
-another architecture given as a value (``arch=meanfield.Conv(kernel_size=3)``).
+A :class:`Network` is one network, or a grid of them: one activation, the
+variances (numbers, or arrays that broadcast into a grid), one depth, width
+and weight law, and the architecture: the fully connected MLP with its
+variant (residual branch, normalisation, dropout), or another architecture
+given as a value (``arch=meanfield.Conv(kernel_size=3)``).
 The theory functions of :mod:`meanfield` take it as their first argument and
 read the fields they need; ``empirical`` samples and runs it, and ``empirical.theory(ds)``
 rebuilds it from a Dataset's coordinates. Grids stay keyword lists for
@@ -13,13 +14,27 @@ users; a ``Network`` is what one grid point is::
   meanfield.q_star(net)                       # the theory of that network
   meanfield.jacobian_spectrum(net)            # reads depth and init too
   meanfield.q_star(net.replace(sigma_w2=2.0))
+  grid = net.replace(sigma_w2=np.linspace(0.5, 3, 50)[:, None], sigma_b2=np.array([0.0, 0.05]))
+  meanfield.fixed_point(grid)                 # on the (50, 2) grid, as the keyword call
+  jax.grad(meanfield.q_star)(net)             # a Network of d q* / d sigma_w2, d sigma_b2
+
+A grid ``Network`` answers bitwise as the keyword call with the same arrays.
+``Network`` is a JAX pytree: ``sigma_w2`` and ``sigma_b2`` are its leaves
+and every other field is static, so it passes through ``jit``, ``vmap`` and
+``grad`` (inside them the leaves are tracers and are not checked; a
+Network rebuilt from leaves, a gradient say, is not checked either).
+Networks are equal, and hash alike, when every field is equal, arrays by
+shape and value.
 
 Fields (names as in docs/theory.md, "Names in code", and as ``empirical``'s keywords):
 
 - ``activation``: a registry name, an ``Activation`` or an elementwise
   ``jax.numpy`` callable.
 - ``sigma_w2``, ``sigma_b2``: weight and bias variances, in the theory's
-  parametrisation ``W_ij ~ (sigma_w2 / fan_in)^{1/2} * standard``.
+  parametrisation ``W_ij ~ (sigma_w2 / fan_in)^{1/2} * standard``; each a
+  number (stored as a Python float) or an array (checked elementwise,
+  stored as a NumPy array of its dtype). An experiment takes a 1-d array as
+  one axis of its grid (``empirical.description``).
 - ``depth``: number of layers ``L >= 1``.
 - ``width``: units per layer ``N``; ``None`` is the infinite-width limit of
   mean-field theory (experiments need a number; mean-field functions ignore
@@ -35,7 +50,9 @@ Fields (names as in docs/theory.md, "Names in code", and as ``empirical``'s keyw
   ``l >= 2`` (Yang & Schoenholz 2017), with branch scale ``alpha``.
 - ``norm``: ``None``, ``"layer"`` or ``"batch"`` (see ``empirical.models``).
 - ``keep_prob``: dropout's keep probability ``p`` on the post-activations
-  (``1`` is no dropout).
+  (``1`` is no dropout). ``alpha`` and ``keep_prob`` are one number each:
+  they are static fields of the pytree (a plain network's ``alpha = 1`` is
+  not a variant, whatever ``grad`` does to the variances).
 - ``arch``: ``None`` for the fully connected MLP (with the variant fields
   above), or an :class:`Architecture` value such as
   :class:`meanfield.Conv` (then the variant fields keep their plain values).
@@ -62,6 +79,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 
 from meanfield import _checks
@@ -225,29 +243,68 @@ def stationary_inputs(fn_name: str, arch: Architecture | None, **inputs: Any) ->
 
 def _number(name: str, value: Any, *, minimum: float, strict: bool = False,
             maximum: float | None = None) -> float:
+  """A Python float in the bounds (one number: ``alpha``, ``keep_prob``)."""
   _checks.real(name, value)
-  a = np.asarray(value)
-  if a.ndim != 0:
-    raise ValueError(f"`{name}` of a Network must be one number (a grid point; pass "
-                     f"lists to the functions' keywords for grids), got shape {a.shape}")
-  v = float(a)
-  low = v > minimum if strict else v >= minimum
-  high = maximum is None or v <= maximum
-  if not (low and high):
+  a = _checks.concrete(value)
+  if a is None or a.ndim != 0:
+    raise ValueError(f"`{name}` of a Network must be one concrete number (the grid of a "
+                     f"Network is in its variances), got "
+                     + ("a traced value" if a is None else f"shape {a.shape}"))
+  _check_bounds(name, a, value, minimum=minimum, strict=strict, maximum=maximum)
+  return float(a)
+
+
+def _check_bounds(name: str, a: np.ndarray, value: Any, *, minimum: float, strict: bool,
+                  maximum: float | None) -> None:
+  low = a > minimum if strict else a >= minimum
+  ok = low & (True if maximum is None else a <= maximum)
+  if not np.all(ok):
     bound = f"{'>' if strict else '>='} {minimum:g}"
     if maximum is not None:
       bound += f" and <= {maximum:g}"
-    raise ValueError(f"`{name}` must be {bound}, got {value!r}")
-  return v
+    shown = repr(value) if a.ndim == 0 else f"an array containing {a[~ok].flat[0]!r}"
+    raise ValueError(f"`{name}` must be {bound}, got {shown}")
 
 
-@dataclasses.dataclass(frozen=True)
+def _variance(name: str, value: Any) -> Any:
+  """A variance field: a Python float (one number), a NumPy array (a grid, checked
+  elementwise, its dtype kept) or, traced inside ``jit``/``vmap``/``grad``, unchanged."""
+  _checks.real(name, value)
+  a = _checks.concrete(value)
+  if a is None:
+    return value                        # a tracer: its values are checked by no one here
+  _check_bounds(name, a, value, minimum=0.0, strict=False, maximum=None)
+  return float(a) if a.ndim == 0 else a
+
+
+#: The data leaves of a Network as a JAX pytree; every other field is static metadata.
+_LEAVES = ("sigma_w2", "sigma_b2")
+
+
+def _same(a: Any, b: Any) -> bool:
+  """Field equality: arrays by shape and value, tracers by identity, the rest with ``==``."""
+  arrays = [isinstance(x, (np.ndarray, jax.Array)) for x in (a, b)]
+  if not any(arrays):
+    return bool(a == b)
+  if not all(arrays):
+    return False
+  x, y = _checks.concrete(a), _checks.concrete(b)
+  if x is None or y is None:
+    return a is b
+  return x.shape == y.shape and bool(np.all(x == y))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class Network:
-  """One network: what both the theory and the experiment of it read.
+  """One network, or a grid of them: what both the theory and the experiment of it read.
 
-  See the module docstring for the fields. Numbers are validated (and
-  stored as Python floats and ints) on construction; ``activation`` is
-  resolved once (``net.phi`` is its :class:`Activation`).
+  See the module docstring for the fields. Numbers are validated on
+  construction and stored as Python floats and ints; ``sigma_w2`` and
+  ``sigma_b2`` may be arrays (a grid, checked elementwise and stored as
+  NumPy arrays). ``activation`` is resolved once (``net.phi`` is its
+  :class:`Activation`). A JAX pytree whose leaves are ``sigma_w2`` and
+  ``sigma_b2`` (the rest is static), so it passes through ``jit``, ``vmap``
+  and ``grad``; equal when every field is equal, arrays by value.
   """
 
   activation: str | Activation | Callable = "tanh"
@@ -265,8 +322,8 @@ class Network:
   def __post_init__(self):
     set_ = functools.partial(object.__setattr__, self)
     _activation(self.activation)        # raises for an unknown name or a bad callable
-    set_("sigma_w2", _number("sigma_w2", self.sigma_w2, minimum=0.0))
-    set_("sigma_b2", _number("sigma_b2", self.sigma_b2, minimum=0.0))
+    set_("sigma_w2", _variance("sigma_w2", self.sigma_w2))
+    set_("sigma_b2", _variance("sigma_b2", self.sigma_b2))
     set_("depth", _checks.check_positive_int("depth", self.depth))
     if self.width is not None:
       set_("width", _checks.check_positive_int("width", self.width))
@@ -307,6 +364,33 @@ class Network:
   def replace(self, **changes) -> Network:
     """A copy with ``changes`` applied (validated again)."""
     return dataclasses.replace(self, **changes)
+
+  def __eq__(self, other: Any) -> bool:
+    if other.__class__ is not self.__class__:
+      return NotImplemented
+    return all(_same(getattr(self, f.name), getattr(other, f.name))
+               for f in dataclasses.fields(self))
+
+  def __hash__(self) -> int:
+    return hash(tuple(("array", np.shape(v)) if isinstance(v, (np.ndarray, jax.Array)) else v
+                      for v in (getattr(self, f.name) for f in dataclasses.fields(self))))
+
+
+def _flatten(net: Network):
+  static = tuple(getattr(net, f.name) for f in dataclasses.fields(net) if f.name not in _LEAVES)
+  return [(jax.tree_util.GetAttrKey(n), getattr(net, n)) for n in _LEAVES], static
+
+
+def _unflatten(static: tuple, leaves: Any) -> Network:
+  """A Network of ``leaves`` unchecked (tracers, gradients, ``vmap``'s axis specs)."""
+  net = object.__new__(Network)
+  names = [f.name for f in dataclasses.fields(Network) if f.name not in _LEAVES]
+  for name, value in (*zip(names, static), *zip(_LEAVES, leaves)):
+    object.__setattr__(net, name, value)
+  return net
+
+
+jax.tree_util.register_pytree_with_keys(Network, _flatten, _unflatten)
 
 
 def _fill(fn_name: str, params: dict[str, inspect.Parameter], net: Network,

@@ -132,3 +132,27 @@ def test_networks_of_spectra_have_the_dataset_coordinates():
   assert nets.dims == ("depth", "sigma_w2")
   assert [n.sigma_w2 for n in nets.sel(depth=2).values] == [1.0, 2.0]
   assert np.all([n.residual is False and n.norm is None for n in nets.values.flat])
+
+
+def test_a_network_of_1d_variance_arrays_is_the_keyword_grid():
+  net = NET.replace(sigma_w2=np.array([1.0, 1.5]), sigma_b2=np.array([0.0, 0.1]))
+  by_net = empirical.sweep(KEY, network=net, **TINY)
+  by_kw = empirical.sweep(KEY, activation="tanh", sigma_w2=[1.0, 1.5], sigma_b2=[0.0, 0.1],
+                          depth=2, width=4, **TINY)
+  assert by_net.identical(by_kw)
+  assert by_net.sizes["sigma_w2"] == 2 and by_net.sizes["sigma_b2"] == 2
+  # ... and its Networks are one point each, as for any grid
+  nets = empirical.networks(by_net)
+  assert nets.sel(sigma_w2=1.5, sigma_b2=0.1).item() == NET.replace(init=inits.init("gaussian"))
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(sigma_w2=np.ones((2, 1))), r"`network.sigma_w2` must be a number or a 1-d array "
+                                     r"for `sweep`, got shape \(2, 1\): .*outer product"),
+    (dict(sigma_b2=np.zeros((1, 2))), r"`network.sigma_b2` .* shape \(1, 2\)"),
+    (dict(sigma_w2=np.array([1.0, 2.0]), init=inits.init("he_normal")),
+     "`network.sigma_w2` must be one number for `sweep` with init="),
+])
+def test_a_network_grid_an_experiment_cannot_run_raises(changes, message):
+  with pytest.raises(ValueError, match=message):
+    empirical.sweep(KEY, network=NET.replace(**changes), **TINY)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import inspect
+import logging
 
 import jax
 import numpy as np
@@ -40,7 +41,9 @@ def test_a_field_given_twice_or_an_uncovered_variant_raises():
 
 @pytest.mark.parametrize("field, value, message", [
     ("sigma_w2", -1.0, "`sigma_w2` must be >= 0"),
-    ("sigma_b2", [0.1, 0.2], "one number"),
+    ("sigma_b2", [0.1, -0.2], r"`sigma_b2` must be >= 0, got an array containing .*-0.2"),
+    ("sigma_w2", np.array([[1.0], [np.inf]]), "`sigma_w2` must be finite"),
+    ("alpha", [0.5, 1.0], "`alpha` of a Network must be one concrete number"),
     ("depth", 0, "`depth` must be an integer >= 1"),
     ("width", 2.5, "`width` must be an integer >= 1"),
     ("init", "haar", "`init` must be one of 'gaussian', 'orthogonal'"),
@@ -118,9 +121,9 @@ def test_every_public_theory_function_with_hyperparameters_takes_a_network():
 _READS_ONE_FIELD = {"batchnorm_gradient_factor"}
 
 
-# A Network is one grid point; these need 1-D grids of variances, so a Network cannot call them.
+# These need 1-D grids of variances; _NET holds one point (a Network of 1-d arrays can call them).
 _GRID_ONLY = pytest.mark.xfail(raises=ValueError, strict=True,
-                               reason="needs 1-D grids of sigma_w2, sigma_b2; a Network holds one")
+                               reason="needs 1-D grids of sigma_w2, sigma_b2; _NET holds one point")
 
 
 # jacobian_spectrum's densities compile for 40 s in 64-bit: slow tier (the same Network path
@@ -164,6 +167,85 @@ def test_a_supported_variant_is_passed_through():
   def f(*, sigma_w2, keep_prob=1.0):
     return sigma_w2 * keep_prob
   assert f(Network(sigma_w2=2.0, keep_prob=0.5)) == 1.0
+
+
+# --- a grid is one Network --------------------------------------------------------
+
+_W = np.linspace(0.5, 3.0, 5)
+_B = np.array([0.0, 0.05])
+
+
+def test_a_grid_network_stores_arrays_and_scalars_stay_floats():
+  net = Network(sigma_w2=_W[:, None], sigma_b2=[0.0, 0.05])
+  assert isinstance(net.sigma_w2, np.ndarray) and net.sigma_w2.shape == (5, 1)
+  assert isinstance(net.sigma_b2, np.ndarray) and net.sigma_b2.dtype == np.float64
+  assert type(Network(sigma_w2=np.float32(1.5)).sigma_w2) is float
+  assert repr(Network(sigma_w2=1.5)).startswith("Network(activation='tanh', sigma_w2=1.5, "
+                                                "sigma_b2=0.0,")
+
+
+def test_networks_compare_and_hash_by_value():
+  a = Network(sigma_w2=_W[:, None], sigma_b2=_B)
+  b = Network(sigma_w2=_W[:, None].copy(), sigma_b2=list(_B))
+  assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+  assert a != a.replace(sigma_b2=_B + 0.01)
+  assert a != a.replace(sigma_w2=_W)                   # same values, another shape
+  assert a != a.replace(sigma_w2=1.0) and Network(sigma_w2=1.0) != a
+  assert Network(**TANH) == Network(**TANH) and hash(Network(**TANH)) == hash(Network(**TANH))
+  assert Network(**TANH) != Network(**TANH, depth=3)
+
+
+@pytest.mark.slow     # the fixed-point solvers compile for several seconds
+def test_a_grid_network_answers_as_the_keyword_call_bitwise():
+  net = Network(activation="tanh", sigma_w2=_W[:, None], sigma_b2=_B[None, :], depth=4)
+  with jax.enable_x64(True):
+    fp = mf.fixed_point(net)
+    assert np.shape(fp.q_star) == (5, 2)
+    _assert_same(fp, mf.fixed_point(activation="tanh", sigma_w2=_W[:, None],
+                                    sigma_b2=_B[None, :]), "fixed_point")
+  _assert_same(mf.propagate(net, q_input=1.0, c_input=0.3),
+               mf.propagate(activation="tanh", sigma_w2=_W[:, None], sigma_b2=_B[None, :],
+                            depth=4, q_input=1.0, c_input=0.3), "propagate")
+
+
+def test_a_network_is_a_pytree_of_its_variances():
+  net = Network(**_RELU, depth=3)
+  leaves, tree = jax.tree_util.tree_flatten(net)
+  assert leaves == [0.7, 0.05]
+  assert jax.tree_util.tree_unflatten(tree, leaves) == net
+  # an unflattened Network is not checked: a gradient may be negative
+  assert jax.tree_util.tree_unflatten(tree, [-1.0, 2.0]).sigma_w2 == -1.0
+
+
+def test_a_network_passes_through_jit_grad_and_vmap():
+  net = Network(**_RELU, depth=3)
+  with jax.enable_x64(True):
+    assert float(jax.jit(mf.q_star)(net)) == float(mf.q_star(net))
+    grad = jax.grad(lambda n: mf.q_star(n))(net)
+    assert isinstance(grad, Network) and grad.depth == 3
+    by_w = jax.grad(lambda w: mf.q_star(**dict(_RELU, sigma_w2=w)))(0.7)
+    by_b = jax.grad(lambda b: mf.q_star(**dict(_RELU, sigma_b2=b)))(0.05)
+    assert (float(grad.sigma_w2), float(grad.sigma_b2)) == (float(by_w), float(by_b))
+    grid = net.replace(sigma_w2=_W, sigma_b2=np.full(5, 0.05))
+    np.testing.assert_array_equal(jax.vmap(mf.q_star)(grid),
+                                  mf.q_star(**dict(_RELU, sigma_w2=_W)))
+    # built inside a traced function: the tracers pass unchecked
+    assert float(jax.jit(lambda w: mf.q_star(Network(**dict(_RELU, sigma_w2=w))))(0.7)) \
+        == float(mf.q_star(net))
+
+
+def test_a_network_of_new_values_compiles_nothing(caplog):
+  """A Network's variances are traced leaves: new values of the same shapes reuse the program
+  (its static fields, depth here, key the cache)."""
+  f = jax.jit(lambda n: mf.propagate(n, q_input=1.0, c_input=0.5).c)
+  first = f(Network(**_RELU, depth=3))
+  with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles(True):
+    second = f(Network(**dict(_RELU, sigma_w2=0.9, sigma_b2=0.1), depth=3))
+  assert not [r for r in caplog.records if r.getMessage().startswith("Compiling")]
+  assert not np.array_equal(first, second)
+  with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles(True):
+    f(Network(**_RELU, depth=4))                   # a static field: a new program
+  assert [r for r in caplog.records if r.getMessage().startswith("Compiling")]
 
 
 # --- the architecture as a value ---------------------------------------------------
