@@ -33,7 +33,7 @@ RECORD_DOCS = {
     "diverged_step": "first step whose minibatch loss was not finite (-1: none)",
     "diverged": "the minibatch loss was not finite at some step",
 }
-#: What a CNN's description says differently (``architecture="conv"``).
+#: What a CNN's description says differently (``arch=meanfield.Conv(...)``).
 CONV_DOCS = {
     "q": "mean squared pre-activation <(h^l_{a,i})^2> over the probe batch, positions a and "
          "channels i",

@@ -12,14 +12,15 @@ import numpy as np
 
 from empirical import _checks
 from empirical import _grid
+from empirical import conv as _conv
 from empirical._train_optim import check_clip_norm, check_optimizer
+from meanfield.conv import Conv, footprint_weights
+from meanfield.network import Architecture, check_architecture
 
 #: Default quantiles of each layer's weight entries.
 WEIGHT_QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 #: Default quantiles of each layer's singular values (besides min and max).
 SV_QUANTILES = (0.1, 0.5, 0.9)
-#: The networks :func:`empirical.train` builds (its ``architecture``).
-ARCHITECTURES = ("mlp", "conv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,37 +92,55 @@ def _check_record_steps(record_steps, record_every, n_steps: int) -> tuple[int, 
   return tuple(int(s) for s in steps)
 
 
-def check_conv(architecture, *, residual, norm, kernel_size) -> bool:
-  """Whether ``architecture`` is ``"conv"``; raises for a bad one or a variant a CNN lacks."""
-  if not isinstance(architecture, str) or architecture not in ARCHITECTURES:
-    raise ValueError(f"`architecture` must be one of {', '.join(ARCHITECTURES)}, got "
-                     f"{architecture!r}")
-  if architecture == "mlp":
-    return False
-  if residual or norm is not None:
-    raise ValueError(f"`architecture` 'conv' has no residual or norm variant, got "
-                     f"residual={residual!r}, norm={norm!r}")
-  if _checks.check_int("kernel_size", kernel_size, 1) % 2 == 0:
-    raise ValueError(f"`kernel_size` must be odd (taps centred on each position), got "
-                     f"{kernel_size!r}")
-  return True
+def check_arch(arch, *, residual, norm, init) -> Conv | None:
+  """``arch`` of :func:`empirical.train`: None (the MLP) or a :class:`meanfield.Conv` (the
+  circular CNN), whose footprint (where set) every ``init`` scheme must have; raises for
+  another value, or a variant a CNN lacks."""
+  if arch is None:
+    return None
+  if not isinstance(arch, Architecture):
+    raise ValueError(f"`arch` of `empirical.train` must be None (the fully connected MLP) or "
+                     f"meanfield.Conv(kernel_size=...) (the circular CNN), got {arch!r}")
+  if not isinstance(arch, Conv):
+    raise ValueError(f"`arch` of `empirical.train` must be None (the fully connected MLP) or "
+                     f"meanfield.Conv(kernel_size=...) (the circular CNN): training has no "
+                     f"networks of {arch!r}")
+  check_architecture("empirical.train", arch, {"residual": False, "norm": None},
+                     residual=residual, norm=norm)
+  if arch.footprint is not None:
+    for v in _grid.values("init", init):
+      scheme = _conv.kernel_init(v)
+      if not np.array_equal(arch.weights, footprint_weights(
+          kernel_size=arch.kernel_size, footprint=scheme.footprint)):
+        raise ValueError(f"`init` must be kernel schemes of the footprint of {arch!r} (or "
+                         f"leave its footprint None), got {scheme.name!r} (footprint "
+                         f"{scheme.footprint!r})")
+  return arch
 
 
-def check_applies(*, architecture, optimizer, probes, **given) -> None:
+def check_spatial_size(arch: Conv, input_shape: tuple[int, ...]) -> None:
+  """``arch.spatial_size``, where set, must be the positions of a 1-D CNN's ``input_shape``."""
+  if arch.spatial_size is not None and (len(input_shape) != 2
+                                        or input_shape[0] != arch.spatial_size):
+    raise ValueError(f"`arch.spatial_size` must be None or the positions of a 1-D CNN's "
+                     f"input_shape (spatial_size, channels), got {arch!r} with input_shape "
+                     f"{tuple(input_shape)!r}")
+
+
+def check_applies(*, arch, optimizer, probes, **given) -> None:
   """Raise for a keyword given (not None) that the chosen network or run does not use."""
-  used_by = {"kernel_size": ("architecture", "conv"), "input_shape": ("architecture", "conv"),
-             "momentum": ("optimizer", "momentum")}
-  chosen = {"architecture": architecture, "optimizer": optimizer}
   if given["momentum"] is not None:   # a bad value is named as such first
     _checks.check_number("momentum", given["momentum"], minimum=0.0, below=1.0)
-  for name, (what, needs) in used_by.items():
-    if given[name] is not None and chosen[what] != needs:
-      raise ValueError(f"`{name}` applies only to {what}={needs!r}, got {name}="
-                       f"{given[name]!r} with {what}={chosen[what]!r}")
+  if given["momentum"] is not None and optimizer != "momentum":
+    raise ValueError(f"`momentum` applies only to optimizer='momentum', got momentum="
+                     f"{given['momentum']!r} with optimizer={optimizer!r}")
+  if given["input_shape"] is not None and not isinstance(arch, Conv):
+    raise ValueError(f"`input_shape` applies only to arch=meanfield.Conv(...), got "
+                     f"input_shape={given['input_shape']!r} with arch={arch!r}")
   for name in ("weight_quantile", "sv_quantile"):
     if given[name] is not None and isinstance(probes, bool | np.bool_) and not probes:
       raise ValueError(f"`{name}` applies only with probes=True (probes=False records no "
                        f"weight summaries), got {name}={given[name]!r}")
-  if given["sv_quantile"] is not None and architecture == "conv":
-    raise ValueError(f"`sv_quantile` does not apply to architecture='conv' (a CNN records "
+  if given["sv_quantile"] is not None and isinstance(arch, Conv):
+    raise ValueError(f"`sv_quantile` does not apply to arch={arch!r} (a CNN records "
                      f"no singular values), got sv_quantile={given['sv_quantile']!r}")

@@ -39,7 +39,7 @@ the skeleton every architecture's sweep shares, :mod:`empirical._grid_sweep`): w
 runs (:mod:`empirical.architectures`).
 Theory: :mod:`meanfield.conv`.
 
-Training: :func:`empirical.train` with ``architecture="conv"`` trains these
+Training: :func:`empirical.train` with ``arch=meanfield.Conv(kernel_size=k)`` trains these
 networks as classifiers (:func:`conv_logits`: global average pooling of
 ``phi(h^L)``, then a linear readout; :func:`classifier_params`).
 """

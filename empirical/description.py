@@ -13,7 +13,8 @@ it (``network=``) and give it back (:func:`networks`):
   product of 1-d axes). An experiment
   needs a ``width``; a variant the driver does not run (``alpha != 1``, or
   ``residual``/``norm``/``keep_prob < 1``/``arch`` where it has none: only
-  :func:`empirical.sweep` runs dropout and other architectures) raises. For a
+  :func:`empirical.sweep` runs dropout; :func:`empirical.train` runs the
+  ``meanfield.Conv`` architecture besides the MLP) raises. For a
   scheme that fixes the variance itself (``he_normal``, ``normal(0.01)``,
   ...), the network's ``sigma_w2`` is what that scheme gives, not a
   keyword: it is left out.

@@ -20,7 +20,7 @@ linear readout to the classes,
 cross-entropy over a minibatch. Schoenholz et al. 2017 (Sec. 6, Fig. 5/6)
 predict that such networks train only up to a depth of about ``6 xi_c``.
 
-With ``architecture="conv"`` the networks are instead :mod:`empirical.conv`'s
+With ``arch=meanfield.Conv(kernel_size=k)`` the networks are instead :mod:`empirical.conv`'s
 circular CNNs (1-D or 2-D, ``width`` channels, kernel schemes such as
 Xiao et al. 2018's ``"delta_orthogonal"``), each flat input reshaped to
 ``input_shape``, ``phi(h^L)`` averaged over the positions before the
@@ -107,19 +107,20 @@ from empirical import engine
 from empirical import models as _models
 from empirical._train_dataset import CONV_DOCS, RECORD_DOCS, SWEPT
 from empirical._train_optim import OPTIMIZERS, optimizer
-from empirical._train_options import ARCHITECTURES, SV_QUANTILES, WEIGHT_QUANTILES
+from empirical._train_options import SV_QUANTILES, WEIGHT_QUANTILES
 from empirical.engine import DEFAULT_MEMORY_BUDGET
+from meanfield.conv import Conv
 
 __all__ = [
     "OPTIMIZERS", "SWEPT", "WEIGHT_QUANTILES",
-    "SV_QUANTILES", "RECORD_DOCS", "CONV_DOCS", "ARCHITECTURES", "optimizer", "train",
+    "SV_QUANTILES", "RECORD_DOCS", "CONV_DOCS", "optimizer", "train",
 ]
 
 Array = jax.Array
 
 
-@description.takes_network(supports=("residual", "norm"))
-def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike = "digits",
+@description.takes_network(supports=("residual", "norm", "arch"))
+def train(key: Array, *, network=None, arch: Conv | None = None, data: _data.DataSplit | str | os.PathLike = "digits",
           activation="tanh", width=64, depth=10, sigma_w2=None, sigma_b2=0.0,
           init="gaussian", n_seeds: int = 1, residual: bool = False,
           norm: _models.Norm = None, optimizer: str = "sgd", learning_rate=None,
@@ -131,7 +132,6 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
           chunk_size: int | None = None,
           memory_budget: int = DEFAULT_MEMORY_BUDGET, store: str | os.PathLike | None = None,
           progress: bool = True, dtype=None, devices: _devices.Devices = None,
-          architecture: str = "mlp", kernel_size: int | None = None,
           input_shape: Sequence[int] | None = None) -> xr.Dataset:
   """Trains a grid of networks x seeds with optax, recording per-layer probes over time.
 
@@ -150,8 +150,22 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
     key: PRNG key; network ``seed`` uses ``fold_in(key, seed)`` whatever the grid.
     network: a :class:`meanfield.Network` (one grid point) whose fields fill
       ``activation``, ``width``, ``depth``, ``init``, ``sigma_w2`` (for
-      schemes by variance), ``sigma_b2``, ``residual`` and ``norm``
+      schemes by variance), ``sigma_b2``, ``residual``, ``norm`` and ``arch``
       (:mod:`empirical.description`); those must then not be given too.
+    arch: ``None`` (default) for the MLP, or ``meanfield.Conv(kernel_size=k)``
+      for the circular CNN of :mod:`empirical.conv` (Xiao et al. 2018) with
+      ``width`` channels and ``k`` odd taps per spatial axis (``k x k`` in
+      2-D), each input reshaped to ``input_shape`` and ``phi(h^L)`` averaged
+      over the positions before the linear readout
+      (:func:`empirical.conv.conv_logits`). ``init`` then names kernel schemes
+      (:func:`empirical.conv.kernel_init_names`: ``"gaussian"`` over all
+      taps, ``"delta_orthogonal"``, ...; all of the Conv's ``footprint``
+      where it sets one), the readout is the matrix scheme's as for the MLP,
+      and a record holds ``q`` (over positions too), ``loss_grad_w``,
+      ``layer_sigma_w2``, ``weight_quantiles`` of the whole kernel, no other
+      probes and no singular values. No ``residual`` or ``norm``. The Conv's
+      ``spatial_size``, where set, must be the positions of a 1-D CNN's
+      ``input_shape``. Another architecture raises ``ValueError``.
     data: a :class:`empirical.data.DataSplit` (e.g. from
       :func:`empirical.data.split_data` for your own arrays), ``"digits"``
       (scikit-learn's digits with the split ``load_digits(key=jax.random.key(0))``),
@@ -205,20 +219,8 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
       ``chunk_size`` is a multiple of ``n`` (the default is) the results are
       bitwise those of a one-device run with ``chunk_size / n``. One host
       only: the training loop reads back to the host between its programs.
-    architecture: ``"mlp"`` (default) or ``"conv"``: the circular CNN of
-      :mod:`empirical.conv` (Xiao et al. 2018) with ``width`` channels, each
-      input reshaped to ``input_shape`` and ``phi(h^L)`` averaged over the
-      positions before the linear readout (:func:`empirical.conv.conv_logits`).
-      ``init`` then names kernel schemes (:func:`empirical.conv.kernel_init_names`:
-      ``"gaussian"`` over all taps, ``"delta_orthogonal"``, ...), the
-      readout is the matrix scheme's as for the MLP, and a record holds
-      ``q`` (over positions too), ``loss_grad_w``, ``layer_sigma_w2``,
-      ``weight_quantiles`` of the whole kernel, no other probes and no
-      singular values. No ``residual`` or ``norm``.
-    kernel_size: odd taps per spatial axis of a CNN (``k x k`` in 2-D;
-      default 3). ``kernel_size`` and ``input_shape`` only with ``"conv"``.
     input_shape: a CNN's ``(*spatial, channels)`` per example, its product
-      the data's ``n_features``; default: ``(8, 8, 1)`` for ``"digits"`` and
+      the data's ``n_features`` (only with a Conv ``arch``); default: ``(8, 8, 1)`` for ``"digits"`` and
       ``(28, 28, 1)`` for flat MNIST-style data (the images), a loaded
       image shape with one channel appended, else ``(n_features, 1)``. E.g.
       ``(8, 8)`` runs a 1-D CNN over the digits' rows with 8 channels.
@@ -246,7 +248,7 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
 
   Example (a 2-D CNN on the 8x8 digits, Xiao et al.'s critical point)::
 
-    ds = empirical.train(key, architecture="conv", init=["delta_orthogonal", "gaussian"],
+    ds = empirical.train(key, arch=meanfield.Conv(kernel_size=3), init=["delta_orthogonal", "gaussian"],
                          depth=50, width=16, sigma_w2=1.05, sigma_b2=2.01e-5,
                          optimizer="adam", learning_rate=3e-4, n_steps=300)
 
@@ -257,18 +259,15 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
       non-finite inputs or mismatched lengths, ...), naming it, its value and
       what is allowed.
   """
+  conv = _train_options.check_arch(arch, residual=residual, norm=norm, init=init)
   _train_options.check_applies(
-      architecture=architecture, optimizer=optimizer, probes=probes, momentum=momentum,
-      weight_quantile=weight_quantile, sv_quantile=sv_quantile, kernel_size=kernel_size,
-      input_shape=input_shape)
-  kernel_size = 3 if kernel_size is None else kernel_size
-  conv = _train_options.check_conv(architecture, residual=residual, norm=norm,
-                                   kernel_size=kernel_size)
+      arch=arch, optimizer=optimizer, probes=probes, momentum=momentum,
+      weight_quantile=weight_quantile, sv_quantile=sv_quantile, input_shape=input_shape)
   grid_args = dict(key=key, activation=activation, init=init, width=width, depth=depth,
                    n_seeds=n_seeds, sigma_w2=sigma_w2, sigma_b2=sigma_b2, verb="train",
                    store=store)
   kernels = None
-  if conv:
+  if conv is not None:
     grid, kernels = _conv.kernel_grid(**grid_args)
   else:
     grid = _grid.network_grid(**grid_args, residual=residual, norm=norm)
@@ -286,12 +285,14 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
     devs = tuple(d for d in devs if d in jax.local_devices())
   devs = _devices.check_local(devs)
   split, loaded_shape = _train_data.resolve_data(data, dtype)
-  arch = (dict(kernels=kernels, kernel_size=kernel_size,
+  cnn = None
+  if conv is not None:
+    cnn = dict(kernels=kernels, kernel_size=conv.kernel_size,
                input_shape=_train_data.input_shape(input_shape, loaded_shape, split))
-          if conv else None)
+    _train_options.check_spatial_size(conv, cnn["input_shape"])
   opts = _train_data.with_probe_size(opts, split)
   configs = _train_run.configs(grid, split, residual=residual, norm=norm, opts=opts,
-                               dtype=dtype, arch=arch)
+                               dtype=dtype, arch=cnn)
   n_eval = max(split.n_train, split.n_test)
   for *_, cfg in configs:
     engine.check_fits(
@@ -301,7 +302,7 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
         cfg.depth, memory_budget, width=cfg.width)
   run = functools.partial(_train_run.run_config, key=key, grid=grid, split=split, opts=opts,
                           spec=_train_run.spec(grid, split, opts, residual=residual, norm=norm,
-                                               dtype=dtype, arch=arch),
+                                               dtype=dtype, arch=cnn),
                           chunk_size=chunk_size, memory_budget=memory_budget, devs=devs)
   n_items = len(grid.sigma_w2) * len(grid.sigma_b2) * len(opts.rates) * grid.n_seeds
   results = engine.run_configs(configs, run, total=len(configs) * n_items, desc="train",
@@ -311,4 +312,4 @@ def train(key: Array, *, network=None, data: _data.DataSplit | str | os.PathLike
   return _train_dataset.dataset(
       results, grid, opts, swept,
       _train_dataset.attrs(grid, split, opts, residual=residual, norm=norm, dtype=dtype,
-                           arch=arch), conv=conv)
+                           arch=cnn), conv=conv is not None)

@@ -17,7 +17,7 @@ nearly a delta, the best case for the delta-orthogonal network and, for
 Gaussian kernels, a product of Gaussian matrices whose spread does not
 shrink with ``q*``; it is kept here (it trains at this scale).
 
-Both are trained by :func:`empirical.train` (``architecture="conv"``) with
+Both are trained by :func:`empirical.train` (``arch=meanfield.Conv(kernel_size=3)``) with
 the same data order, readout and optimiser. Default (CPU) scale: a 1-D
 circular CNN over the 8 rows of scikit-learn's 8x8 digits (8 positions, the
 8 pixels of a row as input channels; ``input_shape=(8, 8)``), kernel size
@@ -60,8 +60,9 @@ def _settings(paper: bool) -> dict:
 def compute(*, depths, width: int, n_steps: int, n_seeds: int, input_shape, learning_rate: float,
             progress: bool = True) -> xr.Dataset:
   """Both kernel schemes at every depth, trained on the digits; the Dataset of :func:`empirical.train`."""
-  ds = empirical.train(jax.random.key(0), data="digits", architecture="conv",
-                       input_shape=input_shape, kernel_size=3, activation="tanh",
+  ds = empirical.train(jax.random.key(0), data="digits",
+                       arch=meanfield.Conv(kernel_size=3), input_shape=input_shape,
+                       activation="tanh",
                        init=list(INITS), depth=list(depths), width=width, sigma_w2=SIGMA_W2,
                        sigma_b2=SIGMA_B2, n_seeds=n_seeds, optimizer="adam",
                        learning_rate=learning_rate, n_steps=n_steps, batch_size=32,

@@ -87,7 +87,7 @@ def train_mlp_variants():
 
 def train_conv():
   """A small 2-D CNN on the 8x8 digits, delta-orthogonal and Gaussian kernels."""
-  return empirical.train(_key(), architecture="conv", init=["delta_orthogonal", "gaussian"],
+  return empirical.train(_key(), arch=meanfield.Conv(kernel_size=3), init=["delta_orthogonal", "gaussian"],
                          activation="tanh", width=4, depth=3, sigma_w2=1.05, sigma_b2=2e-5,
                          optimizer="adam", learning_rate=1e-3, n_steps=6, batch_size=8,
                          record_every=3, probe_size=16, progress=False)

@@ -1,4 +1,4 @@
-"""empirical.train(architecture="conv"): CNNs on the digits through the MLPs' training path."""
+"""empirical.train(arch=meanfield.Conv(...)): CNNs on the digits through the MLPs' training path."""
 
 import math
 
@@ -47,7 +47,7 @@ def test_two_dimensional_forward_equals_flax_circular_conv():
 @pytest.mark.slow
 def test_cnn_trains_above_chance_and_reruns_bitwise(digits):
   run = lambda: empirical.train(
-      KEY, data=digits, architecture="conv", init=["delta_orthogonal", "gaussian"],
+      KEY, data=digits, arch=meanfield.Conv(kernel_size=3), init=["delta_orthogonal", "gaussian"],
       activation="tanh", depth=3, width=8, sigma_w2=1.05, sigma_b2=2.01e-5, n_seeds=2,
       optimizer="adam", learning_rate=1e-2, n_steps=60, batch_size=16,
       record_steps=[0, 60], probe_size=32, progress=False)
@@ -78,29 +78,67 @@ def test_initial_lengths_follow_the_covariance_map(digits, init, footprint):
   # we allow 4.5 of them (t, 11 dof: two-sided tail ~1e-3 for each of 10 comparisons). The
   # finite-width bias is O(1/C) times the q-map's curvature, well below that at C = 48.
   depth, seeds = 5, 12
-  ds = empirical.train(KEY, data=digits, architecture="conv", input_shape=(8, 8), init=init,
+  arch = meanfield.Conv(kernel_size=3, spatial_size=8, footprint=footprint)
+  ds = empirical.train(KEY, data=digits, arch=arch, input_shape=(8, 8), init=init,
                        depth=depth, width=48, sigma_w2=1.5, sigma_b2=0.05, n_seeds=seeds,
                        learning_rate=0.0, n_steps=0, probe_size=32, progress=False)
   q = ds.q.isel(step=0).values                                  # (seed, layer)
   x = np.asarray(digits.x_train[:32], np.float64).reshape(32, 8, 8)
   theory = meanfield.propagate(covariance=x @ x.transpose(0, 2, 1) / 8, depth=depth,
                                sigma_w2=1.5, sigma_b2=0.05, activation="tanh",
-                               arch=meanfield.Conv(kernel_size=3, footprint=footprint))
+                               arch=arch)
   expected = np.asarray(theory.q).mean(axis=(0, 2))              # (layer,)
   tol = 4.5 * q.std(axis=0, ddof=1) / np.sqrt(seeds)
   assert np.all(np.abs(q.mean(axis=0) - expected) <= tol), (q.mean(0), expected, tol)
 
 
+class _Toy(meanfield.network.Architecture):
+  """An architecture with no training."""
+
+
 def test_conv_arguments_are_checked(digits):
-  common = dict(data=digits, architecture="conv", depth=2, width=4, sigma_w2=1.0,
+  conv3 = meanfield.Conv(kernel_size=3)
+  common = dict(data=digits, arch=conv3, depth=2, width=4, sigma_w2=1.0,
                 learning_rate=0.1, n_steps=1, progress=False)
-  with pytest.raises(ValueError, match="architecture"):
-    empirical.train(KEY, **{**common, "architecture": "transformer"})
-  with pytest.raises(ValueError, match="kernel_size"):
-    empirical.train(KEY, kernel_size=4, **common)
-  with pytest.raises(ValueError, match="residual"):
+  with pytest.raises(ValueError, match=r"`arch` of `empirical.train` must be None .* or "
+                                       r"meanfield.Conv\(kernel_size=...\).*got 'conv'"):
+    empirical.train(KEY, **{**common, "arch": "conv"})
+  with pytest.raises(ValueError, match=r"`arch` of `empirical.train` .* training has no "
+                                       r"networks of .*_Toy"):
+    empirical.train(KEY, **{**common, "arch": _Toy()})
+  with pytest.raises(ValueError, match=r"`residual` must keep the plain value \(residual="
+                                       r"False\) with arch=Conv\(kernel_size=3.*True"):
     empirical.train(KEY, residual=True, **common)
   with pytest.raises(ValueError, match="input_shape"):
     empirical.train(KEY, input_shape=(8, 9), **common)
   with pytest.raises(ValueError, match="init"):
     empirical.train(KEY, init="delta_nonsense", **common)
+  with pytest.raises(ValueError, match=r"`init` must be kernel schemes of the footprint of "
+                                       r"Conv\(kernel_size=3, spatial_size=None, "
+                                       r"footprint='delta'\) .*got 'gaussian' \(footprint "
+                                       r"'uniform'\)"):
+    empirical.train(KEY, init="gaussian", **{**common, "arch": meanfield.Conv(
+        kernel_size=3, footprint="delta")})
+  with pytest.raises(ValueError, match=r"`arch.spatial_size` must be None or the positions "
+                                       r"of a 1-D CNN's input_shape .* got Conv\(kernel_size="
+                                       r"3, spatial_size=8.*input_shape \(8, 8, 1\)"):
+    empirical.train(KEY, **{**common, "arch": meanfield.Conv(kernel_size=3, spatial_size=8)})
+  with pytest.raises(ValueError, match=r"`sv_quantile` does not apply to arch=Conv"):
+    empirical.train(KEY, sv_quantile=(0.5,), **common)
+
+
+def test_network_carries_its_arch(digits):
+  # A Network with arch=Conv trains the CNN its fields describe, as the keywords do.
+  kw = dict(data=digits, learning_rate=0.1, n_steps=2, batch_size=8, record_steps=[0, 2],
+            probe_size=8, input_shape=(8, 8), progress=False)
+  scheme = conv.kernel_init("delta_orthogonal")
+  net = meanfield.Network(activation="tanh", sigma_w2=1.5, sigma_b2=0.05, depth=2, width=4,
+                          init=scheme, arch=meanfield.Conv(kernel_size=3, spatial_size=8))
+  by_net = empirical.train(KEY, network=net, **kw)
+  by_kw = empirical.train(KEY, arch=meanfield.Conv(kernel_size=3, spatial_size=8),
+                          activation="tanh", sigma_w2=1.5, sigma_b2=0.05, depth=2, width=4,
+                          init="delta_orthogonal", **kw)
+  assert by_net.attrs["architecture"] == "conv" and by_net.attrs["kernel_size"] == 3
+  assert by_net.identical(by_kw)
+  assert empirical.networks(by_net).item() == net.replace(
+      arch=meanfield.Conv(kernel_size=3, spatial_size=8))

@@ -88,8 +88,8 @@ def test_network_of_a_preset_leaves_sigma_w2_to_the_scheme():
     (lambda: empirical.jacobian_spectra(KEY, network=NET.replace(residual=True)),
      r"residual=True, which `jacobian_spectra` does not run"),
     (lambda: empirical.train(KEY, network=NET.replace(arch=meanfield.Conv(kernel_size=3)),
-                             learning_rate=0.1),
-     r"arch=Conv\(kernel_size=3, spatial_size=None, footprint=None\), which `train` does not run"),
+                             arch=None, learning_rate=0.1),
+     r"`train` got 'arch' both from `network` and as keywords"),
     (lambda: empirical.sweep(KEY, network=NET.replace(arch=meanfield.Conv(kernel_size=3)),
                              **TINY),
      r"`n_inputs`, `in_features` must keep the plain value \(n_inputs=None, in_features=None\) "

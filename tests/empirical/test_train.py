@@ -18,6 +18,7 @@ import numpy as np
 import optax
 import pytest
 
+import meanfield
 from empirical import data as data_lib
 from empirical import models
 from empirical.streams import BATCHES
@@ -333,19 +334,16 @@ def test_without_probes_the_scores_are_the_same(digits, reference):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(kernel_size=4), r"`kernel_size` applies only to architecture='conv', got "
-                          r"kernel_size=4 with architecture='mlp'"),
-    (dict(kernel_size=3), r"`kernel_size` applies only to architecture='conv'"),
-    (dict(input_shape=(8, 8)), r"`input_shape` applies only to architecture='conv', got "
-                               r"input_shape=\(8, 8\) with architecture='mlp'"),
+    (dict(input_shape=(8, 8)), r"`input_shape` applies only to arch=meanfield.Conv\(...\), "
+                               r"got input_shape=\(8, 8\) with arch=None"),
     (dict(momentum=0.5), r"`momentum` applies only to optimizer='momentum', got "
                          r"momentum=0.5 with optimizer='sgd'"),
     (dict(momentum=0.5, optimizer="adam"), r"`momentum` applies only to optimizer='momentum'"),
     (dict(weight_quantile=(0.5,), probes=False), r"`weight_quantile` applies only with "
                                                  r"probes=True"),
     (dict(sv_quantile=(0.5,), probes=False), r"`sv_quantile` applies only with probes=True"),
-    (dict(sv_quantile=(0.5,), architecture="conv"), r"`sv_quantile` does not apply to "
-                                                    r"architecture='conv'"),
+    (dict(sv_quantile=(0.5,), arch=meanfield.Conv(kernel_size=3)),
+     r"`sv_quantile` does not apply to arch=Conv\(kernel_size=3"),
 ])
 def test_keyword_that_does_not_apply_raises(digits, kwargs, match):
   # A keyword the chosen network or run would not use is an error, never ignored.
