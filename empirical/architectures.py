@@ -413,8 +413,10 @@ class ConvMirror(Mirror):
 
   def jacobian_spectra(self, key: jax.Array, arch: Conv, *, q=None, q_input=None, warmup=None,
                        **grid: Any) -> xr.Dataset:
-    """:func:`empirical.jacobian_spectra`: :func:`empirical.conv.run_jacobian_spectra` of
-    ``arch``'s kernel size and ``spatial_size`` (required), at input length ``q``."""
+    """:func:`empirical.jacobian_spectra`: :func:`empirical.conv.run_jacobian_spectra`.
+
+    Of ``arch``'s kernel size and ``spatial_size`` (required), at input length ``q``.
+    """
     for name, value in (("q_input", q_input), ("warmup", warmup)):
       if value is not None:
         raise ValueError(f"`{name}` must be None for arch={arch!r} (it is the RNN's), got "

@@ -508,9 +508,12 @@ JACOBIAN_DOCS = {"singular_values": "singular values of J = d phi(h^L) / d x^0 (
 @functools.lru_cache(maxsize=32)
 def _spectra_program(phi: Activation, scheme: ConvInit, width: int, n: int, depth: int,
                      kernel_size: int):
-  """``compute(key, sigma_w2, sigma_b2, q, idx)``: the singular values ``(len(idx), n C)`` of
-  networks ``idx`` (key ``k = fold_in(key, i)``: parameters from ``fold_in(k, WEIGHTS)``, input
-  noise from ``fold_in(k, CONV_INPUT)``), one network at a time. Cached: one compile each."""
+  """``compute(key, sigma_w2, sigma_b2, q, idx)``: singular values ``(len(idx), n C)``.
+
+  Of networks ``idx`` (key ``k = fold_in(key, i)``: parameters from ``fold_in(k,
+  WEIGHTS)``, input noise from ``fold_in(k, CONV_INPUT)``), one network at a time
+  (``lax.map``). Cached per static configuration: one compile each.
+  """
 
   @jax.jit
   def compute(key, sigma_w2, sigma_b2, q, idx):
