@@ -36,7 +36,10 @@ phi(h^L)`` with a fixed random unit ``r``; :func:`run_sweep` runs them on a
 grid of networks on the experiment engine (:mod:`empirical.engine`, through
 the skeleton every architecture's sweep shares, :mod:`empirical._grid_sweep`): what
 ``empirical.sweep(key, arch=meanfield.Conv(kernel_size), inputs=x, ...)``
-runs (:mod:`empirical.architectures`).
+runs (:mod:`empirical.architectures`). :func:`run_jacobian_spectra` measures
+the singular values of the input-output Jacobian (:func:`conv_jacobian`) on
+the engine: what ``empirical.jacobian_spectra(key, arch=meanfield.Conv(
+kernel_size, spatial_size), ...)`` runs.
 Theory: :mod:`meanfield.conv`.
 
 Training: :func:`empirical.train` with ``architecture="conv"`` trains these
@@ -582,10 +585,10 @@ def run_jacobian_spectra(key: Array, *, kernel_size: int, spatial_size: int, act
   qs = np.array([[[_input_length(a, sw, sb, q) for sb in grid.sigma_b2] for sw in grid.sigma_w2]
                  for a in grid.activations])                       # (acts, sigma_w2, sigma_b2)
   size = max(grid.widths) * n
-  items = chunk_size and _checks.check_int("chunk_size", chunk_size, 1)
-  items = items or engine.items_per_chunk(
-      _checks.check_int("memory_budget", memory_budget, 1),
-      np.dtype(dtype).itemsize * size * size * (max(grid.depths) + 6))
+  memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
+  items = (_checks.check_int("chunk_size", chunk_size, 1) if chunk_size is not None else
+           engine.items_per_chunk(memory_budget, np.dtype(dtype).itemsize * size * size
+                                  * (max(grid.depths) + 6)))
   spec = {**engine.base_spec(grid, dtype), "architecture": "conv", "kernel_size": kernel_size,
           "spatial_size": n, "q": qs.tolist()}
   axes = [range(len(grid.activations)), range(len(kernels)), grid.widths, grid.depths,

@@ -204,6 +204,7 @@ def test_validation_of_jacobian_spectra_and_sweep_inputs():
                       (dict(arch=meanfield.Conv(kernel_size=3)), r"`arch` must give spatial_size"),
                       (dict(q=None, sigma_b2=0.0), r"`q` must be given .*q_star = 0"),
                       (dict(warmup=3), r"`warmup` must be None"),
+                      (dict(chunk_size=0), r"`chunk_size` must be .*>= 1, got 0"),
                       (dict(method="projection"), r"`method` must keep the default")):
     with pytest.raises(ValueError, match=pattern):
       empirical.jacobian_spectra(key, **{**small, **kw})
