@@ -105,10 +105,14 @@ class Mirror:
     sweep_keywords: the keywords of :func:`empirical.sweep` besides the grid's
       that its ``sweep`` reads (passed on where given; the others must keep
       their MLP defaults).
+    spectra_keywords: the MLP keywords of :func:`empirical.jacobian_spectra`
+      (``q``, ``method``, ``batch_size``, ``devices``) that its
+      ``jacobian_spectra`` reads (passed on; the others must keep their defaults).
   """
 
   name: str = ""
   sweep_keywords: tuple[str, ...] = ()
+  spectra_keywords: tuple[str, ...] = ()
 
   def _no_experiment(self, what: str, driver: str):
     raise NotImplementedError(f"`{driver}` has no experiment for {what} (its mirror "
@@ -391,6 +395,7 @@ class ConvMirror(Mirror):
   """:class:`meanfield.Conv`: the circular CNNs of :mod:`empirical.conv`."""
 
   name = "conv"
+  spectra_keywords = ("q",)
 
   def matrix_init(self, init: Any) -> _inits.Init:
     return _conv.kernel_init(init).init
@@ -403,15 +408,25 @@ class ConvMirror(Mirror):
     return x
 
   def sweep(self, key: jax.Array, arch: Conv, x: jax.Array, **grid: Any) -> xr.Dataset:
-    if arch.footprint is not None:
-      for v in _grid.values("init", grid["init"]):
-        scheme = _conv.kernel_init(v)
-        if not np.array_equal(arch.weights, footprint_weights(
-            kernel_size=arch.kernel_size, footprint=scheme.footprint)):
-          raise ValueError(f"`init` must be kernel schemes of the footprint of {arch!r} (or "
-                           f"leave its footprint None), got {scheme.name!r} (footprint "
-                           f"{scheme.footprint!r})")
+    _check_footprint(arch, grid["init"])
     return _conv.run_sweep(key, x, kernel_size=arch.kernel_size, **grid)
+
+  def jacobian_spectra(self, key: jax.Array, arch: Conv, *, q=None, q_input=None, warmup=None,
+                       **grid: Any) -> xr.Dataset:
+    """:func:`empirical.jacobian_spectra`: :func:`empirical.conv.run_jacobian_spectra`.
+
+    Of ``arch``'s kernel size and ``spatial_size`` (required), at input length ``q``.
+    """
+    for name, value in (("q_input", q_input), ("warmup", warmup)):
+      if value is not None:
+        raise ValueError(f"`{name}` must be None for arch={arch!r} (it is the RNN's), got "
+                         f"{value!r}")
+    if arch.spatial_size is None:
+      raise ValueError(f"`arch` must give spatial_size (the positions n of the n C square "
+                       f"Jacobian) for empirical.jacobian_spectra, got {arch!r}")
+    _check_footprint(arch, grid["init"])
+    return _conv.run_jacobian_spectra(key, kernel_size=arch.kernel_size,
+                                      spatial_size=arch.spatial_size, q=q, **grid)
 
   def network(self, ds: xr.Dataset, point: dict[str, Any], activation: Any) -> Network:
     shape = ds.attrs.get("input_shape", [ds.attrs.get("n_positions"), None])  # train's, sweep's
@@ -439,6 +454,18 @@ class ConvMirror(Mirror):
         "its input x, not x, and the CNN theory starts from Sigma^0 = x x^T / C_0; compute "
         "meanfield.propagate(net, covariance=x @ x.T / x.shape[1]) for each net of "
         "empirical.networks(ds)")
+
+
+def _check_footprint(arch: Conv, init: Any) -> None:
+  """ValueError unless every kernel scheme of ``init`` has ``arch``'s footprint (if it fixes one)."""
+  if arch.footprint is not None:
+    for v in _grid.values("init", init):
+      scheme = _conv.kernel_init(v)
+      if not np.array_equal(arch.weights, footprint_weights(
+          kernel_size=arch.kernel_size, footprint=scheme.footprint)):
+        raise ValueError(f"`init` must be kernel schemes of the footprint of {arch!r} (or "
+                         f"leave its footprint None), got {scheme.name!r} (footprint "
+                         f"{scheme.footprint!r})")
 
 
 register(Conv, ConvMirror())

@@ -36,7 +36,10 @@ phi(h^L)`` with a fixed random unit ``r``; :func:`run_sweep` runs them on a
 grid of networks on the experiment engine (:mod:`empirical.engine`, through
 the skeleton every architecture's sweep shares, :mod:`empirical._grid_sweep`): what
 ``empirical.sweep(key, arch=meanfield.Conv(kernel_size), inputs=x, ...)``
-runs (:mod:`empirical.architectures`).
+runs (:mod:`empirical.architectures`). :func:`run_jacobian_spectra` measures
+the singular values of the input-output Jacobian (:func:`conv_jacobian`) on
+the engine: what ``empirical.jacobian_spectra(key, arch=meanfield.Conv(
+kernel_size, spatial_size), ...)`` runs.
 Theory: :mod:`meanfield.conv`.
 
 Training: :func:`empirical.train` with ``arch=meanfield.Conv(kernel_size=k)`` trains these
@@ -49,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 from typing import Any, NamedTuple
 
 import jax
@@ -64,10 +68,12 @@ from empirical import engine
 from empirical import inits as _inits
 from empirical import streams as _streams
 from meanfield.activations import Activation, activation as _activation
+from meanfield.fixed_points import q_star
 
 __all__ = ["ConvInit", "kernel_init", "kernel_init_names", "ConvParams", "conv_params",
            "conv_forward", "ConvStats", "conv_measure", "kernel_grid", "check_sweep_inputs",
-           "run_sweep", "SWEEP_DOCS", "conv_jacobian", "conv_singular_values", "spatial_modes",
+           "run_sweep", "SWEEP_DOCS", "conv_jacobian", "run_jacobian_spectra", "JACOBIAN_DOCS",
+           "spatial_modes",
            "CNN", "conv_logits", "classifier_params", "conv_layer_q"]
 
 Array = jax.Array
@@ -495,46 +501,143 @@ def conv_jacobian(params: ConvParams, x: Array, *, activation="tanh") -> Array:
   return jax.jacfwd(out)(x).reshape(out(x).size, x.size)
 
 
-def conv_singular_values(key: Array, *, activation="tanh", width: int = 32, spatial_size: int = 8,
-                         depth: int = 10, kernel_size: int = 3, init: str = "gaussian",
-                         sigma_w2=1.0, sigma_b2=0.0, q: float = 1.0, n_seeds: int = 2,
-                         dtype=None) -> Array:
-  """Singular values of the input-output Jacobian of ``n_seeds`` square CNNs (``C_0 = width``).
+#: Descriptions of the variables of a CNN's Jacobian spectra (:func:`run_jacobian_spectra`).
+JACOBIAN_DOCS = {"singular_values": "singular values of J = d phi(h^L) / d x^0 (n C square), "
+                                    "descending",
+                 "moment": "m_k = tr (J J^T)^k / (n C), from the singular values",
+                 "sigma_max": "largest singular value of J"}
 
-  The input is ``x^0 = phi(sqrt(q) z)`` (``z`` standard normal, ``(n, C)``),
-  as in :func:`empirical.jacobian_spectra` for MLPs, so with ``q = q*`` every
-  layer sits at the fixed point. ``J = d phi(h^L) / d x^0`` (``n C`` square);
-  network ``i`` uses ``fold_in(key, i)``. Returns ``(n_seeds, n C)``,
-  descending. Cost: ``n C`` forward passes and one ``(n C)^2`` SVD per network.
+
+@functools.lru_cache(maxsize=32)
+def _spectra_program(phi: Activation, scheme: ConvInit, width: int, n: int, depth: int,
+                     kernel_size: int):
+  """``compute(key, sigma_w2, sigma_b2, q, idx)``: singular values ``(len(idx), n C)``.
+
+  Of networks ``idx`` (key ``k = fold_in(key, i)``: parameters from ``fold_in(k,
+  WEIGHTS)``, input noise from ``fold_in(k, CONV_INPUT)``), one network at a time
+  (``lax.map``). Cached per static configuration: one compile each.
   """
-  _check(depth=depth, width=width, kernel_size=kernel_size)
+
+  @jax.jit
+  def compute(key, sigma_w2, sigma_b2, q, idx):
+    def one(i):
+      k = jax.random.fold_in(key, i)
+      p = _draw(jax.random.fold_in(k, _streams.WEIGHTS), width, width, depth, kernel_size,
+                scheme, sigma_w2, sigma_b2, q.dtype)
+      z = jax.random.normal(jax.random.fold_in(k, _streams.CONV_INPUT), (n, width), q.dtype)
+      x = phi.fn(jnp.sqrt(q) * z)
+      return {"singular_values": jnp.linalg.svd(conv_jacobian(p, x, activation=phi),
+                                                compute_uv=False)}
+
+    return jax.lax.map(one, idx)
+
+  return compute
+
+
+def _input_length(act: Activation, sigma_w2, sigma_b2, q) -> float:
+  """``q`` checked, or ``q*`` of the setting (float64) where ``q`` is None."""
+  if q is not None:
+    return float(_checks.check_number("q", q, minimum=0.0))
+  value = np.nan
+  if sigma_w2 is not None:
+    with jax.enable_x64(True):
+      value = float(q_star(sigma_w2=np.float64(sigma_w2), sigma_b2=np.float64(sigma_b2),
+                           activation=act))
+  if not (np.isfinite(value) and value > 0):
+    raise ValueError(f"`q` must be given for activation {act.name!r} at sigma_w2={sigma_w2}, "
+                     f"sigma_b2={sigma_b2}: the length map has no positive finite fixed point "
+                     f"there (meanfield.q_star = {value})")
+  return value
+
+
+def run_jacobian_spectra(key: Array, *, kernel_size: int, spatial_size: int, activation, width,
+                         depth, init, sigma_w2, sigma_b2, n_seeds: int, q=None,
+                         max_order: int = 2, chunk_size: int | None, memory_budget: int, store,
+                         progress: bool, dtype=None) -> xr.Dataset:
+  """Input-output Jacobian spectra of a grid of random square CNNs (``C_0 = width``), on the engine.
+
+  What :func:`empirical.jacobian_spectra` runs for ``arch=meanfield.Conv(kernel_size,
+  spatial_size)``. The input is ``x^0 = phi(sqrt(q) z)`` (``z`` standard
+  normal, ``(n, C)``), so with ``q = q*`` (the default, ``meanfield.q_star``
+  of each setting) every layer sits at the fixed point; ``J = d phi(h^L) /
+  d x^0`` is ``n C`` square. Any of ``activation``, ``init`` (kernel
+  schemes), ``width``, ``depth``, ``sigma_w2``, ``sigma_b2`` may be a list;
+  each grid point is one configuration whose seeds run in chunks
+  (:func:`empirical.engine.run_chunked`; with ``store`` each chunk is
+  written atomically and a rerun resumes). Network ``i`` uses ``k = fold_in(key,
+  i)``: parameters from ``fold_in(k, WEIGHTS)`` (:func:`conv_params`' layout),
+  ``z`` from ``fold_in(k, CONV_INPUT)``. Cost: ``n C`` forward passes and one
+  ``(n C)^2`` SVD per network.
+
+  Returns:
+    An ``xarray.Dataset`` over the swept axes, ``seed`` and ``index``
+    (``n C`` of the widest; nan beyond a network's) or ``order``: the
+    variables of :data:`JACOBIAN_DOCS` and ``q``, the input length per
+    setting.
+  """
+  _check(depth=1, width=1, kernel_size=kernel_size)
   n = _positive_int("spatial_size", spatial_size)
-  n_seeds = _positive_int("n_seeds", n_seeds)
-  phi = _activation(activation)
-  scheme = kernel_init(init)
-  scheme.init.check_sigma_w2(sigma_w2)
-  _checks.check_variance("sigma_b2", sigma_b2)
-  _checks.check_number("q", q, minimum=0.0)
-  dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
+  max_order = _checks.check_int("max_order", max_order, 1)
+  grid, kernels = kernel_grid(key=key, activation=activation, init=init, width=width,
+                              depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
+                              sigma_b2=sigma_b2, verb="jacobian_spectra", store=store)
+  dtype = _checks.float_dtype(dtype)
+  qs = np.array([[[_input_length(a, sw, sb, q) for sb in grid.sigma_b2] for sw in grid.sigma_w2]
+                 for a in grid.activations])                       # (acts, sigma_w2, sigma_b2)
+  size = max(grid.widths) * n
+  memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
+  items = (_checks.check_int("chunk_size", chunk_size, 1) if chunk_size is not None else
+           engine.items_per_chunk(memory_budget, np.dtype(dtype).itemsize * size * size
+                                  * (max(grid.depths) + 6)))
+  spec = {**engine.base_spec(grid, dtype), "architecture": "conv", "kernel_size": kernel_size,
+          "spatial_size": n, "q": qs.tolist()}
+  axes = [range(len(grid.activations)), range(len(kernels)), grid.widths, grid.depths,
+          range(len(grid.sigma_w2)), range(len(grid.sigma_b2))]
 
-  return _singular_values(key, jnp.asarray(sigma_w2, dtype), jnp.asarray(sigma_b2, dtype),
-                          jnp.asarray(q, dtype), phi=phi, width=width, n=n, depth=depth,
-                          kernel_size=kernel_size, scheme=scheme, n_seeds=n_seeds)
+  def run(c, config, bar):
+    a, s, w, d, i, j = config
+    compute = functools.partial(
+        _spectra_program(grid.activations[a], kernels[s], w, n, d, kernel_size), key,
+        None if grid.sigma_w2[i] is None else jnp.asarray(grid.sigma_w2[i], dtype),
+        jnp.asarray(grid.sigma_b2[j], dtype), jnp.asarray(qs[a, i, j], dtype))
+    sv = engine.run_chunked(compute, grid.n_seeds, chunk_size=items,
+                            store=engine.config_store(grid.store, c),
+                            spec={**spec, "config": c}, progress=bar)["singular_values"]
+    moment = np.stack([np.mean(sv ** (2 * k), -1) for k in range(1, max_order + 1)], -1)
+    pad = np.full((grid.n_seeds, size - sv.shape[-1]), np.nan, sv.dtype)
+    return {"singular_values": np.concatenate([sv, pad], -1), "moment": moment,
+            "sigma_max": sv[:, 0]}
+
+  configs = list(itertools.product(*axes))
+  results = engine.run_configs(configs, run, total=len(configs) * grid.n_seeds,
+                               desc="jacobian_spectra", progress=progress)
+  return _spectra_dataset(results, grid, qs, (activation, init, width, depth, sigma_w2,
+                                              sigma_b2), kernel_size=kernel_size, n=n,
+                          max_order=max_order, size=size, dtype=dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("phi", "width", "n", "depth", "kernel_size",
-                                             "scheme", "n_seeds"))
-def _singular_values(key, sigma_w2, sigma_b2, q, *, phi, width, n, depth, kernel_size, scheme,
-                     n_seeds):
-  def one(i):
-    k = jax.random.fold_in(key, i)
-    p = _draw(jax.random.fold_in(k, _streams.WEIGHTS), width, width, depth, kernel_size, scheme,
-              sigma_w2, sigma_b2, q.dtype)
-    z = jax.random.normal(jax.random.fold_in(k, _streams.CONV_INPUT), (n, width), q.dtype)
-    x = phi.fn(jnp.sqrt(q) * z)
-    return jnp.linalg.svd(conv_jacobian(p, x, activation=phi), compute_uv=False)
-
-  return jax.lax.map(one, jnp.arange(n_seeds))
+def _spectra_dataset(results, grid, qs, given, *, kernel_size, n, max_order, size,
+                     dtype) -> xr.Dataset:
+  """:func:`run_jacobian_spectra`'s result schema: over (grid, seed, index | order) and ``q``."""
+  swept = engine.swept(engine.SWEPT, given)
+  axes = grid.axes()
+  lengths = [len(v) for v in axes.values()] + [grid.n_seeds]
+  trailing = {"singular_values": ["index"], "moment": ["order"], "sigma_max": []}
+  data_vars = {name: engine.grid_variable(engine.stack(results, name, lengths), engine.SWEPT,
+                                          swept, ["seed"] + trailing[name], JACOBIAN_DOCS[name])
+               for name in JACOBIAN_DOCS}
+  data_vars["q"] = engine.grid_variable(
+      qs[:, None, None, None], engine.SWEPT,
+      {**swept, "init": False, "width": False, "depth": False}, [],
+      "input length q (q* unless given)")
+  coords = {"seed": np.arange(grid.n_seeds), "index": np.arange(size),
+            "order": np.arange(1, max_order + 1), **engine.grid_coords(axes, swept)}
+  attrs = {"method": "svd", "architecture": "conv", "kernel_size": kernel_size,
+           "spatial_size": n, **engine.provenance(
+               grid, dtype, seed_key="network i uses jax.random.fold_in(key, i): parameters "
+                                     "from fold_in(., WEIGHTS), input from fold_in(., CONV_INPUT)"),
+           "input": "x^0 = phi(sqrt(q) z), z ~ N(0, I_{n C})"}
+  return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 class CNN(nnx.Module):

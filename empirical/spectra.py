@@ -174,7 +174,15 @@ def jacobian_spectra(key: Array, *, network=None, arch=None, activation="tanh", 
       after ``warmup`` steps (default 20) on one sequence of inputs of length
       ``q_input`` (default 1); ``moment`` for ``max_order <= 2`` only, exact
       traces (:mod:`empirical.rnn`); ``q``, ``method``, ``batch_size`` and
-      ``devices`` keep their defaults.
+      ``devices`` keep their defaults. ``meanfield.Conv(kernel_size,
+      spatial_size)``: the ``n C`` square Jacobian ``J = d phi(h^L) / d x^0``
+      of random circular CNNs (``C_0 = width``, ``n = spatial_size``) at
+      input length ``q`` (default ``q*``; a ``ValueError`` where it is 0 or
+      infinite: give ``q``), its singular values by SVD, one network at a
+      time (:func:`empirical.conv.run_jacobian_spectra`); ``singular_values``
+      over ``index < n C``, ``moment``, ``sigma_max`` and ``q``; ``init``
+      names kernel schemes (``"delta_orthogonal"``); ``method``,
+      ``batch_size`` and ``devices`` keep their defaults.
     activation: names from ``meanfield.activation``'s table (or Activations).
     width: ``N``. depth: ``L >= 1``.
     sigma_w2, sigma_b2: weight variance (``fan_in E[W_ij^2]``, for the
@@ -234,7 +242,8 @@ def jacobian_spectra(key: Array, *, network=None, arch=None, activation="tanh", 
     mirror = architectures.mirror(arch, "empirical.jacobian_spectra")
     fixed = dict(q=(q, None), method=(method, "svd"), batch_size=(batch_size, None),
                  devices=(devices, None))
-    bad = {k: v for k, (v, plain) in fixed.items() if v is not plain and v != plain}
+    bad = {k: v for k, (v, plain) in fixed.items()
+           if k not in mirror.spectra_keywords and v is not plain and v != plain}
     if bad:
       raise ValueError(f"{', '.join(f'`{k}`' for k in bad)} must keep the default with "
                        f"arch={arch!r}, got " + ", ".join(f"{k}={v!r}" for k, v in bad.items()))
@@ -242,7 +251,8 @@ def jacobian_spectra(key: Array, *, network=None, arch=None, activation="tanh", 
         key, arch, activation=activation, width=width, depth=depth, init=init,
         sigma_w2=sigma_w2, sigma_b2=sigma_b2, n_seeds=n_seeds, chunk_size=chunk_size,
         memory_budget=memory_budget, store=store, progress=progress, max_order=max_order,
-        q_input=q_input, warmup=warmup, dtype=dtype)
+        q_input=q_input, warmup=warmup, dtype=dtype,
+        **{k: v for k, (v, _) in fixed.items() if k in mirror.spectra_keywords})
   for name, value in (("q_input", q_input), ("warmup", warmup)):
     if value is not None:
       raise ValueError(f"`{name}` must be None for the MLP (it is the RNN's, arch="

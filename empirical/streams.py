@@ -33,8 +33,8 @@ name                      k, n  what is drawn from ``fold_in(k, n)``
                                 :func:`empirical.sweep` with ``arch=Conv`` (a CNN's kernels
                                 and biases come from ``WEIGHTS``: layer ``l``
                                 from ``fold_in(fold_in(k, 0), l - 1)``)
-``CONV_INPUT``            1     the input noise of
-                                :func:`empirical.conv_singular_values`
+``CONV_INPUT``            1     the input noise of a CNN's Jacobian spectra,
+                                :func:`empirical.jacobian_spectra` with ``arch=Conv``
 ========================  ====  ===============================================
 
 A number serves several names only where no driver draws two of them

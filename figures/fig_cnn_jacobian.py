@@ -5,7 +5,8 @@ After Xiao et al. 2018 (Fig. 3). Tanh at their published critical point
 and ``chi_1 = 1``; circular CNN with kernel size 3, ``n = 8`` positions,
 ``C = 32`` channels, input ``x^0 = phi(sqrt(q*) z)``; the singular values of
 ``J = d phi(h^L) / d x^0`` (``nC = 256`` of them per network, float64 SVD;
-:func:`empirical.conv_singular_values`) at depths 8, 32 and 128. A
+:func:`empirical.jacobian_spectra` with ``arch=meanfield.Conv(3, 8)``) at
+depths 8, 32 and 128. A
 delta-orthogonal kernel acts on each position alone, so its Jacobian is
 block diagonal with one orthogonal-MLP Jacobian per position: the line is
 the orthogonal MLP's free-probability density
@@ -44,10 +45,12 @@ def _settings(paper: bool) -> dict:
 def compute(*, width: int, spatial_size: int, n_seeds: int) -> xr.Dataset:
   with jax.enable_x64(True):
     q = float(meanfield.q_star(sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, activation="tanh"))
-    sv = np.stack([np.stack([np.asarray(empirical.conv_singular_values(
-        jax.random.key(10 * d + i), activation="tanh", width=width, spatial_size=spatial_size,
-        depth=d, kernel_size=3, init=init, sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, q=q,
-        n_seeds=n_seeds)).ravel() for d in DEPTHS]) for i, init in enumerate(INITS)])
+    arch = meanfield.Conv(kernel_size=3, spatial_size=spatial_size)
+    sv = np.stack([np.stack([empirical.jacobian_spectra(
+        jax.random.key(10 * d + i), arch=arch, activation="tanh", width=width, depth=d,
+        init=init, sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, q=q, n_seeds=n_seeds,
+        progress=False).singular_values.values.ravel() for d in DEPTHS])
+        for i, init in enumerate(INITS)])
     dens = np.stack([np.asarray(meanfield.jacobian_spectrum(
         activation="tanh", sigma_w2=np.float64(SIGMA_W2), sigma_b2=np.float64(SIGMA_B2),
         depth=np.array(DEPTHS), init=LAWS[init], sigma=THEORY_SIGMA).singular_value_density)

@@ -166,9 +166,10 @@ def conv_sweep():
                        activation="tanh", width=6, depth=4,
                        init=["delta_orthogonal", "gaussian"], sigma_w2=[1.0, 1.5],
                        sigma_b2=0.01, n_seeds=2, progress=False)
-  sv = empirical.conv_singular_values(_key(2), activation="tanh", width=3, spatial_size=4,
-                                      depth=3, sigma_w2=1.2, sigma_b2=0.01, n_seeds=2)
-  return {"sweep": ds, "singular_values": sv}
+  sv = empirical.jacobian_spectra(_key(2), arch=meanfield.Conv(kernel_size=3, spatial_size=4),
+                                 activation="tanh", width=3, depth=3, sigma_w2=1.2,
+                                 sigma_b2=0.01, q=1.0, n_seeds=2, progress=False)
+  return {"sweep": ds, "singular_values": sv.singular_values.values}
 
 
 def rnn_drivers():

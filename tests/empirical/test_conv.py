@@ -11,7 +11,7 @@ import pytest
 import empirical
 import meanfield
 from meanfield.conv import spatial_modes
-from empirical import architectures, conv
+from empirical import architectures, conv, engine, streams
 from meanfield.network import Architecture
 
 
@@ -90,14 +90,13 @@ def test_covariance_modes_and_gradients_against_theory(x64, init):
 @pytest.mark.slow
 def test_delta_orthogonal_jacobian_is_orthogonal_mlp_per_position(x64):
   # A linear delta-orthogonal CNN with sigma_w2 = 1 is exactly orthogonal: all singular values 1.
-  sv = conv.conv_singular_values(jax.random.key(0), activation="linear", width=8,
-                                 spatial_size=4, depth=6, kernel_size=3, init="delta_orthogonal",
-                                 sigma_w2=1.0, n_seeds=1)
-  np.testing.assert_allclose(np.asarray(sv), 1.0, atol=1e-12)
+  spectra = lambda init: empirical.jacobian_spectra(
+      jax.random.key(0), arch=meanfield.Conv(kernel_size=3, spatial_size=4),
+      activation="linear", width=8, depth=6, init=init, sigma_w2=1.0, q=1.0, n_seeds=1,
+      progress=False).singular_values.values
+  np.testing.assert_allclose(spectra("delta_orthogonal"), 1.0, atol=1e-12)
   # with Gaussian kernels it is not isometric
-  sv_g = conv.conv_singular_values(jax.random.key(0), activation="linear", width=8,
-                                   spatial_size=4, depth=6, kernel_size=3, init="gaussian",
-                                   sigma_w2=1.0, n_seeds=1)
+  sv_g = spectra("gaussian")
   assert float(sv_g.max() / sv_g.min()) > 10
 
 
@@ -195,14 +194,20 @@ def test_theory_of_a_network_reads_the_kernel_schemes_footprint(x64):
         arch=meanfield.Conv(kernel_size=3, footprint="uniform")), covariance=cov)
 
 
-def test_validation_of_singular_values_and_sweep_inputs():
+def test_validation_of_jacobian_spectra_and_sweep_inputs():
   key = jax.random.key(0)
-  small = dict(width=2, spatial_size=3, depth=1)
+  small = dict(arch=meanfield.Conv(kernel_size=3, spatial_size=3), width=2, depth=1,
+               sigma_w2=1.0, q=1.0, progress=False)
   for kw, pattern in ((dict(q=-1.0), r"`q` must be .*>= 0, got -1\.0"),
                       (dict(sigma_b2=-0.5), r"`sigma_b2` must be .*>= 0, got -0\.5"),
-                      (dict(n_seeds=0), r"`n_seeds` must be an integer >= 1, got 0")):
+                      (dict(n_seeds=0), r"`n_seeds` must be .*>= 1, got 0"),
+                      (dict(arch=meanfield.Conv(kernel_size=3)), r"`arch` must give spatial_size"),
+                      (dict(q=None, sigma_b2=0.0), r"`q` must be given .*q_star = 0"),
+                      (dict(warmup=3), r"`warmup` must be None"),
+                      (dict(chunk_size=0), r"`chunk_size` must be .*>= 1, got 0"),
+                      (dict(method="projection"), r"`method` must keep the default")):
     with pytest.raises(ValueError, match=pattern):
-      conv.conv_singular_values(key, **small, **kw)
+      empirical.jacobian_spectra(key, **{**small, **kw})
   x = np.ones((4, 2), np.float32)
   x[1, 0] = np.nan
   with pytest.raises(ValueError, match=r"`inputs` must be finite.*nan"):
@@ -355,3 +360,87 @@ def test_networks_of_datasets_of_other_architectures_are_named():
   with pytest.raises(NotImplementedError, match=r"`empirical.networks` has no experiment for "
                                                 r"'toy' Datasets"):
     empirical.networks(images.assign_attrs(architecture="toy"))
+
+
+_SPECTRA = dict(arch=meanfield.Conv(kernel_size=3, spatial_size=4), activation="tanh", width=3,
+                depth=[2, 3], sigma_w2=1.2, sigma_b2=0.01, n_seeds=4, progress=False)
+
+
+def _reference_singular_values(key, *, width, n, depth, sigma_w2, sigma_b2, q, n_seeds):
+  """The spectra network by network from the public pieces: conv_params of the weight stream,
+  z from the CONV_INPUT stream, SVD of conv_jacobian, ``(n_seeds, n C)``."""
+  out = []
+  for i in range(n_seeds):
+    k = jax.random.fold_in(key, i)
+    p = conv.conv_params(jax.random.fold_in(k, streams.WEIGHTS), in_channels=width,
+                         width=width, depth=depth, kernel_size=3, sigma_w2=sigma_w2,
+                         sigma_b2=sigma_b2)
+    z = jax.random.normal(jax.random.fold_in(k, streams.CONV_INPUT), (n, width))
+    x = jnp.tanh(jnp.sqrt(q) * z)
+    out.append(np.linalg.svd(np.asarray(conv.conv_jacobian(p, x, activation="tanh")),
+                             compute_uv=False))
+  return np.stack(out)
+
+
+def test_jacobian_spectra_of_a_cnn_are_its_jacobians_singular_values(x64):
+  # jacobian_spectra with arch=Conv against the singular values computed network by network,
+  # at q* (the default) of the setting; the MLP driver's variables and dims.
+  ds = empirical.jacobian_spectra(jax.random.key(2), chunk_size=3, **_SPECTRA)
+  q = float(meanfield.q_star(sigma_w2=1.2, sigma_b2=0.01, activation="tanh"))
+  assert float(ds.q) == q
+  assert ds.singular_values.dims == ("depth", "seed", "index")
+  assert ds.moment.dims == ("depth", "seed", "order") and ds.sigma_max.dims == ("depth", "seed")
+  assert ds.singular_values.dtype == np.float64 and ds.sizes["index"] == 12
+  for d in (2, 3):
+    ref = _reference_singular_values(jax.random.key(2), width=3, n=4, depth=d, sigma_w2=1.2,
+                                     sigma_b2=0.01, q=q, n_seeds=4)
+    sv = ds.singular_values.sel(depth=d).values
+    np.testing.assert_allclose(sv, ref, rtol=1e-10, atol=1e-14)
+    np.testing.assert_array_equal(ds.sigma_max.sel(depth=d).values, sv[:, 0])
+    np.testing.assert_allclose(ds.moment.sel(depth=d, order=2).values,
+                               np.mean(sv ** 4, axis=-1), rtol=1e-14)
+
+
+def _interrupting_writes(monkeypatch, after):
+  """Make the engine's chunk writer raise once ``after`` chunks are written (a killed run)."""
+  write, written = engine._write_chunk, []
+
+  def dying(store, path, arrays):
+    if len(written) == after:
+      raise KeyboardInterrupt("killed")
+    write(store, path, arrays)
+    written.append(path)
+  monkeypatch.setattr(engine, "_write_chunk", dying)
+
+
+def test_cnn_jacobian_spectra_resume_and_a_rerun_recomputes_nothing(tmp_path, monkeypatch):
+  # A run killed after 3 chunks (of 2 depths x 2 chunks) leaves them in the store; the rerun
+  # computes only the missing one (the kept are not rewritten: their times stay set back)
+  # and ends bitwise at the uninterrupted result, which a rerun on the full store reads back
+  # without computing anything; another kernel size refuses the store.
+  args = dict(_SPECTRA, q=1.0, chunk_size=2)
+  whole = empirical.jacobian_spectra(jax.random.key(0), **args)
+  store = tmp_path / "store"
+  with monkeypatch.context() as m:
+    _interrupting_writes(m, after=3)
+    with pytest.raises(KeyboardInterrupt):
+      empirical.jacobian_spectra(jax.random.key(0), store=str(store), **args)
+  kept = sorted(store.glob("config-*/chunk-*.npz"))
+  assert len(kept) == 3
+  for c in kept:
+    os.utime(c, (1.0, 1.0))
+  resumed = empirical.jacobian_spectra(jax.random.key(0), store=str(store), **args)
+  np.testing.assert_array_equal(resumed.singular_values.values, whole.singular_values.values)
+  assert [os.path.getmtime(c) for c in kept] == [1.0] * 3
+  chunks = sorted(store.glob("config-*/chunk-*.npz"))
+  assert len(chunks) == 4
+  for c in chunks:
+    os.utime(c, (2.0, 2.0))
+  with monkeypatch.context() as m:
+    _interrupting_writes(m, after=0)              # any chunk computed would raise here
+    again = empirical.jacobian_spectra(jax.random.key(0), store=str(store), **args)
+  np.testing.assert_array_equal(again.singular_values.values, whole.singular_values.values)
+  assert all(os.path.getmtime(c) == 2.0 for c in chunks)
+  with pytest.raises(ValueError, match="different computation"):
+    empirical.jacobian_spectra(jax.random.key(0), store=str(store),
+                               **{**args, "arch": meanfield.Conv(kernel_size=1, spatial_size=4)})
