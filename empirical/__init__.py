@@ -9,6 +9,6 @@ from empirical.models import MLP
 from empirical.overlay import theory
 from empirical.reinit import reinit
 from empirical.diagnosis import Verdict, diagnose, verdict
-from empirical.conv import CNN, ConvInit, kernel_init, kernel_init_names
+from empirical.conv import CNN
 from empirical.sweeping import sweep
 import empirical.rnn as _rnn  # registers meanfield.RNN's experiment mirror (no public names)

@@ -168,7 +168,7 @@ def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None =
     variance, ``sigma_w2`` its hidden layers' ``fan_in E[W_ij^2]``. A CNN
     sweep's (``ds.attrs["architecture"] == "conv"``) Networks have
     ``arch=meanfield.Conv(kernel_size, spatial_size=n)`` and ``init`` the
-    kernel scheme (:class:`empirical.ConvInit`, whose footprint the theory reads).
+    kernel scheme (:class:`empirical.conv.ConvInit`, whose footprint the theory reads).
 
   Raises:
     ValueError: ``ds`` not a Dataset of those drivers (a dict, a

@@ -191,7 +191,7 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
       ``grad_w`` and ``layer_sigma_w2``). For ``Conv`` that is the circular CNNs of :mod:`empirical.conv`:
       ``inputs`` is one input ``(n, C_0)`` (``n`` positions) shared by every
       network, ``init`` names kernel schemes
-      (:func:`empirical.kernel_init_names`), and the Dataset has
+      (:func:`empirical.conv.kernel_init_names`), and the Dataset has
       ``covariance`` (over ``position, position_b``), ``q`` and ``grad_h``
       (:data:`empirical.conv.SWEEP_DOCS`). For ``meanfield.RNN`` the random
       RNNs of :mod:`empirical.rnn`: ``depth`` time steps, ``inputs`` None
