@@ -14,7 +14,7 @@ from empirical import _checks
 from empirical import _grid
 from empirical import conv as _conv
 from empirical._train_optim import check_clip_norm, check_optimizer
-from meanfield.conv import Conv, footprint_weights
+from meanfield.conv import Conv
 from meanfield.network import Architecture, check_architecture
 
 #: Default quantiles of each layer's weight entries.
@@ -107,14 +107,7 @@ def check_arch(arch, *, residual, norm, init) -> Conv | None:
                      f"networks of {arch!r}")
   check_architecture("empirical.train", arch, {"residual": False, "norm": None},
                      residual=residual, norm=norm)
-  if arch.footprint is not None:
-    for v in _grid.values("init", init):
-      scheme = _conv.kernel_init(v)
-      if not np.array_equal(arch.weights, footprint_weights(
-          kernel_size=arch.kernel_size, footprint=scheme.footprint)):
-        raise ValueError(f"`init` must be kernel schemes of the footprint of {arch!r} (or "
-                         f"leave its footprint None), got {scheme.name!r} (footprint "
-                         f"{scheme.footprint!r})")
+  _conv.check_footprint(arch, init)
   return arch
 
 

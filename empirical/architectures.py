@@ -78,7 +78,7 @@ from empirical import inits as _inits
 from empirical import probes as _probes
 from empirical import streams
 from meanfield.activations import ACTIVATIONS, Activation, activation as _activation
-from meanfield.conv import Conv, footprint_weights
+from meanfield.conv import Conv
 from meanfield.network import Architecture, Network
 
 __all__ = ["Mirror", "MIRRORS", "register", "mirror", "dataset_mirror", "grid_points",
@@ -408,7 +408,7 @@ class ConvMirror(Mirror):
     return x
 
   def sweep(self, key: jax.Array, arch: Conv, x: jax.Array, **grid: Any) -> xr.Dataset:
-    _check_footprint(arch, grid["init"])
+    _conv.check_footprint(arch, grid["init"])
     return _conv.run_sweep(key, x, kernel_size=arch.kernel_size, **grid)
 
   def jacobian_spectra(self, key: jax.Array, arch: Conv, *, q=None, q_input=None, warmup=None,
@@ -424,7 +424,7 @@ class ConvMirror(Mirror):
     if arch.spatial_size is None:
       raise ValueError(f"`arch` must give spatial_size (the positions n of the n C square "
                        f"Jacobian) for empirical.jacobian_spectra, got {arch!r}")
-    _check_footprint(arch, grid["init"])
+    _conv.check_footprint(arch, grid["init"])
     return _conv.run_jacobian_spectra(key, kernel_size=arch.kernel_size,
                                       spatial_size=arch.spatial_size, q=q, **grid)
 
@@ -454,18 +454,6 @@ class ConvMirror(Mirror):
         "its input x, not x, and the CNN theory starts from Sigma^0 = x x^T / C_0; compute "
         "meanfield.propagate(net, covariance=x @ x.T / x.shape[1]) for each net of "
         "empirical.networks(ds)")
-
-
-def _check_footprint(arch: Conv, init: Any) -> None:
-  """ValueError unless every kernel scheme of ``init`` has ``arch``'s footprint (if it fixes one)."""
-  if arch.footprint is not None:
-    for v in _grid.values("init", init):
-      scheme = _conv.kernel_init(v)
-      if not np.array_equal(arch.weights, footprint_weights(
-          kernel_size=arch.kernel_size, footprint=scheme.footprint)):
-        raise ValueError(f"`init` must be kernel schemes of the footprint of {arch!r} (or "
-                         f"leave its footprint None), got {scheme.name!r} (footprint "
-                         f"{scheme.footprint!r})")
 
 
 register(Conv, ConvMirror())

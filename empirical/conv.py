@@ -68,9 +68,11 @@ from empirical import engine
 from empirical import inits as _inits
 from empirical import streams as _streams
 from meanfield.activations import Activation, activation as _activation
+from meanfield.conv import footprint_weights as _footprint_weights
 from meanfield.fixed_points import q_star
 
-__all__ = ["ConvInit", "kernel_init", "kernel_init_names", "ConvParams", "conv_params",
+__all__ = ["ConvInit", "kernel_init", "kernel_init_names", "check_footprint", "ConvParams",
+           "conv_params",
            "conv_forward", "ConvStats", "conv_measure", "kernel_grid", "check_sweep_inputs",
            "run_sweep", "SWEEP_DOCS", "conv_jacobian", "run_jacobian_spectra", "JACOBIAN_DOCS",
            "spatial_modes",
@@ -147,6 +149,18 @@ def kernel_init(spec: str | ConvInit | _inits.Init) -> ConvInit:
       pass
   raise ValueError(f"`init` must be one of {', '.join(kernel_init_names())} (or normal(std), "
                    f"constant(value), with or without 'delta_'), got {spec!r}")
+
+
+def check_footprint(arch: Any, init: Any) -> None:
+  """ValueError unless every kernel scheme of ``init`` has ``arch``'s footprint (if it fixes one)."""
+  if arch.footprint is not None:
+    for v in _grid.values("init", init):
+      scheme = kernel_init(v)
+      if not np.array_equal(arch.weights, _footprint_weights(
+          kernel_size=arch.kernel_size, footprint=scheme.footprint)):
+        raise ValueError(f"`init` must be kernel schemes of the footprint of {arch!r} (or "
+                         f"leave its footprint None), got {scheme.name!r} (footprint "
+                         f"{scheme.footprint!r})")
 
 
 def _positive_int(name: str, value: Any) -> int:
