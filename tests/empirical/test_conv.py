@@ -11,7 +11,8 @@ import pytest
 import empirical
 import meanfield
 from meanfield.conv import spatial_modes
-from empirical import architectures, conv, engine, streams
+from empirical import architectures, conv, streams
+from tests.empirical._spies import interrupting_writes
 from meanfield.network import Architecture
 
 
@@ -401,18 +402,6 @@ def test_jacobian_spectra_of_a_cnn_are_its_jacobians_singular_values(x64):
                                np.mean(sv ** 4, axis=-1), rtol=1e-14)
 
 
-def _interrupting_writes(monkeypatch, after):
-  """Make the engine's chunk writer raise once ``after`` chunks are written (a killed run)."""
-  write, written = engine._write_chunk, []
-
-  def dying(store, path, arrays):
-    if len(written) == after:
-      raise KeyboardInterrupt("killed")
-    write(store, path, arrays)
-    written.append(path)
-  monkeypatch.setattr(engine, "_write_chunk", dying)
-
-
 def test_cnn_jacobian_spectra_resume_and_a_rerun_recomputes_nothing(tmp_path, monkeypatch):
   # A run killed after 3 chunks (of 2 depths x 2 chunks) leaves them in the store; the rerun
   # computes only the missing one (the kept are not rewritten: their times stay set back)
@@ -422,7 +411,7 @@ def test_cnn_jacobian_spectra_resume_and_a_rerun_recomputes_nothing(tmp_path, mo
   whole = empirical.jacobian_spectra(jax.random.key(0), **args)
   store = tmp_path / "store"
   with monkeypatch.context() as m:
-    _interrupting_writes(m, after=3)
+    interrupting_writes(m, after=3)
     with pytest.raises(KeyboardInterrupt):
       empirical.jacobian_spectra(jax.random.key(0), store=str(store), **args)
   kept = sorted(store.glob("config-*/chunk-*.npz"))
@@ -437,7 +426,7 @@ def test_cnn_jacobian_spectra_resume_and_a_rerun_recomputes_nothing(tmp_path, mo
   for c in chunks:
     os.utime(c, (2.0, 2.0))
   with monkeypatch.context() as m:
-    _interrupting_writes(m, after=0)              # any chunk computed would raise here
+    interrupting_writes(m, after=0)              # any chunk computed would raise here
     again = empirical.jacobian_spectra(jax.random.key(0), store=str(store), **args)
   np.testing.assert_array_equal(again.singular_values.values, whole.singular_values.values)
   assert all(os.path.getmtime(c) == 2.0 for c in chunks)

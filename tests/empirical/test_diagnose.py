@@ -21,6 +21,7 @@ import empirical
 import meanfield
 from empirical.models import layer_scales, network_key, scale_params, standard_params
 from empirical.sweeping import make_inputs
+from tests.empirical._spies import count_measured
 
 KEY = jax.random.key(7)
 IN, WIDTH, DEPTH, BATCH, SEEDS = 16, 64, 6, 8, 4
@@ -441,14 +442,7 @@ def test_seeds_are_measured_in_groups_that_fit_the_budget(monkeypatch):
   group = int(re.search(r"need about (\d+) bytes", str(err.value)).group(1))
   whole = empirical.diagnose(_resmlp_factory, x, key=KEY, n_seeds=5, n_projections=2,
                              progress=False)
-  sizes = []
-  program = empirical.diagnosis._measure_program
-
-  def spy(*args):
-    run = program(*args)
-    return lambda leaves, x, keys: sizes.append(len(keys)) or run(leaves, x, keys)
-
-  monkeypatch.setattr(empirical.diagnosis, "_measure_program", spy)
+  sizes = count_measured(monkeypatch)
   chunked = empirical.diagnose(_resmlp_factory, x, key=KEY, n_seeds=5, n_projections=2,
                                memory_budget=group + 1, progress=False)
   assert sizes == [2, 2, 2]

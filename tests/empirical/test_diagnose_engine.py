@@ -17,6 +17,7 @@ from flax import nnx
 
 import empirical
 from empirical import engine
+from tests.empirical._spies import count_measured
 
 KEY = jax.random.key(11)
 X = jax.random.normal(jax.random.key(1), (4, 4))
@@ -50,19 +51,6 @@ def _chunks(store) -> dict[str, int]:
           if n.startswith("chunk-")}
 
 
-def _count_measured(monkeypatch) -> list[int]:
-  """Record the number of networks of every measurement from now on."""
-  sizes = []
-  program = empirical.diagnosis._measure_program
-
-  def spy(*args):
-    run = program(*args)
-    return lambda leaves, x, keys: sizes.append(len(keys)) or run(leaves, x, keys)
-
-  monkeypatch.setattr(empirical.diagnosis, "_measure_program", spy)
-  return sizes
-
-
 def test_chunks_and_devices_do_not_change_the_result(whole):
   assert whole.sizes["seed"] == 5
   for chunk_size in (1, 3):
@@ -75,7 +63,7 @@ def test_a_rerun_on_a_finished_store_measures_nothing(whole, tmp_path, monkeypat
   assert empirical.diagnose(tiny, X, chunk_size=2, store=store, **ARGS).identical(whole)
   written = _chunks(store)
   assert len(written) == 3
-  measured = _count_measured(monkeypatch)
+  measured = count_measured(monkeypatch)
   # Another object computing the same model: the store is keyed by content, not identity.
   again = empirical.diagnose(lambda rngs: Tiny(rngs), X, chunk_size=2, store=store, **ARGS)
   assert measured == []
@@ -98,7 +86,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(whole, tmp_path, monkeypa
     empirical.diagnose(tiny, X, chunk_size=2, store=store, **ARGS)
   assert len(_chunks(store)) == 1
   monkeypatch.setattr(engine, "atomic_write", write)
-  measured = _count_measured(monkeypatch)
+  measured = count_measured(monkeypatch)
   resumed = empirical.diagnose(tiny, X, chunk_size=2, store=store, **ARGS)
   assert measured == [2, 2]                  # the two missing chunks only
   assert resumed.identical(whole)
@@ -117,7 +105,7 @@ def test_another_computation_on_the_store_raises(tmp_path, monkeypatch, model, x
                                                  differs):
   store = tmp_path / "store"
   empirical.diagnose(tiny, X, store=store, **{**ARGS, "n_seeds": 2})
-  measured = _count_measured(monkeypatch)
+  measured = count_measured(monkeypatch)
   with pytest.raises(ValueError, match=rf"`store` .* holds results of a different "
                                        rf"computation \(.*\b{differs}: stored"):
     empirical.diagnose(model, x, store=store, **{**ARGS, "n_seeds": 2, **kwargs})

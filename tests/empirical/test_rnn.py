@@ -10,7 +10,7 @@ import pytest
 
 import empirical
 import meanfield
-from empirical import engine
+from tests.empirical._spies import interrupting_writes
 
 N, SEEDS, PAIRS, STEPS = 128, 8, 2, 16
 HYPER = dict(activation="tanh", sigma_w2=1.5, sigma_b2=0.05, sigma_u2=1.0, q_input=1.0,
@@ -165,18 +165,6 @@ def test_jacobian_refuses_what_it_does_not_run():
                                progress=False)
 
 
-def _interrupting_writes(monkeypatch, after):
-  """Make the engine's chunk writer raise once ``after`` chunks are written (a killed run)."""
-  write, written = engine._write_chunk, []
-
-  def dying(store, path, arrays):
-    if len(written) == after:
-      raise KeyboardInterrupt("killed")
-    write(store, path, arrays)
-    written.append(path)
-  monkeypatch.setattr(engine, "_write_chunk", dying)
-
-
 @pytest.mark.parametrize("driver", ["sweep", "jacobian_spectra"])
 def test_a_killed_run_resumes_and_a_rerun_recomputes_nothing(tmp_path, monkeypatch, driver):
   # Both RNN drivers on the engine: a run killed after 3 chunks leaves them in the store; the
@@ -201,7 +189,7 @@ def test_a_killed_run_resumes_and_a_rerun_recomputes_nothing(tmp_path, monkeypat
       empirical.theory(whole)
   store = tmp_path / "store"
   with monkeypatch.context() as m:
-    _interrupting_writes(m, after=3)
+    interrupting_writes(m, after=3)
     with pytest.raises(KeyboardInterrupt):
       run(jax.random.key(0), store=str(store), **args)
   kept = sorted(store.glob("config-*/chunk-*.npz"))
@@ -216,7 +204,7 @@ def test_a_killed_run_resumes_and_a_rerun_recomputes_nothing(tmp_path, monkeypat
   for c in chunks:
     os.utime(c, (2.0, 2.0))
   with monkeypatch.context() as m:
-    _interrupting_writes(m, after=0)              # any chunk computed would raise here
+    interrupting_writes(m, after=0)              # any chunk computed would raise here
     again = run(jax.random.key(0), store=str(store), **args)
   np.testing.assert_array_equal(again[name].values, whole[name].values)
   assert all(os.path.getmtime(c) == 2.0 for c in chunks)
