@@ -64,12 +64,12 @@ from flax import nnx
 from empirical import _checks
 from empirical import _grid
 from empirical import _grid_sweep
+from empirical._input_length import fixed_point_q as _fixed_point_q
 from empirical import engine
 from empirical import inits as _inits
 from empirical import streams as _streams
 from meanfield.activations import Activation, activation as _activation
 from meanfield.conv import footprint_weights as _footprint_weights
-from meanfield.fixed_points import q_star
 
 __all__ = ["ConvInit", "kernel_init", "kernel_init_names", "check_footprint", "ConvParams",
            "conv_params",
@@ -549,19 +549,15 @@ def _spectra_program(phi: Activation, scheme: ConvInit, width: int, n: int, dept
 
 
 def _input_length(act: Activation, sigma_w2, sigma_b2, q) -> float:
-  """``q`` checked, or ``q*`` of the setting (float64) where ``q`` is None."""
+  """``q`` checked, or the default of the setting where ``q`` is None.
+
+  The default is the MLP's (:func:`empirical._input_length.fixed_point_q`):
+  ``q*`` (float64), ``Q_LIMIT`` where ``q* = 0``, a ``ValueError`` where it is
+  infinite or ``sigma_w2`` is None (a scheme that fixes the variance).
+  """
   if q is not None:
     return float(_checks.check_number("q", q, minimum=0.0))
-  value = np.nan
-  if sigma_w2 is not None:
-    with jax.enable_x64(True):
-      value = float(q_star(sigma_w2=np.float64(sigma_w2), sigma_b2=np.float64(sigma_b2),
-                           activation=act))
-  if not (np.isfinite(value) and value > 0):
-    raise ValueError(f"`q` must be given for activation {act.name!r} at sigma_w2={sigma_w2}, "
-                     f"sigma_b2={sigma_b2}: the length map has no positive finite fixed point "
-                     f"there (meanfield.q_star = {value})")
-  return value
+  return float(_fixed_point_q(act, sigma_w2, sigma_b2))
 
 
 def run_jacobian_spectra(key: Array, *, kernel_size: int, spatial_size: int, activation, width,
@@ -573,7 +569,8 @@ def run_jacobian_spectra(key: Array, *, kernel_size: int, spatial_size: int, act
   What :func:`empirical.jacobian_spectra` runs for ``arch=meanfield.Conv(kernel_size,
   spatial_size)``. The input is ``x^0 = phi(sqrt(q) z)`` (``z`` standard
   normal, ``(n, C)``), so with ``q = q*`` (the default, ``meanfield.q_star``
-  of each setting) every layer sits at the fixed point; ``J = d phi(h^L) /
+  of each setting; ``Q_LIMIT`` where it is 0, as for the MLP: :func:`_input_length`)
+  every layer sits at the fixed point; ``J = d phi(h^L) /
   d x^0`` is ``n C`` square. Any of ``activation``, ``init`` (kernel
   schemes), ``width``, ``depth``, ``sigma_w2``, ``sigma_b2`` may be a list;
   each grid point is one configuration whose seeds run in chunks

@@ -22,6 +22,7 @@ import xarray as xr
 
 from empirical import _checks
 from empirical import _grid
+from empirical import _input_length
 from empirical import _products
 from empirical import architectures
 from empirical import description
@@ -31,42 +32,12 @@ from empirical import models as _models
 from empirical import streams
 from empirical.engine import DEFAULT_MEMORY_BUDGET, SWEPT
 from empirical.jacobian import extreme_singular_values, moment_estimates
-from meanfield.activations import Activation
 
 __all__ = ["jacobian_spectra", "density_l1", "SWEPT"]
 
 Array = jax.Array
 
 METHODS = ("svd", "projection")
-
-
-#: The input length standing for the limit q -> 0+ where q* = 0 (see :func:`_fixed_point_q`).
-Q_LIMIT = 1e-6
-
-
-def _fixed_point_q(act: Activation, settings: list[tuple[float, float]]) -> np.ndarray:
-  """``q*`` of each ``(sigma_w2, sigma_b2)`` from :func:`meanfield.q_star` (float64), > 0.
-
-  Where ``q* = 0`` (ordered, no bias; ReLU at the He point ``(2, 0)``, where
-  every length is fixed and ``meanfield`` reports 0) the theory is the limit
-  ``q -> 0+``; inputs of length 0 would make every ReLU derivative 0. The
-  networks get ``q = Q_LIMIT`` instead: a ReLU network without bias is
-  scale-free (any length gives the same Jacobians), and a smooth activation
-  is then in its linear regime (``phi'(h)^2`` within about ``1e-6`` of
-  ``phi'(0)^2``).
-  """
-  from meanfield import q_star  # pylint: disable=import-outside-toplevel
-  sw2, sb2 = np.array(settings, np.float64).T
-  with jax.enable_x64(True):
-    values = np.asarray(q_star(sigma_w2=sw2, sigma_b2=sb2, activation=act), np.float64)
-  bad = ~np.isfinite(values)
-  if np.any(bad):
-    i = int(np.argmax(bad))
-    raise ValueError(
-        f"`q` must be given for activation {act.name!r} at sigma_w2={sw2[i]}, "
-        f"sigma_b2={sb2[i]}: the length map has no finite fixed point there "
-        f"(meanfield.q_star = {values[i]})")
-  return np.where(values > 0, values, Q_LIMIT)
 
 
 def _stacked(params: _models.Params) -> tuple[Array, Array]:
@@ -177,8 +148,8 @@ def jacobian_spectra(key: Array, *, network=None, arch=None, activation="tanh", 
       ``devices`` keep their defaults. ``meanfield.Conv(kernel_size,
       spatial_size)``: the ``n C`` square Jacobian ``J = d phi(h^L) / d x^0``
       of random circular CNNs (``C_0 = width``, ``n = spatial_size``) at
-      input length ``q`` (default ``q*``; a ``ValueError`` where it is 0 or
-      infinite: give ``q``), its singular values by SVD, one network at a
+      input length ``q`` (default as for the MLP: ``q*``, ``Q_LIMIT`` where
+      it is 0), its singular values by SVD, one network at a
       time (:func:`empirical.conv.run_jacobian_spectra`); ``singular_values``
       over ``index < n C``, ``moment``, ``sigma_max`` and ``q``; ``init``
       names kernel schemes (``"delta_orthogonal"``); ``method``,
@@ -192,8 +163,9 @@ def jacobian_spectra(key: Array, *, network=None, arch=None, activation="tanh", 
       :func:`meanfield.network.weight_law`).
     n_seeds: networks per grid point.
     q: input length; ``None`` uses ``meanfield.q_star`` of each setting
-      (``Q_LIMIT`` where it is 0; a ``ValueError`` where it is infinite:
-      give ``q`` there).
+      (``Q_LIMIT = 1e-6``, the limit ``q -> 0+``, where it is 0; a
+      ``ValueError`` where it is infinite: give ``q`` there;
+      :func:`empirical._input_length.fixed_point_q`, the CNN's rule too).
     method: ``"svd"``: exact singular values (``O(L N^3)`` per network);
       ``"projection"``: :func:`moment_estimates` with ``n_probes`` probes
       and :func:`extreme_singular_values` with ``num_iterations`` Lanczos
@@ -284,7 +256,9 @@ def jacobian_spectra(key: Array, *, network=None, arch=None, activation="tanh", 
   devs = _devices.resolve(devices)
   _check_plan_fits(grid, np.dtype(dtype).itemsize, batch_size, memory_budget)
   settings = list(itertools.product(grid.sigma_w2, grid.sigma_b2))
-  qs = np.array([np.full(len(settings), q) if q is not None else _fixed_point_q(a, settings)
+  sw2, sb2 = np.array(settings, np.float64).T
+  qs = np.array([np.full(len(settings), q) if q is not None else
+                 _input_length.fixed_point_q(a, sw2, sb2)
                  for a in grid.activations])                         # (acts, settings)
   if batch_size is None:
     batch_size = 1 if jax.default_backend() == "cpu" else None

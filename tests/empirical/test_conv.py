@@ -11,7 +11,7 @@ import pytest
 import empirical
 import meanfield
 from meanfield.conv import spatial_modes
-from empirical import architectures, conv, streams
+from empirical import _input_length, architectures, conv, streams
 from tests.empirical._spies import interrupting_writes
 from meanfield.network import Architecture
 
@@ -203,7 +203,6 @@ def test_validation_of_jacobian_spectra_and_sweep_inputs():
                       (dict(sigma_b2=-0.5), r"`sigma_b2` must be .*>= 0, got -0\.5"),
                       (dict(n_seeds=0), r"`n_seeds` must be .*>= 1, got 0"),
                       (dict(arch=meanfield.Conv(kernel_size=3)), r"`arch` must give spatial_size"),
-                      (dict(q=None, sigma_b2=0.0), r"`q` must be given .*q_star = 0"),
                       (dict(warmup=3), r"`warmup` must be None"),
                       (dict(chunk_size=0), r"`chunk_size` must be .*>= 1, got 0"),
                       (dict(method="projection"), r"`method` must keep the default")):
@@ -400,6 +399,27 @@ def test_jacobian_spectra_of_a_cnn_are_its_jacobians_singular_values(x64):
     np.testing.assert_array_equal(ds.sigma_max.sel(depth=d).values, sv[:, 0])
     np.testing.assert_allclose(ds.moment.sel(depth=d, order=2).values,
                                np.mean(sv ** 4, axis=-1), rtol=1e-14)
+
+
+def test_cnn_spectra_at_q_star_zero_use_the_mlps_limit_and_infinite_q_star_raises(x64):
+  # tanh without bias in the ordered phase: q* = 0. The CNN, as the MLP, measures at the
+  # stand-in Q_LIMIT of the limit q -> 0+ (the singular values of the networks at that length),
+  # and both refuse a setting whose q* is infinite (ReLU above the He point with a bias).
+  ordered = dict(_SPECTRA, depth=2, sigma_w2=0.5, sigma_b2=0.0, n_seeds=2)
+  assert float(meanfield.q_star(sigma_w2=0.5, sigma_b2=0.0, activation="tanh")) == 0.0
+  ds = empirical.jacobian_spectra(jax.random.key(2), **ordered)
+  mlp = empirical.jacobian_spectra(jax.random.key(2), **{**ordered, "arch": None, "width": 4})
+  assert float(ds.q) == float(mlp.q.squeeze()) == _input_length.Q_LIMIT
+  ref = _reference_singular_values(jax.random.key(2), width=3, n=4, depth=2, sigma_w2=0.5,
+                                   sigma_b2=0.0, q=_input_length.Q_LIMIT, n_seeds=2)
+  np.testing.assert_allclose(ds.singular_values.values, ref, rtol=1e-10, atol=1e-14)
+  assert float(ds.sigma_max.min()) > 0
+  chaotic = dict(ordered, activation="relu", sigma_w2=3.0, sigma_b2=0.1)
+  assert np.isinf(float(meanfield.q_star(sigma_w2=3.0, sigma_b2=0.1, activation="relu")))
+  for arch in (_SPECTRA["arch"], None):
+    with pytest.raises(ValueError, match=r"`q` must be given for activation 'relu' at "
+                                         r"sigma_w2=3\.0, sigma_b2=0\.1: .*q_star = inf\)"):
+      empirical.jacobian_spectra(jax.random.key(2), **{**chaotic, "arch": arch})
 
 
 def test_cnn_jacobian_spectra_resume_and_a_rerun_recomputes_nothing(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from empirical import _input_length
 from empirical import jacobian as jac
 from empirical import spectra
 
@@ -488,6 +489,6 @@ def test_q_star_zero_uses_the_limit_from_above():
   # point E[sigma^2] = chi_1^L = 1, so the mean squared singular value of every network
   # is of order 1 (it is 0 with zero inputs).
   ds = _spectra(activation="relu", sigma_w2=2.0, sigma_b2=0.0, depth=3, init="gaussian")
-  assert float(ds.q.min()) == spectra.Q_LIMIT
+  assert float(ds.q.min()) == _input_length.Q_LIMIT
   mean_sq = (ds.singular_values ** 2).mean("index")
   assert float(mean_sq.min()) > 0.05 and float(mean_sq.max()) < 20
