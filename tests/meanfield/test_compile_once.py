@@ -90,3 +90,46 @@ def test_a_new_value_compiles_nothing(x64, caplog, name):
   # The second call answered for its own value (not a cached result).
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first),
                                                       jax.tree.leaves(second)))
+
+
+# --- the CNN's theory on a Network grid (arch=Conv) ---------------------------------
+
+CONV8 = mf.Conv(kernel_size=3, spatial_size=8)
+COV8 = np.eye(8) * 0.6 + 0.1
+
+#: name -> (call with a Network, whether the call reads the network's depth)
+CONV_CALLS = {
+    "propagate": (lambda net: mf.propagate(net, covariance=COV8), True),
+    "fixed_point": (mf.fixed_point, False),
+    "depth_scales": (mf.depth_scales, False),
+}
+
+
+def _conv_grid(v: float, depth: int = 3) -> mf.Network:
+  """Three CNNs in one Network: ``sigma_w2 = v * (1, 1.25, 1.5)``."""
+  return mf.Network(activation="tanh", sigma_w2=v * np.array([1.0, 1.25, 1.5]), sigma_b2=0.05,
+                    depth=depth, arch=CONV8)
+
+
+def _compiled(caplog, call) -> tuple:
+  """``(call(), the names of the programs it compiled)``."""
+  caplog.clear()
+  with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles(True):
+    out = jax.block_until_ready(call())
+  return out, [r.getMessage().split(" with ")[0] for r in caplog.records
+               if r.getMessage().startswith("Compiling")]
+
+
+@pytest.mark.slow     # the CNN's programs compile for 4 to 20 s each
+@pytest.mark.parametrize("name", CONV_CALLS)
+def test_a_conv_grid_of_new_values_compiles_nothing_and_a_new_depth_only_where_read(
+    x64, caplog, name):
+  call, reads_depth = CONV_CALLS[name]
+  first = jax.block_until_ready(call(_conv_grid(1.5)))
+  second, compiled = _compiled(caplog, lambda: call(_conv_grid(1.7)))
+  assert not compiled, compiled
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first),
+                                                      jax.tree.leaves(second)))
+  _, compiled = _compiled(caplog, lambda: call(_conv_grid(1.7, depth=4)))
+  # depth is static: a new program where the call reads it, none where it does not
+  assert bool(compiled) == reads_depth, compiled
