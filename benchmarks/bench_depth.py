@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 import empirical
+import meanfield
 from benchmarks import _common
 
 DEPTHS = (10, 100, 1000)
@@ -50,12 +51,15 @@ def run(*, quick: bool = False) -> _common.Report:
       "seeds": seeds, "depths": list(depths), "unrolled depths": list(unrolled),
       "sigma_w2": 1.5, "sigma_b2": 0.05, "dtype": "float32"})
   key = jax.random.key(0)
+  # depth is static: one Network per depth
+  nets = [meanfield.Network(activation="tanh", sigma_w2=1.5, sigma_b2=0.05, depth=d, width=width)
+          for d in depths]
   compile_s = {}
-  for depth in depths:
+  for net in nets:
+    depth = net.depth
     t = report.time_call(
-        lambda d=depth: empirical.sweep(key, activation="tanh", width=width, depth=d,
-                                        sigma_w2=1.5, sigma_b2=0.05, n_seeds=seeds,
-                                        n_inputs=batch, in_features=width, progress=False),
+        lambda net=net: empirical.sweep(key, network=net, n_seeds=seeds, n_inputs=batch,
+                                        in_features=width, progress=False),
         name=f"empirical.sweep depth {depth}", repeats=repeats,
         note="compile column: first call (trace + compile + one run)")
     compile_s[depth] = t.compile_s - t.median_s

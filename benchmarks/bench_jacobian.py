@@ -33,11 +33,12 @@ SIGMA_W2, SIGMA_B2 = 1.5, 0.05
 QUICK = dict(width=16, depth=3, seeds=4, loop=2)
 
 
-def _network(key, seed, *, width, depth):
-  """Weights ``(L, N, N)`` and biases ``(L, N)`` of sweep network ``seed`` at the benchmark's setting."""
+def _network(key, seed, net: meanfield.Network):
+  """Weights ``(L, N, N)`` and biases ``(L, N)`` of sweep network ``seed`` of ``net`` (square)."""
+  width, depth = net.width, net.depth
   k = network_key(key, seed)
-  std = standard_params(k, in_features=width, width=width, depth=depth)
-  ws, bs = layer_scales("gaussian", SIGMA_W2, SIGMA_B2, in_features=width, width=width,
+  std = standard_params(k, in_features=width, width=width, depth=depth, init=net.init)
+  ws, bs = layer_scales(net.init, net.sigma_w2, net.sigma_b2, in_features=width, width=width,
                         depth=depth)
   p = scale_params(std, ws, bs)
   return (jnp.concatenate([p.w_in[None], p.w]), jnp.concatenate([p.b_in[None], p.b]),
@@ -53,11 +54,11 @@ def _user_jacobian(weights, biases, x):
   return jax.jacrev(f)(x)
 
 
-def user_loop(key, seeds, q, *, width, depth):
-  """Per network: weights, ``jax.jacrev``, ``numpy.linalg.svd``."""
+def user_loop(key, seeds, q, net: meanfield.Network):
+  """Per network of ``net`` (tanh): weights, ``jax.jacrev``, ``numpy.linalg.svd``."""
   out = []
   for seed in seeds:
-    w, b, z = _network(key, seed, width=width, depth=depth)
+    w, b, z = _network(key, seed, net)
     x = jnp.tanh(jnp.sqrt(q) * z)
     out.append(np.linalg.svd(np.asarray(_user_jacobian(w, b, x)), compute_uv=False))
   return out
@@ -72,20 +73,21 @@ def run(*, quick: bool = False) -> _common.Report:
       "sigma_b2": SIGMA_B2, "networks": seeds, "loop timed on": f"{loop_n} networks, extrapolated",
       "dtype": "float32"})
   key = jax.random.key(0)
-  q = float(meanfield.q_star(sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, activation="tanh"))
+  net = meanfield.Network(activation="tanh", sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, depth=depth,
+                          width=width)
+  q = float(meanfield.q_star(net))
   call = lambda: _spectra.jacobian_spectra(  # noqa: E731
-      key, activation="tanh", width=width, depth=depth, sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2,
-      n_seeds=seeds, q=q, progress=False)
+      key, network=net, n_seeds=seeds, q=q, progress=False)
   fast = report.time_call(call, name=f"jacobian_spectra, {seeds} networks", repeats=repeats)
   ds = call()
-  loop_t = report.time_call(lambda: user_loop(key, range(loop_n), q, width=width, depth=depth),
+  loop_t = report.time_call(lambda: user_loop(key, range(loop_n), q, net),
                             name=f"jacrev + numpy svd loop, {loop_n} networks", repeats=repeats,
                             note="measured; first call compiles jacrev")
   slow = report.add_timing(loop_t.scaled(seeds / loop_n, name=f"loop, extrapolated to {seeds}",
                                          note=f"time per network over {loop_n} x {seeds}"))
   report.compare(f"loop / jacobian_spectra ({seeds} networks)", slow, fast)
   report.metric("jacobian_spectra: networks/s", seeds / fast.median_s, unit="1/s")
-  ref = user_loop(key, [0], q, width=width, depth=depth)[0]
+  ref = user_loop(key, [0], q, net)[0]
   ours = np.asarray(ds["singular_values"].values).reshape(-1, width)[0]
   half = width // 2
   report.metric("max relative difference of the top half of the singular values, network 0",

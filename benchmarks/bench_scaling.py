@@ -29,6 +29,7 @@ import textwrap
 import jax
 
 import empirical
+import meanfield
 from benchmarks import _common
 
 NETWORKS = (8, 32, 128)
@@ -38,20 +39,26 @@ BUDGETS_MIB = (64, 512)
 QUICK = dict(networks=(2, 4), widths=(16, 32), depth=3, batch=4, budgets=(16,))
 
 _PEAK = textwrap.dedent("""
-  import json, resource, sys, jax, empirical
+  import json, resource, sys, jax, empirical, meanfield
   kw = json.loads(sys.argv[1])
-  empirical.sweep(jax.random.key(1), activation="tanh", width=8, depth=2, sigma_w2=1.0,
-                  n_seeds=2, n_inputs=2, in_features=8, progress=False, devices=1)
+  tiny = meanfield.Network(activation="tanh", sigma_w2=1.0, depth=2, width=8)
+  net = meanfield.Network(activation="tanh", sigma_w2=1.5, sigma_b2=0.05, depth=kw.pop("depth"),
+                          width=kw.pop("width"))
+  empirical.sweep(jax.random.key(1), network=tiny, n_seeds=2, n_inputs=2, in_features=8,
+                  progress=False, devices=1)
   base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  empirical.sweep(jax.random.key(0), activation="tanh", sigma_w2=1.5, sigma_b2=0.05,
-                  progress=False, devices=1, **kw)
+  empirical.sweep(jax.random.key(0), network=net, progress=False, devices=1, **kw)
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   print(json.dumps({"base_kib": base, "peak_kib": peak}))
 """)
 
 
 def peak_memory(**sweep_kwargs) -> dict:
-  """Max RSS (KiB) of a fresh process before and after one sweep with ``sweep_kwargs``."""
+  """Max RSS (KiB) of a fresh process before and after one sweep with ``sweep_kwargs``.
+
+  ``depth`` and ``width`` of ``sweep_kwargs`` go into the swept tanh Network
+  (``sigma_w2 = 1.5``, ``sigma_b2 = 0.05``), the rest to :func:`empirical.sweep`.
+  """
   done = subprocess.run([sys.executable, "-c", _PEAK, json.dumps(sweep_kwargs)],
                         capture_output=True, text=True, timeout=600,
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
@@ -71,10 +78,11 @@ def run(*, quick: bool = False) -> _common.Report:
       "networks (width 128)": list(networks), "widths (16 seeds)": list(widths),
       "memory budgets (MiB)": list(budgets), "dtype": "float32"})
   key = jax.random.key(0)
+  base = meanfield.Network(activation="tanh", sigma_w2=1.5, sigma_b2=0.05, depth=depth)
 
   def sweep(n, w):
-    return lambda: empirical.sweep(key, activation="tanh", width=w, depth=depth, sigma_w2=1.5,
-                                   sigma_b2=0.05, n_seeds=n, n_inputs=batch, in_features=w,
+    net = base.replace(width=w)       # built here, outside the timed call
+    return lambda: empirical.sweep(key, network=net, n_seeds=n, n_inputs=batch, in_features=w,
                                    progress=False)
 
   base_width = 16 if quick else 128

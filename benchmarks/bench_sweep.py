@@ -9,8 +9,9 @@ What is timed (each warm; the first call, with tracing and compiling, in
 the compile column):
 
 - ``empirical.sweep`` over 8 ``sigma_w2`` values x 64 seeds = 512 networks
-  (a grid: the 8 settings of a seed share its standard weights, common random
-  numbers), and over 64 seeds of one setting (64 independent networks).
+  (a grid: one ``meanfield.Network`` whose ``sigma_w2`` is an array; the 8
+  settings of a seed share its standard weights, common random numbers), and
+  over 64 seeds of one setting (64 independent networks).
 - The same work as a user script writes it: a per-network Python loop that
   builds a Flax ``nnx`` module of ``nnx.Linear`` layers (normal kernel and
   bias inits) and calls one ``nnx.jit``-ed function for the statistics and
@@ -51,6 +52,7 @@ import numpy as np
 from flax import nnx
 
 import empirical
+import meanfield
 from empirical.models import network_key, standard_params
 from empirical.sweeping import make_inputs
 from benchmarks import _common, bench_machine
@@ -189,16 +191,17 @@ def orthogonal_against_gaussian(report: _common.Report, *, quick: bool, repeats:
   n_nets = len(o["sigma_w2"]) * o["seeds"]
   key = jax.random.key(0)
   x = make_inputs(jax.random.key(1), n_inputs=o["batch"], in_features=o["width"])
-  common = dict(activation="tanh", width=o["width"], depth=o["depth"],
-                sigma_w2=list(o["sigma_w2"]), sigma_b2=SIGMA_B2, n_seeds=o["seeds"], inputs=x,
-                progress=False)
+  grid = meanfield.Network(activation="tanh", sigma_w2=np.array(o["sigma_w2"]),
+                           sigma_b2=SIGMA_B2, depth=o["depth"], width=o["width"])
   label = (f"{n_nets} networks (tanh, width {o['width']}, depth {o['depth']}, "
            f"{len(o['sigma_w2'])} sigma_w2 x {o['seeds']} seeds, {o['batch']} inputs)")
   sweeps, draws = {}, {}
   for init in ("gaussian", "orthogonal"):
-    sweeps[init] = report.time_call(lambda init=init: empirical.sweep(key, init=init, **common),
-                                    name=f"empirical.sweep, init={init}, {label}",
-                                    repeats=repeats)
+    net = grid.replace(init=init)       # init is static: one Network each
+    sweeps[init] = report.time_call(
+        lambda net=net: empirical.sweep(key, network=net, n_seeds=o["seeds"], inputs=x,
+                                        progress=False),
+        name=f"empirical.sweep, init={init}, {label}", repeats=repeats)
     draws[init] = report.time_jitted(
         functools.partial(_standard_draws, init=init, width=o["width"], depth=o["depth"]),
         key, jnp.arange(o["seeds"]), name=f"standard weights alone, init={init}, "
@@ -302,14 +305,15 @@ def run(*, quick: bool = False) -> _common.Report:
                                        width=width, repeats=repeats)
 
   key = jax.random.key(0)
-  common = dict(activation="tanh", width=width, depth=depth, sigma_b2=SIGMA_B2, n_inputs=batch,
-                in_features=width, progress=False)
-  grid = report.time_call(lambda: empirical.sweep(key, sigma_w2=list(sigma_w2), n_seeds=seeds,
-                                                  **common),
+  # the grid: a 1-d sigma_w2 array is a dimension of the sweep; one of its settings alone
+  net = meanfield.Network(activation="tanh", sigma_w2=np.array(sigma_w2), sigma_b2=SIGMA_B2,
+                          depth=depth, width=width)
+  one = net.replace(sigma_w2=sigma_w2[-1])
+  common = dict(n_seeds=seeds, n_inputs=batch, in_features=width, progress=False)
+  grid = report.time_call(lambda: empirical.sweep(key, network=net, **common),
                           name=f"empirical.sweep, {n_grid} networks (grid)", repeats=repeats,
                           note="common random numbers: one draw per seed")
-  indep = report.time_call(lambda: empirical.sweep(key, sigma_w2=sigma_w2[-1], n_seeds=seeds,
-                                                   **common),
+  indep = report.time_call(lambda: empirical.sweep(key, network=one, **common),
                            name=f"empirical.sweep, {seeds} independent networks",
                            repeats=max(1, repeats - 1), note="one setting: one draw per network")
   bounds = _roofline(report, {"grid": (grid, n_grid, seeds), "independent": (indep, seeds, seeds)},

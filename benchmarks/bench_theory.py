@@ -4,13 +4,14 @@ What is timed, in 64-bit on the machine at hand, all in one run:
 
 - Each public theory function with a scalar argument (tanh), warm: compiled
   once, then ``N_CALLS`` calls each with a new value (so a cache keyed on
-  values would not help); the median per call. Beside them, one
-  ``scipy.integrate.quad`` of ``E[tanh(sqrt(q) z)^2]`` with a new ``q`` per
+  values would not help); the median per call. The calls take a
+  ``meanfield.Network`` (:data:`FUNCTIONS`), each built before the timing.
+  Beside them, one ``scipy.integrate.quad`` of ``E[tanh(sqrt(q) z)^2]`` with a new ``q`` per
   call, about what scipy needs for one step of a fixed-point iteration.
   Targets: the median over the functions at most 10 quads, the slowest at
   most 30.
-- The first call of each function in a fresh process (import excluded):
-  target 3 s or less.
+- The first call of each function in a fresh process (import and building
+  its Network excluded): target 3 s or less.
 - ``phase_diagram`` of tanh, 128 x 128 warm (target 3 s) and cold in a fresh
   process (25 s); 256 x 256 warm (10 s). Accuracy: c*, chi_c and xi_c at the
   16 check points of :mod:`benchmarks.bench_phase_diagram` (a 4 x 4 subset of
@@ -36,6 +37,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -49,53 +51,67 @@ N_CALLS = 30
 QUICK_CALLS = 3
 SIGMA_B2 = 0.05
 
-#: name -> (call with a new value given a counter i, the same call as source for a fresh process)
-FUNCTIONS: dict[str, tuple[Callable[[int], object], str]] = {
-    "q_map": (lambda i: meanfield.q_map(0.5 + 1e-3 * i, sigma_w2=2.0, sigma_b2=SIGMA_B2,
-                                        activation="tanh"),
-              "mf.q_map(0.5, sigma_w2=2.0, sigma_b2=0.05, activation='tanh')"),
-    "q_map_slope": (lambda i: meanfield.q_map_slope(0.5 + 1e-3 * i, sigma_w2=2.0,
-                                                    sigma_b2=SIGMA_B2, activation="tanh"),
-                    "mf.q_map_slope(0.5, sigma_w2=2.0, sigma_b2=0.05, activation='tanh')"),
-    "c_map": (lambda i: meanfield.c_map(0.5 + 1e-3 * i, sigma_w2=2.5, sigma_b2=SIGMA_B2,
-                                        activation="tanh", q=1.0),
-              "mf.c_map(0.5, sigma_w2=2.5, sigma_b2=0.05, activation='tanh', q=1.0)"),
-    "q_star": (lambda i: meanfield.q_star(sigma_w2=1.5 + 1e-3 * i, sigma_b2=SIGMA_B2,
-                                          activation="tanh"),
-               "mf.q_star(sigma_w2=1.5, sigma_b2=0.05, activation='tanh')"),
-    "chi_1": (lambda i: meanfield.chi_1(sigma_w2=1.5 + 1e-3 * i, sigma_b2=SIGMA_B2,
-                                        activation="tanh"),
-              "mf.chi_1(sigma_w2=1.5, sigma_b2=0.05, activation='tanh')"),
-    "fixed_point": (lambda i: meanfield.fixed_point(sigma_w2=2.5 + 1e-3 * i, sigma_b2=SIGMA_B2,
-                                                    activation="tanh"),
-                    "mf.fixed_point(sigma_w2=2.5, sigma_b2=0.05, activation='tanh')"),
-    "depth_scales": (lambda i: meanfield.depth_scales(sigma_w2=2.5 + 1e-3 * i, sigma_b2=SIGMA_B2,
-                                                      activation="tanh"),
-                     "mf.depth_scales(sigma_w2=2.5, sigma_b2=0.05, activation='tanh')"),
-    "gradient_depth_scale": (
-        lambda i: meanfield.gradient_depth_scale(sigma_w2=2.5 + 1e-3 * i, sigma_b2=SIGMA_B2,
-                                                 activation="tanh"),
-        "mf.gradient_depth_scale(sigma_w2=2.5, sigma_b2=0.05, activation='tanh')"),
-    "critical_sigma_w2": (lambda i: meanfield.critical_sigma_w2(sigma_b2=SIGMA_B2 + 1e-4 * i,
-                                                                activation="tanh"),
-                          "mf.critical_sigma_w2(sigma_b2=0.05, activation='tanh')"),
-    "critical_line": (lambda i: meanfield.critical_line(0.5 + 1e-3 * i, activation="tanh"),
-                      "mf.critical_line(0.5, activation='tanh')"),
-    "propagate": (lambda i: meanfield.propagate(q_input=1.0, c_input=0.5, depth=20,
-                                                sigma_w2=2.5 + 1e-3 * i, sigma_b2=SIGMA_B2,
-                                                activation="tanh"),
-                  "mf.propagate(q_input=1.0, c_input=0.5, depth=20, sigma_w2=2.5, "
-                  "sigma_b2=0.05, activation='tanh')"),
-    "jacobian_moments": (lambda i: meanfield.jacobian_moments(
-        activation="tanh", sigma_w2=1.76 + 1e-3 * i, sigma_b2=SIGMA_B2, depth=32,
-        init="orthogonal"),
-        "mf.jacobian_moments(activation='tanh', sigma_w2=1.76, sigma_b2=0.05, depth=32, "
-        "init='orthogonal')"),
-    "jacobian_spectrum_edge": (lambda i: meanfield.jacobian_spectrum_edge(
-        activation="tanh", sigma_w2=1.76 + 1e-3 * i, sigma_b2=SIGMA_B2, depth=32,
-        init="gaussian"),
-        "mf.jacobian_spectrum_edge(activation='tanh', sigma_w2=1.76, sigma_b2=0.05, depth=32, "
-        "init='gaussian')"),
+#: The network of the scalar calls; each case replaces some fields.
+TANH = meanfield.Network(activation="tanh", sigma_w2=1.5, sigma_b2=SIGMA_B2)
+
+
+class Case(NamedTuple):
+  """One theory function's timed call ``call(network(i), i)``: the Network of call ``i`` is
+  built before the timing (``None`` where the function takes none); ``source`` is the first
+  call (``i = 0``) for a fresh process, where ``net`` is that Network."""
+
+  network: Callable[[int], meanfield.Network | None]
+  call: Callable[[meanfield.Network | None, int], object]
+  source: str
+
+
+def _new(field: str, start: float, step: float = 1e-3, **fixed) -> Callable[[int], Any]:
+  """Call ``i``'s Network: :data:`TANH` with ``fixed`` and ``field = start + step * i``."""
+  return lambda i: TANH.replace(**fixed, **{field: start + step * i})
+
+
+def _same(**fixed) -> Callable[[int], Any]:
+  """One Network for every call (the new value is an argument besides it)."""
+  net = TANH.replace(**fixed)
+  return lambda i: net
+
+
+FUNCTIONS: dict[str, Case] = {
+    "q_map": Case(_same(sigma_w2=2.0),
+                  lambda net, i: meanfield.q_map(0.5 + 1e-3 * i, network=net),
+                  "mf.q_map(0.5, network=net)"),
+    "q_map_slope": Case(_same(sigma_w2=2.0),
+                        lambda net, i: meanfield.q_map_slope(0.5 + 1e-3 * i, network=net),
+                        "mf.q_map_slope(0.5, network=net)"),
+    "c_map": Case(_same(sigma_w2=2.5),
+                  lambda net, i: meanfield.c_map(0.5 + 1e-3 * i, network=net, q=1.0),
+                  "mf.c_map(0.5, network=net, q=1.0)"),
+    "q_star": Case(_new("sigma_w2", 1.5), lambda net, i: meanfield.q_star(net), "mf.q_star(net)"),
+    "chi_1": Case(_new("sigma_w2", 1.5), lambda net, i: meanfield.chi_1(net), "mf.chi_1(net)"),
+    "fixed_point": Case(_new("sigma_w2", 2.5), lambda net, i: meanfield.fixed_point(net),
+                        "mf.fixed_point(net)"),
+    "depth_scales": Case(_new("sigma_w2", 2.5), lambda net, i: meanfield.depth_scales(net),
+                         "mf.depth_scales(net)"),
+    "gradient_depth_scale": Case(_new("sigma_w2", 2.5),
+                                 lambda net, i: meanfield.gradient_depth_scale(net),
+                                 "mf.gradient_depth_scale(net)"),
+    "critical_sigma_w2": Case(_new("sigma_b2", SIGMA_B2, 1e-4),
+                              lambda net, i: meanfield.critical_sigma_w2(net),
+                              "mf.critical_sigma_w2(net)"),
+    # a function of the length q alone: no network to describe
+    "critical_line": Case(lambda i: None,
+                          lambda net, i: meanfield.critical_line(0.5 + 1e-3 * i,
+                                                                 activation="tanh"),
+                          "mf.critical_line(0.5, activation='tanh')"),
+    "propagate": Case(_new("sigma_w2", 2.5, depth=20),
+                      lambda net, i: meanfield.propagate(net, q_input=1.0, c_input=0.5),
+                      "mf.propagate(net, q_input=1.0, c_input=0.5)"),
+    "jacobian_moments": Case(_new("sigma_w2", 1.76, depth=32, init="orthogonal"),
+                             lambda net, i: meanfield.jacobian_moments(net),
+                             "mf.jacobian_moments(net)"),
+    "jacobian_spectrum_edge": Case(_new("sigma_w2", 1.76, depth=32, init="gaussian"),
+                                   lambda net, i: meanfield.jacobian_spectrum_edge(net),
+                                   "mf.jacobian_spectrum_edge(net)"),
 }
 
 #: What one call computes, for the functions that do more than a few 1-D integrals: the
@@ -114,15 +130,26 @@ WORK = {
 PHASE_RANGES = (bench_phase_diagram.SIGMA_W2_RANGE, bench_phase_diagram.SIGMA_B2_RANGE)
 
 
-def _per_call(fn: Callable[[int], object], n: int) -> list[float]:
-  """Seconds of each of ``n`` calls ``fn(1) .. fn(n)`` (after ``fn(0)``, which compiles)."""
-  jax.block_until_ready(fn(0))
+def _per_call(fn: Callable[..., object], args: list[tuple]) -> list[float]:
+  """Seconds of each call ``fn(*a)`` for ``a`` in ``args[1:]`` (after ``fn(*args[0])``, which
+  compiles); the arguments (Networks, say) are built before, outside the timing."""
+  jax.block_until_ready(fn(*args[0]))
   times = []
-  for i in range(1, n + 1):
+  for a in args[1:]:
     start = time.perf_counter()
-    jax.block_until_ready(fn(i))
+    jax.block_until_ready(fn(*a))
     times.append(time.perf_counter() - start)
   return times
+
+
+def _counter(n: int) -> list[tuple[int]]:
+  """The arguments ``(0,) .. (n,)`` of :func:`_per_call` for a call of a counter alone."""
+  return [(i,) for i in range(n + 1)]
+
+
+def _case_args(case: Case, n: int) -> list[tuple]:
+  """The arguments ``(network(i), i)``, ``i = 0..n``, of ``case``'s calls."""
+  return [(case.network(i), i) for i in range(n + 1)]
 
 
 def _timing(name: str, times: list[float], note: str = "") -> _common.Timing:
@@ -137,12 +164,22 @@ def _quad_call(i: int) -> float:
   return integrate.quad(lambda z: math.tanh(r * z) ** 2 * pdf(z), -np.inf, np.inf)[0]
 
 
-def _fresh_process(statement: str) -> float:
-  """Seconds of ``statement`` as the first call in a new 64-bit process (import excluded)."""
+def _network_source(net: meanfield.Network | None) -> str:
+  """Source that builds ``net`` as ``net`` (empty for None); its variances are numbers."""
+  if net is None:
+    return ""
+  return (f"net = mf.Network(activation={net.activation!r}, sigma_w2={net.sigma_w2!r}, "
+          f"sigma_b2={net.sigma_b2!r}, depth={net.depth!r}, init={net.init!r})")
+
+
+def _fresh_process(statement: str, setup: str = "") -> float:
+  """Seconds of ``statement`` as the first call in a new 64-bit process (import and ``setup``,
+  which builds the network, excluded)."""
   script = textwrap.dedent(f"""
       import time, jax
       jax.config.update("jax_enable_x64", True)
       import numpy as np, meanfield as mf
+      {setup}
       start = time.perf_counter()
       jax.block_until_ready({statement})
       print(time.perf_counter() - start)
@@ -213,11 +250,11 @@ def peer_phase_diagram(sigma_w2: np.ndarray, sigma_b2: np.ndarray, *, n_hermite:
 def _scalar_calls(report: _common.Report, quick: bool) -> None:
   n = QUICK_CALLS if quick else N_CALLS
   quad = report.add_timing(_timing("scipy quad of E[tanh(sqrt(q) z)^2], new q per call",
-                                   _per_call(_quad_call, n)))
+                                   _per_call(_quad_call, _counter(n))))
   ratios = {}
-  for name, (fn, _) in FUNCTIONS.items():
+  for name, case in FUNCTIONS.items():
     timing = report.add_timing(_timing(f"meanfield.{name}, warm, new value per call",
-                                       _per_call(fn, n)))
+                                       _per_call(case.call, _case_args(case, n))))
     ratios[name] = timing.median_s / quad.median_s
     report.metric(f"{name} / one quad", ratios[name], unit="x")
   values = np.array(list(ratios.values()))
@@ -228,8 +265,8 @@ def _scalar_calls(report: _common.Report, quick: bool) -> None:
                 note="target <= 30: " + ("met" if values.max() <= 30 else
                                          f"missed; one call: {WORK.get(slowest, 'see its docstring')}"))
   cold = {}
-  for name, (_, source) in (list(FUNCTIONS.items())[3:4] if quick else FUNCTIONS.items()):
-    cold[name] = _fresh_process(source)
+  for name, case in (list(FUNCTIONS.items())[3:4] if quick else FUNCTIONS.items()):
+    cold[name] = _fresh_process(case.source, _network_source(case.network(0)))
     report.metric(f"first call of {name} in a fresh process", cold[name], unit="s")
   worst = max(cold, key=cold.get)
   report.metric(f"slowest first call ({worst})", cold[worst], unit="s",
@@ -240,11 +277,11 @@ def _phase_diagrams(report: _common.Report, quick: bool) -> None:
   sizes = (16,) if quick else (128, 256)
   targets = {128: 3.0, 256: 10.0}
   for n in sizes:
-    sw2 = np.linspace(*PHASE_RANGES[0], n)
-    sb2 = np.linspace(*PHASE_RANGES[1], n)
-    shift = iter(range(1, 100))
-    call = lambda: meanfield.phase_diagram(sigma_w2=sw2 * (1 + 1e-9 * next(shift)),  # noqa: E731
-                                           sigma_b2=sb2, activation="tanh")
+    grid = meanfield.Network(activation="tanh", sigma_w2=np.linspace(*PHASE_RANGES[0], n),
+                             sigma_b2=np.linspace(*PHASE_RANGES[1], n))
+    # new sigma_w2 values per call, their Networks built before the timing
+    grids = iter([grid.replace(sigma_w2=grid.sigma_w2 * (1 + 1e-9 * k)) for k in range(1, 100)])
+    call = lambda: meanfield.phase_diagram(next(grids))  # noqa: E731
     with jax.enable_x64(True):
       timing = report.time_call(call, name=f"meanfield.phase_diagram {n}x{n}, warm",
                                 repeats=1 if quick else 2,
@@ -254,8 +291,9 @@ def _phase_diagrams(report: _common.Report, quick: bool) -> None:
                     note=f"target <= {targets[n]:g} s: "
                          + ("met" if timing.median_s <= targets[n] else "missed"))
   if not quick:
-    cold = _fresh_process("mf.phase_diagram(sigma_w2=np.linspace(0.25, 4.0, 128), "
-                          "sigma_b2=np.linspace(0.0, 0.3, 128), activation='tanh').c_star.values")
+    cold = _fresh_process("mf.phase_diagram(net).c_star.values",
+                          "net = mf.Network(activation='tanh', sigma_w2=np.linspace(0.25, 4.0, "
+                          "128), sigma_b2=np.linspace(0.0, 0.3, 128))")
     report.metric("phase_diagram 128x128, first call in a fresh process", cold, unit="s",
                   note="target <= 25 s: " + ("met" if cold <= 25 else "missed"))
 
@@ -298,19 +336,20 @@ def _accuracy(report: _common.Report, quick: bool) -> None:
 
 def _spectrum_and_overlay(report: _common.Report, quick: bool) -> None:
   n = QUICK_CALLS if quick else 10
+  nets = [(TANH.replace(sigma_w2=1.76 + 1e-3 * i, depth=32, init="gaussian"),)
+          for i in range(n + 1)]
   with jax.enable_x64(True):
     spectrum = report.add_timing(_timing(
         "meanfield.jacobian_spectrum (tanh, Gaussian, depth 32, default grid), warm",
-        _per_call(lambda i: meanfield.jacobian_spectrum(
-            activation="tanh", sigma_w2=1.76 + 1e-3 * i, sigma_b2=SIGMA_B2, depth=32,
-            init="gaussian").singular_value_density, n)))
+        _per_call(lambda net: meanfield.jacobian_spectrum(net).singular_value_density, nets)))
   report.metric("jacobian_spectrum default grid, warm", spectrum.median_s, unit="s",
                 note="target <= 0.5 s: " + ("met" if spectrum.median_s <= 0.5 else "missed"))
-  ds = empirical.sweep(jax.random.key(0), activation="tanh", width=32, depth=30,
-                       sigma_w2=[1.0, 1.76, 2.5], sigma_b2=SIGMA_B2, n_seeds=2, n_inputs=8,
-                       in_features=32, progress=False)
+  swept = TANH.replace(sigma_w2=np.array([1.0, 1.76, 2.5]), depth=30, width=32)
+  ds = empirical.sweep(jax.random.key(0), network=swept, n_seeds=2, n_inputs=8, in_features=32,
+                       progress=False)
   overlay = report.add_timing(_timing("empirical.theory(ds), 3 settings x 30 layers, warm",
-                                      _per_call(lambda i: empirical.theory(ds).q.values, n)))
+                                      _per_call(lambda i: empirical.theory(ds).q.values,
+                                                _counter(n))))
   report.metric("empirical.theory(ds), warm", overlay.median_s, unit="s",
                 note="target <= 0.5 s: " + ("met" if overlay.median_s <= 0.5 else "missed"))
 
