@@ -32,7 +32,7 @@ import meanfield
 TANH_SIGMA_B2 = 0.05
 # (activation, sigma_w2, sigma_b2, q): sigma_w2 None means the critical line,
 # q None means q*; ReLU and linear networks at criticality have no finite q*,
-# and their spectra do not depend on q.
+# and their spectra do not depend on q. :func:`network` is each case's Network.
 CASES = {
     "tanh": ("tanh", None, TANH_SIGMA_B2, None),
     "relu": ("relu", 2.0, 0.0, 1.0),
@@ -60,23 +60,30 @@ def settings(paper: bool) -> dict:
 
 
 @functools.cache
-def sigma_w2(name: str) -> float:
-  activation, value, sigma_b2, _ = CASES[name]
-  if value is None:
-    value = float(meanfield.critical_sigma_w2(sigma_b2=sigma_b2, activation=activation))
-  return value
+def network(name: str) -> meanfield.Network:
+  """Case ``name`` of :data:`CASES` as a Network, its ``sigma_w2`` on the critical line
+  (solved in 64-bit) where the table says None. Its depth and width are the figures' own:
+  they sweep depths in one call, which a Network (one depth) does not hold.
+  """
+  activation, sigma_w2, sigma_b2, _ = CASES[name]
+  net = meanfield.Network(activation=activation, sigma_b2=sigma_b2)
+  if sigma_w2 is None:
+    with jax.enable_x64(True):
+      sigma_w2 = float(meanfield.critical_sigma_w2(net))
+  return net.replace(sigma_w2=sigma_w2)
 
 
 def theory_kwargs(name: str, q: float | None = None) -> dict:
-  """Keyword arguments of the spectrum functions for case ``name`` (float64).
+  """Keyword arguments of the spectrum functions for case ``name`` (float64), from its
+  :func:`network`; the caller adds ``depth`` (an array of depths: one call for all).
 
   ``q``: the input length, e.g. the networks' ``ds.q`` (saves solving for
   ``q*`` again); default the case's own (``None``: ``q*``).
   """
-  activation, _, sigma_b2, case_q = CASES[name]
+  net, case_q = network(name), CASES[name][3]
   q = case_q if q is None else q
-  return dict(activation=activation, sigma_w2=np.float64(sigma_w2(name)),
-              sigma_b2=np.float64(sigma_b2), q=None if q is None else np.float64(q))
+  return dict(activation=net.activation, sigma_w2=np.float64(net.sigma_w2),
+              sigma_b2=np.float64(net.sigma_b2), q=None if q is None else np.float64(q))
 
 
 def networks(name: str, *, width: int, n_seeds: int, depths, progress: bool) -> xr.Dataset:
@@ -87,11 +94,12 @@ def networks(name: str, *, width: int, n_seeds: int, depths, progress: bool) -> 
   """
   key = (name, width, n_seeds, tuple(depths))
   if key not in _CACHE:
-    activation, _, sigma_b2, q = CASES[name]
+    # One call runs every depth and weight law of the case's Network (one compiled program).
+    net = network(name)
     with jax.enable_x64(True):
       _CACHE[key] = empirical.jacobian_spectra(
-          jax.random.key(list(CASES).index(name)), activation=activation, width=width,
-          depth=list(depths), sigma_w2=sigma_w2(name), sigma_b2=sigma_b2, q=q,
+          jax.random.key(list(CASES).index(name)), activation=net.activation, width=width,
+          depth=list(depths), sigma_w2=net.sigma_w2, sigma_b2=net.sigma_b2, q=CASES[name][3],
           init=list(WEIGHTS), n_seeds=n_seeds, progress=progress, dtype=np.float64)
   return _CACHE[key]
 

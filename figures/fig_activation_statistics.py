@@ -65,6 +65,7 @@ import numpy as np
 import xarray as xr
 
 import empirical
+import meanfield
 from figures import _common, _seeds
 
 WIDTH = 256
@@ -87,10 +88,14 @@ def compute(*, n_seeds: int, n_inputs: int, width: int = WIDTH, depth: int = DEP
   if width != in_features:
     raise ValueError(f"`in_features` must equal `width` = {width} (one fan-in), got {in_features}")
   sigma_w2 = [_seeds.preset_sigma_w2(s, fan_in=width, fan_out=width) for s in SCHEMES.values()]
-  ds = empirical.sweep(jax.random.key(0), activation=list(ACTIVATIONS), init="gaussian",
-                       sigma_w2=sigma_w2, sigma_b2=0.0, width=width, depth=depth,
-                       n_seeds=n_seeds, n_inputs=n_inputs, in_features=in_features,
-                       progress=progress)
+  # The four schemes are one Network's sigma_w2 axis; one sweep runs it for both
+  # activations (one compiled program), so its other fields go in as keywords.
+  grid = meanfield.Network(init="gaussian", sigma_w2=sigma_w2, sigma_b2=0.0, depth=depth,
+                           width=width)
+  ds = empirical.sweep(jax.random.key(0), activation=list(ACTIVATIONS), init=grid.init,
+                       sigma_w2=grid.sigma_w2, sigma_b2=grid.sigma_b2, width=grid.width,
+                       depth=grid.depth, n_seeds=n_seeds, n_inputs=n_inputs,
+                       in_features=in_features, progress=progress)
   with jax.enable_x64(True):
     th = empirical.overlay.theory(ds)
   post = np.stack([_seeds.theory_post_var(th.q.sel(activation=a).values, a)

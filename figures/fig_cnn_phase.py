@@ -15,8 +15,8 @@ the uniform footprint), measured from iterating the full covariance map of
 perturbation in mode f at lag 1); a delta-orthogonal kernel (``lambda_f = 1``) gives
 every mode the MLP's ``xi_c`` (dashed); ``f = 8`` has ``lambda = -1/3``,
 the same depth scale as ``f = 4``, alternating in sign (dotted). Theory only, 64-bit
-(:func:`meanfield.phase_diagram` with ``arch=meanfield.Conv(...)``; the grids of
-variances are keywords, as a ``Network`` holds one point).
+(:func:`meanfield.phase_diagram` of one ``Network`` with ``arch=meanfield.Conv(...)``
+whose variances are the grid's two axes).
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ def _settings(paper: bool) -> dict:
   return dict(n_w=351, n_b=121, n_check=12) if paper else dict(n_w=71, n_b=31, n_check=4)
 
 
-def _iterated_slopes(check_w2):
+def _iterated_slopes(line: meanfield.Network):
   """The shrink in one step of the full map of a 1e-7 perturbation in off-diagonal mode f (lag 1).
 
-  Returns ``(len(check_w2), len(MODES))``; one batched call of the map.
+  ``line``: the CNN with a 1-d ``sigma_w2``. Returns ``(len(line.sigma_w2), len(MODES))``;
+  one batched call of the map.
   """
-  fp = meanfield.fixed_point(sigma_w2=check_w2, sigma_b2=SIGMA_B2_LINE,
-                             activation=ACTIVATION, arch=ARCH)
+  fp = meanfield.fixed_point(line)
   star = np.asarray(fp.extra["covariance"])[:, None]                       # (w, 1, n, n)
   a = np.arange(SPATIAL_SIZE)
   pert = np.zeros((len(MODES), SPATIAL_SIZE, SPATIAL_SIZE))
@@ -57,8 +57,8 @@ def _iterated_slopes(check_w2):
     # lowers the correlations (c <= 1 where c* = 1): a uniform shift plus mode f
     pert[i, a, (a + 1) % SPATIAL_SIZE] = -(1 + 0.5 * np.cos(2 * np.pi * f * a / SPATIAL_SIZE))
   pert = 1e-7 * np.asarray(fp.q_star)[:, None, None, None] * (pert + np.swapaxes(pert, -1, -2))
-  after = ARCH.covariance_map(star + pert, sigma_w2=check_w2[:, None],
-                              sigma_b2=SIGMA_B2_LINE, activation=ACTIVATION)
+  after = line.arch.covariance_map(star + pert, sigma_w2=line.sigma_w2[:, None],
+                                   sigma_b2=line.sigma_b2, activation=line.activation)
   modes = np.asarray(MODES)
   m0 = np.asarray(spatial_modes(pert))[:, np.arange(len(MODES)), modes, 1].real
   m1 = np.asarray(spatial_modes(np.asarray(after) - star))
@@ -66,14 +66,15 @@ def _iterated_slopes(check_w2):
 
 
 def compute(*, n_w: int, n_b: int, n_check: int) -> xr.Dataset:
+  grid = meanfield.Network(activation=ACTIVATION, sigma_w2=np.linspace(0.5, 4.0, n_w),
+                           sigma_b2=np.linspace(0.0, 0.3, n_b), arch=ARCH)
+  check_w2 = np.linspace(0.9, 3.5, n_check)
+  b_line = np.concatenate([[0.0], np.geomspace(1e-6, 0.3, 120)])
   with jax.enable_x64(True):
-    ds = meanfield.phase_diagram(
-        sigma_w2=np.linspace(0.5, 4.0, n_w), sigma_b2=np.linspace(0.0, 0.3, n_b),
-        activation=ACTIVATION, arch=ARCH)
-    check_w2 = np.linspace(0.9, 3.5, n_check)
-    checks = _iterated_slopes(check_w2)
-    b_line = np.concatenate([[0.0], np.geomspace(1e-6, 0.3, 120)])
-    crit = meanfield.critical_sigma_w2(sigma_b2=b_line, activation=ACTIVATION)
+    ds = meanfield.phase_diagram(grid)          # the outer product of the two 1-d axes
+    checks = _iterated_slopes(grid.replace(sigma_w2=check_w2, sigma_b2=SIGMA_B2_LINE))
+    # The CNN's critical line is the MLP's (mode 0 carries the MLP's chi_1).
+    crit = meanfield.critical_sigma_w2(grid.replace(sigma_b2=b_line, arch=None))
   return ds.assign(
       check_slope_c=(("check_sigma_w2", "mode"), checks),
       critical_line_sigma_w2=(("line_sigma_b2",), np.asarray(crit)),

@@ -18,6 +18,7 @@ at once.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 
 import jax
@@ -35,33 +36,37 @@ LABELS = {"default": r"Flax default (lecun_normal, $\sigma_w^2 = 1$, $\sigma_b^2
           "critical_orthogonal": "critical_init, orthogonal"}
 
 
-def _run(key, activation, *, init, sigma_w2, sigma_b2, learning_rate, common):
-  ds = empirical.train(key, activation=activation, init=init, sigma_w2=sigma_w2,
-                       sigma_b2=sigma_b2, learning_rate=learning_rate, **common)
+def _run(key, net: meanfield.Network, *, learning_rate, common):
+  ds = empirical.train(key, network=net, learning_rate=learning_rate, **common)
   return ds.test_accuracy.reset_coords(drop=True)
 
 
 def compute(*, depth: int, width: int, n_seeds: int, n_steps: int,
             progress: bool = True) -> xr.Dataset:
-  common = dict(data="digits", width=width, depth=depth, n_seeds=n_seeds, optimizer="sgd",
+  common = dict(data="digits", n_seeds=n_seeds, optimizer="sgd",
                 n_steps=n_steps, batch_size=32, record_every=max(n_steps // 20, 1),
                 probe_size=64, probes=False, progress=progress)
   relu = meanfield.critical_init("relu", sigma_b2=0.0)
   tat = meanfield.tat_transform("relu", depth=depth, eta=0.9)
   tanh = meanfield.critical_init("tanh", sigma_b2=0.05)
+  flax_default = empirical.init("truncated_normal")   # lecun_normal: sigma_w2 = 1
+  net = functools.partial(meanfield.Network, depth=depth, width=width)   # one per curve
   runs = {
-      ("relu", "default"): ("relu", "truncated_normal", 1.0, 0.0),
-      ("relu", "critical"): ("relu", "gaussian", relu.sigma_w2, relu.sigma_b2),
-      ("relu", "tat"): (tat.activation, "gaussian", 1.0, 0.0),
-      ("tanh", "default"): ("tanh", "truncated_normal", 1.0, 0.0),
-      ("tanh", "critical"): ("tanh", "gaussian", tanh.sigma_w2, tanh.sigma_b2),
-      ("tanh", "critical_orthogonal"): ("tanh", "orthogonal", tanh.sigma_w2, tanh.sigma_b2),
+      ("relu", "default"): net(activation="relu", init=flax_default, sigma_w2=1.0),
+      ("relu", "critical"): net(activation="relu", sigma_w2=relu.sigma_w2,
+                                sigma_b2=relu.sigma_b2),
+      ("relu", "tat"): net(activation=tat.activation, sigma_w2=1.0),
+      ("tanh", "default"): net(activation="tanh", init=flax_default, sigma_w2=1.0),
+      ("tanh", "critical"): net(activation="tanh", sigma_w2=tanh.sigma_w2,
+                                sigma_b2=tanh.sigma_b2),
+      ("tanh", "critical_orthogonal"): net(activation="tanh", init="orthogonal",
+                                           sigma_w2=tanh.sigma_w2, sigma_b2=tanh.sigma_b2),
   }
   rates = {"relu": 0.01, "tanh": 0.05}
   out = {}
-  for i, ((family, name), (act, init, sw2, sb2)) in enumerate(runs.items()):
-    out[f"{family}_{name}"] = _run(jax.random.key(i), act, init=init, sigma_w2=sw2,
-                                   sigma_b2=sb2, learning_rate=rates[family], common=common)
+  for i, ((family, name), network) in enumerate(runs.items()):
+    out[f"{family}_{name}"] = _run(jax.random.key(i), network, learning_rate=rates[family],
+                                   common=common)
   return xr.Dataset(
       out, attrs={"depth": depth, "width": width, "n_seeds": n_seeds, "n_steps": n_steps,
                   "relu_learning_rate": rates["relu"], "tanh_learning_rate": rates["tanh"],

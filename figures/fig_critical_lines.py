@@ -19,7 +19,6 @@ import math
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
@@ -38,8 +37,9 @@ def compute(*, n: int) -> xr.Dataset:
   lines = []
   with jax.enable_x64(True):
     for name in ACTIVATIONS:
-      lines.append(np.asarray(meanfield.critical_sigma_w2(sigma_b2=jnp.asarray(sigma_b2),
-                                                          activation=name)))
+      # One Network per activation, its sigma_b2 the axis; the line is its critical sigma_w2.
+      net = meanfield.Network(activation=name, sigma_b2=sigma_b2)
+      lines.append(np.asarray(meanfield.critical_sigma_w2(net)))
   return xr.Dataset(
       {"critical_sigma_w2": (("activation", "sigma_b2"), np.stack(lines))},
       coords={"activation": list(ACTIVATIONS), "sigma_b2": sigma_b2},

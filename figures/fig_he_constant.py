@@ -35,6 +35,7 @@ import numpy as np
 import xarray as xr
 
 import empirical
+import meanfield
 from figures import _common, _seeds
 
 ACTIVATION = "relu"
@@ -47,9 +48,14 @@ SCHEME_COLORS = {"gaussian": "#1a1a1a", "uniform": "#e66101", "truncated_normal"
 def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int,
             schemes: tuple[str, ...] = SCHEMES, progress: bool = False) -> xr.Dataset:
   """``q`` over (init, sigma_w2, seed, layer) with ``theory_q`` beside it."""
-  ds = empirical.sweep(jax.random.key(2), activation=ACTIVATION, init=list(schemes),
-                       sigma_w2=list(CONSTANTS), sigma_b2=0.0, width=width, depth=depth,
-                       n_seeds=n_seeds, n_inputs=n_inputs, in_features=width, progress=progress)
+  # One Network, the constants its sigma_w2 axis; one sweep runs it under every scheme
+  # (one compiled program), so its other fields go in as keywords.
+  grid = meanfield.Network(activation=ACTIVATION, sigma_w2=CONSTANTS, sigma_b2=0.0,
+                           depth=depth, width=width)
+  ds = empirical.sweep(jax.random.key(2), activation=grid.activation, init=list(schemes),
+                       sigma_w2=grid.sigma_w2, sigma_b2=grid.sigma_b2, width=grid.width,
+                       depth=grid.depth, n_seeds=n_seeds, n_inputs=n_inputs, in_features=width,
+                       progress=progress)
   with jax.enable_x64(True):
     th = empirical.overlay.theory(ds)
   out = ds[["q", "first_nonfinite"]]

@@ -77,22 +77,23 @@ SECONDS = 33   # measured: default settings, 2-core CPU, one figure at a time
 def _compute(settings: dict, sigma: np.ndarray) -> dict:
   """The critical line's settings, the theory density and variance, and the measured networks."""
   with jax.enable_x64(True):
-    sigma_b2 = np.array(SIGMA_B2, np.float64)
-    sigma_w2 = np.asarray(meanfield.critical_sigma_w2(sigma_b2=sigma_b2, activation=ACTIVATION))
     # The critical line is one Network (a 1-d grid of variances) at depth DEPTH.
-    line = meanfield.Network(activation=ACTIVATION, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+    line = meanfield.Network(activation=ACTIVATION, sigma_b2=np.array(SIGMA_B2, np.float64),
                              depth=DEPTH, init=WEIGHTS)
+    line = line.replace(sigma_w2=np.asarray(meanfield.critical_sigma_w2(line)))
+    sigma_w2, sigma_b2 = line.sigma_w2, line.sigma_b2
     q_star = np.asarray(meanfield.q_star(line))
     theory = meanfield.jacobian_spectrum(line, sigma=sigma)
+    # Every depth in one call (a Network's depth is one number): its fields as keywords.
     variance = np.asarray(meanfield.jacobian_moments(
-        activation=ACTIVATION, sigma_w2=sigma_w2[:, None], sigma_b2=sigma_b2[:, None],
-        depth=THEORY_DEPTHS[None, :], init=WEIGHTS).variance)
+        activation=line.activation, sigma_w2=sigma_w2[:, None], sigma_b2=sigma_b2[:, None],
+        depth=THEORY_DEPTHS[None, :], init=line.init).variance)
     networks = [
-        empirical.jacobian_spectra(jax.random.key(0), activation=ACTIVATION,
+        empirical.jacobian_spectra(jax.random.key(0), activation=line.activation,
                                    width=settings["width"],
                                    depth=sorted({*settings["depths"], DEPTH}),
                                    sigma_w2=float(sigma_w2[i]), sigma_b2=float(sigma_b2[i]),
-                                   init=WEIGHTS, n_seeds=settings["n_seeds"], progress=False,
+                                   init=line.init, n_seeds=settings["n_seeds"], progress=False,
                                    dtype=np.float64)
         for i in MEASURED]
   return dict(sigma_b2=sigma_b2, sigma_w2=sigma_w2, q_star=q_star,

@@ -143,7 +143,7 @@ def make(outdir: pathlib.Path, *, paper: bool = False,
         data[f"{prefix}_theory_edge"] = xr.DataArray(th["edge"], dims=("depth",))
         data[f"{prefix}_expected_sigma_max"] = xr.DataArray(th["expected"], dims=("depth",))
         data[f"{prefix}_theory_variance"] = xr.DataArray(th["variance"], dims=("theory_depth",))
-      data[f"{name}_sigma_w2"] = xr.DataArray(_jacobian.sigma_w2(name))
+      data[f"{name}_sigma_w2"] = xr.DataArray(_jacobian.network(name).sigma_w2)
       data[f"{name}_q"] = xr.DataArray(float(ds.q))
   for ax in (ax_max, ax_var):
     ax.set_xscale("log")
@@ -159,7 +159,7 @@ def make(outdir: pathlib.Path, *, paper: bool = False,
   ax_var.set_title(r"$\mathrm{Var}[\lambda] = m_2 - m_1^2$")
   _legend(fig, width)
   fig.suptitle(
-      f"tanh: $\\sigma_w^2 = {_jacobian.sigma_w2('tanh'):.4g}$, "
+      f"tanh: $\\sigma_w^2 = {_jacobian.network('tanh').sigma_w2:.4g}$, "
       f"$\\sigma_b^2 = {_jacobian.TANH_SIGMA_B2:g}$, $q^* = {float(data['tanh_q']):.3g}$;  "
       f"ReLU: $\\sigma_w^2 = 2$, $\\sigma_b^2 = 0$;  width $N = {width}$, "
       f"{n_seeds} networks per point")

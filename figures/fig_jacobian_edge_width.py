@@ -86,30 +86,33 @@ def _settings(paper: bool) -> dict:
               depths=(1, 2, 4, 8, 16, 32, 64, 128))
 
 
-def critical_sigma_w2() -> float:
-  return float(meanfield.critical_sigma_w2(sigma_b2=SIGMA_B2, activation=ACTIVATION))
+def critical_network() -> meanfield.Network:
+  """The tanh network on its critical line at ``SIGMA_B2`` (solve inside x64 for float64)."""
+  net = meanfield.Network(activation=ACTIVATION, sigma_b2=SIGMA_B2)
+  return net.replace(sigma_w2=float(meanfield.critical_sigma_w2(net)))
 
 
-def edge(depths, *, init: str, sigma_w2: float) -> np.ndarray:
-  """Infinite-width ``sqrt(lambda_max)`` at ``q*`` for ``depths`` (float64 inside x64)."""
-  lam = meanfield.jacobian_spectrum_edge(init=init, activation=ACTIVATION,
-                                         sigma_w2=np.float64(sigma_w2),
-                                         sigma_b2=np.float64(SIGMA_B2),
+def edge(depths, *, init: str, net: meanfield.Network) -> np.ndarray:
+  """Infinite-width ``sqrt(lambda_max)`` of ``net`` at ``q*`` for ``depths`` (float64 inside
+  x64; every depth in one call, so the depth is a keyword beside the Network's fields)."""
+  lam = meanfield.jacobian_spectrum_edge(init=init, activation=net.activation,
+                                         sigma_w2=np.float64(net.sigma_w2),
+                                         sigma_b2=np.float64(net.sigma_b2),
                                          depth=np.asarray(depths), q=None)
   return np.sqrt(np.asarray(lam))
 
 
-def ju_quantiles(depth: int, *, width: int, sigma_w2: float, q_star: float) -> np.ndarray:
-  """Finite-width quantiles ``QUANTILES`` of ``|J u|``, ``J = dx^L/dx^0``, ``L = 1..depth``.
+def ju_quantiles(net: meanfield.Network, *, q_star: float) -> np.ndarray:
+  """Finite-width quantiles ``QUANTILES`` of ``|J u|``, ``J = dx^L/dx^0``, ``L = 1..net.depth``.
 
-  From :func:`meanfield.finite_width_jacobian` at depth ``L + 1`` (which is
-  ``dh^{L+1}/dx^0``) less the exact log moments of the independent last
-  factor ``sigma_w2 chi^2_N / N``. Returns ``(len(QUANTILES), depth)``.
+  From :func:`meanfield.finite_width_jacobian` of ``net`` one layer deeper
+  (which is ``dh^{L+1}/dx^0``) less the exact log moments of the independent last
+  factor ``sigma_w2 chi^2_N / N``, ``N = net.width``. Returns ``(len(QUANTILES), net.depth)``.
   """
-  stats = meanfield.finite_width_jacobian(
-      q_input=np.float64((q_star - SIGMA_B2) / sigma_w2), depth=depth + 1, width=width,
-      sigma_w2=np.float64(sigma_w2), sigma_b2=np.float64(SIGMA_B2), activation=ACTIVATION)
-  n = np.float64(width)
+  sigma_w2 = np.float64(net.sigma_w2)
+  stats = meanfield.finite_width_jacobian(net.replace(depth=net.depth + 1),
+                                          q_input=np.float64((q_star - net.sigma_b2) / sigma_w2))
+  n = np.float64(net.width)
   log_mean = (np.asarray(stats.log_mean)[1:] - np.log(sigma_w2)
               - (scipy.special.digamma(n / 2) + np.log(2 / n)))
   log_var = np.asarray(stats.log_var)[1:] - scipy.special.polygamma(1, n / 2)
@@ -117,13 +120,14 @@ def ju_quantiles(depth: int, *, width: int, sigma_w2: float, q_star: float) -> n
   return np.exp(0.5 * (log_mean[None] + z * np.sqrt(np.maximum(log_var, 0.0))[None]))
 
 
-def measure(key, *, width: int, n_seeds: int, depths, sigma_w2: float
+def measure(key, net: meanfield.Network, *, n_seeds: int, depths
             ) -> tuple[xr.DataArray, float]:
-  """Measured ``sigma_max`` with dims ``(init, depth, seed)`` (``init`` as ``WEIGHTS``), and ``q*``."""
-  ds = empirical.jacobian_spectra(key, activation=ACTIVATION, width=width, depth=list(depths),
-                                  sigma_w2=sigma_w2, sigma_b2=SIGMA_B2, q=None,
-                                  init=list(WEIGHTS), n_seeds=n_seeds, progress=False,
-                                  dtype=np.float64)
+  """Measured ``sigma_max`` of ``net`` at ``depths`` with dims ``(init, depth, seed)`` (``init``
+  as ``WEIGHTS``; every depth and weight law in one call), and ``q*``."""
+  ds = empirical.jacobian_spectra(key, activation=net.activation, width=net.width,
+                                  depth=list(depths), sigma_w2=net.sigma_w2,
+                                  sigma_b2=net.sigma_b2, q=None, init=list(WEIGHTS),
+                                  n_seeds=n_seeds, progress=False, dtype=np.float64)
   return ds.sigma_max.sel(init=list(WEIGHTS)).transpose("init", "depth", "seed"), float(ds.q)
 
 
@@ -140,18 +144,19 @@ def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   settings = _settings(paper)
   widths, depths = settings["widths"], np.array(settings["depths"])
-  sigma_w2 = critical_sigma_w2()
+  net = critical_network()
+  sigma_w2 = net.sigma_w2
   colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, len(widths)))
   theory_depths = np.unique(np.round(np.geomspace(1, depths.max(), 40)).astype(np.int64))
   fig, axes = _common.subplots(1, 3, figsize=(15.5, 4.8))
   data = {}
   with jax.enable_x64(True):
-    edges = {w: edge(depths, init=w, sigma_w2=sigma_w2) for w in WEIGHTS}
-    theory_edges = {w: edge(theory_depths, init=w, sigma_w2=sigma_w2) for w in WEIGHTS}
+    edges = {w: edge(depths, init=w, net=net) for w in WEIGHTS}
+    theory_edges = {w: edge(theory_depths, init=w, net=net) for w in WEIGHTS}
     for i, (width, n_seeds) in enumerate(zip(widths, settings["n_seeds"])):
-      sigma_max, q_star = measure(jax.random.key(i), width=width, n_seeds=n_seeds,
-                                  depths=depths, sigma_w2=sigma_w2)
-      ju = ju_quantiles(int(depths.max()), width=width, sigma_w2=sigma_w2, q_star=q_star)
+      sigma_max, q_star = measure(jax.random.key(i), net.replace(width=width),
+                                  n_seeds=n_seeds, depths=depths)
+      ju = ju_quantiles(net.replace(depth=int(depths.max()), width=width), q_star=q_star)
       data[f"sigma_max_{width}"] = xr.DataArray(sigma_max.values,
                                                 dims=("init", "depth", f"seed_{width}"))
       data[f"ju_quantiles_{width}"] = xr.DataArray(ju, dims=("quantile", "ju_depth"))

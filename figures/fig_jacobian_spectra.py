@@ -207,8 +207,8 @@ def _figure(name, ds, theory, *, width, n_seeds):
   fig.legend(list(handles.values()), list(handles), loc="outside lower center",
              ncol=len(handles), fontsize=9)
   fig.suptitle(
-      f"{name}: $\\sigma_w^2 = {_jacobian.sigma_w2(name):.4g}$, "
-      f"$\\sigma_b^2 = {_jacobian.CASES[name][2]:g}$; width $N = {width}$, "
+      f"{name}: $\\sigma_w^2 = {_jacobian.network(name).sigma_w2:.4g}$, "
+      f"$\\sigma_b^2 = {_jacobian.network(name).sigma_b2:g}$; width $N = {width}$, "
       f"{n_seeds} networks per panel ({n_seeds * width} singular values)")
   return fig, notes
 
@@ -238,8 +238,8 @@ def _dataset(name, ds, theory, notes, width) -> xr.Dataset:
       "networks_zero_fraction": note("zeros"),
       "zero_fraction_at_width": grid("zero_at_width"),
   }, coords={"init": list(WEIGHTS), "depth": list(DEPTHS)},
-     attrs={"activation": name, "sigma_w2": _jacobian.sigma_w2(name),
-            "sigma_b2": _jacobian.CASES[name][2], "width": width, "q": float(ds.q)})
+     attrs={"activation": name, "sigma_w2": _jacobian.network(name).sigma_w2,
+            "sigma_b2": _jacobian.network(name).sigma_b2, "width": width, "q": float(ds.q)})
 
 
 def make(outdir: pathlib.Path, *, paper: bool = False,

@@ -132,15 +132,15 @@ def _jackknife_se(accuracy_seeds: np.ndarray, depths, xi_c, chance: float) -> fl
   return float(np.sqrt((n - 1) / n * np.sum((ks - ks.mean()) ** 2)))
 
 
-def _train_depth(depth: int, *, sigma_w2, width: int, n_seeds: int, n_steps: int,
+def _train_depth(net: meanfield.Network, *, n_seeds: int, n_steps: int,
                  progress: bool) -> tuple[xr.DataArray, dict]:
-  """Final test accuracy ``(sigma_w2, seed)`` of networks of one depth, and the run's attrs."""
-  ds = empirical.train(jax.random.key(0), data="digits", activation=ACTIVATION, width=width,
-                       depth=[depth], sigma_w2=list(sigma_w2), sigma_b2=SIGMA_B2,
-                       n_seeds=n_seeds, optimizer="sgd", learning_rate=ETA / depth,
-                       n_steps=n_steps, batch_size=BATCH_SIZE, record_steps=[n_steps],
-                       probe_size=16, probes=False, progress=progress)
-  return ds.test_accuracy.isel(step=-1).squeeze("depth").reset_coords(drop=True), ds.attrs
+  """Final test accuracy ``(sigma_w2, seed)`` of ``net`` (one depth, a 1-d ``sigma_w2``),
+  and the run's attrs."""
+  ds = empirical.train(jax.random.key(0), network=net, data="digits", n_seeds=n_seeds,
+                       optimizer="sgd", learning_rate=ETA / net.depth, n_steps=n_steps,
+                       batch_size=BATCH_SIZE, record_steps=[n_steps], probe_size=16,
+                       probes=False, progress=progress)
+  return ds.test_accuracy.isel(step=-1).reset_coords(drop=True), ds.attrs
 
 
 def compute(*, depths, sigma_w2, width: int, n_seeds: int, n_steps: int,
@@ -150,7 +150,10 @@ def compute(*, depths, sigma_w2, width: int, n_seeds: int, n_steps: int,
   One :func:`empirical.train` per depth (its own learning rate ``ETA / depth``),
   then :func:`assemble`.
   """
-  runs = [_train_depth(d, sigma_w2=sigma_w2, width=width, n_seeds=n_seeds, n_steps=n_steps,
+  # One Network over the sigma_w2 axis, trained at each depth (its own learning rate).
+  net = meanfield.Network(activation=ACTIVATION, sigma_w2=sigma_w2, sigma_b2=SIGMA_B2,
+                          width=width)
+  runs = [_train_depth(net.replace(depth=d), n_seeds=n_seeds, n_steps=n_steps,
                        progress=progress) for d in depths]
   acc = xr.concat([r[0] for r in runs], dim=xr.DataArray(list(depths), dims="depth",
                                                           name="depth"))
@@ -202,10 +205,12 @@ def assemble(accuracy: xr.DataArray, *, chance: float, width: int, n_steps: int)
   sigma_w2 = acc.sigma_w2.values
   n_seeds = acc.sizes["seed"]
   fine = np.linspace(sigma_w2.min(), sigma_w2.max(), 400)
-  with jax.enable_x64(True):   # one call (one compile) for the fine line and the grid
-    xi = np.asarray(meanfield.depth_scales(sigma_w2=np.concatenate([fine, sigma_w2]),
-                                           sigma_b2=SIGMA_B2, activation=ACTIVATION).xi_c)
-    critical = float(meanfield.critical_sigma_w2(sigma_b2=SIGMA_B2, activation=ACTIVATION))
+  # One Network for the fine line and the grid: one call, one compile.
+  line = meanfield.Network(activation=ACTIVATION, sigma_w2=np.concatenate([fine, sigma_w2]),
+                           sigma_b2=SIGMA_B2)
+  with jax.enable_x64(True):
+    xi = np.asarray(meanfield.depth_scales(line).xi_c)
+    critical = float(meanfield.critical_sigma_w2(line))
   xi_fine, xi_grid = xi[:fine.size], xi[fine.size:]
   mean = acc.mean("seed")
   boundary, fits = fit_phases(acc.values, depths, sigma_w2, xi_c=xi_grid,

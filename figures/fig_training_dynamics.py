@@ -23,6 +23,7 @@ import numpy as np
 import xarray as xr
 
 import empirical
+import meanfield
 from figures import _common
 
 ACTIVATION = "tanh"
@@ -33,8 +34,10 @@ GOOD, BAD = 1.761, 0.5   # critical (meanfield.critical_sigma_w2) and far in the
 def compute(*, depth: int, width: int, n_seeds: int, n_steps: int,
             progress: bool = True) -> xr.Dataset:
   record = sorted({0, *np.geomspace(1, max(n_steps, 1), 6).astype(int).tolist()})
-  ds = empirical.train(jax.random.key(0), data="digits", activation=ACTIVATION, width=width,
-                       depth=depth, sigma_w2=[GOOD, BAD], sigma_b2=SIGMA_B2, n_seeds=n_seeds,
+  # One Network, the critical and the ordered sigma_w2 its one axis: train runs both.
+  net = meanfield.Network(activation=ACTIVATION, sigma_w2=[GOOD, BAD], sigma_b2=SIGMA_B2,
+                          depth=depth, width=width)
+  ds = empirical.train(jax.random.key(0), network=net, data="digits", n_seeds=n_seeds,
                        optimizer="sgd", learning_rate=0.05, n_steps=n_steps, batch_size=32,
                        record_steps=[s for s in record if s <= n_steps], probe_size=128,
                        weight_quantile=(0.1, 0.5, 0.9), progress=progress)

@@ -30,6 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.ticker import MaxNLocator
 
 import empirical
+import meanfield
 from figures import _common, _seeds
 
 WIDTH = 128
@@ -58,9 +59,14 @@ def compute(*, width: int = WIDTH, depth: int = DEPTH, n_seeds: int = 32, n_inpu
   sigma_w2 = [_seeds.preset_sigma_w2(s, fan_in=width, fan_out=width) for s in schemes.values()]
   if len(set(np.round(sigma_w2, 12))) != len(sigma_w2):
     raise ValueError(f"`schemes` must have distinct variances, got sigma_w2 = {sigma_w2}")
-  ds = empirical.sweep(jax.random.key(4), activation=list(activations), init="gaussian",
-                       sigma_w2=sigma_w2, sigma_b2=0.0, width=width, depth=depth,
-                       n_seeds=n_seeds, n_inputs=n_inputs, in_features=width, progress=progress)
+  # The schemes are one Network's sigma_w2 axis; one sweep runs it for every activation
+  # (one compiled program), so its other fields go in as keywords.
+  grid = meanfield.Network(init="gaussian", sigma_w2=sigma_w2, sigma_b2=0.0, depth=depth,
+                           width=width)
+  ds = empirical.sweep(jax.random.key(4), activation=list(activations), init=grid.init,
+                       sigma_w2=grid.sigma_w2, sigma_b2=grid.sigma_b2, width=grid.width,
+                       depth=grid.depth, n_seeds=n_seeds, n_inputs=n_inputs,
+                       in_features=width, progress=progress)
   with jax.enable_x64(True):
     th = empirical.overlay.theory(ds)
   post = np.stack([_seeds.theory_post_var(th.q.sel(activation=a).values, a)

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+import meanfield
 from empirical import inits
 from figures import _common
 
@@ -42,11 +43,12 @@ def _settings(paper: bool) -> dict:
   return dict(width=1000, n_matrices=8) if paper else dict(width=400, n_matrices=3)
 
 
-def _draw(scheme: str, *, key, width: int, n_matrices: int) -> np.ndarray:
-  """``(n_matrices, width, width)`` float64 weight matrices (Flax layout ``(fan_in, fan_out)``)."""
-  init_fn = inits.init(scheme).initializer(SIGMA_W2)
+def _draw(net: meanfield.Network, *, key, n_matrices: int) -> np.ndarray:
+  """``(n_matrices, N, N)`` float64 weight matrices of ``net``'s layers, ``N = net.width``, drawn
+  by its ``init`` at its ``sigma_w2`` (Flax layout ``(fan_in, fan_out)``)."""
+  init_fn = inits.init(net.init).initializer(net.sigma_w2)
   keys = jax.random.split(key, n_matrices)
-  return np.stack([np.asarray(init_fn(k, (width, width), jnp.float64)) for k in keys])
+  return np.stack([np.asarray(init_fn(k, (net.width, net.width), jnp.float64)) for k in keys])
 
 
 def marchenko_pastur(lam: np.ndarray, sigma_w2: float) -> np.ndarray:
@@ -87,9 +89,11 @@ def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   settings = _settings(paper)
   width, n_matrices = settings["width"], settings["n_matrices"]
+  # A depth-1 linear network: W^T W is its Jacobian's J^T J (the Marchenko-Pastur panel).
+  net = meanfield.Network(activation="linear", sigma_w2=SIGMA_W2, depth=1, width=width)
   with jax.enable_x64(True):
-    gauss = _draw("gaussian", key=jax.random.key(0), **settings)
-    orth = _draw("orthogonal", key=jax.random.key(1), **settings)
+    gauss = _draw(net, key=jax.random.key(0), n_matrices=n_matrices)
+    orth = _draw(net.replace(init="orthogonal"), key=jax.random.key(1), n_matrices=n_matrices)
   eig_gauss = np.linalg.eigvals(gauss)          # (n_matrices, width) complex128
   eig_orth = np.linalg.eigvals(orth)
   eig_wtw = np.linalg.eigvalsh(np.swapaxes(gauss, -1, -2) @ gauss)

@@ -16,10 +16,9 @@ def test_ju_median_is_the_mean_field_value_at_large_width(x64):
   # At criticality and q = q* every layer has chi_1 = 1, so the mean-field |J u|^2 of
   # J = dx^L/dx^0 is 1 at every depth; the median moves by O(L/N) (1e-6 * L here). A wrong
   # depth shift in ju_quantiles (dh^{L+1} instead of dx^L) would give sigma_w2 = 1.76.
-  sigma_w2 = fig.critical_sigma_w2()
-  q_star = float(meanfield.q_star(sigma_w2=sigma_w2, sigma_b2=fig.SIGMA_B2,
-                                  activation=fig.ACTIVATION))
-  lo, med, hi = fig.ju_quantiles(6, width=10 ** 6, sigma_w2=sigma_w2, q_star=q_star)
+  net = fig.critical_network()
+  q_star = float(meanfield.q_star(net))
+  lo, med, hi = fig.ju_quantiles(net.replace(depth=6, width=10 ** 6), q_star=q_star)
   np.testing.assert_allclose(med, 1.0, atol=1e-4)
   assert np.all(lo < med) and np.all(med < hi)
 
