@@ -270,20 +270,22 @@ def theory_variants():
   """Residual, LayerNorm, BatchNorm and dropout theory."""
   kw = dict(sigma_w2=np.asarray([0.8, 1.5]), sigma_b2=0.05, activation="tanh")
   prop = dict(q_input=0.8, c_input=0.4, depth=8, **kw)
+  MLP = meanfield.MLP
   return {
-      "residual_propagate": meanfield.propagate(residual=True, alpha=0.7, **prop),
-      "residual_q_map": meanfield.q_map(0.7, residual=True, alpha=0.7, **kw),
-      "residual_c_map": meanfield.c_map(0.3, q=0.7, residual=True, alpha=0.7, **kw),
-      "layernorm_propagate": meanfield.propagate(norm="layer", **prop),
-      "layernorm_c_map": meanfield.c_map(0.3, norm="layer", **kw),
-      "layernorm_fixed_point": _fields(meanfield.fixed_point(norm="layer", **kw),
+      "residual_propagate": meanfield.propagate(arch=MLP(residual=True, alpha=0.7), **prop),
+      "residual_q_map": meanfield.q_map(0.7, arch=MLP(residual=True, alpha=0.7), **kw),
+      "residual_c_map": meanfield.c_map(0.3, q=0.7, arch=MLP(residual=True, alpha=0.7),
+                                        **kw),
+      "layernorm_propagate": meanfield.propagate(arch=MLP(norm="layer"), **prop),
+      "layernorm_c_map": meanfield.c_map(0.3, arch=MLP(norm="layer"), **kw),
+      "layernorm_fixed_point": _fields(meanfield.fixed_point(arch=MLP(norm="layer"), **kw),
                                        q="q_star", c_star="c_star", chi_c="chi_c",
                                        chi_1="chi_1", xi_c="xi_c"),
       "batchnorm_gradient_factor": meanfield.batchnorm_gradient_factor(n_inputs=[4, 16]),
-      "dropout_propagate": meanfield.propagate(keep_prob=0.8, **prop),
-      "dropout_q_map": meanfield.q_map(0.7, keep_prob=0.8, **kw),
-      "dropout_c_map": meanfield.c_map(0.3, q=0.7, keep_prob=0.8, **kw),
-      "dropout_fixed_point": _fields(meanfield.fixed_point(keep_prob=0.8, **kw),
+      "dropout_propagate": meanfield.propagate(arch=MLP(keep_prob=0.8), **prop),
+      "dropout_q_map": meanfield.q_map(0.7, arch=MLP(keep_prob=0.8), **kw),
+      "dropout_c_map": meanfield.c_map(0.3, q=0.7, arch=MLP(keep_prob=0.8), **kw),
+      "dropout_fixed_point": _fields(meanfield.fixed_point(arch=MLP(keep_prob=0.8), **kw),
                                      q_star="q_star", c_star="c_star", chi_c="chi_c",
                                      chi_1="chi_1", xi_c="xi_c"),
   }
