@@ -68,8 +68,8 @@ def check_variant(fn_name: str, *, residual: Any, alpha: Any, norm: Any,
   alpha = _checks.real("arch.alpha", alpha)
   if not residual:
     _checks.check("arch.alpha", alpha, lambda a: a == 1,
-                  "1 without a residual connection, arch.residual=False (it scales the "
-                  "residual branch)")
+                  "1 without a residual connection (it scales the residual branch; "
+                  "arch.residual is False)")
   if norm not in (None, "layer"):
     raise ValueError(
         f"`arch.norm` must be None or 'layer' for `{fn_name}`, got {norm!r}: BatchNorm couples "
