@@ -210,8 +210,12 @@ class _ByValue:
 
 def _parameter(name: str, value: Any, ok, allowed: str) -> Any:
   """``alpha`` or ``keep_prob`` of an :class:`MLP` checked: a number or array elementwise (a
-  list becomes a NumPy array), a tracer unchecked and unchanged."""
-  _checks.check(name, value, ok, allowed)
+  list becomes a NumPy array), a tracer unchecked and unchanged; ValueError else (also for
+  what is not real numbers: None, a string, a bool)."""
+  try:
+    _checks.check(name, value, ok, allowed)
+  except TypeError as e:
+    raise ValueError(str(e)) from None
   return np.asarray(value) if isinstance(value, (list, tuple)) else value
 
 
