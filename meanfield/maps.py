@@ -90,7 +90,7 @@ def _is_one(x: Any) -> bool:
 
 
 def _is_plain(residual: Any, alpha: Any, norm: Any, keep_prob: Any) -> bool:
-  """The variant keywords are the plain MLP's: the plain code runs, unchanged."""
+  """The MLP's variant fields are the plain MLP's: the plain code runs, unchanged."""
   return residual is False and norm is None and _is_one(alpha) and _is_one(keep_prob)
 
 
