@@ -104,7 +104,6 @@ from empirical import data as _data
 from empirical import description
 from empirical import devices as _devices
 from empirical import engine
-from empirical import models as _models
 from empirical._train_dataset import CONV_DOCS, RECORD_DOCS, SWEPT
 from empirical._train_optim import OPTIMIZERS, optimizer
 from empirical._train_options import SV_QUANTILES, WEIGHT_QUANTILES

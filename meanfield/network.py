@@ -2,8 +2,8 @@
 
 A :class:`Network` is one network, or a grid of them: one activation, the
 variances (numbers, or arrays that broadcast into a grid), one depth, width
-and weight law, and the architecture, a value: the fully connected MLP with its variant
-(``arch=meanfield.MLP(residual=True)``, the default ``MLP()`` the plain one)
+and weight law, and the architecture, a value: the fully connected MLP with its
+variant (``arch=meanfield.MLP(residual=True)``, the default ``MLP()`` the plain one)
 or another architecture (``arch=meanfield.Conv(kernel_size=3)``).
 The theory functions of :mod:`meanfield` take it as their first argument and
 read the fields they need; ``empirical`` samples and runs it, and ``empirical.theory(ds)``
@@ -117,8 +117,9 @@ class Architecture:
   Subclass it (a frozen dataclass of the architecture's own sizes, so the
   value is hashable and compares by value) and override the hooks its
   theory has (:class:`MLP`, the fully connected MLP, has none: the generic
-  functions run its theory themselves). Each receives the resolved :class:`Activation` ``act`` and the
-  checked (array) variances, broadcast as the generic function documents;
+  functions run its theory themselves). Each receives the resolved
+  :class:`Activation` ``act`` and the checked (array) variances, broadcast as
+  the generic function documents;
   the generic function has already validated its own arguments. A hook
   left out raises ``NotImplementedError`` naming the function and the
   architecture.
@@ -286,11 +287,11 @@ def check_architecture(fn_name: str, arch: Any, plain: dict[str, Any] | None = N
   the MLP is ``MLP()``) and, where it is not the :class:`MLP`, every keyword in ``given``
   has its plain value in ``plain``.
 
-  ``plain`` maps each keyword of ``given`` to the value it must keep for another
-  architecture (the MLP-only keywords of ``empirical.sweep``: ``n_inputs``, ``dtype``,
-  ...); a keyword differs unless it is that value (None and booleans by identity,
-  numbers by value). The error names every keyword that differs, its plain value and
-  what was given.
+  ``plain`` (required with ``given``) maps each keyword of ``given`` to the value it must
+  keep for another architecture (the MLP-only keywords of ``empirical.sweep``:
+  ``n_inputs``, ``dtype``, ...); a keyword differs unless it is that value (None and
+  booleans by identity, numbers by value). The error names every keyword that differs,
+  its plain value and what was given.
   """
   if not isinstance(arch, Architecture):
     raise ValueError(f"`arch` of `{fn_name}` must be {_ALLOWED}, got {arch!r}")
