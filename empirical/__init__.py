@@ -5,10 +5,8 @@ from empirical.description import networks
 from empirical.training import train
 from empirical.inits import Init, init, init_names
 from empirical.spectra import jacobian_spectra
-from empirical.models import MLP
 from empirical.overlay import theory
 from empirical.reinit import reinit
 from empirical.diagnosis import Verdict, diagnose, verdict
-from empirical.conv import CNN
 from empirical.sweeping import sweep
 import empirical.rnn as _rnn  # registers meanfield.RNN's experiment mirror (no public names)

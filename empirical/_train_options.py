@@ -13,10 +13,13 @@ import numpy as np
 from empirical import _checks
 from empirical import _grid
 from empirical import conv as _conv
+from empirical import description
 from empirical._train_optim import check_clip_norm, check_optimizer
 from meanfield.conv import Conv
-from meanfield.network import Architecture, check_architecture
+from meanfield.network import MLP, Architecture
 
+#: The variant fields of a meanfield.MLP that train runs (no dropout, alpha = 1).
+RUNS = ("residual", "norm")
 #: Default quantiles of each layer's weight entries.
 WEIGHT_QUANTILES = (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 #: Default quantiles of each layer's singular values (besides min and max).
@@ -92,21 +95,20 @@ def _check_record_steps(record_steps, record_every, n_steps: int) -> tuple[int, 
   return tuple(int(s) for s in steps)
 
 
-def check_arch(arch, *, residual, norm, init) -> Conv | None:
-  """``arch`` of :func:`empirical.train`: None (the MLP) or a :class:`meanfield.Conv` (the
-  circular CNN), whose footprint (where set) every ``init`` scheme must have; raises for
-  another value, or a variant a CNN lacks."""
-  if arch is None:
-    return None
+def check_arch(arch, *, init) -> Conv | None:
+  """``arch`` of :func:`empirical.train`: None for a :class:`meanfield.MLP` whose variant
+  train runs (:data:`RUNS`), or the :class:`meanfield.Conv` (the circular CNN), whose
+  footprint (where set) every ``init`` scheme must have; raises for another value."""
+  allowed = ("meanfield.MLP(residual=..., norm=...) (the fully connected MLP; the default "
+             "MLP() is the plain one) or meanfield.Conv(kernel_size=...) (the circular CNN)")
   if not isinstance(arch, Architecture):
-    raise ValueError(f"`arch` of `empirical.train` must be None (the fully connected MLP) or "
-                     f"meanfield.Conv(kernel_size=...) (the circular CNN), got {arch!r}")
+    raise ValueError(f"`arch` of `empirical.train` must be {allowed}, got {arch!r}")
+  if isinstance(arch, MLP):
+    description.check_runs("empirical.train", arch, RUNS)
+    return None
   if not isinstance(arch, Conv):
-    raise ValueError(f"`arch` of `empirical.train` must be None (the fully connected MLP) or "
-                     f"meanfield.Conv(kernel_size=...) (the circular CNN): training has no "
+    raise ValueError(f"`arch` of `empirical.train` must be {allowed}: training has no "
                      f"networks of {arch!r}")
-  check_architecture("empirical.train", arch, {"residual": False, "norm": None},
-                     residual=residual, norm=norm)
   _conv.check_footprint(arch, init)
   return arch
 

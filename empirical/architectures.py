@@ -79,7 +79,7 @@ from empirical import probes as _probes
 from empirical import streams
 from meanfield.activations import ACTIVATIONS, Activation, activation as _activation
 from meanfield.conv import Conv
-from meanfield.network import Architecture, Network
+from meanfield.network import Architecture, Network, check_architecture
 
 __all__ = ["Mirror", "MIRRORS", "register", "mirror", "dataset_mirror", "grid_points",
            "dataset_activation"]
@@ -232,16 +232,14 @@ def register(arch_type: type, entry: Mirror) -> None:
 
 
 def mirror(arch: Any, driver: str) -> Mirror:
-  """The mirror of ``arch`` (an Architecture value) for the driver named ``driver``.
+  """The mirror of ``arch`` (an Architecture value other than the MLP, which the drivers run
+  themselves) for the driver named ``driver``.
 
   Raises:
     ValueError: ``arch`` is not an Architecture.
     NotImplementedError: no entry for its class (nor a base class), naming both.
   """
-  if not isinstance(arch, Architecture):
-    raise ValueError(f"`arch` of `{driver}` must be None (the fully connected MLP) or a "
-                     f"meanfield.network.Architecture such as meanfield.Conv(kernel_size=3), "
-                     f"got {arch!r}")
+  check_architecture(driver, arch)
   for cls in type(arch).__mro__:
     if cls in MIRRORS:
       return MIRRORS[cls]

@@ -10,11 +10,12 @@ it (``network=``) and give it back (:func:`networks`):
   raises ``ValueError``); lists of keywords stay the grid, and a variance
   field that is a 1-d array is that list (a dimension of the Dataset; more
   dimensions raise ``ValueError``: an experiment's grid is the outer
-  product of 1-d axes). An experiment
-  needs a ``width``; a variant the driver does not run (``alpha != 1``, or
-  ``residual``/``norm``/``keep_prob < 1``/``arch`` where it has none: only
-  :func:`empirical.sweep` runs dropout; :func:`empirical.train` runs the
-  ``meanfield.Conv`` architecture besides the MLP) raises. For a
+  product of 1-d axes). Its ``arch`` is the driver's ``arch`` keyword. An
+  experiment needs a ``width``; a variant of the :class:`meanfield.MLP` the
+  driver does not run (``alpha != 1`` anywhere; ``keep_prob < 1`` except in
+  :func:`empirical.sweep`; ``residual``/``norm`` in
+  :func:`empirical.jacobian_spectra`) raises ``ValueError``, from the network
+  or the keyword alike. For a
   scheme that fixes the variance itself (``he_normal``, ``normal(0.01)``,
   ...), the network's ``sigma_w2`` is what that scheme gives, not a
   keyword: it is left out.
@@ -44,34 +45,39 @@ import xarray as xr
 from empirical import architectures
 from empirical import inits as _inits
 from meanfield.activations import Activation
-from meanfield.network import Network
+from meanfield.network import MLP, Network, check_variants
 
-__all__ = ["takes_network", "networks"]
+__all__ = ["takes_network", "networks", "check_runs"]
 
 #: Network fields every driver takes as keywords of the same names.
 _FIELDS = ("activation", "init", "width", "depth", "sigma_w2", "sigma_b2")
-_PLAIN = {"residual": False, "alpha": 1.0, "norm": None, "keep_prob": 1.0,
-          "arch": None}       # the drivers that take a Network run MLPs
 
 
-def _keywords(fn_name: str, net: Any, given: dict[str, Any], supports: tuple[str, ...]
-              ) -> dict[str, Any]:
+def check_runs(fn_name: str, arch: Any, supports: tuple[str, ...], *, name: str = "arch"
+               ) -> None:
+  """``ValueError`` unless ``arch`` is an architecture value and, where it is a
+  :class:`meanfield.MLP`, every variant field it sets is one the driver ``fn_name``
+  runs (``supports``): "`arch` has alpha=0.5, which `empirical.sweep` does not run"."""
+  check_variants(fn_name, arch, supports, name=name, does="does not run")
+
+
+def _keywords(fn_name: str, net: Any, given: dict[str, Any], supports: tuple[str, ...],
+              has_arch: bool) -> dict[str, Any]:
   """The keywords ``net`` stands for, merged with ``given`` (no field twice)."""
   if not isinstance(net, Network):
     raise ValueError(f"`network` of `{fn_name}` must be a meanfield.Network, got {net!r}")
   if net.width is None:
     raise ValueError(f"`network.width` must be a number of units for `{fn_name}` (an "
                      f"experiment has a finite width), got None")
-  unsupported = {k: getattr(net, k) for k, plain in _PLAIN.items()
-                 if k not in supports and getattr(net, k) != plain}
-  if unsupported:
-    shown = ", ".join(f"{k}={v!r}" for k, v in unsupported.items())
-    raise ValueError(f"`network` has {shown}, which `{fn_name}` does not run")
-  fields = {n: getattr(net, n) for n in _FIELDS + supports}
+  check_runs(fn_name, net.arch, supports, name="network")
+  if not isinstance(net.arch, MLP) and not has_arch:
+    raise ValueError(f"`network` has arch={net.arch!r}, which `{fn_name}` does not run")
+  fields = {n: getattr(net, n) for n in _FIELDS}
   fields.update({n: _axis(fn_name, n, fields[n]) for n in ("sigma_w2", "sigma_b2")})
-  matrix_init = _inits.init
-  if net.arch is not None:              # "arch" is supported: its mirror reads the init
+  if has_arch:
     fields["arch"] = net.arch.bind(net)
+  matrix_init = _inits.init
+  if not isinstance(net.arch, MLP):     # its mirror reads the init
     matrix_init = architectures.mirror(net.arch, fn_name).matrix_init
   if not matrix_init(net.init).uses_sigma_w2:
     if isinstance(fields["sigma_w2"], list):
@@ -105,19 +111,23 @@ def _axis(fn_name: str, name: str, value: Any) -> Any:
 def takes_network(*, supports: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
   """Let an experiment ``fn(key, **keywords)`` take ``network=`` (a :class:`meanfield.Network`).
 
-  ``supports``: the architecture fields besides :data:`_FIELDS` that ``fn``
-  has keywords for (``"residual"``, ``"norm"``, ``"keep_prob"``, ``"arch"``:
-  a network's ``arch`` is passed as ``net.arch.bind(net)``, and its kernel
-  scheme read through the architecture's mirror, :mod:`empirical.architectures`).
+  ``supports``: the variant fields of a :class:`meanfield.MLP` that ``fn``
+  runs (``"residual"``, ``"norm"``, ``"keep_prob"``); a network whose MLP
+  sets another raises ``ValueError``, as does another architecture where
+  ``fn`` has no ``arch`` keyword. Where it has one, ``fn`` gets
+  ``arch=net.arch.bind(net)`` (and another architecture's kernel scheme is
+  read through its mirror, :mod:`empirical.architectures`).
   """
   def decorate(fn: Callable) -> Callable:
+    sig = inspect.signature(fn)
+    has_arch = "arch" in sig.parameters
+
     @functools.wraps(fn)
     def wrapper(*args, network: Network | None = None, **kwargs):
       if network is None:
         return fn(*args, **kwargs)
-      return fn(*args, **_keywords(fn.__name__, network, kwargs, supports))
+      return fn(*args, **_keywords(fn.__name__, network, kwargs, supports, has_arch))
 
-    sig = inspect.signature(fn)
     if "network" not in sig.parameters:     # drivers name it themselves, for their docs
       params = list(sig.parameters.values())
       params.insert(1, inspect.Parameter("network", inspect.Parameter.KEYWORD_ONLY,
@@ -142,11 +152,12 @@ def _network(point: dict[str, Any], acts: dict, ds: xr.Dataset) -> Network:
   sigma_w2 = (float(point["sigma_w2"]) if "sigma_w2" in point
               else float(scheme.sigma_w2_effective(None, width, width)))
   norm = ds.attrs.get("norm", "none")
+  arch = MLP(residual=bool(ds.attrs.get("residual", 0)),
+             norm=None if norm == "none" else str(norm),
+             keep_prob=float(ds.attrs.get("keep_prob", 1.0)))
   return Network(activation=acts[str(point["activation"])], sigma_w2=sigma_w2,
                  sigma_b2=float(point["sigma_b2"]), depth=int(point["depth"]), width=width,
-                 init=scheme, residual=bool(ds.attrs.get("residual", 0)),
-                 norm=None if norm == "none" else str(norm),
-                 keep_prob=float(ds.attrs.get("keep_prob", 1.0)))
+                 init=scheme, arch=arch)
 
 
 def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None = None
@@ -164,7 +175,9 @@ def networks(ds: xr.Dataset, *, activation: Activation | Callable | str | None =
     An object ``DataArray`` over the grid dims of ``ds`` among
     ``activation, init, width, depth, sigma_w2, sigma_b2`` (0-d if none is
     swept; ``.item()`` is then the network), holding Networks with
-    ``init`` the :class:`empirical.inits.Init` and, for schemes that fix the
+    ``arch`` the :class:`meanfield.MLP` the Dataset's attributes record
+    (``residual``, ``norm``, ``keep_prob``), ``init`` the
+    :class:`empirical.inits.Init` and, for schemes that fix the
     variance, ``sigma_w2`` its hidden layers' ``fan_in E[W_ij^2]``. A CNN
     sweep's (``ds.attrs["architecture"] == "conv"``) Networks have
     ``arch=meanfield.Conv(kernel_size, spatial_size=n)`` and ``init`` the

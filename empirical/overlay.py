@@ -61,18 +61,19 @@ at cosine 0 (the sweep's inputs: independent Gaussian vectors). Inputs that
 stay decorrelated (tanh without bias) average their fluctuations out;
 inputs whose correlation goes to 1 (ReLU) do not.
 
-Variants (the sweep's ``residual``, ``norm="layer"``, ``keep_prob < 1``):
-``q``, ``c`` and ``chi_1`` come from :func:`meanfield.propagate` called with
-the same ``q_input`` (first-layer correction above included: layer 1 is
-affine in the input in every variant), ``c_input``, ``depth``, ``sigma_w2``
-and ``sigma_b2``, and the sweep's ``residual``, ``norm`` and ``keep_prob``
-(``ds.attrs``). ``chi_1`` is then the variant's per-layer gradient factor.
+Variants (a sweep's ``arch=meanfield.MLP(...)`` with ``residual``,
+``norm="layer"`` or ``keep_prob < 1``): ``q``, ``c`` and ``chi_1`` come from
+:func:`meanfield.propagate` called with the same ``q_input`` (first-layer
+correction above included: layer 1 is affine in the input in every
+variant), ``c_input``, ``depth``, ``sigma_w2`` and ``sigma_b2``, and the
+sweep's ``arch`` (rebuilt from ``ds.attrs`` by :func:`empirical.networks`).
+``chi_1`` is then the variant's per-layer gradient factor.
 
 Dropout alone (``keep_prob = p < 1``, no skip, no LayerNorm): the masks are
 fixed while differentiating, so ``delta^l = phi'(h^l) * (m^{l+1} / p) *
 ((W^{l+1})^T delta^{l+1})`` for ``l < L`` and ``E[(m/p)^2] = 1/p``: the backward
 recursion above holds with ``chi^l = (sigma_w2 / p) E[phi'(sqrt(q^l) z)^2]``
-(:func:`meanfield.propagate`'s ``chi_1`` with ``keep_prob``, at dropout's own ``q^l``);
+(:func:`meanfield.propagate`'s ``chi_1`` with ``MLP(keep_prob=p)``, at dropout's own ``q^l``);
 the top ``E[phi'^2](q^L)`` is unchanged (``a^L`` is not dropped); and the
 weight gradient's input is the dropped ``m^l phi(h^{l-1}) / p`` for ``l >=
 2``, of squared norm ``N E[phi(sqrt(q^{l-1}) z)^2] / p``. Derivation:
@@ -164,13 +165,13 @@ def _q_band(act: Activation, q_input: np.ndarray, sigma_w2: np.ndarray, sigma_b2
 
 
 def _is_variant(net: meanfield.Network) -> bool:
-  """Whether ``net`` is a variant of the plain MLP; ValueError for BatchNorm."""
-  if net.norm not in (None, "layer"):
+  """Whether ``net``'s MLP is a variant of the plain MLP; ValueError for BatchNorm."""
+  if net.arch.norm not in (None, "layer"):
     raise ValueError(
         f"`ds` must be a sweep without BatchNorm for theory (norm='none' or 'layer'), got "
-        f"norm={net.norm!r}: BatchNorm couples the inputs of a batch and has no two-input "
+        f"norm={net.arch.norm!r}: BatchNorm couples the inputs of a batch and has no two-input "
         f"mean-field map (meanfield.batchnorm_gradient_factor predicts its gradients only)")
-  return bool(net.residual or net.norm == "layer" or net.keep_prob < 1)
+  return bool(net.arch.variants)
 
 
 def _variant_theory(net: meanfield.Network, act: Activation, q_input: np.ndarray,
@@ -181,7 +182,7 @@ def _variant_theory(net: meanfield.Network, act: Activation, q_input: np.ndarray
   with jax.enable_x64(True):
     prop = meanfield.propagate(q_input=q_input, c_input=c_input, depth=n_layers,
                                sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act,
-                               residual=net.residual, norm=net.norm, keep_prob=net.keep_prob)
+                               arch=net.arch)
     q, c, chi = (np.asarray(v, np.float64) for v in (prop.q, prop.c, prop.chi_1))
   nan = np.full_like(q, np.nan)
   return {"q": q, "c": c, "chi_1": chi, "grad_h": nan, "grad_w": nan, "q_lo": nan,
@@ -223,7 +224,8 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
 
   Args:
     ds: the result of :func:`empirical.sweep`: a plain MLP, or one with
-      ``residual``, ``norm="layer"`` and/or ``keep_prob < 1`` (see the
+      ``arch=meanfield.MLP(...)`` of ``residual``, ``norm="layer"`` and/or
+      ``keep_prob < 1`` (see the
       module docstring; ``norm="batch"`` raises ``ValueError``).
     activation: the activation to use for every ``activation`` label of
       ``ds`` (a name, an ``Activation`` or a callable). By default registry
@@ -276,9 +278,9 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
     if variant:
       th = _variant_theory(net, act, q_eff.values, c_input, s.values, sb2.values,
                            n_layers)
-      if not net.residual and net.norm is None:            # dropout alone: gradients derived
+      if not net.arch.residual and net.arch.norm is None:  # dropout alone: gradients derived
         grad_h2, grad_w2 = _gradients(act, th["q"], th["chi_1"], layers, depth.values,
-                                      width.values, in_sq, net.keep_prob)
+                                      width.values, in_sq, net.arch.keep_prob)
         th["grad_h"], th["grad_w"] = np.sqrt(grad_h2), np.sqrt(grad_w2)
       for name, v in th.items():
         out[name].append(np.where(layers <= depth.values[..., None], v, np.nan))
@@ -310,11 +312,11 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
   order = [d for d in ds.q.dims if d != "seed"]
   th = th.transpose(*order)
   th["q_input"], th["c_input"] = ds.q_input, ds.c_input
-  call = "meanfield.propagate({})".format(", ".join(f"{k}={v!r}"
-                                                     for k, v in net.variants.items()))
+  call = "meanfield.propagate(arch=MLP({}))".format(
+      ", ".join(f"{k}={v!r}" for k, v in net.arch.variants.items()))
   if not variant:
     source = "meanfield.propagate (forward); chi_1 products (backward), see empirical.overlay"
-  elif not net.residual and net.norm is None:
+  elif not net.arch.residual and net.arch.norm is None:
     source = (f"{call} (forward and chi_1); chi_1 products (backward); "
               "the finite-width band not derived (nan), see empirical.overlay")
   else:

@@ -32,6 +32,7 @@ from empirical import models as _models
 from empirical import streams
 from empirical.engine import DEFAULT_MEMORY_BUDGET, SWEPT
 from empirical.jacobian import extreme_singular_values, moment_estimates
+from meanfield.network import MLP, Architecture
 
 __all__ = ["jacobian_spectra", "density_l1", "SWEPT"]
 
@@ -96,8 +97,9 @@ def _compute(idx, key, ws, bs, qs, *, act, scheme, width, depths, method, max_or
   return jax.lax.map(item, idx, batch_size=batch_size)
 
 
-@description.takes_network(supports=("arch",))
-def jacobian_spectra(key: Array, *, network=None, arch=None, activation="tanh", width=256, depth=10, sigma_w2=None,
+@description.takes_network()
+def jacobian_spectra(key: Array, *, network=None, arch: Architecture = MLP(), activation="tanh",
+                     width=256, depth=10, sigma_w2=None,
                      sigma_b2=0.0, init="gaussian", n_seeds: int = 1, q=None,
                      method: str = "svd", max_order: int = 2, n_probes: int = 32,
                      num_iterations: int = 48, chunk_size: int | None = None,
@@ -138,7 +140,8 @@ def jacobian_spectra(key: Array, *, network=None, arch=None, activation="tanh", 
       ``activation``, ``width``, ``depth``, ``init``, ``sigma_w2`` and
       ``sigma_b2`` (:mod:`empirical.description`); those must then not be
       given too; plain MLPs, or a network whose ``arch`` has an experiment mirror.
-    arch: ``None`` (the MLP), or an architecture value whose mirror
+    arch: the plain :class:`meanfield.MLP` (default ``MLP()``; no variant:
+      ``ValueError``), or another architecture value whose mirror
       (:mod:`empirical.architectures`) answers. ``meanfield.RNN(...)``: the
       time-step Jacobian ``J = dh_T / dh_{T-k}`` of random RNNs at the lag
       ``k = depth`` (one integer or an increasing list, all from one run),
@@ -210,7 +213,8 @@ def jacobian_spectra(key: Array, *, network=None, arch=None, activation="tanh", 
     ValueError: before any work, for a bad argument.
     NotImplementedError: an ``arch`` without an experiment mirror for it.
   """
-  if arch is not None:
+  description.check_runs("empirical.jacobian_spectra", arch, ())
+  if not isinstance(arch, MLP):
     mirror = architectures.mirror(arch, "empirical.jacobian_spectra")
     fixed = dict(q=(q, None), method=(method, "svd"), batch_size=(batch_size, None),
                  devices=(devices, None))

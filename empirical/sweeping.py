@@ -62,7 +62,7 @@ from empirical import models as _models
 from empirical import probes as _probes
 from empirical import streams
 from empirical.engine import DEFAULT_MEMORY_BUDGET, SWEPT
-from meanfield.network import check_architecture
+from meanfield.network import MLP, Architecture, check_architecture
 
 __all__ = ["sweep", "make_inputs", "input_statistics", "SWEPT"]
 
@@ -161,12 +161,15 @@ def _plan(n_settings: int, *, width: int, depth: int, batch: int, in_features: i
   return max(1, (group_budget - weights) // per_setting), 1
 
 
-@description.takes_network(supports=("residual", "norm", "keep_prob", "arch"))
-def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, depth=10,
-          sigma_w2=None, sigma_b2=0.0, init="gaussian", n_seeds: int = 1, inputs=None,
+#: The variant fields of a meanfield.MLP that sweep runs (not alpha != 1).
+_RUNS = ("residual", "norm", "keep_prob")
+
+
+@description.takes_network(supports=_RUNS)
+def sweep(key: Array, *, network=None, arch: Architecture = MLP(), activation="tanh", width=256,
+          depth=10, sigma_w2=None, sigma_b2=0.0, init="gaussian", n_seeds: int = 1, inputs=None,
           n_inputs: int | None = None, in_features: int | None = None,
           q_input: float | None = None, c_input: float | None = None,
-          residual: bool = False, norm: _models.Norm = None, keep_prob: float = 1.0,
           chunk_size: int | None = None,
           memory_budget: int = DEFAULT_MEMORY_BUDGET, store: str | os.PathLike | None = None,
           progress: bool = True, dtype=None, devices: _devices.Devices = None) -> xr.Dataset:
@@ -181,9 +184,22 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
     key: PRNG key; network ``i`` uses ``fold_in(key, i)`` whatever the grid.
     network: a :class:`meanfield.Network` (one grid point) whose fields fill
       ``activation``, ``width``, ``depth``, ``init``, ``sigma_w2`` (for
-      schemes by variance), ``sigma_b2``, ``residual`` and ``norm``
+      schemes by variance), ``sigma_b2`` and ``arch``
       (:mod:`empirical.description`); those must then not be given too.
-    arch: ``None`` for the fully connected MLP, or an architecture value
+    arch: the architecture value. :class:`meanfield.MLP` (default ``MLP()``,
+      the plain MLP) runs :mod:`empirical.models`' MLP with its variant:
+      ``residual`` (a skip connection around layers ``2..L``), ``norm``
+      (``None``, ``"layer"`` or ``"batch"``) and ``keep_prob``: dropout at
+      initialisation, the keep probability ``p`` in ``(0, 1]`` (a number,
+      not swept): for ``p < 1`` the post-activations entering layers
+      ``2..L`` are masked and scaled by ``1/p``
+      (:func:`empirical.models.forward`), network ``i``'s masks drawn from
+      ``fold_in(fold_in(key, i), streams.DROPOUT)``, independently per input
+      and unit and shared by the ``(sigma_w2, sigma_b2)`` settings of one
+      seed; the gradients pass the same masks. ``p = 1`` runs the same
+      program as without dropout: results are bitwise those of the plain
+      MLP's sweep, and the stores of such sweeps resume. ``alpha`` must be 1
+      (the experiment's residual branch is unscaled). Another architecture
       (``meanfield.Conv(kernel_size=3)``; also a network's ``arch``): the
       sweep of its experiment mirror (:mod:`empirical.architectures`; by
       default its ``draw`` and ``forward`` hooks on the engine, with
@@ -199,10 +215,9 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
       ``q_input`` and cosine ``c_input``, default 2, 1, 0; ``dtype`` as
       here), and the Dataset has ``q``, ``c``, ``grad_h2``, ``c_time`` over
       ``seed`` and ``layer`` (the step ``t``; :data:`empirical.rnn.SWEEP_DOCS`).
-      The MLP's keywords that the mirror does not read (of ``residual``,
-      ``norm``, ``keep_prob``, ``n_inputs``, ``in_features``, ``q_input``,
-      ``c_input``, ``dtype``, ``devices``) must then keep their defaults
-      (``ValueError`` naming them).
+      The MLP's keywords that the mirror does not read (of ``n_inputs``,
+      ``in_features``, ``q_input``, ``c_input``, ``dtype``, ``devices``)
+      must then keep their defaults (``ValueError`` naming them).
     activation: names from ``meanfield.activation``'s table, Activations or
       elementwise ``jax.numpy`` callables (checked by tracing once; callables
       of one name get labels ``name``, ``name#2``, ...).
@@ -221,16 +236,6 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
       :func:`make_inputs`, also for ``q_input`` and ``c_input``;
       ``q_input = 0`` makes zero inputs, which have no angle: ``c_input``
       must then be None or 1).
-    residual, norm: architecture variants (:mod:`empirical.models`).
-    keep_prob: dropout at initialisation, the keep probability ``p`` in
-      ``(0, 1]`` (a number, not swept): for ``p < 1`` the post-activations
-      entering layers ``2..L`` are masked and scaled by ``1/p``
-      (:func:`empirical.models.forward`), network ``i``'s masks drawn from
-      ``fold_in(fold_in(key, i), streams.DROPOUT)``, independently per input
-      and unit and shared by the ``(sigma_w2, sigma_b2)`` settings of one
-      seed; the gradients pass the same masks. ``p = 1`` (default) runs the
-      same program as without dropout: results are bitwise those of a sweep
-      without the keyword, and the stores of such sweeps resume.
     chunk_size: networks (seed x setting) per compiled call; default from
       ``memory_budget`` (bytes per device, default 1 GiB).
     store: directory to write finished chunks to and resume from. Its spec
@@ -267,11 +272,11 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
       and what is allowed).
     NotImplementedError: an ``arch`` without an experiment mirror.
   """
-  if arch is not None:
+  description.check_runs("empirical.sweep", arch, _RUNS)
+  if not isinstance(arch, MLP):
     mirror = architectures.mirror(arch, "empirical.sweep")
-    given = dict(residual=residual, norm=norm, keep_prob=keep_prob, n_inputs=n_inputs,
-                 in_features=in_features, q_input=q_input, c_input=c_input, dtype=dtype,
-                 devices=devices)
+    given = dict(n_inputs=n_inputs, in_features=in_features, q_input=q_input, c_input=c_input,
+                 dtype=dtype, devices=devices)
     check_architecture("empirical.sweep", arch, _MLP_ONLY,
                        **{k: v for k, v in given.items() if k not in mirror.sweep_keywords})
     return mirror.sweep(key, arch, mirror.sweep_inputs(arch, inputs), activation=activation,
@@ -279,7 +284,7 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
                         sigma_b2=sigma_b2, n_seeds=n_seeds, chunk_size=chunk_size,
                         memory_budget=memory_budget, store=store, progress=progress,
                         **{k: given[k] for k in mirror.sweep_keywords})
-  keep_prob = _check_keep_prob(keep_prob)
+  residual, norm, keep_prob = arch.residual, arch.norm, _check_keep_prob(arch.keep_prob)
   grid = _grid.network_grid(key=key, activation=activation, init=init, width=width,
                             depth=depth, n_seeds=n_seeds, sigma_w2=sigma_w2,
                             sigma_b2=sigma_b2, residual=residual, norm=norm, verb="sweep",
@@ -314,18 +319,20 @@ def sweep(key: Array, *, network=None, arch=None, activation="tanh", width=256, 
                   keep_prob=keep_prob, dtype=dtype)
 
 
-# The MLP's keywords of `sweep` with their defaults: an `arch` sweep takes none of them.
-_MLP_ONLY = {"residual": False, "norm": None, "keep_prob": 1.0, "n_inputs": None,
-             "in_features": None, "q_input": None, "c_input": None, "dtype": None,
-             "devices": None}
+# The MLP's keywords of `sweep` with their defaults: another architecture's sweep takes
+# none of them unless its mirror reads them (`Mirror.sweep_keywords`).
+_MLP_ONLY = {"n_inputs": None, "in_features": None, "q_input": None, "c_input": None,
+             "dtype": None, "devices": None}
 
 
 def _check_keep_prob(keep_prob) -> float:
-  """``keep_prob`` as a float in ``(0, 1]``, or ValueError naming it."""
+  """``arch.keep_prob`` as a float in ``(0, 1]`` (one number: it is not swept), or
+  ValueError naming it."""
   if (isinstance(keep_prob, bool) or not _checks.is_number(keep_prob)
       or not 0 < keep_prob <= 1):
-    raise ValueError(f"`keep_prob` must be a number in (0, 1] (dropout's keep probability; "
-                     f"1 for no dropout), got {keep_prob!r}")
+    raise ValueError(f"`arch.keep_prob` must be a number in (0, 1] for `empirical.sweep` "
+                     f"(dropout's keep probability, not swept; 1 for no dropout), got "
+                     f"{keep_prob!r}")
   return float(keep_prob)
 
 

@@ -104,12 +104,11 @@ from empirical import data as _data
 from empirical import description
 from empirical import devices as _devices
 from empirical import engine
-from empirical import models as _models
 from empirical._train_dataset import CONV_DOCS, RECORD_DOCS, SWEPT
 from empirical._train_optim import OPTIMIZERS, optimizer
 from empirical._train_options import SV_QUANTILES, WEIGHT_QUANTILES
 from empirical.engine import DEFAULT_MEMORY_BUDGET
-from meanfield.conv import Conv
+from meanfield.network import MLP, Architecture
 
 __all__ = [
     "OPTIMIZERS", "SWEPT", "WEIGHT_QUANTILES",
@@ -119,11 +118,11 @@ __all__ = [
 Array = jax.Array
 
 
-@description.takes_network(supports=("residual", "norm", "arch"))
-def train(key: Array, *, network=None, arch: Conv | None = None, data: _data.DataSplit | str | os.PathLike = "digits",
+@description.takes_network(supports=_train_options.RUNS)
+def train(key: Array, *, network=None, arch: Architecture = MLP(),
+          data: _data.DataSplit | str | os.PathLike = "digits",
           activation="tanh", width=64, depth=10, sigma_w2=None, sigma_b2=0.0,
-          init="gaussian", n_seeds: int = 1, residual: bool = False,
-          norm: _models.Norm = None, optimizer: str = "sgd", learning_rate=None,
+          init="gaussian", n_seeds: int = 1, optimizer: str = "sgd", learning_rate=None,
           momentum: float | None = None, clip_norm: float | None = None, n_steps: int = 1000,
           batch_size: int = 64, record_every: int | None = None,
           record_steps: Sequence[int] | None = None, probe_size: int | None = None,
@@ -150,9 +149,13 @@ def train(key: Array, *, network=None, arch: Conv | None = None, data: _data.Dat
     key: PRNG key; network ``seed`` uses ``fold_in(key, seed)`` whatever the grid.
     network: a :class:`meanfield.Network` (one grid point) whose fields fill
       ``activation``, ``width``, ``depth``, ``init``, ``sigma_w2`` (for
-      schemes by variance), ``sigma_b2``, ``residual``, ``norm`` and ``arch``
+      schemes by variance), ``sigma_b2`` and ``arch``
       (:mod:`empirical.description`); those must then not be given too.
-    arch: ``None`` (default) for the MLP, or ``meanfield.Conv(kernel_size=k)``
+    arch: ``meanfield.MLP(residual=False, norm=None)`` (default ``MLP()``)
+      for the MLP of :func:`empirical.models.forward` with its variant
+      (``residual``; ``norm`` in ``None``, ``"layer"``, ``"batch"``; no
+      dropout, ``keep_prob = 1``, and ``alpha = 1``: ``ValueError`` else),
+      or ``meanfield.Conv(kernel_size=k)``
       for the circular CNN of :mod:`empirical.conv` (Xiao et al. 2018) with
       ``width`` channels and ``k`` odd taps per spatial axis (``k x k`` in
       2-D), each input reshaped to ``input_shape`` and ``phi(h^L)`` averaged
@@ -179,8 +182,6 @@ def train(key: Array, *, network=None, arch: Conv | None = None, data: _data.Dat
     sigma_b2: bias variance.
     init: scheme names or :class:`empirical.inits.Init`.
     n_seeds: networks per grid point.
-    residual, norm: architecture variants of :func:`empirical.models.forward`
-      (``norm`` in ``None``, ``"layer"``, ``"batch"``).
     optimizer: ``"sgd"``, ``"momentum"`` or ``"adam"``.
     learning_rate: finite and ``>= 0``; required.
     momentum: heavy-ball coefficient of ``"momentum"``, in ``[0, 1)`` (default
@@ -259,7 +260,8 @@ def train(key: Array, *, network=None, arch: Conv | None = None, data: _data.Dat
       non-finite inputs or mismatched lengths, ...), naming it, its value and
       what is allowed.
   """
-  conv = _train_options.check_arch(arch, residual=residual, norm=norm, init=init)
+  conv = _train_options.check_arch(arch, init=init)
+  residual, norm = (arch.residual, arch.norm) if conv is None else (False, None)
   _train_options.check_applies(
       arch=arch, optimizer=optimizer, probes=probes, momentum=momentum,
       weight_quantile=weight_quantile, sv_quantile=sv_quantile, input_shape=input_shape)

@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 import empirical
+import meanfield
 from figures import _common
 
 STD_INITS = ("normal(0.01)", "normal(1)")
@@ -36,7 +37,7 @@ def compute(*, depth: int, width: int, n_seeds: int, n_steps: int,
                 record_every=max(n_steps // 20, 1), probe_size=64, probes=False,
                 progress=progress)
   bn = [empirical.train(jax.random.key(0), init=list(STD_INITS), sigma_w2=None,
-                        norm=None if norm == "none" else norm, **common)
+                        arch=meanfield.MLP(norm=None if norm == "none" else norm), **common)
         for norm in NORMS]
   clip = [empirical.train(jax.random.key(1), init="gaussian", sigma_w2=EXPLODING_SIGMA_W2,
                           clip_norm=c, **common)

@@ -74,7 +74,7 @@ def compute(*, n_w: int, n_b: int, n_check: int) -> xr.Dataset:
     ds = meanfield.phase_diagram(grid)          # the outer product of the two 1-d axes
     checks = _iterated_slopes(grid.replace(sigma_w2=check_w2, sigma_b2=SIGMA_B2_LINE))
     # The CNN's critical line is the MLP's (mode 0 carries the MLP's chi_1).
-    crit = meanfield.critical_sigma_w2(grid.replace(sigma_b2=b_line, arch=None))
+    crit = meanfield.critical_sigma_w2(grid.replace(sigma_b2=b_line, arch=meanfield.MLP()))
   return ds.assign(
       check_slope_c=(("check_sigma_w2", "mode"), checks),
       critical_line_sigma_w2=(("line_sigma_b2",), np.asarray(crit)),

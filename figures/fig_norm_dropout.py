@@ -1,12 +1,12 @@
 """LayerNorm and dropout MLPs: c^l of wide random networks against mean-field theory, and xi_c.
 
 tanh MLPs at ``sigma_b2 = 0.05`` from pairs of inputs of length 1 and cosine
-0.5. Left: LayerNorm (``empirical.sweep(norm="layer")``) in the ordered
-phase (``sigma_w2 = 0.4``, ``c^l -> c* = 1``) and the chaotic one
+0.5. Left: LayerNorm (``empirical.sweep(arch=meanfield.MLP(norm="layer"))``) in
+the ordered phase (``sigma_w2 = 0.4``, ``c^l -> c* = 1``) and the chaotic one
 (``sigma_w2 = 3``, ``c* < 1``), theory from :func:`empirical.theory`
-(:func:`meanfield.propagate` with ``norm="layer"``), ``c*`` from
-:func:`meanfield.fixed_point` (``norm="layer"``). Middle: dropout at initialisation
-(``keep_prob``) at the critical point of the dropout-free network
+(:func:`meanfield.propagate` with that ``arch``), ``c*`` from
+:func:`meanfield.fixed_point` (the same). Middle: dropout at initialisation
+(``arch=meanfield.MLP(keep_prob=p)``) at the critical point of the dropout-free network
 (:func:`meanfield.critical_sigma_w2`): without dropout ``c^l`` decays only
 polynomially towards ``c* = 1``; with ``keep_prob = 0.8`` it settles within a
 few layers at ``c* < 1`` (:func:`meanfield.fixed_point`), since the
@@ -50,7 +50,8 @@ def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int,
   ``*_c_star``, and ``xi_c`` over ``(xi_keep_prob, sigma_w2)``."""
   size = dict(n_seeds=n_seeds, n_inputs=n_inputs, progress=progress)
   net = meanfield.Network(activation=ACTIVATION, sigma_b2=SIGMA_B2, width=width, depth=depth)
-  ln_net = net.replace(sigma_w2=np.array(LN_SIGMA_W2), norm="layer")   # a 1-d grid
+  ln_net = net.replace(sigma_w2=np.array(LN_SIGMA_W2),           # a 1-d grid
+                       arch=meanfield.MLP(norm="layer"))
   ln = _sweep(jax.random.key(21), ln_net, **size)
   ln_th = empirical.theory(ln)
   with jax.enable_x64(True):
@@ -59,12 +60,13 @@ def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int,
     # One argument shape for every call (the grid and, last, the measured point), so the
     # fixed-point solver compiles once.
     grid = net.replace(sigma_w2=np.append(XI_GRID, sigma_w2_crit))
-    fps = {p: meanfield.fixed_point(grid.replace(keep_prob=p))
+    fps = {p: meanfield.fixed_point(grid.replace(arch=meanfield.MLP(keep_prob=p)))
            for p in dict.fromkeys(XI_KEEP_PROBS + KEEP_PROBS)}
     do_fp = [fps[p] for p in KEEP_PROBS]                     # [-1]: the measured point
     xi = [np.asarray(fps[p].xi_c)[:-1] for p in XI_KEEP_PROBS]
   # The same key for every keep_prob: the same weights, only the masks differ.
-  do = [_sweep(jax.random.key(22), net.replace(sigma_w2=sigma_w2_crit, keep_prob=p), **size)
+  do = [_sweep(jax.random.key(22),
+               net.replace(sigma_w2=sigma_w2_crit, arch=meanfield.MLP(keep_prob=p)), **size)
         for p in KEEP_PROBS]
   do_th = [empirical.theory(d) for d in do]
   ln_dims = ("ln_sigma_w2", "seed", "layer")

@@ -7,7 +7,7 @@ features, one hidden layer of ``1000`` units, ``h = X W + b``,
 weight matrices come from the same scheme: ``zeros``, a small
 ``normal(0.0001)``, a large ``normal(1.0)``, Xavier normal and He normal
 (plus ``constant(0.01)`` to show that the problem is equal weights, not zero
-weights); biases are zero. The network is :class:`empirical.MLP` with
+weights); biases are zero. The network is :class:`empirical.models.MLP` with
 ``depth=1, out_features=1``.
 
 ``one_layer_table.md`` and ``.csv``: the mean and standard deviation (over
@@ -41,6 +41,7 @@ import xarray as xr
 from flax import nnx
 
 import empirical
+import empirical.models
 from figures import _common
 
 N_INPUTS = 1000
@@ -72,7 +73,7 @@ def _distinct_columns(g: np.ndarray) -> int:
 
 
 def _one(key, x, y, activation: str, scheme: str, *, width: int):
-  model = empirical.MLP(x.shape[1], width, 1, activation=activation, init=scheme,
+  model = empirical.models.MLP(x.shape[1], width, 1, activation=activation, init=scheme,
                         sigma_w2=None, out_features=1, rngs=nnx.Rngs(key))
 
   def loss(m):

@@ -1,8 +1,9 @@
 """Residual MLPs: q^l and c^l of wide random networks against mean-field theory, and the slow laws.
 
-Networks ``h^l = h^{l-1} + W^l phi(h^{l-1}) + b^l`` (``empirical.sweep(residual=True)``,
-layer 1 plain) at ``sigma_w2 = 1``, ``sigma_b2 = 0.05``, from pairs of inputs
-of length 1 and cosine 0.5; theory from :func:`meanfield.propagate` with ``residual=True``
+Networks ``h^l = h^{l-1} + W^l phi(h^{l-1}) + b^l``
+(``empirical.sweep(arch=meanfield.MLP(residual=True))``, layer 1 plain) at
+``sigma_w2 = 1``, ``sigma_b2 = 0.05``, from pairs of inputs of length 1 and
+cosine 0.5; theory from :func:`meanfield.propagate` with the same ``arch``
 (Yang & Schoenholz 2017). Left: the length grows without a fixed point,
 geometrically for ReLU (by ``1 + sigma_w2 / 2`` per layer) and linearly for
 tanh (by about ``sigma_w2 + sigma_b2``). Middle: the correlation drifts
@@ -50,12 +51,12 @@ def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int, long: int = 
   ds = empirical.sweep(jax.random.key(13), activation=list(ACTIVATIONS), width=width,
                        depth=depth, sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, n_seeds=n_seeds,
                        n_inputs=n_inputs, in_features=width, q_input=Q_INPUT,
-                       c_input=C_INPUT, residual=True, progress=progress)
+                       c_input=C_INPUT, arch=meanfield.MLP(residual=True), progress=progress)
   out = ds[["q", "c"]]
   long_layer = np.arange(1, long + 1)
   # The sweep's networks, one per activation (the sweep takes the activations as one list).
   net = meanfield.Network(sigma_w2=SIGMA_W2, sigma_b2=SIGMA_B2, width=width, depth=depth,
-                          residual=True)
+                          arch=meanfield.MLP(residual=True))
   with jax.enable_x64(True):
     th = {a: meanfield.propagate(net.replace(activation=a), q_input=Q_INPUT, c_input=C_INPUT)
           for a in ACTIVATIONS}

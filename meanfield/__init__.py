@@ -7,7 +7,7 @@ This package never changes JAX flags itself.
 """
 
 from meanfield.activations import Activation, activation, activation_names
-from meanfield.network import Network
+from meanfield.network import MLP, Network
 from meanfield.maps import (Propagation, c_map, chi_1, post_activation_variance, propagate, q_map,
                             q_map_slope)
 from meanfield.fixed_points import FixedPoint, fixed_point, q_star

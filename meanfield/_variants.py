@@ -1,10 +1,11 @@
 """One layer of the mean-field maps of the MLP's variants, shared by the maps and fixed points.
 
 A private module: the public functions are :func:`meanfield.q_map`,
-:func:`meanfield.c_map` and :func:`meanfield.propagate` (their keywords
-``residual``, ``alpha``, ``norm`` and ``keep_prob``), and
-:func:`meanfield.fixed_point` (``norm="layer"`` or ``keep_prob``; dropout as
-in Schoenholz et al. 2017, Sec. 6, and Pretorius et al. 2018). Layer ``l >= 2`` of
+:func:`meanfield.c_map` and :func:`meanfield.propagate` (the fields
+``residual``, ``alpha``, ``norm`` and ``keep_prob`` of their
+``arch=meanfield.MLP(...)``), and :func:`meanfield.fixed_point`
+(``MLP(norm="layer")`` or ``MLP(keep_prob=p)``; dropout as in Schoenholz et
+al. 2017, Sec. 6, and Pretorius et al. 2018). Layer ``l >= 2`` of
 
 .. math::
 
@@ -53,28 +54,30 @@ class Variant(NamedTuple):
 
 def check_variant(fn_name: str, *, residual: Any, alpha: Any, norm: Any,
                   keep_prob: Any) -> tuple[Variant, Any, Any]:
-  """Validate the variant fields eagerly; ``(Variant, alpha, keep_prob)``.
+  """Validate the fields of an ``arch=meanfield.MLP(...)`` eagerly; ``(Variant, alpha, keep_prob)``.
 
   Raises:
     ValueError: ``residual`` not a bool, ``alpha <= 0`` (or ``!= 1`` without
       ``residual``), ``norm`` not ``None``/``"layer"`` (BatchNorm has no
-      mean-field map of this form), ``keep_prob`` outside ``(0, 1]``.
+      mean-field map of this form), ``keep_prob`` outside ``(0, 1]``; each
+      named as the field of ``arch``.
   """
   if not isinstance(residual, bool):
-    raise ValueError(f"`residual` must be True or False, got {residual!r}")
-  _checks.check("alpha", alpha, lambda a: a > 0, "> 0 (the residual branch scale)")
-  alpha = _checks.real("alpha", alpha)
+    raise ValueError(f"`arch.residual` must be True or False, got {residual!r}")
+  _checks.check("arch.alpha", alpha, lambda a: a > 0, "> 0 (the residual branch scale)")
+  alpha = _checks.real("arch.alpha", alpha)
   if not residual:
-    _checks.check("alpha", alpha, lambda a: a == 1,
-                  "1 without a residual connection (it scales the residual branch)")
+    _checks.check("arch.alpha", alpha, lambda a: a == 1,
+                  "1 without a residual connection (it scales the residual branch; "
+                  "arch.residual is False)")
   if norm not in (None, "layer"):
     raise ValueError(
-        f"`norm` must be None or 'layer' for `{fn_name}`, got {norm!r}: BatchNorm couples the "
-        f"inputs of a batch, and has no two-input map of this form (see "
+        f"`arch.norm` must be None or 'layer' for `{fn_name}`, got {norm!r}: BatchNorm couples "
+        f"the inputs of a batch, and has no two-input map of this form (see "
         f"meanfield.batchnorm_gradient_factor for what is predicted)")
-  _checks.check("keep_prob", keep_prob, lambda p: (p > 0) & (p <= 1),
+  _checks.check("arch.keep_prob", keep_prob, lambda p: (p > 0) & (p <= 1),
                 "in (0, 1] (dropout's keep probability)")
-  keep_prob = _checks.real("keep_prob", keep_prob)
+  keep_prob = _checks.real("arch.keep_prob", keep_prob)
   return Variant(residual, norm == "layer"), alpha, keep_prob
 
 

@@ -367,8 +367,8 @@ class Conv(Architecture):
   ``Network(..., arch=Conv(kernel_size=3))``, or the keyword ``arch=`` of
   :func:`meanfield.propagate`, :func:`meanfield.fixed_point`,
   :func:`meanfield.depth_scales` and :func:`meanfield.phase_diagram`, gives
-  the CNN theory of the module docstring; the MLP's variant fields must keep
-  their plain values. Validated on construction (``ValueError`` naming the field).
+  the CNN theory of the module docstring. Validated on construction
+  (``ValueError`` naming the field).
 
   Attributes:
     kernel_size: odd ``k >= 1``.

@@ -28,7 +28,7 @@ from meanfield import _checks
 from meanfield._fixed_points import c_root, depth_scale, q_star, xi_q
 from meanfield._integrals import as_arrays, length_map_slope, second_moments
 from meanfield.activations import activation as _activation
-from meanfield.network import accepts_network, check_architecture, stationary_inputs
+from meanfield.network import MLP, Architecture, accepts_network, check_variants, stationary_inputs
 
 __all__ = ["DepthScales", "depth_scales", "depth_scale", "gradient_depth_scale"]
 
@@ -63,15 +63,15 @@ def _depth_scales(act, sigma_w2, sigma_b2):
 @accepts_network
 def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
                  q_input: ArrayLike | None = None, c_input: ArrayLike | None = None,
-                 arch: Any = None) -> DepthScales:
+                 arch: Architecture = MLP()) -> DepthScales:
   """The depth scales ``xi_q`` and ``xi_c`` at the fixed points ``(q*, c*)`` (Schoenholz et al. 2017).
 
   Args:
     sigma_w2, sigma_b2: weight and bias variances (``>= 0``), broadcast.
     activation: a name, an Activation or a callable.
-    arch: ``None`` (the fully connected MLP) or an architecture value
-      (:class:`meanfield.network.Architecture`), whose ``depth_scales`` hook
-      answers. ``meanfield.Conv(kernel_size=k, spatial_size=n)``: the depth
+    arch: the architecture value (:class:`meanfield.network.Architecture`):
+      the plain :class:`meanfield.MLP` (default; its variants are not
+      covered here), or another whose ``depth_scales`` hook answers. ``meanfield.Conv(kernel_size=k, spatial_size=n)``: the depth
       scales of the Fourier modes of the covariance (docs/conv.md), mode axis
       last: ``xi_c = -1/log|chi_c lambda_f|``, mode 0 the MLP's; ``extra``
       holds ``eigenvalue`` ``lambda_f`` ``(n,)`` and the per-mode slopes
@@ -93,9 +93,9 @@ def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
   """
   act = _activation(activation)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  check_architecture("depth_scales", arch)
+  check_variants("depth_scales", arch)
   inputs = stationary_inputs("depth_scales", arch, q_input=q_input, c_input=c_input)
-  if arch is not None:
+  if not isinstance(arch, MLP):
     return arch.depth_scales(act, sigma_w2, sigma_b2, **inputs)
   if any(_checks.concrete(x) is None for x in (sigma_w2, sigma_b2)):
     return _depth_scales(act, sigma_w2, sigma_b2)              # traced: one program

@@ -16,11 +16,11 @@ are described in ``meanfield/_fixed_points.py``). ``q* = inf`` where the length 
 ``xi_q = xi_c = inf``. In the ordered phase ``c* = 1`` and ``chi_c = chi_1``;
 ``xi_c`` diverges at criticality (``chi_c = 1``).
 
-LayerNorm (``norm="layer"``, docs/architectures.md): the length after the
+LayerNorm (``arch=MLP(norm="layer")``, docs/architectures.md): the length after the
 first layer is ``q_LN = sigma_w2 E[phi(z)^2] + sigma_b2`` whatever the
 length before, and ``c*`` solves the c-map at that length.
 
-Dropout (``keep_prob = p < 1``): ``q*`` is the plain MLP's at ``sigma_w2 /
+Dropout (``arch=MLP(keep_prob=p)``, ``p < 1``): ``q*`` is the plain MLP's at ``sigma_w2 /
 p``, ``c* < 1`` everywhere and ``xi_c`` is finite.
 
 Gradients use the implicit function theorem, so ``jax.grad`` works through
@@ -40,7 +40,7 @@ from meanfield import _checks, _solve, _variants
 from meanfield._fixed_points import (c_root, chi_1_at, depth_scale, q_root, q_star, xi_q)
 from meanfield._integrals import as_arrays, length_map_slope, second_moments
 from meanfield.activations import activation as _activation
-from meanfield.network import accepts_network, check_architecture, stationary_inputs
+from meanfield.network import MLP, Architecture, accepts_network, check_variants, stationary_inputs
 
 __all__ = ["FixedPoint", "fixed_point", "q_star"]
 
@@ -143,11 +143,14 @@ def _with_dropout(keep_prob) -> bool:
   return p is None or bool((p != 1).any())
 
 
-@accepts_network(supports=("norm", "keep_prob"))
+#: The MLP's variant fields that fixed_point covers.
+_COVERED = ("norm", "keep_prob")
+
+
+@accepts_network(supports=_COVERED)
 def fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-                q: ArrayLike | None = None, norm: str | None = None,
-                keep_prob: ArrayLike = 1.0, throw: bool = False, q_input: ArrayLike | None = None,
-                c_input: ArrayLike | None = None, arch: Any = None) -> FixedPoint:
+                q: ArrayLike | None = None, throw: bool = False, q_input: ArrayLike | None = None,
+                c_input: ArrayLike | None = None, arch: Architecture = MLP()) -> FixedPoint:
   """``q*``, ``c*``, ``chi_1``, ``chi_c``, ``xi_q``, ``xi_c`` and ``converged`` of an MLP.
 
   Args:
@@ -158,19 +161,20 @@ def fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
       q_map(q)``; then ``c_star``, ``chi_c`` and ``xi_c`` are that map's,
       while ``q_star``, ``chi_1`` and ``xi_q`` stay those of the fixed
       length ``q*``. Default ``None``: ``q*``.
-    norm: ``None`` or ``"layer"`` (LayerNorm before the nonlinearity; then
-      ``q_star`` is ``q_LN`` and ``xi_q = 0``).
-    keep_prob: dropout's keep probability ``p`` in ``(0, 1]``, broadcast.
-      Where it is 1 (all of it, concrete) the plain MLP is solved; else the
-      dropout theory is, at every point (at ``p = 1`` it agrees with the
-      plain MLP's to about ``1e-15``). Where dropout's ``q* = 0``
-      (``sigma_b2 = 0``, ordered) ``c*``, ``chi_c`` and ``xi_c`` are those of
-      the c-map's limit ``q -> 0+``.
     throw: raise ``RuntimeError`` (at run time, also under ``jit``) if any
       point did not converge.
-    arch: ``None`` (the fully connected MLP) or an architecture value
-      (:class:`meanfield.network.Architecture`), whose ``fixed_point`` hook
-      answers; ``q``, ``norm`` and ``keep_prob`` must then keep their defaults.
+    arch: the architecture value (:class:`meanfield.network.Architecture`).
+      :class:`meanfield.MLP` (default ``MLP()``, the plain MLP) with its
+      ``norm``: ``None`` or ``"layer"`` (LayerNorm before the nonlinearity;
+      then ``q_star`` is ``q_LN`` and ``xi_q = 0``), or its ``keep_prob``:
+      dropout's keep probability ``p`` in ``(0, 1]``, broadcast. Where
+      ``keep_prob`` is 1 (all of it, concrete) the plain MLP is solved; else
+      the dropout theory is, at every point (at ``p = 1`` it agrees with the
+      plain MLP's to about ``1e-15``). Where dropout's ``q* = 0``
+      (``sigma_b2 = 0``, ordered) ``c*``, ``chi_c`` and ``xi_c`` are those of
+      the c-map's limit ``q -> 0+``. No ``residual`` or ``alpha`` (a
+      residual network's length grows without bound). Another architecture's
+      ``fixed_point`` hook answers (``q`` must then be None).
       ``meanfield.Conv(kernel_size=3, spatial_size=n)``: the MLP's fields (mode
       0) and ``extra={"covariance": Sigma*}`` with ``Sigma* = q* (c* 11^T + (1 -
       c*) I)``, ``batch + (n, n)`` (at most ``2**27`` entries, else ``ValueError``).
@@ -185,17 +189,17 @@ def fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
     arguments, in their floating dtype (``converged``: bool).
 
   Raises:
-    ValueError: a negative variance or ``q``; ``norm`` not ``None`` or
-      ``"layer"`` (BatchNorm has no fixed point of this form); ``keep_prob``
-      outside ``(0, 1]``; ``norm="layer"`` with dropout, or ``q`` with
-      either (not covered); ``arch`` not an Architecture, or with ``q``, ``norm``
-      or ``keep_prob``.
+    ValueError: a negative variance or ``q``; ``arch`` not an Architecture;
+      an MLP with ``residual`` or ``alpha``, or ``norm`` not ``None`` or
+      ``"layer"`` (BatchNorm has no fixed point of this form), or
+      ``norm="layer"`` with dropout, or ``q`` with either (not covered);
+      another architecture with ``q``.
   """
   act = _activation(activation)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
-  check_architecture("fixed_point", arch, norm=norm, keep_prob=keep_prob)
+  check_variants("fixed_point", arch, _COVERED)
   inputs = stationary_inputs("fixed_point", arch, q_input=q_input, c_input=c_input)
-  if arch is not None:
+  if not isinstance(arch, MLP):
     if q is not None:
       raise ValueError(f"`q` must be None for `fixed_point` with arch={arch!r} (a given "
                        f"length is for the plain MLP), got {q!r}")
@@ -203,16 +207,16 @@ def fixed_point(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
     if throw:
       _solve.raise_if_not_converged(fp.converged, "fixed_point")
     return fp
-  given = keep_prob
+  norm, given = arch.norm, arch.keep_prob
   _, _, keep_prob = _variants.check_variant("fixed_point", residual=False, alpha=1.0,
-                                            norm=norm, keep_prob=keep_prob)
+                                            norm=norm, keep_prob=given)
   dropout = _with_dropout(keep_prob)
   if norm == "layer" and dropout:
-    raise ValueError(f"`keep_prob` must be 1 with norm='layer' for `fixed_point` (LayerNorm with "
-                     f"dropout is not covered), got {given!r}")
+    raise ValueError(f"`arch.keep_prob` must be 1 with arch.norm='layer' for `fixed_point` "
+                     f"(LayerNorm with dropout is not covered), got {given!r}")
   if q is not None and (norm is not None or dropout):
-    raise ValueError(f"`q` must be None for `fixed_point` with norm={norm!r} or keep_prob < 1 "
-                     f"(a given length is for the plain MLP), got {q!r}")
+    raise ValueError(f"`q` must be None for `fixed_point` with arch.norm={norm!r} or "
+                     f"arch.keep_prob < 1 (a given length is for the plain MLP), got {q!r}")
   if norm == "layer":
     fp = _layernorm(act, sigma_w2, sigma_b2)
   elif dropout:

@@ -18,8 +18,9 @@ Where ``c^l > 1/2`` it is computed as
 as ``c -> 1``.
 
 :func:`q_map`, :func:`c_map` and :func:`propagate` also cover the MLP's
-variants, by the keywords (and :class:`~meanfield.Network` fields)
-``residual``, ``alpha``, ``norm`` and ``keep_prob``: a residual branch
+variants, by the fields ``residual``, ``alpha``, ``norm`` and ``keep_prob``
+of their ``arch=meanfield.MLP(...)`` (and of a :class:`~meanfield.Network`'s
+``arch``): a residual branch
 ``h^l = h^{l-1} + alpha (W^l phi(h^{l-1}) + b^l)`` (Yang & Schoenholz 2017),
 a LayerNorm before ``phi`` (``norm="layer"``) and dropout with keep
 probability ``p = keep_prob`` on the post-activations (Schoenholz et al.
@@ -35,7 +36,7 @@ with ``s = 1`` for a residual network (else 0 and ``alpha = 1``) and
   q^l c^l = s q c + \\alpha^2 \\big(\\sigma_w^2 E[\\phi(u_1)\\phi(u_2)] + \\sigma_b^2\\big),
 
 ``(u1, u2)`` of variance ``q_phi`` and correlation ``c``. With the plain
-values (``residual=False, alpha=1, norm=None, keep_prob=1``, scalars) they
+values (``MLP()``: ``residual=False, alpha=1, norm=None, keep_prob=1``, scalars) they
 run the plain MLP's code above; derivations of the variants are in
 docs/architectures.md. BatchNorm (``norm="batch"``) couples the inputs of
 a batch and has no map of this form: it raises ``ValueError``.
@@ -60,7 +61,8 @@ from meanfield._integrals import (as_arrays, correlation_map, float_dtype, lengt
 from meanfield.activations import activation as _activation
 from meanfield._fixed_points import q_star
 from meanfield.gaussian import gaussian_expectation
-from meanfield.network import accepts_network, architecture_inputs, check_architecture
+from meanfield.network import (MLP, Architecture, accepts_network, architecture_inputs,
+                               check_architecture)
 
 __all__ = ["q_map", "c_map", "chi_1", "q_map_slope", "propagate", "Propagation",
            "post_activation_variance"]
@@ -70,7 +72,7 @@ ArrayLike = Any
 
 _jit = functools.partial(jax.jit, static_argnames=("act",))
 
-#: The Network fields of the MLP's variants that q_map, c_map and propagate cover.
+#: The MLP's variant fields that q_map, c_map and propagate cover.
 _VARIANT_FIELDS = ("residual", "alpha", "norm", "keep_prob")
 
 
@@ -88,8 +90,18 @@ def _is_one(x: Any) -> bool:
 
 
 def _is_plain(residual: Any, alpha: Any, norm: Any, keep_prob: Any) -> bool:
-  """The variant keywords are the plain MLP's: the plain code runs, unchanged."""
+  """The MLP's variant fields are the plain MLP's: the plain code runs, unchanged."""
   return residual is False and norm is None and _is_one(alpha) and _is_one(keep_prob)
+
+
+def _mlp(fn_name: str, arch: Any) -> tuple[Any, Any, Any, Any]:
+  """``arch``'s ``(residual, alpha, norm, keep_prob)``; ValueError unless it is an MLP."""
+  if not isinstance(arch, MLP):
+    raise ValueError(
+        f"`arch` of `{fn_name}` must be a meanfield.MLP (`{fn_name}` is the fully connected "
+        f"MLP's map; for another architecture use meanfield.propagate(arch=...), or its own "
+        f"map such as meanfield.Conv.covariance_map), got {arch!r}")
+  return arch.residual, arch.alpha, arch.norm, arch.keep_prob
 
 
 def _variant(fn_name: str, residual: Any, alpha: Any, norm: Any, keep_prob: Any):
@@ -111,11 +123,10 @@ def _q_map(act, q, sigma_w2, sigma_b2):
 
 @accepts_network(supports=_VARIANT_FIELDS)
 def q_map(q: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-          residual: bool = False, alpha: ArrayLike = 1.0, norm: str | None = None,
-          keep_prob: ArrayLike = 1.0) -> Array:
+          arch: Architecture = MLP()) -> Array:
   """The length map ``q -> sigma_w2 E[phi(sqrt(q) z)^2] + sigma_b2`` (Poole et al. 2016, Eq. 3).
 
-  With the variant keywords (module docstring): ``q -> s q + alpha^2
+  With a variant ``arch`` (module docstring): ``q -> s q + alpha^2
   ((sigma_w2 / p) E[phi(sqrt(q_phi) z)^2] + sigma_b2)``. Residual: Yang &
   Schoenholz 2017, Eq. 4; dropout: Schoenholz et al. 2017, Eq. 18. After a
   LayerNorm the branch sees length 1, so without ``residual`` the map is
@@ -127,21 +138,23 @@ def q_map(q: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation:
     sigma_w2, sigma_b2: weight and bias variances, ``>= 0``.
     activation: a name from :func:`meanfield.activation_names`, an Activation
       or a callable.
-    residual: True for a skip connection around each layer ``l >= 2``.
-    alpha: the residual branch's scale, ``> 0``; 1 without ``residual``.
-    norm: ``None``, or ``"layer"`` for a LayerNorm before ``phi``.
-    keep_prob: dropout's keep probability ``p``, in ``(0, 1]``.
+    arch: a :class:`meanfield.MLP` (default ``MLP()``, the plain MLP): its
+      ``residual`` (a skip connection around each layer ``l >= 2``),
+      ``alpha`` (the residual branch's scale, ``> 0``; 1 without
+      ``residual``), ``norm`` (``None``, or ``"layer"`` for a LayerNorm
+      before ``phi``) and ``keep_prob`` (dropout's keep probability ``p``,
+      in ``(0, 1]``); ``alpha`` and ``keep_prob`` may be arrays.
 
   Returns:
     The next layer's length, broadcast shape of ``q, sigma_w2, sigma_b2``
     (and of ``alpha``, ``keep_prob`` where they enter), their floating dtype.
 
   Raises:
-    ValueError: negative ``q`` or variance, unknown activation, ``residual``
-      not a bool, ``alpha <= 0`` (or ``!= 1`` without ``residual``), ``norm``
-      not ``None``/``"layer"``, ``keep_prob`` outside ``(0, 1]``.
+    ValueError: negative ``q`` or variance, unknown activation, ``arch`` not
+      an MLP, ``arch.alpha != 1`` without ``arch.residual``, ``arch.norm="batch"``.
   """
   act = _activation(activation)
+  residual, alpha, norm, keep_prob = _mlp("q_map", arch)
   q = _checks.nonnegative("q", q, "a length")
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
   if _is_plain(residual, alpha, norm, keep_prob):
@@ -241,14 +254,13 @@ def _c_map(act, c, q, sigma_w2, sigma_b2):
 
 @accepts_network(supports=_VARIANT_FIELDS)
 def c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-          q: ArrayLike | None = None, residual: bool = False, alpha: ArrayLike = 1.0,
-          norm: str | None = None, keep_prob: ArrayLike = 1.0) -> Array:
+          q: ArrayLike | None = None, arch: Architecture = MLP()) -> Array:
   """The correlation map of two inputs of equal length ``q`` (Poole et al. 2016, Eq. 5).
 
   .. math:: c \\mapsto \\frac{\\sigma_w^2 E[\\phi(u_1)\\phi(u_2)] + \\sigma_b^2}{q_{map}(q)}
 
   with ``u1 = sqrt(q) z1``, ``u2 = sqrt(q) (c z1 + sqrt(1 - c^2) z2)``.
-  With the variant keywords (module docstring):
+  With a variant ``arch`` (module docstring):
   ``c -> (s q c + alpha^2 (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2)) / q_map(q)``,
   ``(u1, u2)`` of variance ``q_phi`` (Schoenholz et al. 2017, Eq. 19, for
   dropout): with dropout ``c = 1`` maps below 1; after a LayerNorm
@@ -258,10 +270,10 @@ def c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation:
     c: input correlation in ``[-1, 1]``.
     sigma_w2, sigma_b2, activation: as in :func:`q_map`.
     q: the inputs' length; default ``q*`` (then ``q_map(q) = q``), with
-      dropout the dropout network's ``q*``. Needed with ``residual=True``
+      dropout the dropout network's ``q*``. Needed with ``arch.residual``
       (a residual network has no fixed length); not needed after a
       LayerNorm without it (if given, the result broadcasts over it).
-    residual, alpha, norm, keep_prob: the variant, as in :func:`q_map`.
+    arch: a :class:`meanfield.MLP`, the variant, as in :func:`q_map`.
 
   Returns:
     The output correlation, broadcast shape of the arguments, their
@@ -269,9 +281,10 @@ def c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation:
 
   Raises:
     ValueError: ``|c| > 1``, negative ``q`` or variance, unknown activation,
-      ``q`` missing with ``residual=True``, a variant keyword as in :func:`q_map`.
+      ``q`` missing with ``arch.residual``, ``arch`` as in :func:`q_map`.
   """
   act = _activation(activation)
+  residual, alpha, norm, keep_prob = _mlp("c_map", arch)
   c = _checks.correlation("c", c)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
   if _is_plain(residual, alpha, norm, keep_prob):
@@ -281,8 +294,8 @@ def c_map(c: ArrayLike, *, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation:
   if q is not None:
     q = _checks.nonnegative("q", q, "a length")
   elif variant.residual:
-    raise ValueError("`q` must be given to `c_map` with residual=True (a length >= 0): a "
-                     "residual network's length grows and has no fixed point, got None")
+    raise ValueError("`q` must be given to `c_map` with arch=MLP(residual=True) (a length "
+                     ">= 0): a residual network's length grows and has no fixed point, got None")
   elif not variant.layer_norm:      # the q-map's fixed point; with dropout at sigma_w2 / p
     scaled = sigma_w2 if keep_prob is None else jnp.asarray(sigma_w2) / jnp.asarray(keep_prob)
     q = q_star(sigma_w2=scaled, sigma_b2=sigma_b2, activation=act)
@@ -318,9 +331,8 @@ class Propagation(NamedTuple):
 
 @accepts_network(supports=_VARIANT_FIELDS)
 def propagate(*, q_input: ArrayLike | None = None, c_input: ArrayLike | None = None, depth: int,
-              sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any, residual: bool = False,
-              alpha: ArrayLike = 1.0, norm: str | None = None, keep_prob: ArrayLike = 1.0,
-              covariance: ArrayLike | None = None, arch: Any = None) -> Propagation:
+              sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
+              covariance: ArrayLike | None = None, arch: Architecture = MLP()) -> Propagation:
   """Iterate the q- and c-maps from two inputs through ``depth`` layers.
 
   The inputs ``x, x'`` have ``|x|^2 / N_0 = |x'|^2 / N_0 = q_input`` and
@@ -333,7 +345,7 @@ def propagate(*, q_input: ArrayLike | None = None, c_input: ArrayLike | None = N
     c^1 = (\\sigma_w^2 q_{input} c_{input} + \\sigma_b^2) / q^1,
 
   and for ``l >= 2``, ``q^l = q_map(q^{l-1})``,
-  ``c^l = c_map(c^{l-1}, q=q^{l-1})``, with the variant keywords as given
+  ``c^l = c_map(c^{l-1}, q=q^{l-1})``, with the MLP's variant as given
   (any combination of ``residual``/``alpha``, ``norm="layer"`` and
   ``keep_prob``, as ``empirical.models.forward`` builds them). So
   ``q^l, c^l`` predict a network's l-th pre-activations ``h^l`` (``l = 1``
@@ -347,15 +359,14 @@ def propagate(*, q_input: ArrayLike | None = None, c_input: ArrayLike | None = N
     c_input: their cosine, in ``[-1, 1]``.
     depth: number of layers, an integer ``>= 1``.
     sigma_w2, sigma_b2, activation: as in :func:`q_map`.
-    residual, alpha, norm, keep_prob: the variant, as in :func:`q_map`.
     covariance: another architecture's input (``arch.inputs``), e.g. for
       :class:`meanfield.Conv` the input covariance across positions
       ``Sigma^0_ab = x_a . x_b / C_0``, ``(..., n, n)``, symmetric positive
       semi-definite; not for the MLP.
-    arch: ``None`` (the fully connected MLP) or an architecture value
-      (:class:`meanfield.network.Architecture`, e.g.
-      ``meanfield.Conv(kernel_size=3)``), whose ``propagate`` hook answers;
-      the variant keywords must then keep their plain values.
+    arch: the architecture value (:class:`meanfield.network.Architecture`):
+      :class:`meanfield.MLP` (default ``MLP()``; its variant as in
+      :func:`q_map`), or another such as ``meanfield.Conv(kernel_size=3)``,
+      whose ``propagate`` hook answers.
 
   Example::
 
@@ -375,19 +386,20 @@ def propagate(*, q_input: ArrayLike | None = None, c_input: ArrayLike | None = N
 
   Raises:
     ValueError: ``depth < 1``, ``|c_input| > 1``, negative lengths or
-      variances, unknown activation, a variant keyword as in :func:`q_map`;
+      variances, unknown activation, ``arch`` not an Architecture, an MLP's
+      variant as in :func:`q_map`;
       an input keyword the architecture does not read (``covariance`` for
       the MLP, ``q_input``/``c_input`` for a CNN) or one it needs missing.
   """
   act = _activation(activation)
   depth = _checks.check_depth(depth)
-  check_architecture("propagate", arch, residual=residual, alpha=alpha, norm=norm,
-                     keep_prob=keep_prob)
+  check_architecture("propagate", arch)
   inputs = architecture_inputs("propagate", arch, q_input=q_input, c_input=c_input,
                                covariance=covariance)
-  if arch is not None:
+  if not isinstance(arch, MLP):
     sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
     return arch.propagate(act, depth, sigma_w2, sigma_b2, **inputs)
+  residual, alpha, norm, keep_prob = arch.residual, arch.alpha, arch.norm, arch.keep_prob
   q_input = _checks.nonnegative("q_input", q_input, "a length")
   c_input = _checks.correlation("c_input", c_input)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)

@@ -2,9 +2,9 @@
 
 A :class:`Network` is one network, or a grid of them: one activation, the
 variances (numbers, or arrays that broadcast into a grid), one depth, width
-and weight law, and the architecture: the fully connected MLP with its
-variant (residual branch, normalisation, dropout), or another architecture
-given as a value (``arch=meanfield.Conv(kernel_size=3)``).
+and weight law, and the architecture, a value: the fully connected MLP with its
+variant (``arch=meanfield.MLP(residual=True)``, the default ``MLP()`` the plain one)
+or another architecture (``arch=meanfield.Conv(kernel_size=3)``).
 The theory functions of :mod:`meanfield` take it as their first argument and
 read the fields they need; ``empirical`` samples and runs it, and ``empirical.theory(ds)``
 rebuilds it from a Dataset's coordinates. Grids stay keyword lists for
@@ -46,20 +46,16 @@ Fields (names as in docs/theory.md, "Names in code", and as ``empirical``'s keyw
   ``"he_normal"`` is i.i.d., so its law is ``"gaussian"``). A scheme with a
   ``footprint`` attribute (``empirical``'s kernel schemes) also gives the
   footprint of a ``Conv`` architecture that leaves its own unset.
-- ``residual``: ``h^l = h^{l-1} + alpha (W^l phi(h^{l-1}) + b^l)`` for
-  ``l >= 2`` (Yang & Schoenholz 2017), with branch scale ``alpha``.
-- ``norm``: ``None``, ``"layer"`` or ``"batch"`` (see ``empirical.models``).
-- ``keep_prob``: dropout's keep probability ``p`` on the post-activations
-  (``1`` is no dropout). ``alpha`` and ``keep_prob`` are one number each:
-  they are static fields of the pytree (a plain network's ``alpha = 1`` is
-  not a variant, whatever ``grad`` does to the variances).
-- ``arch``: ``None`` for the fully connected MLP (with the variant fields
-  above), or an :class:`Architecture` value such as
-  :class:`meanfield.Conv` (then the variant fields keep their plain values).
-  The generic functions :func:`meanfield.propagate`,
-  :func:`meanfield.fixed_point`, :func:`meanfield.depth_scales` and
-  :func:`meanfield.phase_diagram` take it (or the keyword ``arch``) and call
-  its hooks; the other functions are the MLP's theory and raise for it.
+- ``arch``: the architecture, an :class:`Architecture` value: :class:`MLP`
+  (the default, ``MLP()``: the fully connected MLP, with its variant fields
+  ``residual``, ``alpha``, ``norm`` and ``keep_prob``), or another such as
+  :class:`meanfield.Conv`. In a Network the MLP's ``alpha`` and
+  ``keep_prob`` are one concrete number each (stored as Python floats; a
+  Network's grid is in its variances). The generic functions
+  :func:`meanfield.propagate`, :func:`meanfield.fixed_point`,
+  :func:`meanfield.depth_scales` and :func:`meanfield.phase_diagram` take it
+  (or the keyword ``arch``) and call another architecture's hooks; the
+  other functions are the MLP's theory and raise for another architecture.
 
 A theory function that does not cover a variant or an architecture (the
 plain-MLP fixed points of a residual network, say) raises ``ValueError``
@@ -85,8 +81,9 @@ import numpy as np
 from meanfield import _checks
 from meanfield.activations import Activation, activation as _activation
 
-__all__ = ["Network", "Architecture", "WEIGHT_LAWS", "NORMS", "weight_law", "accepts_network",
-           "check_architecture", "architecture_inputs", "stationary_inputs"]
+__all__ = ["Network", "Architecture", "MLP", "WEIGHT_LAWS", "NORMS", "weight_law",
+           "accepts_network", "check_architecture", "check_variants", "architecture_inputs",
+           "stationary_inputs"]
 
 WEIGHT_LAWS = ("gaussian", "orthogonal")
 NORMS = (None, "layer", "batch")
@@ -115,12 +112,14 @@ def weight_law(init: Any) -> str:
 
 
 class Architecture:
-  """An architecture other than the fully connected MLP: the hooks the generic functions call.
+  """An architecture value: the hooks the generic functions call for it.
 
   Subclass it (a frozen dataclass of the architecture's own sizes, so the
   value is hashable and compares by value) and override the hooks its
-  theory has. Each receives the resolved :class:`Activation` ``act`` and the
-  checked (array) variances, broadcast as the generic function documents;
+  theory has (:class:`MLP`, the fully connected MLP, has none: the generic
+  functions run its theory themselves). Each receives the resolved
+  :class:`Activation` ``act`` and the checked (array) variances, broadcast as
+  the generic function documents;
   the generic function has already validated its own arguments. A hook
   left out raises ``NotImplementedError`` naming the function and the
   architecture.
@@ -179,24 +178,125 @@ def _differs(value: Any, plain: Any) -> bool:
   return a is None or a.ndim != 0 or a.dtype.kind not in "iuf" or bool(a != plain)
 
 
+def _same(a: Any, b: Any) -> bool:
+  """Field equality: arrays by shape and value, tracers by identity, the rest with ``==``."""
+  arrays = [isinstance(x, (np.ndarray, jax.Array)) for x in (a, b)]
+  if not any(arrays):
+    return bool(a == b)
+  if not all(arrays):
+    return False
+  x, y = _checks.concrete(a), _checks.concrete(b)
+  if x is None or y is None:
+    return a is b
+  return x.shape == y.shape and bool(np.all(x == y))
+
+
+def _field_hash(value: Any) -> Any:
+  """A field's part of a hash: arrays (and tracers) by shape, the rest as themselves."""
+  return ("array", np.shape(value)) if isinstance(value, (np.ndarray, jax.Array)) else value
+
+
+class _ByValue:
+  """Equality and hash of a frozen dataclass by its fields' values (arrays by shape and value)."""
+
+  def __eq__(self, other: Any) -> bool:
+    if other.__class__ is not self.__class__:
+      return NotImplemented
+    return all(_same(getattr(self, f.name), getattr(other, f.name))
+               for f in dataclasses.fields(self))
+
+  def __hash__(self) -> int:
+    return hash(tuple(_field_hash(getattr(self, f.name)) for f in dataclasses.fields(self)))
+
+
+def _parameter(name: str, value: Any, ok, allowed: str) -> Any:
+  """``alpha`` or ``keep_prob`` of an :class:`MLP` checked: a number or array elementwise (a
+  list becomes a NumPy array), a tracer unchecked and unchanged; ValueError else (also for
+  what is not real numbers: None, a string, a bool)."""
+  try:
+    _checks.check(name, value, ok, allowed)
+  except TypeError as e:
+    raise ValueError(str(e)) from None
+  return np.asarray(value) if isinstance(value, (list, tuple)) else value
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MLP(_ByValue, Architecture):
+  """The fully connected MLP, plain or a variant: the default architecture of :class:`Network`.
+
+  Layer ``l >= 2`` is ``h^l = s h^{l-1} + alpha (W^l (m^l * phi(nu(h^{l-1}))) / p + b^l)``
+  (docs/architectures.md): ``s = 1`` with ``residual``, ``nu`` a LayerNorm with
+  ``norm="layer"``, ``m^l`` Bernoulli(``p = keep_prob``) dropout masks. The generic
+  functions (:func:`meanfield.propagate`, :func:`meanfield.fixed_point`, ...) and
+  ``empirical``'s drivers read its fields; a function that does not cover a variant
+  raises ``ValueError`` naming the field.
+
+  Attributes:
+    residual: a skip connection around each layer ``l >= 2`` (Yang & Schoenholz 2017).
+    alpha: the residual branch's scale, ``> 0`` (the theory needs 1 without
+      ``residual``).
+    norm: ``None``, ``"layer"`` (LayerNorm before ``phi``) or ``"batch"``
+      (BatchNorm: an experiment's variant; its theory is
+      :func:`meanfield.batchnorm_gradient_factor`).
+    keep_prob: dropout's keep probability ``p`` in ``(0, 1]`` (1: no dropout).
+
+  ``alpha`` and ``keep_prob`` may be numbers, NumPy arrays (checked
+  elementwise; the keyword theory functions broadcast over them) or JAX
+  tracers (unchecked: ``jax.grad`` over ``keep_prob``); in a :class:`Network`
+  each is one concrete number. Equal, and hashing alike, field by field
+  (arrays by shape and value).
+  """
+
+  residual: bool = False
+  alpha: Any = 1.0
+  norm: str | None = None
+  keep_prob: Any = 1.0
+
+  inputs = ("q_input", "c_input")
+
+  def __post_init__(self):
+    if not isinstance(self.residual, (bool, np.bool_)):
+      raise ValueError(f"`residual` must be True or False, got {self.residual!r}")
+    object.__setattr__(self, "residual", bool(self.residual))
+    object.__setattr__(self, "alpha", _parameter(
+        "alpha", self.alpha, lambda a: a > 0, "> 0 (the residual branch scale)"))
+    if self.norm not in NORMS:
+      raise ValueError(f"`norm` must be one of None, 'layer', 'batch', got {self.norm!r}")
+    object.__setattr__(self, "keep_prob", _parameter(
+        "keep_prob", self.keep_prob, lambda p: (p > 0) & (p <= 1),
+        "in (0, 1] (dropout's keep probability)"))
+
+  @property
+  def variants(self) -> dict[str, Any]:
+    """The fields that differ from the plain MLP's (``MLP()``), by name."""
+    return {k: getattr(self, k) for k, plain in _VARIANTS.items()
+            if _differs(getattr(self, k), plain)}
+
+  def replace(self, **changes) -> MLP:
+    """A copy with ``changes`` applied (validated again)."""
+    return dataclasses.replace(self, **changes)
+
+
+_ALLOWED = ("meanfield.MLP(...) (the fully connected MLP; the default, MLP(), is the plain one) "
+            "or another meanfield.network.Architecture such as meanfield.Conv(kernel_size=3)")
+
+
 def check_architecture(fn_name: str, arch: Any, plain: dict[str, Any] | None = None,
                        **given: Any) -> None:
-  """Raise ``ValueError`` unless ``arch`` is None or an :class:`Architecture`, and, where it
-  is one, every keyword in ``given`` has its plain value.
+  """Raise ``ValueError`` unless ``arch`` is an :class:`Architecture` (``None`` is refused:
+  the MLP is ``MLP()``) and, where it is not the :class:`MLP`, every keyword in ``given``
+  has its plain value in ``plain``.
 
-  ``plain`` maps each keyword of ``given`` to its plain value (default: the MLP's
-  variant fields, ``residual=False, alpha=1.0, norm=None, keep_prob=1.0``); a keyword
-  differs unless it is that value (None and booleans by identity, numbers by value). The
-  error names every keyword that differs, its plain value and what was given. The one
-  check of ``meanfield``'s generic functions and of ``empirical.sweep``'s MLP keywords.
+  ``plain`` (required with ``given``) maps each keyword of ``given`` to the value it must
+  keep for another architecture (the MLP-only keywords of ``empirical.sweep``:
+  ``n_inputs``, ``dtype``, ...); a keyword differs unless it is that value (None and
+  booleans by identity, numbers by value). The error names every keyword that differs,
+  its plain value and what was given.
   """
-  if arch is not None and not isinstance(arch, Architecture):
-    raise ValueError(f"`arch` of `{fn_name}` must be None (the fully connected MLP) or a "
-                     f"meanfield.network.Architecture such as meanfield.Conv(kernel_size=3), "
-                     f"got {arch!r}")
-  if arch is None:
+  if not isinstance(arch, Architecture):
+    raise ValueError(f"`arch` of `{fn_name}` must be {_ALLOWED}, got {arch!r}")
+  if isinstance(arch, MLP) or not given:
     return
-  plain = _VARIANTS if plain is None else plain
   bad = {k: v for k, v in given.items() if _differs(v, plain[k])}
   if bad:
     raise ValueError(
@@ -206,14 +306,30 @@ def check_architecture(fn_name: str, arch: Any, plain: dict[str, Any] | None = N
         f"architecture), got " + ", ".join(f"{k}={v!r}" for k, v in bad.items()))
 
 
-def architecture_inputs(fn_name: str, arch: Architecture | None, **inputs: Any) -> dict:
+def check_variants(fn_name: str, arch: Any, supports: tuple[str, ...] = (), *,
+                   name: str = "arch", does: str = "does not cover (it is the theory of the "
+                   "plain MLP); see the module for that variant") -> None:
+  """Raise ``ValueError`` unless ``arch`` is an :class:`Architecture` (:func:`check_architecture`)
+  and, where it is an :class:`MLP`, each of its variant fields (:attr:`MLP.variants`) is in
+  ``supports`` (the error names the fields, their values and ``fn_name``: "`{name}` has
+  residual=True, which `{fn_name}` {does}")."""
+  check_architecture(fn_name, arch)
+  if not isinstance(arch, MLP):
+    return
+  unsupported = {k: v for k, v in arch.variants.items() if k not in supports}
+  if unsupported:
+    shown = ", ".join(f"{k}={v!r}" for k, v in unsupported.items())
+    raise ValueError(f"`{name}` has {shown}, which `{fn_name}` {does}")
+
+
+def architecture_inputs(fn_name: str, arch: Architecture, **inputs: Any) -> dict:
   """The input keywords ``arch`` reads, checked: each given, and no other one given.
 
   ``inputs`` maps every input keyword of ``fn_name`` to its value (None when not given);
-  the MLP (``arch=None``) reads ``q_input`` and ``c_input``.
+  the MLP reads ``q_input`` and ``c_input`` (:attr:`Architecture.inputs`).
   """
-  wanted = ("q_input", "c_input") if arch is None else tuple(arch.inputs)
-  what = "the fully connected MLP" if arch is None else f"arch={arch!r}"
+  wanted = tuple(arch.inputs)
+  what = "the fully connected MLP" if isinstance(arch, MLP) else f"arch={arch!r}"
   extra = [k for k, v in inputs.items() if v is not None and k not in wanted]
   if extra:
     raise ValueError(f"{', '.join(f'`{k}`' for k in extra)} must not be given to `{fn_name}` "
@@ -226,14 +342,14 @@ def architecture_inputs(fn_name: str, arch: Architecture | None, **inputs: Any) 
   return {k: inputs[k] for k in wanted}
 
 
-def stationary_inputs(fn_name: str, arch: Architecture | None, **inputs: Any) -> dict:
+def stationary_inputs(fn_name: str, arch: Architecture, **inputs: Any) -> dict:
   """The input keywords of ``fn_name`` that were given (not None), checked against
   ``arch.stationary_inputs``: any other one given raises ``ValueError`` (the MLP reads none)."""
   given = {k: v for k, v in inputs.items() if v is not None}
-  wanted = () if arch is None else tuple(arch.stationary_inputs)
+  wanted = tuple(arch.stationary_inputs)
   extra = [k for k in given if k not in wanted]
   if extra:
-    what = "the fully connected MLP" if arch is None else f"arch={arch!r}"
+    what = "the fully connected MLP" if isinstance(arch, MLP) else f"arch={arch!r}"
     reads = f"reads {', '.join(map(repr, wanted))}" if wanted else "reads no input"
     raise ValueError(f"{', '.join(f'`{k}`' for k in extra)} must not be given to `{fn_name}` "
                      f"for {what}, whose stationary state {reads}; got "
@@ -281,21 +397,8 @@ def _variance(name: str, value: Any) -> Any:
 _LEAVES = ("sigma_w2", "sigma_b2")
 
 
-def _same(a: Any, b: Any) -> bool:
-  """Field equality: arrays by shape and value, tracers by identity, the rest with ``==``."""
-  arrays = [isinstance(x, (np.ndarray, jax.Array)) for x in (a, b)]
-  if not any(arrays):
-    return bool(a == b)
-  if not all(arrays):
-    return False
-  x, y = _checks.concrete(a), _checks.concrete(b)
-  if x is None or y is None:
-    return a is b
-  return x.shape == y.shape and bool(np.all(x == y))
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
-class Network:
+class Network(_ByValue):
   """One network, or a grid of them: what both the theory and the experiment of it read.
 
   See the module docstring for the fields. Numbers are validated on
@@ -313,11 +416,7 @@ class Network:
   depth: int = 10
   width: int | None = None
   init: Any = "gaussian"
-  residual: bool = False
-  alpha: float = 1.0
-  norm: str | None = None
-  keep_prob: float = 1.0
-  arch: Architecture | None = None
+  arch: Architecture = MLP()
 
   def __post_init__(self):
     set_ = functools.partial(object.__setattr__, self)
@@ -328,23 +427,13 @@ class Network:
     if self.width is not None:
       set_("width", _checks.check_positive_int("width", self.width))
     weight_law(self.init)
-    if not isinstance(self.residual, (bool, np.bool_)):
-      raise ValueError(f"`residual` must be True or False, got {self.residual!r}")
-    set_("residual", bool(self.residual))
-    set_("alpha", _number("alpha", self.alpha, minimum=0.0, strict=True))
-    if self.norm not in NORMS:
-      raise ValueError(f"`norm` must be one of None, 'layer', 'batch', got {self.norm!r}")
-    set_("keep_prob", _number("keep_prob", self.keep_prob, minimum=0.0, strict=True,
-                              maximum=1.0))
-    if self.arch is not None and not isinstance(self.arch, Architecture):
-      raise ValueError(f"`arch` must be None (the fully connected MLP) or a "
-                       f"meanfield.network.Architecture such as meanfield.Conv(kernel_size=3), "
-                       f"got {self.arch!r}")
-    if self.arch is not None and self.variants:
-      shown = ", ".join(f"{k}={v!r}" for k, v in self.variants.items())
-      raise ValueError(f"`{next(iter(self.variants))}` must keep its plain value with "
-                       f"arch={self.arch!r} (the MLP's variants are not covered for another "
-                       f"architecture), got {shown}")
+    if not isinstance(self.arch, Architecture):
+      raise ValueError(f"`arch` must be {_ALLOWED}, got {self.arch!r}")
+    if isinstance(self.arch, MLP):      # one number each: a Network's grid is in its variances
+      set_("arch", self.arch.replace(
+          alpha=_number("alpha", self.arch.alpha, minimum=0.0, strict=True),
+          keep_prob=_number("keep_prob", self.arch.keep_prob, minimum=0.0, strict=True,
+                            maximum=1.0)))
 
   @property
   def phi(self) -> Activation:
@@ -356,24 +445,9 @@ class Network:
     """The weight law, ``"gaussian"`` or ``"orthogonal"`` (:func:`weight_law`)."""
     return weight_law(self.init)
 
-  @property
-  def variants(self) -> dict[str, Any]:
-    """The MLP's variant fields that differ from the plain MLP's."""
-    return {k: getattr(self, k) for k, plain in _VARIANTS.items() if getattr(self, k) != plain}
-
   def replace(self, **changes) -> Network:
     """A copy with ``changes`` applied (validated again)."""
     return dataclasses.replace(self, **changes)
-
-  def __eq__(self, other: Any) -> bool:
-    if other.__class__ is not self.__class__:
-      return NotImplemented
-    return all(_same(getattr(self, f.name), getattr(other, f.name))
-               for f in dataclasses.fields(self))
-
-  def __hash__(self) -> int:
-    return hash(tuple(("array", np.shape(v)) if isinstance(v, (np.ndarray, jax.Array)) else v
-                      for v in (getattr(self, f.name) for f in dataclasses.fields(self))))
 
 
 def _flatten(net: Network):
@@ -395,20 +469,14 @@ jax.tree_util.register_pytree_with_keys(Network, _flatten, _unflatten)
 
 def _fill(fn_name: str, params: dict[str, inspect.Parameter], net: Network,
           given: dict[str, Any], supports: tuple[str, ...]) -> dict[str, Any]:
-  unsupported = {k: v for k, v in net.variants.items() if k not in supports}
-  if unsupported:
-    shown = ", ".join(f"{k}={v!r}" for k, v in unsupported.items())
-    raise ValueError(
-        f"`network` has {shown}, which `{fn_name}` does not cover (it is the theory of "
-        f"the plain MLP); see the module for that variant")
-  if net.arch is not None and "arch" not in params:
+  check_variants(fn_name, net.arch, supports, name="network")
+  if not isinstance(net.arch, MLP) and "arch" not in params:
     raise ValueError(
         f"`network` has arch={net.arch!r}, which `{fn_name}` does not cover (it is the theory "
         f"of the fully connected MLP); the functions with an `arch` keyword dispatch on it")
   fields = {"activation": net.activation, "sigma_w2": net.sigma_w2,
             "sigma_b2": net.sigma_b2, "depth": net.depth, "width": net.width,
-            "init": net.init, **{k: getattr(net, k) for k in supports},
-            "arch": None if net.arch is None else net.arch.bind(net)}
+            "init": net.init, "arch": net.arch.bind(net)}
   both = sorted(k for k in fields if k in params and k in given)
   if both:
     raise ValueError(
@@ -422,10 +490,12 @@ def accepts_network(fn: Callable | None = None, *, supports: tuple[str, ...] = (
 
   ``fn(net, **kw)`` is ``fn(activation=net.activation, sigma_w2=net.sigma_w2,
   ..., **kw)`` for the fields ``fn`` has parameters for; a field also given
-  as a keyword raises ``ValueError`` (no silent override). A network with a
-  variant (``residual``, ``norm``, ``keep_prob``, ``alpha``) not listed in
-  ``supports``, or with an ``arch`` where ``fn`` has no ``arch`` parameter,
-  raises ``ValueError``; ``fn`` gets ``arch`` as ``net.arch.bind(net)``. Called without a network, ``fn`` is
+  as a keyword raises ``ValueError`` (no silent override). A network whose
+  :class:`MLP` has a variant field (``residual``, ``alpha``, ``norm``,
+  ``keep_prob``) not listed in ``supports`` (the variants ``fn`` covers), or
+  with another architecture where ``fn`` has no ``arch`` parameter, raises
+  ``ValueError``; where ``fn`` has one it gets ``arch=net.arch.bind(net)``
+  (the MLP's variant fields with it). Called without a network, ``fn`` is
   unchanged. Functions with a positional first argument (``q_map(q, ...)``)
   take the network as a keyword, ``q_map(q, network=net)``.
   """

@@ -22,9 +22,9 @@ experiment's ``h^l`` (what ``q`` measures) is the pre-normalisation
 pre-activation, of length ``q_LN``; the normalised ``nu(h^l)`` has length 1
 and the same correlation. Derivation: docs/architectures.md. The maps and
 their propagation are :func:`meanfield.q_map`, :func:`meanfield.c_map` and
-:func:`meanfield.propagate` with ``norm="layer"``; the fixed point (``q_LN``,
-``c*``, ``chi_c``, ``chi_1``, ``xi_c``) is :func:`meanfield.fixed_point`
-with ``norm="layer"``.
+:func:`meanfield.propagate` with ``arch=meanfield.MLP(norm="layer")``; the
+fixed point (``q_LN``, ``c*``, ``chi_c``, ``chi_1``, ``xi_c``) is
+:func:`meanfield.fixed_point` with the same ``arch``.
 
 **BatchNorm** normalises each unit over the batch, so the inputs of a batch
 interact and the two-input maps above do not close. What is simple is the
@@ -47,7 +47,7 @@ import numpy as np
 
 from meanfield import _checks
 from meanfield.activations import activation as _activation
-from meanfield.network import Network, accepts_network
+from meanfield.network import MLP, Network, accepts_network
 
 __all__ = ["batchnorm_gradient_factor"]
 
@@ -71,8 +71,9 @@ def batchnorm_gradient_factor(network: Network | None = None, /, *, n_inputs: Ar
   whatever the variances.
 
   Args:
-    network: optionally a :class:`meanfield.Network` with ``norm="batch"``
-      and no other variant, which gives ``activation`` (its variances cancel).
+    network: optionally a :class:`meanfield.Network` with
+      ``arch=meanfield.MLP(norm="batch")`` and no other variant, which gives
+      ``activation`` (its variances cancel).
     n_inputs: the batch size ``B``, an integer ``> 3`` (or an array of them).
     activation: must be ``"linear"`` (the default): for other activations
       the rate depends on the forward Gram fixed point, which has no closed
@@ -100,12 +101,10 @@ def _batchnorm_network(network, activation):
   if not isinstance(network, Network):
     raise ValueError(f"`network` of `batchnorm_gradient_factor` must be a meanfield.Network "
                      f"(its other arguments are keywords), got {network!r}")
-  if network.norm != "batch" or network.residual or network.keep_prob != 1.0 \
-      or network.alpha != 1.0:
+  if not isinstance(network.arch, MLP) or network.arch.variants != {"norm": "batch"}:
     raise ValueError(
-        f"`network` of `batchnorm_gradient_factor` must be a BatchNorm MLP (norm='batch', no "
-        f"residual or dropout), got norm={network.norm!r}, residual={network.residual!r}, "
-        f"keep_prob={network.keep_prob!r}")
+        f"`network` of `batchnorm_gradient_factor` must be a BatchNorm MLP "
+        f"(arch=MLP(norm='batch'), no residual or dropout), got arch={network.arch!r}")
   if activation is not None:
     raise ValueError(f"`activation` must not be given with `network` (which has "
                      f"activation={network.activation!r}), got {activation!r}")

@@ -29,7 +29,7 @@ from meanfield._fixed_points import c_root, q_root
 from meanfield._integrals import as_arrays, float_dtype, length_map_slope, second_moments
 from meanfield.activations import Activation, activation as _activation
 from meanfield.depth import depth_scale
-from meanfield.network import accepts_network, check_architecture
+from meanfield.network import MLP, Architecture, accepts_network, check_variants
 
 __all__ = ["CriticalLine", "critical_line", "critical_sigma_w2", "phase_diagram",
            "ORDERED", "CRITICAL", "CHAOTIC", "UNDEFINED"]
@@ -132,7 +132,7 @@ def _correlation_quantities(act, sigma_w2, sigma_b2, q):
 
 @accepts_network
 def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
-                  critical_tol: float = 1e-3, arch: Any = None) -> xr.Dataset:
+                  critical_tol: float = 1e-3, arch: Architecture = MLP()) -> xr.Dataset:
   """Fixed points, slopes, depth scales and phase on the grid ``sigma_w2 x sigma_b2``.
 
   Args:
@@ -140,9 +140,10 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
     sigma_b2: 1-D array of bias variances (``>= 0``).
     activation: a name, an Activation or a callable.
     critical_tol: a point is critical where ``|chi_1 - 1| <= critical_tol``.
-    arch: ``None`` (the fully connected MLP) or an architecture value
-      (:class:`meanfield.network.Architecture`), whose ``phase_diagram``
-      hook extends the MLP's Dataset. ``meanfield.Conv(kernel_size=k,
+    arch: the architecture value (:class:`meanfield.network.Architecture`):
+      the plain :class:`meanfield.MLP` (default; its variants are not
+      covered here), or another whose ``phase_diagram`` hook extends the
+      MLP's Dataset. ``meanfield.Conv(kernel_size=k,
       spatial_size=n)`` adds, over dims ``("sigma_w2", "sigma_b2",
       "frequency")``, ``xi_q_mode`` and ``xi_c_mode`` (``-1/log|slope
       lambda_f|``), and ``eigenvalue`` (``lambda_f``) over ``frequency``
@@ -167,7 +168,7 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
       raise ValueError(f"`{name}` must be a 1-D array of grid values, got shape {np.shape(value)}")
   _checks.check("critical_tol", critical_tol, lambda t: t >= 0, ">= 0")
   _checks.check_hyperparameters(sigma_w2, sigma_b2)
-  check_architecture("phase_diagram", arch)
+  check_variants("phase_diagram", arch)
   dtype = float_dtype(np.asarray(sigma_w2), np.asarray(sigma_b2))
   w_axis = np.asarray(jnp.asarray(sigma_w2, dtype))
   b_axis = np.asarray(jnp.asarray(sigma_b2, dtype))
@@ -219,4 +220,4 @@ def phase_diagram(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
       attrs={"activation": name,
              "reference": "Poole et al. 2016; Schoenholz et al. 2017"},
   )
-  return ds if arch is None else arch.phase_diagram(ds)
+  return ds if isinstance(arch, MLP) else arch.phase_diagram(ds)

@@ -206,7 +206,7 @@ class RNN(Architecture):
   :func:`meanfield.depth_scales` and :func:`meanfield.jacobian_moments`, gives
   the theory of the module docstring: ``depth`` is the number of time steps
   ``T``, ``sigma_w2`` and ``init`` the recurrent weights' variance and law,
-  ``sigma_b2`` the bias. The MLP's variant fields must keep their plain values.
+  ``sigma_b2`` the bias.
 
   Attributes:
     sigma_u2: input weight variance ``>= 0`` (``U_ij`` variance times ``N_in``);

@@ -75,12 +75,12 @@ def train_mlp():
 def train_mlp_variants():
   """Residual + LayerNorm, adam with clipping, two learning rates; then batch norm, momentum, no probes."""
   a = empirical.train(_key(1), data=_train_data(), activation="relu", width=16, depth=3,
-                      sigma_w2=2.0, residual=True, norm="layer", optimizer="adam",
-                      clip_norm=1.0, learning_rate=[1e-3, 1e-2], n_steps=8, batch_size=16,
-                      record_steps=[0, 3, 8], probe_size=32, progress=False)
+                      sigma_w2=2.0, arch=meanfield.MLP(residual=True, norm="layer"),
+                      optimizer="adam", clip_norm=1.0, learning_rate=[1e-3, 1e-2], n_steps=8,
+                      batch_size=16, record_steps=[0, 3, 8], probe_size=32, progress=False)
   b = empirical.train(_key(2), data=_train_data(), activation="tanh", width=16, depth=3,
-                      sigma_w2=1.5, norm="batch", optimizer="momentum", momentum=0.5,
-                      learning_rate=0.02, n_steps=8, batch_size=16, record_every=4,
+                      sigma_w2=1.5, arch=meanfield.MLP(norm="batch"), optimizer="momentum",
+                      momentum=0.5, learning_rate=0.02, n_steps=8, batch_size=16, record_every=4,
                       probes=False, progress=False)
   return {"residual_layer_adam": a, "batch_momentum_noprobes": b}
 
@@ -144,19 +144,19 @@ def sweep_mlp():
 
 
 def sweep_residual():
-  return _sweep(residual=True)
+  return _sweep(arch=meanfield.MLP(residual=True))
 
 
 def sweep_layernorm():
-  return _sweep(norm="layer")
+  return _sweep(arch=meanfield.MLP(norm="layer"))
 
 
 def sweep_batchnorm():
-  return _sweep(norm="batch")
+  return _sweep(arch=meanfield.MLP(norm="batch"))
 
 
 def sweep_dropout():
-  return _sweep(keep_prob=0.8)
+  return _sweep(arch=meanfield.MLP(keep_prob=0.8))
 
 
 def conv_sweep():
@@ -190,7 +190,7 @@ def rnn_drivers():
 
 
 def diagnose_mlp():
-  """diagnose on a small nnx MLP (empirical.MLP of sweep weights)."""
+  """diagnose on a small nnx MLP (empirical.models.MLP of sweep weights)."""
   width, depth, n_in = 12, 4, 6
 
   def factory(rngs):
@@ -198,7 +198,8 @@ def diagnose_mlp():
     std = empirical.models.standard_params(k, in_features=n_in, width=width, depth=depth)
     ws, bs = empirical.models.layer_scales("gaussian", 1.5, 0.05, in_features=n_in, width=width,
                                            depth=depth)
-    return empirical.MLP.from_params(empirical.models.scale_params(std, ws, bs), activation="tanh")
+    return empirical.models.MLP.from_params(empirical.models.scale_params(std, ws, bs),
+                                            activation="tanh")
 
   x = jax.random.normal(_key(1), (8, n_in))
   return empirical.diagnose(factory, x, key=_key(), n_seeds=3, n_projections=2)
@@ -270,20 +271,22 @@ def theory_variants():
   """Residual, LayerNorm, BatchNorm and dropout theory."""
   kw = dict(sigma_w2=np.asarray([0.8, 1.5]), sigma_b2=0.05, activation="tanh")
   prop = dict(q_input=0.8, c_input=0.4, depth=8, **kw)
+  MLP = meanfield.MLP
   return {
-      "residual_propagate": meanfield.propagate(residual=True, alpha=0.7, **prop),
-      "residual_q_map": meanfield.q_map(0.7, residual=True, alpha=0.7, **kw),
-      "residual_c_map": meanfield.c_map(0.3, q=0.7, residual=True, alpha=0.7, **kw),
-      "layernorm_propagate": meanfield.propagate(norm="layer", **prop),
-      "layernorm_c_map": meanfield.c_map(0.3, norm="layer", **kw),
-      "layernorm_fixed_point": _fields(meanfield.fixed_point(norm="layer", **kw),
+      "residual_propagate": meanfield.propagate(arch=MLP(residual=True, alpha=0.7), **prop),
+      "residual_q_map": meanfield.q_map(0.7, arch=MLP(residual=True, alpha=0.7), **kw),
+      "residual_c_map": meanfield.c_map(0.3, q=0.7, arch=MLP(residual=True, alpha=0.7),
+                                        **kw),
+      "layernorm_propagate": meanfield.propagate(arch=MLP(norm="layer"), **prop),
+      "layernorm_c_map": meanfield.c_map(0.3, arch=MLP(norm="layer"), **kw),
+      "layernorm_fixed_point": _fields(meanfield.fixed_point(arch=MLP(norm="layer"), **kw),
                                        q="q_star", c_star="c_star", chi_c="chi_c",
                                        chi_1="chi_1", xi_c="xi_c"),
       "batchnorm_gradient_factor": meanfield.batchnorm_gradient_factor(n_inputs=[4, 16]),
-      "dropout_propagate": meanfield.propagate(keep_prob=0.8, **prop),
-      "dropout_q_map": meanfield.q_map(0.7, keep_prob=0.8, **kw),
-      "dropout_c_map": meanfield.c_map(0.3, q=0.7, keep_prob=0.8, **kw),
-      "dropout_fixed_point": _fields(meanfield.fixed_point(keep_prob=0.8, **kw),
+      "dropout_propagate": meanfield.propagate(arch=MLP(keep_prob=0.8), **prop),
+      "dropout_q_map": meanfield.q_map(0.7, arch=MLP(keep_prob=0.8), **kw),
+      "dropout_c_map": meanfield.c_map(0.3, q=0.7, arch=MLP(keep_prob=0.8), **kw),
+      "dropout_fixed_point": _fields(meanfield.fixed_point(arch=MLP(keep_prob=0.8), **kw),
                                      q_star="q_star", c_star="c_star", chi_c="chi_c",
                                      chi_1="chi_1", xi_c="xi_c"),
   }

@@ -47,7 +47,8 @@ from meanfield._integrals import float_dtype
 from meanfield.activations import Activation
 from meanfield.activations import activation as _activation
 from meanfield.fixed_points import q_star
-from meanfield.network import accepts_network, check_architecture, stationary_inputs, weight_law
+from meanfield.network import (MLP, Architecture, accepts_network, check_variants,
+                               stationary_inputs, weight_law)
 from meanfield.spectrum._law import x_law_batch, x_moments
 from meanfield.spectrum._solver import density_batch, support_batch
 
@@ -221,7 +222,7 @@ def _configurations(act, sigma_w2, sigma_b2, depth, q):
 @accepts_network
 def jacobian_moments(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
                      depth: ArrayLike, init: Any = "gaussian", q: ArrayLike | None = None,
-                     q_input: ArrayLike | None = None, arch: Any = None) -> JacobianMoments:
+                     q_input: ArrayLike | None = None, arch: Architecture = MLP()) -> JacobianMoments:
   """Mean and variance of the eigenvalues of ``J J^T`` in closed form.
 
   With ``x = phi'(sqrt(q) z)^2``, ``mu_k = E[x^k]`` and ``chi_1 = sigma_w2 mu_1``:
@@ -260,7 +261,8 @@ def jacobian_moments(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
       ``meanfield.q_star`` (``sigma_b2`` only enters through it).
     q_input: for an architecture driven by its input (the RNN), the input's
       length (default 1 there); must be None for the MLP.
-    arch: ``None`` (the MLP) or an architecture value whose
+    arch: the plain :class:`meanfield.MLP` (default; its variants are not
+      covered here), or another architecture value whose
       ``jacobian_moments`` hook answers. ``meanfield.RNN(sigma_u2=...)``: the
       time-step Jacobian ``dh_T / dh_{T-k}`` at ``k = depth`` steps (an array
       of lags gives each), at the stationary ``q*`` of the input's drive
@@ -277,9 +279,9 @@ def jacobian_moments(*, activation, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
   """
   act, law = _validate(activation=activation, init=init, sigma_w2=sigma_w2,
                   sigma_b2=sigma_b2, depth=depth, q=q)
-  check_architecture("jacobian_moments", arch)
+  check_variants("jacobian_moments", arch)
   inputs = stationary_inputs("jacobian_moments", arch, q_input=q_input)
-  if arch is not None:
+  if not isinstance(arch, MLP):
     return arch.jacobian_moments(act, init, sigma_w2, sigma_b2, depth, q, **inputs)
   shape = _shape(sigma_w2, sigma_b2, depth, q)
   q = _q(act, sigma_w2, sigma_b2, q)

@@ -306,13 +306,15 @@ def test_sweep_dispatches_on_the_architecture_and_refuses_what_it_does_not_run(m
                                                 r"Toy\(size=2\) architecture \(its mirror"):
     empirical.sweep(jax.random.key(0), arch=Toy(), inputs=x)
   conv3 = meanfield.Conv(kernel_size=3)
-  for kw, pattern in ((dict(residual=True), r"`residual` must keep the plain value \(residual="
-                                            r"False\) with arch=Conv\(kernel_size=3.*True"),
-                      (dict(keep_prob=0.5, dtype="float32"), r"`keep_prob`, `dtype` must keep"),
+  for kw, pattern in ((dict(dtype="float32"), r"`dtype` must keep the plain value \(dtype="
+                                              r"None\) with arch=Conv\(kernel_size=3.*float32"),
+                      (dict(n_inputs=4, devices=1), r"`n_inputs`, `devices` must keep"),
                       (dict(n_inputs=4), r"`n_inputs` must keep the plain value")):
     with pytest.raises(ValueError, match=pattern):
       empirical.sweep(jax.random.key(0), arch=conv3, inputs=x, **kw)
-  with pytest.raises(ValueError, match=r"`arch` of `empirical.sweep` must be None"):
+  with pytest.raises(TypeError, match="residual"):     # the MLP's variants are MLP's fields
+    empirical.sweep(jax.random.key(0), arch=conv3, inputs=x, residual=True)
+  with pytest.raises(ValueError, match=r"`arch` of `empirical.sweep` must be meanfield.MLP"):
     empirical.sweep(jax.random.key(0), arch="conv", inputs=x)
   with pytest.raises(ValueError, match=r"`init` must be kernel schemes of the footprint"):
     empirical.sweep(jax.random.key(0), arch=meanfield.Conv(kernel_size=3, footprint="delta"),

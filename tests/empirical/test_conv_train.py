@@ -100,14 +100,13 @@ def test_conv_arguments_are_checked(digits):
   conv3 = meanfield.Conv(kernel_size=3)
   common = dict(data=digits, arch=conv3, depth=2, width=4, sigma_w2=1.0,
                 learning_rate=0.1, n_steps=1, progress=False)
-  with pytest.raises(ValueError, match=r"`arch` of `empirical.train` must be None .* or "
+  with pytest.raises(ValueError, match=r"`arch` of `empirical.train` must be meanfield.MLP.* or "
                                        r"meanfield.Conv\(kernel_size=...\).*got 'conv'"):
     empirical.train(KEY, **{**common, "arch": "conv"})
   with pytest.raises(ValueError, match=r"`arch` of `empirical.train` .* training has no "
                                        r"networks of .*_Toy"):
     empirical.train(KEY, **{**common, "arch": _Toy()})
-  with pytest.raises(ValueError, match=r"`residual` must keep the plain value \(residual="
-                                       r"False\) with arch=Conv\(kernel_size=3.*True"):
+  with pytest.raises(TypeError, match="residual"):     # the MLP's variants are MLP's fields
     empirical.train(KEY, residual=True, **common)
   with pytest.raises(ValueError, match="input_shape"):
     empirical.train(KEY, input_shape=(8, 9), **common)

@@ -83,12 +83,26 @@ def test_network_of_a_preset_leaves_sigma_w2_to_the_scheme():
      r"got 'sigma_w2' both from `network` and as keywords"),
     (lambda: empirical.sweep(KEY, network=NET.replace(width=None), **TINY),
      r"`network.width` must be a number"),
-    (lambda: empirical.train(KEY, network=NET.replace(keep_prob=0.5), learning_rate=0.1),
-     r"keep_prob=0.5, which `train` does not run"),
-    (lambda: empirical.jacobian_spectra(KEY, network=NET.replace(residual=True)),
-     r"residual=True, which `jacobian_spectra` does not run"),
+    (lambda: empirical.train(KEY, network=NET.replace(arch=meanfield.MLP(keep_prob=0.5)),
+                             learning_rate=0.1),
+     r"`network` has keep_prob=0.5, which `train` does not run"),
+    (lambda: empirical.jacobian_spectra(KEY,
+                                        network=NET.replace(arch=meanfield.MLP(residual=True))),
+     r"`network` has residual=True, which `jacobian_spectra` does not run"),
+    (lambda: empirical.sweep(KEY, network=NET.replace(arch=meanfield.MLP(residual=True, alpha=2.0)),
+                             **TINY),
+     r"`network` has alpha=2.0, which `sweep` does not run"),
+    # the same variants by keyword: the drivers' bodies check what they run
+    (lambda: empirical.train(KEY, arch=meanfield.MLP(keep_prob=0.5), learning_rate=0.1),
+     r"`arch` has keep_prob=0.5, which `empirical.train` does not run"),
+    (lambda: empirical.jacobian_spectra(KEY, arch=meanfield.MLP(norm="layer")),
+     r"`arch` has norm='layer', which `empirical.jacobian_spectra` does not run"),
+    (lambda: empirical.sweep(KEY, arch=meanfield.MLP(residual=True, alpha=2.0), **TINY),
+     r"`arch` has alpha=2.0, which `empirical.sweep` does not run"),
+    (lambda: empirical.sweep(KEY, arch=None, **TINY),
+     r"`arch` of `empirical.sweep` must be meanfield.MLP\(...\) .*got None"),
     (lambda: empirical.train(KEY, network=NET.replace(arch=meanfield.Conv(kernel_size=3)),
-                             arch=None, learning_rate=0.1),
+                             arch=meanfield.MLP(), learning_rate=0.1),
      r"`train` got 'arch' both from `network` and as keywords"),
     (lambda: empirical.sweep(KEY, network=NET.replace(arch=meanfield.Conv(kernel_size=3)),
                              **TINY),
@@ -131,7 +145,7 @@ def test_networks_of_spectra_have_the_dataset_coordinates():
   nets = empirical.networks(ds)
   assert nets.dims == ("depth", "sigma_w2")
   assert [n.sigma_w2 for n in nets.sel(depth=2).values] == [1.0, 2.0]
-  assert np.all([n.residual is False and n.norm is None for n in nets.values.flat])
+  assert np.all([n.arch == meanfield.MLP() for n in nets.values.flat])
 
 
 def test_a_network_of_1d_variance_arrays_is_the_keyword_grid():

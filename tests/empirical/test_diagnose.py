@@ -19,7 +19,7 @@ from flax import nnx
 
 import empirical
 import meanfield
-from empirical.models import layer_scales, network_key, scale_params, standard_params
+from empirical.models import MLP, layer_scales, network_key, scale_params, standard_params
 from empirical.sweeping import make_inputs
 from tests.empirical._spies import count_measured
 
@@ -44,7 +44,7 @@ def _sweep_weights_factory(sigma_w2):
     std = standard_params(k, in_features=IN, width=WIDTH, depth=DEPTH)
     ws, bs = layer_scales("gaussian", sigma_w2, SIGMA_B2, in_features=IN,
                           width=WIDTH, depth=DEPTH)
-    return empirical.MLP.from_params(scale_params(std, ws, bs), activation="tanh")
+    return MLP.from_params(scale_params(std, ws, bs), activation="tanh")
   return factory
 
 
@@ -83,12 +83,13 @@ def test_residual_relu_mlp_matches_sweep():
                           depth=depth)
     ws, bs = layer_scales("gaussian", 1.0, 0.1, in_features=IN, width=width,
                           depth=depth)
-    return empirical.MLP.from_params(scale_params(std, ws, bs), activation="relu",
+    return MLP.from_params(scale_params(std, ws, bs), activation="relu",
                                      residual=True)
 
   ds = empirical.diagnose(factory, x, key=KEY, n_seeds=2, jacobian=False, n_projections=1)
   sw = empirical.sweep(KEY, activation="relu", width=width, depth=depth, sigma_w2=1.0,
-                       sigma_b2=0.1, n_seeds=2, inputs=x, residual=True, progress=False)
+                       sigma_b2=0.1, n_seeds=2, inputs=x, arch=meanfield.MLP(residual=True),
+                       progress=False)
   assert list(ds["name"].values) == ["dense1"] + [
       n for l in range(2, depth + 1) for n in (f"dense{l}", f"residual{l - 1}")]
   h = np.r_[0, np.flatnonzero(ds["kind"].values == "residual")]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import empirical
+import meanfield
 
 N, DEPTH, SEEDS, P = 256, 10, 16, 0.8
 SIGMA_W2 = [1.5, 2.5]
@@ -18,8 +19,8 @@ SIGMA_W2 = [1.5, 2.5]
 @pytest.fixture(scope="module")
 def dropout():
   ds = empirical.sweep(jax.random.key(3), activation="erf", sigma_w2=SIGMA_W2, sigma_b2=0.05,
-                       keep_prob=P, width=N, depth=DEPTH, n_seeds=SEEDS, n_inputs=4,
-                       in_features=32, q_input=1.0, c_input=0.5, progress=False)
+                       arch=meanfield.MLP(keep_prob=P), width=N, depth=DEPTH, n_seeds=SEEDS,
+                       n_inputs=4, in_features=32, q_input=1.0, c_input=0.5, progress=False)
   return ds, empirical.theory(ds)
 
 
@@ -82,8 +83,8 @@ def test_dropout_theory_has_no_nan(dropout):
 @pytest.mark.slow
 def test_dropout_theory_on_a_depth_grid():
   ds = empirical.sweep(jax.random.key(4), activation="tanh", sigma_w2=1.5, width=16,
-                       depth=[2, 3], keep_prob=P, n_seeds=2, n_inputs=4, in_features=5,
-                       progress=False)
+                       depth=[2, 3], arch=meanfield.MLP(keep_prob=P), n_seeds=2, n_inputs=4,
+                       in_features=5, progress=False)
   th = empirical.theory(ds)
   for v in ("grad_h", "grad_w"):
     assert np.all(np.isnan(th[v].sel(depth=2, layer=3)))   # beyond the network's depth

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import empirical.sweeping as sweep
+import meanfield
 from empirical import engine, models, probes
 from tests.empirical import _tiny
 
@@ -127,7 +128,9 @@ def test_inputs_with_given_length_and_cosine():
     (dict(sigma_w2=None), r"`sigma_w2` must be given"),
     (dict(n_seeds=0), r"`n_seeds` must be an integer >= 1, got 0"),
     (dict(c_input=1.5), r"`c_input` must be a number in \[-1, 1\], got 1.5"),
-    (dict(norm="group"), r"`norm` must be one of None, 'layer', 'batch', got 'group'"),
+    (dict(arch=None), r"`arch` of `empirical.sweep` must be meanfield.MLP\(...\) .*got None"),
+    (dict(arch=meanfield.MLP(residual=True, alpha=0.5)),
+     r"`arch` has alpha=0.5, which `empirical.sweep` does not run"),
 ])
 def test_bad_input_raises_before_work(override, message):
   with pytest.raises(ValueError, match=message):

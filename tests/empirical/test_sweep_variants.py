@@ -1,4 +1,5 @@
-"""empirical.sweep(keep_prob=) and empirical.theory for residual, LayerNorm and dropout sweeps."""
+"""empirical.sweep(arch=meanfield.MLP(...)) and empirical.theory for residual, LayerNorm and
+dropout sweeps."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ COMMON = dict(width=N, depth=DEPTH, n_seeds=SEEDS, n_inputs=2 * PAIRS, in_featur
               q_input=1.0, c_input=0.5, sigma_b2=0.05, progress=False)
 P = 0.8
 VARIANTS = {
-    "residual-tanh": dict(activation="tanh", sigma_w2=1.5, residual=True),
-    "layernorm-erf": dict(activation="erf", sigma_w2=2.0, norm="layer"),
-    "dropout-erf": dict(activation="erf", sigma_w2=1.5, keep_prob=P),
+    "residual-tanh": dict(activation="tanh", sigma_w2=1.5, arch=meanfield.MLP(residual=True)),
+    "layernorm-erf": dict(activation="erf", sigma_w2=2.0, arch=meanfield.MLP(norm="layer")),
+    "dropout-erf": dict(activation="erf", sigma_w2=1.5, arch=meanfield.MLP(keep_prob=P)),
 }
 # Var(phi(h)^2) / E[phi(h)^2]^2 for h Gaussian is at most 2 (a linear phi's) for
 # tanh and erf, which compress the tails. With dropout the layer input is
@@ -112,11 +113,18 @@ TINY = dict(activation="tanh", width=8, depth=3, sigma_w2=[1.0, 2.0], n_seeds=3,
             in_features=4, progress=False)
 
 
-@pytest.mark.parametrize("keep_prob", [0, 0.0, -0.5, 1.5, float("nan"), True, "0.5", None])
-def test_bad_keep_prob_raises_before_work(tmp_path, keep_prob):
+@pytest.mark.parametrize("keep_prob, message", [
+    (0, r"`keep_prob` must be in \(0, 1\]"), (-0.5, r"`keep_prob` must be in \(0, 1\]"),
+    (1.5, r"`keep_prob` must be in \(0, 1\]"), (float("nan"), r"`keep_prob` must be in \(0, 1\]"),
+    (True, "`keep_prob` must be a real number"), ("0.5", "`keep_prob` must be a real number"),
+    (None, "`keep_prob` must be a real number"),
+    (np.array([0.5, 0.8]), r"`arch.keep_prob` must be a number in \(0, 1\] for `empirical.sweep`"),
+])
+def test_bad_keep_prob_raises_before_work(tmp_path, keep_prob, message):
+  # MLP refuses what is no keep probability; the sweep what is not one number
   store = tmp_path / "store"
-  with pytest.raises(ValueError, match=r"`keep_prob` must be a number in \(0, 1\]"):
-    empirical.sweep(KEY, keep_prob=keep_prob, store=store, **TINY)
+  with pytest.raises(ValueError, match=message):
+    empirical.sweep(KEY, arch=meanfield.MLP(keep_prob=keep_prob), store=store, **TINY)
   assert not store.exists()
 
 
@@ -130,24 +138,24 @@ def _identical(a, b):
 @pytest.mark.slow
 def test_keep_prob_one_is_bitwise_the_default():
   default = empirical.sweep(KEY, **TINY)
-  _identical(empirical.sweep(KEY, keep_prob=1.0, **TINY), default)
-  _identical(empirical.sweep(KEY, keep_prob=1, **TINY), default)
-  assert empirical.networks(default).isel(sigma_w2=0).item().keep_prob == 1.0
+  _identical(empirical.sweep(KEY, arch=meanfield.MLP(keep_prob=1.0), **TINY), default)
+  _identical(empirical.sweep(KEY, arch=meanfield.MLP(keep_prob=1), **TINY), default)
+  assert empirical.networks(default).isel(sigma_w2=0).item().arch == meanfield.MLP()
 
 
 @pytest.mark.slow
 def test_dropout_by_network_is_the_keyword_and_comes_back():
   net = meanfield.Network(activation="tanh", sigma_w2=1.5, sigma_b2=0.1, depth=3, width=8,
-                          keep_prob=0.5)
+                          arch=meanfield.MLP(keep_prob=0.5))
   tiny = {k: v for k, v in TINY.items() if k not in ("activation", "width", "depth",
                                                      "sigma_w2")}
   by_net = empirical.sweep(KEY, network=net, **tiny)
   by_kw = empirical.sweep(KEY, activation="tanh", sigma_w2=1.5, sigma_b2=0.1, depth=3,
-                          width=8, keep_prob=0.5, **tiny)
+                          width=8, arch=meanfield.MLP(keep_prob=0.5), **tiny)
   assert by_net.identical(by_kw)
   assert empirical.networks(by_net).item() == net.replace(init=inits.init("gaussian"))
   # The masks act: layer 1 sees the undropped input, the layers above differ.
-  plain = empirical.sweep(KEY, network=net.replace(keep_prob=1.0), **tiny)
+  plain = empirical.sweep(KEY, network=net.replace(arch=meanfield.MLP()), **tiny)
   np.testing.assert_array_equal(by_net.q.isel(layer=0), plain.q.isel(layer=0))
   assert np.all(by_net.q.isel(layer=slice(1, None)) != plain.q.isel(layer=slice(1, None)))
 
@@ -163,6 +171,7 @@ def test_store_spec_names_keep_prob_only_below_one(tmp_path):
   for m in metas:
     with open(m) as f:
       assert "keep_prob" not in json.load(f)["spec"]
-  assert empirical.sweep(KEY, store=store, keep_prob=1.0, **_tiny.TINY).identical(first)
+  assert empirical.sweep(KEY, store=store, arch=meanfield.MLP(keep_prob=1.0),
+                         **_tiny.TINY).identical(first)
   with pytest.raises(ValueError, match="keep_prob"):
-    empirical.sweep(KEY, store=store, keep_prob=P, **_tiny.TINY)
+    empirical.sweep(KEY, store=store, arch=meanfield.MLP(keep_prob=P), **_tiny.TINY)

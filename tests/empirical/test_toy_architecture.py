@@ -88,12 +88,12 @@ def test_the_toy_gets_propagate_and_the_fixed_point_from_its_hooks():
   q_next = meanfield.q_map(prop.q[:-1], sigma_w2=g2 * 1.5, sigma_b2=g2 * 0.05, activation="tanh")
   np.testing.assert_allclose(prop.q[1:], q_next, rtol=1e-6)
   plain = meanfield.propagate(net.replace(arch=Gain(gain=1.0)), q_input=0.8, c_input=0.3)
-  mlp = meanfield.propagate(net.replace(arch=None), q_input=0.8, c_input=0.3)
+  mlp = meanfield.propagate(net.replace(arch=meanfield.MLP()), q_input=0.8, c_input=0.3)
   np.testing.assert_array_equal(plain.q, mlp.q)
   fp = meanfield.fixed_point(net)
   q_star = meanfield.q_map(fp.q_star, sigma_w2=g2 * 1.5, sigma_b2=g2 * 0.05, activation="tanh")
   np.testing.assert_allclose(q_star, fp.q_star, rtol=1e-5)
-  assert not np.isclose(fp.q_star, meanfield.fixed_point(net.replace(arch=None)).q_star)
+  assert not np.isclose(fp.q_star, meanfield.fixed_point(net.replace(arch=meanfield.MLP())).q_star)
 
 
 # 2 variances x 8 seeds = 16 networks of width 128, in chunks of 4: one compiled program.

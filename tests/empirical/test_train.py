@@ -248,7 +248,10 @@ def test_train_matches_a_plain_optax_loop(digits64, x64):
     (dict(init=["gaussian", "he_normal"]), r"`init` must not mix"),
     (dict(init="kaiming"), r"`init` must be one of"),
     (dict(activation="nope"), r"activation"),
-    (dict(norm="group"), r"`norm` must be one of None, 'layer', 'batch', got 'group'"),
+    (dict(arch=None), r"`arch` of `empirical.train` must be meanfield.MLP\(residual=..., "
+                      r"norm=...\) .*got None"),
+    (dict(arch=meanfield.MLP(keep_prob=0.9)),
+     r"`arch` has keep_prob=0.9, which `empirical.train` does not run"),
     (dict(probe_size=10**6), r"`probe_size` must be <= n_train"),
     (dict(learning_rate=None), r"`learning_rate` must be given"),
     (dict(probes="no"), r"`probes` must be True or False, got 'no'"),
@@ -279,7 +282,7 @@ def test_optimizer_table(x64):
 @pytest.mark.slow
 @pytest.mark.parametrize("options", [
     dict(optimizer="momentum"), dict(optimizer="adam", clip_norm=1.0),
-    dict(norm="batch"), dict(norm="layer", residual=True)])
+    dict(arch=meanfield.MLP(norm="batch")), dict(arch=meanfield.MLP(norm="layer", residual=True))])
 def test_options_train_the_critical_network(digits, options):
   # Every optimizer and architecture option trains a critical network well above
   # chance (same threshold as above: p + 10 binomial standard errors).
@@ -335,7 +338,7 @@ def test_without_probes_the_scores_are_the_same(digits, reference):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(input_shape=(8, 8)), r"`input_shape` applies only to arch=meanfield.Conv\(...\), "
-                               r"got input_shape=\(8, 8\) with arch=None"),
+                               r"got input_shape=\(8, 8\) with arch=MLP\(residual=False"),
     (dict(momentum=0.5), r"`momentum` applies only to optimizer='momentum', got "
                          r"momentum=0.5 with optimizer='sgd'"),
     (dict(momentum=0.5, optimizer="adam"), r"`momentum` applies only to optimizer='momentum'"),

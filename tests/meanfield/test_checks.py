@@ -55,7 +55,7 @@ def _grid(args, key, value):
 def test_bad_numbers_name_the_argument(name, fn, args, key, bad, error, match):
   value = bad if bad is None or isinstance(bad, (str, list)) else _grid(args, key, bad)
   if bad is None and name == "propagate" and key in ("q_input", "c_input"):
-    # None is "not given": the architecture's inputs are required (arch=None: the MLP's)
+    # None is "not given": the architecture's inputs are required (the default MLP()'s)
     error, match = ValueError, "must be given to `propagate` for the fully connected MLP, got None"
   with pytest.raises(error, match=f"`{key}` {match}"):
     fn(**{**args, key: value})

@@ -142,8 +142,8 @@ def test_validation():
   with pytest.raises(ValueError, match="depth"):
     meanfield.propagate(covariance=np.eye(3), depth=0, sigma_w2=1.0, sigma_b2=0.0,
                         activation="tanh", arch=arch)
-  with pytest.raises(ValueError, match="residual"):
-    net.replace(residual=True, arch=meanfield.Conv(kernel_size=3, spatial_size=4))
+  with pytest.raises(ValueError, match=r"`arch` must be meanfield.MLP\(...\) .* got 'conv'"):
+    net.replace(arch="conv")
   with pytest.raises(ValueError, match=r"`covariance` must be \(4, 4\)"):
     meanfield.propagate(covariance=np.eye(3), depth=2, sigma_w2=1.0, sigma_b2=0.0,
                         activation="tanh", arch=meanfield.Conv(kernel_size=3, spatial_size=4))
@@ -314,15 +314,12 @@ def test_inputs_and_variants_of_the_generic_functions_raise_for_conv():
     meanfield.propagate(depth=2, arch=arch, **_RELU)
   with pytest.raises(ValueError, match="`covariance` must not be given to `propagate`"):
     meanfield.propagate(q_input=1.0, c_input=0.3, covariance=_COV, depth=2, **_RELU)
-  with pytest.raises(ValueError, match=r"`keep_prob` must keep the plain value "
-                                       r"\(keep_prob=1.0\) with arch=Conv"):
+  # the MLP's variants are fields of meanfield.MLP, not keywords beside another arch
+  with pytest.raises(TypeError, match="keep_prob"):
     meanfield.propagate(covariance=_COV, depth=2, arch=arch, keep_prob=0.9, **_RELU)
-  with pytest.raises(ValueError, match=r"`norm` must keep the plain value \(norm=None\) "
-                                       r"with arch=Conv"):
-    meanfield.fixed_point(arch=arch, norm="layer", **_RELU)
   with pytest.raises(ValueError, match="`q` must be None for `fixed_point` with arch=Conv"):
     meanfield.fixed_point(arch=arch, q=0.5, **_RELU)
-  with pytest.raises(ValueError, match="`arch` of `phase_diagram` must be None"):
+  with pytest.raises(ValueError, match=r"`arch` of `phase_diagram` must be meanfield.MLP\(...\)"):
     meanfield.phase_diagram(sigma_w2=[1.0], sigma_b2=[0.1], activation="relu", arch="conv")
   net = meanfield.Network(**_RELU, arch=arch)
   with pytest.raises(ValueError, match="'arch' both from `network`"):

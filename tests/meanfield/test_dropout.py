@@ -21,7 +21,7 @@ def test_maps_against_reference(x64, act):
   q = np.array([0.5, 2.0])[:, None]
   c = np.array([-0.3, 0.4, 0.99, 1.0])[None, :]
   p = 0.7
-  kw = dict(sigma_w2=1.3, sigma_b2=0.1, activation=act, keep_prob=p)
+  kw = dict(sigma_w2=1.3, sigma_b2=0.1, activation=act, arch=meanfield.MLP(keep_prob=p))
   got_q = meanfield.q_map(q, **kw)
   got_c = meanfield.c_map(c, q=q, **kw)
   for i in range(2):
@@ -34,7 +34,8 @@ def test_maps_against_reference(x64, act):
   if act == "tanh":
     return                  # (one compile of tanh's maps is enough)
   # keep_prob = 1 is the plain network (an array: the dropout map, at p = 1)
-  np.testing.assert_allclose(meanfield.c_map(c, q=q, **{**kw, "keep_prob": np.ones(1)}),
+  at_one = {**kw, "arch": meanfield.MLP(keep_prob=np.ones(1))}
+  np.testing.assert_allclose(meanfield.c_map(c, q=q, **at_one),
                              meanfield.c_map(c, q=q, sigma_w2=1.3, sigma_b2=0.1, activation=act),
                              rtol=1e-12)
 
@@ -46,12 +47,12 @@ def test_fixed_points(x64):
   # erf: closed forms (tanh's maps are checked against quadrature above; the solver is
   # the same code for every activation)
   fp = meanfield.fixed_point(sigma_w2=sigma_w2, sigma_b2=0.05, activation="erf",
-                             keep_prob=keep)
+                             arch=meanfield.MLP(keep_prob=keep))
   assert fp.c_star.shape == (4, 2)
   np.testing.assert_allclose(fp.q_star, meanfield.q_star(sigma_w2=sigma_w2 / keep,
                                                          sigma_b2=0.05, activation="erf"))
   c_next = meanfield.c_map(fp.c_star, q=fp.q_star, sigma_w2=sigma_w2, sigma_b2=0.05,
-                           activation="erf", keep_prob=keep)
+                           activation="erf", arch=meanfield.MLP(keep_prob=keep))
   np.testing.assert_allclose(c_next, fp.c_star, atol=1e-13)
   assert np.all(fp.c_star < 1) and np.all(fp.chi_c < 1) and np.all(np.isfinite(fp.xi_c))
   # chi_c = sigma_w2 E[phi'(u1) phi'(u2)] at (q*, c*), against the reference quadrature
@@ -62,7 +63,7 @@ def test_fixed_points(x64):
     np.testing.assert_allclose(fp.chi_1[i, j], sigma_w2[i, 0] / keep[0, j] * d2, rtol=1e-9)
     # xi_q from the dropout q-map's slope at q*, by central differences (error ~1e-10)
     q_map = lambda q: meanfield.q_map(q, sigma_w2=sigma_w2[i, 0], sigma_b2=0.05,
-                                      activation="erf", keep_prob=keep[0, j])
+                                      activation="erf", arch=meanfield.MLP(keep_prob=keep[0, j]))
     h = 1e-5 * fp.q_star[i, j]
     slope = (q_map(fp.q_star[i, j] + h) - q_map(fp.q_star[i, j] - h)) / (2 * h)
     np.testing.assert_allclose(fp.xi_q[i, j], -1 / np.log(slope), rtol=1e-8)
@@ -74,7 +75,7 @@ def test_finite_xi_c_at_criticality(x64):
   # the correlation depth scale stays finite for p < 1 (and diverges as p -> 1).
   kw = dict(sigma_b2=0.05, activation="erf")
   fixed_point = lambda sw2, p: meanfield.fixed_point(
-      sigma_w2=np.full((4, 2), sw2), keep_prob=p, **kw)     # the shape compiled above
+      sigma_w2=np.full((4, 2), sw2), arch=meanfield.MLP(keep_prob=p), **kw)   # shape as above
   chi_1 = lambda sw2, p: float(fixed_point(sw2, p).chi_1[0, 0]) - 1
   xi = []
   for p in (0.8, 0.99):
@@ -93,7 +94,7 @@ def test_relu_critical_line(x64):
   p = np.array([0.5, 0.8])
   sigma_w2 = np.array([0.6, 0.9999, 1.0001, 1.5])[:, None] * 2 * p[None, :]
   fp = meanfield.fixed_point(sigma_w2=sigma_w2, sigma_b2=0.1, activation="relu",
-                             keep_prob=p[None, :])
+                             arch=meanfield.MLP(keep_prob=p[None, :]))
   np.testing.assert_allclose(fp.chi_1, sigma_w2 / (2 * p[None, :]), rtol=1e-12)
   below = sigma_w2 < 2 * p[None, :]
   np.testing.assert_allclose(fp.q_star[below], (0.1 / (1 - sigma_w2 / (2 * p)))[below],
@@ -103,21 +104,24 @@ def test_relu_critical_line(x64):
 
 
 def test_network_and_validation():
-  net = meanfield.Network("relu", sigma_w2=1.2, sigma_b2=0.1, depth=5, keep_prob=0.6)
+  net = meanfield.Network("relu", sigma_w2=1.2, sigma_b2=0.1, depth=5,
+                          arch=meanfield.MLP(keep_prob=0.6))
   a = meanfield.propagate(net, q_input=1.0, c_input=0.5)
   b = meanfield.propagate(q_input=1.0, c_input=0.5, depth=5, sigma_w2=1.2, sigma_b2=0.1,
-                          activation="relu", keep_prob=0.6)
+                          activation="relu", arch=meanfield.MLP(keep_prob=0.6))
   np.testing.assert_array_equal(a.q, b.q)
   np.testing.assert_allclose(a.chi_1, 1.2 / 0.6 / 2, rtol=1e-6)
   for bad in (0.0, 1.5):
     with pytest.raises(ValueError, match="keep_prob"):
-      meanfield.q_map(1.0, sigma_w2=1.0, sigma_b2=0.0, activation="relu", keep_prob=bad)
+      meanfield.q_map(1.0, sigma_w2=1.0, sigma_b2=0.0, activation="relu",
+                      arch=meanfield.MLP(keep_prob=bad))
   with pytest.raises(ValueError, match="keep_prob"):
-    meanfield.Network("relu", keep_prob=0.0)
+    meanfield.Network("relu", arch=meanfield.MLP(keep_prob=0.0))
+  residual = net.replace(arch=net.arch.replace(residual=True))
   with pytest.raises(ValueError, match="residual"):     # a residual network has no q*
-    meanfield.c_map(0.3, network=net.replace(residual=True))
+    meanfield.c_map(0.3, network=residual)
   # residual with dropout: the skip adds q to the dropout branch (alpha = 1)
-  np.testing.assert_allclose(meanfield.q_map(1.0, network=net.replace(residual=True)),
+  np.testing.assert_allclose(meanfield.q_map(1.0, network=residual),
                              1.0 + meanfield.q_map(1.0, network=net), rtol=1e-15)
 
 
@@ -151,7 +155,7 @@ def test_wide_networks_with_dropout_follow_theory(act, sigma_w2, kappa):
   q, c = jax.vmap(lambda k: _measure(k, x, activation=act, sigma_w2=sigma_w2,
                                      sigma_b2=0.05))(keys)
   th = meanfield.propagate(q_input=1.0, c_input=0.5, depth=DEPTH, sigma_w2=sigma_w2,
-                           sigma_b2=0.05, activation=act, keep_prob=P)
+                           sigma_b2=0.05, activation=act, arch=meanfield.MLP(keep_prob=P))
   layers = np.arange(1, DEPTH + 1)
   # erf, like tanh, compresses the tails: kappa <= 2. As in test_residual.py, with the
   # masks' extra spread: the mean square of (m/p) phi over N units has relative variance
@@ -165,7 +169,7 @@ def test_wide_networks_with_dropout_follow_theory(act, sigma_w2, kappa):
   assert np.all(np.abs(err_c) < 5 * se_c), err_c
   # Not vacuous: without dropout's 1/p on the diagonal c would be off by far more.
   plain = meanfield.propagate(q_input=1.0, c_input=0.5, depth=DEPTH, sigma_w2=sigma_w2,
-                              sigma_b2=0.05, activation=act, keep_prob=1.0)
+                              sigma_b2=0.05, activation=act, arch=meanfield.MLP(keep_prob=1.0))
   assert np.abs(np.asarray(plain.c) - np.asarray(th.c))[-1] > 10 * se_c[-1]
 
 
@@ -194,7 +198,7 @@ def test_fixed_point_gradients(x64):
   # jax.grad against central differences of the values.
   def c_star_at(sw2, p):
     return meanfield.fixed_point(sigma_w2=sw2, sigma_b2=0.05, activation="erf",
-                                 keep_prob=p).c_star
+                                 arch=meanfield.MLP(keep_prob=p)).c_star
 
   for argnum in (0, 1):
     g = jax.grad(c_star_at, argnums=argnum)(1.5, 0.8)
@@ -213,7 +217,8 @@ def test_fixed_point_where_q_star_is_zero(x64):
   # (the README's edge case), not the slopes at q = 0 itself (which are 0).
   kw = dict(sigma_w2=1.0, sigma_b2=0.0, activation="tanh")
   # the dropout theory (keep_prob not all 1) at keep_prob = 1: the plain MLP's values
-  fp = jax.tree.map(lambda v: v[0], meanfield.fixed_point(keep_prob=np.array([1.0, 0.9]), **kw))
+  fp = jax.tree.map(lambda v: v[0], meanfield.fixed_point(
+      arch=meanfield.MLP(keep_prob=np.array([1.0, 0.9])), **kw))
   plain = meanfield.fixed_point(**kw)
   assert float(fp.q_star) == float(plain.q_star) == 0.0
   assert float(fp.c_star) == float(plain.c_star) == 1.0
@@ -223,7 +228,7 @@ def test_fixed_point_where_q_star_is_zero(x64):
   # there by central differences (error ~h^2 C''' + eps / h, below 1e-9)
   for act, sigma_w2, keep, c_want, chi_want in [("relu", 1.5, 0.9, 0.62715, 0.6442),
                                                 ("tanh", 0.5, 0.9, 0.0, 0.9)]:
-    kw = dict(sigma_w2=sigma_w2, sigma_b2=0.0, activation=act, keep_prob=keep)
+    kw = dict(sigma_w2=sigma_w2, sigma_b2=0.0, activation=act, arch=meanfield.MLP(keep_prob=keep))
     fp = meanfield.fixed_point(**kw)
     assert float(fp.q_star) == 0.0
     c_map = lambda c: meanfield.c_map(c, q=0.0, **kw)

@@ -172,7 +172,7 @@ def test_network_argument_dtype_and_validation():
   with pytest.raises(ValueError, match="c_input"):
     meanfield.finite_width_q(net, q_input=1.0, c_input=1.5)
   with pytest.raises(ValueError, match="residual"):
-    meanfield.finite_width_q(net.replace(residual=True), q_input=1.0)
+    meanfield.finite_width_q(net.replace(arch=net.arch.replace(residual=True)), q_input=1.0)
 
 
 # --- Monte Carlo over networks ----------------------------------------------------------------

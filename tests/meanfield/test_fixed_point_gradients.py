@@ -42,13 +42,14 @@ CASES = {
     "depth_scales": lambda x: _fields(
         mf.depth_scales(sigma_w2=x[0], sigma_b2=x[1], activation="erf"), ("xi_q", "xi_c")),
     "fixed_point_dropout": lambda x: _fields(
-        mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf", keep_prob=x[2]),
+        mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf", arch=mf.MLP(keep_prob=x[2])),
         ("q_star", "c_star", "chi_c", "chi_1", "xi_q", "xi_c")),
     "fixed_point_dropout_relu": lambda x: _fields(       # closed forms: the cheap one
-        mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="relu", keep_prob=x[2]),
+        mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="relu",
+                       arch=mf.MLP(keep_prob=x[2])),
         ("q_star", "c_star", "chi_c", "chi_1", "xi_q", "xi_c")),
     "fixed_point_layernorm": lambda x: _fields(
-        mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf", norm="layer"),
+        mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf", arch=mf.MLP(norm="layer")),
         ("q_star", "c_star", "chi_c", "chi_1", "xi_c")),
     "fixed_point(arch=Conv)": lambda x: jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(
         mf.fixed_point(sigma_w2=x[0], sigma_b2=x[1], activation="erf",

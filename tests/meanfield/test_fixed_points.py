@@ -350,20 +350,24 @@ def test_fixed_point_given_length(x64):
 
 def test_fixed_point_refuses_what_it_does_not_cover():
   kw = dict(sigma_w2=1.5, sigma_b2=0.05, activation="tanh")
-  with pytest.raises(ValueError, match="`norm` must be None or 'layer'.*got 'batch'"):
-    mf.fixed_point(**kw, norm="batch")
-  with pytest.raises(ValueError, match="`norm` must be None or 'layer'.*got 'group'"):
-    mf.fixed_point(**kw, norm="group")
+  with pytest.raises(ValueError, match="`arch.norm` must be None or 'layer'.*got 'batch'"):
+    mf.fixed_point(**kw, arch=mf.MLP(norm="batch"))
   for p in (0.0, 1.5, -0.2):
     with pytest.raises(ValueError, match=r"`keep_prob` must be in \(0, 1\]"):
-      mf.fixed_point(**kw, keep_prob=p)
-  with pytest.raises(ValueError, match="`keep_prob` must be 1 with norm='layer'.*got 0.9"):
-    mf.fixed_point(**kw, norm="layer", keep_prob=0.9)
-  with pytest.raises(ValueError, match="`q` must be None .* norm='layer'"):
-    mf.fixed_point(**kw, norm="layer", q=0.5)
-  with pytest.raises(ValueError, match="`q` must be None .* keep_prob < 1"):
-    mf.fixed_point(**kw, keep_prob=0.8, q=0.5)
+      mf.fixed_point(**kw, arch=mf.MLP(keep_prob=p))
+  with pytest.raises(ValueError, match="`arch.keep_prob` must be 1 with arch.norm='layer'.*0.9"):
+    mf.fixed_point(**kw, arch=mf.MLP(norm="layer", keep_prob=0.9))
+  with pytest.raises(ValueError, match="`q` must be None .* arch.norm='layer'"):
+    mf.fixed_point(**kw, arch=mf.MLP(norm="layer"), q=0.5)
+  with pytest.raises(ValueError, match="`q` must be None .* arch.keep_prob < 1"):
+    mf.fixed_point(**kw, arch=mf.MLP(keep_prob=0.8), q=0.5)
   with pytest.raises(ValueError, match="`q` must be >= 0"):
     mf.fixed_point(**kw, q=-0.5)
-  with pytest.raises(ValueError, match="residual=True"):
-    mf.fixed_point(mf.Network(**kw, residual=True))
+  with pytest.raises(ValueError, match="residual=True, which `fixed_point` does not cover"):
+    mf.fixed_point(mf.Network(**kw, arch=mf.MLP(residual=True)))
+  for arch in (mf.MLP(residual=True), mf.MLP(residual=True, alpha=0.5)):   # as a keyword too
+    with pytest.raises(ValueError, match="`arch` has residual=True.*which `fixed_point` does "
+                                         "not cover"):
+      mf.fixed_point(**kw, arch=arch)
+  with pytest.raises(ValueError, match=r"`arch` of `fixed_point` must be meanfield.MLP\(...\)"):
+    mf.fixed_point(**kw, arch=None)

@@ -170,17 +170,17 @@ def test_depth_beyond_a_scan_length_is_refused():
   # scans count layers in 32-bit integers: a clear error naming depth, before any work
   kw = dict(q_input=1.0, sigma_w2=1.5, sigma_b2=0.1, activation="tanh")
   for fn in (lambda d: mf.propagate(c_input=0.5, depth=d, **kw),
-             lambda d: mf.propagate(c_input=0.5, depth=d, residual=True, **kw),
-             lambda d: mf.propagate(c_input=0.5, depth=d, norm="layer", **kw),
+             lambda d: mf.propagate(c_input=0.5, depth=d, arch=mf.MLP(residual=True), **kw),
+             lambda d: mf.propagate(c_input=0.5, depth=d, arch=mf.MLP(norm="layer"), **kw),
              lambda d: mf.finite_width_q(depth=d, width=64, **kw),
              lambda d: mf.finite_width_jacobian(depth=d, width=64, **kw)):
     with pytest.raises(ValueError, match=r"`depth` must be an integer in \[1, 2147483647\]"):
       fn(10 ** 12)
 
 
-# The variant keywords at their plain values, as keywords, NumPy scalars and a Network gives them.
-_PLAIN_VALUES = [dict(residual=False, alpha=1.0, norm=None, keep_prob=1.0),
-                 dict(alpha=1, keep_prob=np.float64(1.0)), dict(alpha=np.float32(1.0))]
+# The MLP's variant fields at their plain values, as numbers, NumPy scalars and a Network gives them.
+_PLAIN_VALUES = [mf.MLP(residual=False, alpha=1.0, norm=None, keep_prob=1.0),
+                 mf.MLP(alpha=1, keep_prob=np.float64(1.0)), mf.MLP(alpha=np.float32(1.0))]
 
 
 def test_plain_variant_values_run_the_plain_code_bit_for_bit(x64, caplog):
@@ -200,10 +200,10 @@ def test_plain_variant_values_run_the_plain_code_bit_for_bit(x64, caplog):
                               calls["propagate"])}
   for name, call in calls.items():
     plain = jax.block_until_ready(call())
-    # the same compiled program: the plain call compiled it, the variant keywords reuse it
+    # the same compiled program: the plain call compiled it, the plain MLP values reuse it
     with caplog.at_level("WARNING", logger="jax"), jax.log_compiles(True):
       for values in _PLAIN_VALUES:
-        got = call(**values)
+        got = call(arch=values)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(plain)):
           assert a.dtype == b.dtype and a.shape == b.shape, name
           np.testing.assert_array_equal(a, b, err_msg=f"{name} {values}")
@@ -217,11 +217,13 @@ def test_plain_variant_values_run_the_plain_code_bit_for_bit(x64, caplog):
 
 
 _BASE = dict(sigma_w2=1.5, sigma_b2=0.05, activation="tanh")
-_UNSUPPORTED = [   # (variant keywords, message naming the argument, value and what is allowed)
-    (dict(norm="batch"), r"`norm` must be None or 'layer' for `{fn}`, got 'batch': BatchNorm"),
-    (dict(norm="group", residual=True), r"`norm` must be None or 'layer' for `{fn}`, got 'group'"),
-    (dict(alpha=0.5), r"`alpha` must be 1 without a residual connection .*, got 0.5"),
-    (dict(alpha=np.array([1.0, 2.0])), r"`alpha` must be 1 without a residual .*, got .*2.0"),
+_UNSUPPORTED = [   # (MLP fields, message naming the argument, value and what is allowed)
+    (dict(norm="batch"), r"`arch.norm` must be None or 'layer' for `{fn}`, got 'batch': BatchNorm"),
+    (dict(alpha=0.5), r"`arch.alpha` must be 1 without a residual connection .*, got 0.5"),
+    (dict(alpha=np.array([1.0, 2.0])), r"`arch.alpha` must be 1 without a residual .*, got .*2.0"),
+    # refused by MLP itself, before the call
+    (dict(norm="group", residual=True), r"`norm` must be one of None, 'layer', 'batch', got "
+                                        r"'group'"),
     (dict(residual=True, alpha=0.0), r"`alpha` must be > 0 \(the residual branch scale\), got 0.0"),
     (dict(keep_prob=0.0), r"`keep_prob` must be in \(0, 1\] .*, got 0.0"),
     (dict(keep_prob=1.5, norm="layer"), r"`keep_prob` must be in \(0, 1\] .*, got 1.5"),
@@ -232,10 +234,10 @@ _UNSUPPORTED = [   # (variant keywords, message naming the argument, value and w
 
 @pytest.mark.parametrize("variant,match", _UNSUPPORTED)
 def test_unsupported_variant_combinations_raise(variant, match):
-  calls = {"q_map": lambda: mf.q_map(1.0, **_BASE, **variant),
-           "c_map": lambda: mf.c_map(0.5, q=1.0, **_BASE, **variant),
+  calls = {"q_map": lambda: mf.q_map(1.0, **_BASE, arch=mf.MLP(**variant)),
+           "c_map": lambda: mf.c_map(0.5, q=1.0, **_BASE, arch=mf.MLP(**variant)),
            "propagate": lambda: mf.propagate(q_input=1.0, c_input=0.5, depth=3, **_BASE,
-                                             **variant)}
+                                             arch=mf.MLP(**variant))}
   for fn, call in calls.items():
     with pytest.raises(ValueError, match=match.format(fn=fn)):
       call()
@@ -243,18 +245,32 @@ def test_unsupported_variant_combinations_raise(variant, match):
 
 def test_variant_maps_need_what_they_read():
   # a residual network's length grows: no q* for c_map's default
-  with pytest.raises(ValueError, match="`q` must be given to `c_map` with residual=True"):
-    mf.c_map(0.5, **_BASE, residual=True)
+  with pytest.raises(ValueError, match=r"`q` must be given to `c_map` with "
+                                       r"arch=MLP\(residual=True\)"):
+    mf.c_map(0.5, **_BASE, arch=mf.MLP(residual=True))
   # a Network with BatchNorm is refused by name, as the keyword is
-  net = mf.Network("tanh", sigma_w2=1.5, sigma_b2=0.05, depth=3, norm="batch")
+  net = mf.Network("tanh", sigma_w2=1.5, sigma_b2=0.05, depth=3, arch=mf.MLP(norm="batch"))
   for call in (lambda: mf.q_map(1.0, network=net), lambda: mf.c_map(0.5, network=net),
                lambda: mf.propagate(net, q_input=1.0, c_input=0.5)):
-    with pytest.raises(ValueError, match="`norm` must be None or 'layer'.*got 'batch'"):
+    with pytest.raises(ValueError, match="`arch.norm` must be None or 'layer'.*got 'batch'"):
       call()
   # LayerNorm without a skip: c_map does not need q, and q only broadcasts
-  kw = dict(**_BASE, norm="layer")
+  kw = dict(**_BASE, arch=mf.MLP(norm="layer"))
   np.testing.assert_array_equal(mf.c_map(0.5, q=np.array([0.1, 9.0]), **kw),
                                 np.full(2, mf.c_map(0.5, **kw)))
+
+
+def test_the_maps_are_the_mlps():
+  # q_map and c_map are the fully connected MLP's maps: another architecture (or None) is
+  # refused by name, pointing to what to use
+  for arch in (None, mf.Conv(kernel_size=3)):
+    for fn, call in (("q_map", lambda: mf.q_map(1.0, **_BASE, arch=arch)),
+                     ("c_map", lambda: mf.c_map(0.5, q=1.0, **_BASE, arch=arch))):
+      with pytest.raises(ValueError, match=rf"`arch` of `{fn}` must be a meanfield.MLP .*"
+                                           r"Conv.covariance_map\), got " + repr(arch)[:4]):
+        call()
+  with pytest.raises(ValueError, match=r"`arch` of `propagate` must be meanfield.MLP\(...\)"):
+    mf.propagate(q_input=1.0, c_input=0.5, depth=3, **_BASE, arch=None)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import meanfield as mf
-from meanfield.network import Architecture, Network, accepts_network, weight_law
+from meanfield.network import MLP, Architecture, Network, accepts_network, weight_law
 
 TANH = dict(activation="tanh", sigma_w2=1.5, sigma_b2=0.05)
 
@@ -34,9 +34,12 @@ def test_a_field_given_twice_or_an_uncovered_variant_raises():
   with pytest.raises(ValueError, match="'sigma_w2' both from `network`"):
     mf.q_star(net, sigma_w2=2.0)
   with pytest.raises(ValueError, match="residual=True, which `q_star` does not cover"):
-    mf.q_star(net.replace(residual=True))
+    mf.q_star(net.replace(arch=net.arch.replace(residual=True)))
   with pytest.raises(ValueError, match="must be a meanfield.Network"):
     mf.q_star({"sigma_w2": 1.0})
+
+
+_MLP_FIELDS = ("residual", "alpha", "norm", "keep_prob")
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -44,18 +47,43 @@ def test_a_field_given_twice_or_an_uncovered_variant_raises():
     ("sigma_b2", [0.1, -0.2], r"`sigma_b2` must be >= 0, got an array containing .*-0.2"),
     ("sigma_w2", np.array([[1.0], [np.inf]]), "`sigma_w2` must be finite"),
     ("alpha", [0.5, 1.0], "`alpha` of a Network must be one concrete number"),
+    ("keep_prob", np.array([0.5, 1.0]), "`keep_prob` of a Network must be one concrete number"),
     ("depth", 0, "`depth` must be an integer >= 1"),
     ("width", 2.5, "`width` must be an integer >= 1"),
     ("init", "haar", "`init` must be one of 'gaussian', 'orthogonal'"),
+    ("residual", 1, "`residual` must be True or False, got 1"),
     ("norm", "group", "`norm` must be one of None"),
-    ("keep_prob", 0.0, "`keep_prob` must be > 0 and <= 1"),
-    ("keep_prob", 1.5, "`keep_prob` must be > 0 and <= 1"),
+    ("keep_prob", 0.0, r"`keep_prob` must be in \(0, 1\]"),
+    ("keep_prob", 1.5, r"`keep_prob` must be in \(0, 1\] .*got 1.5"),
     ("alpha", 0.0, "`alpha` must be > 0"),
+    ("alpha", [1.0, -2.0], "`alpha` must be > 0 .*-2"),
     ("activation", "nope", "activation"),
 ])
 def test_bad_fields_raise_naming_them(field, value, message):
+  # the MLP's fields are checked by MLP itself, and a Network holds one number of each
   with pytest.raises(ValueError, match=message):
-    Network(**{field: value})
+    Network(**({"arch": MLP(**{field: value})} if field in _MLP_FIELDS else {field: value}))
+
+
+def test_mlp_is_a_value():
+  a, b = MLP(residual=True, alpha=0.5), MLP(residual=np.bool_(True), alpha=0.5)
+  assert a == b and hash(a) == hash(b) and len({a, b, MLP()}) == 2
+  assert a != MLP(residual=True) and MLP() == MLP(alpha=1, keep_prob=np.float64(1.0))
+  assert a.variants == {"residual": True, "alpha": 0.5} and MLP().variants == {}
+  assert MLP(norm="layer").replace(keep_prob=0.8).variants == {"norm": "layer", "keep_prob": 0.8}
+  # arrays (the keyword theory calls broadcast over them) by shape and value
+  p = np.array([0.5, 1.0])
+  assert MLP(keep_prob=p) == MLP(keep_prob=p.copy()) != MLP(keep_prob=np.array([0.5, 0.9]))
+  assert hash(MLP(keep_prob=p)) == hash(MLP(keep_prob=[0.5, 1.0]))
+  assert MLP(keep_prob=p).variants["keep_prob"] is p       # an array is a variant, even at 1
+  assert MLP().inputs == ("q_input", "c_input") and MLP().stationary_inputs == ()
+  # a tracer is left unchecked (jax.grad over keep_prob), and the default of every Network
+  assert jax.jit(lambda x: MLP(keep_prob=x).keep_prob * 2)(0.5) == 1.0
+  net = Network(arch=MLP(residual=True, alpha=np.float32(0.5), keep_prob=1))
+  assert type(net.arch.alpha) is float and type(net.arch.keep_prob) is float
+  assert Network().arch == MLP() and net.arch == MLP(residual=True, alpha=0.5)
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    a.alpha = 2.0
 
 
 def test_weight_law_reads_a_scheme_law_attribute():
@@ -80,10 +108,11 @@ _CALLS = {
     "propagate": ((), dict(q_input=1.0, c_input=0.3)),
     "q_map": ((0.7,), {}), "q_map_slope": ((0.7,), {}), "q_star": ((), {}),
 }
-# The variant a function is the theory of, set in its network from the start.
-_OWN_VARIANT = {"layernorm_": dict(norm="layer")}
-# A non-plain value of each variant field of a Network.
+# A non-plain value of each variant field of the MLP.
 _VARIANT_VALUES = dict(residual=True, alpha=0.5, norm="layer", keep_prob=0.8)
+# The variant fields each function covers (the others raise).
+_COVERS = {"q_map": _MLP_FIELDS, "c_map": _MLP_FIELDS, "propagate": _MLP_FIELDS,
+           "fixed_point": ("norm", "keep_prob")}
 _NET = Network(**TANH, depth=3, width=64)
 # Covers its variants one at a time (LayerNorm with dropout raises ValueError).
 _ONE_VARIANT_AT_A_TIME = {"fixed_point"}
@@ -141,8 +170,9 @@ def test_a_network_call_equals_the_keyword_call_for_every_variant(name):
   fn = getattr(mf, name)
   args, kwargs = _CALLS[name]
   params = inspect.signature(fn).parameters
-  covered = {k: v for k, v in _VARIANT_VALUES.items() if k in params}
-  base = _NET.replace(**next((v for p, v in _OWN_VARIANT.items() if name.startswith(p)), {}))
+  covered = {k: v for k, v in _VARIANT_VALUES.items() if k in _COVERS.get(name, ())}
+  base = _NET
+  with_variant = lambda **v: base.replace(arch=MLP(**v))
   by_keyword = params["network"].kind == inspect.Parameter.KEYWORD_ONLY
 
   def call(net):
@@ -151,22 +181,35 @@ def test_a_network_call_equals_the_keyword_call_for_every_variant(name):
   variants = ([{k: v} for k, v in covered.items()] if name in _ONE_VARIANT_AT_A_TIME
               else [covered] if covered else [])
   with jax.enable_x64(True):
-    for net in [base] + [base.replace(**v) for v in variants]:
-      _assert_same(call(net), fn(*args, **_fields(fn, net), **kwargs), f"{name} {net.variants}")
+    for net in [base] + [with_variant(**v) for v in variants]:
+      _assert_same(call(net), fn(*args, **_fields(fn, net), **kwargs),
+                   f"{name} {net.arch.variants}")
     if name in _ONE_VARIANT_AT_A_TIME:
       with pytest.raises(ValueError, match="not covered"):
-        call(base.replace(**covered))
+        call(with_variant(**covered))
     for k, v in _VARIANT_VALUES.items():
       if k not in covered:
         with pytest.raises(ValueError, match=f"{k}=.*which `{name}` does not cover"):
-          call(base.replace(**{k: v}))
+          call(with_variant(**{k: v}))
+        if "arch" in params:      # the same by keyword: the body checks what it covers
+          with pytest.raises(ValueError, match=f"`arch` has {k}=.*which `{name}` does not"):
+            fn(*args, **_fields(fn, with_variant(**{k: v})), **kwargs)
 
 
 def test_a_supported_variant_is_passed_through():
   @accepts_network(supports=("keep_prob",))
-  def f(*, sigma_w2, keep_prob=1.0):
-    return sigma_w2 * keep_prob
-  assert f(Network(sigma_w2=2.0, keep_prob=0.5)) == 1.0
+  def f(*, sigma_w2, arch=MLP()):
+    return sigma_w2 * arch.keep_prob
+  assert f(Network(sigma_w2=2.0, arch=MLP(keep_prob=0.5))) == 1.0
+  with pytest.raises(ValueError, match="norm='layer', which `f` does not cover"):
+    f(Network(sigma_w2=2.0, arch=MLP(norm="layer", keep_prob=0.5)))
+
+  @accepts_network
+  def g(*, sigma_w2):              # no `arch`: the plain MLP's theory, nothing else
+    return sigma_w2
+  assert g(Network(sigma_w2=2.0)) == 2.0
+  with pytest.raises(ValueError, match="keep_prob=0.5, which `g` does not cover"):
+    g(Network(sigma_w2=2.0, arch=MLP(keep_prob=0.5)))
 
 
 # --- a grid is one Network --------------------------------------------------------
@@ -292,13 +335,12 @@ def test_a_toy_architecture_answers_fixed_point():
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(arch="conv"), "`arch` must be None .* or a meanfield.network.Architecture.*'conv'"),
-    (dict(arch=_Wider(), residual=True), "`residual` must keep its plain value with arch=_Wider"),
-    (dict(arch=_Wider(), alpha=0.5), "`alpha` must keep its plain value"),
-    (dict(arch=_Wider(), norm="layer"), "`norm` must keep its plain value"),
-    (dict(arch=_Wider(), keep_prob=0.8), "`keep_prob` must keep its plain value"),
+    (dict(arch="conv"), r"`arch` must be meanfield.MLP\(...\) .* or another "
+                        r"meanfield.network.Architecture.*'conv'"),
+    (dict(arch=None), r"`arch` must be meanfield.MLP\(...\) \(the fully connected MLP; the "
+                      r"default, MLP\(\), is the plain one\).*got None"),
 ])
-def test_a_bad_architecture_or_one_with_an_mlp_variant_raises(changes, message):
+def test_a_bad_architecture_raises(changes, message):
   with pytest.raises(ValueError, match=message):
     Network(**changes)
 

@@ -19,7 +19,8 @@ from tests.meanfield import arch_reference as ref
 def test_c_map_against_reference(x64, act):
   c = np.array([-0.5, 0.0, 0.3, 0.95, 0.9999])
   sigma_w2 = np.array([0.8, 2.5])[:, None]
-  got = meanfield.c_map(c, sigma_w2=sigma_w2, sigma_b2=0.2, activation=act, norm="layer")
+  got = meanfield.c_map(c, sigma_w2=sigma_w2, sigma_b2=0.2, activation=act,
+                        arch=meanfield.MLP(norm="layer"))
   for i, sw2 in enumerate(sigma_w2[:, 0]):
     m2 = ref.moments(act, 1.0, 1.0)[0]
     want = [(sw2 * ref.moments(act, 1.0, cj)[1] + 0.2) / (sw2 * m2 + 0.2) for cj in c]
@@ -30,13 +31,14 @@ def test_fixed_point(x64):
   sigma_w2 = np.array([0.2, 1.0, 2.0, 6.0])    # erf: ordered below sigma_w2 = 0.478
   # erf (closed forms, cheap to compile; tanh's c-map is checked against quadrature above,
   # and the solver is the same code for every activation)
-  fp = meanfield.fixed_point(sigma_w2=sigma_w2, sigma_b2=0.05, activation="erf", norm="layer")
+  fp = meanfield.fixed_point(sigma_w2=sigma_w2, sigma_b2=0.05, activation="erf",
+                             arch=meanfield.MLP(norm="layer"))
   c_next = meanfield.c_map(fp.c_star, sigma_w2=sigma_w2, sigma_b2=0.05, activation="erf",
-                           norm="layer")
+                           arch=meanfield.MLP(norm="layer"))
   np.testing.assert_allclose(c_next, fp.c_star, atol=1e-13)          # fixed
   # the q-map after a LayerNorm is the constant q_LN, whatever q
   q_next = meanfield.q_map(np.array([[0.0], [0.3], [7.0]]), sigma_w2=sigma_w2, sigma_b2=0.05,
-                           activation="erf", norm="layer")
+                           activation="erf", arch=meanfield.MLP(norm="layer"))
   assert q_next.shape == (3, 4)
   np.testing.assert_allclose(q_next, np.broadcast_to(fp.q_star, (3, 4)), rtol=1e-14)
   for sw2, c, chi_c, chi_1, q in zip(sigma_w2, fp.c_star, fp.chi_c, fp.chi_1, fp.q_star):
@@ -56,14 +58,16 @@ def test_fixed_point(x64):
   assert fp.converged.dtype == bool and np.all(fp.converged)
   assert fp.c_star[0] == 1 and np.all(fp.c_star[1:] < 1)
   # ReLU: chi_1 = (sigma_w2 / 2) / (sigma_w2 / 2 + sigma_b2) < 1: always ordered.
-  relu = meanfield.fixed_point(sigma_w2=sigma_w2, sigma_b2=0.05, activation="relu", norm="layer")
+  relu = meanfield.fixed_point(sigma_w2=sigma_w2, sigma_b2=0.05, activation="relu",
+                               arch=meanfield.MLP(norm="layer"))
   np.testing.assert_allclose(relu.chi_1, sigma_w2 / 2 / (sigma_w2 / 2 + 0.05), rtol=1e-12)
   np.testing.assert_array_equal(relu.c_star, 1.0)
 
 
 @pytest.mark.slow
 def test_propagate_and_network(x64):
-  net = meanfield.Network("tanh", sigma_w2=2.0, sigma_b2=0.05, depth=8, norm="layer")
+  net = meanfield.Network("tanh", sigma_w2=2.0, sigma_b2=0.05, depth=8,
+                          arch=meanfield.MLP(norm="layer"))
   p = meanfield.propagate(net, q_input=1.5, c_input=0.2)
   q_ref, c_ref = ref.propagate("tanh", q_input=1.5, c_input=0.2, depth=8, sigma_w2=2.0,
                                sigma_b2=0.05, layer_norm=True)
@@ -71,15 +75,17 @@ def test_propagate_and_network(x64):
   np.testing.assert_allclose(p.c, c_ref, rtol=1e-10)
   m2, _, d2 = ref.moments("tanh", 1.0, 1.0)
   np.testing.assert_allclose(p.chi_1[1:], 2.0 * d2 / (2.0 * m2 + 0.05), rtol=1e-10)
-  with pytest.raises(ValueError, match="`norm` must be None or 'layer'.*got 'batch'"):
-    meanfield.propagate(net.replace(norm="batch"), q_input=1.0, c_input=0.2)
+  batch = net.replace(arch=net.arch.replace(norm="batch"))
+  with pytest.raises(ValueError, match="`arch.norm` must be None or 'layer'.*got 'batch'"):
+    meanfield.propagate(batch, q_input=1.0, c_input=0.2)
   with pytest.raises(ValueError, match="norm"):
-    meanfield.c_map(0.3, sigma_w2=2.0, sigma_b2=0.05, activation="tanh", norm="group")
+    meanfield.c_map(0.3, sigma_w2=2.0, sigma_b2=0.05, activation="tanh",
+                    arch=meanfield.MLP(norm="group"))
   with pytest.raises(ValueError, match="norm"):
-    meanfield.fixed_point(net.replace(norm="batch"))
+    meanfield.fixed_point(batch)
   # LayerNorm with a residual connection: q grows by exactly sigma_w2 E[phi(z)^2] + sigma_b2.
-  r = meanfield.propagate(net.replace(residual=True, activation="relu"), q_input=1.5,
-                          c_input=0.2)
+  r = meanfield.propagate(net.replace(arch=net.arch.replace(residual=True), activation="relu"),
+                          q_input=1.5, c_input=0.2)
   np.testing.assert_allclose(np.diff(r.q), 2.0 / 2 + 0.05, rtol=1e-12)
 
 
@@ -90,11 +96,11 @@ N, DEPTH, SEEDS, PAIRS = 256, 10, 8, 4
 def test_wide_layernorm_networks_follow_theory():
   ds = empirical.sweep(jax.random.key(5), activation="erf", width=N, depth=DEPTH,
                        sigma_w2=[1.0, 3.0], sigma_b2=0.05, n_seeds=SEEDS, n_inputs=2 * PAIRS,
-                       in_features=128, q_input=1.0, c_input=0.3, norm="layer",
+                       in_features=128, q_input=1.0, c_input=0.3, arch=meanfield.MLP(norm="layer"),
                        progress=False)
   th = meanfield.propagate(q_input=1.0, c_input=0.3, depth=DEPTH,
                            sigma_w2=np.array([1.0, 3.0]), sigma_b2=0.05, activation="erf",
-                           norm="layer")
+                           arch=meanfield.MLP(norm="layer"))
   assert th.q.shape == (2, DEPTH)
   ds = ds.transpose("seed", "sigma_w2", "layer")
   layers = ds.layer.values
@@ -164,11 +170,14 @@ def test_batchnorm_factor_validation():
 
 
 def test_batchnorm_factor_of_a_network():
-  net = meanfield.Network(activation="linear", sigma_w2=2.0, depth=5, norm="batch")
+  net = meanfield.Network(activation="linear", sigma_w2=2.0, depth=5,
+                          arch=meanfield.MLP(norm="batch"))
   assert float(meanfield.batchnorm_gradient_factor(net, n_inputs=8)) == pytest.approx(6 / 5)
-  with pytest.raises(ValueError, match=r"`network` of `batchnorm_gradient_factor` must be a "
-                                       r"BatchNorm MLP \(norm='batch'.*got norm=None"):
-    meanfield.batchnorm_gradient_factor(meanfield.Network(activation="linear"), n_inputs=8)
+  for arch in (meanfield.MLP(), meanfield.MLP(norm="batch", keep_prob=0.9)):
+    with pytest.raises(ValueError, match=r"`network` of `batchnorm_gradient_factor` must be a "
+                                         r"BatchNorm MLP \(arch=MLP\(norm='batch'\).*got "
+                                         r"arch=MLP\(residual=False"):
+      meanfield.batchnorm_gradient_factor(net.replace(arch=arch), n_inputs=8)
   with pytest.raises(ValueError, match=r"`activation` must not be given with `network`"):
     meanfield.batchnorm_gradient_factor(net, n_inputs=8, activation="linear")
   with pytest.raises(ValueError, match=r"`activation` must be 'linear'"):

@@ -28,7 +28,8 @@ def test_maps_against_reference(x64, act):
   q = np.array([0.3, 1.0, 4.0])[:, None]
   c = np.array([-0.6, 0.2, 0.9, 0.999])[None, :]
   alpha = np.array([0.5, 1.0, 1.3])[:, None]
-  kw = dict(sigma_w2=1.7, sigma_b2=0.1, activation=act, residual=True, alpha=alpha)
+  kw = dict(sigma_w2=1.7, sigma_b2=0.1, activation=act,
+            arch=meanfield.MLP(residual=True, alpha=alpha))
   got_q = meanfield.q_map(q, **kw)
   got_c = meanfield.c_map(c, q=q, **kw)
   assert got_c.shape == (3, 4) and got_q.shape == (3, 1)
@@ -47,7 +48,8 @@ def test_maps_against_reference(x64, act):
        sigma_b2=st.floats(0, 2), alpha=st.floats(0.05, 3))
 def test_c_map_maps_into_unit_interval(c, q, sigma_w2, sigma_b2, alpha):
   # A correlation stays a correlation, and the length grows (property, erf's closed forms).
-  kw = dict(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation="erf", residual=True, alpha=alpha)
+  kw = dict(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation="erf",
+            arch=meanfield.MLP(residual=True, alpha=alpha))
   q32 = np.float32(q)                      # what the map sees: below ~1e-45, zero
   out = float(meanfield.c_map(np.float32(c), q=q32, **kw))
   assert -1 - 1e-6 <= out <= 1 + 1e-6 or (q32 == 0 and np.isnan(out) and sigma_b2 == 0)
@@ -58,7 +60,7 @@ def test_c_map_maps_into_unit_interval(c, q, sigma_w2, sigma_b2, alpha):
 def test_theory_md_check_value(x64):
   # THEORY.md: tanh, sigma_w2 = 1, sigma_b2 = 0.05, c_input = 0.5: c^50 about 0.40, drifting down.
   kw = dict(q_input=1.0, c_input=0.5, depth=50, sigma_w2=1.0, sigma_b2=0.05)
-  p = meanfield.propagate(activation="tanh", residual=True, **kw)
+  p = meanfield.propagate(activation="tanh", arch=meanfield.MLP(residual=True), **kw)
   q_ref, c_ref = ref.propagate("tanh", residual=True, **kw)
   np.testing.assert_allclose(p.q, q_ref, rtol=1e-9)
   np.testing.assert_allclose(p.c, c_ref, rtol=1e-8)
@@ -77,7 +79,7 @@ def test_relu_laws(x64):
   # (ReLU's c-map does not depend on q).
   a = 0.5
   p = meanfield.propagate(q_input=1e-300, c_input=0.5, depth=3000, sigma_w2=1.0,
-                          sigma_b2=0.0, activation="relu", residual=True)
+                          sigma_b2=0.0, activation="relu", arch=meanfield.MLP(residual=True))
   q, c = np.asarray(p.q), np.asarray(p.c)
   np.testing.assert_allclose(q[1:] / q[:-1], 1 + a, rtol=1e-12)
   law = 9 * np.pi**2 * (1 + a) ** 2 / (2 * a**2)
@@ -94,7 +96,8 @@ def test_sign_limit_laws(x64):
   # approach of the local exponent (docs/architectures.md).
   sw2, sb2 = 1.0, 0.05
   p = meanfield.propagate(q_input=1.0, c_input=0.5, depth=100_000, sigma_w2=sw2,
-                          sigma_b2=sb2, activation="erf", residual=True, alpha=0.7)
+                          sigma_b2=sb2, activation="erf",
+                          arch=meanfield.MLP(residual=True, alpha=0.7))
   q, c = np.asarray(p.q), np.asarray(p.c)
   v = 0.49 * (sw2 + sb2)
   np.testing.assert_allclose(q[-1] - q[-2], v, rtol=3 / np.sqrt(q[-1]))
@@ -108,29 +111,31 @@ def test_sign_limit_laws(x64):
 
 
 def test_network_and_validation():
-  net = meanfield.Network("relu", sigma_w2=1.5, sigma_b2=0.1, depth=6, residual=True, alpha=0.5)
+  arch = meanfield.MLP(residual=True, alpha=0.5)
+  net = meanfield.Network("relu", sigma_w2=1.5, sigma_b2=0.1, depth=6, arch=arch)
   a = meanfield.propagate(net, q_input=1.0, c_input=0.3)
   b = meanfield.propagate(q_input=1.0, c_input=0.3, depth=6, sigma_w2=1.5, sigma_b2=0.1,
-                          activation="relu", residual=True, alpha=0.5)
+                          activation="relu", arch=arch)
   np.testing.assert_array_equal(a.c, b.c)
   np.testing.assert_array_equal(meanfield.q_map(2.0, network=net),
                                 meanfield.q_map(2.0, sigma_w2=1.5, sigma_b2=0.1,
-                                                activation="relu", residual=True, alpha=0.5))
+                                                activation="relu", arch=arch))
   with pytest.raises(ValueError, match="residual"):
     meanfield.propagate(q_input=1.0, c_input=0.3, depth=6, sigma_w2=1.5, sigma_b2=0.1,
-                        activation="relu", residual=1)
-  with pytest.raises(ValueError, match="`q` must be given .* residual=True"):
+                        activation="relu", arch=meanfield.MLP(residual=1))
+  with pytest.raises(ValueError, match=r"`q` must be given .* arch=MLP\(residual=True\)"):
     meanfield.c_map(0.3, network=net)          # a residual network has no fixed length
   with pytest.raises(ValueError, match="alpha"):
-    meanfield.q_map(1.0, sigma_w2=1.0, sigma_b2=0.0, activation="relu", residual=True,
-                    alpha=0.0)
+    meanfield.q_map(1.0, sigma_w2=1.0, sigma_b2=0.0, activation="relu",
+                    arch=meanfield.MLP(residual=True, alpha=0.0))
   with pytest.raises(ValueError, match="alpha"):          # alpha scales the residual branch
-    meanfield.q_map(1.0, sigma_w2=1.0, sigma_b2=0.0, activation="relu", alpha=0.5)
+    meanfield.q_map(1.0, sigma_w2=1.0, sigma_b2=0.0, activation="relu",
+                    arch=meanfield.MLP(alpha=0.5))
   with pytest.raises(ValueError, match="norm"):
-    meanfield.propagate(net.replace(norm="batch"), q_input=1.0, c_input=0.3)
+    meanfield.propagate(net.replace(arch=arch.replace(norm="batch")), q_input=1.0, c_input=0.3)
   with pytest.raises(ValueError, match="depth"):
     meanfield.propagate(q_input=1.0, c_input=0.3, depth=0, sigma_w2=1.5, sigma_b2=0.1,
-                        activation="relu", residual=True)
+                        activation="relu", arch=meanfield.MLP(residual=True))
 
 
 N, DEPTH, SEEDS, PAIRS = 256, 10, 8, 4
@@ -142,12 +147,12 @@ KAPPA = {"tanh": 2.0, "relu": 5.0}
 def measured():
   ds = empirical.sweep(jax.random.key(3), activation=["tanh", "relu"], width=N, depth=DEPTH,
                        sigma_w2=1.0, sigma_b2=0.05, n_seeds=SEEDS, n_inputs=2 * PAIRS,
-                       in_features=128, q_input=1.0, c_input=0.5, residual=True,
-                       progress=False)
+                       in_features=128, q_input=1.0, c_input=0.5,
+                       arch=meanfield.MLP(residual=True), progress=False)
   with jax.enable_x64(True):   # the program test_theory_md_check_value compiles, sliced
     theory = {act: jax.tree.map(lambda v: np.asarray(v)[:DEPTH], meanfield.propagate(
         q_input=1.0, c_input=0.5, depth=50, sigma_w2=1.0, sigma_b2=0.05, activation=act,
-        residual=True))
+        arch=meanfield.MLP(residual=True)))
               for act in KAPPA}
   return ds, theory
 

@@ -151,8 +151,8 @@ def test_network_depth_is_steps(x64):
   assert a.q.shape == (7,)
   with pytest.raises(ValueError, match="depth"):
     meanfield.propagate(net, depth=3, q_input=1.0, c_input=0.2)
-  with pytest.raises(ValueError, match="residual"):
-    net.replace(residual=True)
+  with pytest.raises(ValueError, match=r"`arch` must be meanfield.MLP\(...\)"):
+    net.replace(arch=None)         # the MLP is MLP(), not None
   with pytest.raises(ValueError, match="c_input"):        # propagate's inputs are required
     meanfield.propagate(net, q_input=1.0)
   # The network's init is the recurrent law: linear orthogonal, a point mass (variance 0);
