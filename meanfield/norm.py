@@ -47,7 +47,7 @@ import numpy as np
 
 from meanfield import _checks
 from meanfield.activations import activation as _activation
-from meanfield.network import MLP, Network, accepts_network
+from meanfield.network import MLP, Network
 
 __all__ = ["batchnorm_gradient_factor"]
 

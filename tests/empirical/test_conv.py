@@ -410,7 +410,7 @@ def test_cnn_spectra_at_q_star_zero_use_the_mlps_limit_and_infinite_q_star_raise
   ordered = dict(_SPECTRA, depth=2, sigma_w2=0.5, sigma_b2=0.0, n_seeds=2)
   assert float(meanfield.q_star(sigma_w2=0.5, sigma_b2=0.0, activation="tanh")) == 0.0
   ds = empirical.jacobian_spectra(jax.random.key(2), **ordered)
-  mlp = empirical.jacobian_spectra(jax.random.key(2), **{**ordered, "arch": None, "width": 4})
+  mlp = empirical.jacobian_spectra(jax.random.key(2), **{**ordered, "arch": meanfield.MLP(), "width": 4})
   assert float(ds.q) == float(mlp.q.squeeze()) == _input_length.Q_LIMIT
   ref = _reference_singular_values(jax.random.key(2), width=3, n=4, depth=2, sigma_w2=0.5,
                                    sigma_b2=0.0, q=_input_length.Q_LIMIT, n_seeds=2)
@@ -418,7 +418,7 @@ def test_cnn_spectra_at_q_star_zero_use_the_mlps_limit_and_infinite_q_star_raise
   assert float(ds.sigma_max.min()) > 0
   chaotic = dict(ordered, activation="relu", sigma_w2=3.0, sigma_b2=0.1)
   assert np.isinf(float(meanfield.q_star(sigma_w2=3.0, sigma_b2=0.1, activation="relu")))
-  for arch in (_SPECTRA["arch"], None):
+  for arch in (_SPECTRA["arch"], meanfield.MLP()):
     with pytest.raises(ValueError, match=r"`q` must be given for activation 'relu' at "
                                          r"sigma_w2=3\.0, sigma_b2=0\.1: .*q_star = inf\)"):
       empirical.jacobian_spectra(jax.random.key(2), **{**chaotic, "arch": arch})
