@@ -62,6 +62,7 @@ import hashlib
 import itertools
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -191,18 +192,9 @@ class Mirror:
     architecture rebuilt from ``ds.attrs["arch"]`` and the MLP's fields from ``point``."""
     if not self._has("draw", "forward"):
       self._no_experiment(f"{self.name!r} Datasets", "empirical.networks")
-    label = str(point["init"])
-    try:
-      scheme = self.matrix_init(label)
-    except ValueError:
-      raise ValueError(f"`ds` was run with the custom init {label!r}, which a Dataset cannot "
-                       f"carry; rebuild its networks by hand") from None
-    width = int(point["width"])
-    sigma_w2 = (float(point["sigma_w2"]) if "sigma_w2" in point
-                else float(scheme.sigma_w2_effective(None, width, width)))
+    scheme = _scheme(self.matrix_init, point, "init")
     arch = _arch_type(self)(**json.loads(ds.attrs["arch"]))
-    return Network(activation=activation, sigma_w2=sigma_w2, sigma_b2=float(point["sigma_b2"]),
-                   depth=int(point["depth"]), width=width, init=scheme, arch=arch)
+    return _point_network(point, activation, arch, scheme, scheme, fan_in=int(point["width"]))
 
   def theory(self, ds: xr.Dataset, activation: Any) -> xr.Dataset:
     """:func:`empirical.theory`: the predictions on the coordinates of ``ds``; by default
@@ -215,6 +207,29 @@ class Mirror:
 
 
 #: The experiment mirror of each architecture class (:func:`register` adds one).
+def _scheme(lookup: Callable[[str], Any], point: dict[str, Any], what: str) -> Any:
+  """The weight scheme named by a grid point's ``init`` label, or a ``ValueError`` for a
+  custom one (a Dataset keeps its label only)."""
+  label = str(point["init"])
+  try:
+    return lookup(label)
+  except ValueError:
+    raise ValueError(f"`ds` was run with the custom {what} {label!r}, which a Dataset cannot "
+                     f"carry; rebuild its networks by hand") from None
+
+
+def _point_network(point: dict[str, Any], activation: Any, arch: Architecture, scheme: Any,
+                   standard: Any, *, fan_in: int) -> Network:
+  """The Network of one grid point: ``sigma_w2`` its coordinate, or where a scheme fixes the
+  variance itself (no ``sigma_w2`` coordinate) what ``standard`` (an ``Init``) gives a
+  layer of fan-in ``fan_in`` in the theory's terms."""
+  width = int(point["width"])
+  sigma_w2 = (float(point["sigma_w2"]) if "sigma_w2" in point
+              else float(standard.sigma_w2_effective(None, fan_in, width)))
+  return Network(activation=activation, sigma_w2=sigma_w2, sigma_b2=float(point["sigma_b2"]),
+                 depth=int(point["depth"]), width=width, init=scheme, arch=arch)
+
+
 MIRRORS: dict[type, Mirror] = {}
 
 
@@ -433,18 +448,9 @@ class ConvMirror(Mirror):
                        f"{list(shape)}), which meanfield.Conv (one circular axis) does not "
                        f"describe")
     arch = Conv(kernel_size=int(ds.attrs["kernel_size"]), spatial_size=int(shape[0]))
-    label = str(point["init"])
-    try:
-      scheme = _conv.kernel_init(label)
-    except ValueError:
-      raise ValueError(f"`ds` was run with the custom kernel scheme {label!r}, which a Dataset "
-                       f"cannot carry; rebuild its networks by hand") from None
-    width = int(point["width"])
-    fan_in = width * (1 if scheme.delta else arch.kernel_size)    # the hidden layers' draw
-    sigma_w2 = (float(point["sigma_w2"]) if "sigma_w2" in point
-                else float(scheme.init.sigma_w2_effective(None, fan_in, width)))
-    return Network(activation=activation, sigma_w2=sigma_w2, sigma_b2=float(point["sigma_b2"]),
-                   depth=int(point["depth"]), width=width, init=scheme, arch=arch)
+    scheme = _scheme(_conv.kernel_init, point, "kernel scheme")
+    fan_in = int(point["width"]) * (1 if scheme.delta else arch.kernel_size)  # hidden layers'
+    return _point_network(point, activation, arch, scheme, scheme.init, fan_in=fan_in)
 
   def theory(self, ds: xr.Dataset, activation: Any) -> xr.Dataset:
     raise NotImplementedError(
