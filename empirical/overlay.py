@@ -170,7 +170,7 @@ def _is_variant(net: meanfield.Network) -> bool:
     raise ValueError(
         f"`ds` must be a sweep without BatchNorm for theory (norm='none' or 'layer'), got "
         f"norm={net.arch.norm!r}: BatchNorm couples the inputs of a batch and has no two-input "
-        f"mean-field map (meanfield.batchnorm_gradient_factor predicts its gradients only)")
+        f"mean-field map (meanfield.MLP(norm='batch').gradient_factor predicts its gradients only)")
   return bool(net.arch.variants)
 
 

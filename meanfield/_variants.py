@@ -74,7 +74,7 @@ def check_variant(fn_name: str, *, residual: Any, alpha: Any, norm: Any,
     raise ValueError(
         f"`arch.norm` must be None or 'layer' for `{fn_name}`, got {norm!r}: BatchNorm couples "
         f"the inputs of a batch, and has no two-input map of this form (see "
-        f"meanfield.batchnorm_gradient_factor for what is predicted)")
+        f"meanfield.MLP(norm='batch').gradient_factor for what is predicted)")
   _checks.check("arch.keep_prob", keep_prob, lambda p: (p > 0) & (p <= 1),
                 "in (0, 1] (dropout's keep probability)")
   keep_prob = _checks.real("arch.keep_prob", keep_prob)

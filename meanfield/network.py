@@ -236,8 +236,8 @@ class MLP(_ByValue, Architecture):
     alpha: the residual branch's scale, ``> 0`` (the theory needs 1 without
       ``residual``).
     norm: ``None``, ``"layer"`` (LayerNorm before ``phi``) or ``"batch"``
-      (BatchNorm: an experiment's variant; its theory is
-      :func:`meanfield.batchnorm_gradient_factor`).
+      (BatchNorm: an experiment's variant; its theory is the closed form
+      :meth:`gradient_factor`).
     keep_prob: dropout's keep probability ``p`` in ``(0, 1]`` (1: no dropout).
 
   ``alpha`` and ``keep_prob`` may be numbers, NumPy arrays (checked
@@ -275,6 +275,50 @@ class MLP(_ByValue, Architecture):
   def replace(self, **changes) -> MLP:
     """A copy with ``changes`` applied (validated again)."""
     return dataclasses.replace(self, **changes)
+
+  def gradient_factor(self, *, n_inputs: Any, activation: Any = "linear") -> jax.Array:
+    """Per-layer growth of ``|dL/dh^l|^2`` backwards through a deep BatchNorm MLP, linear.
+
+    .. math:: \\lambda = \\frac{B - 2}{B - 3}
+
+    for batch size ``B = n_inputs > 3`` (Yang et al. 2019, Thm. 3.10, linear
+    case; derivation in docs/architectures.md): BatchNorm normalises each unit
+    over the batch, so the inputs of a batch interact and the two-input maps
+    of the other variants do not close, but the gradient's growth does:
+    BatchNorm's Jacobian for one unit is ``(I - y y^T / B) P / std`` (``P``
+    the centring), which keeps ``(B - 2) / (B - 1)`` of an isotropic
+    gradient, and at the forward fixed point ``E[1/std^2] = (B - 1) / ((B -
+    3) sigma_w2)`` (an inverse chi-square with ``B - 1`` degrees of freedom)
+    cancels ``sigma_w2``. Deep BatchNorm networks thus have exploding
+    gradients at initialisation whatever the variances. For other
+    activations the rate depends on the ``B x B`` Gram fixed point of the
+    forward pass, which has no closed form (docs/architectures.md gives
+    measured rates).
+
+    Args:
+      n_inputs: the batch size ``B``, an integer ``> 3`` (or an array of them).
+      activation: must be ``"linear"`` (the case with a closed form); a
+        Network's ``activation`` may be passed as it is.
+
+    Returns:
+      ``lambda``, float, shape of ``n_inputs``.
+
+    Raises:
+      ValueError: this MLP is not ``MLP(norm="batch")`` (no other variant),
+        ``activation`` is not linear, or ``n_inputs`` is not an integer ``> 3``.
+    """
+    if self.variants != {"norm": "batch"}:
+      raise ValueError(f"`gradient_factor` is the BatchNorm MLP's closed form: the MLP must be "
+                       f"MLP(norm='batch') with no other variant, got {self!r}")
+    if getattr(_activation(activation), "name", None) != "linear":
+      raise ValueError(f"`activation` must be 'linear' for MLP.gradient_factor (the case with a "
+                       f"closed form), got {activation!r}")
+    _checks.real("n_inputs", n_inputs)
+    b = np.asarray(n_inputs)
+    if b.dtype.kind not in "iu" or np.any(b <= 3):
+      raise ValueError(f"`n_inputs` must be an integer > 3 (the batch size), got {n_inputs!r}")
+    b = jax.numpy.asarray(b, float)
+    return (b - 2) / (b - 3)
 
 
 _ALLOWED = ("meanfield.MLP(...) (the fully connected MLP; the default, MLP(), is the plain one) "

@@ -282,7 +282,7 @@ def theory_variants():
       "layernorm_fixed_point": _fields(meanfield.fixed_point(arch=MLP(norm="layer"), **kw),
                                        q="q_star", c_star="c_star", chi_c="chi_c",
                                        chi_1="chi_1", xi_c="xi_c"),
-      "batchnorm_gradient_factor": meanfield.batchnorm_gradient_factor(n_inputs=[4, 16]),
+      "batchnorm_gradient_factor": MLP(norm="batch").gradient_factor(n_inputs=[4, 16]),
       "dropout_propagate": meanfield.propagate(arch=MLP(keep_prob=0.8), **prop),
       "dropout_q_map": meanfield.q_map(0.7, arch=MLP(keep_prob=0.8), **kw),
       "dropout_c_map": meanfield.c_map(0.3, q=0.7, arch=MLP(keep_prob=0.8), **kw),

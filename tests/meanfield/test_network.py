@@ -145,9 +145,9 @@ def test_every_public_theory_function_with_hyperparameters_takes_a_network():
   assert sorted(n for n in names if _takes_a_network(n) and n not in _READS_ONE_FIELD) == sorted(_CALLS)
 
 
-# Takes a Network only for one field (BatchNorm's activation; its variances cancel), with
-# its own checks: tests/meanfield/test_norm.py::test_batchnorm_factor_of_a_network.
-_READS_ONE_FIELD = {"batchnorm_gradient_factor"}
+# Public functions that take a Network only for one field, with their own checks (none now:
+# BatchNorm's closed form is the method MLP.gradient_factor).
+_READS_ONE_FIELD: set[str] = set()
 
 
 # These need 1-D grids of variances; _NET holds one point (a Network of 1-d arrays can call them).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,7 +143,7 @@ def _batchnorm_gradients(key, *, activation, sigma_w2, batch, width, depth):
 def test_batchnorm_linear_gradient_explosion():
   batch, width, depth, seeds, skip = 8, 256, 26, 8, 4
   keys = jax.random.split(jax.random.key(11), seeds)
-  rate = float(np.log(meanfield.batchnorm_gradient_factor(n_inputs=batch)))
+  rate = float(np.log(meanfield.MLP(norm="batch").gradient_factor(n_inputs=batch)))
   np.testing.assert_allclose(rate, np.log(6 / 5), rtol=1e-6)    # float32
   for sigma_w2 in (0.5, 2.0):          # the rate does not depend on the variances
     g = jax.vmap(lambda k: _batchnorm_gradients(k, activation="linear", sigma_w2=sigma_w2,
@@ -163,25 +162,25 @@ def test_batchnorm_linear_gradient_explosion():
 
 
 def test_batchnorm_factor_validation():
-  with pytest.raises(ValueError, match="activation"):
-    meanfield.batchnorm_gradient_factor(n_inputs=8, activation="tanh")
-  with pytest.raises(ValueError, match="n_inputs"):
-    meanfield.batchnorm_gradient_factor(n_inputs=3)
+  bn = meanfield.MLP(norm="batch")
+  got = bn.gradient_factor(n_inputs=np.array([4, 8, 16]))
+  # two roundings of (B-2) and (B-3), exact integers, and one division: a few eps of the dtype
+  np.testing.assert_allclose(got, [2 / 1, 6 / 5, 14 / 13], rtol=4 * np.finfo(got.dtype).eps)
+  with pytest.raises(ValueError, match=r"`activation` must be 'linear' .*got 'tanh'"):
+    bn.gradient_factor(n_inputs=8, activation="tanh")
+  for bad in (3, 8.0, np.array([8, 2])):
+    with pytest.raises(ValueError, match=r"`n_inputs` must be an integer > 3"):
+      bn.gradient_factor(n_inputs=bad)
 
 
 def test_batchnorm_factor_of_a_network():
   net = meanfield.Network(activation="linear", sigma_w2=2.0, depth=5,
                           arch=meanfield.MLP(norm="batch"))
-  assert float(meanfield.batchnorm_gradient_factor(net, n_inputs=8)) == pytest.approx(6 / 5)
-  for arch in (meanfield.MLP(), meanfield.MLP(norm="batch", keep_prob=0.9)):
-    with pytest.raises(ValueError, match=r"`network` of `batchnorm_gradient_factor` must be a "
-                                         r"BatchNorm MLP \(arch=MLP\(norm='batch'\).*got "
-                                         r"arch=MLP\(residual=False"):
-      meanfield.batchnorm_gradient_factor(net.replace(arch=arch), n_inputs=8)
-  with pytest.raises(ValueError, match=r"`activation` must not be given with `network`"):
-    meanfield.batchnorm_gradient_factor(net, n_inputs=8, activation="linear")
-  with pytest.raises(ValueError, match=r"`activation` must be 'linear'"):
-    meanfield.batchnorm_gradient_factor(dataclasses.replace(net, activation="tanh"), n_inputs=8)
-  with pytest.raises(ValueError, match=r"`network` of `batchnorm_gradient_factor` must be a "
-                                       r"meanfield.Network .* got 8"):
-    meanfield.batchnorm_gradient_factor(8, n_inputs=8)
+  assert float(net.arch.gradient_factor(n_inputs=8, activation=net.activation)) == \
+      pytest.approx(6 / 5)
+  for arch in (meanfield.MLP(), meanfield.MLP(norm="layer"),
+               meanfield.MLP(norm="batch", keep_prob=0.9)):
+    with pytest.raises(ValueError, match=r"`gradient_factor` is the BatchNorm MLP's closed form: "
+                                         r"the MLP must be MLP\(norm='batch'\) .*got "
+                                         r"MLP\(residual=False"):
+      arch.gradient_factor(n_inputs=8)
