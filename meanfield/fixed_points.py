@@ -96,10 +96,9 @@ class FixedPoint(NamedTuple):
 
 
 def _plain(act, sigma_w2, sigma_b2, q) -> FixedPoint:
-  """The plain MLP: the programs of :func:`q_star`, ``chi_1`` and ``depth_scales``, and ``c*`` on ``q``
-  (``None``: on the ``q*`` just solved, not solved again inside ``c*``'s program)."""
+  """The plain MLP: the programs of :func:`q_star`, ``chi_1`` and ``depth_scales``, and ``c*`` on ``q``."""
   length = q_root(act, sigma_w2, sigma_b2)
-  correlation, chi_c = c_root(act, sigma_w2, sigma_b2, length.value if q is None else q)
+  correlation, chi_c = c_root(act, sigma_w2, sigma_b2, q)
   chi_1 = chi_1_at(act, length.value, sigma_w2, sigma_b2)
   return FixedPoint.broadcast(length.value, correlation.value, chi_1, chi_c,
                       xi_q(act, sigma_w2, length.value), depth_scale(chi_c),
