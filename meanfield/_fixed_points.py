@@ -406,8 +406,12 @@ def chi_1_at(act: Activation, q: ArrayLike, sigma_w2: ArrayLike, sigma_b2: Array
   return sigma_w2 * second_moments(act, q)[1]
 
 
+@jax.jit
 def depth_scale(slope: ArrayLike) -> Array:
-  """``-1 / log(slope)`` for a map's slope at a stable fixed point: inf where ``slope >= 1``, nan for nan."""
+  """``-1 / log(slope)`` for a map's slope at a stable fixed point: inf where ``slope >= 1``, nan for nan.
+
+  One small program (called eagerly, its dozen elementwise operations were as many dispatches).
+  """
   slope = jnp.asarray(slope)
   safe = jnp.where((slope > 0) & (slope < 1), slope, 0.5)
   scale = -1 / jnp.log(safe)

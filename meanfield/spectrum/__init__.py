@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from meanfield import _checks
+from meanfield._fixed_points import q_root
 from meanfield._integrals import float_dtype
 from meanfield.activations import Activation
 from meanfield.activations import activation as _activation
@@ -193,14 +194,15 @@ def _shape(*xs) -> tuple[int, ...]:
 
 
 def _q(act, sigma_w2, sigma_b2, q):
-  """``q``, or where None ``q*`` from :func:`meanfield.q_star`: its own compiled program,
-  shared with every theory function that needs ``q*``, not compiled again into this one's."""
+  """``q``, or where None ``q*`` from :func:`meanfield.q_star`'s program (``q_root``, without
+  checking the hyperparameters again), shared with every theory function that needs ``q*``,
+  not compiled again into this one's."""
   if q is not None:
     return q
   dtype = float_dtype(*_arguments(sigma_w2, sigma_b2))
   sigma_w2, sigma_b2 = (jnp.asarray(x, dtype) if isinstance(x, jax.Array) else np.asarray(x, dtype)
                         for x in (sigma_w2, sigma_b2))
-  return q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
+  return q_root(act, sigma_w2, sigma_b2).value
 
 
 def _configurations(act, sigma_w2, sigma_b2, depth, q):
