@@ -28,8 +28,26 @@ from empirical import engine  # noqa: E402
 
 __all__ = [
     "LABELS", "PHASE_COLORS", "ACTIVATION_COLORS", "STYLE", "style",
-    "subplots", "save",
+    "subplots", "save", "NETWORK_FIELDS", "network_keywords",
 ]
+
+#: The fields of a meanfield.Network that the experiments take as keywords of the same names.
+NETWORK_FIELDS = ("activation", "init", "width", "depth", "sigma_w2", "sigma_b2")
+
+
+def network_keywords(net: Any, *swept: str) -> dict[str, Any]:
+  """``net``'s :data:`NETWORK_FIELDS` as an experiment's keywords, less the ``swept`` ones.
+
+  For a figure that runs one Network across lists of activations, inits or
+  depths in one call (one compiled program): a Network holds one value of
+  each, and an experiment's ``network=`` refuses a field given again as a
+  keyword, so the figure passes the lists itself and the Network's other
+  fields through this.
+  """
+  unknown = [k for k in swept if k not in NETWORK_FIELDS]
+  if unknown:
+    raise ValueError(f"`swept` must name fields of {NETWORK_FIELDS}, got {unknown}")
+  return {k: getattr(net, k) for k in NETWORK_FIELDS if k not in swept}
 
 #: Axis labels in the notation of docs/theory.md ("Names in code"), keyed by the code name.
 LABELS: dict[str, str] = {

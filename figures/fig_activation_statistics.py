@@ -92,10 +92,9 @@ def compute(*, n_seeds: int, n_inputs: int, width: int = WIDTH, depth: int = DEP
   # activations (one compiled program), so its other fields go in as keywords.
   grid = meanfield.Network(init="gaussian", sigma_w2=sigma_w2, sigma_b2=0.0, depth=depth,
                            width=width)
-  ds = empirical.sweep(jax.random.key(0), activation=list(ACTIVATIONS), init=grid.init,
-                       sigma_w2=grid.sigma_w2, sigma_b2=grid.sigma_b2, width=grid.width,
-                       depth=grid.depth, n_seeds=n_seeds, n_inputs=n_inputs,
-                       in_features=in_features, progress=progress)
+  ds = empirical.sweep(jax.random.key(0), activation=list(ACTIVATIONS),
+                       **_common.network_keywords(grid, "activation"), n_seeds=n_seeds,
+                       n_inputs=n_inputs, in_features=in_features, progress=progress)
   with jax.enable_x64(True):
     th = empirical.overlay.theory(ds)
   post = np.stack([_seeds.theory_post_var(th.q.sel(activation=a).values, a)

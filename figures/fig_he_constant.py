@@ -52,10 +52,9 @@ def compute(*, width: int, depth: int, n_seeds: int, n_inputs: int,
   # (one compiled program), so its other fields go in as keywords.
   grid = meanfield.Network(activation=ACTIVATION, sigma_w2=CONSTANTS, sigma_b2=0.0,
                            depth=depth, width=width)
-  ds = empirical.sweep(jax.random.key(2), activation=grid.activation, init=list(schemes),
-                       sigma_w2=grid.sigma_w2, sigma_b2=grid.sigma_b2, width=grid.width,
-                       depth=grid.depth, n_seeds=n_seeds, n_inputs=n_inputs, in_features=width,
-                       progress=progress)
+  ds = empirical.sweep(jax.random.key(2), init=list(schemes),
+                       **_common.network_keywords(grid, "init"), n_seeds=n_seeds,
+                       n_inputs=n_inputs, in_features=width, progress=progress)
   with jax.enable_x64(True):
     th = empirical.overlay.theory(ds)
   out = ds[["q", "first_nonfinite"]]

@@ -124,9 +124,8 @@ def measure(key, net: meanfield.Network, *, n_seeds: int, depths
             ) -> tuple[xr.DataArray, float]:
   """Measured ``sigma_max`` of ``net`` at ``depths`` with dims ``(init, depth, seed)`` (``init``
   as ``WEIGHTS``; every depth and weight law in one call), and ``q*``."""
-  ds = empirical.jacobian_spectra(key, activation=net.activation, width=net.width,
-                                  depth=list(depths), sigma_w2=net.sigma_w2,
-                                  sigma_b2=net.sigma_b2, q=None, init=list(WEIGHTS),
+  ds = empirical.jacobian_spectra(key, depth=list(depths), init=list(WEIGHTS),
+                                  **_common.network_keywords(net, "depth", "init"), q=None,
                                   n_seeds=n_seeds, progress=False, dtype=np.float64)
   return ds.sigma_max.sel(init=list(WEIGHTS)).transpose("init", "depth", "seed"), float(ds.q)
 

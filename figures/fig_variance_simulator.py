@@ -63,10 +63,9 @@ def compute(*, width: int = WIDTH, depth: int = DEPTH, n_seeds: int = 32, n_inpu
   # (one compiled program), so its other fields go in as keywords.
   grid = meanfield.Network(init="gaussian", sigma_w2=sigma_w2, sigma_b2=0.0, depth=depth,
                            width=width)
-  ds = empirical.sweep(jax.random.key(4), activation=list(activations), init=grid.init,
-                       sigma_w2=grid.sigma_w2, sigma_b2=grid.sigma_b2, width=grid.width,
-                       depth=grid.depth, n_seeds=n_seeds, n_inputs=n_inputs,
-                       in_features=width, progress=progress)
+  ds = empirical.sweep(jax.random.key(4), activation=list(activations),
+                       **_common.network_keywords(grid, "activation"), n_seeds=n_seeds,
+                       n_inputs=n_inputs, in_features=width, progress=progress)
   with jax.enable_x64(True):
     th = empirical.overlay.theory(ds)
   post = np.stack([_seeds.theory_post_var(th.q.sel(activation=a).values, a)
