@@ -21,3 +21,4 @@ from meanfield.transforms import (ActivationTransform, dks_transform, residual_s
 from meanfield.finite_width import FiniteWidth, finite_width_jacobian, finite_width_q
 from meanfield.conv import Conv
 from meanfield.rnn import RNN
+from meanfield.transformer import Transformer
