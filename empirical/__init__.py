@@ -10,3 +10,4 @@ from empirical.reinit import reinit
 from empirical.diagnosis import Verdict, diagnose, verdict
 from empirical.sweeping import sweep
 import empirical.rnn as _rnn  # registers meanfield.RNN's experiment mirror (no public names)
+import empirical.transformer as _transformer  # registers meanfield.Transformer's experiment mirror (no public names)
