@@ -96,7 +96,7 @@ class _Attention(nnx.Module):
     k = jnp.einsum("td,hde->hte", x, self.key[...]) * scale
     s = arch.beta * math.sqrt(math.log(tokens) / dh) * jnp.einsum("hte,hse->hts", q, k)
     if arch.causal:
-      s = jnp.where(jnp.tril(jnp.ones((tokens, tokens), bool)), s, -jnp.inf)
+      s = jnp.where(jnp.tril(jnp.ones((tokens, tokens), bool))[None], s, -jnp.inf)
     a = jax.nn.softmax(s, axis=-1)
     entropy = -jnp.mean(jnp.sum(jnp.where(a > 0, a * jnp.log(jnp.where(a > 0, a, 1)), 0), -1))
     v = jnp.einsum("td,hde->hte", x, self.value[...]) * math.sqrt(arch.sigma_v2) * scale
@@ -115,8 +115,8 @@ class _MLP(nnx.Module):
     self.b2 = nnx.Param(jax.random.normal(k4, (width,), dtype))
 
   def __call__(self, x, phi, w_scale, b_scale):
-    h = x @ self.w1[...] * w_scale + self.b1[...] * b_scale
-    return phi.fn(h) @ self.w2[...] * w_scale + self.b2[...] * b_scale
+    h = x @ self.w1[...] * w_scale + (self.b1[...] * b_scale)[None, :]
+    return phi.fn(h) @ self.w2[...] * w_scale + (self.b2[...] * b_scale)[None, :]
 
 
 class _Block(nnx.Module):
@@ -198,7 +198,8 @@ def _sweep_chunk(arch, act, width, depth, key, x, sigma_w2, sigma_b2, idx):
 def _tokens(key, tokens: int, width: int, q_input: float, c_input: float, dtype) -> Array:
   """``(T, d)`` tokens of length ``q_input`` and pairwise cosine ``c_input`` exactly."""
   e, _ = jnp.linalg.qr(jax.random.normal(key, (width, tokens + 1), dtype))
-  return math.sqrt(q_input * width) * (math.sqrt(c_input) * e[:, :1].T
+  common = jnp.broadcast_to(e[:, 0][None, :], (tokens, width))
+  return math.sqrt(q_input * width) * (math.sqrt(c_input) * common
                                        + math.sqrt(1 - c_input) * e[:, 1:].T)
 
 

@@ -132,13 +132,13 @@ def test_softmax_large_t_matches_giorlandino_goldt_post_ln(x64):
 
 
 def test_post_ln_fixed_point_is_fixed_and_slopes_are_derivatives(x64):
-  """tanh with a weak attention branch: chi_1 > 1, so c* < 1; check by the NumPy map."""
+  """erf with a weak attention branch: chi_1 > 1, so c* < 1; check by the NumPy map."""
   arch = dict(alpha_sa=0.3, sigma_v2=1.0, sigma_o2=1.0)
-  net = _net("tanh", "post", sigma_w2=4.0, sigma_b2=0.05, **arch)
+  net = _net("erf", "post", sigma_w2=4.0, sigma_b2=0.05, **arch)
   fp = meanfield.fixed_point(net)
 
   def c_map(c):
-    q, p = _reference(KERNELS["tanh"], "post", sigma_w2=4.0, sigma_b2=0.05, depth=1, q=1.0,
+    q, p = _reference(KERNELS["erf"], "post", sigma_w2=4.0, sigma_b2=0.05, depth=1, q=1.0,
                       p=c, a_sa=0.3)
     return p[0] / q[0]
 
