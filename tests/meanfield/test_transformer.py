@@ -206,3 +206,11 @@ def test_value_semantics():
   assert a == meanfield.Transformer(tokens=8, beta=1.0, heads=2) and hash(a) == hash(
       meanfield.Transformer(tokens=8, beta=1.0, heads=2))
   assert isinstance(a.beta, float) and a != a.replace(norm="post")
+
+
+def test_pre_ln_collapse_is_a_power_law(x64):
+  """ReLU, sigma_b2 = 0, sigma_w2 = 2, unit strengths: 1 - c ~ l^{-1/3} (docs/transformer.md)."""
+  c = np.asarray(meanfield.propagate(_net("relu", "pre", sigma_w2=2.0, sigma_b2=0.0,
+                                          depth=4000), q_input=1.0, c_input=0.2).c)
+  local = [-np.log((1 - c[2 * a - 1]) / (1 - c[a - 1])) / np.log(2) for a in (100, 1000, 2000)]
+  assert np.all(np.diff(local) < 0) and 1 / 3 < local[-1] < local[0] < 0.4
