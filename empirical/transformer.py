@@ -293,11 +293,11 @@ class TransformerMirror(architectures.Mirror):
                    width=int(point["width"]), arch=Transformer(**json.loads(ds.attrs["arch"])))
 
   def theory(self, ds: xr.Dataset, activation: Any) -> xr.Dataset:
-    """``q``, ``c``, ``p`` and ``rate`` of :func:`meanfield.propagate` per grid point of a
+    """``q``, ``c``, ``p``, ``rate`` and ``beta_c`` of :func:`meanfield.propagate` per grid point of a
     transformer sweep, over its dims less ``seed`` (nan beyond a network's depth)."""
     nets = description.networks(ds, activation=activation)
     n_layers = ds.sizes["layer"]
-    names = ("q", "c", "p", "rate")
+    names = ("q", "c", "p", "rate", "beta_c")
     out = {n: np.full(nets.shape + (n_layers,), np.nan) for n in names}
     for index in np.ndindex(nets.shape):
       with jax.enable_x64(True):

@@ -111,7 +111,8 @@ def _block(act, norm, tokens, sigma_w2, sigma_b2, beta, s, a2_sa, a2_mlp, q, gap
 @functools.partial(jax.jit, static_argnames=("act", "norm", "tokens", "depth"))
 def _propagate(act, norm, tokens, depth, sigma_w2, sigma_b2, beta, s, a2_sa, a2_mlp, q_input,
                c_input):
-  """``(q, c, p, rate)``, each ``batch + (depth,)``: after blocks ``1..depth``."""
+  """``(q, c, p, rate, beta_c)``, each ``batch + (depth,)``: after blocks ``1..depth``
+  (``beta_c`` of each block's attention input)."""
   args = as_arrays(sigma_w2, sigma_b2, beta, s, a2_sa, a2_mlp, q_input, c_input)
   shape = jnp.broadcast_shapes(*(a.shape for a in args))
   sigma_w2, sigma_b2, beta, s, a2_sa, a2_mlp, q_input, c_input = (
@@ -121,11 +122,14 @@ def _propagate(act, norm, tokens, depth, sigma_w2, sigma_b2, beta, s, a2_sa, a2_
   def step(carry, _):
     q, gap = carry
     out = _block(act, norm, tokens, sigma_w2, sigma_b2, beta, s, a2_sa, a2_mlp, q, gap)
-    return out, (*out, (out[1] / out[0]) / (gap / q))
+    # the critical inverse temperature of the block's attention input
+    qg = gap / q if norm == "pre" else q * gap
+    beta_c = jnp.sqrt(2 / jnp.where(qg > 0, qg, 0.0))
+    return out, (*out, (out[1] / out[0]) / (gap / q), beta_c)
 
-  _, (qs, gaps, rate) = jax.lax.scan(step, (q_input, gap0), None, length=depth)
+  _, (qs, gaps, rate, beta_c) = jax.lax.scan(step, (q_input, gap0), None, length=depth)
   last = lambda a: jnp.moveaxis(a, 0, -1)
-  return last(qs), last(1 - gaps / qs), last(qs - gaps), last(rate)
+  return last(qs), last(1 - gaps / qs), last(qs - gaps), last(rate), last(beta_c)
 
 
 def _post_gap_map(act, tokens, params, gap):
@@ -133,19 +137,46 @@ def _post_gap_map(act, tokens, params, gap):
   return _block(act, "post", tokens, *params, jnp.ones_like(gap), gap)[1]
 
 
+#: Where the Post-LN map of ``1 - c`` is scanned for the fixed point's bracket (fractions of
+#: the largest gap ``T / (T - 1)``): geometric towards 0, then even.
+_GRID = np.concatenate([np.geomspace(1e-9, 1e-2, 48, endpoint=False), np.linspace(1e-2, 1, 208)])
+
+
+def _bracket(g_grid, grid, gap0, g0):
+  """``(lo, hi, found)``: the grid cell holding the fixed point that ``1 - c`` moves to from
+  ``gap0`` (``g0 = g(gap0)``; ``g = map - identity``, ``> 0`` at ``lo``, ``<= 0`` at ``hi``)."""
+  below = (grid < gap0[..., None]) & (g_grid >= 0)    # going down: the largest such point
+  k_down = grid.shape[-1] - 1 - jnp.argmax(below[..., ::-1], axis=-1)
+  above = (grid > gap0[..., None]) & (g_grid <= 0)    # going up: the smallest such point
+  k_up = jnp.argmax(above, axis=-1)
+  take = lambda k: jnp.take_along_axis(grid, k[..., None], axis=-1)[..., 0]
+  nxt = jnp.minimum(k_down + 1, grid.shape[-1] - 1)
+  lo = jnp.where(g0 < 0, take(k_down), jnp.maximum(take(jnp.maximum(k_up - 1, 0)), gap0))
+  hi = jnp.where(g0 < 0, jnp.minimum(take(nxt), gap0), take(k_up))
+  lo = jnp.where((g0 > 0) & (k_up == 0), gap0, lo)
+  found = jnp.where(g0 < 0, jnp.any(below, axis=-1), jnp.any(above, axis=-1))
+  return lo, hi, found
+
+
 @functools.partial(jax.jit, static_argnames=("act", "tokens"))
-def _post_fixed_point(act, tokens, sigma_w2, sigma_b2, beta, s, a2_sa, a2_mlp):
-  """``(c*, chi_1, chi_c)`` of the Post-LN block's c-map (on ``q = 1``)."""
-  params = tuple(jnp.broadcast_arrays(*as_arrays(sigma_w2, sigma_b2, beta, s, a2_sa, a2_mlp)))
-  sigma_w2, sigma_b2 = params[0], params[1]
-  s, a2_sa, a2_mlp = params[3], params[4], params[5]
+def _post_fixed_point(act, tokens, sigma_w2, sigma_b2, beta, s, a2_sa, a2_mlp, c_input):
+  """``(c*, chi_1, chi_c)`` of the Post-LN block's c-map (on ``q = 1``), reached from ``c_input``."""
+  params = tuple(jnp.broadcast_arrays(*as_arrays(sigma_w2, sigma_b2, beta, s, a2_sa, a2_mlp,
+                                                 c_input)))
+  params, c_input = params[:-1], params[-1]
+  sigma_w2, sigma_b2, _, s, a2_sa, a2_mlp = params
   # slope at c = 1 (docs/transformer.md): attention keeps no gap there, the MLP's chi_1
-  q_h = sigma_w2 + sigma_b2
-  m2, dm2 = second_moments(act, q_h)
+  m2, dm2 = second_moments(act, sigma_w2 + sigma_b2)
   q_b = sigma_w2 * m2 + sigma_b2
   chi_1 = (1 + a2_mlp * sigma_w2 * sigma_w2 * dm2) / ((1 + a2_sa * s) * (1 + a2_mlp * q_b))
-  g = lambda gap: _post_gap_map(act, tokens, params, gap) - gap
-  top = jnp.full_like(sigma_w2, tokens / (tokens - 1))           # c = -1/(T - 1)
+  g = lambda gap, ps=params: _post_gap_map(act, tokens, ps, gap) - gap
+  top = tokens / (tokens - 1)                                   # c = -1/(T - 1)
+  shape = c_input.shape + (_GRID.size,)
+  grid = jnp.broadcast_to(jnp.asarray(top * _GRID, c_input.dtype), shape)
+  wide = tuple(jnp.broadcast_to(p[..., None], shape) for p in params)
+  gap0 = 1 - c_input
+  g0 = g(gap0)
+  lo, hi, found = _bracket(g(grid, wide), grid, gap0, g0)
 
   def bisect(_, bounds):
     lo, hi = bounds
@@ -153,14 +184,13 @@ def _post_fixed_point(act, tokens, sigma_w2, sigma_b2, beta, s, a2_sa, a2_mlp):
     up = g(mid) > 0
     return jnp.where(up, mid, lo), jnp.where(up, hi, mid)
 
-  lo, hi = jax.lax.fori_loop(0, _BISECTIONS, bisect, (jnp.zeros_like(top), top))
-  inside = chi_1 > 1
-  gap_star = jnp.where(inside, (lo + hi) / 2, 0.0)
+  lo, hi = jax.lax.fori_loop(0, _BISECTIONS, bisect, (lo, hi))
+  gap_star = jnp.where(g0 == 0, gap0, jnp.where(found, (lo + hi) / 2, 0.0))
+  inside = gap_star > 0
   safe = jnp.where(inside, gap_star, 0.5)
   slope = jax.jvp(lambda x: _post_gap_map(act, tokens, params, x), (safe,),
                   (jnp.ones_like(safe),))[1]
-  chi_c = jnp.where(inside, slope, chi_1)
-  return 1 - gap_star, chi_1, chi_c
+  return 1 - gap_star, chi_1, jnp.where(inside, slope, chi_1)
 
 
 def _number(name: str, value: Any, ok, allowed: str) -> float:
@@ -219,13 +249,19 @@ class Transformer(Architecture):
   - ``propagate``: a :class:`meanfield.Propagation` over blocks ``batch +
     (depth,)``: ``q``, ``c`` after each block; ``chi_1`` nan (the block's
     gradient factor is not derived here); ``extra={"p": p, "rate": (1 -
-    c^l) / (1 - c^{l-1})}``, the per-block rate of rank collapse.
+    c^l) / (1 - c^{l-1})`` (the per-block rate of rank collapse), ``"beta_c":
+    sqrt(2 / (q (q - p)))`` of block ``l``'s attention input (inf where its
+    tokens are aligned; attention condenses where ``beta > beta_c``)}``.
   - ``fixed_point`` (``norm="post"`` only: without a LayerNorm after each sum
     the length grows with depth and ``c`` has no fixed point at finite
-    length): ``q* = 1``, ``c*`` (1 where ``chi_1 <= 1``), ``chi_1`` (the
-    c-map's slope at ``c = 1``), ``chi_c``, ``xi_q = 0``, ``xi_c = -1/log
-    chi_c``, the depth scale of ``1 - c``.
-  - ``depth_scales``: ``xi_q``, ``xi_c`` of ``fixed_point``.
+    length): ``q* = 1``; ``c*``, the fixed point of the block's c-map that
+    the tokens reach from ``c_input`` (default 0; the map may have several:
+    with softmax attention above ``beta_c`` a stable ``c* < 1`` can coexist with
+    the collapse ``c* = 1``; found by scanning 256 gaps and bisecting, so two
+    roots closer than one grid cell are missed); ``chi_1`` (the c-map's slope at
+    ``c = 1``), ``chi_c`` (at ``c*``), ``xi_q = 0``, ``xi_c = -1/log chi_c``,
+    the depth scale of ``1 - c``.
+  - ``depth_scales``: ``xi_q``, ``xi_c`` of ``fixed_point`` (same ``c_input``).
   """
 
   tokens: int = 2
@@ -239,6 +275,7 @@ class Transformer(Architecture):
   causal: bool = False
 
   inputs = ("q_input", "c_input")
+  stationary_inputs = ("c_input",)
 
   def __post_init__(self):
     set_ = functools.partial(object.__setattr__, self)
@@ -280,26 +317,28 @@ class Transformer(Architecture):
     """``q``, ``c`` after blocks ``1..depth`` from tokens of ``q_input``, ``c_input``."""
     arch = self._theory("propagate")
     q_input, c_input = self._inputs(q_input, c_input)
-    q, c, p, rate = _propagate(act, self.norm, self.tokens, depth, sigma_w2, sigma_b2, *arch,
-                               q_input, c_input)
+    q, c, p, rate, beta_c = _propagate(act, self.norm, self.tokens, depth, sigma_w2, sigma_b2,
+                                       *arch, q_input, c_input)
     return Propagation(q=q, c=c, chi_1=jnp.full_like(q, jnp.nan),
-                       extra={"p": p, "rate": rate})
+                       extra={"p": p, "rate": rate, "beta_c": beta_c})
 
-  def fixed_point(self, act: Activation, sigma_w2, sigma_b2):
-    """The Post-LN block's token-correlation fixed point (class docstring)."""
+  def fixed_point(self, act: Activation, sigma_w2, sigma_b2, *, c_input: ArrayLike = 0.0):
+    """The Post-LN block's token-correlation fixed point reached from ``c_input`` (class
+    docstring)."""
     arch = self._theory("fixed_point")
     if self.norm != "post":
       raise ValueError(
           f"`norm` must be 'post' for `fixed_point` of a Transformer, got {self.norm!r}: "
           f"without a LayerNorm after each residual sum the token length grows with depth "
           f"and the correlation has no fixed point at finite length (use propagate)")
-    c, chi_1, chi_c = _post_fixed_point(act, self.tokens, sigma_w2, sigma_b2, *arch)
+    _, c_input = self._inputs(1.0, c_input)
+    c, chi_1, chi_c = _post_fixed_point(act, self.tokens, sigma_w2, sigma_b2, *arch, c_input)
     one = jnp.ones_like(c)
     converged = jnp.isfinite(c)
     return FixedPoint.broadcast(one, c, chi_1, chi_c, jnp.zeros_like(c), depth_scale(chi_c),
                                 converged)
 
-  def depth_scales(self, act: Activation, sigma_w2, sigma_b2):
-    """``xi_q = 0`` and ``xi_c`` of :meth:`fixed_point` (Post-LN)."""
-    fp = self.fixed_point(act, sigma_w2, sigma_b2)
+  def depth_scales(self, act: Activation, sigma_w2, sigma_b2, *, c_input: ArrayLike = 0.0):
+    """``xi_q = 0`` and ``xi_c`` of :meth:`fixed_point` (Post-LN, reached from ``c_input``)."""
+    fp = self.fixed_point(act, sigma_w2, sigma_b2, c_input=c_input)
     return DepthScales(xi_q=fp.xi_q, xi_c=fp.xi_c)

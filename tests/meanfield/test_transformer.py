@@ -218,3 +218,25 @@ def test_pre_ln_collapse_is_a_power_law(x64):
                                           depth=4000), q_input=1.0, c_input=0.2).c)
   local = [-np.log((1 - c[2 * a - 1]) / (1 - c[a - 1])) / np.log(2) for a in (100, 1000, 2000)]
   assert np.all(np.diff(local) < 0) and 1 / 3 < local[-1] < local[0] < 0.4
+
+
+def test_post_ln_fixed_point_is_where_propagate_goes(x64):
+  """From each c_input, c* is the limit of the block's iterates (uniform and softmax)."""
+  for beta, sigma_w2, c_input in ((0.0, 4.0, 0.0), (3.0, 4.0, 0.9), (6.0, 2.0, -0.05)):
+    net = _net("erf", "post", sigma_w2=sigma_w2, sigma_b2=0.05, depth=400, beta=beta,
+               alpha_sa=0.3)
+    fp = meanfield.fixed_point(net, c_input=c_input)
+    c = meanfield.propagate(net, q_input=1.0, c_input=c_input).c
+    np.testing.assert_allclose(fp.c_star, c[-1], atol=1e-8)
+    assert float(fp.c_star) < 1 and float(fp.chi_c) < 1
+
+
+def test_critical_inverse_temperature_of_each_block(x64):
+  """beta_c = sqrt(2 / (q (q - p))) of each block's attention input (Pre-LN: LN'd, q = 1)."""
+  for norm in ("pre", "post"):
+    prop = meanfield.propagate(_net("relu", norm, depth=3, beta=2.0), q_input=1.5, c_input=0.2)
+    q = np.concatenate([[1.5], np.asarray(prop.q)[:-1]])
+    p = np.concatenate([[0.3], np.asarray(prop.extra["p"])[:-1]])
+    q_in, p_in = (np.ones(3), p / q) if norm == "pre" else (q, p)
+    np.testing.assert_allclose(prop.extra["beta_c"], np.sqrt(2 / (q_in * (q_in - p_in))),
+                               rtol=1e-12)
