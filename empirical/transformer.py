@@ -34,7 +34,7 @@ import functools
 import itertools
 import json
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -70,6 +70,16 @@ SWEEP_DOCS = {
 }
 
 
+class _Numbers(NamedTuple):
+  """The numeric fields of a :class:`meanfield.Transformer`, as arrays (traced in the program)."""
+
+  beta: Array
+  sigma_v2: Array
+  sigma_o2: Array
+  alpha_sa: Array
+  alpha_mlp: Array
+
+
 def _layer_norm(x):
   """LayerNorm over features, no gain or bias: ``(x - mean) / sqrt(var + 1e-6)``."""
   x = x - jnp.mean(x, axis=-1, keepdims=True)
@@ -87,21 +97,21 @@ class _Attention(nnx.Module):
     self.value = nnx.Param(jax.random.normal(kv, shape, dtype))
     self.out = nnx.Param(jax.random.normal(ko, (width, width), dtype))
 
-  def __call__(self, x, arch: Transformer):
+  def __call__(self, x, arch: Transformer, nums: _Numbers):
     """``(Attn(x), entropy)`` for tokens ``x`` ``(T, d)``."""
     tokens, width = x.shape
     heads, _, dh = self.query.shape
     scale = 1 / math.sqrt(width)
     q = jnp.einsum("td,hde->hte", x, self.query[...]) * scale
     k = jnp.einsum("td,hde->hte", x, self.key[...]) * scale
-    s = arch.beta * math.sqrt(math.log(tokens) / dh) * jnp.einsum("hte,hse->hts", q, k)
+    s = nums.beta * math.sqrt(math.log(tokens) / dh) * jnp.einsum("hte,hse->hts", q, k)
     if arch.causal:
       s = jnp.where(jnp.tril(jnp.ones((tokens, tokens), bool))[None], s, -jnp.inf)
     a = jax.nn.softmax(s, axis=-1)
     entropy = -jnp.mean(jnp.sum(jnp.where(a > 0, a * jnp.log(jnp.where(a > 0, a, 1)), 0), -1))
-    v = jnp.einsum("td,hde->hte", x, self.value[...]) * math.sqrt(arch.sigma_v2) * scale
+    v = jnp.einsum("td,hde->hte", x, self.value[...]) * (jnp.sqrt(nums.sigma_v2) * scale)
     o = jnp.einsum("hts,hse->the", a, v).reshape(tokens, width)
-    return o @ self.out[...] * (math.sqrt(arch.sigma_o2) * scale), entropy
+    return o @ self.out[...] * (jnp.sqrt(nums.sigma_o2) * scale), entropy
 
 
 class _MLP(nnx.Module):
@@ -127,13 +137,13 @@ class _Block(nnx.Module):
     self.attention = _Attention(ka, width, heads, dtype)
     self.mlp = _MLP(km, width, dtype)
 
-  def __call__(self, x, arch: Transformer, phi, w_scale, b_scale):
+  def __call__(self, x, arch: Transformer, nums: _Numbers, phi, w_scale, b_scale):
     """``(x', entropy)`` for tokens ``x`` ``(T, d)``."""
     pre = _layer_norm if arch.norm == "pre" else (lambda y: y)
     post = _layer_norm if arch.norm == "post" else (lambda y: y)
-    a, entropy = self.attention(pre(x), arch)
-    x = post(x + arch.alpha_sa * a)
-    x = post(x + arch.alpha_mlp * self.mlp(pre(x), phi, w_scale, b_scale))
+    a, entropy = self.attention(pre(x), arch, nums)
+    x = post(x + nums.alpha_sa * a)
+    x = post(x + nums.alpha_mlp * self.mlp(pre(x), phi, w_scale, b_scale))
     return x, entropy
 
 
@@ -165,7 +175,7 @@ def _statistics(xs):
           "stable_rank": jnp.sum(diag, -1) / top}
 
 
-def _network(arch, act, width, depth, key, x, sigma_w2, sigma_b2):
+def _network(arch, act, width, depth, key, x, nums, sigma_w2, sigma_b2):
   """One network's statistics (:data:`SWEEP_DOCS`), each ``(depth,)``."""
   dtype = x.dtype
   graphdef, state = _stack(jax.random.fold_in(key, streams.WEIGHTS), arch, width, depth, dtype)
@@ -176,7 +186,7 @@ def _network(arch, act, width, depth, key, x, sigma_w2, sigma_b2):
   def run(shift):
     def body(h, inputs):
       block_state, shift_l = inputs
-      h, entropy = nnx.merge(graphdef, block_state)(h, arch, act, w_scale, b_scale)
+      h, entropy = nnx.merge(graphdef, block_state)(h, arch, nums, act, w_scale, b_scale)
       h = h + shift_l
       return h, (h, entropy)
 
@@ -190,9 +200,17 @@ def _network(arch, act, width, depth, key, x, sigma_w2, sigma_b2):
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _sweep_chunk(arch, act, width, depth, key, x, sigma_w2, sigma_b2, idx):
+def _sweep_chunk(arch, act, width, depth, key, x, nums, sigma_w2, sigma_b2, idx):
+  """Networks ``idx``; ``arch`` the static structure (:func:`_structure`), ``nums`` its numbers."""
   one = functools.partial(_network, arch, act, width, depth)
-  return jax.vmap(lambda i: one(jax.random.fold_in(key, i), x, sigma_w2, sigma_b2))(idx)
+  return jax.vmap(lambda i: one(jax.random.fold_in(key, i), x, nums, sigma_w2, sigma_b2))(idx)
+
+
+def _structure(arch: Transformer) -> tuple[Transformer, _Numbers]:
+  """``arch`` split into its structure (numbers at their defaults: the compiled program's key,
+  so one program serves every beta, variance and strength) and its numbers."""
+  nums = {f: getattr(arch, f) for f in _Numbers._fields}
+  return arch.replace(**{f: getattr(Transformer, f) for f in _Numbers._fields}), nums
 
 
 def _tokens(key, tokens: int, width: int, q_input: float, c_input: float, dtype) -> Array:
@@ -263,9 +281,12 @@ class TransformerMirror(architectures.Mirror):
     def run(k, config, bar):
       act, _, w, d, sw2, sb2 = config
       x = _tokens(k_tokens, arch.tokens, w, q_input, c_input, dtype)
-      compute = functools.partial(_sweep_chunk, arch, act, w, d)
+      structure, nums = _structure(arch)
+      compute = functools.partial(_sweep_chunk, structure, act, w, d)
+      nums = _Numbers(**{f: jnp.asarray(v, dtype) for f, v in nums.items()})
       out = engine.run_chunked(compute, grid.n_seeds, chunk_size=items,
-                               shared=(key, x, jnp.asarray(sw2, dtype), jnp.asarray(sb2, dtype)),
+                               shared=(key, x, nums, jnp.asarray(sw2, dtype),
+                                       jnp.asarray(sb2, dtype)),
                                store=engine.config_store(grid.store, k),
                                spec={**spec, "config": k}, progress=bar)
       pad = ((0, 0), (0, d_max - d))
