@@ -323,8 +323,7 @@ class Transformer(Architecture):
                        extra={"p": p, "rate": rate, "beta_c": beta_c})
 
   def fixed_point(self, act: Activation, sigma_w2, sigma_b2, *, c_input: ArrayLike = 0.0):
-    """The Post-LN block's token-correlation fixed point reached from ``c_input`` (class
-    docstring)."""
+    """The Post-LN token-correlation fixed point reached from ``c_input`` (class docstring)."""
     arch = self._theory("fixed_point")
     if self.norm != "post":
       raise ValueError(
