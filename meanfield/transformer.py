@@ -264,7 +264,7 @@ class Transformer(Architecture):
   - ``depth_scales``: ``xi_q``, ``xi_c`` of ``fixed_point`` (same ``c_input``).
   """
 
-  tokens: int = 2
+  tokens: int
   heads: int = 1
   beta: float = 0.0
   sigma_v2: float = 1.0
