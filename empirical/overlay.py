@@ -101,7 +101,7 @@ from empirical import architectures
 from empirical import description
 from empirical import inits as _inits
 from meanfield.activations import Activation
-from meanfield.finite_width import batch_average, lognormal_quantiles
+from meanfield.finite_width import batch_average, finite_width_quantiles
 
 __all__ = ["theory"]
 
@@ -159,7 +159,7 @@ def _q_band(act: Activation, q_input: np.ndarray, sigma_w2: np.ndarray, sigma_b2
         cov0 = meanfield.finite_width_q(c_input=0.0, **kw).cov
         cov = (paired * fw.cov + others * cov0) / (n_inputs * (n_inputs - 1))
         fw = batch_average(fw, n_inputs, cov)
-      band = np.asarray(lognormal_quantiles(fw, BAND_QUANTILES), np.float64)
+      band = np.asarray(finite_width_quantiles(fw, BAND_QUANTILES), np.float64)
     out[:, at] = band[:, at]
   return out
 

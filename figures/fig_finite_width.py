@@ -14,7 +14,7 @@ and no biases; tanh at the critical point ``sigma_w2 = 1.7610``,
   measured kurtosis ``k``).
 - bottom: the median over networks of ``q^l`` divided by mean-field's
   ``q^l``: the finite-width median (log-normal,
-  :func:`meanfield.finite_width.lognormal_quantiles`) against the measured one. A
+  :func:`meanfield.finite_width.finite_width_quantiles`) against the measured one. A
   median-of-seeds plot leaves mean-field theory once ``beta`` is a few
   per cent (ReLU: median about ``exp(-5 beta / 2)`` of the mean).
 
@@ -32,7 +32,7 @@ import xarray as xr
 
 import empirical
 import meanfield
-from meanfield.finite_width import lognormal_quantiles
+from meanfield.finite_width import finite_width_quantiles
 from figures import _common
 
 #: width -> (largest depth swept, seeds); one sweep per width gives every layer.
@@ -67,7 +67,7 @@ def compute(plan: dict[int, tuple[int, int]] = PLAN, progress: bool = False) -> 
       seeds = int(alive.sum())
       with jax.enable_x64(True):
         fw = meanfield.finite_width_q(net, q_input=float(ds.q_input))
-        median = np.asarray(lognormal_quantiles(fw, 0.5)[0])
+        median = np.asarray(finite_width_quantiles(fw, 0.5)[0])
         mean_field = np.asarray(fw.mean_field)
       out["var_log_q"][i, j, :depth] = var
       out["var_log_q_error"][i, j, :depth] = var * np.sqrt((kurt - 1) / seeds)

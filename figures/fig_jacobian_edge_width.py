@@ -17,7 +17,7 @@ What is theory here:
 - the thin dotted lines (Gaussian weights only): the finite-width median of
   ``|J u|`` for a fixed unit vector ``u``, from
   :func:`meanfield.finite_width_jacobian` and
-  :func:`meanfield.finite_width.lognormal_quantiles` (first order in ``1/N``, taken
+  :func:`meanfield.finite_width.finite_width_quantiles` (first order in ``1/N``, taken
   log-normal: docs/finite_width.md). That function describes
   ``dh^{L+1}/dx^0``; since ``t_h^{L+1} = t_x^L W^{L+1}`` with ``W^{L+1}``
   Gaussian and independent of ``t_x^L``, ``log |J u|^2 = log |t_h^{L+1}|^2 -
