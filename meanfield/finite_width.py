@@ -123,7 +123,7 @@ class FiniteWidth(NamedTuple):
 def _expectations(act: Activation, g: Array) -> dict[str, Array]:
   """Gaussian integrals over ``h ~ N(0, g)`` of one activation, one quadrature (``g > 0``).
 
-  Keys ``e2, e4, e6`` (``E[phi^2], E[phi^4], E[phi^6]``), ``d2, d4, d6`` (same of ``phi'``),
+  Keys ``e2, e4, e6`` (``E[phi^2], E[phi^4], E[phi^6]``), ``d2, d4, d6`` (of ``phi'``),
   ``e2d2`` (``E[phi^2 phi'^2]``), ``hpd`` (``E[h phi phi']``), ``h2d2``
   (``E[h^2 phi'^2]``), and the first and second derivatives in ``g`` of
   ``e2`` and ``d2`` (``e2_1, e2_2, d2_1, d2_2``) and the first of ``e4`` (``e4_1``), from the derivatives of the
@@ -533,9 +533,12 @@ def finite_width_quantiles(stats: FiniteWidth, quantiles: ArrayLike = (0.1, 0.5,
   (z^3 - 3 z) g_2 / 24 - (2 z^3 - 5 z) g_1^2 / 36``, ``z`` the standard normal
   quantile, ``g_1 = log_k3 / log_var^{3/2}``, ``g_2 = log_k4 / log_var^2``
   (Cornish & Fisher 1937); with ``log_k3 = log_k4 = 0`` the log-normal
-  quantiles. Error (docs/finite_width.md, Sec. 8): for bias-free ReLU at
-  ``N >= 16`` the probability at the returned quantile is within ``2e-3`` of
-  ``p`` for ``p`` in ``[0.1, 0.9]`` (checked against the exact law).
+  quantiles. Error, measured against the exact law of bias-free ReLU
+  networks (docs/finite_width.md, Sec. 8): the probability below the
+  returned 10/50/90% quantile is off ``p`` by at most 0.023 at width 16,
+  depth 2 (the binomial mixture of the hidden layers is far from Gaussian),
+  0.008 at depth 4, 0.003 at depth 8, 0.001 at depth 32, and below ``3e-4``
+  at width ``>= 64``.
 
   Args:
     stats: a :class:`FiniteWidth` (from :func:`finite_width_q` or
