@@ -126,8 +126,8 @@ def _expectations(act: Activation, g: Array) -> dict[str, Array]:
   Keys ``e2, e4, e6`` (``E[phi^2], E[phi^4], E[phi^6]``), ``d2, d4, d6`` (of ``phi'``),
   ``e2d2`` (``E[phi^2 phi'^2]``), ``hpd`` (``E[h phi phi']``), ``h2d2``
   (``E[h^2 phi'^2]``), and the first and second derivatives in ``g`` of
-  ``e2`` and ``d2`` (``e2_1, e2_2, d2_1, d2_2``) and the first of ``e4`` (``e4_1``), from the derivatives of the
-  Gaussian density, ``d/dg E[f] = E[f (h^2 - g)] / (2 g^2)`` and
+  ``e2`` and ``d2`` (``e2_1, e2_2, d2_1, d2_2``) and the first of ``e4``
+  (``e4_1``), from the derivatives of the Gaussian density, ``d/dg E[f] = E[f (h^2 - g)] / (2 g^2)`` and
   ``d^2/dg^2 E[f] = E[f ((h^2 - g)^2 / (4 g^4) - h^2 / g^3 + 1 / (2 g^2))]``:
   no derivative of ``phi`` or of the rule, so kinks anywhere are exact.
   """
