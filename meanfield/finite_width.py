@@ -67,8 +67,8 @@ from meanfield.activations import Activation, activation as _activation
 from meanfield.gaussian import DEFAULT_DEGREE, bivariate_expectation, gaussian_expectation
 from meanfield.network import accepts_network
 
-__all__ = ["FiniteWidth", "finite_width_q", "finite_width_jacobian", "finite_width_quantiles",
-           "batch_average"]
+__all__ = ["FiniteWidth", "finite_width_q", "finite_width_jacobian", "finite_width_gradient",
+           "finite_width_quantiles", "batch_average"]
 
 Array = jax.Array
 ArrayLike = Any
@@ -360,20 +360,21 @@ def _exact_log_cumulants(depth, factors, log_first, sigma_w2):
                          for j in (1, 2, 3))
 
 
-def _log_stats(mf, shift, var, k3_log, r, factor, inv_width, last_k3):
+def _log_stats(mf, shift, var, k3_log, r, factor, inv_width, last_k3, sign=1):
   """``(mean, var, log_mean, log_var, log_k3)`` of one quantity from its chain (Sec. 6-7).
 
   ``log(1 + Var / E^2) = Var_1 / mf^2 + r + log(1 + 2/N)`` (first order,
   its resummed multiplicative noise, the last ``chi^2_N / N``);
-  ``kappa_3[log]`` from the chain plus the last factor's; ``kappa_2 =
+  ``kappa_3[log]`` from the chain plus the last factor's (``sign = -1``: divided by
+  an independent ``chi^2_N / N``, the cumulants of whose log are taken off); ``kappa_2 =
   log(1 + Var/E^2) - kappa_3`` and ``kappa_1 = log E - kappa_2 / 2 - kappa_3 / 6``
   (the cumulant series of ``log E[e^Y]``, ``log E[e^{2Y}]``; ``kappa_4`` is ``O(1/N^3)``).
   """
   zero = mf == 0                          # q = 0 at every width: a point mass at 0
   mean = factor * (mf + shift)
   log_second = jnp.where(zero, 0, var / jnp.where(zero, 1, mf * mf) + r
-                         + jnp.log1p(2 * inv_width))
-  log_k3 = jnp.where(zero, 0, k3_log + last_k3)
+                         + sign * jnp.log1p(2 * inv_width))
+  log_k3 = jnp.where(zero, 0, k3_log + sign * last_k3)
   log_var = log_second - log_k3
   log_mean = jnp.log(mean) - log_var / 2 - log_k3 / 6
   return mean, mean * mean * jnp.expm1(log_second), log_mean, log_var, log_k3
@@ -440,6 +441,54 @@ def _width_args(act: Activation, width: int | None) -> tuple[bool, float, np.nda
   if width is None:
     return False, 0.0, np.zeros((2, 4))
   return act.name in _HOMOGENEOUS, float(width), np.asarray(_log_factors(act.name, width))
+
+
+@functools.partial(jax.jit, static_argnames=("act", "depth", "exact"))
+def _gradient(act, depth, exact, n, factors, q_input, sigma_w2, sigma_b2):
+  """Moments of ``|dL/dh^l|^2``, ``L = r . phi(h^depth)``, ``r`` a uniform unit vector.
+
+  ``|dL/dh^l|^2 = r^T P^T P r`` with ``P = d phi(h^depth) / d h^l``; for ``r``
+  uniform and independent of ``P`` its law is that of ``u^T P P^T u``, the
+  forward tangent started at layer ``l`` with ``t^l = u`` and read after the
+  top layer's ``phi'``: ``(N / sigma_w2) T^{depth+1}``. A Gaussian start
+  ``t^l ~ N(0, I/N)`` is the chain's; it is the uniform one times an
+  independent ``chi^2_N / N``, whose log cumulants are taken off. One chain
+  per starting layer, run as one batch of ``depth`` chains.
+  """
+  q_input, sigma_w2, sigma_b2 = as_arrays(q_input, sigma_w2, sigma_b2)
+  n = jnp.asarray(n, q_input.dtype)
+  inv_width = jnp.where(n > 0, 1 / jnp.where(n > 0, n, 1), 0.0)
+  g1 = sigma_w2 * q_input + sigma_b2
+  fwd = _chain(act, False, depth, inv_width, g1, jnp.ones_like(g1), g1, sigma_w2, sigma_b2)
+  one, zero = jnp.ones_like(fwd.g), jnp.zeros_like(fwd.g)      # (depth,) + batch
+  tangent = dict(tau=one, m_t=zero, v_gt=zero, v_tt=zero, v_xx=zero, k3_t=zero, r_t=zero)
+  starts = jnp.arange(depth).reshape((depth,) + (1,) * g1.ndim)
+
+  def layer(s, k):                 # the step from layer k + 1 to k + 2 of every chain
+    here = jax.tree.map(lambda a: jnp.broadcast_to(a[k], a.shape), fwd)
+    fresh = here._replace(**tangent)
+    s = jax.tree.map(lambda new, old: jnp.where(starts == k, new, old), fresh, s)
+    return _step(act, False, sigma_w2, sigma_b2, inv_width, s), None
+
+  s, _ = jax.lax.scan(layer, fwd, jnp.arange(depth))
+  last = lambda a: jnp.moveaxis(a, 0, -1)
+  factors = factors.astype(g1.dtype)
+  sw = sigma_w2[..., None]
+  mean, var, log_mean, log_var, log_k3 = _log_stats(
+      last(s.tau) / sw, last(s.m_t) / sw, last(s.v_tt) / sw ** 2, last(s.k3_t), last(s.r_t),
+      1.0, inv_width, factors[1, 2], sign=-1)
+  log_k4 = jnp.zeros_like(log_k3)
+  if exact:                        # depth - l + 1 hidden factors, less one chi^2_N / N
+    hops = jnp.arange(depth, 0, -1, dtype=g1.dtype)
+    hidden, tail = factors[0], factors[1]
+    ex = [-jnp.log(sw) + hops * (jnp.log(sw) + hidden[0]) - tail[0]]
+    ex += [jnp.broadcast_to(hops * hidden[j] - tail[j], log_mean.shape) for j in (1, 2, 3)]
+    no_bias = (sigma_b2 == 0)[..., None]
+    log_mean, log_var, log_k3, log_k4 = (jnp.where(no_bias, e, o) for e, o in
+                                         zip(ex, (log_mean, log_var, log_k3, log_k4)))
+  return FiniteWidth(mean=mean, var=var, log_mean=log_mean, log_var=log_var,
+                     mean_field=last(s.tau) / sw, cov=jnp.full_like(mean, jnp.nan),
+                     log_k3=log_k3, log_k4=log_k4)
 
 
 @accepts_network
@@ -523,6 +572,41 @@ def finite_width_jacobian(*, q_input: ArrayLike, depth: int, width: int | None,
   in_features = _checks.check_positive_int("in_features", in_features)
   return _finite_width(act, depth, False, *_width_args(act, width), q_input, 0.0, sigma_w2,
                        sigma_b2, float(in_features))[1]
+
+
+@accepts_network
+def finite_width_gradient(*, q_input: ArrayLike, depth: int, width: int | None,
+                          sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any
+                          ) -> FiniteWidth:
+  """Moments across networks of the squared gradient norms ``|dL/dh^l|^2`` of every layer.
+
+  ``L = r . phi(h^depth)`` with ``r`` a uniform random unit vector (the
+  readout of :mod:`empirical.probes`, whose ``grad_h`` is ``|dL/dh^l|``, also
+  the bias gradient's norm). Its mean field is ``E[phi'(h^depth)^2]
+  prod_{l <= k < depth} chi^k``. Exactly, ``|dL/dh^l|^2`` has the law of a
+  forward tangent started at layer ``l`` in a uniform direction and read
+  after the top layer's ``phi'`` (docs/finite_width.md, Sec. 9); its
+  moments come from the chain of :func:`finite_width_jacobian`, started at
+  the forward chain's state at layer ``l`` (so the fluctuation of ``q^l``
+  enters), first order in ``1/N`` with each layer's multiplicative noise
+  resummed. Exact for ReLU and linear networks without biases (ReLU: the
+  relative variance is ``(1 + 5/N)^(depth - l + 1) / (1 + 2/N) - 1``).
+
+  Args:
+    q_input, depth, width, sigma_w2, sigma_b2, activation: as in :func:`finite_width_q`.
+
+  Returns:
+    A :class:`FiniteWidth` of ``|dL/dh^l|^2``, shape as in :func:`finite_width_q`
+    (``cov`` nan); ``mean_field`` is the overlay's ``grad_h^2``
+    (:func:`empirical.theory`).
+
+  Raises:
+    ValueError: as :func:`finite_width_q`.
+  """
+  act = _activation(activation)
+  depth, width, q_input, sigma_w2, sigma_b2 = _check(depth, width, q_input, sigma_w2, sigma_b2)
+  exact, n, factors = _width_args(act, width)
+  return _gradient(act, depth, exact, n, factors, q_input, sigma_w2, sigma_b2)
 
 
 def finite_width_quantiles(stats: FiniteWidth, quantiles: ArrayLike = (0.1, 0.5, 0.9)

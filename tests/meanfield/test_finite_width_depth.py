@@ -252,3 +252,73 @@ def test_tanh_jacobian_relative_variance_at_depth(width, depth):
   var, var_err = _var_and_error(np.log(j))
   np.testing.assert_array_less(np.abs(var - np.asarray(fw.log_var)),
                                4 * var_err + 10 * np.arange(1, depth + 1) / width ** 2)
+
+
+# --- gradients -----------------------------------------------------------------------------------
+
+
+def _gradients(seed, act, width, depth, n, sigma_w2, sigma_b2):
+  """``|dL/dh^l|^2``, ``L = r . phi(h^depth)``, ``r`` a uniform unit vector: ``(n, depth)``."""
+  rng = np.random.default_rng(seed)
+  phi, dphi = PHI[act]
+  h = np.zeros((n, width))
+  h[:, 0] = np.sqrt(width)
+  hs, ws = [], []
+  for layer in range(depth):
+    w = rng.standard_normal((n, width, width)) * np.sqrt(sigma_w2 / width)
+    b = rng.standard_normal((n, 1, width)) * np.sqrt(sigma_b2)
+    h = ((h if layer == 0 else phi(h))[:, None] @ w + b)[:, 0]
+    hs.append(h)
+    ws.append(w)
+  r = rng.standard_normal((n, width))
+  delta = r / np.linalg.norm(r, axis=1, keepdims=True) * dphi(hs[-1])
+  out = [np.sum(delta * delta, 1)]
+  for layer in range(depth - 2, -1, -1):
+    delta = (delta[:, None] @ np.swapaxes(ws[layer + 1], 1, 2))[:, 0] * dphi(hs[layer])
+    out.append(np.sum(delta * delta, 1))
+  return np.stack(out[::-1], 1)
+
+
+def test_relu_gradient_exact_law(x64):
+  """Bias-free ReLU: the top layer's ``|dL/dh^L|^2`` is ``Beta(K/2, (N-K)/2)`` mixed over
+  ``K ~ Binomial(N, 1/2)`` (scipy); every layer's relative variance is
+  ``(1 + 5/N)^(L - l + 1) / (1 + 2/N) - 1``; the mean is mean-field's ``1/2``; and networks
+  (NumPy, ``N = 16``, ``L = 6``) agree in ``Var[log]`` and median within 4 s.e."""
+  width, depth, n = 16, 6, 3000
+  fw = meanfield.finite_width_gradient(q_input=1.0, depth=depth, width=width, sigma_w2=2.0,
+                                       sigma_b2=0.0, activation="relu")
+  k = np.arange(1, width, dtype=np.float64)                 # K = N gives Beta(N/2, 0) = 1
+  p = scipy.stats.binom.pmf(k, width, 0.5)
+  p /= p.sum() + scipy.stats.binom.pmf(width, width, 0.5)
+  a = scipy.special.digamma(k / 2) - scipy.special.digamma(width / 2)
+  b = scipy.special.polygamma(1, k / 2) - scipy.special.polygamma(1, width / 2)
+  mean = np.sum(p * a)                          # the K = N term adds log 1 = 0
+  np.testing.assert_allclose(fw.log_mean[-1], mean, rtol=1e-9)
+  np.testing.assert_allclose(fw.log_var[-1], np.sum(p * (b + a * a)) - mean ** 2, rtol=1e-9)
+  hops = np.arange(depth, 0, -1)
+  np.testing.assert_allclose(fw.var / fw.mean ** 2,
+                             (1 + 5 / width) ** hops / (1 + 2 / width) - 1, rtol=1e-10)
+  np.testing.assert_allclose(fw.mean, 0.5, rtol=1e-12)
+  g = _gradients(3, "relu", width, depth, n, 2.0, 0.0)
+  logs = np.log(g[np.all(g > 0, axis=1)])
+  var, err = _var_and_error(logs)
+  np.testing.assert_array_less(np.abs(var - np.asarray(fw.log_var)), 4 * err)
+  median = np.log(np.asarray(finite_width_quantiles(fw, 0.5)[0]))
+  se = np.sqrt(np.pi / 2 * np.asarray(fw.log_var) / len(logs))
+  np.testing.assert_array_less(np.abs(np.median(logs, 0) - median), 4 * se)
+
+
+@pytest.mark.slow
+def test_tanh_gradient_norms_against_networks():
+  """tanh at criticality, ``N = 64``, ``L = 8``: per-layer mean and ``Var[log]`` of
+  ``|dL/dh^l|^2`` within 4 s.e. plus ``10 (L - l + 1) / N^2`` (Sec. 9)."""
+  width, depth, n = 64, 8, 3000
+  g = _gradients(4, "tanh", width, depth, n, TANH["sigma_w2"], TANH["sigma_b2"])
+  fw = meanfield.finite_width_gradient(q_input=1.0, depth=depth, width=width, **TANH)
+  hops = np.arange(depth, 0, -1)
+  allowance = 10 * hops / width ** 2
+  se = g.std(0) / np.sqrt(n)
+  np.testing.assert_array_less(np.abs(g.mean(0) - np.asarray(fw.mean)),
+                               4 * se + allowance * np.asarray(fw.mean))
+  var, err = _var_and_error(np.log(g))
+  np.testing.assert_array_less(np.abs(var - np.asarray(fw.log_var)), 4 * err + allowance)
