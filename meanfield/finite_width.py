@@ -105,6 +105,11 @@ class FiniteWidth(NamedTuple):
       of the total).
     log_k4: the fourth cumulant of ``log .``: exact for ReLU and linear networks
       without biases, else 0 (it is ``O(l / N^3)``).
+    trusted: ``True`` where the predictions are inside the range in which
+      their measured error was below about 10% (docs/finite_width.md, Sec. 11):
+      exact laws everywhere; else ``log_var <= 1.5`` and the forward kernel's
+      relative shift ``|E[q^l] / q^l_mf - 1| <= 0.05`` (for gradients, at the
+      top layer). Outside it the values are still returned; check this field.
   """
 
   mean: Array
@@ -115,6 +120,7 @@ class FiniteWidth(NamedTuple):
   cov: Array
   log_k3: Array
   log_k4: Array
+  trusted: Array
 
 
 # --- one step of the chain ------------------------------------------------------------
@@ -380,6 +386,15 @@ def _log_stats(mf, shift, var, k3_log, r, factor, inv_width, last_k3, sign=1):
   return mean, mean * mean * jnp.expm1(log_second), log_mean, log_var, log_k3
 
 
+#: The range where the measured error was below about 10% (docs/finite_width.md, Sec. 11).
+TRUST_LOG_VAR, TRUST_SHIFT = 1.5, 0.05
+
+
+def _trusted(log_var, q_shift, exact):
+  """``trusted`` of :class:`FiniteWidth`: exact, or inside the measured range."""
+  return exact | ((log_var <= TRUST_LOG_VAR) & (q_shift <= TRUST_SHIFT))
+
+
 # --- the public functions ---------------------------------------------------------------
 
 
@@ -415,6 +430,7 @@ def _finite_width(act, depth, pairs, exact, n, factors, q_input, c_input, sigma_
   safe = lambda a: jnp.where(a == 0, 1, a)
   rel_g = last(s.v_gg) / safe(last(s.g)) ** 2
   k3_q = last(s.k3_g) / safe(last(s.g)) ** 3 - 3 * rel_g ** 2      # kappa_3[log G], leading order
+  q_shift = jnp.abs(last(s.m_g) / safe(last(s.g)))
   out = []
   for mf, shift, var, k3_log, r, first, factor, cov in (
       (s.g, s.m_g, s.v_gg, k3_q, s.r_g, g1, 1.0, cov_q),
@@ -424,7 +440,9 @@ def _finite_width(act, depth, pairs, exact, n, factors, q_input, c_input, sigma_
     mean, var, log_mean, log_var, log_k3 = _log_stats(mf, shift, var, k3_log, r, factor,
                                                       inv_width, factors[1, 2])
     log_k4 = jnp.zeros_like(log_k3)
+    exact_here = jnp.zeros(log_var.shape, bool)
     if exact:
+      exact_here = jnp.broadcast_to((sigma_b2 == 0)[..., None], log_var.shape)
       cumulants = _exact_log_cumulants(depth, factors, jnp.log(first), sigma_w2)
       no_bias = (sigma_b2 == 0)[..., None] & (mf > 0)
       log_mean = jnp.where((sigma_b2 == 0)[..., None], cumulants[0], log_mean)
@@ -432,7 +450,8 @@ def _finite_width(act, depth, pairs, exact, n, factors, q_input, c_input, sigma_
                                  zip(cumulants[1:], (log_var, log_k3, log_k4)))
     out.append(FiniteWidth(mean=mean, var=var,
                            log_mean=log_mean, log_var=log_var, mean_field=factor * mf,
-                           cov=cov, log_k3=log_k3, log_k4=log_k4))
+                           cov=cov, log_k3=log_k3, log_k4=log_k4,
+                           trusted=_trusted(log_var, q_shift, exact_here)))
   return tuple(out)
 
 
@@ -478,7 +497,10 @@ def _gradient(act, depth, exact, n, factors, q_input, sigma_w2, sigma_b2):
       last(s.tau) / sw, last(s.m_t) / sw, last(s.v_tt) / sw ** 2, last(s.k3_t), last(s.r_t),
       1.0, inv_width, factors[1, 2], sign=-1)
   log_k4 = jnp.zeros_like(log_k3)
+  exact_here = jnp.zeros(log_var.shape, bool)
+  q_shift = jnp.abs(fwd.m_g[-1] / jnp.where(fwd.g[-1] == 0, 1, fwd.g[-1]))[..., None]
   if exact:                        # depth - l + 1 hidden factors, less one chi^2_N / N
+    exact_here = jnp.broadcast_to((sigma_b2 == 0)[..., None], log_var.shape)
     hops = jnp.arange(depth, 0, -1, dtype=g1.dtype)
     hidden, tail = factors[0], factors[1]
     ex = [-jnp.log(sw) + hops * (jnp.log(sw) + hidden[0]) - tail[0]]
@@ -488,7 +510,8 @@ def _gradient(act, depth, exact, n, factors, q_input, sigma_w2, sigma_b2):
                                          zip(ex, (log_mean, log_var, log_k3, log_k4)))
   return FiniteWidth(mean=mean, var=var, log_mean=log_mean, log_var=log_var,
                      mean_field=last(s.tau) / sw, cov=jnp.full_like(mean, jnp.nan),
-                     log_k3=log_k3, log_k4=log_k4)
+                     log_k3=log_k3, log_k4=log_k4,
+                     trusted=_trusted(log_var, q_shift, exact_here))
 
 
 @accepts_network

@@ -358,3 +358,51 @@ def test_k_star_zero_vertex_measured():
   theory = (1 + np.asarray(fw.var / fw.mean ** 2, np.float64)) / (1 + 2 / width) - 1
   np.testing.assert_array_less(np.abs(rel_g - theory)[1:], 4 * err_g[1:])
   np.testing.assert_allclose(np.log1p(theory[-1]) / np.log1p(theory[11]), 2.0, rtol=0.1)
+
+
+# --- where the theory stops -------------------------------------------------------------------
+
+
+def test_trusted_field():
+  """Exact laws are trusted at any depth; otherwise ``log_var <= 1.5`` and a forward shift
+  ``<= 5%`` (docs/finite_width.md, Sec. 11)."""
+  relu = meanfield.finite_width_gradient(q_input=1.0, depth=64, width=16, sigma_w2=2.0,
+                                         sigma_b2=0.0, activation="relu")
+  assert relu.trusted.dtype == bool and np.all(relu.trusted)
+  jac = meanfield.finite_width_jacobian(q_input=1.0, depth=64, width=32, **TANH)
+  np.testing.assert_array_equal(jac.trusted, np.asarray(jac.log_var) <= 1.5)
+  q = meanfield.finite_width_q(q_input=1.0, depth=64, width=32, activation="tanh",
+                               sigma_w2=1.0, sigma_b2=0.0)
+  shift = np.abs(np.asarray(q.mean / q.mean_field) - 1)
+  np.testing.assert_array_equal(q.trusted, (np.asarray(q.log_var) <= 1.5) & (shift <= 0.05))
+  assert q.trusted[0] and not q.trusted[-1]
+
+
+@pytest.mark.slow
+def test_trusted_range_is_where_the_error_is_below_ten_percent(x64):
+  """Measured (the layer-by-layer law, 3000 draws): tanh at criticality, ``N = 32``: on the
+  trusted layers of ``|J u|^2`` the median and the 10-90% band width are within 10% (plus 3
+  s.e.); the K* = 0 tanh's ``q`` at ``N = 16``, ``l = 32`` is untrusted and more than 10% off."""
+  n, width, depth = 3000, 32, 32
+
+  def errors(samples, fw):
+    logs = np.log(samples)
+    pred = np.log(np.asarray(finite_width_quantiles(fw, (0.1, 0.5, 0.9)), np.float64))
+    sd = np.sqrt(np.asarray(fw.log_var))
+    se = sd * np.sqrt(0.25 / n) / scipy.stats.norm.pdf(0)
+    median = np.abs(np.median(logs, 0) - pred[1])
+    band = np.abs(np.quantile(logs, 0.9, 0) - np.quantile(logs, 0.1, 0) - (pred[2] - pred[0]))
+    return np.expm1(median), np.expm1(band), np.expm1(3 * se)
+
+  _, j = _layer_chain(21, "tanh", width, depth, n, TANH["sigma_w2"], TANH["sigma_b2"])
+  fw = meanfield.finite_width_jacobian(q_input=1.0, depth=depth, width=width, **TANH)
+  median, band, se = errors(j, fw)
+  ok = np.asarray(fw.trusted)
+  assert 4 <= ok.sum() < depth
+  np.testing.assert_array_less(median[ok], 0.1 + se[ok])
+  np.testing.assert_array_less(band[ok], 0.1 + 2 * se[ok])
+  q, _ = _layer_chain(22, "tanh", 16, depth, n, 1.0, 0.0)
+  fq = meanfield.finite_width_q(q_input=1.0, depth=depth, width=16, activation="tanh",
+                                sigma_w2=1.0, sigma_b2=0.0)
+  median, band, se = errors(q, fq)
+  assert not fq.trusted[-1] and max(median[-1], band[-1]) > 0.1 + se[-1]
