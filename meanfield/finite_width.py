@@ -33,15 +33,16 @@ Jacobian adds the tangent's length ``T^l`` (and the cross term ``X^l``) to
 the state; the same expansion runs on the state ``(G, X, T)``, with the
 slopes ``f'``, ``f''`` from Gaussian integrals (no autodiff through quadrature).
 
-Across depth the relative variance ``s^l = Var / mean^2`` adds up layer by
-layer; at ``beta = depth / width`` not small it is the variance of
-``log q^l``, and ``q^l`` is close to log-normal (Hanin & Nica 2019:
-``log |h^L|^2`` is asymptotically Gaussian for ReLU, with variance about
-``5 beta``). :func:`finite_width_quantiles` gives the predicted median and
-quantiles. For ReLU and linear networks without biases the log is exactly a
-sum of independent layer terms (``log chi^2`` of a binomial number of
-degrees of freedom), and its mean and variance are computed exactly, at any
-``beta``.
+Across depth the variance of ``log q^l`` adds up layer by layer; at ``beta
+= depth / width`` not small the relative variance is resummed from each
+layer's multiplicative noise (exact for ReLU and linear networks without
+biases, ``(1 + 2/N)(1 + 5/N)^(l-1) - 1`` for ReLU), and the third cumulant of
+the log (leading order, every activation; exact for those networks, whose
+log is a sum of independent ``log chi^2`` of binomial degrees of freedom)
+gives medians and quantiles (:func:`finite_width_quantiles`, Cornish-Fisher).
+:func:`finite_width_gradient` gives the per-layer gradient norms; the field
+``trusted`` says where the measured error was below about 10%.
+Derivations: docs/finite_width.md.
 
 Every function broadcasts over ``q_input``, ``c_input``, ``sigma_w2``,
 ``sigma_b2`` (results: broadcast shape ``+ (depth,)``), computes in their
