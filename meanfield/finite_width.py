@@ -682,10 +682,13 @@ def batch_average(stats: FiniteWidth, n_inputs: int, cov: ArrayLike | None = Non
 
   ``Var[mean_a q_a] = Var[q] / B + (1 - 1/B) Cov`` for ``B = n_inputs``
   inputs of one length whose pairs all have the covariance ``cov`` (default
-  ``stats.cov``; pass an average over pairs for inputs of mixed cosines).
-  ``log_var`` is scaled by the same factor (first order; for the exact
-  homogeneous log moments an approximation), ``log_mean`` moves to keep the
-  mean.
+  ``stats.cov``; pass an average over pairs for inputs of mixed cosines), at
+  first order: the ratio ``k = Var[mean] / Var[q]`` takes ``Var[q]`` as
+  ``mean^2 log(1 + var / mean^2)`` (the first-order variance that ``cov``
+  matches), and ``log(1 + var / mean^2)`` and ``log_var`` are scaled by ``k``,
+  ``log_k3`` by ``k^2`` and ``log_k4`` by ``k^3`` (right for independent and for
+  fully correlated inputs; an interpolation between); ``log_mean`` moves to
+  keep the mean.
 
   Args:
     stats: from :func:`finite_width_q`.
@@ -699,9 +702,13 @@ def batch_average(stats: FiniteWidth, n_inputs: int, cov: ArrayLike | None = Non
   if not isinstance(stats, FiniteWidth):
     raise ValueError(f"`stats` must be a meanfield.FiniteWidth, got {type(stats).__name__}")
   cov = stats.cov if cov is None else jnp.asarray(cov, stats.var.dtype)
-  single = stats.var
-  var = single / n_inputs + (1 - 1 / n_inputs) * cov
-  ratio = jnp.where(single > 0, var / jnp.where(single > 0, single, 1), 0.0)
-  log_var = stats.log_var * ratio
-  return stats._replace(var=var, log_var=log_var,
-                        log_mean=stats.log_mean + (stats.log_var - log_var) / 2, cov=cov)
+  mean2 = stats.mean * stats.mean
+  log_second = jnp.log1p(stats.var / jnp.where(mean2 > 0, mean2, 1))
+  single = mean2 * log_second
+  ratio = jnp.where(single > 0, (single / n_inputs + (1 - 1 / n_inputs) * cov)
+                    / jnp.where(single > 0, single, 1), 0.0)
+  log_var, log_k3 = stats.log_var * ratio, stats.log_k3 * ratio ** 2
+  log_mean = stats.log_mean + (stats.log_var - log_var) / 2 + (stats.log_k3 - log_k3) / 6
+  return stats._replace(var=mean2 * jnp.expm1(log_second * ratio), log_var=log_var,
+                        log_k3=log_k3, log_k4=stats.log_k4 * ratio ** 3, log_mean=log_mean,
+                        cov=cov)
