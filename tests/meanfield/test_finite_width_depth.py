@@ -406,3 +406,17 @@ def test_trusted_range_is_where_the_error_is_below_ten_percent(x64):
                                 sigma_w2=1.0, sigma_b2=0.0)
   median, band, se = errors(q, fq)
   assert not fq.trusted[-1] and max(median[-1], band[-1]) > 0.1 + se[-1]
+
+
+def test_gradient_at_infinite_width_is_the_chi_product(x64):
+  """``width=None``: ``E[phi'(h^L)^2] prod_{l <= k < L} chi^k`` from :func:`meanfield.propagate`
+  (the overlay's ``grad_h^2``), zero variance, every layer trusted."""
+  kw = dict(q_input=0.7, depth=6, sigma_w2=1.7609546, sigma_b2=0.05, activation="tanh")
+  fw = meanfield.finite_width_gradient(width=None, **kw)
+  chi = np.asarray(meanfield.propagate(c_input=1.0, **kw).chi_1, np.float64)
+  top = chi[-1] / kw["sigma_w2"]
+  expected = top * np.append(np.cumprod(chi[:-1][::-1])[::-1], 1.0)
+  np.testing.assert_allclose(fw.mean, expected, rtol=1e-10)
+  np.testing.assert_allclose(fw.mean_field, expected, rtol=1e-10)
+  np.testing.assert_array_equal(fw.var, 0.0)
+  assert np.all(fw.trusted)
