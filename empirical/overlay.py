@@ -51,15 +51,20 @@ networks fluctuate about these by a relative ``O(sqrt(l / N))``.
 
 Finite width (:mod:`meanfield.finite_width`): ``q_median``, ``q_lo`` and
 ``q_hi`` are the predicted median and 10% and 90% quantiles of one
-network's ``q^l`` at the sweep's own width (log-normal, with the
-first-order variance of ``log q^l``; exact log moments for ReLU and linear
-networks without biases). The sweep's ``q`` averages its ``B`` inputs, which
+network's ``q^l`` at the sweep's own width (Cornish-Fisher from the
+cumulants of ``log q^l``; exact for ReLU and linear networks without
+biases). The sweep's ``q`` averages its ``B`` inputs, which
 share the weights: the band is that of the average
 (:func:`meanfield.finite_width.batch_average`), with the covariance of ``q`` between
 inputs ``2k, 2k+1`` at the measured ``c_input`` and between all other pairs
 at cosine 0 (the sweep's inputs: independent Gaussian vectors). Inputs that
 stay decorrelated (tanh without bias) average their fluctuations out;
-inputs whose correlation goes to 1 (ReLU) do not.
+inputs whose correlation goes to 1 (ReLU) do not. ``grad_median``,
+``grad_lo``, ``grad_hi``: the same band for ``grad_h`` of one input
+(:func:`meanfield.finite_width_gradient`; with the first three cumulants of
+the log and the quantiles of :func:`meanfield.finite_width.finite_width_quantiles`, as
+for ``q``); nan for a sweep of ``B > 1`` inputs (the average of ``B``
+inputs' gradients is not derived).
 
 Variants (a sweep's ``arch=meanfield.MLP(...)`` with ``residual``,
 ``norm="layer"`` or ``keep_prob < 1``): ``q``, ``c`` and ``chi_1`` come from
@@ -101,7 +106,7 @@ from empirical import architectures
 from empirical import description
 from empirical import inits as _inits
 from meanfield.activations import Activation
-from meanfield.finite_width import batch_average, lognormal_quantiles
+from meanfield.finite_width import batch_average, finite_width_quantiles
 
 __all__ = ["theory"]
 
@@ -159,8 +164,33 @@ def _q_band(act: Activation, q_input: np.ndarray, sigma_w2: np.ndarray, sigma_b2
         cov0 = meanfield.finite_width_q(c_input=0.0, **kw).cov
         cov = (paired * fw.cov + others * cov0) / (n_inputs * (n_inputs - 1))
         fw = batch_average(fw, n_inputs, cov)
-      band = np.asarray(lognormal_quantiles(fw, BAND_QUANTILES), np.float64)
+      band = np.asarray(finite_width_quantiles(fw, BAND_QUANTILES), np.float64)
     out[:, at] = band[:, at]
+  return out
+
+
+def _grad_band(act: Activation, q_input: np.ndarray, sigma_w2: np.ndarray,
+               sigma_b2: np.ndarray, width: np.ndarray, depth: np.ndarray, iid: np.ndarray,
+               n_layers: int) -> np.ndarray:
+  """``(3,) + shape + (n_layers,)``: 10%, 50%, 90% of ``grad_h^l`` of one input (float64).
+
+  :func:`meanfield.finite_width_gradient` (the readout ``r . a^L`` at each
+  network's own depth ``L``), one call per distinct width and depth; nan
+  beyond a network's depth, where the width is not a positive integer or the
+  weights are not i.i.d.
+  """
+  out = np.full((len(BAND_QUANTILES),) + q_input.shape + (n_layers,), np.nan)
+  for w in np.unique(width):
+    for d in np.unique(depth):
+      if not (np.isfinite(w) and w >= 1 and np.isfinite(d) and 1 <= d <= n_layers):
+        continue
+      at = (width == w) & (depth == d) & iid
+      with jax.enable_x64(True):
+        fw = meanfield.finite_width_gradient(q_input=q_input, depth=int(d), width=int(w),
+                                             sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                                             activation=act)
+        band = np.sqrt(np.asarray(finite_width_quantiles(fw, BAND_QUANTILES), np.float64))
+      out[:, at, :int(d)] = band[:, at]
   return out
 
 
@@ -186,7 +216,7 @@ def _variant_theory(net: meanfield.Network, act: Activation, q_input: np.ndarray
     q, c, chi = (np.asarray(v, np.float64) for v in (prop.q, prop.c, prop.chi_1))
   nan = np.full_like(q, np.nan)
   return {"q": q, "c": c, "chi_1": chi, "grad_h": nan, "grad_w": nan, "q_lo": nan,
-          "q_median": nan, "q_hi": nan}
+          "q_median": nan, "q_hi": nan, "grad_lo": nan, "grad_median": nan, "grad_hi": nan}
 
 
 def _gradients(act: Activation, q: np.ndarray, chi: np.ndarray, layers: np.ndarray,
@@ -241,7 +271,8 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
     norms, see the module docstring); layers beyond a network's depth are
     nan. ``q_input`` and ``c_input`` are those measured in ``ds``. Also
     ``q_lo``, ``q_median``, ``q_hi``: the finite-width band (module
-    docstring). For a variant, ``chi_1`` is its own per-layer gradient
+    docstring); ``grad_lo``, ``grad_median``, ``grad_hi``: that of ``grad_h``
+    (one input only). For a variant, ``chi_1`` is its own per-layer gradient
     factor, and the band is nan (not derived); so are ``grad_h`` and
     ``grad_w``, except for dropout alone (module docstring).
 
@@ -273,7 +304,7 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
   acts = [nets.isel({d: 0 for d in nets.dims if d != "activation"}).values.flat[i].phi
           for i in range(ds.sizes.get("activation", 1))]
   out = {name: [] for name in ("q", "c", "chi_1", "grad_h", "grad_w", "q_lo", "q_median",
-                               "q_hi")}
+                               "q_hi", "grad_lo", "grad_median", "grad_hi")}
   for act in acts:
     if variant:
       th = _variant_theory(net, act, q_eff.values, c_input, s.values, sb2.values,
@@ -297,9 +328,13 @@ def theory(ds: xr.Dataset, *, activation: Activation | Callable | str | None = N
     grad_h2, grad_w2 = _gradients(act, q, chi, layers, depth.values, width.values, in_sq, 1.0)
     band = _q_band(act, q_eff.values, s.values, sb2.values, width.values, iid.values, n_layers,
                    n_inputs=int(ds.attrs["n_inputs"]), c_input=c_input)
+    grad_band = (_grad_band(act, q_eff.values, s.values, sb2.values, width.values,
+                            depth.values, iid.values, n_layers)
+                 if int(ds.attrs["n_inputs"]) == 1 else np.full_like(band, np.nan))
     for name, v in (("q", q), ("c", c), ("chi_1", chi), ("grad_h", np.sqrt(grad_h2)),
                     ("grad_w", np.sqrt(grad_w2)), ("q_lo", band[0]), ("q_median", band[1]),
-                    ("q_hi", band[2])):
+                    ("q_hi", band[2]), ("grad_lo", grad_band[0]),
+                    ("grad_median", grad_band[1]), ("grad_hi", grad_band[2])):
       out[name].append(np.where(inside, v, np.nan))
 
   act_dim = ["activation"] if "activation" in ds.dims else []

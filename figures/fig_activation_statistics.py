@@ -31,8 +31,8 @@ and the median about 0.75 of the mean; with zero biases a ReLU
 network is positively homogeneous, so this ratio is the same for every
 ``sigma_w2``). The dotted lines in the bottom row of
 ``activation_statistics.png`` are that finite-width prediction at width 256
-(:mod:`meanfield.finite_width`, log-normal with the first-order variance of
-``log q^l``; exact log moments for ReLU without biases): median and 10% and
+(:mod:`meanfield.finite_width`, Cornish-Fisher quantiles from the cumulants
+of ``log q^l``; exact cumulants for ReLU without biases): median and 10% and
 90% quantiles of one network's ``q^l`` over the mean-field value. The ReLU
 median's drift from 1 to about 0.75 by layer 30 is this finite-width
 effect, not a bug. The measured ``q`` averages 16 inputs that share the

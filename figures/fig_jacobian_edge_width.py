@@ -17,13 +17,13 @@ What is theory here:
 - the thin dotted lines (Gaussian weights only): the finite-width median of
   ``|J u|`` for a fixed unit vector ``u``, from
   :func:`meanfield.finite_width_jacobian` and
-  :func:`meanfield.finite_width.lognormal_quantiles` (first order in ``1/N``, taken
-  log-normal: docs/finite_width.md). That function describes
+  :func:`meanfield.finite_width.finite_width_quantiles` (first order in ``1/N``
+  with the third cumulant of the log: docs/finite_width.md). That function describes
   ``dh^{L+1}/dx^0``; since ``t_h^{L+1} = t_x^L W^{L+1}`` with ``W^{L+1}``
   Gaussian and independent of ``t_x^L``, ``log |J u|^2 = log |t_h^{L+1}|^2 -
   log sigma_w2 - log(chi^2_N / N)`` with the last term independent, so its
-  mean and variance are subtracted exactly (``psi(N/2) + log(2/N)`` and
-  ``psi'(N/2)``). The input length is matched (``|x^0|^2 / N = (q* -
+  cumulants are subtracted exactly (``psi(N/2) + log(2/N)`` and the polygammas
+  ``psi^(j)(N/2)``, j = 1, 2, 3). The input length is matched (``|x^0|^2 / N = (q* -
   sigma_b2) / sigma_w2``, its own ``O(1/N)`` spread neglected). Since
   ``sigma_max >= |J u|`` for every unit ``u`` (an inequality), this median
   bounds the typical ``sigma_max`` from below; it is not a prediction of
@@ -69,6 +69,7 @@ import xarray as xr
 
 import empirical
 import meanfield
+from meanfield.finite_width import finite_width_quantiles
 from figures import _common
 
 ACTIVATION = "tanh"
@@ -106,18 +107,22 @@ def ju_quantiles(net: meanfield.Network, *, q_star: float) -> np.ndarray:
   """Finite-width quantiles ``QUANTILES`` of ``|J u|``, ``J = dx^L/dx^0``, ``L = 1..net.depth``.
 
   From :func:`meanfield.finite_width_jacobian` of ``net`` one layer deeper
-  (which is ``dh^{L+1}/dx^0``) less the exact log moments of the independent last
-  factor ``sigma_w2 chi^2_N / N``, ``N = net.width``. Returns ``(len(QUANTILES), net.depth)``.
+  (which is ``dh^{L+1}/dx^0``) less the exact log cumulants of the independent last
+  factor ``sigma_w2 chi^2_N / N``, ``N = net.width``, through
+  :func:`meanfield.finite_width.finite_width_quantiles`. Returns ``(len(QUANTILES), net.depth)``.
   """
   sigma_w2 = np.float64(net.sigma_w2)
   stats = meanfield.finite_width_jacobian(net.replace(depth=net.depth + 1),
                                           q_input=np.float64((q_star - net.sigma_b2) / sigma_w2))
   n = np.float64(net.width)
-  log_mean = (np.asarray(stats.log_mean)[1:] - np.log(sigma_w2)
-              - (scipy.special.digamma(n / 2) + np.log(2 / n)))
-  log_var = np.asarray(stats.log_var)[1:] - scipy.special.polygamma(1, n / 2)
-  z = scipy.special.ndtri(np.asarray(QUANTILES))[:, None]
-  return np.exp(0.5 * (log_mean[None] + z * np.sqrt(np.maximum(log_var, 0.0))[None]))
+  deeper = {k: np.asarray(v)[1:] for k, v in stats._asdict().items()}
+  last = [scipy.special.polygamma(j, n / 2) for j in (1, 2, 3)]
+  dx = stats._replace(**deeper)._replace(
+      log_mean=deeper["log_mean"] - np.log(sigma_w2) - (scipy.special.digamma(n / 2)
+                                                        + np.log(2 / n)),
+      log_var=np.maximum(deeper["log_var"] - last[0], 0.0),
+      log_k3=deeper["log_k3"] - last[1], log_k4=deeper["log_k4"] - last[2])
+  return np.sqrt(np.asarray(finite_width_quantiles(dx, QUANTILES), np.float64))
 
 
 def measure(key, net: meanfield.Network, *, n_seeds: int, depths

@@ -18,7 +18,8 @@ from meanfield.phase import CriticalLine, critical_line, critical_sigma_w2, phas
 from meanfield.initialise import CriticalInit, critical_init
 from meanfield.transforms import (ActivationTransform, dks_transform, residual_subnet_max,
                                   tat_transform)
-from meanfield.finite_width import FiniteWidth, finite_width_jacobian, finite_width_q
+from meanfield.finite_width import (FiniteWidth, finite_width_gradient, finite_width_jacobian,
+                                    finite_width_q)
 from meanfield.conv import Conv
 from meanfield.rnn import RNN
 from meanfield.transformer import Transformer

@@ -24,12 +24,13 @@ def test_ju_median_is_the_mean_field_value_at_large_width(x64):
 
 
 def test_jacobian_lognormal_median_keeps_the_width_factor(x64):
-  # log_mean is the log-normal value log(mean) - log_var / 2 (FiniteWidth docstring), for
-  # the Jacobian as for q: exp(log_mean + log_var / 2) must give back `mean` (|J u|^2
-  # carries a factor N; the tanh path once dropped it from log_mean).
+  # log_mean is log(mean) - log_var / 2 - log_k3 / 6 (FiniteWidth docstring), for the
+  # Jacobian as for q: exp(log_mean + log_var / 2 + log_k3 / 6) must give back `mean`
+  # (|J u|^2 carries a factor N; the tanh path once dropped it from log_mean).
   fw = meanfield.finite_width_jacobian(q_input=0.3, depth=5, width=64, sigma_w2=1.76,
                                        sigma_b2=0.05, activation="tanh")
-  np.testing.assert_allclose(np.exp(fw.log_mean + fw.log_var / 2), fw.mean, rtol=1e-10)
+  np.testing.assert_allclose(np.exp(fw.log_mean + fw.log_var / 2 + fw.log_k3 / 6), fw.mean,
+                             rtol=1e-10)
 
 
 @pytest.mark.slow

@@ -60,6 +60,8 @@ CALLS = {
                                                   **T),
     "finite_width_jacobian": lambda v: mf.finite_width_jacobian(q_input=1.0, depth=5, width=128,
                                                                 sigma_w2=v, **T),
+    "finite_width_gradient": lambda v: mf.finite_width_gradient(q_input=1.0, depth=5, width=128,
+                                                                sigma_w2=v, **T),
     "fixed_point(arch=RNN)": lambda v: mf.fixed_point(sigma_w2=v, q_input=0.8, arch=RNN, **T),
     "propagate(arch=RNN)": lambda v: mf.propagate(sigma_w2=v, depth=5, q_input=1.0, c_input=0.5,
                                                   arch=RNN, **T),

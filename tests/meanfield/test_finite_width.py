@@ -21,7 +21,7 @@ import scipy.special
 import scipy.stats
 
 import meanfield
-from meanfield.finite_width import batch_average, lognormal_quantiles
+from meanfield.finite_width import batch_average, finite_width_quantiles
 
 
 @functools.partial(jax.jit, static_argnames=("act", "width", "depth", "n_seeds"))
@@ -63,8 +63,8 @@ def _var_and_error(samples):
 def test_linear_network_chi_square_products(x64, width):
   """Linear, no bias: ``q^l = q^1 sigma_w2^(l-1) prod chi^2_N / N`` exactly (product of chi-squares).
 
-  Mean exact; ``Var / mean^2 = (1 + 2/N)^l - 1 = 2 l / N + O(1/N^2)``; ``log``
-  moments are sums of ``psi(N/2) + log(2/N)`` and ``psi_1(N/2)`` (scipy).
+  Mean exact; ``Var / mean^2 = (1 + 2/N)^l - 1`` exactly; ``log`` cumulants
+  are sums of ``psi(N/2) + log(2/N)``, ``psi_1(N/2)``, ``psi_2(N/2)``, ``psi_3(N/2)`` (scipy).
   """
   depth, sw, q_in = 6, 1.3, 0.7
   fw = meanfield.finite_width_q(q_input=q_in, depth=depth, width=width, sigma_w2=sw,
@@ -72,10 +72,12 @@ def test_linear_network_chi_square_products(x64, width):
   ell = np.arange(1, depth + 1)
   mean = sw ** ell * q_in
   np.testing.assert_allclose(fw.mean, mean, rtol=1e-12)
-  np.testing.assert_allclose(fw.var / mean ** 2, 2 * ell / width, rtol=1e-10)
+  np.testing.assert_allclose(fw.var / mean ** 2, (1 + 2 / width) ** ell - 1, rtol=1e-10)
   log_factor = scipy.special.digamma(width / 2) + np.log(2 / width)
   np.testing.assert_allclose(fw.log_mean, np.log(mean) + ell * log_factor, rtol=1e-10)
   np.testing.assert_allclose(fw.log_var, ell * scipy.special.polygamma(1, width / 2), rtol=1e-10)
+  np.testing.assert_allclose(fw.log_k3, ell * scipy.special.polygamma(2, width / 2), rtol=1e-10)
+  np.testing.assert_allclose(fw.log_k4, ell * scipy.special.polygamma(3, width / 2), rtol=1e-10)
 
 
 @pytest.mark.slow
@@ -84,7 +86,7 @@ def test_relu_exact_log_moments_and_hanin_nica(x64):
 
   Checked against a scipy sum over ``K ~ Binomial(N, 1/2)``; at large width
   the variance is ``5 (L - 1)/N + 2/N`` (Hanin & Nica 2019: ``5 beta``) to
-  ``O(L/N^2)``, and ``Var[q] / E[q]^2`` at first order is the same number.
+  ``O(L/N^2)``, and ``Var[q] / E[q]^2`` is ``(1 + 2/N)(1 + 5/N)^(L-1) - 1``.
   """
   width, depth, sw = 48, 10, 2.0
   fw = meanfield.finite_width_q(q_input=1.0, depth=depth, width=width, sigma_w2=sw,
@@ -100,7 +102,8 @@ def test_relu_exact_log_moments_and_hanin_nica(x64):
   np.testing.assert_allclose(fw.log_mean, np.log(sw) + ell * hidden_mean + last, rtol=1e-10)
   np.testing.assert_allclose(fw.log_var, ell * hidden_var + scipy.special.polygamma(1, width / 2),
                              rtol=1e-10)
-  np.testing.assert_allclose(fw.var / fw.mean ** 2, (5 * ell + 2) / width, rtol=1e-10)
+  exact = (1 + 2 / width) * (1 + 5 / width) ** ell - 1      # product of independent factors
+  np.testing.assert_allclose(fw.var / fw.mean ** 2, exact, rtol=1e-10)
   np.testing.assert_allclose(fw.mean, fw.mean_field, rtol=1e-12)    # the length map is linear
   big = meanfield.finite_width_q(q_input=[[1.0], [3.0]], depth=depth, width=4096,
                                  sigma_w2=[sw, 1.0], sigma_b2=0.0, activation="relu")
@@ -112,7 +115,7 @@ def test_relu_exact_log_moments_and_hanin_nica(x64):
 def test_one_and_two_steps_against_scipy_quadrature(x64):
   """tanh with bias: layer-2 variance and layer-3 mean shift from scipy integrals.
 
-  ``Var[q^2] = sigma_w2^2 Var[phi(sqrt(g1) z)^2] / N + 2 g2^2 / N`` and
+  ``Var[q^2] = (g2^2 + V2)(1 + 2/N) - g2^2``, ``V2 = sigma_w2^2 Var[phi(sqrt(g1) z)^2] / N``, and
   ``E[q^3] - g3 = f''(g2) V2 / 2``, ``V2 = sigma_w2^2 Var[phi^2] / N``, with
   ``f''`` by central differences of scipy's quad.
   """
@@ -127,7 +130,8 @@ def test_one_and_two_steps_against_scipy_quadrature(x64):
   g2 = qmap(g1)
   v2 = sw ** 2 * (expect(lambda h: np.tanh(h) ** 4, g1) - expect(lambda h: np.tanh(h) ** 2, g1) ** 2)
   v2 /= width
-  np.testing.assert_allclose(fw.var[1], v2 + 2 * g2 ** 2 / width, rtol=1e-8)
+  # q^2 = G^2 chi^2_N / N with G^1 fixed: E[q^2] = g2, E[(q^2)^2] = (g2^2 + V2)(1 + 2/N) exactly
+  np.testing.assert_allclose(fw.var[1], (g2 ** 2 + v2) * (1 + 2 / width) - g2 ** 2, rtol=1e-8)
   e = 1e-3
   f2 = (qmap(g2 + e) - 2 * qmap(g2) + qmap(g2 - e)) / e ** 2
   np.testing.assert_allclose(fw.mean[2] - fw.mean_field[2], f2 * v2 / 2, rtol=1e-5)
@@ -148,7 +152,7 @@ def test_infinite_width_is_mean_field(x64):
   assert np.all(np.isnan(fj.cov))
   chi = np.concatenate([np.ones((2, 1)), np.cumprod(prop.chi_1[..., :-1], -1)], -1)
   np.testing.assert_allclose(fj.mean, kw["sigma_w2"] * chi, rtol=1e-10)
-  quant = lognormal_quantiles(fw, (0.1, 0.5, 0.9))
+  quant = finite_width_quantiles(fw, (0.1, 0.5, 0.9))
   np.testing.assert_allclose(quant, np.broadcast_to(prop.q, (3, 2, 7)), rtol=1e-12)
 
 
@@ -166,7 +170,7 @@ def test_network_argument_dtype_and_validation():
     meanfield.finite_width_jacobian(q_input=1.0, depth=0, width=4, sigma_w2=2.0, sigma_b2=0.0,
                                     activation="relu")
   with pytest.raises(ValueError, match="`quantiles`"):
-    lognormal_quantiles(a, (0.0, 0.5))
+    finite_width_quantiles(a, (0.0, 0.5))
   with pytest.raises(ValueError, match="`n_inputs` must"):
     batch_average(a, 0)
   with pytest.raises(ValueError, match="c_input"):
@@ -211,7 +215,7 @@ def test_relu_log_normal_at_beta_one():
   np.testing.assert_array_less(np.abs(var - np.asarray(fw.log_var)), 4 * err)
   med = np.median(logq, 0)
   med_err = np.sqrt(np.pi / 2) * np.sqrt(np.asarray(fw.log_var) / n)
-  predicted = np.log(np.asarray(lognormal_quantiles(fw, 0.5)[0], np.float64))
+  predicted = np.log(np.asarray(finite_width_quantiles(fw, 0.5)[0], np.float64))
   np.testing.assert_array_less(np.abs(med - predicted), 4 * med_err)
   assert abs(med[-1] - 0.0) > 10 * med_err[-1]       # mean-field's median (q = 1) is far off
 
@@ -242,8 +246,13 @@ def test_one_over_width_scaling(act, sw, sb):
       rows[f"{name}_mean"][1].append(width * s.std(0) / np.sqrt(n) / mf0)
       rows[f"{name}_var"][0].append(width * var / mf0 ** 2)
       rows[f"{name}_var"][1].append(width * err / mf0 ** 2)
-      theory[f"{name}_mean"] = width * (np.asarray(fw.mean) - mf0) / mf0
-      theory[f"{name}_var"] = width * np.asarray(fw.var) / mf0 ** 2
+  for name, f in (("q", meanfield.finite_width_q), ("j", meanfield.finite_width_jacobian)):
+    big = 10 ** 7                                     # N x (.) at N -> infinity: first order
+    with jax.enable_x64(True):
+      fw = f(q_input=1.0, depth=depth, width=big, sigma_w2=sw, sigma_b2=sb, activation=act)
+    mf0 = np.asarray(fw.mean_field, np.float64)
+    theory[f"{name}_mean"] = big * (np.asarray(fw.mean, np.float64) - mf0) / mf0
+    theory[f"{name}_var"] = big * np.asarray(fw.var, np.float64) / mf0 ** 2
   design = np.stack([np.ones(len(widths)), 1.0 / widths], -1)
   for key, (y, e) in rows.items():
     y, e = np.array(y), np.array(e)

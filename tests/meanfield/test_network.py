@@ -100,6 +100,7 @@ _CALLS = {
     "c_map": ((0.3,), dict(q=0.7)), "chi_1": ((), {}),
     "critical_init": ((), {}),
     "critical_sigma_w2": ((), {}), "depth_scales": ((), {}),
+    "finite_width_gradient": ((), dict(q_input=1.0)),
     "finite_width_jacobian": ((), dict(q_input=1.0)),
     "finite_width_q": ((), dict(q_input=1.0)), "fixed_point": ((), {}),
     "gradient_depth_scale": ((), {}), "jacobian_moments": ((), {}),
