@@ -49,11 +49,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["AXIS", "resolve", "item_mesh", "shard_items", "place", "fetch", "check_local",
-           "split_over"]
+__all__ = ["AXIS", "resolve", "splits_processes", "item_mesh", "shard_items", "place", "fetch",
+           "check_local", "split_over"]
 
 #: Name of the mesh axis that runs over a sweep's items.
 AXIS = "net"
@@ -70,7 +71,7 @@ def resolve(devices: Devices) -> tuple[jax.Device, ...]:
     ValueError: for an integer outside ``1..len(jax.devices())``, an empty
       sequence, repeated devices or anything that is not a ``jax.Device``.
   """
-  available = jax.devices()
+  available = jax.local_devices()
   if devices is None:
     # CPU "devices" are emulated slices of one host (XLA_FLAGS=
     # --xla_force_host_platform_device_count); one program already uses
@@ -80,7 +81,7 @@ def resolve(devices: Devices) -> tuple[jax.Device, ...]:
     if not 1 <= devices <= len(available):
       raise ValueError(
           f"`devices` must be None, a sequence of jax.Device or an integer in "
-          f"1..{len(available)} (the devices JAX sees), got {devices}")
+          f"1..{len(available)} (this process's devices), got {devices}")
     return tuple(available[:int(devices)])
   if isinstance(devices, jax.Device):
     devices = [devices]
@@ -93,6 +94,18 @@ def resolve(devices: Devices) -> tuple[jax.Device, ...]:
   if len(set(devices)) != len(devices):
     raise ValueError(f"`devices` must not repeat a device, got {devices!r}")
   return devices
+
+
+def splits_processes(devices: tuple[jax.Device, ...]) -> bool:
+  """Whether the processes of a ``jax.distributed`` run split the chunks among them.
+
+  True with several processes when ``devices`` are all this process's own
+  (each process then computes its own chunks, see
+  :func:`empirical.engine.run_chunked`); False with one process, or when
+  ``devices`` span processes (one sharded program over all of them).
+  """
+  return jax.process_count() > 1 and all(
+      d.process_index == jax.process_index() for d in devices)
 
 
 @functools.lru_cache(maxsize=16)
@@ -134,12 +147,26 @@ def place(shared: tuple, indices: np.ndarray, devices: tuple[jax.Device, ...]
   """``shared`` replicated and ``indices`` split along :data:`AXIS` over ``devices``.
 
   Works across hosts: every process passes the same values (arrays not
-  committed to a device: NumPy arrays or ordinary ``jax.numpy`` results).
+  committed to a device: NumPy arrays or ordinary ``jax.numpy`` results;
+  PRNG keys travel as their key data), and each builds its own shards
+  (:func:`jax.make_array_from_callback`; ``jax.device_put`` refuses a
+  sharding over other processes' devices).
   """
   mesh = item_mesh(devices)
   replicated = NamedSharding(mesh, PartitionSpec())
   split = NamedSharding(mesh, PartitionSpec(AXIS))
-  return jax.device_put(shared, replicated), jax.device_put(np.asarray(indices), split)
+  if all(d.process_index == jax.process_index() for d in devices):
+    return jax.device_put(shared, replicated), jax.device_put(np.asarray(indices), split)
+  return jax.tree.map(lambda a: _put(a, replicated), shared), _put(indices, split)
+
+
+def _put(a: Any, sharding: NamedSharding) -> jax.Array:
+  """``a`` as a global array laid out by ``sharding``, from this process's copy of ``a``."""
+  if jax.dtypes.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key):
+    data = _put(jax.random.key_data(a), sharding)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+  a = np.asarray(a, dtype=jnp.asarray(a).dtype)   # a Python number keeps JAX's dtype
+  return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
 
 
 def fetch(tree: Any) -> Any:
