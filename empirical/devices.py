@@ -33,12 +33,15 @@ core.
 Several hosts (multi-controller JAX): start the same script on every host,
 and have each process call :func:`jax.distributed.initialize` first (with
 ``coordinator_address``, ``num_processes`` and ``process_id``, or with no
-arguments on clusters JAX detects itself: Slurm, Open MPI, TPU pods). Then
-``jax.devices()`` lists the devices of all hosts, and the sweep shards each
-chunk across all of them; every process gets the whole result. Every process
-must make the same call with the same arguments. With ``store``, the
-directory must be shared by all processes (a network file system): process 0
-writes the finished chunks, and all processes read them when resuming.
+arguments on clusters JAX detects itself: Slurm, Open MPI, TPU pods). Every
+process must make the same call with the same arguments and a ``store``
+that all of them see (a network file system). By default (this process's
+devices, :func:`splits_processes`) each process computes its own chunks on
+its own devices and the processes share them through the store
+(:func:`empirical.engine.run_chunked`); every process gets the whole
+result. A ``devices`` sequence that spans processes (``jax.devices()``)
+runs instead one program per chunk sharded over all of them, in step
+(:func:`place` builds its arrays from each process's copy).
 """
 
 from __future__ import annotations
