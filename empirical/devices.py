@@ -197,8 +197,9 @@ def split_over(compute: Callable[[np.ndarray], dict[str, np.ndarray]],
   ``len(devices)``, is cut into ``len(devices)`` contiguous parts, and each
   part is computed in its own thread under ``jax.default_device`` of its
   device (JAX releases the interpreter lock while a program runs, so the
-  devices work in parallel; the caller's ``jax.enable_x64`` setting, which
-  is per thread, is carried into them). ``compute`` must return
+  devices work in parallel; the caller's ``jax.enable_x64`` and
+  ``jax.default_matmul_precision`` settings, which are per thread, are
+  carried into them). ``compute`` must return
   ``{name: np.ndarray}`` with leading axis ``len(part)``; the parts are
   concatenated in order.
   Each part is exactly a one-device call on ``n / len(devices)`` indices, so
@@ -215,11 +216,14 @@ def split_over(compute: Callable[[np.ndarray], dict[str, np.ndarray]],
     if indices.shape[0] % len(devices):
       raise ValueError(f"`indices` must split evenly over {len(devices)} devices, "
                        f"got {indices.shape[0]}")
-    # JAX's context settings are per thread: carry the caller's 64-bit mode.
+    # JAX's context settings are per thread: carry the caller's 64-bit mode and
+    # matrix-product precision.
     x64 = bool(jax.config.jax_enable_x64)
+    precision = jax.config.jax_default_matmul_precision
 
     def one(device, part):
-      with jax.enable_x64(x64), jax.default_device(device):
+      with jax.enable_x64(x64), jax.default_matmul_precision(precision), \
+          jax.default_device(device):
         return compute(part)
 
     parts = np.split(indices, len(devices))

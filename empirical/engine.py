@@ -52,7 +52,7 @@ from empirical import _checks
 from empirical import _grid
 from empirical import devices as _devices
 
-__all__ = ["SWEPT", "DEFAULT_MEMORY_BUDGET", "run_chunked", "atomic_write", "atomic_path", "run_configs",
+__all__ = ["SWEPT", "DEFAULT_MEMORY_BUDGET", "run_chunked", "matmul_precision", "atomic_write", "atomic_path", "run_configs",
            "config_store", "check_fits", "items_per_chunk", "swept", "stack", "grid_variable", "grid_coords", "provenance"]
 
 Array = jax.Array
@@ -311,9 +311,13 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
   sharded = _devices.shard_items(compute, devs) if len(devs) > 1 else None
   step = multiple * len(devs)
   split = _devices.splits_processes(devs)
+  precision = matmul_precision()
   if store is not None:
     store = os.fspath(store)
-    chunk_size = _open_store(store, spec if spec is not None else {}, chunk_size, n_items)
+    spec = {} if spec is None else spec
+    if precision != "highest":            # stores of full-precision runs keep their spec
+      spec = {**spec, "matmul_precision": precision}
+    chunk_size = _open_store(store, spec, chunk_size, n_items)
   elif split:
     raise ValueError(
         f"`store` must be a directory shared by the {jax.process_count()} processes of this "
@@ -323,10 +327,11 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
   def one_chunk(start: int, stop: int) -> dict[str, np.ndarray]:
     idx = np.arange(start, start + -(-chunk_size // step) * step)
     idx = np.minimum(idx, n_items - 1).astype(np.int32)
-    if sharded is None:
-      out = jax.device_get(_tree_dict(compute(*shared, jnp.asarray(idx))))
-    else:
-      out = _devices.fetch(_tree_dict(sharded(*_devices.place(shared, idx, devs))))
+    with jax.default_matmul_precision(precision):
+      if sharded is None:
+        out = jax.device_get(_tree_dict(compute(*shared, jnp.asarray(idx))))
+      else:
+        out = _devices.fetch(_tree_dict(sharded(*_devices.place(shared, idx, devs))))
     return {k: np.asarray(v)[: stop - start] for k, v in out.items()}
 
   bounds = [(a, min(a + chunk_size, n_items)) for a in range(0, n_items, chunk_size)]
@@ -347,6 +352,21 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
   if store is not None and jax.process_index() == 0:
     _remove_temporaries(store)
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def matmul_precision() -> str:
+  """The precision of the experiment's matrix products: the caller's, else ``"highest"``.
+
+  :func:`run_chunked` computes every chunk under
+  ``jax.default_matmul_precision(matmul_precision())``: full float32
+  (``"highest"``) unless the caller chose another around the call
+  (``with jax.default_matmul_precision("tensorfloat32"): empirical.sweep(...)``,
+  or ``JAX_DEFAULT_MATMUL_PRECISION``), which then enters the store's spec.
+  On GPUs JAX's own default rounds float32 products' inputs to about 10
+  bits (TF32-class); on the CPU every choice computes in full float32.
+  """
+  chosen = jax.config.jax_default_matmul_precision
+  return "highest" if chosen is None else str(chosen)
 
 
 def _quiet(progress: bool) -> bool:
