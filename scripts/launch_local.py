@@ -16,7 +16,8 @@ the same lines that start it on several hosts over SSH (see the README's
 gloo (``jax_cpu_collectives_implementation``, JAX's default). The processes
 share this terminal's output. When one process ends with an error (or is
 killed), the others are stopped (SIGTERM, then SIGKILL after ``--grace``
-seconds), as a cluster's job ends; the launcher's exit status is the first
+seconds, default 3: under ``jax.distributed`` JAX takes SIGTERM for a
+preemption notice and carries on), as a cluster's job ends; the launcher's exit status is the first
 failure's (a killed process's ``128 + signal``), else 0. Each process is
 started in the current directory with this Python.
 """
@@ -64,7 +65,7 @@ def _stop(children: list[subprocess.Popen], grace: float) -> None:
       child.wait()
 
 
-def launch(n: int, script: str, args: list[str], *, grace: float = 10.0,
+def launch(n: int, script: str, args: list[str], *, grace: float = 3.0,
            timeout: float | None = None) -> int:
   """Run ``python script *args`` as processes ``0..n-1`` of one run; the exit status.
 
@@ -98,8 +99,8 @@ def launch(n: int, script: str, args: list[str], *, grace: float = 10.0,
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("-n", "--processes", type=int, default=2, help="how many (default 2)")
-  parser.add_argument("--grace", type=float, default=10.0,
-                      help="seconds the others get to stop when one fails (default 10)")
+  parser.add_argument("--grace", type=float, default=3.0,
+                      help="seconds the others get to stop when one fails (default 3)")
   parser.add_argument("--timeout", type=float, default=None,
                       help="stop all after this many seconds (exit status 124)")
   parser.add_argument("script")

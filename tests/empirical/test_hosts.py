@@ -158,7 +158,8 @@ def test_every_driver_on_several_processes_is_bitwise_one_process(tmp_path, one_
 def test_a_process_killed_mid_run_then_three_resume_bitwise(tmp_path, one_process):
   store, out = tmp_path / "store", tmp_path / "out"
   pattern = str(store / "sweep" / "config-0000" / "chunk-*.npz")
-  status = _launch(2, WORKER, store, out, "sweep", env={"HOSTS_KILL_AFTER": pattern})
+  status = _launch(2, "--grace", 1, WORKER, store, out, "sweep",
+                   env={"HOSTS_KILL_AFTER": pattern})
   assert status == 128 + 9                        # process 1 SIGKILLed; process 0 stopped
   before = {c.name: (c.stat().st_ino, c.stat().st_mtime_ns)
             for c in (store / "sweep" / "config-0000").glob("chunk-*.npz")}
