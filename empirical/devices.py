@@ -33,12 +33,15 @@ core.
 Several hosts (multi-controller JAX): start the same script on every host,
 and have each process call :func:`jax.distributed.initialize` first (with
 ``coordinator_address``, ``num_processes`` and ``process_id``, or with no
-arguments on clusters JAX detects itself: Slurm, Open MPI, TPU pods). Then
-``jax.devices()`` lists the devices of all hosts, and the sweep shards each
-chunk across all of them; every process gets the whole result. Every process
-must make the same call with the same arguments. With ``store``, the
-directory must be shared by all processes (a network file system): process 0
-writes the finished chunks, and all processes read them when resuming.
+arguments on clusters JAX detects itself: Slurm, Open MPI, TPU pods). Every
+process must make the same call with the same arguments and a ``store``
+that all of them see (a network file system). By default (this process's
+devices, :func:`splits_processes`) each process computes its own chunks on
+its own devices and the processes share them through the store
+(:func:`empirical.engine.run_chunked`); every process gets the whole
+result. A ``devices`` sequence that spans processes (``jax.devices()``)
+runs instead one program per chunk sharded over all of them, in step
+(:func:`place` builds its arrays from each process's copy).
 """
 
 from __future__ import annotations
@@ -49,11 +52,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["AXIS", "resolve", "item_mesh", "shard_items", "place", "fetch", "check_local",
-           "split_over"]
+__all__ = ["AXIS", "resolve", "splits_processes", "item_mesh", "shard_items", "place", "fetch",
+           "check_local", "split_over"]
 
 #: Name of the mesh axis that runs over a sweep's items.
 AXIS = "net"
@@ -70,7 +74,7 @@ def resolve(devices: Devices) -> tuple[jax.Device, ...]:
     ValueError: for an integer outside ``1..len(jax.devices())``, an empty
       sequence, repeated devices or anything that is not a ``jax.Device``.
   """
-  available = jax.devices()
+  available = jax.local_devices()
   if devices is None:
     # CPU "devices" are emulated slices of one host (XLA_FLAGS=
     # --xla_force_host_platform_device_count); one program already uses
@@ -80,7 +84,7 @@ def resolve(devices: Devices) -> tuple[jax.Device, ...]:
     if not 1 <= devices <= len(available):
       raise ValueError(
           f"`devices` must be None, a sequence of jax.Device or an integer in "
-          f"1..{len(available)} (the devices JAX sees), got {devices}")
+          f"1..{len(available)} (this process's devices), got {devices}")
     return tuple(available[:int(devices)])
   if isinstance(devices, jax.Device):
     devices = [devices]
@@ -93,6 +97,18 @@ def resolve(devices: Devices) -> tuple[jax.Device, ...]:
   if len(set(devices)) != len(devices):
     raise ValueError(f"`devices` must not repeat a device, got {devices!r}")
   return devices
+
+
+def splits_processes(devices: tuple[jax.Device, ...]) -> bool:
+  """Whether the processes of a ``jax.distributed`` run split the chunks among them.
+
+  True with several processes when ``devices`` are all this process's own
+  (each process then computes its own chunks, see
+  :func:`empirical.engine.run_chunked`); False with one process, or when
+  ``devices`` span processes (one sharded program over all of them).
+  """
+  return jax.process_count() > 1 and all(
+      d.process_index == jax.process_index() for d in devices)
 
 
 @functools.lru_cache(maxsize=16)
@@ -134,12 +150,26 @@ def place(shared: tuple, indices: np.ndarray, devices: tuple[jax.Device, ...]
   """``shared`` replicated and ``indices`` split along :data:`AXIS` over ``devices``.
 
   Works across hosts: every process passes the same values (arrays not
-  committed to a device: NumPy arrays or ordinary ``jax.numpy`` results).
+  committed to a device: NumPy arrays or ordinary ``jax.numpy`` results;
+  PRNG keys travel as their key data), and each builds its own shards
+  (:func:`jax.make_array_from_callback`; ``jax.device_put`` refuses a
+  sharding over other processes' devices).
   """
   mesh = item_mesh(devices)
   replicated = NamedSharding(mesh, PartitionSpec())
   split = NamedSharding(mesh, PartitionSpec(AXIS))
-  return jax.device_put(shared, replicated), jax.device_put(np.asarray(indices), split)
+  if all(d.process_index == jax.process_index() for d in devices):
+    return jax.device_put(shared, replicated), jax.device_put(np.asarray(indices), split)
+  return jax.tree.map(lambda a: _put(a, replicated), shared), _put(indices, split)
+
+
+def _put(a: Any, sharding: NamedSharding) -> jax.Array:
+  """``a`` as a global array laid out by ``sharding``, from this process's copy of ``a``."""
+  if jax.dtypes.issubdtype(getattr(a, "dtype", None), jax.dtypes.prng_key):
+    data = _put(jax.random.key_data(a), sharding)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(a))
+  a = np.asarray(a, dtype=jnp.asarray(a).dtype)   # a Python number keeps JAX's dtype
+  return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
 
 
 def fetch(tree: Any) -> Any:
@@ -167,8 +197,9 @@ def split_over(compute: Callable[[np.ndarray], dict[str, np.ndarray]],
   ``len(devices)``, is cut into ``len(devices)`` contiguous parts, and each
   part is computed in its own thread under ``jax.default_device`` of its
   device (JAX releases the interpreter lock while a program runs, so the
-  devices work in parallel; the caller's ``jax.enable_x64`` setting, which
-  is per thread, is carried into them). ``compute`` must return
+  devices work in parallel; the caller's ``jax.enable_x64`` and
+  ``jax.default_matmul_precision`` settings, which are per thread, are
+  carried into them). ``compute`` must return
   ``{name: np.ndarray}`` with leading axis ``len(part)``; the parts are
   concatenated in order.
   Each part is exactly a one-device call on ``n / len(devices)`` indices, so
@@ -185,11 +216,14 @@ def split_over(compute: Callable[[np.ndarray], dict[str, np.ndarray]],
     if indices.shape[0] % len(devices):
       raise ValueError(f"`indices` must split evenly over {len(devices)} devices, "
                        f"got {indices.shape[0]}")
-    # JAX's context settings are per thread: carry the caller's 64-bit mode.
+    # JAX's context settings are per thread: carry the caller's 64-bit mode and
+    # matrix-product precision.
     x64 = bool(jax.config.jax_enable_x64)
+    precision = jax.config.jax_default_matmul_precision
 
     def one(device, part):
-      with jax.enable_x64(x64), jax.default_device(device):
+      with jax.enable_x64(x64), jax.default_matmul_precision(precision), \
+          jax.default_device(device):
         return compute(part)
 
     parts = np.split(indices, len(devices))

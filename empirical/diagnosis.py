@@ -190,8 +190,11 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
       only on the CPU, as in :func:`empirical.sweep`), ``1`` the default
       device, an integer ``n`` the first ``n`` local devices, or a sequence
       of them; each chunk is cut into ``n`` equal parts measured at once, one
-      per device (:func:`empirical.devices.split_over`; one host only: a
-      model is built eagerly, outside any compiled program).
+      per device (:func:`empirical.devices.split_over`; local devices only:
+      a model is built eagerly, outside any compiled program); under
+      ``jax.distributed`` each process measures its own chunks and the
+      processes share them through ``store``
+      (:func:`empirical.engine.run_chunked`).
 
   A store's spec keys the model by content, never by its Python code or
   identity (which change between processes): digests of ``x`` (shape, dtype,

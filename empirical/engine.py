@@ -52,7 +52,7 @@ from empirical import _checks
 from empirical import _grid
 from empirical import devices as _devices
 
-__all__ = ["SWEPT", "DEFAULT_MEMORY_BUDGET", "run_chunked", "atomic_write", "atomic_path", "run_configs",
+__all__ = ["SWEPT", "DEFAULT_MEMORY_BUDGET", "run_chunked", "matmul_precision", "atomic_write", "atomic_path", "run_configs",
            "config_store", "check_fits", "items_per_chunk", "swept", "stack", "grid_variable", "grid_coords", "provenance"]
 
 Array = jax.Array
@@ -284,16 +284,23 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
       inside ``compute`` and passes the group size here.)
     shared: arrays passed to every call before the indices,
       ``compute(*shared, indices)`` (replicated on every device).
-    devices: ``1`` (default): one device, the default one; ``None``: all
-      devices (``jax.devices()``, every host's under ``jax.distributed``;
-      the first only on the CPU, see :func:`empirical.devices.resolve`);
-      an integer ``n``: the first ``n``; or a sequence of ``jax.Device``.
+    devices: ``1`` (default): one device, this process's first; ``None``:
+      all of this process's devices (``jax.local_devices()``; the first
+      only on the CPU, see :func:`empirical.devices.resolve`); an integer
+      ``n``: the first ``n`` of them; or a sequence of ``jax.Device``.
       With several, each chunk (rounded up to a multiple of ``multiple``
       times the number of devices) is split evenly over them
       (:mod:`empirical.devices`), and ``compute`` must then be traceable
       (``jax.jit``-able; a stable function compiles once). Results are those
-      of a one-device run. Under ``jax.distributed`` only process 0 writes
-      to ``store``, which must be shared by all processes.
+      of a one-device run. Under ``jax.distributed`` with several
+      processes, each process computes its own chunks (chunk ``k`` on
+      process ``k mod P``), writes them to ``store``, which must be shared
+      by all processes (``ValueError`` without one), and reads the others'
+      there (computing itself any that stop appearing: a killed process's);
+      every process returns the whole result, and only process 0 shows the
+      progress bar, counting every process's chunks. A sequence of devices
+      spanning processes runs instead one sharded program per chunk on all
+      of them in step (every process computes every chunk; process 0 writes).
 
   Returns:
     ``{name: np.ndarray}`` with leading axis ``n_items``.
@@ -303,35 +310,159 @@ def run_chunked(compute: Callable[[Array], Any], n_items: int, *, chunk_size: in
   devs = _devices.resolve(devices)
   sharded = _devices.shard_items(compute, devs) if len(devs) > 1 else None
   step = multiple * len(devs)
+  split = _devices.splits_processes(devs)
+  precision = matmul_precision()
   if store is not None:
     store = os.fspath(store)
-    chunk_size = _open_store(store, spec if spec is not None else {}, chunk_size, n_items)
+    spec = {} if spec is None else spec
+    if precision != "highest":            # stores of full-precision runs keep their spec
+      spec = {**spec, "matmul_precision": precision}
+    chunk_size = _open_store(store, spec, chunk_size, n_items)
+  elif split:
+    raise ValueError(
+        f"`store` must be a directory shared by the {jax.process_count()} processes of this "
+        f"jax.distributed run (each computes its own chunks and reads the others' there), "
+        f"got None")
+
+  def one_chunk(start: int, stop: int) -> dict[str, np.ndarray]:
+    idx = np.arange(start, start + -(-chunk_size // step) * step)
+    idx = np.minimum(idx, n_items - 1).astype(np.int32)
+    with jax.default_matmul_precision(precision):
+      if sharded is None:
+        out = jax.device_get(_tree_dict(compute(*shared, jnp.asarray(idx))))
+      else:
+        out = _devices.fetch(_tree_dict(sharded(*_devices.place(shared, idx, devs))))
+    return {k: np.asarray(v)[: stop - start] for k, v in out.items()}
+
+  bounds = [(a, min(a + chunk_size, n_items)) for a in range(0, n_items, chunk_size)]
+  chunks = _Chunks(store, bounds, one_chunk, write=split or jax.process_index() == 0)
   bar = progress if isinstance(progress, tqdm) else tqdm(
-      total=n_items * units_per_item, unit="net", desc=desc, disable=not progress)
-  parts: list[dict[str, np.ndarray]] = []
+      total=n_items * units_per_item, unit="net", desc=desc, disable=_quiet(progress))
   try:
-    for start in range(0, n_items, chunk_size):
-      stop = min(start + chunk_size, n_items)
-      path = None if store is None else os.path.join(store, f"chunk-{start:09d}-{stop:09d}.npz")
-      arrays = None if path is None else _load_chunk(path, stop - start)
-      if arrays is None:
-        idx = np.arange(start, start + -(-chunk_size // step) * step)
-        idx = np.minimum(idx, n_items - 1).astype(np.int32)
-        if sharded is None:
-          out = jax.device_get(_tree_dict(compute(*shared, jnp.asarray(idx))))
-        else:
-          out = _devices.fetch(_tree_dict(sharded(*_devices.place(shared, idx, devs))))
-        arrays = {k: np.asarray(v)[: stop - start] for k, v in out.items()}
-        if path is not None and jax.process_index() == 0:
-          _write_chunk(store, path, arrays)
-      parts.append(arrays)
-      bar.update((stop - start) * units_per_item)
+    if split:
+      parts = _run_split(chunks, lambda n: bar.update(n * units_per_item))
+    else:
+      parts = []
+      for k, (start, stop) in enumerate(bounds):
+        parts.append(chunks.get(k))
+        bar.update((stop - start) * units_per_item)
   finally:
     if bar is not progress:
       bar.close()
   if store is not None and jax.process_index() == 0:
     _remove_temporaries(store)
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def matmul_precision() -> str:
+  """The precision of the experiment's matrix products: the caller's, else ``"highest"``.
+
+  :func:`run_chunked` computes every chunk under
+  ``jax.default_matmul_precision(matmul_precision())``: full float32
+  (``"highest"``) unless the caller chose another around the call
+  (``with jax.default_matmul_precision("tensorfloat32"): empirical.sweep(...)``,
+  or ``JAX_DEFAULT_MATMUL_PRECISION``), which then enters the store's spec.
+  On GPUs JAX's own default rounds float32 products' inputs to about 10
+  bits (TF32-class); on the CPU every choice computes in full float32.
+  """
+  chosen = jax.config.jax_default_matmul_precision
+  return "highest" if chosen is None else str(chosen)
+
+
+def _quiet(progress: bool) -> bool:
+  """Whether to hide a progress bar: when not asked for, and on every process but the
+  first of a ``jax.distributed`` run (whose bar counts every process's chunks)."""
+  return not progress or jax.process_index() != 0
+
+
+class _Chunks:
+  """The chunks of one :func:`run_chunked` call: each loaded from ``store`` when there,
+  else computed by ``one_chunk(start, stop)`` (and written there when ``write``)."""
+
+  def __init__(self, store: str | None, bounds: list[tuple[int, int]],
+               one_chunk: Callable[[int, int], dict[str, np.ndarray]], write: bool):
+    self.store, self.bounds, self.one_chunk, self.write = store, bounds, one_chunk, write
+    self.seconds: list[float] = []          # wall time of each chunk computed here
+
+  def path(self, k: int) -> str | None:
+    start, stop = self.bounds[k]
+    return None if self.store is None else os.path.join(
+        self.store, f"chunk-{start:09d}-{stop:09d}.npz")
+
+  def size(self, k: int) -> int:
+    return self.bounds[k][1] - self.bounds[k][0]
+
+  def load(self, k: int) -> dict[str, np.ndarray] | None:
+    path = self.path(k)
+    return None if path is None else _load_chunk(path, self.size(k))
+
+  def done(self, k: int) -> bool:
+    path = self.path(k)
+    return path is not None and os.path.exists(path)
+
+  def compute(self, k: int) -> dict[str, np.ndarray]:
+    begin = time.perf_counter()
+    arrays = self.one_chunk(*self.bounds[k])
+    if self.write and self.store is not None:
+      _write_chunk(self.store, self.path(k), arrays)
+    self.seconds.append(time.perf_counter() - begin)
+    return arrays
+
+  def get(self, k: int) -> dict[str, np.ndarray]:
+    arrays = self.load(k)
+    return self.compute(k) if arrays is None else arrays
+
+
+#: Seconds a process of a ``jax.distributed`` run waits, with no new chunk appearing in the
+#: store, before it computes a missing chunk of another process itself (that process may
+#: have been killed), when it has no chunk time of its own to go by (see :func:`_run_split`).
+_PATIENCE = 30.0
+_POLL = 0.05
+
+
+def _run_split(chunks: _Chunks, advance: Callable[[int], None]) -> list[dict[str, np.ndarray]]:
+  """The chunks of a ``jax.distributed`` run in which each process computes its own.
+
+  Process ``p`` of ``P`` first does chunks ``p, p + P, ...`` (loading those
+  already in the store), then collects the rest from the store in order. A
+  chunk still missing is waited for while others keep appearing; once none
+  has appeared for three times the longest chunk time of this process plus a second
+  (:data:`_PATIENCE` if it computed none), it is computed here and written
+  too (its owner may be dead; if not, both write the same bytes, each
+  atomically). No collective runs, so a killed process stops no other, and
+  every chunk's result is the one-process result. ``advance(n)`` is called
+  with the number of items of each chunk first seen finished in the store
+  (the whole run's progress).
+  """
+  n, procs, me = len(chunks.bounds), jax.process_count(), jax.process_index()
+  parts: dict[int, dict[str, np.ndarray]] = {}
+  seen: set[int] = set()
+
+  def look() -> bool:                       # count newly finished chunks; any new?
+    new = [k for k in range(n) if k not in seen and (k in parts or chunks.done(k))]
+    seen.update(new)
+    advance(sum(chunks.size(k) for k in new))
+    return bool(new)
+
+  for k in range(me, n, procs):
+    parts[k] = chunks.get(k)
+    look()
+  last = time.monotonic()
+  for k in range(n):
+    while k not in parts:
+      arrays = chunks.load(k)
+      patience = 3 * max(chunks.seconds) + 1.0 if chunks.seconds else _PATIENCE
+      if arrays is None and time.monotonic() - last > patience:
+        arrays = chunks.compute(k)
+      if arrays is not None:
+        parts[k] = arrays
+        last = time.monotonic()
+      elif look():
+        last = time.monotonic()
+      else:
+        time.sleep(_POLL)
+    look()
+  return [parts[k] for k in range(n)]
 
 
 def _write_chunk(store: str, path: str, arrays: dict[str, np.ndarray]) -> None:
@@ -417,7 +548,7 @@ def run_configs(configs: Sequence[Any], run: Callable[[int, Any, tqdm], dict[str
   ``progress=bar`` and ``store=config_store(store, k)``); ``total`` is the
   bar's length in networks.
   """
-  bar = tqdm(total=total, unit="net", desc=desc, disable=not progress)
+  bar = tqdm(total=total, unit="net", desc=desc, disable=_quiet(progress))
   try:
     return [run(k, config, bar) for k, config in enumerate(configs)]
   finally:

@@ -185,11 +185,12 @@ def jacobian_spectra(key: Array, *, network=None, arch: Architecture = MLP(), ac
     dtype: float dtype (default float32, float64 under x64); use float64
       for the small end of deep spectra.
     devices: where to run, as in :func:`empirical.sweep`: ``None`` (default)
-      every device JAX sees (the first only on the CPU), ``1`` the default
+      this process's devices (the first only on the CPU), ``1`` the default
       device, an integer ``n`` the
       first ``n``, or a sequence of devices; each chunk of networks is split
       evenly over them (:mod:`empirical.devices`), with results those of a
-      one-device run.
+      one-device run. Under ``jax.distributed`` the processes share the
+      chunks through ``store`` (:func:`empirical.engine.run_chunked`).
 
   Returns:
     ``xarray.Dataset`` with the swept dims of ``activation, init, width,

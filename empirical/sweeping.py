@@ -246,13 +246,16 @@ def sweep(key: Array, *, network=None, arch: Architecture = MLP(), activation="t
       float64 inputs is refused here (run it without ``store``).
     progress: show a tqdm bar.
     dtype: float dtype (default float32, float64 under x64).
-    devices: where to run: ``None`` (default) every device JAX sees
-      (``jax.devices()``: all local GPUs, or every host's devices after
-      ``jax.distributed.initialize()``; on the CPU the first only, as one
-      program already uses every core), an integer ``n`` for the first
-      ``n``, or a sequence of ``jax.Device``. Each chunk is split evenly
-      over them along a mesh axis over networks (:mod:`empirical.devices`);
-      results are bitwise those of a one-device run (``devices=1``).
+    devices: where to run: ``None`` (default) this process's devices
+      (``jax.local_devices()``: all local GPUs; on the CPU the first only,
+      as one program already uses every core), an integer ``n`` for the
+      first ``n``, or a sequence of ``jax.Device``. Each chunk is split
+      evenly over them along a mesh axis over networks
+      (:mod:`empirical.devices`); results are bitwise those of a one-device
+      run (``devices=1``). Under ``jax.distributed`` each process computes
+      its own chunks and the processes share them through ``store``, which
+      they must all see (:func:`empirical.engine.run_chunked`; a sequence
+      spanning processes, ``jax.devices()``, runs one program over all).
 
   Returns:
     An ``xarray.Dataset`` with dims, in order, the swept ones of

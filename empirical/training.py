@@ -218,8 +218,11 @@ def train(key: Array, *, network=None, arch: Architecture = MLP(),
       to a multiple of ``n``) is cut into ``n`` equal parts trained at the
       same time, one per device (:func:`empirical.devices.split_over`); when
       ``chunk_size`` is a multiple of ``n`` (the default is) the results are
-      bitwise those of a one-device run with ``chunk_size / n``. One host
-      only: the training loop reads back to the host between its programs.
+      bitwise those of a one-device run with ``chunk_size / n``. Local
+      devices only (the training loop reads back to the host between its
+      programs); under ``jax.distributed`` each process trains its own
+      chunks and the processes share them through ``store``
+      (:func:`empirical.engine.run_chunked`).
     input_shape: a CNN's ``(*spatial, channels)`` per example, its product
       the data's ``n_features`` (only with a Conv ``arch``); default: ``(8, 8, 1)`` for ``"digits"`` and
       ``(28, 28, 1)`` for flat MNIST-style data (the images), a loaded
@@ -283,8 +286,6 @@ def train(key: Array, *, network=None, arch: Architecture = MLP(),
     chunk_size = _checks.check_int("chunk_size", chunk_size, 1)
   dtype = _checks.float_dtype(dtype)
   devs = _devices.resolve(devices)
-  if devices is None:   # every device of this host (of all hosts under jax.distributed)
-    devs = tuple(d for d in devs if d in jax.local_devices())
   devs = _devices.check_local(devs)
   split, loaded_shape = _train_data.resolve_data(data, dtype)
   cnn = None

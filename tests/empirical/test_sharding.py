@@ -114,7 +114,7 @@ def test_run_chunked_splits_each_chunk_evenly_over_devices():
 
 @pytest.mark.parametrize("devices, match", [
     (0, r"`devices` must be None, a sequence of jax.Device or an integer in 1\.\.\d+"),
-    (10_000, r"an integer in 1\.\.\d+ \(the devices JAX sees\), got 10000"),
+    (10_000, r"an integer in 1\.\.\d+ \(this process's devices\), got 10000"),
     ([], "`devices` must be a non-empty sequence of jax.Device, got ()"),
     ("cpu", "`devices` must be None, an integer or a sequence of jax.Device, got 'cpu'"),
     (True, "`devices` must be None, an integer or a sequence of jax.Device, got True"),
