@@ -19,5 +19,6 @@ from meanfield.initialise import CriticalInit, critical_init
 from meanfield.transforms import (ActivationTransform, dks_transform, residual_subnet_max,
                                   tat_transform)
 from meanfield.finite_width import FiniteWidth, finite_width_jacobian, finite_width_q
+from meanfield.tangent import ntk
 from meanfield.conv import Conv
 from meanfield.rnn import RNN
