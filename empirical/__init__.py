@@ -9,4 +9,5 @@ from empirical.overlay import theory
 from empirical.reinit import reinit
 from empirical.diagnosis import Verdict, diagnose, verdict
 from empirical.sweeping import sweep
+from empirical.tangent import ntk
 import empirical.rnn as _rnn  # registers meanfield.RNN's experiment mirror (no public names)
