@@ -58,8 +58,10 @@ class DepthScales(NamedTuple):
 
 
 def _ntk_scales(c_star, chi_c, chi_1):
-  """``(xi_1, xi_star)`` from ``c*``, ``chi_c`` and ``chi_1`` (docs/ntk.md)."""
-  ratio = jnp.where(c_star >= 1, jnp.ones_like(chi_c), chi_c / chi_1)
+  """``(xi_1, xi_star)`` from ``c*``, ``chi_c`` and ``chi_1`` (docs/ntk.md); ``c* = 1`` where
+  ``chi_1 <= 1`` (the c-map is convex), whatever the bisection's last bits say."""
+  ordered = (c_star >= 1) | (chi_1 <= 1)
+  ratio = jnp.where(ordered, jnp.ones_like(chi_c), chi_c / chi_1)
   return depth_scale(chi_1), depth_scale(ratio)
 
 
