@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meanfield import _checks, _variants
-from meanfield._integrals import float_dtype
+from meanfield import _checks, _mehler, _variants
+from meanfield._integrals import float_dtype, second_moments
 from meanfield.activations import activation as _activation
 from meanfield.gaussian import bivariate_expectation
 from meanfield.network import MLP, Architecture, accepts_network, check_variants
@@ -83,12 +83,42 @@ class Kernels(NamedTuple):
 
 
 def _pair_moments(act, s11, s22, s12):
-  """``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` for every pair, closed forms or 2-D quadrature."""
+  """``(E[phi(u) phi(v)], E[phi'(u) phi'(v)])`` for every pair: closed forms, Mehler's series
+  where it is certified (:func:`_series_moments`), else 2-D quadrature."""
   forms = act.closed_forms
   if "cross_moment" in forms and "derivative_cross_moment" in forms:
     return forms["cross_moment"](s11, s22, s12), forms["derivative_cross_moment"](s11, s22, s12)
   g = lambda u, v: (act.fn(u) * act.fn(v), act.derivative(u) * act.derivative(v))
-  return bivariate_expectation(g, s11, s22, s12, kinks=act.kinks)
+  quadrature = lambda _: bivariate_expectation(g, s11, s22, s12, kinks=act.kinks)
+  if not _mehler.usable(act):
+    return quadrature(None)
+  cross, dcross, certified = _series_moments(act, s11, s22, s12)
+  return jax.lax.cond(certified, lambda _: (cross, dcross), quadrature, None)
+
+
+def _series_moments(act, s11, s22, s12):
+  """Mehler: ``E[phi(u) phi(v)] = sum_k a_k(q_u) a_k(q_v) c^k`` and ``E[phi'(u) phi'(v)]`` its
+  ``c``-derivative over ``sqrt(q_u q_v)`` (Price), with whether the truncation is certified to
+  ``_mehler.TOLERANCE`` epsilons (tails by Cauchy-Schwarz from the 1-D integrals)."""
+  diag = jnp.diagonal(s11, axis1=-2, axis2=-1)                 # s11[..., a, b] = q_a
+  valid = jnp.isfinite(diag) & (diag > 0)
+  q = jnp.where(valid, diag, 1)
+  a = _mehler.amplitudes(act, q)                               # (..., m, K + 1)
+  m2, dm2 = second_moments(act, q)
+  t0, t1 = _mehler.tail_bounds(a * a, q, m2, dm2)
+  root_q = jnp.sqrt(q)
+  norm = root_q[..., :, None] * root_q[..., None, :]
+  c = jnp.clip(s12 / norm, -1, 1)
+  coef = a[..., :, None, :] * a[..., None, :, :]
+  cross, slope = _mehler.polynomial(coef, c)
+  outer = lambda v: jnp.sqrt(v[..., :, None] * v[..., None, :])
+  terms = a.shape[-1]
+  cross_error = jnp.abs(c) ** terms * outer(t0)
+  slope_error = outer(t1)
+  tol = _mehler.TOLERANCE * float(jnp.finfo(q.dtype).eps)
+  certified = jnp.all(valid) & jnp.all(cross_error <= tol * outer(m2)) & jnp.all(
+      slope_error <= tol * outer(q * dm2))
+  return cross, slope / norm, certified
 
 
 def _branch(act, variant, sigma_w2, sigma_b2, keep_prob, sigma):

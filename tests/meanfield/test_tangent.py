@@ -126,6 +126,22 @@ def test_tanh_matches_an_independent_gauss_hermite_recursion(x64):
   np.testing.assert_allclose(_ntk_matrix(k), theta, rtol=1e-10, atol=1e-13)
 
 
+def test_long_inputs_fall_back_to_quadrature_and_match_scipy(x64):
+  """At q ~ 50 Mehler's series for tanh is not certified: the 2-D rule answers; one input's
+  second layer against 1-D scipy quadrature (tests/meanfield/quadrature_reference.py)."""
+  from tests.meanfield import quadrature_reference as qr
+  sw, sb, q_in = 1.3, 0.05, 39.0
+  act = meanfield.activation("tanh")
+  q1 = sw * q_in + sb
+  s = np.full((1, 1), q1)
+  assert not bool(tangent._series_moments(act, s, s, s)[2])
+  k = meanfield.ntk(gram=[[q_in]], depth=2, sigma_w2=sw, sigma_b2=sb, activation="tanh")
+  sigma2 = sw * qr.expectation(lambda h: np.tanh(h) ** 2, q1) + sb
+  theta2 = sigma2 + sw * qr.expectation(lambda h: np.cosh(h) ** -4, q1) * q1
+  np.testing.assert_allclose(k.nngp[1, 0, 0], sigma2, rtol=1e-10)
+  np.testing.assert_allclose(np.exp(k.log_ntk_diagonal[1, 0]), theta2, rtol=1e-9)
+
+
 def test_two_inputs_nngp_is_propagate(x64):
   """The NNGP of two inputs of one length is q^l c^l of meanfield.propagate."""
   gram = 0.8 * np.array([[1.0, 0.4], [0.4, 1.0]])
