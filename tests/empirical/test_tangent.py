@@ -57,7 +57,7 @@ def _agree(ds, theory, depths):
 def test_wide_networks_match_the_theory_within_sampling_error():
   x = _inputs()
   kw = dict(activation="tanh", sigma_w2=1.8, sigma_b2=0.1)
-  ds = empirical.ntk(jax.random.PRNGKey(3), x=x, width=512, depth=[2, 4], n_seeds=16,
+  ds = empirical.ntk(jax.random.PRNGKey(3), x=x, width=256, depth=[2, 4], n_seeds=8,
                      progress=False, **kw)
   assert ds.ntk.dims == ("seed", "depth", "input_a", "input_b") and ds.ntk.dtype == np.float32
   with jax.enable_x64(True):

@@ -126,6 +126,7 @@ def test_tanh_matches_an_independent_gauss_hermite_recursion(x64):
   np.testing.assert_allclose(_ntk_matrix(k), theta, rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.slow
 def test_long_inputs_fall_back_to_quadrature_and_match_scipy(x64):
   """At q ~ 50 Mehler's series for tanh is not certified: the 2-D rule answers; one input's
   second layer against 1-D scipy quadrature (tests/meanfield/quadrature_reference.py)."""
