@@ -98,7 +98,7 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-SECONDS = 40   # measured: default settings, 2-core CPU, one figure at a time
+SECONDS = 45   # measured: default settings, 2-core CPU, one figure at a time
 
 
 def make(outdir: pathlib.Path, *, paper: bool = False,

@@ -83,7 +83,7 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-SECONDS = 30   # measured: default settings, 2-core CPU, one figure at a time
+SECONDS = 21   # measured: default settings, 2-core CPU, one figure at a time
 
 
 def make(outdir: pathlib.Path, *, paper: bool = False,

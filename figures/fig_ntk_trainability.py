@@ -89,7 +89,7 @@ def draw(ds: xr.Dataset):
   return fig
 
 
-SECONDS = 60   # measured: default settings, 2-core CPU, one figure at a time
+SECONDS = 105   # measured (fig_trainability's training again, then the scales): default settings, 2-core CPU, one figure at a time
 
 
 def make(outdir: pathlib.Path, *, paper: bool = False,
