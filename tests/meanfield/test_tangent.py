@@ -294,3 +294,12 @@ def test_bad_input_raises_before_any_work(kw, match):
   args = dict(gram=GRAM, depth=3, sigma_w2=1.0, sigma_b2=0.0, activation="erf") | kw
   with pytest.raises(ValueError, match=match):
     meanfield.ntk(**args)
+
+
+def test_jit_and_grad_against_finite_differences(x64):
+  gram = np.array([[1.0, 0.3], [0.3, 1.0]])
+  f = lambda s: meanfield.ntk(gram=gram, depth=5, sigma_w2=s, sigma_b2=0.1,     # noqa: E731
+                              activation="erf").log_ntk_diagonal[-1, 0]
+  np.testing.assert_array_equal(jax.jit(f)(1.5), f(1.5))
+  h = 1e-5
+  np.testing.assert_allclose(jax.grad(f)(1.5), (f(1.5 + h) - f(1.5 - h)) / (2 * h), rtol=1e-7)
