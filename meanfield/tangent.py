@@ -253,7 +253,9 @@ def ntk(*, gram: ArrayLike, depth: int, sigma_w2: ArrayLike, sigma_b2: ArrayLike
   of layers ``1..l``: the output layer of a network with ``l - 1`` hidden
   layers. At the He point (ReLU, ``sigma_w2 = 2``, ``sigma_b2 = 0``) inputs
   of ``q^1 = 1`` give ``Theta^l_aa = l`` (Arora et al. 2019's ``L + 1`` for
-  ``L = l - 1`` hidden layers). One program per activation, variant, depth,
+  ``L = l - 1`` hidden layers); as neural-tangents' ``stax.serial`` of ``l``
+  ``Dense`` layers with ``W_std^2 = sigma_w2``, ``b_std^2 = sigma_b2`` and the
+  activation between them. One program per activation, variant, depth,
   ``n_train``, ``every_layer`` and shape; the variances broadcast (a whole
   phase diagram over ``(sigma_w2, sigma_b2)`` and depth is one call).
 
