@@ -107,3 +107,11 @@ def test_digits_condition_numbers_follow_the_theory_in_both_phases(x64):
                        progress=False, dtype=np.float64, **kw)
     theory = np.asarray(meanfield.ntk(gram=x @ x.T / x.shape[1], depth=6, **kw).ntk)
     _agree(ds, theory, [2, 6])
+
+
+def test_a_network_reads_as_the_keyword_call():
+  net = meanfield.Network(activation="relu", sigma_w2=2.0, sigma_b2=0.05, depth=3, width=32)
+  a = empirical.ntk(jax.random.PRNGKey(4), network=net, x=_inputs(), n_seeds=2, progress=False)
+  b = empirical.ntk(jax.random.PRNGKey(4), x=_inputs(), activation="relu", width=32, depth=3,
+                    sigma_w2=2.0, sigma_b2=0.05, n_seeds=2, progress=False)
+  np.testing.assert_array_equal(a.ntk.values, b.ntk.values)
