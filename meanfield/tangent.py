@@ -133,8 +133,8 @@ def _branch(act, variant, sigma_w2, sigma_b2, keep_prob, sigma):
   else:
     norm = jnp.ones_like(sigma)
     s11, s22, s12 = diag[..., :, None] + 0 * sigma, diag[..., None, :] + 0 * sigma, sigma
-  # the diagonal from the same 2-D rule as the rest (a 1-D rule there would differ from the
-  # 2-D one by its error, which is a fake eigenvalue where the kernel is nearly singular)
+  # the diagonal from the same pair integral as the rest (a 1-D rule there would differ from
+  # the pairs' rule by its error: a fake eigenvalue where the kernel is nearly singular)
   cross, dcross = _pair_moments(act, s11, s22, s12)
   scale = jnp.where(eye, 1 / keep_prob, 1.0)       # dropout: one input's mask, twice
   cross, dcross = cross * scale, dcross * scale
