@@ -9,5 +9,6 @@ from empirical.overlay import theory
 from empirical.reinit import reinit
 from empirical.diagnosis import Verdict, diagnose, verdict
 from empirical.sweeping import sweep
+from empirical.tangent import ntk
 import empirical.rnn as _rnn  # registers meanfield.RNN's experiment mirror (no public names)
 import empirical.transformer as _transformer  # registers meanfield.Transformer's experiment mirror (no public names)

@@ -138,8 +138,9 @@ def _layer_stats(h: Array, a: Array | None, g: Array, layer, batch: int) -> dict
 
 
 def measure_one(traced, layers, l0: int, n_projections: int, jacobian: bool,
-                 params, x: Array, k: Array) -> dict[str, Array]:
-  """Every statistic of one network (``params`` flat leaves, ``k`` its key)."""
+                 params, x: Array, k: Array, *, ntk: bool = False) -> dict[str, Array]:
+  """Every statistic of one network (``params`` flat leaves, ``k`` its key); with ``ntk``
+  also its empirical NTK (:func:`tangent_kernel`)."""
   batch = x.shape[0]
   zeros = [jnp.zeros(layer.shape, layer.dtype) for layer in layers]
 
@@ -175,7 +176,28 @@ def measure_one(traced, layers, l0: int, n_projections: int, jacobian: bool,
     n_out = math.prod(jax.eval_shape(first, x[0]).shape)
     jac = (jax.jacrev if n_out < n_in else jax.jacfwd)(first)(x[0]).reshape(n_out, n_in)
     out["singular_values"] = jnp.linalg.svd(jac, compute_uv=False)
+  if ntk:
+    out["ntk"] = tangent_kernel(traced, params, x, k)
   return out
+
+
+def tangent_kernel(traced, params, x: Array, k: Array) -> Array:
+  """``Theta_ab = grad_p f_a . grad_p f_b`` over every parameter (the model's own
+  parametrisation), ``f_a = r . out_a`` with the readout ``r`` of ``grad_h``: ``(B, B)``.
+
+  ``J`` (``B`` x parameters) is materialised by reverse mode, one pass per input: a
+  user's model has no layer structure to contract (``empirical.ntk`` does that for the
+  MLP)."""
+  batch = x.shape[0]
+
+  def outputs(p):
+    out = _flat_units(_capture.run(traced, p, x)[0], batch)
+    r = _probes.readout(jax.random.fold_in(k, _streams.READOUT), out.shape[1], out.dtype)
+    return out @ r
+
+  rows = [j.reshape(batch, -1) for j in jax.jacrev(outputs)(params)
+          if jnp.issubdtype(j.dtype, jnp.floating)]
+  return sum(r @ r.T for r in rows)
 
 
 def check_output(out_shape, x) -> None:

@@ -86,6 +86,7 @@ from empirical import _grid
 from empirical import devices as _devices
 from empirical import engine
 from empirical import models as _models
+from empirical.tangent import condition_numbers
 
 __all__ = ["diagnose", "verdict", "Verdict", "DIAGNOSE_DOCS"]
 
@@ -105,12 +106,18 @@ DIAGNOSE_DOCS = {
     "partial_jacobian": "(1/N_l) E ||d h^l / d h^l0||_F^2 (Doshi, He & Gromov 2023), by JVPs "
                         "with random tangents; nan before l0",
     "singular_values": "singular values of d out_0 / d x_0 (first input), descending",
+    "ntk": "empirical NTK grad_p f_a . grad_p f_b over every parameter, f_a = r . out_a "
+           "(with ntk=True)",
+    "ntk_condition": "lambda_max / lambda_min of ntk; inf beyond the dtype's resolution "
+                     "(empirical.tangent.condition_numbers)",
 }
 
 
 # --- validation, the driver ----------------------------------------------------------
 
-def _check(model, x, key, n_seeds, n_projections, jacobian):
+def _check(model, x, key, n_seeds, n_projections, jacobian, ntk=False):
+  if not isinstance(ntk, bool):
+    raise ValueError(f"`ntk` must be True or False, got {ntk!r}")
   if isinstance(n_seeds, bool) or not isinstance(n_seeds, int | np.integer) or n_seeds < 1:
     raise ValueError(f"`n_seeds` must be an integer >= 1, got {n_seeds!r}")
   if (isinstance(n_projections, bool) or not isinstance(n_projections, int | np.integer)
@@ -147,7 +154,7 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
              jacobian: bool | None = None, chunk_size: int | None = None,
              memory_budget: int = engine.DEFAULT_MEMORY_BUDGET,
              store: str | os.PathLike | None = None, progress: bool = True,
-             devices: _devices.Devices = None) -> xr.Dataset:
+             devices: _devices.Devices = None, ntk: bool = False) -> xr.Dataset:
   """Signal-propagation diagnostics of ``n_seeds`` random instances of ``model``.
 
   Runs on the experiment engine (:func:`empirical.engine.run_chunked`), as
@@ -195,6 +202,11 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
       ``jax.distributed`` each process measures its own chunks and the
       processes share them through ``store``
       (:func:`empirical.engine.run_chunked`).
+    ntk: also measure the empirical neural tangent kernel of each network on
+      ``x`` (``J J^T`` over every parameter, in the model's own
+      parametrisation, of ``f_a = r . out_a``; ``J`` materialised, so for
+      models of moderate size), and its condition number: a trainability
+      proxy that needs no training (Xiao et al. 2020; docs/ntk.md).
 
   A store's spec keys the model by content, never by its Python code or
   identity (which change between processes): digests of ``x`` (shape, dtype,
@@ -223,7 +235,10 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
     ``singular_values`` over ``(seed, sv)`` if computed; coordinates over
     ``layer``: ``name``, ``kind``, ``module``, ``activation``, ``units``
     (``N_l``), ``in_fit``; attributes ``l0``, ``verdict`` (the text of
-    :func:`verdict`), ``phase``, ``chi_J``, ``depth_scale``.
+    :func:`verdict`), ``phase``, ``chi_J``, ``depth_scale``. With ``ntk``:
+    ``ntk`` over ``(seed, input_a, input_b)``, ``ntk_condition`` over
+    ``seed``, and the attribute ``ntk_condition`` (its median and 10-90%
+    range over the seeds, in words).
 
   Raises:
     ValueError: for a bad argument, before any work: a model that is not one
@@ -233,7 +248,7 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
       model whose networks are identical for different keys (one that
       ignores its ``rngs``).
   """
-  _check(model, x, key, n_seeds, n_projections, jacobian)
+  _check(model, x, key, n_seeds, n_projections, jacobian, ntk)
   memory_budget = _checks.check_int("memory_budget", memory_budget, 1)
   if chunk_size is not None:
     chunk_size = _checks.check_int("chunk_size", chunk_size, 1)
@@ -241,7 +256,7 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
   devs = _devices.check_local(_devices.resolve(devices))
   x = jnp.asarray(x)
   build, apply = _network.program(model, x)
-  plan = _plan(build, apply, x, key, n_seeds, l0, fit, jacobian)
+  plan = _plan(build, apply, x, key, n_seeds, l0, fit, jacobian, ntk)
   group_bytes = plan.group * plan.per_network
   if group_bytes > memory_budget:
     raise ValueError(
@@ -252,7 +267,8 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
   step = plan.group * len(devs)
   size = chunk_size or len(devs) * plan.group * engine.items_per_chunk(memory_budget,
                                                                        group_bytes)
-  measure = _measure_program(plan.traced, plan.layers, plan.i0, n_projections, plan.jac)
+  measure = _measure_program(plan.traced, plan.layers, plan.i0, n_projections, plan.jac,
+                             plan.ntk)
   compute = _devices.split_over(_chunk_program(build, measure, x, key, plan.group), devs)
   spec = None if store is None else _spec(build, x, key, n_projections, plan)
   result = engine.run_chunked(compute, n_seeds, chunk_size=-(-size // step) * step,
@@ -272,9 +288,10 @@ class _Plan(NamedTuple):
   jac: bool
   per_network: int
   group: int
+  ntk: bool = False
 
 
-def _plan(build, apply, x, key, n_seeds, l0, fit, jacobian) -> _Plan:
+def _plan(build, apply, x, key, n_seeds, l0, fit, jacobian, ntk=False) -> _Plan:
   """The layers and the memory plan, from shapes only (nothing is built)."""
   one = jax.eval_shape(build, _models.network_key(key, 0))
   traced = _capture.trace(apply, one, x)
@@ -291,7 +308,12 @@ def _plan(build, apply, x, key, n_seeds, l0, fit, jacobian) -> _Plan:
   n_jac = math.prod(out_shape.shape[1:]) * math.prod(x.shape[1:])
   jac = n_jac <= _MAX_JACOBIAN if jacobian is None else bool(jacobian)
   per_network = _network_bytes(one, layers, n_jac if jac else 0)
-  return _Plan(traced, tuple(layers), i0, fit_idx, jac, per_network, _group_size(n_seeds))
+  if ntk:             # J over the parameters, one row per input, materialised
+    per_network += 2 * x.shape[0] * sum(math.prod(p.shape) * np.dtype(p.dtype).itemsize
+                                        for p in jax.tree.leaves(one)
+                                        if jnp.issubdtype(p.dtype, jnp.floating))
+  return _Plan(traced, tuple(layers), i0, fit_idx, jac, per_network, _group_size(n_seeds),
+               ntk)
 
 
 #: Networks vmapped together (None: 2 on the CPU, 8 on accelerators). At least 2: XLA
@@ -392,7 +414,8 @@ def _spec(build, x, key, n_projections: int, plan: _Plan) -> dict:
       "layers": [[layer.name, layer.kind, list(layer.shape), str(layer.dtype)]
                  for layer in plan.layers],
       "l0": plan.layers[plan.i0].name, "fit": [plan.layers[i].name for i in plan.fit_idx],
-      "n_projections": n_projections, "jacobian": plan.jac, "group": plan.group}
+      "n_projections": n_projections, "jacobian": plan.jac, "group": plan.group,
+      **({"ntk": True} if plan.ntk else {})}
 
 
 def _check_independent(params) -> None:
@@ -413,15 +436,16 @@ def _check_independent(params) -> None:
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 
 
-def _measure_program(traced, layers, i0, n_projections, jac):
+def _measure_program(traced, layers, i0, n_projections, jac, ntk=False):
   """The jitted ``(params, x, keys) -> stats`` of all seeds, reused for any model whose
   forward pass has the same jaxpr and constants (the same architecture at a new init)."""
   consts = tuple(hashlib.sha256(np.ascontiguousarray(np.asarray(c)).tobytes()).hexdigest()
                  for c in traced.jaxpr.consts)
   fingerprint = (str(traced.jaxpr.jaxpr), consts, str(traced.out_tree), layers, i0,
-                 n_projections, jac)
+                 n_projections, jac, ntk)
   if fingerprint not in _PROGRAMS:
-    one = functools.partial(_network.measure_one, traced, layers, i0, n_projections, jac)
+    one = functools.partial(_network.measure_one, traced, layers, i0, n_projections, jac,
+                            ntk=ntk)
     _PROGRAMS[fingerprint] = jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
     while len(_PROGRAMS) > 16:
       _PROGRAMS.popitem(last=False)
@@ -443,9 +467,14 @@ def _fit_layers(layers, fit) -> list[int]:
 
 def _dataset(result, layers, fit_idx, i0, n_seeds, n_batch) -> xr.Dataset:
   data = {}
+  if "ntk" in result:
+    result = {**result, "ntk_condition": condition_numbers(
+        result["ntk"], eps=float(np.finfo(np.asarray(result["ntk"]).dtype).eps))}
+  dims_of = {"singular_values": ("seed", "sv"), "ntk": ("seed", "input_a", "input_b"),
+             "ntk_condition": ("seed",)}
   for name, value in result.items():
     value = np.asarray(value)
-    dims = ("seed", "sv") if name == "singular_values" else ("seed", "layer")
+    dims = dims_of.get(name, ("seed", "layer"))
     data[name] = xr.Variable(dims, value, {"description": DIAGNOSE_DOCS[name]})
   coords = {
       "seed": np.arange(n_seeds), "layer": np.arange(1, len(layers) + 1),
@@ -461,6 +490,10 @@ def _dataset(result, layers, fit_idx, i0, n_seeds, n_batch) -> xr.Dataset:
   v = verdict(ds)
   ds.attrs.update(verdict=v.text, phase=v.phase, law=v.law, chi_J=v.chi_J,
                   depth_scale=v.depth_scale, exponent=v.exponent)
+  if "ntk_condition" in ds:
+    low, mid, high = np.quantile(ds["ntk_condition"].values, (0.1, 0.5, 0.9))
+    ds.attrs["ntk_condition"] = (f"NTK condition number: median {mid:.4g} (10-90% over "
+                                 f"{n_seeds} seeds: {low:.4g} to {high:.4g})")
   return ds
 
 

@@ -20,6 +20,7 @@ from meanfield.transforms import (ActivationTransform, dks_transform, residual_s
                                   tat_transform)
 from meanfield.finite_width import (FiniteWidth, finite_width_gradient, finite_width_jacobian,
                                     finite_width_q)
+from meanfield.tangent import ntk
 from meanfield.conv import Conv
 from meanfield.rnn import RNN
 from meanfield.transformer import Transformer

@@ -32,7 +32,7 @@ caller falls back to 2-D quadrature.
 
 Used for smooth activations without closed forms (a kink at 0 is allowed:
 the rule's nodes lie on the half-line ``z > 0``, so the kink is a panel end).
-A private module, for :mod:`meanfield.fixed_points`.
+A private module, for :mod:`meanfield.fixed_points`, the maps and :mod:`meanfield.tangent`.
 """
 
 from __future__ import annotations
@@ -83,14 +83,21 @@ def _rule(n_terms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def coefficients(act: Activation, q: Array, n_terms: int = N_TERMS) -> Array:
   """``b_k = a_k^2``, ``k = 0..n_terms``, for ``u = sqrt(q) z``; shape ``q.shape + (n_terms + 1,)``."""
+  a = amplitudes(act, q, n_terms)
+  return a * a
+
+
+def amplitudes(act: Activation, q: Array, n_terms: int = N_TERMS) -> Array:
+  """``a_k = E[phi(sqrt(q) z) He_k(z)] / sqrt(k!)``, ``k = 0..n_terms``, signed; shape
+  ``q.shape + (n_terms + 1,)``. Two lengths' series give ``E[phi(u) phi(v)] = sum_k
+  a_k(q_u) a_k(q_v) c^k`` for any pair of correlation ``c`` (Mehler's formula)."""
   z, even, odd = (jnp.asarray(a, q.dtype) for a in _rule(n_terms))
   h = jnp.sqrt(q)[..., None] * z.reshape((1,) * q.ndim + z.shape)
   plus, minus = act.fn(h), act.fn(-h)
   a_even = (plus + minus) @ even
   a_odd = (plus - minus) @ odd
   a_odd = jnp.concatenate([a_odd, jnp.zeros_like(a_even[..., :1])], axis=-1)
-  a = jnp.stack([a_even, a_odd], axis=-1).reshape(q.shape + (-1,))[..., : n_terms + 1]
-  return a * a
+  return jnp.stack([a_even, a_odd], axis=-1).reshape(q.shape + (-1,))[..., : n_terms + 1]
 
 
 def _powers(c: Array, n: int) -> Array:

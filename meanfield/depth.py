@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from meanfield import _checks
-from meanfield._fixed_points import c_root, depth_scale, q_star, xi_q
+from meanfield._fixed_points import c_root, chi_1_at, depth_scale, q_star, xi_q
 from meanfield._integrals import as_arrays, length_map_slope, second_moments
 from meanfield.activations import activation as _activation
 from meanfield.network import MLP, Architecture, accepts_network, check_variants, stationary_inputs
@@ -42,11 +42,27 @@ class DepthScales(NamedTuple):
   ``extra``: ``None`` for the MLP; an architecture's own values, a dict of
   arrays. :class:`meanfield.Conv`: ``xi_q``, ``xi_c`` per mode ``batch +
   (n,)`` and ``extra={"eigenvalue": lambda_f (n,), "slope_q": ..., "slope_c": ...}``.
+
+  ``xi_1`` and ``xi_star``: the NTK's trainability and generalization depth
+  scales (Xiao, Pennington & Schoenholz 2020; docs/ntk.md), the plain MLP's
+  only (``None`` for another architecture): ``xi_1 = -1/log chi_1`` (inf
+  where ``chi_1 >= 1``), ``xi_star = -1/(log chi_c - log chi_1)`` (inf in the
+  ordered phase, where ``c* = 1`` and ``chi_c = chi_1``).
   """
 
   xi_q: Array
   xi_c: Array
   extra: dict | None = None
+  xi_1: Array | None = None
+  xi_star: Array | None = None
+
+
+def _ntk_scales(c_star, chi_c, chi_1):
+  """``(xi_1, xi_star)`` from ``c*``, ``chi_c`` and ``chi_1`` (docs/ntk.md); ``c* = 1`` where
+  ``chi_1 <= 1`` (the c-map is convex), whatever the bisection's last bits say."""
+  ordered = (c_star >= 1) | (chi_1 <= 1)
+  ratio = jnp.where(ordered, jnp.ones_like(chi_c), chi_c / chi_1)
+  return depth_scale(chi_1), depth_scale(ratio)
 
 
 @functools.partial(jax.jit, static_argnames=("act",))
@@ -55,9 +71,10 @@ def _depth_scales(act, sigma_w2, sigma_b2):
   q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
   # no fixed length (q* = inf): no c* either; nan is what the traced path gives there
   finite_q = jnp.where(jnp.isinf(q), jnp.nan, q)
-  _, chi_c = c_root(act, sigma_w2, sigma_b2, finite_q)
+  root, chi_c = c_root(act, sigma_w2, sigma_b2, finite_q)
+  xi_1, xi_star = _ntk_scales(root.value, chi_c, sigma_w2 * second_moments(act, q)[1])
   return DepthScales(xi_q=depth_scale(length_map_slope(act, sigma_w2, q)),
-                     xi_c=depth_scale(chi_c))
+                     xi_c=depth_scale(chi_c), xi_1=xi_1, xi_star=xi_star)
 
 
 @accepts_network
@@ -89,7 +106,8 @@ def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
   Returns:
     :class:`DepthScales` of the broadcast shape and floating dtype of the
     arguments. ``xi_c = -1/log(chi_c)`` (``chi_c = chi_1`` in the ordered
-    phase), inf at criticality; nan where ``q*`` is infinite.
+    phase), inf at criticality; nan where ``q*`` is infinite. For the MLP
+    also the NTK's ``xi_1`` and ``xi_star`` (:class:`DepthScales`).
   """
   act = _activation(activation)
   sigma_w2, sigma_b2 = _checks.hyperparameters(sigma_w2, sigma_b2)
@@ -103,8 +121,10 @@ def depth_scales(*, sigma_w2: ArrayLike, sigma_b2: ArrayLike, activation: Any,
   q = q_star(sigma_w2=sigma_w2, sigma_b2=sigma_b2, activation=act)
   # no fixed length (q* = inf): no c* either; nan is what the traced path gives there
   finite_q = jnp.where(jnp.isinf(q), jnp.nan, q)
-  _, chi_c = c_root(act, sigma_w2, sigma_b2, finite_q)
-  return DepthScales(xi_q=xi_q(act, sigma_w2, q), xi_c=depth_scale(chi_c))
+  root, chi_c = c_root(act, sigma_w2, sigma_b2, finite_q)
+  xi_1, xi_star = _ntk_scales(root.value, chi_c, chi_1_at(act, q, sigma_w2, sigma_b2))
+  return DepthScales(xi_q=xi_q(act, sigma_w2, q), xi_c=depth_scale(chi_c), xi_1=xi_1,
+                     xi_star=xi_star)
 
 
 @functools.partial(jax.jit, static_argnames=("act",))

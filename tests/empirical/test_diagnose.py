@@ -448,3 +448,40 @@ def test_seeds_are_measured_in_groups_that_fit_the_budget(monkeypatch):
                                memory_budget=group + 1, progress=False)
   assert sizes == [2, 2, 2]
   assert chunked.identical(whole)
+
+
+# --- the empirical NTK (ntk=True) ---------------------------------------------------------
+
+def _pair_init(key, x):
+  k1, k2, k3 = jax.random.split(key, 3)
+  return {"w1": jax.random.normal(k1, (x.shape[1], 16)) * math.sqrt(1.5 / x.shape[1]),
+          "b1": jax.random.normal(k2, (16,)) * 0.2,
+          "w2": jax.random.normal(k3, (16, 3)) * math.sqrt(1.5 / 16)}
+
+
+def _pair_apply(p, x):
+  return jnp.tanh(x @ p["w1"] + p["b1"][None]) @ p["w2"]
+
+
+def test_ntk_is_j_j_transpose_over_the_parameters_with_its_spread():
+  """Network 1's NTK against jax.jacrev of r . out over its parameters, by hand."""
+  from empirical import probes, streams
+  x = jax.random.normal(jax.random.key(6), (5, 8))
+  ds = empirical.diagnose((_pair_init, _pair_apply), x, key=KEY, n_seeds=3, n_projections=1,
+                          jacobian=False, ntk=True, progress=False)
+  assert ds["ntk"].dims == ("seed", "input_a", "input_b") and ds["ntk_condition"].dims == ("seed",)
+  k1 = network_key(KEY, 1)
+  params = _pair_init(k1, x)
+  r = probes.readout(jax.random.fold_in(k1, streams.READOUT), 3, jnp.float32)
+  jac = jax.jacrev(lambda p: _pair_apply(p, x) @ r)(params)
+  theta = sum(np.asarray(j).reshape(5, -1) @ np.asarray(j).reshape(5, -1).T
+              for j in jax.tree.leaves(jac))
+  assert _rel(ds["ntk"].values[1], theta) < RTOL_SAME
+  eig = np.linalg.eigvalsh(theta.astype(np.float64))
+  np.testing.assert_allclose(ds["ntk_condition"].values[1], eig[-1] / eig[0], rtol=1e-3)
+  assert "NTK condition number: median" in ds.attrs["ntk_condition"]
+  plain = empirical.diagnose((_pair_init, _pair_apply), x, key=KEY, n_seeds=3,
+                             n_projections=1, jacobian=False, progress=False)
+  assert "ntk" not in plain and "ntk_condition" not in plain.attrs
+  with pytest.raises(ValueError, match="`ntk` must be True or False"):
+    empirical.diagnose((_pair_init, _pair_apply), x, key=KEY, ntk="yes")

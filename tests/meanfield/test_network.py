@@ -108,11 +108,13 @@ _CALLS = {
     "phase_diagram": ((), {}), "post_activation_variance": ((0.7,), {}),
     "propagate": ((), dict(q_input=1.0, c_input=0.3)),
     "q_map": ((0.7,), {}), "q_map_slope": ((0.7,), {}), "q_star": ((), {}),
+    "ntk": ((), dict(gram=[[1.0, 0.3], [0.3, 1.0]])),
 }
 # A non-plain value of each variant field of the MLP.
 _VARIANT_VALUES = dict(residual=True, alpha=0.5, norm="layer", keep_prob=0.8)
 # The variant fields each function covers (the others raise).
 _COVERS = {"q_map": _MLP_FIELDS, "c_map": _MLP_FIELDS, "propagate": _MLP_FIELDS,
+           "ntk": _MLP_FIELDS,
            "fixed_point": ("norm", "keep_prob")}
 _NET = Network(**TANH, depth=3, width=64)
 # Covers its variants one at a time (LayerNorm with dropout raises ValueError).
