@@ -80,6 +80,9 @@ def draw(ds: xr.Dataset):
     ax.legend(loc="upper right", fontsize=8, facecolor="0.3", labelcolor="w")
   axes[0].set_title("trainability: conditioning (ordered side)")
   axes[1].set_title("generalisation: data dependence (chaotic side)")
+  fig.suptitle(rf"{ds.attrs['activation']}, $\sigma_b^2 = {ds.attrs['sigma_b2']:g}$, "
+               f"{ds.attrs['n_train']} training digits (theory, infinite width); "
+               "white: condition number beyond float64's resolution")
   return fig
 
 
