@@ -105,6 +105,14 @@ DIAGNOSE_DOCS = {
     "partial_jacobian": "(1/N_l) E ||d h^l / d h^l0||_F^2 (Doshi, He & Gromov 2023), by JVPs "
                         "with random tangents; nan before l0",
     "singular_values": "singular values of d out_0 / d x_0 (first input), descending",
+    "token_c": "token correlation: mean over token pairs of the cosine of the layer's tokens "
+               "(axis 1 after the inputs'), mean over inputs (attention models)",
+    "stable_rank": "|X|_F^2 / |X|_2^2 of the layer's T x features token matrix, mean over "
+                   "inputs (attention models)",
+    "aligned_gap": "1 - token correlation on the nearly aligned inputs m + 1e-3 (x - m), m the "
+                   "inputs' token mean (attention models; the angle exponent's data)",
+    "attention_entropy": "-sum_j A_ij log A_ij of each softmax found, mean over queries, heads "
+                         "and inputs (log keys for uniform attention)",
 }
 
 
@@ -249,13 +257,14 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
   step = plan.group * len(devs)
   size = chunk_size or len(devs) * plan.group * engine.items_per_chunk(memory_budget,
                                                                        group_bytes)
-  measure = _measure_program(plan.traced, plan.layers, plan.i0, n_projections, plan.jac)
+  measure = _measure_program(plan.traced, plan.layers, plan.i0, n_projections, plan.jac,
+                             bool(plan.keys))
   compute = _devices.split_over(_chunk_program(build, measure, x, key, plan.group), devs)
   spec = None if store is None else _spec(build, x, key, n_projections, plan)
   result = engine.run_chunked(compute, n_seeds, chunk_size=-(-size // step) * step,
                               multiple=step, store=store, spec=spec, progress=progress,
                               desc="diagnose")
-  return _dataset(result, plan.layers, plan.fit_idx, plan.i0, n_seeds, x.shape[0])
+  return _dataset(result, plan, n_seeds, x.shape[0])
 
 
 class _Plan(NamedTuple):
@@ -269,6 +278,7 @@ class _Plan(NamedTuple):
   jac: bool
   per_network: int
   group: int
+  keys: tuple[int, ...] = ()
 
 
 def _plan(build, apply, x, key, n_seeds, l0, fit, jacobian) -> _Plan:
@@ -288,7 +298,11 @@ def _plan(build, apply, x, key, n_seeds, l0, fit, jacobian) -> _Plan:
   n_jac = math.prod(out_shape.shape[1:]) * math.prod(x.shape[1:])
   jac = n_jac <= _MAX_JACOBIAN if jacobian is None else bool(jacobian)
   per_network = _network_bytes(one, layers, n_jac if jac else 0)
-  return _Plan(traced, tuple(layers), i0, fit_idx, jac, per_network, _group_size(n_seeds))
+  # token statistics where there is attention and x carries tokens (batch, tokens, ...)
+  keys = _network.attention_keys(traced, jax.tree.leaves(one), x) \
+      if x.ndim >= 3 and x.shape[1] >= 2 else ()
+  return _Plan(traced, tuple(layers), i0, fit_idx, jac, per_network, _group_size(n_seeds),
+               keys)
 
 
 #: Networks vmapped together (None: 2 on the CPU, 8 on accelerators). At least 2: XLA
@@ -410,15 +424,16 @@ def _check_independent(params) -> None:
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 
 
-def _measure_program(traced, layers, i0, n_projections, jac):
+def _measure_program(traced, layers, i0, n_projections, jac, attention):
   """The jitted ``(params, x, keys) -> stats`` of all seeds, reused for any model whose
   forward pass has the same jaxpr and constants (the same architecture at a new init)."""
   consts = tuple(hashlib.sha256(np.ascontiguousarray(np.asarray(c)).tobytes()).hexdigest()
                  for c in traced.jaxpr.consts)
   fingerprint = (str(traced.jaxpr.jaxpr), consts, str(traced.out_tree), layers, i0,
-                 n_projections, jac)
+                 n_projections, jac, attention)
   if fingerprint not in _PROGRAMS:
-    one = functools.partial(_network.measure_one, traced, layers, i0, n_projections, jac)
+    one = functools.partial(_network.measure_one, traced, layers, i0, n_projections, jac,
+                            attention)
     _PROGRAMS[fingerprint] = jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
     while len(_PROGRAMS) > 16:
       _PROGRAMS.popitem(last=False)
@@ -438,11 +453,13 @@ def _fit_layers(layers, fit) -> list[int]:
   return idx
 
 
-def _dataset(result, layers, fit_idx, i0, n_seeds, n_batch) -> xr.Dataset:
+def _dataset(result, plan: _Plan, n_seeds, n_batch) -> xr.Dataset:
+  layers, fit_idx, i0 = plan.layers, plan.fit_idx, plan.i0
   data = {}
+  other = {"singular_values": ("seed", "sv"), "attention_entropy": ("seed", "attention")}
   for name, value in result.items():
     value = np.asarray(value)
-    dims = ("seed", "sv") if name == "singular_values" else ("seed", "layer")
+    dims = other.get(name, ("seed", "layer"))
     data[name] = xr.Variable(dims, value, {"description": DIAGNOSE_DOCS[name]})
   coords = {
       "seed": np.arange(n_seeds), "layer": np.arange(1, len(layers) + 1),
@@ -453,11 +470,16 @@ def _dataset(result, layers, fit_idx, i0, n_seeds, n_batch) -> xr.Dataset:
       "units": ("layer", [math.prod(layer.shape) // n_batch for layer in layers]),
       "in_fit": ("layer", [i in fit_idx for i in range(len(layers))]),
   }
+  if plan.keys:
+    coords.update(attention=np.arange(1, len(plan.keys) + 1), keys=("attention", list(plan.keys)))
   ds = xr.Dataset(data, coords=coords, attrs={"l0": layers[i0].name,
                                               "seed_key": "network i uses fold_in(key, i)"})
   v = verdict(ds)
   ds.attrs.update(verdict=v.text, phase=v.phase, law=v.law, chi_J=v.chi_J,
                   depth_scale=v.depth_scale, exponent=v.exponent)
+  if plan.keys:
+    ds.attrs.update(tokens=", ".join(v.tokens) or "healthy", angle_exponent=v.angle_exponent,
+                    gradient_exponent=v.gradient_exponent)
   return ds
 
 
@@ -478,6 +500,14 @@ class Verdict:
     span: the number of layers of the fit after ``l0``.
     slope: ``s``, with its standard error ``slope_err`` over seeds.
     text: the verdict in words.
+    tokens: for attention models, the failures found among ``"rank collapse"``,
+      ``"entropy collapse"`` and ``"chaos"`` (empty: none; thresholds in
+      :func:`verdict`).
+    angle_exponent: Cowsik et al. 2024's angle exponent, the mean over layers
+      of the fit of ``log((1 - c^l) / (1 - c^{l-1}))`` for nearly aligned tokens
+      (nan without attention).
+    gradient_exponent: ``(1/n) log(|dL/dh^{first}|^2 / |dL/dh^{last}|^2)`` over
+      the ``n`` steps of the fit (nan without attention).
   """
 
   phase: str
@@ -489,6 +519,9 @@ class Verdict:
   slope: float
   slope_err: float
   text: str
+  tokens: tuple[str, ...] = ()
+  angle_exponent: float = math.nan
+  gradient_exponent: float = math.nan
 
 
 def _fit(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -516,10 +549,11 @@ def verdict(ds: xr.Dataset) -> Verdict:
   finite = np.all(np.isfinite(logj), axis=0)
   logj = logj[:, finite]
   n = logj.shape[1]
+  tokens = _tokens(ds)
   if n < 3:
     return Verdict("undetermined", "", math.nan, math.nan, math.nan, max(n - 1, 0), math.nan,
                    math.nan, f"undetermined: {n} layers with a finite partial Jacobian in "
-                   f"the fit (3 needed)")
+                   f"the fit (3 needed)" + tokens[0], *tokens[1:])
   d = np.arange(n, dtype=float)
   slopes, rss_exp = _fit(d, logj)
   zetas, rss_pow = _fit(np.log1p(d), logj)
@@ -537,4 +571,44 @@ def verdict(ds: xr.Dataset) -> Verdict:
     how = {"ordered": "decays", "chaotic": "grows", "critical": "changes"}[phase]
     text = (f"{phase}: the partial Jacobian norm J^(l0,l) {how} by a factor chi_J = "
             f"{math.exp(s):.3g} per layer (depth scale xi = {xi:.3g} layers; {where})")
-  return Verdict(phase, law, math.exp(s), xi, zeta, span, s, err, text)
+  return Verdict(phase, law, math.exp(s), xi, zeta, span, s, err, text + tokens[0], *tokens[1:])
+
+
+#: Thresholds of the token verdict (docs/diagnose.md): rank collapse where the token
+#: correlation at the last layer of the fit is at least RANK_COLLAPSE (and above the first
+#: layer's); entropy collapse where the deepest softmax's entropy is below ENTROPY_COLLAPSE
+#: log(keys); chaos where the angle exponent exceeds CHAOS per layer of the fit.
+RANK_COLLAPSE, ENTROPY_COLLAPSE, CHAOS = 0.9, 0.2, 0.05
+
+
+def _tokens(ds: xr.Dataset) -> tuple[str, tuple[str, ...], float, float]:
+  """``(text, failures, angle exponent, gradient exponent)`` of an attention model's
+  token statistics (``("", (), nan, nan)`` without them)."""
+  if "token_c" not in ds:
+    return "", (), math.nan, math.nan
+  fit = ds.sel(layer=ds["in_fit"])
+  fit = fit.sel(layer=np.isfinite(fit["token_c"].mean("seed").values))
+  n = fit.sizes["layer"]
+  if n < 2:
+    return "; tokens: undetermined (fewer than 2 layers of the fit carry tokens)", (), \
+        math.nan, math.nan
+  first, last = fit.isel(layer=0), fit.isel(layer=-1)
+  angle = float(np.mean(np.log(last["aligned_gap"] / first["aligned_gap"]))) / (n - 1)
+  grad = float(np.mean(2 * np.log(first["grad_h"] / last["grad_h"]))) / (n - 1)
+  c0, c1 = float(first["token_c"].mean()), float(last["token_c"].mean())
+  failures = []
+  if c1 >= RANK_COLLAPSE and c1 > c0:
+    failures.append("rank collapse")
+  entropy = math.nan
+  if "attention_entropy" in ds and ds.sizes["attention"]:
+    deepest = ds["attention_entropy"].isel(attention=-1)
+    entropy = float(deepest.mean()) / math.log(int(ds["keys"].values[-1]))
+    if entropy < ENTROPY_COLLAPSE:
+      failures.append("entropy collapse")
+  if angle > CHAOS:
+    failures.append("chaos")
+  text = (f"; tokens: {', '.join(failures) or 'no rank collapse, entropy collapse or chaos'} "
+          f"(token correlation {c0:.3g} -> {c1:.3g}, deepest attention entropy "
+          f"{entropy:.3g} log(keys), angle exponent {angle:.3g} and gradient exponent "
+          f"{grad:.3g} per layer of the fit)")
+  return text, tuple(failures), angle, grad
