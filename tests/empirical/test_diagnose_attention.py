@@ -134,3 +134,53 @@ def test_verdicts_of_a_collapsed_and_a_healthy_configuration():
   healthy = run(norm="pre", alpha=0.5, query_var=1.0)
   assert healthy.attrs["tokens"] == "healthy", healthy.attrs["verdict"]
   assert abs(healthy.attrs["angle_exponent"]) < empirical.diagnosis.CHAOS
+
+
+class LinenNet(nn.Module):
+  """A Post-LN transformer in Flax Linen: self-attention, then a ReLU MLP (sigma_w2 = 2)."""
+  depth: int = 4
+
+  @nn.compact
+  def __call__(self, x):
+    d = x.shape[-1]
+    for _ in range(self.depth):
+      attention = nn.MultiHeadDotProductAttention(
+          num_heads=1, use_bias=False, kernel_init=normal(1.0, "fan_in", "normal"))
+      x = nn.LayerNorm()(x + attention(x))
+      h = nn.relu(nn.Dense(d, use_bias=False, kernel_init=normal(2.0, "fan_in", "normal"))(x))
+      x = nn.LayerNorm()(x + nn.Dense(d, use_bias=False,
+                                      kernel_init=normal(2.0, "fan_in", "normal"))(h))
+    return x
+
+
+@pytest.mark.slow
+def test_linen_transformer():
+  x, module = _tokens(0.2), LinenNet()
+  ds = empirical.diagnose(module, x, key=KEY, n_seeds=SEEDS, n_projections=1, jacobian=False,
+                          progress=False)
+  assert ds.sizes["attention"] == 4
+  # by hand: network 1's output, and its last attention's weights
+  params = module.init(network_key(KEY, 1), x)
+  out = module.apply(params, x)
+  u = out / jnp.linalg.norm(out, axis=-1, keepdims=True)
+  cos = jnp.einsum("btd,bsd->bts", u, u)
+  want = float(jnp.mean((jnp.sum(cos, (1, 2)) - TOKENS) / (TOKENS * (TOKENS - 1))))
+  np.testing.assert_allclose(ds["token_c"].sel(seed=1).values[-1], want, rtol=1e-4)
+  entropy = ds["attention_entropy"].values
+  assert np.all((entropy > 0) & (entropy < math.log(TOKENS)))
+  # zero queries (the query kernels zeroed after init, an (init, apply) pair): uniform
+  # attention, entropy log T, and the token correlation of meanfield.Transformer's theory
+  def init(k, x):
+    p = module.init(k, x)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, v: jnp.zeros_like(v) if "query" in jax.tree_util.keystr(path) else v, p)
+  zero = empirical.diagnose((init, module.apply), x, key=KEY, n_seeds=SEEDS, n_projections=1,
+                            jacobian=False, progress=False)
+  np.testing.assert_allclose(zero["attention_entropy"].values, math.log(TOKENS), rtol=1e-5)
+  net = meanfield.Network(activation="relu", sigma_w2=2.0, sigma_b2=0.0, depth=4,
+                          width=WIDTH, arch=meanfield.Transformer(tokens=TOKENS, norm="post"))
+  with jax.enable_x64(True):
+    theory = np.asarray(meanfield.propagate(net, q_input=1.0, c_input=0.2).c)
+  got = zero["token_c"].sel(layer=zero["in_fit"]).isel(layer=slice(1, None, 2))
+  se = got.std("seed", ddof=1).values / math.sqrt(SEEDS)
+  np.testing.assert_array_less(np.abs(got.mean("seed").values - theory), 4 * se + 1 / WIDTH)
