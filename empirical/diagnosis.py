@@ -45,6 +45,12 @@ non-batch axes together) over ``B`` inputs:
   criticality.
 - ``singular_values``: of the input-output Jacobian ``d out_0 / d x_0`` of
   the first input (small models).
+- attention models (a softmax in the forward pass, ``x`` of shape ``(B, T,
+  ...)``): ``token_c`` and ``stable_rank`` of each layer's tokens,
+  ``aligned_gap`` (``1 - token_c`` on nearly aligned inputs) and each softmax's
+  ``attention_entropy``; :func:`verdict` adds Cowsik et al. 2024's angle and
+  gradient exponents and names rank collapse, entropy collapse or chaos
+  (``docs/diagnose.md``).
 
 :func:`verdict` fits ``log J^{l0,l}`` over the layers of the fit (the
 residual stream where there is one, else the dense/conv layers; ``d``
@@ -228,7 +234,11 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
     ``singular_values`` over ``(seed, sv)`` if computed; coordinates over
     ``layer``: ``name``, ``kind``, ``module``, ``activation``, ``units``
     (``N_l``), ``in_fit``; attributes ``l0``, ``verdict`` (the text of
-    :func:`verdict`), ``phase``, ``chi_J``, ``depth_scale``.
+    :func:`verdict`), ``phase``, ``chi_J``, ``depth_scale``. For attention
+    models also ``token_c``, ``stable_rank``, ``aligned_gap`` over ``(seed,
+    layer)``, ``attention_entropy`` over ``(seed, attention)`` (coordinate
+    ``keys``) and attributes ``tokens`` (the failures found, or
+    ``"healthy"``), ``angle_exponent``, ``gradient_exponent``.
 
   Raises:
     ValueError: for a bad argument, before any work: a model that is not one
