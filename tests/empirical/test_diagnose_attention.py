@@ -29,31 +29,34 @@ class Block(nnx.Module):
   """Post-LN (x <- LN(x + alpha f(x))) or Pre-LN (x <- x + alpha f(LN(x))), one head, ReLU MLP
   of sigma_w2 = 2, no biases; ``query_var`` the query kernel's variance (0: uniform attention)."""
 
-  def __init__(self, d, *, norm, alpha, query_var, rngs):
-    self.norm, self.alpha = norm, alpha
+  def __init__(self, d, *, norm, alpha, query_var, rngs, phi=nnx.relu, sigma_w2=2.0,
+               alpha_mlp=None):
+    self.norm, self.alpha, self.phi = norm, alpha, phi
+    self.alpha_mlp = alpha if alpha_mlp is None else alpha_mlp
     q_init = zeros if query_var == 0 else normal(query_var, "fan_in", "normal")
     self.attn = nnx.MultiHeadAttention(
         num_heads=1, in_features=d, decode=False, use_bias=False, rngs=rngs,
         kernel_init=normal(1.0, "fan_in", "normal"))
     self.attn.query.kernel[...] = q_init(rngs.params(), self.attn.query.kernel.shape)
-    init = normal(2.0, "fan_in", "normal")
+    init = normal(sigma_w2, "fan_in", "normal")
     self.fc1 = nnx.Linear(d, d, use_bias=False, kernel_init=init, rngs=rngs)
     self.fc2 = nnx.Linear(d, d, use_bias=False, kernel_init=init, rngs=rngs)
     self.ln1, self.ln2 = nnx.LayerNorm(d, rngs=rngs), nnx.LayerNorm(d, rngs=rngs)
 
   def __call__(self, x):
-    mlp = lambda h: self.fc2(nnx.relu(self.fc1(h)))                        # noqa: E731
+    mlp = lambda h: self.fc2(self.phi(self.fc1(h)))                        # noqa: E731
     if self.norm == "post":
       x = self.ln1(x + self.alpha * self.attn(x))
-      return self.ln2(x + self.alpha * mlp(x))
+      return self.ln2(x + self.alpha_mlp * mlp(x))
     x = x + self.alpha * self.attn(self.ln1(x))
-    return x + self.alpha * mlp(self.ln2(x))
+    return x + self.alpha_mlp * mlp(self.ln2(x))
 
 
 class Net(nnx.Module):
-  def __init__(self, d=WIDTH, depth=DEPTH, *, norm="post", alpha=1.0, query_var=0.0, rngs):
-    self.blocks = nnx.List([Block(d, norm=norm, alpha=alpha, query_var=query_var, rngs=rngs)
-                            for _ in range(depth)])
+  def __init__(self, d=WIDTH, depth=DEPTH, *, norm="post", alpha=1.0, query_var=0.0, rngs,
+               **mlp):
+    self.blocks = nnx.List([Block(d, norm=norm, alpha=alpha, query_var=query_var, rngs=rngs,
+                                  **mlp) for _ in range(depth)])
 
   def __call__(self, x):
     for block in self.blocks:
@@ -134,6 +137,18 @@ def test_verdicts_of_a_collapsed_and_a_healthy_configuration():
   healthy = run(norm="pre", alpha=0.5, query_var=1.0)
   assert healthy.attrs["tokens"] == "healthy", healthy.attrs["verdict"]
   assert abs(healthy.attrs["angle_exponent"]) < empirical.diagnosis.CHAOS
+  # a weak attention branch beside a strongly chaotic tanh MLP (sigma_w2 = 4): the theory's
+  # Post-LN slope at c = 1 is chi_1 = 1.42 per block, so nearly aligned tokens separate
+  chaotic = run(norm="post", alpha=0.1, alpha_mlp=1.0, phi=nnx.tanh, sigma_w2=4.0)
+  net = meanfield.Network(activation="tanh", sigma_w2=4.0, sigma_b2=0.0, depth=3,
+                          arch=meanfield.Transformer(tokens=TOKENS, norm="post", alpha_sa=0.1))
+  chi_1 = float(meanfield.fixed_point(net).chi_1)
+  assert chi_1 > 1.4
+  assert chaotic.attrs["tokens"] == "chaos", chaotic.attrs["verdict"]
+  gaps = np.log(chaotic["aligned_gap"].sel(layer=chaotic["in_fit"]).values)
+  steps = np.diff(gaps[:, 1::2], axis=1)                     # per block, as above
+  assert abs(steps.mean() - math.log(chi_1)) < 4 * steps.std(ddof=1) / math.sqrt(steps.size) \
+      + 1 / WIDTH
 
 
 class LinenNet(nn.Module):
