@@ -16,6 +16,12 @@ respect to a layer's value). The layers, in the order of computation:
 - module outputs: values the caller names in ``marks`` (each Flax submodule
   call's output, so normalisations and attention appear with their paths).
 
+Attention weights are recorded apart, not as layers: every softmax of an
+input-dependent array, found as ``jax.nn.softmax`` and Flax write it, an
+``exp`` divided by its own ``reduce_sum`` (after a ``broadcast_in_dim`` or
+``reshape``); ``recorder.attention`` holds ``(weights, axes)`` with the
+axes the weights sum to 1 over.
+
 Each layer's *post-activation* is the output of the first elementwise
 nonlinearity applied to it alone (``tanh``, ``logistic``, ``erf``, ``max``
 with a constant (ReLU), or a call of a unary function such as
@@ -118,6 +124,7 @@ class _Recorder:
     self.posts: dict[int, Array] = {}
     self.layers: list[Layer] = []
     self.counts: dict[str, int] = {}
+    self.attention: list[tuple[Array, tuple[int, ...]]] = []
 
   def record(self, value: Array, kind: str, name: str | None = None,
              module: str = "") -> tuple[Array, int]:
@@ -150,6 +157,8 @@ class _Env:
   xdep: dict          # var -> frozenset of layer ids it comes from (None: not from x)
   pending: dict       # var -> affine kind, for values not yet recorded
   layer: dict         # var -> layer id
+  exps: set = dataclasses.field(default_factory=set)      # outputs of exp
+  sums: dict = dataclasses.field(default_factory=dict)    # var -> (exp var, axes) it sums
 
   def read(self, v):
     return v.val if isinstance(v, jcore.Literal) else self.values[v]
@@ -240,6 +249,8 @@ def _eval(jaxpr, consts, args, deps, rec: _Recorder, marks: dict | None = None):
     env.values[v], env.xdep[v] = a, d
   for eqn in jaxpr.eqns:
     _step(eqn, env, rec)
+    if len(eqn.outvars) == 1:
+      _note_softmax(eqn, env, rec)
     for v in eqn.outvars:
       if marks and v in marks and env.dep(v) is not None:
         _mark(v, env, rec, *marks[v])
@@ -317,6 +328,21 @@ def _step(eqn, env: _Env, rec: _Recorder) -> None:
       env.values[v], env.xdep[v] = o, d
     return
   _write(eqn, env, _bind(eqn, args), deps)
+
+
+def _note_softmax(eqn, env: _Env, rec: _Recorder) -> None:
+  """Follow ``exp`` -> ``reduce_sum`` -> ``div`` after ``eqn`` ran; record a softmax's output."""
+  name, ins, out = eqn.primitive.name, eqn.invars, eqn.outvars[0]
+  if any(isinstance(v, jcore.Literal) for v in ins) or env.dep(out) is None:
+    return
+  if name == "exp":
+    env.exps.add(out)
+  elif name == "reduce_sum" and ins[0] in env.exps:
+    env.sums[out] = (ins[0], tuple(eqn.params["axes"]))
+  elif name in ("broadcast_in_dim", "reshape") and ins[0] in env.sums:
+    env.sums[out] = env.sums[ins[0]]
+  elif name == "div" and ins[0] in env.exps and env.sums.get(ins[1], (None,))[0] is ins[0]:
+    rec.attention.append((env.values[out], tuple(int(a) for a in env.sums[ins[1]][1])))
 
 
 def _write(eqn, env: _Env, outs, deps) -> None:

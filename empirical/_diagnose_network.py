@@ -137,10 +137,57 @@ def _layer_stats(h: Array, a: Array | None, g: Array, layer, batch: int) -> dict
   return out
 
 
+#: How far the tokens of the angle exponent's inputs are from their mean, relative to
+#: those of ``x``: ``x_aligned = m + ALIGN (x - m)``, ``m`` the mean over tokens.
+ALIGN = 1e-3
+
+
+def _token_stats(h: Array, layer, batch: int) -> dict[str, Array]:
+  """Token correlation ``c``, its gap ``1 - c`` and the stable rank of ``h``'s token
+  matrices (axis 1 after the inputs' axis; the rest are features), means over inputs;
+  nan where the layer has fewer than two tokens.
+
+  ``1 - c = sum_i |u_i - ubar|^2 / (T - 1)`` for the unit tokens ``u_i`` (the mean
+  pairwise ``1 - cos``), which keeps its relative precision as ``c -> 1``."""
+  v = jnp.moveaxis(h, layer.batch_axis, 0)
+  if v.ndim < 3 or v.shape[1] < 2:
+    nan = jnp.asarray(jnp.nan, h.dtype)
+    return {"token_c": nan, "token_gap": nan, "stable_rank": nan}
+  x = v.reshape(batch, v.shape[1], -1)
+  tokens = x.shape[1]
+  norms2 = jnp.sum(x * x, -1)
+  u = x * jax.lax.rsqrt(jnp.where(norms2 > 0, norms2, 1.0))[..., None]
+  gap = jnp.sum(jnp.square(u - jnp.mean(u, 1, keepdims=True)), (1, 2)) / (tokens - 1)
+  top = jnp.linalg.eigvalsh(jnp.einsum("btd,bsd->bts", x, x))[:, -1]
+  return {"token_c": jnp.mean(1 - gap), "token_gap": jnp.mean(gap),
+          "stable_rank": jnp.mean(jnp.sum(norms2, -1) / top)}
+
+
+def _entropy(a: Array, axes: tuple[int, ...]) -> Array:
+  """Mean over queries (and inputs, heads) of ``-sum_j A_j log A_j`` over ``axes``."""
+  terms = jnp.where(a > 0, a * jnp.log(jnp.where(a > 0, a, 1)), 0)
+  return -jnp.mean(jnp.sum(terms, axis=axes))
+
+
+def _attention_stats(traced, layers, params, x, batch, weights) -> dict[str, Array]:
+  """Per layer ``token_c``, ``stable_rank`` and ``aligned_gap`` (``1 - c`` on the
+  nearly aligned inputs ``m + ALIGN (x - m)``), and each softmax's entropy."""
+  m = jnp.mean(x, axis=1, keepdims=True)
+  aligned = _capture.run(traced, params, m + ALIGN * (x - m))[1].values
+  now = [_token_stats(h, layer, batch) for h, layer in zip(weights[0], layers)]
+  near = [_token_stats(h, layer, batch) for h, layer in zip(aligned, layers)]
+  return {"token_c": jnp.stack([s["token_c"] for s in now]),
+          "stable_rank": jnp.stack([s["stable_rank"] for s in now]),
+          "aligned_gap": jnp.stack([s["token_gap"] for s in near]),
+          "attention_entropy": jnp.stack([_entropy(a, ax) for a, ax in weights[1]])}
+
+
 def measure_one(traced, layers, l0: int, n_projections: int, jacobian: bool,
-                 params, x: Array, k: Array, *, ntk: bool = False) -> dict[str, Array]:
-  """Every statistic of one network (``params`` flat leaves, ``k`` its key); with ``ntk``
-  also its empirical NTK (:func:`tangent_kernel`)."""
+                 attention: bool, params, x: Array, k: Array, *,
+                 ntk: bool = False) -> dict[str, Array]:
+  """Every statistic of one network (``params`` flat leaves, ``k`` its key); with
+  ``attention`` the token statistics and attention entropies too; with ``ntk`` its
+  empirical NTK (:func:`tangent_kernel`)."""
   batch = x.shape[0]
   zeros = [jnp.zeros(layer.shape, layer.dtype) for layer in layers]
 
@@ -149,12 +196,14 @@ def measure_one(traced, layers, l0: int, n_projections: int, jacobian: bool,
     out = _flat_units(out, batch)
     r = _probes.readout(jax.random.fold_in(k, _streams.READOUT), out.shape[1], out.dtype)
     posts = [rec.posts.get(i) for i in range(len(layers))]
-    return jnp.sum(out @ r), (rec.values, posts)
+    return jnp.sum(out @ r), (rec.values, posts, rec.attention)
 
-  grads, (hs, posts) = jax.grad(loss, has_aux=True)(zeros)
+  grads, (hs, posts, weights) = jax.grad(loss, has_aux=True)(zeros)
   stats = [_layer_stats(h, a, g, layer, batch)
            for h, a, g, layer in zip(hs, posts, grads, layers)]
   out = {name: jnp.stack([s[name] for s in stats]) for name in stats[0]}
+  if attention:
+    out.update(_attention_stats(traced, layers, params, x, batch, (hs, weights)))
 
   def values_from(s0):
     shifts = zeros[:l0] + [s0] + zeros[l0 + 1:]
@@ -198,6 +247,19 @@ def tangent_kernel(traced, params, x: Array, k: Array) -> Array:
   rows = [j.reshape(batch, -1) for j in jax.jacrev(outputs)(params)
           if jnp.issubdtype(j.dtype, jnp.floating)]
   return sum(r @ r.T for r in rows)
+
+
+def attention_keys(traced, params, x) -> tuple[int, ...]:
+  """The number of keys (entries summed to 1) of each softmax found in one network."""
+  box = {}
+
+  def f(p):
+    out, rec = _capture.run(traced, p, x)
+    box["keys"] = tuple(math.prod(a.shape[i] for i in axes) for a, axes in rec.attention)
+    return out
+
+  jax.eval_shape(f, params)
+  return box["keys"]
 
 
 def check_output(out_shape, x) -> None:

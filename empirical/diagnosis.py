@@ -45,6 +45,12 @@ non-batch axes together) over ``B`` inputs:
   criticality.
 - ``singular_values``: of the input-output Jacobian ``d out_0 / d x_0`` of
   the first input (small models).
+- attention models (a softmax in the forward pass, ``x`` of shape ``(B, T,
+  ...)``): ``token_c`` and ``stable_rank`` of each layer's tokens,
+  ``aligned_gap`` (``1 - token_c`` on nearly aligned inputs) and each softmax's
+  ``attention_entropy``; :func:`verdict` adds Cowsik et al. 2024's angle and
+  gradient exponents and names rank collapse, entropy collapse or chaos
+  (``docs/diagnose.md``).
 
 :func:`verdict` fits ``log J^{l0,l}`` over the layers of the fit (the
 residual stream where there is one, else the dense/conv layers; ``d``
@@ -110,6 +116,14 @@ DIAGNOSE_DOCS = {
            "(with ntk=True)",
     "ntk_condition": "lambda_max / lambda_min of ntk; inf beyond the dtype's resolution "
                      "(empirical.tangent.condition_numbers)",
+    "token_c": "token correlation: mean over token pairs of the cosine of the layer's tokens "
+               "(axis 1 after the inputs'), mean over inputs (attention models)",
+    "stable_rank": "|X|_F^2 / |X|_2^2 of the layer's T x features token matrix, mean over "
+                   "inputs (attention models)",
+    "aligned_gap": "1 - token correlation on the nearly aligned inputs m + 1e-3 (x - m), m the "
+                   "inputs' token mean (attention models; the angle exponent's data)",
+    "attention_entropy": "-sum_j A_ij log A_ij of each softmax found, mean over queries, heads "
+                         "and inputs (log keys for uniform attention)",
 }
 
 
@@ -235,7 +249,11 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
     ``singular_values`` over ``(seed, sv)`` if computed; coordinates over
     ``layer``: ``name``, ``kind``, ``module``, ``activation``, ``units``
     (``N_l``), ``in_fit``; attributes ``l0``, ``verdict`` (the text of
-    :func:`verdict`), ``phase``, ``chi_J``, ``depth_scale``. With ``ntk``:
+    :func:`verdict`), ``phase``, ``chi_J``, ``depth_scale``. For attention
+    models also ``token_c``, ``stable_rank``, ``aligned_gap`` over ``(seed,
+    layer)``, ``attention_entropy`` over ``(seed, attention)`` (coordinate
+    ``keys``) and attributes ``tokens`` (the failures found, or
+    ``"healthy"``), ``angle_exponent``, ``gradient_exponent``. With ``ntk``:
     ``ntk`` over ``(seed, input_a, input_b)``, ``ntk_condition`` over
     ``seed``, and the attribute ``ntk_condition`` (its median and 10-90%
     range over the seeds, in words).
@@ -268,13 +286,13 @@ def diagnose(model, x: Array, *, key: Array, n_seeds: int = 8, n_projections: in
   size = chunk_size or len(devs) * plan.group * engine.items_per_chunk(memory_budget,
                                                                        group_bytes)
   measure = _measure_program(plan.traced, plan.layers, plan.i0, n_projections, plan.jac,
-                             plan.ntk)
+                             bool(plan.keys), plan.ntk)
   compute = _devices.split_over(_chunk_program(build, measure, x, key, plan.group), devs)
   spec = None if store is None else _spec(build, x, key, n_projections, plan)
   result = engine.run_chunked(compute, n_seeds, chunk_size=-(-size // step) * step,
                               multiple=step, store=store, spec=spec, progress=progress,
                               desc="diagnose")
-  return _dataset(result, plan.layers, plan.fit_idx, plan.i0, n_seeds, x.shape[0])
+  return _dataset(result, plan, n_seeds, x.shape[0])
 
 
 class _Plan(NamedTuple):
@@ -288,6 +306,7 @@ class _Plan(NamedTuple):
   jac: bool
   per_network: int
   group: int
+  keys: tuple[int, ...] = ()
   ntk: bool = False
 
 
@@ -312,8 +331,11 @@ def _plan(build, apply, x, key, n_seeds, l0, fit, jacobian, ntk=False) -> _Plan:
     per_network += 2 * x.shape[0] * sum(math.prod(p.shape) * np.dtype(p.dtype).itemsize
                                         for p in jax.tree.leaves(one)
                                         if jnp.issubdtype(p.dtype, jnp.floating))
+  # token statistics where there is attention and x carries tokens (batch, tokens, ...)
+  keys = _network.attention_keys(traced, jax.tree.leaves(one), x) \
+      if x.ndim >= 3 and x.shape[1] >= 2 else ()
   return _Plan(traced, tuple(layers), i0, fit_idx, jac, per_network, _group_size(n_seeds),
-               ntk)
+               keys, ntk)
 
 
 #: Networks vmapped together (None: 2 on the CPU, 8 on accelerators). At least 2: XLA
@@ -436,16 +458,16 @@ def _check_independent(params) -> None:
 _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 
 
-def _measure_program(traced, layers, i0, n_projections, jac, ntk=False):
+def _measure_program(traced, layers, i0, n_projections, jac, attention, ntk=False):
   """The jitted ``(params, x, keys) -> stats`` of all seeds, reused for any model whose
   forward pass has the same jaxpr and constants (the same architecture at a new init)."""
   consts = tuple(hashlib.sha256(np.ascontiguousarray(np.asarray(c)).tobytes()).hexdigest()
                  for c in traced.jaxpr.consts)
   fingerprint = (str(traced.jaxpr.jaxpr), consts, str(traced.out_tree), layers, i0,
-                 n_projections, jac, ntk)
+                 n_projections, jac, attention, ntk)
   if fingerprint not in _PROGRAMS:
     one = functools.partial(_network.measure_one, traced, layers, i0, n_projections, jac,
-                            ntk=ntk)
+                            attention, ntk=ntk)
     _PROGRAMS[fingerprint] = jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
     while len(_PROGRAMS) > 16:
       _PROGRAMS.popitem(last=False)
@@ -465,13 +487,14 @@ def _fit_layers(layers, fit) -> list[int]:
   return idx
 
 
-def _dataset(result, layers, fit_idx, i0, n_seeds, n_batch) -> xr.Dataset:
+def _dataset(result, plan: _Plan, n_seeds, n_batch) -> xr.Dataset:
+  layers, fit_idx, i0 = plan.layers, plan.fit_idx, plan.i0
   data = {}
   if "ntk" in result:
     result = {**result, "ntk_condition": condition_numbers(
         result["ntk"], eps=float(np.finfo(np.asarray(result["ntk"]).dtype).eps))}
   dims_of = {"singular_values": ("seed", "sv"), "ntk": ("seed", "input_a", "input_b"),
-             "ntk_condition": ("seed",)}
+             "ntk_condition": ("seed",), "attention_entropy": ("seed", "attention")}
   for name, value in result.items():
     value = np.asarray(value)
     dims = dims_of.get(name, ("seed", "layer"))
@@ -485,6 +508,8 @@ def _dataset(result, layers, fit_idx, i0, n_seeds, n_batch) -> xr.Dataset:
       "units": ("layer", [math.prod(layer.shape) // n_batch for layer in layers]),
       "in_fit": ("layer", [i in fit_idx for i in range(len(layers))]),
   }
+  if plan.keys:
+    coords.update(attention=np.arange(1, len(plan.keys) + 1), keys=("attention", list(plan.keys)))
   ds = xr.Dataset(data, coords=coords, attrs={"l0": layers[i0].name,
                                               "seed_key": "network i uses fold_in(key, i)"})
   v = verdict(ds)
@@ -494,6 +519,9 @@ def _dataset(result, layers, fit_idx, i0, n_seeds, n_batch) -> xr.Dataset:
     low, mid, high = np.quantile(ds["ntk_condition"].values, (0.1, 0.5, 0.9))
     ds.attrs["ntk_condition"] = (f"NTK condition number: median {mid:.4g} (10-90% over "
                                  f"{n_seeds} seeds: {low:.4g} to {high:.4g})")
+  if plan.keys:
+    ds.attrs.update(tokens=", ".join(v.tokens) or "healthy", angle_exponent=v.angle_exponent,
+                    gradient_exponent=v.gradient_exponent)
   return ds
 
 
@@ -514,6 +542,14 @@ class Verdict:
     span: the number of layers of the fit after ``l0``.
     slope: ``s``, with its standard error ``slope_err`` over seeds.
     text: the verdict in words.
+    tokens: for attention models, the failures found among ``"rank collapse"``,
+      ``"entropy collapse"`` and ``"chaos"`` (empty: none; thresholds in
+      :func:`verdict`).
+    angle_exponent: Cowsik et al. 2024's angle exponent, the mean over layers
+      of the fit of ``log((1 - c^l) / (1 - c^{l-1}))`` for nearly aligned tokens
+      (nan without attention).
+    gradient_exponent: ``(1/n) log(|dL/dh^{first}|^2 / |dL/dh^{last}|^2)`` over
+      the ``n`` steps of the fit (nan without attention).
   """
 
   phase: str
@@ -525,6 +561,9 @@ class Verdict:
   slope: float
   slope_err: float
   text: str
+  tokens: tuple[str, ...] = ()
+  angle_exponent: float = math.nan
+  gradient_exponent: float = math.nan
 
 
 def _fit(u: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -552,10 +591,11 @@ def verdict(ds: xr.Dataset) -> Verdict:
   finite = np.all(np.isfinite(logj), axis=0)
   logj = logj[:, finite]
   n = logj.shape[1]
+  tokens = _tokens(ds)
   if n < 3:
     return Verdict("undetermined", "", math.nan, math.nan, math.nan, max(n - 1, 0), math.nan,
                    math.nan, f"undetermined: {n} layers with a finite partial Jacobian in "
-                   f"the fit (3 needed)")
+                   f"the fit (3 needed)" + tokens[0], *tokens[1:])
   d = np.arange(n, dtype=float)
   slopes, rss_exp = _fit(d, logj)
   zetas, rss_pow = _fit(np.log1p(d), logj)
@@ -573,4 +613,44 @@ def verdict(ds: xr.Dataset) -> Verdict:
     how = {"ordered": "decays", "chaotic": "grows", "critical": "changes"}[phase]
     text = (f"{phase}: the partial Jacobian norm J^(l0,l) {how} by a factor chi_J = "
             f"{math.exp(s):.3g} per layer (depth scale xi = {xi:.3g} layers; {where})")
-  return Verdict(phase, law, math.exp(s), xi, zeta, span, s, err, text)
+  return Verdict(phase, law, math.exp(s), xi, zeta, span, s, err, text + tokens[0], *tokens[1:])
+
+
+#: Thresholds of the token verdict (docs/diagnose.md): rank collapse where the token
+#: correlation at the last layer of the fit is at least RANK_COLLAPSE (and above the first
+#: layer's); entropy collapse where the deepest softmax's entropy is below ENTROPY_COLLAPSE
+#: log(keys); chaos where the angle exponent exceeds CHAOS per layer of the fit.
+RANK_COLLAPSE, ENTROPY_COLLAPSE, CHAOS = 0.9, 0.2, 0.05
+
+
+def _tokens(ds: xr.Dataset) -> tuple[str, tuple[str, ...], float, float]:
+  """``(text, failures, angle exponent, gradient exponent)`` of an attention model's
+  token statistics (``("", (), nan, nan)`` without them)."""
+  if "token_c" not in ds:
+    return "", (), math.nan, math.nan
+  fit = ds.sel(layer=ds["in_fit"])
+  fit = fit.sel(layer=np.isfinite(fit["token_c"].mean("seed").values))
+  n = fit.sizes["layer"]
+  if n < 2:
+    return "; tokens: undetermined (fewer than 2 layers of the fit carry tokens)", (), \
+        math.nan, math.nan
+  first, last = fit.isel(layer=0), fit.isel(layer=-1)
+  angle = float(np.mean(np.log(last["aligned_gap"] / first["aligned_gap"]))) / (n - 1)
+  grad = float(np.mean(2 * np.log(first["grad_h"] / last["grad_h"]))) / (n - 1)
+  c0, c1 = float(first["token_c"].mean()), float(last["token_c"].mean())
+  failures = []
+  if c1 >= RANK_COLLAPSE and c1 > c0:
+    failures.append("rank collapse")
+  entropy = math.nan
+  if "attention_entropy" in ds and ds.sizes["attention"]:
+    deepest = ds["attention_entropy"].isel(attention=-1)
+    entropy = float(deepest.mean()) / math.log(int(ds["keys"].values[-1]))
+    if entropy < ENTROPY_COLLAPSE:
+      failures.append("entropy collapse")
+  if angle > CHAOS:
+    failures.append("chaos")
+  text = (f"; tokens: {', '.join(failures) or 'no rank collapse, entropy collapse or chaos'} "
+          f"(token correlation {c0:.3g} -> {c1:.3g}, deepest attention entropy "
+          f"{entropy:.3g} log(keys), angle exponent {angle:.3g} and gradient exponent "
+          f"{grad:.3g} per layer of the fit)")
+  return text, tuple(failures), angle, grad

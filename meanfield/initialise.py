@@ -53,10 +53,11 @@ from meanfield._critical import critical_point, reached_length
 from meanfield.activations import Activation, activation as _activation
 from meanfield.depth import depth_scale
 from meanfield.fixed_points import q_star as _q_star
-from meanfield.maps import chi_1 as _chi_1, q_map_slope
-from meanfield.network import Network, accepts_network, weight_law
+from meanfield.maps import chi_1 as _chi_1, propagate as _propagate, q_map_slope
+from meanfield.network import MLP, Network, accepts_network, weight_law
 from meanfield.phase import critical_line, critical_sigma_w2
 from meanfield.spectrum import jacobian_moments
+from meanfield.transformer import Transformer
 
 __all__ = ["CriticalInit", "critical_init", "kernel_initializer", "bias_initializer"]
 
@@ -123,6 +124,12 @@ class CriticalInit:
     jacobian_mean, jacobian_variance: mean (``chi_1^L``) and variance of the
       eigenvalues of ``J J^T`` at ``depth`` (None without a depth).
     kernel_init, bias_init: ``(key, shape, dtype) -> Array`` initialisers.
+    arch: ``None``, or for ``arch=Transformer(...)`` the transformer with its residual
+      strengths chosen (its MLP has ``sigma_w2``, ``sigma_b2`` above).
+    extra: for a transformer, ``"c"`` (the token correlation after ``depth`` blocks
+      there), ``"strength"`` (the factor ``t`` on the given strengths), ``"c_given"``
+      (the correlation at the given strengths) and ``"beta_c"`` (the critical inverse
+      temperature of the last block's attention input); else empty.
   """
 
   activation: Any
@@ -138,6 +145,8 @@ class CriticalInit:
   jacobian_variance: float | None
   kernel_init: Initializer = dataclasses.field(compare=False, repr=False)
   bias_init: Initializer = dataclasses.field(compare=False, repr=False)
+  arch: Any = None
+  extra: dict = dataclasses.field(default_factory=dict, compare=False)
 
   def network(self, depth: int | None = None, width: int | None = None) -> Network:
     """The :class:`meanfield.Network` of this initialisation (``depth`` defaults to the one given)."""
@@ -145,7 +154,8 @@ class CriticalInit:
     if depth is None:
       raise ValueError("`depth` must be given (critical_init was called without one)")
     return Network(activation=self.activation, sigma_w2=self.sigma_w2, sigma_b2=self.sigma_b2,
-                   depth=depth, width=width, init=self.init)
+                   depth=depth, width=width, init=self.init,
+                   **({} if self.arch is None else {"arch": self.arch}))
 
 
 def _scalar(name: str, value: Any, what: str) -> float:
@@ -219,10 +229,55 @@ def _realisable(act: Activation, q: np.ndarray) -> np.ndarray:
   return (bias >= 0) & np.asarray(reached)
 
 
+#: Strength factors ``t`` scanned for the largest one that keeps the tokens apart.
+_STRENGTHS = np.geomspace(1e-4, 1.0, 65)
+
+
+def _token_c(act, arch: Transformer, depth: int, sigma_w2, sigma_b2, t: float, c_input):
+  """The token correlation after ``depth`` blocks at strengths ``t`` times ``arch``'s, and
+  ``beta_c`` of the last block's attention input."""
+  scaled = arch.replace(alpha_sa=t * arch.alpha_sa, alpha_mlp=t * arch.alpha_mlp)
+  prop = _propagate(Network(activation=act, sigma_w2=sigma_w2, sigma_b2=sigma_b2, depth=depth,
+                            arch=scaled), q_input=1.0, c_input=c_input)
+  return float(np.asarray(prop.c)[-1]), float(np.asarray(prop.extra["beta_c"])[-1])
+
+
+def _transformer_strength(act, arch, sigma_w2, sigma_b2, depth, c_max, c_input):
+  """``(arch with strengths t alpha, extra)``: the largest ``t`` in ``(0, 1]`` with the token
+  correlation after ``depth`` blocks at most ``c_max`` (``docs/initialise.md``)."""
+  if depth is None:
+    raise ValueError("`depth` must be given for arch=Transformer(...): the strength that keeps "
+                     "the tokens apart depends on the number of blocks")
+  c_max = _scalar("c_max", c_max, "a token correlation")
+  low = -1 / (arch.tokens - 1)
+  c_input = float(np.asarray(c_input))
+  if not low <= c_input < c_max <= 1:
+    raise ValueError(f"`c_max` must be in (c_input, 1] = ({c_input:g}, 1] and `c_input` in "
+                     f"[{low:g}, 1] (the tokens' correlation after and before the blocks), got "
+                     f"c_max={c_max!r}, c_input={c_input!r}")
+  f = lambda t: _token_c(act, arch, depth, sigma_w2, sigma_b2, t, c_input)[0] - c_max  # noqa
+  values = np.array([f(t) for t in _STRENGTHS])
+  if values[-1] <= 0:
+    t = 1.0
+  else:
+    ok = np.flatnonzero(values <= 0)
+    if ok.size == 0:
+      raise ValueError(f"`c_max` = {c_max:g}: no residual strength down to 1e-4 times the "
+                       f"given ones keeps the token correlation after {depth} blocks at or "
+                       f"below it (at 1e-4 it is {values[0] + c_max:.6g})")
+    i = ok[-1]
+    t = float(scipy.optimize.brentq(f, _STRENGTHS[i], _STRENGTHS[i + 1], xtol=1e-12,
+                                    rtol=1e-10))
+  c, beta_c = _token_c(act, arch, depth, sigma_w2, sigma_b2, t, c_input)
+  extra = {"c": c, "strength": t, "c_given": float(values[-1] + c_max), "beta_c": beta_c}
+  return arch.replace(alpha_sa=t * arch.alpha_sa, alpha_mlp=t * arch.alpha_mlp), extra
+
+
 @accepts_network
 def critical_init(activation: Any, *, sigma_b2: float | None = None, init: str = "gaussian",
                   q_min: float = 0.0, q_max: float | None = None,
-                  depth: int | None = None) -> CriticalInit:
+                  depth: int | None = None, arch: Any = None, c_max: float = 0.9,
+                  c_input: float = 0.0) -> CriticalInit:
   """The initialisation on the critical line ``chi_1 = 1``, as numbers and initialisers.
 
   Give exactly one of ``sigma_b2`` (the point of the line with that bias
@@ -247,7 +302,16 @@ def critical_init(activation: Any, *, sigma_b2: float | None = None, init: str =
     q_min, q_max: bounds on ``q*`` for the choice by isometry (``0 <= q_min < q_max``).
     depth: the depth ``L`` at which the Jacobian's mean and variance are
       reported (they do not change the choice), and the default depth of
-      :meth:`CriticalInit.network`.
+      :meth:`CriticalInit.network`; for a transformer the number of blocks.
+    arch: ``None`` (or a plain :class:`~meanfield.MLP`), or a
+      :class:`~meanfield.Transformer`: its MLP gets the critical ``sigma_w2``
+      chosen as above, and its residual strengths ``alpha_sa``, ``alpha_mlp`` are
+      multiplied by the largest ``t`` in ``(0, 1]`` for which the token correlation
+      after ``depth`` blocks from ``c_input`` (tokens of ``q = 1``) is at most
+      ``c_max`` (the theory's :func:`meanfield.propagate`; ``beta`` and the other
+      fields as given; ``docs/initialise.md``). The result's ``arch`` and ``extra``.
+    c_max, c_input: the token correlation allowed after the blocks (default 0.9,
+      the rank-collapse threshold of :func:`empirical.verdict`) and the inputs'.
 
   Returns:
     A :class:`CriticalInit` (Python floats, in the precision JAX runs in:
@@ -274,6 +338,13 @@ def critical_init(activation: Any, *, sigma_b2: float | None = None, init: str =
   law = weight_law(init)
   if depth is not None:
     depth = _checks.check_positive_int("depth", depth)
+  if isinstance(arch, MLP) and arch == MLP():
+    arch = None
+  if not (arch is None or isinstance(arch, Transformer)):
+    raise ValueError(f"`arch` must be None, MLP() or a meanfield.Transformer for "
+                     f"critical_init, got {arch!r}")
+  if arch is not None and (depth is None or arch.causal):
+    _transformer_strength(act, arch, 1.0, 0.0, depth, c_max, c_input)   # raises
   q_min = _scalar("q_min", q_min, "a length")
   if (sigma_b2 is None) == (q_max is None):
     raise ValueError("give exactly one of `sigma_b2` (the point of the critical line with that "
@@ -317,8 +388,12 @@ def critical_init(activation: Any, *, sigma_b2: float | None = None, init: str =
     moments = jacobian_moments(activation=act, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
                                depth=depth, init=law, q=q)
     mean, variance = float(np.asarray(moments.mean)), float(np.asarray(moments.variance))
+  extra = {}
+  if arch is not None:
+    arch, extra = _transformer_strength(act, arch, sigma_w2, sigma_b2, depth, c_max, c_input)
   return CriticalInit(
       activation=activation, init=law, sigma_w2=sigma_w2, sigma_b2=sigma_b2, q_star=q,
       chi_1=chi, xi_q=float(np.asarray(depth_scale(slope))), xi_c=float("inf"), depth=depth,
       jacobian_mean=mean, jacobian_variance=variance,
-      kernel_init=kernel_initializer(sigma_w2, law), bias_init=bias_initializer(sigma_b2))
+      kernel_init=kernel_initializer(sigma_w2, law), bias_init=bias_initializer(sigma_b2),
+      arch=arch, extra=extra)

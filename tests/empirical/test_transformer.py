@@ -113,3 +113,21 @@ def test_softmax_blocks_match_the_large_t_theory():
   uniform = meanfield.propagate(empirical.networks(ds).values[()].replace(
       arch=meanfield.Transformer(tokens=256, norm="post")), q_input=1.0, c_input=0.2)
   assert np.all(np.abs(uniform.c - th.c.values) > 3 * tol)     # softmax is not uniform here
+
+
+def test_critical_init_strength_keeps_random_blocks_apart():
+  """meanfield.critical_init's residual strength for a transformer, on random blocks: the
+  measured token correlation after the blocks is the c_max it was asked for, and the given
+  unit strengths measure far above it."""
+  arch = meanfield.Transformer(tokens=T, norm="post")
+  with jax.enable_x64(True):
+    ci = meanfield.critical_init("relu", sigma_b2=0.0, depth=DEPTH, arch=arch, c_max=0.7,
+                                 c_input=0.2)
+  net = ci.network(width=D)
+  ds = empirical.sweep(jax.random.key(4), network=net, n_seeds=SEEDS, q_input=1.0,
+                       c_input=0.2, progress=False)
+  err, tol = _agree(ds, empirical.theory(ds), "c", D)
+  assert np.all(err <= tol), (err, tol)
+  last = ds.c.mean("seed").values[-1]
+  assert abs(last - 0.7) <= tol[-1]
+  assert ci.extra["c_given"] - 0.7 > 2 * tol[-1]         # the strength made the difference

@@ -159,3 +159,52 @@ def test_lengths_fixed_to_rounding_give_their_limit(x64):
     np.testing.assert_allclose(ci.sigma_w2, sigma_w2, rtol=1e-12)
     np.testing.assert_allclose(ci.chi_1, 1.0, rtol=1e-12)
     assert ci.xi_q == np.inf
+
+
+# --- transformers: the residual strength that keeps the tokens apart -------------------
+
+def _post_ln_relu_c(alpha, tokens, depth, c):
+  """Post-LN blocks of uniform attention and a ReLU MLP (sigma_w2 = 2, no biases), in NumPy:
+  the token correlation after ``depth`` blocks (docs/transformer.md; the arc-cosine kernel
+  E[relu(u) relu(v)] = q (sin t + (pi - t) cos t) / (2 pi), Cho & Saul 2009)."""
+  a2 = alpha ** 2
+  for _ in range(depth):
+    gap = 1 - c                               # q = 1 after each LayerNorm
+    q = 1 + a2 * (c + gap / tokens)           # attention: the token mean, gap untouched
+    gap /= q
+    theta = np.arccos(np.clip(1 - gap, -1, 1))
+    p_b = 2 * 2 * (np.sin(theta) + (np.pi - theta) * np.cos(theta)) / (2 * np.pi)
+    q_b = 2.0                                  # sigma_w2 E[relu(u)^2] at q_h = 2
+    gap = (gap + a2 * (q_b - p_b)) / (1 + a2 * q_b)
+    c = 1 - gap
+  return c
+
+
+def test_critical_init_of_a_transformer_keeps_the_tokens_apart():
+  arch = meanfield.Transformer(tokens=16, norm="post")
+  with jax.enable_x64(True):
+    ci = meanfield.critical_init("relu", sigma_b2=0.0, depth=12, arch=arch, c_max=0.9)
+    again = meanfield.critical_init(network=meanfield.Network(
+        activation="relu", sigma_w2=1.0, sigma_b2=0.0, depth=12, arch=arch), c_max=0.9)
+  assert ci.sigma_w2 == pytest.approx(2.0, rel=1e-12)     # the MLP at its own critical point
+  alpha = ci.arch.alpha_sa
+  assert ci.arch.alpha_mlp == alpha and ci.extra["strength"] == alpha
+  assert again.arch == ci.arch
+  # the answer does what it says, by an independent NumPy iteration of the block map ...
+  assert _post_ln_relu_c(alpha, 16, 12, 0.0) == pytest.approx(0.9, abs=1e-8)
+  assert ci.extra["c"] == pytest.approx(0.9, abs=1e-8)
+  # ... and it is the largest such strength: unit strengths collapse the tokens
+  assert _post_ln_relu_c(1.0, 16, 12, 0.0) > 0.99 and ci.extra["c_given"] > 0.99
+  assert _post_ln_relu_c(alpha * 1.01, 16, 12, 0.0) > 0.9
+  # strengths already small enough are kept
+  with jax.enable_x64(True):
+    kept = meanfield.critical_init("relu", sigma_b2=0.0, depth=2, arch=arch, c_max=0.9)
+  assert kept.arch == arch and kept.extra["strength"] == 1.0
+  with pytest.raises(ValueError, match="`depth` must be given"):
+    meanfield.critical_init("relu", sigma_b2=0.0, arch=arch)
+  with pytest.raises(ValueError, match="`c_max` must be in"):
+    meanfield.critical_init("relu", sigma_b2=0.0, depth=4, arch=arch, c_max=0.5, c_input=0.6)
+  with pytest.raises(ValueError, match="`arch` must be"):
+    meanfield.critical_init("relu", sigma_b2=0.0, depth=4, arch=meanfield.Conv(kernel_size=3))
+  with pytest.raises(ValueError, match="`causal`"):
+    meanfield.critical_init("relu", sigma_b2=0.0, depth=4, arch=arch.replace(causal=True))
