@@ -43,6 +43,8 @@ _SKIP = re.compile(r"<!--\s*skip-test\b.*?-->\s*$")
 SLOW = {
   "README.md": "about 65 s: the theory tour compiles ~15 theory functions (45 s), "
                "then a 192-network sweep and its theory (17 s)",
+  "transformer.md": "about 10 s: a sweep of random transformer blocks and its theory",
+  "ntk.md": "about 5 s: the NTK of a 64 x 3 grid over 200 layers",
 }
 
 

@@ -463,6 +463,7 @@ def _pair_apply(p, x):
   return jnp.tanh(x @ p["w1"] + p["b1"][None]) @ p["w2"]
 
 
+@pytest.mark.slow
 def test_ntk_is_j_j_transpose_over_the_parameters_with_its_spread():
   """Network 1's NTK against jax.jacrev of r . out over its parameters, by hand."""
   from empirical import probes, streams

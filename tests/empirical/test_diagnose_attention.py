@@ -124,6 +124,7 @@ def test_token_statistics_by_hand(uniform_post):
   np.testing.assert_allclose(out["stable_rank"].values, [want_rank], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_verdicts_of_a_collapsed_and_a_healthy_configuration():
   x = _tokens(0.2)
   run = lambda **kw: empirical.diagnose(                                   # noqa: E731

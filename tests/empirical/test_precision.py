@@ -56,6 +56,7 @@ def test_device_threads_carry_the_precision():
   assert seen == [("tensorfloat32", False, True)] * 2
 
 
+@pytest.mark.slow
 def test_a_store_keeps_apart_runs_of_different_precision(tmp_path):
   full = empirical.sweep(jax.random.key(0), store=tmp_path / "s", **SWEEP)
   with jax.default_matmul_precision("tensorfloat32"), \
@@ -68,6 +69,7 @@ def test_a_store_keeps_apart_runs_of_different_precision(tmp_path):
     np.testing.assert_array_equal(full[name].values, fast[name].values, err_msg=name)
 
 
+@pytest.mark.slow
 def test_random_weights_are_bitwise_the_same_on_one_and_two_devices():
   key = jax.random.key(3)
 

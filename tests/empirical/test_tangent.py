@@ -54,6 +54,7 @@ def _agree(ds, theory, depths):
     assert np.all(np.abs(mean[i] - expected) <= bound), (d, mean[i], expected, bound)
 
 
+@pytest.mark.slow
 def test_wide_networks_match_the_theory_within_sampling_error():
   x = _inputs()
   kw = dict(activation="tanh", sigma_w2=1.8, sigma_b2=0.1)
@@ -71,6 +72,7 @@ def test_wide_networks_match_the_theory_within_sampling_error():
     _agree(ds, other, [2, 4])
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_chunking():
   kw = dict(x=_inputs(), activation="relu", width=32, depth=[1, 3], sigma_w2=2.0,
             sigma_b2=0.05, n_seeds=5, progress=False)

@@ -115,6 +115,7 @@ def test_softmax_blocks_match_the_large_t_theory():
   assert np.all(np.abs(uniform.c - th.c.values) > 3 * tol)     # softmax is not uniform here
 
 
+@pytest.mark.slow
 def test_critical_init_strength_keeps_random_blocks_apart():
   """meanfield.critical_init's residual strength for a transformer, on random blocks: the
   measured token correlation after the blocks is the c_max it was asked for, and the given

@@ -363,6 +363,7 @@ def test_k_star_zero_vertex_measured():
 # --- where the theory stops -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_trusted_field():
   """Exact laws are trusted at any depth; otherwise ``log_var <= 1.5`` and a forward shift
   ``<= 5%`` (docs/finite_width.md, Sec. 11)."""
@@ -408,6 +409,7 @@ def test_trusted_range_is_where_the_error_is_below_ten_percent(x64):
   assert not fq.trusted[-1] and max(median[-1], band[-1]) > 0.1 + se[-1]
 
 
+@pytest.mark.slow
 def test_gradient_at_infinite_width_is_the_chi_product(x64):
   """``width=None``: ``E[phi'(h^L)^2] prod_{l <= k < L} chi^k`` from :func:`meanfield.propagate`
   (the overlay's ``grad_h^2``), zero variance, every layer trusted."""

@@ -296,6 +296,7 @@ def test_bad_input_raises_before_any_work(kw, match):
     meanfield.ntk(**args)
 
 
+@pytest.mark.slow
 def test_jit_and_grad_against_finite_differences(x64):
   gram = np.array([[1.0, 0.3], [0.3, 1.0]])
   f = lambda s: meanfield.ntk(gram=gram, depth=5, sigma_w2=s, sigma_b2=0.1,     # noqa: E731
