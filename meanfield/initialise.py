@@ -54,7 +54,7 @@ from meanfield.activations import Activation, activation as _activation
 from meanfield.depth import depth_scale
 from meanfield.fixed_points import q_star as _q_star
 from meanfield.maps import chi_1 as _chi_1, propagate as _propagate, q_map_slope
-from meanfield.network import MLP, Network, accepts_network, weight_law
+from meanfield.network import MLP, Network, accepts_network, check_variants, weight_law
 from meanfield.phase import critical_line, critical_sigma_w2
 from meanfield.spectrum import jacobian_moments
 from meanfield.transformer import Transformer
@@ -338,7 +338,8 @@ def critical_init(activation: Any, *, sigma_b2: float | None = None, init: str =
   law = weight_law(init)
   if depth is not None:
     depth = _checks.check_positive_int("depth", depth)
-  if isinstance(arch, MLP) and arch == MLP():
+  if isinstance(arch, MLP):
+    check_variants("critical_init", arch)
     arch = None
   if not (arch is None or isinstance(arch, Transformer)):
     raise ValueError(f"`arch` must be None, MLP() or a meanfield.Transformer for "
