@@ -122,8 +122,8 @@ def _inputs(x, dtype) -> np.ndarray:
 
 
 @description.takes_network()
-def ntk(key: Array, *, x, arch: Architecture = MLP(), activation="tanh", width=256, depth=10,
-        sigma_w2=1.0, sigma_b2=0.0, init="gaussian", n_seeds: int = 8,
+def ntk(key: Array, *, x, network=None, arch: Architecture = MLP(), activation="tanh",
+        width=256, depth=10, sigma_w2=1.0, sigma_b2=0.0, init="gaussian", n_seeds: int = 8,
         chunk_size: int | None = None, memory_budget: int = engine.DEFAULT_MEMORY_BUDGET,
         store: str | os.PathLike | None = None, progress: bool = True, dtype=None,
         devices: _devices.Devices = None) -> xr.Dataset:
