@@ -53,8 +53,8 @@ def compute(*, depths, sigma_w2, width: int, n_seeds: int, n_steps: int,
 def draw(ds: xr.Dataset):
   fig, ax = _common.subplots(figsize=(6.4, 5.0))
   w, d = ds.sigma_w2.values, ds.depth.values.astype(float)
-  y_edges = fig_trainability._edges(d, log=True)
-  mesh = ax.pcolormesh(fig_trainability._edges(w), y_edges,
+  y_edges = fig_trainability.edges(d, log=True)
+  mesh = ax.pcolormesh(fig_trainability.edges(w), y_edges,
                        ds.test_accuracy.transpose("depth", "sigma_w2").values,
                        cmap="viridis", vmin=0.0, vmax=1.0, shading="flat")
   fig.colorbar(mesh, ax=ax, label=f"test accuracy (mean of {ds.attrs['n_seeds']} seeds)")
@@ -78,7 +78,7 @@ def draw(ds: xr.Dataset):
   ax.set_yticks(d)
   ax.set_yticklabels([f"{v:g}" for v in d])
   ax.minorticks_off()
-  ax.set_xlim(fig_trainability._edges(w)[0], fig_trainability._edges(w)[-1])
+  ax.set_xlim(fig_trainability.edges(w)[0], fig_trainability.edges(w)[-1])
   ax.set_xlabel(_common.LABELS["sigma_w2"])
   ax.set_ylabel(_common.LABELS["depth"])
   ax.set_title(fr"tanh, $\sigma_b^2$ = {a['sigma_b2']}, digits: trained accuracy against "
@@ -95,11 +95,5 @@ SECONDS = 105   # measured (fig_trainability's training again, then the scales):
 def make(outdir: pathlib.Path, *, paper: bool = False,
          progress: bool = True) -> list[pathlib.Path]:
   """Write ``ntk_trainability.png`` and ``ntk_trainability.nc`` (fig_trainability's budgets)."""
-  if paper:
-    ds = compute(depths=[4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128],
-                 sigma_w2=np.linspace(0.25, 4.0, 31), width=256, n_seeds=4, n_steps=2000,
-                 progress=progress)
-  else:
-    ds = compute(depths=[4, 6, 10, 16, 26, 42], sigma_w2=np.linspace(0.25, 4.0, 16), width=64,
-                 n_seeds=3, n_steps=250, progress=progress)
+  ds = compute(**fig_trainability.settings(paper), progress=progress)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "ntk_trainability")

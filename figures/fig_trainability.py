@@ -237,7 +237,7 @@ def assemble(accuracy: xr.DataArray, *, chance: float, width: int, n_steps: int)
   )
 
 
-def _edges(values: np.ndarray, *, log: bool = False) -> np.ndarray:
+def edges(values: np.ndarray, *, log: bool = False) -> np.ndarray:
   """Cell edges around (possibly uneven) grid values; geometric midpoints with ``log``."""
   v = np.log(values) if log else np.asarray(values, dtype=float)
   mid = (v[1:] + v[:-1]) / 2
@@ -250,8 +250,8 @@ def draw(ds: xr.Dataset):
   w = ds.sigma_w2.values
   d = ds.depth.values.astype(float)
   acc = ds.test_accuracy.transpose("depth", "sigma_w2").values
-  y_edges = _edges(d, log=True)
-  mesh = ax.pcolormesh(_edges(w), y_edges, acc, cmap="viridis", vmin=0.0, vmax=1.0,
+  y_edges = edges(d, log=True)
+  mesh = ax.pcolormesh(edges(w), y_edges, acc, cmap="viridis", vmin=0.0, vmax=1.0,
                        shading="flat")
   fig.colorbar(mesh, ax=ax, label=f"test accuracy (mean of {ds.attrs['n_seeds']} seeds)")
   xi = ds.xi_c.values
@@ -278,7 +278,7 @@ def draw(ds: xr.Dataset):
   ax.set_yticks(d)   # the trained depths, at the centres of their rows
   ax.set_yticklabels([f"{v:g}" for v in d])
   ax.minorticks_off()
-  ax.set_xlim(_edges(w)[0], _edges(w)[-1])
+  ax.set_xlim(edges(w)[0], edges(w)[-1])
   ax.set_xlabel(_common.LABELS["sigma_w2"])
   ax.set_ylabel(_common.LABELS["depth"])
   ax.set_title(fr"tanh, $\sigma_b^2$ = {a['sigma_b2']}, digits (chance {a['chance']:g}): "
@@ -288,6 +288,16 @@ def draw(ds: xr.Dataset):
   fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2,
              frameon=False)
   return fig
+
+
+def settings(paper: bool) -> dict:
+  """:func:`compute`'s keywords for the default (CPU-sized) or the ``paper`` run; the
+  figures that redraw this training (``fig_ntk_trainability``) take the same."""
+  if paper:
+    return dict(depths=[4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128],
+                sigma_w2=np.linspace(0.25, 4.0, 31), width=256, n_seeds=4, n_steps=2000)
+  return dict(depths=[4, 6, 10, 16, 26, 42], sigma_w2=np.linspace(0.25, 4.0, 16), width=64,
+              n_seeds=3, n_steps=250)
 
 
 def make(outdir: pathlib.Path, *, paper: bool = False,
@@ -302,11 +312,5 @@ def make(outdir: pathlib.Path, *, paper: bool = False,
   width 64). ``paper``: width 256, depths 4 to 128, 31 ``sigma_w2``, 4 seeds,
   2000 steps.
   """
-  if paper:
-    ds = compute(depths=[4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128],
-                 sigma_w2=np.linspace(0.25, 4.0, 31), width=256, n_seeds=4, n_steps=2000,
-                 progress=progress)
-  else:
-    ds = compute(depths=[4, 6, 10, 16, 26, 42], sigma_w2=np.linspace(0.25, 4.0, 16), width=64,
-                 n_seeds=3, n_steps=250, progress=progress)
+  ds = compute(**settings(paper), progress=progress)
   return _common.save(draw(ds), ds, pathlib.Path(outdir) / "trainability")
